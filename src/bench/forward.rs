@@ -1,0 +1,114 @@
+//! GLM forward and cached-decoding speed on random weights.
+
+use super::median_ms;
+use crate::model::glm::GlmConfig;
+use crate::model::{Attention, BackboneInput, ModelConfig};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// What to measure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForwardBench {
+    /// Layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+    /// Sequence length of the full forward (and the decoding context).
+    pub seq: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Timed repetitions (the median is reported).
+    pub reps: usize,
+    /// Tokens decoded one at a time after the context.
+    pub decode_tokens: usize,
+}
+
+impl Default for ForwardBench {
+    fn default() -> Self {
+        Self { layers: 12, hidden: 768, heads: 12, vocab: 30592, seq: 512, batch: 1, reps: 5, decode_tokens: 32 }
+    }
+}
+
+/// Results, one JSON object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForwardReport {
+    /// The configuration measured.
+    pub config: ForwardBench,
+    /// Parameters of the model.
+    pub params: usize,
+    /// Median milliseconds per full forward of `batch × seq` tokens.
+    pub forward_ms: f64,
+    /// Tokens per second of the full forward.
+    pub forward_tokens_per_s: f64,
+    /// Achieved GFLOP/s of the full forward (matmul FLOPs incl. attention and the output layer).
+    pub forward_gflops: f64,
+    /// Median milliseconds per decoded token with the K/V cache at context `seq`.
+    pub decode_ms_per_token: f64,
+    /// Achieved GFLOP/s while decoding.
+    pub decode_gflops: f64,
+    /// Rayon threads used.
+    pub threads: usize,
+}
+
+/// FLOPs of a forward over `new` tokens per row attending to `keys` keys.
+fn forward_flops(c: &ForwardBench, new: usize, keys: usize) -> f64 {
+    let (h, l, v) = (c.hidden as f64, c.layers as f64, c.vocab as f64);
+    let tokens = (c.batch * new) as f64;
+    let dense = 2.0 * tokens * 12.0 * h * h * l;
+    let attention = 4.0 * tokens * keys as f64 * h * l;
+    let output = 2.0 * tokens * h * v;
+    dense + attention + output
+}
+
+/// Measures a GLM of the given shape in f32 on the CPU.
+pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
+    if !c.hidden.is_multiple_of(c.heads) || c.seq == 0 || c.batch == 0 || c.layers == 0 {
+        return Err(Error::input(format!(
+            "bench: hidden {} must be a multiple of heads {}; seq, batch and layers must be positive",
+            c.hidden, c.heads
+        )));
+    }
+    let dev = Device::Cpu;
+    let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
+    let params = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let (_vars, model) = cfg.build_trainable(None, DType::F32, &dev)?;
+    let ids = Tensor::rand(0f32, c.vocab as f32, (c.batch, c.seq), &dev)?.to_dtype(DType::U32)?;
+    let full = BackboneInput::ids(ids.clone()).with_attention(Attention::Sep(vec![c.seq; c.batch]));
+    let forward_ms = median_ms(1, c.reps, || model.forward(&full, None).map(|_| ()))?;
+
+    // Decoding: the context goes into the cache once, then tokens one by one as GLM generates
+    // a blank (position = the mask's, block position = 1, 2, ...).
+    let steps = c.decode_tokens.clamp(1, c.seq);
+    let mut total = 0.0;
+    let mut n = 0;
+    let ctx_ids = ids.narrow(1, 0, c.seq - 1)?;
+    for _ in 0..c.reps.clamp(1, 3) {
+        let mut cache = model.new_cache();
+        model.forward(&BackboneInput::ids(ctx_ids.clone()).with_attention(Attention::Sep(vec![c.seq - 1; c.batch])), Some(&mut cache))?;
+        for k in 1..=steps {
+            let pos = Tensor::new(&[[c.seq as u32 - 2], [k as u32]], &dev)?.unsqueeze(0)?.repeat((c.batch, 1, 1))?;
+            let step =
+                BackboneInput::ids(ids.narrow(1, c.seq - 1, 1)?).with_positions(pos).with_attention(Attention::Sep(vec![0; c.batch]));
+            let t = std::time::Instant::now();
+            model.forward(&step, Some(&mut cache))?;
+            total += t.elapsed().as_secs_f64() * 1e3;
+            n += 1;
+        }
+    }
+    let decode_ms_per_token = total / n as f64;
+    let tokens = (c.batch * c.seq) as f64;
+    Ok(ForwardReport {
+        config: c.clone(),
+        params,
+        forward_ms,
+        forward_tokens_per_s: tokens / (forward_ms / 1e3),
+        forward_gflops: forward_flops(c, c.seq, c.seq) / (forward_ms / 1e3) / 1e9,
+        decode_ms_per_token,
+        decode_gflops: forward_flops(c, 1, c.seq + steps / 2) / (decode_ms_per_token / 1e3) / 1e9,
+        threads: rayon::current_num_threads(),
+    })
+}

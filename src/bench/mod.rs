@@ -1,0 +1,23 @@
+//! Benchmarks behind `wenhui bench`: each measures a real code path on random weights and
+//! reports medians, tokens/s and achieved GFLOP/s as one JSON object.
+
+mod forward;
+
+pub use forward::{bench_forward, ForwardBench, ForwardReport};
+
+use std::time::Instant;
+
+/// Runs `f` `warmup` times untimed, then `reps` times; returns the median wall time in ms.
+pub(crate) fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> crate::Result<()>) -> crate::Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(reps.max(1));
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}

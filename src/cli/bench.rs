@@ -1,0 +1,44 @@
+//! `wenhui bench ...`
+
+use wenhui::bench::{bench_forward, ForwardBench};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// GLM forward (ms, tokens/s, GFLOP/s) and cached decoding (ms/token) in f32 on the CPU.
+    Forward {
+        /// Layers.
+        #[arg(long, default_value_t = 12)]
+        layers: usize,
+        /// Hidden size.
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        /// Attention heads.
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 30592)]
+        vocab: usize,
+        /// Sequence length (and decoding context).
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed repetitions; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Tokens decoded with the cache after the context.
+        #[arg(long, default_value_t = 32)]
+        decode_tokens: usize,
+    },
+}
+
+pub fn run(c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::Forward { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens } => {
+            let report = bench_forward(&ForwardBench { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens })?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! Options shared by several commands.
+
+use std::path::PathBuf;
+use wenhui::model::{Gelu, LoadOptions};
+
+/// How to load a model (`--gelu`, `--config`).
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// Model directory (config.json + weights), THUDM checkpoint directory, or weights file.
+    pub model: PathBuf,
+    /// GLM GELU variant: tanh (THUDM training code, default) or erf (Hugging Face hub port).
+    #[arg(long, value_enum)]
+    pub gelu: Option<GeluArg>,
+    /// A config.json to use instead of the one beside the weights.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `--gelu` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GeluArg {
+    /// tanh approximation.
+    Tanh,
+    /// exact erf.
+    Erf,
+}
+
+impl ModelArgs {
+    /// The library's load options.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            gelu: self.gelu.map(|g| match g {
+                GeluArg::Tanh => Gelu::Tanh,
+                GeluArg::Erf => Gelu::Erf,
+            }),
+            config: self.config.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The directory holding the model files (for the tokenizer).
+    pub fn dir(&self) -> PathBuf {
+        if self.model.is_dir() {
+            self.model.clone()
+        } else {
+            self.model.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Argument parsing and printing only: each command calls library functions.
+
+mod bench;
+mod common;
+mod inspect;
+mod logits;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+/// wenhui — pretrain, then prompt: GLM, P-tuning and inverse prompting.
+#[derive(Debug, Parser)]
+#[command(name = "wenhui", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log debug messages to stderr (or set WENHUI_LOG=debug, info, ...).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a model's config, parameter count, stored dtypes, tokenizer family and special ids.
+    Inspect(inspect::Args),
+    /// Tokenize text with a model's tokenizer: ids and pieces.
+    Tokenize(tokenize::Args),
+    /// Top-k next (or masked) tokens at one position: a quick sanity check of a model.
+    Logits(logits::Args),
+    /// Benchmarks on random weights (prints one JSON line).
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Bench(c) => bench::run(c),
+    }
+}

@@ -1,0 +1,92 @@
+//! The one error type of the library. Every variant names what the user must look at:
+//! the file, the tensor, the config field or the option.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used across wenhui.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in wenhui, phrased so the user knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file was read but its content is unusable (truncated, wrong format, empty...).
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A checkpoint tensor is missing or has the wrong shape or dtype.
+    #[error("{path}: tensor `{tensor}`: {msg}")]
+    Tensor {
+        /// The checkpoint file (or directory for sharded checkpoints).
+        path: PathBuf,
+        /// The parameter name.
+        tensor: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A config field is missing or invalid.
+    #[error("{path}: config field `{field}`: {msg}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A tokenizer could not be built or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The caller passed inputs that do not fit the model (too long, wrong shapes, bad options).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+    /// A content error in `path`.
+    pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::File { path: path.as_ref().to_path_buf(), msg: msg.into() }
+    }
+    /// A tensor error in checkpoint `path`.
+    pub fn tensor(path: impl AsRef<Path>, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor { path: path.as_ref().to_path_buf(), tensor: tensor.into(), msg: msg.into() }
+    }
+    /// A config error in `path`.
+    pub fn config(path: impl AsRef<Path>, field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { path: path.as_ref().to_path_buf(), field: field.into(), msg: msg.into() }
+    }
+    /// An invalid-input error.
+    pub fn input(msg: impl Into<String>) -> Self {
+        Error::Input(msg.into())
+    }
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads a UTF-8 text file, naming it in the error.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = read_file(path)?;
+    String::from_utf8(bytes)
+        .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))
+}

@@ -1,0 +1,16 @@
+//! The `wenhui` binary: a thin CLI over the library (see `wenhui --help`).
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WENHUI_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" }));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Err(e) = cli::run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+mod cli;

@@ -1,0 +1,288 @@
+//! Reading weights from the files users have: `model.safetensors` (and sharded
+//! `model.safetensors.index.json`), `pytorch_model.bin` (PyTorch zip pickle), and original
+//! THUDM/GLM Megatron checkpoints (`latest_checkpointed_iteration.txt` + `<iter>/mp_rank_XX_model_states.pt`,
+//! fp16, model-parallel shards merged as `change_mp.py` splits them).
+
+use crate::error::read_text;
+use crate::{Error, Result};
+use candle_core::pickle::{Object, Stack};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Tensors read from a checkpoint, by parameter name, in the dtype they were stored in.
+pub struct Checkpoint {
+    /// Parameter name → tensor.
+    pub tensors: HashMap<String, Tensor>,
+    /// The file or directory they came from (named in errors).
+    pub source: PathBuf,
+    /// The format that was read.
+    pub format: CheckpointFormat,
+    /// Training arguments stored beside Megatron weights (`args`), as JSON, when present.
+    pub megatron_args: Option<serde_json::Value>,
+}
+
+/// Checkpoint file formats wenhui reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// `*.safetensors` (one file or sharded with an index).
+    Safetensors,
+    /// A PyTorch zip pickle of a state dict (`pytorch_model.bin`, `*.pt`).
+    PytorchPickle,
+    /// THUDM/GLM Megatron checkpoint directory, `n` model-parallel ranks.
+    Megatron(usize),
+}
+
+impl std::fmt::Display for CheckpointFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointFormat::Safetensors => f.write_str("safetensors"),
+            CheckpointFormat::PytorchPickle => f.write_str("pytorch pickle"),
+            CheckpointFormat::Megatron(n) => write!(f, "THUDM Megatron checkpoint, model-parallel size {n}"),
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Reads weights from a directory (any of the layouts above) or a single weights file.
+    pub fn read(path: &Path) -> Result<Self> {
+        if path.is_file() {
+            return read_file(path);
+        }
+        if !path.is_dir() {
+            return Err(Error::file(path, "no such file or directory"));
+        }
+        let candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
+        for name in candidates {
+            let p = path.join(name);
+            if p.is_file() {
+                return if name.ends_with(".index.json") { read_sharded(&p) } else { read_file(&p) };
+            }
+        }
+        if path.join("latest_checkpointed_iteration.txt").is_file() || path.join("latest").is_file() {
+            return read_megatron(path);
+        }
+        Err(Error::file(
+            path,
+            "no weights found: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin, or a THUDM checkpoint (latest_checkpointed_iteration.txt)",
+        ))
+    }
+
+    /// Dtypes found in the checkpoint, with tensor counts.
+    pub fn dtypes(&self) -> Vec<(DType, usize)> {
+        let mut counts: Vec<(DType, usize)> = Vec::new();
+        for t in self.tensors.values() {
+            match counts.iter_mut().find(|(d, _)| *d == t.dtype()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.dtype(), 1)),
+            }
+        }
+        counts.sort_by_key(|(d, _)| format!("{d:?}"));
+        counts
+    }
+
+    /// Checks that every `(name, shape)` is present with that shape; the error names the first
+    /// missing or mismatched tensor, with expected and found shapes.
+    pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        for (name, shape) in expected {
+            match self.tensors.get(name) {
+                None => return Err(Error::tensor(&self.source, name, format!("missing (expected shape {shape:?})"))),
+                Some(t) if t.dims() != shape.as_slice() => {
+                    return Err(Error::tensor(&self.source, name, format!("wrong shape: expected {shape:?}, found {:?}", t.dims())))
+                }
+                Some(t) if !t.dtype().is_float() => {
+                    return Err(Error::tensor(&self.source, name, format!("expected floating-point weights, found {:?}", t.dtype())))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The expected tensors converted to `dtype` on `device`, ready for a `VarBuilder`.
+    pub fn into_params(self, expected: &[(String, Vec<usize>)], dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>> {
+        self.check(expected)?;
+        let mut tensors = self.tensors;
+        let mut out = HashMap::with_capacity(expected.len());
+        for (name, _) in expected {
+            let t = tensors.remove(name).expect("checked above");
+            out.insert(name.clone(), t.to_dtype(dtype)?.to_device(device)?);
+        }
+        if !tensors.is_empty() {
+            let mut extra: Vec<_> = tensors.keys().cloned().collect();
+            extra.sort();
+            tracing::debug!("{}: ignoring {} tensors the model does not use: {:?}", self.source.display(), extra.len(), extra);
+        }
+        Ok(out)
+    }
+}
+
+fn read_file(path: &Path) -> Result<Checkpoint> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "safetensors" {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| Error::file(path, format!("not a readable safetensors file ({e}); is it truncated?")))?;
+        if tensors.is_empty() {
+            return Err(Error::file(path, "the safetensors file holds no tensors"));
+        }
+        return Ok(Checkpoint { tensors, source: path.into(), format: CheckpointFormat::Safetensors, megatron_args: None });
+    }
+    if ext == "json" && path.to_string_lossy().ends_with(".index.json") {
+        return read_sharded(path);
+    }
+    let (tensors, args) = read_pickle(path)?;
+    Ok(Checkpoint { tensors, source: path.into(), format: CheckpointFormat::PytorchPickle, megatron_args: args })
+}
+
+/// Reads a sharded checkpoint from its `*.index.json` (`{"weight_map": {name: file}}`).
+fn read_sharded(index: &Path) -> Result<Checkpoint> {
+    let text = read_text(index)?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::file(index, "no `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    files.sort();
+    files.dedup();
+    let mut tensors = HashMap::new();
+    for f in files {
+        let shard = read_file(&dir.join(f))?;
+        tensors.extend(shard.tensors);
+    }
+    for name in map.keys() {
+        if !tensors.contains_key(name) {
+            return Err(Error::tensor(index, name, "listed in the index but absent from its shard"));
+        }
+    }
+    Ok(Checkpoint { tensors, source: index.into(), format: CheckpointFormat::Safetensors, megatron_args: None })
+}
+
+/// Reads a PyTorch zip pickle: a state dict, or a dict holding one under `module` (THUDM) or
+/// `state_dict`/`model`. Also returns Megatron's `args` namespace as JSON when present.
+fn read_pickle(path: &Path) -> Result<(HashMap<String, Tensor>, Option<serde_json::Value>)> {
+    let hint = "expected a PyTorch zip checkpoint (torch ≥ 1.6 `torch.save`); legacy pickles must be re-saved";
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| Error::file(path, format!("not a zip archive ({e}): {hint}")))?;
+    let pkl = (0..zip.len())
+        .filter_map(|i| zip.by_index(i).ok().and_then(|f| f.name().ok().map(|n| n.to_string())))
+        .find(|n| n.ends_with("data.pkl"))
+        .ok_or_else(|| Error::file(path, format!("no data.pkl inside: {hint}")))?;
+    let mut stack = Stack::empty();
+    {
+        let reader = zip.by_name(&pkl).map_err(|e| Error::file(path, e.to_string()))?;
+        stack.read_loop(&mut std::io::BufReader::new(reader)).map_err(|e| Error::file(path, format!("unreadable pickle: {e}")))?;
+    }
+    let root = stack.finalize().map_err(|e| Error::file(path, format!("unreadable pickle: {e}")))?;
+    let entries = match root {
+        Object::Dict(kv) => kv,
+        _ => return Err(Error::file(path, "the pickle is not a state dict (its top level is not a dict)")),
+    };
+    let key_of = |k: &Object| match k {
+        Object::Unicode(s) => Some(s.clone()),
+        _ => None,
+    };
+    let args = entries.iter().find(|(k, _)| key_of(k).as_deref() == Some("args")).map(|(_, v)| namespace_to_json(v));
+    let nested = ["module", "state_dict", "model"]
+        .into_iter()
+        .find(|want| entries.iter().any(|(k, v)| key_of(k).as_deref() == Some(want) && matches!(v, Object::Dict(_))));
+    let tensors =
+        candle_core::pickle::read_all_with_key(path, nested).map_err(|e| Error::file(path, format!("cannot read tensors: {e}")))?;
+    if tensors.is_empty() {
+        return Err(Error::file(path, "the pickle holds no tensors: not a state dict (a dict of tensors, optionally under `module`)"));
+    }
+    Ok((tensors.into_iter().collect(), args.flatten()))
+}
+
+/// Converts a pickled `argparse.Namespace` (or plain dict) of simple values to JSON.
+fn namespace_to_json(obj: &Object) -> Option<serde_json::Value> {
+    let dict = match obj {
+        Object::Build { args, .. } => match args.as_ref() {
+            Object::Dict(kv) => kv,
+            _ => return None,
+        },
+        Object::Dict(kv) => kv,
+        _ => return None,
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in dict {
+        if let Object::Unicode(k) = k {
+            let v = match v {
+                Object::Int(i) => serde_json::json!(i),
+                Object::Long(i) => serde_json::json!(i),
+                Object::Float(f) => serde_json::json!(f),
+                Object::Bool(b) => serde_json::json!(b),
+                Object::Unicode(s) => serde_json::json!(s),
+                Object::None => serde_json::Value::Null,
+                _ => continue,
+            };
+            out.insert(k.clone(), v);
+        }
+    }
+    Some(serde_json::Value::Object(out))
+}
+
+/// Reads a THUDM/GLM (Megatron/DeepSpeed) checkpoint directory and merges model-parallel shards.
+fn read_megatron(dir: &Path) -> Result<Checkpoint> {
+    let tracker =
+        [dir.join("latest_checkpointed_iteration.txt"), dir.join("latest")].into_iter().find(|p| p.is_file()).expect("checked by caller");
+    let tag = read_text(&tracker)?.trim().to_string();
+    if tag.is_empty() {
+        return Err(Error::file(&tracker, "empty: expected an iteration number or `release`"));
+    }
+    let iter_dir = dir.join(&tag);
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(&iter_dir)
+        .map_err(|e| Error::io(&iter_dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("mp_rank_") && n.ends_with("_model_states.pt")))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(Error::file(&iter_dir, "no mp_rank_XX_model_states.pt files"));
+    }
+    let mut ranks = Vec::with_capacity(shards.len());
+    let mut args = None;
+    for s in &shards {
+        let (t, a) = read_pickle(s)?;
+        args = args.or(a);
+        ranks.push(t);
+    }
+    let n = ranks.len();
+    let tensors = if n == 1 { ranks.pop().expect("one rank") } else { merge_model_parallel(ranks, &iter_dir)? };
+    Ok(Checkpoint { tensors, source: dir.into(), format: CheckpointFormat::Megatron(n), megatron_args: args })
+}
+
+/// Merges model-parallel shards by THUDM's `change_mp.py` rule: QKV split per Q/K/V third on
+/// dim 0; word embeddings and `dense_h_to_4h` on dim 0; `attention.dense` and `dense_4h_to_h`
+/// weights on dim 1; everything else replicated.
+pub fn merge_model_parallel(ranks: Vec<HashMap<String, Tensor>>, source: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    let names: Vec<String> = ranks[0].keys().cloned().collect();
+    for name in names {
+        let parts = ranks
+            .iter()
+            .enumerate()
+            .map(|(r, m)| m.get(&name).cloned().ok_or_else(|| Error::tensor(source, &name, format!("absent from model-parallel rank {r}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let merged = if name.contains("query_key_value") {
+            let mut thirds: [Vec<Tensor>; 3] = Default::default();
+            for p in &parts {
+                let rows = p.dim(0)?;
+                if rows % 3 != 0 {
+                    return Err(Error::tensor(source, &name, format!("{rows} rows are not divisible into Q, K, V")));
+                }
+                for (i, third) in thirds.iter_mut().enumerate() {
+                    third.push(p.narrow(0, i * rows / 3, rows / 3)?);
+                }
+            }
+            Tensor::cat(&thirds.concat(), 0)?
+        } else if name == "word_embeddings.weight" || name.contains("dense_h_to_4h") {
+            Tensor::cat(&parts, 0)?
+        } else if name.ends_with("attention.dense.weight") || name.ends_with("dense_4h_to_h.weight") {
+            Tensor::cat(&parts, 1)?
+        } else {
+            parts[0].clone()
+        };
+        out.insert(name, merged);
+    }
+    Ok(out)
+}

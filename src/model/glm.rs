@@ -1,0 +1,309 @@
+//! GLM (arXiv 2103.10360), exactly as THUDM/GLM computes it (spec glm §1):
+//! word + position + block-position embeddings, pre-LN blocks with a fused QKV projection,
+//! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
+
+use super::attention::{attend, KvCache};
+use super::layers::{Embedding, Gelu, LayerNorm, Linear};
+use super::mask::{build_mask, Attention};
+use super::{
+    check_ids, check_positions, default_positions, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention, ModelKind,
+    TokenInput,
+};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_scale() -> f64 {
+    1.0
+}
+fn default_init() -> f64 {
+    0.02
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+/// GLM hyper-parameters, read from a Hugging Face hub `config.json` (field names as THUDM's).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GlmConfig {
+    /// Number of transformer layers.
+    #[serde(alias = "num_hidden_layers")]
+    pub num_layers: usize,
+    /// Rows of the word embedding (tokenizer size padded to a multiple of 128 in THUDM models).
+    pub vocab_size: usize,
+    /// Hidden size H.
+    pub hidden_size: usize,
+    /// Attention heads N (H must be a multiple of N).
+    pub num_attention_heads: usize,
+    /// Longest sequence; the position tables have `max_sequence_length + 1` rows.
+    pub max_sequence_length: usize,
+    /// 2D positions (position + block position). All released GLMs use them.
+    #[serde(default = "default_true")]
+    pub block_position_encoding: bool,
+    /// Only 1.0 is supported (all released models).
+    #[serde(default = "default_scale")]
+    pub attention_scale: f64,
+    /// Transformer-XL relative encoding; unused by released models and not supported.
+    #[serde(default)]
+    pub relative_encoding: bool,
+    /// GELU variant: `tanh` (THUDM training code, the default) or `erf` (Hugging Face hub port).
+    #[serde(default)]
+    pub gelu: Gelu,
+    /// Layer-norm epsilon (hard-coded 1e-5 in THUDM's code).
+    #[serde(default = "default_eps")]
+    pub layernorm_epsilon: f64,
+    /// Standard deviation of the initial weights when training from scratch.
+    #[serde(default = "default_init")]
+    pub initializer_range: f64,
+    /// Dropout after the embeddings (training only).
+    #[serde(default = "default_dropout")]
+    pub embedding_dropout_prob: f64,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attention_dropout_prob: f64,
+    /// Dropout after the attention and MLP output projections (training only).
+    #[serde(default = "default_dropout")]
+    pub output_dropout_prob: f64,
+}
+
+impl GlmConfig {
+    /// A config with THUDM's defaults for everything but the shape.
+    pub fn new(num_layers: usize, hidden_size: usize, num_attention_heads: usize, vocab_size: usize, max_sequence_length: usize) -> Self {
+        Self {
+            num_layers,
+            vocab_size,
+            hidden_size,
+            num_attention_heads,
+            max_sequence_length,
+            block_position_encoding: true,
+            attention_scale: 1.0,
+            relative_encoding: false,
+            gelu: Gelu::Tanh,
+            layernorm_epsilon: 1e-5,
+            initializer_range: 0.02,
+            embedding_dropout_prob: 0.1,
+            attention_dropout_prob: 0.1,
+            output_dropout_prob: 0.1,
+        }
+    }
+
+    /// Rows of the position and block-position tables.
+    pub fn position_rows(&self) -> usize {
+        if self.block_position_encoding {
+            self.max_sequence_length + 1
+        } else {
+            self.max_sequence_length
+        }
+    }
+
+    /// Checks the combination of fields; `path` names the config file in errors.
+    pub fn validate(&self, path: &std::path::Path) -> Result<()> {
+        let nonzero = [
+            ("num_layers", self.num_layers),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("vocab_size", self.vocab_size),
+            ("max_sequence_length", self.max_sequence_length),
+        ];
+        for (field, v) in nonzero {
+            if v == 0 {
+                return Err(Error::config(path, field, "must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(Error::config(
+                path,
+                "num_attention_heads",
+                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+            ));
+        }
+        if self.relative_encoding {
+            return Err(Error::config(
+                path,
+                "relative_encoding",
+                "relative (Transformer-XL) encoding is not supported; no released GLM uses it",
+            ));
+        }
+        if self.attention_scale != 1.0 {
+            return Err(Error::config(path, "attention_scale", "only 1.0 is supported (all released GLMs)"));
+        }
+        Ok(())
+    }
+
+    /// `(name, shape)` of every parameter, in THUDM / hub naming.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, v, p) = (self.hidden_size, self.vocab_size, self.position_rows());
+        let mut out =
+            vec![("word_embeddings.weight".to_string(), vec![v, h]), ("transformer.position_embeddings.weight".into(), vec![p, h])];
+        if self.block_position_encoding {
+            out.push(("transformer.block_position_embeddings.weight".into(), vec![p, h]));
+        }
+        for l in 0..self.num_layers {
+            let pre = format!("transformer.layers.{l}");
+            for (n, s) in [
+                ("input_layernorm.weight", vec![h]),
+                ("input_layernorm.bias", vec![h]),
+                ("attention.query_key_value.weight", vec![3 * h, h]),
+                ("attention.query_key_value.bias", vec![3 * h]),
+                ("attention.dense.weight", vec![h, h]),
+                ("attention.dense.bias", vec![h]),
+                ("post_attention_layernorm.weight", vec![h]),
+                ("post_attention_layernorm.bias", vec![h]),
+                ("mlp.dense_h_to_4h.weight", vec![4 * h, h]),
+                ("mlp.dense_h_to_4h.bias", vec![4 * h]),
+                ("mlp.dense_4h_to_h.weight", vec![h, 4 * h]),
+                ("mlp.dense_4h_to_h.bias", vec![h]),
+            ] {
+                out.push((format!("{pre}.{n}"), s));
+            }
+        }
+        out.push(("transformer.final_layernorm.weight".into(), vec![h]));
+        out.push(("transformer.final_layernorm.bias".into(), vec![h]));
+        out
+    }
+}
+
+/// One pre-LN transformer block.
+struct GlmLayer {
+    input_layernorm: LayerNorm,
+    query_key_value: Linear,
+    dense: Linear,
+    post_attention_layernorm: LayerNorm,
+    dense_h_to_4h: Linear,
+    dense_4h_to_h: Linear,
+}
+
+impl GlmLayer {
+    fn new(cfg: &GlmConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, eps, std) = (cfg.hidden_size, cfg.layernorm_epsilon, cfg.initializer_range);
+        // Output projections start smaller, σ/√(2L), as in THUDM's scaled_init_method.
+        let out_std = std / (2.0 * cfg.num_layers as f64).sqrt();
+        Ok(Self {
+            input_layernorm: LayerNorm::new(h, eps, vb.pp("input_layernorm"))?,
+            query_key_value: Linear::new(h, 3 * h, std, vb.pp("attention.query_key_value"))?,
+            dense: Linear::new(h, h, out_std, vb.pp("attention.dense"))?,
+            post_attention_layernorm: LayerNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
+            dense_h_to_4h: Linear::new(h, 4 * h, std, vb.pp("mlp.dense_h_to_4h"))?,
+            dense_4h_to_h: Linear::new(4 * h, h, out_std, vb.pp("mlp.dense_4h_to_h"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let h = x.dim(2)?;
+        let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
+        let (q, k, v) = (qkv.narrow(2, 0, h)?, qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
+        let ctx = attend(&q, &k, &v, heads, mask, cache)?;
+        let x = (x + self.dense.forward(&ctx)?)?;
+        let mlp = self.dense_4h_to_h.forward(&gelu.forward(&self.dense_h_to_4h.forward(&self.post_attention_layernorm.forward(&x)?)?)?)?;
+        Ok((x + mlp)?)
+    }
+}
+
+/// The GLM backbone.
+pub struct Glm {
+    cfg: GlmConfig,
+    info: BackboneInfo,
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    block_position_embeddings: Option<Embedding>,
+    layers: Vec<GlmLayer>,
+    final_layernorm: LayerNorm,
+    device: Device,
+    dtype: DType,
+}
+
+impl Glm {
+    /// Builds GLM from `vb` (hub parameter names, no prefix).
+    pub fn new(cfg: &GlmConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, p, std) = (cfg.hidden_size, cfg.position_rows(), cfg.initializer_range);
+        let t = vb.pp("transformer");
+        let block_position_embeddings =
+            if cfg.block_position_encoding { Some(Embedding::new(p, h, std, t.pp("block_position_embeddings"))?) } else { None };
+        let layers = (0..cfg.num_layers).map(|l| GlmLayer::new(cfg, t.pp(format!("layers.{l}")))).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            info: BackboneInfo {
+                kind: ModelKind::Glm,
+                vocab_size: cfg.vocab_size,
+                hidden_size: h,
+                num_layers: cfg.num_layers,
+                num_heads: cfg.num_attention_heads,
+                max_positions: cfg.max_sequence_length,
+                position_dims: 2,
+                default_attention: DefaultAttention::Causal,
+            },
+            word_embeddings: Embedding::new(cfg.vocab_size, h, std, vb.pp("word_embeddings"))?,
+            position_embeddings: Embedding::new(p, h, std, t.pp("position_embeddings"))?,
+            block_position_embeddings,
+            layers,
+            final_layernorm: LayerNorm::new(h, cfg.layernorm_epsilon, t.pp("final_layernorm"))?,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GlmConfig {
+        &self.cfg
+    }
+}
+
+impl Backbone for Glm {
+    fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        check_ids(ids, self.cfg.vocab_size)?;
+        self.word_embeddings.forward(ids)
+    }
+
+    fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
+        let (b, s) = input.batch_and_len()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let words = match &input.tokens {
+            TokenInput::Ids(ids) => self.embed(ids)?,
+            TokenInput::Embeddings(e) => e.to_dtype(self.dtype)?,
+        };
+        let (pos, block) = match &input.positions {
+            Some(p) => {
+                let dims = p.dims();
+                if dims != [b, 2, s] {
+                    return Err(Error::input(format!("GLM positions must be [batch, 2, seq] = [{b}, 2, {s}], got {dims:?}")));
+                }
+                (p.narrow(1, 0, 1)?.squeeze(1)?, p.narrow(1, 1, 1)?.squeeze(1)?)
+            }
+            None => (default_positions(b, s, past, &self.device)?, Tensor::zeros((b, s), DType::U32, &self.device)?),
+        };
+        let rows = self.cfg.position_rows();
+        check_positions(&pos, rows, "position id")?;
+        check_positions(&block, rows, "block position id")?;
+        let mut x = (words + self.position_embeddings.forward(&pos.to_dtype(DType::U32)?)?)?;
+        if let Some(bp) = &self.block_position_embeddings {
+            x = (x + bp.forward(&block.to_dtype(DType::U32)?)?)?;
+        }
+        let attention = input.attention.clone().unwrap_or(Attention::Causal);
+        let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| c.layer(l));
+            x = layer.forward(&x, self.cfg.num_attention_heads, self.cfg.gelu, &mask, slot)?;
+        }
+        let hidden = self.final_layernorm.forward(&x)?;
+        let logits = hidden.broadcast_matmul(&self.word_embeddings.weight().t()?)?;
+        Ok(BackboneOutput { logits, hidden })
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+}

@@ -1,0 +1,233 @@
+//! GPT-2 (`GPT2LMHeadModel` layout, Hugging Face parameter names): learned absolute positions,
+//! pre-LN blocks with `Conv1D` projections (`[in, out]` weights), causal attention, final LN,
+//! LM head tied to the token embedding.
+
+use super::attention::{attend, KvCache};
+use super::layers::{Conv1D, Embedding, Gelu, LayerNorm};
+use super::mask::{build_mask, Attention};
+use super::{
+    check_ids, check_positions, default_positions, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention, ModelKind,
+    TokenInput,
+};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn default_init() -> f64 {
+    0.02
+}
+
+/// GPT-2 hyper-parameters from a Hugging Face `config.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Rows of the position table.
+    pub n_positions: usize,
+    /// MLP width (default 4·n_embd).
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// `gelu_new` (tanh approximation) or `gelu` (erf).
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// Init standard deviation when training from scratch.
+    #[serde(default = "default_init")]
+    pub initializer_range: f64,
+}
+
+impl Gpt2Config {
+    fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
+        match self.activation_function.as_str() {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Gelu::Tanh),
+            "gelu" => Ok(Gelu::Erf),
+            other => Err(Error::config(path, "activation_function", format!("`{other}` is not supported (use gelu_new or gelu)"))),
+        }
+    }
+
+    /// Checks the combination of fields; `path` names the config file in errors.
+    pub fn validate(&self, path: &std::path::Path) -> Result<()> {
+        for (field, v) in [
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+        ] {
+            if v == 0 {
+                return Err(Error::config(path, field, "must be positive"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(Error::config(path, "n_head", format!("{} does not divide n_embd {}", self.n_head, self.n_embd)));
+        }
+        self.gelu(path).map(|_| ())
+    }
+
+    /// `(name, shape)` of every parameter, with the `transformer.` prefix.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, i) = (self.n_embd, self.inner());
+        let mut out = vec![
+            ("transformer.wte.weight".to_string(), vec![self.vocab_size, h]),
+            ("transformer.wpe.weight".into(), vec![self.n_positions, h]),
+        ];
+        for l in 0..self.n_layer {
+            for (n, s) in [
+                ("ln_1.weight", vec![h]),
+                ("ln_1.bias", vec![h]),
+                ("attn.c_attn.weight", vec![h, 3 * h]),
+                ("attn.c_attn.bias", vec![3 * h]),
+                ("attn.c_proj.weight", vec![h, h]),
+                ("attn.c_proj.bias", vec![h]),
+                ("ln_2.weight", vec![h]),
+                ("ln_2.bias", vec![h]),
+                ("mlp.c_fc.weight", vec![h, i]),
+                ("mlp.c_fc.bias", vec![i]),
+                ("mlp.c_proj.weight", vec![i, h]),
+                ("mlp.c_proj.bias", vec![h]),
+            ] {
+                out.push((format!("transformer.h.{l}.{n}"), s));
+            }
+        }
+        out.push(("transformer.ln_f.weight".into(), vec![h]));
+        out.push(("transformer.ln_f.bias".into(), vec![h]));
+        out
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    ln_2: LayerNorm,
+    c_fc: Conv1D,
+    mlp_proj: Conv1D,
+}
+
+impl Block {
+    fn new(cfg: &Gpt2Config, vb: VarBuilder) -> Result<Self> {
+        let (h, i, eps, std) = (cfg.n_embd, cfg.inner(), cfg.layer_norm_epsilon, cfg.initializer_range);
+        let out_std = std / (2.0 * cfg.n_layer as f64).sqrt();
+        Ok(Self {
+            ln_1: LayerNorm::new(h, eps, vb.pp("ln_1"))?,
+            c_attn: Conv1D::new(h, 3 * h, std, vb.pp("attn.c_attn"))?,
+            c_proj: Conv1D::new(h, h, out_std, vb.pp("attn.c_proj"))?,
+            ln_2: LayerNorm::new(h, eps, vb.pp("ln_2"))?,
+            c_fc: Conv1D::new(h, i, std, vb.pp("mlp.c_fc"))?,
+            mlp_proj: Conv1D::new(i, h, out_std, vb.pp("mlp.c_proj"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+        let h = x.dim(2)?;
+        let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
+        let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache)?;
+        let x = (x + self.c_proj.forward(&ctx)?)?;
+        let mlp = self.mlp_proj.forward(&gelu.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
+        Ok((x + mlp)?)
+    }
+}
+
+/// The GPT-2 backbone.
+pub struct Gpt2 {
+    cfg: Gpt2Config,
+    info: BackboneInfo,
+    gelu: Gelu,
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    device: Device,
+    dtype: DType,
+}
+
+impl Gpt2 {
+    /// Builds GPT-2 from `vb`, whose root holds `transformer.*`.
+    pub fn new(cfg: &Gpt2Config, vb: VarBuilder) -> Result<Self> {
+        let gelu = cfg.gelu(std::path::Path::new("config.json"))?;
+        let t = vb.pp("transformer");
+        let blocks = (0..cfg.n_layer).map(|l| Block::new(cfg, t.pp(format!("h.{l}")))).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            info: BackboneInfo {
+                kind: ModelKind::Gpt2,
+                vocab_size: cfg.vocab_size,
+                hidden_size: cfg.n_embd,
+                num_layers: cfg.n_layer,
+                num_heads: cfg.n_head,
+                max_positions: cfg.n_positions,
+                position_dims: 1,
+                default_attention: DefaultAttention::Causal,
+            },
+            gelu,
+            wte: Embedding::new(cfg.vocab_size, cfg.n_embd, cfg.initializer_range, t.pp("wte"))?,
+            wpe: Embedding::new(cfg.n_positions, cfg.n_embd, 0.01, t.pp("wpe"))?,
+            blocks,
+            ln_f: LayerNorm::new(cfg.n_embd, cfg.layer_norm_epsilon, t.pp("ln_f"))?,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+impl Backbone for Gpt2 {
+    fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        check_ids(ids, self.cfg.vocab_size)?;
+        self.wte.forward(ids)
+    }
+
+    fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
+        let (b, s) = input.batch_and_len()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let words = match &input.tokens {
+            TokenInput::Ids(ids) => self.embed(ids)?,
+            TokenInput::Embeddings(e) => e.to_dtype(self.dtype)?,
+        };
+        let pos = match &input.positions {
+            Some(p) if p.dims() == [b, s] => p.to_dtype(DType::U32)?,
+            Some(p) => return Err(Error::input(format!("GPT-2 positions must be [batch, seq] = [{b}, {s}], got {:?}", p.dims()))),
+            None => default_positions(b, s, past, &self.device)?,
+        };
+        check_positions(&pos, self.cfg.n_positions, "position id")?;
+        let mut x = (words + self.wpe.forward(&pos)?)?;
+        let attention = input.attention.clone().unwrap_or(Attention::Causal);
+        let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        for (l, block) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| c.layer(l));
+            x = block.forward(&x, self.cfg.n_head, self.gelu, &mask, slot)?;
+        }
+        let hidden = self.ln_f.forward(&x)?;
+        let logits = hidden.broadcast_matmul(&self.wte.weight().t()?)?;
+        Ok(BackboneOutput { logits, hidden })
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+}

@@ -1,0 +1,109 @@
+//! Small building blocks with explicit initialisation, so a model built from a fresh `VarMap`
+//! starts from the reference code's init (normal σ = 0.02, LN γ = 1, β = 0).
+
+use crate::ops;
+use crate::Result;
+use candle_core::{Module, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// Normal init with standard deviation `std`.
+pub(crate) fn normal(std: f64) -> Init {
+    Init::Randn { mean: 0.0, stdev: std }
+}
+
+/// `y = x Wᵀ + b` with torch's `[out, in]` weight layout.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn new(inp: usize, out: usize, std: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((out, inp), "weight", normal(std))?;
+        let bias = vb.get_with_hints(out, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias: Some(bias) })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+/// GPT-2's `Conv1D`: `y = x W + b` with the weight stored `[in, out]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    pub(crate) fn new(inp: usize, out: usize, std: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints((inp, out), "weight", normal(std))?;
+        let bias = vb.get_with_hints(out, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Affine layer norm over the last dimension, with a recorded backward (see [`ops::layer_norm`]).
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(size, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(size, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::layer_norm(x, &self.weight, &self.bias, self.eps)?)
+    }
+}
+
+/// An embedding table, `[rows, dim]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Embedding {
+    weight: Tensor,
+}
+
+impl Embedding {
+    pub(crate) fn new(rows: usize, dim: usize, std: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get_with_hints((rows, dim), "weight", normal(std))? })
+    }
+    pub(crate) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::Embedding::new(self.weight.clone(), self.weight.dim(1)?).forward(ids)?)
+    }
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+/// The GELU variants the reference codes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gelu {
+    /// `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`: Megatron / THUDM training code, GPT-2 `gelu_new`.
+    #[default]
+    Tanh,
+    /// `0.5x(1 + erf(x/√2))`: the Hugging Face hub port of GLM, BERT.
+    Erf,
+}
+
+impl Gelu {
+    pub(crate) fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Gelu::Tanh => x.gelu()?,
+            Gelu::Erf => x.gelu_erf()?,
+        })
+    }
+}

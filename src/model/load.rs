@@ -1,0 +1,235 @@
+//! From a directory on disk to a ready `dyn Backbone`: config, weights, validation.
+
+use super::bert::{Bert, BertConfig};
+use super::checkpoint::{Checkpoint, CheckpointFormat};
+use super::glm::{Glm, GlmConfig};
+use super::gpt2::{Gpt2, Gpt2Config};
+use super::layers::Gelu;
+use super::{Backbone, ModelKind};
+use crate::error::read_text;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A model's hyper-parameters, whichever the architecture.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum ModelConfig {
+    /// GLM.
+    Glm(GlmConfig),
+    /// GPT-2.
+    Gpt2(Gpt2Config),
+    /// BERT masked LM.
+    Bert(BertConfig),
+}
+
+impl ModelConfig {
+    /// Reads a Hugging Face style `config.json`. The architecture comes from `model_type`
+    /// (`glm`, `gpt2`, `bert`), or from the field names when it is absent.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = read_text(path)?;
+        if text.trim().is_empty() {
+            return Err(Error::file(path, "empty config file"));
+        }
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
+        Self::from_json(json, path)
+    }
+
+    /// Parses config JSON; `path` names the source in errors.
+    pub fn from_json(json: serde_json::Value, path: &Path) -> Result<Self> {
+        let obj = json.as_object().ok_or_else(|| Error::file(path, "the config must be a JSON object"))?;
+        let kind = match obj.get("model_type").and_then(|v| v.as_str()) {
+            Some("glm") => ModelKind::Glm,
+            Some("gpt2") => ModelKind::Gpt2,
+            Some("bert") => ModelKind::Bert,
+            Some(other) => return Err(Error::config(path, "model_type", format!("`{other}` is not supported (glm, gpt2 or bert)"))),
+            None if obj.contains_key("num_layers") => ModelKind::Glm,
+            None if obj.contains_key("n_embd") => ModelKind::Gpt2,
+            None if obj.contains_key("num_hidden_layers") => ModelKind::Bert,
+            None => return Err(Error::config(path, "model_type", "missing, and the fields do not say which architecture this is")),
+        };
+        let parse_err = |e: serde_json::Error| {
+            let msg = e.to_string();
+            let field = msg.split('`').nth(1).unwrap_or("?").to_string();
+            Error::config(path, field, msg)
+        };
+        let cfg = match kind {
+            ModelKind::Glm => ModelConfig::Glm(serde_json::from_value(json).map_err(parse_err)?),
+            ModelKind::Gpt2 => ModelConfig::Gpt2(serde_json::from_value(json).map_err(parse_err)?),
+            ModelKind::Bert => ModelConfig::Bert(serde_json::from_value(json).map_err(parse_err)?),
+        };
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// The architecture.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            ModelConfig::Glm(_) => ModelKind::Glm,
+            ModelConfig::Gpt2(_) => ModelKind::Gpt2,
+            ModelConfig::Bert(_) => ModelKind::Bert,
+        }
+    }
+
+    /// Checks the fields; `path` names the source in errors.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        match self {
+            ModelConfig::Glm(c) => c.validate(path),
+            ModelConfig::Gpt2(c) => c.validate(path),
+            ModelConfig::Bert(c) => c.validate(path),
+        }
+    }
+
+    /// `(name, shape)` of every parameter the model reads.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            ModelConfig::Glm(c) => c.parameter_shapes(),
+            ModelConfig::Gpt2(c) => c.parameter_shapes(),
+            ModelConfig::Bert(c) => c.parameter_shapes(),
+        }
+    }
+
+    /// Builds the backbone from `vb` (tensors or a `VarMap` for training).
+    pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Backbone>> {
+        Ok(match self {
+            ModelConfig::Glm(c) => Box::new(Glm::new(c, vb)?),
+            ModelConfig::Gpt2(c) => Box::new(Gpt2::new(c, vb)?),
+            ModelConfig::Bert(c) => Box::new(Bert::new(c, vb)?),
+        })
+    }
+
+    /// Builds a trainable model: every parameter is a `Var` in the returned `VarMap`, initialised
+    /// from `weights` when given (names and shapes are checked) and from the reference init otherwise.
+    pub fn build_trainable(
+        &self,
+        weights: Option<HashMap<String, Tensor>>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(VarMap, Box<dyn Backbone>)> {
+        let varmap = VarMap::new();
+        if let Some(weights) = weights {
+            let expected = self.parameter_shapes();
+            let mut data = varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
+            for (name, shape) in &expected {
+                let t = weights.get(name).ok_or_else(|| Error::tensor("<weights>", name, "missing"))?;
+                if t.dims() != shape.as_slice() {
+                    return Err(Error::tensor("<weights>", name, format!("wrong shape: expected {shape:?}, found {:?}", t.dims())));
+                }
+                data.insert(name.clone(), Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?);
+            }
+        }
+        let model = self.build(VarBuilder::from_varmap(&varmap, dtype, device))?;
+        Ok((varmap, model))
+    }
+
+    /// GLM config from the `args` namespace of a THUDM checkpoint; the vocabulary and (when
+    /// `max_position_embeddings` is absent) the sequence length come from the tensor shapes.
+    fn from_megatron(ckpt: &Checkpoint, source: &Path) -> Result<Option<Self>> {
+        let (Some(args), Some(emb)) = (&ckpt.megatron_args, ckpt.tensors.get("word_embeddings.weight")) else {
+            return Ok(None);
+        };
+        let get = |k: &str| args.get(k).and_then(|v| v.as_u64()).map(|v| v as usize);
+        let need = |k: &str| {
+            get(k).ok_or_else(|| Error::config(source, k, "absent from the checkpoint's args; put a config.json beside the checkpoint"))
+        };
+        let block_lm = args.get("block_lm").and_then(|v| v.as_bool()).unwrap_or(true);
+        let max_seq = match (get("max_position_embeddings"), ckpt.tensors.get("transformer.position_embeddings.weight")) {
+            (Some(m), _) => m,
+            (None, Some(p)) => p.dim(0)? - usize::from(block_lm),
+            (None, None) => need("max_position_embeddings")?,
+        };
+        let mut cfg = GlmConfig::new(need("num_layers")?, need("hidden_size")?, need("num_attention_heads")?, emb.dim(0)?, max_seq);
+        cfg.block_position_encoding = block_lm;
+        cfg.validate(source)?;
+        Ok(Some(ModelConfig::Glm(cfg)))
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype (weights stored in f16/bf16 are converted to it).
+    pub dtype: DType,
+    /// Device.
+    pub device: Device,
+    /// Overrides GLM's GELU variant (THUDM training code: tanh; hub port: erf).
+    pub gelu: Option<Gelu>,
+    /// A `config.json` to use instead of the one beside the weights.
+    pub config: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dtype: DType::F32, device: Device::Cpu, gelu: None, config: None }
+    }
+}
+
+/// A loaded model and what is known about where it came from.
+pub struct LoadedModel {
+    /// The model.
+    pub backbone: Box<dyn Backbone>,
+    /// Its hyper-parameters.
+    pub config: ModelConfig,
+    /// Number of parameters.
+    pub parameter_count: usize,
+    /// Format of the weights file(s).
+    pub format: CheckpointFormat,
+    /// Dtypes of the stored weights, with tensor counts.
+    pub stored_dtypes: Vec<(DType, usize)>,
+    /// Where the weights came from.
+    pub source: PathBuf,
+}
+
+/// Loads the model in `path` (a model directory, a THUDM checkpoint directory or a weights file).
+pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
+    let config_path = opts.config.clone().unwrap_or_else(|| dir.join("config.json"));
+    let mut ckpt = Checkpoint::read(path)?;
+    let mut config = if config_path.is_file() || opts.config.is_some() {
+        ModelConfig::from_file(&config_path)?
+    } else if let Some(cfg) = ModelConfig::from_megatron(&ckpt, &ckpt.source)? {
+        cfg
+    } else {
+        return Err(Error::file(&config_path, "missing: every model directory needs a config.json (or pass --config)"));
+    };
+    if let (ModelConfig::Glm(c), Some(g)) = (&mut config, opts.gelu) {
+        c.gelu = g;
+    }
+    normalise_names(&mut ckpt, config.kind());
+    let format = ckpt.format;
+    let stored_dtypes = ckpt.dtypes();
+    let source = ckpt.source.clone();
+    let expected = config.parameter_shapes();
+    let parameter_count = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let params = ckpt.into_params(&expected, opts.dtype, &opts.device)?;
+    let vb = VarBuilder::from_tensors(params, opts.dtype, &opts.device);
+    let backbone = config.build(vb)?;
+    Ok(LoadedModel { backbone, config, parameter_count, format, stored_dtypes, source })
+}
+
+/// Accepts the naming variants found in the wild: GLM saved with a `glm.` prefix
+/// (`GLMFor*` classes), GPT-2 saved from `GPT2Model` (no `transformer.` prefix).
+fn normalise_names(ckpt: &mut Checkpoint, kind: ModelKind) {
+    let rename = |ckpt: &mut Checkpoint, f: &dyn Fn(&str) -> Option<String>| {
+        let names: Vec<String> = ckpt.tensors.keys().cloned().collect();
+        for n in names {
+            if let Some(new) = f(&n) {
+                if !ckpt.tensors.contains_key(&new) {
+                    let t = ckpt.tensors.remove(&n).expect("present");
+                    ckpt.tensors.insert(new, t);
+                }
+            }
+        }
+    };
+    match kind {
+        ModelKind::Glm => rename(ckpt, &|n| n.strip_prefix("glm.").map(String::from)),
+        ModelKind::Gpt2 => {
+            if !ckpt.tensors.contains_key("transformer.wte.weight") {
+                rename(ckpt, &|n| (!n.starts_with("lm_head.")).then(|| format!("transformer.{n}")));
+            }
+        }
+        ModelKind::Bert => {}
+    }
+}

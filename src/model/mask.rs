@@ -1,0 +1,111 @@
+//! Attention descriptions and the 0/1 masks they produce.
+
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// Which keys each query position may attend to.
+#[derive(Debug, Clone)]
+pub enum Attention {
+    /// GLM's `sep` form, one entry per batch row: keys before `sep` are visible to every query
+    /// (Part A, bidirectional); from `sep` on, attention is causal (Part B). `sep = S` is fully
+    /// bidirectional, `sep = 0` fully causal. Cached keys are always visible.
+    Sep(Vec<usize>),
+    /// Left to right (cached keys visible).
+    Causal,
+    /// Every query sees every key.
+    Bidirectional,
+    /// An explicit 0/1 mask `[B or 1, 1, S, K]` with `K ≥ past + S`; the last `past + S` columns
+    /// are used (as the official GLM code does).
+    Explicit(Tensor),
+}
+
+/// Builds the `[B or 1, 1, S, past + S]` 0/1 mask for `attention` and optional key padding
+/// (`[B, past + S]`, 1 = real token), in `dtype` on `device`.
+pub fn build_mask(
+    attention: &Attention,
+    key_padding: Option<&Tensor>,
+    batch: usize,
+    seq: usize,
+    past: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let total = past + seq;
+    let mask = match attention {
+        Attention::Explicit(m) => {
+            let dims = m.dims();
+            if dims.len() != 4 || dims[1] != 1 || dims[2] != seq || dims[3] < total || (dims[0] != batch && dims[0] != 1) {
+                return Err(Error::input(format!(
+                    "explicit attention mask has shape {dims:?}; expected [{batch} or 1, 1, {seq}, ≥{total}]"
+                )));
+            }
+            m.narrow(3, dims[3] - total, total)?.to_dtype(dtype)?.to_device(device)?
+        }
+        other => {
+            let seps: Vec<usize> = match other {
+                Attention::Sep(seps) => {
+                    if seps.len() != batch {
+                        return Err(Error::input(format!("{} sep values given for a batch of {batch}", seps.len())));
+                    }
+                    if let Some(bad) = seps.iter().find(|&&s| s > seq) {
+                        return Err(Error::input(format!("sep {bad} is beyond the sequence length {seq}")));
+                    }
+                    seps.clone()
+                }
+                Attention::Causal => vec![0; batch],
+                Attention::Bidirectional => vec![seq; batch],
+                Attention::Explicit(_) => unreachable!("handled above"),
+            };
+            // Identical rows collapse to a single broadcast mask.
+            let rows = if seps.iter().all(|&s| s == seps[0]) { &seps[..1] } else { &seps[..] };
+            let mut data = Vec::with_capacity(rows.len() * seq * total);
+            for &sep in rows {
+                for i in 0..seq {
+                    data.extend((0..past).map(|_| 1f32));
+                    data.extend((0..seq).map(|j| if j < sep || j <= i { 1f32 } else { 0f32 }));
+                }
+            }
+            Tensor::from_vec(data, (rows.len(), 1, seq, total), device)?.to_dtype(dtype)?
+        }
+    };
+    match key_padding {
+        None => Ok(mask),
+        Some(pad) => {
+            let (pb, pk) = pad.dims2()?;
+            if pb != batch || pk != total {
+                return Err(Error::input(format!(
+                    "key padding has shape [{pb}, {pk}]; expected [{batch}, {total}] (past {past} + new {seq})"
+                )));
+            }
+            let pad = pad.to_dtype(dtype)?.to_device(device)?.reshape((batch, 1, 1, total))?;
+            Ok(mask.broadcast_mul(&pad)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(m: &Tensor) -> Vec<Vec<f32>> {
+        m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn sep_mask_is_bidirectional_then_causal() {
+        let m = build_mask(&Attention::Sep(vec![2]), None, 1, 4, 0, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(rows(&m), vec![vec![1., 1., 0., 0.], vec![1., 1., 0., 0.], vec![1., 1., 1., 0.], vec![1., 1., 1., 1.]]);
+    }
+
+    #[test]
+    fn cached_keys_are_visible() {
+        let m = build_mask(&Attention::Causal, None, 1, 2, 3, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(rows(&m), vec![vec![1., 1., 1., 1., 0.], vec![1., 1., 1., 1., 1.]]);
+    }
+
+    #[test]
+    fn bad_sep_is_an_error() {
+        assert!(build_mask(&Attention::Sep(vec![5]), None, 1, 4, 0, DType::F32, &Device::Cpu).is_err());
+        assert!(build_mask(&Attention::Sep(vec![1, 1]), None, 1, 4, 0, DType::F32, &Device::Cpu).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Backbones: GLM, GPT-2 and BERT behind one interface, [`Backbone`].
+//!
+//! Everything above this layer (pretraining, P-tuning, generation, serving) talks to a
+//! `dyn Backbone` only. A forward pass takes token ids *or* input embeddings (P-tuning injects
+//! continuous prompt vectors), an [`Attention`] description, optional positions (2D for GLM),
+//! optional token types (BERT) and key padding, and an optional [`KvCache`] for incremental
+//! decoding. It returns logits and the last hidden state.
+
+mod attention;
+pub mod bert;
+pub mod checkpoint;
+pub mod glm;
+pub mod gpt2;
+mod layers;
+mod load;
+mod mask;
+
+pub use attention::KvCache;
+pub use layers::Gelu;
+pub use load::{load_model, LoadOptions, LoadedModel, ModelConfig};
+pub use mask::{build_mask, Attention};
+
+use crate::Result;
+use candle_core::{DType, Device, Tensor};
+
+/// Which architecture a backbone implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// GLM: blank infilling, 2D positions, Part A bidirectional / Part B causal.
+    Glm,
+    /// GPT-2: causal language model.
+    Gpt2,
+    /// BERT masked language model.
+    Bert,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Glm => "glm",
+            ModelKind::Gpt2 => "gpt2",
+            ModelKind::Bert => "bert",
+        })
+    }
+}
+
+/// Shape facts every backbone exposes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackboneInfo {
+    /// The architecture.
+    pub kind: ModelKind,
+    /// Vocabulary size (rows of the word embedding).
+    pub vocab_size: usize,
+    /// Hidden size H.
+    pub hidden_size: usize,
+    /// Number of transformer layers L.
+    pub num_layers: usize,
+    /// Number of attention heads N.
+    pub num_heads: usize,
+    /// Longest sequence (positions) the model can embed.
+    pub max_positions: usize,
+    /// 2 for GLM (position and block position), 1 otherwise.
+    pub position_dims: usize,
+    /// The attention a plain forward uses when the caller does not say otherwise.
+    pub default_attention: DefaultAttention,
+}
+
+/// The attention pattern a model was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAttention {
+    /// Left to right.
+    Causal,
+    /// Every token sees every token.
+    Bidirectional,
+}
+
+/// What goes into the embedding layer.
+#[derive(Debug, Clone)]
+pub enum TokenInput {
+    /// Token ids, `[B, S]`, u32.
+    Ids(Tensor),
+    /// Input embeddings `[B, S, H]`, used instead of the word embeddings (e.g. continuous prompts).
+    Embeddings(Tensor),
+}
+
+/// One forward pass's inputs. Build with [`BackboneInput::ids`] or [`BackboneInput::embeddings`]
+/// and the `with_*` methods.
+#[derive(Debug, Clone)]
+pub struct BackboneInput {
+    /// Ids or embeddings.
+    pub tokens: TokenInput,
+    /// `[B, 2, S]` (GLM: position, block position) or `[B, S]` (GPT-2, BERT); u32.
+    /// `None` means `past + 0..S` (and block positions 0).
+    pub positions: Option<Tensor>,
+    /// BERT segment ids `[B, S]`; `None` means all 0. Ignored by models without them.
+    pub token_types: Option<Tensor>,
+    /// Which keys each query may see; `None` means the model's default.
+    pub attention: Option<Attention>,
+    /// `[B, past + S]`, 1 for real tokens and 0 for padding; `None` means no padding.
+    pub key_padding: Option<Tensor>,
+}
+
+impl BackboneInput {
+    /// Inputs from token ids `[B, S]`.
+    pub fn ids(ids: Tensor) -> Self {
+        Self { tokens: TokenInput::Ids(ids), positions: None, token_types: None, attention: None, key_padding: None }
+    }
+    /// Inputs from embeddings `[B, S, H]`.
+    pub fn embeddings(embeddings: Tensor) -> Self {
+        Self { tokens: TokenInput::Embeddings(embeddings), positions: None, token_types: None, attention: None, key_padding: None }
+    }
+    /// Sets the positions.
+    pub fn with_positions(mut self, positions: Tensor) -> Self {
+        self.positions = Some(positions);
+        self
+    }
+    /// Sets the token types.
+    pub fn with_token_types(mut self, token_types: Tensor) -> Self {
+        self.token_types = Some(token_types);
+        self
+    }
+    /// Sets the attention description.
+    pub fn with_attention(mut self, attention: Attention) -> Self {
+        self.attention = Some(attention);
+        self
+    }
+    /// Sets the key padding mask.
+    pub fn with_key_padding(mut self, key_padding: Tensor) -> Self {
+        self.key_padding = Some(key_padding);
+        self
+    }
+    /// `(batch, sequence length)` of the inputs.
+    pub fn batch_and_len(&self) -> Result<(usize, usize)> {
+        Ok(match &self.tokens {
+            TokenInput::Ids(t) => t.dims2()?,
+            TokenInput::Embeddings(t) => {
+                let (b, s, _) = t.dims3()?;
+                (b, s)
+            }
+        })
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct BackboneOutput {
+    /// `[B, S, V]` next-token (GPT-2, GLM) or masked-token (BERT, GLM Part A) logits.
+    pub logits: Tensor,
+    /// `[B, S, H]` the last hidden state (after the final layer norm where the model has one).
+    pub hidden: Tensor,
+}
+
+/// The interface every model implements. See the module docs.
+pub trait Backbone: Send + Sync {
+    /// Shapes and defaults.
+    fn info(&self) -> &BackboneInfo;
+    /// Word embeddings of `ids` (`[B, S]` → `[B, S, H]`), for building [`TokenInput::Embeddings`].
+    fn embed(&self, ids: &Tensor) -> Result<Tensor>;
+    /// Runs the model. With a cache, keys/values of earlier calls are attended to and this
+    /// call's keys/values are appended.
+    fn forward(&self, input: &BackboneInput, cache: Option<&mut KvCache>) -> Result<BackboneOutput>;
+    /// An empty cache for this model.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.info().num_layers)
+    }
+    /// The device the weights live on.
+    fn device(&self) -> &Device;
+    /// The compute dtype.
+    fn dtype(&self) -> DType;
+}
+
+/// Checks that every id is below `vocab`, so a bad id is an error and not an out-of-bounds read.
+pub(crate) fn check_ids(ids: &Tensor, vocab: usize) -> Result<()> {
+    let max = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().max();
+    match max {
+        Some(m) if m as usize >= vocab => Err(crate::Error::input(format!("token id {m} is out of range for a vocabulary of {vocab}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Default positions `past + 0..S` as `[B, S]` u32.
+pub(crate) fn default_positions(b: usize, s: usize, past: usize, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::arange(past as u32, (past + s) as u32, device)?.unsqueeze(0)?.repeat((b, 1))?)
+}
+
+/// Checks that positions fit an embedding table of `rows` rows.
+pub(crate) fn check_positions(positions: &Tensor, rows: usize, what: &str) -> Result<()> {
+    if positions.elem_count() == 0 {
+        return Ok(());
+    }
+    let max = positions.flatten_all()?.to_dtype(DType::U32)?.max(0)?.to_scalar::<u32>()?;
+    if max as usize >= rows {
+        return Err(crate::Error::input(format!(
+            "{what} {max} is beyond the model's table of {rows} positions: the sequence is too long for this model"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Fused CPU operations that record their backward pass.
+//!
+//! candle-nn's fused `layer_norm` / `softmax_last_dim` are built without a backward pass, so a
+//! model that uses them trains silently wrong (only the output head gets gradients). The ops here
+//! are candle `CustomOp`s with `bwd`, multi-threaded over rows with rayon, for f32 and f64
+//! (f64 makes finite-difference checks meaningful). Other dtypes are computed in f32.
+
+mod layer_norm;
+mod softmax;
+
+pub use layer_norm::layer_norm;
+pub use softmax::{masked_softmax, MASKED_SCORE};
+
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
+
+/// The float types the CPU kernels are written for.
+pub(crate) trait Float: WithDType + Copy + Send + Sync {
+    fn as_f64(self) -> f64;
+    fn of_f64(v: f64) -> Self;
+}
+impl Float for f32 {
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    fn of_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Float for f64 {
+    fn as_f64(self) -> f64 {
+        self
+    }
+    fn of_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// The contiguous data of `storage` under `layout`, or an error if it is strided.
+pub(crate) fn as_slice<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let data = T::cpu_storage_as_slice(storage)?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("wenhui op: input must be contiguous"),
+    }
+}
+
+/// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.
+pub(crate) fn in_kernel_dtype(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F32 | DType::F64 => f(x),
+        other => f(&x.to_dtype(DType::F32)?)?.to_dtype(other),
+    }
+}
+
+/// Rows per rayon task: enough work per task to amortise scheduling.
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (16384 / row_len.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    fn composite_layer_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xhat = xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
+        xhat.broadcast_mul(g).unwrap().broadcast_add(b).unwrap()
+    }
+
+    #[test]
+    fn layer_norm_matches_composite_values_and_gradients() {
+        for dtype in [DType::F32, DType::F64] {
+            let dev = Device::Cpu;
+            let x = Var::from_tensor(&Tensor::randn(0f32, 2., (3, 5, 24), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let g = Var::from_tensor(&Tensor::randn(1f32, 0.3, 24, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, 24, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let w = Tensor::randn(0f32, 1., (3, 5, 24), &dev).unwrap().to_dtype(dtype).unwrap();
+            let fused = layer_norm(&x, &g, &b, 1e-5).unwrap();
+            let slow = composite_layer_norm(&x, &g, &b, 1e-5);
+            assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("gamma", &g), ("beta", &b)] {
+                let d = max_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
+                assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn masked_softmax_matches_composite_values_and_gradients() {
+        let dev = Device::Cpu;
+        let s = Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 4, 6), &dev).unwrap()).unwrap();
+        let mask =
+            Tensor::new(&[[1f32, 1., 0., 0., 1., 0.], [1., 1., 1., 0., 0., 0.], [0., 0., 0., 0., 0., 0.], [1., 1., 1., 1., 1., 1.]], &dev)
+                .unwrap()
+                .reshape((1, 1, 4, 6))
+                .unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 3, 4, 6), &dev).unwrap();
+        let fused = masked_softmax(&s, &mask, 0.5).unwrap();
+        let z = (s.affine(0.5, 0.).unwrap().broadcast_mul(&mask).unwrap()
+            + mask.affine(65504., MASKED_SCORE).unwrap().broadcast_as(s.shape()).unwrap())
+        .unwrap();
+        let slow = candle_nn::ops::softmax(&z, D::Minus1).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-6);
+        // The fully masked row is uniform, not NaN.
+        let row = fused.get(0).unwrap().get(0).unwrap().get(2).unwrap().to_vec1::<f32>().unwrap();
+        assert!(row.iter().all(|p| (p - 1.0 / 6.0).abs() < 1e-6), "{row:?}");
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(&s).unwrap(), gs.get(&s).unwrap()) < 1e-5);
+    }
+}

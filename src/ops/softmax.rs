@@ -1,0 +1,135 @@
+//! Masked, scaled softmax over attention scores, the GLM way:
+//! `z = (s·scale)·m + MASKED_SCORE·(1 − m)`, `p = softmax(z)` over the last dimension.
+//!
+//! Masked entries are *replaced* by −65504 (the fp16 minimum, as the official code does) rather
+//! than −∞, so a fully masked row stays finite (uniform). The mask is `[B or 1, 1, S, T]` and is
+//! shared by all heads; the scores are `[B, N, S, T]`.
+
+use super::{as_slice, in_kernel_dtype, Float};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// The score given to masked positions before the softmax.
+pub const MASKED_SCORE: f64 = -65504.0;
+
+/// `softmax((scores·scale)·mask + MASKED_SCORE·(1 − mask))` over the last dimension.
+/// `scores` is `[B, N, S, T]`, `mask` is `[B, 1, S, T]` or `[1, 1, S, T]` with 0/1 entries.
+/// Differentiable with respect to `scores`.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, _n, s, t) = scores.dims4()?;
+    let (mb, one, ms, mt) = mask.dims4()?;
+    if one != 1 || ms != s || mt != t || (mb != b && mb != 1) {
+        candle_core::bail!("masked_softmax: mask {:?} does not fit scores {:?}", mask.dims(), scores.dims());
+    }
+    in_kernel_dtype(scores, |x| x.contiguous()?.apply_op2(&mask.to_dtype(x.dtype())?.contiguous()?, MaskedSoftmax { scale }))
+}
+
+struct MaskedSoftmax {
+    scale: f64,
+}
+
+/// The mask row that score row `row` (of `[B, N, S, T]` flattened to rows) reads.
+fn mask_row_index(row: usize, heads_rows: usize, rows_per_batch_mask: usize, mask_batches: usize) -> usize {
+    // row = ((b * N) + n) * S + s ; mask row = (b' * S + s) with b' = b or 0.
+    let s_len = rows_per_batch_mask;
+    let s = row % s_len;
+    let b = row / heads_rows;
+    let b = if mask_batches == 1 { 0 } else { b };
+    b * s_len + s
+}
+
+fn forward<T: Float>(x: &[T], m: &[T], dims: &[usize], mask_batches: usize, scale: f64) -> Vec<T> {
+    let (n, s, t) = (dims[1], dims[2], dims[3]);
+    let mut out = vec![T::of_f64(0.0); x.len()];
+    out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (o, xr))| {
+        let mr = mask_row_index(row, n * s, s, mask_batches);
+        let mrow = &m[mr * t..(mr + 1) * t];
+        let mut max = f64::NEG_INFINITY;
+        for j in 0..t {
+            let mj = mrow[j].as_f64();
+            let z = xr[j].as_f64() * scale * mj + MASKED_SCORE * (1.0 - mj);
+            o[j] = T::of_f64(z);
+            max = max.max(z);
+        }
+        let mut sum = 0f64;
+        for v in o.iter_mut() {
+            let e = (v.as_f64() - max).exp();
+            *v = T::of_f64(e);
+            sum += e;
+        }
+        for v in o.iter_mut() {
+            *v = T::of_f64(v.as_f64() / sum);
+        }
+    });
+    out
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "wenhui-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let mb = l2.dims()[0];
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, dims, mb, self.scale)),
+            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, dims, mb, self.scale)),
+            _ => candle_core::bail!("masked_softmax: unsupported dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _scores: &Tensor, mask: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let ds = probs.apply_op3_no_bwd(&grad.contiguous()?, mask, &MaskedSoftmaxBackward { scale: self.scale })?;
+        Ok((Some(ds), None))
+    }
+}
+
+struct MaskedSoftmaxBackward {
+    scale: f64,
+}
+
+fn backward<T: Float>(p: &[T], g: &[T], m: &[T], dims: &[usize], mask_batches: usize, scale: f64) -> Vec<T> {
+    let (n, s, t) = (dims[1], dims[2], dims[3]);
+    let mut out = vec![T::of_f64(0.0); p.len()];
+    out.par_chunks_mut(t).zip(p.par_chunks(t).zip(g.par_chunks(t))).enumerate().for_each(|(row, (o, (pr, gr)))| {
+        let mr = mask_row_index(row, n * s, s, mask_batches);
+        let mrow = &m[mr * t..(mr + 1) * t];
+        let dot: f64 = pr.iter().zip(gr).map(|(a, b)| a.as_f64() * b.as_f64()).sum();
+        for j in 0..t {
+            let dz = pr[j].as_f64() * (gr[j].as_f64() - dot);
+            o[j] = T::of_f64(dz * mrow[j].as_f64() * scale);
+        }
+    });
+    out
+}
+
+impl CustomOp3 for MaskedSoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "wenhui-masked-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims();
+        let mb = l3.dims()[0];
+        let out = match s1 {
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, dims, mb, self.scale))
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, dims, mb, self.scale))
+            }
+            _ => candle_core::bail!("masked_softmax backward: unsupported dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}

@@ -1,0 +1,142 @@
+//! Bad input never panics: corrupt or mismatched checkpoints and configs give an `Err` naming the
+//! file, tensor or field, and `wenhui inspect` exits non-zero with that message.
+
+mod common;
+
+use candle_core::Tensor;
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wenhui::model::{load_model, LoadOptions};
+
+fn glm_dir() -> PathBuf {
+    fixture_dir("WENHUI_GLM_FIXTURE", "glm-tiny")
+}
+
+/// A temp model dir with glm-tiny's config and the given weights file contents.
+fn model_dir(config: &str, weights: Option<(&str, Vec<u8>)>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    if let Some((name, bytes)) = weights {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    dir
+}
+
+fn glm_config() -> String {
+    std::fs::read_to_string(glm_dir().join("config.json")).unwrap()
+}
+
+fn safetensors_bytes(map: &std::collections::HashMap<String, Tensor>) -> Vec<u8> {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    candle_core::safetensors::save(map, f.path()).unwrap();
+    std::fs::read(f.path()).unwrap()
+}
+
+/// A torch-style zip whose `archive/data.pkl` holds `pickle` bytes.
+fn torch_zip(pickle: &[u8]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", opts).unwrap();
+        z.write_all(pickle).unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// Loading fails with a message containing every one of `needles`; the CLI agrees.
+fn assert_load_error(dir: &Path, needles: &[&str]) {
+    let err = match load_model(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded but should not", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    for n in needles {
+        assert!(err.contains(n), "error `{err}` does not mention `{n}`");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).arg("inspect").arg(dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "inspect succeeded on {}", dir.display());
+    assert_eq!(out.status.code(), Some(1), "inspect exit code; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "inspect panicked: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "inspect stderr `{stderr}` does not mention `{n}`");
+    }
+}
+
+#[test]
+fn truncated_safetensors() {
+    let bytes = std::fs::read(glm_dir().join("model.safetensors")).unwrap();
+    let dir = model_dir(&glm_config(), Some(("model.safetensors", bytes[..bytes.len() / 2].to_vec())));
+    assert_load_error(dir.path(), &["model.safetensors", "truncated"]);
+}
+
+#[test]
+fn pickle_that_is_not_a_state_dict() {
+    // pickle protocol 2 of [1, 2]
+    let dir = model_dir(&glm_config(), Some(("pytorch_model.bin", torch_zip(b"\x80\x02]q\x00(K\x01K\x02e."))));
+    assert_load_error(dir.path(), &["pytorch_model.bin", "not a state dict"]);
+    // {"a": 1}: a dict, but no tensors
+    let dir = model_dir(&glm_config(), Some(("pytorch_model.bin", torch_zip(b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01K\x01s."))));
+    assert_load_error(dir.path(), &["pytorch_model.bin", "no tensors"]);
+    // not a zip at all
+    let dir = model_dir(&glm_config(), Some(("pytorch_model.bin", b"definitely not a checkpoint".to_vec())));
+    assert_load_error(dir.path(), &["pytorch_model.bin", "not a zip"]);
+}
+
+#[test]
+fn missing_tensor_and_wrong_shape() {
+    let mut map = tensors(&glm_dir().join("model.safetensors"));
+    map.remove("transformer.layers.1.mlp.dense_4h_to_h.bias");
+    let dir = model_dir(&glm_config(), Some(("model.safetensors", safetensors_bytes(&map))));
+    assert_load_error(dir.path(), &["model.safetensors", "transformer.layers.1.mlp.dense_4h_to_h.bias", "missing"]);
+
+    let mut map = tensors(&glm_dir().join("model.safetensors"));
+    let t = map["transformer.layers.0.attention.dense.weight"].narrow(0, 0, 10).unwrap();
+    map.insert("transformer.layers.0.attention.dense.weight".into(), t);
+    let dir = model_dir(&glm_config(), Some(("model.safetensors", safetensors_bytes(&map))));
+    assert_load_error(dir.path(), &["transformer.layers.0.attention.dense.weight", "expected [64, 64]", "found [10, 64]"]);
+}
+
+#[test]
+fn broken_configs() {
+    let weights = std::fs::read(glm_dir().join("model.safetensors")).unwrap();
+    let dir = model_dir("{ this is not json", Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "not valid JSON"]);
+
+    let mut cfg: serde_json::Value = serde_json::from_str(&glm_config()).unwrap();
+    cfg.as_object_mut().unwrap().remove("hidden_size");
+    let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "hidden_size"]);
+
+    let mut cfg: serde_json::Value = serde_json::from_str(&glm_config()).unwrap();
+    cfg["num_attention_heads"] = serde_json::json!(5);
+    let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "num_attention_heads"]);
+
+    let dir = model_dir("", Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "empty"]);
+
+    let dir = model_dir(&glm_config(), None);
+    assert_load_error(dir.path(), &["no weights found"]);
+}
+
+#[test]
+fn inputs_that_do_not_fit_the_model_are_errors() {
+    use wenhui::model::{Attention, BackboneInput};
+    let m = load_model(&glm_dir(), &LoadOptions::default()).unwrap();
+    let dev = m.backbone.device().clone();
+    let too_long = Tensor::zeros((1, 80), candle_core::DType::U32, &dev).unwrap();
+    let err = m.backbone.forward(&BackboneInput::ids(too_long), None).expect_err("80 tokens > 64 positions").to_string();
+    assert!(err.contains("too long"), "{err}");
+    let bad_id = Tensor::new(&[[1u32, 500]], &dev).unwrap();
+    let err = m.backbone.forward(&BackboneInput::ids(bad_id), None).expect_err("id 500 ≥ vocab 120").to_string();
+    assert!(err.contains("500"), "{err}");
+    let ids = Tensor::new(&[[1u32, 2, 3]], &dev).unwrap();
+    assert!(m.backbone.forward(&BackboneInput::ids(ids.clone()).with_attention(Attention::Sep(vec![9])), None).is_err());
+    assert!(m
+        .backbone
+        .forward(&BackboneInput::ids(ids).with_positions(Tensor::zeros((1, 3), candle_core::DType::U32, &dev).unwrap()), None)
+        .is_err());
+}

@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The fixture folder: `$VAR` when set, else `tests/fixtures/<default>`.
+pub fn fixture_dir(var: &str, default: &str) -> PathBuf {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(default),
+    }
+}
+
+/// All tensors of a safetensors file.
+pub fn tensors(path: &std::path::Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Max |a - b| over all elements (both converted to f32).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Asserts `max |a - b| ≤ tol`, naming `what` on failure.
+pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
+    let d = max_abs_diff(a, b);
+    assert!(d <= tol, "{what}: max abs error {d:e} > {tol:e}");
+}
+
+/// i64 tensor → u32.
+pub fn u32s(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::U32).unwrap()
+}
+
+/// i64 tensor → Vec<usize>.
+pub fn usizes(t: &Tensor) -> Vec<usize> {
+    t.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|v| v as usize).collect()
+}
