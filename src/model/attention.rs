@@ -4,23 +4,96 @@ use crate::ops::masked_softmax;
 use crate::Result;
 use candle_core::Tensor;
 
-/// Keys and values of earlier positions, one `(K, V)` pair of `[B, N, past, d]` per layer.
+/// Keys and values of earlier positions for every layer, `[B, N, past, d]` each.
 ///
 /// For GLM this is exactly the official "mems": K/V are computed from `LN1(mem)`, so caching them
-/// gives the same numbers as re-normalising the memory each step.
-#[derive(Debug, Clone)]
+/// gives the same numbers as re-normalising the memory each step. Entries live in buffers with
+/// spare capacity that new positions are written into, so a decoding step copies only the new
+/// keys, not the whole history. Cloning copies the buffers (clones never share storage).
+#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
+}
+
+/// One layer's keys and values: `[B, N, capacity, d]` buffers, the first `len` positions used.
+#[derive(Debug)]
+pub(crate) struct LayerKv {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerKv {
+    fn capacity(&self) -> usize {
+        self.k.dims()[2]
+    }
+
+    /// Appends `[B, N, s, d]` keys and values, growing the buffers geometrically when full.
+    fn append(slot: &mut Option<LayerKv>, k: &Tensor, v: &Tensor) -> Result<()> {
+        let s = k.dims()[2];
+        match slot {
+            None => {
+                let cap = s.max(64).next_power_of_two();
+                let (kb, vb) = (grow(k, cap)?, grow(v, cap)?);
+                *slot = Some(LayerKv { k: kb, v: vb, len: s });
+            }
+            Some(e) => {
+                if e.len + s > e.capacity() {
+                    let cap = (e.len + s).next_power_of_two();
+                    e.k = grow(&e.k.narrow(2, 0, e.len)?, cap)?;
+                    e.v = grow(&e.v.narrow(2, 0, e.len)?, cap)?;
+                }
+                e.k.slice_set(&k.contiguous()?, 2, e.len)?;
+                e.v.slice_set(&v.contiguous()?, 2, e.len)?;
+                e.len += s;
+            }
+        }
+        Ok(())
+    }
+
+    fn keys(&self) -> Result<Tensor> {
+        Ok(self.k.narrow(2, 0, self.len)?)
+    }
+
+    fn values(&self) -> Result<Tensor> {
+        Ok(self.v.narrow(2, 0, self.len)?)
+    }
+}
+
+/// A new `[B, N, cap, d]` buffer whose first positions hold `x`.
+fn grow(x: &Tensor, cap: usize) -> Result<Tensor> {
+    let (b, n, s, d) = x.dims4()?;
+    let buf = Tensor::zeros((b, n, cap, d), x.dtype(), x.device())?;
+    buf.slice_set(&x.contiguous()?, 2, 0)?;
+    debug_assert!(s <= cap);
+    Ok(buf)
+}
+
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|e| LayerKv {
+                    k: e.k.copy().expect("copying a CPU/GPU tensor of the same shape cannot fail"),
+                    v: e.v.copy().expect("copying a CPU/GPU tensor of the same shape cannot fail"),
+                    len: e.len,
+                })
+            })
+            .collect();
+        Self { layers }
+    }
 }
 
 impl KvCache {
     /// An empty cache for `num_layers` layers.
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers] }
+        Self { layers: (0..num_layers).map(|_| None).collect() }
     }
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |e| e.len)
     }
     /// True when nothing is cached yet.
     pub fn is_empty(&self) -> bool {
@@ -28,13 +101,13 @@ impl KvCache {
     }
     /// Batch size of the cached entries (0 when empty).
     pub fn batch(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[0])
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |e| e.k.dims()[0])
     }
     /// Keeps batch rows in the order of `index` (u32 `[B']`), e.g. the surviving beams.
     pub fn reorder(&mut self, index: &Tensor) -> Result<()> {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.index_select(index, 0)?;
-            *v = v.index_select(index, 0)?;
+        for e in self.layers.iter_mut().flatten() {
+            e.k = e.k.index_select(index, 0)?;
+            e.v = e.v.index_select(index, 0)?;
         }
         Ok(())
     }
@@ -42,7 +115,7 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
     }
-    pub(crate) fn layer(&mut self, i: usize) -> &mut Option<(Tensor, Tensor)> {
+    pub(crate) fn layer(&mut self, i: usize) -> &mut Option<LayerKv> {
         &mut self.layers[i]
     }
 }
@@ -62,7 +135,7 @@ pub(crate) fn attend(
     v: &Tensor,
     heads: usize,
     mask: &Tensor,
-    cache: Option<&mut Option<(Tensor, Tensor)>>,
+    cache: Option<&mut Option<LayerKv>>,
 ) -> Result<Tensor> {
     let (b, s, h) = q.dims3()?;
     let d = h / heads;
@@ -70,14 +143,50 @@ pub(crate) fn attend(
     let mut k = split_heads(k, heads)?;
     let mut v = split_heads(v, heads)?;
     if let Some(slot) = cache {
-        if let Some((pk, pv)) = slot.as_ref() {
-            k = Tensor::cat(&[pk, &k], 2)?;
-            v = Tensor::cat(&[pv, &v], 2)?;
-        }
-        *slot = Some((k.clone(), v.clone()));
+        LayerKv::append(slot, &k, &v)?;
+        let e = slot.as_ref().expect("just appended");
+        k = e.keys()?;
+        v = e.values()?;
     }
-    let scores = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
+    // Kᵀ as a strided view: the matmul reads it in place, no copy of the history.
+    let scores = q.matmul(&k.transpose(2, 3)?)?;
     let probs = masked_softmax(&scores, mask, 1.0 / (d as f64).sqrt())?;
     let ctx = probs.matmul(&v)?;
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, IndexOp};
+
+    #[test]
+    fn cache_grows_reorders_and_clones_without_sharing() {
+        let dev = Device::Cpu;
+        let parts: Vec<Tensor> = [50usize, 20, 1, 60].iter().map(|&s| Tensor::randn(0f32, 1., (3, 2, s, 4), &dev).unwrap()).collect();
+        let mut slot = None;
+        for p in &parts {
+            LayerKv::append(&mut slot, p, &p.affine(2.0, 0.0).unwrap()).unwrap();
+        }
+        let e = slot.as_ref().unwrap();
+        let want = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 2).unwrap();
+        assert_eq!(e.len, 131);
+        let diff = (e.keys().unwrap() - &want).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(diff, 0.0);
+
+        let mut cache = KvCache { layers: vec![slot] };
+        let snapshot = cache.clone();
+        cache.reorder(&Tensor::new(&[2u32, 2, 0], &dev).unwrap()).unwrap();
+        let e = cache.layers[0].as_ref().unwrap();
+        let row = (e.values().unwrap().i(1).unwrap() - want.i(2).unwrap().affine(2.0, 0.0).unwrap()).unwrap();
+        assert_eq!(row.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        // Appending to the reordered cache leaves the earlier clone untouched.
+        let extra = Tensor::ones((3, 2, 1, 4), DType::F32, &dev).unwrap();
+        LayerKv::append(cache.layer(0), &extra, &extra).unwrap();
+        assert_eq!(cache.len(), 132);
+        assert_eq!(snapshot.len(), 131);
+        let s = snapshot.layers[0].as_ref().unwrap();
+        let d = (s.keys().unwrap() - &want).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0);
+    }
 }

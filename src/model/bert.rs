@@ -3,7 +3,7 @@
 //! Word, position and token-type embeddings with LN; post-LN encoder blocks; the MLM head
 //! (dense, GELU, LN, decoder tied to the word embeddings plus a bias).
 
-use super::attention::{attend, KvCache};
+use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{Embedding, Gelu, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
@@ -160,7 +160,7 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
         let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache)?;
         let x = self.attn_ln.forward(&(x + self.attn_out.forward(&ctx)?)?)?;
         let ffn = self.output.forward(&gelu.forward(&self.intermediate.forward(&x)?)?)?;
@@ -259,7 +259,7 @@ impl Backbone for Bert {
             x = layer.forward(&x, self.cfg.num_attention_heads, self.gelu, &mask, slot)?;
         }
         let t = self.transform_ln.forward(&self.gelu.forward(&self.transform.forward(&x)?)?)?;
-        let logits = t.broadcast_matmul(&self.word_embeddings.weight().t()?)?.broadcast_add(&self.decoder_bias)?;
+        let logits = super::layers::rows_matmul(&t, &self.word_embeddings.weight().t()?)?.broadcast_add(&self.decoder_bias)?;
         Ok(BackboneOutput { logits, hidden: x })
     }
 

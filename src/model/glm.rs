@@ -2,7 +2,7 @@
 //! word + position + block-position embeddings, pre-LN blocks with a fused QKV projection,
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
-use super::attention::{attend, KvCache};
+use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{Embedding, Gelu, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
@@ -194,7 +194,7 @@ impl GlmLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
         let h = x.dim(2)?;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
         let (q, k, v) = (qkv.narrow(2, 0, h)?, qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
@@ -295,7 +295,7 @@ impl Backbone for Glm {
             x = layer.forward(&x, self.cfg.num_attention_heads, self.cfg.gelu, &mask, slot)?;
         }
         let hidden = self.final_layernorm.forward(&x)?;
-        let logits = hidden.broadcast_matmul(&self.word_embeddings.weight().t()?)?;
+        let logits = super::layers::rows_matmul(&hidden, &self.word_embeddings.weight().t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -2,7 +2,7 @@
 //! pre-LN blocks with `Conv1D` projections (`[in, out]` weights), causal attention, final LN,
 //! LM head tied to the token embedding.
 
-use super::attention::{attend, KvCache};
+use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{Conv1D, Embedding, Gelu, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
@@ -136,7 +136,7 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<(Tensor, Tensor)>>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
         let h = x.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache)?;
@@ -219,7 +219,7 @@ impl Backbone for Gpt2 {
             x = block.forward(&x, self.cfg.n_head, self.gelu, &mask, slot)?;
         }
         let hidden = self.ln_f.forward(&x)?;
-        let logits = hidden.broadcast_matmul(&self.wte.weight().t()?)?;
+        let logits = super::layers::rows_matmul(&hidden, &self.wte.weight().t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -11,6 +11,18 @@ pub(crate) fn normal(std: f64) -> Init {
     Init::Randn { mean: 0.0, stdev: std }
 }
 
+/// `x [.., in] @ w [in, out]` as one 2D GEMM over all leading rows (one big matmul is faster
+/// than a batched one with a broadcast weight).
+pub(crate) fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let (inp, out) = w.dims2()?;
+    let rows = x.elem_count() / inp;
+    let y = x.contiguous()?.reshape((rows, inp))?.matmul(w)?;
+    let mut shape = dims.to_vec();
+    *shape.last_mut().expect("rank ≥ 1") = out;
+    Ok(y.reshape(shape)?)
+}
+
 /// `y = x Wᵀ + b` with torch's `[out, in]` weight layout.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
@@ -25,7 +37,7 @@ impl Linear {
         Ok(Self { weight, bias: Some(bias) })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        let y = rows_matmul(x, &self.weight.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -47,7 +59,7 @@ impl Conv1D {
         Ok(Self { weight, bias })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.weight)?.broadcast_add(&self.bias)?)
+        Ok(rows_matmul(x, &self.weight)?.broadcast_add(&self.bias)?)
     }
 }
 
@@ -102,8 +114,8 @@ pub enum Gelu {
 impl Gelu {
     pub(crate) fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Gelu::Tanh => x.gelu()?,
-            Gelu::Erf => x.gelu_erf()?,
+            Gelu::Tanh => ops::gelu_tanh(x)?,
+            Gelu::Erf => ops::gelu_erf(x)?,
         })
     }
 }

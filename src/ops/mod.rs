@@ -5,18 +5,26 @@
 //! are candle `CustomOp`s with `bwd`, multi-threaded over rows with rayon, for f32 and f64
 //! (f64 makes finite-difference checks meaningful). Other dtypes are computed in f32.
 
+mod gelu;
 mod layer_norm;
 mod softmax;
 
+pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::layer_norm;
 pub use softmax::{masked_softmax, MASKED_SCORE};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
 /// The float types the CPU kernels are written for.
-pub(crate) trait Float: WithDType + Copy + Send + Sync {
+pub(crate) trait Float:
+    WithDType + Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+{
     fn as_f64(self) -> f64;
     fn of_f64(v: f64) -> Self;
+    /// `exp`, `tanh`, `erf` in the type's own precision (f32 math is several times faster).
+    fn exp(self) -> Self;
+    fn tanh(self) -> Self;
+    fn erf(self) -> Self;
 }
 impl Float for f32 {
     fn as_f64(self) -> f64 {
@@ -25,6 +33,15 @@ impl Float for f32 {
     fn of_f64(v: f64) -> Self {
         v as f32
     }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f32::tanh(self)
+    }
+    fn erf(self) -> Self {
+        candle_core::cpu::erf::erf_f32(self)
+    }
 }
 impl Float for f64 {
     fn as_f64(self) -> f64 {
@@ -32,6 +49,15 @@ impl Float for f64 {
     }
     fn of_f64(v: f64) -> Self {
         v
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+    fn erf(self) -> Self {
+        candle_core::cpu::erf::erf_f64(self)
     }
 }
 
@@ -90,6 +116,21 @@ mod tests {
             for (name, v) in [("x", &x), ("gamma", &g), ("beta", &b)] {
                 let d = max_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
                 assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_matches_candle_values_and_gradients() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 2., (4, 33), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let w = Tensor::randn(0f32, 1., (4, 33), &dev).unwrap().to_dtype(dtype).unwrap();
+            for (fused, slow) in [(gelu_tanh(&x).unwrap(), x.gelu().unwrap()), (gelu_erf(&x).unwrap(), x.gelu_erf().unwrap())] {
+                assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+                let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+                assert!(max_diff(gf.get(&x).unwrap(), gs.get(&x).unwrap()) < 1e-4, "{dtype:?} gradients");
             }
         }
     }

@@ -44,21 +44,23 @@ fn forward<T: Float>(x: &[T], m: &[T], dims: &[usize], mask_batches: usize, scal
     out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (o, xr))| {
         let mr = mask_row_index(row, n * s, s, mask_batches);
         let mrow = &m[mr * t..(mr + 1) * t];
+        let (scale, masked) = (T::of_f64(scale), T::of_f64(MASKED_SCORE));
         let mut max = f64::NEG_INFINITY;
         for j in 0..t {
-            let mj = mrow[j].as_f64();
-            let z = xr[j].as_f64() * scale * mj + MASKED_SCORE * (1.0 - mj);
-            o[j] = T::of_f64(z);
-            max = max.max(z);
+            let mj = mrow[j];
+            let z = xr[j] * scale * mj + masked * (T::of_f64(1.0) - mj);
+            o[j] = z;
+            max = max.max(z.as_f64());
         }
+        let max = T::of_f64(max);
         let mut sum = 0f64;
         for v in o.iter_mut() {
-            let e = (v.as_f64() - max).exp();
-            *v = T::of_f64(e);
-            sum += e;
+            *v = (*v - max).exp();
+            sum += v.as_f64();
         }
+        let inv = T::of_f64(1.0 / sum);
         for v in o.iter_mut() {
-            *v = T::of_f64(v.as_f64() / sum);
+            *v *= inv;
         }
     });
     out

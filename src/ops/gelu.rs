@@ -1,0 +1,103 @@
+//! GELU in both variants the reference codes use, element-wise over rayon chunks, with backward.
+//!
+//! tanh: `0.5x(1 + tanh(k(x + 0.044715x³)))`, `k = √(2/π)` (THUDM/Megatron, GPT-2 `gelu_new`);
+//! erf: `0.5x(1 + erf(x/√2))` (Hugging Face GLM port, BERT).
+
+use super::{as_slice, in_kernel_dtype, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+const K: f64 = 0.797_884_560_802_865_4; // √(2/π)
+const C: f64 = 0.044_715;
+const CHUNK: usize = 8192;
+
+/// tanh-approximation GELU, differentiable.
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Gelu { erf: false }))
+}
+
+/// Exact (erf) GELU, differentiable.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Gelu { erf: true }))
+}
+
+struct Gelu {
+    erf: bool,
+}
+
+fn value<T: Float>(x: T, erf: bool) -> T {
+    let half = T::of_f64(0.5);
+    let one = T::of_f64(1.0);
+    if erf {
+        half * x * (one + (x * T::of_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+    } else {
+        half * x * (one + (T::of_f64(K) * (x + T::of_f64(C) * x * x * x)).tanh())
+    }
+}
+
+fn derivative<T: Float>(x: T, erf: bool) -> T {
+    let half = T::of_f64(0.5);
+    let one = T::of_f64(1.0);
+    if erf {
+        let pdf = (T::of_f64(-0.5) * x * x).exp() * T::of_f64(0.398_942_280_401_432_7); // φ(x)
+        half * (one + (x * T::of_f64(std::f64::consts::FRAC_1_SQRT_2)).erf()) + x * pdf
+    } else {
+        let t = (T::of_f64(K) * (x + T::of_f64(C) * x * x * x)).tanh();
+        half * (one + t) + half * x * (one - t * t) * T::of_f64(K) * (one + T::of_f64(3.0 * C) * x * x)
+    }
+}
+
+fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::of_f64(0.0); x.len()];
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| o.iter_mut().zip(xs).for_each(|(o, &v)| *o = f(v)));
+    out
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "wenhui-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let erf = self.erf;
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(map::<f32>(as_slice(s, l)?, |v| value(v, erf))),
+            CpuStorage::F64(_) => CpuStorage::F64(map::<f64>(as_slice(s, l)?, |v| value(v, erf))),
+            _ => candle_core::bail!("gelu: unsupported dtype"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward { erf: self.erf })?))
+    }
+}
+
+struct GeluBackward {
+    erf: bool,
+}
+
+fn backward<T: Float>(x: &[T], g: &[T], erf: bool) -> Vec<T> {
+    let mut out = vec![T::of_f64(0.0); x.len()];
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (xs, gs))| {
+        for ((o, &v), &gv) in o.iter_mut().zip(xs).zip(gs) {
+            *o = gv * derivative(v, erf);
+        }
+    });
+    out
+}
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "wenhui-gelu-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf)),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf)),
+            _ => candle_core::bail!("gelu backward: unsupported dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
