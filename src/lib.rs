@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;

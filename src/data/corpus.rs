@@ -1,0 +1,1 @@
+//! Memory-mapped token shards (written by `prepare`).
