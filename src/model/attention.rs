@@ -129,6 +129,7 @@ fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 /// Scaled dot-product attention over `q, k, v` (`[B, S, H]` each) with a 0/1 `mask`
 /// (`[B or 1, 1, S, past + S]`). New keys/values are appended to `cache` when given.
 /// Masked scores are replaced by −65504 before the softmax (see [`crate::ops::masked_softmax`]).
+/// `dropout` = (probability, step seed, call site) for the attention probabilities.
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
@@ -136,6 +137,7 @@ pub(crate) fn attend(
     heads: usize,
     mask: &Tensor,
     cache: Option<&mut Option<LayerKv>>,
+    dropout: (f64, Option<u64>, u64),
 ) -> Result<Tensor> {
     let (b, s, h) = q.dims3()?;
     let d = h / heads;
@@ -151,6 +153,7 @@ pub(crate) fn attend(
     // Kᵀ as a strided view: the matmul reads it in place, no copy of the history.
     let scores = q.matmul(&k.transpose(2, 3)?)?;
     let probs = masked_softmax(&scores, mask, 1.0 / (d as f64).sqrt())?;
+    let probs = super::dropout(&probs, dropout.0, dropout.1, dropout.2)?;
     let ctx = probs.matmul(&v)?;
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
 }

@@ -4,11 +4,11 @@
 //! (dense, GELU, LN, decoder tied to the word embeddings plus a bias).
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{Embedding, Gelu, LayerNorm, Linear};
+use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention, ModelKind,
-    TokenInput,
+    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
+    DefaultAttention, ModelKind, TokenInput,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -25,6 +25,9 @@ fn default_types() -> usize {
 }
 fn default_init() -> f64 {
     0.02
+}
+fn default_dropout() -> f64 {
+    0.1
 }
 
 /// BERT hyper-parameters from a Hugging Face `config.json`.
@@ -54,6 +57,12 @@ pub struct BertConfig {
     /// Init standard deviation when training from scratch.
     #[serde(default = "default_init")]
     pub initializer_range: f64,
+    /// Dropout on embeddings and sublayer outputs (training only).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
 }
 
 impl BertConfig {
@@ -160,11 +169,20 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
-        let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache)?;
-        let x = self.attn_ln.forward(&(x + self.attn_out.forward(&ctx)?)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        gelu: Gelu,
+        mask: &Tensor,
+        cache: Option<&mut Option<LayerKv>>,
+        drop: Dropouts,
+        l: usize,
+    ) -> Result<Tensor> {
+        let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache, drop.attention(l))?;
+        let x = self.attn_ln.forward(&(x + drop.hidden(&self.attn_out.forward(&ctx)?, l, 2)?)?)?;
         let ffn = self.output.forward(&gelu.forward(&self.intermediate.forward(&x)?)?)?;
-        self.output_ln.forward(&(x + ffn)?)
+        self.output_ln.forward(&(x + drop.hidden(&ffn, l, 3)?)?)
     }
 }
 
@@ -251,15 +269,17 @@ impl Backbone for Bert {
         };
         check_positions(&types, self.cfg.type_vocab_size, "token type")?;
         let x = ((words + self.position_embeddings.forward(&pos)?)? + self.token_type_embeddings.forward(&types)?)?;
-        let mut x = self.embeddings_ln.forward(&x)?;
+        let mut x = dropout(&self.embeddings_ln.forward(&x)?, self.cfg.hidden_dropout_prob, input.dropout_seed, 0)?;
+        let drop = Dropouts { attn: self.cfg.attention_probs_dropout_prob, hidden: self.cfg.hidden_dropout_prob, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Bidirectional);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, self.cfg.num_attention_heads, self.gelu, &mask, slot)?;
+            x = layer.forward(&x, self.cfg.num_attention_heads, self.gelu, &mask, slot, drop, l)?;
         }
-        let t = self.transform_ln.forward(&self.gelu.forward(&self.transform.forward(&x)?)?)?;
-        let logits = super::layers::rows_matmul(&t, &self.word_embeddings.weight().t()?)?.broadcast_add(&self.decoder_bias)?;
+        let rows = output_rows(&x, input.logit_rows.as_ref())?;
+        let t = self.transform_ln.forward(&self.gelu.forward(&self.transform.forward(&rows)?)?)?;
+        let logits = rows_matmul(&t, &self.word_embeddings.weight().t()?)?.broadcast_add(&self.decoder_bias)?;
         Ok(BackboneOutput { logits, hidden: x })
     }
 

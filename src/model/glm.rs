@@ -3,11 +3,11 @@
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{Embedding, Gelu, LayerNorm, Linear};
+use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention, ModelKind,
-    TokenInput,
+    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
+    DefaultAttention, ModelKind, TokenInput,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -194,14 +194,23 @@ impl GlmLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        gelu: Gelu,
+        mask: &Tensor,
+        cache: Option<&mut Option<LayerKv>>,
+        drop: Dropouts,
+        l: usize,
+    ) -> Result<Tensor> {
         let h = x.dim(2)?;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
         let (q, k, v) = (qkv.narrow(2, 0, h)?, qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
-        let ctx = attend(&q, &k, &v, heads, mask, cache)?;
-        let x = (x + self.dense.forward(&ctx)?)?;
+        let ctx = attend(&q, &k, &v, heads, mask, cache, drop.attention(l))?;
+        let x = (x + drop.hidden(&self.dense.forward(&ctx)?, l, 2)?)?;
         let mlp = self.dense_4h_to_h.forward(&gelu.forward(&self.dense_h_to_4h.forward(&self.post_attention_layernorm.forward(&x)?)?)?)?;
-        Ok((x + mlp)?)
+        Ok((x + drop.hidden(&mlp, l, 3)?)?)
     }
 }
 
@@ -288,14 +297,16 @@ impl Backbone for Glm {
         if let Some(bp) = &self.block_position_embeddings {
             x = (x + bp.forward(&block.to_dtype(DType::U32)?)?)?;
         }
+        let drop = Dropouts { attn: self.cfg.attention_dropout_prob, hidden: self.cfg.output_dropout_prob, seed: input.dropout_seed };
+        let mut x = dropout(&x, self.cfg.embedding_dropout_prob, input.dropout_seed, 0)?;
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, self.cfg.num_attention_heads, self.cfg.gelu, &mask, slot)?;
+            x = layer.forward(&x, self.cfg.num_attention_heads, self.cfg.gelu, &mask, slot, drop, l)?;
         }
         let hidden = self.final_layernorm.forward(&x)?;
-        let logits = super::layers::rows_matmul(&hidden, &self.word_embeddings.weight().t()?)?;
+        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.word_embeddings.weight().t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -3,11 +3,11 @@
 //! LM head tied to the token embedding.
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{Conv1D, Embedding, Gelu, LayerNorm};
+use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention, ModelKind,
-    TokenInput,
+    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
+    DefaultAttention, ModelKind, TokenInput,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -21,6 +21,9 @@ fn default_act() -> String {
 }
 fn default_init() -> f64 {
     0.02
+}
+fn default_dropout() -> f64 {
+    0.1
 }
 
 /// GPT-2 hyper-parameters from a Hugging Face `config.json`.
@@ -48,6 +51,15 @@ pub struct Gpt2Config {
     /// Init standard deviation when training from scratch.
     #[serde(default = "default_init")]
     pub initializer_range: f64,
+    /// Dropout after the embeddings (training only).
+    #[serde(default = "default_dropout")]
+    pub embd_pdrop: f64,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attn_pdrop: f64,
+    /// Dropout after the attention and MLP output projections (training only).
+    #[serde(default = "default_dropout")]
+    pub resid_pdrop: f64,
 }
 
 impl Gpt2Config {
@@ -136,13 +148,22 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, gelu: Gelu, mask: &Tensor, cache: Option<&mut Option<LayerKv>>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        gelu: Gelu,
+        mask: &Tensor,
+        cache: Option<&mut Option<LayerKv>>,
+        drop: Dropouts,
+        l: usize,
+    ) -> Result<Tensor> {
         let h = x.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
-        let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache)?;
-        let x = (x + self.c_proj.forward(&ctx)?)?;
+        let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, drop.attention(l))?;
+        let x = (x + drop.hidden(&self.c_proj.forward(&ctx)?, l, 2)?)?;
         let mlp = self.mlp_proj.forward(&gelu.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
-        Ok((x + mlp)?)
+        Ok((x + drop.hidden(&mlp, l, 3)?)?)
     }
 }
 
@@ -211,15 +232,16 @@ impl Backbone for Gpt2 {
             None => default_positions(b, s, past, &self.device)?,
         };
         check_positions(&pos, self.cfg.n_positions, "position id")?;
-        let mut x = (words + self.wpe.forward(&pos)?)?;
+        let mut x = dropout(&(words + self.wpe.forward(&pos)?)?, self.cfg.embd_pdrop, input.dropout_seed, 0)?;
+        let drop = Dropouts { attn: self.cfg.attn_pdrop, hidden: self.cfg.resid_pdrop, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
         for (l, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = block.forward(&x, self.cfg.n_head, self.gelu, &mask, slot)?;
+            x = block.forward(&x, self.cfg.n_head, self.gelu, &mask, slot, drop, l)?;
         }
         let hidden = self.ln_f.forward(&x)?;
-        let logits = super::layers::rows_matmul(&hidden, &self.wte.weight().t()?)?;
+        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.wte.weight().t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -100,6 +100,32 @@ impl Embedding {
     }
 }
 
+/// Dropout probabilities of a training step and its seed (`None` = inference).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dropouts {
+    /// On attention probabilities.
+    pub attn: f64,
+    /// On embeddings and sublayer outputs.
+    pub hidden: f64,
+    /// Step seed.
+    pub seed: Option<u64>,
+}
+
+impl Dropouts {
+    /// Call site `k` (0..4) of layer `layer`; site 0 of "layer" `usize::MAX` is the embedding.
+    pub(crate) fn site(layer: usize, k: u64) -> u64 {
+        (layer as u64).wrapping_add(1).wrapping_mul(8).wrapping_add(k)
+    }
+    /// Attention-probability dropout arguments for layer `layer`.
+    pub(crate) fn attention(&self, layer: usize) -> (f64, Option<u64>, u64) {
+        (self.attn, self.seed, Self::site(layer, 1))
+    }
+    /// Hidden dropout at site `k` of layer `layer`.
+    pub(crate) fn hidden(&self, x: &Tensor, layer: usize, k: u64) -> Result<Tensor> {
+        super::dropout(x, self.hidden, self.seed, Self::site(layer, k))
+    }
+}
+
 /// The GELU variants the reference codes use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

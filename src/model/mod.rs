@@ -100,16 +100,38 @@ pub struct BackboneInput {
     pub attention: Option<Attention>,
     /// `[B, past + S]`, 1 for real tokens and 0 for padding; `None` means no padding.
     pub key_padding: Option<Tensor>,
+    /// `Some(seed)` runs in training mode: dropout as the config says, masks derived from the
+    /// seed (use a different seed every step). `None` is inference (no dropout).
+    pub dropout_seed: Option<u64>,
+    /// Flattened row indices (into `B × S`, u32) to compute logits for: the output projection
+    /// then runs only on those rows and `logits` is `[R, V]` (training needs only the loss rows).
+    pub logit_rows: Option<Tensor>,
 }
 
 impl BackboneInput {
     /// Inputs from token ids `[B, S]`.
     pub fn ids(ids: Tensor) -> Self {
-        Self { tokens: TokenInput::Ids(ids), positions: None, token_types: None, attention: None, key_padding: None }
+        Self {
+            tokens: TokenInput::Ids(ids),
+            positions: None,
+            token_types: None,
+            attention: None,
+            key_padding: None,
+            dropout_seed: None,
+            logit_rows: None,
+        }
     }
     /// Inputs from embeddings `[B, S, H]`.
     pub fn embeddings(embeddings: Tensor) -> Self {
-        Self { tokens: TokenInput::Embeddings(embeddings), positions: None, token_types: None, attention: None, key_padding: None }
+        Self {
+            tokens: TokenInput::Embeddings(embeddings),
+            positions: None,
+            token_types: None,
+            attention: None,
+            key_padding: None,
+            dropout_seed: None,
+            logit_rows: None,
+        }
     }
     /// Sets the positions.
     pub fn with_positions(mut self, positions: Tensor) -> Self {
@@ -131,6 +153,16 @@ impl BackboneInput {
         self.key_padding = Some(key_padding);
         self
     }
+    /// Training mode with dropout seeded by `seed`.
+    pub fn with_dropout(mut self, seed: u64) -> Self {
+        self.dropout_seed = Some(seed);
+        self
+    }
+    /// Logits only for these flattened rows.
+    pub fn with_logit_rows(mut self, rows: Tensor) -> Self {
+        self.logit_rows = Some(rows);
+        self
+    }
     /// `(batch, sequence length)` of the inputs.
     pub fn batch_and_len(&self) -> Result<(usize, usize)> {
         Ok(match &self.tokens {
@@ -143,10 +175,31 @@ impl BackboneInput {
     }
 }
 
+/// Dropout with probability `p` at call site `site` of a training step seeded `seed`; identity
+/// at inference.
+pub(crate) fn dropout(x: &Tensor, p: f64, seed: Option<u64>, site: u64) -> Result<Tensor> {
+    match seed {
+        Some(s) if p > 0.0 => Ok(crate::ops::dropout(x, p, s.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ site)?),
+        _ => Ok(x.clone()),
+    }
+}
+
+/// `hidden [B, S, H]` → the rows to project: all (`[B, S, H]`) or the selected ones (`[R, H]`).
+pub(crate) fn output_rows(hidden: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+    match rows {
+        None => Ok(hidden.clone()),
+        Some(r) => {
+            let h = hidden.dim(candle_core::D::Minus1)?;
+            Ok(hidden.reshape(((), h))?.index_select(&r.to_dtype(DType::U32)?, 0)?)
+        }
+    }
+}
+
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct BackboneOutput {
-    /// `[B, S, V]` next-token (GPT-2, GLM) or masked-token (BERT, GLM Part A) logits.
+    /// `[B, S, V]` next-token (GPT-2, GLM) or masked-token (BERT) logits; `[R, V]` when
+    /// [`BackboneInput::logit_rows`] selected rows.
     pub logits: Tensor,
     /// `[B, S, H]` the last hidden state (after the final layer norm where the model has one).
     pub hidden: Tensor,

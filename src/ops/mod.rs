@@ -5,10 +5,14 @@
 //! are candle `CustomOp`s with `bwd`, multi-threaded over rows with rayon, for f32 and f64
 //! (f64 makes finite-difference checks meaningful). Other dtypes are computed in f32.
 
+mod cross_entropy;
+mod dropout;
 mod gelu;
 mod layer_norm;
 mod softmax;
 
+pub use cross_entropy::cross_entropy;
+pub use dropout::dropout;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::layer_norm;
 pub use softmax::{masked_softmax, MASKED_SCORE};
@@ -118,6 +122,42 @@ mod tests {
                 assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
             }
         }
+    }
+
+    #[test]
+    fn cross_entropy_matches_composite_values_and_gradients() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let z = Var::from_tensor(&Tensor::randn(0f32, 3., (7, 11), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let t = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();
+            let w = Tensor::new(&[1f32, 0., 1., 1., 0.5, 1., 2.], &dev).unwrap().to_dtype(dtype).unwrap();
+            let fused = cross_entropy(&z, &t).unwrap();
+            let logp = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+            let slow = logp.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+            assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(gf.get(&z).unwrap(), gs.get(&z).unwrap()) < 1e-5, "{dtype:?} gradients");
+        }
+        assert!(cross_entropy(&Tensor::zeros((2, 3), DType::F32, &dev).unwrap(), &Tensor::new(&[0u32, 3], &dev).unwrap()).is_err());
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_differentiable() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::ones((100, 1000), DType::F32, &dev).unwrap()).unwrap();
+        let a = dropout(&x, 0.1, 42).unwrap();
+        let b = dropout(&x, 0.1, 42).unwrap();
+        let c = dropout(&x, 0.1, 43).unwrap();
+        assert_eq!(max_diff(&a, &b), 0.0);
+        assert!(max_diff(&a, &c) > 0.0);
+        let v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dropped = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
+        assert!((dropped - 0.1).abs() < 0.005, "dropped {dropped}");
+        assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
+        // The gradient uses the same mask: d(sum a)/dx = a for x = 1.
+        let g = a.sum_all().unwrap().backward().unwrap();
+        assert_eq!(max_diff(g.get(&x).unwrap(), &a), 0.0);
     }
 
     #[test]

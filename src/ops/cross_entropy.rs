@@ -1,0 +1,106 @@
+//! Cross-entropy per row, `logsumexp(z) − z[target]`, fused with its backward
+//! `(softmax(z) − onehot(target))·g`: no `[N, V]` log-softmax is materialised.
+
+use super::{as_slice, in_kernel_dtype, Float};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Per-row cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32). Returns `[N]`.
+/// Differentiable with respect to `logits`. Rows to ignore are masked by the caller
+/// (multiply by a 0/1 weight), so any in-range target is accepted.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let (n, v) = logits.dims2()?;
+    if targets.dims() != [n] {
+        candle_core::bail!("cross_entropy: targets {:?} do not match logits [{n}, {v}]", targets.dims());
+    }
+    let targets = targets.to_dtype(DType::U32)?.contiguous()?;
+    let max = targets.max(0)?.to_scalar::<u32>()?;
+    if n > 0 && max as usize >= v {
+        candle_core::bail!("cross_entropy: target id {max} is out of range for {v} classes");
+    }
+    in_kernel_dtype(logits, |x| x.contiguous()?.apply_op2(&targets, CrossEntropy))
+}
+
+struct CrossEntropy;
+
+/// `(max, log Σ exp(z − max))` of a row, accumulated in f64.
+fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.as_f64()));
+    let m = T::of_f64(max);
+    let sum: f64 = row.iter().map(|&v| (v - m).exp().as_f64()).sum();
+    (max, sum.ln())
+}
+
+fn forward<T: Float>(z: &[T], t: &[u32], v: usize) -> Vec<T> {
+    z.par_chunks(v)
+        .zip(t.par_iter())
+        .map(|(row, &tg)| {
+            T::of_f64({
+                let (max, lse) = row_stats(row);
+                max + lse - row[tg as usize].as_f64()
+            })
+        })
+        .collect()
+}
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "wenhui-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = l1.shape().dims2()?;
+        let t = as_slice::<u32>(s2, l2)?;
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(as_slice(s1, l1)?, t, v)),
+            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(as_slice(s1, l1)?, t, v)),
+            _ => candle_core::bail!("cross_entropy: unsupported dtype"),
+        };
+        Ok((out, Shape::from(n)))
+    }
+
+    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.to_dtype(logits.dtype())?.contiguous()?;
+        Ok((Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBackward)?), None))
+    }
+}
+
+struct CrossEntropyBackward;
+
+fn backward<T: Float>(z: &[T], t: &[u32], g: &[T], v: usize) -> Vec<T> {
+    let mut out = vec![T::of_f64(0.0); z.len()];
+    out.par_chunks_mut(v).zip(z.par_chunks(v)).zip(t.par_iter().zip(g.par_iter())).for_each(|((o, row), (&tg, &gr))| {
+        let (max, lse) = row_stats(row);
+        let shift = T::of_f64(max + lse);
+        for (o, &zv) in o.iter_mut().zip(row) {
+            *o = (zv - shift).exp() * gr;
+        }
+        o[tg as usize] = o[tg as usize] - gr;
+    });
+    out
+}
+
+impl CustomOp3 for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "wenhui-cross-entropy-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, v) = l1.shape().dims2()?;
+        let t = as_slice::<u32>(s2, l2)?;
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v)),
+            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v)),
+            _ => candle_core::bail!("cross_entropy backward: unsupported dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
