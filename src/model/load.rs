@@ -64,6 +64,15 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// The config as Hugging Face style JSON, with `model_type` so it loads back.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("model_type".into(), serde_json::json!(self.kind().to_string()));
+        }
+        v
+    }
+
     /// The architecture.
     pub fn kind(&self) -> ModelKind {
         match self {

@@ -1,0 +1,165 @@
+//! Training checkpoints: written atomically, loadable by every other command.
+//!
+//! `<run>/checkpoints/step-00000100/` holds `model.safetensors` + `config.json` + the tokenizer
+//! (so `wenhui inspect` and every loader read it as a model directory), `optimizer.safetensors`
+//! and `trainer_state.json` (step, data cursor, config). A checkpoint is written into a
+//! `*.tmp-<pid>` directory and renamed into place only when complete, so a crash mid-write
+//! leaves the previous checkpoint intact; `<run>/latest` names the newest one.
+
+use crate::data::stream::Cursor;
+use crate::error::read_text;
+use crate::model::ModelConfig;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The trainer's own state, enough to continue exactly.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Where the training data stream is.
+    pub cursor: Cursor,
+    /// Tokens (input positions, padding excluded) seen so far.
+    pub tokens_seen: u64,
+    /// Training wall time so far, in seconds.
+    pub elapsed_s: f64,
+    /// The run's configuration, as given.
+    pub config: serde_json::Value,
+    /// The wenhui version that wrote it.
+    pub wenhui_version: String,
+}
+
+/// Everything a checkpoint holds.
+pub struct Checkpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Model parameters by name.
+    pub params: HashMap<String, Tensor>,
+    /// Model hyper-parameters.
+    pub model: ModelConfig,
+    /// Optimizer state tensors.
+    pub optimizer: HashMap<String, Tensor>,
+    /// Trainer state.
+    pub state: TrainerState,
+}
+
+fn checkpoints_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::io(path, e))
+}
+
+/// Writes `bytes` to `path` and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = io(path, std::fs::File::create(path))?;
+    io(path, f.write_all(bytes))?;
+    io(path, f.sync_all())
+}
+
+/// Saves a checkpoint for `state.step` under `run` and keeps only the newest `keep_last`.
+pub fn save(
+    run: &Path,
+    params: &HashMap<String, Tensor>,
+    model: &ModelConfig,
+    tokenizer: &Tokenizer,
+    optimizer: &HashMap<String, Tensor>,
+    state: &TrainerState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let root = checkpoints_dir(run);
+    io(&root, std::fs::create_dir_all(&root))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!("{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir_all(&tmp))?;
+    candle_core::safetensors::save(params, tmp.join("model.safetensors")).map_err(|e| Error::file(tmp.join("model.safetensors"), e.to_string()))?;
+    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors")).map_err(|e| Error::file(tmp.join("optimizer.safetensors"), e.to_string()))?;
+    write_synced(&tmp.join("config.json"), serde_json::to_string_pretty(&model.to_json()).map_err(|e| Error::input(e.to_string()))?.as_bytes())?;
+    write_synced(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| Error::input(e.to_string()))?.as_bytes())?;
+    tokenizer.save(&tmp)?;
+    let dst = root.join(&name);
+    if dst.exists() {
+        // Re-saving a step (e.g. after a resume): replace it only now that the new one is whole.
+        io(&dst, std::fs::remove_dir_all(&dst))?;
+    }
+    io(&dst, std::fs::rename(&tmp, &dst))?;
+    let latest_tmp = run.join(format!("latest.tmp-{}", std::process::id()));
+    write_synced(&latest_tmp, name.as_bytes())?;
+    io(&run.join("latest"), std::fs::rename(&latest_tmp, run.join("latest")))?;
+    prune(&root, keep_last.max(1))?;
+    Ok(dst)
+}
+
+/// Step directories under `root`, oldest first.
+fn step_dirs(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<(u64, PathBuf)> = io(root, std::fs::read_dir(root))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Removes all but the newest `keep` checkpoints, and temp directories of other processes
+/// (left by a crash).
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let dirs = step_dirs(root)?;
+    for (_, d) in dirs.iter().take(dirs.len().saturating_sub(keep)) {
+        io(d, std::fs::remove_dir_all(d))?;
+    }
+    let own = format!(".tmp-{}", std::process::id());
+    for e in io(root, std::fs::read_dir(root))?.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.contains(".tmp-") && !name.ends_with(&own) {
+            tracing::info!("removing the unfinished checkpoint {}", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of a run directory, if any.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
+    let named = run.join("latest");
+    if named.is_file() {
+        let name = read_text(&named)?.trim().to_string();
+        let dir = checkpoints_dir(run).join(&name);
+        if dir.join("trainer_state.json").is_file() {
+            return Ok(Some(dir));
+        }
+        tracing::warn!("{} names {name}, which is not a complete checkpoint; using the newest one found", named.display());
+    }
+    Ok(step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file()))
+}
+
+/// Loads a checkpoint directory, or the newest checkpoint of a run directory.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let dir = if path.join("trainer_state.json").is_file() {
+        path.to_path_buf()
+    } else {
+        latest(path)?.ok_or_else(|| Error::file(path, "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/"))?
+    };
+    let state_path = dir.join("trainer_state.json");
+    let state: TrainerState = serde_json::from_str(&read_text(&state_path)?).map_err(|e| Error::file(&state_path, format!("not a valid trainer state: {e}")))?;
+    let model = ModelConfig::from_file(&dir.join("config.json"))?;
+    let load_st = |name: &str| {
+        let p = dir.join(name);
+        candle_core::safetensors::load(&p, &candle_core::Device::Cpu).map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
+    };
+    Ok(Checkpoint { params: load_st("model.safetensors")?, optimizer: load_st("optimizer.safetensors")?, model, state, dir })
+}

@@ -1,0 +1,278 @@
+//! The pretraining run configuration: a TOML file whose every field can also be given as a
+//! command-line flag (flags win), with THUDM/GLM's defaults.
+
+use crate::data::blank::ObjectiveConfig;
+use crate::error::read_text;
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Every setting of a pretraining run. Unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Token corpus made by `wenhui data prepare`.
+    pub corpus: PathBuf,
+    /// Run directory: checkpoints, metrics.jsonl, the final model.
+    pub out_dir: PathBuf,
+    /// Continue from this model directory (weights + config) instead of a fresh model.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+
+    /// Transformer layers (fresh model).
+    #[serde(default = "d::layers")]
+    pub layers: usize,
+    /// Hidden size (fresh model).
+    #[serde(default = "d::hidden")]
+    pub hidden: usize,
+    /// Attention heads (fresh model).
+    #[serde(default = "d::heads")]
+    pub heads: usize,
+    /// GELU variant: `tanh` or `erf`.
+    #[serde(default = "d::gelu")]
+    pub gelu: String,
+    /// Dropout on embeddings, attention probabilities and sublayer outputs.
+    #[serde(default = "d::dropout")]
+    pub dropout: f64,
+
+    /// Text tokens per sample (`[CLS]` included); Part B adds the masked spans on top.
+    #[serde(default = "d::seq_len")]
+    pub seq_len: usize,
+    /// Samples per micro-batch.
+    #[serde(default = "d::batch_size")]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[serde(default = "d::one")]
+    pub accumulate: usize,
+    /// Pack several documents into a sample (THUDM); otherwise one document per sample.
+    #[serde(default = "d::yes")]
+    pub pack: bool,
+    /// Share of documents held out for validation (seeded choice).
+    #[serde(default = "d::valid_fraction")]
+    pub valid_fraction: f64,
+    /// Validation batches per evaluation.
+    #[serde(default = "d::valid_batches")]
+    pub valid_batches: usize,
+
+    /// Objective preset: `default` (token 0.5 / document 0.5), `glm-large` (token only),
+    /// `glm-10b` (token 0.5 / sentence 0.3 / document 0.2).
+    #[serde(default = "d::preset")]
+    pub objective: String,
+    /// Overrides the preset's token-level probability.
+    #[serde(default)]
+    pub token_prob: Option<f64>,
+    /// Overrides the preset's sentence-level probability.
+    #[serde(default)]
+    pub sentence_prob: Option<f64>,
+    /// Overrides the preset's shortest document span ratio.
+    #[serde(default)]
+    pub doc_min_ratio: Option<f64>,
+    /// Overrides the preset's prefix-LM probability for document spans.
+    #[serde(default)]
+    pub prefix_lm_prob: Option<f64>,
+
+    /// Optimizer steps.
+    #[serde(default = "d::steps")]
+    pub steps: u64,
+    /// Peak learning rate.
+    #[serde(default = "d::lr")]
+    pub lr: f64,
+    /// Floor of the cosine decay as a share of `lr`.
+    #[serde(default = "d::min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Warmup as a share of `steps`.
+    #[serde(default = "d::warmup_ratio")]
+    pub warmup_ratio: f64,
+    /// Steps over which the cosine decay runs (default: `steps`).
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
+    /// Adam β₁.
+    #[serde(default = "d::beta1")]
+    pub beta1: f64,
+    /// Adam β₂.
+    #[serde(default = "d::beta2")]
+    pub beta2: f64,
+    /// Adam ε.
+    #[serde(default = "d::eps")]
+    pub eps: f64,
+    /// Weight decay (not on biases and layer norms).
+    #[serde(default = "d::weight_decay")]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[serde(default = "d::clip")]
+    pub clip: f64,
+
+    /// Seed of initialisation, data order, objectives and dropout.
+    #[serde(default = "d::seed")]
+    pub seed: u64,
+    /// Log a metrics line every N steps.
+    #[serde(default = "d::log_every")]
+    pub log_every: u64,
+    /// Validate every N steps (0 = only at the end).
+    #[serde(default = "d::eval_every")]
+    pub eval_every: u64,
+    /// Save a checkpoint every N steps (0 = only at the end).
+    #[serde(default = "d::save_every")]
+    pub save_every: u64,
+    /// Checkpoints kept.
+    #[serde(default = "d::keep_last")]
+    pub keep_last: usize,
+}
+
+/// Defaults (GLM-Large's optimizer settings, a small model shape).
+mod d {
+    pub fn layers() -> usize {
+        4
+    }
+    pub fn hidden() -> usize {
+        256
+    }
+    pub fn heads() -> usize {
+        4
+    }
+    pub fn gelu() -> String {
+        "tanh".into()
+    }
+    pub fn dropout() -> f64 {
+        0.1
+    }
+    pub fn seq_len() -> usize {
+        256
+    }
+    pub fn batch_size() -> usize {
+        8
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn valid_fraction() -> f64 {
+        0.05
+    }
+    pub fn valid_batches() -> usize {
+        8
+    }
+    pub fn preset() -> String {
+        "default".into()
+    }
+    pub fn steps() -> u64 {
+        1000
+    }
+    pub fn lr() -> f64 {
+        2e-4
+    }
+    pub fn min_lr_ratio() -> f64 {
+        0.05
+    }
+    pub fn warmup_ratio() -> f64 {
+        0.05
+    }
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.98
+    }
+    pub fn eps() -> f64 {
+        1e-6
+    }
+    pub fn weight_decay() -> f64 {
+        0.1
+    }
+    pub fn clip() -> f64 {
+        1.0
+    }
+    pub fn seed() -> u64 {
+        1234
+    }
+    pub fn log_every() -> u64 {
+        10
+    }
+    pub fn eval_every() -> u64 {
+        100
+    }
+    pub fn save_every() -> u64 {
+        500
+    }
+    pub fn keep_last() -> usize {
+        3
+    }
+}
+
+impl PretrainConfig {
+    /// Reads `file` (TOML, optional) and applies `overrides` (flag values by field name) on top.
+    /// Errors name the file and the offending key.
+    pub fn load(file: Option<&Path>, overrides: serde_json::Map<String, serde_json::Value>) -> Result<Self> {
+        let origin = file.map_or_else(|| PathBuf::from("<command line>"), Path::to_path_buf);
+        let mut value = match file {
+            Some(p) => {
+                let text = read_text(p)?;
+                let t: toml::Table = toml::from_str(&text).map_err(|e| Error::file(p, format!("not valid TOML: {e}")))?;
+                serde_json::to_value(t).map_err(|e| Error::file(p, e.to_string()))?
+            }
+            None => serde_json::json!({}),
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.extend(overrides);
+        }
+        let cfg: Self = serde_json::from_value(value).map_err(|e| {
+            let msg = e.to_string();
+            let field = msg.split('`').nth(1).unwrap_or("?").to_string();
+            Error::config(&origin, field, msg)
+        })?;
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+
+    /// The objectives: the preset with any overrides.
+    pub fn objectives(&self) -> Result<ObjectiveConfig> {
+        let mut o = ObjectiveConfig::preset(&self.objective)?;
+        if let Some(v) = self.token_prob {
+            o.token_prob = v;
+        }
+        if let Some(v) = self.sentence_prob {
+            o.sentence_prob = v;
+        }
+        if let Some(v) = self.doc_min_ratio {
+            o.doc_min_ratio = v;
+        }
+        if let Some(v) = self.prefix_lm_prob {
+            o.prefix_lm_prob = v;
+        }
+        o.validate()?;
+        Ok(o)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let err = |field: &str, msg: &str| Err(Error::config(origin, field, msg));
+        if self.steps == 0 {
+            return err("steps", "must be positive");
+        }
+        if self.batch_size == 0 || self.accumulate == 0 {
+            return err("batch_size", "batch_size and accumulate must be positive");
+        }
+        if self.seq_len < 8 {
+            return err("seq_len", "must be at least 8");
+        }
+        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
+            return err("heads", "must divide hidden");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return err("lr", "must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err("dropout", "must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.valid_fraction) {
+            return err("valid_fraction", "must be in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return err("warmup_ratio", "warmup_ratio and min_lr_ratio must be in [0, 1]");
+        }
+        if self.gelu != "tanh" && self.gelu != "erf" {
+            return err("gelu", "must be `tanh` or `erf`");
+        }
+        self.objectives().map(|_| ())
+    }
+}

@@ -1,0 +1,5 @@
+//! Training: the optimizer and schedules, checkpoints, the pretraining loop.
+
+pub mod optim;
+pub mod checkpoint;
+pub mod config;
