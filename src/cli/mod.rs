@@ -2,9 +2,11 @@
 
 mod bench;
 mod common;
+mod data;
 mod inspect;
 mod logits;
 mod tokenize;
+mod tokenizer_train;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,12 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Top-k next (or masked) tokens at one position: a quick sanity check of a model.
     Logits(logits::Args),
+    /// Train a tokenizer on text / JSONL files.
+    #[command(subcommand)]
+    Tokenizer(tokenizer_train::Command),
+    /// Prepare pretraining data: text / JSONL files to a token corpus.
+    #[command(subcommand)]
+    Data(data::Command),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -38,6 +46,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
+        Command::Tokenizer(c) => tokenizer_train::run(c),
+        Command::Data(c) => data::run(c),
         Command::Bench(c) => bench::run(c),
     }
 }

@@ -1,6 +1,13 @@
 //! Data: corpora and token shards, and the GLM pretraining objectives.
+//!
+//! [`reader`] turns text and JSONL files into documents, [`prepare`](prepare::prepare) tokenizes them and
+//! [`writer`] stores them as a memory-mapped [`corpus::TokenCorpus`].
 
 pub mod blank;
 pub mod corpus;
 pub mod prepare;
 pub mod stream;
+pub mod problems;
+pub mod reader;
+pub mod template;
+pub mod writer;

@@ -15,6 +15,7 @@ pub mod chars;
 mod classic;
 pub mod sentencepiece;
 mod special;
+pub mod train;
 
 use std::path::{Path, PathBuf};
 

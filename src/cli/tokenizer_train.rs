@@ -1,0 +1,59 @@
+//! `wenhui tokenizer train`
+
+use std::path::PathBuf;
+
+use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
+
+use crate::cli::data::ReadArgs;
+
+/// `wenhui tokenizer ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Train a BPE, WordPiece or character tokenizer (with GLM's command tokens) on text / JSONL files.
+    Train(Args),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// bpe (GPT-2 byte-level BPE), wordpiece (BERT uncased) or chars (one token per character, for Chinese).
+    #[arg(long, value_enum)]
+    kind: KindArg,
+    /// Most entries of the trained vocabulary, the family's own special tokens included (GLM command tokens
+    /// that bpe/wordpiece append come on top).
+    #[arg(long)]
+    vocab_size: usize,
+    /// bpe/wordpiece: fewest occurrences of a merge; chars: fewest occurrences of a character.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Output directory (tokenizer.json + wenhui_tokenizer.json).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Input files or directories (all files below, sorted).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+/// `--kind` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Bpe,
+    Wordpiece,
+    Chars,
+}
+
+pub fn run(c: Command) -> anyhow::Result<()> {
+    let Command::Train(a) = c;
+    let kind = match a.kind {
+        KindArg::Bpe => TrainKind::Bpe,
+        KindArg::Wordpiece => TrainKind::WordPiece,
+        KindArg::Chars => TrainKind::Chars,
+    };
+    let opts = TrainOptions { kind, vocab_size: a.vocab_size, min_frequency: a.min_frequency, read: a.read.options(), progress: true };
+    let tok = train_tokenizer(&a.inputs, &opts)?;
+    tok.save(&a.output)?;
+    println!("tokenizer   {} ({:?}, {} ids)", a.output.display(), tok.family, tok.vocab_size(true));
+    println!("special ids {}", serde_json::to_string(&tok.special)?);
+    Ok(())
+}
