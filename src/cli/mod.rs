@@ -5,6 +5,7 @@ mod common;
 mod data;
 mod inspect;
 mod logits;
+mod pretrain;
 mod tokenize;
 mod tokenizer_train;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Prepare pretraining data: text / JSONL files to a token corpus.
     #[command(subcommand)]
     Data(data::Command),
+    /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
+    Pretrain(Box<pretrain::Args>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(a),
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
+        Command::Pretrain(a) => pretrain::run(*a),
         Command::Bench(c) => bench::run(c),
     }
 }

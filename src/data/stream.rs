@@ -13,15 +13,32 @@ pub trait Documents: Send + Sync {
     /// Number of documents.
     fn num_docs(&self) -> usize;
     /// Token ids of document `i` (no special tokens).
-    fn doc(&self, i: usize) -> Vec<u32>;
+    fn doc(&self, i: usize) -> Result<Vec<u32>>;
+    /// Length of document `i` in tokens.
+    fn doc_len(&self, i: usize) -> usize;
 }
 
 impl Documents for Vec<Vec<u32>> {
     fn num_docs(&self) -> usize {
         self.len()
     }
-    fn doc(&self, i: usize) -> Vec<u32> {
-        self[i].clone()
+    fn doc(&self, i: usize) -> Result<Vec<u32>> {
+        self.get(i).cloned().ok_or_else(|| Error::input(format!("document {i} out of range")))
+    }
+    fn doc_len(&self, i: usize) -> usize {
+        self.get(i).map_or(0, Vec::len)
+    }
+}
+
+impl Documents for super::corpus::TokenCorpus {
+    fn num_docs(&self) -> usize {
+        super::corpus::TokenCorpus::num_docs(self)
+    }
+    fn doc(&self, i: usize) -> Result<Vec<u32>> {
+        super::corpus::TokenCorpus::doc(self, i)
+    }
+    fn doc_len(&self, i: usize) -> usize {
+        super::corpus::TokenCorpus::doc_len(self, i)
     }
 }
 
@@ -67,6 +84,8 @@ pub struct Batch {
     pub positions: Vec<[Vec<u32>; 2]>,
     /// Part A length per row.
     pub seps: Vec<usize>,
+    /// Tokens per row before padding.
+    pub lengths: Vec<usize>,
     /// The objective drawn for this batch.
     pub objective: Objective,
 }
@@ -76,9 +95,10 @@ impl Batch {
     pub fn from_samples(samples: Vec<Sample>, pad: u32) -> Self {
         let len = samples.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
         let objective = samples.first().map_or(Objective::Token, |s| s.objective);
-        let mut b = Batch { tokens: vec![], targets: vec![], loss_mask: vec![], positions: vec![], seps: vec![], objective };
+        let mut b = Batch { tokens: vec![], targets: vec![], loss_mask: vec![], positions: vec![], seps: vec![], lengths: vec![], objective };
         for mut s in samples {
             let extra = len - s.tokens.len();
+            b.lengths.push(s.tokens.len());
             s.tokens.extend(std::iter::repeat_n(pad, extra));
             s.targets.extend(std::iter::repeat_n(pad, extra));
             s.loss_mask.extend(std::iter::repeat_n(0.0, extra));
@@ -139,7 +159,7 @@ impl<'a> BatchStream<'a> {
         if cfg.seq_len < 4 || cfg.batch_size == 0 {
             return Err(Error::input(format!("seq_len {} must be at least 4 and batch_size positive", cfg.seq_len)));
         }
-        let total: usize = ids.iter().map(|&i| docs.doc(i).len()).sum();
+        let total: usize = ids.iter().map(|&i| docs.doc_len(i)).sum();
         if total == 0 {
             return Err(Error::input("the corpus has no tokens to train on (all documents are empty)"));
         }
@@ -176,10 +196,10 @@ impl<'a> BatchStream<'a> {
     }
 
     /// The next text sample: `[CLS]` + document tokens (+ `eos` between documents when packing).
-    fn next_text(&mut self) -> Vec<u32> {
+    fn next_text(&mut self) -> Result<Vec<u32>> {
         let mut text = vec![self.tokens.cls];
         loop {
-            let doc = self.docs.doc(self.order[self.cursor.index]);
+            let doc = self.docs.doc(self.order[self.cursor.index])?;
             let rest = &doc[self.cursor.offset.min(doc.len())..];
             if rest.is_empty() {
                 self.advance_doc();
@@ -189,29 +209,29 @@ impl<'a> BatchStream<'a> {
             if rest.len() > room {
                 text.extend_from_slice(&rest[..room]);
                 self.cursor.offset += room;
-                return text;
+                return Ok(text);
             }
             text.extend_from_slice(rest);
             self.advance_doc();
             if !self.cfg.pack || text.len() + 2 > self.cfg.seq_len {
-                return text;
+                return Ok(text);
             }
             text.push(self.tokens.eos);
         }
     }
 
     /// The next batch; one objective is drawn for the whole batch.
-    pub fn next_batch(&mut self) -> Batch {
+    pub fn next_batch(&mut self) -> Result<Batch> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed.wrapping_add(0xB10C).wrapping_mul(0x1000_0000_01B3) ^ self.cursor.batches);
         self.cursor.batches += 1;
         let objective = draw_objective(&self.cfg.objectives, &mut rng);
-        let texts: Vec<Vec<u32>> = (0..self.cfg.batch_size).map(|_| self.next_text()).collect();
+        let texts = (0..self.cfg.batch_size).map(|_| self.next_text()).collect::<Result<Vec<_>>>()?;
         let ends = &self.sentence_ends;
         let samples = texts
             .iter()
             .map(|text| make_sample(text, objective, &self.cfg.objectives, &self.tokens, &|t| ends.contains(&t), &mut rng))
             .collect();
-        Batch::from_samples(samples, self.tokens.eos)
+        Ok(Batch::from_samples(samples, self.tokens.eos))
     }
 }
 

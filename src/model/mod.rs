@@ -11,6 +11,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod glm;
 pub mod gpt2;
+mod init;
 mod layers;
 mod load;
 mod mask;

@@ -3,3 +3,5 @@
 pub mod optim;
 pub mod checkpoint;
 pub mod config;
+pub mod metrics;
+pub mod pretrain;

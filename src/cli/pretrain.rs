@@ -1,0 +1,201 @@
+//! `wenhui pretrain --config run.toml [--FIELD VALUE ...] [--resume DIR]`
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wenhui::train::config::PretrainConfig;
+use wenhui::train::pretrain::{pretrain, RunOptions};
+
+/// Every field of the run config as an optional flag; a flag overrides the TOML file.
+#[derive(Debug, clap::Args, serde::Serialize)]
+pub struct Args {
+    /// Run configuration (TOML); every field can also be given as a flag below.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Continue a run: a checkpoint directory or the run directory (newest checkpoint).
+    #[arg(long)]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    #[serde(skip)]
+    quiet: bool,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    #[serde(skip)]
+    json: bool,
+
+    /// Token corpus made by `wenhui data prepare`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corpus: Option<PathBuf>,
+    /// Run directory (checkpoints, metrics.jsonl).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out_dir: Option<PathBuf>,
+    /// Start from this model directory instead of a fresh model.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_from: Option<PathBuf>,
+    /// Layers of a fresh model [4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layers: Option<usize>,
+    /// Hidden size of a fresh model [256].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hidden: Option<usize>,
+    /// Attention heads of a fresh model [4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heads: Option<usize>,
+    /// GELU: tanh or erf [tanh].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gelu: Option<String>,
+    /// Dropout [0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropout: Option<f64>,
+    /// Text tokens per sample [256].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq_len: Option<usize>,
+    /// Samples per micro-batch [8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// Micro-batches per step [1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accumulate: Option<usize>,
+    /// Pack documents into samples [true].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pack: Option<bool>,
+    /// Share of documents held out for validation [0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_fraction: Option<f64>,
+    /// Validation batches per evaluation [8].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_batches: Option<usize>,
+    /// Objective preset: default, glm-large, glm-10b [default].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objective: Option<String>,
+    /// Token-level objective probability.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_prob: Option<f64>,
+    /// Sentence-level objective probability.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentence_prob: Option<f64>,
+    /// Shortest document span as a share of the sample.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc_min_ratio: Option<f64>,
+    /// Probability of the prefix-LM form of document spans.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix_lm_prob: Option<f64>,
+    /// Optimizer steps [1000].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<u64>,
+    /// Peak learning rate [2e-4].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr: Option<f64>,
+    /// Floor of the cosine decay as a share of lr [0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_lr_ratio: Option<f64>,
+    /// Warmup share of steps [0.05].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_ratio: Option<f64>,
+    /// Steps of the cosine decay [steps].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decay_steps: Option<u64>,
+    /// Adam beta1 [0.9].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta1: Option<f64>,
+    /// Adam beta2 [0.98].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta2: Option<f64>,
+    /// Adam epsilon [1e-6].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eps: Option<f64>,
+    /// Weight decay [0.1].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight_decay: Option<f64>,
+    /// Gradient-norm clip, 0 = off [1.0].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clip: Option<f64>,
+    /// Seed [1234].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Metrics line every N steps [10].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_every: Option<u64>,
+    /// Validate every N steps [100].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_every: Option<u64>,
+    /// Checkpoint every N steps [500].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_every: Option<u64>,
+    /// Checkpoints kept [3].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_last: Option<usize>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let overrides = match serde_json::to_value(&a)? {
+        serde_json::Value::Object(m) => m,
+        _ => Default::default(),
+    };
+    let cfg = PretrainConfig::load(a.config.as_deref(), overrides)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // First Ctrl-C: finish the step, save, exit cleanly. A second one aborts at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort)");
+    });
+    let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let summary = pretrain(&cfg, &RunOptions { resume: a.resume.clone(), progress, stop: Some(stop) })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{} steps, last loss {:.4}, validation loss {}, {} tokens at {:.0} tokens/s; model in {}",
+            summary.steps,
+            summary.last_loss,
+            summary.val_loss.map_or("n/a".into(), |v| format!("{v:.4} (ppl {:.2})", v.exp())),
+            summary.tokens_seen,
+            summary.tokens_per_s,
+            summary.model_dir.display()
+        );
+    }
+    if summary.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}

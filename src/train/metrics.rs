@@ -1,0 +1,37 @@
+//! The metrics log: one JSON object per line (`metrics.jsonl`), appended as training goes.
+
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Appends metric lines to a JSONL file.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending. When resuming at `resume_step`, lines of later steps (written
+    /// after that checkpoint by the interrupted run) are dropped first so the log stays consistent.
+    pub fn open(path: &Path, resume_step: Option<u64>) -> Result<Self> {
+        if let (Some(step), true) = (resume_step, path.is_file()) {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_some_and(|s| s <= step))
+                .collect();
+            let tmp = path.with_extension("jsonl.tmp");
+            std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        } else if resume_step.is_none() && path.is_file() {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    /// Writes one line.
+    pub fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| Error::io(&self.path, e))
+    }
+}

@@ -1,0 +1,282 @@
+//! The pretraining loop (`wenhui pretrain`): GLM blank infilling on a token corpus, AdamW with
+//! warmup + cosine decay, clipping, gradient accumulation, validation, atomic checkpoints and
+//! exact resume.
+
+use super::checkpoint::{self, TrainerState};
+use super::config::PretrainConfig;
+use super::metrics::MetricsLog;
+use super::optim::{AdamW, AdamWConfig, LrSchedule};
+use crate::data::blank::ObjectiveTokens;
+use crate::data::corpus::TokenCorpus;
+use crate::data::stream::{sentence_end_ids, Batch, BatchStream, Cursor, Documents, StreamConfig};
+use crate::model::glm::GlmConfig;
+use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig, ModelKind};
+use crate::tokenizer::{padded_vocab_size, Tokenizer};
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to run (not part of the saved configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from this checkpoint (or the newest checkpoint of this run directory).
+    pub resume: Option<PathBuf>,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// When set to true (e.g. by Ctrl-C), the run saves a checkpoint and returns.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PretrainSummary {
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Training loss of the last step.
+    pub last_loss: f64,
+    /// Validation loss of the first and last evaluation.
+    pub first_val_loss: Option<f64>,
+    /// Validation loss at the end.
+    pub val_loss: Option<f64>,
+    /// exp(validation loss).
+    pub val_ppl: Option<f64>,
+    /// Tokens seen (padding excluded).
+    pub tokens_seen: u64,
+    /// Wall time of this invocation, seconds.
+    pub elapsed_s: f64,
+    /// Throughput of this invocation.
+    pub tokens_per_s: f64,
+    /// The final model directory (weights, config, tokenizer).
+    pub model_dir: PathBuf,
+    /// True when stopped by the stop flag before `steps`.
+    pub interrupted: bool,
+}
+
+/// Documents held out for validation: a seeded choice of `fraction` of them (at least one when
+/// the fraction is positive and there are two or more documents).
+pub fn split_documents(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_5A17));
+    let k = if fraction > 0.0 && n >= 2 { ((fraction * n as f64).round() as usize).clamp(1, n - 1) } else { 0 };
+    let mut valid = ids[..k].to_vec();
+    let mut train = ids[k..].to_vec();
+    valid.sort_unstable();
+    train.sort_unstable();
+    (train, valid)
+}
+
+/// Mean loss of a batch over its Part B tokens, and the number of those tokens.
+/// `dropout_seed` = `Some` in training.
+pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>) -> Result<(Tensor, usize)> {
+    let dev = model.device();
+    let (tokens, targets, mask, positions) = batch.tensors(dev)?;
+    let rows: Vec<u32> = mask.flatten_all()?.to_vec1::<f32>()?.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
+    if rows.is_empty() {
+        return Ok((Tensor::zeros((), DType::F32, dev)?, 0));
+    }
+    let n = rows.len();
+    let rows = Tensor::from_vec(rows, n, dev)?;
+    let mut input = BackboneInput::ids(tokens).with_positions(positions).with_attention(Attention::Sep(batch.seps.clone())).with_logit_rows(rows.clone());
+    if let Some(s) = dropout_seed {
+        input = input.with_dropout(s);
+    }
+    let logits = model.forward(&input, None)?.logits;
+    let tgt = targets.flatten_all()?.index_select(&rows, 0)?;
+    let loss = crate::ops::cross_entropy(&logits.to_dtype(DType::F32)?, &tgt)?.mean_all()?;
+    Ok((loss, n))
+}
+
+/// Validation loss: token-weighted mean over the same `batches` batches every time.
+fn evaluate(model: &dyn Backbone, docs: &dyn Documents, ids: &[usize], stream_cfg: &StreamConfig, tokens: ObjectiveTokens, ends: &std::collections::HashSet<u32>, batches: usize) -> Result<Option<f64>> {
+    if ids.is_empty() || batches == 0 {
+        return Ok(None);
+    }
+    let cfg = StreamConfig { seed: stream_cfg.seed ^ 0x7A11_DA7A, pack: stream_cfg.pack, ..stream_cfg.clone() };
+    let mut stream = match BatchStream::new(docs, ids.to_vec(), cfg, tokens, ends.clone(), Cursor::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no validation: {e}");
+            return Ok(None);
+        }
+    };
+    let (mut sum, mut count) = (0.0, 0usize);
+    for _ in 0..batches {
+        let (loss, n) = batch_loss(model, &stream.next_batch()?, None)?;
+        sum += loss.to_scalar::<f32>()? as f64 * n as f64;
+        count += n;
+    }
+    Ok((count > 0).then(|| sum / count as f64))
+}
+
+/// The model config for a fresh run.
+fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> ModelConfig {
+    let vocab = padded_vocab_size(tokenizer.vocab_size(true));
+    let mut g = GlmConfig::new(cfg.layers, cfg.hidden, cfg.heads, vocab, cfg.seq_len);
+    g.gelu = if cfg.gelu == "erf" { Gelu::Erf } else { Gelu::Tanh };
+    ModelConfig::Glm(g)
+}
+
+/// Runs (or resumes) pretraining as `cfg` says.
+pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSummary> {
+    let corpus = TokenCorpus::open(&cfg.corpus)?;
+    let tokenizer = corpus.tokenizer()?;
+    let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
+    let ends = sentence_end_ids(&tokenizer);
+    let (train_ids, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let split_path = cfg.out_dir.join("split.json");
+    std::fs::write(&split_path, serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string()).map_err(|e| Error::io(&split_path, e))?;
+
+    // Model: resumed, continued from a model directory, or fresh from the seed.
+    let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
+    let (mut model_cfg, weights) = match (&resumed, &cfg.init_from) {
+        (Some(ck), _) => (ck.model.clone(), ck.params.clone()),
+        (None, Some(dir)) => {
+            let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+            let ck = crate::model::checkpoint::Checkpoint::read(dir)?;
+            let expected = model_cfg.parameter_shapes();
+            (model_cfg, ck.into_params(&expected, DType::F32, &Device::Cpu)?)
+        }
+        (None, None) => {
+            let m = fresh_model(cfg, &tokenizer);
+            let w = m.init_weights(cfg.seed)?;
+            (m, w)
+        }
+    };
+    let ModelConfig::Glm(g) = &mut model_cfg else {
+        return Err(Error::input(format!("pretraining with blank infilling needs a GLM; this model is {}", model_cfg.kind())));
+    };
+    g.embedding_dropout_prob = cfg.dropout;
+    g.attention_dropout_prob = cfg.dropout;
+    g.output_dropout_prob = cfg.dropout;
+    if g.vocab_size < tokenizer.vocab_size(true) {
+        return Err(Error::input(format!("the model's vocabulary ({}) is smaller than the corpus tokenizer's ({})", g.vocab_size, tokenizer.vocab_size(true))));
+    }
+    if cfg.seq_len > g.max_sequence_length {
+        return Err(Error::input(format!("seq_len {} exceeds the model's max_sequence_length {}", cfg.seq_len, g.max_sequence_length)));
+    }
+    debug_assert_eq!(model_cfg.kind(), ModelKind::Glm);
+    let dev = Device::Cpu;
+    let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
+    let mut params: Vec<(String, Var)> = varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut optim = AdamW::new(params.clone(), AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay })?;
+    let (start, cursor, mut tokens_seen, prior_elapsed) = match &resumed {
+        Some(ck) => {
+            optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
+            (ck.state.step, ck.state.cursor, ck.state.tokens_seen, ck.state.elapsed_s)
+        }
+        None => (0, Cursor::default(), 0, 0.0),
+    };
+    let schedule = LrSchedule {
+        peak: cfg.lr,
+        min: cfg.lr * cfg.min_lr_ratio,
+        warmup: (cfg.warmup_ratio * cfg.steps as f64).round() as u64,
+        decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
+    };
+    let stream_cfg = StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
+    let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
+    let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
+    let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
+
+    let bar = progress_bar(opts.progress, start, cfg.steps);
+    let t0 = Instant::now();
+    let (mut last_loss, mut first_val, mut last_val) = (f64::NAN, None, None);
+    let mut window = (Instant::now(), 0u64);
+    let mut interrupted = false;
+    let save = |step: u64, cursor: Cursor, tokens_seen: u64, optim: &AdamW| -> Result<PathBuf> {
+        let params: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        let state = TrainerState { step, cursor, tokens_seen, elapsed_s: prior_elapsed + t0.elapsed().as_secs_f64(), config: config_json.clone(), wenhui_version: env!("CARGO_PKG_VERSION").into() };
+        checkpoint::save(&cfg.out_dir, &params, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last)
+    };
+    for step in start..cfg.steps {
+        let lr = schedule.lr(step);
+        let mut grads: Option<candle_core::backprop::GradStore> = None;
+        let mut loss_sum = 0.0;
+        for micro in 0..cfg.accumulate {
+            let batch = stream.next_batch()?;
+            tokens_seen += batch.lengths.iter().sum::<usize>() as u64;
+            let seed = cfg.seed.wrapping_mul(0x100_0000_01B3) ^ (step * cfg.accumulate as u64 + micro as u64);
+            let (loss, _) = batch_loss(model.as_ref(), &batch, Some(seed))?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            let g = (loss / cfg.accumulate as f64)?.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for (_, v) in &params {
+                        if let (Some(a), Some(b)) = (acc.get(v.as_tensor()), g.get(v.as_tensor())) {
+                            let sum = (a + b)?;
+                            acc.insert(v.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        let grads = grads.ok_or_else(|| Error::input("no micro-batches"))?;
+        let stats = optim.step(&grads, lr, (cfg.clip > 0.0).then_some(cfg.clip))?;
+        last_loss = loss_sum / cfg.accumulate as f64;
+        let done = step + 1;
+        if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
+            let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+            let tps = (tokens_seen as f64 - window.1 as f64) / secs;
+            window = (Instant::now(), tokens_seen);
+            log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens_per_s": tps, "tokens": tokens_seen, "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
+            bar.set_message(format!("loss {last_loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        }
+        bar.set_position(done);
+        let eval_now = (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps;
+        if eval_now {
+            if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
+                log.write(&serde_json::json!({"step": done, "val_loss": v, "val_ppl": v.exp()}))?;
+                first_val.get_or_insert(v);
+                last_val = Some(v);
+                bar.println(format!("step {done}: validation loss {v:.4} (ppl {:.2})", v.exp()));
+            }
+        }
+        let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        if (cfg.save_every > 0 && done % cfg.save_every == 0) || done == cfg.steps || stop {
+            let dir = save(done, stream.cursor(), tokens_seen, &optim)?;
+            tracing::info!("saved {}", dir.display());
+        }
+        if stop && done < cfg.steps {
+            bar.println(format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
+            interrupted = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let model_dir = checkpoint::latest(&cfg.out_dir)?.ok_or_else(|| Error::file(&cfg.out_dir, "no checkpoint was written"))?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let seen_now = tokens_seen - resumed.as_ref().map_or(0, |c| c.state.tokens_seen);
+    Ok(PretrainSummary {
+        steps: optim.steps(),
+        last_loss,
+        first_val_loss: first_val,
+        val_loss: last_val,
+        val_ppl: last_val.map(f64::exp),
+        tokens_seen,
+        elapsed_s: elapsed,
+        tokens_per_s: seen_now as f64 / elapsed.max(1e-9),
+        model_dir,
+        interrupted,
+    })
+}
+
+fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "),
+    );
+    bar.set_position(start);
+    bar
+}
