@@ -89,7 +89,7 @@ impl ObjectiveConfig {
         if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
             return bad(format!("mask_ratio {} must be in (0, 1)", self.mask_ratio));
         }
-        if !(self.avg_span > 0.0) || self.max_span == 0 {
+        if self.avg_span.is_nan() || self.avg_span <= 0.0 || self.max_span == 0 {
             return bad("avg_span must be positive and max_span at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.doc_min_ratio) || !(0.0..=1.0).contains(&self.prefix_lm_prob) {
@@ -313,8 +313,8 @@ fn sentence_spans(
     let target = ((cfg.mask_ratio * n as f64) as usize).max(1);
     let mut sentences = Vec::new();
     let mut s = start;
-    for i in start..end {
-        if ends(text[i]) {
+    for (i, &t) in text.iter().enumerate().take(end).skip(start) {
+        if ends(t) {
             if i > s {
                 sentences.push((s, i));
             }

@@ -6,8 +6,8 @@
 pub mod blank;
 pub mod corpus;
 pub mod prepare;
-pub mod stream;
 pub mod problems;
 pub mod reader;
+pub mod stream;
 pub mod template;
 pub mod writer;

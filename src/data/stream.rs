@@ -95,7 +95,8 @@ impl Batch {
     pub fn from_samples(samples: Vec<Sample>, pad: u32) -> Self {
         let len = samples.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
         let objective = samples.first().map_or(Objective::Token, |s| s.objective);
-        let mut b = Batch { tokens: vec![], targets: vec![], loss_mask: vec![], positions: vec![], seps: vec![], lengths: vec![], objective };
+        let mut b =
+            Batch { tokens: vec![], targets: vec![], loss_mask: vec![], positions: vec![], seps: vec![], lengths: vec![], objective };
         for mut s in samples {
             let extra = len - s.tokens.len();
             b.lengths.push(s.tokens.len());

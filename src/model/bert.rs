@@ -4,7 +4,7 @@
 //! (dense, GELU, LN, decoder tied to the word embeddings plus a bias).
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerNorm, Linear};
+use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
     check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -169,16 +169,8 @@ impl Layer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        gelu: Gelu,
-        mask: &Tensor,
-        cache: Option<&mut Option<LayerKv>>,
-        drop: Dropouts,
-        l: usize,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
+        let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache, drop.attention(l))?;
         let x = self.attn_ln.forward(&(x + drop.hidden(&self.attn_out.forward(&ctx)?, l, 2)?)?)?;
         let ffn = self.output.forward(&gelu.forward(&self.intermediate.forward(&x)?)?)?;
@@ -273,9 +265,10 @@ impl Backbone for Bert {
         let drop = Dropouts { attn: self.cfg.attention_probs_dropout_prob, hidden: self.cfg.hidden_dropout_prob, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Bidirectional);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.gelu, mask: &mask, drop };
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, self.cfg.num_attention_heads, self.gelu, &mask, slot, drop, l)?;
+            x = layer.forward(&x, &ctx, slot, l)?;
         }
         let rows = output_rows(&x, input.logit_rows.as_ref())?;
         let t = self.transform_ln.forward(&self.gelu.forward(&self.transform.forward(&rows)?)?)?;

@@ -3,7 +3,7 @@
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerNorm, Linear};
+use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
     check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -194,16 +194,8 @@ impl GlmLayer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        gelu: Gelu,
-        mask: &Tensor,
-        cache: Option<&mut Option<LayerKv>>,
-        drop: Dropouts,
-        l: usize,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
+        let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let h = x.dim(2)?;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
         let (q, k, v) = (qkv.narrow(2, 0, h)?, qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
@@ -301,9 +293,10 @@ impl Backbone for Glm {
         let mut x = dropout(&x, self.cfg.embedding_dropout_prob, input.dropout_seed, 0)?;
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, drop };
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, self.cfg.num_attention_heads, self.cfg.gelu, &mask, slot, drop, l)?;
+            x = layer.forward(&x, &ctx, slot, l)?;
         }
         let hidden = self.final_layernorm.forward(&x)?;
         let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.word_embeddings.weight().t()?)?;

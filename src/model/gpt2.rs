@@ -3,7 +3,7 @@
 //! LM head tied to the token embedding.
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerNorm};
+use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
     check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -148,16 +148,8 @@ impl Block {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        gelu: Gelu,
-        mask: &Tensor,
-        cache: Option<&mut Option<LayerKv>>,
-        drop: Dropouts,
-        l: usize,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
+        let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let h = x.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, drop.attention(l))?;
@@ -236,9 +228,10 @@ impl Backbone for Gpt2 {
         let drop = Dropouts { attn: self.cfg.attn_pdrop, hidden: self.cfg.resid_pdrop, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.n_head, gelu: self.gelu, mask: &mask, drop };
         for (l, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = block.forward(&x, self.cfg.n_head, self.gelu, &mask, slot, drop, l)?;
+            x = block.forward(&x, &ctx, slot, l)?;
         }
         let hidden = self.ln_f.forward(&x)?;
         let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.wte.weight().t()?)?;

@@ -126,6 +126,19 @@ impl Dropouts {
     }
 }
 
+/// What every block of a forward pass shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerCtx<'a> {
+    /// Attention heads.
+    pub heads: usize,
+    /// GELU variant.
+    pub gelu: Gelu,
+    /// The 0/1 attention mask.
+    pub mask: &'a Tensor,
+    /// Dropout of this step.
+    pub drop: Dropouts,
+}
+
 /// The GELU variants the reference codes use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -75,7 +75,8 @@ fn backward<T: Float>(z: &[T], t: &[u32], g: &[T], v: usize) -> Vec<T> {
         for (o, &zv) in o.iter_mut().zip(row) {
             *o = (zv - shift).exp() * gr;
         }
-        o[tg as usize] = o[tg as usize] - gr;
+        let t = tg as usize;
+        o[t] -= gr;
     });
     out
 }

@@ -80,10 +80,18 @@ pub fn save(
         io(&tmp, std::fs::remove_dir_all(&tmp))?;
     }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
-    candle_core::safetensors::save(params, tmp.join("model.safetensors")).map_err(|e| Error::file(tmp.join("model.safetensors"), e.to_string()))?;
-    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors")).map_err(|e| Error::file(tmp.join("optimizer.safetensors"), e.to_string()))?;
-    write_synced(&tmp.join("config.json"), serde_json::to_string_pretty(&model.to_json()).map_err(|e| Error::input(e.to_string()))?.as_bytes())?;
-    write_synced(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| Error::input(e.to_string()))?.as_bytes())?;
+    candle_core::safetensors::save(params, tmp.join("model.safetensors"))
+        .map_err(|e| Error::file(tmp.join("model.safetensors"), e.to_string()))?;
+    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
+        .map_err(|e| Error::file(tmp.join("optimizer.safetensors"), e.to_string()))?;
+    write_synced(
+        &tmp.join("config.json"),
+        serde_json::to_string_pretty(&model.to_json()).map_err(|e| Error::input(e.to_string()))?.as_bytes(),
+    )?;
+    write_synced(
+        &tmp.join("trainer_state.json"),
+        serde_json::to_string_pretty(state).map_err(|e| Error::input(e.to_string()))?.as_bytes(),
+    )?;
     tokenizer.save(&tmp)?;
     let dst = root.join(&name);
     if dst.exists() {
@@ -152,14 +160,21 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let dir = if path.join("trainer_state.json").is_file() {
         path.to_path_buf()
     } else {
-        latest(path)?.ok_or_else(|| Error::file(path, "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/"))?
+        latest(path)?.ok_or_else(|| {
+            Error::file(
+                path,
+                "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/",
+            )
+        })?
     };
     let state_path = dir.join("trainer_state.json");
-    let state: TrainerState = serde_json::from_str(&read_text(&state_path)?).map_err(|e| Error::file(&state_path, format!("not a valid trainer state: {e}")))?;
+    let state: TrainerState =
+        serde_json::from_str(&read_text(&state_path)?).map_err(|e| Error::file(&state_path, format!("not a valid trainer state: {e}")))?;
     let model = ModelConfig::from_file(&dir.join("config.json"))?;
     let load_st = |name: &str| {
         let p = dir.join(name);
-        candle_core::safetensors::load(&p, &candle_core::Device::Cpu).map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
+        candle_core::safetensors::load(&p, &candle_core::Device::Cpu)
+            .map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
     };
     Ok(Checkpoint { params: load_st("model.safetensors")?, optimizer: load_st("optimizer.safetensors")?, model, state, dir })
 }

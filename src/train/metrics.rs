@@ -18,7 +18,12 @@ impl MetricsLog {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let kept: Vec<&str> = text
                 .lines()
-                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_some_and(|s| s <= step))
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                        .is_some_and(|s| s <= step)
+                })
                 .collect();
             let tmp = path.with_extension("jsonl.tmp");
             std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| Error::io(&tmp, e))?;

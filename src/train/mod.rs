@@ -1,7 +1,7 @@
 //! Training: the optimizer and schedules, checkpoints, the pretraining loop.
 
-pub mod optim;
 pub mod checkpoint;
 pub mod config;
 pub mod metrics;
+pub mod optim;
 pub mod pretrain;

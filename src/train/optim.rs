@@ -90,7 +90,10 @@ impl AdamW {
         let sq: f64 = gs.par_iter().map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum();
         let grad_norm = sq.sqrt();
         if !grad_norm.is_finite() {
-            return Err(Error::input(format!("gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)", self.step + 1)));
+            return Err(Error::input(format!(
+                "gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)",
+                self.step + 1
+            )));
         }
         let clip_scale = match clip {
             Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
@@ -192,7 +195,9 @@ mod tests {
         // torch.optim.AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), w=[1,-2], g=[0.5,-1]:
         // step 1: w ← w(1 − lr·wd) − lr·sign-ish(m̂/√v̂) = [1·0.999 − 0.1, −2·0.999 + 0.1]
         let w = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
-        let mut opt = AdamW::new(vec![("layer.weight".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }).unwrap();
+        let mut opt =
+            AdamW::new(vec![("layer.weight".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 })
+                .unwrap();
         let loss = (w.as_tensor() * &Tensor::new(&[0.5f32, -1.0], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         let stats = opt.step(&grads, 0.1, None).unwrap();
@@ -209,7 +214,8 @@ mod tests {
         assert!(!decays("x.bias"));
         assert!(decays("word_embeddings.weight"));
         let w = Var::new(&[0f32, 0.0], &Device::Cpu).unwrap();
-        let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }).unwrap();
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }).unwrap();
         let loss = (w.as_tensor() * &Tensor::new(&[30f32, 40.0], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
         let stats = opt.step(&loss.backward().unwrap(), 0.1, Some(1.0)).unwrap();
         assert!((stats.grad_norm - 50.0).abs() < 1e-9 && (stats.clip_scale - 1.0 / 50.0).abs() < 1e-6);

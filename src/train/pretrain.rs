@@ -76,13 +76,17 @@ pub fn split_documents(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<u
 pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>) -> Result<(Tensor, usize)> {
     let dev = model.device();
     let (tokens, targets, mask, positions) = batch.tensors(dev)?;
-    let rows: Vec<u32> = mask.flatten_all()?.to_vec1::<f32>()?.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
+    let rows: Vec<u32> =
+        mask.flatten_all()?.to_vec1::<f32>()?.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
     if rows.is_empty() {
         return Ok((Tensor::zeros((), DType::F32, dev)?, 0));
     }
     let n = rows.len();
     let rows = Tensor::from_vec(rows, n, dev)?;
-    let mut input = BackboneInput::ids(tokens).with_positions(positions).with_attention(Attention::Sep(batch.seps.clone())).with_logit_rows(rows.clone());
+    let mut input = BackboneInput::ids(tokens)
+        .with_positions(positions)
+        .with_attention(Attention::Sep(batch.seps.clone()))
+        .with_logit_rows(rows.clone());
     if let Some(s) = dropout_seed {
         input = input.with_dropout(s);
     }
@@ -93,7 +97,15 @@ pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>
 }
 
 /// Validation loss: token-weighted mean over the same `batches` batches every time.
-fn evaluate(model: &dyn Backbone, docs: &dyn Documents, ids: &[usize], stream_cfg: &StreamConfig, tokens: ObjectiveTokens, ends: &std::collections::HashSet<u32>, batches: usize) -> Result<Option<f64>> {
+fn evaluate(
+    model: &dyn Backbone,
+    docs: &dyn Documents,
+    ids: &[usize],
+    stream_cfg: &StreamConfig,
+    tokens: ObjectiveTokens,
+    ends: &std::collections::HashSet<u32>,
+    batches: usize,
+) -> Result<Option<f64>> {
     if ids.is_empty() || batches == 0 {
         return Ok(None);
     }
@@ -114,6 +126,19 @@ fn evaluate(model: &dyn Backbone, docs: &dyn Documents, ids: &[usize], stream_cf
     Ok((count > 0).then(|| sum / count as f64))
 }
 
+/// The validation loss of `model` on the held-out documents of the run `cfg` describes: the
+/// same split and the same batches as the trainer's own evaluations.
+pub fn validation_loss(cfg: &PretrainConfig, model: &dyn Backbone) -> Result<Option<f64>> {
+    let corpus = TokenCorpus::open(&cfg.corpus)?;
+    let tokenizer = corpus.tokenizer()?;
+    let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
+    let ends = sentence_end_ids(&tokenizer);
+    let (_, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
+    let stream_cfg =
+        StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
+    evaluate(model, &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)
+}
+
 /// The model config for a fresh run.
 fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> ModelConfig {
     let vocab = padded_vocab_size(tokenizer.vocab_size(true));
@@ -131,7 +156,11 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let (train_ids, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let split_path = cfg.out_dir.join("split.json");
-    std::fs::write(&split_path, serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string()).map_err(|e| Error::io(&split_path, e))?;
+    std::fs::write(
+        &split_path,
+        serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string(),
+    )
+    .map_err(|e| Error::io(&split_path, e))?;
 
     // Model: resumed, continued from a model directory, or fresh from the seed.
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
@@ -156,7 +185,11 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     g.attention_dropout_prob = cfg.dropout;
     g.output_dropout_prob = cfg.dropout;
     if g.vocab_size < tokenizer.vocab_size(true) {
-        return Err(Error::input(format!("the model's vocabulary ({}) is smaller than the corpus tokenizer's ({})", g.vocab_size, tokenizer.vocab_size(true))));
+        return Err(Error::input(format!(
+            "the model's vocabulary ({}) is smaller than the corpus tokenizer's ({})",
+            g.vocab_size,
+            tokenizer.vocab_size(true)
+        )));
     }
     if cfg.seq_len > g.max_sequence_length {
         return Err(Error::input(format!("seq_len {} exceeds the model's max_sequence_length {}", cfg.seq_len, g.max_sequence_length)));
@@ -164,9 +197,11 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     debug_assert_eq!(model_cfg.kind(), ModelKind::Glm);
     let dev = Device::Cpu;
     let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
-    let mut params: Vec<(String, Var)> = varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    let mut params: Vec<(String, Var)> =
+        varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut optim = AdamW::new(params.clone(), AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay })?;
+    let mut optim =
+        AdamW::new(params.clone(), AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay })?;
     let (start, cursor, mut tokens_seen, prior_elapsed) = match &resumed {
         Some(ck) => {
             optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
@@ -180,7 +215,8 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         warmup: (cfg.warmup_ratio * cfg.steps as f64).round() as u64,
         decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
     };
-    let stream_cfg = StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
+    let stream_cfg =
+        StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
@@ -192,9 +228,23 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let mut interrupted = false;
     let save = |step: u64, cursor: Cursor, tokens_seen: u64, optim: &AdamW| -> Result<PathBuf> {
         let params: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-        let state = TrainerState { step, cursor, tokens_seen, elapsed_s: prior_elapsed + t0.elapsed().as_secs_f64(), config: config_json.clone(), wenhui_version: env!("CARGO_PKG_VERSION").into() };
+        let state = TrainerState {
+            step,
+            cursor,
+            tokens_seen,
+            elapsed_s: prior_elapsed + t0.elapsed().as_secs_f64(),
+            config: config_json.clone(),
+            wenhui_version: env!("CARGO_PKG_VERSION").into(),
+        };
         checkpoint::save(&cfg.out_dir, &params, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last)
     };
+    if start == 0 {
+        // The untrained model's validation loss: the baseline of the curve.
+        if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
+            log.write(&serde_json::json!({"step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
+            first_val = Some(v);
+        }
+    }
     for step in start..cfg.steps {
         let lr = schedule.lr(step);
         let mut grads: Option<candle_core::backprop::GradStore> = None;
@@ -275,7 +325,9 @@ fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(steps);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     bar.set_position(start);
     bar

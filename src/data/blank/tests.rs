@@ -181,10 +181,10 @@ fn part_a_never_sees_part_b() {
     )
     .unwrap();
     let m: Vec<Vec<f32>> = mask.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-    for i in 0..n {
-        for j in 0..n {
+    for (i, row) in m.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
             let want = if i < s.sep { j < s.sep } else { j < s.sep || j <= i };
-            assert_eq!(m[i][j] == 1.0, want, "mask[{i}][{j}] with sep {}", s.sep);
+            assert_eq!(v == 1.0, want, "mask[{i}][{j}] with sep {}", s.sep);
         }
     }
 }
