@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// Training allocates and frees large activation buffers every step; glibc hands those back to
+// the kernel each time (page faults + zeroing). mimalloc keeps them for reuse.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WENHUI_LOG")

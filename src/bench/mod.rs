@@ -2,8 +2,10 @@
 //! reports medians, tokens/s and achieved GFLOP/s as one JSON object.
 
 mod forward;
+mod train;
 
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
+pub use train::{bench_train, TrainBench, TrainReport};
 
 use std::time::Instant;
 

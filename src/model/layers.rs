@@ -39,7 +39,7 @@ impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = rows_matmul(x, &self.weight.t()?)?;
         Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => ops::add_bias(&y, b)?,
             None => y,
         })
     }
@@ -59,7 +59,7 @@ impl Conv1D {
         Ok(Self { weight, bias })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(rows_matmul(x, &self.weight)?.broadcast_add(&self.bias)?)
+        Ok(ops::add_bias(&rows_matmul(x, &self.weight)?, &self.bias)?)
     }
 }
 

@@ -1,0 +1,83 @@
+//! `y + b` for a bias `b` `[N]` broadcast over the leading dimensions of `y` `[.., N]`, whose
+//! backward sums the gradient over rows in parallel (candle's broadcast backward reduces over
+//! strided dimensions on one thread).
+
+use super::{as_slice, in_kernel_dtype, Float};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `y + b` over the last dimension. Differentiable with respect to both.
+pub fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let n = y.dim(candle_core::D::Minus1)?;
+    if b.dims() != [n] {
+        candle_core::bail!("add_bias: bias {:?} does not match the last dimension {n}", b.dims());
+    }
+    in_kernel_dtype(y, |y| y.contiguous()?.apply_op2(&b.to_dtype(y.dtype())?.contiguous()?, AddBias))
+}
+
+struct AddBias;
+
+fn add<T: Float>(y: &[T], b: &[T]) -> Vec<T> {
+    let n = b.len();
+    let mut out = y.to_vec();
+    out.par_chunks_mut(n * (4096 / n).max(1))
+        .for_each(|c| c.chunks_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(o, &bv)| *o = *o + bv)));
+    out
+}
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "wenhui-add-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(add::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?)),
+            CpuStorage::F64(_) => CpuStorage::F64(add::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?)),
+            _ => candle_core::bail!("add_bias: unsupported dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _y: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum { n: b.dim(0)? })?;
+        Ok((Some(grad.clone()), Some(db)))
+    }
+}
+
+/// Sums `[rows, n]` over rows → `[n]`, in f64, with per-thread partial sums.
+struct ColumnSum {
+    n: usize,
+}
+
+fn column_sum<T: Float>(g: &[T], n: usize) -> Vec<T> {
+    let rows_per = (16384 / n).max(1);
+    let partial: Vec<Vec<f64>> = g
+        .par_chunks(n * rows_per)
+        .map(|c| {
+            let mut acc = vec![0f64; n];
+            c.chunks(n).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, &v)| *a += v.as_f64()));
+            acc
+        })
+        .collect();
+    let mut total = vec![0f64; n];
+    for p in partial {
+        total.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+    }
+    total.into_iter().map(T::of_f64).collect()
+}
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "wenhui-column-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(column_sum::<f32>(as_slice(s, l)?, self.n)),
+            CpuStorage::F64(_) => CpuStorage::F64(column_sum::<f64>(as_slice(s, l)?, self.n)),
+            _ => candle_core::bail!("column_sum: unsupported dtype"),
+        };
+        Ok((out, Shape::from(self.n)))
+    }
+}
