@@ -20,8 +20,7 @@ struct AddBias;
 fn add<T: Float>(y: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
     let mut out = y.to_vec();
-    out.par_chunks_mut(n * (4096 / n).max(1))
-        .for_each(|c| c.chunks_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(o, &bv)| *o = *o + bv)));
+    out.par_chunks_mut(n * (4096 / n).max(1)).for_each(|c| c.chunks_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(o, &bv)| *o += bv)));
     out
 }
 
