@@ -144,17 +144,29 @@ pub(crate) fn attend(
     let q = split_heads(q, heads)?;
     let mut k = split_heads(k, heads)?;
     let mut v = split_heads(v, heads)?;
+    let mut fresh = true;
     if let Some(slot) = cache {
+        fresh = slot.is_none();
         LayerKv::append(slot, &k, &v)?;
         let e = slot.as_ref().expect("just appended");
         k = e.keys()?;
         v = e.values()?;
     }
-    // Kᵀ as a strided view: the matmul reads it in place, no copy of the history.
-    let scores = q.matmul(&k.transpose(2, 3)?)?;
-    let probs = masked_softmax(&scores, mask, 1.0 / (d as f64).sqrt())?;
-    let probs = super::dropout(&probs, dropout.0, dropout.1, dropout.2)?;
-    let ctx = probs.matmul(&v)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let (p, seed, site) = dropout;
+    let ctx = if fresh && q.device().is_cpu() {
+        // No history: one fused node (scores, mask, softmax, dropout, PV) with its own backward.
+        let (p, seed) = match seed {
+            Some(s) => (p, super::dropout_seed(s, site)),
+            None => (0.0, 0),
+        };
+        crate::ops::attention(&q, &k, &v, mask, scale, p, seed)?
+    } else {
+        // Kᵀ as a strided view: the matmul reads the cached history in place, no copy.
+        let scores = q.matmul(&k.transpose(2, 3)?)?;
+        let probs = masked_softmax(&scores, mask, scale)?;
+        super::dropout(&probs, p, seed, site)?.matmul(&v)?
+    };
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
 }
 

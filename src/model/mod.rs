@@ -180,9 +180,14 @@ impl BackboneInput {
 /// at inference.
 pub(crate) fn dropout(x: &Tensor, p: f64, seed: Option<u64>, site: u64) -> Result<Tensor> {
     match seed {
-        Some(s) if p > 0.0 => Ok(crate::ops::dropout(x, p, s.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ site)?),
+        Some(s) if p > 0.0 => Ok(crate::ops::dropout(x, p, dropout_seed(s, site))?),
         _ => Ok(x.clone()),
     }
+}
+
+/// The mask seed of call site `site` in a step seeded `seed`.
+pub(crate) fn dropout_seed(seed: u64, site: u64) -> u64 {
+    seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ site
 }
 
 /// `hidden [B, S, H]` → the rows to project: all (`[B, S, H]`) or the selected ones (`[R, H]`).

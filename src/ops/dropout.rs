@@ -34,17 +34,22 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Whether element `i` of a dropout with seed `seed` survives: `0` when dropped, `1/(1−p)` when kept.
+pub(crate) fn keep_scale(seed: u64, p: f64, i: u64) -> f64 {
+    let threshold = (p * (1u64 << 53) as f64) as u64;
+    if splitmix(splitmix(seed) ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 < threshold {
+        0.0
+    } else {
+        1.0 / (1.0 - p)
+    }
+}
+
 impl Dropout {
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
-        let threshold = (self.p * (1u64 << 53) as f64) as u64;
-        let scale = T::of_f64(1.0 / (1.0 - self.p));
-        let zero = T::of_f64(0.0);
-        let key = splitmix(self.seed);
-        let mut out = vec![zero; x.len()];
+        let mut out = vec![T::of_f64(0.0); x.len()];
         out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (o, xs))| {
             for (j, (o, &v)) in o.iter_mut().zip(xs).enumerate() {
-                let i = (c * CHUNK + j) as u64;
-                *o = if splitmix(key ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 < threshold { zero } else { v * scale };
+                *o = v * T::of_f64(keep_scale(self.seed, self.p, (c * CHUNK + j) as u64));
             }
         });
         out

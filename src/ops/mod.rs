@@ -5,6 +5,7 @@
 //! are candle `CustomOp`s with `bwd`, multi-threaded over rows with rayon, for f32 and f64
 //! (f64 makes finite-difference checks meaningful). Other dtypes are computed in f32.
 
+mod attention;
 mod bias;
 mod cross_entropy;
 mod dropout;
@@ -12,6 +13,7 @@ mod gelu;
 mod layer_norm;
 mod softmax;
 
+pub use attention::attention;
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
@@ -179,6 +181,30 @@ mod tests {
             let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
             assert!(max_diff(gf.get(&y).unwrap(), gs.get(&y).unwrap()) < 1e-6);
             assert!(max_diff(gf.get(&b).unwrap(), gs.get(&b).unwrap()) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_composite_values_and_gradients() {
+        let dev = Device::Cpu;
+        for (dtype, p) in [(DType::F64, 0.0), (DType::F32, 0.0), (DType::F64, 0.3)] {
+            let r = |shape: (usize, usize, usize, usize)| {
+                Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+            };
+            let (q, k, v) = (r((2, 3, 5, 4)), r((2, 3, 7, 4)), r((2, 3, 7, 4)));
+            let mask = Tensor::rand(0f32, 1., (2, 1, 5, 7), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
+            let w = Tensor::randn(0f32, 1., (2, 3, 5, 4), &dev).unwrap().to_dtype(dtype).unwrap();
+            let fused = attention(&q, &k, &v, &mask, 0.5, p, 9).unwrap();
+            let probs = masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), &mask, 0.5).unwrap();
+            let slow = dropout(&probs, p, 9).unwrap().matmul(&v).unwrap();
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-10 };
+            assert!(max_diff(&fused, &slow) < tol, "{dtype:?} p={p} values {}", max_diff(&fused, &slow));
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let d = max_diff(gf.get(x).unwrap(), gs.get(x).unwrap());
+                assert!(d < tol * 10.0, "{dtype:?} p={p} d{name}: {d}");
+            }
         }
     }
 
