@@ -116,7 +116,7 @@ impl Attention {
         if self.p > 0.0 {
             let base = (pair * x.len()) as u64;
             for (i, v) in x.iter_mut().enumerate() {
-                *v = *v * T::of_f64(keep_scale(self.seed, self.p, base + i as u64));
+                *v *= T::of_f64(keep_scale(self.seed, self.p, base + i as u64));
             }
         }
     }
