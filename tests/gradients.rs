@@ -47,6 +47,19 @@ fn glm_every_parameter_gets_a_gradient() {
 }
 
 #[test]
+fn glm_every_parameter_gets_a_gradient_in_training_mode() {
+    // Dropout on, logits only for Part B rows: the pretraining path.
+    assert_all_params_get_gradients("WENHUI_GLM_FIXTURE", "glm-tiny", |_| {
+        let pos = Tensor::new(&[[[0u32, 1, 2, 3, 4, 2, 2, 2], [0, 0, 0, 0, 0, 1, 2, 3]]], &Device::Cpu).unwrap();
+        BackboneInput::ids(ids(&[&[103, 5, 104, 7, 100, 101, 9, 10]]))
+            .with_positions(pos)
+            .with_attention(Attention::Sep(vec![5]))
+            .with_dropout(7)
+            .with_logit_rows(Tensor::new(&[5u32, 6, 7], &Device::Cpu).unwrap())
+    });
+}
+
+#[test]
 fn gpt2_every_parameter_gets_a_gradient() {
     assert_all_params_get_gradients("WENHUI_GPT2_FIXTURE", "gpt2-tiny", |_| {
         BackboneInput::ids(ids(&[&[5, 6, 7, 8, 9], &[10, 11, 12, 13, 14]]))

@@ -29,6 +29,9 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// Asserts `max |a - b| ≤ tol`, naming `what` on failure.
 pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
     let d = max_abs_diff(a, b);
+    if std::env::var_os("WENHUI_REPORT").is_some() {
+        eprintln!("{what}: max abs error {d:e}");
+    }
     assert!(d <= tol, "{what}: max abs error {d:e} > {tol:e}");
 }
 
