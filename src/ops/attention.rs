@@ -40,38 +40,11 @@ struct Attention {
     grad: Option<Tensor>,
 }
 
-/// `dst (m×n) = a (m×k) · b (k×n)` with explicit row/column strides; `acc` adds to `dst`.
+/// `dst (m×n) = a (m×k) · b (k×n)` with explicit row/column strides, on this thread (the
+/// caller parallelises over (batch, head) pairs).
 #[allow(clippy::too_many_arguments)]
 fn gemm<T: Float>(dst: &mut [T], m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize) {
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: operand out of bounds");
-    // SAFETY: every index the kernel touches was bounds-checked above; `dst` is exclusive.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            T::of_f64(0.0),
-            T::of_f64(1.0),
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    super::linear::gemm_into(dst, m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false, false)
 }
 
 /// Per-pair geometry.

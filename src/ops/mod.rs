@@ -11,6 +11,7 @@ mod cross_entropy;
 mod dropout;
 mod gelu;
 mod layer_norm;
+mod linear;
 mod softmax;
 
 pub use attention::attention;
@@ -19,6 +20,7 @@ pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::layer_norm;
+pub use linear::linear;
 pub use softmax::{masked_softmax, MASKED_SCORE};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
@@ -204,6 +206,25 @@ mod tests {
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
                 let d = max_diff(gf.get(x).unwrap(), gs.get(x).unwrap());
                 assert!(d < tol * 10.0, "{dtype:?} p={p} d{name}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_matches_composite_values_and_gradients() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let r = |shape: &[usize]| Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let (x, w, b) = (r(&[3, 5, 7]), r(&[11, 7]), r(&[11]));
+            let g = Tensor::randn(0f32, 1., (3, 5, 11), &dev).unwrap().to_dtype(dtype).unwrap();
+            let fused = linear(&x, &w, &b).unwrap();
+            let slow = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+            assert!(max_diff(&fused, &slow) < 1e-5);
+            let gf = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (slow * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                let d = max_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
+                assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
             }
         }
     }

@@ -1,0 +1,181 @@
+//! `y = x·Wᵀ + b` as one graph node: the weight stays in torch's `[out, in]` layout (no
+//! transposed copy), the bias is written into the output before the GEMM accumulates on top,
+//! and the backward computes `dx = dy·W`, `dW = dyᵀ·x` and `db = Σ_rows dy` directly with the
+//! `gemm` crate (multi-threaded), instead of four candle nodes with their own gradient buffers.
+
+use super::{as_slice, Float};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
+/// CPU, f32/f64; callers fall back to candle ops elsewhere.
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    if x.dim(candle_core::D::Minus1)? != inp || b.dims() != [out] {
+        candle_core::bail!("linear: x {:?}, w {:?}, b {:?} do not fit", x.dims(), w.dims(), b.dims());
+    }
+    let dt = x.dtype();
+    x.contiguous()?.apply_op3(&w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None })
+}
+
+#[derive(Clone)]
+struct Linear {
+    /// Set for the backward kernel: dy.
+    grad: Option<Tensor>,
+}
+
+/// `dst (m×n) (+)= a·b` with row/column strides, multi-threaded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: Float>(
+    dst: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].iter_mut().for_each(|v| *v = T::of_f64(0.0));
+        }
+        return;
+    }
+    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: operand out of bounds");
+    let par = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: every index the kernel reads or writes was bounds-checked above; `dst` is exclusive.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            T::of_f64(1.0),
+            T::of_f64(1.0),
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+impl Linear {
+    fn forward<T: Float>(x: &[T], w: &[T], b: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+        let mut y = vec![T::of_f64(0.0); rows * out];
+        y.par_chunks_mut(out * 64).for_each(|c| c.chunks_mut(out).for_each(|r| r.copy_from_slice(b)));
+        // y += x (rows×in) · wᵀ (in×out): wᵀ[i, o] = w[o, i] → row stride 1, column stride `inp`.
+        gemm_into(&mut y, rows, out, inp, x, inp, 1, w, 1, inp, true, true);
+        y
+    }
+
+    /// `[dx | dW | db]` packed.
+    fn backward<T: Float>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+        let mut packed = vec![T::of_f64(0.0); rows * inp + out * inp + out];
+        let (dx, rest) = packed.split_at_mut(rows * inp);
+        let (dw, db) = rest.split_at_mut(out * inp);
+        // dx (rows×in) = dy (rows×out) · w (out×in)
+        gemm_into(dx, rows, inp, out, dy, out, 1, w, inp, 1, false, true);
+        // dW (out×in) = dyᵀ (out×rows) · x (rows×in)
+        gemm_into(dw, out, inp, rows, dy, 1, out, x, inp, 1, false, true);
+        // db = Σ_rows dy, with per-thread partial sums in f64.
+        let per = (16384 / out).max(1);
+        let partial: Vec<Vec<f64>> = dy
+            .par_chunks(out * per)
+            .map(|c| {
+                let mut acc = vec![0f64; out];
+                c.chunks(out).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, &v)| *a += v.as_f64()));
+                acc
+            })
+            .collect();
+        for p in partial {
+            db.iter_mut().zip(p).for_each(|(a, v)| *a += T::of_f64(v));
+        }
+        packed
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        if self.grad.is_some() {
+            "wenhui-linear-backward"
+        } else {
+            "wenhui-linear"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, inp) = l2.shape().dims2()?;
+        let rows = l1.shape().elem_count() / inp;
+        macro_rules! run {
+            ($ty:ty, $variant:ident) => {{
+                let (x, w) = (as_slice::<$ty>(s1, l1)?, as_slice::<$ty>(s2, l2)?);
+                match &self.grad {
+                    None => CpuStorage::$variant(Self::forward(x, w, as_slice::<$ty>(s3, l3)?, rows, inp, out)),
+                    Some(g) => {
+                        let (storage, layout) = g.storage_and_layout();
+                        let Storage::Cpu(gs) = &*storage else { candle_core::bail!("linear: CPU tensors only") };
+                        CpuStorage::$variant(Self::backward(x, w, as_slice::<$ty>(gs, layout)?, rows, inp, out))
+                    }
+                }
+            }};
+        }
+        let storage = match s1 {
+            CpuStorage::F32(_) => run!(f32, F32),
+            CpuStorage::F64(_) => run!(f64, F64),
+            _ => candle_core::bail!("linear: unsupported dtype"),
+        };
+        let shape = match &self.grad {
+            None => {
+                let mut dims = l1.dims().to_vec();
+                *dims.last_mut().expect("rank ≥ 1") = out;
+                Shape::from(dims)
+            }
+            Some(_) => Shape::from(rows * inp + out * inp + out),
+        };
+        Ok((storage, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = Linear { grad: Some(grad.contiguous()?) };
+        let packed = x.apply_op3_no_bwd(w, b, &op)?;
+        let (nx, nw) = (x.elem_count(), w.elem_count());
+        let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let db = packed.narrow(0, nx + nw, b.elem_count())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
