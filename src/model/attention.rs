@@ -2,7 +2,7 @@
 
 use crate::ops::masked_softmax;
 use crate::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 /// Keys and values of earlier positions for every layer, `[B, N, past, d]` each.
 ///
@@ -170,10 +170,32 @@ pub(crate) fn attend(
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
 }
 
+/// [`attend`] from a fused projection `qkv` `[B, S, 3H]`. Without a cache (training, full
+/// passes) on the CPU this is one fused node reading Q/K/V in place; otherwise it splits the
+/// projection and goes through [`attend`].
+pub(crate) fn attend_packed(
+    qkv: &Tensor,
+    heads: usize,
+    mask: &Tensor,
+    cache: Option<&mut Option<LayerKv>>,
+    dropout: (f64, Option<u64>, u64),
+) -> Result<Tensor> {
+    let h = qkv.dim(2)? / 3;
+    if cache.is_none() && qkv.device().is_cpu() && matches!(qkv.dtype(), DType::F32 | DType::F64) {
+        let (p, seed, site) = dropout;
+        let (p, seed) = match seed {
+            Some(s) => (p, super::dropout_seed(s, site)),
+            None => (0.0, 0),
+        };
+        return Ok(crate::ops::attention_packed(qkv, heads, mask, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
+    }
+    attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, dropout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, IndexOp};
+    use candle_core::{Device, IndexOp};
 
     #[test]
     fn cache_grows_reorders_and_clones_without_sharing() {

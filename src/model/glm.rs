@@ -2,7 +2,7 @@
 //! word + position + block-position embeddings, pre-LN blocks with a fused QKV projection,
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
-use super::attention::{attend, KvCache, LayerKv};
+use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
@@ -196,10 +196,8 @@ impl GlmLayer {
 
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
         let LayerCtx { heads, gelu, mask, drop } = *ctx;
-        let h = x.dim(2)?;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
-        let (q, k, v) = (qkv.narrow(2, 0, h)?, qkv.narrow(2, h, h)?, qkv.narrow(2, 2 * h, h)?);
-        let ctx = attend(&q, &k, &v, heads, mask, cache, drop.attention(l))?;
+        let ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
         let x = (x + drop.hidden(&self.dense.forward(&ctx)?, l, 2)?)?;
         let mlp = self.dense_4h_to_h.forward(&gelu.forward(&self.dense_h_to_4h.forward(&self.post_attention_layernorm.forward(&x)?)?)?)?;
         Ok((x + drop.hidden(&mlp, l, 3)?)?)

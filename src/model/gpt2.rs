@@ -2,7 +2,7 @@
 //! pre-LN blocks with `Conv1D` projections (`[in, out]` weights), causal attention, final LN,
 //! LM head tied to the token embedding.
 
-use super::attention::{attend, KvCache, LayerKv};
+use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
@@ -150,9 +150,8 @@ impl Block {
 
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
         let LayerCtx { heads, gelu, mask, drop } = *ctx;
-        let h = x.dim(2)?;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
-        let ctx = attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, drop.attention(l))?;
+        let ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
         let x = (x + drop.hidden(&self.c_proj.forward(&ctx)?, l, 2)?)?;
         let mlp = self.mlp_proj.forward(&gelu.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
         Ok((x + drop.hidden(&mlp, l, 3)?)?)

@@ -26,8 +26,25 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64, 
         candle_core::bail!("attention: mask {:?} does not fit scores [{b}, {n}, {s}, {t}]", mask.dims());
     }
     let dt = q.dtype();
-    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, scale, p, seed, grad: None };
+    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, scale, p, seed, grad: None, packed_heads: None };
     q.contiguous()?.apply_op3(&k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
+}
+
+/// Attention straight from a fused projection `qkv` `[B, S, 3H]` (Q | K | V along the last
+/// dimension, head `j` = channels `j·d..(j+1)·d` of each) to the context `[B, S, H]`: no
+/// narrow, head split or merge copies. Same math, mask and dropout as [`attention`].
+pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
+    let (b, s, h3) = qkv.dims3()?;
+    if heads == 0 || !h3.is_multiple_of(3 * heads) {
+        candle_core::bail!("attention_packed: last dimension {h3} is not 3 × heads ({heads}) × head size");
+    }
+    let md = mask.dims4()?;
+    if md.1 != 1 || md.2 != s || md.3 != s || (md.0 != b && md.0 != 1) {
+        candle_core::bail!("attention_packed: mask {:?} does not fit [{b}, 1, {s}, {s}]", mask.dims());
+    }
+    let op = Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, scale, p, seed, grad: None, packed_heads: Some(heads) };
+    let empty = Tensor::zeros(0, qkv.dtype(), qkv.device())?;
+    qkv.contiguous()?.apply_op3(&empty, &empty.clone(), op)
 }
 
 #[derive(Clone)]
@@ -38,6 +55,8 @@ struct Attention {
     seed: u64,
     /// Set for the backward kernel: the gradient of the output.
     grad: Option<Tensor>,
+    /// `Some(heads)`: the first input is a packed `[B, S, 3H]` projection (the others unused).
+    packed_heads: Option<usize>,
 }
 
 /// `dst (m×n) = a (m×k) · b (k×n)` with explicit row/column strides, on this thread (the
@@ -47,13 +66,47 @@ fn gemm<T: Float>(dst: &mut [T], m: usize, n: usize, k: usize, a: &[T], a_rs: us
     super::linear::gemm_into(dst, m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false, false)
 }
 
-/// Per-pair geometry.
+/// Per-pair geometry: where each (batch, head) pair's Q, K, V and output rows live.
 struct Dims {
     s: usize,
     t: usize,
     d: usize,
     heads: usize,
     mask_batches: usize,
+    /// Packed `[B, S, 3H]` input and `[B, S, H]` output instead of `[B, N, S|T, d]` tensors.
+    packed: bool,
+}
+
+impl Dims {
+    fn hidden(&self) -> usize {
+        self.heads * self.d
+    }
+    /// (offset, row stride) of Q, K, V of `pair` in their buffers.
+    fn qkv(&self, pair: usize) -> [(usize, usize); 3] {
+        if self.packed {
+            let (b, h, hid) = (pair / self.heads, pair % self.heads, self.hidden());
+            let base = b * self.s * 3 * hid + h * self.d;
+            [(base, 3 * hid), (base + hid, 3 * hid), (base + 2 * hid, 3 * hid)]
+        } else {
+            [(pair * self.s * self.d, self.d), (pair * self.t * self.d, self.d), (pair * self.t * self.d, self.d)]
+        }
+    }
+    /// (offset, row stride) of the output rows of `pair`.
+    fn out(&self, pair: usize) -> (usize, usize) {
+        if self.packed {
+            let (b, h) = (pair / self.heads, pair % self.heads);
+            (b * self.s * self.hidden() + h * self.d, self.hidden())
+        } else {
+            (pair * self.s * self.d, self.d)
+        }
+    }
+}
+
+/// Copies an `[rows, d]` block into `dst` at `offset` with row stride `rs`.
+fn scatter<T: Float>(dst: &mut [T], block: &[T], offset: usize, rs: usize, d: usize) {
+    for (i, row) in block.chunks(d).enumerate() {
+        dst[offset + i * rs..offset + i * rs + d].copy_from_slice(row);
+    }
 }
 
 impl Attention {
@@ -63,9 +116,11 @@ impl Attention {
         &m[b * g.s * g.t..(b + 1) * g.s * g.t]
     }
 
-    /// Probabilities `P` (before dropout) of one pair into `probs` `[S, T]`.
-    fn probs<T: Float>(&self, q: &[T], k: &[T], m: &[T], g: &Dims, probs: &mut [T]) {
-        gemm(probs, g.s, g.t, g.d, q, g.d, 1, k, 1, g.d);
+    /// Probabilities `P` (before dropout) of one pair into `probs` `[S, T]`; `q`, `k` start at
+    /// the pair's first row, with row strides `qs`, `ks`.
+    #[allow(clippy::too_many_arguments)]
+    fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims, probs: &mut [T]) {
+        gemm(probs, g.s, g.t, g.d, q, qs, 1, k, 1, ks);
         let (scale, masked, one) = (T::of_f64(self.scale), T::of_f64(MASKED_SCORE), T::of_f64(1.0));
         for (row, mrow) in probs.chunks_mut(g.t).zip(m.chunks(g.t)) {
             let mut max = f64::NEG_INFINITY;
@@ -94,58 +149,79 @@ impl Attention {
         }
     }
 
-    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], g: &Dims) -> Vec<T> {
-        let (sd, td) = (g.s * g.d, g.t * g.d);
-        let mut out = vec![T::of_f64(0.0); q.len()];
-        out.par_chunks_mut(sd).enumerate().for_each(|(pair, o)| {
-            let mut p = vec![T::of_f64(0.0); g.s * g.t];
-            self.probs(&q[pair * sd..(pair + 1) * sd], &k[pair * td..(pair + 1) * td], self.mask_of(m, pair, g), g, &mut p);
-            self.drop(&mut p, pair);
-            gemm(o, g.s, g.d, g.t, &p, g.t, 1, &v[pair * td..(pair + 1) * td], g.d, 1);
-        });
+    #[allow(clippy::too_many_arguments)]
+    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], g: &Dims, pairs: usize, out_len: usize) -> Vec<T> {
+        let blocks: Vec<Vec<T>> = (0..pairs)
+            .into_par_iter()
+            .map(|pair| {
+                let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
+                let mut p = vec![T::of_f64(0.0); g.s * g.t];
+                self.probs(&q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g, &mut p);
+                self.drop(&mut p, pair);
+                let mut o = vec![T::of_f64(0.0); g.s * g.d];
+                gemm(&mut o, g.s, g.d, g.t, &p, g.t, 1, &v[vo..], vs, 1);
+                o
+            })
+            .collect();
+        let mut out = vec![T::of_f64(0.0); out_len];
+        for (pair, o) in blocks.iter().enumerate() {
+            let (oo, os) = g.out(pair);
+            scatter(&mut out, o, oo, os, g.d);
+        }
         out
     }
 
-    /// `[dQ | dK | dV]` packed one after the other.
-    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], go: &[T], g: &Dims) -> Vec<T> {
-        let (sd, td) = (g.s * g.d, g.t * g.d);
-        let pairs = q.len() / sd;
-        let mut dq = vec![T::of_f64(0.0); q.len()];
-        let mut dkv = vec![T::of_f64(0.0); 2 * k.len()];
-        let (dk, dv) = dkv.split_at_mut(k.len());
-        dq.par_chunks_mut(sd).zip(dk.par_chunks_mut(td).zip(dv.par_chunks_mut(td))).enumerate().for_each(|(pair, (dq, (dk, dv)))| {
-            let (qp, kp, vp, gp) = (
-                &q[pair * sd..(pair + 1) * sd],
-                &k[pair * td..(pair + 1) * td],
-                &v[pair * td..(pair + 1) * td],
-                &go[pair * sd..(pair + 1) * sd],
-            );
-            let mrows = self.mask_of(m, pair, g);
-            let mut p = vec![T::of_f64(0.0); g.s * g.t];
-            self.probs(qp, kp, mrows, g, &mut p);
-            let mut pd = p.clone();
-            self.drop(&mut pd, pair);
-            // dV = P'ᵀ · dO
-            gemm(dv, g.t, g.d, g.s, &pd, 1, g.t, gp, g.d, 1);
-            // dP' = dO · Vᵀ, then through dropout.
-            let mut dp = vec![T::of_f64(0.0); g.s * g.t];
-            gemm(&mut dp, g.s, g.t, g.d, gp, g.d, 1, vp, 1, g.d);
-            self.drop(&mut dp, pair);
-            // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
-            let scale = T::of_f64(self.scale);
-            for ((dr, pr), mr) in dp.chunks_mut(g.t).zip(p.chunks(g.t)).zip(mrows.chunks(g.t)) {
-                let dot = T::of_f64(dr.iter().zip(pr).map(|(a, b)| a.as_f64() * b.as_f64()).sum::<f64>());
-                for ((dv, &pv), &mv) in dr.iter_mut().zip(pr).zip(mr) {
-                    *dv = pv * (*dv - dot) * scale * mv;
+    /// Gradients: `[dQ | dK | dV]` one after the other, or `dQKV` `[B, S, 3H]` when packed.
+    #[allow(clippy::too_many_arguments)]
+    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], go: &[T], g: &Dims, pairs: usize, lens: [usize; 3]) -> Vec<T> {
+        let blocks: Vec<[Vec<T>; 3]> = (0..pairs)
+            .into_par_iter()
+            .map(|pair| {
+                let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
+                let (oo, os) = g.out(pair);
+                let (qp, kp, vp, gp) = (&q[qo..], &k[ko..], &v[vo..], &go[oo..]);
+                let mrows = self.mask_of(m, pair, g);
+                let mut p = vec![T::of_f64(0.0); g.s * g.t];
+                self.probs(qp, qs, kp, ks, mrows, g, &mut p);
+                let mut pd = p.clone();
+                self.drop(&mut pd, pair);
+                let zero = T::of_f64(0.0);
+                let (mut dq, mut dk, mut dv) = (vec![zero; g.s * g.d], vec![zero; g.t * g.d], vec![zero; g.t * g.d]);
+                // dV = P'ᵀ · dO
+                gemm(&mut dv, g.t, g.d, g.s, &pd, 1, g.t, gp, os, 1);
+                // dP' = dO · Vᵀ, then through dropout.
+                let mut dp = vec![zero; g.s * g.t];
+                gemm(&mut dp, g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
+                self.drop(&mut dp, pair);
+                // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
+                let scale = T::of_f64(self.scale);
+                for ((dr, pr), mr) in dp.chunks_mut(g.t).zip(p.chunks(g.t)).zip(mrows.chunks(g.t)) {
+                    let dot = T::of_f64(dr.iter().zip(pr).map(|(a, b)| a.as_f64() * b.as_f64()).sum::<f64>());
+                    for ((dv, &pv), &mv) in dr.iter_mut().zip(pr).zip(mr) {
+                        *dv = pv * (*dv - dot) * scale * mv;
+                    }
                 }
+                // dQ = dS · K ; dK = dSᵀ · Q
+                gemm(&mut dq, g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
+                gemm(&mut dk, g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);
+                [dq, dk, dv]
+            })
+            .collect();
+        let mut out = vec![T::of_f64(0.0); lens.iter().sum()];
+        for (pair, [dq, dk, dv]) in blocks.iter().enumerate() {
+            if g.packed {
+                let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
+                scatter(&mut out, dq, qo, qs, g.d);
+                scatter(&mut out, dk, ko, ks, g.d);
+                scatter(&mut out, dv, vo, vs, g.d);
+            } else {
+                let (sd, td) = (g.s * g.d, g.t * g.d);
+                out[pair * sd..(pair + 1) * sd].copy_from_slice(dq);
+                out[lens[0] + pair * td..lens[0] + (pair + 1) * td].copy_from_slice(dk);
+                out[lens[0] + lens[1] + pair * td..lens[0] + lens[1] + (pair + 1) * td].copy_from_slice(dv);
             }
-            // dQ = dS · K ; dK = dSᵀ · Q
-            gemm(dq, g.s, g.d, g.t, &dp, g.t, 1, kp, g.d, 1);
-            gemm(dk, g.t, g.d, g.s, &dp, 1, g.t, qp, g.d, 1);
-        });
-        debug_assert_eq!(pairs * sd, dq.len());
-        dq.extend_from_slice(&dkv);
-        dq
+        }
+        out
     }
 }
 
@@ -176,15 +252,28 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, heads, s, d) = l1.shape().dims4()?;
-        let t = l2.shape().dims4()?.2;
-        let g = Dims { s, t, d, heads, mask_batches: self.mask.dims()[0] };
+        let mask_batches = self.mask.dims()[0];
+        // Geometry, number of pairs, output shape, gradient lengths.
+        let (g, pairs, out_shape, lens) = match self.packed_heads {
+            Some(heads) => {
+                let (b, s, h3) = l1.shape().dims3()?;
+                let d = h3 / (3 * heads);
+                (Dims { s, t: s, d, heads, mask_batches, packed: true }, b * heads, Shape::from((b, s, h3 / 3)), [b * s * h3, 0, 0])
+            }
+            None => {
+                let (b, heads, s, d) = l1.shape().dims4()?;
+                let t = l2.shape().dims4()?.2;
+                let (nq, nk) = (l1.shape().elem_count(), l2.shape().elem_count());
+                (Dims { s, t, d, heads, mask_batches, packed: false }, b * heads, l1.shape().clone(), [nq, nk, nk])
+            }
+        };
         macro_rules! run {
             ($ty:ty, $variant:ident) => {{
-                let (q, k, v) = (as_slice::<$ty>(s1, l1)?, as_slice::<$ty>(s2, l2)?, as_slice::<$ty>(s3, l3)?);
+                let q = as_slice::<$ty>(s1, l1)?;
+                let (k, v) = if g.packed { (q, q) } else { (as_slice::<$ty>(s2, l2)?, as_slice::<$ty>(s3, l3)?) };
                 let out = held::<$ty>(&self.mask, |m| match &self.grad {
-                    None => Ok(self.forward(q, k, v, m, &g)),
-                    Some(go) => held::<$ty>(go, |go| Ok(self.backward(q, k, v, m, go, &g))),
+                    None => Ok(self.forward(q, k, v, m, &g, pairs, out_shape.elem_count())),
+                    Some(go) => held::<$ty>(go, |go| Ok(self.backward(q, k, v, m, go, &g, pairs, lens))),
                 })?;
                 CpuStorage::$variant(out)
             }};
@@ -194,11 +283,8 @@ impl CustomOp3 for Attention {
             CpuStorage::F64(_) => run!(f64, F64),
             _ => candle_core::bail!("attention: unsupported dtype"),
         };
-        if self.grad.is_some() {
-            let n = l1.shape().elem_count() + 2 * l2.shape().elem_count();
-            return Ok((out, Shape::from(n)));
-        }
-        Ok((out, l1.shape().clone()))
+        let shape = if self.grad.is_some() { Shape::from(lens.iter().sum::<usize>()) } else { out_shape };
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -211,6 +297,9 @@ impl CustomOp3 for Attention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let op = Attention { grad: Some(grad.contiguous()?), ..self.clone() };
         let packed = q.apply_op3_no_bwd(k, v, &op)?;
+        if self.packed_heads.is_some() {
+            return Ok((Some(packed.reshape(q.shape())?), None, None));
+        }
         let (nq, nk) = (q.elem_count(), k.elem_count());
         let dq = packed.narrow(0, 0, nq)?.reshape(q.shape())?;
         let dk = packed.narrow(0, nq, nk)?.reshape(k.shape())?;

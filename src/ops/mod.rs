@@ -14,7 +14,7 @@ mod layer_norm;
 mod linear;
 mod softmax;
 
-pub use attention::attention;
+pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
@@ -207,6 +207,29 @@ mod tests {
                 let d = max_diff(gf.get(x).unwrap(), gs.get(x).unwrap());
                 assert!(d < tol * 10.0, "{dtype:?} p={p} d{name}: {d}");
             }
+        }
+    }
+
+    #[test]
+    fn packed_attention_matches_split_heads() {
+        let dev = Device::Cpu;
+        for (dtype, p) in [(DType::F64, 0.0), (DType::F64, 0.2), (DType::F32, 0.1)] {
+            let (b, s, heads, d) = (2, 6, 3, 4);
+            let h = heads * d;
+            let qkv = Var::from_tensor(&Tensor::randn(0f32, 1., (b, s, 3 * h), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+            let mask = Tensor::rand(0f32, 1., (b, 1, s, s), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
+            let w = Tensor::randn(0f32, 1., (b, s, h), &dev).unwrap().to_dtype(dtype).unwrap();
+            let packed = attention_packed(&qkv, heads, &mask, 0.5, p, 3).unwrap();
+            let split = |i: usize| {
+                qkv.narrow(2, i * h, h).unwrap().reshape((b, s, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+            };
+            let reference =
+                attention(&split(0), &split(1), &split(2), &mask, 0.5, p, 3).unwrap().transpose(1, 2).unwrap().reshape((b, s, h)).unwrap();
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            assert!(max_diff(&packed, &reference) < tol);
+            let gp = (packed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gr = (reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(gp.get(&qkv).unwrap(), gr.get(&qkv).unwrap()) < tol * 10.0);
         }
     }
 
