@@ -7,8 +7,8 @@ use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
-    DefaultAttention, ModelKind, TokenInput,
+    begin, check_ids, check_positions, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
+    DefaultAttention, ModelKind,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -242,18 +242,8 @@ impl Backbone for Bert {
     }
 
     fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
-        let (b, s) = input.batch_and_len()?;
-        let past = cache.as_ref().map_or(0, |c| c.len());
-        let words = match &input.tokens {
-            TokenInput::Ids(ids) => self.embed(ids)?,
-            TokenInput::Embeddings(e) => e.to_dtype(self.dtype)?,
-        };
-        let pos = match &input.positions {
-            Some(p) if p.dims() == [b, s] => p.to_dtype(DType::U32)?,
-            Some(p) => return Err(Error::input(format!("BERT positions must be [batch, seq] = [{b}, {s}], got {:?}", p.dims()))),
-            None => default_positions(b, s, past, &self.device)?,
-        };
-        check_positions(&pos, self.cfg.max_position_embeddings, "position id")?;
+        let (b, s, past, words) = begin(self, input, cache.as_deref())?;
+        let pos = positions_1d(input, b, s, past, self.cfg.max_position_embeddings, &self.device)?;
         let types = match &input.token_types {
             Some(t) if t.dims() == [b, s] => t.to_dtype(DType::U32)?,
             Some(t) => return Err(Error::input(format!("token types must be [batch, seq] = [{b}, {s}], got {:?}", t.dims()))),

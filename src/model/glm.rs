@@ -6,8 +6,8 @@ use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
-    DefaultAttention, ModelKind, TokenInput,
+    begin, check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
+    DefaultAttention, ModelKind,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -264,12 +264,7 @@ impl Backbone for Glm {
     }
 
     fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
-        let (b, s) = input.batch_and_len()?;
-        let past = cache.as_ref().map_or(0, |c| c.len());
-        let words = match &input.tokens {
-            TokenInput::Ids(ids) => self.embed(ids)?,
-            TokenInput::Embeddings(e) => e.to_dtype(self.dtype)?,
-        };
+        let (b, s, past, words) = begin(self, input, cache.as_deref())?;
         let (pos, block) = match &input.positions {
             Some(p) => {
                 let dims = p.dims();

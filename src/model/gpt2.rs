@@ -6,8 +6,8 @@ use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
-    check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
-    DefaultAttention, ModelKind, TokenInput,
+    begin, check_ids, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention,
+    ModelKind,
 };
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -211,18 +211,8 @@ impl Backbone for Gpt2 {
     }
 
     fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
-        let (b, s) = input.batch_and_len()?;
-        let past = cache.as_ref().map_or(0, |c| c.len());
-        let words = match &input.tokens {
-            TokenInput::Ids(ids) => self.embed(ids)?,
-            TokenInput::Embeddings(e) => e.to_dtype(self.dtype)?,
-        };
-        let pos = match &input.positions {
-            Some(p) if p.dims() == [b, s] => p.to_dtype(DType::U32)?,
-            Some(p) => return Err(Error::input(format!("GPT-2 positions must be [batch, seq] = [{b}, {s}], got {:?}", p.dims()))),
-            None => default_positions(b, s, past, &self.device)?,
-        };
-        check_positions(&pos, self.cfg.n_positions, "position id")?;
+        let (b, s, past, words) = begin(self, input, cache.as_deref())?;
+        let pos = positions_1d(input, b, s, past, self.cfg.n_positions, &self.device)?;
         let mut x = dropout(&(words + self.wpe.forward(&pos)?)?, self.cfg.embd_pdrop, input.dropout_seed, 0)?;
         let drop = Dropouts { attn: self.cfg.attn_pdrop, hidden: self.cfg.resid_pdrop, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Causal);

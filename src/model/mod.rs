@@ -230,6 +230,28 @@ pub trait Backbone: Send + Sync {
     fn dtype(&self) -> DType;
 }
 
+/// What every forward pass starts with: `(batch, length, cached length, input embeddings)`.
+pub(crate) fn begin(model: &dyn Backbone, input: &BackboneInput, cache: Option<&KvCache>) -> Result<(usize, usize, usize, Tensor)> {
+    let (b, s) = input.batch_and_len()?;
+    let past = cache.map_or(0, |c| c.len());
+    let words = match &input.tokens {
+        TokenInput::Ids(ids) => model.embed(ids)?,
+        TokenInput::Embeddings(e) => e.to_dtype(model.dtype())?,
+    };
+    Ok((b, s, past, words))
+}
+
+/// 1D position ids (`[B, S]`, given or `past + 0..S`) checked against a table of `rows`.
+pub(crate) fn positions_1d(input: &BackboneInput, b: usize, s: usize, past: usize, rows: usize, device: &Device) -> Result<Tensor> {
+    let pos = match &input.positions {
+        Some(p) if p.dims() == [b, s] => p.to_dtype(DType::U32)?,
+        Some(p) => return Err(crate::Error::input(format!("positions must be [batch, seq] = [{b}, {s}], got {:?}", p.dims()))),
+        None => default_positions(b, s, past, device)?,
+    };
+    check_positions(&pos, rows, "position id")?;
+    Ok(pos)
+}
+
 /// Checks that every id is below `vocab`, so a bad id is an error and not an out-of-bounds read.
 pub(crate) fn check_ids(ids: &Tensor, vocab: usize) -> Result<()> {
     let max = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().max();
