@@ -238,3 +238,31 @@ fn bad_input_is_an_error_naming_the_tensor() {
     std::fs::write(tmp.path().join("prompt_encoder.json"), b"{\"kind\": \"lstm\"}").unwrap();
     assert!(err_text(PromptEncoder::load_state(tmp.path(), &Device::Cpu)).contains("prompt_encoder.json"));
 }
+
+#[test]
+fn batched_rows_equal_single_rows_and_submodules_round_trip() {
+    let (_, dir) = variants().into_iter().next().unwrap();
+    let io = load(&dir.join("io.safetensors"));
+    let enc = PromptEncoder::load_weights(&dir.join("weights.safetensors"), &Device::Cpu).unwrap();
+    let batched = enc.forward(&io["indices"]).unwrap();
+    for row in 0..batched.dim(0).unwrap() {
+        let single = enc.forward(&io["indices"].narrow(0, row, 1).unwrap()).unwrap();
+        assert!(max_abs(&single, &batched.narrow(0, row, 1).unwrap()) <= 1e-6, "row {row}");
+    }
+    // Seq2seq-style tables (T × 2 rows) survive the adapter round trip.
+    let cfg = PromptEncoderConfig {
+        kind: EncoderKind::Mlp,
+        num_virtual_tokens: 3,
+        token_dim: 4,
+        hidden: 5,
+        layers: 0,
+        num_transformer_submodules: 2,
+    };
+    let (enc, _) = PromptEncoder::fresh(&cfg, DType::F32, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    enc.save_adapter(tmp.path(), &AdapterMeta::default()).unwrap();
+    let (back, _) = PromptEncoder::load_adapter(tmp.path(), &Device::Cpu).unwrap();
+    assert_eq!(back.embedding().dims(), [6, 4]);
+    assert_eq!((back.config().num_virtual_tokens, back.config().num_transformer_submodules), (3, 2));
+    assert_eq!(max_abs(back.embedding(), &enc.prompt_embeddings().unwrap()), 0.0);
+}
