@@ -105,7 +105,8 @@ impl PromptEncoderConfig {
 
     /// Reads the sizes off a state dict with peft's names (no prefix): the kind from which heads
     /// are present, `T`/`D` from `embedding.weight`, `h` from `lstm_head.weight_hh_l0` or
-    /// `mlp_head.0.weight`, the layer count from the `weight_ih_l{k}` present.
+    /// `mlp_head.0.weight`, the layer count from the `weight_ih_l{k}` present. A state dict does not
+    /// record peft's `num_transformer_submodules`, so all rows count as virtual tokens (submodules 1).
     pub fn infer(tensors: &HashMap<String, Tensor>, source: &Path) -> Result<Self> {
         let dims2 = |name: &str| -> Result<(usize, usize)> {
             let t = tensors.get(name).ok_or_else(|| Error::tensor(source, name, "missing"))?;
@@ -116,6 +117,9 @@ impl PromptEncoderConfig {
         let (kind, hidden, layers) = if has("lstm_head.") {
             let (_, h) = dims2("lstm_head.weight_hh_l0")?;
             let layers = (0..).take_while(|k| tensors.contains_key(&format!("lstm_head.weight_ih_l{k}"))).count();
+            if layers == 0 {
+                return Err(Error::tensor(source, "lstm_head.weight_ih_l0", "missing"));
+            }
             (EncoderKind::Lstm, h, layers)
         } else if has("mlp_head.") {
             (EncoderKind::Mlp, dims2("mlp_head.0.weight")?.0, 0)
