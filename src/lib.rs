@@ -18,6 +18,7 @@ pub mod data;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod ptuning;
 pub mod tokenizer;
 pub mod train;
 

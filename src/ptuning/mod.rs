@@ -1,0 +1,133 @@
+//! P-tuning ("GPT Understands, Too", Liu et al. 2021): the prompt encoder that turns a trainable
+//! table of pseudo-token embeddings into the continuous prompt fed to a frozen or fine-tuned LM.
+//!
+//! [`PromptEncoder`] reproduces Hugging Face peft's `PromptEncoder` exactly (same parameter names,
+//! same numbers: see `tests/prompt_encoder.rs` and `tests/fixtures/prompt-encoder`):
+//!
+//! | kind | computation |
+//! |---|---|
+//! | [`EncoderKind::Lstm`] | embedding → `layers`-layer bidirectional LSTM (hidden `h` per direction) → Linear(2h,2h) → ReLU → Linear(2h,D) |
+//! | [`EncoderKind::Mlp`] | embedding → Linear(D,h) → ReLU → Linear(h,h) → ReLU → Linear(h,D) |
+//! | [`EncoderKind::Embedding`] | the embedding table itself (peft's inference mode / a loaded adapter) |
+//!
+//! With `hidden = token_dim / 2` the LSTM kind is numerically identical to the THUDM/P-tuning
+//! LAMA encoder. Unlike peft, wenhui can save and reload the *whole* encoder
+//! ([`PromptEncoder::save_state`]), so training can resume; peft's `adapter_model.safetensors`
+//! (only the reparameterised prompt) is written and read too ([`PromptEncoder::save_adapter`],
+//! [`PromptEncoder::load_adapter`]).
+//!
+//! Deviation: peft's `encoder_dropout` (LSTM inter-layer dropout, 0 by default) is not applied;
+//! the forward pass is always the dropout-free one.
+
+mod encoder;
+mod io;
+
+pub use encoder::PromptEncoder;
+pub use io::{AdapterMeta, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, PROMPT_EMBEDDINGS, STATE_CONFIG, STATE_WEIGHTS};
+
+use crate::{Error, Result};
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The reparameterisation of the prompt table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderKind {
+    /// Bidirectional LSTM followed by a two-layer MLP (peft `LSTM`, the paper's encoder).
+    Lstm,
+    /// Three-layer MLP (peft `MLP`, peft's default).
+    Mlp,
+    /// No reparameterisation: the embedding table is the prompt.
+    Embedding,
+}
+
+impl EncoderKind {
+    /// peft's `encoder_reparameterization_type` spelling (`Embedding` has none; `MLP` is written).
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            EncoderKind::Lstm => "LSTM",
+            EncoderKind::Mlp | EncoderKind::Embedding => "MLP",
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Sizes of a prompt encoder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptEncoderConfig {
+    /// Which reparameterisation.
+    pub kind: EncoderKind,
+    /// Number of virtual (pseudo) tokens `T` per transformer submodule.
+    pub num_virtual_tokens: usize,
+    /// Width `D` of the LM's input embeddings, and of the encoder output.
+    pub token_dim: usize,
+    /// Hidden size `h` (per LSTM direction; MLP width). Ignored for `Embedding`.
+    pub hidden: usize,
+    /// LSTM layers (peft `encoder_num_layers`). Ignored for `Mlp` and `Embedding`.
+    pub layers: usize,
+    /// peft's `num_transformer_submodules` (2 for seq2seq); the table has `T × this` rows.
+    #[serde(default = "one")]
+    pub num_transformer_submodules: usize,
+}
+
+impl PromptEncoderConfig {
+    /// Rows of the embedding table: `num_virtual_tokens × num_transformer_submodules`.
+    pub fn rows(&self) -> usize {
+        self.num_virtual_tokens * self.num_transformer_submodules
+    }
+
+    /// Checks that the sizes describe a buildable encoder; `source` names the config in errors.
+    pub fn validate(&self, source: &Path) -> Result<()> {
+        let positive = |field: &str, v: usize| {
+            if v == 0 {
+                Err(Error::config(source, field, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("num_virtual_tokens", self.num_virtual_tokens)?;
+        positive("token_dim", self.token_dim)?;
+        positive("num_transformer_submodules", self.num_transformer_submodules)?;
+        match self.kind {
+            EncoderKind::Lstm => {
+                positive("hidden", self.hidden)?;
+                positive("layers", self.layers)
+            }
+            EncoderKind::Mlp => positive("hidden", self.hidden),
+            EncoderKind::Embedding => Ok(()),
+        }
+    }
+
+    /// Reads the sizes off a state dict with peft's names (no prefix): the kind from which heads
+    /// are present, `T`/`D` from `embedding.weight`, `h` from `lstm_head.weight_hh_l0` or
+    /// `mlp_head.0.weight`, the layer count from the `weight_ih_l{k}` present. A state dict does not
+    /// record peft's `num_transformer_submodules`, so all rows count as virtual tokens (submodules 1).
+    pub fn infer(tensors: &HashMap<String, Tensor>, source: &Path) -> Result<Self> {
+        let dims2 = |name: &str| -> Result<(usize, usize)> {
+            let t = tensors.get(name).ok_or_else(|| Error::tensor(source, name, "missing"))?;
+            t.dims2().map_err(|_| Error::tensor(source, name, format!("expected 2 dimensions, got shape {:?}", t.dims())))
+        };
+        let (rows, token_dim) = dims2("embedding.weight")?;
+        let has = |prefix: &str| tensors.keys().any(|k| k.starts_with(prefix));
+        let (kind, hidden, layers) = if has("lstm_head.") {
+            let (_, h) = dims2("lstm_head.weight_hh_l0")?;
+            let layers = (0..).take_while(|k| tensors.contains_key(&format!("lstm_head.weight_ih_l{k}"))).count();
+            if layers == 0 {
+                return Err(Error::tensor(source, "lstm_head.weight_ih_l0", "missing"));
+            }
+            (EncoderKind::Lstm, h, layers)
+        } else if has("mlp_head.") {
+            (EncoderKind::Mlp, dims2("mlp_head.0.weight")?.0, 0)
+        } else {
+            (EncoderKind::Embedding, 0, 0)
+        };
+        let cfg = Self { kind, num_virtual_tokens: rows, token_dim, hidden, layers, num_transformer_submodules: 1 };
+        cfg.validate(source)?;
+        Ok(cfg)
+    }
+}
