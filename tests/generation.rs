@@ -9,9 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use std::sync::Mutex;
 use wenhui::generate::{fill_blanks, generate, BlankTokens, CausalInputs, EarlyStopping, GenerationConfig};
-use wenhui::model::{
-    load_model, Attention, Backbone, BackboneInfo, BackboneInput, BackboneOutput, KvCache, LoadOptions, LoadedModel,
-};
+use wenhui::model::{load_model, Attention, Backbone, BackboneInfo, BackboneInput, BackboneOutput, KvCache, LoadOptions, LoadedModel};
 
 fn gpt2_dir() -> std::path::PathBuf {
     fixture_dir("WENHUI_GPT2_FIXTURE", "gpt2-tiny")

@@ -36,7 +36,9 @@ impl BlankTokens {
     /// The ids from a tokenizer's special tokens; `sop` and `eop` must exist.
     pub fn from_special(s: &SpecialTokens) -> Result<Self> {
         let need = |v: Option<u32>, name: &str| {
-            v.ok_or_else(|| Error::input(format!("blank filling needs the `{name}` token, but this tokenizer has none (not a GLM tokenizer?)")))
+            v.ok_or_else(|| {
+                Error::input(format!("blank filling needs the `{name}` token, but this tokenizer has none (not a GLM tokenizer?)"))
+            })
         };
         let masks: Vec<u32> = [s.mask, s.smask, s.gmask].into_iter().flatten().collect();
         if masks.is_empty() {
@@ -136,7 +138,8 @@ pub fn fill_blanks(model: &dyn Backbone, context: &[u32], tokens: &BlankTokens, 
     let mut cache = model.new_cache();
     let pos: Vec<u32> = (0..n as u32).chain(std::iter::repeat_n(0, n)).collect();
     let positions = Tensor::from_vec(pos, (1, 2, n), device)?;
-    let ctx = BackboneInput::ids(Tensor::new(context, device)?.unsqueeze(0)?).with_positions(positions).with_attention(Attention::Sep(vec![n]));
+    let ctx =
+        BackboneInput::ids(Tensor::new(context, device)?.unsqueeze(0)?).with_positions(positions).with_attention(Attention::Sep(vec![n]));
     model.forward(&ctx, Some(&mut cache))?;
 
     let mut sequence = context.to_vec();

@@ -20,12 +20,7 @@ pub(crate) struct Processors {
 
 impl Processors {
     pub(crate) fn new(cfg: &GenerationConfig) -> Self {
-        let bad_words = cfg
-            .bad_words_ids
-            .iter()
-            .filter(|seq| !(seq.len() == 1 && cfg.eos_token_ids.contains(&seq[0])))
-            .cloned()
-            .collect();
+        let bad_words = cfg.bad_words_ids.iter().filter(|seq| !(seq.len() == 1 && cfg.eos_token_ids.contains(&seq[0]))).cloned().collect();
         Self {
             repetition_penalty: cfg.repetition_penalty,
             no_repeat_ngram_size: cfg.no_repeat_ngram_size,
