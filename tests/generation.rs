@@ -54,6 +54,7 @@ fn gpt2_generation_matches_hugging_face() {
     let model = m.backbone.as_ref();
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("generation.json")).unwrap()).unwrap();
     let runs = json["runs"].as_array().expect("generation.json: `runs` must be a list");
+    let hf = tensors(&dir.join("generation.safetensors"));
     assert!(runs.len() >= 30, "only {} runs in generation.json", runs.len());
     let mut failures = Vec::new();
     let mut passed = Vec::new();
@@ -61,11 +62,28 @@ fn gpt2_generation_matches_hugging_face() {
         let name = format!("{}.p{}", run["name"].as_str().unwrap(), run["prompt_index"]);
         let prompt = u32_list(&run["prompt"]);
         let (cfg, _pad) = config_from_kwargs(run["kwargs"].as_object().unwrap());
-        let out = generate(model, &prompt, &CausalInputs::new(model), &cfg, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let rec = Recorder { inner: model, rows: Mutex::new(Vec::new()) };
+        let out = generate(&rec, &prompt, &CausalInputs::new(model), &cfg, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut errs = Vec::new();
+        if cfg.num_beams == 1 {
+            // The cached steps' raw logits against HF's per-step logits ([steps, 1, V]).
+            let rows = rec.rows.into_inner().unwrap();
+            let want = &hf[&format!("{name}.logits")];
+            let steps = want.dim(0).unwrap();
+            let got = Tensor::new(rows[prompt.len() - 1..].to_vec(), &Device::Cpu).unwrap();
+            if got.dim(0).unwrap() < steps - 1 {
+                errs.push(format!("only {} logit rows for {steps} steps", got.dim(0).unwrap()));
+            } else {
+                // The last step's token is never fed, so the rows cover every step.
+                let d = max_abs_diff(&got.narrow(0, 0, steps).unwrap(), &want.squeeze(1).unwrap());
+                if d > 1e-4 {
+                    errs.push(format!("step logits differ from HF by {d:e}"));
+                }
+            }
+        }
         let want_seqs = run["sequences"].as_array().unwrap();
         let lens = run["generated_lengths_incl_eos"].as_array().unwrap();
         let fin = run["finished_with_eos"].as_array().unwrap();
-        let mut errs = Vec::new();
         if out.sequences.len() != want_seqs.len() {
             errs.push(format!("{} sequences, want {}", out.sequences.len(), want_seqs.len()));
         }
