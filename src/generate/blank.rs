@@ -1,0 +1,189 @@
+//! GLM blank filling, as THUDM/GLM `generate_samples.py` (`--block-lm`) does it:
+//!
+//! 1. one pass over the whole context, fully bidirectional (`sep = len`), positions
+//!    `[0..len, 0]`, keeping the cache;
+//! 2. for every `[MASK]`/`[sMASK]`/`[gMASK]`, left to right: feed `[sop]`, then each generated
+//!    token, one at a time, with positions `[[mask_pos], [k]]` (k = 1, 2, …) and `sep = 0`
+//!    (every cached position is visible), until `eop`/`eos` or the length limit.
+//!
+//! Generated tokens stay in the cache, so later blanks condition on earlier fills. One
+//! difference from the official loop: a fill stopped by the length limit has its last token fed
+//! too, so the cache always holds every fill token (the official code drops the last one from
+//! its mems). With beam search the chosen fill is fed once more from a snapshot of the cache
+//! taken before the blank (the search itself reorders one shared cache).
+
+use super::{decode, GenerationConfig, StepInputs};
+use crate::model::{Attention, Backbone, BackboneInput, KvCache};
+use crate::tokenizer::SpecialTokens;
+use crate::{Error, Result};
+use candle_core::Tensor;
+use serde::Serialize;
+
+/// The command-token ids blank filling needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlankTokens {
+    /// Tokens that mark a blank (`[MASK]`, `[sMASK]`, `[gMASK]`).
+    pub masks: Vec<u32>,
+    /// `<|startofpiece|>`, fed first in every blank.
+    pub sop: u32,
+    /// `<|endofpiece|>`, ends a fill.
+    pub eop: u32,
+    /// End of text, also ends a fill when set.
+    pub eos: Option<u32>,
+}
+
+impl BlankTokens {
+    /// The ids from a tokenizer's special tokens; `sop` and `eop` must exist.
+    pub fn from_special(s: &SpecialTokens) -> Result<Self> {
+        let need = |v: Option<u32>, name: &str| {
+            v.ok_or_else(|| {
+                Error::input(format!("blank filling needs the `{name}` token, but this tokenizer has none (not a GLM tokenizer?)"))
+            })
+        };
+        let masks: Vec<u32> = [s.mask, s.smask, s.gmask].into_iter().flatten().collect();
+        if masks.is_empty() {
+            return Err(Error::input("blank filling needs [MASK], [sMASK] or [gMASK], but this tokenizer has none"));
+        }
+        Ok(Self { masks, sop: need(s.sop, "<|startofpiece|>")?, eop: need(s.eop, "<|endofpiece|>")?, eos: s.eos })
+    }
+    fn stops(&self) -> Vec<u32> {
+        std::iter::once(self.eop).chain(self.eos).collect()
+    }
+}
+
+/// The fill of one blank.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlankFill {
+    /// Index of the mask token in the context.
+    pub mask_position: usize,
+    /// The mask token (`[MASK]`, `[sMASK]` or `[gMASK]`).
+    pub mask_token: u32,
+    /// The generated tokens, without `[sop]` and without the stop token.
+    pub tokens: Vec<u32>,
+    /// True when the fill ended with `eop`/`eos` (false: stopped by the length limit).
+    pub finished: bool,
+    /// The hypothesis score (see [`super::Hypothesis::score`]).
+    pub score: f32,
+}
+
+/// The result of [`fill_blanks`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilledText {
+    /// The context with every blank replaced by its fill.
+    pub tokens: Vec<u32>,
+    /// The official layout: the context, then `[sop] fill` for each blank in order (what the
+    /// cache holds at the end).
+    pub sequence: Vec<u32>,
+    /// One entry per blank, left to right.
+    pub fills: Vec<BlankFill>,
+}
+
+/// [`StepInputs`] for one GLM blank: positions `[[mask_pos], [offset + 1 ..]]`, `sep = 0`.
+#[derive(Debug, Clone)]
+pub struct GlmBlankInputs {
+    /// Position of the mask token in the context.
+    pub mask_position: usize,
+    /// Block positions available (the model's `max_positions`).
+    pub max_block_position: usize,
+}
+
+impl StepInputs for GlmBlankInputs {
+    fn input(&self, ids: Tensor, offset: usize) -> Result<BackboneInput> {
+        let (rows, s) = ids.dims2()?;
+        let mut data = Vec::with_capacity(rows * 2 * s);
+        for _ in 0..rows {
+            data.extend(std::iter::repeat_n(self.mask_position as u32, s));
+            data.extend((0..s).map(|k| (offset + k + 1) as u32));
+        }
+        let positions = Tensor::from_vec(data, (rows, 2, s), ids.device())?;
+        Ok(BackboneInput::ids(ids).with_positions(positions).with_attention(Attention::Sep(vec![0; rows])))
+    }
+    fn capacity(&self) -> Option<usize> {
+        // One block position is kept for the last token, which `fill_blanks` feeds afterwards.
+        Some(self.max_block_position.saturating_sub(1))
+    }
+}
+
+/// Fills every blank of `context` left to right with `cfg` (greedy, sampling or beam search;
+/// `eop` and `eos` are added to the stop tokens). Errors when the context has no blank or does
+/// not fit the model.
+pub fn fill_blanks(model: &dyn Backbone, context: &[u32], tokens: &BlankTokens, cfg: &GenerationConfig) -> Result<FilledText> {
+    cfg.validate()?;
+    if context.is_empty() {
+        return Err(Error::input("empty context: give the text with at least one [MASK]/[sMASK]/[gMASK] blank"));
+    }
+    let max_pos = model.info().max_positions;
+    if context.len() > max_pos {
+        return Err(Error::input(format!(
+            "the context has {} tokens but the model has only {max_pos} positions; shorten it",
+            context.len()
+        )));
+    }
+    let vocab = model.info().vocab_size;
+    if let Some(&bad) = context.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::input(format!("context token id {bad} is out of range for a vocabulary of {vocab}")));
+    }
+    let blanks: Vec<usize> = (0..context.len()).filter(|&i| tokens.masks.contains(&context[i])).collect();
+    if blanks.is_empty() {
+        return Err(Error::input("the context has no [MASK]/[sMASK]/[gMASK] token to fill"));
+    }
+    let mut cfg = cfg.clone();
+    for s in tokens.stops() {
+        if !cfg.eos_token_ids.contains(&s) {
+            cfg.eos_token_ids.push(s);
+        }
+    }
+    let device = model.device();
+    let n = context.len();
+    let mut cache = model.new_cache();
+    let pos: Vec<u32> = (0..n as u32).chain(std::iter::repeat_n(0, n)).collect();
+    let positions = Tensor::from_vec(pos, (1, 2, n), device)?;
+    let ctx =
+        BackboneInput::ids(Tensor::new(context, device)?.unsqueeze(0)?).with_positions(positions).with_attention(Attention::Sep(vec![n]));
+    model.forward(&ctx, Some(&mut cache))?;
+
+    let mut sequence = context.to_vec();
+    let mut fills = Vec::with_capacity(blanks.len());
+    for &pos in &blanks {
+        let inputs = GlmBlankInputs { mask_position: pos, max_block_position: max_pos };
+        sequence.push(tokens.sop);
+        let snapshot = if cfg.num_beams > 1 { Some(cache.clone()) } else { None };
+        let out = decode(model, &mut cache, &sequence, &[tokens.sop], &inputs, &cfg, None)?;
+        let best = out.sequences.into_iter().next().ok_or_else(|| Error::input("generation returned no hypothesis"))?;
+        let mut fill = best.tokens;
+        if best.finished {
+            fill.pop();
+        }
+        match snapshot {
+            Some(snap) => {
+                cache = snap;
+                let feed: Vec<u32> = std::iter::once(tokens.sop).chain(fill.iter().copied()).collect();
+                feed_tokens(model, &mut cache, &inputs, &feed, 0)?;
+            }
+            None if !best.finished => {
+                // The cache holds [sop] and every token but the last: feed the last one too.
+                if let Some(&last) = fill.last() {
+                    feed_tokens(model, &mut cache, &inputs, &[last], fill.len())?;
+                }
+            }
+            None => {}
+        }
+        sequence.extend(&fill);
+        fills.push(BlankFill { mask_position: pos, mask_token: context[pos], tokens: fill, finished: best.finished, score: best.score });
+    }
+    let mut filled = Vec::with_capacity(sequence.len());
+    let mut next = fills.iter();
+    for &t in context {
+        match tokens.masks.contains(&t).then(|| next.next()).flatten() {
+            Some(f) => filled.extend(&f.tokens),
+            None => filled.push(t),
+        }
+    }
+    Ok(FilledText { tokens: filled, sequence, fills })
+}
+
+fn feed_tokens(model: &dyn Backbone, cache: &mut KvCache, inputs: &GlmBlankInputs, feed: &[u32], offset: usize) -> Result<()> {
+    let ids = Tensor::new(feed, model.device())?.unsqueeze(0)?;
+    model.forward(&inputs.input(ids, offset)?, Some(cache))?;
+    Ok(())
+}

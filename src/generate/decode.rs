@@ -1,0 +1,126 @@
+//! The decoding core: the prompt pass, then greedy / sampling steps (beam search lives in
+//! `beam.rs`), all through one shared [`KvCache`].
+
+use super::processors::{argmax, log_softmax, sample, warp, Processors};
+use super::{beam, Generation, GenerationConfig, Hypothesis, StepHook, StepInputs};
+use crate::model::{Backbone, KvCache};
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Decodes with `cache` holding whatever came before: feeds `feed` (the prompt, or e.g. GLM's
+/// `[sop]` after a context pass already in the cache), then generates as `cfg` says.
+///
+/// `history` is the whole token sequence so far, `feed` included at its end; the repetition
+/// penalty, n-gram and bad-word processors look at `history` plus the new tokens (as Hugging
+/// Face's `input_ids`). On return the cache holds `feed` and the generated tokens except the
+/// last one (greedy/sampling), or the running beams (beam search).
+pub fn decode(
+    model: &dyn Backbone,
+    cache: &mut KvCache,
+    history: &[u32],
+    feed: &[u32],
+    inputs: &dyn StepInputs,
+    cfg: &GenerationConfig,
+    hook: Option<StepHook<'_>>,
+) -> Result<Generation> {
+    cfg.validate()?;
+    if feed.is_empty() {
+        return Err(Error::input("empty prompt: generation needs at least one token to start from"));
+    }
+    if !history.ends_with(feed) {
+        return Err(Error::input("decode: `history` must end with the tokens in `feed`"));
+    }
+    let vocab = model.info().vocab_size;
+    if let Some(&bad) = feed.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::input(format!("prompt token id {bad} is out of range for a vocabulary of {vocab}")));
+    }
+    let mut max_new = cfg.max_new_tokens;
+    if let Some(cap) = inputs.capacity() {
+        if feed.len() > cap {
+            return Err(Error::input(format!(
+                "the prompt has {} tokens but the model has room for {cap} more positions (max_positions {}); shorten the prompt",
+                feed.len(),
+                model.info().max_positions
+            )));
+        }
+        // The last generated token is never fed, so it needs no position.
+        let room = cap - feed.len() + 1;
+        if room < max_new {
+            tracing::warn!("max_new_tokens {max_new} capped to {room} by the model's positions");
+            max_new = room;
+        }
+    }
+    let ids = Tensor::new(feed, model.device())?.unsqueeze(0)?;
+    let out = model.forward(&inputs.input(ids, 0)?, Some(cache))?;
+    let first = last_rows(&out.logits)?.swap_remove(0);
+    let run = Run { model, inputs, cfg, max_new, fed: feed.len(), procs: Processors::new(cfg) };
+    if cfg.num_beams > 1 {
+        beam::search(run, cache, history, first, hook)
+    } else {
+        run.single(cache, history, first, hook)
+    }
+}
+
+/// What every decoding step needs.
+pub(crate) struct Run<'a> {
+    pub(crate) model: &'a dyn Backbone,
+    pub(crate) inputs: &'a dyn StepInputs,
+    pub(crate) cfg: &'a GenerationConfig,
+    /// New tokens allowed (max_new_tokens capped by the model's positions).
+    pub(crate) max_new: usize,
+    /// Tokens fed so far in this decoding.
+    pub(crate) fed: usize,
+    pub(crate) procs: Processors,
+}
+
+impl Run<'_> {
+    /// Feeds one token per row and returns each row's next-token logits.
+    pub(crate) fn step(&mut self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let ids = Tensor::new(tokens, self.model.device())?.unsqueeze(1)?;
+        let input = self.inputs.input(ids, self.fed)?;
+        let out = self.model.forward(&input, Some(cache))?;
+        self.fed += 1;
+        last_rows(&out.logits)
+    }
+
+    /// Greedy or sampling with one row.
+    fn single(mut self, cache: &mut KvCache, history: &[u32], first: Vec<f32>, mut hook: Option<StepHook<'_>>) -> Result<Generation> {
+        let cfg = self.cfg;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut seq = history.to_vec();
+        let mut tokens = Vec::new();
+        let (mut score, mut finished, mut steps) = (0f32, false, 0);
+        let mut row = first;
+        loop {
+            steps += 1;
+            self.procs.apply(&seq, tokens.len(), &mut row);
+            let tok = if cfg.do_sample {
+                warp(cfg, &mut row, 1);
+                sample(&row, &mut rng)
+            } else {
+                argmax(&row)
+            };
+            score += log_softmax(&row)[tok as usize];
+            tokens.push(tok);
+            seq.push(tok);
+            let go_on = hook.as_mut().is_none_or(|h| h(tokens.len() - 1, tok));
+            if cfg.eos_token_ids.contains(&tok) {
+                finished = true;
+                break;
+            }
+            if tokens.len() >= self.max_new || !go_on {
+                break;
+            }
+            row = self.step(cache, &[tok])?.swap_remove(0);
+        }
+        Ok(Generation { sequences: vec![Hypothesis { tokens, score, finished }], steps })
+    }
+}
+
+/// `[R, S, V]` logits → the last position of every row, as f32 vectors.
+pub(crate) fn last_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let (_, s, _) = logits.dims3()?;
+    Ok(logits.narrow(1, s - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}

@@ -1,0 +1,199 @@
+//! Logits processors and sampling warpers, applied to one row of scores at a time, in the order
+//! Hugging Face `generate` builds them (`_get_logits_processor`):
+//! repetition penalty → no-repeat n-gram → bad words → min new tokens, then (sampling only)
+//! temperature → top-k → top-p.
+
+use super::GenerationConfig;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// The processors of one configuration, ready to apply to score rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Processors {
+    repetition_penalty: f32,
+    no_repeat_ngram_size: usize,
+    /// Bad-word sequences, with single-token bans equal to a stop token removed (as HF does).
+    bad_words: Vec<Vec<u32>>,
+    min_new_tokens: usize,
+    stop: Vec<u32>,
+}
+
+impl Processors {
+    pub(crate) fn new(cfg: &GenerationConfig) -> Self {
+        let bad_words = cfg.bad_words_ids.iter().filter(|seq| !(seq.len() == 1 && cfg.eos_token_ids.contains(&seq[0]))).cloned().collect();
+        Self {
+            repetition_penalty: cfg.repetition_penalty,
+            no_repeat_ngram_size: cfg.no_repeat_ngram_size,
+            bad_words,
+            min_new_tokens: cfg.min_new_tokens,
+            stop: cfg.eos_token_ids.clone(),
+        }
+    }
+
+    /// Applies every processor to `scores` (one row over the vocabulary) in place. `history` is
+    /// every token the processors may look at (prompt and generated tokens so far, as HF's
+    /// `input_ids`); `generated` is how many new tokens exist already.
+    pub(crate) fn apply(&self, history: &[u32], generated: usize, scores: &mut [f32]) {
+        let vocab = scores.len();
+        if self.repetition_penalty != 1.0 {
+            let p = self.repetition_penalty;
+            let mut seen = vec![false; vocab];
+            for &t in history {
+                let t = t as usize;
+                if t < vocab && !seen[t] {
+                    seen[t] = true;
+                    let s = scores[t];
+                    scores[t] = if s < 0.0 { s * p } else { s / p };
+                }
+            }
+        }
+        let n = self.no_repeat_ngram_size;
+        if n > 0 && history.len() + 1 >= n {
+            let prefix = &history[history.len() + 1 - n..];
+            for w in history.windows(n) {
+                if &w[..n - 1] == prefix {
+                    ban(scores, w[n - 1]);
+                }
+            }
+        }
+        for seq in &self.bad_words {
+            let (last, prefix) = match seq.split_last() {
+                Some(x) => x,
+                None => continue,
+            };
+            if prefix.len() <= history.len() && &history[history.len() - prefix.len()..] == prefix {
+                ban(scores, *last);
+            }
+        }
+        if generated < self.min_new_tokens {
+            for &t in &self.stop {
+                ban(scores, t);
+            }
+        }
+    }
+}
+
+fn ban(scores: &mut [f32], token: u32) {
+    if let Some(s) = scores.get_mut(token as usize) {
+        *s = f32::NEG_INFINITY;
+    }
+}
+
+/// Temperature, top-k and top-p (HF `TemperatureLogitsWarper`, `TopKLogitsWarper`,
+/// `TopPLogitsWarper`), keeping at least `min_keep` tokens.
+pub(crate) fn warp(cfg: &GenerationConfig, scores: &mut [f32], min_keep: usize) {
+    if cfg.temperature != 1.0 {
+        scores.iter_mut().for_each(|s| *s /= cfg.temperature);
+    }
+    if cfg.top_k > 0 {
+        let k = cfg.top_k.max(min_keep).min(scores.len());
+        let mut sorted: Vec<f32> = scores.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let kth = sorted[k - 1];
+        scores.iter_mut().filter(|s| **s < kth).for_each(|s| *s = f32::NEG_INFINITY);
+    }
+    if cfg.top_p < 1.0 {
+        // Ascending order; drop the low tail whose cumulative probability is ≤ 1 - top_p.
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let probs = softmax(scores);
+        let mut cum = 0f32;
+        let keep_from = scores.len().saturating_sub(min_keep);
+        for (rank, &i) in order.iter().enumerate() {
+            cum += probs[i];
+            if cum <= 1.0 - cfg.top_p && rank < keep_from {
+                scores[i] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// Softmax of a row (f64 accumulation).
+pub(crate) fn softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return vec![1.0 / scores.len() as f32; scores.len()];
+    }
+    let sum: f64 = scores.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    scores.iter().map(|&s| (((s - max) as f64).exp() / sum) as f32).collect()
+}
+
+/// Log-softmax of a row (f64 accumulation), as `torch.log_softmax` in float32.
+pub(crate) fn log_softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = scores.iter().map(|&s| ((s - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    scores.iter().map(|&s| (s as f64 - lse) as f32).collect()
+}
+
+/// Index of the largest score (the first one on ties, as `torch.argmax`).
+pub(crate) fn argmax(scores: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if s > scores[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Draws a token from `softmax(scores)`.
+pub(crate) fn sample(scores: &[f32], rng: &mut ChaCha8Rng) -> u32 {
+    let probs = softmax(scores);
+    let u: f64 = rng.random::<f64>();
+    let mut cum = 0f64;
+    let mut last = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            cum += p as f64;
+            last = i;
+            if u < cum {
+                return i as u32;
+            }
+        }
+    }
+    last as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GenerationConfig {
+        GenerationConfig { top_k: 0, ..Default::default() }
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative() {
+        let p = Processors::new(&GenerationConfig { repetition_penalty: 2.0, ..cfg() });
+        let mut s = vec![1.0, -1.0, 3.0];
+        p.apply(&[0, 1, 1], 2, &mut s);
+        assert_eq!(s, vec![0.5, -2.0, 3.0]);
+    }
+
+    #[test]
+    fn ngram_and_bad_words_ban_the_right_tokens() {
+        let p = Processors::new(&GenerationConfig {
+            no_repeat_ngram_size: 2,
+            bad_words_ids: vec![vec![4], vec![3, 2], vec![9]],
+            eos_token_ids: vec![9],
+            ..cfg()
+        });
+        let mut s = vec![0.0; 10];
+        // history ends in 3: bigram (3, 1) seen → 1 banned; (3, 2) is a bad word → 2 banned.
+        p.apply(&[3, 1, 5, 3], 1, &mut s);
+        let banned: Vec<usize> = (0..10).filter(|&i| s[i].is_infinite()).collect();
+        assert_eq!(banned, vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn top_k_and_top_p_keep_the_head() {
+        let mut s = vec![0.0, 1.0, 2.0, 3.0];
+        warp(&GenerationConfig { top_k: 2, ..cfg() }, &mut s, 1);
+        assert_eq!(s.iter().filter(|v| v.is_finite()).count(), 2);
+        let mut s = vec![0.0, 0.0, 10.0, 0.0];
+        warp(&GenerationConfig { top_p: 0.5, ..cfg() }, &mut s, 1);
+        assert_eq!(s.iter().filter(|v| v.is_finite()).count(), 1);
+        assert!(s[2].is_finite());
+    }
+}
