@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod tokenizer;

@@ -1,0 +1,3 @@
+//! Text generation helpers built on top of the backbones.
+
+pub mod poetry;
