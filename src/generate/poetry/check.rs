@@ -26,7 +26,7 @@ fn is_end_punct(c: char) -> bool {
 /// Allowed end punctuation of line `k` (0-based): the official sets (odd lines `，,？?`,
 /// even lines `。？?！!`).
 fn allowed_end(k: usize, p: char) -> bool {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         "，,？?".contains(p)
     } else {
         "。？?！!".contains(p)
@@ -241,9 +241,9 @@ fn repetition_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut 
     }
     if let Some(p) = prev.last() {
         let last = o.c.form.line_len() - 1;
-        for i in 0..n.min(p.body.len()).min(last) {
-            if body[i] == p.body[i] && !is_head(i) {
-                let msg = format!("`{}` at the same position as in the previous line", body[i]);
+        for (i, (a, b)) in body.iter().zip(&p.body).enumerate().take(last) {
+            if a == b && !is_head(i) {
+                let msg = format!("`{a}` at the same position as in the previous line");
                 o.push(true, Rule::SamePosition, Some(i), msg);
             }
         }
@@ -275,7 +275,7 @@ fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, i
             if k % 2 == 1 && t[i] == pt[i] && t[i] != Tone::Either {
                 let msg = format!("对: character {} is {} in both lines of the couplet", i + 1, lab(t[i]));
                 o.push(true, Rule::Dui, Some(i), msg);
-            } else if k % 2 == 0 && t[i].conflicts(pt[i]) {
+            } else if k.is_multiple_of(2) && t[i].conflicts(pt[i]) {
                 let msg = format!("粘: character {} is {}, the previous line has {}", i + 1, lab(t[i]), lab(pt[i]));
                 o.push(true, Rule::Nian, Some(i), msg);
             }
@@ -289,7 +289,7 @@ fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, i
         let what = if tail[0] == Tone::Ping { "三平尾" } else { "三仄尾" };
         o.push(true, Rule::TripleTail, Some(len - 3), format!("{what}: last three characters {}", lab(tail[0])));
     }
-    if k % 2 == 0 && k > 0 && t[len - 1] == Tone::Ping {
+    if k.is_multiple_of(2) && k > 0 && t[len - 1] == Tone::Ping {
         o.push(true, Rule::NonRhymeEnd, Some(len - 1), "non-rhyming line ends on 平".into());
     }
     // 孤平 in the x平仄仄平 pattern: only one 平 besides the rhyme (heads and either count as 平).

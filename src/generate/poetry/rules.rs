@@ -37,7 +37,7 @@ impl Form {
 
     /// Canonical end punctuation of line `k` (0-based): `，` for odd lines (1st, 3rd, …), `。` for even.
     pub fn end_punct(k: usize) -> char {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             '，'
         } else {
             '。'
