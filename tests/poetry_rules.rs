@@ -75,7 +75,7 @@ fn tone_table_agrees_with_strains() {
         rate,
         (agree + either) as f64 / total as f64
     );
-    assert!(rate >= 0.98, "tone agreement {rate}");
+    assert!(rate >= 0.984, "tone agreement {rate}"); // measured 65,050 / 66,098 = 0.9841
     assert!(either as f64 / (total as f64) < 0.15);
 }
 
@@ -116,8 +116,8 @@ fn rhyme_acceptance_on_tang_poems() {
     assert!(rate >= RHYME_ACCEPT_MIN, "rhyme acceptance {rate}");
 }
 
-/// Measured on the fixture (see the test's output); asserted with a small margin.
-const RHYME_ACCEPT_MIN: f64 = 0.94;
+/// Measured on the fixture: 1,897 / 2,000 = 0.9485 (the full corpus: 94.5 % of covered poems).
+const RHYME_ACCEPT_MIN: f64 = 0.948;
 
 #[test]
 fn real_jueju_passes_strict() {
