@@ -273,6 +273,9 @@ fn incremental_line_check() {
     let full = ["白日依山尽，", "黄河入海流。", "欲穷千里目，", "更上一层楼。"];
     assert_eq!(st(&full, "白"), LineStatus::Rejected);
     assert!(check_line(&["white day，"], "黄", &c).is_err());
+    assert!(check_line(&["白日依山尽"], "黄", &c).is_err());
+    assert!(check_line(&["白日依山尽，黄河入海流。"], "欲", &c).is_err());
+    assert!(check_line(&[""], "黄", &c).is_err());
     // check_poem and check_line agree on real poems.
     for p in sample().into_iter().take(300) {
         let c = Constraints::new(p.form);

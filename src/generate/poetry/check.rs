@@ -86,11 +86,17 @@ pub fn check_poem(text: &str, c: &Constraints) -> Result<Verdict> {
 /// 2/4/6 and 粘对 tones of the characters so far); it is [`LineStatus::Incomplete`] when none
 /// fails. A candidate with end punctuation gets every rule, including rhyme and the tail rules,
 /// and is [`LineStatus::Complete`] when none fails. The prefix lines are not re-checked
-/// (use [`check_poem`]). `Err` for prefix lines with non-Chinese characters or bad heads.
+/// (use [`check_poem`]). `Err` for bad heads and for a prefix entry that is not exactly one
+/// line of Chinese characters with its end punctuation.
 pub fn check_line(prefix_lines: &[&str], candidate: &str, c: &Constraints) -> Result<LineVerdict> {
     c.validate()?;
-    let joined = prefix_lines.concat();
-    let prev = if joined.trim().is_empty() { Vec::new() } else { split_lines(&joined)? };
+    let mut prev = Vec::with_capacity(prefix_lines.len());
+    for (j, l) in prefix_lines.iter().enumerate() {
+        match split_lines(l)?.as_slice() {
+            [one] if one.punct.is_some() => prev.push(one.clone()),
+            _ => return Err(Error::Input(format!("prefix line {} `{l}` is not one line with its end punctuation", j + 1))),
+        }
+    }
     let k = prev.len();
     let reject = |rule, pos, message: String| LineVerdict {
         status: LineStatus::Rejected,
