@@ -1,3 +1,1 @@
-//! Text generation helpers built on top of the backbones.
-
 pub mod poetry;
