@@ -20,6 +20,7 @@
 
 mod beam;
 pub mod blank;
+pub mod poetry;
 mod decode;
 mod processors;
 

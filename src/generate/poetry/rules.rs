@@ -1,0 +1,304 @@
+//! Constraint and verdict types.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// A regulated-verse form: fixes the number of lines and characters per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// 五言绝句: 4 lines × 5 characters.
+    WuJue,
+    /// 七言绝句: 4 lines × 7 characters.
+    QiJue,
+    /// 五言律诗: 8 lines × 5 characters.
+    WuLv,
+    /// 七言律诗: 8 lines × 7 characters.
+    QiLv,
+}
+
+impl Form {
+    /// Number of lines (4 or 8).
+    pub fn lines(self) -> usize {
+        match self {
+            Form::WuJue | Form::QiJue => 4,
+            Form::WuLv | Form::QiLv => 8,
+        }
+    }
+
+    /// Characters per line, punctuation excluded (5 or 7).
+    pub fn line_len(self) -> usize {
+        match self {
+            Form::WuJue | Form::WuLv => 5,
+            Form::QiJue | Form::QiLv => 7,
+        }
+    }
+
+    /// Canonical end punctuation of line `k` (0-based): `，` for odd lines (1st, 3rd, …), `。` for even.
+    pub fn end_punct(k: usize) -> char {
+        if k.is_multiple_of(2) {
+            '，'
+        } else {
+            '。'
+        }
+    }
+}
+
+impl FromStr for Form {
+    type Err = Error;
+    /// Accepts `五绝`/`五言绝句`/`wujue`, `七绝`/`七言绝句`/`qijue`, `五律`/`五言律诗`/`wulv`,
+    /// `七律`/`七言律诗`/`qilv` (also traditional 絕/詩).
+    fn from_str(s: &str) -> Result<Form> {
+        let t: String = s.trim().chars().map(super::to_simplified).collect();
+        match t.to_lowercase().as_str() {
+            "五绝" | "五言绝句" | "wujue" => Ok(Form::WuJue),
+            "七绝" | "七言绝句" | "qijue" => Ok(Form::QiJue),
+            "五律" | "五言律诗" | "wulv" | "wulu" => Ok(Form::WuLv),
+            "七律" | "七言律诗" | "qilv" | "qilu" => Ok(Form::QiLv),
+            _ => Err(Error::Input(format!("unknown poem form `{s}` (expected 五绝, 七绝, 五律 or 七律)"))),
+        }
+    }
+}
+
+/// Which rhyme table decides whether two characters rhyme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RhymeTable {
+    /// 平水韵 (106 groups; the table lacks 上声 三讲): the classical standard for 近体诗.
+    Pingshui,
+    /// 词林正韵 (19 部, each split into 平/仄/入 groups here).
+    Cilin,
+    /// 中华新韵 (14 modern 韵部, each split into 平/仄 groups here).
+    Xinyun,
+}
+
+impl FromStr for RhymeTable {
+    type Err = Error;
+    /// Accepts `pingshui`/`平水韵`, `cilin`/`词林正韵`, `xinyun`/`中华新韵`.
+    fn from_str(s: &str) -> Result<RhymeTable> {
+        let t: String = s.trim().chars().map(super::to_simplified).collect();
+        match t.to_lowercase().as_str() {
+            "pingshui" | "平水韵" => Ok(RhymeTable::Pingshui),
+            "cilin" | "词林正韵" => Ok(RhymeTable::Cilin),
+            "xinyun" | "中华新韵" => Ok(RhymeTable::Xinyun),
+            _ => Err(Error::Input(format!("unknown rhyme table `{s}` (expected pingshui, cilin or xinyun)"))),
+        }
+    }
+}
+
+/// How many rules are hard errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Strictness {
+    /// Shape, rhyme group (any tone), repetition, banned characters and acrostic heads only;
+    /// no 平仄 rules. Rhyme characters missing from the table are warnings.
+    Loose,
+    /// `Loose` + level-tone (平) rhyme, non-rhyming lines end 仄, 二四六分明, 粘对 and the
+    /// 三平尾/三仄尾 bans; 孤平 is a warning.
+    Standard,
+    /// `Standard` with 孤平 and rhyme characters missing from the table as errors.
+    Strict,
+}
+
+/// Characters banned after the first position of a line (official `generate_pms_v6.py`:
+/// `的`, `些`, `么`; the refined script bans only `的`).
+pub const DEFAULT_BANNED: &[char] = &['的', '些', '么'];
+
+/// Rules that are **not** applied at a position fixed by an acrostic head character: a head
+/// can repeat the character at the same position of the previous line ([`Rule::SamePosition`]),
+/// may be a banned character ([`Rule::Banned`]), is not counted by the per-character limit
+/// ([`Rule::CharLimit`]) and counts as 平 for [`Rule::GuPing`]. (2/4/6 alternation, 粘对 and
+/// the tail rules never look at the first character, so they need no relaxation.)
+pub const ACROSTIC_RELAXED_RULES: &[Rule] = &[Rule::SamePosition, Rule::Banned, Rule::CharLimit, Rule::GuPing];
+
+/// Everything a poem must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraints {
+    /// Line count and line length.
+    pub form: Form,
+    /// Rhyme table for the even-line rhyme.
+    pub rhyme: RhymeTable,
+    /// Acrostic (藏头) heads: line k must start with `heads[k]`; empty = no acrostic.
+    pub heads: Vec<char>,
+    /// Which rules are errors.
+    pub strictness: Strictness,
+    /// Characters banned after the first position of a line.
+    pub banned: Vec<char>,
+    /// At most this many occurrences of one character in the whole poem (`None`: no limit, as in
+    /// the official code, which only forbids repeated 3-grams / in-line 2-grams).
+    pub max_char_repeats: Option<usize>,
+}
+
+impl Constraints {
+    /// `form` with 平水韵, no acrostic, [`Strictness::Standard`], [`DEFAULT_BANNED`], no char limit.
+    pub fn new(form: Form) -> Constraints {
+        Constraints {
+            form,
+            rhyme: RhymeTable::Pingshui,
+            heads: Vec::new(),
+            strictness: Strictness::Standard,
+            banned: DEFAULT_BANNED.to_vec(),
+            max_char_repeats: None,
+        }
+    }
+
+    /// Parses form and rhyme-table names (see their `FromStr`) and checks the acrostic heads:
+    /// exactly one CJK character per line (traditional allowed) or an empty string.
+    pub fn parse(form: &str, rhyme: &str, heads: &str) -> Result<Constraints> {
+        let mut c = Constraints::new(form.parse()?);
+        c.rhyme = rhyme.parse()?;
+        c.heads = heads.chars().filter(|ch| !ch.is_whitespace()).collect();
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the acrostic heads (count = line count, CJK characters only).
+    pub fn validate(&self) -> Result<()> {
+        if self.heads.is_empty() {
+            return Ok(());
+        }
+        if self.heads.len() != self.form.lines() {
+            return Err(Error::Input(format!(
+                "acrostic needs one head character per line: {} lines, got {} heads",
+                self.form.lines(),
+                self.heads.len()
+            )));
+        }
+        if let Some(c) = self.heads.iter().find(|c| !super::check::is_cjk(**c)) {
+            return Err(Error::Input(format!("acrostic head `{c}` is not a Chinese character")));
+        }
+        Ok(())
+    }
+
+    /// The simplified head of line `k`, if an acrostic is set.
+    pub fn head(&self, k: usize) -> Option<char> {
+        self.heads.get(k).map(|c| super::to_simplified(*c))
+    }
+}
+
+/// A rule of [`check_poem`] / [`check_line`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// Wrong number of lines for the form.
+    LineCount,
+    /// Wrong number of characters in a line.
+    LineLength,
+    /// Missing or wrong end punctuation (odd lines `，`, even lines `。`).
+    Punctuation,
+    /// A character that is not a Chinese character (candidate lines of [`check_line`] only).
+    ForbiddenChar,
+    /// Even-line finals do not share a rhyme group (line 1 may join: 首句入韵).
+    Rhyme,
+    /// Rhyme on an oblique (仄) group where 近体诗 requires a level (平) rhyme.
+    RhymeTone,
+    /// A rhyme character missing from the rhyme table.
+    RhymeUnknown,
+    /// A non-rhyming line (3rd, 5th, 7th) ends on 平.
+    NonRhymeEnd,
+    /// 二四六分明: 2nd and 4th characters must differ in tone, the 6th equal the 2nd.
+    Alternation,
+    /// 对: 2nd/4th/6th tones of a couplet's second line must be opposite to its first line.
+    Dui,
+    /// 粘: 2nd/4th/6th tones of a couplet's first line must equal the previous line's.
+    Nian,
+    /// 三平尾 / 三仄尾: the last three characters share one tone.
+    TripleTail,
+    /// 孤平: a 平-ending line with a single other 平 character (warning unless strict).
+    GuPing,
+    /// The same line body occurs earlier in the poem.
+    RepeatedLine,
+    /// A 3-gram of the line occurs earlier in the poem.
+    RepeatedTrigram,
+    /// A 2-gram occurs twice within the line.
+    RepeatedBigram,
+    /// Same character at the same position as the previous line (last position excluded).
+    SamePosition,
+    /// A character occurs more often than [`Constraints::max_char_repeats`].
+    CharLimit,
+    /// A banned modern/function character ([`Constraints::banned`]).
+    Banned,
+    /// The line does not start with its acrostic head character.
+    Acrostic,
+}
+
+/// One violated rule, where it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Which rule.
+    pub rule: Rule,
+    /// Line index (0-based).
+    pub line: usize,
+    /// Character index in the line (0-based), when the rule points at one.
+    pub pos: Option<usize>,
+    /// Human-readable explanation (Chinese terms, English text).
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some(p) => write!(f, "line {} char {}: {:?}: {}", self.line + 1, p + 1, self.rule, self.message),
+            None => write!(f, "line {}: {:?}: {}", self.line + 1, self.rule, self.message),
+        }
+    }
+}
+
+/// Result of [`check_poem`]: hard violations and warnings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Violated hard rules (under the chosen strictness).
+    pub violations: Vec<Violation>,
+    /// Soft findings that do not reject the poem.
+    pub warnings: Vec<Violation>,
+}
+
+impl Verdict {
+    /// `true` when no hard rule is violated.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// `true` when some hard violation is of `rule`.
+    pub fn violates(&self, rule: Rule) -> bool {
+        self.violations.iter().any(|v| v.rule == rule)
+    }
+
+    /// `true` when some warning is of `rule`.
+    pub fn warns(&self, rule: Rule) -> bool {
+        self.warnings.iter().any(|v| v.rule == rule)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.violations.is_empty() {
+            write!(f, "ok")?;
+        }
+        for v in &self.violations {
+            writeln!(f, "error: {v}")?;
+        }
+        for v in &self.warnings {
+            writeln!(f, "warning: {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Outcome of [`check_line`], the official filter's 0/1/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineStatus {
+    /// The line is complete (full length, correct end punctuation) and may be appended.
+    Complete,
+    /// No rule is broken yet, but the line is unfinished: keep generating.
+    Incomplete,
+    /// A hard rule is broken: discard this candidate (and every extension of it).
+    Rejected,
+}
+
+/// Result of [`check_line`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineVerdict {
+    /// Complete, incomplete or rejected.
+    pub status: LineStatus,
+    /// Violations (only and always non-empty when rejected) and warnings of the candidate line.
+    pub verdict: Verdict,
+}
