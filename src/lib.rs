@@ -19,5 +19,6 @@ pub mod error;
 pub mod model;
 pub mod ops;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

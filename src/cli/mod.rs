@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod inspect;
 mod logits;
+mod plot;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Top-k next (or masked) tokens at one position: a quick sanity check of a model.
     Logits(logits::Args),
+    /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
+    Plot(plot::Args),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -38,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }
 }

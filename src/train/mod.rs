@@ -1,0 +1,3 @@
+//! Training utilities: plotting the trainer's metrics.
+
+pub mod plot;
