@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wenhui::train::plot::{plot_metrics, read_metrics, ImageFormat, PlotOptions};
+use wenhui::train::plot::{moving_average, plot_metrics, read_metrics, ImageFormat, PlotOptions};
 
 /// A metrics file as the trainer writes it: train lines with extra fields, validation lines,
 /// a line with a missing field, a `null` and an unknown field.
@@ -45,6 +45,16 @@ fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
 
 fn count(pixels: &[u8], pred: impl Fn(u8, u8, u8) -> bool) -> usize {
     pixels.chunks_exact(3).filter(|p| pred(p[0], p[1], p[2])).count()
+}
+
+#[test]
+fn moving_average_is_trailing_and_format_follows_the_extension() {
+    let pts = [(1.0, 4.0), (2.0, 2.0), (3.0, 6.0), (4.0, 0.0)];
+    assert_eq!(moving_average(&pts, 2), vec![(1.0, 4.0), (2.0, 3.0), (3.0, 4.0), (4.0, 3.0)]);
+    assert_eq!(moving_average(&pts, 1), pts.to_vec());
+    assert_eq!(ImageFormat::from_path("a/b.PNG".as_ref()).ok(), Some(ImageFormat::Png));
+    assert_eq!(ImageFormat::from_path("b.svg".as_ref()).ok(), Some(ImageFormat::Svg));
+    assert!(ImageFormat::from_path("b.jpg".as_ref()).is_err() && ImageFormat::from_path("b".as_ref()).is_err());
 }
 
 #[test]

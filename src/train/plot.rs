@@ -205,15 +205,8 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
         let name = metrics.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         format!("Training curves: {name}")
     });
-    let chart = Chart {
-        title,
-        train_smooth: moving_average(&train, opts.smooth),
-        train,
-        val,
-        lr: m.lr.clone(),
-        smooth: opts.smooth,
-        log_y: opts.log_y,
-    };
+    let chart =
+        Chart { title, train_smooth: moving_average(&train, opts.smooth), train, val, lr: m.lr, smooth: opts.smooth, log_y: opts.log_y };
     let size = (opts.width, opts.height);
     register_font();
     let draw_err = |e: String| Error::file(out, format!("drawing the chart failed: {e}"));
@@ -494,26 +487,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moving_average_is_trailing() {
-        let pts = [(1.0, 4.0), (2.0, 2.0), (3.0, 6.0), (4.0, 0.0)];
-        assert_eq!(moving_average(&pts, 2), vec![(1.0, 4.0), (2.0, 3.0), (3.0, 4.0), (4.0, 3.0)]);
-        assert_eq!(moving_average(&pts, 1), pts.to_vec());
-    }
-
-    #[test]
     fn log_ticks_inside_one_decade() {
         assert_eq!(log_ticks(1.8, 8.5, 10), vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
         assert_eq!(log_ticks(0.05, 20.0, 10), vec![0.1, 1.0, 10.0]);
         assert_eq!(log_ticks(0.3, 12.0, 10), vec![0.5, 1.0, 2.0, 5.0, 10.0]);
         let narrow = log_ticks(2.01, 2.3, 10);
         assert!(narrow.len() >= 3 && narrow.iter().all(|v| (2.01..=2.3).contains(v)), "{narrow:?}");
-    }
-
-    #[test]
-    fn format_from_extension() {
-        assert_eq!(ImageFormat::from_path("a/b.PNG".as_ref()).ok(), Some(ImageFormat::Png));
-        assert_eq!(ImageFormat::from_path("b.svg".as_ref()).ok(), Some(ImageFormat::Svg));
-        assert!(ImageFormat::from_path("b.jpg".as_ref()).is_err());
-        assert!(ImageFormat::from_path("b".as_ref()).is_err());
     }
 }
