@@ -172,6 +172,10 @@ fn bad_input_gives_clear_errors() {
     let e = err(&negative, &png, &PlotOptions { log_y: true, ..PlotOptions::default() });
     assert!(e.contains("no plottable points") && e.contains("--log-y"), "{e}");
 
+    let huge = write(dir.path(), "huge.jsonl", "{\"step\": 1, \"loss\": 1e308}\n{\"step\": 2, \"loss\": -1e308}\n");
+    let e = err(&huge, &png, &opts);
+    assert!(e.contains("huge.jsonl") && e.contains("too extreme"), "{e}");
+
     let good = write(dir.path(), "good.jsonl", &synthetic_metrics());
     let e = err(&good, &dir.path().join("out.jpg"), &opts);
     assert!(e.contains(".png or .svg"), "{e}");

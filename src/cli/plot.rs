@@ -49,11 +49,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         s.steps.1
     );
     if let Some(l) = s.last_train_loss {
-        line += &format!("; last train loss {l:.4}");
+        line += &format!("; last train loss {}", num(l));
     }
     if let Some((v, step)) = s.best_val_loss {
-        line += &format!("; best validation loss {v:.4} at step {step}");
+        line += &format!("; best validation loss {} at step {step}", num(v));
     }
     println!("{line}");
     Ok(())
+}
+
+/// A loss for humans: 4 decimals, or scientific notation when very large or small.
+fn num(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e6).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
 }

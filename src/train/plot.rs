@@ -207,26 +207,21 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
     });
     let chart =
         Chart { title, train_smooth: moving_average(&train, opts.smooth), train, val, lr: m.lr, smooth: opts.smooth, log_y: opts.log_y };
+    if !chart.ranges_ok() {
+        return Err(Error::file(metrics, "values too extreme to plot: an axis range would overflow f64"));
+    }
     let size = (opts.width, opts.height);
     register_font();
     let draw_err = |e: String| Error::file(out, format!("drawing the chart failed: {e}"));
     match format {
         ImageFormat::Png => {
             let mut rgb = vec![0u8; opts.width as usize * opts.height as usize * 3];
-            {
-                let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
-                chart.draw(&root).map_err(draw_err)?;
-                root.present().map_err(|e| draw_err(e.to_string()))?;
-            }
+            chart.render(BitMapBackend::with_buffer(&mut rgb, size)).map_err(draw_err)?;
             write_png(out, &rgb, opts.width, opts.height)?;
         }
         ImageFormat::Svg => {
             let mut svg = String::new();
-            {
-                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                chart.draw(&root).map_err(draw_err)?;
-                root.present().map_err(|e| draw_err(e.to_string()))?;
-            }
+            chart.render(SVGBackend::with_string(&mut svg, size)).map_err(draw_err)?;
             std::fs::write(out, svg).map_err(|e| Error::io(out, e))?;
         }
     }
@@ -303,11 +298,37 @@ impl Chart {
         }
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+    /// Step axis range with a margin (not below 0 when all steps are ≥ 0).
+    fn x_range(&self) -> Range<f64> {
         let (lo, hi) = self.step_range();
-        let pad = if hi > lo { 0.02 * (hi - lo) } else { 1.0 };
-        let x = (lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY })..hi + pad;
-        let y = self.loss_range();
+        let pad = if hi > lo { 0.02 * (hi - lo) } else { hi.abs().max(1.0) * 0.01 };
+        (lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY })..hi + pad
+    }
+
+    /// Learning-rate axis range: from 0 (or the lowest rate) to a bit above the highest.
+    fn lr_range(&self) -> Range<f64> {
+        let lr_max = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::max);
+        let lr_min = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::min);
+        if lr_max > lr_min {
+            lr_min..lr_max * 1.08
+        } else {
+            lr_min..lr_min.abs().max(1e-12) * 1.1
+        }
+    }
+
+    /// Whether every axis has a finite, non-empty range (values near ±f64::MAX overflow them).
+    fn ranges_ok(&self) -> bool {
+        [self.x_range(), self.loss_range(), self.lr_range()].iter().all(|r| r.start.is_finite() && r.end.is_finite() && r.end > r.start)
+    }
+
+    fn render<DB: DrawingBackend>(&self, backend: DB) -> std::result::Result<(), String> {
+        let root = backend.into_drawing_area();
+        self.draw(&root)?;
+        root.present().map_err(|e| e.to_string())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        let (x, y) = (self.x_range(), self.loss_range());
         if self.log_y {
             self.draw_with(root, x, LogAxis(y.clone()), y)
         } else {
@@ -327,10 +348,7 @@ impl Chart {
         // Sizes are tuned for 1200x700 and scale with the image (not below 80 %, so text stays legible).
         let scale = (f64::from(h.min(w)) / 700.0).clamp(0.8, 4.0);
         let font = |size: f64| ("sans-serif", size * scale);
-        let lr_max = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::max);
-        let lr_min = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::min);
         let has_lr = !self.lr.is_empty();
-        let lr_range = if lr_max > lr_min { lr_min..lr_max * 1.08 } else { lr_min..lr_min.abs().max(1e-12) * 1.1 };
         let px = |v: f64| (v * scale) as u32;
 
         let mut chart = ChartBuilder::on(root)
@@ -341,7 +359,7 @@ impl Chart {
             .right_y_label_area_size(if has_lr { px(84.0) } else { 0 })
             .build_cartesian_2d(x.clone(), y)
             .map_err(e)?
-            .set_secondary_coord(x, lr_range.clone());
+            .set_secondary_coord(x, self.lr_range());
 
         let linear_fmt = tick_formatter(y_range.start, y_range.end);
         let log_fmt = |v: &f64| format!("{}", (v * 1e6).round() / 1e6);
