@@ -6,6 +6,7 @@ mod data;
 mod inspect;
 mod logits;
 mod pretrain;
+mod plot;
 mod tokenize;
 mod tokenizer_train;
 
@@ -38,6 +39,8 @@ enum Command {
     Data(data::Command),
     /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
+    /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
+    Plot(plot::Args),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
+        Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }
 }

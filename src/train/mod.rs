@@ -1,7 +1,8 @@
-//! Training: the optimizer and schedules, checkpoints, the pretraining loop.
+//! Training: the optimizer and schedules, checkpoints, the pretraining loop, metrics and plots.
 
 pub mod checkpoint;
 pub mod config;
 pub mod metrics;
 pub mod optim;
+pub mod plot;
 pub mod pretrain;

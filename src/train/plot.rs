@@ -1,0 +1,515 @@
+//! Training curves from the trainer's metrics JSONL: `wenhui plot METRICS.jsonl -o loss.png`.
+//!
+//! Each line of the metrics file is one JSON object. Training lines carry `step` and `loss` (and
+//! usually `lr`, `tokens_per_s`, `grad_norm`, `elapsed_s`); validation lines carry `step` and
+//! `val_loss` (and `val_ppl`). Any field may be missing or `null` on a line, and unknown fields are
+//! ignored. The chart shows train loss (a line; optionally with its moving average) and validation
+//! loss (markers joined by a line) against the step on the left axis, and the learning rate on a
+//! secondary right axis. PNG or SVG, picked by the output's extension.
+//!
+//! All text is drawn with an embedded font (Roboto, Apache-2.0, `assets/fonts/`) through plotters'
+//! pure-Rust `ab_glyph` backend: no system fonts, fontconfig or freetype are needed.
+//!
+//! ```no_run
+//! use wenhui::train::plot::{plot_metrics, PlotOptions};
+//! let opts = PlotOptions { smooth: 20, ..PlotOptions::default() };
+//! let summary = plot_metrics("runs/a/metrics.jsonl".as_ref(), "loss.png".as_ref(), &opts)?;
+//! println!("{} train points, {} validation points", summary.train_points, summary.val_points);
+//! # Ok::<(), wenhui::Error>(())
+//! ```
+
+use crate::error::{read_text, Error, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The embedded font (Roboto Regular, Apache-2.0; see `assets/fonts/README.md`).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/Roboto-Regular.ttf");
+
+const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
+const VAL_COLOR: RGBColor = RGBColor(214, 39, 40);
+const LR_COLOR: RGBColor = RGBColor(44, 160, 44);
+
+/// How to draw the chart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotOptions {
+    /// Moving-average window (in logged points) for the train loss; 0 or 1 draws the raw curve only.
+    /// With a window > 1 the raw curve is drawn faintly behind the average.
+    pub smooth: usize,
+    /// Logarithmic loss axis (points with a loss ≤ 0 are left out).
+    pub log_y: bool,
+    /// Chart title; `None` uses "Training curves: FILE NAME".
+    pub title: Option<String>,
+    /// Image width in pixels.
+    pub width: u32,
+    /// Image height in pixels.
+    pub height: u32,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        Self { smooth: 0, log_y: false, title: None, width: 1200, height: 700 }
+    }
+}
+
+/// The image format, chosen from the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// `.png`: an 8-bit RGB bitmap.
+    Png,
+    /// `.svg`: vector graphics; text is stored as text.
+    Svg,
+}
+
+impl ImageFormat {
+    /// The format for an output path: `.png` or `.svg` (any case); anything else is an error.
+    pub fn from_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("png") => Ok(Self::Png),
+            Some("svg") => Ok(Self::Svg),
+            _ => Err(Error::input(format!("output {}: the file name must end in .png or .svg", path.display()))),
+        }
+    }
+}
+
+/// The curves read from a metrics file, each as `(step, value)` sorted by step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// `loss` of training lines.
+    pub train_loss: Vec<(f64, f64)>,
+    /// `val_loss` of validation lines.
+    pub val_loss: Vec<(f64, f64)>,
+    /// `lr` of training lines.
+    pub lr: Vec<(f64, f64)>,
+    /// Non-blank lines read.
+    pub lines: usize,
+    /// Whether an unfinished last line (no trailing newline, not valid JSON, e.g. while the trainer
+    /// is still writing it) was skipped.
+    pub skipped_partial_last_line: bool,
+}
+
+/// What [`plot_metrics`] drew.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlotSummary {
+    /// The file written.
+    pub output: PathBuf,
+    /// Its format.
+    pub format: ImageFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Train-loss points drawn.
+    pub train_points: usize,
+    /// Validation-loss points drawn.
+    pub val_points: usize,
+    /// Learning-rate points drawn (0 = no right axis).
+    pub lr_points: usize,
+    /// Smallest and largest step on the x axis.
+    pub steps: (f64, f64),
+    /// The last train loss, if any.
+    pub last_train_loss: Option<f64>,
+    /// The lowest validation loss and its step, if any.
+    pub best_val_loss: Option<(f64, f64)>,
+    /// Whether an unfinished last line of the metrics file was skipped.
+    pub skipped_partial_last_line: bool,
+}
+
+/// Reads a metrics JSONL file. Errors name the file (and `file:line` for a bad line); a file with no
+/// non-blank line is an error, one without plottable points is not (see [`plot_metrics`]).
+pub fn read_metrics(path: &Path) -> Result<Metrics> {
+    let text = read_text(path)?;
+    let mut m = Metrics::default();
+    let numbered: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+    let last_idx = numbered.len().checked_sub(1);
+    for (k, &(i, line)) in numbered.iter().enumerate() {
+        let at = || PathBuf::from(format!("{}:{}", path.display(), i + 1));
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if Some(k) == last_idx && !text.ends_with('\n') && k > 0 => {
+                m.skipped_partial_last_line = true;
+                tracing::warn!("{}: skipping the unfinished last line", at().display());
+                continue;
+            }
+            Err(e) => return Err(Error::file(at(), format!("malformed JSON: {e}"))),
+        };
+        let obj = value.as_object().ok_or_else(|| Error::file(at(), "each line must be a JSON object"))?;
+        m.lines += 1;
+        let field = |name: &str| -> Result<Option<f64>> {
+            match obj.get(name) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v.as_f64().map(Some).ok_or_else(|| Error::file(at(), format!("field `{name}` must be a number, found {v}"))),
+            }
+        };
+        let Some(step) = field("step")? else { continue };
+        if let Some(loss) = field("loss")? {
+            m.train_loss.push((step, loss));
+        }
+        if let Some(val) = field("val_loss")? {
+            m.val_loss.push((step, val));
+        }
+        if let Some(lr) = field("lr")? {
+            m.lr.push((step, lr));
+        }
+    }
+    if m.lines == 0 {
+        return Err(Error::file(path, "empty metrics file (no JSON lines)"));
+    }
+    for series in [&mut m.train_loss, &mut m.val_loss, &mut m.lr] {
+        series.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    Ok(m)
+}
+
+/// Trailing moving average over `window` points (the first points average what is there so far).
+/// A window of 0 or 1 returns the points unchanged.
+pub fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    if window <= 1 {
+        return points.to_vec();
+    }
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= window {
+                sum -= points[i - window].1;
+            }
+            (x, sum / (i + 1).min(window) as f64)
+        })
+        .collect()
+}
+
+/// Reads `metrics` (JSONL, see the module docs) and draws the training curves to `out` (`.png` or
+/// `.svg`). Errors: unreadable, empty or malformed metrics file (naming `file:line`), no line with
+/// a `step` and a `loss` or `val_loss`, an output name not ending in `.png`/`.svg`, or a write failure.
+pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<PlotSummary> {
+    let format = ImageFormat::from_path(out)?;
+    if opts.width < 200 || opts.height < 150 || opts.width > 10_000 || opts.height > 10_000 {
+        return Err(Error::input(format!("image size {}x{}: width must be 200..=10000 and height 150..=10000", opts.width, opts.height)));
+    }
+    let m = read_metrics(metrics)?;
+    let keep = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> { pts.iter().copied().filter(|&(_, y)| !opts.log_y || y > 0.0).collect() };
+    let train = keep(&m.train_loss);
+    let val = keep(&m.val_loss);
+    if train.is_empty() && val.is_empty() {
+        let why =
+            if opts.log_y && (!m.train_loss.is_empty() || !m.val_loss.is_empty()) { " (with --log-y only losses > 0 count)" } else { "" };
+        return Err(Error::file(metrics, format!("no plottable points: no line has a `step` with a `loss` or `val_loss`{why}")));
+    }
+    let title = opts.title.clone().unwrap_or_else(|| {
+        let name = metrics.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("Training curves: {name}")
+    });
+    let chart =
+        Chart { title, train_smooth: moving_average(&train, opts.smooth), train, val, lr: m.lr, smooth: opts.smooth, log_y: opts.log_y };
+    if !chart.ranges_ok() {
+        return Err(Error::file(metrics, "values too extreme to plot: an axis range would overflow f64"));
+    }
+    let size = (opts.width, opts.height);
+    register_font();
+    let draw_err = |e: String| Error::file(out, format!("drawing the chart failed: {e}"));
+    match format {
+        ImageFormat::Png => {
+            let mut rgb = vec![0u8; opts.width as usize * opts.height as usize * 3];
+            chart.render(BitMapBackend::with_buffer(&mut rgb, size)).map_err(draw_err)?;
+            write_png(out, &rgb, opts.width, opts.height)?;
+        }
+        ImageFormat::Svg => {
+            let mut svg = String::new();
+            chart.render(SVGBackend::with_string(&mut svg, size)).map_err(draw_err)?;
+            std::fs::write(out, svg).map_err(|e| Error::io(out, e))?;
+        }
+    }
+    let (lo, hi) = chart.step_range();
+    Ok(PlotSummary {
+        output: out.to_path_buf(),
+        format,
+        width: opts.width,
+        height: opts.height,
+        train_points: chart.train.len(),
+        val_points: chart.val.len(),
+        lr_points: chart.lr.len(),
+        steps: (lo, hi),
+        last_train_loss: chart.train.last().map(|p| p.1),
+        best_val_loss: chart.val.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).map(|(s, v)| (v, s)),
+        skipped_partial_last_line: m.skipped_partial_last_line,
+    })
+}
+
+/// Registers the embedded font as plotters' "sans-serif" family (once per process).
+fn register_font() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        // The bytes are a valid TrueType file checked in with the source; a failure here would only
+        // mean a corrupted checkout, and then text is simply not drawn.
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            tracing::warn!("the embedded font could not be parsed; chart text will be missing");
+        }
+    });
+}
+
+fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let io = |e: png::EncodingError| Error::file(path, format!("writing PNG: {e}"));
+    let mut w = enc.write_header().map_err(io)?;
+    w.write_image_data(rgb).map_err(io)?;
+    w.finish().map_err(io)
+}
+
+/// The prepared series and how to draw them.
+struct Chart {
+    title: String,
+    train: Vec<(f64, f64)>,
+    train_smooth: Vec<(f64, f64)>,
+    val: Vec<(f64, f64)>,
+    lr: Vec<(f64, f64)>,
+    smooth: usize,
+    log_y: bool,
+}
+
+impl Chart {
+    fn step_range(&self) -> (f64, f64) {
+        let steps = self.train.iter().chain(&self.val).map(|p| p.0);
+        let lo = steps.clone().fold(f64::INFINITY, f64::min);
+        let hi = steps.fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
+
+    /// Loss axis range with a margin (multiplicative on a log axis).
+    fn loss_range(&self) -> Range<f64> {
+        let ys = self.train.iter().chain(&self.val).map(|p| p.1);
+        let lo = ys.clone().fold(f64::INFINITY, f64::min);
+        let hi = ys.fold(f64::NEG_INFINITY, f64::max);
+        if self.log_y {
+            let (lo, hi) = if hi / lo < 1.01 { (lo / 1.1, hi * 1.1) } else { (lo, hi) };
+            let pad = (hi / lo).powf(0.04);
+            lo / pad..hi * pad
+        } else {
+            let span = if hi - lo > f64::EPSILON * hi.abs().max(1.0) { hi - lo } else { hi.abs().max(1.0) * 0.1 };
+            lo - 0.05 * span..hi + 0.05 * span
+        }
+    }
+
+    /// Step axis range with a margin (not below 0 when all steps are ≥ 0).
+    fn x_range(&self) -> Range<f64> {
+        let (lo, hi) = self.step_range();
+        let pad = if hi > lo { 0.02 * (hi - lo) } else { hi.abs().max(1.0) * 0.01 };
+        (lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY })..hi + pad
+    }
+
+    /// Learning-rate axis range: from 0 (or the lowest rate) to a bit above the highest.
+    fn lr_range(&self) -> Range<f64> {
+        let lr_max = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::max);
+        let lr_min = self.lr.iter().map(|p| p.1).fold(0.0f64, f64::min);
+        if lr_max > lr_min {
+            lr_min..lr_max * 1.08
+        } else {
+            lr_min..lr_min.abs().max(1e-12) * 1.1
+        }
+    }
+
+    /// Whether every axis has a finite, non-empty range (values near ±f64::MAX overflow them).
+    fn ranges_ok(&self) -> bool {
+        [self.x_range(), self.loss_range(), self.lr_range()].iter().all(|r| r.start.is_finite() && r.end.is_finite() && r.end > r.start)
+    }
+
+    fn render<DB: DrawingBackend>(&self, backend: DB) -> std::result::Result<(), String> {
+        let root = backend.into_drawing_area();
+        self.draw(&root)?;
+        root.present().map_err(|e| e.to_string())
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        let (x, y) = (self.x_range(), self.loss_range());
+        if self.log_y {
+            self.draw_with(root, x, LogAxis(y.clone()), y)
+        } else {
+            self.draw_with(root, x, y.clone(), y)
+        }
+    }
+
+    fn draw_with<DB, Y>(&self, root: &DrawingArea<DB, Shift>, x: Range<f64>, y: Y, y_range: Range<f64>) -> std::result::Result<(), String>
+    where
+        DB: DrawingBackend,
+        Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+        Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        root.fill(&WHITE).map_err(e)?;
+        let (w, h) = root.dim_in_pixel();
+        // Sizes are tuned for 1200x700 and scale with the image (not below 80 %, so text stays legible).
+        let scale = (f64::from(h.min(w)) / 700.0).clamp(0.8, 4.0);
+        let font = |size: f64| ("sans-serif", size * scale);
+        let has_lr = !self.lr.is_empty();
+        let px = |v: f64| (v * scale) as u32;
+
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, font(26.0))
+            .margin(px(14.0))
+            .x_label_area_size(px(52.0))
+            .y_label_area_size(px(72.0))
+            .right_y_label_area_size(if has_lr { px(84.0) } else { 0 })
+            .build_cartesian_2d(x.clone(), y)
+            .map_err(e)?
+            .set_secondary_coord(x, self.lr_range());
+
+        let linear_fmt = tick_formatter(y_range.start, y_range.end);
+        let log_fmt = |v: &f64| format!("{}", (v * 1e6).round() / 1e6);
+        let loss_fmt: &dyn Fn(&f64) -> String = if self.log_y { &log_fmt } else { &linear_fmt };
+        // Steps are integers: ticks between them (on a short axis) stay unlabelled.
+        let step_fmt = |v: &f64| if (v - v.round()).abs() < 1e-6 { format!("{}", v.round() as i64) } else { String::new() };
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc(if self.log_y { "loss (log scale)" } else { "loss" })
+            .x_label_formatter(&step_fmt)
+            .y_label_formatter(loss_fmt)
+            .label_style(font(15.0))
+            .axis_desc_style(font(17.0))
+            .light_line_style(RGBColor(0, 0, 0).mix(0.05))
+            .bold_line_style(RGBColor(0, 0, 0).mix(0.12))
+            .draw()
+            .map_err(e)?;
+        if has_lr {
+            let lr_fmt = |v: &f64| if *v == 0.0 { "0".to_string() } else { format!("{v:.1e}") };
+            chart
+                .configure_secondary_axes()
+                .y_desc("learning rate")
+                .y_label_formatter(&lr_fmt)
+                .label_style(font(15.0))
+                .axis_desc_style(font(17.0))
+                .draw()
+                .map_err(e)?;
+        }
+
+        let stroke = px(2.0).max(1);
+        let legend_line =
+            |c: RGBColor, width: u32| move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(width));
+        if has_lr {
+            // Drawn first so that the losses lie on top; its legend entry comes last (below).
+            let style = LR_COLOR.mix(0.85).stroke_width(stroke);
+            chart.draw_secondary_series(DashedLineSeries::new(self.lr.iter().copied(), px(8.0), px(5.0), style)).map_err(e)?;
+        }
+        if !self.train.is_empty() {
+            let smoothed = self.smooth > 1;
+            let raw_style = if smoothed { TRAIN_COLOR.mix(0.25).stroke_width(1) } else { TRAIN_COLOR.stroke_width(stroke) };
+            let anno = if self.train.len() == 1 {
+                // A line through one point draws nothing: mark it.
+                chart.draw_series(self.train.iter().map(|&p| Circle::new(p, px(4.0).max(2), TRAIN_COLOR.filled()))).map_err(e)?
+            } else {
+                chart.draw_series(LineSeries::new(self.train.iter().copied(), raw_style)).map_err(e)?
+            };
+            anno.label("train loss").legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], raw_style));
+            if smoothed {
+                chart
+                    .draw_series(LineSeries::new(self.train_smooth.iter().copied(), TRAIN_COLOR.stroke_width(stroke + 1)))
+                    .map_err(e)?
+                    .label(format!("train loss (moving average of {})", self.smooth))
+                    .legend(legend_line(TRAIN_COLOR, stroke + 1));
+            }
+        }
+        if !self.val.is_empty() {
+            let r = px(4.0).max(2);
+            chart.draw_series(LineSeries::new(self.val.iter().copied(), VAL_COLOR.stroke_width(stroke))).map_err(e)?;
+            chart.draw_series(self.val.iter().map(|&p| Circle::new(p, r, VAL_COLOR.filled()))).map_err(e)?.label("validation loss").legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (22, 0)], VAL_COLOR.stroke_width(stroke))
+                        + Circle::new((11, 0), r, VAL_COLOR.filled())
+                },
+            );
+        }
+        if has_lr {
+            chart
+                .draw_secondary_series(std::iter::empty::<PathElement<(f64, f64)>>())
+                .map_err(e)?
+                .label("learning rate (right axis)")
+                .legend(legend_line(LR_COLOR, stroke));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(font(15.0))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(0, 0, 0).mix(0.3))
+            .margin(px(10.0))
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// A logarithmic axis whose ticks are readable loss values even inside one decade (plotters'
+/// own log axis puts ticks only at powers of the base, so a loss between 2 and 9 gets none).
+#[derive(Debug, Clone)]
+struct LogAxis(Range<f64>);
+
+impl plotters::coord::ranged1d::Ranged for LogAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let (lo, hi) = (self.0.start.ln(), self.0.end.ln());
+        let t = if *value > 0.0 { (value.ln() - lo) / (hi - lo) } else { -1.0 };
+        limit.0 + (t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        log_ticks(self.0.start, self.0.end, hint.max_num_points())
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.0.clone()
+    }
+}
+
+/// Tick values for a log axis over `lo..hi` (`0 < lo < hi`): 1-2-5 per decade, else 1..9 per
+/// decade, else evenly spaced round values; at most `max` of them.
+fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
+    let max = max.max(2);
+    let decades = lo.log10().floor() as i32..=hi.log10().ceil() as i32;
+    let with = |mantissas: &[f64]| -> Vec<f64> {
+        decades.clone().flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k))).filter(|v| (lo..=hi).contains(v)).collect()
+    };
+    for mantissas in [&[1.0][..], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]] {
+        let ticks = with(mantissas);
+        if ticks.len() >= 3 {
+            let stride = ticks.len().div_ceil(max);
+            return ticks.into_iter().step_by(stride).collect();
+        }
+    }
+    let raw = (hi - lo) / 6.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let first = (lo / step).ceil() as i64;
+    (first..).map(|i| i as f64 * step).take_while(|v| *v <= hi).take(max).collect()
+}
+
+/// Tick labels with as many decimals as the axis span needs.
+fn tick_formatter(lo: f64, hi: f64) -> impl Fn(&f64) -> String {
+    let span = (hi - lo).abs().max(f64::MIN_POSITIVE);
+    let decimals = (1.0 - span.log10().floor()).clamp(0.0, 6.0) as usize;
+    move |v: &f64| format!("{v:.decimals$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ticks_inside_one_decade() {
+        assert_eq!(log_ticks(1.8, 8.5, 10), vec![2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(log_ticks(0.05, 20.0, 10), vec![0.1, 1.0, 10.0]);
+        assert_eq!(log_ticks(0.3, 12.0, 10), vec![0.5, 1.0, 2.0, 5.0, 10.0]);
+        let narrow = log_ticks(2.01, 2.3, 10);
+        assert!(narrow.len() >= 3 && narrow.iter().all(|v| (2.01..=2.3).contains(v)), "{narrow:?}");
+    }
+}
