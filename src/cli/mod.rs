@@ -5,8 +5,8 @@ mod common;
 mod data;
 mod inspect;
 mod logits;
-mod pretrain;
 mod plot;
+mod pretrain;
 mod tokenize;
 mod tokenizer_train;
 

@@ -20,8 +20,8 @@
 
 mod beam;
 pub mod blank;
-pub mod poetry;
 mod decode;
+pub mod poetry;
 mod processors;
 
 pub use blank::{fill_blanks, BlankFill, BlankTokens, FilledText, GlmBlankInputs};
