@@ -1,0 +1,192 @@
+//! Every fused op against its composite candle version: values and gradients.
+use super::*;
+use candle_core::{Device, Var, D};
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+fn composite_layer_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+    let mean = x.mean_keepdim(D::Minus1).unwrap();
+    let xc = x.broadcast_sub(&mean).unwrap();
+    let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+    let xhat = xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
+    xhat.broadcast_mul(g).unwrap().broadcast_add(b).unwrap()
+}
+
+#[test]
+fn layer_norm_matches_composite_values_and_gradients() {
+    for dtype in [DType::F32, DType::F64] {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2., (3, 5, 24), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let g = Var::from_tensor(&Tensor::randn(1f32, 0.3, 24, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 0.3, 24, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (3, 5, 24), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = layer_norm(&x, &g, &b, 1e-5).unwrap();
+        let slow = composite_layer_norm(&x, &g, &b, 1e-5);
+        assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("gamma", &g), ("beta", &b)] {
+            let d = max_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
+            assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_matches_composite_values_and_gradients() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let z = Var::from_tensor(&Tensor::randn(0f32, 3., (7, 11), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let t = Tensor::new(&[0u32, 3, 10, 5, 5, 1, 9], &dev).unwrap();
+        let w = Tensor::new(&[1f32, 0., 1., 1., 0.5, 1., 2.], &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = cross_entropy(&z, &t).unwrap();
+        let logp = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+        let slow = logp.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(&z).unwrap(), gs.get(&z).unwrap()) < 1e-5, "{dtype:?} gradients");
+    }
+    assert!(cross_entropy(&Tensor::zeros((2, 3), DType::F32, &dev).unwrap(), &Tensor::new(&[0u32, 3], &dev).unwrap()).is_err());
+}
+
+#[test]
+fn dropout_is_seeded_scaled_and_differentiable() {
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::ones((100, 1000), DType::F32, &dev).unwrap()).unwrap();
+    let a = dropout(&x, 0.1, 42).unwrap();
+    let b = dropout(&x, 0.1, 42).unwrap();
+    let c = dropout(&x, 0.1, 43).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.0);
+    assert!(max_diff(&a, &c) > 0.0);
+    let v = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let dropped = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
+    assert!((dropped - 0.1).abs() < 0.005, "dropped {dropped}");
+    assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
+    // The gradient uses the same mask: d(sum a)/dx = a for x = 1.
+    let g = a.sum_all().unwrap().backward().unwrap();
+    assert_eq!(max_diff(g.get(&x).unwrap(), &a), 0.0);
+}
+
+#[test]
+fn add_bias_matches_broadcast_add_values_and_gradients() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let y = Var::from_tensor(&Tensor::randn(0f32, 1., (3, 70, 33), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1., 33, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (3, 70, 33), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = add_bias(&y, &b).unwrap();
+        let slow = y.broadcast_add(&b).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-6);
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(&y).unwrap(), gs.get(&y).unwrap()) < 1e-6);
+        assert!(max_diff(gf.get(&b).unwrap(), gs.get(&b).unwrap()) < 1e-4);
+    }
+}
+
+#[test]
+fn fused_attention_matches_composite_values_and_gradients() {
+    let dev = Device::Cpu;
+    for (dtype, p) in [(DType::F64, 0.0), (DType::F32, 0.0), (DType::F64, 0.3)] {
+        let r = |shape: (usize, usize, usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+        };
+        let (q, k, v) = (r((2, 3, 5, 4)), r((2, 3, 7, 4)), r((2, 3, 7, 4)));
+        let mask = Tensor::rand(0f32, 1., (2, 1, 5, 7), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 3, 5, 4), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = attention(&q, &k, &v, &mask, 0.5, p, 9).unwrap();
+        let probs = masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), &mask, 0.5).unwrap();
+        let slow = dropout(&probs, p, 9).unwrap().matmul(&v).unwrap();
+        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-10 };
+        assert!(max_diff(&fused, &slow) < tol, "{dtype:?} p={p} values {}", max_diff(&fused, &slow));
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let d = max_diff(gf.get(x).unwrap(), gs.get(x).unwrap());
+            assert!(d < tol * 10.0, "{dtype:?} p={p} d{name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn packed_attention_matches_split_heads() {
+    let dev = Device::Cpu;
+    for (dtype, p) in [(DType::F64, 0.0), (DType::F64, 0.2), (DType::F32, 0.1)] {
+        let (b, s, heads, d) = (2, 6, 3, 4);
+        let h = heads * d;
+        let qkv = Var::from_tensor(&Tensor::randn(0f32, 1., (b, s, 3 * h), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let mask = Tensor::rand(0f32, 1., (b, 1, s, s), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
+        let w = Tensor::randn(0f32, 1., (b, s, h), &dev).unwrap().to_dtype(dtype).unwrap();
+        let packed = attention_packed(&qkv, heads, &mask, 0.5, p, 3).unwrap();
+        let split =
+            |i: usize| qkv.narrow(2, i * h, h).unwrap().reshape((b, s, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+        let reference =
+            attention(&split(0), &split(1), &split(2), &mask, 0.5, p, 3).unwrap().transpose(1, 2).unwrap().reshape((b, s, h)).unwrap();
+        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+        assert!(max_diff(&packed, &reference) < tol);
+        let gp = (packed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gr = (reference * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gp.get(&qkv).unwrap(), gr.get(&qkv).unwrap()) < tol * 10.0);
+    }
+}
+
+#[test]
+fn linear_matches_composite_values_and_gradients() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let r = |shape: &[usize]| Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let (x, w, b) = (r(&[3, 5, 7]), r(&[11, 7]), r(&[11]));
+        let g = Tensor::randn(0f32, 1., (3, 5, 11), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = linear(&x, &w, &b).unwrap();
+        let slow = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        assert!(max_diff(&fused, &slow) < 1e-5);
+        let gf = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+            let d = max_diff(gf.get(v).unwrap(), gs.get(v).unwrap());
+            assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn gelu_matches_candle_values_and_gradients() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2., (4, 33), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (4, 33), &dev).unwrap().to_dtype(dtype).unwrap();
+        for (fused, slow) in [(gelu_tanh(&x).unwrap(), x.gelu().unwrap()), (gelu_erf(&x).unwrap(), x.gelu_erf().unwrap())] {
+            assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} values");
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(gf.get(&x).unwrap(), gs.get(&x).unwrap()) < 1e-4, "{dtype:?} gradients");
+        }
+    }
+}
+
+#[test]
+fn masked_softmax_matches_composite_values_and_gradients() {
+    let dev = Device::Cpu;
+    let s = Var::from_tensor(&Tensor::randn(0f32, 3., (2, 3, 4, 6), &dev).unwrap()).unwrap();
+    let mask =
+        Tensor::new(&[[1f32, 1., 0., 0., 1., 0.], [1., 1., 1., 0., 0., 0.], [0., 0., 0., 0., 0., 0.], [1., 1., 1., 1., 1., 1.]], &dev)
+            .unwrap()
+            .reshape((1, 1, 4, 6))
+            .unwrap();
+    let w = Tensor::randn(0f32, 1., (2, 3, 4, 6), &dev).unwrap();
+    let fused = masked_softmax(&s, &mask, 0.5).unwrap();
+    let z = (s.affine(0.5, 0.).unwrap().broadcast_mul(&mask).unwrap()
+        + mask.affine(65504., MASKED_SCORE).unwrap().broadcast_as(s.shape()).unwrap())
+    .unwrap();
+    let slow = candle_nn::ops::softmax(&z, D::Minus1).unwrap();
+    assert!(max_diff(&fused, &slow) < 1e-6);
+    // The fully masked row is uniform, not NaN.
+    let row = fused.get(0).unwrap().get(0).unwrap().get(2).unwrap().to_vec1::<f32>().unwrap();
+    assert!(row.iter().all(|p| (p - 1.0 / 6.0).abs() < 1e-6), "{row:?}");
+    let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(max_diff(gf.get(&s).unwrap(), gs.get(&s).unwrap()) < 1e-5);
+}
