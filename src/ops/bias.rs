@@ -2,7 +2,7 @@
 //! backward sums the gradient over rows in parallel (candle's broadcast backward reduces over
 //! strided dimensions on one thread).
 
-use super::{as_slice, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -30,11 +30,7 @@ impl CustomOp2 for AddBias {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(add::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?)),
-            CpuStorage::F64(_) => CpuStorage::F64(add::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?)),
-            _ => candle_core::bail!("add_bias: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "add_bias", |T| add::<T>(as_slice(s1, l1)?, as_slice(s2, l2)?));
         Ok((out, l1.shape().clone()))
     }
 
@@ -72,11 +68,7 @@ impl CustomOp1 for ColumnSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(column_sum::<f32>(as_slice(s, l)?, self.n)),
-            CpuStorage::F64(_) => CpuStorage::F64(column_sum::<f64>(as_slice(s, l)?, self.n)),
-            _ => candle_core::bail!("column_sum: unsupported dtype"),
-        };
+        let out = float_dispatch!(s, "column_sum", |T| column_sum::<T>(as_slice(s, l)?, self.n));
         Ok((out, Shape::from(self.n)))
     }
 }

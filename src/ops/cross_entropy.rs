@@ -1,7 +1,7 @@
 //! Cross-entropy per row, `logsumexp(z) − z[target]`, fused with its backward
 //! `(softmax(z) − onehot(target))·g`: no `[N, V]` log-softmax is materialised.
 
-use super::{as_slice, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -51,11 +51,7 @@ impl CustomOp2 for CrossEntropy {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, v) = l1.shape().dims2()?;
         let t = as_slice::<u32>(s2, l2)?;
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(as_slice(s1, l1)?, t, v)),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(as_slice(s1, l1)?, t, v)),
-            _ => candle_core::bail!("cross_entropy: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "cross_entropy", |T| forward::<T>(as_slice(s1, l1)?, t, v));
         Ok((out, Shape::from(n)))
     }
 
@@ -97,11 +93,7 @@ impl CustomOp3 for CrossEntropyBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, v) = l1.shape().dims2()?;
         let t = as_slice::<u32>(s2, l2)?;
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v)),
-            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v)),
-            _ => candle_core::bail!("cross_entropy backward: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "cross_entropy backward", |T| backward::<T>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v));
         Ok((out, l1.shape().clone()))
     }
 }

@@ -2,7 +2,7 @@
 //! `hash(seed, i) < p`. The same seed gives the same mask on any number of threads, so a run
 //! is reproducible and the backward pass recomputes the mask instead of storing it.
 
-use super::{as_slice, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -62,11 +62,7 @@ impl CustomOp1 for Dropout {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.apply::<f32>(as_slice(s, l)?)),
-            CpuStorage::F64(_) => CpuStorage::F64(self.apply::<f64>(as_slice(s, l)?)),
-            _ => candle_core::bail!("dropout: unsupported dtype"),
-        };
+        let out = float_dispatch!(s, "dropout", |T| self.apply::<T>(as_slice(s, l)?));
         Ok((out, l.shape().clone()))
     }
 

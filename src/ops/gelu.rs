@@ -3,7 +3,7 @@
 //! tanh: `0.5x(1 + tanh(k(x + 0.044715x³)))`, `k = √(2/π)` (THUDM/Megatron, GPT-2 `gelu_new`);
 //! erf: `0.5x(1 + erf(x/√2))` (Hugging Face GLM port, BERT).
 
-use super::{as_slice, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -60,11 +60,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let erf = self.erf;
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(map::<f32>(as_slice(s, l)?, |v| value(v, erf))),
-            CpuStorage::F64(_) => CpuStorage::F64(map::<f64>(as_slice(s, l)?, |v| value(v, erf))),
-            _ => candle_core::bail!("gelu: unsupported dtype"),
-        };
+        let out = float_dispatch!(s, "gelu", |T| map::<T>(as_slice(s, l)?, |v| value(v, erf)));
         Ok((out, l.shape().clone()))
     }
 
@@ -93,11 +89,7 @@ impl CustomOp2 for GeluBackward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf)),
-            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf)),
-            _ => candle_core::bail!("gelu backward: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "gelu backward", |T| backward::<T>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf));
         Ok((out, l1.shape().clone()))
     }
 }

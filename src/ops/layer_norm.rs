@@ -1,7 +1,7 @@
 //! Layer normalisation over the last dimension, `y = (x - mean) / sqrt(var + eps) * gamma + beta`,
 //! with an analytic backward for x, gamma and beta.
 
-use super::{as_slice, in_kernel_dtype, rows_per_task, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, rows_per_task, Float};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -58,11 +58,7 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, self.eps)),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, self.eps)),
-            _ => candle_core::bail!("layer_norm: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "layer_norm", |T| forward::<T>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, self.eps));
         Ok((out, l1.shape().clone()))
     }
 
@@ -152,11 +148,12 @@ impl CustomOp3 for LayerNormBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let h = l2.shape().elem_count();
         let rows = l1.shape().elem_count() / h;
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(backward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, self.eps)),
-            CpuStorage::F64(_) => CpuStorage::F64(backward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, as_slice(s3, l3)?, self.eps)),
-            _ => candle_core::bail!("layer_norm backward: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "layer_norm backward", |T| backward::<T>(
+            as_slice(s1, l1)?,
+            as_slice(s2, l2)?,
+            as_slice(s3, l3)?,
+            self.eps
+        ));
         Ok((out, Shape::from((rows + 2, h))))
     }
 }

@@ -25,6 +25,25 @@ pub use softmax::{masked_softmax, MASKED_SCORE};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
+/// Runs a kernel for the float type of a CPU storage: `T` is bound to `f32` or `f64` inside
+/// `$body` (which returns a `Vec<T>`), and the result is wrapped back into a `CpuStorage`.
+macro_rules! float_dispatch {
+    ($storage:expr, $name:literal, |$t:ident| $body:expr) => {
+        match $storage {
+            candle_core::CpuStorage::F32(_) => {
+                type $t = f32;
+                candle_core::CpuStorage::F32($body)
+            }
+            candle_core::CpuStorage::F64(_) => {
+                type $t = f64;
+                candle_core::CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!(concat!($name, ": unsupported dtype")),
+        }
+    };
+}
+pub(crate) use float_dispatch;
+
 /// The float types the CPU kernels are written for.
 pub(crate) trait Float:
     WithDType + Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>

@@ -5,7 +5,7 @@
 //! than −∞, so a fully masked row stays finite (uniform). The mask is `[B or 1, 1, S, T]` and is
 //! shared by all heads; the scores are `[B, N, S, T]`.
 
-use super::{as_slice, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -74,11 +74,7 @@ impl CustomOp2 for MaskedSoftmax {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = l1.dims();
         let mb = l2.dims()[0];
-        let out = match s1 {
-            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(as_slice(s1, l1)?, as_slice(s2, l2)?, dims, mb, self.scale)),
-            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(as_slice(s1, l1)?, as_slice(s2, l2)?, dims, mb, self.scale)),
-            _ => candle_core::bail!("masked_softmax: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "masked_softmax", |T| forward::<T>(as_slice(s1, l1)?, as_slice(s2, l2)?, dims, mb, self.scale));
         Ok((out, l1.shape().clone()))
     }
 
