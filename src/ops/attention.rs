@@ -7,7 +7,7 @@
 //! attention does) rather than stored. Work is split over (batch, head) pairs with rayon.
 
 use super::dropout::keep_scale;
-use super::softmax::MASKED_SCORE;
+use super::softmax::softmax_row_in_place;
 use super::{as_slice, Float};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -121,21 +121,8 @@ impl Attention {
     #[allow(clippy::too_many_arguments)]
     fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims, probs: &mut [T]) {
         gemm(probs, g.s, g.t, g.d, q, qs, 1, k, 1, ks);
-        let (scale, masked, one) = (T::of_f64(self.scale), T::of_f64(MASKED_SCORE), T::of_f64(1.0));
         for (row, mrow) in probs.chunks_mut(g.t).zip(m.chunks(g.t)) {
-            let mut max = f64::NEG_INFINITY;
-            for (z, &mv) in row.iter_mut().zip(mrow) {
-                *z = *z * scale * mv + masked * (one - mv);
-                max = max.max(z.as_f64());
-            }
-            let max = T::of_f64(max);
-            let mut sum = 0f64;
-            for z in row.iter_mut() {
-                *z = (*z - max).exp();
-                sum += z.as_f64();
-            }
-            let inv = T::of_f64(1.0 / sum);
-            row.iter_mut().for_each(|z| *z *= inv);
+            softmax_row_in_place(row, mrow, self.scale);
         }
     }
 

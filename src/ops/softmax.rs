@@ -43,27 +43,28 @@ fn forward<T: Float>(x: &[T], m: &[T], dims: &[usize], mask_batches: usize, scal
     let mut out = vec![T::of_f64(0.0); x.len()];
     out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (o, xr))| {
         let mr = mask_row_index(row, n * s, s, mask_batches);
-        let mrow = &m[mr * t..(mr + 1) * t];
-        let (scale, masked) = (T::of_f64(scale), T::of_f64(MASKED_SCORE));
-        let mut max = f64::NEG_INFINITY;
-        for j in 0..t {
-            let mj = mrow[j];
-            let z = xr[j] * scale * mj + masked * (T::of_f64(1.0) - mj);
-            o[j] = z;
-            max = max.max(z.as_f64());
-        }
-        let max = T::of_f64(max);
-        let mut sum = 0f64;
-        for v in o.iter_mut() {
-            *v = (*v - max).exp();
-            sum += v.as_f64();
-        }
-        let inv = T::of_f64(1.0 / sum);
-        for v in o.iter_mut() {
-            *v *= inv;
-        }
+        o.copy_from_slice(xr);
+        softmax_row_in_place(o, &m[mr * t..(mr + 1) * t], scale);
     });
     out
+}
+
+/// One row in place: `z = (s·scale)·m + MASKED_SCORE·(1 − m)`, then softmax (sums in f64).
+pub(crate) fn softmax_row_in_place<T: Float>(row: &mut [T], mask: &[T], scale: f64) {
+    let (scale, masked, one) = (T::of_f64(scale), T::of_f64(MASKED_SCORE), T::of_f64(1.0));
+    let mut max = f64::NEG_INFINITY;
+    for (z, &mv) in row.iter_mut().zip(mask) {
+        *z = *z * scale * mv + masked * (one - mv);
+        max = max.max(z.as_f64());
+    }
+    let max = T::of_f64(max);
+    let mut sum = 0f64;
+    for z in row.iter_mut() {
+        *z = (*z - max).exp();
+        sum += z.as_f64();
+    }
+    let inv = T::of_f64(1.0 / sum);
+    row.iter_mut().for_each(|z| *z *= inv);
 }
 
 impl CustomOp2 for MaskedSoftmax {
