@@ -103,6 +103,19 @@ fn checkpoints_load_everywhere_and_survive_crashes() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).arg("inspect").arg(&s.model_dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Chars"));
+    // ... and `wenhui fill` fills its blanks (two blanks, greedy and beam search).
+    for beams in ["1", "3"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["fill", "--json", "--max-new-tokens", "6", "--beams", beams])
+            .arg(&s.model_dir)
+            .arg("春[MASK]花落，[MASK]。")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["fills"].as_array().unwrap().len(), 2, "{v}");
+        assert!(v["text"].as_str().unwrap().starts_with('春'), "{v}");
+    }
 
     // A crash while writing step 30 leaves its temp directory behind: step 20 stays the latest,
     // it loads, and the next save cleans the leftover.

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod data;
+mod fill;
 mod inspect;
 mod logits;
 mod plot;
@@ -31,6 +32,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Top-k next (or masked) tokens at one position: a quick sanity check of a model.
     Logits(logits::Args),
+    /// Fill `[MASK]` / `[sMASK]` / `[gMASK]` blanks with a GLM (greedy, sampling or beam search).
+    Fill(fill::Args),
     /// Train a tokenizer on text / JSONL files.
     #[command(subcommand)]
     Tokenizer(tokenizer_train::Command),
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
+        Command::Fill(a) => fill::run(a),
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),

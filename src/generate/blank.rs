@@ -187,3 +187,34 @@ fn feed_tokens(model: &dyn Backbone, cache: &mut KvCache, inputs: &GlmBlankInput
     model.forward(&inputs.input(ids, offset)?, Some(cache))?;
     Ok(())
 }
+
+/// The result of [`fill_text`]: the text with every blank filled, and each fill on its own.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TextFill {
+    /// The whole text, blanks replaced by their fills (special tokens dropped).
+    pub text: String,
+    /// Each blank's fill, in order.
+    pub fills: Vec<String>,
+    /// Each fill's score (sum of log-probabilities, or the beam score).
+    pub scores: Vec<f32>,
+}
+
+/// Fills the blanks of `text` as THUDM's `generate_samples.py` builds the context:
+/// `[CLS] text`, plus `[gMASK]` when the text has no blank (long generation), plus `eos`
+/// unless it ends with `[gMASK]`.
+pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, text: &str, cfg: &GenerationConfig) -> Result<TextFill> {
+    let tokens = BlankTokens::from_special(&tokenizer.special)?;
+    let special = &tokenizer.special;
+    let mut context = vec![special.get("cls")?];
+    context.extend(tokenizer.encode(text, false)?);
+    if !context.iter().any(|t| tokens.masks.contains(t)) {
+        context.push(special.get("gmask")?);
+    }
+    let gmask = special.gmask;
+    if context.last().copied() != gmask {
+        context.push(special.get("eos")?);
+    }
+    let filled = fill_blanks(model, &context, &tokens, cfg)?;
+    let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
+    Ok(TextFill { text: tokenizer.decode(&filled.tokens, true)?, scores: filled.fills.iter().map(|f| f.score).collect(), fills })
+}

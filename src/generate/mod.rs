@@ -24,7 +24,7 @@ mod decode;
 pub mod poetry;
 mod processors;
 
-pub use blank::{fill_blanks, BlankFill, BlankTokens, FilledText, GlmBlankInputs};
+pub use blank::{fill_blanks, fill_text, BlankFill, BlankTokens, FilledText, GlmBlankInputs, TextFill};
 pub use decode::decode;
 
 use crate::model::{Attention, Backbone, BackboneInput};

@@ -1,0 +1,64 @@
+//! `wenhui fill DIR "text with [MASK] blanks"`
+
+use crate::cli::common::ModelArgs;
+use wenhui::generate::{fill_text, GenerationConfig};
+use wenhui::model::load_model;
+use wenhui::tokenizer::Tokenizer;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Text with `[MASK]` (a span), `[sMASK]` (a sentence) or `[gMASK]` (long text) blanks;
+    /// without a blank, `[gMASK]` is appended (continue the text).
+    text: String,
+    /// Most tokens per blank.
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Beam search with this many beams (1 = greedy or sampling).
+    #[arg(long, default_value_t = 1)]
+    beams: usize,
+    /// Sample instead of taking the most likely token.
+    #[arg(long)]
+    sample: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Keep only the k most likely tokens when sampling (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (text, fills, scores).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let m = load_model(&a.model.model, &a.model.load_options())?;
+    let tokenizer = Tokenizer::from_dir(&a.model.dir())?;
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        num_beams: a.beams,
+        do_sample: a.sample,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let out = fill_text(m.backbone.as_ref(), &tokenizer, &a.text, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!("{}", out.text);
+        for (i, (f, s)) in out.fills.iter().zip(&out.scores).enumerate() {
+            println!("  blank {}: {f}  (score {s:.3})", i + 1);
+        }
+    }
+    Ok(())
+}
