@@ -156,10 +156,7 @@ pub(crate) fn attend(
     let (p, seed, site) = dropout;
     let ctx = if fresh && q.device().is_cpu() {
         // No history: one fused node (scores, mask, softmax, dropout, PV) with its own backward.
-        let (p, seed) = match seed {
-            Some(s) => (p, super::dropout_seed(s, site)),
-            None => (0.0, 0),
-        };
+        let (p, seed) = fused_dropout(dropout);
         crate::ops::attention(&q, &k, &v, mask, scale, p, seed)?
     } else {
         // Kᵀ as a strided view: the matmul reads the cached history in place, no copy.
@@ -168,6 +165,14 @@ pub(crate) fn attend(
         super::dropout(&probs, p, seed, site)?.matmul(&v)?
     };
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
+}
+
+/// (probability, mask seed) for a fused attention op: no dropout at inference.
+fn fused_dropout((p, seed, site): (f64, Option<u64>, u64)) -> (f64, u64) {
+    match seed {
+        Some(s) => (p, super::dropout_seed(s, site)),
+        None => (0.0, 0),
+    }
 }
 
 /// [`attend`] from a fused projection `qkv` `[B, S, 3H]`. Without a cache (training, full
@@ -182,11 +187,7 @@ pub(crate) fn attend_packed(
 ) -> Result<Tensor> {
     let h = qkv.dim(2)? / 3;
     if cache.is_none() && qkv.device().is_cpu() && matches!(qkv.dtype(), DType::F32 | DType::F64) {
-        let (p, seed, site) = dropout;
-        let (p, seed) = match seed {
-            Some(s) => (p, super::dropout_seed(s, site)),
-            None => (0.0, 0),
-        };
+        let (p, seed) = fused_dropout(dropout);
         return Ok(crate::ops::attention_packed(qkv, heads, mask, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
     }
     attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, dropout)

@@ -8,8 +8,8 @@
 
 use super::dropout::keep_scale;
 use super::softmax::softmax_row_in_place;
-use super::{as_slice, Float};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use super::{as_slice, float_dispatch, held, Float};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Attention over `q` `[B, N, S, d]`, `k`/`v` `[B, N, T, d]` with `mask` `[B or 1, 1, S, T]`,
@@ -212,15 +212,6 @@ impl Attention {
     }
 }
 
-/// The CPU slice behind a tensor held by the op (mask, output gradient).
-fn held<T: Float>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<Vec<T>>) -> Result<Vec<T>> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(c) => f(as_slice::<T>(c, layout)?),
-        _ => candle_core::bail!("attention: CPU tensors only"),
-    }
-}
-
 impl CustomOp3 for Attention {
     fn name(&self) -> &'static str {
         if self.grad.is_some() {
@@ -254,22 +245,14 @@ impl CustomOp3 for Attention {
                 (Dims { s, t, d, heads, mask_batches, packed: false }, b * heads, l1.shape().clone(), [nq, nk, nk])
             }
         };
-        macro_rules! run {
-            ($ty:ty, $variant:ident) => {{
-                let q = as_slice::<$ty>(s1, l1)?;
-                let (k, v) = if g.packed { (q, q) } else { (as_slice::<$ty>(s2, l2)?, as_slice::<$ty>(s3, l3)?) };
-                let out = held::<$ty>(&self.mask, |m| match &self.grad {
-                    None => Ok(self.forward(q, k, v, m, &g, pairs, out_shape.elem_count())),
-                    Some(go) => held::<$ty>(go, |go| Ok(self.backward(q, k, v, m, go, &g, pairs, lens))),
-                })?;
-                CpuStorage::$variant(out)
-            }};
-        }
-        let out = match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => candle_core::bail!("attention: unsupported dtype"),
-        };
+        let out = float_dispatch!(s1, "attention", |T| {
+            let q = as_slice::<T>(s1, l1)?;
+            let (k, v) = if g.packed { (q, q) } else { (as_slice::<T>(s2, l2)?, as_slice::<T>(s3, l3)?) };
+            held::<T, _>(&self.mask, |m| match &self.grad {
+                None => Ok(self.forward(q, k, v, m, &g, pairs, out_shape.elem_count())),
+                Some(go) => held::<T, _>(go, |go| Ok(self.backward(q, k, v, m, go, &g, pairs, lens))),
+            })?
+        });
         let shape = if self.grad.is_some() { Shape::from(lens.iter().sum::<usize>()) } else { out_shape };
         Ok((out, shape))
     }

@@ -3,8 +3,8 @@
 //! and the backward computes `dx = dy·W`, `dW = dyᵀ·x` and `db = Σ_rows dy` directly with the
 //! `gemm` crate (multi-threaded), instead of four candle nodes with their own gradient buffers.
 
-use super::{as_slice, Float};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use super::{as_slice, float_dispatch, held, Float};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
@@ -133,24 +133,13 @@ impl CustomOp3 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (out, inp) = l2.shape().dims2()?;
         let rows = l1.shape().elem_count() / inp;
-        macro_rules! run {
-            ($ty:ty, $variant:ident) => {{
-                let (x, w) = (as_slice::<$ty>(s1, l1)?, as_slice::<$ty>(s2, l2)?);
-                match &self.grad {
-                    None => CpuStorage::$variant(Self::forward(x, w, as_slice::<$ty>(s3, l3)?, rows, inp, out)),
-                    Some(g) => {
-                        let (storage, layout) = g.storage_and_layout();
-                        let Storage::Cpu(gs) = &*storage else { candle_core::bail!("linear: CPU tensors only") };
-                        CpuStorage::$variant(Self::backward(x, w, as_slice::<$ty>(gs, layout)?, rows, inp, out))
-                    }
-                }
-            }};
-        }
-        let storage = match s1 {
-            CpuStorage::F32(_) => run!(f32, F32),
-            CpuStorage::F64(_) => run!(f64, F64),
-            _ => candle_core::bail!("linear: unsupported dtype"),
-        };
+        let storage = float_dispatch!(s1, "linear", |T| {
+            let (x, w) = (as_slice::<T>(s1, l1)?, as_slice::<T>(s2, l2)?);
+            match &self.grad {
+                None => Self::forward(x, w, as_slice::<T>(s3, l3)?, rows, inp, out),
+                Some(g) => held::<T, _>(g, |dy| Ok(Self::backward(x, w, dy, rows, inp, out)))?,
+            }
+        });
         let shape = match &self.grad {
             None => {
                 let mut dims = l1.dims().to_vec();

@@ -110,6 +110,16 @@ pub(crate) fn in_kernel_dtype(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>)
     }
 }
 
+/// Runs `f` on the CPU slice of a tensor an op holds besides its inputs (a mask, an output
+/// gradient handed to a backward kernel).
+pub(crate) fn held<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(c) => f(as_slice::<T>(c, layout)?),
+        _ => candle_core::bail!("wenhui op: this kernel runs on CPU tensors only"),
+    }
+}
+
 /// Rows per rayon task: enough work per task to amortise scheduling.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (16384 / row_len.max(1)).max(1)

@@ -10,7 +10,7 @@ use crate::data::blank::ObjectiveTokens;
 use crate::data::corpus::TokenCorpus;
 use crate::data::stream::{sentence_end_ids, Batch, BatchStream, Cursor, Documents, StreamConfig};
 use crate::model::glm::GlmConfig;
-use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig, ModelKind};
+use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig};
 use crate::tokenizer::{padded_vocab_size, Tokenizer};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -194,7 +194,6 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     if cfg.seq_len > g.max_sequence_length {
         return Err(Error::input(format!("seq_len {} exceeds the model's max_sequence_length {}", cfg.seq_len, g.max_sequence_length)));
     }
-    debug_assert_eq!(model_cfg.kind(), ModelKind::Glm);
     let dev = Device::Cpu;
     let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
     let mut params: Vec<(String, Var)> =
