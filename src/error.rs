@@ -90,3 +90,15 @@ pub fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(bytes)
         .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))
 }
+
+/// Writes a file atomically: to a temporary file beside it, then renamed over it, so a crash never leaves
+/// a half-written file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let done = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    done.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

@@ -1,8 +1,9 @@
-//! `wenhui data prepare`, and the input options shared with `wenhui tokenizer train`.
+//! `wenhui data prepare` / `split`, and the input options shared with `wenhui tokenizer train`.
 
 use std::path::PathBuf;
 
 use wenhui::data::prepare::{prepare, PrepareOptions, DEFAULT_SHARD_TOKENS};
+use wenhui::data::split::{split_lines, SplitPart};
 use wenhui::data::reader::{InputFormat, OnError, ReadOptions};
 use wenhui::tokenizer::Tokenizer;
 
@@ -11,6 +12,23 @@ use wenhui::tokenizer::Tokenizer;
 pub enum Command {
     /// Tokenize text / JSONL files into a memory-mapped token corpus (shards + index.json + tokenizer).
     Prepare(PrepareArgs),
+    /// Split a JSONL / line file into named parts (e.g. train and held-out) with a fixed seed.
+    Split(SplitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SplitArgs {
+    /// Parts and their shares of the lines, e.g. "heldout=0.05,train=0.95"; written as OUT/NAME.jsonl.
+    #[arg(long, default_value = "heldout=0.05,train=0.95")]
+    parts: String,
+    /// Seed of the shuffle: the same seed always gives the same files.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// The file to split (one document per non-blank line).
+    input: PathBuf,
 }
 
 /// How input files are read (shared by `data prepare` and `tokenizer train`).
@@ -95,7 +113,18 @@ pub struct PrepareArgs {
 pub fn run(c: Command) -> anyhow::Result<()> {
     match c {
         Command::Prepare(a) => run_prepare(a),
+        Command::Split(a) => run_split(a),
     }
+}
+
+fn run_split(a: SplitArgs) -> anyhow::Result<()> {
+    let parts = SplitPart::parse_list(&a.parts)?;
+    let r = split_lines(&a.input, &parts, a.seed, &a.output)?;
+    println!("{} lines from {} (seed {})", r.lines, a.input.display(), a.seed);
+    for (name, path, n) in &r.parts {
+        println!("  {name:<12} {n:>8} lines  {}", path.display());
+    }
+    Ok(())
 }
 
 fn run_prepare(a: PrepareArgs) -> anyhow::Result<()> {

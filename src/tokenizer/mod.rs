@@ -27,7 +27,7 @@ use tokenizers::{Encoding, Model, ModelWrapper};
 pub use chars::CharVocab;
 pub use special::SpecialTokens;
 
-use crate::error::{read_text, Error, Result};
+use crate::error::{read_text, write_atomic, Error, Result};
 
 /// Name of the file [`Tokenizer::save`] writes next to `tokenizer.json` to remember the family and command-token ids.
 pub const SIDECAR_FILE: &str = "wenhui_tokenizer.json";
@@ -243,16 +243,6 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let done = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    done.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }
 
 fn detect_family(tok: &tokenizers::Tokenizer) -> TokenizerFamily {

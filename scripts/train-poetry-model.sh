@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Rebuilds the embedded poetry GLM (models/poetry-glm) and the judge model of `wenhui eval poems`
+# from ../shared/data/poetry/tang_jintishi.jsonl, with wenhui alone. Usage:
+#   scripts/train-poetry-model.sh [path/to/tang_jintishi.jsonl]
+# Steps: a fixed 5% held-out split (never trained on) and two disjoint halves of the rest (generator,
+# judge); a character tokenizer on the training halves; token corpora; the two pretraining runs; the
+# export of the generator's final checkpoint as f16 into models/poetry-glm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/poetry/tang_jintishi.jsonl}
+W=${WENHUI:-target/release/wenhui}
+TEMPLATE='题名：{title}；作者：{author}；体裁：{form}；正文：{text}'
+[ -x "$W" ] || cargo build --release
+
+$W data split --parts heldout=0.05,generator=0.475,judge=0.475 --seed 2021 -o runs/poetry-data "$DATA"
+$W tokenizer train --kind chars --vocab-size 8000 --min-frequency 1 --template "$TEMPLATE" \
+  -o runs/poetry-tok runs/poetry-data/generator.jsonl runs/poetry-data/judge.jsonl
+for part in generator judge heldout; do
+  $W data prepare --tokenizer runs/poetry-tok --template "$TEMPLATE" --overwrite \
+    -o runs/poetry-corpus-$part runs/poetry-data/$part.jsonl
+done
+# The two runs are independent: on a 2-core machine run them side by side with one thread each.
+RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-generator.toml &
+RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-judge.toml &
+wait
+$W plot runs/poetry-generator/metrics.jsonl -o models/poetry-glm/loss.png
+$W export --dtype f16 runs/poetry-generator -o models/poetry-glm

@@ -1,0 +1,173 @@
+//! Deterministic train / held-out splits of line-oriented files (JSONL or one document per line).
+//!
+//! Every non-blank line is assigned to exactly one named part. Lines are shuffled with a seeded ChaCha
+//! permutation, the parts take consecutive runs of it sized by their fractions, and each part keeps the
+//! input's original line order, so the same seed always gives byte-identical files.
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::{read_file, write_atomic, Error, Result};
+
+/// One named part of a split and its share of the lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitPart {
+    /// File stem of the part (`OUT/{name}.jsonl`); letters, digits, `-` and `_`.
+    pub name: String,
+    /// Share of the lines, in (0, 1]; the shares of all parts sum to 1.
+    pub fraction: f64,
+}
+
+impl SplitPart {
+    /// Parses `"heldout=0.05,train=0.95"`.
+    pub fn parse_list(spec: &str) -> Result<Vec<SplitPart>> {
+        let parts = spec
+            .split(',')
+            .map(|item| {
+                let (name, frac) = item
+                    .split_once('=')
+                    .ok_or_else(|| Error::input(format!("split part `{item}` must look like NAME=FRACTION, e.g. heldout=0.05")))?;
+                let fraction = frac
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| Error::input(format!("split part `{item}`: `{frac}` is not a number")))?;
+                Ok(SplitPart { name: name.trim().to_string(), fraction })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        validate(&parts)?;
+        Ok(parts)
+    }
+}
+
+fn validate(parts: &[SplitPart]) -> Result<()> {
+    if parts.is_empty() {
+        return Err(Error::input("a split needs at least one part"));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Error::input(format!("split part name `{}` must be letters, digits, `-` or `_`", p.name)));
+        }
+        if parts[..i].iter().any(|q| q.name == p.name) {
+            return Err(Error::input(format!("split part `{}` is named twice", p.name)));
+        }
+        if !(p.fraction > 0.0 && p.fraction <= 1.0) {
+            return Err(Error::input(format!("split part `{}`: fraction {} must be in (0, 1]", p.name, p.fraction)));
+        }
+    }
+    let sum: f64 = parts.iter().map(|p| p.fraction).sum();
+    if (sum - 1.0).abs() > 1e-6 {
+        return Err(Error::input(format!("split fractions sum to {sum}, not 1")));
+    }
+    Ok(())
+}
+
+/// What [`split_lines`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    /// Non-blank lines read.
+    pub lines: usize,
+    /// `(name, file, lines)` per part, in the order given.
+    pub parts: Vec<(String, PathBuf, usize)>,
+}
+
+/// How many of `n` lines each part gets: floor of the share, the remainder to the largest fractional parts
+/// (ties to the earlier part), so the counts always sum to `n`.
+pub fn part_sizes(n: usize, parts: &[SplitPart]) -> Vec<usize> {
+    let exact: Vec<f64> = parts.iter().map(|p| p.fraction * n as f64).collect();
+    let mut sizes: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));
+    let mut left = n.saturating_sub(sizes.iter().sum());
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        sizes[i] += 1;
+        left -= 1;
+    }
+    sizes
+}
+
+/// Splits the non-blank lines of `input` into `out_dir/{part}.{ext}` (the input's extension, `jsonl` if it
+/// has none). Lines are copied byte for byte; files are written atomically.
+pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path) -> Result<SplitReport> {
+    validate(parts)?;
+    let bytes = read_file(input)?;
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    if lines.is_empty() {
+        return Err(Error::file(input, "has no non-blank lines to split"));
+    }
+    let mut order: Vec<usize> = (0..lines.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("jsonl");
+    let mut report = SplitReport { lines: lines.len(), parts: vec![] };
+    let mut start = 0;
+    for (part, size) in parts.iter().zip(part_sizes(lines.len(), parts)) {
+        let mut ids = order[start..start + size].to_vec();
+        start += size;
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.iter().map(|&i| lines[i].len() + 1).sum());
+        for i in ids {
+            out.extend_from_slice(lines[i]);
+            out.push(b'\n');
+        }
+        let path = out_dir.join(format!("{}.{ext}", part.name));
+        write_atomic(&path, &out)?;
+        report.parts.push((part.name.clone(), path, size));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_sum_to_total() {
+        let parts = SplitPart::parse_list("heldout=0.05,generator=0.475,judge=0.475").unwrap();
+        for n in [1, 7, 100, 36487] {
+            let s = part_sizes(n, &parts);
+            assert_eq!(s.iter().sum::<usize>(), n);
+        }
+        assert_eq!(part_sizes(100, &parts), vec![5, 48, 47]);
+    }
+
+    #[test]
+    fn bad_specs_are_errors() {
+        for bad in ["", "a", "a=x", "a=0.5", "a=0.5,a=0.5", "a b=1", "a=0,b=1", "a=1.5,b=-0.5"] {
+            assert!(SplitPart::parse_list(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn split_is_deterministic_and_complete() {
+        let dir = std::env::temp_dir().join(format!("wenhui-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.jsonl");
+        let text: String = (0..50).map(|i| format!("{{\"i\":{i}}}\n\n")).collect();
+        std::fs::write(&input, text).unwrap();
+        let parts = SplitPart::parse_list("a=0.2,b=0.8").unwrap();
+        let r1 = split_lines(&input, &parts, 7, &dir.join("one")).unwrap();
+        let r2 = split_lines(&input, &parts, 7, &dir.join("two")).unwrap();
+        assert_eq!(r1.lines, 50);
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let (a, b) = (read(&r1.parts[0].1), read(&r1.parts[1].1));
+        assert_eq!(a.lines().count(), 10);
+        assert_eq!(b.lines().count(), 40);
+        assert_eq!(a, read(&r2.parts[0].1));
+        let mut all: Vec<&str> = a.lines().chain(b.lines()).collect();
+        all.sort_by_key(|l| l[5..l.len() - 1].parse::<u32>().unwrap());
+        assert_eq!(all.len(), 50);
+        assert!(all.iter().enumerate().all(|(i, l)| *l == format!("{{\"i\":{i}}}")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
