@@ -15,7 +15,9 @@
 
 pub mod bench;
 pub mod data;
+pub mod embedded;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod ops;

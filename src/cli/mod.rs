@@ -3,10 +3,13 @@
 mod bench;
 mod common;
 mod data;
+mod eval;
+mod eval_poems;
 mod fill;
 mod inspect;
 mod logits;
 mod plot;
+mod poem;
 mod pretrain;
 mod tokenize;
 mod tokenizer_train;
@@ -34,6 +37,13 @@ enum Command {
     Logits(logits::Args),
     /// Fill `[MASK]` / `[sMASK]` / `[gMASK]` blanks with a GLM (greedy, sampling or beam search).
     Fill(fill::Args),
+    /// Write a classical Chinese poem for a title with inverse prompting (form, rhyme, acrostic).
+    Poem(Box<poem::PoemArgs>),
+    /// Answer a question sub-sentence by sub-sentence with inverse prompting.
+    Answer(Box<poem::AnswerArgs>),
+    /// Evaluate models on tasks.
+    #[command(subcommand)]
+    Eval(eval::Command),
     /// Train a tokenizer on text / JSONL files.
     #[command(subcommand)]
     Tokenizer(tokenizer_train::Command),
@@ -56,6 +66,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Fill(a) => fill::run(a),
+        Command::Poem(a) => poem::run_poem(*a),
+        Command::Answer(a) => poem::run_answer(*a),
+        Command::Eval(c) => eval::run(c),
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),

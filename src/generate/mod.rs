@@ -21,6 +21,7 @@
 mod beam;
 pub mod blank;
 mod decode;
+pub mod inverse;
 pub mod poetry;
 mod processors;
 

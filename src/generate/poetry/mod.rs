@@ -24,7 +24,7 @@ mod rules;
 mod score;
 mod tables;
 
-pub use check::{check_line, check_poem, split_lines, PoemLine};
+pub use check::{check_line, check_poem, is_cjk, split_lines, PoemLine};
 pub use rules::{
     Constraints, Form, LineStatus, LineVerdict, RhymeTable, Rule, Strictness, Verdict, Violation, ACROSTIC_RELAXED_RULES, DEFAULT_BANNED,
 };

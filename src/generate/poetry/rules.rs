@@ -35,6 +35,16 @@ impl Form {
         }
     }
 
+    /// The full name used in the corpus and in prompts (`五言绝句`, `七言绝句`, `五言律诗`, `七言律诗`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::WuJue => "五言绝句",
+            Form::QiJue => "七言绝句",
+            Form::WuLv => "五言律诗",
+            Form::QiLv => "七言律诗",
+        }
+    }
+
     /// Canonical end punctuation of line `k` (0-based): `，` for odd lines (1st, 3rd, …), `。` for even.
     pub fn end_punct(k: usize) -> char {
         if k.is_multiple_of(2) {

@@ -1,0 +1,229 @@
+//! `wenhui poem` and `wenhui answer`: inverse-prompted generation from the command line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
+use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
+use wenhui::model::{load_model, LoadOptions};
+use wenhui::tokenizer::Tokenizer;
+
+/// Options every inverse-prompting command shares.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// Model directory (default: the embedded poetry GLM).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A task file (TOML) instead of the built-in template (see assets/tasks/).
+    #[arg(long)]
+    task: Option<PathBuf>,
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Live beams (default: the task's).
+    #[arg(long)]
+    beams: Option<usize>,
+    /// Candidates sampled per beam and unit (default: the task's).
+    #[arg(long)]
+    per_beam: Option<usize>,
+    /// Refinement rounds after the search (GLM only; default: the task's).
+    #[arg(long)]
+    refine: Option<usize>,
+    /// Rank by the forward log-probability only (the paper's search baseline): no inverse prompting.
+    #[arg(long)]
+    no_inverse: bool,
+    /// Print one JSON object (text, units with their scores, timing) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// After the text, show each step's top candidates with forward, inverse and format scores.
+    #[arg(long)]
+    explain: bool,
+}
+
+impl SearchArgs {
+    fn task(&self, builtin: &str) -> anyhow::Result<Task> {
+        let mut t = match &self.task {
+            Some(p) => Task::from_file(p)?,
+            None => Task::builtin(builtin)?,
+        };
+        if let Some(b) = self.beams {
+            t.search.beams = b;
+        }
+        if let Some(n) = self.per_beam {
+            t.search.per_beam = n;
+            t.search.first_pool = t.search.first_pool.max(n);
+        }
+        if let Some(r) = self.refine {
+            t.search.refine_rounds = r;
+        }
+        t.validate()?;
+        Ok(t)
+    }
+
+    fn options(&self) -> InverseOptions {
+        InverseOptions { seed: self.seed, use_inverse: !self.no_inverse, explain: self.explain, ..Default::default() }
+    }
+
+    fn load(&self) -> anyhow::Result<(Box<dyn wenhui::model::Backbone>, Tokenizer)> {
+        let dir = match &self.model {
+            Some(d) => d.clone(),
+            None => wenhui::embedded::poetry_model_dir()?,
+        };
+        let m = load_model(&dir, &LoadOptions::default())?;
+        let tok = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
+        Ok((m.backbone, tok))
+    }
+}
+
+/// `wenhui poem`
+#[derive(Debug, clap::Args)]
+pub struct PoemArgs {
+    /// The title (simplified or traditional), e.g. 虹桥机场.
+    #[arg(long)]
+    title: String,
+    /// Form: 五绝, 七绝, 五律 or 七律 (also wujue, qijue, wulv, qilv).
+    #[arg(long, default_value = "五绝")]
+    form: String,
+    /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬.
+    #[arg(long, default_value = "")]
+    acrostic: String,
+    /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
+    #[arg(long, default_value = "pingshui")]
+    rhyme: String,
+    /// The author named in the prompt (a style hint).
+    #[arg(long, default_value = "李白")]
+    author: String,
+    #[command(flatten)]
+    search: SearchArgs,
+}
+
+/// `wenhui answer`
+#[derive(Debug, clap::Args)]
+pub struct AnswerArgs {
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// A longer description of the question.
+    #[arg(long, default_value = "")]
+    description: String,
+    #[command(flatten)]
+    search: SearchArgs,
+}
+
+pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
+    let constraints = Constraints::parse(&a.form, &a.rhyme, &a.acrostic)?;
+    let title: String = a.title.trim().chars().map(to_simplified).collect();
+    if title.is_empty() {
+        anyhow::bail!("--title is empty: give the poem a title, e.g. --title 虹桥机场");
+    }
+    let task = a.search.task("poem")?;
+    let mut given = BTreeMap::from([("title".to_string(), title.clone()), ("author".into(), a.author.clone())]);
+    given.insert("form".into(), constraints.form.name().into());
+    let fields = task.fields(&given)?;
+    let mut rules = PoemRules::new(constraints.clone());
+    let (model, tok) = a.search.load()?;
+    let cx = Context::new(model.as_ref(), &tok)?;
+    if !a.search.json {
+        println!("《{title}》");
+    }
+    let out = run(&cx, &task, &fields, &mut rules, &a.search, &|_, u| u.to_string(), true)?;
+    let verdict = check_poem(&out.text, &constraints)?;
+    if a.search.json {
+        let v = serde_json::json!({
+            "title": title, "form": constraints.form.name(), "acrostic": a.acrostic, "rhyme": a.rhyme,
+            "seed": a.search.seed, "text": out.text, "lines": out.units.iter().map(|u| &u.text).collect::<Vec<_>>(),
+            "constraints_ok": verdict.is_ok(), "violations": verdict.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+            "result": out,
+        });
+        println!("{v}");
+    } else {
+        eprintln!(
+            "[{} · {} · seed {} · score {:.2} · {} candidates scored · {} refined · {:.1} s · constraints {}]",
+            Form::name(constraints.form),
+            a.rhyme,
+            a.search.seed,
+            out.score,
+            out.candidates_scored,
+            out.refined,
+            out.elapsed_ms / 1e3,
+            if verdict.is_ok() { "ok".to_string() } else { verdict.to_string() }
+        );
+    }
+    Ok(())
+}
+
+pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {
+    let task = a.search.task("answer")?;
+    let given = BTreeMap::from([("question".to_string(), a.question.clone()), ("description".into(), a.description.clone())]);
+    let fields = task.fields(&given)?;
+    let mut rules = PlainRules::new(task.units.clone());
+    let (model, tok) = a.search.load()?;
+    let cx = Context::new(model.as_ref(), &tok)?;
+    let out = run(&cx, &task, &fields, &mut rules, &a.search, &|_, u| u.to_string(), false)?;
+    if a.search.json {
+        println!(
+            "{}",
+            serde_json::json!({"question": a.question, "description": a.description, "seed": a.search.seed, "text": out.text, "result": out})
+        );
+    } else {
+        println!();
+        eprintln!(
+            "[seed {} · score {:.2} · {} candidates scored · {:.1} s]",
+            a.search.seed,
+            out.score,
+            out.candidates_scored,
+            out.elapsed_ms / 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Runs the search, streaming decided units to stdout (one per line for poems), then the explanation.
+fn run(
+    cx: &Context<'_>,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    rules: &mut dyn UnitRules,
+    s: &SearchArgs,
+    show: &dyn Fn(usize, &str) -> String,
+    line_per_unit: bool,
+) -> anyhow::Result<InverseResult> {
+    let json = s.json;
+    let mut print = |k: usize, u: &str| {
+        if json {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = if line_per_unit { writeln!(out, "{}", show(k, u)) } else { write!(out, "{}", show(k, u)) };
+        let _ = out.flush();
+    };
+    let out = generate_inverse(cx, task, fields, rules, &s.options(), Some(&mut print))?;
+    if out.refined > 0 && !json {
+        println!("refined ({} unit{} replaced):", out.refined, if out.refined == 1 { "" } else { "s" });
+        let sep = if line_per_unit { "\n" } else { "" };
+        println!("{}", out.units.iter().map(|u| u.text.as_str()).collect::<Vec<_>>().join(sep));
+    }
+    if s.explain && !json {
+        println!("\nexplain (per unit: the best candidates; fwd = log p forward, ip = inverse log p, fmt = format score)");
+        for step in &out.explain {
+            let what = if step.refine { "refine unit" } else { "unit" };
+            println!("{what} {} ({} sampled)", step.unit + 1, step.sampled);
+            for r in &step.top {
+                println!(
+                    "  {} {:<12} fwd {:>8.2}  ip {:>8.2}  copy {:>6.2}  hinge {:>5.2}  fmt {:>6.2}  total {:>8.2}  beam {:>8.2}",
+                    if r.kept { "*" } else { " " },
+                    r.unit.text,
+                    r.unit.forward,
+                    r.unit.inverse,
+                    r.unit.copy_penalty,
+                    r.unit.hinge,
+                    r.unit.format,
+                    r.unit.total,
+                    r.beam_score
+                );
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,3 @@
+//! Evaluation: task-level metrics over generated text.
+
+pub mod poems;

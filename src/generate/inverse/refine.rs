@@ -1,0 +1,107 @@
+//! Refinement (GLM-iprompt `refine_poem` / `refine_answer`): every unit in turn is blanked out and
+//! re-infilled given both sides; a new unit replaces the current one only when it scores higher in
+//! the same context (the current unit competes as one more candidate, the official `excess_beam`).
+
+use std::collections::BTreeMap;
+
+use rand_chacha::ChaCha8Rng;
+
+use super::context::{Context, Prepared};
+use super::rules::UnitRules;
+use super::sampler::{sample_units, Candidate, SampleSpec};
+use super::scorer::SpanRow;
+use super::search::{accepts_with, unit_score, window, ExplainRow, ExplainStep, InverseOptions, UnitScore};
+use super::template::{render, Task, Window};
+use crate::generate::GlmBlankInputs;
+use crate::{Error, Result};
+
+/// One refinement round over all units; returns how many were replaced.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn refine_round(
+    cx: &Context<'_>,
+    prep: &Prepared,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    rules: &dyn UnitRules,
+    opts: &InverseOptions,
+    units: &mut [String],
+    scores: &mut [UnitScore],
+    rng: &mut ChaCha8Rng,
+    explain: &mut Vec<ExplainStep>,
+) -> Result<usize> {
+    let (cls, _) = cx.glm_cls_sop().ok_or_else(|| Error::input("refinement needs a GLM model"))?;
+    let mask = cx.tokenizer.special.get("mask")?;
+    let allowed = cx.allowed_tokens(rules);
+    let mut changed = 0;
+    for i in 0..units.len() {
+        let text = units[..i].concat() + "[MASK]" + &units[i + 1..].concat();
+        let mut a = vec![cls];
+        a.extend(cx.tokenizer.encode(&render(&task.forward.prompt, fields, &text), false)?);
+        if task.forward.append_eos {
+            a.push(cx.tokenizer.special.get("eos")?);
+        }
+        let Some(mask_position) = a.iter().position(|&t| t == mask) else {
+            return Err(Error::input("refinement: the tokenizer did not keep [MASK] as one token"));
+        };
+        let (cache, logits) = cx.blank_pass(&a, mask_position)?;
+        let inputs = GlmBlankInputs { mask_position, max_block_position: cx.model.info().max_positions };
+        let head = rules.head(i).map(|c| cx.head_tokens(c)).transpose()?;
+        let before = units[..i].to_vec();
+        let check = |t: &str| rules.check(&before, t);
+        let spec = SampleSpec {
+            allowed: &allowed,
+            first: head.as_deref(),
+            stops: &[],
+            check: &check,
+            decode: &|ids| cx.decode(ids),
+            max_tokens: task.units.max_chars + 1,
+            temperature: task.search.temperature,
+            max_redraws: task.search.max_redraws,
+        };
+        let mut cands: Vec<Candidate> = sample_units(cx.model, &cache, &logits, &inputs, 1, task.search.per_beam, &spec, rng)?
+            .into_iter()
+            .filter(|c| c.text != units[i] && accepts_with(rules, units, i, &c.text))
+            .collect();
+        if cands.is_empty() {
+            continue;
+        }
+        let current = cx.tokenizer.encode(&units[i], false)?;
+        let forward = cx.span_scores(&[SpanRow { context: a.clone(), mask_position, target: current.clone() }])?[0];
+        cands.insert(0, Candidate { tokens: current, text: units[i].clone(), forward, end: false });
+        let windows: Vec<String> = cands
+            .iter()
+            .map(|c| {
+                let mut all = units.to_vec();
+                all[i] = c.text.clone();
+                match task.inverse.window {
+                    Window::All => all.concat(),
+                    w => window(w, &units[..i], &c.text),
+                }
+            })
+            .collect();
+        let ips = if opts.use_inverse { cx.inverse_scores(prep, task, &windows)? } else { vec![0.0; cands.len()] };
+        let scored: Vec<UnitScore> = cands
+            .iter()
+            .zip(&ips)
+            .zip(&windows)
+            .map(|((c, &ip), w)| unit_score(task, rules, &units[..i], c, ip, w, fields, opts.use_inverse))
+            .collect();
+        let best = (0..scored.len()).max_by(|&x, &y| scored[x].total.total_cmp(&scored[y].total)).unwrap_or(0);
+        if opts.explain {
+            let mut order: Vec<usize> = (0..scored.len()).collect();
+            order.sort_by(|&x, &y| scored[y].total.total_cmp(&scored[x].total));
+            let top = order
+                .iter()
+                .take(opts.explain_top.max(1))
+                .map(|&j| ExplainRow { parent: 0, unit: scored[j].clone(), beam_score: scored[j].total, kept: j == best })
+                .collect();
+            explain.push(ExplainStep { unit: i, refine: true, sampled: cands.len(), top });
+        }
+        if best != 0 {
+            changed += 1;
+            units[i] = cands[best].text.clone();
+        }
+        scores[i] = scored[best].clone();
+    }
+    Ok(changed)
+}

@@ -1,0 +1,204 @@
+//! The unit sampler: `n` candidate units (lines, sub-sentences) drawn in one batch from one beam.
+//!
+//! The official code grows a visit-count-discounted tree one path at a time (`generate_sentence`).
+//! Here all rows of a beam advance together through one batched cache: every row draws a token from
+//! the tempered distribution over the allowed tokens; when the unit so far breaks a hard rule the
+//! token is banned for that row and re-drawn (up to `max_redraws`), so invalid prefixes are pruned as
+//! early as in the official filter. Duplicate units are dropped. The forward score of a unit is the
+//! sum of its tokens' log-probabilities at temperature 1 under the unprocessed model distribution
+//! (the official `cum`).
+
+use candle_core::Tensor;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::scorer::log_softmax64;
+use crate::generate::poetry::LineStatus;
+use crate::generate::StepInputs;
+use crate::model::{Backbone, KvCache};
+use crate::Result;
+
+/// One sampled unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Its tokens (a stop token alone for an end-of-text candidate).
+    pub tokens: Vec<u32>,
+    /// Its text.
+    pub text: String,
+    /// Sum of the tokens' log-probabilities (temperature 1).
+    pub forward: f64,
+    /// True for the end-of-text candidate (a stop token drawn at the start of a unit).
+    pub end: bool,
+}
+
+/// What the sampler needs to know about the task.
+pub struct SampleSpec<'a> {
+    /// Tokens that may be drawn at all (index = token id).
+    pub allowed: &'a [bool],
+    /// If set, the first token must be one of these (acrostic heads).
+    pub first: Option<&'a [u32]>,
+    /// Stop tokens, allowed only as a unit's first token (the text ends there).
+    pub stops: &'a [u32],
+    /// Verdict on a unit's text so far.
+    pub check: &'a dyn Fn(&str) -> LineStatus,
+    /// Token ids → text.
+    pub decode: &'a dyn Fn(&[u32]) -> Result<String>,
+    /// Most tokens in one unit.
+    pub max_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Most re-draws of one token.
+    pub max_redraws: usize,
+}
+
+struct Row {
+    tokens: Vec<u32>,
+    forward: f64,
+    live: bool,
+}
+
+/// Draws up to `n` distinct units continuing `cache` (one row), whose next-token logits are
+/// `logits`. `inputs`/`offset` place the new tokens (see [`StepInputs`]); the cache is not changed.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_units(
+    model: &dyn Backbone,
+    cache: &KvCache,
+    logits: &[f32],
+    inputs: &dyn StepInputs,
+    offset: usize,
+    n: usize,
+    spec: &SampleSpec<'_>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Candidate>> {
+    let mut rows: Vec<Row> = (0..n).map(|_| Row { tokens: vec![], forward: 0.0, live: true }).collect();
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut batch: Option<KvCache> = None;
+    let mut step_logits: Vec<Vec<f32>> = vec![logits.to_vec(); n];
+    for step in 0..spec.max_tokens {
+        let mut fed = Vec::with_capacity(n);
+        for (r, row) in rows.iter_mut().enumerate() {
+            if !row.live {
+                fed.push(row.tokens.last().copied().unwrap_or(0));
+                continue;
+            }
+            let logp = log_softmax64(&step_logits[r]);
+            let first = (step == 0).then_some(spec.first).flatten();
+            let mut banned: Vec<u32> = Vec::new();
+            let mut decided = None;
+            for _ in 0..=spec.max_redraws {
+                let Some(tok) = draw(&step_logits[r], spec, first, step == 0, &banned, rng) else { break };
+                if spec.stops.contains(&tok) {
+                    decided = Some((tok, LineStatus::Complete, true));
+                    break;
+                }
+                let mut toks = row.tokens.clone();
+                toks.push(tok);
+                let text = (spec.decode)(&toks)?;
+                match (spec.check)(&text) {
+                    LineStatus::Rejected => banned.push(tok),
+                    s => {
+                        decided = Some((tok, s, false));
+                        break;
+                    }
+                }
+            }
+            if decided.is_none() {
+                decided = best_valid(&step_logits[r], spec, first, &banned, &row.tokens)?;
+            }
+            let Some((tok, status, end)) = decided else {
+                row.live = false;
+                fed.push(0);
+                continue;
+            };
+            row.tokens.push(tok);
+            row.forward += logp[tok as usize];
+            if status == LineStatus::Complete {
+                row.live = false;
+                let text = if end { String::new() } else { (spec.decode)(&row.tokens)? };
+                if !out.iter().any(|c| c.tokens == row.tokens || (!end && c.text == text)) {
+                    out.push(Candidate { tokens: row.tokens.clone(), text, forward: row.forward, end });
+                }
+            }
+            fed.push(tok);
+        }
+        if !rows.iter().any(|r| r.live) {
+            break;
+        }
+        if step + 1 == spec.max_tokens {
+            break;
+        }
+        let b = match batch.as_mut() {
+            Some(b) => b,
+            None => {
+                let mut c = cache.clone();
+                c.reorder(&Tensor::from_vec(vec![0u32; n], n, model.device())?)?;
+                batch.insert(c)
+            }
+        };
+        let ids = Tensor::from_vec(fed, (n, 1), model.device())?;
+        let o = model.forward(&inputs.input(ids, offset + step)?, Some(b))?;
+        step_logits = o.logits.squeeze(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+    }
+    Ok(out)
+}
+
+/// After the random re-draws failed: the most likely allowed token that keeps the unit valid (so a
+/// rare valid token, e.g. a rhyme, is still found), checking at most `FALLBACK_CHECKS` tokens.
+fn best_valid(
+    logits: &[f32],
+    spec: &SampleSpec<'_>,
+    first: Option<&[u32]>,
+    banned: &[u32],
+    prefix: &[u32],
+) -> Result<Option<(u32, LineStatus, bool)>> {
+    const FALLBACK_CHECKS: usize = 4096;
+    let mut order: Vec<u32> = match first {
+        Some(f) => f.to_vec(),
+        None => (0..logits.len() as u32).filter(|&t| spec.allowed.get(t as usize).copied().unwrap_or(false)).collect(),
+    };
+    order.retain(|t| !banned.contains(t) && !spec.stops.contains(t));
+    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+    let mut toks = prefix.to_vec();
+    toks.push(0);
+    for &t in order.iter().take(FALLBACK_CHECKS) {
+        *toks.last_mut().expect("pushed above") = t;
+        match (spec.check)(&(spec.decode)(&toks)?) {
+            LineStatus::Rejected => {}
+            s => return Ok(Some((t, s, false))),
+        }
+    }
+    Ok(None)
+}
+
+/// One token from `softmax(logits / T)` over the allowed, not banned tokens (stops only when `at_start`).
+fn draw(logits: &[f32], spec: &SampleSpec<'_>, first: Option<&[u32]>, at_start: bool, banned: &[u32], rng: &mut ChaCha8Rng) -> Option<u32> {
+    let ok = |t: usize| {
+        let t32 = t as u32;
+        if banned.contains(&t32) {
+            return false;
+        }
+        if spec.stops.contains(&t32) {
+            return at_start && first.is_none();
+        }
+        match first {
+            Some(f) => f.contains(&t32),
+            None => spec.allowed.get(t).copied().unwrap_or(false),
+        }
+    };
+    let max = logits.iter().enumerate().filter(|(t, _)| ok(*t)).map(|(_, &x)| x).fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return None;
+    }
+    let t = spec.temperature as f64;
+    let weights: Vec<(usize, f64)> =
+        logits.iter().enumerate().filter(|(i, _)| ok(*i)).map(|(i, &x)| (i, ((x - max) as f64 / t).exp())).collect();
+    let total: f64 = weights.iter().map(|w| w.1).sum();
+    let mut u = rng.random::<f64>() * total;
+    for &(i, w) in &weights {
+        if u < w {
+            return Some(i as u32);
+        }
+        u -= w;
+    }
+    weights.last().map(|w| w.0 as u32)
+}

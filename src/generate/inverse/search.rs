@@ -1,0 +1,412 @@
+//! Beam search over units with inverse-prompting scores (spec inverse-prompting §3.6, §6).
+//!
+//! Every step: each live beam samples candidate units ([`sample_units`]); all surviving candidates
+//! of all beams are inverse-scored in one padded batch; `score = λ1·ip − copy − hinge(fwd) + λ3·fmt`
+//! is added to the parent's score; the best beams are kept with per-parent and shared-prefix caps.
+//! Optional refinement rounds then re-infill every unit given both sides (GLM) and keep a new unit
+//! only when it scores higher than the current one in the same context.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::context::Context;
+use super::rules::UnitRules;
+use super::sampler::{sample_units, Candidate, SampleSpec};
+use super::template::{Task, Window};
+use crate::generate::poetry::LineStatus;
+use crate::model::KvCache;
+use crate::{Error, Result};
+
+/// How a run behaves beyond the task file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InverseOptions {
+    /// Seed of the sampler: the same seed gives the same text.
+    pub seed: u64,
+    /// `false` runs the same search ranked by the forward log-probability (the paper's "search
+    /// baseline"): no inverse pass at all.
+    pub use_inverse: bool,
+    /// Keep the top candidates of every step for [`InverseResult::explain`].
+    pub explain: bool,
+    /// Candidates kept per step in the explanation.
+    pub explain_top: usize,
+}
+
+impl Default for InverseOptions {
+    fn default() -> Self {
+        Self { seed: 0, use_inverse: true, explain: false, explain_top: 5 }
+    }
+}
+
+/// The score of one unit and its parts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitScore {
+    /// The unit's text.
+    pub text: String,
+    /// Sum of its tokens' log-probabilities given everything before it.
+    pub forward: f64,
+    /// Inverse log-likelihood of the prompt field given the window (0 without inverse).
+    pub inverse: f64,
+    /// Penalty for copying target characters into the window.
+    pub copy_penalty: f64,
+    /// Hinge penalty on the forward negative log-likelihood per character.
+    pub hinge: f64,
+    /// The task's soft format score.
+    pub format: f64,
+    /// The combined score added to the beam.
+    pub total: f64,
+}
+
+/// One candidate in the explanation of a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainRow {
+    /// Index of the beam it extends.
+    pub parent: usize,
+    /// The candidate and its score parts.
+    pub unit: UnitScore,
+    /// The beam's score with it.
+    pub beam_score: f64,
+    /// Whether it was kept.
+    pub kept: bool,
+}
+
+/// One step of the explanation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainStep {
+    /// Unit index (0-based).
+    pub unit: usize,
+    /// True for a refinement step (the unit re-infilled given both sides).
+    pub refine: bool,
+    /// Candidates sampled (after de-duplication) across beams.
+    pub sampled: usize,
+    /// The best candidates, best first.
+    pub top: Vec<ExplainRow>,
+}
+
+/// What [`generate_inverse`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InverseResult {
+    /// The generated text.
+    pub text: String,
+    /// Its units with their scores.
+    pub units: Vec<UnitScore>,
+    /// Sum of the unit scores.
+    pub score: f64,
+    /// Units replaced by refinement.
+    pub refined: usize,
+    /// Candidates inverse-scored in total.
+    pub candidates_scored: usize,
+    /// Wall time in milliseconds.
+    pub elapsed_ms: f64,
+    /// Per-step top candidates (with `explain`).
+    pub explain: Vec<ExplainStep>,
+}
+
+#[derive(Clone)]
+struct Beam {
+    units: Vec<String>,
+    tokens: Vec<u32>,
+    scores: Vec<UnitScore>,
+    total: f64,
+    cache: KvCache,
+    logits: Vec<f32>,
+}
+
+impl Beam {
+    fn text(&self) -> String {
+        self.units.concat()
+    }
+}
+
+/// Generates with inverse prompting: `task` with the field values `fields` (defaults filled in),
+/// `rules` for the hard filter and format score. `on_unit(k, text)` is called once for every unit as
+/// soon as it is decided (all live beams agree on it), in order.
+pub fn generate_inverse(
+    cx: &Context<'_>,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    rules: &mut dyn UnitRules,
+    opts: &InverseOptions,
+    mut on_unit: Option<&mut dyn FnMut(usize, &str)>,
+) -> Result<InverseResult> {
+    let start = Instant::now();
+    let prep = cx.prepare(task, fields)?;
+    rules.set_context(&fields.values().cloned().collect::<Vec<_>>().join("|"));
+    let rules: &dyn UnitRules = rules;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let allowed = cx.allowed_tokens(rules);
+    let (cache, logits) = cx.forward_root(&prep)?;
+    let mut live = vec![Beam { units: vec![], tokens: vec![], scores: vec![], total: 0.0, cache, logits }];
+    let mut finished: Vec<(f64, Beam)> = Vec::new();
+    let mut explain = Vec::new();
+    let mut scored = 0usize;
+    let mut streamed = 0usize;
+    let s = &task.search;
+    for k in 0..task.units.max_units {
+        let head_tokens = rules.head(k).map(|c| cx.head_tokens(c)).transpose()?;
+        // Stop before a unit could run past the model's positions.
+        let used = prep.offset + live.iter().map(|b| b.tokens.len()).max().unwrap_or(0);
+        if used + task.units.max_chars + 2 > cx.model.info().max_positions {
+            break;
+        }
+        let mut pool: Vec<(usize, Candidate)> = Vec::new();
+        // A step where every row died is retried with more rows before the search gives up.
+        for attempt in 0..3 {
+            if !pool.is_empty() {
+                break;
+            }
+            for (b, beam) in live.iter().enumerate() {
+                let units = beam.units.clone();
+                let check = |t: &str| rules.check(&units, t);
+                let spec = SampleSpec {
+                    allowed: &allowed,
+                    first: head_tokens.as_deref(),
+                    stops: if rules.may_end(&beam.units) { &cx.stops } else { &[] },
+                    check: &check,
+                    decode: &|ids| cx.decode(ids),
+                    max_tokens: task.units.max_chars + 1,
+                    temperature: s.temperature,
+                    max_redraws: s.max_redraws,
+                };
+                let n = (if k == 0 { s.first_pool } else { s.per_beam }) << attempt;
+                let inputs = cx.step_inputs(&prep);
+                for c in
+                    sample_units(cx.model, &beam.cache, &beam.logits, inputs.as_ref(), prep.offset + beam.tokens.len(), n, &spec, &mut rng)?
+                {
+                    pool.push((b, c));
+                }
+            }
+        }
+        let sampled = pool.len();
+        // End-of-text candidates finish their beam.
+        let mut ended: Vec<usize> = pool.iter().filter(|(_, c)| c.end).map(|(b, _)| *b).collect();
+        ended.dedup();
+        for b in ended {
+            let beam = &live[b];
+            finished.push((beam.total / beam.units.len().max(1) as f64, beam.clone()));
+        }
+        pool.retain(|(_, c)| !c.end);
+        let windows: Vec<String> = pool.iter().map(|(b, c)| window(task.inverse.window, &live[*b].units, &c.text)).collect();
+        let ips = if opts.use_inverse { cx.inverse_scores(&prep, task, &windows)? } else { vec![0.0; pool.len()] };
+        scored += if opts.use_inverse { pool.len() } else { 0 };
+        let mut ranked: Vec<(usize, Candidate, UnitScore, f64)> = pool
+            .into_iter()
+            .zip(ips)
+            .zip(&windows)
+            .map(|(((b, c), ip), w)| {
+                let sc = unit_score(task, rules, &live[b].units, &c, ip, w, fields, opts.use_inverse);
+                let total = live[b].total + sc.total;
+                (b, c, sc, total)
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.3.total_cmp(&a.3));
+        let keep = select(&ranked, &live, s, k == 0);
+        if opts.explain {
+            let top = ranked
+                .iter()
+                .enumerate()
+                .take(opts.explain_top.max(1))
+                .map(|(i, r)| ExplainRow { parent: r.0, unit: r.2.clone(), beam_score: r.3, kept: keep.contains(&i) })
+                .collect();
+            explain.push(ExplainStep { unit: k, refine: false, sampled, top });
+        }
+        let mut next = Vec::with_capacity(keep.len());
+        for i in keep {
+            let (b, c, sc, total) = &ranked[i];
+            let parent = &live[*b];
+            let mut cache = parent.cache.clone();
+            let logits = cx.feed(&prep, &mut cache, &c.tokens, prep.offset + parent.tokens.len())?;
+            let mut beam = parent.clone();
+            beam.cache = cache;
+            beam.logits = logits;
+            beam.units.push(c.text.clone());
+            beam.tokens.extend(&c.tokens);
+            beam.scores.push(sc.clone());
+            beam.total = *total;
+            next.push(beam);
+        }
+        live = next;
+        // Completed texts leave the search.
+        let (done, running): (Vec<Beam>, Vec<Beam>) = live.into_iter().partition(|b| rules.complete(&b.units));
+        finished.extend(done.into_iter().map(|b| (b.total / b.units.len() as f64, b)));
+        live = running;
+        if let Some(cb) = on_unit.as_deref_mut() {
+            streamed = stream_common(&live, &finished, streamed, cb);
+        }
+        if live.is_empty() {
+            break;
+        }
+        // No live beam can plausibly beat the best finished text (official margin 2).
+        let best_fin = finished.iter().map(|f| f.0).fold(f64::NEG_INFINITY, f64::max);
+        let best_live = live.iter().map(|b| b.total / b.units.len() as f64).fold(f64::NEG_INFINITY, f64::max);
+        if finished.len() > 2 * s.beams || best_live < best_fin - 2.0 {
+            break;
+        }
+    }
+    if !rules.may_end(&[String::new()]) {
+        // Fixed forms: only complete texts count.
+        finished.retain(|(_, b)| rules.complete(&b.units));
+    } else {
+        finished.extend(live.into_iter().filter(|b| !b.units.is_empty()).map(|b| (b.total / b.units.len() as f64, b)));
+    }
+    let Some((_, best)) = finished.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)) else {
+        return Err(Error::input(
+            "no candidate satisfied every constraint: try another --seed, more beams, or fewer constraints (e.g. another rhyme table)",
+        ));
+    };
+    let mut units = best.units.clone();
+    let mut scores = best.scores.clone();
+    let mut refined = 0;
+    if s.refine_rounds > 0 && cx.is_glm() {
+        for _ in 0..s.refine_rounds {
+            let changed =
+                super::refine::refine_round(cx, &prep, task, fields, rules, opts, &mut units, &mut scores, &mut rng, &mut explain)?;
+            if opts.use_inverse {
+                scored += units.len() * (s.per_beam + 1);
+            }
+            refined += changed;
+            if changed == 0 {
+                break;
+            }
+        }
+    }
+    if let Some(cb) = on_unit {
+        // Units streamed before refinement replaced some are not repeated; the result has the final text.
+        for (k, u) in units.iter().enumerate().skip(streamed) {
+            cb(k, u);
+        }
+    }
+    let score = scores.iter().map(|u| u.total).sum();
+    Ok(InverseResult {
+        text: units.concat(),
+        units: scores,
+        score,
+        refined,
+        candidates_scored: scored,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
+        explain,
+    })
+}
+
+/// Indices (into `ranked`, best first) of the candidates kept: at most `beams`, at most
+/// `max_per_parent` per parent (not for the first unit, where every candidate is its own parent)
+/// and at most `max_same_prefix` sharing their first `prefix_chars` characters.
+fn select(ranked: &[(usize, Candidate, UnitScore, f64)], live: &[Beam], s: &super::template::SearchConfig, first: bool) -> Vec<usize> {
+    let mut keep = Vec::new();
+    let mut per_parent = vec![0usize; live.len()];
+    let mut prefixes: Vec<String> = Vec::new();
+    for (i, (b, c, _, _)) in ranked.iter().enumerate() {
+        if keep.len() >= s.beams {
+            break;
+        }
+        if !first && per_parent[*b] >= s.max_per_parent {
+            continue;
+        }
+        let prefix: String = (live[*b].text() + &c.text).chars().take(s.prefix_chars).collect();
+        if prefixes.iter().filter(|p| **p == prefix).count() >= s.max_same_prefix {
+            continue;
+        }
+        per_parent[*b] += 1;
+        prefixes.push(prefix);
+        keep.push(i);
+    }
+    keep
+}
+
+/// Calls `cb` for units every live beam (and, when none is live, the best finished one) agrees on.
+fn stream_common(live: &[Beam], finished: &[(f64, Beam)], done: usize, cb: &mut dyn FnMut(usize, &str)) -> usize {
+    let Some(first) = live.first() else {
+        return done;
+    };
+    let mut n = done;
+    while n < first.units.len()
+        && live.iter().all(|b| b.units.get(n) == first.units.get(n))
+        && finished.iter().all(|f| f.1.units.get(n).is_none_or(|u| Some(u) == first.units.get(n)))
+    {
+        cb(n, &first.units[n]);
+        n += 1;
+    }
+    n
+}
+
+/// The part of the text the inverse prompt sees when `unit` follows `units`.
+pub fn window(w: Window, units: &[String], unit: &str) -> String {
+    match w {
+        Window::All => units.concat() + unit,
+        Window::Unit => unit.to_string(),
+        Window::Couplet => {
+            let k = units.len();
+            if k == 0 {
+                unit.to_string()
+            } else if k % 2 == 1 {
+                units[k - 1].clone() + unit
+            } else {
+                let two: String = units[k - 2].chars().take(units[k - 2].chars().count().saturating_sub(1)).collect();
+                two + "，" + &units[k - 1] + unit
+            }
+        }
+        Window::LastChars(n) => {
+            let before: Vec<char> = units.concat().chars().collect();
+            // Shortest suffix starting right after a punctuation mark lying more than n characters back.
+            let cut = (0..before.len().saturating_sub(n))
+                .rev()
+                .find(|&i| !super::super::poetry::is_cjk(before[i]) && !before[i].is_alphanumeric());
+            let tail: String = before[cut.map_or(0, |i| i + 1)..].iter().collect();
+            tail + unit
+        }
+    }
+}
+
+/// The combined score of candidate `c` after `units`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unit_score(
+    task: &Task,
+    rules: &dyn UnitRules,
+    units: &[String],
+    c: &Candidate,
+    ip: f64,
+    window: &str,
+    fields: &BTreeMap<String, String>,
+    use_inverse: bool,
+) -> UnitScore {
+    let w = &task.score;
+    let len = c.text.chars().count().max(1) as f64;
+    let format = rules.format_score(units, &c.text);
+    if !use_inverse {
+        return UnitScore {
+            text: c.text.clone(),
+            forward: c.forward,
+            inverse: 0.0,
+            copy_penalty: 0.0,
+            hinge: 0.0,
+            format,
+            total: c.forward + w.format * format,
+        };
+    }
+    let target = fields.get(&task.inverse.target).map(String::as_str).unwrap_or("");
+    let copy_window = strip_heads(rules, units.len() + 1, window);
+    let copies = target.chars().filter(|ch| ch.is_alphanumeric() && copy_window.contains(*ch)).count() as f64;
+    let copy_penalty = if copies > 0.0 { w.copy_weight * copies.powf(w.copy_exponent) } else { 0.0 };
+    let hinge = w.forward_hinge * (-c.forward / len - w.forward_threshold).max(0.0);
+    let total = w.inverse * ip - copy_penalty - hinge + w.format * format + w.forward_linear * c.forward / len;
+    UnitScore { text: c.text.clone(), forward: c.forward, inverse: ip, copy_penalty, hinge, format, total }
+}
+
+/// The window without acrostic head characters (they are forced, so copying them is no fault).
+fn strip_heads(rules: &dyn UnitRules, n_units: usize, window: &str) -> String {
+    let heads: Vec<char> = (0..n_units).filter_map(|k| rules.head(k)).collect();
+    if heads.is_empty() {
+        return window.to_string();
+    }
+    window.chars().filter(|c| !heads.contains(c)).collect()
+}
+
+/// Helper for refinement: the status of a whole text.
+pub(crate) fn accepts_with(rules: &dyn UnitRules, units: &[String], i: usize, unit: &str) -> bool {
+    let mut u = units.to_vec();
+    u[i] = unit.to_string();
+    rules.check(&u[..i], unit) == LineStatus::Complete && rules.accepts(&u)
+}
