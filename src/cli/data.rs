@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use wenhui::data::prepare::{prepare, PrepareOptions, DEFAULT_SHARD_TOKENS};
-use wenhui::data::split::{split_lines, SplitPart};
 use wenhui::data::reader::{InputFormat, OnError, ReadOptions};
+use wenhui::data::split::{split_lines, SplitPart};
 use wenhui::tokenizer::Tokenizer;
 
 /// `wenhui data ...`

@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod data;
 mod fill;
+mod generate;
 mod inspect;
 mod logits;
 mod plot;
@@ -34,6 +35,8 @@ enum Command {
     Logits(logits::Args),
     /// Fill `[MASK]` / `[sMASK]` / `[gMASK]` blanks with a GLM (greedy, sampling or beam search).
     Fill(fill::Args),
+    /// Generate text from a prompt (greedy, sampling, beams), streamed to stdout or as JSON.
+    Generate(Box<generate::Args>),
     /// Train a tokenizer on text / JSONL files.
     #[command(subcommand)]
     Tokenizer(tokenizer_train::Command),
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Fill(a) => fill::run(a),
+        Command::Generate(a) => generate::run(*a),
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),

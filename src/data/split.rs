@@ -31,10 +31,8 @@ impl SplitPart {
                 let (name, frac) = item
                     .split_once('=')
                     .ok_or_else(|| Error::input(format!("split part `{item}` must look like NAME=FRACTION, e.g. heldout=0.05")))?;
-                let fraction = frac
-                    .trim()
-                    .parse::<f64>()
-                    .map_err(|_| Error::input(format!("split part `{item}`: `{frac}` is not a number")))?;
+                let fraction =
+                    frac.trim().parse::<f64>().map_err(|_| Error::input(format!("split part `{item}`: `{frac}` is not a number")))?;
                 Ok(SplitPart { name: name.trim().to_string(), fraction })
             })
             .collect::<Result<Vec<_>>>()?;
