@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod data;
+mod export;
 mod fill;
 mod generate;
 mod inspect;
@@ -45,6 +46,8 @@ enum Command {
     Data(data::Command),
     /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
+    /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
+    Export(export::Args),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
     /// Benchmarks on random weights (prints one JSON line).
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
+        Command::Export(a) => export::run(a),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod export;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
