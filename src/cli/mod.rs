@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod data;
+mod eval;
 mod export;
 mod fill;
 mod generate;
@@ -48,6 +49,9 @@ enum Command {
     Pretrain(Box<pretrain::Args>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
+    /// Evaluate a model: `eval ppl` (loss and perplexity on a token corpus).
+    #[command(subcommand)]
+    Eval(eval::Command),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
     /// Benchmarks on random weights (prints one JSON line).
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
         Command::Export(a) => export::run(a),
+        Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }
