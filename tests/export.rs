@@ -62,6 +62,7 @@ fn export_f32_is_identical_and_f16_is_close() {
         assert!(m.stored_dtypes.iter().all(|(d, _)| *d == parse_dtype(name).unwrap()), "{:?}", m.stored_dtypes);
         let got = logits(&dir);
         let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("{name}: max |Δlogit| = {worst:.2e}");
         assert!(worst < tol, "{name}: max |Δlogit| = {worst}");
         assert!(r.bytes < std::fs::metadata(f32_dir.join("model.safetensors")).unwrap().len());
     }
