@@ -262,7 +262,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .collect::<wenhui::Result<Vec<_>>>()?;
             (tokenizer.decode(&out.tokens, true)?, seqs)
         }
-        _ => {
+        ModelKind::Bert => {
+            bail!("{}: generate needs a GLM or a GPT-2; this is a BERT masked LM (try `wenhui logits`)", margs.model.display())
+        }
+        ModelKind::Gpt2 => {
             let prompt = tokenizer.encode(&a.prompt, false)?;
             if prompt.is_empty() {
                 bail!("--prompt encodes to no tokens with this tokenizer; give visible text");
