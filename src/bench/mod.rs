@@ -2,9 +2,11 @@
 //! reports medians, tokens/s and achieved GFLOP/s as one JSON object.
 
 mod forward;
+mod generate;
 mod train;
 
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
+pub use generate::{bench_generate, bench_generate_on, GenerateBench, GenerateReport};
 pub use train::{bench_train, TrainBench, TrainReport};
 
 use std::time::Instant;

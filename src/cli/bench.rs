@@ -1,6 +1,10 @@
 //! `wenhui bench ...`
 
-use wenhui::bench::{bench_forward, bench_train, ForwardBench, TrainBench};
+use std::path::PathBuf;
+use wenhui::bench::{bench_forward, bench_generate, bench_generate_on, bench_train, ForwardBench, GenerateBench, TrainBench};
+use wenhui::generate::BlankTokens;
+use wenhui::model::{load_model, LoadOptions, ModelKind};
+use wenhui::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -56,6 +60,37 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Generation at batch 1 with the K/V cache: tokens/s of greedy decoding and of beam search
+    /// (a random GLM of the given shape, or --model DIR).
+    Generate {
+        /// Measure this model directory instead of a random GLM (the shape flags are ignored).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Layers.
+        #[arg(long, default_value_t = 12)]
+        layers: usize,
+        /// Hidden size.
+        #[arg(long, default_value_t = 768)]
+        hidden: usize,
+        /// Attention heads.
+        #[arg(long, default_value_t = 12)]
+        heads: usize,
+        /// Vocabulary size.
+        #[arg(long, default_value_t = 30592)]
+        vocab: usize,
+        /// Prompt tokens.
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        /// New tokens per generation.
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// Beams of the beam-search measurement.
+        #[arg(long, default_value_t = 4)]
+        beams: usize,
+        /// Timed runs per strategy (median reported, after one warmup run).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 pub fn run(c: Command) -> anyhow::Result<()> {
@@ -66,6 +101,27 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         }
         Command::Train { layers, hidden, heads, vocab, seq, batch, steps } => {
             let report = bench_train(&TrainBench { layers, hidden, heads, vocab, seq, batch, steps })?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Generate { model, layers, hidden, heads, vocab, prompt, new_tokens, beams, reps } => {
+            let c = GenerateBench { layers, hidden, heads, vocab, prompt, new_tokens, beams, reps };
+            let report = match model {
+                None => bench_generate(&c)?,
+                Some(dir) => {
+                    let m = load_model(&dir, &LoadOptions::default())?;
+                    let blank = match m.config.kind() {
+                        ModelKind::Glm => {
+                            let tok_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+                            Some(BlankTokens::from_special(&Tokenizer::from_dir(&tok_dir)?.special)?)
+                        }
+                        _ => None,
+                    };
+                    let mut r = bench_generate_on(m.backbone.as_ref(), blank.as_ref(), &c)?;
+                    r.params = m.parameter_count;
+                    r.model = dir.display().to_string();
+                    r
+                }
+            };
             println!("{}", serde_json::to_string(&report)?);
         }
     }

@@ -47,3 +47,24 @@ impl ModelArgs {
         }
     }
 }
+
+/// How to load a model given as `--model DIR` (with `--gelu`, `--config`).
+#[derive(Debug, clap::Args)]
+pub struct ModelFlag {
+    /// Model directory (config.json + weights + tokenizer), THUDM checkpoint directory, or weights file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// GLM GELU variant: tanh (THUDM training code, default) or erf (Hugging Face hub port).
+    #[arg(long, value_enum)]
+    pub gelu: Option<GeluArg>,
+    /// A config.json to use instead of the one beside the weights.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl ModelFlag {
+    /// The same options as positional [`ModelArgs`].
+    pub fn args(&self) -> ModelArgs {
+        ModelArgs { model: self.model.clone(), gelu: self.gelu, config: self.config.clone() }
+    }
+}

@@ -5,7 +5,9 @@ mod common;
 mod data;
 mod eval;
 mod eval_poems;
+mod export;
 mod fill;
+mod generate;
 mod inspect;
 mod logits;
 mod plot;
@@ -41,9 +43,8 @@ enum Command {
     Poem(Box<poem::PoemArgs>),
     /// Answer a question sub-sentence by sub-sentence with inverse prompting.
     Answer(Box<poem::AnswerArgs>),
-    /// Evaluate models on tasks.
-    #[command(subcommand)]
-    Eval(eval::Command),
+    /// Generate text from a prompt (greedy, sampling, beams), streamed to stdout or as JSON.
+    Generate(Box<generate::Args>),
     /// Train a tokenizer on text / JSONL files.
     #[command(subcommand)]
     Tokenizer(tokenizer_train::Command),
@@ -52,6 +53,11 @@ enum Command {
     Data(data::Command),
     /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
+    /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
+    Export(export::Args),
+    /// Evaluate a model: `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline).
+    #[command(subcommand)]
+    Eval(eval::Command),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
     /// Benchmarks on random weights (prints one JSON line).
@@ -68,10 +74,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fill(a) => fill::run(a),
         Command::Poem(a) => poem::run_poem(*a),
         Command::Answer(a) => poem::run_answer(*a),
-        Command::Eval(c) => eval::run(c),
+        Command::Generate(a) => generate::run(*a),
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
+        Command::Export(a) => export::run(a),
+        Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
     }

@@ -108,6 +108,22 @@ impl StepInputs for GlmBlankInputs {
 /// `eop` and `eos` are added to the stop tokens). Errors when the context has no blank or does
 /// not fit the model.
 pub fn fill_blanks(model: &dyn Backbone, context: &[u32], tokens: &BlankTokens, cfg: &GenerationConfig) -> Result<FilledText> {
+    fill_blanks_streaming(model, context, tokens, cfg, None)
+}
+
+/// Called with `(blank index, token index within the fill, token)` for every decided fill token
+/// (stop tokens included), as [`super::StepHook`]; returning `false` ends that blank's fill.
+pub type BlankHook<'a> = &'a mut dyn FnMut(usize, usize, u32) -> bool;
+
+/// [`fill_blanks`] that reports each fill token as it is decided: greedy and sampling call `hook`
+/// as tokens are chosen (streaming), beam search once per blank with the best fill.
+pub fn fill_blanks_streaming(
+    model: &dyn Backbone,
+    context: &[u32],
+    tokens: &BlankTokens,
+    cfg: &GenerationConfig,
+    mut hook: Option<BlankHook<'_>>,
+) -> Result<FilledText> {
     cfg.validate()?;
     if context.is_empty() {
         return Err(Error::input("empty context: give the text with at least one [MASK]/[sMASK]/[gMASK] blank"));
@@ -144,11 +160,13 @@ pub fn fill_blanks(model: &dyn Backbone, context: &[u32], tokens: &BlankTokens, 
 
     let mut sequence = context.to_vec();
     let mut fills = Vec::with_capacity(blanks.len());
-    for &pos in &blanks {
+    for (b, &pos) in blanks.iter().enumerate() {
         let inputs = GlmBlankInputs { mask_position: pos, max_block_position: max_pos };
         sequence.push(tokens.sop);
         let snapshot = if cfg.num_beams > 1 { Some(cache.clone()) } else { None };
-        let out = decode(model, &mut cache, &sequence, &[tokens.sop], &inputs, &cfg, None)?;
+        let mut step_hook = hook.as_mut().map(|h| move |i: usize, t: u32| h(b, i, t));
+        let step_hook = step_hook.as_mut().map(|h| h as &mut dyn FnMut(usize, u32) -> bool);
+        let out = decode(model, &mut cache, &sequence, &[tokens.sop], &inputs, &cfg, step_hook)?;
         let best = out.sequences.into_iter().next().ok_or_else(|| Error::input("generation returned no hypothesis"))?;
         let mut fill = best.tokens;
         if best.finished {
@@ -199,10 +217,9 @@ pub struct TextFill {
     pub scores: Vec<f32>,
 }
 
-/// Fills the blanks of `text` as THUDM's `generate_samples.py` builds the context:
-/// `[CLS] text`, plus `[gMASK]` when the text has no blank (long generation), plus `eos`
-/// unless it ends with `[gMASK]`.
-pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, text: &str, cfg: &GenerationConfig) -> Result<TextFill> {
+/// The context [`fill_text`] builds for `text`: `[CLS] text`, plus `[gMASK]` when the text has
+/// no blank (long generation), plus `eos` unless it ends with `[gMASK]`.
+pub fn glm_context(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Result<Vec<u32>> {
     let tokens = BlankTokens::from_special(&tokenizer.special)?;
     let special = &tokenizer.special;
     let mut context = vec![special.get("cls")?];
@@ -210,10 +227,18 @@ pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, 
     if !context.iter().any(|t| tokens.masks.contains(t)) {
         context.push(special.get("gmask")?);
     }
-    let gmask = special.gmask;
-    if context.last().copied() != gmask {
+    if context.last().copied() != special.gmask {
         context.push(special.get("eos")?);
     }
+    Ok(context)
+}
+
+/// Fills the blanks of `text` as THUDM's `generate_samples.py` builds the context:
+/// `[CLS] text`, plus `[gMASK]` when the text has no blank (long generation), plus `eos`
+/// unless it ends with `[gMASK]`.
+pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, text: &str, cfg: &GenerationConfig) -> Result<TextFill> {
+    let tokens = BlankTokens::from_special(&tokenizer.special)?;
+    let context = glm_context(tokenizer, text)?;
     let filled = fill_blanks(model, &context, &tokens, cfg)?;
     let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
     Ok(TextFill { text: tokenizer.decode(&filled.tokens, true)?, scores: filled.fills.iter().map(|f| f.score).collect(), fills })

@@ -25,7 +25,9 @@ pub mod inverse;
 pub mod poetry;
 mod processors;
 
-pub use blank::{fill_blanks, fill_text, BlankFill, BlankTokens, FilledText, GlmBlankInputs, TextFill};
+pub use blank::{
+    fill_blanks, fill_blanks_streaming, fill_text, glm_context, BlankFill, BlankHook, BlankTokens, FilledText, GlmBlankInputs, TextFill,
+};
 pub use decode::decode;
 
 use crate::model::{Attention, Backbone, BackboneInput};

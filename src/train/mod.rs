@@ -2,6 +2,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
+pub mod export;
 pub mod metrics;
 pub mod optim;
 pub mod plot;

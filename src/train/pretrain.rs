@@ -96,6 +96,40 @@ pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>
     Ok((loss, n))
 }
 
+/// A loss measured over predicted tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EvalLoss {
+    /// Token-weighted mean cross-entropy, in nats.
+    pub loss: f64,
+    /// Tokens the loss is over.
+    pub tokens: usize,
+}
+
+/// The evaluation batch stream over documents `ids`: the stream of `stream_cfg` with its seed
+/// mixed, so evaluation batches differ from training ones but are the same on every call.
+pub fn eval_stream<'a>(
+    docs: &'a dyn Documents,
+    ids: &[usize],
+    stream_cfg: &StreamConfig,
+    tokens: ObjectiveTokens,
+    ends: &std::collections::HashSet<u32>,
+) -> Result<BatchStream<'a>> {
+    let cfg = StreamConfig { seed: stream_cfg.seed ^ 0x7A11_DA7A, pack: stream_cfg.pack, ..stream_cfg.clone() };
+    BatchStream::new(docs, ids.to_vec(), cfg, tokens, ends.clone(), Cursor::default())
+}
+
+/// Blank-infilling loss of `model` over the next `batches` batches of `stream` (no dropout):
+/// the mean over every Part B token.
+pub fn blank_infilling_loss(model: &dyn Backbone, stream: &mut BatchStream<'_>, batches: usize) -> Result<EvalLoss> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for _ in 0..batches {
+        let (loss, n) = batch_loss(model, &stream.next_batch()?, None)?;
+        sum += loss.to_scalar::<f32>()? as f64 * n as f64;
+        count += n;
+    }
+    Ok(EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count })
+}
+
 /// Validation loss: token-weighted mean over the same `batches` batches every time.
 fn evaluate(
     model: &dyn Backbone,
@@ -109,21 +143,15 @@ fn evaluate(
     if ids.is_empty() || batches == 0 {
         return Ok(None);
     }
-    let cfg = StreamConfig { seed: stream_cfg.seed ^ 0x7A11_DA7A, pack: stream_cfg.pack, ..stream_cfg.clone() };
-    let mut stream = match BatchStream::new(docs, ids.to_vec(), cfg, tokens, ends.clone(), Cursor::default()) {
+    let mut stream = match eval_stream(docs, ids, stream_cfg, tokens, ends) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("no validation: {e}");
             return Ok(None);
         }
     };
-    let (mut sum, mut count) = (0.0, 0usize);
-    for _ in 0..batches {
-        let (loss, n) = batch_loss(model, &stream.next_batch()?, None)?;
-        sum += loss.to_scalar::<f32>()? as f64 * n as f64;
-        count += n;
-    }
-    Ok((count > 0).then(|| sum / count as f64))
+    let e = blank_infilling_loss(model, &mut stream, batches)?;
+    Ok((e.tokens > 0).then_some(e.loss))
 }
 
 /// The validation loss of `model` on the held-out documents of the run `cfg` describes: the

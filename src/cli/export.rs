@@ -1,0 +1,44 @@
+//! `wenhui export RUN_OR_CHECKPOINT_DIR -o MODEL_DIR [--dtype f32|f16|bf16]`
+
+use std::path::PathBuf;
+use wenhui::train::export::{export_model, parse_dtype};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A pretraining run directory (its newest checkpoint is exported), one checkpoint directory,
+    /// or a model directory.
+    source: PathBuf,
+    /// The model directory to write (config.json, model.safetensors, tokenizer files).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Stored dtype of the weights: f32, f16 or bf16 (they load back into f32 compute).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let dtype = parse_dtype(&a.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+    let r = export_model(&a.source, &a.output, dtype, a.force)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let step = r.step.map(|s| format!(" (step {s})")).unwrap_or_default();
+        println!(
+            "exported {}{step} → {}: {} tensors, {} parameters, {} weights, {:.1} MB{}",
+            r.source.display(),
+            r.output.display(),
+            r.tensors,
+            r.parameters,
+            r.dtype,
+            r.bytes as f64 / 1e6,
+            if r.tokenizer { ", tokenizer" } else { ", no tokenizer" }
+        );
+    }
+    Ok(())
+}

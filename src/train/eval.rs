@@ -1,0 +1,159 @@
+//! `wenhui eval ppl`: the loss and perplexity of a model on a prepared token corpus, every
+//! document held out. A GLM is scored on blank infilling with the pretraining code's own batches
+//! and loss ([`super::pretrain::eval_stream`], [`super::pretrain::blank_infilling_loss`]); a
+//! GPT-2 on next-token prediction over the documents joined by `eos`.
+
+use super::pretrain::{blank_infilling_loss, eval_stream, EvalLoss};
+use crate::data::blank::{ObjectiveConfig, ObjectiveTokens};
+use crate::data::corpus::TokenCorpus;
+use crate::data::stream::{sentence_end_ids, Documents, StreamConfig};
+use crate::model::{Attention, Backbone, BackboneInput, ModelKind};
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::Path;
+
+/// How to evaluate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalOptions {
+    /// Blank-infilling objective preset: `glm-10b`, `glm-large` or `default` (GLM only).
+    pub objective: String,
+    /// Text tokens per sample; `None` = the model's positions, at most 512.
+    pub seq_len: Option<usize>,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Batches to evaluate.
+    pub batches: usize,
+    /// Seed of document order and (GLM) span draws: the same seed gives the same loss.
+    pub seed: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { objective: "glm-10b".into(), seq_len: None, batch_size: 8, batches: 16, seed: 0 }
+    }
+}
+
+/// The result of [`corpus_perplexity`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    /// `blank-infilling` (GLM) or `causal-lm` (GPT-2).
+    pub mode: &'static str,
+    /// The objective preset (blank infilling) or `next-token`.
+    pub objective: String,
+    /// Mean cross-entropy per predicted token, nats.
+    pub loss: f64,
+    /// exp(loss).
+    pub ppl: f64,
+    /// Predicted tokens the loss is over.
+    pub tokens: usize,
+    /// Documents in the corpus (all held out).
+    pub documents: usize,
+    /// Batches evaluated.
+    pub batches: usize,
+    /// Text tokens per sample.
+    pub seq_len: usize,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// Loss and perplexity of `model` on the token corpus in `corpus_dir` (made by `wenhui data
+/// prepare`); every document counts as held out.
+pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOptions) -> Result<EvalReport> {
+    if o.batch_size == 0 || o.batches == 0 {
+        return Err(Error::input("eval: --batch-size and --batches must be positive"));
+    }
+    let corpus = TokenCorpus::open(corpus_dir)?;
+    let info = model.info();
+    let seq_len = o.seq_len.unwrap_or(info.max_positions.min(512));
+    if seq_len > info.max_positions || seq_len < 4 {
+        return Err(Error::input(format!("eval: --seq-len {seq_len} must be between 4 and the model's {} positions", info.max_positions)));
+    }
+    let tokenizer = corpus.tokenizer()?;
+    let used = tokenizer.vocab_size(true);
+    if used > info.vocab_size {
+        return Err(Error::file(
+            corpus_dir,
+            format!(
+                "the corpus tokenizer has {used} tokens but the model only {}; evaluate on a corpus prepared with the model's tokenizer",
+                info.vocab_size
+            ),
+        ));
+    }
+    let ids: Vec<usize> = (0..corpus.num_docs()).collect();
+    let (mode, objective, e) = match info.kind {
+        ModelKind::Glm => {
+            let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
+            let stream_cfg = StreamConfig {
+                seq_len,
+                batch_size: o.batch_size,
+                pack: true,
+                seed: o.seed,
+                objectives: ObjectiveConfig::preset(&o.objective)?,
+            };
+            let mut stream = eval_stream(&corpus, &ids, &stream_cfg, tokens, &sentence_end_ids(&tokenizer))?;
+            ("blank-infilling", o.objective.clone(), blank_infilling_loss(model, &mut stream, o.batches)?)
+        }
+        ModelKind::Gpt2 => {
+            let eos = tokenizer.special.eos;
+            ("causal-lm", "next-token".to_string(), causal_loss(model, &corpus, ids, eos, seq_len, o)?)
+        }
+        ModelKind::Bert => return Err(Error::input("eval ppl needs a GLM (blank infilling) or a GPT-2 (next-token); this is a BERT")),
+    };
+    if e.tokens == 0 {
+        return Err(Error::file(corpus_dir, "no tokens to score: the corpus is too small for one sample"));
+    }
+    Ok(EvalReport {
+        mode,
+        objective,
+        loss: e.loss,
+        ppl: e.loss.exp(),
+        tokens: e.tokens,
+        documents: corpus.num_docs(),
+        batches: o.batches,
+        seq_len,
+        seed: o.seed,
+    })
+}
+
+/// Next-token loss over windows of `seq_len + 1` tokens cut from the documents (seeded order,
+/// joined by `eos`), `batches × batch_size` windows at most.
+fn causal_loss(
+    model: &dyn Backbone,
+    docs: &dyn Documents,
+    mut ids: Vec<usize>,
+    eos: Option<u32>,
+    seq_len: usize,
+    o: &EvalOptions,
+) -> Result<EvalLoss> {
+    ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(o.seed));
+    let want = o.batches * o.batch_size * (seq_len + 1);
+    let mut text: Vec<u32> = Vec::new();
+    for i in ids {
+        if text.len() >= want {
+            break;
+        }
+        text.extend(docs.doc(i)?);
+        text.extend(eos);
+    }
+    let windows: Vec<&[u32]> = text.chunks(seq_len + 1).filter(|w| w.len() >= 2).take(o.batches * o.batch_size).collect();
+    let (mut sum, mut count) = (0.0, 0usize);
+    for batch in windows.chunks(o.batch_size) {
+        // Windows of one batch have the same length except perhaps the last: score it alone.
+        for group in batch.chunk_by(|a, b| a.len() == b.len()) {
+            let len = group[0].len();
+            let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
+            let all = Tensor::from_vec(flat, (group.len(), len), model.device())?;
+            let input = BackboneInput::ids(all.narrow(1, 0, len - 1)?).with_attention(Attention::Causal);
+            let logits = model.forward(&input, None)?.logits.to_dtype(DType::F32)?;
+            let v = logits.dim(2)?;
+            let targets = all.narrow(1, 1, len - 1)?.flatten_all()?;
+            let losses = crate::ops::cross_entropy(&logits.reshape(((), v))?, &targets)?;
+            let n = losses.elem_count();
+            sum += losses.sum_all()?.to_scalar::<f32>()? as f64;
+            count += n;
+        }
+    }
+    Ok(EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count })
+}

@@ -1,0 +1,153 @@
+//! `wenhui export`: a pretraining checkpoint → a clean model directory (`config.json`,
+//! `model.safetensors` in the chosen dtype, the tokenizer files), without optimizer or trainer
+//! state. The directory is written under a temporary name beside the destination and renamed
+//! into place only when complete.
+
+use super::checkpoint;
+use crate::model::ModelConfig;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What [`export_model`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    /// The checkpoint (or model directory) read.
+    pub source: PathBuf,
+    /// The model directory written.
+    pub output: PathBuf,
+    /// The stored dtype of the weights (`f32`, `f16` or `bf16`).
+    pub dtype: String,
+    /// Parameter tensors written.
+    pub tensors: usize,
+    /// Parameters written.
+    pub parameters: usize,
+    /// Bytes of `model.safetensors`.
+    pub bytes: u64,
+    /// The training step of the checkpoint, when it has a trainer state.
+    pub step: Option<u64>,
+    /// Whether tokenizer files were copied.
+    pub tokenizer: bool,
+}
+
+/// Parses `f32`, `f16` or `bf16` (the dtypes a model directory may store).
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::input(format!("dtype `{other}` is not supported; use f32, f16 or bf16"))),
+    }
+}
+
+/// The directory to export from `path`: a checkpoint directory (with `trainer_state.json`), the
+/// newest checkpoint of a run directory, or a model directory (`config.json` + `model.safetensors`).
+pub fn resolve_source(path: &Path) -> Result<PathBuf> {
+    if !path.exists() {
+        return Err(Error::file(path, "does not exist; give a run directory, a checkpoint directory or a model directory"));
+    }
+    if path.join("trainer_state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(dir) = checkpoint::latest(path)? {
+        return Ok(dir);
+    }
+    if path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    Err(Error::file(
+        path,
+        "nothing to export: expected a run directory (with `latest` / checkpoints/), a checkpoint directory (trainer_state.json) \
+         or a model directory (config.json + model.safetensors)",
+    ))
+}
+
+/// Exports the checkpoint at `source` (see [`resolve_source`]) to the model directory `output`,
+/// weights cast to `dtype`. `output` must not exist unless `overwrite` is set; it is replaced
+/// only once the new directory is complete.
+pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool) -> Result<ExportReport> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::input(format!("export: dtype {dtype:?} is not supported; use f32, f16 or bf16")));
+    }
+    if output.exists() && !overwrite {
+        return Err(Error::file(output, "already exists; remove it, choose another -o, or pass --force to replace it"));
+    }
+    let dir = resolve_source(source)?;
+    let config_path = dir.join("config.json");
+    let config = ModelConfig::from_file(&config_path)?;
+    let weights_path = dir.join("model.safetensors");
+    let stored = candle_core::safetensors::load(&weights_path, &Device::Cpu)
+        .map_err(|e| Error::file(&weights_path, format!("unreadable ({e}); is it truncated?")))?;
+    // Only the model's own parameters, checked by name and shape.
+    let mut params: HashMap<String, Tensor> = HashMap::new();
+    let mut parameters = 0;
+    for (name, shape) in config.parameter_shapes() {
+        let t = stored.get(&name).ok_or_else(|| Error::tensor(&weights_path, &name, "missing"))?;
+        if t.dims() != shape.as_slice() {
+            return Err(Error::tensor(&weights_path, &name, format!("wrong shape: config.json says {shape:?}, found {:?}", t.dims())));
+        }
+        parameters += t.elem_count();
+        params.insert(name, t.to_dtype(dtype)?);
+    }
+    let state_path = dir.join("trainer_state.json");
+    let step = if state_path.is_file() {
+        let text = crate::error::read_text(&state_path)?;
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["step"].as_u64())
+    } else {
+        None
+    };
+    let tokenizer = match Tokenizer::from_dir(&dir) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("{}: no tokenizer exported ({e})", dir.display());
+            None
+        }
+    };
+
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = output.file_name().ok_or_else(|| Error::file(output, "not a directory name; give -o a directory path"))?;
+    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = write_dir(&tmp, &params, &config, tokenizer.as_ref());
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if output.exists() {
+        std::fs::remove_dir_all(output).map_err(|e| Error::io(output, e))?;
+    }
+    std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
+    let bytes = std::fs::metadata(output.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+    Ok(ExportReport {
+        source: dir,
+        output: output.to_path_buf(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        tensors: params.len(),
+        parameters,
+        bytes,
+        step,
+        tokenizer: tokenizer.is_some(),
+    })
+}
+
+fn write_dir(tmp: &Path, params: &HashMap<String, Tensor>, config: &ModelConfig, tokenizer: Option<&Tokenizer>) -> Result<()> {
+    let weights = tmp.join("model.safetensors");
+    candle_core::safetensors::save(params, &weights).map_err(|e| Error::file(&weights, e.to_string()))?;
+    let config_path = tmp.join("config.json");
+    let json = serde_json::to_string_pretty(&config.to_json()).map_err(|e| Error::input(e.to_string()))?;
+    std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
+    if let Some(t) = tokenizer {
+        t.save(tmp)?;
+    }
+    for f in ["model.safetensors", "config.json"] {
+        let p = tmp.join(f);
+        std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
+}

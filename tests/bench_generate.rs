@@ -1,0 +1,37 @@
+//! `wenhui bench generate`: greedy and beam-search tokens/s on a tiny random GLM and on the tiny
+//! GPT-2 fixture, from the library and the CLI.
+
+use wenhui::bench::{bench_generate, bench_generate_on, GenerateBench};
+use wenhui::model::{load_model, LoadOptions};
+
+fn tiny() -> GenerateBench {
+    GenerateBench { layers: 2, hidden: 32, heads: 4, vocab: 64, prompt: 12, new_tokens: 6, beams: 4, reps: 2 }
+}
+
+#[test]
+fn random_glm_and_gpt2_give_positive_rates() {
+    let r = bench_generate(&tiny()).unwrap();
+    assert!(r.greedy_tokens_per_s > 0.0 && r.beam_tokens_per_s > 0.0 && r.prompt_ms > 0.0, "{r:?}");
+    assert!(r.params > 0);
+    let m = load_model(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny"), &LoadOptions::default())
+        .unwrap();
+    let r = bench_generate_on(m.backbone.as_ref(), None, &tiny()).unwrap();
+    assert!(r.greedy_tokens_per_s > 0.0 && r.beam_tokens_per_s > 0.0, "{r:?}");
+    let err = bench_generate_on(m.backbone.as_ref(), None, &GenerateBench { prompt: 60, ..tiny() }).unwrap_err();
+    assert!(err.to_string().contains("--new-tokens"), "{err}");
+}
+
+#[test]
+fn cli_prints_one_json_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["bench", "generate", "--layers", "2", "--hidden", "32", "--heads", "4", "--vocab", "64", "--prompt", "8"])
+        .args(["--new-tokens", "4", "--reps", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(r["greedy_tokens_per_s"].as_f64().unwrap() > 0.0 && r["beam_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["kind"], "glm");
+}

@@ -1,0 +1,121 @@
+//! `wenhui export`: a pretraining checkpoint becomes a clean model directory whose f32 weights
+//! give exactly the checkpoint's logits and whose f16 / bf16 weights load back into f32 compute.
+
+use candle_core::{DType, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use wenhui::data::stream::Cursor;
+use wenhui::model::glm::GlmConfig;
+use wenhui::model::{load_model, Attention, BackboneInput, LoadOptions, ModelConfig};
+use wenhui::tokenizer::chars::CharVocab;
+use wenhui::train::checkpoint::{self, TrainerState};
+use wenhui::train::export::{export_model, parse_dtype};
+
+/// A run directory with one checkpoint of a random tiny GLM (as `wenhui pretrain` writes it).
+fn run_dir(root: &Path) -> std::path::PathBuf {
+    let tokenizer = CharVocab::from_chars("abcdefghijklmnopqrstuvwxyz".chars()).build().unwrap();
+    let cfg = ModelConfig::Glm(GlmConfig::new(2, 32, 4, 40, 32));
+    let params = cfg.init_weights(3).unwrap();
+    let optim: HashMap<String, Tensor> =
+        [("m.word_embeddings.weight".to_string(), Tensor::ones((40, 32), DType::F32, &candle_core::Device::Cpu).unwrap())].into();
+    let state = TrainerState {
+        step: 7,
+        cursor: Cursor::default(),
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+        config: serde_json::json!({}),
+        wenhui_version: "test".into(),
+    };
+    let run = root.join("run");
+    checkpoint::save(&run, &params, &cfg, &tokenizer, &optim, &state, 2).unwrap();
+    run
+}
+
+fn logits(dir: &Path) -> Vec<f32> {
+    let m = load_model(dir, &LoadOptions::default()).unwrap();
+    let ids = Tensor::new(&[[1u32, 12, 13, 14, 2, 15, 16, 7, 0, 5, 20]], m.backbone.device()).unwrap();
+    let out = m.backbone.forward(&BackboneInput::ids(ids).with_attention(Attention::Sep(vec![9])), None).unwrap();
+    assert_eq!(out.logits.dtype(), DType::F32);
+    out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn export_f32_is_identical_and_f16_is_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let ckpt = checkpoint::latest(&run).unwrap().unwrap();
+    let reference = logits(&ckpt);
+
+    let f32_dir = tmp.path().join("model-f32");
+    let r = export_model(&run, &f32_dir, DType::F32, false).unwrap();
+    assert_eq!((r.step, r.tokenizer, r.dtype.as_str()), (Some(7), true, "f32"));
+    assert_eq!(logits(&f32_dir), reference);
+    for absent in ["optimizer.safetensors", "trainer_state.json"] {
+        assert!(!f32_dir.join(absent).exists(), "{absent} exported");
+    }
+    wenhui::tokenizer::Tokenizer::from_dir(&f32_dir).unwrap();
+
+    for (name, tol) in [("f16", 1e-2f32), ("bf16", 5e-2)] {
+        let dir = tmp.path().join(format!("model-{name}"));
+        let r = export_model(&ckpt, &dir, parse_dtype(name).unwrap(), false).unwrap();
+        let m = load_model(&dir, &LoadOptions::default()).unwrap();
+        assert!(m.stored_dtypes.iter().all(|(d, _)| *d == parse_dtype(name).unwrap()), "{:?}", m.stored_dtypes);
+        let got = logits(&dir);
+        let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("{name}: max |Δlogit| = {worst:.2e}");
+        assert!(worst < tol, "{name}: max |Δlogit| = {worst}");
+        assert!(r.bytes < std::fs::metadata(f32_dir.join("model.safetensors")).unwrap().len());
+    }
+}
+
+#[test]
+fn export_refuses_bad_input_and_replaces_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let out = tmp.path().join("out");
+    export_model(&run, &out, DType::F32, false).unwrap();
+    let err = export_model(&run, &out, DType::F16, false).unwrap_err().to_string();
+    assert!(err.contains("--force") && err.contains("out"), "{err}");
+    export_model(&run, &out, DType::F16, true).unwrap();
+    assert!(load_model(&out, &LoadOptions::default()).unwrap().stored_dtypes.iter().all(|(d, _)| *d == DType::F16));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = export_model(&empty, &tmp.path().join("x"), DType::F32, false).unwrap_err().to_string();
+    assert!(err.contains("nothing to export") && err.contains("empty"), "{err}");
+    assert!(parse_dtype("f8").unwrap_err().to_string().contains("f16"));
+    // No temporary directory is left beside the output.
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn cli_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let bin = env!("CARGO_BIN_EXE_wenhui");
+    let out = std::process::Command::new(bin)
+        .arg("export")
+        .arg(&run)
+        .arg("-o")
+        .arg(tmp.path().join("m"))
+        .args(["--dtype", "bf16", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dtype"], "bf16");
+    let out = std::process::Command::new(bin)
+        .arg("export")
+        .arg(&run)
+        .arg("-o")
+        .arg(tmp.path().join("n"))
+        .args(["--dtype", "int8"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype"));
+}
