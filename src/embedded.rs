@@ -1,15 +1,94 @@
-//! The embedded default model: a small poetry GLM pretrained by wenhui (`models/poetry-glm`).
+//! The embedded default model: a small Chinese poetry GLM pretrained by wenhui itself
+//! (`models/poetry-glm`, see its `MODEL_CARD.md`). Its files are compiled into the library, so
+//! `wenhui poem` works from any directory with no download; on first use they are written to a cache
+//! directory (`$WENHUI_CACHE`, else `$XDG_CACHE_HOME/wenhui`, else `~/.cache/wenhui`, else the temp
+//! directory), atomically, under a name that changes whenever the files do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
-/// The directory of the embedded poetry GLM.
+/// The shipped files of the poetry GLM.
+const POETRY_FILES: &[(&str, &[u8])] = &[
+    ("config.json", include_bytes!("../models/poetry-glm/config.json")),
+    ("model.safetensors", include_bytes!("../models/poetry-glm/model.safetensors")),
+    ("tokenizer.json", include_bytes!("../models/poetry-glm/tokenizer.json")),
+    ("wenhui_tokenizer.json", include_bytes!("../models/poetry-glm/wenhui_tokenizer.json")),
+];
+
+/// FNV-1a over every file: names the cache directory, so a new build never reads stale weights.
+fn fingerprint(files: &[(&str, &[u8])]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, bytes) in files {
+        for &b in name.as_bytes().iter().chain(*bytes) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn cache_root() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("WENHUI_CACHE")
+        .or_else(|| env("XDG_CACHE_HOME").map(|p| p.join("wenhui")))
+        .or_else(|| env("HOME").map(|p| p.join(".cache/wenhui")))
+        .unwrap_or_else(|| std::env::temp_dir().join("wenhui"))
+}
+
+/// Writes `files` into `dir` unless it already holds them (written to a temporary sibling, then renamed).
+fn materialize(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    if files.iter().all(|(n, b)| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.len() == b.len() as u64)) {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{}.tmp{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    for (name, bytes) in files {
+        std::fs::write(tmp.join(name), bytes).map_err(|e| Error::io(tmp.join(name), e))?;
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(()),
+        // Another process won the race: its copy is identical.
+        Err(_) if dir.join(files[0].0).is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(Error::io(dir, e))
+        }
+    }
+}
+
+/// The directory of the embedded poetry GLM (written on first use).
 pub fn poetry_model_dir() -> Result<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/poetry-glm");
-    if dir.join("config.json").is_file() {
-        Ok(dir)
-    } else {
-        Err(Error::input(format!("the embedded poetry model is missing ({}); pass --model DIR", dir.display())))
+    let dir = cache_root().join(format!("poetry-glm-{:016x}", fingerprint(POETRY_FILES)));
+    materialize(&dir, POETRY_FILES).map_err(|e| Error::input(format!("could not unpack the embedded poetry model ({e}); set WENHUI_CACHE to a writable directory or pass --model DIR")))?;
+    Ok(dir)
+}
+
+/// The judge GLM of `wenhui eval poems` in this source tree (not embedded: only evaluation needs it).
+pub fn poetry_judge_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/poetry-judge")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacks_once_and_matches_the_sources() {
+        let root = std::env::temp_dir().join(format!("wenhui-embed-{}", std::process::id()));
+        let dir = root.join("m");
+        let files: &[(&str, &[u8])] = &[("a.txt", b"alpha"), ("b.bin", &[1, 2, 3])];
+        materialize(&dir, files).unwrap();
+        materialize(&dir, files).unwrap();
+        assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), vec![1, 2, 3]);
+        assert_ne!(fingerprint(files), fingerprint(&files[..1]));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

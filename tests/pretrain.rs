@@ -106,7 +106,7 @@ fn checkpoints_load_everywhere_and_survive_crashes() {
     // ... and `wenhui fill` fills its blanks (two blanks, greedy and beam search).
     for beams in ["1", "3"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
-            .args(["fill", "--json", "--max-new-tokens", "6", "--beams", beams])
+            .args(["fill", "--json", "--max-new-tokens", "6", "--beams", beams, "--model"])
             .arg(&s.model_dir)
             .arg("春[MASK]花落，[MASK]。")
             .output()

@@ -3,10 +3,12 @@
 
 mod forward;
 mod generate;
+mod poem;
 mod train;
 
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
 pub use generate::{bench_generate, bench_generate_on, GenerateBench, GenerateReport};
+pub use poem::{bench_poem, PoemBench, PoemBenchReport};
 pub use train::{bench_train, TrainBench, TrainReport};
 
 use std::time::Instant;

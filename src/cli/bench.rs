@@ -1,7 +1,7 @@
 //! `wenhui bench ...`
 
 use std::path::PathBuf;
-use wenhui::bench::{bench_forward, bench_generate, bench_generate_on, bench_train, ForwardBench, GenerateBench, TrainBench};
+use wenhui::bench::{bench_forward, bench_generate, bench_generate_on, bench_poem, bench_train, ForwardBench, GenerateBench, PoemBench, TrainBench};
 use wenhui::generate::BlankTokens;
 use wenhui::model::{load_model, LoadOptions, ModelKind};
 use wenhui::tokenizer::Tokenizer;
@@ -60,6 +60,28 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Inverse prompting's cost: an inverse-prompted poem vs the same search without the inverse pass
+    /// and vs token-level beam search of the same width.
+    Poem {
+        /// Model directory (default: the embedded poetry GLM).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Titles, comma-separated.
+        #[arg(long, default_value = "虹桥机场,咏相对论,春日,江雪,秋夜")]
+        titles: String,
+        /// Form.
+        #[arg(long, default_value = "五绝")]
+        form: String,
+        /// Beams (the width of every method).
+        #[arg(long, default_value_t = 6)]
+        beams: usize,
+        /// Refinement rounds of the inverse-prompted poem.
+        #[arg(long, default_value_t = 0)]
+        refine: usize,
+        /// Timed runs per title and method (median, after one warmup run).
+        #[arg(long, default_value_t = 1)]
+        reps: usize,
+    },
     /// Generation at batch 1 with the K/V cache: tokens/s of greedy decoding and of beam search
     /// (a random GLM of the given shape, or --model DIR).
     Generate {
@@ -102,6 +124,18 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         Command::Train { layers, hidden, heads, vocab, seq, batch, steps } => {
             let report = bench_train(&TrainBench { layers, hidden, heads, vocab, seq, batch, steps })?;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Poem { model, titles, form, beams, refine, reps } => {
+            let dir = match model {
+                Some(d) => d,
+                None => wenhui::embedded::poetry_model_dir()?,
+            };
+            let m = load_model(&dir, &LoadOptions::default())?;
+            let tok = Tokenizer::from_dir(&dir)?;
+            let cx = wenhui::generate::inverse::Context::new(m.backbone.as_ref(), &tok)?;
+            let titles = titles.split([',', '，']).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            let c = PoemBench { titles, form, beams, refine_rounds: refine, reps };
+            println!("{}", serde_json::to_string(&bench_poem(&cx, &c)?)?);
         }
         Command::Generate { model, layers, hidden, heads, vocab, prompt, new_tokens, beams, reps } => {
             let c = GenerateBench { layers, hidden, heads, vocab, prompt, new_tokens, beams, reps };

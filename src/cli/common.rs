@@ -68,3 +68,21 @@ impl ModelFlag {
         ModelArgs { model: self.model.clone(), gelu: self.gelu, config: self.config.clone() }
     }
 }
+
+/// `--model DIR`, defaulting to the embedded poetry GLM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DefaultModel {
+    /// Model directory (default: the embedded poetry GLM, no download needed).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl DefaultModel {
+    /// The model directory: the one given or the unpacked embedded model.
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(match &self.model {
+            Some(d) => d.clone(),
+            None => wenhui::embedded::poetry_model_dir()?,
+        })
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cli::common::DefaultModel;
 use indicatif::{ProgressBar, ProgressStyle};
 use wenhui::error::read_text;
 use wenhui::eval::poems::{evaluate_poems, EvalTitle, PoemEvalReport};
@@ -12,9 +13,8 @@ use wenhui::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
 pub struct PoemsArgs {
-    /// The generator (default: the embedded poetry GLM).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: DefaultModel,
     /// The judge GLM, trained on other poems than the generator (default: models/poetry-judge of this repository).
     #[arg(long)]
     judge: Option<PathBuf>,
@@ -82,11 +82,8 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     for p in &a.titles {
         titles.extend(read_titles(p, a.limit)?);
     }
-    let gen_dir = match &a.model {
-        Some(d) => d.clone(),
-        None => wenhui::embedded::poetry_model_dir()?,
-    };
-    let judge_dir = a.judge.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/poetry-judge"));
+    let gen_dir = a.model.dir()?;
+    let judge_dir = a.judge.clone().unwrap_or_else(wenhui::embedded::poetry_judge_dir);
     let (gm, gt) = load(&gen_dir)?;
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
     let (g, j) = (Context::new(gm.as_ref(), &gt)?, Context::new(jm.as_ref(), &jt)?);

@@ -1,6 +1,7 @@
-//! `wenhui fill DIR "text with [MASK] blanks"`
+//! `wenhui fill [--model DIR] "text with [MASK] blanks"`
 
-use crate::cli::common::ModelArgs;
+use crate::cli::common::DefaultModel;
+use wenhui::model::LoadOptions;
 use wenhui::generate::{fill_text, GenerationConfig};
 use wenhui::model::load_model;
 use wenhui::tokenizer::Tokenizer;
@@ -8,7 +9,7 @@ use wenhui::tokenizer::Tokenizer;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelArgs,
+    model: DefaultModel,
     /// Text with `[MASK]` (a span), `[sMASK]` (a sentence) or `[gMASK]` (long text) blanks;
     /// without a blank, `[gMASK]` is appended (continue the text).
     text: String,
@@ -39,8 +40,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let m = load_model(&a.model.model, &a.model.load_options())?;
-    let tokenizer = Tokenizer::from_dir(&a.model.dir())?;
+    let dir = a.model.dir()?;
+    let m = load_model(&dir, &LoadOptions::default())?;
+    let tokenizer = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
     let cfg = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
         num_beams: a.beams,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::cli::common::DefaultModel;
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
@@ -12,9 +13,8 @@ use wenhui::tokenizer::Tokenizer;
 /// Options every inverse-prompting command shares.
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// Model directory (default: the embedded poetry GLM).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: DefaultModel,
     /// A task file (TOML) instead of the built-in template (see assets/tasks/).
     #[arg(long)]
     task: Option<PathBuf>,
@@ -66,10 +66,7 @@ impl SearchArgs {
     }
 
     fn load(&self) -> anyhow::Result<(Box<dyn wenhui::model::Backbone>, Tokenizer)> {
-        let dir = match &self.model {
-            Some(d) => d.clone(),
-            None => wenhui::embedded::poetry_model_dir()?,
-        };
+        let dir = self.model.dir()?;
         let m = load_model(&dir, &LoadOptions::default())?;
         let tok = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
         Ok((m.backbone, tok))

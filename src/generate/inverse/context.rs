@@ -33,6 +33,13 @@ struct GlmIds {
     gmask: u32,
 }
 
+impl Prepared {
+    /// The prompt tokens (GLM: Part A with `[gMASK]` where the text goes).
+    pub fn prompt(&self) -> &[u32] {
+        &self.prompt
+    }
+}
+
 /// A task's prompt, tokenized once per run.
 #[derive(Debug, Clone)]
 pub struct Prepared {

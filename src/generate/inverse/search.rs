@@ -123,7 +123,8 @@ impl Beam {
 
 /// Generates with inverse prompting: `task` with the field values `fields` (defaults filled in),
 /// `rules` for the hard filter and format score. `on_unit(k, text)` is called once for every unit as
-/// soon as it is decided (all live beams agree on it), in order.
+/// soon as it is decided (all live beams agree on it), in order; units that refinement replaces afterwards
+/// are not streamed again (the result holds the final text).
 pub fn generate_inverse(
     cx: &Context<'_>,
     task: &Task,
@@ -259,6 +260,12 @@ pub fn generate_inverse(
     };
     let mut units = best.units.clone();
     let mut scores = best.scores.clone();
+    // The search's text is complete: stream what was not streamed yet (refinement may change it later).
+    if let Some(cb) = on_unit.as_deref_mut() {
+        for (k, u) in units.iter().enumerate().skip(streamed) {
+            cb(k, u);
+        }
+    }
     let mut refined = 0;
     if s.refine_rounds > 0 && cx.is_glm() {
         for _ in 0..s.refine_rounds {
@@ -271,12 +278,6 @@ pub fn generate_inverse(
             if changed == 0 {
                 break;
             }
-        }
-    }
-    if let Some(cb) = on_unit {
-        // Units streamed before refinement replaced some are not repeated; the result has the final text.
-        for (k, u) in units.iter().enumerate().skip(streamed) {
-            cb(k, u);
         }
     }
     let score = scores.iter().map(|u| u.total).sum();

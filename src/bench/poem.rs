@@ -1,0 +1,80 @@
+//! The cost of inverse prompting: the time of an inverse-prompted poem against (a) the same unit beam
+//! search of the same width without the inverse pass (the paper's search baseline) and (b) plain
+//! token-level beam search of the same width writing as many tokens (GLM long generation).
+
+use std::collections::BTreeMap;
+
+use super::median_ms;
+use crate::generate::inverse::{generate_inverse, Context, InverseOptions, PoemRules, Task};
+use crate::generate::poetry::Constraints;
+use crate::generate::{fill_blanks, BlankTokens, GenerationConfig};
+use crate::Result;
+
+/// What to measure (`wenhui bench poem`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoemBench {
+    /// Titles, each timed with every method.
+    pub titles: Vec<String>,
+    /// Form (`五绝`, …).
+    pub form: String,
+    /// Live beams (the width of all three methods).
+    pub beams: usize,
+    /// Refinement rounds of the inverse-prompted poem.
+    pub refine_rounds: usize,
+    /// Timed runs per title and method (median).
+    pub reps: usize,
+}
+
+/// Medians over titles (ms) and the ratios.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoemBenchReport {
+    /// The settings.
+    pub config: PoemBench,
+    /// Inverse-prompted poem.
+    pub inverse_ms: f64,
+    /// The same search ranked by forward log-probability (no inverse pass).
+    pub search_baseline_ms: f64,
+    /// Token-level beam search of the same width, as many tokens as the poem.
+    pub token_beam_ms: f64,
+    /// `inverse_ms / search_baseline_ms` (goal ≤ 1.3).
+    pub ratio_vs_search_baseline: f64,
+    /// `inverse_ms / token_beam_ms`.
+    pub ratio_vs_token_beam: f64,
+    /// Compute threads.
+    pub threads: usize,
+}
+
+/// Times the three methods on `cx`'s model.
+pub fn bench_poem(cx: &Context<'_>, c: &PoemBench) -> Result<PoemBenchReport> {
+    let constraints = Constraints::parse(&c.form, "pingshui", "")?;
+    let mut task = Task::builtin("poem")?;
+    task.search.beams = c.beams;
+    task.search.refine_rounds = c.refine_rounds;
+    let blank = BlankTokens::from_special(&cx.tokenizer.special)?;
+    let tokens = constraints.form.lines() * (constraints.form.line_len() + 1);
+    let (mut ip, mut base, mut tok) = (vec![], vec![], vec![]);
+    for title in &c.titles {
+        let fields = task.fields(&BTreeMap::from([("title".to_string(), title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
+        for (use_inverse, out) in [(true, &mut ip), (false, &mut base)] {
+            let opts = InverseOptions { use_inverse, ..Default::default() };
+            out.push(median_ms(1, c.reps, || generate_inverse(cx, &task, &fields, &mut PoemRules::new(constraints.clone()), &opts, None).map(|_| ()))?);
+        }
+        let prep = cx.prepare(&task, &fields)?;
+        let cfg = GenerationConfig { num_beams: c.beams, max_new_tokens: tokens, min_new_tokens: tokens, ..Default::default() };
+        tok.push(median_ms(1, c.reps, || fill_blanks(cx.model, prep.prompt(), &blank, &cfg).map(|_| ()))?);
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (inverse_ms, search_baseline_ms, token_beam_ms) = (med(ip), med(base), med(tok));
+    Ok(PoemBenchReport {
+        config: c.clone(),
+        inverse_ms,
+        search_baseline_ms,
+        token_beam_ms,
+        ratio_vs_search_baseline: inverse_ms / search_baseline_ms,
+        ratio_vs_token_beam: inverse_ms / token_beam_ms,
+        threads: candle_core::utils::get_num_threads(),
+    })
+}
