@@ -66,7 +66,11 @@ fn materialize(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
 /// The directory of the embedded poetry GLM (written on first use).
 pub fn poetry_model_dir() -> Result<PathBuf> {
     let dir = cache_root().join(format!("poetry-glm-{:016x}", fingerprint(POETRY_FILES)));
-    materialize(&dir, POETRY_FILES).map_err(|e| Error::input(format!("could not unpack the embedded poetry model ({e}); set WENHUI_CACHE to a writable directory or pass --model DIR")))?;
+    materialize(&dir, POETRY_FILES).map_err(|e| {
+        Error::input(format!(
+            "could not unpack the embedded poetry model ({e}); set WENHUI_CACHE to a writable directory or pass --model DIR"
+        ))
+    })?;
     Ok(dir)
 }
 

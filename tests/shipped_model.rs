@@ -33,7 +33,10 @@ fn shipped_model_loads_and_matches_its_tokenizer() {
         assert_eq!(ids.len(), text.chars().count(), "{text}");
         assert!(!ids.contains(&tok.special.get("unk").unwrap()), "{text}");
     }
-    let bytes: u64 = std::fs::read_dir(env!("CARGO_MANIFEST_DIR").to_string() + "/models/poetry-glm").unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let bytes: u64 = std::fs::read_dir(env!("CARGO_MANIFEST_DIR").to_string() + "/models/poetry-glm")
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     assert!(bytes <= 30_000_000, "the shipped model takes {bytes} bytes");
     let card = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/poetry-glm/MODEL_CARD.md")).unwrap();
     for section in ["## Data", "## Objectives", "## Shape", "## Training", "## Held-out perplexity", "loss.png"] {
@@ -43,9 +46,29 @@ fn shipped_model_loads_and_matches_its_tokenizer() {
 
 #[test]
 fn poem_command_meets_the_requested_constraints() {
-    for (title, form, heads, rhyme) in [("虹桥机场", "五绝", "", "pingshui"), ("咏相对论", "七绝", "", "pingshui"), ("四季", "五绝", "春夏秋冬", "pingshui"), ("登高", "五律", "", "cilin")] {
+    for (title, form, heads, rhyme) in [
+        ("虹桥机场", "五绝", "", "pingshui"),
+        ("咏相对论", "七绝", "", "pingshui"),
+        ("四季", "五绝", "春夏秋冬", "pingshui"),
+        ("登高", "五律", "", "cilin"),
+    ] {
         let out = wenhui()
-            .args(["poem", "--title", title, "--form", form, "--acrostic", heads, "--rhyme", rhyme, "--seed", "3", "--json", "--beams", "4"])
+            .args([
+                "poem",
+                "--title",
+                title,
+                "--form",
+                form,
+                "--acrostic",
+                heads,
+                "--rhyme",
+                rhyme,
+                "--seed",
+                "3",
+                "--json",
+                "--beams",
+                "4",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{title}: {}", String::from_utf8_lossy(&out.stderr));
@@ -99,7 +122,10 @@ fn fill_works_on_the_shipped_model() {
 #[test]
 fn eval_poems_runs_on_three_titles() {
     let titles = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/eval/heldout-titles.jsonl");
-    let out = wenhui().args(["eval", "poems", "--titles", titles, "--limit", "3", "--beams", "3", "--distractors", "2", "--json"]).output().unwrap();
+    let out = wenhui()
+        .args(["eval", "poems", "--titles", titles, "--limit", "3", "--beams", "3", "--distractors", "2", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let all = v["summary"]["all"].as_array().unwrap();

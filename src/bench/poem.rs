@@ -54,10 +54,13 @@ pub fn bench_poem(cx: &Context<'_>, c: &PoemBench) -> Result<PoemBenchReport> {
     let tokens = constraints.form.lines() * (constraints.form.line_len() + 1);
     let (mut ip, mut base, mut tok) = (vec![], vec![], vec![]);
     for title in &c.titles {
-        let fields = task.fields(&BTreeMap::from([("title".to_string(), title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
+        let fields = task
+            .fields(&BTreeMap::from([("title".to_string(), title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
         for (use_inverse, out) in [(true, &mut ip), (false, &mut base)] {
             let opts = InverseOptions { use_inverse, ..Default::default() };
-            out.push(median_ms(1, c.reps, || generate_inverse(cx, &task, &fields, &mut PoemRules::new(constraints.clone()), &opts, None).map(|_| ()))?);
+            out.push(median_ms(1, c.reps, || {
+                generate_inverse(cx, &task, &fields, &mut PoemRules::new(constraints.clone()), &opts, None).map(|_| ())
+            })?);
         }
         let prep = cx.prepare(&task, &fields)?;
         let cfg = GenerationConfig { num_beams: c.beams, max_new_tokens: tokens, min_new_tokens: tokens, ..Default::default() };

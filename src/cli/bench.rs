@@ -1,7 +1,9 @@
 //! `wenhui bench ...`
 
 use std::path::PathBuf;
-use wenhui::bench::{bench_forward, bench_generate, bench_generate_on, bench_poem, bench_train, ForwardBench, GenerateBench, PoemBench, TrainBench};
+use wenhui::bench::{
+    bench_forward, bench_generate, bench_generate_on, bench_poem, bench_train, ForwardBench, GenerateBench, PoemBench, TrainBench,
+};
 use wenhui::generate::BlankTokens;
 use wenhui::model::{load_model, LoadOptions, ModelKind};
 use wenhui::tokenizer::Tokenizer;

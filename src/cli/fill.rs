@@ -1,9 +1,9 @@
 //! `wenhui fill [--model DIR] "text with [MASK] blanks"`
 
 use crate::cli::common::DefaultModel;
-use wenhui::model::LoadOptions;
 use wenhui::generate::{fill_text, GenerationConfig};
 use wenhui::model::load_model;
+use wenhui::model::LoadOptions;
 use wenhui::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]

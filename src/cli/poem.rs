@@ -202,13 +202,13 @@ fn run(
         println!("{}", out.units.iter().map(|u| u.text.as_str()).collect::<Vec<_>>().join(sep));
     }
     if s.explain && !json {
-        println!("\nexplain (per unit: the best candidates; fwd = log p forward, ip = inverse log p, fmt = format score)");
+        println!("\nexplain (per unit: the best candidates, * = kept; fwd = log p forward, ip = inverse log p, fmt = format score, then the rule verdict)");
         for step in &out.explain {
             let what = if step.refine { "refine unit" } else { "unit" };
             println!("{what} {} ({} sampled)", step.unit + 1, step.sampled);
             for r in &step.top {
                 println!(
-                    "  {} {:<12} fwd {:>8.2}  ip {:>8.2}  copy {:>6.2}  hinge {:>5.2}  fmt {:>6.2}  total {:>8.2}  beam {:>8.2}",
+                    "  {} {:<12} fwd {:>8.2}  ip {:>8.2}  copy {:>6.2}  hinge {:>5.2}  fmt {:>6.2}  total {:>8.2}  beam {:>8.2}  {}",
                     if r.kept { "*" } else { " " },
                     r.unit.text,
                     r.unit.forward,
@@ -217,7 +217,8 @@ fn run(
                     r.unit.hinge,
                     r.unit.format,
                     r.unit.total,
-                    r.beam_score
+                    r.beam_score,
+                    r.verdict
                 );
             }
         }

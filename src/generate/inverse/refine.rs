@@ -93,7 +93,13 @@ pub(crate) fn refine_round(
             let top = order
                 .iter()
                 .take(opts.explain_top.max(1))
-                .map(|&j| ExplainRow { parent: 0, unit: scored[j].clone(), beam_score: scored[j].total, kept: j == best })
+                .map(|&j| ExplainRow {
+                    parent: 0,
+                    unit: scored[j].clone(),
+                    beam_score: scored[j].total,
+                    kept: j == best,
+                    verdict: rules.describe(&units[..i], &cands[j].text),
+                })
                 .collect();
             explain.push(ExplainStep { unit: i, refine: true, sampled: cands.len(), top });
         }

@@ -23,6 +23,10 @@ pub trait UnitRules {
     fn accepts(&self, units: &[String]) -> bool;
     /// The context a new unit must not copy from (the prompt).
     fn set_context(&mut self, _context: &str) {}
+    /// The constraint verdict of a complete unit, for explanations: `ok`, or its warnings.
+    fn describe(&self, _units: &[String], _unit: &str) -> String {
+        "ok".into()
+    }
 }
 
 /// Free text cut into sub-sentences at `units.ends` (official QA rules): a unit has
@@ -166,5 +170,13 @@ impl UnitRules for PoemRules {
     }
     fn set_context(&mut self, context: &str) {
         self.context = context.to_string();
+    }
+    fn describe(&self, units: &[String], unit: &str) -> String {
+        let prev: Vec<&str> = units.iter().map(String::as_str).collect();
+        match check_line(&prev, unit, &self.constraints) {
+            Ok(v) if v.verdict.violations.is_empty() && v.verdict.warnings.is_empty() => "ok".into(),
+            Ok(v) => v.verdict.violations.iter().chain(&v.verdict.warnings).map(|w| format!("{:?}", w.rule)).collect::<Vec<_>>().join(","),
+            Err(e) => e.to_string(),
+        }
     }
 }

@@ -12,7 +12,6 @@ use candle_core::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::scorer::log_softmax64;
 use crate::generate::poetry::LineStatus;
 use crate::generate::StepInputs;
 use crate::model::{Backbone, KvCache};
@@ -81,12 +80,13 @@ pub fn sample_units(
                 fed.push(row.tokens.last().copied().unwrap_or(0));
                 continue;
             }
-            let logp = log_softmax64(&step_logits[r]);
             let first = (step == 0).then_some(spec.first).flatten();
+            // One tempered distribution per row and step; a rejected token only loses its weight.
+            let mut dist = Dist::new(&step_logits[r], spec, first, step == 0);
             let mut banned: Vec<u32> = Vec::new();
             let mut decided = None;
             for _ in 0..=spec.max_redraws {
-                let Some(tok) = draw(&step_logits[r], spec, first, step == 0, &banned, rng) else { break };
+                let Some(tok) = dist.draw(rng) else { break };
                 if spec.stops.contains(&tok) {
                     decided = Some((tok, LineStatus::Complete, true));
                     break;
@@ -95,7 +95,10 @@ pub fn sample_units(
                 toks.push(tok);
                 let text = (spec.decode)(&toks)?;
                 match (spec.check)(&text) {
-                    LineStatus::Rejected => banned.push(tok),
+                    LineStatus::Rejected => {
+                        banned.push(tok);
+                        dist.ban(tok);
+                    }
                     s => {
                         decided = Some((tok, s, false));
                         break;
@@ -111,7 +114,7 @@ pub fn sample_units(
                 continue;
             };
             row.tokens.push(tok);
-            row.forward += logp[tok as usize];
+            row.forward += dist.logp(tok);
             if status == LineStatus::Complete {
                 row.live = false;
                 let text = if end { String::new() } else { (spec.decode)(&row.tokens)? };
@@ -170,35 +173,65 @@ fn best_valid(
     Ok(None)
 }
 
-/// One token from `softmax(logits / T)` over the allowed, not banned tokens (stops only when `at_start`).
-fn draw(logits: &[f32], spec: &SampleSpec<'_>, first: Option<&[u32]>, at_start: bool, banned: &[u32], rng: &mut ChaCha8Rng) -> Option<u32> {
-    let ok = |t: usize| {
-        let t32 = t as u32;
-        if banned.contains(&t32) {
-            return false;
-        }
-        if spec.stops.contains(&t32) {
-            return at_start && first.is_none();
-        }
-        match first {
-            Some(f) => f.contains(&t32),
-            None => spec.allowed.get(t).copied().unwrap_or(false),
-        }
-    };
-    let max = logits.iter().enumerate().filter(|(t, _)| ok(*t)).map(|(_, &x)| x).fold(f32::NEG_INFINITY, f32::max);
-    if !max.is_finite() {
-        return None;
+/// The sampling distribution of one row at one step: `softmax(logits / T)` over the permitted
+/// tokens (allowed, or the forced first tokens; stops only at a unit's start), plus the
+/// temperature-1 log-normaliser of the full distribution for the forward score.
+struct Dist<'a> {
+    logits: &'a [f32],
+    tokens: Vec<u32>,
+    weights: Vec<f64>,
+    total: f64,
+    log_z: f64,
+}
+
+impl<'a> Dist<'a> {
+    fn new(logits: &'a [f32], spec: &SampleSpec<'_>, first: Option<&[u32]>, at_start: bool) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_z = max as f64 + logits.iter().map(|&x| (x - max).exp() as f64).sum::<f64>().ln();
+        let permitted = |t: u32| {
+            if spec.stops.contains(&t) {
+                return at_start && first.is_none();
+            }
+            match first {
+                Some(f) => f.contains(&t),
+                None => spec.allowed.get(t as usize).copied().unwrap_or(false),
+            }
+        };
+        let tokens: Vec<u32> = (0..logits.len() as u32).filter(|&t| permitted(t)).collect();
+        let inv_t = 1.0 / spec.temperature;
+        let weights: Vec<f64> = tokens.iter().map(|&t| ((logits[t as usize] - max) * inv_t).exp() as f64).collect();
+        let total = weights.iter().sum();
+        Self { logits, tokens, weights, total, log_z }
     }
-    let t = spec.temperature as f64;
-    let weights: Vec<(usize, f64)> =
-        logits.iter().enumerate().filter(|(i, _)| ok(*i)).map(|(i, &x)| (i, ((x - max) as f64 / t).exp())).collect();
-    let total: f64 = weights.iter().map(|w| w.1).sum();
-    let mut u = rng.random::<f64>() * total;
-    for &(i, w) in &weights {
-        if u < w {
-            return Some(i as u32);
-        }
-        u -= w;
+
+    /// `log p(t)` at temperature 1 under the unprocessed distribution.
+    fn logp(&self, t: u32) -> f64 {
+        self.logits[t as usize] as f64 - self.log_z
     }
-    weights.last().map(|w| w.0 as u32)
+
+    fn ban(&mut self, t: u32) {
+        if let Some(i) = self.tokens.iter().position(|&x| x == t) {
+            self.total -= self.weights[i];
+            self.weights[i] = 0.0;
+        }
+    }
+
+    fn draw(&self, rng: &mut ChaCha8Rng) -> Option<u32> {
+        if !(self.total > 1e-300) {
+            return None;
+        }
+        let mut u = rng.random::<f64>() * self.total;
+        let mut last = None;
+        for (&t, &w) in self.tokens.iter().zip(&self.weights) {
+            if w <= 0.0 {
+                continue;
+            }
+            if u < w {
+                return Some(t);
+            }
+            u -= w;
+            last = Some(t);
+        }
+        last
+    }
 }

@@ -124,17 +124,10 @@ fn gather(rows: &[Vec<f32>], target: &[u32], clamp: Option<f64>) -> Vec<f64> {
     rows.iter()
         .zip(target)
         .map(|(row, &t)| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64 + row.iter().map(|&x| (x - max).exp() as f64).sum::<f64>().ln();
             let lp = row[t as usize] as f64 - lse;
             clamp.map_or(lp, |c| lp.max(c))
         })
         .collect()
-}
-
-/// `log softmax` of one logits row, in f64.
-pub(crate) fn log_softmax64(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-    row.iter().map(|&x| x as f64 - lse).collect()
 }

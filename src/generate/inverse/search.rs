@@ -71,6 +71,8 @@ pub struct ExplainRow {
     pub beam_score: f64,
     /// Whether it was kept.
     pub kept: bool,
+    /// Its constraint verdict: `ok`, or the soft rules it breaks (hard rules never pass the filter).
+    pub verdict: String,
 }
 
 /// One step of the explanation.
@@ -190,6 +192,18 @@ pub fn generate_inverse(
             finished.push((beam.total / beam.units.len().max(1) as f64, beam.clone()));
         }
         pool.retain(|(_, c)| !c.end);
+        if s.max_scored > 0 && opts.use_inverse && pool.len() > s.max_scored {
+            let pre = |(b, c): &(usize, Candidate)| {
+                let sc = unit_score(task, rules, &live[*b].units, c, 0.0, "", fields, false);
+                let len = c.text.chars().count().max(1) as f64;
+                let hinge = task.score.forward_hinge * (-c.forward / len - task.score.forward_threshold).max(0.0);
+                c.forward / len - hinge + task.score.format * sc.format
+            };
+            let mut keyed: Vec<(f64, (usize, Candidate))> = pool.into_iter().map(|p| (pre(&p), p)).collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            keyed.truncate(s.max_scored);
+            pool = keyed.into_iter().map(|k| k.1).collect();
+        }
         let windows: Vec<String> = pool.iter().map(|(b, c)| window(task.inverse.window, &live[*b].units, &c.text)).collect();
         let ips = if opts.use_inverse { cx.inverse_scores(&prep, task, &windows)? } else { vec![0.0; pool.len()] };
         scored += if opts.use_inverse { pool.len() } else { 0 };
@@ -210,7 +224,13 @@ pub fn generate_inverse(
                 .iter()
                 .enumerate()
                 .take(opts.explain_top.max(1))
-                .map(|(i, r)| ExplainRow { parent: r.0, unit: r.2.clone(), beam_score: r.3, kept: keep.contains(&i) })
+                .map(|(i, r)| ExplainRow {
+                    parent: r.0,
+                    unit: r.2.clone(),
+                    beam_score: r.3,
+                    kept: keep.contains(&i),
+                    verdict: rules.describe(&live[r.0].units, &r.1.text),
+                })
                 .collect();
             explain.push(ExplainStep { unit: k, refine: false, sampled, top });
         }

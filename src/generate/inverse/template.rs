@@ -203,6 +203,10 @@ pub struct SearchConfig {
     pub max_same_prefix: usize,
     /// Length of the shared prefix counted by `max_same_prefix`.
     pub prefix_chars: usize,
+    /// Most candidates inverse-scored per step (0 = every candidate that passed the hard filter). The
+    /// rest are dropped first by a cheap forward score (mean log-probability per character, hinge and
+    /// format terms), as GLM-iprompt scores at most 3·beams continuations per step.
+    pub max_scored: usize,
     /// Sampling temperature of the unit sampler.
     pub temperature: f32,
     /// Most re-draws of one token when the drawn one breaks a rule.
@@ -220,6 +224,7 @@ impl Default for SearchConfig {
             max_per_parent: 2,
             max_same_prefix: 4,
             prefix_chars: 5,
+            max_scored: 0,
             temperature: 1.0,
             max_redraws: 30,
             refine_rounds: 0,
