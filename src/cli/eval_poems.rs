@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::common::DefaultModel;
 use indicatif::{ProgressBar, ProgressStyle};
 use wenhui::error::read_text;
-use wenhui::eval::poems::{evaluate_poems, EvalTitle, PoemEvalReport};
+use wenhui::eval::poems::{evaluate_poems, EvalTitle, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
 use wenhui::model::{load_model, LoadOptions};
@@ -97,7 +97,8 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{} {}", r.method, r.title));
         bar.inc(1);
     };
-    let report = evaluate_poems(&g, &j, &task, &titles, &constraints, a.distractors, a.seed, Some(&mut tick))?;
+    let opts = PoemEvalOptions { constraints, distractors: a.distractors, seed: a.seed };
+    let report = evaluate_poems(&g, &j, &task, &titles, &opts, Some(&mut tick))?;
     bar.finish_and_clear();
     if let Some(p) = &a.output {
         wenhui::error::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -84,17 +84,30 @@ pub struct PoemEvalReport {
     pub candidates: usize,
 }
 
-/// Runs both methods on every title (`constraints` fix the form/rhyme; the seed is per title index).
+/// How an evaluation runs.
+#[derive(Debug, Clone)]
+pub struct PoemEvalOptions {
+    /// Form and rhyme table of every poem.
+    pub constraints: Constraints,
+    /// Distractor titles per retrieval.
+    pub distractors: usize,
+    /// Base seed (title i uses `seed + i`).
+    pub seed: u64,
+}
+
+/// Called after every poem with `(title index, row)`.
+pub type EvalProgress<'a> = &'a mut dyn FnMut(usize, &PoemRow);
+
+/// Runs both methods on every title.
 pub fn evaluate_poems(
     generator: &Context<'_>,
     judge: &Context<'_>,
     task: &Task,
     titles: &[EvalTitle],
-    constraints: &Constraints,
-    distractors: usize,
-    seed: u64,
-    mut progress: Option<&mut dyn FnMut(usize, &PoemRow)>,
+    opts: &PoemEvalOptions,
+    mut progress: Option<EvalProgress<'_>>,
 ) -> Result<PoemEvalReport> {
+    let (constraints, distractors, seed) = (&opts.constraints, opts.distractors, opts.seed);
     if titles.len() < 2 {
         return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
     }

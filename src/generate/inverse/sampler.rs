@@ -217,7 +217,7 @@ impl<'a> Dist<'a> {
     }
 
     fn draw(&self, rng: &mut ChaCha8Rng) -> Option<u32> {
-        if !(self.total > 1e-300) {
+        if self.total.is_nan() || self.total <= 1e-300 {
             return None;
         }
         let mut u = rng.random::<f64>() * self.total;

@@ -123,6 +123,9 @@ impl Beam {
     }
 }
 
+/// Called with `(unit index, unit text)` as each unit is decided.
+pub type UnitHook<'a> = &'a mut dyn FnMut(usize, &str);
+
 /// Generates with inverse prompting: `task` with the field values `fields` (defaults filled in),
 /// `rules` for the hard filter and format score. `on_unit(k, text)` is called once for every unit as
 /// soon as it is decided (all live beams agree on it), in order; units that refinement replaces afterwards
@@ -133,7 +136,7 @@ pub fn generate_inverse(
     fields: &BTreeMap<String, String>,
     rules: &mut dyn UnitRules,
     opts: &InverseOptions,
-    mut on_unit: Option<&mut dyn FnMut(usize, &str)>,
+    mut on_unit: Option<UnitHook<'_>>,
 ) -> Result<InverseResult> {
     let start = Instant::now();
     let prep = cx.prepare(task, fields)?;
@@ -281,7 +284,7 @@ pub fn generate_inverse(
     let mut units = best.units.clone();
     let mut scores = best.scores.clone();
     // The search's text is complete: stream what was not streamed yet (refinement may change it later).
-    if let Some(cb) = on_unit.as_deref_mut() {
+    if let Some(cb) = on_unit {
         for (k, u) in units.iter().enumerate().skip(streamed) {
             cb(k, u);
         }
