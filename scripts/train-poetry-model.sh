@@ -23,5 +23,10 @@ done
 RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-generator.toml &
 RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-judge.toml &
 wait
+$W export runs/poetry-generator --dtype f16 --force -o models/poetry-glm
+$W export runs/poetry-judge --dtype f16 --force -o models/poetry-judge
 $W plot runs/poetry-generator/metrics.jsonl -o models/poetry-glm/loss.png
-$W export --dtype f16 runs/poetry-generator -o models/poetry-glm
+$W eval ppl --model models/poetry-glm --corpus runs/poetry-corpus-heldout --seq-len 128 --batch-size 32 --batches 58 --seed 0
+# The evaluation of README.md (inverse prompting vs the search baseline, judged by models/poetry-judge):
+$W eval poems --titles ../shared/data/poetry/eval/ip_poem_titles.jsonl --output runs/eval-paper.json
+$W eval poems --titles assets/eval/heldout-titles.jsonl --output runs/eval-heldout.json

@@ -8,22 +8,29 @@ use wenhui::generate::BlankTokens;
 use wenhui::model::{load_model, LoadOptions, ModelKind};
 use wenhui::tokenizer::Tokenizer;
 
+/// A GLM-base-sized random model (`--layers 12 --hidden 768 --heads 12 --vocab 30592`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct BaseShape {
+    /// Layers.
+    #[arg(long, default_value_t = 12)]
+    layers: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 768)]
+    hidden: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 12)]
+    heads: usize,
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 30592)]
+    vocab: usize,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// GLM forward (ms, tokens/s, GFLOP/s) and cached decoding (ms/token) in f32 on the CPU.
     Forward {
-        /// Layers.
-        #[arg(long, default_value_t = 12)]
-        layers: usize,
-        /// Hidden size.
-        #[arg(long, default_value_t = 768)]
-        hidden: usize,
-        /// Attention heads.
-        #[arg(long, default_value_t = 12)]
-        heads: usize,
-        /// Vocabulary size.
-        #[arg(long, default_value_t = 30592)]
-        vocab: usize,
+        #[command(flatten)]
+        shape: BaseShape,
         /// Sequence length (and decoding context).
         #[arg(long, default_value_t = 512)]
         seq: usize,
@@ -90,18 +97,8 @@ pub enum Command {
         /// Measure this model directory instead of a random GLM (the shape flags are ignored).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Layers.
-        #[arg(long, default_value_t = 12)]
-        layers: usize,
-        /// Hidden size.
-        #[arg(long, default_value_t = 768)]
-        hidden: usize,
-        /// Attention heads.
-        #[arg(long, default_value_t = 12)]
-        heads: usize,
-        /// Vocabulary size.
-        #[arg(long, default_value_t = 30592)]
-        vocab: usize,
+        #[command(flatten)]
+        shape: BaseShape,
         /// Prompt tokens.
         #[arg(long, default_value_t = 128)]
         prompt: usize,
@@ -119,7 +116,7 @@ pub enum Command {
 
 pub fn run(c: Command) -> anyhow::Result<()> {
     match c {
-        Command::Forward { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens } => {
+        Command::Forward { shape: BaseShape { layers, hidden, heads, vocab }, seq, batch, reps, decode_tokens } => {
             let report = bench_forward(&ForwardBench { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens })?;
             println!("{}", serde_json::to_string(&report)?);
         }
@@ -139,7 +136,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             let c = PoemBench { titles, form, beams, refine_rounds: refine, reps };
             println!("{}", serde_json::to_string(&bench_poem(&cx, &c)?)?);
         }
-        Command::Generate { model, layers, hidden, heads, vocab, prompt, new_tokens, beams, reps } => {
+        Command::Generate { model, shape: BaseShape { layers, hidden, heads, vocab }, prompt, new_tokens, beams, reps } => {
             let c = GenerateBench { layers, hidden, heads, vocab, prompt, new_tokens, beams, reps };
             let report = match model {
                 None => bench_generate(&c)?,

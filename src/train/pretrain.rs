@@ -251,7 +251,8 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let bar = progress_bar(opts.progress, start, cfg.steps);
     let t0 = Instant::now();
     let (mut last_loss, mut first_val, mut last_val) = (f64::NAN, None, None);
-    let mut window = (Instant::now(), 0u64);
+    // Throughput window: starts at the tokens already seen, so the first log after --resume is right.
+    let mut window = (Instant::now(), tokens_seen);
     let mut interrupted = false;
     let save = |step: u64, cursor: Cursor, tokens_seen: u64, optim: &AdamW| -> Result<PathBuf> {
         let params: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
