@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::common::DefaultModel;
 use indicatif::{ProgressBar, ProgressStyle};
 use wenhui::error::read_text;
-use wenhui::eval::poems::{evaluate_poems, EvalTitle, PoemEvalOptions, PoemEvalReport};
+use wenhui::eval::poems::{evaluate_poems, EvalTitle, HumanPoem, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
 use wenhui::model::{load_model, LoadOptions};
@@ -18,7 +18,8 @@ pub struct PoemsArgs {
     /// The judge GLM, trained on other poems than the generator (default: models/poetry-judge of this repository).
     #[arg(long)]
     judge: Option<PathBuf>,
-    /// JSONL files of titles (`{"title": ...}` per line); the file stem names the source in the report.
+    /// JSONL files of titles (`{"title": ...}` per line; with `"text"` and `"form"` the human poem is judged
+    /// too); the file stem names the source in the report.
     #[arg(long, num_args = 1.., required = true)]
     titles: Vec<PathBuf>,
     /// Use at most this many titles of each file.
@@ -60,7 +61,11 @@ fn read_titles(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<EvalTitl
             .get("title")
             .and_then(|t| t.as_str())
             .ok_or_else(|| anyhow::anyhow!("{}:{}: no string field `title`", path.display(), i + 1))?;
-        out.push(EvalTitle { title: title.trim().to_string(), source: source.clone() });
+        let reference = match (v.get("text").and_then(|t| t.as_str()), v.get("form").and_then(|f| f.as_str())) {
+            (Some(text), Some(form)) => Some(HumanPoem { text: text.to_string(), form: form.to_string() }),
+            _ => None,
+        };
+        out.push(EvalTitle { title: title.trim().to_string(), source: source.clone(), reference });
         if limit.is_some_and(|l| out.len() >= l) {
             break;
         }
@@ -91,7 +96,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     if let Some(b) = a.beams {
         task.search.beams = b;
     }
-    let bar = ProgressBar::new(2 * titles.len() as u64);
+    let bar = ProgressBar::new(titles.iter().map(|t| 2 + t.reference.is_some() as u64).sum());
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
     let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
         bar.set_message(format!("{} {}", r.method, r.title));

@@ -4,6 +4,8 @@
 //! the forward log-probability (the paper's "search baseline", hard constraints on) and (b) inverse
 //! prompting. Reported per method:
 //!
+//! * **human** (when the titles file gives the real poem): the same judge on the held-out human poem,
+//!   the ceiling of the retrieval measure (validity under the poem's own form, 平水韵).
 //! * **validity** — share of poems meeting every hard rule of the form (shape, rhyme, tones, bans);
 //! * **distinct-1/2** — distinct character uni/bigrams over all poems of the method;
 //! * **title retrieval accuracy** — a *judge* GLM, trained the same way on the other half of the
@@ -31,6 +33,17 @@ pub struct EvalTitle {
     pub title: String,
     /// Where it came from (e.g. `paper`, `heldout`).
     pub source: String,
+    /// A human poem for the title (held-out corpus), judged as a third method `human`.
+    pub reference: Option<HumanPoem>,
+}
+
+/// A human poem with its own form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HumanPoem {
+    /// The poem.
+    pub text: String,
+    /// Its form name (`五言律诗`, …).
+    pub form: String,
 }
 
 /// One generated poem and its verdicts.
@@ -40,7 +53,7 @@ pub struct PoemRow {
     pub title: String,
     /// Its source.
     pub source: String,
-    /// `baseline` or `inverse`.
+    /// `baseline`, `inverse` or `human`.
     pub method: String,
     /// The poem (empty when no poem satisfied the constraints).
     pub text: String,
@@ -141,6 +154,25 @@ pub fn evaluate_poems(
             }
             rows.push(row);
         }
+        if let Some(h) = &t.reference {
+            let c = Constraints::parse(&h.form, "pingshui", "")?;
+            let valid = check_poem(&h.text, &c).is_ok_and(|v| v.is_ok());
+            let fields = task.fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), h.form.clone())]))?;
+            let rank = title_rank(judge, task, &fields, &h.text, &cands)?;
+            let row = PoemRow {
+                title: t.title.clone(),
+                source: t.source.clone(),
+                method: "human".into(),
+                text: h.text.clone(),
+                valid,
+                rank,
+                ms: 0.0,
+            };
+            if let Some(p) = progress.as_deref_mut() {
+                p(i, &row);
+            }
+            rows.push(row);
+        }
     }
     let mut summary = BTreeMap::new();
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
@@ -149,7 +181,8 @@ pub fn evaluate_poems(
     sources.insert(0, "all".into());
     for src in sources {
         let sel: Vec<&PoemRow> = rows.iter().filter(|r| src == "all" || r.source == src).collect();
-        let per = ["baseline", "inverse"].iter().map(|m| summarize(m, &sel)).collect();
+        let per =
+            ["baseline", "inverse", "human"].iter().filter(|m| sel.iter().any(|r| r.method == **m)).map(|m| summarize(m, &sel)).collect();
         summary.insert(src, per);
     }
     Ok(PoemEvalReport { summary, rows, candidates: distractors + 1 })
