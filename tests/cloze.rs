@@ -342,7 +342,7 @@ fn prompt_vectors_replace_the_pseudo_rows() {
     assert!(diff(&emb.narrow(0, 1, 2).unwrap(), &prompt).iter().all(|&d| d == 0.0));
     assert!(diff(&emb.narrow(0, 3, 7).unwrap(), &words.narrow(0, 3, 7).unwrap()).iter().all(|&d| d == 0.0));
     let wrong = Tensor::zeros((3, 64), DType::F32, &Device::Cpu).unwrap();
-    let e = build_input(model.as_ref(), &[c.clone()], &[vec![c.answer_row]], Some(&wrong)).unwrap_err().to_string();
+    let e = build_input(model.as_ref(), std::slice::from_ref(&c), &[vec![c.answer_row]], Some(&wrong)).unwrap_err().to_string();
     assert!(e.contains("2 pseudo tokens but 3 prompt vectors"), "{e}");
 }
 
@@ -445,24 +445,66 @@ fn shipped_tasks_parse_and_real_examples_compile_for_glm() {
         assert_eq!(c.ids[c.mask.unwrap()], 2);
         assert_eq!((c.ids[c.answer_row], c.positions[c.answer_row], c.block_positions[c.answer_row]), (5, c.mask.unwrap() as u32, 1));
         assert_eq!(c.pseudo.len(), task.template.num_pseudo());
-        // End to end on the tiny model (64 positions: fields are truncated).
-        let preds = classify_batch(
-            glm.as_ref(),
-            &tok,
-            &task,
-            &[examples[0].fields.clone(), examples[1].fields.clone()],
-            &ClassifyOptions::default(),
-        );
-        let preds = match (name, preds) {
-            // "Yes"/"No" are several characters: single-token verbalizers need a word-level vocabulary.
-            (_, Err(e)) if task.spec.answer == wenhui::cloze::AnswerKind::Single => {
-                assert!(e.to_string().contains("tokens"), "{name}: {e}");
-                continue;
+        // End to end on the tiny model (64 positions: fields are truncated). "Yes"/"No" are several
+        // characters here, so single-token tasks first report that, then run with one-letter words.
+        let two = [examples[0].fields.clone(), examples[1].fields.clone()];
+        let mut task = task;
+        if task.spec.answer == wenhui::cloze::AnswerKind::Single {
+            let e = classify_batch(glm.as_ref(), &tok, &task, &two, &ClassifyOptions::default()).unwrap_err().to_string();
+            assert!(e.contains("label `") && e.contains("tokens"), "{name}: {e}");
+            for (i, lw) in task.spec.verbalizer.iter_mut().enumerate() {
+                lw.words = vec![["n", "y", "m"][i].to_string()];
             }
-            (_, r) => r.unwrap(),
-        };
+            task = ClozeTask::new(task.spec, name).unwrap();
+        }
+        let all: Vec<_> = examples.iter().map(|e| e.fields.clone()).collect();
+        let preds = classify_batch(glm.as_ref(), &tok, &task, &all, &ClassifyOptions::default()).unwrap();
+        assert_eq!(preds.len(), examples.len());
+        let pred: Vec<String> = preds.iter().map(|p| p.best().to_string()).collect();
+        let gold: Vec<String> = examples.iter().map(|e| e.label.clone().unwrap()).collect();
+        let groups: Vec<String> = examples.iter().map(|e| e.group.clone().unwrap_or_default()).collect();
+        let scores = metrics::compute(&task.spec.metrics, &pred, &gold, &task.labels(), Some(&groups)).unwrap();
+        assert!(scores.values().all(|v| (0.0..=1.0).contains(v)), "{name}: {scores:?}");
+        eprintln!("{name} (glm-tiny, random weights, train): {scores:?}");
         for p in &preds {
             assert!(p.probs.iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x)), "{name}: {:?}", p.probs);
+            assert!((p.probs.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         }
     }
+}
+
+#[test]
+fn cli_classify_prints_the_library_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let chars_txt = dir.path().join("chars.txt");
+    std::fs::write(
+        &chars_txt,
+        "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789".chars().map(|c| format!("{c}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let task_file = dir.path().join("toy.toml");
+    std::fs::write(&task_file, SINGLE_TASK).unwrap();
+    let run = |input: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["classify", "--task", task_file.to_str().unwrap(), "--model", "tests/fixtures/glm-tiny", "--tokenizer"])
+            .arg(&chars_txt)
+            .args(["--json", input])
+            .output()
+            .unwrap()
+    };
+    let out = run(r#"{"a": "the cat sat", "b": "is it"}"#);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs: Vec<f64> = v["predictions"][0]["probs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let task = ClozeTask::from_toml(SINGLE_TASK, "toy").unwrap();
+    let lib = classify(model("glm-tiny").as_ref(), &chars(), &task, &fields(&[("a", "the cat sat"), ("b", "is it")])).unwrap();
+    assert_eq!(probs.len(), 3);
+    for (a, b) in probs.iter().zip(&lib.probs) {
+        assert!((a - b).abs() < 1e-9, "{probs:?} vs {:?}", lib.probs);
+    }
+    assert_eq!(v["predictions"][0]["best"].as_str().unwrap(), lib.best());
+    let bad = run("plain text");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("has fields a, b") && err.contains("JSON object"), "{err}");
 }

@@ -139,7 +139,7 @@ impl ClozeTask {
         if let Some(m) = spec.metrics.iter().find(|m| !METRICS.contains(&m.as_str())) {
             return Err(bad("metrics", format!("unknown metric `{m}` (known: {})", METRICS.join(", "))));
         }
-        if !(spec.length_penalty >= 0.0) {
+        if spec.length_penalty.is_nan() || spec.length_penalty < 0.0 {
             return Err(bad("length_penalty", "must be ≥ 0".into()));
         }
         Ok(Self { spec, template })
