@@ -109,6 +109,31 @@ pub fn classify_batch(
     }
 }
 
+/// Classifies labelled `examples` and computes the task's metrics (`task.spec.metrics`, or
+/// accuracy when it names none). Returns the metrics and the predictions.
+pub fn evaluate(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    examples: &[super::Example],
+    opts: &ClassifyOptions,
+) -> Result<(BTreeMap<String, f64>, Vec<Prediction>)> {
+    let gold: Vec<String> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.label.clone().ok_or_else(|| Error::input(format!("example {} has no label: evaluation needs labelled data", i + 1)))
+        })
+        .collect::<Result<_>>()?;
+    let fields: Vec<BTreeMap<String, String>> = examples.iter().map(|e| e.fields.clone()).collect();
+    let preds = classify_batch(model, tok, task, &fields, opts)?;
+    let pred: Vec<String> = preds.iter().map(|p| p.best().to_string()).collect();
+    let groups: Vec<String> = examples.iter().map(|e| e.group.clone().unwrap_or_default()).collect();
+    let names = if task.spec.metrics.is_empty() { vec!["acc".to_string()] } else { task.spec.metrics.clone() };
+    let scores = super::metrics::compute(&names, &pred, &gold, &task.labels(), Some(&groups))?;
+    Ok((scores, preds))
+}
+
 /// `[R, V]` logits → per-row f64 vectors.
 fn rows_f64(logits: &Tensor) -> Result<Vec<Vec<f64>>> {
     let v = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -195,6 +220,13 @@ fn multi(
                 rows.push((e, l, base.with_answer(a, eop, max_len)?));
             }
         }
+    }
+    let vocab = model.info().vocab_size;
+    if let Some(bad) = rows.iter().flat_map(|r| r.2.targets.iter()).find(|t| t.1 as usize >= vocab) {
+        return Err(Error::input(format!(
+            "answer token id {} is outside the model's vocabulary of {vocab}; is this the model's tokenizer?",
+            bad.1
+        )));
     }
     let penalty = task.spec.length_penalty;
     let mut best = vec![vec![f64::NEG_INFINITY; task.spec.verbalizer.len()]; examples.len()];

@@ -44,7 +44,7 @@ pub mod task;
 mod template;
 
 pub use batch::{build_input, embeddings_with_prompt};
-pub use classify::{classify, classify_batch, compile_options, single_token_ids, ClassifyOptions, Prediction};
+pub use classify::{classify, classify_batch, compile_options, evaluate, single_token_ids, ClassifyOptions, Prediction};
 pub use compile::{compile, Cloze, CompileOptions};
 pub use fewglue::{parse_jsonl, read_jsonl, Example, Reader};
 pub use task::{AnswerKind, ClozeTask, LabelWords, TaskSpec};
