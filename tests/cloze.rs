@@ -480,14 +480,16 @@ fn cli_classify_prints_the_library_probabilities() {
     .unwrap();
     let task_file = dir.path().join("toy.toml");
     std::fs::write(&task_file, SINGLE_TASK).unwrap();
-    let run = |input: &str| {
+    let run_with = |input: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
             .args(["classify", "--task", task_file.to_str().unwrap(), "--model", "tests/fixtures/glm-tiny", "--tokenizer"])
             .arg(&chars_txt)
+            .args(extra)
             .args(["--json", input])
             .output()
             .unwrap()
     };
+    let run = |input: &str| run_with(input, &[]);
     let out = run(r#"{"a": "the cat sat", "b": "is it"}"#);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -499,6 +501,28 @@ fn cli_classify_prints_the_library_probabilities() {
         assert!((a - b).abs() < 1e-9, "{probs:?} vs {:?}", lib.probs);
     }
     assert_eq!(v["predictions"][0]["best"].as_str().unwrap(), lib.best());
+    // With a saved prompt encoder, the [P] rows get its vectors.
+    let cfg = wenhui::ptuning::PromptEncoderConfig {
+        kind: wenhui::ptuning::EncoderKind::Lstm,
+        num_virtual_tokens: 3,
+        token_dim: 64,
+        hidden: 32,
+        layers: 2,
+        num_transformer_submodules: 1,
+    };
+    let (enc, _) = wenhui::ptuning::PromptEncoder::fresh(&cfg, DType::F32, &Device::Cpu).unwrap();
+    let enc_dir = dir.path().join("encoder");
+    enc.save_state(&enc_dir).unwrap();
+    let out = run_with(r#"{"a": "the cat sat", "b": "is it"}"#, &["--prompt", enc_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs: Vec<f64> = v["predictions"][0]["probs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let opts = ClassifyOptions { prompt: Some(enc.prompt_embeddings().unwrap()), batch_size: 0 };
+    let lib =
+        classify_batch(model("glm-tiny").as_ref(), &chars(), &task, &[fields(&[("a", "the cat sat"), ("b", "is it")])], &opts).unwrap();
+    for (a, b) in probs.iter().zip(&lib[0].probs) {
+        assert!((a - b).abs() < 1e-9, "{probs:?} vs {:?}", lib[0].probs);
+    }
     let bad = run("plain text");
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);

@@ -1,10 +1,11 @@
-//! `wenhui classify --task FILE_OR_NAME --model DIR [--json] INPUT`
+//! `wenhui classify --task FILE_OR_NAME --model DIR [--prompt DIR] [--json] INPUT`
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use wenhui::cloze::{classify_batch, fewglue, ClassifyOptions, ClozeTask};
 use wenhui::model::load_model;
+use wenhui::ptuning::{PromptEncoder, ADAPTER_CONFIG, STATE_CONFIG};
 use wenhui::tokenizer::Tokenizer;
 
 use crate::cli::common::ModelFlag;
@@ -19,6 +20,11 @@ pub struct Args {
     /// The example: a JSON object (a SuperGLUE line is read with the task's reader; otherwise its
     /// keys are the task's fields), or plain text for a task with one field.
     input: String,
+    /// A prompt encoder for the template's `[P]` tokens: a directory with wenhui's full encoder state
+    /// (`prompt_encoder.json` + `prompt_encoder.safetensors`) or a peft adapter
+    /// (`adapter_config.json` + `adapter_model.safetensors`). Without it the `[P]` tokens are dropped.
+    #[arg(long)]
+    prompt: Option<PathBuf>,
     /// Tokenizer directory or file (default: the model directory).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -45,7 +51,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("the input holds no example (MultiRC needs at least one answer option)");
     }
     let fields: Vec<_> = examples.iter().map(|e| e.fields.clone()).collect();
-    let preds = classify_batch(m.backbone.as_ref(), &tok, &task, &fields, &ClassifyOptions::default())?;
+    let prompt = match &a.prompt {
+        None => None,
+        Some(dir) => {
+            let dev = m.backbone.device();
+            let enc = if dir.join(STATE_CONFIG).is_file() {
+                PromptEncoder::load_state(dir, dev)?
+            } else if dir.join(ADAPTER_CONFIG).is_file() {
+                PromptEncoder::load_adapter(dir, dev)?.0
+            } else {
+                bail!("{}: no {STATE_CONFIG} (wenhui encoder state) or {ADAPTER_CONFIG} (peft adapter) in this directory", dir.display());
+            };
+            Some(enc.prompt_embeddings()?)
+        }
+    };
+    let opts = ClassifyOptions { prompt, batch_size: 0 };
+    let preds = classify_batch(m.backbone.as_ref(), &tok, &task, &fields, &opts)?;
     if a.json {
         let rows: Vec<_> = preds
             .iter()

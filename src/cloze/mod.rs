@@ -31,7 +31,7 @@
 //!
 //! # Tasks
 //!
-//! A task is a TOML file ([`ClozeTask`]; see [`task`](self::task) for the format). The FewGLUE
+//! A task is a TOML file ([`ClozeTask`]; see [`task`] for the format). The FewGLUE
 //! tasks ship under `assets/cloze/` with P-tuning's official patterns ([`ClozeTask::builtin`]);
 //! [`read_jsonl`] turns SuperGLUE lines into examples and [`metrics`] scores predictions.
 
