@@ -81,6 +81,8 @@ fn bad_templates_are_clear_errors() {
         let e = Template::parse(src, &f).unwrap_err().to_string();
         assert!(e.contains(want) && e.contains(src), "{src}: {e}");
     }
+    let e = Template::parse("数据 {premise} {x} [MASK]", &f).unwrap_err().to_string();
+    assert!(e.contains("character 14"), "the position counts characters: {e}");
 }
 
 fn golden_template() -> Template {

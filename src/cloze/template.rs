@@ -57,22 +57,22 @@ impl Template {
         }
         let rest = |i: usize| &source[chars.get(i).map_or(source.len(), |c| c.0)..];
         while i < chars.len() {
-            let (at, c) = chars[i];
+            let c = chars[i].1;
             let r = rest(i);
             let special: Option<(Part, usize)> = if r.starts_with("{{") || r.starts_with("}}") {
                 text.push(c);
                 i += 2;
                 continue;
             } else if c == '{' {
-                let end = r.find('}').ok_or_else(|| err(source, at, "`{` is never closed (write `{{` for a literal brace)"))?;
+                let end = r.find('}').ok_or_else(|| err(source, i, "`{` is never closed (write `{{` for a literal brace)"))?;
                 let name = r[1..end].trim();
                 if name.is_empty() {
-                    return Err(err(source, at, "empty field name `{}`"));
+                    return Err(err(source, i, "empty field name `{}`"));
                 }
                 if !fields.iter().any(|f| f == name) {
                     return Err(err(
                         source,
-                        at,
+                        i,
                         format!(
                             "unknown field `{{{name}}}`; the task declares: {}",
                             if fields.is_empty() { "(none)".into() } else { fields.join(", ") }
@@ -86,14 +86,14 @@ impl Template {
             } else if r.starts_with("[P]") {
                 Some((Part::Pseudo(1), 3))
             } else if r.starts_with("[P*") {
-                let end = r.find(']').ok_or_else(|| err(source, at, "`[P*` is never closed; write `[P*3]` for three pseudo tokens"))?;
+                let end = r.find(']').ok_or_else(|| err(source, i, "`[P*` is never closed; write `[P*3]` for three pseudo tokens"))?;
                 let n = r[3..end].trim();
                 match n.parse::<usize>() {
                     Ok(n) if n >= 1 => Some((Part::Pseudo(n), r[..=end].chars().count())),
                     _ => {
                         return Err(err(
                             source,
-                            at,
+                            i,
                             format!("malformed `{}`: the count must be a whole number ≥ 1, e.g. `[P*3]`", &r[..=end]),
                         ))
                     }
@@ -110,7 +110,7 @@ impl Template {
                 }
                 None => {
                     if c == '}' {
-                        return Err(err(source, at, "unmatched `}` (write `}}` for a literal brace)"));
+                        return Err(err(source, i, "unmatched `}` (write `}}` for a literal brace)"));
                     }
                     text.push(c);
                     i += 1;
