@@ -14,6 +14,7 @@
 //! ```
 
 pub mod bench;
+pub mod cloze;
 pub mod data;
 pub mod embedded;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Argument parsing and printing only: each command calls library functions.
 
 mod bench;
+mod classify;
 mod common;
 mod data;
 mod eval;
@@ -60,6 +61,8 @@ enum Command {
     Eval(eval::Command),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
+    /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
+    Classify(Box<classify::Args>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -82,5 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Classify(a) => classify::run(*a),
     }
 }

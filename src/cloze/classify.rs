@@ -1,0 +1,258 @@
+//! Verbalizers and classification: label probabilities for examples.
+//!
+//! * **Single-token** answers: the logits at each example's answer row, gathered at the
+//!   verbalizer ids (a label with several words takes the mean of their logits, as PET does),
+//!   then a log-softmax over the labels.
+//! * **Multi-token** answers: one row per (example, label word), scored as GLM does — the sum of
+//!   the log-probs of the answer tokens (+ eop for GLM), divided by `tokens^length_penalty` when
+//!   the penalty is > 0; a label scores its best word; probabilities are a softmax over labels.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+
+use super::batch::build_input;
+use super::compile::{compile, Cloze, CompileOptions};
+use super::task::{render, AnswerKind, ClozeTask};
+use super::template::Template;
+use crate::model::{Backbone, ModelKind};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Options of [`classify_batch`].
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyOptions {
+    /// Continuous prompt `[n_pseudo, H]` for the pseudo tokens. `None`: the pseudo tokens are
+    /// dropped from the template (as GLM does without a prompt encoder).
+    pub prompt: Option<Tensor>,
+    /// Rows per forward pass (0 = 16).
+    pub batch_size: usize,
+}
+
+/// Label scores of one example.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    /// Labels, in the task's order.
+    pub labels: Vec<String>,
+    /// Log-probabilities over the labels (single) or summed answer log-probs (multi).
+    pub scores: Vec<f64>,
+    /// Probabilities over the labels (sum to 1).
+    pub probs: Vec<f64>,
+}
+
+impl Prediction {
+    /// The most probable label.
+    pub fn best(&self) -> &str {
+        let i = (0..self.probs.len()).max_by(|&a, &b| self.probs[a].total_cmp(&self.probs[b])).unwrap_or(0);
+        self.labels.get(i).map(String::as_str).unwrap_or("")
+    }
+}
+
+fn log_softmax(xs: &[f64]) -> Vec<f64> {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+    xs.iter().map(|x| x - lse).collect()
+}
+
+/// The verbalizer ids of a single-token task: per label, one id per word. A word that is not
+/// exactly one token is an error naming the label and the word.
+pub fn single_token_ids(task: &ClozeTask, template: &Template, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    let space = template.space_before_mask();
+    task.spec
+        .verbalizer
+        .iter()
+        .map(|lw| {
+            lw.words
+                .iter()
+                .map(|w| {
+                    let ids = tok.encode(&if space { format!(" {}", w.trim()) } else { w.trim().to_string() }, false)?;
+                    match ids.as_slice() {
+                        [one] => Ok(*one),
+                        _ => Err(Error::input(format!(
+                            "task `{}`: label `{}`: verbalizer word `{w}` is {} tokens ({ids:?}) with this tokenizer, but a single-token \
+                             verbalizer needs exactly one; pick another word or set answer = \"multi\"",
+                            task.spec.name,
+                            lw.label,
+                            ids.len()
+                        ))),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Compile options for `task` on `model`.
+pub fn compile_options(task: &ClozeTask, model: &dyn Backbone) -> CompileOptions {
+    CompileOptions { glm_eos: task.spec.glm_eos, ..CompileOptions::new(model.info().max_positions) }
+}
+
+/// Label probabilities of one example (see [`classify_batch`]).
+pub fn classify(model: &dyn Backbone, tok: &Tokenizer, task: &ClozeTask, example: &BTreeMap<String, String>) -> Result<Prediction> {
+    let mut out = classify_batch(model, tok, task, std::slice::from_ref(example), &ClassifyOptions::default())?;
+    out.pop().ok_or_else(|| Error::input("no prediction"))
+}
+
+/// Label probabilities of every example, batched.
+pub fn classify_batch(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    examples: &[BTreeMap<String, String>],
+    opts: &ClassifyOptions,
+) -> Result<Vec<Prediction>> {
+    let template = if opts.prompt.is_some() { task.template.clone() } else { task.template.without_pseudo() };
+    let bs = if opts.batch_size == 0 { 16 } else { opts.batch_size };
+    match task.spec.answer {
+        AnswerKind::Single => single(model, tok, task, &template, examples, opts.prompt.as_ref(), bs),
+        AnswerKind::Multi => multi(model, tok, task, &template, examples, opts.prompt.as_ref(), bs),
+    }
+}
+
+/// Classifies labelled `examples` and computes the task's metrics (`task.spec.metrics`, or
+/// accuracy when it names none). Returns the metrics and the predictions.
+pub fn evaluate(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    examples: &[super::Example],
+    opts: &ClassifyOptions,
+) -> Result<(BTreeMap<String, f64>, Vec<Prediction>)> {
+    let gold: Vec<String> = examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.label.clone().ok_or_else(|| Error::input(format!("example {} has no label: evaluation needs labelled data", i + 1)))
+        })
+        .collect::<Result<_>>()?;
+    let fields: Vec<BTreeMap<String, String>> = examples.iter().map(|e| e.fields.clone()).collect();
+    let preds = classify_batch(model, tok, task, &fields, opts)?;
+    let pred: Vec<String> = preds.iter().map(|p| p.best().to_string()).collect();
+    let groups: Vec<String> = examples.iter().map(|e| e.group.clone().unwrap_or_default()).collect();
+    let names = if task.spec.metrics.is_empty() { vec!["acc".to_string()] } else { task.spec.metrics.clone() };
+    let scores = super::metrics::compute(&names, &pred, &gold, &task.labels(), Some(&groups))?;
+    Ok((scores, preds))
+}
+
+/// `[R, V]` logits → per-row f64 vectors.
+fn rows_f64(logits: &Tensor) -> Result<Vec<Vec<f64>>> {
+    let v = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(v.into_iter().map(|r| r.into_iter().map(f64::from).collect()).collect())
+}
+
+fn single(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    template: &Template,
+    examples: &[BTreeMap<String, String>],
+    prompt: Option<&Tensor>,
+    bs: usize,
+) -> Result<Vec<Prediction>> {
+    let ids = single_token_ids(task, template, tok)?;
+    let vocab = model.info().vocab_size;
+    if let Some(bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
+        return Err(Error::input(format!("verbalizer id {bad} is outside the model's vocabulary of {vocab}")));
+    }
+    let copts = compile_options(task, model);
+    let mut out = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(bs) {
+        let rows: Vec<Cloze> = chunk.iter().map(|e| compile(template, model.info().kind, tok, e, &copts)).collect::<Result<_>>()?;
+        let select: Vec<Vec<usize>> = rows.iter().map(|r| vec![r.answer_row]).collect();
+        let (input, _) = build_input(model, &rows, &select, prompt)?;
+        let logits = rows_f64(&model.forward(&input, None)?.logits)?;
+        for row in logits {
+            let label_logits: Vec<f64> = ids.iter().map(|w| w.iter().map(|&i| row[i as usize]).sum::<f64>() / w.len() as f64).collect();
+            let scores = log_softmax(&label_logits);
+            let probs = scores.iter().map(|s| s.exp()).collect();
+            out.push(Prediction { labels: task.labels(), scores, probs });
+        }
+    }
+    Ok(out)
+}
+
+/// Per-(label, word) answer token ids of one example.
+fn answers(task: &ClozeTask, template: &Template, tok: &Tokenizer, fields: &BTreeMap<String, String>) -> Result<Vec<Vec<Vec<u32>>>> {
+    let space = template.space_before_mask();
+    task.spec
+        .verbalizer
+        .iter()
+        .map(|lw| {
+            lw.words
+                .iter()
+                .map(|w| {
+                    let text = render(w, &task.spec.fields, fields, false)?;
+                    let ids = tok.encode(&if space { format!(" {text}") } else { text.clone() }, false)?;
+                    if ids.is_empty() {
+                        return Err(Error::input(format!("label `{}`: answer `{text}` tokenizes to nothing", lw.label)));
+                    }
+                    Ok(ids)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn multi(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    template: &Template,
+    examples: &[BTreeMap<String, String>],
+    prompt: Option<&Tensor>,
+    bs: usize,
+) -> Result<Vec<Prediction>> {
+    let kind = model.info().kind;
+    if kind == ModelKind::Bert {
+        return Err(Error::input(format!("task `{}` has multi-token answers, which need a GLM or GPT-2 model, not BERT", task.spec.name)));
+    }
+    let max_len = model.info().max_positions;
+    let eop = tok.special.eop;
+    // (example, label, row) for every scored answer.
+    let mut rows: Vec<(usize, usize, Cloze)> = Vec::new();
+    for (e, fields) in examples.iter().enumerate() {
+        let ans = answers(task, template, tok, fields)?;
+        let longest = ans.iter().flatten().map(Vec::len).max().unwrap_or(1);
+        let copts = CompileOptions { answer_tokens: longest, ..compile_options(task, model) };
+        let base = compile(template, kind, tok, fields, &copts)?;
+        for (l, words) in ans.iter().enumerate() {
+            for a in words {
+                rows.push((e, l, base.with_answer(a, eop, max_len)?));
+            }
+        }
+    }
+    let vocab = model.info().vocab_size;
+    if let Some(bad) = rows.iter().flat_map(|r| r.2.targets.iter()).find(|t| t.1 as usize >= vocab) {
+        return Err(Error::input(format!(
+            "answer token id {} is outside the model's vocabulary of {vocab}; is this the model's tokenizer?",
+            bad.1
+        )));
+    }
+    let penalty = task.spec.length_penalty;
+    let mut best = vec![vec![f64::NEG_INFINITY; task.spec.verbalizer.len()]; examples.len()];
+    for chunk in rows.chunks(bs) {
+        let clozes: Vec<Cloze> = chunk.iter().map(|r| r.2.clone()).collect();
+        let select: Vec<Vec<usize>> = clozes.iter().map(|c| c.targets.iter().map(|t| t.0).collect()).collect();
+        let (input, _) = build_input(model, &clozes, &select, prompt)?;
+        let logits = rows_f64(&model.forward(&input, None)?.logits)?;
+        let mut k = 0;
+        for (e, l, c) in chunk {
+            let mut sum = 0.0;
+            for &(_, t) in &c.targets {
+                sum += log_softmax(&logits[k])[t as usize];
+                k += 1;
+            }
+            if penalty > 0.0 {
+                sum /= (c.targets.len() as f64).powf(penalty);
+            }
+            best[*e][*l] = best[*e][*l].max(sum);
+        }
+    }
+    Ok(best
+        .into_iter()
+        .map(|scores| {
+            let probs = log_softmax(&scores).into_iter().map(f64::exp).collect();
+            Prediction { labels: task.labels(), scores, probs }
+        })
+        .collect())
+}
