@@ -13,6 +13,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod serve;
 mod tokenize;
 mod tokenizer_train;
 
@@ -60,6 +61,8 @@ enum Command {
     Eval(eval::Command),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
+    /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
+    Serve(Box<serve::Args>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -82,5 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Serve(a) => serve::run(*a),
     }
 }

@@ -1,0 +1,55 @@
+//! `wenhui serve`: the HTTP API (see `wenhui::serve` and the README).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use wenhui::serve::{Limits, ModelSource, ServeConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory (default: the embedded poetry GLM).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Longest prompt in tokens (400 beyond).
+    #[arg(long, default_value_t = Limits::default().max_prompt_tokens)]
+    max_prompt_tokens: usize,
+    /// Largest max_tokens a request may ask for (400 beyond).
+    #[arg(long, default_value_t = Limits::default().max_tokens)]
+    max_tokens: usize,
+    /// Largest n × prompts in one completion request.
+    #[arg(long, default_value_t = Limits::default().max_choices)]
+    max_choices: usize,
+    /// Largest beams for fill, poem and answer.
+    #[arg(long, default_value_t = Limits::default().max_beams)]
+    max_beams: usize,
+    /// Requests that may wait for the model (429 with Retry-After beyond).
+    #[arg(long, default_value_t = Limits::default().queue_len)]
+    queue: usize,
+    /// Per-request time limit in seconds, queueing included (504 beyond).
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    timeout: f64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        anyhow::bail!("--timeout must be a positive number of seconds, got {}", a.timeout);
+    }
+    let limits = Limits {
+        max_body_bytes: a.max_body_bytes,
+        max_prompt_tokens: a.max_prompt_tokens,
+        max_tokens: a.max_tokens,
+        max_choices: a.max_choices,
+        max_beams: a.max_beams,
+        queue_len: a.queue,
+        timeout: Duration::from_secs_f64(a.timeout),
+    };
+    let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
+    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true })?;
+    Ok(())
+}
