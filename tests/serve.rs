@@ -298,6 +298,7 @@ fn concurrent_requests_match_their_solo_outputs() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(solo, together, "{name}: concurrent outputs differ from solo ones");
+        assert!(handle.metrics().batch_rows_peak() > 1, "{name}: concurrent requests were decoded in one batch");
         handle.shutdown().unwrap();
     }
 }
@@ -366,7 +367,7 @@ fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn full_queue_is_429_with_retry_after_and_timeouts_are_504() {
-    let (addr, handle) = serve_embedded(Limits { queue_len: 1, ..Limits::default() });
+    let (addr, handle) = serve_embedded(Limits { queue_len: 1, max_batch: 1, ..Limits::default() });
     let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..12)
             .map(|i| {
@@ -398,4 +399,47 @@ fn shutdown_finishes_the_stream_in_flight() {
     let events = client.join().unwrap();
     assert_eq!(events.last().unwrap().1, "[DONE]");
     assert!(TcpStream::connect(addr).is_err(), "no new connections after shutdown");
+}
+
+/// The batched server decodes exactly as the library does for one request alone.
+#[test]
+fn server_output_equals_the_library_decoding() {
+    use wenhui::generate::{fill_blanks, generate, glm_context, BlankTokens, CausalInputs, GenerationConfig};
+    let cfg = |tok_vocab: usize, model_vocab: usize, seed: u64, t: f32| GenerationConfig {
+        max_new_tokens: 20,
+        do_sample: t > 0.0,
+        temperature: if t > 0.0 { t } else { 1.0 },
+        top_k: 0,
+        seed,
+        bad_words_ids: (tok_vocab..model_vocab).map(|i| vec![i as u32]).collect(),
+        ..Default::default()
+    };
+    // GPT-2 (no eos in the character vocabulary).
+    let m = load_model(Path::new("tests/fixtures/gpt2-tiny"), &LoadOptions::default()).unwrap();
+    let tok = CharVocab::from_chars("abcdefghijklmnopqrstuvwxyz .,!?:\"T".chars()).build().unwrap();
+    let (addr, handle) = serve_gpt2(Limits::default());
+    for (seed, t) in [(0, 0.0), (5, 0.9)] {
+        let c = cfg(tok.vocab_size(true), m.backbone.info().vocab_size, seed, t);
+        let prompt = tok.encode("the cat", false).unwrap();
+        let out = generate(m.backbone.as_ref(), &prompt, &CausalInputs::new(m.backbone.as_ref()), &c, None).unwrap();
+        let want = tok.decode(&out.sequences[0].tokens, true).unwrap();
+        let got = post(addr, "/v1/completions", &json!({"prompt": "the cat", "max_tokens": 20, "seed": seed, "temperature": t})).json();
+        assert_eq!(got["choices"][0]["text"], json!(want), "gpt2 seed {seed}");
+    }
+    handle.shutdown().unwrap();
+    // GLM: long generation after [gMASK].
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let m = load_model(&dir, &LoadOptions::default()).unwrap();
+    let tok = wenhui::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let (addr, handle) = serve_embedded(Limits::default());
+    for (seed, t) in [(0, 0.0), (9, 0.8)] {
+        let c = cfg(tok.vocab_size(true), m.backbone.info().vocab_size, seed, t);
+        let ctx = glm_context(&tok, "白日依山尽，").unwrap();
+        let out = fill_blanks(m.backbone.as_ref(), &ctx, &BlankTokens::from_special(&tok.special).unwrap(), &c).unwrap();
+        let want = tok.decode(&out.fills[0].tokens, true).unwrap();
+        let got =
+            post(addr, "/v1/completions", &json!({"prompt": "白日依山尽，", "max_tokens": 20, "seed": seed, "temperature": t})).json();
+        assert_eq!(got["choices"][0]["text"], json!(want), "glm seed {seed}");
+    }
+    handle.shutdown().unwrap();
 }

@@ -28,6 +28,9 @@ pub struct Args {
     /// Largest beams for fill, poem and answer.
     #[arg(long, default_value_t = Limits::default().max_beams)]
     max_beams: usize,
+    /// Most completion choices decoded together in one continuous batch (1 = one request at a time).
+    #[arg(long, default_value_t = Limits::default().max_batch)]
+    max_batch: usize,
     /// Requests that may wait for the model (429 with Retry-After beyond).
     #[arg(long, default_value_t = Limits::default().queue_len)]
     queue: usize,
@@ -46,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_tokens: a.max_tokens,
         max_choices: a.max_choices,
         max_beams: a.max_beams,
+        max_batch: a.max_batch.max(1),
         queue_len: a.queue,
         timeout: Duration::from_secs_f64(a.timeout),
     };

@@ -62,19 +62,37 @@ fn sampling(
 }
 
 /// One generated choice.
-struct Choice {
-    text: String,
-    tokens: usize,
-    reason: &'static str,
+pub(crate) struct Choice {
+    /// The text (the concatenated deltas).
+    pub(crate) text: String,
+    /// Tokens generated (stop token included).
+    pub(crate) tokens: usize,
+    /// `stop` or `length`.
+    pub(crate) reason: &'static str,
 }
 
-/// Runs `/v1/completions`: the response body and the tokens generated.
-pub(crate) fn complete(
-    model: &ServedModel,
-    r: &CompletionRequest,
-    t: &Ticket<'_>,
-    limits: &Limits,
-) -> Result<(serde_json::Value, usize), ApiError> {
+/// A checked completion request: its contexts (token ids) and settings.
+pub(crate) struct Prepared {
+    /// Each prompt's context (GLM: `[CLS] prompt [gMASK]`), checked against the limits.
+    pub(crate) contexts: Vec<Vec<u32>>,
+    /// Choices per prompt.
+    pub(crate) n: usize,
+    /// Stop strings.
+    pub(crate) stops: Vec<String>,
+    max_new: usize,
+    temperature: f32,
+    seed: u64,
+}
+
+impl Prepared {
+    /// The generation config of choice `k` of a prompt (seed + k).
+    pub(crate) fn config(&self, model: &ServedModel, r: &CompletionRequest, k: usize) -> GenerationConfig {
+        sampling(model, self.max_new, self.temperature, r.top_p, r.top_k, self.seed.wrapping_add(k as u64))
+    }
+}
+
+/// Checks a completion request and tokenizes its prompts.
+pub(crate) fn prepare(model: &ServedModel, r: &CompletionRequest, limits: &Limits) -> Result<Prepared, ApiError> {
     let prompts = r.prompt.list();
     let n = r.n.unwrap_or(1);
     if prompts.is_empty() {
@@ -98,12 +116,15 @@ pub(crate) fn complete(
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(ApiError::bad_request(format!("temperature must be ≥ 0, got {temperature}")));
     }
+    if let Some(p) = r.top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {p}")));
+        }
+    }
     let tok = &model.tokenizer;
-    let kind = model.kind();
-    // Tokenize and check every prompt before generating anything.
     let mut contexts = Vec::with_capacity(prompts.len());
     for p in &prompts {
-        let ids = match kind {
+        let ids = match model.kind() {
             ModelKind::Glm => glm_context(tok, p)?,
             ModelKind::Gpt2 => tok.encode(p, false)?,
             ModelKind::Bert => {
@@ -116,29 +137,42 @@ pub(crate) fn complete(
         check_prompt(model, ids.len(), limits)?;
         contexts.push(ids);
     }
-    let seed = r.seed.unwrap_or(0);
-    let mut choices = Vec::new();
-    let mut generated = 0;
-    for ctx in &contexts {
-        for k in 0..n {
-            let index = choices.len();
-            let cfg = sampling(model, max_new, temperature, r.top_p, r.top_k, seed.wrapping_add(k as u64));
-            let c = one_choice(model, ctx, cfg, &stops, index, t)?;
-            generated += c.tokens;
-            t.send(Msg::Finish { choice: index, reason: c.reason });
-            choices.push(c);
-        }
-    }
+    Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0) })
+}
+
+/// The completion response body.
+pub(crate) fn body(model: &ServedModel, r: &CompletionRequest, contexts: &[Vec<u32>], choices: &[Choice]) -> serde_json::Value {
     let prompt_tokens: usize = contexts.iter().map(|c| c.len()).sum();
-    let body = json!({
+    let generated: usize = choices.iter().map(|c| c.tokens).sum();
+    json!({
         "id": format!("cmpl-{}", now_secs()),
         "object": "text_completion",
         "created": now_secs(),
         "model": r.model.clone().unwrap_or_else(|| model.name.clone()),
         "choices": choices.iter().enumerate().map(|(i, c)| json!({"text": c.text, "index": i, "logprobs": null, "finish_reason": c.reason})).collect::<Vec<_>>(),
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated},
-    });
-    Ok((body, generated))
+    })
+}
+
+/// Runs `/v1/completions` one choice after another: the response body and the tokens generated.
+pub(crate) fn complete(
+    model: &ServedModel,
+    r: &CompletionRequest,
+    t: &Ticket<'_>,
+    limits: &Limits,
+) -> Result<(serde_json::Value, usize), ApiError> {
+    let p = prepare(model, r, limits)?;
+    let mut choices = Vec::new();
+    for ctx in &p.contexts {
+        for k in 0..p.n {
+            let index = choices.len();
+            let c = one_choice(model, ctx, p.config(model, r, k), &p.stops, index, t)?;
+            t.send(Msg::Finish { choice: index, reason: c.reason });
+            choices.push(c);
+        }
+    }
+    let generated = choices.iter().map(|c| c.tokens).sum();
+    Ok((body(model, r, &p.contexts, &choices), generated))
 }
 
 /// Generates one choice, streaming its text as `Msg::Delta`s.

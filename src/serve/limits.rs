@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_choices: usize,
     /// Largest `beams` for fill, poem and answer.
     pub max_beams: usize,
+    /// Most completion rows (choices) decoded together in one continuous batch (1 = one at a time).
+    pub max_batch: usize,
     /// Requests waiting for the model beyond the one it is running (more: 429 with `Retry-After`).
     pub queue_len: usize,
     /// Longest time a request may take, queueing included (longer: 504; the work is stopped).
@@ -32,6 +34,7 @@ impl Default for Limits {
             max_tokens: 512,
             max_choices: 8,
             max_beams: 16,
+            max_batch: 16,
             queue_len: 64,
             timeout: Duration::from_secs(120),
         }

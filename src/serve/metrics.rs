@@ -26,6 +26,9 @@ pub struct Metrics {
     generated_tokens: AtomicU64,
     busy_ns: AtomicU64,
     last_rate_milli: AtomicU64,
+    batch_rows: AtomicU64,
+    batch_rows_peak: AtomicU64,
+    decode_steps: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +67,16 @@ impl Metrics {
             self.last_rate_milli.store((tokens as f64 / busy.as_secs_f64() * 1e3) as u64, Ordering::Relaxed);
         }
     }
+    /// A continuous-batching decode step ran over `rows` rows.
+    pub fn batch_step(&self, rows: usize) {
+        self.batch_rows.store(rows as u64, Ordering::Relaxed);
+        self.batch_rows_peak.fetch_max(rows as u64, Ordering::Relaxed);
+        self.decode_steps.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The most rows one decode step has run over.
+    pub fn batch_rows_peak(&self) -> u64 {
+        self.batch_rows_peak.load(Ordering::Relaxed)
+    }
     /// Tokens generated since start.
     pub fn generated_tokens(&self) -> u64 {
         self.generated_tokens.load(Ordering::Relaxed)
@@ -94,6 +107,15 @@ impl Metrics {
         let _ = writeln!(o, "# HELP wenhui_last_request_tokens_per_second Generation rate of the last finished generation.");
         let _ = writeln!(o, "# TYPE wenhui_last_request_tokens_per_second gauge");
         let _ = writeln!(o, "wenhui_last_request_tokens_per_second {:.3}", self.last_rate_milli.load(Ordering::Relaxed) as f64 / 1e3);
+        let _ = writeln!(o, "# HELP wenhui_batch_rows Rows (completion choices) in the last continuous-batching decode step.");
+        let _ = writeln!(o, "# TYPE wenhui_batch_rows gauge");
+        let _ = writeln!(o, "wenhui_batch_rows {}", self.batch_rows.load(Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP wenhui_batch_rows_peak The most rows one decode step has run over.");
+        let _ = writeln!(o, "# TYPE wenhui_batch_rows_peak gauge");
+        let _ = writeln!(o, "wenhui_batch_rows_peak {}", self.batch_rows_peak());
+        let _ = writeln!(o, "# HELP wenhui_decode_steps_total Continuous-batching decode steps.");
+        let _ = writeln!(o, "# TYPE wenhui_decode_steps_total counter");
+        let _ = writeln!(o, "wenhui_decode_steps_total {}", self.decode_steps.load(Ordering::Relaxed));
         let _ = writeln!(o, "# HELP wenhui_request_duration_seconds Request latency (streams: until the response starts).");
         let _ = writeln!(o, "# TYPE wenhui_request_duration_seconds histogram");
         for (e, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {

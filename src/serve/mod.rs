@@ -1,8 +1,9 @@
 //! `wenhui serve`: an HTTP API over one loaded model (axum + tokio).
 //!
 //! One worker thread owns the model; requests are queued to it through a bounded channel
-//! ([`Limits::queue_len`], 429 when full) and run one at a time, so one model copy serves every
-//! client. Endpoints: `POST /v1/completions` (OpenAI shape, SSE streaming), `/v1/fill`,
+//! ([`Limits::queue_len`], 429 when full), so one model copy serves every client. Completions are
+//! decoded together by continuous batching (rows join and leave between decode steps, see
+//! `batch.rs`); fill, poem and answer run one at a time. Endpoints: `POST /v1/completions` (OpenAI shape, SSE streaming), `/v1/fill`,
 //! `/v1/poem`, `/v1/answer`, `/v1/classify` (501 until cloze tasks exist), `GET /health`,
 //! `/v1/models`, `/metrics` (Prometheus text) and `/openapi.json`.
 //!
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod api;
+mod batch;
 mod complete;
 mod inverse;
 pub mod limits;

@@ -7,7 +7,7 @@ use crate::Result;
 /// Incremental detokenizer with stop strings.
 pub struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
-    stops: &'a [String],
+    stops: Vec<String>,
     ids: Vec<u32>,
     /// Text sent so far (the concatenated deltas).
     sent: String,
@@ -16,8 +16,8 @@ pub struct TextStream<'a> {
 
 impl<'a> TextStream<'a> {
     /// A stream decoding with `tokenizer`, ending before any of `stops`.
-    pub fn new(tokenizer: &'a Tokenizer, stops: &'a [String]) -> Self {
-        Self { tokenizer, stops, ids: Vec::new(), sent: String::new(), stopped: false }
+    pub fn new(tokenizer: &'a Tokenizer, stops: &[String]) -> Self {
+        Self { tokenizer, stops: stops.to_vec(), ids: Vec::new(), sent: String::new(), stopped: false }
     }
     /// True once a stop string was generated.
     pub fn stopped(&self) -> bool {

@@ -2,6 +2,7 @@
 //! reporting progress (tokens, lines) and the final answer through each request's channel.
 
 use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::batch::Engine;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
 use crate::model::{Backbone, ModelKind};
@@ -113,30 +114,68 @@ impl Ticket<'_> {
     }
 }
 
-/// Runs jobs until every sender of `jobs` is dropped (the server shut down).
+/// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
+/// empty. Completions join the continuous batch ([`super::batch`]) between decode steps; other
+/// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
 pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
-    while let Ok(job) = jobs.recv() {
-        metrics.dequeued();
-        let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
-        if ticket.should_stop() {
-            ticket.send(Msg::Done(Err(ticket.stop_error())));
-            continue;
-        }
-        let started = Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&model, &job.work, &ticket, &limits)));
-        let result = match result {
-            Ok(Ok((body, tokens))) => {
-                metrics.generated(tokens, started.elapsed());
-                Ok(body)
+    let mut engine = Engine::new(&model, &limits);
+    loop {
+        let mut next = if engine.rows() == 0 {
+            match jobs.recv() {
+                Ok(j) => Some(j),
+                Err(_) => break,
             }
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                tracing::error!("a request panicked in the model worker; the worker goes on");
-                Err(ApiError::internal("the model worker failed on this request (a bug: please report it with the request)"))
-            }
+        } else if engine.rows() < limits.max_batch {
+            jobs.try_recv().ok()
+        } else {
+            None
         };
-        ticket.send(Msg::Done(result));
+        while let Some(job) = next.take() {
+            metrics.dequeued();
+            admit(&mut engine, &model, job, &metrics, &limits);
+            if engine.rows() >= limits.max_batch {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if engine.rows() > 0 {
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.step(&metrics)));
+            if stepped.is_err() {
+                tracing::error!("a decode step panicked in the model worker; its requests fail, the worker goes on");
+                engine.fail_all(ApiError::internal("the model worker failed on this batch (a bug: please report it with the request)"));
+            }
+        }
     }
+}
+
+/// Starts one request: a completion joins the batch, anything else runs now.
+fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits) {
+    let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
+    if ticket.should_stop() {
+        ticket.send(Msg::Done(Err(ticket.stop_error())));
+        return;
+    }
+    if let Work::Complete(r) = &job.work {
+        match engine.batchable(r) {
+            Some(Ok(p)) => return engine.join(job, p),
+            Some(Err(e)) => return ticket.send(Msg::Done(Err(e))),
+            None => {}
+        }
+    }
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, &job.work, &ticket, limits)));
+    let result = match result {
+        Ok(Ok((body, tokens))) => {
+            metrics.generated(tokens, started.elapsed());
+            Ok(body)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            tracing::error!("a request panicked in the model worker; the worker goes on");
+            Err(ApiError::internal("the model worker failed on this request (a bug: please report it with the request)"))
+        }
+    };
+    ticket.send(Msg::Done(result));
 }
 
 /// Runs one request: the response body and the tokens generated.
