@@ -443,3 +443,16 @@ fn server_output_equals_the_library_decoding() {
     }
     handle.shutdown().unwrap();
 }
+
+#[test]
+fn load_generator_measures_a_run() {
+    let (addr, handle) = serve_gpt2(Limits::default());
+    let body = |i: usize| json!({"prompt": "the cat", "max_tokens": 8, "seed": i}).to_string();
+    let r = wenhui::serve::bench::load(addr, 4, 12, Duration::from_secs(60), &body);
+    assert_eq!((r.ok, r.errors), (12, 0), "{r:?}");
+    assert!(r.tokens > 12 && r.tokens <= 96, "{r:?}");
+    assert!(r.tokens_per_s > 0.0 && r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms);
+    let bad = post(addr, "/v1/completions", &json!({"prompt": 5}));
+    assert!(bad.json()["error"]["message"].as_str().unwrap().contains("`prompt` must be a string"));
+    handle.shutdown().unwrap();
+}

@@ -17,6 +17,7 @@
 
 pub mod api;
 mod batch;
+pub mod bench;
 mod complete;
 mod inverse;
 pub mod limits;

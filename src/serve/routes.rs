@@ -86,7 +86,13 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limits: &Limi
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty: send a JSON object"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e
+            .to_string()
+            .replace("data did not match any variant of untagged enum Prompts", "`prompt` must be a string or a list of strings")
+            .replace("data did not match any variant of untagged enum Stops", "`stop` must be a string or a list of strings");
+        ApiError::bad_request(format!("invalid JSON body: {msg}"))
+    })
 }
 
 /// Puts `work` on the queue: the receiver of its messages, or 429 when the queue is full.
