@@ -104,7 +104,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP wenhui_tokens_per_second Generated tokens per second of model time, since start.");
         let _ = writeln!(o, "# TYPE wenhui_tokens_per_second gauge");
         let _ = writeln!(o, "wenhui_tokens_per_second {:.3}", if busy > 0.0 { tokens as f64 / busy } else { 0.0 });
-        let _ = writeln!(o, "# HELP wenhui_last_request_tokens_per_second Generation rate of the last finished generation.");
+        let _ = writeln!(o, "# HELP wenhui_last_request_tokens_per_second Generation rate of the last decode step (batched completions) or request (others).");
         let _ = writeln!(o, "# TYPE wenhui_last_request_tokens_per_second gauge");
         let _ = writeln!(o, "wenhui_last_request_tokens_per_second {:.3}", self.last_rate_milli.load(Ordering::Relaxed) as f64 / 1e3);
         let _ = writeln!(o, "# HELP wenhui_batch_rows Rows (completion choices) in the last continuous-batching decode step.");
