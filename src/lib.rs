@@ -23,6 +23,7 @@ pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod ptuning;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

@@ -112,6 +112,9 @@ pub enum Command {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Load-test `wenhui serve` on loopback: concurrent clients (1, 8, 32), tokens/s, p50/p99
+    /// latency, continuous batching on and off (one JSON line per run).
+    Serve(crate::cli::serve::BenchArgs),
 }
 
 pub fn run(c: Command) -> anyhow::Result<()> {
@@ -157,6 +160,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Serve(a) => crate::cli::serve::bench(a)?,
     }
     Ok(())
 }

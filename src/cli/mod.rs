@@ -14,6 +14,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod serve;
 mod tokenize;
 mod tokenizer_train;
 
@@ -63,6 +64,8 @@ enum Command {
     Plot(plot::Args),
     /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
     Classify(Box<classify::Args>),
+    /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
+    Serve(Box<serve::Args>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -86,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Classify(a) => classify::run(*a),
+        Command::Serve(a) => serve::run(*a),
     }
 }

@@ -23,7 +23,7 @@ pub mod blank;
 mod decode;
 pub mod inverse;
 pub mod poetry;
-mod processors;
+pub(crate) mod processors;
 
 pub use blank::{
     fill_blanks, fill_blanks_streaming, fill_text, glm_context, BlankFill, BlankHook, BlankTokens, FilledText, GlmBlankInputs, TextFill,

@@ -111,6 +111,61 @@ impl KvCache {
         }
         Ok(())
     }
+    /// Prepends `n` zero positions to every row, so rows of different lengths can share one
+    /// batch: mask those positions with [`crate::model::BackboneInput::key_padding`].
+    pub fn left_pad(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for e in self.layers.iter_mut().flatten() {
+            let (b, h, _, d) = e.k.dims4()?;
+            let zeros = Tensor::zeros((b, h, n, d), e.k.dtype(), e.k.device())?;
+            let cap = (e.len + n).max(64).next_power_of_two();
+            e.k = grow(&Tensor::cat(&[&zeros, &e.keys()?], 2)?, cap)?;
+            e.v = grow(&Tensor::cat(&[&zeros, &e.values()?], 2)?, cap)?;
+            e.len += n;
+        }
+        Ok(())
+    }
+    /// Appends the rows of `other` (same number of cached positions) after this cache's rows.
+    pub fn append_rows(&mut self, other: &KvCache) -> Result<()> {
+        if self.is_empty() {
+            *self = other.clone();
+            return Ok(());
+        }
+        if other.len() != self.len() || other.layers.len() != self.layers.len() {
+            return Err(crate::Error::input(format!(
+                "append_rows: caches hold {} and {} positions; left-pad the shorter one first",
+                self.len(),
+                other.len()
+            )));
+        }
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            match (a.as_mut(), b) {
+                (Some(a), Some(b)) => {
+                    let cap = a.capacity();
+                    a.k = grow(&Tensor::cat(&[&a.keys()?, &b.keys()?], 0)?, cap)?;
+                    a.v = grow(&Tensor::cat(&[&a.values()?, &b.values()?], 0)?, cap)?;
+                }
+                _ => return Err(crate::Error::input("append_rows: a layer is cached in one cache but not the other")),
+            }
+        }
+        Ok(())
+    }
+    /// Drops the first `n` cached positions of every row (e.g. padding no row needs any more).
+    pub fn trim_front(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        for e in self.layers.iter_mut().flatten() {
+            let n = n.min(e.len);
+            let cap = e.capacity();
+            e.k = grow(&e.k.narrow(2, n, e.len - n)?, cap)?;
+            e.v = grow(&e.v.narrow(2, n, e.len - n)?, cap)?;
+            e.len -= n;
+        }
+        Ok(())
+    }
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);

@@ -1,0 +1,104 @@
+//! `wenhui serve`: the HTTP API (see `wenhui::serve` and the README).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use wenhui::serve::bench::load;
+use wenhui::serve::{start, Limits, ModelSource, ServeConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory (default: the embedded poetry GLM).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Longest prompt in tokens (400 beyond).
+    #[arg(long, default_value_t = Limits::default().max_prompt_tokens)]
+    max_prompt_tokens: usize,
+    /// Largest max_tokens a request may ask for (400 beyond).
+    #[arg(long, default_value_t = Limits::default().max_tokens)]
+    max_tokens: usize,
+    /// Largest n × prompts in one completion request.
+    #[arg(long, default_value_t = Limits::default().max_choices)]
+    max_choices: usize,
+    /// Largest beams for fill, poem and answer.
+    #[arg(long, default_value_t = Limits::default().max_beams)]
+    max_beams: usize,
+    /// Most completion choices decoded together in one continuous batch (1 = one request at a time).
+    #[arg(long, default_value_t = Limits::default().max_batch)]
+    max_batch: usize,
+    /// Requests that may wait for the model (429 with Retry-After beyond).
+    #[arg(long, default_value_t = Limits::default().queue_len)]
+    queue: usize,
+    /// Per-request time limit in seconds, queueing included (504 beyond).
+    #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
+    timeout: f64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        anyhow::bail!("--timeout must be a positive number of seconds, got {}", a.timeout);
+    }
+    let limits = Limits {
+        max_body_bytes: a.max_body_bytes,
+        max_prompt_tokens: a.max_prompt_tokens,
+        max_tokens: a.max_tokens,
+        max_choices: a.max_choices,
+        max_beams: a.max_beams,
+        max_batch: a.max_batch.max(1),
+        queue_len: a.queue,
+        timeout: Duration::from_secs_f64(a.timeout),
+    };
+    let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
+    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true })?;
+    Ok(())
+}
+
+/// `wenhui bench serve`
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Model directory (default: the embedded poetry GLM).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Concurrent client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    clients: Vec<usize>,
+    /// Requests per run.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// max_tokens of every request.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Prompt of every request (each gets its own seed).
+    #[arg(long, default_value = "春风")]
+    prompt: String,
+    /// Continuous-batching sizes to compare (1 = one request at a time).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    max_batch: Vec<usize>,
+    /// Stop a run after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+}
+
+/// Runs the load generator against an in-process server on an ephemeral loopback port.
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    for &mb in &a.max_batch {
+        let model = a.model.clone().map_or(ModelSource::Embedded, ModelSource::Dir);
+        let limits = Limits { max_batch: mb.max(1), queue_len: 1024, max_tokens: a.max_tokens.max(1), ..Limits::default() };
+        let (addr, handle) = start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false })?;
+        for &c in &a.clients {
+            let body =
+                |i: usize| serde_json::json!({"prompt": a.prompt, "max_tokens": a.max_tokens, "temperature": 0.9, "seed": i}).to_string();
+            let mut r = load(addr, c, a.requests, Duration::from_secs_f64(a.max_seconds), &body);
+            r.max_batch = mb;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        handle.shutdown()?;
+    }
+    Ok(())
+}

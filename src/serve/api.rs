@@ -1,0 +1,157 @@
+//! Request bodies of the JSON endpoints. Every body rejects unknown fields, so a typo is a 400
+//! naming the field instead of a silently ignored option.
+
+use serde::Deserialize;
+
+/// One prompt or several (OpenAI accepts both).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prompts {
+    /// A single prompt.
+    One(String),
+    /// Several prompts: `n` choices for each, in order.
+    Many(Vec<String>),
+}
+
+impl Prompts {
+    /// The prompts as a list.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Prompts::One(p) => vec![p.clone()],
+            Prompts::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// Stop strings: one or a list (OpenAI allows up to 4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Stops {
+    /// One stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+impl Stops {
+    /// The stop strings as a list.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Stops::One(s) => vec![s.clone()],
+            Stops::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `POST /v1/completions`, OpenAI's completion request (the fields wenhui implements).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    /// Model name; optional, echoed back (the server serves one model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The text to continue.
+    pub prompt: Prompts,
+    /// Most new tokens per choice (default 16, as OpenAI).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 = greedy (default 1, as OpenAI).
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass in (0, 1] (default 1).
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// wenhui extension: sample among the k best tokens (default 0 = all, as OpenAI).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Choices per prompt (default 1); choice `k` samples with seed `seed + k`.
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Stop strings: generation ends before the first one, which is not returned.
+    #[serde(default)]
+    pub stop: Option<Stops>,
+    /// Send server-sent events token by token.
+    #[serde(default)]
+    pub stream: bool,
+    /// Seed of the sampler (default 0): the same seed gives the same text.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// OpenAI's end-user id; accepted and ignored.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// `POST /v1/fill`: GLM blank filling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FillRequest {
+    /// Text with `[MASK]`, `[sMASK]` or `[gMASK]` blanks (none: `[gMASK]` is appended).
+    pub text: String,
+    /// Most new tokens per blank (default 32).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 or absent = greedy.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass in (0, 1] (default 1).
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Sample among the k best tokens (default 0 = all).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Beam search with this many beams (default 1; not with sampling).
+    #[serde(default)]
+    pub beams: Option<usize>,
+    /// Seed of the sampler (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// `POST /v1/poem`: a classical poem with inverse prompting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoemRequest {
+    /// The title, e.g. 虹桥机场.
+    pub title: String,
+    /// 五绝 (default), 七绝, 五律, 七律 (or wujue, qijue, wulv, qilv).
+    #[serde(default)]
+    pub form: Option<String>,
+    /// Acrostic heads, one character per line.
+    #[serde(default)]
+    pub acrostic: Option<String>,
+    /// Rhyme table: pingshui (default), cilin or xinyun.
+    #[serde(default)]
+    pub rhyme: Option<String>,
+    /// The author named in the prompt (default 李白).
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Seed of the sampler (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Live beams (default: the task's).
+    #[serde(default)]
+    pub beams: Option<usize>,
+    /// Include each step's top candidates with their scores.
+    #[serde(default)]
+    pub explain: bool,
+    /// Send one server-sent event per decided line.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// `POST /v1/answer`: answer a question with inverse prompting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    /// The question.
+    pub question: String,
+    /// A longer description of the question.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seed of the sampler (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Live beams (default: the task's).
+    #[serde(default)]
+    pub beams: Option<usize>,
+}

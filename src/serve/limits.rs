@@ -1,0 +1,122 @@
+//! The limits a service needs to stay up, and the JSON errors it answers with.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+/// Limits on what one request may ask for. Every one is a `wenhui serve` flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request body in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Longest prompt in tokens, after the model's own framing (longer: 400 naming the limit).
+    /// The model's positions bound it too.
+    pub max_prompt_tokens: usize,
+    /// Largest `max_tokens` a request may ask for (larger: 400).
+    pub max_tokens: usize,
+    /// Largest `n` (choices) and number of prompts times `n` in one completion request.
+    pub max_choices: usize,
+    /// Largest `beams` for fill, poem and answer.
+    pub max_beams: usize,
+    /// Most completion rows (choices) decoded together in one continuous batch (1 = one at a time).
+    pub max_batch: usize,
+    /// Requests waiting for the model beyond the one it is running (more: 429 with `Retry-After`).
+    pub queue_len: usize,
+    /// Longest time a request may take, queueing included (longer: 504; the work is stopped).
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_prompt_tokens: 1024,
+            max_tokens: 512,
+            max_choices: 8,
+            max_beams: 16,
+            max_batch: 16,
+            queue_len: 64,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// An error answered as `{"error": {"message", "type", "code"}}` (OpenAI's shape).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and what to change.
+    pub message: String,
+    /// Seconds to wait before retrying (429).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+    /// 400: the request is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    /// 429: the queue is full.
+    pub fn busy(queue_len: usize, retry_after: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("the server is busy: {queue_len} requests are already waiting (the --queue limit); retry later"),
+            retry_after: Some(retry_after),
+        }
+    }
+    /// 504: the request ran past the timeout.
+    pub fn timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the request took longer than the {} s limit (--timeout) and was stopped", limit.as_secs_f64()),
+        )
+    }
+    /// 500: the server failed.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    /// The `type` field: a short name for the status.
+    pub fn kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "invalid_request_error",
+            404 => "not_found_error",
+            405 => "method_not_allowed",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            501 => "not_implemented",
+            503 => "unavailable",
+            504 => "timeout",
+            _ => "server_error",
+        }
+    }
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"message": self.message, "type": self.kind(), "code": self.status.as_u16()}})
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Input(m) => Self::bad_request(m),
+            crate::Error::Tokenizer(m) => Self::bad_request(format!("tokenizer: {m}")),
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}

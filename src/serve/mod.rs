@@ -1,0 +1,214 @@
+//! `wenhui serve`: an HTTP API over one loaded model (axum + tokio).
+//!
+//! One worker thread owns the model; requests are queued to it through a bounded channel
+//! ([`Limits::queue_len`], 429 when full), so one model copy serves every client. Completions are
+//! decoded together by continuous batching (rows join and leave between decode steps, see
+//! `batch.rs`); fill, poem and answer run one at a time. Endpoints: `POST /v1/completions` (OpenAI shape, SSE streaming), `/v1/fill`,
+//! `/v1/poem`, `/v1/answer`, `/v1/classify` (501 until cloze tasks exist), `GET /health`,
+//! `/v1/models`, `/metrics` (Prometheus text) and `/openapi.json`.
+//!
+//! ```no_run
+//! let cfg = wenhui::serve::ServeConfig { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+//! let (addr, handle) = wenhui::serve::start(cfg)?;
+//! println!("listening on http://{addr}");
+//! handle.shutdown()?; // finishes in-flight requests first
+//! # Ok::<(), wenhui::Error>(())
+//! ```
+
+pub mod api;
+mod batch;
+pub mod bench;
+mod complete;
+mod inverse;
+pub mod limits;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+mod text;
+pub mod worker;
+
+pub use limits::{ApiError, Limits};
+pub use metrics::Metrics;
+pub use worker::ServedModel;
+
+use crate::model::{load_model, LoadOptions};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which model to serve.
+#[derive(Default)]
+pub enum ModelSource {
+    /// The embedded poetry GLM ([`crate::embedded::poetry_model_dir`]).
+    #[default]
+    Embedded,
+    /// A model directory (config, weights and tokenizer).
+    Dir(PathBuf),
+    /// A model already loaded (e.g. with a tokenizer built in code).
+    Loaded(Box<ServedModel>),
+}
+
+/// How to run the server.
+pub struct ServeConfig {
+    /// The model.
+    pub model: ModelSource,
+    /// Where to listen (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Request limits.
+    pub limits: Limits,
+    /// Also stop gracefully on Ctrl-C / SIGTERM (the CLI sets this).
+    pub handle_signals: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelSource::Embedded,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            limits: Limits::default(),
+            handle_signals: false,
+        }
+    }
+}
+
+/// A running server: stop it with [`ServerHandle::shutdown`] or wait for a signal with
+/// [`ServerHandle::wait`].
+pub struct ServerHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ServerHandle {
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+    /// Stops accepting connections, finishes the requests in flight, then stops the worker.
+    pub fn shutdown(mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.join()
+    }
+    /// Blocks until the server stops (a signal, with [`ServeConfig::handle_signals`]).
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| Error::input("the server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.join();
+    }
+}
+
+/// Loads the model of `source`, named after its directory.
+fn load(source: ModelSource) -> Result<ServedModel> {
+    let (dir, name) = match source {
+        ModelSource::Loaded(m) => return Ok(*m),
+        ModelSource::Embedded => (crate::embedded::poetry_model_dir()?, "wenhui-poetry-glm".to_string()),
+        ModelSource::Dir(d) => {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+            (d, name)
+        }
+    };
+    let m = load_model(&dir, &LoadOptions::default())?;
+    let tok_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+    let tokenizer = Tokenizer::from_dir(&tok_dir)?;
+    Ok(ServedModel::new(m.backbone, tokenizer, name))
+}
+
+/// Loads the model, binds `config.addr` and starts serving on background threads (the model
+/// worker and a tokio runtime). Returns the bound address and the handle that stops it.
+pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
+    let model = load(config.model)?;
+    let info = model.backbone.info();
+    let model_info = serde_json::json!({
+        "id": model.name, "object": "model", "owned_by": "wenhui", "kind": info.kind.to_string(),
+        "max_positions": info.max_positions, "vocab_size": info.vocab_size, "layers": info.num_layers, "hidden_size": info.hidden_size,
+    });
+    let listener = std::net::TcpListener::bind(config.addr).map_err(|e| Error::input(format!("cannot listen on {}: {e}", config.addr)))?;
+    listener.set_nonblocking(true).map_err(|e| Error::input(format!("listener: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::input(format!("listener: {e}")))?;
+    let limits = config.limits;
+    let metrics = Arc::new(Metrics::default());
+    let (queue, jobs) = std::sync::mpsc::sync_channel(limits.queue_len);
+    let worker = {
+        let (metrics, limits) = (metrics.clone(), limits.clone());
+        std::thread::Builder::new()
+            .name("wenhui-model".into())
+            .spawn(move || worker::run(model, jobs, metrics, limits))
+            .map_err(|e| Error::input(format!("cannot start the model worker: {e}")))?
+    };
+    let state = routes::AppState { queue, metrics: metrics.clone(), limits: Arc::new(limits), model: Arc::new(model_info) };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let signals = config.handle_signals;
+    let thread = std::thread::Builder::new()
+        .name("wenhui-http".into())
+        .spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::input(format!("cannot start the tokio runtime: {e}")))?;
+            let served = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let app = routes::router(state);
+                axum::serve(listener, app).with_graceful_shutdown(stop_signal(stop_rx, signals)).await
+            });
+            // Dropping the runtime drops every clone of the router (and of the queue's sender):
+            // the worker then ends once its queue is empty.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            let _ = worker.join();
+            served.map_err(|e| Error::input(format!("server: {e}")))
+        })
+        .map_err(|e| Error::input(format!("cannot start the server thread: {e}")))?;
+    Ok((addr, ServerHandle { stop: Some(stop_tx), thread: Some(thread), metrics }))
+}
+
+/// Resolves when `stop` fires (or is dropped), or on Ctrl-C / SIGTERM when `signals`.
+async fn stop_signal(stop: tokio::sync::oneshot::Receiver<()>, signals: bool) {
+    if !signals {
+        let _ = stop.await;
+        return;
+    }
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = stop => {},
+        _ = ctrl_c => tracing::warn!("Ctrl-C: finishing the requests in flight, then stopping"),
+        _ = term => tracing::warn!("SIGTERM: finishing the requests in flight, then stopping"),
+    }
+}
+
+/// Starts the server with signal handling and blocks until Ctrl-C / SIGTERM has drained it.
+pub fn run(mut config: ServeConfig) -> Result<()> {
+    config.handle_signals = true;
+    let (addr, handle) = start(config)?;
+    eprintln!("wenhui serve: listening on http://{addr} (Ctrl-C to stop)");
+    handle.wait()
+}

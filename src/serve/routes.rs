@@ -1,0 +1,245 @@
+//! The HTTP layer: JSON parsing with clear 4xx errors, queueing to the model worker (429 when
+//! full), timeouts (504), server-sent events, metrics and the info endpoints.
+
+use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::complete::now_secs;
+use super::limits::{ApiError, Limits};
+use super::metrics::Metrics;
+use super::worker::{Job, Msg, Work};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The worker's bounded queue.
+    pub(crate) queue: SyncSender<Job>,
+    /// Counters.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Limits.
+    pub(crate) limits: Arc<Limits>,
+    /// `/v1/models` and `/health` facts: name, kind, max positions.
+    pub(crate) model: Arc<serde_json::Value>,
+}
+
+/// The endpoints a request is counted under in `/metrics`.
+const ENDPOINTS: &[&str] =
+    &["/v1/completions", "/v1/fill", "/v1/poem", "/v1/answer", "/v1/classify", "/health", "/v1/models", "/metrics", "/openapi.json"];
+
+/// The router with every endpoint, the body limit and the metrics middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/fill", post(fill))
+        .route("/v1/poem", post(poem))
+        .route("/v1/answer", post(answer))
+        .route("/v1/classify", post(classify))
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts every request by endpoint and status, with its latency.
+async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let endpoint = ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other");
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics.record(endpoint, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Parses a JSON body: 413 when too large, 400 naming the problem otherwise.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limits: &Limits) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {} bytes (--max-body-bytes)", limits.max_body_bytes),
+            )
+        } else {
+            ApiError::new(e.status(), format!("could not read the request body: {}", e.body_text()))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty: send a JSON object"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e
+            .to_string()
+            .replace("data did not match any variant of untagged enum Prompts", "`prompt` must be a string or a list of strings")
+            .replace("data did not match any variant of untagged enum Stops", "`stop` must be a string or a list of strings");
+        ApiError::bad_request(format!("invalid JSON body: {msg}"))
+    })
+}
+
+/// Puts `work` on the queue: the receiver of its messages, or 429 when the queue is full.
+fn submit(s: &AppState, work: Work) -> Result<UnboundedReceiver<Msg>, ApiError> {
+    let (tx, rx) = unbounded_channel();
+    let job = Job { work, tx, deadline: Instant::now() + s.limits.timeout };
+    s.metrics.enqueued();
+    match s.queue.try_send(job) {
+        Ok(()) => Ok(rx),
+        Err(e) => {
+            s.metrics.dequeued();
+            Err(match e {
+                TrySendError::Full(_) => ApiError::busy(s.limits.queue_len, 1),
+                TrySendError::Disconnected(_) => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model worker has stopped (shutting down)")
+                }
+            })
+        }
+    }
+}
+
+/// Waits for the final answer, ignoring progress; 504 after the timeout.
+async fn wait(s: &AppState, mut rx: UnboundedReceiver<Msg>) -> Response {
+    let done = async {
+        while let Some(m) = rx.recv().await {
+            if let Msg::Done(r) = m {
+                return r;
+            }
+        }
+        Err(ApiError::internal("the model worker dropped the request"))
+    };
+    match tokio::time::timeout(s.limits.timeout, done).await {
+        Ok(Ok(body)) => Json(body).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::timeout(s.limits.timeout).into_response(),
+    }
+}
+
+/// The SSE response of a stream of worker messages, `to_event` mapping each one (None: skip).
+fn sse(rx: UnboundedReceiver<Msg>, to_event: impl FnMut(Msg) -> Option<String> + Send + 'static) -> Response {
+    let events = UnboundedReceiverStream::new(rx)
+        .map(to_event)
+        .filter_map(|e| e)
+        .chain(tokio_stream::once("[DONE]".to_string()))
+        .map(|d| Ok::<_, Infallible>(Event::default().data(d)));
+    Sse::new(events).into_response()
+}
+
+/// `POST /v1/completions`.
+async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: CompletionRequest = match parse(body, &s.limits) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let stream = req.stream;
+    let model = req.model.clone().unwrap_or_else(|| s.model["id"].as_str().unwrap_or("wenhui").to_string());
+    let rx = match submit(&s, Work::Complete(req)) {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    if !stream {
+        return wait(&s, rx).await;
+    }
+    let (id, created) = (format!("cmpl-{}", now_secs()), now_secs());
+    let chunk = move |choice: usize, text: &str, reason: Option<&str>| {
+        json!({"id": id, "object": "text_completion", "created": created, "model": model,
+               "choices": [{"text": text, "index": choice, "logprobs": null, "finish_reason": reason}]})
+        .to_string()
+    };
+    sse(rx, move |m| match m {
+        Msg::Delta { choice, text } => Some(chunk(choice, &text, None)),
+        Msg::Finish { choice, reason } => Some(chunk(choice, "", Some(reason))),
+        Msg::Done(Err(e)) => Some(e.body().to_string()),
+        _ => None,
+    })
+}
+
+/// `POST /v1/fill`.
+async fn fill(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse::<FillRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Fill(r))) {
+        Ok(rx) => wait(&s, rx).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/poem` (SSE with `stream: true`: one event per line, then the whole result).
+async fn poem(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: PoemRequest = match parse(body, &s.limits) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let stream = req.stream;
+    match submit(&s, Work::Poem(req)) {
+        Ok(rx) if stream => sse(rx, |m| match m {
+            Msg::Unit { index, text } => Some(json!({"index": index, "line": text}).to_string()),
+            Msg::Done(Ok(body)) => Some(json!({"result": body}).to_string()),
+            Msg::Done(Err(e)) => Some(e.body().to_string()),
+            _ => None,
+        }),
+        Ok(rx) => wait(&s, rx).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/answer`.
+async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse::<AnswerRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Answer(r))) {
+        Ok(rx) => wait(&s, rx).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/classify`: not available in this build (501).
+async fn classify() -> Response {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "classification needs cloze/P-tuning tasks, which this build of wenhui does not have yet (the cloze feature, issue: cloze tasks); \
+         /v1/classify will answer label probabilities once it lands",
+    )
+    .into_response()
+}
+
+/// `GET /health`.
+async fn health(State(s): State<AppState>) -> Response {
+    Json(json!({"status": "ok", "model": s.model["id"], "queue_depth": s.metrics.queue_depth().max(0)})).into_response()
+}
+
+/// `GET /v1/models`.
+async fn models(State(s): State<AppState>) -> Response {
+    Json(json!({"object": "list", "data": [s.model.as_ref()]})).into_response()
+}
+
+/// `GET /metrics`.
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+/// `GET /openapi.json`.
+async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint {} {} (see GET /openapi.json)", req.method(), req.uri().path()))
+        .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{} is not allowed on {}", req.method(), req.uri().path())).into_response()
+}

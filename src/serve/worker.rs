@@ -1,0 +1,189 @@
+//! The model worker: one thread owns the model and runs the queued requests one at a time,
+//! reporting progress (tokens, lines) and the final answer through each request's channel.
+
+use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::batch::Engine;
+use super::limits::{ApiError, Limits};
+use super::metrics::Metrics;
+use crate::model::{Backbone, ModelKind};
+use crate::tokenizer::Tokenizer;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The served model, its tokenizer and what requests need to know about it.
+pub struct ServedModel {
+    /// The weights (one copy, owned by the worker).
+    pub backbone: Box<dyn Backbone>,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The name `/v1/models` reports.
+    pub name: String,
+    /// Token ids of a padded vocabulary that no text maps to: never generated.
+    pub(crate) padding_ids: Vec<Vec<u32>>,
+}
+
+impl ServedModel {
+    /// Wraps a loaded model and its tokenizer.
+    pub fn new(backbone: Box<dyn Backbone>, tokenizer: Tokenizer, name: impl Into<String>) -> Self {
+        let padding_ids = (tokenizer.vocab_size(true)..backbone.info().vocab_size).map(|id| vec![id as u32]).collect();
+        Self { backbone, tokenizer, name: name.into(), padding_ids }
+    }
+    /// The architecture.
+    pub fn kind(&self) -> ModelKind {
+        self.backbone.info().kind
+    }
+}
+
+/// What the worker reports while and after running a request.
+#[derive(Debug)]
+pub enum Msg {
+    /// New text of completion choice `choice`.
+    Delta {
+        /// Choice index.
+        choice: usize,
+        /// The new text.
+        text: String,
+    },
+    /// Choice `choice` is done, for `reason` (`stop` or `length`).
+    Finish {
+        /// Choice index.
+        choice: usize,
+        /// OpenAI's finish reason.
+        reason: &'static str,
+    },
+    /// A decided unit (poem line, answer sub-sentence).
+    Unit {
+        /// Unit index.
+        index: usize,
+        /// Its text.
+        text: String,
+    },
+    /// The final answer (the response body) or the error.
+    Done(Result<serde_json::Value, ApiError>),
+}
+
+/// The work of one request.
+#[derive(Debug)]
+pub enum Work {
+    /// `/v1/completions`.
+    Complete(CompletionRequest),
+    /// `/v1/fill`.
+    Fill(FillRequest),
+    /// `/v1/poem`.
+    Poem(PoemRequest),
+    /// `/v1/answer`.
+    Answer(AnswerRequest),
+}
+
+/// A queued request: its work, where to report, and until when it may run.
+#[derive(Debug)]
+pub struct Job {
+    /// What to do.
+    pub work: Work,
+    /// Progress and the final answer go here; when the receiver is gone the work stops.
+    pub tx: UnboundedSender<Msg>,
+    /// The work stops at this instant (the request's timeout).
+    pub deadline: Instant,
+}
+
+/// Why a running request should stop early.
+pub(crate) struct Ticket<'a> {
+    pub(crate) tx: &'a UnboundedSender<Msg>,
+    pub(crate) deadline: Instant,
+    pub(crate) timeout: Duration,
+}
+
+impl Ticket<'_> {
+    /// True when the client is gone or the deadline passed.
+    pub(crate) fn should_stop(&self) -> bool {
+        self.tx.is_closed() || Instant::now() >= self.deadline
+    }
+    /// The error for a stopped request (504 after the deadline; the client is gone otherwise).
+    pub(crate) fn stop_error(&self) -> ApiError {
+        if Instant::now() >= self.deadline {
+            ApiError::timeout(self.timeout)
+        } else {
+            ApiError::new(axum::http::StatusCode::from_u16(499).unwrap_or(axum::http::StatusCode::BAD_REQUEST), "client disconnected")
+        }
+    }
+    /// Sends a progress message (ignored when the client is gone).
+    pub(crate) fn send(&self, m: Msg) {
+        let _ = self.tx.send(m);
+    }
+}
+
+/// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
+/// empty. Completions join the continuous batch ([`super::batch`]) between decode steps; other
+/// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
+pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
+    let mut engine = Engine::new(&model, &limits);
+    loop {
+        let mut next = if engine.rows() == 0 {
+            match jobs.recv() {
+                Ok(j) => Some(j),
+                Err(_) => break,
+            }
+        } else if engine.rows() < limits.max_batch {
+            jobs.try_recv().ok()
+        } else {
+            None
+        };
+        while let Some(job) = next.take() {
+            metrics.dequeued();
+            admit(&mut engine, &model, job, &metrics, &limits);
+            if engine.rows() >= limits.max_batch {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if engine.rows() > 0 {
+            let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.step(&metrics)));
+            if stepped.is_err() {
+                tracing::error!("a decode step panicked in the model worker; its requests fail, the worker goes on");
+                engine.fail_all(ApiError::internal("the model worker failed on this batch (a bug: please report it with the request)"));
+            }
+        }
+    }
+}
+
+/// Starts one request: a completion joins the batch, anything else runs now.
+fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits) {
+    let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
+    if ticket.should_stop() {
+        ticket.send(Msg::Done(Err(ticket.stop_error())));
+        return;
+    }
+    if let Work::Complete(r) = &job.work {
+        match engine.batchable(r) {
+            Some(Ok(p)) => return engine.join(job, p),
+            Some(Err(e)) => return ticket.send(Msg::Done(Err(e))),
+            None => {}
+        }
+    }
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, &job.work, &ticket, limits)));
+    let result = match result {
+        Ok(Ok((body, tokens))) => {
+            metrics.generated(tokens, started.elapsed());
+            Ok(body)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            tracing::error!("a request panicked in the model worker; the worker goes on");
+            Err(ApiError::internal("the model worker failed on this request (a bug: please report it with the request)"))
+        }
+    };
+    ticket.send(Msg::Done(result));
+}
+
+/// Runs one request: the response body and the tokens generated.
+fn execute(model: &ServedModel, work: &Work, t: &Ticket<'_>, limits: &Limits) -> Result<(serde_json::Value, usize), ApiError> {
+    match work {
+        Work::Complete(r) => super::complete::complete(model, r, t, limits),
+        Work::Fill(r) => super::complete::fill(model, r, t, limits),
+        Work::Poem(r) => super::inverse::poem(model, r, t, limits),
+        Work::Answer(r) => super::inverse::answer(model, r, t, limits),
+    }
+}
