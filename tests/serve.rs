@@ -248,9 +248,20 @@ fn fill_poem_answer_and_info_endpoints() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.json()["text"].as_str().unwrap().is_empty());
 
-    let r = post(addr, "/v1/classify", &json!({"text": "x"}));
-    assert_eq!(r.status, 501);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("cloze"));
+    // A cloze task sent inline: the season of a line, single-character verbalizer words.
+    let task = "name = \"season\"\nfields = [\"line\"]\ntemplate = \"{line}，此季为[MASK]。\"\nanswer = \"single\"\n\
+                [[verbalizer]]\nlabel = \"spring\"\nwords = [\"春\"]\n[[verbalizer]]\nlabel = \"autumn\"\nwords = [\"秋\"]\n";
+    let r = post(addr, "/v1/classify", &json!({"task_toml": task, "input": {"line": "桃花红满枝"}}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let probs: f64 = v["labels"].as_array().unwrap().iter().map(|l| l["probability"].as_f64().unwrap()).sum();
+    assert!((probs - 1.0).abs() < 1e-6, "{v}");
+    assert!(["spring", "autumn"].contains(&v["label"].as_str().unwrap()));
+    // RTE's "Yes"/"No" are several characters for this model: a clear 400, not a crash.
+    let r = post(addr, "/v1/classify", &json!({"task": "rte", "input": {"premise": "a", "hypothesis": "b"}}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(addr, "/v1/classify", &json!({"input": {}}));
+    assert_eq!(r.status, 400);
 
     let h = request(addr, "GET", "/health", b"").json();
     assert_eq!(h["status"], "ok");
@@ -264,7 +275,7 @@ fn fill_poem_answer_and_info_endpoints() {
     let metrics = request(addr, "GET", "/metrics", b"").text();
     for needle in [
         "wenhui_requests_total{endpoint=\"/v1/poem\",status=\"200\"} 2",
-        "wenhui_requests_total{endpoint=\"/v1/classify\",status=\"501\"} 1",
+        "wenhui_requests_total{endpoint=\"/v1/classify\",status=\"200\"} 1",
         "wenhui_queue_depth 0",
         "wenhui_generated_tokens_total",
         "wenhui_tokens_per_second",

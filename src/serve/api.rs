@@ -155,3 +155,17 @@ pub struct AnswerRequest {
     #[serde(default)]
     pub beams: Option<usize>,
 }
+
+/// `POST /v1/classify`: label probabilities of one example for a cloze task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// A built-in task (`rte`, `cb`, `boolq`, `copa`, `wic`, `wsc`, `multirc`).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Or a whole task file as TOML text (fields, template, verbalizer).
+    #[serde(default)]
+    pub task_toml: Option<String>,
+    /// The example's field values.
+    pub input: std::collections::BTreeMap<String, String>,
+}

@@ -4,7 +4,7 @@
 //! ([`Limits::queue_len`], 429 when full), so one model copy serves every client. Completions are
 //! decoded together by continuous batching (rows join and leave between decode steps, see
 //! `batch.rs`); fill, poem and answer run one at a time. Endpoints: `POST /v1/completions` (OpenAI shape, SSE streaming), `/v1/fill`,
-//! `/v1/poem`, `/v1/answer`, `/v1/classify` (501 until cloze tasks exist), `GET /health`,
+//! `/v1/poem`, `/v1/answer`, `/v1/classify` (cloze tasks: built-in FewGLUE names or TOML sent inline), `GET /health`,
 //! `/v1/models`, `/metrics` (Prometheus text) and `/openapi.json`.
 //!
 //! ```no_run
@@ -18,6 +18,7 @@
 pub mod api;
 mod batch;
 pub mod bench;
+mod classify;
 mod complete;
 mod inverse;
 pub mod limits;

@@ -42,7 +42,7 @@ pub fn document() -> Value {
             "/v1/fill": post("Fill [MASK]/[sMASK]/[gMASK] blanks (GLM)", "FillRequest", json!({"type": "object", "properties": {"text": s("string"), "fills": {"type": "array", "items": s("string")}, "scores": {"type": "array", "items": s("number")}, "finished": {"type": "array", "items": s("boolean")}}}), false),
             "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: one event per line)", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")}, "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
             "/v1/answer": post("Answer a question by inverse prompting", "AnswerRequest", json!({"type": "object", "properties": {"question": s("string"), "text": s("string"), "score": s("number")}}), false),
-            "/v1/classify": {"post": {"summary": "Cloze/P-tuning classification: NOT AVAILABLE in this build (always 501)", "responses": {"501": {"description": "classification needs cloze tasks, not yet in this build"}}}},
+            "/v1/classify": {"post": {"summary": "Cloze classification: {task: built-in name | task_toml: TOML text, input: {field: value}} -> label probabilities", "responses": {"200": {"description": "label, labels[{label, probability, score}]"}, "400": {"description": "unknown task, bad template or fields"}}}},
             "/health": get("Liveness and queue depth", "application/json"),
             "/v1/models": get("The served model (OpenAI list shape)", "application/json"),
             "/metrics": get("Prometheus metrics", "text/plain"),

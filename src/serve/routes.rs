@@ -1,7 +1,7 @@
 //! The HTTP layer: JSON parsing with clear 4xx errors, queueing to the model worker (429 when
 //! full), timeouts (504), server-sent events, metrics and the info endpoints.
 
-use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::complete::now_secs;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
@@ -205,14 +205,12 @@ async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
     }
 }
 
-/// `POST /v1/classify`: not available in this build (501).
-async fn classify() -> Response {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "classification needs cloze/P-tuning tasks, which this build of wenhui does not have yet (the cloze feature, issue: cloze tasks); \
-         /v1/classify will answer label probabilities once it lands",
-    )
-    .into_response()
+/// `POST /v1/classify`.
+async fn classify(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match parse::<ClassifyRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Classify(r))) {
+        Ok(rx) => wait(&s, rx).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /health`.

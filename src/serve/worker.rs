@@ -1,7 +1,7 @@
 //! The model worker: one thread owns the model and runs the queued requests one at a time,
 //! reporting progress (tokens, lines) and the final answer through each request's channel.
 
-use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::batch::Engine;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
@@ -75,6 +75,8 @@ pub enum Work {
     Poem(PoemRequest),
     /// `/v1/answer`.
     Answer(AnswerRequest),
+    /// `/v1/classify`.
+    Classify(ClassifyRequest),
 }
 
 /// A queued request: its work, where to report, and until when it may run.
@@ -185,5 +187,6 @@ fn execute(model: &ServedModel, work: &Work, t: &Ticket<'_>, limits: &Limits) ->
         Work::Fill(r) => super::complete::fill(model, r, t, limits),
         Work::Poem(r) => super::inverse::poem(model, r, t, limits),
         Work::Answer(r) => super::inverse::answer(model, r, t, limits),
+        Work::Classify(r) => super::classify::classify(model, r, t),
     }
 }
