@@ -13,7 +13,10 @@
 //! use std::collections::BTreeMap;
 //! use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, PoemRules, Task};
 //! use wenhui::generate::poetry::Constraints;
-//! # let (model, tokenizer): (Box<dyn wenhui::model::Backbone>, wenhui::tokenizer::Tokenizer) = todo!();
+//! use wenhui::model::{load_model, LoadOptions};
+//! let dir = wenhui::embedded::poetry_model_dir()?;
+//! let model = load_model(&dir, &LoadOptions::default())?.backbone;
+//! let tokenizer = wenhui::tokenizer::Tokenizer::from_dir(&dir)?;
 //! let task = Task::builtin("poem")?;
 //! let fields = task.fields(&BTreeMap::from([("title".to_string(), "虹桥机场".to_string())]))?;
 //! let mut rules = PoemRules::new(Constraints::parse("五绝", "pingshui", "")?);
