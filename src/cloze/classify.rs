@@ -58,28 +58,28 @@ fn log_softmax(xs: &[f64]) -> Vec<f64> {
 /// exactly one token is an error naming the label and the word.
 pub fn single_token_ids(task: &ClozeTask, template: &Template, tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
     let space = template.space_before_mask();
-    task.spec
-        .verbalizer
-        .iter()
-        .map(|lw| {
-            lw.words
-                .iter()
-                .map(|w| {
-                    let ids = tok.encode(&if space { format!(" {}", w.trim()) } else { w.trim().to_string() }, false)?;
-                    match ids.as_slice() {
-                        [one] => Ok(*one),
-                        _ => Err(Error::input(format!(
-                            "task `{}`: label `{}`: verbalizer word `{w}` is {} tokens ({ids:?}) with this tokenizer, but a single-token \
-                             verbalizer needs exactly one; pick another word or set answer = \"multi\"",
-                            task.spec.name,
-                            lw.label,
-                            ids.len()
-                        ))),
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    per_word(task, |label, w| {
+        let ids = encode_answer(tok, space, w.trim())?;
+        match ids.as_slice() {
+            [one] => Ok(*one),
+            _ => Err(Error::input(format!(
+                "task `{}`: label `{label}`: verbalizer word `{w}` is {} tokens ({ids:?}) with this tokenizer, but a single-token \
+                 verbalizer needs exactly one; pick another word or set answer = \"multi\"",
+                task.spec.name,
+                ids.len()
+            ))),
+        }
+    })
+}
+
+/// `f(label, word)` for every verbalizer word, grouped per label.
+fn per_word<T>(task: &ClozeTask, f: impl Fn(&str, &str) -> Result<T>) -> Result<Vec<Vec<T>>> {
+    task.spec.verbalizer.iter().map(|lw| lw.words.iter().map(|w| f(&lw.label, w)).collect()).collect()
+}
+
+/// The tokens of an answer word, with the leading space the template puts before the slot.
+fn encode_answer(tok: &Tokenizer, space: bool, text: &str) -> Result<Vec<u32>> {
+    tok.encode(&if space { format!(" {text}") } else { text.to_string() }, false)
 }
 
 /// Compile options for `task` on `model`.
@@ -174,23 +174,14 @@ fn single(
 /// Per-(label, word) answer token ids of one example.
 fn answers(task: &ClozeTask, template: &Template, tok: &Tokenizer, fields: &BTreeMap<String, String>) -> Result<Vec<Vec<Vec<u32>>>> {
     let space = template.space_before_mask();
-    task.spec
-        .verbalizer
-        .iter()
-        .map(|lw| {
-            lw.words
-                .iter()
-                .map(|w| {
-                    let text = render(w, &task.spec.fields, fields, false)?;
-                    let ids = tok.encode(&if space { format!(" {text}") } else { text.clone() }, false)?;
-                    if ids.is_empty() {
-                        return Err(Error::input(format!("label `{}`: answer `{text}` tokenizes to nothing", lw.label)));
-                    }
-                    Ok(ids)
-                })
-                .collect()
-        })
-        .collect()
+    per_word(task, |label, w| {
+        let text = render(w, &task.spec.fields, fields, false)?;
+        let ids = encode_answer(tok, space, &text)?;
+        if ids.is_empty() {
+            return Err(Error::input(format!("label `{label}`: answer `{text}` tokenizes to nothing")));
+        }
+        Ok(ids)
+    })
 }
 
 fn multi(
