@@ -83,16 +83,19 @@ pub fn poetry_judge_dir() -> PathBuf {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn unpacks_once_and_matches_the_sources() {
+    fn unpacks_once_and_matches_the_sources() -> TestResult {
         let root = std::env::temp_dir().join(format!("wenhui-embed-{}", std::process::id()));
         let dir = root.join("m");
         let files: &[(&str, &[u8])] = &[("a.txt", b"alpha"), ("b.bin", &[1, 2, 3])];
-        materialize(&dir, files).unwrap();
-        materialize(&dir, files).unwrap();
-        assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"alpha");
-        assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), vec![1, 2, 3]);
+        materialize(&dir, files)?;
+        materialize(&dir, files)?;
+        assert_eq!(std::fs::read(dir.join("a.txt"))?, b"alpha");
+        assert_eq!(std::fs::read(dir.join("b.bin"))?, vec![1, 2, 3]);
         assert_ne!(fingerprint(files), fingerprint(&files[..1]));
-        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
     }
 }

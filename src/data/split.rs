@@ -129,14 +129,17 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path)
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn sizes_sum_to_total() {
-        let parts = SplitPart::parse_list("heldout=0.05,generator=0.475,judge=0.475").unwrap();
+    fn sizes_sum_to_total() -> TestResult {
+        let parts = SplitPart::parse_list("heldout=0.05,generator=0.475,judge=0.475")?;
         for n in [1, 7, 100, 36487] {
             let s = part_sizes(n, &parts);
             assert_eq!(s.iter().sum::<usize>(), n);
         }
         assert_eq!(part_sizes(100, &parts), vec![5, 48, 47]);
+        Ok(())
     }
 
     #[test]
@@ -147,25 +150,26 @@ mod tests {
     }
 
     #[test]
-    fn split_is_deterministic_and_complete() {
+    fn split_is_deterministic_and_complete() -> TestResult {
         let dir = std::env::temp_dir().join(format!("wenhui-split-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)?;
         let input = dir.join("in.jsonl");
         let text: String = (0..50).map(|i| format!("{{\"i\":{i}}}\n\n")).collect();
-        std::fs::write(&input, text).unwrap();
-        let parts = SplitPart::parse_list("a=0.2,b=0.8").unwrap();
-        let r1 = split_lines(&input, &parts, 7, &dir.join("one")).unwrap();
-        let r2 = split_lines(&input, &parts, 7, &dir.join("two")).unwrap();
+        std::fs::write(&input, text)?;
+        let parts = SplitPart::parse_list("a=0.2,b=0.8")?;
+        let r1 = split_lines(&input, &parts, 7, &dir.join("one"))?;
+        let r2 = split_lines(&input, &parts, 7, &dir.join("two"))?;
         assert_eq!(r1.lines, 50);
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-        let (a, b) = (read(&r1.parts[0].1), read(&r1.parts[1].1));
+        let read = |p: &Path| std::fs::read_to_string(p);
+        let (a, b) = (read(&r1.parts[0].1)?, read(&r1.parts[1].1)?);
         assert_eq!(a.lines().count(), 10);
         assert_eq!(b.lines().count(), 40);
-        assert_eq!(a, read(&r2.parts[0].1));
+        assert_eq!(a, read(&r2.parts[0].1)?);
         let mut all: Vec<&str> = a.lines().chain(b.lines()).collect();
-        all.sort_by_key(|l| l[5..l.len() - 1].parse::<u32>().unwrap());
+        all.sort_by_key(|l| l[5..l.len() - 1].parse::<u32>().ok());
         assert_eq!(all.len(), 50);
         assert!(all.iter().enumerate().all(|(i, l)| *l == format!("{{\"i\":{i}}}")));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -91,14 +91,17 @@ impl Template {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn parses_fields_and_escapes() {
-        let t = Template::parse("题名:{title} {{x}} 正文:{text}").unwrap();
+    fn parses_fields_and_escapes() -> TestResult {
+        let t = Template::parse("题名:{title} {{x}} 正文:{text}")?;
         assert_eq!(t.fields(), vec!["title", "text"]);
         let out: std::result::Result<String, ()> = t.render(|f| Ok(f.to_uppercase()));
-        assert_eq!(out.unwrap(), "题名:TITLE {x} 正文:TEXT");
+        assert_eq!(out.as_deref(), Ok("题名:TITLE {x} 正文:TEXT"));
         for bad in ["no fields", "{open", "close}", "{}", "a {b{c}}"] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+        Ok(())
     }
 }

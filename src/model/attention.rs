@@ -253,33 +253,37 @@ mod tests {
     use super::*;
     use candle_core::{Device, IndexOp};
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn cache_grows_reorders_and_clones_without_sharing() {
+    fn cache_grows_reorders_and_clones_without_sharing() -> TestResult {
         let dev = Device::Cpu;
-        let parts: Vec<Tensor> = [50usize, 20, 1, 60].iter().map(|&s| Tensor::randn(0f32, 1., (3, 2, s, 4), &dev).unwrap()).collect();
+        let parts =
+            [50usize, 20, 1, 60].iter().map(|&s| Tensor::randn(0f32, 1., (3, 2, s, 4), &dev)).collect::<candle_core::Result<Vec<_>>>()?;
         let mut slot = None;
         for p in &parts {
-            LayerKv::append(&mut slot, p, &p.affine(2.0, 0.0).unwrap()).unwrap();
+            LayerKv::append(&mut slot, p, &p.affine(2.0, 0.0)?)?;
         }
-        let e = slot.as_ref().unwrap();
-        let want = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 2).unwrap();
+        let e = slot.as_ref().ok_or("empty slot")?;
+        let want = Tensor::cat(&parts.iter().collect::<Vec<_>>(), 2)?;
         assert_eq!(e.len, 131);
-        let diff = (e.keys().unwrap() - &want).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (e.keys()? - &want)?.abs()?.sum_all()?.to_scalar::<f32>()?;
         assert_eq!(diff, 0.0);
 
         let mut cache = KvCache { layers: vec![slot] };
         let snapshot = cache.clone();
-        cache.reorder(&Tensor::new(&[2u32, 2, 0], &dev).unwrap()).unwrap();
-        let e = cache.layers[0].as_ref().unwrap();
-        let row = (e.values().unwrap().i(1).unwrap() - want.i(2).unwrap().affine(2.0, 0.0).unwrap()).unwrap();
-        assert_eq!(row.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        cache.reorder(&Tensor::new(&[2u32, 2, 0], &dev)?)?;
+        let e = cache.layers[0].as_ref().ok_or("empty layer")?;
+        let row = (e.values()?.i(1)? - want.i(2)?.affine(2.0, 0.0)?)?;
+        assert_eq!(row.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
         // Appending to the reordered cache leaves the earlier clone untouched.
-        let extra = Tensor::ones((3, 2, 1, 4), DType::F32, &dev).unwrap();
-        LayerKv::append(cache.layer(0), &extra, &extra).unwrap();
+        let extra = Tensor::ones((3, 2, 1, 4), DType::F32, &dev)?;
+        LayerKv::append(cache.layer(0), &extra, &extra)?;
         assert_eq!(cache.len(), 132);
         assert_eq!(snapshot.len(), 131);
-        let s = snapshot.layers[0].as_ref().unwrap();
-        let d = (s.keys().unwrap() - &want).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let s = snapshot.layers[0].as_ref().ok_or("empty layer")?;
+        let d = (s.keys()? - &want)?.abs()?.sum_all()?.to_scalar::<f32>()?;
         assert_eq!(d, 0.0);
+        Ok(())
     }
 }

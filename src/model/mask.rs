@@ -87,20 +87,24 @@ pub fn build_mask(
 mod tests {
     use super::*;
 
-    fn rows(m: &Tensor) -> Vec<Vec<f32>> {
-        m.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn rows(m: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+        m.squeeze(0)?.squeeze(0)?.to_vec2()
     }
 
     #[test]
-    fn sep_mask_is_bidirectional_then_causal() {
-        let m = build_mask(&Attention::Sep(vec![2]), None, 1, 4, 0, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(rows(&m), vec![vec![1., 1., 0., 0.], vec![1., 1., 0., 0.], vec![1., 1., 1., 0.], vec![1., 1., 1., 1.]]);
+    fn sep_mask_is_bidirectional_then_causal() -> TestResult {
+        let m = build_mask(&Attention::Sep(vec![2]), None, 1, 4, 0, DType::F32, &Device::Cpu)?;
+        assert_eq!(rows(&m)?, vec![vec![1., 1., 0., 0.], vec![1., 1., 0., 0.], vec![1., 1., 1., 0.], vec![1., 1., 1., 1.]]);
+        Ok(())
     }
 
     #[test]
-    fn cached_keys_are_visible() {
-        let m = build_mask(&Attention::Causal, None, 1, 2, 3, DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(rows(&m), vec![vec![1., 1., 1., 1., 0.], vec![1., 1., 1., 1., 1.]]);
+    fn cached_keys_are_visible() -> TestResult {
+        let m = build_mask(&Attention::Causal, None, 1, 2, 3, DType::F32, &Device::Cpu)?;
+        assert_eq!(rows(&m)?, vec![vec![1., 1., 1., 1., 0.], vec![1., 1., 1., 1., 1.]]);
+        Ok(())
     }
 
     #[test]

@@ -8,11 +8,11 @@
 //! `/v1/models`, `/metrics` (Prometheus text) and `/openapi.json`.
 //!
 //! ```no_run
-//! let cfg = wenhui::serve::ServeConfig { addr: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+//! let cfg = wenhui::serve::ServeConfig { addr: "127.0.0.1:0".parse()?, ..Default::default() };
 //! let (addr, handle) = wenhui::serve::start(cfg)?;
 //! println!("listening on http://{addr}");
 //! handle.shutdown()?; // finishes in-flight requests first
-//! # Ok::<(), wenhui::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod api;

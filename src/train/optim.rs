@@ -190,35 +190,37 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn matches_torch_adamw_on_a_hand_computed_step() {
+    fn matches_torch_adamw_on_a_hand_computed_step() -> TestResult {
         // torch.optim.AdamW(lr=0.1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01), w=[1,-2], g=[0.5,-1]:
         // step 1: w ← w(1 − lr·wd) − lr·sign-ish(m̂/√v̂) = [1·0.999 − 0.1, −2·0.999 + 0.1]
-        let w = Var::new(&[1f32, -2.0], &Device::Cpu).unwrap();
+        let w = Var::new(&[1f32, -2.0], &Device::Cpu)?;
         let mut opt =
-            AdamW::new(vec![("layer.weight".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 })
-                .unwrap();
-        let loss = (w.as_tensor() * &Tensor::new(&[0.5f32, -1.0], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
-        let grads = loss.backward().unwrap();
-        let stats = opt.step(&grads, 0.1, None).unwrap();
+            AdamW::new(vec![("layer.weight".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 })?;
+        let loss = (w.as_tensor() * &Tensor::new(&[0.5f32, -1.0], &Device::Cpu)?)?.sum_all()?;
+        let grads = loss.backward()?;
+        let stats = opt.step(&grads, 0.1, None)?;
         assert!((stats.grad_norm - (1.25f64).sqrt()).abs() < 1e-6);
-        let got = w.as_tensor().to_vec1::<f32>().unwrap();
+        let got = w.as_tensor().to_vec1::<f32>()?;
         assert!((got[0] - 0.899).abs() < 1e-6 && (got[1] + 1.898).abs() < 1e-6, "{got:?}");
+        Ok(())
     }
 
     #[test]
-    fn clipping_bounds_the_global_norm_and_bias_skips_decay() {
+    fn clipping_bounds_the_global_norm_and_bias_skips_decay() -> TestResult {
         assert!(!decays("transformer.layers.0.input_layernorm.weight"));
         assert!(!decays("transformer.h.0.ln_1.weight"));
         assert!(!decays("bert.embeddings.LayerNorm.weight"));
         assert!(!decays("x.bias"));
         assert!(decays("word_embeddings.weight"));
-        let w = Var::new(&[0f32, 0.0], &Device::Cpu).unwrap();
-        let mut opt =
-            AdamW::new(vec![("w".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }).unwrap();
-        let loss = (w.as_tensor() * &Tensor::new(&[30f32, 40.0], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
-        let stats = opt.step(&loss.backward().unwrap(), 0.1, Some(1.0)).unwrap();
+        let w = Var::new(&[0f32, 0.0], &Device::Cpu)?;
+        let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })?;
+        let loss = (w.as_tensor() * &Tensor::new(&[30f32, 40.0], &Device::Cpu)?)?.sum_all()?;
+        let stats = opt.step(&loss.backward()?, 0.1, Some(1.0))?;
         assert!((stats.grad_norm - 50.0).abs() < 1e-9 && (stats.clip_scale - 1.0 / 50.0).abs() < 1e-6);
+        Ok(())
     }
 
     #[test]
