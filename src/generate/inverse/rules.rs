@@ -19,6 +19,11 @@ pub trait UnitRules {
     fn complete(&self, units: &[String]) -> bool;
     /// May the text end after `units` (an end-of-text candidate is accepted)?
     fn may_end(&self, units: &[String]) -> bool;
+    /// True when only [`UnitRules::complete`] texts count as results (fixed forms such as poems);
+    /// false when a text may stop at any unit (answers).
+    fn fixed_form(&self) -> bool {
+        false
+    }
     /// Does the whole text satisfy every hard rule? (Used by refinement, which replaces inner units.)
     fn accepts(&self, units: &[String]) -> bool;
     /// The context a new unit must not copy from (the prompt).
@@ -164,6 +169,9 @@ impl UnitRules for PoemRules {
     }
     fn may_end(&self, _units: &[String]) -> bool {
         false
+    }
+    fn fixed_form(&self) -> bool {
+        true
     }
     fn accepts(&self, units: &[String]) -> bool {
         check_poem(&units.concat(), &self.constraints).is_ok_and(|v| v.is_ok())

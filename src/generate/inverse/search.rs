@@ -270,7 +270,7 @@ pub fn generate_inverse(
             break;
         }
     }
-    if !rules.may_end(&[String::new()]) {
+    if rules.fixed_form() {
         // Fixed forms: only complete texts count.
         finished.retain(|(_, b)| rules.complete(&b.units));
     } else {
