@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use wenhui::cloze::{classify_batch, fewglue, ClassifyOptions, ClozeTask};
 use wenhui::model::load_model;
-use wenhui::ptuning::{PromptEncoder, ADAPTER_CONFIG, STATE_CONFIG};
+use wenhui::ptuning::train::load_prompt;
 use wenhui::tokenizer::Tokenizer;
 
 use crate::cli::common::ModelFlag;
@@ -20,9 +20,10 @@ pub struct Args {
     /// The example: a JSON object (a SuperGLUE line is read with the task's reader; otherwise its
     /// keys are the task's fields), or plain text for a task with one field.
     input: String,
-    /// A prompt encoder for the template's `[P]` tokens: a directory with wenhui's full encoder state
-    /// (`prompt_encoder.json` + `prompt_encoder.safetensors`) or a peft adapter
-    /// (`adapter_config.json` + `adapter_model.safetensors`). Without it the `[P]` tokens are dropped.
+    /// A prompt encoder for the template's `[P]` tokens: a `wenhui ptune` run directory (its
+    /// `best/`), a directory with wenhui's full encoder state (`prompt_encoder.json` +
+    /// `prompt_encoder.safetensors`) or a peft adapter (`adapter_config.json` +
+    /// `adapter_model.safetensors`). Without it the `[P]` tokens are dropped.
     #[arg(long)]
     prompt: Option<PathBuf>,
     /// Tokenizer directory or file (default: the model directory).
@@ -52,21 +53,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let fields: Vec<_> = examples.iter().map(|e| e.fields.clone()).collect();
     let prompt = match &a.prompt {
+        Some(dir) => Some(load_prompt(dir, m.backbone.device())?.prompt_embeddings()?),
         None => None,
-        Some(dir) => {
-            let dev = m.backbone.device();
-            let enc = if dir.join(STATE_CONFIG).is_file() {
-                PromptEncoder::load_state(dir, dev)?
-            } else if dir.join(ADAPTER_CONFIG).is_file() {
-                PromptEncoder::load_adapter(dir, dev)?.0
-            } else {
-                bail!("{}: no {STATE_CONFIG} (wenhui encoder state) or {ADAPTER_CONFIG} (peft adapter) in this directory", dir.display());
-            };
-            Some(enc.prompt_embeddings()?)
-        }
     };
     let opts = ClassifyOptions { prompt, batch_size: 0 };
-    let preds = classify_batch(m.backbone.as_ref(), &tok, &task, &fields, &opts)?;
+    let preds = if task.spec.referent.is_some() {
+        wenhui::cloze::referent::classify_referents(m.backbone.as_ref(), &tok, &task, &examples, &opts)?
+    } else {
+        classify_batch(m.backbone.as_ref(), &tok, &task, &fields, &opts)?
+    };
     if a.json {
         let rows: Vec<_> = preds
             .iter()

@@ -86,3 +86,18 @@ impl DefaultModel {
         })
     }
 }
+
+/// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
+/// return; a second press aborts at once.
+pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort)");
+    });
+    stop
+}

@@ -1,10 +1,20 @@
-//! `wenhui eval ppl --model DIR --corpus CORPUS_DIR` and `wenhui eval poems`
+//! `wenhui eval --task rte --model DIR [--prompt DIR]`, `wenhui eval ppl --model DIR --corpus CORPUS_DIR` and `wenhui eval poems`
 
 use crate::cli::common::ModelFlag;
 use crate::cli::eval_poems;
 use std::path::PathBuf;
 use wenhui::model::load_model;
 use wenhui::train::eval::{corpus_perplexity, EvalOptions};
+
+/// `wenhui eval`: a cloze task (`--task`), or one of the subcommands.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    task: crate::cli::eval_task::TaskArgs,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -42,7 +52,8 @@ pub struct PplArgs {
     json: bool,
 }
 
-pub fn run(c: Command) -> anyhow::Result<()> {
+pub fn run(e: EvalArgs) -> anyhow::Result<()> {
+    let Some(c) = e.command else { return crate::cli::eval_task::run(e.task) };
     let a = match c {
         Command::Ppl(a) => a,
         Command::Poems(a) => return eval_poems::run_poems(*a),

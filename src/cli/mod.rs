@@ -6,6 +6,7 @@ mod common;
 mod data;
 mod eval;
 mod eval_poems;
+mod eval_task;
 mod export;
 mod fill;
 mod generate;
@@ -14,6 +15,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod ptune;
 mod serve;
 mod tokenize;
 mod tokenizer_train;
@@ -55,11 +57,14 @@ enum Command {
     Data(data::Command),
     /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
+    /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen.
+    Ptune(Box<ptune::TuneArgs>),
+    /// Fine-tune a model on a cloze task (jointly with a prompt encoder when the template has [P] tokens).
+    Finetune(Box<ptune::FinetuneArgs>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
-    /// Evaluate a model: `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline).
-    #[command(subcommand)]
-    Eval(eval::Command),
+    /// Evaluate a model: `eval --task rte` (cloze task metrics), `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline).
+    Eval(Box<eval::EvalArgs>),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
     /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
@@ -85,7 +90,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
         Command::Export(a) => export::run(a),
-        Command::Eval(c) => eval::run(c),
+        Command::Ptune(a) => ptune::run_ptune(*a),
+        Command::Finetune(a) => ptune::run_finetune(*a),
+        Command::Eval(c) => eval::run(*c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Classify(a) => classify::run(*a),

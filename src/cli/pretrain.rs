@@ -1,8 +1,6 @@
 //! `wenhui pretrain --config run.toml [--FIELD VALUE ...] [--resume DIR]`
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use wenhui::train::config::PretrainConfig;
 use wenhui::train::pretrain::{pretrain, RunOptions};
 
@@ -170,15 +168,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => Default::default(),
     };
     let cfg = PretrainConfig::load(a.config.as_deref(), overrides)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // First Ctrl-C: finish the step, save, exit cleanly. A second one aborts at once.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort)");
-    });
+    let stop = crate::cli::common::ctrl_c_stop_flag();
     let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let summary = pretrain(&cfg, &RunOptions { resume: a.resume.clone(), progress, stop: Some(stop) })?;
     if a.json {

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
-use super::batch::build_input;
 use super::compile::{compile, Cloze, CompileOptions};
+use super::score::{answer_scores, label_logits};
 use super::task::{render, AnswerKind, ClozeTask};
 use super::template::Template;
 use crate::model::{Backbone, ModelKind};
@@ -82,14 +82,33 @@ fn encode_answer(tok: &Tokenizer, space: bool, text: &str) -> Result<Vec<u32>> {
     tok.encode(&if space { format!(" {text}") } else { text.to_string() }, false)
 }
 
-/// Compile options for `task` on `model`.
+/// Compile options for `task` on `model`: inputs fit the model's positions and the task's
+/// `max_seq_length`.
 pub fn compile_options(task: &ClozeTask, model: &dyn Backbone) -> CompileOptions {
-    CompileOptions { glm_eos: task.spec.glm_eos, ..CompileOptions::new(model.info().max_positions) }
+    let max_len = model.info().max_positions.min(task.spec.train.max_seq_length.unwrap_or(usize::MAX));
+    CompileOptions { glm_eos: task.spec.glm_eos, ..CompileOptions::new(max_len) }
 }
 
 /// Label probabilities of one example (see [`classify_batch`]).
 pub fn classify(model: &dyn Backbone, tok: &Tokenizer, task: &ClozeTask, example: &BTreeMap<String, String>) -> Result<Prediction> {
-    let mut out = classify_batch(model, tok, task, std::slice::from_ref(example), &ClassifyOptions::default())?;
+    classify_with(model, tok, task, example, &ClassifyOptions::default())
+}
+
+/// Label probabilities of one example with options (a prompt); a referent task ranks the
+/// candidates of the example's text ([`super::referent`]).
+pub fn classify_with(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    example: &BTreeMap<String, String>,
+    opts: &ClassifyOptions,
+) -> Result<Prediction> {
+    let mut out = if task.spec.referent.is_some() {
+        let e = super::Example { fields: example.clone(), ..Default::default() };
+        super::referent::classify_referents(model, tok, task, std::slice::from_ref(&e), opts)?
+    } else {
+        classify_batch(model, tok, task, std::slice::from_ref(example), opts)?
+    };
     out.pop().ok_or_else(|| Error::input("no prediction"))
 }
 
@@ -110,7 +129,8 @@ pub fn classify_batch(
 }
 
 /// Classifies labelled `examples` and computes the task's metrics (`task.spec.metrics`, or
-/// accuracy when it names none). Returns the metrics and the predictions.
+/// accuracy when it names none). Returns the metrics and the predictions. Referent tasks (WSC)
+/// rank candidate referents ([`super::referent`]).
 pub fn evaluate(
     model: &dyn Backbone,
     tok: &Tokenizer,
@@ -125,12 +145,16 @@ pub fn evaluate(
             e.label.clone().ok_or_else(|| Error::input(format!("example {} has no label: evaluation needs labelled data", i + 1)))
         })
         .collect::<Result<_>>()?;
-    let fields: Vec<BTreeMap<String, String>> = examples.iter().map(|e| e.fields.clone()).collect();
-    let preds = classify_batch(model, tok, task, &fields, opts)?;
+    let preds = if task.spec.referent.is_some() {
+        super::referent::classify_referents(model, tok, task, examples, opts)?
+    } else {
+        let fields: Vec<BTreeMap<String, String>> = examples.iter().map(|e| e.fields.clone()).collect();
+        classify_batch(model, tok, task, &fields, opts)?
+    };
     let pred: Vec<String> = preds.iter().map(|p| p.best().to_string()).collect();
     let groups: Vec<String> = examples.iter().map(|e| e.group.clone().unwrap_or_default()).collect();
     let names = if task.spec.metrics.is_empty() { vec!["acc".to_string()] } else { task.spec.metrics.clone() };
-    let scores = super::metrics::compute(&names, &pred, &gold, &task.labels(), Some(&groups))?;
+    let scores = super::metrics::compute(&names, &pred, &gold, &task.data_labels(), Some(&groups))?;
     Ok((scores, preds))
 }
 
@@ -150,19 +174,11 @@ fn single(
     bs: usize,
 ) -> Result<Vec<Prediction>> {
     let ids = single_token_ids(task, template, tok)?;
-    let vocab = model.info().vocab_size;
-    if let Some(bad) = ids.iter().flatten().find(|&&i| i as usize >= vocab) {
-        return Err(Error::input(format!("verbalizer id {bad} is outside the model's vocabulary of {vocab}")));
-    }
     let copts = compile_options(task, model);
     let mut out = Vec::with_capacity(examples.len());
     for chunk in examples.chunks(bs) {
         let rows: Vec<Cloze> = chunk.iter().map(|e| compile(template, model.info().kind, tok, e, &copts)).collect::<Result<_>>()?;
-        let select: Vec<Vec<usize>> = rows.iter().map(|r| vec![r.answer_row]).collect();
-        let (input, _) = build_input(model, &rows, &select, prompt)?;
-        let logits = rows_f64(&model.forward(&input, None)?.logits)?;
-        for row in logits {
-            let label_logits: Vec<f64> = ids.iter().map(|w| w.iter().map(|&i| row[i as usize]).sum::<f64>() / w.len() as f64).collect();
+        for label_logits in rows_f64(&label_logits(model, &rows, &ids, prompt, None)?)? {
             let scores = log_softmax(&label_logits);
             let probs = scores.iter().map(|s| s.exp()).collect();
             out.push(Prediction { labels: task.labels(), scores, probs });
@@ -172,7 +188,7 @@ fn single(
 }
 
 /// Per-(label, word) answer token ids of one example.
-fn answers(task: &ClozeTask, template: &Template, tok: &Tokenizer, fields: &BTreeMap<String, String>) -> Result<Vec<Vec<Vec<u32>>>> {
+pub(crate) fn word_tokens(task: &ClozeTask, template: &Template, tok: &Tokenizer, fields: &BTreeMap<String, String>) -> Result<Vec<Vec<Vec<u32>>>> {
     let space = template.space_before_mask();
     per_word(task, |label, w| {
         let text = render(w, &task.spec.fields, fields, false)?;
@@ -197,12 +213,12 @@ fn multi(
     if kind == ModelKind::Bert {
         return Err(Error::input(format!("task `{}` has multi-token answers, which need a GLM or GPT-2 model, not BERT", task.spec.name)));
     }
-    let max_len = model.info().max_positions;
+    let max_len = compile_options(task, model).max_len;
     let eop = tok.special.eop;
     // (example, label, row) for every scored answer.
     let mut rows: Vec<(usize, usize, Cloze)> = Vec::new();
     for (e, fields) in examples.iter().enumerate() {
-        let ans = answers(task, template, tok, fields)?;
+        let ans = word_tokens(task, template, tok, fields)?;
         let longest = ans.iter().flatten().map(Vec::len).max().unwrap_or(1);
         let copts = CompileOptions { answer_tokens: longest, ..compile_options(task, model) };
         let base = compile(template, kind, tok, fields, &copts)?;
@@ -212,31 +228,13 @@ fn multi(
             }
         }
     }
-    let vocab = model.info().vocab_size;
-    if let Some(bad) = rows.iter().flat_map(|r| r.2.targets.iter()).find(|t| t.1 as usize >= vocab) {
-        return Err(Error::input(format!(
-            "answer token id {} is outside the model's vocabulary of {vocab}; is this the model's tokenizer?",
-            bad.1
-        )));
-    }
     let penalty = task.spec.length_penalty;
     let mut best = vec![vec![f64::NEG_INFINITY; task.spec.verbalizer.len()]; examples.len()];
     for chunk in rows.chunks(bs) {
         let clozes: Vec<Cloze> = chunk.iter().map(|r| r.2.clone()).collect();
-        let select: Vec<Vec<usize>> = clozes.iter().map(|c| c.targets.iter().map(|t| t.0).collect()).collect();
-        let (input, _) = build_input(model, &clozes, &select, prompt)?;
-        let logits = rows_f64(&model.forward(&input, None)?.logits)?;
-        let mut k = 0;
-        for (e, l, c) in chunk {
-            let mut sum = 0.0;
-            for &(_, t) in &c.targets {
-                sum += log_softmax(&logits[k])[t as usize];
-                k += 1;
-            }
-            if penalty > 0.0 {
-                sum /= (c.targets.len() as f64).powf(penalty);
-            }
-            best[*e][*l] = best[*e][*l].max(sum);
+        let scores = answer_scores(model, &clozes, penalty, prompt, None)?.to_vec1::<f32>()?;
+        for ((e, l, _), s) in chunk.iter().zip(scores) {
+            best[*e][*l] = best[*e][*l].max(f64::from(s));
         }
     }
     Ok(best

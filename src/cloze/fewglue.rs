@@ -9,7 +9,7 @@
 //! | `boolq` | `passage`, `question` | `true` / `false` |
 //! | `copa` | `premise` (final punctuation removed), `choice1`, `choice2`, `connective` (`because` / `so`), `answer1`, `answer2` (choices lower-first, final punctuation removed, as GLM) | `0` / `1` |
 //! | `wic` | `word`, `sentence1`, `sentence2` | `true` / `false` |
-//! | `wsc` | `text` (pronoun marked `*like this*`), `pronoun`, `span1_text` | `true` / `false` |
+//! | `wsc` | `text` (pronoun marked `*like this*`), `pronoun`, `span1_text`; group = text + pronoun index | `true` / `false` |
 //! | `multirc` | one example per answer option: `passage`, `question`, `answer`; group = passage/question idx | `0` / `1` |
 
 use std::collections::BTreeMap;
@@ -158,6 +158,9 @@ pub fn from_value(v: &Value, reader: Reader) -> Result<Vec<Example>> {
             fields.insert("text".into(), words.join(" "));
             fields.insert("pronoun".into(), pronoun);
             fields.insert("span1_text".into(), t("span1_text")?.as_str().unwrap_or_default().to_string());
+            // Lines about the same pronoun of the same text form a group: their spans are each
+            // other's alternative referents (see `referent`).
+            return Ok(vec![Example { fields, label, group: Some(format!("{text}#{index}")) }]);
         }
         Reader::Multirc => {
             let passage = v.get("passage").ok_or_else(|| Error::input("missing field `passage` (reader `Multirc`)"))?;

@@ -82,8 +82,34 @@ pub struct TaskSpec {
     /// Metrics to report: `acc`, `f1` (binary, positive = the last label), `f1-macro`, `em`, `f1a` (MultiRC).
     #[serde(default)]
     pub metrics: Vec<String>,
+    /// Referent tasks (WSC): the one label's answer is a candidate referent, and this is the label
+    /// predicted when another candidate from the text scores higher (see [`crate::cloze::referent`]).
+    /// Training uses only the examples of the verbalizer's label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referent: Option<String>,
     /// Label → words, in label order.
     pub verbalizer: Vec<LabelWords>,
+    /// Training defaults for `wenhui ptune` / `wenhui finetune` (the `[train]` table).
+    #[serde(default)]
+    pub train: TrainHints,
+}
+
+/// Training defaults a task suggests in its `[train]` table (the shipped FewGLUE tasks carry the
+/// official P-tuning settings). Command-line flags override them; absent ones fall back to the
+/// trainer's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainHints {
+    /// Optimizer steps.
+    pub max_steps: Option<u64>,
+    /// Examples per step.
+    pub batch_size: Option<usize>,
+    /// Learning rate of the prompt encoder.
+    pub prompt_lr: Option<f64>,
+    /// Linear warmup steps.
+    pub warmup_steps: Option<u64>,
+    /// Longest input in tokens (training and evaluation); the model's positions cap it.
+    pub max_seq_length: Option<usize>,
 }
 
 /// A checked task: the spec plus its parsed template.
@@ -139,6 +165,14 @@ impl ClozeTask {
         if let Some(m) = spec.metrics.iter().find(|m| !METRICS.contains(&m.as_str())) {
             return Err(bad("metrics", format!("unknown metric `{m}` (known: {})", METRICS.join(", "))));
         }
+        if let Some(neg) = &spec.referent {
+            if spec.answer != AnswerKind::Multi || spec.verbalizer.len() != 1 {
+                return Err(bad("referent", "needs answer = \"multi\" and exactly one [[verbalizer]] label (the referent)".into()));
+            }
+            if *neg == spec.verbalizer[0].label {
+                return Err(bad("referent", format!("the negative label `{neg}` must differ from the verbalizer's label")));
+            }
+        }
         if spec.length_penalty.is_nan() || spec.length_penalty < 0.0 {
             return Err(bad("length_penalty", "must be ≥ 0".into()));
         }
@@ -183,6 +217,13 @@ impl ClozeTask {
     /// The labels, in order.
     pub fn labels(&self) -> Vec<String> {
         self.spec.verbalizer.iter().map(|l| l.label.clone()).collect()
+    }
+
+    /// The labels examples may carry: the verbalizer's, plus the negative label of a referent task.
+    pub fn data_labels(&self) -> Vec<String> {
+        let mut labels = self.labels();
+        labels.extend(self.spec.referent.clone());
+        labels
     }
 }
 

@@ -191,8 +191,25 @@ pub struct LoadedModel {
     pub source: PathBuf,
 }
 
-/// Loads the model in `path` (a model directory, a THUDM checkpoint directory or a weights file).
-pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+/// A model's hyper-parameters and weights, read and checked but not built (see [`read_weights`]).
+pub struct ModelWeights {
+    /// Its hyper-parameters.
+    pub config: ModelConfig,
+    /// Every parameter by its canonical name, in the requested dtype and device.
+    pub params: HashMap<String, Tensor>,
+    /// Number of parameters.
+    pub parameter_count: usize,
+    /// Format of the weights file(s).
+    pub format: CheckpointFormat,
+    /// Dtypes of the stored weights, with tensor counts.
+    pub stored_dtypes: Vec<(DType, usize)>,
+    /// Where the weights came from.
+    pub source: PathBuf,
+}
+
+/// Reads the config and weights in `path` (a model directory, a THUDM checkpoint directory or a
+/// weights file): names normalised, shapes checked against the config.
+pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<ModelWeights> {
     let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let config_path = opts.config.clone().unwrap_or_else(|| dir.join("config.json"));
     let mut ckpt = Checkpoint::read(path)?;
@@ -213,6 +230,12 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let expected = config.parameter_shapes();
     let parameter_count = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let params = ckpt.into_params(&expected, opts.dtype, &opts.device)?;
+    Ok(ModelWeights { config, params, parameter_count, format, stored_dtypes, source })
+}
+
+/// Loads the model in `path` (a model directory, a THUDM checkpoint directory or a weights file).
+pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let ModelWeights { config, params, parameter_count, format, stored_dtypes, source } = read_weights(path, opts)?;
     let vb = VarBuilder::from_tensors(params, opts.dtype, &opts.device);
     let backbone = config.build(vb)?;
     Ok(LoadedModel { backbone, config, parameter_count, format, stored_dtypes, source })

@@ -18,7 +18,7 @@ mod mask;
 
 pub use attention::KvCache;
 pub use layers::Gelu;
-pub use load::{load_model, LoadOptions, LoadedModel, ModelConfig};
+pub use load::{load_model, read_weights, LoadOptions, LoadedModel, ModelConfig, ModelWeights};
 pub use mask::{build_mask, Attention};
 
 use crate::Result;

@@ -101,12 +101,13 @@ impl LstmCell {
         let w_hh_t = self.w_hh.t()?;
         let mut outs: Vec<Tensor> = Vec::with_capacity(t_len);
         let mut state: Option<(Tensor, Tensor)> = None;
+        // h0 = 0 still goes through W_hh, so W_hh gets its (zero) gradient even for a one-token
+        // prompt, as in PyTorch (the optimizer rejects parameters without a gradient).
+        let h0 = Tensor::zeros((x.dim(0)?, h), x.dtype(), x.device())?;
         for step in 0..t_len {
             let t = if reverse { t_len - 1 - step } else { step };
-            let mut gates = pre.narrow(1, t, 1)?.squeeze(1)?;
-            if let Some((h_prev, _)) = &state {
-                gates = (gates + h_prev.matmul(&w_hh_t)?)?;
-            }
+            let h_prev = state.as_ref().map_or(&h0, |(h_prev, _)| h_prev);
+            let gates = (pre.narrow(1, t, 1)?.squeeze(1)? + h_prev.matmul(&w_hh_t)?)?;
             let i = sigmoid(&gates.narrow(1, 0, h)?)?;
             let f = sigmoid(&gates.narrow(1, h, h)?)?;
             let g = gates.narrow(1, 2 * h, h)?.tanh()?;
@@ -178,6 +179,39 @@ impl PromptEncoder {
         let map = VarMap::new();
         let enc = Self::new(cfg, VarBuilder::from_varmap(&map, dtype, device))?;
         Ok((enc, map))
+    }
+
+    /// A freshly initialised encoder whose values depend only on `seed` (PyTorch's init rules:
+    /// embedding N(0,1), LSTM uniform ±1/√h, Linear weight and bias uniform ±1/√in), so a training
+    /// run is reproducible. Not yet trainable: see [`Self::to_trainable`].
+    pub fn seeded(cfg: &PromptEncoderConfig, seed: u64, device: &Device) -> Result<Self> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal, Uniform};
+        let (template, _) = Self::fresh(cfg, DType::F32, &Device::Cpu)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut tensors = std::collections::HashMap::new();
+        let bad = |e: String| Error::input(format!("prompt-encoder init: {e}"));
+        for (name, t) in template.named_tensors() {
+            let n = t.elem_count();
+            let values: Vec<f32> = if name == "embedding.weight" {
+                let normal = Normal::new(0f32, 1.0).map_err(|e| bad(e.to_string()))?;
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            } else {
+                let fan = if name.starts_with("lstm_head.") {
+                    cfg.hidden
+                } else {
+                    // `mlp_head.K.weight` is [out, in]; its bias shares the weight's fan-in.
+                    let weight = format!("{}.weight", name.trim_end_matches(".bias").trim_end_matches(".weight"));
+                    let w = template.named_tensors().iter().find(|(n, _)| *n == weight).map(|(_, w)| w.dim(1)).transpose()?;
+                    w.ok_or_else(|| bad(format!("no weight for `{name}`")))?
+                };
+                let bound = 1.0 / (fan.max(1) as f32).sqrt();
+                let uniform = Uniform::new_inclusive(-bound, bound).map_err(|e| bad(e.to_string()))?;
+                (0..n).map(|_| uniform.sample(&mut rng)).collect()
+            };
+            tensors.insert(name.clone(), Tensor::from_vec(values, t.shape(), device)?);
+        }
+        Self::with_config(cfg, tensors, Path::new(VB_SOURCE))
     }
 
     /// A trainable copy of this encoder: every parameter becomes a `Var` in the returned `VarMap`.

@@ -21,6 +21,7 @@
 
 mod encoder;
 mod io;
+pub mod train;
 
 pub use encoder::PromptEncoder;
 pub use io::{AdapterMeta, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, PROMPT_EMBEDDINGS, STATE_CONFIG, STATE_WEIGHTS};

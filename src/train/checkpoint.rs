@@ -72,27 +72,43 @@ pub fn save(
     state: &TrainerState,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    publish(run, state.step, keep_last, |tmp| {
+        save_tensors(params, &tmp.join("model.safetensors"))?;
+        save_tensors(optimizer, &tmp.join("optimizer.safetensors"))?;
+        write_json(&tmp.join("config.json"), &model.to_json())?;
+        write_json(&tmp.join("trainer_state.json"), state)?;
+        tokenizer.save(tmp)
+    })
+}
+
+/// Writes `tensors` as a safetensors file.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| Error::file(path, e.to_string()))
+}
+
+/// Writes `value` as pretty JSON and syncs the file.
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_synced(path, serde_json::to_string_pretty(value).map_err(|e| Error::input(e.to_string()))?.as_bytes())
+}
+
+/// Publishes `<run>/checkpoints/step-<step>` atomically: `fill` writes the files into a
+/// `*.tmp-<pid>` directory, which is renamed into place only when `fill` succeeded (replacing
+/// an older copy of the same step); then `<run>/latest` names it and all but the newest
+/// `keep_last` step directories are removed. `fill` must write a `trainer_state.json`: it is what
+/// marks a directory as complete for [`latest`].
+pub fn publish(run: &Path, step: u64, keep_last: usize, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let root = checkpoints_dir(run);
     io(&root, std::fs::create_dir_all(&root))?;
-    let name = format!("step-{:08}", state.step);
+    let name = format!("step-{step:08}");
     let tmp = root.join(format!("{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         io(&tmp, std::fs::remove_dir_all(&tmp))?;
     }
     io(&tmp, std::fs::create_dir_all(&tmp))?;
-    candle_core::safetensors::save(params, tmp.join("model.safetensors"))
-        .map_err(|e| Error::file(tmp.join("model.safetensors"), e.to_string()))?;
-    candle_core::safetensors::save(optimizer, tmp.join("optimizer.safetensors"))
-        .map_err(|e| Error::file(tmp.join("optimizer.safetensors"), e.to_string()))?;
-    write_synced(
-        &tmp.join("config.json"),
-        serde_json::to_string_pretty(&model.to_json()).map_err(|e| Error::input(e.to_string()))?.as_bytes(),
-    )?;
-    write_synced(
-        &tmp.join("trainer_state.json"),
-        serde_json::to_string_pretty(state).map_err(|e| Error::input(e.to_string()))?.as_bytes(),
-    )?;
-    tokenizer.save(&tmp)?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let dst = root.join(&name);
     if dst.exists() {
         // Re-saving a step (e.g. after a resume): replace it only now that the new one is whole.

@@ -27,7 +27,10 @@ pub struct AdamWConfig {
 struct Param {
     name: String,
     var: Var,
-    decay: bool,
+    /// Weight decay of this parameter (0 for biases and layer norms).
+    weight_decay: f64,
+    /// This parameter's learning rate as a multiple of the step's `lr` (parameter groups).
+    lr_scale: f64,
     m: Vec<f32>,
     v: Vec<f32>,
 }
@@ -57,17 +60,27 @@ pub fn decays(name: &str) -> bool {
 impl AdamW {
     /// An optimizer over `params` (name, variable); only these are updated.
     pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let params = params
-            .into_iter()
-            .map(|(name, var)| {
-                if var.dtype() != DType::F32 {
-                    return Err(Error::input(format!("AdamW keeps f32 parameters; `{name}` is {:?}", var.dtype())));
-                }
-                let n = var.elem_count();
-                Ok(Param { decay: decays(&name), name, var, m: vec![0.0; n], v: vec![0.0; n] })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self { params, cfg, step: 0 })
+        let mut opt = Self { params: Vec::new(), cfg, step: 0 };
+        opt.add_group(params, 1.0, cfg.weight_decay)?;
+        Ok(opt)
+    }
+
+    /// Adds a parameter group with its own learning rate (`lr_scale` × the step's `lr`) and weight
+    /// decay (biases and layer norms still get none), as torch's parameter groups. Names must be
+    /// unique across groups: they key the saved moments. Gradient clipping stays global.
+    pub fn add_group(&mut self, params: Vec<(String, Var)>, lr_scale: f64, weight_decay: f64) -> Result<()> {
+        for (name, var) in params {
+            if var.dtype() != DType::F32 {
+                return Err(Error::input(format!("AdamW keeps f32 parameters; `{name}` is {:?}", var.dtype())));
+            }
+            if self.params.iter().any(|p| p.name == name) {
+                return Err(Error::input(format!("parameter `{name}` is in two optimizer groups")));
+            }
+            let n = var.elem_count();
+            let weight_decay = if decays(&name) { weight_decay } else { 0.0 };
+            self.params.push(Param { name, var, weight_decay, lr_scale, m: vec![0.0; n], v: vec![0.0; n] });
+        }
+        Ok(())
     }
 
     /// Optimizer steps taken.
@@ -101,7 +114,7 @@ impl AdamW {
         };
         self.step += 1;
         let t = self.step as i32;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
         let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         let updated = self
             .params
@@ -109,7 +122,8 @@ impl AdamW {
             .zip(gs.par_iter())
             .map(|(p, g)| {
                 let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                let decay = if p.decay { 1.0 - lr * weight_decay } else { 1.0 };
+                let lr = lr * p.lr_scale;
+                let decay = 1.0 - lr * p.weight_decay;
                 for i in 0..w.len() {
                     let gi = g[i] as f64 * clip_scale;
                     let m = beta1 * p.m[i] as f64 + (1.0 - beta1) * gi;

@@ -347,7 +347,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     })
 }
 
-fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

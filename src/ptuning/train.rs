@@ -1,0 +1,547 @@
+//! Training continuous prompts and models on cloze tasks: `wenhui ptune` (the prompt encoder
+//! only; the backbone is frozen — its tensors are not variables and never reach the optimizer) and
+//! `wenhui finetune` (the whole model, jointly with the encoder when the template has `[P]`
+//! tokens, each with its own learning rate as in the official FewGLUE setup).
+//!
+//! The loop follows P-tuning's few-shot trainer (PT-Fewshot, on PET): AdamW (the LM with weight
+//! decay 0.1, the encoder with 0), a linear warmup/decay schedule, gradient clipping over all
+//! parameters, evaluation on the dev set every `eval_every` steps, the best checkpoint kept when
+//! the dev metric is ≥ the best so far, early stopping after `patience` evaluations without a
+//! strict improvement. Unlike peft, the run keeps the *whole* state (encoder, optimizer, data
+//! order, best score) in atomic checkpoints, so `--resume` continues exactly.
+//!
+//! Run directory:
+//!
+//! | path | content |
+//! |---|---|
+//! | `best/` | the best prompt encoder (`prompt_encoder.*`, and a peft `adapter_*` export), `task.toml`, `best.json` (step, dev metrics); for `finetune` also the model (`config.json`, `model.safetensors`, tokenizer) — pass it as `--prompt` (and `--model`) |
+//! | `checkpoints/step-N/` | `trainer_state.json`, `optimizer.safetensors`, `prompt/`, `model/` (finetune) |
+//! | `metrics.jsonl` | loss, learning rate and gradient norm per logged step; dev metrics per evaluation |
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::{EncoderKind, PromptEncoder, PromptEncoderConfig};
+use crate::cloze::{batch_loss, evaluate, fewglue, ClassifyOptions, ClozeTask, Example, Reader};
+use crate::model::{read_weights, Backbone, LoadOptions, ModelConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::metrics::MetricsLog;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::pretrain::RunOptions;
+use crate::{Error, Result};
+
+mod state;
+
+pub use state::{load_prompt, BestRecord, TuneState};
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TuneMode {
+    /// The prompt encoder only; the backbone is frozen.
+    Ptune,
+    /// The whole model (and the prompt encoder when the template has pseudo tokens).
+    Finetune,
+}
+
+fn d_lm_lr() -> f64 {
+    1e-5
+}
+fn d_lm_wd() -> f64 {
+    0.1
+}
+fn d_layers() -> usize {
+    2
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_eval_every() -> u64 {
+    20
+}
+fn d_patience() -> usize {
+    10
+}
+fn d_eval_bs() -> usize {
+    16
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_keep() -> usize {
+    2
+}
+fn d_true() -> bool {
+    true
+}
+fn d_encoder() -> EncoderKind {
+    EncoderKind::Lstm
+}
+
+/// A training run's configuration (saved in every checkpoint; `--resume` reuses it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneConfig {
+    /// P-tuning (frozen backbone) or fine-tuning.
+    pub mode: TuneMode,
+    /// A built-in task name or a task TOML file.
+    pub task: String,
+    /// The backbone (model directory or weights file).
+    pub model: PathBuf,
+    /// Tokenizer directory or file (default: the model directory).
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Labelled training examples (JSONL, read with the task's reader).
+    pub train: PathBuf,
+    /// Labelled dev examples for checkpoint selection and early stopping (none: keep the last).
+    #[serde(default)]
+    pub dev: Option<PathBuf>,
+    /// The run directory.
+    pub out_dir: PathBuf,
+    /// Prompt-encoder kind (`lstm`, `mlp`, `embedding`).
+    #[serde(default = "d_encoder")]
+    pub encoder: EncoderKind,
+    /// Encoder hidden size (default: half the model width — the LAMA encoder).
+    #[serde(default)]
+    pub encoder_hidden: Option<usize>,
+    /// LSTM layers.
+    #[serde(default = "d_layers")]
+    pub encoder_layers: usize,
+    /// Start from this encoder (a directory with `prompt_encoder.json`) instead of a fresh one.
+    #[serde(default)]
+    pub init_prompt: Option<PathBuf>,
+    /// Encoder learning rate (default: the task's `[train] prompt_lr`, else 1e-4).
+    #[serde(default)]
+    pub prompt_lr: Option<f64>,
+    /// Encoder weight decay.
+    #[serde(default)]
+    pub prompt_weight_decay: f64,
+    /// Model learning rate (finetune).
+    #[serde(default = "d_lm_lr")]
+    pub lm_lr: f64,
+    /// Model weight decay (finetune; not on biases and layer norms).
+    #[serde(default = "d_lm_wd")]
+    pub lm_weight_decay: f64,
+    /// Optimizer steps (default: the task's, else 250).
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    /// Examples per step (default: the task's, else 16).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Warmup steps of the linear schedule (default: the task's, else 0).
+    #[serde(default)]
+    pub warmup_steps: Option<u64>,
+    /// Global gradient-norm clip (0 = off).
+    #[serde(default = "d_clip")]
+    pub clip: f64,
+    /// Evaluate on the dev set every this many steps.
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
+    /// Stop after this many evaluations without a strict improvement (0 = never).
+    #[serde(default = "d_patience")]
+    pub patience: usize,
+    /// Rows per evaluation forward pass.
+    #[serde(default = "d_eval_bs")]
+    pub eval_batch_size: usize,
+    /// Dropout in the backbone while training (default: on for finetune, off for ptune).
+    #[serde(default)]
+    pub dropout: Option<bool>,
+    /// Seed of the encoder init, the data order and dropout.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Checkpoints kept.
+    #[serde(default = "d_keep")]
+    pub keep_last: usize,
+    /// COPA: add each training example mirrored (choices swapped, label flipped), as P-tuning does.
+    #[serde(default = "d_true")]
+    pub mirror_copa: bool,
+}
+
+impl TuneConfig {
+    /// A configuration with every default.
+    pub fn new(mode: TuneMode, task: &str, model: &Path, train: &Path, out_dir: &Path) -> Self {
+        Self {
+            mode,
+            task: task.to_string(),
+            model: model.to_path_buf(),
+            tokenizer: None,
+            train: train.to_path_buf(),
+            dev: None,
+            out_dir: out_dir.to_path_buf(),
+            encoder: d_encoder(),
+            encoder_hidden: None,
+            encoder_layers: d_layers(),
+            init_prompt: None,
+            prompt_lr: None,
+            prompt_weight_decay: 0.0,
+            lm_lr: d_lm_lr(),
+            lm_weight_decay: d_lm_wd(),
+            max_steps: None,
+            batch_size: None,
+            warmup_steps: None,
+            clip: d_clip(),
+            eval_every: d_eval_every(),
+            patience: d_patience(),
+            eval_batch_size: d_eval_bs(),
+            dropout: None,
+            seed: d_seed(),
+            keep_last: d_keep(),
+            mirror_copa: true,
+        }
+    }
+}
+
+/// The hyper-parameters after task hints and defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Resolved {
+    /// Optimizer steps.
+    pub max_steps: u64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Encoder learning rate.
+    pub prompt_lr: f64,
+    /// Warmup steps.
+    pub warmup_steps: u64,
+    /// Dropout on.
+    pub dropout: bool,
+}
+
+/// Resolves `cfg` against the task's `[train]` hints and the defaults, checking ranges.
+pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
+    let h = &task.spec.train;
+    let r = Resolved {
+        max_steps: cfg.max_steps.or(h.max_steps).unwrap_or(250),
+        batch_size: cfg.batch_size.or(h.batch_size).unwrap_or(16),
+        prompt_lr: cfg.prompt_lr.or(h.prompt_lr).unwrap_or(1e-4),
+        warmup_steps: cfg.warmup_steps.or(h.warmup_steps).unwrap_or(0),
+        dropout: cfg.dropout.unwrap_or(cfg.mode == TuneMode::Finetune),
+    };
+    let bad = |what: &str, msg: &str| Err(Error::input(format!("{what} {msg}")));
+    if r.max_steps == 0 {
+        return bad("max_steps", "must be at least 1");
+    }
+    if r.batch_size == 0 {
+        return bad("batch_size", "must be at least 1");
+    }
+    for (name, v) in [("prompt_lr", r.prompt_lr), ("lm_lr", cfg.lm_lr)] {
+        if !v.is_finite() || v <= 0.0 {
+            return bad(name, "must be a positive number");
+        }
+    }
+    if !cfg.clip.is_finite() || cfg.clip < 0.0 {
+        return bad("clip", "must be ≥ 0");
+    }
+    if cfg.eval_batch_size == 0 {
+        return bad("eval_batch_size", "must be at least 1");
+    }
+    Ok(r)
+}
+
+/// Linear warmup to 1, then linear decay to 0 at `total` (transformers'
+/// `get_linear_schedule_with_warmup`): the factor applied to every group's learning rate.
+pub fn linear_schedule(step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return step as f64 / warmup.max(1) as f64;
+    }
+    (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64).max(0.0)
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneSummary {
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Mean training loss of the last logged window.
+    pub last_loss: f64,
+    /// The kept checkpoint: its step and dev metrics.
+    pub best: Option<BestRecord>,
+    /// True when early stopping ended the run.
+    pub early_stopped: bool,
+    /// True when the stop flag (Ctrl-C) ended the run.
+    pub interrupted: bool,
+    /// Training examples (after COPA mirroring).
+    pub train_examples: usize,
+    /// Trainable parameters.
+    pub trainable_parameters: usize,
+    /// Wall time of this invocation, seconds.
+    pub elapsed_s: f64,
+    /// Where the best prompt (and model) were written.
+    pub best_dir: PathBuf,
+    /// The resolved hyper-parameters.
+    pub resolved: Resolved,
+}
+
+/// COPA training examples mirrored: choices (and answers) swapped, the label flipped.
+pub fn mirror_copa(examples: &[Example]) -> Vec<Example> {
+    examples
+        .iter()
+        .map(|e| {
+            let mut m = e.clone();
+            for (a, b) in [("choice1", "choice2"), ("answer1", "answer2")] {
+                if let (Some(x), Some(y)) = (e.fields.get(a), e.fields.get(b)) {
+                    m.fields.insert(a.into(), y.clone());
+                    m.fields.insert(b.into(), x.clone());
+                }
+            }
+            m.label = e.label.as_deref().map(|l| if l == "0" { "1".to_string() } else { "0".to_string() });
+            m
+        })
+        .collect()
+}
+
+/// Reads labelled examples and checks every label against the task.
+fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Example>> {
+    let examples = fewglue::read_jsonl(path, task.spec.reader)?;
+    if examples.is_empty() {
+        return Err(Error::file(path, format!("the {what} file holds no example")));
+    }
+    let labels = task.data_labels();
+    for (i, e) in examples.iter().enumerate() {
+        match e.label.as_deref() {
+            None => return Err(Error::file(path, format!("example {} has no label: training and selection need labelled data", i + 1))),
+            Some(l) if !labels.iter().any(|x| x == l) => {
+                return Err(Error::file(path, format!("example {}: label `{l}` is not one of the task's labels ({})", i + 1, labels.join(", "))))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(examples)
+}
+
+/// The tokenizer of a run: `--tokenizer` (file or directory) or the model directory.
+pub fn load_tokenizer(tokenizer: Option<&Path>, model: &Path) -> Result<Tokenizer> {
+    let path = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| if model.is_dir() { model.to_path_buf() } else { model.parent().unwrap_or(Path::new(".")).to_path_buf() });
+    if path.is_dir() {
+        Tokenizer::from_dir(&path)
+    } else {
+        Tokenizer::from_file(&path)
+    }
+}
+
+/// `(name, var)` of a `VarMap`, sorted by name and prefixed.
+fn vars(map: &candle_nn::VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
+    let data = map.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
+    let mut out: Vec<(String, Var)> = data.iter().map(|(n, v)| (format!("{prefix}{n}"), v.clone())).collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// The evaluation metric that selects checkpoints: the task's first metric.
+fn primary(task: &ClozeTask) -> String {
+    task.spec.metrics.first().cloned().unwrap_or_else(|| "acc".into())
+}
+
+/// Trains as `cfg` says (see the module docs); `opts.resume` continues a run directory.
+pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
+    let task = ClozeTask::load(&cfg.task)?;
+    let r = resolve(cfg, &task)?;
+    let tok = load_tokenizer(cfg.tokenizer.as_deref(), &cfg.model)?;
+    let mut train = read_labelled(&cfg.train, &task, "training")?;
+    if cfg.mirror_copa && task.spec.reader == Reader::Copa {
+        let mirrored = mirror_copa(&train);
+        train.extend(mirrored);
+    }
+    if task.spec.referent.is_some() {
+        // Referent tasks train on the positive examples only (P-tuning's WSC).
+        let positive = task.labels();
+        train.retain(|e| e.label.as_ref().is_some_and(|l| positive.contains(l)));
+        if train.is_empty() {
+            return Err(Error::file(&cfg.train, format!("no training example carries the label `{}`", positive.join(", "))));
+        }
+    }
+    let dev = cfg.dev.as_deref().map(|p| read_labelled(p, &task, "dev")).transpose()?;
+    let template = task.template.clone();
+    if cfg.mode == TuneMode::Ptune && template.num_pseudo() == 0 {
+        return Err(Error::input(format!(
+            "task `{}`: its template has no [P] pseudo tokens, so there is nothing to P-tune; add some (e.g. `[P*3] …`) or use `wenhui finetune`",
+            task.spec.name
+        )));
+    }
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
+    if let Some(ck) = &resumed {
+        if ck.state.config != *cfg {
+            tracing::warn!("resuming with the configuration saved in {} (flags given now are ignored)", ck.dir.display());
+        }
+    }
+    let cfg = resumed.as_ref().map(|c| c.state.config.clone()).unwrap_or_else(|| cfg.clone());
+    let dev_cpu = Device::Cpu;
+
+    // The backbone: frozen tensors (ptune) or variables (finetune).
+    let model_src = match &resumed {
+        Some(ck) if cfg.mode == TuneMode::Finetune => ck.dir.join("model"),
+        _ => cfg.model.clone(),
+    };
+    let weights = read_weights(&model_src, &LoadOptions::default())?;
+    let model_cfg: ModelConfig = weights.config.clone();
+    let (model, model_vars): (Box<dyn Backbone>, Vec<(String, Var)>) = match cfg.mode {
+        TuneMode::Ptune => {
+            let vb = candle_nn::VarBuilder::from_tensors(weights.params, DType::F32, &dev_cpu);
+            (model_cfg.build(vb)?, Vec::new())
+        }
+        TuneMode::Finetune => {
+            let (map, m) = model_cfg.build_trainable(Some(weights.params), DType::F32, &dev_cpu)?;
+            (m, vars(&map, "")?)
+        }
+    };
+    let hidden = model.info().hidden_size;
+
+    // The prompt encoder, when the template has pseudo tokens.
+    let encoder = if template.num_pseudo() == 0 {
+        None
+    } else {
+        let enc = match (&resumed, &cfg.init_prompt) {
+            (Some(ck), _) => PromptEncoder::load_state(&ck.dir.join("prompt"), &dev_cpu)?,
+            (None, Some(dir)) => load_prompt(dir, &dev_cpu)?,
+            (None, None) => {
+                let ecfg = PromptEncoderConfig {
+                    kind: cfg.encoder,
+                    num_virtual_tokens: template.num_pseudo(),
+                    token_dim: hidden,
+                    hidden: cfg.encoder_hidden.unwrap_or((hidden / 2).max(1)),
+                    layers: cfg.encoder_layers,
+                    num_transformer_submodules: 1,
+                };
+                PromptEncoder::seeded(&ecfg, cfg.seed, &dev_cpu)?
+            }
+        };
+        let ec = enc.config();
+        if ec.rows() != template.num_pseudo() || ec.token_dim != hidden {
+            return Err(Error::input(format!(
+                "the prompt encoder makes {} vectors of width {}, but the template has {} [P] tokens and the model's width is {hidden}",
+                ec.rows(),
+                ec.token_dim,
+                template.num_pseudo()
+            )));
+        }
+        Some(enc.to_trainable()?)
+    };
+
+    let mut optim = AdamW::new(Vec::new(), AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })?;
+    let enc_vars = match &encoder {
+        Some((_, map)) => vars(map, "prompt_encoder.")?,
+        None => Vec::new(),
+    };
+    optim.add_group(enc_vars.clone(), r.prompt_lr, cfg.prompt_weight_decay)?;
+    optim.add_group(model_vars.clone(), cfg.lm_lr, cfg.lm_weight_decay)?;
+    let trainable_parameters = enc_vars.iter().chain(&model_vars).map(|(_, v)| v.elem_count()).sum();
+    if trainable_parameters == 0 {
+        return Err(Error::input("nothing to train"));
+    }
+    let mut st = match &resumed {
+        Some(ck) => {
+            optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
+            ck.state.clone()
+        }
+        None => TuneState::start(&cfg),
+    };
+    let metric = primary(&task);
+    let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
+    let best_dir = cfg.out_dir.join("best");
+    let prompt_of = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>| -> Result<Option<Tensor>> {
+        enc.as_ref().map(|(e, _)| e.prompt_embeddings()).transpose()
+    };
+    let evaluate_dev = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>| -> Result<Option<BTreeMap<String, f64>>> {
+        let Some(dev) = &dev else { return Ok(None) };
+        let prompt = prompt_of(enc)?.map(|p| p.detach());
+        let (scores, _) = evaluate(model.as_ref(), &tok, &task, dev, &ClassifyOptions { prompt, batch_size: cfg.eval_batch_size })?;
+        Ok(Some(scores))
+    };
+    let save_best = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>, record: &BestRecord| -> Result<()> {
+        state::save_best(&best_dir, enc.as_ref().map(|e| &e.0), &task, &tok, record, (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)))
+    };
+    let save_ckpt = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>, st: &TuneState, optim: &AdamW| -> Result<PathBuf> {
+        state::save_checkpoint(&cfg.out_dir, st, optim, enc.as_ref().map(|e| &e.0), &tok, (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)), cfg.keep_last)
+    };
+
+    if st.step == 0 && st.best.is_none() {
+        if let Some(scores) = evaluate_dev(&encoder)? {
+            log.write(&serde_json::json!({"step": 0, "dev": scores}))?;
+        }
+    }
+    let bar = crate::train::pretrain::progress_bar(opts.progress, st.step, r.max_steps);
+    let t0 = Instant::now();
+    let prior_elapsed = st.elapsed_s;
+    let (mut window_loss, mut window_n, mut last_loss) = (0.0, 0usize, f64::NAN);
+    let (mut early_stopped, mut interrupted) = (false, false);
+    while st.step < r.max_steps {
+        let batch: Vec<&Example> = st.next_batch(train.len(), r.batch_size, cfg.seed).into_iter().map(|i| &train[i]).collect();
+        let prompt = prompt_of(&encoder)?;
+        let dropout = r.dropout.then(|| cfg.seed.wrapping_mul(0x100_0000_01B3) ^ st.step);
+        let loss = batch_loss(model.as_ref(), &tok, &task, &template, &batch, prompt.as_ref(), dropout)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Err(Error::input(format!("the loss is {loss_value} at step {}: training diverged (lower the learning rates)", st.step + 1)));
+        }
+        let grads = loss.backward()?;
+        let factor = linear_schedule(st.step, r.warmup_steps, r.max_steps);
+        let stats = optim.step(&grads, factor, (cfg.clip > 0.0).then_some(cfg.clip))?;
+        st.step += 1;
+        window_loss += loss_value;
+        window_n += 1;
+        bar.set_position(st.step);
+        let eval_now = st.step % cfg.eval_every.max(1) == 0 || st.step == r.max_steps;
+        if st.step % 10 == 0 || eval_now {
+            last_loss = window_loss / window_n.max(1) as f64;
+            log.write(&serde_json::json!({"step": st.step, "loss": last_loss, "lr_factor": factor, "grad_norm": stats.grad_norm}))?;
+            bar.set_message(format!("loss {last_loss:.4}"));
+            (window_loss, window_n) = (0.0, 0);
+        }
+        if eval_now {
+            let scores = evaluate_dev(&encoder)?;
+            if let Some(s) = &scores {
+                log.write(&serde_json::json!({"step": st.step, "dev": s}))?;
+                bar.println(format!("step {}: dev {}", st.step, state::format_metrics(s)));
+            }
+            if let Some(record) = st.judge(scores, &metric) {
+                save_best(&encoder, &record)?;
+            }
+            if cfg.patience > 0 && st.bad_evals >= cfg.patience {
+                bar.println(format!("early stop at step {}: {} evaluations without improvement", st.step, st.bad_evals));
+                early_stopped = true;
+            }
+        }
+        let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        if eval_now || stop || early_stopped || st.step == r.max_steps {
+            st.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
+            save_ckpt(&encoder, &st, &optim)?;
+        }
+        if early_stopped {
+            break;
+        }
+        if stop && st.step < r.max_steps {
+            bar.println(format!("stopped at step {}; resume with --resume {}", st.step, cfg.out_dir.display()));
+            interrupted = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if dev.is_none() && !interrupted {
+        // Without a dev set the last state is the result.
+        let record = BestRecord { step: st.step, metrics: BTreeMap::new() };
+        save_best(&encoder, &record)?;
+        st.best = Some(record);
+    }
+    Ok(TuneSummary {
+        steps: st.step,
+        last_loss,
+        best: st.best.clone(),
+        early_stopped,
+        interrupted,
+        train_examples: train.len(),
+        trainable_parameters,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        best_dir,
+        resolved: r,
+    })
+}
+
+/// Named parameter values of `vars` (prefix stripped), for saving.
+pub(crate) fn var_tensors(vars: &[(String, Var)]) -> HashMap<String, Tensor> {
+    vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect()
+}

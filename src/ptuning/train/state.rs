@@ -1,0 +1,246 @@
+//! The trainer's resumable state, its atomic checkpoints and the kept best prompt (and model).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, Var};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::{var_tensors, TuneConfig};
+use crate::cloze::ClozeTask;
+use crate::error::read_text;
+use crate::model::ModelConfig;
+use crate::ptuning::{AdapterMeta, PromptEncoder, ADAPTER_CONFIG, STATE_CONFIG};
+use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::{publish, save_tensors, write_json};
+use crate::train::optim::AdamW;
+use crate::{Error, Result};
+
+/// The kept checkpoint: its step and dev metrics (empty without a dev set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestRecord {
+    /// Optimizer steps when it was kept.
+    pub step: u64,
+    /// Dev metrics at that step.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Everything needed to continue a run exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TuneState {
+    /// The run's configuration.
+    pub config: TuneConfig,
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Data order: epoch and position in it.
+    pub epoch: u64,
+    /// Next example of the epoch's order.
+    pub index: usize,
+    /// The kept checkpoint.
+    pub best: Option<BestRecord>,
+    /// The best selection-metric value so far.
+    pub best_value: Option<f64>,
+    /// Evaluations since the last strict improvement.
+    pub bad_evals: usize,
+    /// Training wall time so far, seconds.
+    pub elapsed_s: f64,
+    /// The wenhui version that wrote it.
+    pub wenhui_version: String,
+}
+
+impl TuneState {
+    /// The state before step 1.
+    pub fn start(cfg: &TuneConfig) -> Self {
+        Self {
+            config: cfg.clone(),
+            step: 0,
+            epoch: 0,
+            index: 0,
+            best: None,
+            best_value: None,
+            bad_evals: 0,
+            elapsed_s: 0.0,
+            wenhui_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// The next `batch` example indices of `n`: each epoch is a fresh seeded permutation, and a
+    /// batch may straddle two epochs.
+    pub fn next_batch(&mut self, n: usize, batch: usize, seed: u64) -> Vec<usize> {
+        let order = |epoch: u64| {
+            let mut o: Vec<usize> = (0..n).collect();
+            o.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+            o
+        };
+        let mut current = order(self.epoch);
+        let mut out = Vec::with_capacity(batch);
+        while out.len() < batch && n > 0 {
+            if self.index >= n {
+                self.epoch += 1;
+                self.index = 0;
+                current = order(self.epoch);
+            }
+            out.push(current[self.index]);
+            self.index += 1;
+        }
+        out
+    }
+
+    /// Records an evaluation: returns the record to keep when `metric` is ≥ the best so far
+    /// (ties keep the newer state, as P-tuning does); the patience counter resets only on a
+    /// strict improvement.
+    pub fn judge(&mut self, scores: Option<BTreeMap<String, f64>>, metric: &str) -> Option<BestRecord> {
+        let scores = scores?;
+        let value = scores.get(metric).or_else(|| scores.values().next()).copied()?;
+        let best = self.best_value.unwrap_or(f64::NEG_INFINITY);
+        if value > best {
+            self.bad_evals = 0;
+        } else {
+            self.bad_evals += 1;
+        }
+        if value >= best {
+            self.best_value = Some(value);
+            let record = BestRecord { step: self.step, metrics: scores };
+            self.best = Some(record.clone());
+            return Some(record);
+        }
+        None
+    }
+}
+
+/// `name value` pairs of metrics, for logs.
+pub fn format_metrics(scores: &BTreeMap<String, f64>) -> String {
+    scores.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join("  ")
+}
+
+/// A loaded training checkpoint.
+pub struct TuneCheckpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The trainer state.
+    pub state: TuneState,
+    /// Optimizer moments.
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+/// Loads a checkpoint directory, or the newest checkpoint of a run directory.
+pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
+    let dir = if path.join("trainer_state.json").is_file() {
+        path.to_path_buf()
+    } else {
+        crate::train::checkpoint::latest(path)?.ok_or_else(|| {
+            Error::file(path, "no checkpoint to resume: expected a run directory of `wenhui ptune`/`finetune` or one of its checkpoints")
+        })?
+    };
+    let state_path = dir.join("trainer_state.json");
+    let state: TuneState = serde_json::from_str(&read_text(&state_path)?)
+        .map_err(|e| Error::file(&state_path, format!("not a ptune/finetune trainer state: {e}")))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
+        .map_err(|e| Error::file(&opt_path, format!("unreadable ({e}); is it truncated?")))?;
+    Ok(TuneCheckpoint { dir, state, optimizer })
+}
+
+/// The model of a fine-tuning run: its variables and config.
+pub type TunedModel<'a> = (&'a [(String, Var)], &'a ModelConfig);
+
+/// Writes a model directory (weights, config, tokenizer).
+fn write_model(dir: &Path, model: TunedModel<'_>, tok: &Tokenizer) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    save_tensors(&var_tensors(model.0), &dir.join("model.safetensors"))?;
+    write_json(&dir.join("config.json"), &model.1.to_json())?;
+    tok.save(dir)
+}
+
+/// Saves a resumable checkpoint under `out/checkpoints/step-N`, atomically.
+pub fn save_checkpoint(
+    out: &Path,
+    st: &TuneState,
+    optim: &AdamW,
+    encoder: Option<&PromptEncoder>,
+    tok: &Tokenizer,
+    model: Option<TunedModel<'_>>,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    publish(out, st.step, keep_last, |tmp| {
+        save_tensors(&optim.state_tensors()?, &tmp.join("optimizer.safetensors"))?;
+        if let Some(enc) = encoder {
+            enc.save_state(&tmp.join("prompt"))?;
+        }
+        if let Some(m) = model {
+            write_model(&tmp.join("model"), m, tok)?;
+        }
+        write_json(&tmp.join("trainer_state.json"), st)
+    })
+}
+
+/// Writes the kept prompt (wenhui state + peft adapter), the task file, `best.json` and, for
+/// fine-tuning, the model into `dir`, replacing its previous content only once the new one is
+/// complete.
+pub fn save_best(
+    dir: &Path,
+    encoder: Option<&PromptEncoder>,
+    task: &ClozeTask,
+    tok: &Tokenizer,
+    record: &BestRecord,
+    model: Option<TunedModel<'_>>,
+) -> Result<()> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "best".into());
+    let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let fill = || -> Result<()> {
+        if let Some(enc) = encoder {
+            enc.save_state(&tmp)?;
+            let meta = AdapterMeta {
+                task_type: "CAUSAL_LM".into(),
+                base_model_name_or_path: None,
+                num_attention_heads: None,
+                num_layers: None,
+                reparameterization: Some(enc.config().kind),
+            };
+            enc.save_adapter(&tmp, &meta)?;
+        }
+        if let Some(m) = model {
+            write_model(&tmp, m, tok)?;
+        }
+        let toml = toml::to_string(&task.spec).map_err(|e| Error::input(format!("task `{}`: {e}", task.spec.name)))?;
+        std::fs::write(tmp.join("task.toml"), toml).map_err(|e| Error::io(&tmp.join("task.toml"), e))?;
+        write_json(&tmp.join("best.json"), record)
+    };
+    if let Err(e) = fill() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Swap: the old copy moves aside first, so a crash leaves one complete directory.
+    let old = dir.with_file_name(format!(".{name}.old-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Loads a prompt encoder from `dir`: wenhui's full state (`prompt_encoder.json`), a peft
+/// adapter (`adapter_config.json`), or a `wenhui ptune` run directory (its `best/`).
+pub fn load_prompt(dir: &Path, device: &Device) -> Result<PromptEncoder> {
+    if dir.join(STATE_CONFIG).is_file() {
+        PromptEncoder::load_state(dir, device)
+    } else if dir.join(ADAPTER_CONFIG).is_file() {
+        Ok(PromptEncoder::load_adapter(dir, device)?.0)
+    } else if dir.join("best").join(STATE_CONFIG).is_file() {
+        PromptEncoder::load_state(&dir.join("best"), device)
+    } else {
+        Err(Error::file(
+            dir,
+            format!("no prompt here: expected {STATE_CONFIG} (wenhui encoder state), {ADAPTER_CONFIG} (peft adapter) or a `wenhui ptune` run directory with best/"),
+        ))
+    }
+}

@@ -1,0 +1,366 @@
+//! `wenhui ptune` / `wenhui finetune` on cloze tasks: the frozen backbone stays bit-identical,
+//! every trainable parameter gets a gradient, a synthetic task is learned, runs resume exactly,
+//! the FewGLUE pipeline runs end to end on every task, and bad input is a clear error.
+//! Run in release (`cargo test --release --test ptune`): the training tests take seconds there.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use wenhui::cloze::{batch_loss, build_input, compile, fewglue, ClozeTask, CompileOptions, Example};
+use wenhui::model::glm::GlmConfig;
+use wenhui::model::{load_model, Backbone, LoadOptions, ModelConfig};
+use wenhui::ptuning::train::{linear_schedule, load_prompt, mirror_copa, tune, TuneConfig, TuneMode};
+use wenhui::ptuning::{EncoderKind, PromptEncoder, PromptEncoderConfig};
+use wenhui::tokenizer::Tokenizer;
+use wenhui::train::optim::{AdamW, AdamWConfig};
+use wenhui::train::pretrain::RunOptions;
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+const CHARS: &str = "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// Writes the character vocabulary (ids as in tests/cloze.rs) and returns its path.
+fn chars_file(dir: &Path) -> PathBuf {
+    let p = dir.join("chars.txt");
+    std::fs::write(&p, CHARS.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
+    p
+}
+
+/// A random GLM over the character vocabulary, saved as a model directory.
+fn random_glm(dir: &Path, layers: usize, hidden: usize, heads: usize, positions: usize, seed: u64) -> PathBuf {
+    let cfg = ModelConfig::Glm(GlmConfig::new(layers, hidden, heads, 120, positions));
+    let weights = cfg.init_weights(seed).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    candle_core::safetensors::save(&weights, dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg.to_json()).unwrap()).unwrap();
+    dir.to_path_buf()
+}
+
+/// A toy task: which of `x` / `z` is hidden in a five-letter string.
+const TOY_TASK: &str = r#"
+name = "toy"
+fields = ["w"]
+template = "[P*3] {w} [P*3] [MASK] ."
+metrics = ["acc"]
+[[verbalizer]]
+label = "x"
+words = ["x"]
+[[verbalizer]]
+label = "z"
+words = ["z"]
+"#;
+
+/// `n` toy examples as JSONL: two random letters, the label letter, two random letters.
+fn toy_jsonl(n: usize, seed: u64) -> String {
+    let letters: Vec<char> = "abcdefghijklmnopqrstuvw".chars().collect();
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = |m: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % m
+    };
+    (0..n)
+        .map(|_| {
+            let label = if next(2) == 0 { 'x' } else { 'z' };
+            let w: String = [letters[next(23)], letters[next(23)], label, letters[next(23)], letters[next(23)]].iter().collect();
+            format!("{{\"w\": \"{w}\", \"label\": \"{label}\"}}\n")
+        })
+        .collect()
+}
+
+struct Toy {
+    dir: tempfile::TempDir,
+    task: PathBuf,
+    tokenizer: PathBuf,
+    train: PathBuf,
+    dev: PathBuf,
+}
+
+fn toy() -> Toy {
+    let dir = tempfile::tempdir().unwrap();
+    let task = dir.path().join("toy.toml");
+    std::fs::write(&task, TOY_TASK).unwrap();
+    let tokenizer = chars_file(dir.path());
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, toy_jsonl(64, 1)).unwrap();
+    let dev = dir.path().join("dev.jsonl");
+    std::fs::write(&dev, toy_jsonl(64, 2)).unwrap();
+    Toy { dir, task, tokenizer, train, dev }
+}
+
+fn toy_config(t: &Toy, mode: TuneMode, model: &Path, out: &str) -> TuneConfig {
+    let mut c = TuneConfig::new(mode, t.task.to_str().unwrap(), model, &t.train, &t.dir.path().join(out));
+    c.tokenizer = Some(t.tokenizer.clone());
+    c.dev = Some(t.dev.clone());
+    c.batch_size = Some(16);
+    c.patience = 0;
+    c
+}
+
+fn tensors_of(dir: &Path, file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap()
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn frozen_backbone_gets_no_gradient_and_stays_bit_identical() -> TestResult {
+    let t = toy();
+    let model = load_model(Path::new("tests/fixtures/glm-tiny"), &LoadOptions::default())?.backbone;
+    let tok = Tokenizer::from_file(&t.tokenizer)?;
+    let task = ClozeTask::from_toml(TOY_TASK, "toy")?;
+    let examples = fewglue::parse_jsonl(&toy_jsonl(8, 3), task.spec.reader, "toy")?;
+    let refs: Vec<&Example> = examples.iter().collect();
+    let probe = compile(&task.template, model.info().kind, &tok, &examples[0].fields, &CompileOptions::new(64))?;
+    let logits_before = |m: &dyn Backbone, p: &Tensor| -> Vec<u32> {
+        let (input, _) = build_input(m, std::slice::from_ref(&probe), &[vec![probe.answer_row]], Some(p)).unwrap();
+        bits(&m.forward(&input, None).unwrap().logits)
+    };
+    let cfg = PromptEncoderConfig { kind: EncoderKind::Lstm, num_virtual_tokens: 6, token_dim: 64, hidden: 32, layers: 2, num_transformer_submodules: 1 };
+    let (enc, map) = PromptEncoder::seeded(&cfg, 7, &Device::Cpu)?.to_trainable()?;
+    let fixed_prompt = enc.prompt_embeddings()?.detach();
+    let before = logits_before(model.as_ref(), &fixed_prompt);
+    let enc_before: Vec<Vec<u32>> = enc.named_tensors().iter().map(|(_, t)| bits(t)).collect();
+    let vars: Vec<(String, candle_core::Var)> = map.data().lock().unwrap().iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    let mut opt = AdamW::new(vars.clone(), AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })?;
+    for _ in 0..3 {
+        let loss = batch_loss(model.as_ref(), &tok, &task, &task.template, &refs, Some(&enc.prompt_embeddings()?), None)?;
+        let grads = loss.backward()?;
+        for (name, v) in &vars {
+            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("encoder parameter {name} got no gradient"));
+            assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0, "{name}: zero gradient");
+        }
+        opt.step(&grads, 1e-2, Some(1.0))?;
+    }
+    assert_eq!(logits_before(model.as_ref(), &fixed_prompt), before, "the frozen backbone's outputs changed");
+    let enc_after: Vec<Vec<u32>> = enc.named_tensors().iter().map(|(_, t)| bits(t)).collect();
+    assert!(enc_before.iter().zip(&enc_after).all(|(a, b)| a != b), "every encoder tensor must change");
+    Ok(())
+}
+
+/// Arbitrary word → label facts: the "knowledge" a backbone learns first and a prompt must elicit.
+fn facts_jsonl() -> String {
+    let words = ["cat", "dog", "sun", "moon", "tree", "fish", "bird", "rock", "star", "lake", "fire", "snow"];
+    words.iter().enumerate().map(|(i, w)| format!("{{\"w\": \"{w}\", \"label\": \"{}\"}}\n", if (i * 7 + i / 3) % 2 == 0 { "x" } else { "z" })).collect()
+}
+
+/// P-tuning in miniature ("GPT understands, too"): fine-tune glm-tiny to know word → label facts
+/// through a manual template, then freeze it and P-tune a different template (pseudo tokens, no
+/// anchor words) until the prompt elicits the facts again.
+#[test]
+fn ptune_learns_a_synthetic_cloze_task_with_a_frozen_backbone() -> TestResult {
+    let t = toy();
+    let facts = t.dir.path().join("facts.jsonl");
+    std::fs::write(&facts, facts_jsonl())?;
+    let manual = t.dir.path().join("manual.toml");
+    std::fs::write(&manual, TOY_TASK.replace("[P*3] {w} [P*3] [MASK] .", "{w} is [MASK] ."))?;
+    let mut learn = toy_config(&t, TuneMode::Finetune, Path::new("tests/fixtures/glm-tiny"), "knowledge");
+    learn.task = manual.to_str().unwrap().into();
+    (learn.train, learn.dev) = (facts.clone(), Some(facts.clone()));
+    (learn.max_steps, learn.lm_lr, learn.eval_every, learn.dropout) = (Some(150), 1e-3, 50, Some(false));
+    let learned = tune(&learn, &RunOptions::default())?;
+    assert_eq!(learned.best.as_ref().and_then(|b| b.metrics.get("acc").copied()), Some(1.0), "the backbone must learn the facts first");
+    let model = learn.out_dir.join("best");
+    let before = tensors_of(&model, "model.safetensors");
+
+    let mut cfg = toy_config(&t, TuneMode::Ptune, &model, "run");
+    (cfg.train, cfg.dev) = (facts.clone(), Some(facts));
+    (cfg.max_steps, cfg.prompt_lr, cfg.eval_every) = (Some(200), Some(1e-2), 20);
+    let s = tune(&cfg, &RunOptions::default())?;
+    let log = std::fs::read_to_string(cfg.out_dir.join("metrics.jsonl"))?;
+    let dev: Vec<f64> = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["dev"]["acc"].as_f64()).collect();
+    let acc = s.best.as_ref().and_then(|b| b.metrics.get("acc").copied()).unwrap_or(0.0);
+    eprintln!("ptune facts: {} steps, loss {:.4}, dev accuracy per evaluation {dev:?}", s.steps, s.last_loss);
+    assert!(acc >= 0.95, "dev accuracy {acc} < 0.95");
+    assert!(dev[0] < acc, "the untrained prompt already scored {}: the test would show nothing", dev[0]);
+    // Only the encoder was trained: its parameter count, and the backbone file is untouched.
+    let enc = load_prompt(&cfg.out_dir, &Device::Cpu)?;
+    let enc_params: usize = enc.named_tensors().iter().map(|(_, t)| t.elem_count()).sum();
+    assert_eq!(s.trainable_parameters, enc_params);
+    for (name, t) in tensors_of(&model, "model.safetensors") {
+        assert_eq!(bits(&t), bits(&before[&name]), "{name} changed on disk");
+    }
+    assert!(!cfg.out_dir.join("best/model.safetensors").exists(), "ptune must not write a model");
+    assert!(cfg.out_dir.join("best/adapter_model.safetensors").is_file() && cfg.out_dir.join("best/task.toml").is_file());
+    Ok(())
+}
+
+#[test]
+fn finetune_trains_every_parameter_jointly_with_the_encoder() -> TestResult {
+    let t = toy();
+    let mut cfg = toy_config(&t, TuneMode::Finetune, Path::new("tests/fixtures/glm-tiny"), "ft");
+    cfg.max_steps = Some(120);
+    cfg.lm_lr = 1e-3;
+    cfg.prompt_lr = Some(1e-2);
+    cfg.eval_every = 40;
+    let s = tune(&cfg, &RunOptions::default())?;
+    let acc = s.best.as_ref().and_then(|b| b.metrics.get("acc").copied()).unwrap_or(0.0);
+    eprintln!("finetune toy: loss {:.4}, dev acc {acc:.4}", s.last_loss);
+    assert!(acc >= 0.95, "dev accuracy {acc}");
+    let model_params: usize = ModelConfig::from_file(Path::new("tests/fixtures/glm-tiny/config.json"))?
+        .parameter_shapes()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    assert!(s.trainable_parameters > model_params, "model + encoder are trained");
+    // The kept model loads as a model directory and every tensor moved (AdamW errors on a
+    // parameter without a gradient, so reaching here means all got one).
+    let best = cfg.out_dir.join("best");
+    let old = tensors_of(Path::new("tests/fixtures/glm-tiny"), "model.safetensors");
+    let new = tensors_of(&best, "model.safetensors");
+    for (name, t) in &new {
+        assert_ne!(bits(t), bits(&old[name]), "{name} did not change");
+    }
+    load_model(&best, &LoadOptions::default())?;
+    Ok(())
+}
+
+#[test]
+fn resume_continues_exactly() -> TestResult {
+    let t = toy();
+    let model = Path::new("tests/fixtures/glm-tiny");
+    let mut straight = toy_config(&t, TuneMode::Ptune, model, "straight");
+    straight.max_steps = Some(6);
+    straight.eval_every = 2;
+    tune(&straight, &RunOptions::default())?;
+    let mut split = straight.clone();
+    split.out_dir = t.dir.path().join("split");
+    // The stop flag is already set: the run saves after its first step and returns.
+    let stop = Arc::new(AtomicBool::new(true));
+    let first = tune(&split, &RunOptions { stop: Some(stop), ..Default::default() })?;
+    assert!(first.interrupted && first.steps == 1, "{first:?}");
+    let rest = tune(&split, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() })?;
+    assert_eq!(rest.steps, 6);
+    for file in ["prompt/prompt_encoder.safetensors", "optimizer.safetensors"] {
+        let a = tensors_of(&straight.out_dir.join("checkpoints/step-00000006"), file);
+        let b = tensors_of(&split.out_dir.join("checkpoints/step-00000006"), file);
+        assert_eq!(a.len(), b.len());
+        for (name, x) in &a {
+            assert_eq!(bits(x), bits(&b[name]), "{file}: {name} differs after resume");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn schedule_and_copa_mirroring() {
+    assert_eq!(linear_schedule(0, 0, 10), 1.0);
+    assert!((linear_schedule(5, 0, 10) - 0.5).abs() < 1e-12);
+    assert!((linear_schedule(2, 4, 12) - 0.5).abs() < 1e-12);
+    assert!((linear_schedule(8, 4, 12) - 0.5).abs() < 1e-12);
+    assert_eq!(linear_schedule(12, 4, 12), 0.0);
+    let e = Example {
+        fields: [("choice1", "a"), ("choice2", "b"), ("answer1", "a"), ("answer2", "b")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        label: Some("0".into()),
+        group: None,
+    };
+    let m = &mirror_copa(&[e])[0];
+    assert_eq!((m.fields["choice1"].as_str(), m.fields["answer2"].as_str(), m.label.as_deref()), ("b", "a", Some("1")));
+}
+
+fn fewglue_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("WENHUI_FEWGLUE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data/fewglue"));
+    if dir.join("FewGLUE_32dev").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("note: {} not found (set WENHUI_FEWGLUE); skipping", dir.display());
+        None
+    }
+}
+
+/// Every FewGLUE task: P-tune a few steps on the real train/dev32 files with a tiny random GLM,
+/// then evaluate on the first SuperGLUE dev examples through the CLI; metrics are finite and in
+/// range. Single-token verbalizers get one-letter words (the character tokenizer spells "Yes" in
+/// three tokens).
+#[test]
+fn fewglue_pipeline_runs_end_to_end_on_every_task() -> TestResult {
+    let Some(data) = fewglue_dir() else { return Ok(()) };
+    let dir = tempfile::tempdir()?;
+    let tokenizer = chars_file(dir.path());
+    let model = random_glm(&dir.path().join("glm"), 1, 32, 2, 160, 5);
+    for (name, folder) in [("rte", "RTE"), ("cb", "CB"), ("boolq", "BoolQ"), ("copa", "COPA"), ("wic", "WiC"), ("wsc", "WSC"), ("multirc", "MultiRC")] {
+        let mut task = ClozeTask::builtin(name)?;
+        if task.spec.answer == wenhui::cloze::AnswerKind::Single {
+            for (i, lw) in task.spec.verbalizer.iter_mut().enumerate() {
+                lw.words = vec![["n", "y", "m"][i].to_string()];
+            }
+        }
+        let task_file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&task_file, toml::to_string(&task.spec)?)?;
+        let split = |s: &str| data.join("FewGLUE_32dev").join(folder).join(format!("{s}.jsonl"));
+        let out = dir.path().join(format!("run-{name}"));
+        let mut cfg = TuneConfig::new(TuneMode::Ptune, task_file.to_str().unwrap(), &model, &split("train"), &out);
+        cfg.tokenizer = Some(tokenizer.clone());
+        cfg.dev = Some(split("dev32"));
+        cfg.max_steps = Some(2);
+        cfg.batch_size = Some(4);
+        cfg.eval_every = 2;
+        let s = tune(&cfg, &RunOptions::default())?;
+        let best = s.best.as_ref().expect("a dev evaluation keeps a checkpoint");
+        assert!(!best.metrics.is_empty() && best.metrics.values().all(|v| v.is_finite() && (0.0..=1.0).contains(v)), "{name}: {best:?}");
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["eval", "--task", task_file.to_str().unwrap(), "--model", model.to_str().unwrap(), "--tokenizer"])
+            .arg(&tokenizer)
+            .arg("--prompt")
+            .arg(&out)
+            .arg("--data")
+            .arg(split("val"))
+            .args(["--limit", "24", "--json"])
+            .output()?;
+        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+        let metrics = v["results"][0]["metrics"].as_object().expect("metrics");
+        assert_eq!(metrics.len(), task.spec.metrics.len(), "{name}: {metrics:?}");
+        for (k, m) in metrics {
+            let m = m.as_f64().unwrap_or(f64::NAN);
+            assert!(m.is_finite() && (0.0..=1.0).contains(&m), "{name} {k}: {m}");
+        }
+        eprintln!("{name}: train {} examples, dev32 {:?}, val[..24] {metrics:?}", s.train_examples, best.metrics);
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_input_is_a_clear_error() -> TestResult {
+    let t = toy();
+    let model = Path::new("tests/fixtures/glm-tiny");
+    let err = |cfg: &TuneConfig| tune(cfg, &RunOptions::default()).unwrap_err().to_string();
+    // A template without [P] tokens cannot be P-tuned.
+    let plain = t.dir.path().join("plain.toml");
+    std::fs::write(&plain, TOY_TASK.replace("[P*3] ", ""))?;
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad1");
+    c.task = plain.to_str().unwrap().into();
+    assert!(err(&c).contains("no [P] pseudo tokens"), "{}", err(&c));
+    // Malformed JSONL names the file and line.
+    let broken = t.dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"w\": \"abxcd\", \"label\": \"x\"}\n{not json\n")?;
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad2");
+    c.train = broken.clone();
+    let e = err(&c);
+    assert!(e.contains("broken.jsonl:2"), "{e}");
+    // A label the task does not know.
+    let unknown = t.dir.path().join("unknown.jsonl");
+    std::fs::write(&unknown, "{\"w\": \"abxcd\", \"label\": \"q\"}\n")?;
+    c.train = unknown;
+    let e = err(&c);
+    assert!(e.contains("unknown.jsonl") && e.contains("label `q`"), "{e}");
+    // Empty file, zero steps, resume without a run.
+    let empty = t.dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "")?;
+    c.train = empty;
+    assert!(err(&c).contains("no example"), "{}", err(&c));
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad3");
+    c.max_steps = Some(0);
+    assert!(err(&c).contains("max_steps"), "{}", err(&c));
+    let c = toy_config(&t, TuneMode::Ptune, model, "nothing-here");
+    let e = tune(&c, &RunOptions { resume: Some(t.dir.path().join("nothing-here")), ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("no checkpoint to resume"), "{e}");
+    // A prompt directory that is not one.
+    let e = load_prompt(t.dir.path(), &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("no prompt here"), "{e}");
+    Ok(())
+}
