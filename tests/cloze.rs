@@ -114,7 +114,7 @@ fn golden_layouts_per_backbone() {
     assert_eq!(gpt.ids, vec![4, 4, 11, 12, 33]);
     assert_eq!((gpt.pseudo.clone(), gpt.mask, gpt.answer_row), (vec![0, 1], None, 4));
 
-    // Multi-token answers: GLM Part B `[sop] a b`, targets `a b [eop]`; GPT-2 appends `a`.
+    // Multi-token answers: GLM Part B `[sop] a b`, targets `a b [eop]`; GPT-2 appends `a`; BERT `[MASK] [MASK]`.
     let glm_ab = glm.with_answer(&[10, 11], Some(6), 64).unwrap();
     assert_eq!(glm_ab.ids, vec![1, 4, 4, 11, 12, 33, 2, 36, 0, 5, 10, 11]);
     assert_eq!(&glm_ab.positions[9..], &[6, 6, 6]);
@@ -123,7 +123,11 @@ fn golden_layouts_per_backbone() {
     let gpt_ab = gpt.with_answer(&[10, 11], None, 64).unwrap();
     assert_eq!(gpt_ab.ids, vec![4, 4, 11, 12, 33, 10]);
     assert_eq!(gpt_ab.targets, vec![(4, 10), (5, 11)]);
-    assert!(bert.with_answer(&[10, 11], None, 64).is_err());
+    // BERT: the mask widens to one per answer token.
+    let bert_ab = bert.with_answer(&[10, 11], None, 64).unwrap();
+    assert_eq!(bert_ab.ids, vec![1, 4, 4, 11, 12, 33, 2, 2, 36, 3]);
+    assert_eq!(bert_ab.positions, (0..10).collect::<Vec<u32>>());
+    assert_eq!(bert_ab.targets, vec![(6, 10), (7, 11)]);
 }
 
 #[test]
@@ -326,8 +330,32 @@ fn multi_token_scores_equal_a_manual_part_b_computation() {
             }
         }
     }
-    let e = classify(model("bert-mlm-tiny").as_ref(), &tok, &task, &examples[0]).unwrap_err().to_string();
-    assert!(e.contains("GLM or GPT-2"), "{e}");
+}
+
+/// BERT: the [MASK] widens to one mask per answer token (PET); the score is the sum of the
+/// log-probs of the answer tokens at the masks of one forward pass.
+#[test]
+fn bert_multi_token_answers_fill_one_mask_per_token() {
+    let tok = chars();
+    let task = ClozeTask::from_toml(MULTI_TASK, "toy-multi").unwrap();
+    let example = fields(&[("premise", "it rained"), ("c1", "wet"), ("c2", "sunny day")]);
+    let bert = model("bert-mlm-tiny");
+    let pred = classify(bert.as_ref(), &tok, &task, &example).unwrap();
+    let t = task.template.without_pseudo();
+    let base = compile(&t, ModelKind::Bert, &tok, &example, &CompileOptions::new(bert.info().max_positions)).unwrap();
+    let m = base.mask.unwrap();
+    for (l, words) in [vec!["wet"], vec!["sunny day", "zz"]].iter().enumerate() {
+        let mut best = f64::NEG_INFINITY;
+        for w in words {
+            let ans = tok.encode(&format!(" {w}"), false).unwrap();
+            let mut ids = base.ids.clone();
+            ids.splice(m + 1..m + 1, std::iter::repeat_n(base.ids[m], ans.len() - 1));
+            let c = wenhui::cloze::Cloze { positions: (0..ids.len() as u32).collect(), ids, ..base.clone() };
+            let logits = manual_logits(bert.as_ref(), &c, None);
+            best = best.max(ans.iter().enumerate().map(|(k, &a)| log_softmax_at(&logits[m + k], a)).sum());
+        }
+        assert!((pred.scores[l] - best).abs() <= 1e-4, "label {l}: {} vs {best}", pred.scores[l]);
+    }
 }
 
 #[test]

@@ -364,3 +364,44 @@ fn bad_input_is_a_clear_error() -> TestResult {
     assert!(e.contains("no prompt here"), "{e}");
     Ok(())
 }
+
+/// The first and last logged training loss of a run.
+fn loss_curve(out: &Path) -> (f64, f64) {
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64()).collect();
+    (losses[0], losses[losses.len() - 1])
+}
+
+/// P-tuning and fine-tuning run on every backbone: BERT (answer at [MASK]; multi-token answers
+/// widen it) and GPT-2 (the next token), single- and multi-token answers; the loss falls.
+#[test]
+fn every_backbone_trains_single_and_multi_token_answers() -> TestResult {
+    let t = toy();
+    let multi = t.dir.path().join("multi.toml");
+    std::fs::write(
+        &multi,
+        "name = \"pick\"\nfields = [\"a\", \"b\", \"w\"]\ntemplate = \"{a} or {b} ? {w} [P*2] [MASK] .\"\nanswer = \"multi\"\n\
+         [[verbalizer]]\nlabel = \"0\"\nwords = [\"{a}\"]\n[[verbalizer]]\nlabel = \"1\"\nwords = [\"{b}\"]\n",
+    )?;
+    let pick = t.dir.path().join("pick.jsonl");
+    let lines: String = (0..16)
+        .map(|i| {
+            let (a, b) = (["ab", "cd", "ef", "gh"][i % 4], ["xyz", "uv", "st", "qr"][i % 4]);
+            format!("{{\"a\": \"{a}\", \"b\": \"{b}\", \"w\": \"{}\", \"label\": \"{}\"}}\n", if i % 2 == 0 { a } else { b }, i % 2)
+        })
+        .collect();
+    std::fs::write(&pick, lines)?;
+    for model in ["bert-mlm-tiny", "gpt2-tiny", "glm-tiny"] {
+        for (task, data, mode) in [(&t.task, &t.train, TuneMode::Ptune), (&multi, &pick, TuneMode::Ptune), (&multi, &pick, TuneMode::Finetune)] {
+            let out = format!("{model}-{}-{mode:?}", task.file_stem().unwrap().to_string_lossy());
+            let mut c = toy_config(&t, mode, &Path::new("tests/fixtures").join(model), &out);
+            (c.task, c.train, c.dev) = (task.to_str().unwrap().into(), data.clone(), Some(data.clone()));
+            (c.max_steps, c.prompt_lr, c.lm_lr, c.eval_every, c.dropout) = (Some(40), Some(1e-2), 1e-3, 20, Some(false));
+            let s = tune(&c, &RunOptions::default())?;
+            let (first, last) = loss_curve(&c.out_dir);
+            eprintln!("{out}: loss {first:.4} → {last:.4}, dev {:?}", s.best.as_ref().map(|b| &b.metrics));
+            assert!(last < first, "{out}: the loss did not fall ({first} → {last})");
+        }
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@ use super::compile::{compile, Cloze, CompileOptions};
 use super::score::{answer_scores, label_logits};
 use super::task::{render, AnswerKind, ClozeTask};
 use super::template::Template;
-use crate::model::{Backbone, ModelKind};
+use crate::model::Backbone;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -210,9 +210,6 @@ fn multi(
     bs: usize,
 ) -> Result<Vec<Prediction>> {
     let kind = model.info().kind;
-    if kind == ModelKind::Bert {
-        return Err(Error::input(format!("task `{}` has multi-token answers, which need a GLM or GPT-2 model, not BERT", task.spec.name)));
-    }
     let max_len = compile_options(task, model).max_len;
     let eop = tok.special.eop;
     // (example, label, row) for every scored answer.

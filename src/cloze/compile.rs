@@ -119,14 +119,8 @@ pub fn compile(
             let eos = if opts.glm_eos { vec![special("eos")?] } else { vec![] };
             (vec![special("cls")?], eos, 1 + opts.answer_tokens)
         }
-        ModelKind::Bert => {
-            if opts.answer_tokens > 0 {
-                return Err(Error::input(
-                    "multi-token answers are scored with GLM or GPT-2; a BERT model takes single-token verbalizers only",
-                ));
-            }
-            (vec![special("cls")?], vec![special("sep")?], 0)
-        }
+        // Multi-token answers widen the one [MASK] to one per answer token.
+        ModelKind::Bert => (vec![special("cls")?], vec![special("sep")?], opts.answer_tokens.saturating_sub(1)),
         ModelKind::Gpt2 => (vec![], vec![], opts.answer_tokens.saturating_sub(1)),
     };
     let fixed: usize = head.len()
@@ -239,8 +233,10 @@ pub fn compile(
 
 impl Cloze {
     /// This prompt followed by a multi-token `answer` (GLM: Part B `[sop] answer`, targets
-    /// `answer [eop]`; GPT-2: `answer[..n-1]` appended, targets `answer`), ready for scoring.
-    /// Errors for BERT, an empty answer, a GLM tokenizer without eop, or an answer longer than the
+    /// `answer [eop]`; GPT-2: `answer[..n-1]` appended, targets `answer`; BERT: the `[MASK]`
+    /// widened to one mask per answer token, targets `answer` at the masks, scored in one pass as
+    /// PET trains — PET's evaluation fills the masks one by one instead), ready for scoring.
+    /// Errors for an empty answer, a GLM tokenizer without eop, or an answer longer than the
     /// room kept by [`CompileOptions::answer_tokens`] allows (`max_len`).
     pub fn with_answer(&self, answer: &[u32], eop: Option<u32>, max_len: usize) -> Result<Cloze> {
         if answer.is_empty() {
@@ -265,7 +261,16 @@ impl Cloze {
                 out.targets = answer.iter().enumerate().map(|(k, &t)| (start - 1 + k, t)).collect();
                 out.sep = out.ids.len();
             }
-            ModelKind::Bert => return Err(Error::input("multi-token answers are scored with GLM or GPT-2, not BERT")),
+            ModelKind::Bert => {
+                // PET's layout: as many [MASK]s as answer tokens, all predicted in one pass.
+                let m = self.mask.ok_or_else(|| Error::input("internal: BERT layout without a mask"))?;
+                let extra = answer.len() - 1;
+                out.ids.splice(m + 1..m + 1, std::iter::repeat_n(self.ids[m], extra));
+                out.positions = (0..out.ids.len() as u32).collect();
+                out.pseudo = self.pseudo.iter().map(|&p| if p > m { p + extra } else { p }).collect();
+                out.targets = answer.iter().enumerate().map(|(k, &t)| (m + k, t)).collect();
+                out.sep = out.ids.len();
+            }
         }
         if out.ids.len() > max_len {
             return Err(Error::input(format!(

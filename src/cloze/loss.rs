@@ -19,7 +19,7 @@ use super::fewglue::Example;
 use super::score::{answer_scores, label_logits};
 use super::task::{AnswerKind, ClozeTask};
 use super::template::Template;
-use crate::model::{Backbone, ModelKind};
+use crate::model::Backbone;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -66,9 +66,6 @@ pub fn batch_loss(
             Ok(crate::ops::cross_entropy(&logits, &Tensor::from_vec(gold, n, &dev)?)?.mean_all()?)
         }
         AnswerKind::Multi => {
-            if kind == ModelKind::Bert {
-                return Err(Error::input(format!("task `{}` has multi-token answers, which need a GLM or GPT-2 model, not BERT", task.spec.name)));
-            }
             let labels = task.spec.verbalizer.len();
             let rows = answer_rows(model, tok, task, template, examples.iter().map(|e| &e.fields))?;
             let scores = answer_scores(model, &rows, task.spec.length_penalty, prompt, dropout_seed)?;
