@@ -16,14 +16,14 @@ fn loopback() -> SocketAddr {
 }
 
 fn serve_embedded(limits: Limits) -> (SocketAddr, ServerHandle) {
-    start(ServeConfig { model: ModelSource::Embedded, addr: loopback(), limits, handle_signals: false }).unwrap()
+    start(ServeConfig { model: ModelSource::Embedded, addr: loopback(), limits, handle_signals: false, prompts: Vec::new() }).unwrap()
 }
 
 fn serve_gpt2(limits: Limits) -> (SocketAddr, ServerHandle) {
     let m = load_model(Path::new("tests/fixtures/gpt2-tiny"), &LoadOptions::default()).unwrap();
     let tok = CharVocab::from_chars("abcdefghijklmnopqrstuvwxyz .,!?:\"T".chars()).build().unwrap();
     let model = ServedModel::new(m.backbone, tok, "gpt2-tiny");
-    start(ServeConfig { model: ModelSource::Loaded(Box::new(model)), addr: loopback(), limits, handle_signals: false }).unwrap()
+    start(ServeConfig { model: ModelSource::Loaded(Box::new(model)), addr: loopback(), limits, handle_signals: false, prompts: Vec::new() }).unwrap()
 }
 
 /// A parsed HTTP response.
@@ -466,4 +466,115 @@ fn load_generator_measures_a_run() {
     let bad = post(addr, "/v1/completions", &json!({"prompt": 5}));
     assert!(bad.json()["error"]["message"].as_str().unwrap().contains("`prompt` must be a string"));
     handle.shutdown().unwrap();
+}
+
+/// Resident memory of this process in KiB (Linux), for the bounded-memory check.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// 32 clients at once, five times over: every request completes, and the resident memory after
+/// the fifth round is within a small margin of the first (no per-request leak, one model copy).
+#[test]
+fn memory_stays_bounded_under_repeated_concurrent_load() {
+    let (addr, handle) = serve_gpt2(Limits::default());
+    let round = |r: usize| {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..32)
+                .map(|i| {
+                    s.spawn(move || {
+                        let body = json!({"prompt": format!("the {i} cat"), "max_tokens": 24, "seed": r * 100 + i, "stream": i % 2 == 0});
+                        if i % 2 == 0 {
+                            assert!(!collect_stream(&stream(addr, "/v1/completions", &body)).0.is_empty());
+                        } else {
+                            assert_eq!(post(addr, "/v1/completions", &body).status, 200);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        })
+    };
+    round(0);
+    let Some(first) = rss_kib() else {
+        eprintln!("note: /proc/self/status unavailable; memory not measured");
+        return;
+    };
+    for r in 1..5 {
+        round(r);
+    }
+    let last = rss_kib().unwrap_or(first);
+    eprintln!("resident memory after round 1: {first} KiB, after round 5: {last} KiB");
+    assert!(last <= first + 32 * 1024, "memory grew from {first} KiB to {last} KiB over 4 rounds of 32 requests");
+    assert!(handle.metrics().batch_rows_peak() > 1);
+    handle.shutdown().unwrap();
+}
+
+/// `--prompt DIR`: a P-tuned prompt is served for its task; `/v1/classify` answers with the
+/// library's probabilities for that prompt, and `/v1/models` lists it.
+#[test]
+fn served_prompts_classify_like_the_library() {
+    use wenhui::cloze::{classify_with, ClassifyOptions, ClozeTask};
+    use wenhui::ptuning::train::{load_prompt, tune, TuneConfig, TuneMode};
+    let dir = tempfile::tempdir().unwrap();
+    let chars = "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let tok_file = dir.path().join("chars.txt");
+    std::fs::write(&tok_file, chars.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
+    let task_toml = "name = \"toy\"\nfields = [\"w\"]\ntemplate = \"[P*2] {w} [MASK] .\"\n[[verbalizer]]\nlabel = \"x\"\nwords = [\"x\"]\n\
+                     [[verbalizer]]\nlabel = \"z\"\nwords = [\"z\"]\n";
+    let task_file = dir.path().join("toy.toml");
+    std::fs::write(&task_file, task_toml).unwrap();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, "{\"w\": \"abxcd\", \"label\": \"x\"}\n{\"w\": \"abzcd\", \"label\": \"z\"}\n").unwrap();
+    let run = dir.path().join("run");
+    let glm = Path::new("tests/fixtures/glm-tiny");
+    let mut cfg = TuneConfig::new(TuneMode::Ptune, task_file.to_str().unwrap(), glm, &train, &run);
+    (cfg.tokenizer, cfg.max_steps, cfg.batch_size) = (Some(tok_file.clone()), Some(3), Some(2));
+    tune(&cfg, &Default::default()).unwrap();
+
+    let served = || {
+        let m = load_model(glm, &LoadOptions::default()).unwrap();
+        ServedModel::new(m.backbone, CharVocab::from_chars(chars.chars()).build().unwrap(), "glm-tiny")
+    };
+    let (addr, handle) = start(ServeConfig {
+        model: ModelSource::Loaded(Box::new(served())),
+        addr: loopback(),
+        limits: Limits::default(),
+        handle_signals: false,
+        prompts: vec![run.clone()],
+    })
+    .unwrap();
+    let input = json!({"w": "qqxqq"});
+    let resp = post(addr, "/v1/classify", &json!({"task": "toy", "input": input}));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = resp.json();
+    let model = served();
+    let task = ClozeTask::from_toml(task_toml, "toy").unwrap();
+    let prompt = load_prompt(&run, model.backbone.device()).unwrap().prompt_embeddings().unwrap();
+    let fields = [("w".to_string(), "qqxqq".to_string())].into_iter().collect();
+    let lib = classify_with(model.backbone.as_ref(), &model.tokenizer, &task, &fields, &ClassifyOptions { prompt: Some(prompt), batch_size: 0 })
+        .unwrap();
+    for (k, want) in lib.probs.iter().enumerate() {
+        let got = v["labels"][k]["probability"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "label {k}: server {got} vs library {want}");
+    }
+    assert!(v["prompt"].as_str().unwrap().ends_with("run"));
+    let models = request(addr, "GET", "/v1/models", b"").json();
+    assert_eq!(models["data"][0]["prompts"][0]["task"], "toy");
+    handle.shutdown().unwrap();
+    // A directory without a prompt is a clear start-up error.
+    let err = start(ServeConfig {
+        model: ModelSource::Loaded(Box::new(served())),
+        addr: loopback(),
+        limits: Limits::default(),
+        handle_signals: false,
+        prompts: vec![dir.path().to_path_buf()],
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no task.toml"), "{err}");
 }

@@ -11,6 +11,10 @@ pub struct Args {
     /// Model directory (default: the embedded poetry GLM).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// P-tuned prompts to serve (`wenhui ptune` run directories, repeatable): `/v1/classify` with
+    /// `"task": NAME` uses the prompt trained for that task.
+    #[arg(long = "prompt", value_name = "DIR")]
+    prompts: Vec<PathBuf>,
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -55,7 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         timeout: Duration::from_secs_f64(a.timeout),
     };
     let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
-    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true })?;
+    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true, prompts: a.prompts })?;
     Ok(())
 }
 
@@ -90,7 +94,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for &mb in &a.max_batch {
         let model = a.model.clone().map_or(ModelSource::Embedded, ModelSource::Dir);
         let limits = Limits { max_batch: mb.max(1), queue_len: 1024, max_tokens: a.max_tokens.max(1), ..Limits::default() };
-        let (addr, handle) = start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false })?;
+        let (addr, handle) = start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false, prompts: Vec::new() })?;
         for &c in &a.clients {
             let body =
                 |i: usize| serde_json::json!({"prompt": a.prompt, "max_tokens": a.max_tokens, "temperature": 0.9, "seed": i}).to_string();

@@ -30,7 +30,7 @@ pub mod worker;
 
 pub use limits::{ApiError, Limits};
 pub use metrics::Metrics;
-pub use worker::ServedModel;
+pub use worker::{ServedModel, ServedPrompt};
 
 use crate::model::{load_model, LoadOptions};
 use crate::tokenizer::Tokenizer;
@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Also stop gracefully on Ctrl-C / SIGTERM (the CLI sets this).
     pub handle_signals: bool,
+    /// P-tuned prompts to serve for `/v1/classify` (`wenhui ptune` run directories).
+    pub prompts: Vec<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +72,7 @@ impl Default for ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             limits: Limits::default(),
             handle_signals: false,
+            prompts: Vec::new(),
         }
     }
 }
@@ -134,11 +137,21 @@ fn load(source: ModelSource) -> Result<ServedModel> {
 /// Loads the model, binds `config.addr` and starts serving on background threads (the model
 /// worker and a tokio runtime). Returns the bound address and the handle that stops it.
 pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
-    let model = load(config.model)?;
+    let mut model = load(config.model)?;
+    for dir in &config.prompts {
+        let p = ServedPrompt::load(dir, model.backbone.as_ref())?;
+        if let Some(other) = model.prompts.iter().find(|o| o.task.spec.name == p.task.spec.name) {
+            return Err(Error::file(dir, format!("task `{}` is already served by the prompt in {}", p.task.spec.name, other.source.display())));
+        }
+        model.prompts.push(p);
+    }
     let info = model.backbone.info();
+    let prompts: Vec<_> =
+        model.prompts.iter().map(|p| serde_json::json!({"task": p.task.spec.name, "source": p.source.display().to_string()})).collect();
     let model_info = serde_json::json!({
         "id": model.name, "object": "model", "owned_by": "wenhui", "kind": info.kind.to_string(),
         "max_positions": info.max_positions, "vocab_size": info.vocab_size, "layers": info.num_layers, "hidden_size": info.hidden_size,
+        "prompts": prompts,
     });
     let listener = std::net::TcpListener::bind(config.addr).map_err(|e| Error::input(format!("cannot listen on {}: {e}", config.addr)))?;
     listener.set_nonblocking(true).map_err(|e| Error::input(format!("listener: {e}")))?;

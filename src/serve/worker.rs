@@ -22,13 +22,53 @@ pub struct ServedModel {
     pub name: String,
     /// Token ids of a padded vocabulary that no text maps to: never generated.
     pub(crate) padding_ids: Vec<Vec<u32>>,
+    /// Trained prompts (`--prompt DIR`), by task name: `/v1/classify` uses them for that task.
+    pub prompts: Vec<ServedPrompt>,
+}
+
+/// A P-tuned prompt served with its task (`wenhui serve --prompt DIR`).
+#[derive(Debug, Clone)]
+pub struct ServedPrompt {
+    /// The task (from the run's `task.toml`); requests name it by `task.spec.name`.
+    pub task: crate::cloze::ClozeTask,
+    /// The prompt vectors `[n_pseudo, hidden]`.
+    pub vectors: candle_core::Tensor,
+    /// Where it was loaded from.
+    pub source: std::path::PathBuf,
+}
+
+impl ServedPrompt {
+    /// Loads a `wenhui ptune` run directory, its `best/`, or any directory holding a prompt
+    /// encoder (state or peft adapter) next to a `task.toml`, and checks it against `model`.
+    pub fn load(dir: &std::path::Path, model: &dyn Backbone) -> crate::Result<Self> {
+        let base = if dir.join("task.toml").is_file() { dir.to_path_buf() } else { dir.join("best") };
+        let task_file = base.join("task.toml");
+        if !task_file.is_file() {
+            return Err(crate::Error::file(dir, "no task.toml here or in best/: pass a `wenhui ptune` run directory or its best/"));
+        }
+        let task = crate::cloze::ClozeTask::from_file(&task_file)?;
+        let vectors = crate::ptuning::train::load_prompt(&base, model.device())?.prompt_embeddings()?;
+        let (rows, width) = vectors.dims2()?;
+        if rows != task.template.num_pseudo() || width != model.info().hidden_size {
+            return Err(crate::Error::file(
+                dir,
+                format!(
+                    "the prompt is {rows} × {width} but task `{}` has {} [P] tokens and the model's width is {}; was it trained for this model?",
+                    task.spec.name,
+                    task.template.num_pseudo(),
+                    model.info().hidden_size
+                ),
+            ));
+        }
+        Ok(Self { task, vectors, source: dir.to_path_buf() })
+    }
 }
 
 impl ServedModel {
     /// Wraps a loaded model and its tokenizer.
     pub fn new(backbone: Box<dyn Backbone>, tokenizer: Tokenizer, name: impl Into<String>) -> Self {
         let padding_ids = (tokenizer.vocab_size(true)..backbone.info().vocab_size).map(|id| vec![id as u32]).collect();
-        Self { backbone, tokenizer, name: name.into(), padding_ids }
+        Self { backbone, tokenizer, name: name.into(), padding_ids, prompts: Vec::new() }
     }
     /// The architecture.
     pub fn kind(&self) -> ModelKind {
