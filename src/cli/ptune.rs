@@ -190,6 +190,10 @@ fn print_summary(s: &TuneSummary, json: bool) -> anyhow::Result<()> {
         Some(b) => format!("kept step {} (no dev set)", b.step),
         None => "no checkpoint kept yet".into(),
     };
+    if s.new_steps == 0 {
+        println!("nothing to do: the run had already finished its {} steps; {best}; in {}", s.steps, s.best_dir.display());
+        return Ok(());
+    }
     println!(
         "{} steps on {} examples ({} trainable parameters), last loss {:.4}{}; {best}; written to {}",
         s.steps,

@@ -256,7 +256,9 @@ pub fn linear_schedule(step: u64, warmup: u64, total: u64) -> f64 {
 pub struct TuneSummary {
     /// Optimizer steps completed.
     pub steps: u64,
-    /// Mean training loss of the last logged window.
+    /// Steps run by this invocation (0 when a resumed run had already finished).
+    pub new_steps: u64,
+    /// Mean training loss of the last logged window (NaN when no step ran).
     pub last_loss: f64,
     /// The kept checkpoint: its step and dev metrics.
     pub best: Option<BestRecord>,
@@ -467,6 +469,7 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     let bar = crate::train::pretrain::progress_bar(opts.progress, st.step, r.max_steps);
     let t0 = Instant::now();
     let prior_elapsed = st.elapsed_s;
+    let first_step = st.step;
     let (mut window_loss, mut window_n, mut last_loss) = (0.0, 0usize, f64::NAN);
     let (mut early_stopped, mut interrupted) = (false, false);
     while st.step < r.max_steps {
@@ -529,6 +532,7 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     }
     Ok(TuneSummary {
         steps: st.step,
+        new_steps: st.step - first_step,
         last_loss,
         best: st.best.clone(),
         early_stopped,
