@@ -405,3 +405,56 @@ fn every_backbone_trains_single_and_multi_token_answers() -> TestResult {
     }
     Ok(())
 }
+
+/// Open-vocabulary P-tuning (LAMA's form): ranks over an allowed vocabulary on hand-made logits,
+/// then a frozen backbone that knows letter → letter facts through a manual template answers them
+/// through a P-tuned one, the answer being any vocabulary token.
+#[test]
+fn vocab_ptuning_elicits_facts_and_ranks_over_the_allowed_vocabulary() -> TestResult {
+    use wenhui::cloze::Template;
+    use wenhui::ptuning::vocab::{compile_queries, target_ranks, tune_vocab_prompt, VocabExample, VocabTuneOptions};
+    let t = toy();
+    let tok = Tokenizer::from_file(&t.tokenizer)?;
+    let id = |c: char| tok.encode(&c.to_string(), false).map(|v| v[0]);
+    let pairs = [('a', 'q'), ('b', 'r'), ('c', 's'), ('d', 't'), ('e', 'q'), ('f', 'r'), ('g', 's'), ('h', 't')];
+    // Knowledge first: fine-tune glm-tiny on the facts with a manual template and 4 labels.
+    let manual = t.dir.path().join("facts.toml");
+    let mut toml_text = "name = \"facts\"\nfields = [\"w\"]\ntemplate = \"{w} is [MASK] .\"\n".to_string();
+    for o in ['q', 'r', 's', 't'] {
+        toml_text += &format!("[[verbalizer]]\nlabel = \"{o}\"\nwords = [\"{o}\"]\n");
+    }
+    std::fs::write(&manual, toml_text)?;
+    let facts = t.dir.path().join("facts.jsonl");
+    std::fs::write(&facts, pairs.iter().map(|(s, o)| format!("{{\"w\": \"{s}{s}{s}\", \"label\": \"{o}\"}}\n")).collect::<String>())?;
+    let mut learn = toy_config(&t, TuneMode::Finetune, Path::new("tests/fixtures/glm-tiny"), "vocab-knowledge");
+    (learn.task, learn.train, learn.dev) = (manual.to_str().unwrap().into(), facts.clone(), Some(facts));
+    (learn.max_steps, learn.lm_lr, learn.eval_every, learn.dropout) = (Some(150), 1e-3, 50, Some(false));
+    tune(&learn, &RunOptions::default())?;
+    let model = load_model(&learn.out_dir.join("best"), &LoadOptions::default())?.backbone;
+
+    let template = Template::parse("[P*3] {w} [P*3] [MASK] .", &["w".to_string()])?;
+    let examples: Vec<VocabExample> = pairs
+        .iter()
+        .map(|(s, o)| Ok(VocabExample { fields: [("w".to_string(), format!("{s}{s}{s}"))].into(), target: id(*o)? }))
+        .collect::<Result<_, wenhui::Error>>()?;
+    let allowed: Vec<u32> = ['q', 'r', 's', 't'].iter().map(|&c| id(c)).collect::<Result<_, _>>()?;
+    let rows = compile_queries(model.as_ref(), &tok, &template, &examples)?;
+    let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
+    // A target outside the allowed list ranks last; within it, ranks are < |allowed|.
+    let prompt0 = Tensor::zeros((6, 64), DType::F32, &Device::Cpu)?;
+    let outside = target_ranks(model.as_ref(), &rows[..1], &[id('z')?], Some(&allowed), Some(&prompt0), 8)?;
+    assert_eq!(outside, vec![4]);
+    let ranks = target_ranks(model.as_ref(), &rows, &targets, Some(&allowed), Some(&prompt0), 3)?;
+    assert!(ranks.iter().all(|&r| r < 4), "{ranks:?}");
+
+    let opts = VocabTuneOptions { lr: 1e-2, epochs: 60, patience: 60, batch_size: 8, ..Default::default() };
+    let mut curve = Vec::new();
+    let tuned = tune_vocab_prompt(model.as_ref(), &tok, &template, &examples, &examples, Some(&allowed), &opts, |e, p| curve.push((e, p)))?;
+    eprintln!("vocab P-tuning dev P@1 per epoch: {curve:?}");
+    assert!(tuned.dev_p1 >= 0.95, "dev P@1 {}", tuned.dev_p1);
+    assert!(curve[0].1 < tuned.dev_p1, "the untrained prompt already scored {}", curve[0].1);
+    let p = tuned.encoder.prompt_embeddings()?;
+    let ranks = target_ranks(model.as_ref(), &rows, &targets, Some(&allowed), Some(&p), 8)?;
+    assert!(ranks.iter().filter(|&&r| r == 0).count() as f64 / 8.0 >= 0.95);
+    Ok(())
+}

@@ -22,6 +22,7 @@
 mod encoder;
 mod io;
 pub mod train;
+pub mod vocab;
 
 pub use encoder::PromptEncoder;
 pub use io::{AdapterMeta, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, PROMPT_EMBEDDINGS, STATE_CONFIG, STATE_WEIGHTS};
