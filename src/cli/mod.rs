@@ -53,7 +53,7 @@ enum Command {
     /// Prepare pretraining data: text / JSONL files to a token corpus.
     #[command(subcommand)]
     Data(data::Command),
-    /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
+    /// Pretrain a GLM (blank infilling), BERT (masked LM) or GPT-2 (causal LM) on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
