@@ -14,6 +14,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod probe;
 mod serve;
 mod tokenize;
 mod tokenizer_train;
@@ -64,6 +65,9 @@ enum Command {
     Plot(plot::Args),
     /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
     Classify(Box<classify::Args>),
+    /// Knowledge probing: `probe corpus` (a knowledge corpus from the LAMA facts), `probe lama` (P@1 / P@10 / MRR on LAMA).
+    #[command(subcommand)]
+    Probe(probe::Command),
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
     /// Benchmarks on random weights (prints one JSON line).
@@ -90,5 +94,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => bench::run(c),
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),
+        Command::Probe(c) => probe::run(c),
     }
 }
