@@ -177,6 +177,22 @@ fn probe_runs_end_to_end_on_tiny_models() {
         assert!(e.to_string().contains("P19.json"), "{e}");
     }
 
+    // P-tuning's query layouts: (3,3,3) and, for GPT-2, (3,3,0).
+    let t = wenhui::eval::lama::ptune_template(3, 3, 3).unwrap();
+    assert_eq!((t.num_pseudo(), t.space_before_mask()), (9, true));
+    let t = wenhui::eval::lama::ptune_template(3, 3, 0).unwrap();
+    assert_eq!(t.num_pseudo(), 6);
+    let dir = tmp.path().join("causal/checkpoints");
+    let gpt = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let m = load_model(&gpt, &Default::default()).unwrap();
+    let tok = wenhui::tokenizer::Tokenizer::from_dir(&gpt).unwrap();
+    let ctx = ProbeContext::new(m.backbone.as_ref(), &tok, &lama, VocabChoice::K29, 3).unwrap();
+    let task = wenhui::eval::lama::relation_task(&lama, &ctx, &lama.relations().unwrap()[0], None).unwrap();
+    let q = ctx.queries(&t, &task.test).unwrap();
+    assert!(q.iter().all(|c| c.pseudo.len() == 6 && c.answer_row == c.ids.len() - 1 && c.pseudo[5] == c.answer_row));
+    let prompt = candle_core::Tensor::zeros((6, m.backbone.info().hidden_size), candle_core::DType::F32, m.backbone.device()).unwrap();
+    assert_eq!(ctx.rank_facts(&t, &task.test, Some(&prompt)).unwrap().len(), task.test.len());
+
     // The CLI: table, JSON, --mode ptune not built yet.
     let glm = tmp.path().join("default/checkpoints");
     let model = std::fs::read_dir(&glm).unwrap().next().unwrap().unwrap().path();

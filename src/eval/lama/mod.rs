@@ -16,7 +16,7 @@ pub mod corpus;
 pub mod data;
 pub mod metrics;
 
-use crate::cloze::{build_input, compile, CompileOptions, Template};
+use crate::cloze::{build_input, compile, Cloze, CompileOptions, Template};
 use crate::model::Backbone;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -160,19 +160,25 @@ impl<'a> ProbeContext<'a> {
             .collect()
     }
 
+    /// The queries of `facts` under `template` (one `{subject}` field and `[MASK]`), compiled
+    /// for this model's backbone; feed them to [`build_input`] (with a prompt for `[P]` rows).
+    pub fn queries(&self, template: &Template, facts: &[QueryFact]) -> Result<Vec<Cloze>> {
+        let kind = self.model.info().kind;
+        let opts = CompileOptions::new(self.model.info().max_positions);
+        facts
+            .iter()
+            .map(|f| compile(template, kind, self.tokenizer, &[("subject".to_string(), f.sub_label.clone())].into(), &opts))
+            .collect()
+    }
+
     /// The gold rank (1 = best, among the allowed ids) of every fact under `template` (one
     /// `{subject}` field and `[MASK]`), batched. With `prompt` (`[n_pseudo, H]`), the template's
     /// `[P]` rows take those vectors (P-tuning); gradients do not flow (scores only).
     pub fn rank_facts(&self, template: &Template, facts: &[QueryFact], prompt: Option<&Tensor>) -> Result<Vec<usize>> {
         let allowed = self.allowed_ids(template.space_before_mask());
-        let kind = self.model.info().kind;
-        let opts = CompileOptions::new(self.model.info().max_positions);
         let mut ranks = Vec::with_capacity(facts.len());
         for chunk in facts.chunks(self.batch_size) {
-            let rows = chunk
-                .iter()
-                .map(|f| compile(template, kind, self.tokenizer, &[("subject".to_string(), f.sub_label.clone())].into(), &opts))
-                .collect::<Result<Vec<_>>>()?;
+            let rows = self.queries(template, chunk)?;
             let select: Vec<Vec<usize>> = rows.iter().map(|r| vec![r.answer_row]).collect();
             let (input, _) = build_input(self.model, &rows, &select, prompt)?;
             let logits = self.model.forward(&input, None)?.logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -194,6 +200,15 @@ pub fn manual_template(relation: &Relation) -> Result<Template> {
         return Err(Error::input(format!("relation {}: template `{t}` needs exactly one [X] and one [Y]", relation.relation)));
     }
     let source = t.replace('{', "{{").replace('}', "}}").replace("[X]", "{subject}").replace("[Y]", "[MASK]");
+    Template::parse(&source, &["subject".to_string()])
+}
+
+/// P-tuning's LAMA query with `(t0, t1, t2)` pseudo tokens in the paper's order
+/// `[P×t0] subject [P×t1] [MASK] [P×t2]` (spec ptuning §2.2): `(3, 3, 3)` for BERT and GLM; a
+/// GPT-2 predicts the token after the prompt, so use `(3, 3, 0)`. A count of 0 leaves the group out.
+pub fn ptune_template(t0: usize, t1: usize, t2: usize) -> Result<Template> {
+    let group = |n: usize| if n == 0 { String::new() } else { format!("[P*{n}] ") };
+    let source = format!("{}{{subject}} {}[MASK]{}", group(t0), group(t1), if t2 == 0 { String::new() } else { format!(" [P*{t2}]") });
     Template::parse(&source, &["subject".to_string()])
 }
 
