@@ -121,7 +121,7 @@ fn tiny_model(tmp: &Path, lama: &LamaDir, objective: &str) -> PathBuf {
             &TrainOptions { kind: TrainKind::Bpe, vocab_size: 400, min_frequency: 1, read: ReadOptions::default(), progress: false },
         )
         .unwrap();
-        prepare(&[text.clone()], &tok, &tmp.join("corpus"), &PrepareOptions { progress: false, ..Default::default() }).unwrap();
+        prepare(std::slice::from_ref(&text), &tok, &tmp.join("corpus"), &PrepareOptions { progress: false, ..Default::default() }).unwrap();
     }
     let o = serde_json::json!({
         "corpus": tmp.join("corpus"), "out_dir": tmp.join(objective), "layers": 1, "hidden": 32, "heads": 2, "seq_len": 48,
