@@ -7,6 +7,10 @@
 # Settings (environment): OUT=runs/lama STEPS=4000 LAYERS=4 HIDDEN=256 HEADS=4 SEQ=128 BATCH=32
 #   LR=5e-4 VOCAB=16000 REPEATS=4 SEED=0 RELATIONS=all (e.g. P19,P36 for a quick run)
 #   THREADS=1 (rayon threads per run; the three runs go side by side), WENHUI=target/release/wenhui
+# Budget (measured 2026-11-26, 1 rayon thread each, shared 2-core CPU, niced): at the defaults a step is
+#   4,096 tokens; GLM ≈ 550, BERT ≈ 790, GPT-2 ≈ 465 tokens/s, i.e. 5–9 s per step; the full corpus
+#   (all 41 relations, REPEATS=4, BPE 16k) is 3.08M tokens ≈ 750 steps per epoch. Several epochs are
+#   needed to store the facts: on CPU use RELATIONS=<a few> or a GPU; the full setting is hours per model.
 # Smoke test: STEPS=3 LAYERS=1 HIDDEN=32 HEADS=2 SEQ=32 BATCH=2 VOCAB=2000 RELATIONS=P19,P36 OUT=/tmp/lama-smoke
 set -euo pipefail
 cd "$(dirname "$0")/.."
