@@ -72,7 +72,14 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let docs: Vec<Vec<u32>> =
         (0..512).map(|_| (0..rng.random_range(c.seq / 2..c.seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
-    let stream_cfg = StreamConfig { seq_len: c.seq, batch_size: c.batch, pack: true, seed: 0, objectives: ObjectiveConfig::default() };
+    let stream_cfg = StreamConfig {
+        seq_len: c.seq,
+        batch_size: c.batch,
+        pack: true,
+        seed: 0,
+        objectives: ObjectiveConfig::default(),
+        lm: Default::default(),
+    };
     let mut stream = BatchStream::new(&docs, (0..docs.len()).collect(), stream_cfg, ids, Default::default(), Cursor::default())?;
     let mut step = 0u64;
     let (mut tokens, mut attn_flops) = (0f64, 0f64);

@@ -15,6 +15,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod probe;
 mod ptune;
 mod serve;
 mod tokenize;
@@ -55,7 +56,7 @@ enum Command {
     /// Prepare pretraining data: text / JSONL files to a token corpus.
     #[command(subcommand)]
     Data(data::Command),
-    /// Pretrain a GLM with blank infilling on a token corpus (resumable, Ctrl-C saves).
+    /// Pretrain a GLM (blank infilling), BERT (masked LM) or GPT-2 (causal LM) on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
     /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen.
     Ptune(Box<ptune::TuneArgs>),
@@ -69,6 +70,9 @@ enum Command {
     Plot(plot::Args),
     /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
     Classify(Box<classify::Args>),
+    /// Knowledge probing: `probe corpus` (a knowledge corpus from the LAMA facts), `probe lama` (P@1 / P@10 / MRR on LAMA).
+    #[command(subcommand)]
+    Probe(probe::Command),
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
     /// Benchmarks on random weights (prints one JSON line).
@@ -97,5 +101,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => bench::run(c),
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),
+        Command::Probe(c) => probe::run(c),
     }
 }

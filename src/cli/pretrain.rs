@@ -80,10 +80,15 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     valid_batches: Option<usize>,
-    /// Objective preset: default, glm-large, glm-10b [default].
+    /// Objective: GLM blank infilling presets default (= blank), glm-large, glm-10b; or mlm (BERT
+    /// masked LM) or causal (GPT-2 next token) [default].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     objective: Option<String>,
+    /// Architecture of a fresh model: glm, bert or gpt2 [the one the objective trains].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arch: Option<String>,
     /// Token-level objective probability.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

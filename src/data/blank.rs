@@ -143,6 +143,10 @@ pub enum Objective {
     Sentence,
     /// One document-level span.
     Document,
+    /// BERT masked LM ([`super::lm::mlm_sample`]), not blank infilling.
+    Mlm,
+    /// Next-token prediction ([`super::lm::causal_sample`]), not blank infilling.
+    Causal,
 }
 
 /// One training sequence. All vectors have the same length.
@@ -206,6 +210,10 @@ pub fn make_sample(
             block_sample(text, spans, m, cfg, ids, objective, rng)
         }
         Objective::Document => document_sample(text, segments.len(), cfg, ids, rng),
+        // Not blank infilling; the stream calls these itself with the vocabulary for MLM's random
+        // replacements (here they come from the text).
+        Objective::Mlm => super::lm::mlm_sample(text, ids, cfg.mask_ratio, None, rng),
+        Objective::Causal => super::lm::causal_sample(text, ids),
     }
 }
 

@@ -1,10 +1,11 @@
-//! Data: corpora and token shards, and the GLM pretraining objectives.
+//! Data: corpora and token shards, GLM's blank-infilling objectives and the masked / causal LM ones.
 //!
 //! [`reader`] turns text and JSONL files into documents, [`prepare`](prepare::prepare) tokenizes them and
 //! [`writer`] stores them as a memory-mapped [`corpus::TokenCorpus`].
 
 pub mod blank;
 pub mod corpus;
+pub mod lm;
 pub mod prepare;
 pub mod problems;
 pub mod reader;

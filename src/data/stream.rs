@@ -1,6 +1,7 @@
 //! From documents to padded training batches: packing, epochs, the resumable cursor.
 
 use super::blank::{draw_objective, make_sample, Objective, ObjectiveConfig, ObjectiveTokens, Sample};
+use super::lm::{causal_sample, mlm_sample, LmObjective, MLM_RATIO};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -67,8 +68,10 @@ pub struct StreamConfig {
     pub pack: bool,
     /// Seed of document order and objective draws.
     pub seed: u64,
-    /// The objectives.
+    /// The blank-infilling objectives (used when `lm` is [`LmObjective::Blank`]).
     pub objectives: ObjectiveConfig,
+    /// Blank infilling (GLM), masked LM (BERT) or causal LM (GPT-2).
+    pub lm: LmObjective,
 }
 
 /// A padded batch, ready for the model.
@@ -221,16 +224,25 @@ impl<'a> BatchStream<'a> {
         }
     }
 
-    /// The next batch; one objective is drawn for the whole batch.
+    /// The next batch. Blank infilling draws one objective for the whole batch; masked and
+    /// causal LM make every sample with their one objective.
     pub fn next_batch(&mut self) -> Result<Batch> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed.wrapping_add(0xB10C).wrapping_mul(0x1000_0000_01B3) ^ self.cursor.batches);
         self.cursor.batches += 1;
-        let objective = draw_objective(&self.cfg.objectives, &mut rng);
+        let objective = match self.cfg.lm {
+            LmObjective::Blank => draw_objective(&self.cfg.objectives, &mut rng),
+            LmObjective::Mlm { .. } => Objective::Mlm,
+            LmObjective::Causal => Objective::Causal,
+        };
         let texts = (0..self.cfg.batch_size).map(|_| self.next_text()).collect::<Result<Vec<_>>>()?;
         let ends = &self.sentence_ends;
         let samples = texts
             .iter()
-            .map(|text| make_sample(text, objective, &self.cfg.objectives, &self.tokens, &|t| ends.contains(&t), &mut rng))
+            .map(|text| match self.cfg.lm {
+                LmObjective::Blank => make_sample(text, objective, &self.cfg.objectives, &self.tokens, &|t| ends.contains(&t), &mut rng),
+                LmObjective::Mlm { random_below } => mlm_sample(text, &self.tokens, MLM_RATIO, Some(random_below), &mut rng),
+                LmObjective::Causal => causal_sample(text, &self.tokens),
+            })
             .collect();
         Ok(Batch::from_samples(samples, self.tokens.eos))
     }

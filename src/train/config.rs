@@ -2,7 +2,9 @@
 //! command-line flag (flags win), with THUDM/GLM's defaults.
 
 use crate::data::blank::ObjectiveConfig;
+use crate::data::lm::LmObjective;
 use crate::error::read_text;
+use crate::model::ModelKind;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -53,10 +55,15 @@ pub struct PretrainConfig {
     #[serde(default = "d::valid_batches")]
     pub valid_batches: usize,
 
-    /// Objective preset: `default` (token 0.5 / document 0.5), `glm-large` (token only),
-    /// `glm-10b` (token 0.5 / sentence 0.3 / document 0.2).
+    /// Objective. Blank infilling (GLM) presets: `default` (= `blank`; token 0.5 / document 0.5),
+    /// `glm-large` (token only), `glm-10b` (token 0.5 / sentence 0.3 / document 0.2). Or `mlm`
+    /// (BERT masked LM: 15%, 80/10/10) or `causal` (GPT-2 next-token prediction).
     #[serde(default = "d::preset")]
     pub objective: String,
+    /// Architecture of a fresh model: `glm`, `bert` or `gpt2`; by default the one the objective
+    /// needs (blank → glm, mlm → bert, causal → gpt2).
+    #[serde(default)]
+    pub arch: Option<String>,
     /// Overrides the preset's token-level probability.
     #[serde(default)]
     pub token_prob: Option<f64>,
@@ -225,9 +232,35 @@ impl PretrainConfig {
         Ok(cfg)
     }
 
-    /// The objectives: the preset with any overrides.
+    /// The objective family: blank infilling (every GLM preset), masked LM or causal LM.
+    /// `random_below` bounds MLM's random replacement ids (the tokenizer's vocabulary).
+    pub fn lm_objective(&self, random_below: u32) -> LmObjective {
+        match self.objective.as_str() {
+            "mlm" => LmObjective::Mlm { random_below },
+            "causal" => LmObjective::Causal,
+            _ => LmObjective::Blank,
+        }
+    }
+
+    /// The architecture a fresh model gets (see [`PretrainConfig::arch`]).
+    pub fn model_kind(&self) -> Result<ModelKind> {
+        match self.arch.as_deref() {
+            Some("glm") => Ok(ModelKind::Glm),
+            Some("bert") => Ok(ModelKind::Bert),
+            Some("gpt2") => Ok(ModelKind::Gpt2),
+            Some(other) => Err(Error::input(format!("arch `{other}` is not one of glm, bert, gpt2"))),
+            None => Ok(required_kind(self.lm_objective(0))),
+        }
+    }
+
+    /// The blank-infilling objectives: the preset with any overrides (the default mix for the
+    /// `mlm` and `causal` objectives, which do not use it).
     pub fn objectives(&self) -> Result<ObjectiveConfig> {
-        let mut o = ObjectiveConfig::preset(&self.objective)?;
+        let preset = match self.objective.as_str() {
+            "blank" | "mlm" | "causal" => "default",
+            other => other,
+        };
+        let mut o = ObjectiveConfig::preset(preset)?;
         if let Some(v) = self.token_prob {
             o.token_prob = v;
         }
@@ -273,6 +306,20 @@ impl PretrainConfig {
         if self.gelu != "tanh" && self.gelu != "erf" {
             return err("gelu", "must be `tanh` or `erf`");
         }
+        let kind = self.model_kind().map_err(|e| Error::config(origin, "arch", e.to_string()))?;
+        let need = required_kind(self.lm_objective(0));
+        if kind != need {
+            return err("arch", &format!("objective `{}` trains a {need} model, not a {kind}", self.objective));
+        }
         self.objectives().map(|_| ())
+    }
+}
+
+/// The architecture an objective trains: blank infilling a GLM, masked LM a BERT, causal LM a GPT-2.
+pub fn required_kind(lm: LmObjective) -> ModelKind {
+    match lm {
+        LmObjective::Blank => ModelKind::Glm,
+        LmObjective::Mlm { .. } => ModelKind::Bert,
+        LmObjective::Causal => ModelKind::Gpt2,
     }
 }

@@ -91,6 +91,7 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
                 pack: true,
                 seed: o.seed,
                 objectives: ObjectiveConfig::preset(&o.objective)?,
+                lm: Default::default(),
             };
             let mut stream = eval_stream(&corpus, &ids, &stream_cfg, tokens, &sentence_end_ids(&tokenizer))?;
             ("blank-infilling", o.objective.clone(), blank_infilling_loss(model, &mut stream, o.batches)?)

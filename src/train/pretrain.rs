@@ -1,4 +1,5 @@
-//! The pretraining loop (`wenhui pretrain`): GLM blank infilling on a token corpus, AdamW with
+//! The pretraining loop (`wenhui pretrain`): GLM blank infilling, BERT masked LM or GPT-2
+//! causal LM (the `objective` field) on a token corpus, AdamW with
 //! warmup + cosine decay, clipping, gradient accumulation, validation, atomic checkpoints and
 //! exact resume.
 
@@ -9,8 +10,10 @@ use super::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::data::blank::ObjectiveTokens;
 use crate::data::corpus::TokenCorpus;
 use crate::data::stream::{sentence_end_ids, Batch, BatchStream, Cursor, Documents, StreamConfig};
+use crate::model::bert::BertConfig;
 use crate::model::glm::GlmConfig;
-use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig};
+use crate::model::gpt2::Gpt2Config;
+use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig, ModelKind};
 use crate::tokenizer::{padded_vocab_size, Tokenizer};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -71,7 +74,9 @@ pub fn split_documents(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<u
     (train, valid)
 }
 
-/// Mean loss of a batch over its Part B tokens, and the number of those tokens.
+/// Mean loss of a batch over its loss tokens (GLM: Part B; BERT: the chosen MLM positions;
+/// GPT-2: every next token), and the number of those tokens. The attention follows the model:
+/// GLM `sep` with 2D positions, BERT bidirectional with key padding, GPT-2 causal.
 /// `dropout_seed` = `Some` in training.
 pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>) -> Result<(Tensor, usize)> {
     let dev = model.device();
@@ -83,10 +88,20 @@ pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>
     }
     let n = rows.len();
     let rows = Tensor::from_vec(rows, n, dev)?;
-    let mut input = BackboneInput::ids(tokens)
-        .with_positions(positions)
-        .with_attention(Attention::Sep(batch.seps.clone()))
-        .with_logit_rows(rows.clone());
+    let input = BackboneInput::ids(tokens);
+    let mut input = match model.info().kind {
+        ModelKind::Glm => input.with_positions(positions).with_attention(Attention::Sep(batch.seps.clone())),
+        ModelKind::Bert => {
+            let (b, s) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
+            let pad: Vec<u32> = batch.lengths.iter().flat_map(|&l| (0..s).map(move |i| u32::from(i < l))).collect();
+            input
+                .with_positions(positions.narrow(1, 0, 1)?.squeeze(1)?)
+                .with_attention(Attention::Bidirectional)
+                .with_key_padding(Tensor::from_vec(pad, (b, s), dev)?)
+        }
+        ModelKind::Gpt2 => input.with_positions(positions.narrow(1, 0, 1)?.squeeze(1)?).with_attention(Attention::Causal),
+    }
+    .with_logit_rows(rows.clone());
     if let Some(s) = dropout_seed {
         input = input.with_dropout(s);
     }
@@ -162,17 +177,95 @@ pub fn validation_loss(cfg: &PretrainConfig, model: &dyn Backbone) -> Result<Opt
     let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
     let ends = sentence_end_ids(&tokenizer);
     let (_, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
-    let stream_cfg =
-        StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
+    let stream_cfg = stream_config(cfg, &tokenizer)?;
     evaluate(model, &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)
 }
 
-/// The model config for a fresh run.
-fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> ModelConfig {
+/// The batch stream settings of a run.
+fn stream_config(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<StreamConfig> {
+    Ok(StreamConfig {
+        seq_len: cfg.seq_len,
+        batch_size: cfg.batch_size,
+        pack: cfg.pack,
+        seed: cfg.seed,
+        objectives: cfg.objectives()?,
+        lm: cfg.lm_objective(tokenizer.vocab_size(false) as u32),
+    })
+}
+
+/// The model config for a fresh run: `cfg.arch` (GLM by default) with the run's shape.
+fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<ModelConfig> {
     let vocab = padded_vocab_size(tokenizer.vocab_size(true));
-    let mut g = GlmConfig::new(cfg.layers, cfg.hidden, cfg.heads, vocab, cfg.seq_len);
-    g.gelu = if cfg.gelu == "erf" { Gelu::Erf } else { Gelu::Tanh };
-    ModelConfig::Glm(g)
+    let erf = cfg.gelu == "erf";
+    Ok(match cfg.model_kind()? {
+        ModelKind::Glm => {
+            let mut g = GlmConfig::new(cfg.layers, cfg.hidden, cfg.heads, vocab, cfg.seq_len);
+            g.gelu = if erf { Gelu::Erf } else { Gelu::Tanh };
+            ModelConfig::Glm(g)
+        }
+        ModelKind::Bert => ModelConfig::Bert(BertConfig {
+            vocab_size: vocab,
+            hidden_size: cfg.hidden,
+            num_hidden_layers: cfg.layers,
+            num_attention_heads: cfg.heads,
+            intermediate_size: 4 * cfg.hidden,
+            max_position_embeddings: cfg.seq_len,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: if erf { "gelu" } else { "gelu_new" }.into(),
+            initializer_range: 0.02,
+            hidden_dropout_prob: cfg.dropout,
+            attention_probs_dropout_prob: cfg.dropout,
+        }),
+        ModelKind::Gpt2 => ModelConfig::Gpt2(Gpt2Config {
+            vocab_size: vocab,
+            n_embd: cfg.hidden,
+            n_layer: cfg.layers,
+            n_head: cfg.heads,
+            n_positions: cfg.seq_len,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: if erf { "gelu" } else { "gelu_new" }.into(),
+            initializer_range: 0.02,
+            embd_pdrop: cfg.dropout,
+            attn_pdrop: cfg.dropout,
+            resid_pdrop: cfg.dropout,
+        }),
+    })
+}
+
+/// Sets the run's dropout on `model` and checks that it fits the objective, the tokenizer and
+/// the sequence length.
+fn prepare_model(model: &mut ModelConfig, cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<()> {
+    let need = crate::train::config::required_kind(cfg.lm_objective(0));
+    if model.kind() != need {
+        return Err(Error::input(format!("objective `{}` trains a {need} model; this model is {}", cfg.objective, model.kind())));
+    }
+    let p = cfg.dropout;
+    let (vocab, positions) = match model {
+        ModelConfig::Glm(g) => {
+            (g.embedding_dropout_prob, g.attention_dropout_prob, g.output_dropout_prob) = (p, p, p);
+            (g.vocab_size, g.max_sequence_length)
+        }
+        ModelConfig::Bert(b) => {
+            (b.hidden_dropout_prob, b.attention_probs_dropout_prob) = (p, p);
+            (b.vocab_size, b.max_position_embeddings)
+        }
+        ModelConfig::Gpt2(g) => {
+            (g.embd_pdrop, g.attn_pdrop, g.resid_pdrop) = (p, p, p);
+            (g.vocab_size, g.n_positions)
+        }
+    };
+    if vocab < tokenizer.vocab_size(true) {
+        return Err(Error::input(format!(
+            "the model's vocabulary ({vocab}) is smaller than the corpus tokenizer's ({})",
+            tokenizer.vocab_size(true)
+        )));
+    }
+    if cfg.seq_len > positions {
+        return Err(Error::input(format!("seq_len {} exceeds the model's {positions} positions", cfg.seq_len)));
+    }
+    Ok(())
 }
 
 /// Runs (or resumes) pretraining as `cfg` says.
@@ -201,27 +294,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             (model_cfg, ck.into_params(&expected, DType::F32, &Device::Cpu)?)
         }
         (None, None) => {
-            let m = fresh_model(cfg, &tokenizer);
+            let m = fresh_model(cfg, &tokenizer)?;
             let w = m.init_weights(cfg.seed)?;
             (m, w)
         }
     };
-    let ModelConfig::Glm(g) = &mut model_cfg else {
-        return Err(Error::input(format!("pretraining with blank infilling needs a GLM; this model is {}", model_cfg.kind())));
-    };
-    g.embedding_dropout_prob = cfg.dropout;
-    g.attention_dropout_prob = cfg.dropout;
-    g.output_dropout_prob = cfg.dropout;
-    if g.vocab_size < tokenizer.vocab_size(true) {
-        return Err(Error::input(format!(
-            "the model's vocabulary ({}) is smaller than the corpus tokenizer's ({})",
-            g.vocab_size,
-            tokenizer.vocab_size(true)
-        )));
-    }
-    if cfg.seq_len > g.max_sequence_length {
-        return Err(Error::input(format!("seq_len {} exceeds the model's max_sequence_length {}", cfg.seq_len, g.max_sequence_length)));
-    }
+    prepare_model(&mut model_cfg, cfg, &tokenizer)?;
     let dev = Device::Cpu;
     let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
     let mut params: Vec<(String, Var)> =
@@ -242,8 +320,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         warmup: (cfg.warmup_ratio * cfg.steps as f64).round() as u64,
         decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
     };
-    let stream_cfg =
-        StreamConfig { seq_len: cfg.seq_len, batch_size: cfg.batch_size, pack: cfg.pack, seed: cfg.seed, objectives: cfg.objectives()? };
+    let stream_cfg = stream_config(cfg, &tokenizer)?;
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;

@@ -1,0 +1,167 @@
+//! `wenhui probe corpus …` (a knowledge corpus from the LAMA facts) and `wenhui probe lama …`
+//! (knowledge probing: P@1 / P@10 / MRR per relation and their macro average).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use wenhui::eval::lama::corpus::{build_corpus, write_corpus, CorpusOptions};
+use wenhui::eval::lama::data::LamaDir;
+use wenhui::eval::lama::{format_table, manual_scores, run_probe, ProbeContext, ProbeOptions, VocabChoice};
+use wenhui::model::load_model;
+use wenhui::tokenizer::Tokenizer;
+
+use crate::cli::common::ModelFlag;
+
+/// `wenhui probe` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Write a knowledge corpus: every LAMA fact of every split stated with ParaRel paraphrases
+    /// (never the manual template), shuffled into documents with distractors; input for
+    /// `wenhui tokenizer train` and `wenhui data prepare`.
+    Corpus(CorpusArgs),
+    /// Probe a model's factual knowledge on LAMA T-REx: P@1, P@10, MRR per relation and macro average.
+    Lama(Box<LamaArgs>),
+}
+
+/// `wenhui probe corpus`.
+#[derive(Debug, clap::Args)]
+pub struct CorpusArgs {
+    /// The LAMA data directory (relations.jsonl, fact-retrieval/, pararel_patterns/, ...).
+    #[arg(long)]
+    lama: PathBuf,
+    /// Output text file (documents separated by blank lines).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Sentences per fact, each with another paraphrase while there are enough.
+    #[arg(long, default_value_t = 4)]
+    repeats: usize,
+    /// Distractor sentences per fact sentence.
+    #[arg(long, default_value_t = 0.1)]
+    distractors: f64,
+    /// Sentences per document (± half).
+    #[arg(long, default_value_t = 8)]
+    sentences_per_doc: usize,
+    /// Only these relations (comma-separated), default all.
+    #[arg(long, value_delimiter = ',')]
+    relations: Option<Vec<String>>,
+    /// Seed of paraphrase choice, distractors and order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `wenhui probe lama`.
+#[derive(Debug, clap::Args)]
+pub struct LamaArgs {
+    #[command(flatten)]
+    model: ModelFlag,
+    /// The LAMA data directory.
+    #[arg(long, default_value = "../shared/data/lama")]
+    lama: PathBuf,
+    /// Relations: comma-separated ids (P19,P20) or `all`.
+    #[arg(long, default_value = "all")]
+    relations: String,
+    /// manual (the LAMA template) or ptune (P-tuning per relation).
+    #[arg(long, default_value = "manual")]
+    mode: String,
+    /// Allowed answers: common (LAMA's 21k common vocabulary), 29k (P-tuning's shared vocabulary) or model (no list).
+    #[arg(long, default_value = "common")]
+    vocab: String,
+    /// Per-relation result files (a rerun reuses them) [lama-results/<mode>-<vocab>].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// At most N test facts per relation (quick runs).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Queries per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Tokenizer directory or file (default: the model directory).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(c: Command) -> anyhow::Result<()> {
+    match c {
+        Command::Corpus(a) => corpus(a),
+        Command::Lama(a) => lama(*a),
+    }
+}
+
+fn corpus(a: CorpusArgs) -> anyhow::Result<()> {
+    let lama = LamaDir::open(&a.lama)?;
+    let opts = CorpusOptions {
+        repeats: a.repeats,
+        seed: a.seed,
+        distractor_ratio: a.distractors,
+        sentences_per_doc: a.sentences_per_doc,
+        relations: a.relations.clone(),
+    };
+    let (docs, report) = build_corpus(&lama, &opts)?;
+    write_corpus(&docs, &a.output)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} relations, {} facts, {} fact sentences + {} distractors in {} documents → {}",
+            report.facts.len(),
+            report.facts.values().sum::<usize>(),
+            report.fact_sentences,
+            report.distractors,
+            report.documents,
+            a.output.display()
+        );
+        if !report.fallback.is_empty() {
+            println!("built-in paraphrases (no ParaRel patterns): {}", report.fallback.join(", "));
+        }
+        if !report.skipped.is_empty() {
+            println!("left out (no paraphrase): {}", report.skipped.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn lama(a: LamaArgs) -> anyhow::Result<()> {
+    let vocab = VocabChoice::parse(&a.vocab)?;
+    let mode = a.mode.as_str();
+    if mode != "manual" && mode != "ptune" {
+        bail!("--mode must be manual or ptune, not `{mode}`");
+    }
+    let lama_dir = LamaDir::open(&a.lama).with_context(|| "pass the LAMA data directory with --lama")?;
+    let margs = a.model.args();
+    let m = load_model(&margs.model, &margs.load_options())?;
+    let tok_path = a.tokenizer.clone().unwrap_or_else(|| margs.dir());
+    let tok = if tok_path.is_dir() { Tokenizer::from_dir(&tok_path) } else { Tokenizer::from_file(&tok_path) }
+        .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
+    let ctx = ProbeContext::new(m.backbone.as_ref(), &tok, &lama_dir, vocab, a.batch_size)?;
+    let relations = match a.relations.as_str() {
+        "all" => None,
+        list => Some(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+    };
+    let opts = ProbeOptions {
+        relations,
+        mode: mode.into(),
+        model_name: margs.model.display().to_string(),
+        out_dir: Some(a.output.clone().unwrap_or_else(|| PathBuf::from(format!("lama-results/{mode}-{}", vocab.name())))),
+        limit: a.limit,
+        progress: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = match mode {
+        "ptune" => bail!("--mode ptune is not built yet: the P-tuning trainer plugs into wenhui::eval::lama::run_probe as a ScoreFn"),
+        _ => run_probe(&lama_dir, &ctx, &opts, &mut manual_scores)?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", format_table(&report));
+    }
+    Ok(())
+}
