@@ -193,7 +193,7 @@ fn probe_runs_end_to_end_on_tiny_models() {
     let prompt = candle_core::Tensor::zeros((6, m.backbone.info().hidden_size), candle_core::DType::F32, m.backbone.device()).unwrap();
     assert_eq!(ctx.rank_facts(&t, &task.test, Some(&prompt)).unwrap().len(), task.test.len());
 
-    // The CLI: table, JSON, --mode ptune not built yet.
+    // The CLI: table, JSON, --mode ptune.
     let glm = tmp.path().join("default/checkpoints");
     let model = std::fs::read_dir(&glm).unwrap().next().unwrap().unwrap().path();
     let cli = |extra: &[&str]| {
@@ -216,9 +216,27 @@ fn probe_runs_end_to_end_on_tiny_models() {
     let out = cli(&[]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("P19") && table.contains("macro") && table.contains("stand-in"), "{table}");
+    // --mode ptune into the same folder is refused (other mode), into its own folder it trains
+    // one prompt per relation and scores the test facts.
     let out = cli(&["--mode", "ptune"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("P19.json"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["probe", "lama", "--relations", "P19,P36", "--vocab", "common", "--mode", "ptune", "--epochs", "3", "--json", "--model"])
+        .arg(&model)
+        .arg("--lama")
+        .arg(&data)
+        .arg("--output")
+        .arg(tmp.path().join("cli-ptune"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["mode"].as_str(), v["relations"].as_array().unwrap().len()), (Some("ptune"), 2), "{v}");
+    for r in v["relations"].as_array().unwrap() {
+        let p1 = r["scores"]["p_at_1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p1), "{r}");
+    }
     // `probe corpus` writes the corpus and says what is in it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
         .args(["probe", "corpus", "--json", "--repeats", "2", "--lama"])

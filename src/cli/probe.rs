@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use wenhui::eval::lama::corpus::{build_corpus, write_corpus, CorpusOptions};
 use wenhui::eval::lama::data::LamaDir;
+use wenhui::eval::lama::ptune::ptune_scores;
+use wenhui::ptuning::vocab::VocabTuneOptions;
 use wenhui::eval::lama::{format_table, manual_scores, run_probe, ProbeContext, ProbeOptions, VocabChoice};
 use wenhui::model::load_model;
 use wenhui::tokenizer::Tokenizer;
@@ -81,6 +83,25 @@ pub struct LamaArgs {
     /// Tokenizer directory or file (default: the model directory).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// P-tuning query shape `t0,t1,t2`: pseudo tokens before the subject, between it and the
+    /// answer, after the answer [3,3,3 for GLM and BERT; 3,3,0 for GPT-2].
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    template: Option<Vec<usize>>,
+    /// P-tuning learning rate (Adam; the official 1e-5 is for billion-parameter models).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// P-tuning: most epochs per relation.
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    /// P-tuning: stop after this many epochs without a dev P@1 improvement.
+    #[arg(long, default_value_t = 20)]
+    patience: usize,
+    /// P-tuning: facts per step.
+    #[arg(long, default_value_t = 8)]
+    train_batch: usize,
+    /// P-tuning: seed of the encoder init and the data order.
+    #[arg(long, default_value_t = 34)]
+    seed: u64,
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -155,7 +176,15 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
         progress: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = match mode {
-        "ptune" => bail!("--mode ptune is not built yet: the P-tuning trainer plugs into wenhui::eval::lama::run_probe as a ScoreFn"),
+        "ptune" => {
+            let shape = match a.template.as_deref() {
+                None => None,
+                Some([t0, t1, t2]) => Some((*t0, *t1, *t2)),
+                Some(other) => bail!("--template takes three counts t0,t1,t2, got {other:?}"),
+            };
+            let o = VocabTuneOptions { lr: a.lr, epochs: a.epochs, patience: a.patience, batch_size: a.train_batch, seed: a.seed, ..Default::default() };
+            run_probe(&lama_dir, &ctx, &opts, &mut ptune_scores(shape, o))?
+        }
         _ => run_probe(&lama_dir, &ctx, &opts, &mut manual_scores)?,
     };
     if a.json {

@@ -15,6 +15,7 @@
 pub mod corpus;
 pub mod data;
 pub mod metrics;
+pub mod ptune;
 
 use crate::cloze::{build_input, compile, Cloze, CompileOptions, Template};
 use crate::model::Backbone;
