@@ -7,6 +7,7 @@
 # Settings (environment): OUT=runs/lama STEPS=4000 LAYERS=4 HIDDEN=256 HEADS=4 SEQ=128 BATCH=32
 #   LR=5e-4 VOCAB=16000 REPEATS=4 SEED=0 RELATIONS=all (e.g. P19,P36 for a quick run)
 #   THREADS=1 (rayon threads per run; the three runs go side by side), WENHUI=target/release/wenhui
+#   PT_EPOCHS=100 PT_PATIENCE=20 PT_LR=1e-3 (P-tuning per relation: `probe lama --mode ptune`)
 # Budget (measured 2026-11-26, 1 rayon thread each, shared 2-core CPU, niced): at the defaults a step is
 #   4,096 tokens; GLM ≈ 550, BERT ≈ 790, GPT-2 ≈ 465 tokens/s, i.e. 5–9 s per step; the full corpus
 #   (all 41 relations, REPEATS=4, BPE 16k) is 3.08M tokens ≈ 750 steps per epoch. Several epochs are
@@ -56,9 +57,14 @@ for arch in glm bert gpt2; do
   $W export "$OUT/run-$arch" --force -o "$OUT/$arch"
 done
 
-# 4. The manual-template baseline on each (LAMA's common vocabulary, and the 29k one).
+# 4. The manual-template baseline and P-tuning on each (LAMA's common vocabulary, and the 29k one).
 for arch in glm bert gpt2; do
   for vocab in common 29k; do
+    $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" --mode ptune \
+      --epochs "${PT_EPOCHS:-100}" --patience "${PT_PATIENCE:-20}" --lr "${PT_LR:-1e-3}" \
+      --output "$OUT/results-$arch-ptune-$vocab" --json > "$OUT/probe-$arch-ptune-$vocab.json"
+    $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" --mode ptune \
+      --output "$OUT/results-$arch-ptune-$vocab" | tail -n 1
     $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" \
       --output "$OUT/results-$arch-manual-$vocab" --json > "$OUT/probe-$arch-manual-$vocab.json"
     $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" \

@@ -120,7 +120,14 @@ fn frozen_backbone_gets_no_gradient_and_stays_bit_identical() -> TestResult {
         let (input, _) = build_input(m, std::slice::from_ref(&probe), &[vec![probe.answer_row]], Some(p)).unwrap();
         bits(&m.forward(&input, None).unwrap().logits)
     };
-    let cfg = PromptEncoderConfig { kind: EncoderKind::Lstm, num_virtual_tokens: 6, token_dim: 64, hidden: 32, layers: 2, num_transformer_submodules: 1 };
+    let cfg = PromptEncoderConfig {
+        kind: EncoderKind::Lstm,
+        num_virtual_tokens: 6,
+        token_dim: 64,
+        hidden: 32,
+        layers: 2,
+        num_transformer_submodules: 1,
+    };
     let (enc, map) = PromptEncoder::seeded(&cfg, 7, &Device::Cpu)?.to_trainable()?;
     let fixed_prompt = enc.prompt_embeddings()?.detach();
     let before = logits_before(model.as_ref(), &fixed_prompt);
@@ -145,7 +152,11 @@ fn frozen_backbone_gets_no_gradient_and_stays_bit_identical() -> TestResult {
 /// Arbitrary word → label facts: the "knowledge" a backbone learns first and a prompt must elicit.
 fn facts_jsonl() -> String {
     let words = ["cat", "dog", "sun", "moon", "tree", "fish", "bird", "rock", "star", "lake", "fire", "snow"];
-    words.iter().enumerate().map(|(i, w)| format!("{{\"w\": \"{w}\", \"label\": \"{}\"}}\n", if (i * 7 + i / 3) % 2 == 0 { "x" } else { "z" })).collect()
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{{\"w\": \"{w}\", \"label\": \"{}\"}}\n", if (i * 7 + i / 3) % 2 == 0 { "x" } else { "z" }))
+        .collect()
 }
 
 /// P-tuning in miniature ("GPT understands, too"): fine-tune glm-tiny to know word → label facts
@@ -254,7 +265,10 @@ fn schedule_and_copa_mirroring() {
     assert!((linear_schedule(8, 4, 12) - 0.5).abs() < 1e-12);
     assert_eq!(linear_schedule(12, 4, 12), 0.0);
     let e = Example {
-        fields: [("choice1", "a"), ("choice2", "b"), ("answer1", "a"), ("answer2", "b")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        fields: [("choice1", "a"), ("choice2", "b"), ("answer1", "a"), ("answer2", "b")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         label: Some("0".into()),
         group: None,
     };
@@ -282,7 +296,9 @@ fn fewglue_pipeline_runs_end_to_end_on_every_task() -> TestResult {
     let dir = tempfile::tempdir()?;
     let tokenizer = chars_file(dir.path());
     let model = random_glm(&dir.path().join("glm"), 1, 32, 2, 160, 5);
-    for (name, folder) in [("rte", "RTE"), ("cb", "CB"), ("boolq", "BoolQ"), ("copa", "COPA"), ("wic", "WiC"), ("wsc", "WSC"), ("multirc", "MultiRC")] {
+    for (name, folder) in
+        [("rte", "RTE"), ("cb", "CB"), ("boolq", "BoolQ"), ("copa", "COPA"), ("wic", "WiC"), ("wsc", "WSC"), ("multirc", "MultiRC")]
+    {
         let mut task = ClozeTask::builtin(name)?;
         if task.spec.answer == wenhui::cloze::AnswerKind::Single {
             for (i, lw) in task.spec.verbalizer.iter_mut().enumerate() {
@@ -392,7 +408,9 @@ fn every_backbone_trains_single_and_multi_token_answers() -> TestResult {
         .collect();
     std::fs::write(&pick, lines)?;
     for model in ["bert-mlm-tiny", "gpt2-tiny", "glm-tiny"] {
-        for (task, data, mode) in [(&t.task, &t.train, TuneMode::Ptune), (&multi, &pick, TuneMode::Ptune), (&multi, &pick, TuneMode::Finetune)] {
+        for (task, data, mode) in
+            [(&t.task, &t.train, TuneMode::Ptune), (&multi, &pick, TuneMode::Ptune), (&multi, &pick, TuneMode::Finetune)]
+        {
             let out = format!("{model}-{}-{mode:?}", task.file_stem().unwrap().to_string_lossy());
             let mut c = toy_config(&t, mode, &Path::new("tests/fixtures").join(model), &out);
             (c.task, c.train, c.dev) = (task.to_str().unwrap().into(), data.clone(), Some(data.clone()));

@@ -23,7 +23,8 @@ fn serve_gpt2(limits: Limits) -> (SocketAddr, ServerHandle) {
     let m = load_model(Path::new("tests/fixtures/gpt2-tiny"), &LoadOptions::default()).unwrap();
     let tok = CharVocab::from_chars("abcdefghijklmnopqrstuvwxyz .,!?:\"T".chars()).build().unwrap();
     let model = ServedModel::new(m.backbone, tok, "gpt2-tiny");
-    start(ServeConfig { model: ModelSource::Loaded(Box::new(model)), addr: loopback(), limits, handle_signals: false, prompts: Vec::new() }).unwrap()
+    start(ServeConfig { model: ModelSource::Loaded(Box::new(model)), addr: loopback(), limits, handle_signals: false, prompts: Vec::new() })
+        .unwrap()
 }
 
 /// A parsed HTTP response.
@@ -555,8 +556,9 @@ fn served_prompts_classify_like_the_library() {
     let task = ClozeTask::from_toml(task_toml, "toy").unwrap();
     let prompt = load_prompt(&run, model.backbone.device()).unwrap().prompt_embeddings().unwrap();
     let fields = [("w".to_string(), "qqxqq".to_string())].into_iter().collect();
-    let lib = classify_with(model.backbone.as_ref(), &model.tokenizer, &task, &fields, &ClassifyOptions { prompt: Some(prompt), batch_size: 0 })
-        .unwrap();
+    let lib =
+        classify_with(model.backbone.as_ref(), &model.tokenizer, &task, &fields, &ClassifyOptions { prompt: Some(prompt), batch_size: 0 })
+            .unwrap();
     for (k, want) in lib.probs.iter().enumerate() {
         let got = v["labels"][k]["probability"].as_f64().unwrap();
         assert!((got - want).abs() < 1e-9, "label {k}: server {got} vs library {want}");

@@ -92,14 +92,12 @@ pub fn run(a: TaskArgs) -> anyhow::Result<()> {
             }
         }
         let opts = ClassifyOptions { prompt: prompt.clone(), batch_size: a.batch_size };
-        let (scores, _) = evaluate(m.backbone.as_ref(), &tok, &task, &examples, &opts).with_context(|| format!("evaluating `{name}` on {}", data.display()))?;
+        let (scores, _) = evaluate(m.backbone.as_ref(), &tok, &task, &examples, &opts)
+            .with_context(|| format!("evaluating `{name}` on {}", data.display()))?;
         rows.push((task.spec.name.clone(), data, examples.len(), scores));
     }
     if a.json {
-        let v: Vec<_> = rows
-            .iter()
-            .map(|(t, d, n, s)| serde_json::json!({"task": t, "data": d, "examples": n, "metrics": s}))
-            .collect();
+        let v: Vec<_> = rows.iter().map(|(t, d, n, s)| serde_json::json!({"task": t, "data": d, "examples": n, "metrics": s})).collect();
         println!("{}", serde_json::json!({"model": model_path, "prompt": a.prompt, "results": v}));
         return Ok(());
     }

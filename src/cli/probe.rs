@@ -7,9 +7,9 @@ use anyhow::{bail, Context};
 use wenhui::eval::lama::corpus::{build_corpus, write_corpus, CorpusOptions};
 use wenhui::eval::lama::data::LamaDir;
 use wenhui::eval::lama::ptune::ptune_scores;
-use wenhui::ptuning::vocab::VocabTuneOptions;
 use wenhui::eval::lama::{format_table, manual_scores, run_probe, ProbeContext, ProbeOptions, VocabChoice};
 use wenhui::model::load_model;
+use wenhui::ptuning::vocab::VocabTuneOptions;
 use wenhui::tokenizer::Tokenizer;
 
 use crate::cli::common::ModelFlag;
@@ -182,7 +182,14 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
                 Some([t0, t1, t2]) => Some((*t0, *t1, *t2)),
                 Some(other) => bail!("--template takes three counts t0,t1,t2, got {other:?}"),
             };
-            let o = VocabTuneOptions { lr: a.lr, epochs: a.epochs, patience: a.patience, batch_size: a.train_batch, seed: a.seed, ..Default::default() };
+            let o = VocabTuneOptions {
+                lr: a.lr,
+                epochs: a.epochs,
+                patience: a.patience,
+                batch_size: a.train_batch,
+                seed: a.seed,
+                ..Default::default()
+            };
             run_probe(&lama_dir, &ctx, &opts, &mut ptune_scores(shape, o))?
         }
         _ => run_probe(&lama_dir, &ctx, &opts, &mut manual_scores)?,

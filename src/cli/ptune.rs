@@ -136,9 +136,8 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     let builtin = !Path::new(&a.task).is_file();
     let train = match (&a.train, builtin) {
         (Some(p), _) => p.clone(),
-        (None, true) => fewglue_file(&a.task, "train").with_context(|| {
-            format!("no --train file given and FewGLUE's {} train.jsonl was not found (set WENHUI_FEWGLUE)", a.task)
-        })?,
+        (None, true) => fewglue_file(&a.task, "train")
+            .with_context(|| format!("no --train file given and FewGLUE's {} train.jsonl was not found (set WENHUI_FEWGLUE)", a.task))?,
         (None, false) => anyhow::bail!("pass --train FILE.jsonl with labelled examples"),
     };
     let dev = if a.no_dev { None } else { a.dev.clone().or_else(|| if builtin { fewglue_file(&a.task, "dev32") } else { None }) };

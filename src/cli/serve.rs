@@ -94,7 +94,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     for &mb in &a.max_batch {
         let model = a.model.clone().map_or(ModelSource::Embedded, ModelSource::Dir);
         let limits = Limits { max_batch: mb.max(1), queue_len: 1024, max_tokens: a.max_tokens.max(1), ..Limits::default() };
-        let (addr, handle) = start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false, prompts: Vec::new() })?;
+        let (addr, handle) =
+            start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false, prompts: Vec::new() })?;
         for &c in &a.clients {
             let body =
                 |i: usize| serde_json::json!({"prompt": a.prompt, "max_tokens": a.max_tokens, "temperature": 0.9, "seed": i}).to_string();

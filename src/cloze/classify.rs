@@ -187,8 +187,33 @@ fn single(
     Ok(out)
 }
 
+/// One compiled answer row per (label, word) of an example — or per label, its first word only,
+/// when `first_only` — laid out after the example as [`Cloze::with_answer`] does, with the label
+/// index. Room is kept for the longest answer.
+pub(crate) fn answer_rows(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    template: &Template,
+    fields: &BTreeMap<String, String>,
+    first_only: bool,
+) -> Result<Vec<(usize, Cloze)>> {
+    let copts = compile_options(task, model);
+    let words = word_tokens(task, template, tok, fields)?;
+    let chosen: Vec<(usize, &Vec<u32>)> =
+        words.iter().enumerate().flat_map(|(l, ws)| ws.iter().take(if first_only { 1 } else { ws.len() }).map(move |w| (l, w))).collect();
+    let longest = chosen.iter().map(|(_, a)| a.len()).max().unwrap_or(1);
+    let base = compile(template, model.info().kind, tok, fields, &CompileOptions { answer_tokens: longest, ..copts.clone() })?;
+    chosen.into_iter().map(|(l, a)| Ok((l, base.with_answer(a, tok.special.eop, copts.max_len)?))).collect()
+}
+
 /// Per-(label, word) answer token ids of one example.
-pub(crate) fn word_tokens(task: &ClozeTask, template: &Template, tok: &Tokenizer, fields: &BTreeMap<String, String>) -> Result<Vec<Vec<Vec<u32>>>> {
+pub(crate) fn word_tokens(
+    task: &ClozeTask,
+    template: &Template,
+    tok: &Tokenizer,
+    fields: &BTreeMap<String, String>,
+) -> Result<Vec<Vec<Vec<u32>>>> {
     let space = template.space_before_mask();
     per_word(task, |label, w| {
         let text = render(w, &task.spec.fields, fields, false)?;
@@ -209,21 +234,10 @@ fn multi(
     prompt: Option<&Tensor>,
     bs: usize,
 ) -> Result<Vec<Prediction>> {
-    let kind = model.info().kind;
-    let max_len = compile_options(task, model).max_len;
-    let eop = tok.special.eop;
     // (example, label, row) for every scored answer.
     let mut rows: Vec<(usize, usize, Cloze)> = Vec::new();
     for (e, fields) in examples.iter().enumerate() {
-        let ans = word_tokens(task, template, tok, fields)?;
-        let longest = ans.iter().flatten().map(Vec::len).max().unwrap_or(1);
-        let copts = CompileOptions { answer_tokens: longest, ..compile_options(task, model) };
-        let base = compile(template, kind, tok, fields, &copts)?;
-        for (l, words) in ans.iter().enumerate() {
-            for a in words {
-                rows.push((e, l, base.with_answer(a, eop, max_len)?));
-            }
-        }
+        rows.extend(answer_rows(model, tok, task, template, fields, false)?.into_iter().map(|(l, c)| (e, l, c)));
     }
     let penalty = task.spec.length_penalty;
     let mut best = vec![vec![f64::NEG_INFINITY; task.spec.verbalizer.len()]; examples.len()];

@@ -9,12 +9,10 @@
 //!
 //! A label with several words trains on its first word.
 
-use std::collections::BTreeMap;
-
 use candle_core::{DType, Tensor};
 
-use super::classify::{compile_options, single_token_ids, word_tokens};
-use super::compile::{compile, Cloze, CompileOptions};
+use super::classify::{answer_rows, compile_options, single_token_ids};
+use super::compile::{compile, Cloze};
 use super::fewglue::Example;
 use super::score::{answer_scores, label_logits};
 use super::task::{AnswerKind, ClozeTask};
@@ -31,7 +29,8 @@ pub fn gold_indices(task: &ClozeTask, examples: &[&Example]) -> Result<Vec<u32>>
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let gold = e.label.as_deref().ok_or_else(|| Error::input(format!("example {} has no label: training needs labelled data", i + 1)))?;
+            let gold =
+                e.label.as_deref().ok_or_else(|| Error::input(format!("example {} has no label: training needs labelled data", i + 1)))?;
             labels.iter().position(|l| l == gold).map(|p| p as u32).ok_or_else(|| {
                 Error::input(format!("example {}: label `{gold}` is not one of the task's labels ({})", i + 1, labels.join(", ")))
             })
@@ -67,7 +66,10 @@ pub fn batch_loss(
         }
         AnswerKind::Multi => {
             let labels = task.spec.verbalizer.len();
-            let rows = answer_rows(model, tok, task, template, examples.iter().map(|e| &e.fields))?;
+            let mut rows = Vec::with_capacity(examples.len() * labels);
+            for e in examples {
+                rows.extend(answer_rows(model, tok, task, template, &e.fields, true)?.into_iter().map(|(_, c)| c));
+            }
             let scores = answer_scores(model, &rows, task.spec.length_penalty, prompt, dropout_seed)?;
             if labels == 1 {
                 return Ok(scores.neg()?.mean_all()?);
@@ -77,29 +79,4 @@ pub fn batch_loss(
             Ok(crate::ops::cross_entropy(&scores, &Tensor::from_vec(gold, b, &dev)?)?.mean_all()?)
         }
     }
-}
-
-/// One compiled answer row per (example, label): the label's first word, laid out after the
-/// example as [`Cloze::with_answer`] does, in example-major order.
-fn answer_rows<'a>(
-    model: &dyn Backbone,
-    tok: &Tokenizer,
-    task: &ClozeTask,
-    template: &Template,
-    examples: impl Iterator<Item = &'a BTreeMap<String, String>>,
-) -> Result<Vec<Cloze>> {
-    let max_len = compile_options(task, model).max_len;
-    let eop = tok.special.eop;
-    let mut rows = Vec::new();
-    for fields in examples {
-        let words = word_tokens(task, template, tok, fields)?;
-        let firsts: Vec<&Vec<u32>> = words.iter().filter_map(|w| w.first()).collect();
-        let longest = firsts.iter().map(|a| a.len()).max().unwrap_or(1);
-        let copts = CompileOptions { answer_tokens: longest, ..compile_options(task, model) };
-        let base = compile(template, model.info().kind, tok, fields, &copts)?;
-        for a in firsts {
-            rows.push(base.with_answer(a, eop, max_len)?);
-        }
-    }
-    Ok(rows)
 }

@@ -38,19 +38,19 @@
 mod batch;
 mod classify;
 mod compile;
+pub mod fewglue;
 mod loss;
+pub mod metrics;
 pub mod referent;
 mod score;
-pub mod fewglue;
-pub mod metrics;
 pub mod task;
 mod template;
 
 pub use batch::{build_input, embeddings_with_prompt};
 pub use classify::{classify, classify_batch, classify_with, compile_options, evaluate, single_token_ids, ClassifyOptions, Prediction};
 pub use compile::{compile, Cloze, CompileOptions};
+pub use fewglue::{parse_jsonl, read_jsonl, Example, Reader};
 pub use loss::{batch_loss, gold_indices};
 pub use score::{answer_scores, label_logits};
-pub use fewglue::{parse_jsonl, read_jsonl, Example, Reader};
 pub use task::{AnswerKind, ClozeTask, LabelWords, TaskSpec, TrainHints};
 pub use template::{Part, Segment, Template};

@@ -25,8 +25,8 @@ const MAX_TEXT_CANDIDATES: usize = 8;
 
 const DETERMINERS: [&str; 12] = ["the", "a", "an", "his", "her", "their", "its", "my", "our", "your", "this", "that"];
 const FUNCTION_WORDS: [&str; 24] = [
-    "The", "A", "An", "It", "He", "She", "They", "We", "I", "You", "When", "But", "After", "Before", "Because", "Since", "If", "As",
-    "His", "Her", "Their", "This", "That", "So",
+    "The", "A", "An", "It", "He", "She", "They", "We", "I", "You", "When", "But", "After", "Before", "Because", "Since", "If", "As", "His",
+    "Her", "Their", "This", "That", "So",
 ];
 
 /// The field a referent task's verbalizer word fills in (`{span1_text}` → `span1_text`).
@@ -136,7 +136,11 @@ pub fn classify_referents(
             let (a, b) = if other.is_finite() { (own, other) } else { (0.0, f64::NEG_INFINITY) };
             let m = a.max(b);
             let (ea, eb) = ((a - m).exp(), (b - m).exp());
-            Ok(Prediction { labels: vec![positive.clone(), negative.clone()], scores: vec![own, other], probs: vec![ea / (ea + eb), eb / (ea + eb)] })
+            Ok(Prediction {
+                labels: vec![positive.clone(), negative.clone()],
+                scores: vec![own, other],
+                probs: vec![ea / (ea + eb), eb / (ea + eb)],
+            })
         })
         .collect()
 }
@@ -147,7 +151,8 @@ mod tests {
 
     #[test]
     fn noun_phrases_and_names_skip_the_pronoun() {
-        let text = "Mr. Moncrieff visited Chester 's apartment, thinking that it belonged to his son Edward . The result was that *he* left";
+        let text =
+            "Mr. Moncrieff visited Chester 's apartment, thinking that it belonged to his son Edward . The result was that *he* left";
         let c = text_candidates(text);
         for want in ["Mr", "Moncrieff", "Chester", "his son", "Edward"] {
             assert!(c.iter().any(|x| x == want), "{want} missing from {c:?}");

@@ -307,7 +307,10 @@ fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Exampl
         match e.label.as_deref() {
             None => return Err(Error::file(path, format!("example {} has no label: training and selection need labelled data", i + 1))),
             Some(l) if !labels.iter().any(|x| x == l) => {
-                return Err(Error::file(path, format!("example {}: label `{l}` is not one of the task's labels ({})", i + 1, labels.join(", "))))
+                return Err(Error::file(
+                    path,
+                    format!("example {}: label `{l}` is not one of the task's labels ({})", i + 1, labels.join(", ")),
+                ))
             }
             Some(_) => {}
         }
@@ -317,7 +320,13 @@ fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Exampl
 
 /// The tokenizer of a run: `--tokenizer` (file or directory) or the model directory.
 pub fn load_tokenizer(tokenizer: Option<&Path>, model: &Path) -> Result<Tokenizer> {
-    let path = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| if model.is_dir() { model.to_path_buf() } else { model.parent().unwrap_or(Path::new(".")).to_path_buf() });
+    let path = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| {
+        if model.is_dir() {
+            model.to_path_buf()
+        } else {
+            model.parent().unwrap_or(Path::new(".")).to_path_buf()
+        }
+    });
     if path.is_dir() {
         Tokenizer::from_dir(&path)
     } else {
@@ -455,10 +464,25 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         Ok(Some(scores))
     };
     let save_best = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>, record: &BestRecord| -> Result<()> {
-        state::save_best(&best_dir, enc.as_ref().map(|e| &e.0), &task, &tok, record, (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)))
+        state::save_best(
+            &best_dir,
+            enc.as_ref().map(|e| &e.0),
+            &task,
+            &tok,
+            record,
+            (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)),
+        )
     };
     let save_ckpt = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>, st: &TuneState, optim: &AdamW| -> Result<PathBuf> {
-        state::save_checkpoint(&cfg.out_dir, st, optim, enc.as_ref().map(|e| &e.0), &tok, (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)), cfg.keep_last)
+        state::save_checkpoint(
+            &cfg.out_dir,
+            st,
+            optim,
+            enc.as_ref().map(|e| &e.0),
+            &tok,
+            (cfg.mode == TuneMode::Finetune).then_some((&model_vars, &model_cfg)),
+            cfg.keep_last,
+        )
     };
 
     if st.step == 0 && st.best.is_none() {
@@ -479,7 +503,10 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         let loss = batch_loss(model.as_ref(), &tok, &task, &template, &batch, prompt.as_ref(), dropout)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
-            return Err(Error::input(format!("the loss is {loss_value} at step {}: training diverged (lower the learning rates)", st.step + 1)));
+            return Err(Error::input(format!(
+                "the loss is {loss_value} at step {}: training diverged (lower the learning rates)",
+                st.step + 1
+            )));
         }
         let grads = loss.backward()?;
         let factor = linear_schedule(st.step, r.warmup_steps, r.max_steps);

@@ -55,7 +55,17 @@ pub struct VocabTuneOptions {
 
 impl Default for VocabTuneOptions {
     fn default() -> Self {
-        Self { encoder: EncoderKind::Lstm, hidden: 0, lr: 1e-3, weight_decay: 5e-4, batch_size: 8, epochs: 100, patience: 20, gamma: 0.98, seed: 34 }
+        Self {
+            encoder: EncoderKind::Lstm,
+            hidden: 0,
+            lr: 1e-3,
+            weight_decay: 5e-4,
+            batch_size: 8,
+            epochs: 100,
+            patience: 20,
+            gamma: 0.98,
+            seed: 34,
+        }
     }
 }
 

@@ -15,7 +15,11 @@ pub(crate) fn classify(model: &ServedModel, r: &ClassifyRequest, t: &Ticket<'_>)
         (Some(_), None, Some(p)) => (p.task.clone(), Some(p.vectors.clone())),
         (Some(name), None, None) => (ClozeTask::builtin(name)?, None),
         (None, Some(text), _) => (ClozeTask::from_toml(text, "task_toml")?, None),
-        _ => return Err(ApiError::bad_request("give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`",
+            ))
+        }
     };
     if t.should_stop() {
         return Err(t.stop_error());

@@ -141,7 +141,10 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
     for dir in &config.prompts {
         let p = ServedPrompt::load(dir, model.backbone.as_ref())?;
         if let Some(other) = model.prompts.iter().find(|o| o.task.spec.name == p.task.spec.name) {
-            return Err(Error::file(dir, format!("task `{}` is already served by the prompt in {}", p.task.spec.name, other.source.display())));
+            return Err(Error::file(
+                dir,
+                format!("task `{}` is already served by the prompt in {}", p.task.spec.name, other.source.display()),
+            ));
         }
         model.prompts.push(p);
     }
