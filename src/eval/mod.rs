@@ -1,3 +1,4 @@
 //! Evaluation: task-level metrics over generated text.
 
 pub mod poems;
+pub mod rouge;
