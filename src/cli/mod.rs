@@ -5,6 +5,7 @@ mod classify;
 mod common;
 mod data;
 mod eval;
+mod eval_lm;
 mod eval_poems;
 mod export;
 mod fill;
@@ -14,6 +15,7 @@ mod logits;
 mod plot;
 mod poem;
 mod pretrain;
+mod seq2seq;
 mod serve;
 mod tokenize;
 mod tokenizer_train;
@@ -66,6 +68,9 @@ enum Command {
     Classify(Box<classify::Args>),
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
+    /// Fine-tune a GLM on {source, target} JSONL with the official seq2seq layout (temporary
+    /// name: to become `finetune --task seq2seq`).
+    FinetuneSeq2seq(Box<seq2seq::Seq2seqFinetuneArgs>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -88,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::FinetuneSeq2seq(a) => seq2seq::run_finetune(*a),
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),
     }

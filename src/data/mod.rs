@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod prepare;
 pub mod problems;
 pub mod reader;
+pub mod seq2seq;
 pub mod split;
 pub mod stream;
 pub mod template;
