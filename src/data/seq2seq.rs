@@ -233,6 +233,19 @@ impl Seq2seqLayout {
         Ok(Self { cfg, tokens, template })
     }
 
+    /// A layout from already-encoded parts (no tokenizer needed; lengths are not checked
+    /// against a model).
+    pub fn from_parts(cfg: LayoutConfig, tokens: Seq2seqTokens, template: EncodedTemplate) -> Result<Self> {
+        let masks = template.prefix.iter().chain(&template.suffix).filter(|&&t| tokens.is_mask(t)).count();
+        if masks != 1 {
+            return Err(Error::input(format!("the source template must contain exactly one mask token (found {masks})")));
+        }
+        if cfg.max_target_len < 1 {
+            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
+        }
+        Ok(Self { cfg, tokens, template })
+    }
+
     /// Encodes a source text (a leading space when the template asks for one).
     pub fn encode_source(&self, tokenizer: &Tokenizer, source: &str) -> Result<Vec<u32>> {
         let text = if self.template.source_space { format!(" {source}") } else { source.to_string() };
