@@ -3,7 +3,9 @@
 //!
 //! **Perplexity** over documents with a sliding window of `seq_len` text tokens and a stride:
 //! window `k` covers tokens `[k·stride, k·stride + seq_len)`; the first window scores all its tokens
-//! but the first, later windows only the tokens no earlier window scored (the last `stride`).
+//! but the first, later windows only the tokens no earlier window scored (the last `stride`), so
+//! every token but the document's first is scored exactly once (without overlap a window's first
+//! token is scored after `[CLS] [MASK]` alone; the official unidirectional code skips it).
 //! * *unidirectional*: Part A = `[CLS] w_0 [MASK]`, Part B = `[sop] w_1 … w_{n-2}` → targets
 //!   `w_1 … w_{n-1}`: left to right, each token sees only the ones before it;
 //! * *bidirectional*: Part A = `[CLS]` + the already-scored context `[MASK]` (bidirectional), Part
@@ -100,6 +102,8 @@ pub fn windows(doc: &[u32], seq_len: usize, stride: usize, mode: LmMode, t: &LmT
             continue;
         }
         out.push(match mode {
+            // No overlap (stride = seq_len): the window's first token is scored after [CLS] alone.
+            _ if seen == 0 => layout(t, &[], w, 0),
             LmMode::Unidirectional => layout(t, &w[..1], &w[1..], seen - 1),
             LmMode::Bidirectional => layout(t, &w[..seen], &w[seen..], 0),
         });
