@@ -59,10 +59,11 @@ fn layout_golden_on_a_hand_made_pair() {
     // Official fixed-length sources: pads visible, or hidden with --mask-pad-token.
     let l = layout(&[103, 104], &[], LayoutConfig { pad_source: true, mask_pad_token: true, ..cfg(6, 4) });
     let s = l.sample(&[10, 11], &[20]).unwrap();
-    assert_eq!(s.tokens, vec![103, 104, 10, 11, 100, 100, 101]);
+    assert_eq!(s.tokens, vec![103, 104, 10, 11, 100, 100, 101, 20]);
+    assert_eq!(s.positions, vec![0, 1, 2, 3, 4, 5, 1, 1]);
     assert_eq!((s.sep, s.pad_from), (6, 4));
-    assert_eq!(attention_matrix(&s, true)[6], vec![1, 1, 1, 1, 0, 0, 1]);
-    assert_eq!(attention_matrix(&s, false)[0], vec![1, 1, 1, 1, 1, 1, 0]);
+    assert_eq!(attention_matrix(&s, true)[6], vec![1, 1, 1, 1, 0, 0, 1, 0]);
+    assert_eq!(attention_matrix(&s, false)[0], vec![1, 1, 1, 1, 1, 1, 0, 0]);
 }
 
 #[test]
@@ -259,4 +260,39 @@ fn bad_input_gives_clear_errors() {
     };
     let e = wenhui::train::seq2seq::finetune(&cfg, Default::default()).unwrap_err().to_string();
     assert!(e.contains("missing.jsonl"), "{e}");
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
+fn resume_continues_exactly() {
+    use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    let train = tmp.path().join("train.jsonl");
+    reverse_pairs(&train, 200, 4);
+    let base = Seq2seqConfig {
+        train,
+        model: tmp.path().join("model"),
+        out_dir: tmp.path().join("a"),
+        layout: LayoutConfig { template: "{source}>[MASK]".into(), max_source_len: 12, max_target_len: 8, ..Default::default() },
+        steps: Some(12),
+        batch_size: 8,
+        lr: 1e-3,
+        label_smoothing: 0.1,
+        eval_every: 6,
+        keep_last: 5,
+        ..Default::default()
+    };
+    let a = finetune(&base, Seq2seqRunOptions::default()).unwrap();
+    assert_eq!(a.steps, 12);
+    // A second run resumed from the first run's step-6 checkpoint ends with the same weights.
+    let b_cfg = Seq2seqConfig { out_dir: tmp.path().join("b"), ..base.clone() };
+    let resume = tmp.path().join("a/checkpoints/step-00000006");
+    let b = finetune(&b_cfg, Seq2seqRunOptions { resume: Some(resume), ..Default::default() }).unwrap();
+    assert_eq!(b.steps, 12);
+    let wa = common::tensors(&tmp.path().join("a/checkpoints/step-00000012/model.safetensors"));
+    let wb = common::tensors(&tmp.path().join("b/checkpoints/step-00000012/model.safetensors"));
+    for (name, t) in &wa {
+        common::assert_close(name, t, &wb[name], 0.0);
+    }
 }
