@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use common::fixture_dir;
-use wenhui::eval::lm::{last_word_accuracy, perplexity, windows, LmMode, LmTokens, Passage};
+use wenhui::eval::lm::{last_word_accuracy, perplexity, windows, LmMode, LmTokens, Passage, PplOptions};
 use wenhui::model::{load_model, Attention, BackboneInput, LoadOptions};
 
 const T: LmTokens = LmTokens { cls: 103, mask: 107, sop: 101, pad: 100 };
@@ -48,7 +48,14 @@ fn perplexity_is_exp_of_the_independently_computed_mean_loss() {
     let model = m.backbone.as_ref();
     let doc = text(30);
     let bar = indicatif::ProgressBar::hidden();
-    let r = perplexity(model, std::slice::from_ref(&doc), &T, LmMode::Unidirectional, 40, 40, 4, &bar).unwrap();
+    let r = perplexity(
+        model,
+        std::slice::from_ref(&doc),
+        &T,
+        &PplOptions { mode: LmMode::Unidirectional, seq_len: 40, stride: 40, batch_size: 4 },
+        &bar,
+    )
+    .unwrap();
     let want = independent_mean_nll(model, &doc);
     assert_eq!((r.tokens, r.windows), (29, 1));
     assert!((r.loss - want).abs() < 1e-5, "loss {} vs independent {want}", r.loss);
@@ -75,13 +82,29 @@ fn sliding_windows_score_every_token_once() {
     let bar = indicatif::ProgressBar::hidden();
     let docs = vec![text(100), text(7)];
     for mode in [LmMode::Unidirectional, LmMode::Bidirectional] {
-        let r = perplexity(m.backbone.as_ref(), &docs, &T, mode, 32, 8, 4, &bar).unwrap();
+        let r = perplexity(m.backbone.as_ref(), &docs, &T, &PplOptions { mode, seq_len: 32, stride: 8, batch_size: 4 }, &bar).unwrap();
         assert_eq!(r.tokens, 99 + 6);
         assert!(r.loss.is_finite() && r.ppl > 1.0, "{r:?}");
     }
-    let e = perplexity(m.backbone.as_ref(), &docs, &T, LmMode::Unidirectional, 64, 8, 4, &bar).unwrap_err().to_string();
+    let e = perplexity(
+        m.backbone.as_ref(),
+        &docs,
+        &T,
+        &PplOptions { mode: LmMode::Unidirectional, seq_len: 64, stride: 8, batch_size: 4 },
+        &bar,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--seq-len"), "{e}");
-    let e = perplexity(m.backbone.as_ref(), &docs, &T, LmMode::Unidirectional, 16, 0, 4, &bar).unwrap_err().to_string();
+    let e = perplexity(
+        m.backbone.as_ref(),
+        &docs,
+        &T,
+        &PplOptions { mode: LmMode::Unidirectional, seq_len: 16, stride: 0, batch_size: 4 },
+        &bar,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--stride"), "{e}");
 }
 

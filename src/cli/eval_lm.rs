@@ -2,7 +2,7 @@
 
 use crate::cli::common::DefaultModel;
 use std::path::PathBuf;
-use wenhui::eval::lm::{last_word_accuracy, perplexity, split_passage, LmMode, LmTokens};
+use wenhui::eval::lm::{last_word_accuracy, perplexity, split_passage, LmMode, LmTokens, PplOptions};
 use wenhui::model::{load_model, LoadOptions, ModelKind};
 use wenhui::tokenizer::Tokenizer;
 
@@ -95,7 +95,8 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
         let stride = a.stride.unwrap_or(seq_len);
         for mode in modes {
             let bar = wenhui::eval::progress(docs.len() as u64, "documents");
-            let r = perplexity(m.backbone.as_ref(), &docs, &t, mode, seq_len, stride, a.batch_size, &bar)?;
+            let o = PplOptions { mode, seq_len, stride, batch_size: a.batch_size };
+            let r = perplexity(m.backbone.as_ref(), &docs, &t, &o, &bar)?;
             bar.finish_and_clear();
             if !a.json {
                 println!(

@@ -6,8 +6,8 @@
 //!   text is truncated, so the mask and the template always survive. With `pad_source` Part A is
 //!   padded with `pad` to `max_source_len` as the official code does (the pads are visible unless
 //!   `mask_pad_token`, `--mask-pad-token`, hides them with an explicit mask).
-//! * **Part B** (causal): `[sop] t_1 … t_{T-1}` with targets `t_1 … t_T`, where `t` = target tokens
-//!   + `[eop]` cut to `max_target_len`; every Part B token sits at the mask's position with block
+//! * **Part B** (causal): `[sop] t_1 … t_{T-1}` with targets `t_1 … t_T`, where `t` = the target tokens
+//!   then `[eop]`, cut to `max_target_len`; every Part B token sits at the mask's position with block
 //!   positions `1..=T`; the loss mask is 1 exactly on Part B.
 //! * `sep` = length of Part A.
 

@@ -154,17 +154,28 @@ pub struct PplReport {
     pub stride: usize,
 }
 
+/// How [`perplexity`] cuts and batches documents.
+#[derive(Debug, Clone, Copy)]
+pub struct PplOptions {
+    /// Unidirectional or bidirectional.
+    pub mode: LmMode,
+    /// Text tokens per window.
+    pub seq_len: usize,
+    /// Window stride.
+    pub stride: usize,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+}
+
 /// Sliding-window perplexity of `model` over tokenized documents. `bar` ticks per document.
 pub fn perplexity(
     model: &dyn Backbone,
     docs: &[Vec<u32>],
     t: &LmTokens,
-    mode: LmMode,
-    seq_len: usize,
-    stride: usize,
-    batch_size: usize,
+    o: &PplOptions,
     bar: &indicatif::ProgressBar,
 ) -> Result<PplReport> {
+    let PplOptions { mode, seq_len, stride, batch_size } = *o;
     let max = model.info().max_positions;
     if seq_len < 2 || seq_len + 2 > max {
         return Err(Error::input(format!(

@@ -65,7 +65,7 @@ impl Seq2seqBatch {
                 let n = x.tokens.len();
                 for i in 0..s {
                     for j in 0..s {
-                        let visible = (j < x.sep && !(j >= x.pad_from)) || (j >= x.sep && j <= i && j < n);
+                        let visible = (j < x.sep && j < x.pad_from) || (j >= x.sep && j <= i && j < n);
                         m[(r * s + i) * s + j] = if visible { 1.0 } else { 0.0 };
                     }
                 }
