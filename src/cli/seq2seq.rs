@@ -19,9 +19,10 @@ pub struct LayoutArgs {
     /// prepended. Default = the official SummaryPVP.
     #[arg(long, default_value = "[MASK] Content: {source}")]
     pub template: String,
-    /// Most Part A tokens ([CLS] and template included; only the source is cut).
-    #[arg(long, default_value_t = 464)]
-    pub max_source_len: usize,
+    /// Most Part A tokens ([CLS] and template included; only the source is cut). Default: 464
+    /// (official CNN/DM 608 − 144) or the model's positions if fewer.
+    #[arg(long)]
+    pub max_source_len: Option<usize>,
     /// Most target tokens, [eop] included; also the decoding limit.
     #[arg(long, default_value_t = 48)]
     pub max_target_len: usize,
@@ -43,10 +44,11 @@ pub struct LayoutArgs {
 }
 
 impl LayoutArgs {
-    fn layout(&self) -> LayoutConfig {
+    /// The layout for a model with `max_positions` positions.
+    fn layout(&self, max_positions: usize) -> LayoutConfig {
         LayoutConfig {
             template: self.template.clone(),
-            max_source_len: self.max_source_len,
+            max_source_len: self.max_source_len.unwrap_or(464.min(max_positions)),
             max_target_len: self.max_target_len,
             pad_source: self.pad_source,
             mask_pad_token: self.mask_pad_token,
@@ -157,7 +159,7 @@ pub struct Seq2seqFinetuneArgs {
     #[command(flatten)]
     pub decode: DecodeArgs,
     /// Continue the run in --out (or the given checkpoint / run directory).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "RUN_OR_CHECKPOINT")]
     pub resume: Option<PathBuf>,
     /// Print the summary as one JSON object.
     #[arg(long)]
@@ -167,6 +169,10 @@ pub struct Seq2seqFinetuneArgs {
 /// Runs seq2seq fine-tuning.
 pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     let model = a.model.dir()?;
+    let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
+        wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
+        other => anyhow::bail!("seq2seq fine-tuning needs a GLM; {} is a {}", model.display(), other.kind()),
+    };
     let cfg = Seq2seqConfig {
         train: a.train.clone(),
         dev: a.dev.clone(),
@@ -174,7 +180,7 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         out_dir: a.out.clone(),
         source_field: a.layout.source_field.clone(),
         target_field: a.layout.target_field.clone(),
-        layout: a.layout.layout(),
+        layout: a.layout.layout(max_positions),
         epochs: a.epochs,
         steps: a.steps,
         batch_size: a.batch_size,
@@ -198,14 +204,10 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         tracing::warn!("no Ctrl-C handler: {e}");
     }
-    let resume = a.resume.as_ref().map(|p| if p.as_os_str().is_empty() { a.out.clone() } else { p.clone() });
+    let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
     // ROUGE on dev: decode the (limited) dev pairs with the model being trained.
     let tokenizer = Tokenizer::from_dir(&model)?;
     let decode = a.decode.options();
-    let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
-        wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
-        other => anyhow::bail!("seq2seq fine-tuning needs a GLM; {} is a {}", model.display(), other.kind()),
-    };
     let layout = Seq2seqLayout::new(&tokenizer, cfg.layout.clone(), max_positions)?;
     let mut dev_pairs = match (&a.dev, a.metric.as_str()) {
         (Some(p), m) if m != "loss" => read_pairs(p, &cfg.source_field, &cfg.target_field, true)?,
@@ -287,7 +289,8 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
             let dir = a.model.dir()?;
             let m = load_model(&dir, &LoadOptions::default())?;
             let tokenizer = Tokenizer::from_dir(&dir)?;
-            let layout = Seq2seqLayout::new(&tokenizer, a.layout.layout(), m.backbone.info().max_positions)?;
+            let max_positions = m.backbone.info().max_positions;
+            let layout = Seq2seqLayout::new(&tokenizer, a.layout.layout(max_positions), max_positions)?;
             let decode = a.decode.options();
             let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };
             evaluate_pairs(&system, &pairs, a.decode.tokenizer(), &bar)?

@@ -267,6 +267,8 @@ pub struct Seq2seqSummary {
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct EarlyStop {
+    #[serde(default)]
+    metric: String,
     best: Option<f64>,
     best_step: u64,
     bad_evals: u64,
@@ -383,10 +385,15 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
             .map_err(|e| Error::file(&stop_path, format!("unreadable early-stopping state: {e}")))?,
         _ => EarlyStop::default(),
     };
+    let metric = if opts.scorer.is_some() { "dev_score" } else { "dev_loss" };
+    if early.best.is_some() && early.metric != metric {
+        tracing::warn!("the resumed run tracked {}, this one {metric}: early stopping starts afresh", early.metric);
+        early = EarlyStop::default();
+    }
+    early.metric = metric.into();
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
     let prior_elapsed = resumed.as_ref().map_or(0.0, |c| c.state.elapsed_s);
-    let metric = if opts.scorer.is_some() { "dev_score" } else { "dev_loss" };
     let t0 = Instant::now();
     let save = |step: u64, optim: &AdamW| -> Result<PathBuf> {
         let p: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
@@ -438,7 +445,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
                 log.write(&serde_json::json!({"step": done, metric: value}))?;
                 bar.println(format!("step {done}: {metric} {value:.4}{}", if better { " (best)" } else { "" }));
                 if better {
-                    early = EarlyStop { best: Some(value), best_step: done, bad_evals: 0 };
+                    early = EarlyStop { metric: metric.into(), best: Some(value), best_step: done, bad_evals: 0 };
                     let best = cfg.out_dir.join("best");
                     export_model(&dir, &best, DType::F32, true)?;
                     crate::error::write_atomic(
