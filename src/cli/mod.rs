@@ -5,6 +5,7 @@ mod classify;
 mod common;
 mod data;
 mod eval;
+mod eval_lm;
 mod eval_poems;
 mod eval_task;
 mod export;
@@ -17,6 +18,7 @@ mod poem;
 mod pretrain;
 mod probe;
 mod ptune;
+mod seq2seq;
 mod serve;
 mod tokenize;
 mod tokenizer_train;
@@ -32,6 +34,35 @@ pub struct Cli {
     pub verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments. `finetune --task seq2seq` is its own command with its own
+    /// flags (source/target JSONL, beam settings), so it is routed to `finetune-seq2seq` before
+    /// clap sees it; every other `finetune --task` is a cloze task.
+    pub fn parse_args() -> Self {
+        Self::parse_from(route_seq2seq(std::env::args_os().collect()))
+    }
+}
+
+/// `wenhui [global flags] finetune … --task seq2seq …` → `wenhui … finetune-seq2seq …` (the
+/// `--task seq2seq` pair removed); other argument lists are returned unchanged.
+fn route_seq2seq(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(cmd) = args.iter().position(|a| a == "finetune") else { return args };
+    let task = args.iter().enumerate().skip(cmd + 1).find_map(|(i, a)| {
+        if a == "--task" && args.get(i + 1).is_some_and(|v| v == "seq2seq") {
+            Some((i, 2))
+        } else if a == "--task=seq2seq" {
+            Some((i, 1))
+        } else {
+            None
+        }
+    });
+    if let Some((i, n)) = task {
+        args.drain(i..i + n);
+        args[cmd] = "finetune-seq2seq".into();
+    }
+    args
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +106,10 @@ enum Command {
     Probe(probe::Command),
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
+    /// Fine-tune a GLM on {source, target} JSONL with the official seq2seq layout; reached as
+    /// `wenhui finetune --task seq2seq …` (see [`Cli::parse_args`]).
+    #[command(name = "finetune-seq2seq", hide = true)]
+    FinetuneSeq2seq(Box<seq2seq::Seq2seqFinetuneArgs>),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -99,8 +134,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => eval::run(*c),
         Command::Plot(a) => plot::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::FinetuneSeq2seq(a) => seq2seq::run_finetune(*a),
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),
         Command::Probe(c) => probe::run(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_seq2seq;
+
+    fn args(xs: &[&str]) -> Vec<std::ffi::OsString> {
+        xs.iter().map(|x| x.into()).collect()
+    }
+
+    #[test]
+    fn finetune_seq2seq_is_routed_and_cloze_tasks_are_not() {
+        assert_eq!(
+            route_seq2seq(args(&["wenhui", "finetune", "--train", "a.jsonl", "--task", "seq2seq", "-o", "r"])),
+            args(&["wenhui", "finetune-seq2seq", "--train", "a.jsonl", "-o", "r"])
+        );
+        assert_eq!(route_seq2seq(args(&["wenhui", "-v", "finetune", "--task=seq2seq"])), args(&["wenhui", "-v", "finetune-seq2seq"]));
+        let cloze = args(&["wenhui", "finetune", "--task", "rte", "--model", "m", "-o", "r"]);
+        assert_eq!(route_seq2seq(cloze.clone()), cloze);
+        let other = args(&["wenhui", "classify", "--task", "seq2seq"]);
+        assert_eq!(route_seq2seq(other.clone()), other);
     }
 }

@@ -9,6 +9,7 @@ pub mod lm;
 pub mod prepare;
 pub mod problems;
 pub mod reader;
+pub mod seq2seq;
 pub mod split;
 pub mod stream;
 pub mod template;

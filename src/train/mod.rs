@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
+pub mod seq2seq;

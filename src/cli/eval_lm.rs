@@ -1,0 +1,114 @@
+//! `wenhui eval lm`: perplexity over a text file, or LAMBADA-style last-word accuracy.
+
+use crate::cli::common::DefaultModel;
+use std::path::PathBuf;
+use wenhui::eval::lm::{last_word_accuracy, perplexity, split_passage, LmMode, LmTokens, PplOptions};
+use wenhui::model::{load_model, LoadOptions, ModelKind};
+use wenhui::tokenizer::Tokenizer;
+
+/// `wenhui eval lm`.
+#[derive(Debug, clap::Args)]
+pub struct EvalLmArgs {
+    #[command(flatten)]
+    pub model: DefaultModel,
+    /// A text file (perplexity) or, with --lambada, JSONL passages.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// LAMBADA-style last-word accuracy on JSONL passages (field --field).
+    #[arg(long)]
+    pub lambada: bool,
+    /// JSON field of a passage.
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// unidirectional (left to right), bidirectional, or both.
+    #[arg(long, default_value = "both", value_parser = ["unidirectional", "bidirectional", "both"])]
+    pub mode: String,
+    /// Mask token of the layout: gmask (default) or mask (the original zero-shot scripts).
+    #[arg(long, default_value = "gmask", value_parser = ["gmask", "mask"])]
+    pub mask: String,
+    /// Text tokens per window (default: the model's positions − 2).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Window stride (default: --seq-len, no overlap, as the official default).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Perplexity documents: one per line (default) or the whole file as one.
+    #[arg(long)]
+    pub whole_file: bool,
+    /// Windows or passages per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `eval lm`.
+pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
+    let dir = a.model.dir()?;
+    let m = load_model(&dir, &LoadOptions::default())?;
+    if m.backbone.info().kind != ModelKind::Glm {
+        anyhow::bail!("eval lm evaluates a GLM (for a GPT-2 use `eval ppl`)");
+    }
+    let tokenizer = Tokenizer::from_dir(&dir)?;
+    let s = &tokenizer.special;
+    let t = LmTokens {
+        cls: s.get("cls")?,
+        mask: s.get(&a.mask)?,
+        sop: s.get("sop")?,
+        pad: s.pad.or(s.eos).ok_or_else(|| anyhow::anyhow!("the tokenizer has no pad or eos token"))?,
+    };
+    let modes: Vec<LmMode> = match a.mode.as_str() {
+        "unidirectional" => vec![LmMode::Unidirectional],
+        "bidirectional" => vec![LmMode::Bidirectional],
+        _ => vec![LmMode::Unidirectional, LmMode::Bidirectional],
+    };
+    let text = wenhui::error::read_text(&a.data)?;
+    let mut results = Vec::new();
+    if a.lambada {
+        let mut passages = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let at = |m: String| anyhow::anyhow!("{}: line {}: {m}", a.data.display(), i + 1);
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+            let p = v.get(&a.field).and_then(|x| x.as_str()).ok_or_else(|| at(format!("missing string field `{}`", a.field)))?;
+            passages.push(split_passage(&tokenizer, p).map_err(|e| at(e.to_string()))?);
+        }
+        for mode in modes {
+            let bar = wenhui::eval::progress(passages.len() as u64, "passages");
+            let r = last_word_accuracy(m.backbone.as_ref(), &passages, &t, mode, a.batch_size, &bar)?;
+            bar.finish_and_clear();
+            if !a.json {
+                println!(
+                    "{:?}: last-word accuracy {:.2}%  answer loss {:.4}  ({} passages, {} cut)",
+                    r.mode, r.accuracy, r.loss, r.passages, r.truncated
+                );
+            }
+            results.push(serde_json::to_value(&r)?);
+        }
+    } else {
+        let docs: Vec<Vec<u32>> = if a.whole_file {
+            vec![tokenizer.encode(text.trim(), false)?]
+        } else {
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| tokenizer.encode(l.trim(), false)).collect::<Result<_, _>>()?
+        };
+        let seq_len = a.seq_len.unwrap_or(m.backbone.info().max_positions.saturating_sub(2));
+        let stride = a.stride.unwrap_or(seq_len);
+        for mode in modes {
+            let bar = wenhui::eval::progress(docs.len() as u64, "documents");
+            let o = PplOptions { mode, seq_len, stride, batch_size: a.batch_size };
+            let r = perplexity(m.backbone.as_ref(), &docs, &t, &o, &bar)?;
+            bar.finish_and_clear();
+            if !a.json {
+                println!(
+                    "{:?}: loss {:.4}  ppl {:.2}  ({} tokens, {} windows of {} stride {}, {} documents)",
+                    r.mode, r.loss, r.ppl, r.tokens, r.windows, r.seq_len, r.stride, r.documents
+                );
+            }
+            results.push(serde_json::to_value(&r)?);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::json!({"data": a.data, "results": results}));
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! `wenhui finetune --task seq2seq` (routed here as the hidden `finetune-seq2seq`) and `wenhui eval seq2seq`.
+
+use crate::cli::common::DefaultModel;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wenhui::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout};
+use wenhui::eval::rouge::RougeTokenizer;
+use wenhui::eval::seq2seq::{evaluate_pairs, Baseline, DecodeOptions, System};
+use wenhui::model::{load_model, LoadOptions};
+use wenhui::tokenizer::Tokenizer;
+use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+
+/// The seq2seq input layout (the same flags for training and evaluation).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LayoutArgs {
+    /// Part A around the source: `{source}` and exactly one [MASK]/[sMASK]/[gMASK]; [CLS] is
+    /// prepended. Default = the official SummaryPVP.
+    #[arg(long, default_value = "[MASK] Content: {source}")]
+    pub template: String,
+    /// Most Part A tokens ([CLS] and template included; only the source is cut). Default: 464
+    /// (official CNN/DM 608 − 144) or the model's positions if fewer.
+    #[arg(long)]
+    pub max_source_len: Option<usize>,
+    /// Most target tokens, [eop] included; also the decoding limit.
+    #[arg(long, default_value_t = 48)]
+    pub max_target_len: usize,
+    /// Pad Part A to --max-source-len as the official dataset does.
+    #[arg(long)]
+    pub pad_source: bool,
+    /// With --pad-source: hide the pads from attention (official --mask-pad-token).
+    #[arg(long)]
+    pub mask_pad_token: bool,
+    /// Encode the target as " " + target (official, for BPE vocabularies).
+    #[arg(long)]
+    pub target_space: bool,
+    /// JSON field of the source.
+    #[arg(long, default_value = "source")]
+    pub source_field: String,
+    /// JSON field of the target.
+    #[arg(long, default_value = "target")]
+    pub target_field: String,
+}
+
+impl LayoutArgs {
+    /// The layout for a model with `max_positions` positions.
+    fn layout(&self, max_positions: usize) -> LayoutConfig {
+        LayoutConfig {
+            template: self.template.clone(),
+            max_source_len: self.max_source_len.unwrap_or(464.min(max_positions)),
+            max_target_len: self.max_target_len,
+            pad_source: self.pad_source,
+            mask_pad_token: self.mask_pad_token,
+            target_space: self.target_space,
+        }
+    }
+}
+
+/// Beam decoding flags (official CNN/DM defaults except the minimum length).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecodeArgs {
+    /// Beams.
+    #[arg(long, default_value_t = 5)]
+    pub num_beams: usize,
+    /// Length penalty (score / len^penalty).
+    #[arg(long, default_value_t = 0.7)]
+    pub length_penalty: f32,
+    /// No repeated n-gram of this size (0 = off).
+    #[arg(long, default_value_t = 3)]
+    pub no_repeat_ngram_size: usize,
+    /// [eop] banned before this many tokens.
+    #[arg(long, default_value_t = 0)]
+    pub min_length: usize,
+    /// ROUGE tokenization: chars (Chinese) or default (rouge-score's English); guessed when absent.
+    #[arg(long, value_parser = ["chars", "default"])]
+    pub rouge_tokenizer: Option<String>,
+}
+
+impl DecodeArgs {
+    fn options(&self) -> DecodeOptions {
+        DecodeOptions {
+            num_beams: self.num_beams,
+            length_penalty: self.length_penalty,
+            no_repeat_ngram_size: self.no_repeat_ngram_size,
+            min_length: self.min_length,
+            max_length: None,
+        }
+    }
+    fn tokenizer(&self) -> Option<RougeTokenizer> {
+        self.rouge_tokenizer.as_deref().map(|t| if t == "chars" { RougeTokenizer::Chars } else { RougeTokenizer::Default })
+    }
+}
+
+/// Seq2seq fine-tuning of a GLM on `{source, target}` JSONL.
+#[derive(Debug, clap::Args)]
+pub struct Seq2seqFinetuneArgs {
+    /// Training pairs (JSONL).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Dev pairs (JSONL): dev metric, early stopping, best checkpoint.
+    #[arg(long)]
+    pub dev: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: DefaultModel,
+    /// Run directory: checkpoints/, metrics.jsonl, best/ (the best model by the dev metric).
+    #[arg(long, short = 'o', default_value = "runs/seq2seq")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Epochs over the training pairs.
+    #[arg(long, default_value_t = 3.0)]
+    pub epochs: f64,
+    /// Optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// Warmup share of the steps.
+    #[arg(long, default_value_t = 0.06)]
+    pub warmup: f64,
+    /// Decay after warmup: linear (official) or cosine.
+    #[arg(long, default_value = "linear", value_parser = ["linear", "cosine"])]
+    pub lr_decay: String,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f64,
+    /// Gradient clipping by global norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Label smoothing ε (official CNN/DM: 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Dropout during training.
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// Seed of data order and dropout.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Evaluate on --dev (and save) every N steps (0 = at the end only).
+    #[arg(long, default_value_t = 0)]
+    pub eval_every: u64,
+    /// Dev metric: loss (dev cross-entropy) or rouge-l / rouge-1 / rouge-2 (beam-decoded dev targets).
+    #[arg(long, default_value = "loss", value_parser = ["loss", "rouge-l", "rouge-1", "rouge-2"])]
+    pub metric: String,
+    /// Stop after N evaluations without improvement (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub patience: u64,
+    /// Use at most N dev pairs (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub dev_limit: usize,
+    /// Checkpoints kept besides best/.
+    #[arg(long, default_value_t = 2)]
+    pub keep_last: usize,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Continue the run in --out (or the given checkpoint / run directory).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "RUN_OR_CHECKPOINT")]
+    pub resume: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs seq2seq fine-tuning.
+pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
+    let model = a.model.dir()?;
+    let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
+        wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
+        other => anyhow::bail!("seq2seq fine-tuning needs a GLM; {} is a {}", model.display(), other.kind()),
+    };
+    let cfg = Seq2seqConfig {
+        train: a.train.clone(),
+        dev: a.dev.clone(),
+        model: model.clone(),
+        out_dir: a.out.clone(),
+        source_field: a.layout.source_field.clone(),
+        target_field: a.layout.target_field.clone(),
+        layout: a.layout.layout(max_positions),
+        epochs: a.epochs,
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        warmup_ratio: a.warmup,
+        lr_decay: a.lr_decay.clone(),
+        min_lr_ratio: 0.0,
+        weight_decay: a.weight_decay,
+        clip: a.clip,
+        label_smoothing: a.label_smoothing,
+        dropout: a.dropout,
+        seed: a.seed,
+        eval_every: a.eval_every,
+        patience: a.patience,
+        dev_limit: a.dev_limit,
+        keep_last: a.keep_last,
+        log_every: 10,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        tracing::warn!("no Ctrl-C handler: {e}");
+    }
+    let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
+    // ROUGE on dev: decode the (limited) dev pairs with the model being trained.
+    let tokenizer = Tokenizer::from_dir(&model)?;
+    let decode = a.decode.options();
+    let layout = Seq2seqLayout::new(&tokenizer, cfg.layout.clone(), max_positions)?;
+    let mut dev_pairs = match (&a.dev, a.metric.as_str()) {
+        (Some(p), m) if m != "loss" => read_pairs(p, &cfg.source_field, &cfg.target_field, true)?,
+        _ => Vec::new(),
+    };
+    if a.dev_limit > 0 {
+        dev_pairs.truncate(a.dev_limit);
+    }
+    let metric = a.metric.clone();
+    let rouge_tok = a.decode.tokenizer();
+    let mut rouge = |m: &dyn wenhui::model::Backbone| -> wenhui::Result<f64> {
+        let system = System::Model { model: m, tokenizer: &tokenizer, layout: &layout, decode: &decode };
+        let r = evaluate_pairs(&system, &dev_pairs, rouge_tok, &indicatif::ProgressBar::hidden())?.rouge;
+        Ok(match metric.as_str() {
+            "rouge-1" => r.rouge1,
+            "rouge-2" => r.rouge2,
+            _ => r.rouge_l,
+        })
+    };
+    let opts =
+        Seq2seqRunOptions { resume, progress: true, stop: Some(stop), scorer: if a.metric == "loss" { None } else { Some(&mut rouge) } };
+    let s = finetune(&cfg, opts).with_context(|| format!("seq2seq fine-tuning of {}", model.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        let best = s.best.map(|(v, st)| format!(", best {} {v:.4} at step {st}", s.metric)).unwrap_or_default();
+        println!(
+            "{} / {} steps, last loss {:.4}{best}{}; {} pairs ({} sources, {} targets cut); {:.0} s; model: {}",
+            s.steps,
+            s.planned_steps,
+            s.last_loss,
+            if s.early_stopped { " (early stop)" } else { "" },
+            s.train_pairs,
+            s.sources_truncated,
+            s.targets_truncated,
+            s.elapsed_s,
+            s.model_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `wenhui eval seq2seq`.
+#[derive(Debug, clap::Args)]
+pub struct EvalSeq2seqArgs {
+    #[command(flatten)]
+    pub model: DefaultModel,
+    /// Pairs to evaluate (JSONL).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Score a model-free baseline instead: lead-chars:N (the source's first N characters).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Evaluate the first N pairs only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub limit: usize,
+    /// Write every prediction here (JSONL: origin, prediction, target).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `eval seq2seq`.
+pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
+    let mut pairs = read_pairs(&a.data, &a.layout.source_field, &a.layout.target_field, true)?;
+    if a.limit > 0 {
+        pairs.truncate(a.limit);
+    }
+    let bar = wenhui::eval::progress(pairs.len() as u64, "pairs");
+    let report = match &a.baseline {
+        Some(b) => evaluate_pairs(&System::Baseline(Baseline::parse(b)?), &pairs, a.decode.tokenizer(), &bar)?,
+        None => {
+            let dir = a.model.dir()?;
+            let m = load_model(&dir, &LoadOptions::default())?;
+            let tokenizer = Tokenizer::from_dir(&dir)?;
+            let max_positions = m.backbone.info().max_positions;
+            let layout = Seq2seqLayout::new(&tokenizer, a.layout.layout(max_positions), max_positions)?;
+            let decode = a.decode.options();
+            let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };
+            evaluate_pairs(&system, &pairs, a.decode.tokenizer(), &bar)?
+        }
+    };
+    bar.finish_and_clear();
+    if let Some(path) = &a.predictions {
+        let mut out = String::new();
+        for p in &report.predictions {
+            out.push_str(&serde_json::to_string(p)?);
+            out.push('\n');
+        }
+        wenhui::error::write_atomic(path, out.as_bytes())?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let r = &report.rouge;
+        println!(
+            "ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}  exact {:.2}%  ({} pairs, {}, {:?} tokens, {} unfinished, {} sources cut, {:.1} s)",
+            r.rouge1,
+            r.rouge2,
+            r.rouge_l,
+            report.exact_match,
+            r.pairs,
+            report.system,
+            report.rouge_tokenizer,
+            report.unfinished,
+            report.sources_truncated,
+            report.elapsed_s
+        );
+    }
+    Ok(())
+}

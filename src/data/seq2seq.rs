@@ -1,0 +1,343 @@
+//! Seq2seq data for GLM (spec glm §6, THUDM/GLM `tasks/seq2seq/dataset.py`): `{source, target}`
+//! JSONL pairs and the official input layout.
+//!
+//! * **Part A** (bidirectional): the source template, e.g. `[CLS] [MASK] Content: source…` as the
+//!   official `SummaryPVP`, or `[CLS] source… Summary: [MASK]` as its older form. Only the source
+//!   text is truncated, so the mask and the template always survive. With `pad_source` Part A is
+//!   padded with `pad` to `max_source_len` as the official code does (the pads are visible unless
+//!   `mask_pad_token`, `--mask-pad-token`, hides them with an explicit mask).
+//! * **Part B** (causal): `[sop] t_1 … t_{T-1}` with targets `t_1 … t_T`, where `t` = the target tokens
+//!   then `[eop]`, cut to `max_target_len`; every Part B token sits at the mask's position with block
+//!   positions `1..=T`; the loss mask is 1 exactly on Part B.
+//! * `sep` = length of Part A.
+
+use crate::tokenizer::{SpecialTokens, Tokenizer};
+use crate::{Error, Result};
+use std::path::Path;
+
+/// One `{source, target}` example.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Seq2seqPair {
+    /// The input text.
+    pub source: String,
+    /// The text to generate.
+    pub target: String,
+    /// `file:line` it came from (for error messages).
+    pub origin: String,
+}
+
+/// Reads `{source, target}` JSONL (field names configurable). Blank lines are skipped; a line
+/// that is not a JSON object, lacks a field, has a non-string field or an empty target is an
+/// error naming `file:line`. With `require_target = false` the target may be missing or empty
+/// (decoding-only input).
+pub fn read_pairs(path: &Path, source_field: &str, target_field: &str, require_target: bool) -> Result<Vec<Seq2seqPair>> {
+    let text = crate::error::read_text(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("line {}", i + 1);
+        let bad = |m: String| Error::file(path, format!("{at}: {m}"));
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let obj = v.as_object().ok_or_else(|| bad("expected a JSON object".into()))?;
+        let field = |name: &str, required: bool| -> Result<String> {
+            match obj.get(name) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(other) => Err(bad(format!("field `{name}` must be a string, got {other}"))),
+                None if required => Err(bad(format!("missing field `{name}` (set the field name with --source-field/--target-field)"))),
+                None => Ok(String::new()),
+            }
+        };
+        let source = field(source_field, true)?;
+        let target = field(target_field, require_target)?;
+        if source.trim().is_empty() {
+            return Err(bad(format!("empty source field `{source_field}`")));
+        }
+        if require_target && target.trim().is_empty() {
+            return Err(bad(format!("empty target field `{target_field}`: nothing to learn")));
+        }
+        out.push(Seq2seqPair { source, target, origin: format!("{}:{}", path.display(), i + 1) });
+    }
+    if out.is_empty() {
+        return Err(Error::file(path, "no examples (the file is empty)"));
+    }
+    Ok(out)
+}
+
+/// The command tokens the layout uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seq2seqTokens {
+    /// `[CLS]`.
+    pub cls: u32,
+    /// Padding (`pad`, or `eos` where the tokenizer has no pad).
+    pub pad: u32,
+    /// `<|startofpiece|>`.
+    pub sop: u32,
+    /// `<|endofpiece|>`.
+    pub eop: u32,
+    /// The mask tokens a template may use (`[MASK]`, `[sMASK]`, `[gMASK]` where present).
+    pub masks: [Option<u32>; 3],
+}
+
+impl Seq2seqTokens {
+    /// From a tokenizer's special tokens; errors name the missing one.
+    pub fn from_special(s: &SpecialTokens) -> Result<Self> {
+        let pad = s.pad.or(s.eos).ok_or_else(|| Error::input("the tokenizer has neither a pad nor an eos token"))?;
+        Ok(Self { cls: s.get("cls")?, pad, sop: s.get("sop")?, eop: s.get("eop")?, masks: [s.mask, s.smask, s.gmask] })
+    }
+    fn is_mask(&self, t: u32) -> bool {
+        self.masks.contains(&Some(t))
+    }
+}
+
+/// How sources and targets become model inputs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayoutConfig {
+    /// Part A text around the source: `{source}` marks where it goes and exactly one
+    /// `[MASK]`/`[sMASK]`/`[gMASK]` must appear. `[CLS]` is always put first. Whitespace right
+    /// before `{source}` is encoded as a leading space of the source (as the official
+    /// `" " + source`). Default `[MASK] Content: {source}` (official `SummaryPVP`).
+    pub template: String,
+    /// Most Part A tokens, template and `[CLS]` included (official `--src-seq-length`).
+    pub max_source_len: usize,
+    /// Most target tokens, `[eop]` included (official `--tgt-seq-length`).
+    pub max_target_len: usize,
+    /// Pad Part A to `max_source_len` as the official dataset does (default false: no padding,
+    /// which equals the official layout with `--mask-pad-token` except the pads' positions).
+    pub pad_source: bool,
+    /// With `pad_source`: hide the pads from every query (official `--mask-pad-token`).
+    pub mask_pad_token: bool,
+    /// Prepend a space to the target before encoding (official `" " + target`, for BPE
+    /// vocabularies; off for character tokenizers).
+    pub target_space: bool,
+}
+
+impl Default for LayoutConfig {
+    fn default() -> Self {
+        Self {
+            template: "[MASK] Content: {source}".into(),
+            max_source_len: 464,
+            max_target_len: 48,
+            pad_source: false,
+            mask_pad_token: false,
+            target_space: false,
+        }
+    }
+}
+
+/// A tokenized source template: the tokens before and after the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedTemplate {
+    /// `[CLS]` + the template's tokens before the source.
+    pub prefix: Vec<u32>,
+    /// The template's tokens after the source.
+    pub suffix: Vec<u32>,
+    /// Encode the source with a leading space.
+    pub source_space: bool,
+}
+
+impl EncodedTemplate {
+    /// Encodes `cfg.template` with `tokenizer`; errors when `{source}` or the single mask is missing.
+    pub fn new(tokenizer: &Tokenizer, tokens: &Seq2seqTokens, template: &str) -> Result<Self> {
+        let (before, after) =
+            template.split_once("{source}").ok_or_else(|| Error::input(format!("template `{template}` has no {{source}} placeholder")))?;
+        if after.contains("{source}") {
+            return Err(Error::input(format!("template `{template}` has {{source}} twice")));
+        }
+        let source_space = before.ends_with(char::is_whitespace);
+        let before = before.trim_end();
+        let mut prefix = vec![tokens.cls];
+        if !before.is_empty() {
+            prefix.extend(tokenizer.encode(before, false)?);
+        }
+        let suffix = if after.is_empty() { Vec::new() } else { tokenizer.encode(after, false)? };
+        let masks = prefix.iter().chain(&suffix).filter(|&&t| tokens.is_mask(t)).count();
+        if masks != 1 {
+            return Err(Error::input(format!("template `{template}` must contain exactly one [MASK], [sMASK] or [gMASK] (found {masks})")));
+        }
+        Ok(Self { prefix, suffix, source_space })
+    }
+
+    /// Part A for `source` token ids (already encoded), the source cut so that the whole fits
+    /// `max_len`; returns the tokens and whether the source was truncated.
+    pub fn part_a(&self, source: &[u32], max_len: usize) -> Result<(Vec<u32>, bool)> {
+        let fixed = self.prefix.len() + self.suffix.len();
+        if fixed >= max_len {
+            return Err(Error::input(format!(
+                "the source template alone has {fixed} tokens; the source length limit {max_len} leaves no room for the source"
+            )));
+        }
+        let keep = source.len().min(max_len - fixed);
+        let mut a = Vec::with_capacity(fixed + keep);
+        a.extend(&self.prefix);
+        a.extend(&source[..keep]);
+        a.extend(&self.suffix);
+        Ok((a, keep < source.len()))
+    }
+}
+
+/// One laid-out example, the official dataset's dictionary.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Seq2seqSample {
+    /// Part A ‖ Part B input ids.
+    pub tokens: Vec<u32>,
+    /// Targets (0 on Part A).
+    pub targets: Vec<u32>,
+    /// 1 on the Part B tokens whose targets count, 0 elsewhere.
+    pub loss_mask: Vec<f32>,
+    /// Row 0 of the 2D positions.
+    pub positions: Vec<u32>,
+    /// Row 1 (block positions).
+    pub blocks: Vec<u32>,
+    /// Length of Part A (the `sep` attention argument).
+    pub sep: usize,
+    /// Index of the mask token in Part A.
+    pub mask_position: usize,
+    /// Part A positions `>= pad_from` are padding (`sep` when there is none).
+    pub pad_from: usize,
+    /// The source was cut to fit.
+    pub source_truncated: bool,
+    /// The target was cut to fit.
+    pub target_truncated: bool,
+}
+
+/// Encodes sources and targets and lays them out (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Seq2seqLayout {
+    /// The configuration.
+    pub cfg: LayoutConfig,
+    /// The command tokens.
+    pub tokens: Seq2seqTokens,
+    template: EncodedTemplate,
+}
+
+impl Seq2seqLayout {
+    /// A layout for `tokenizer`; checks the template and lengths against `max_positions`.
+    pub fn new(tokenizer: &Tokenizer, cfg: LayoutConfig, max_positions: usize) -> Result<Self> {
+        let tokens = Seq2seqTokens::from_special(&tokenizer.special)?;
+        let template = EncodedTemplate::new(tokenizer, &tokens, &cfg.template)?;
+        if cfg.max_target_len < 1 {
+            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
+        }
+        if cfg.max_source_len > max_positions {
+            return Err(Error::input(format!("source length limit {} exceeds the model's {max_positions} positions", cfg.max_source_len)));
+        }
+        if cfg.max_target_len + 1 > max_positions {
+            return Err(Error::input(format!(
+                "target length limit {} needs {} block positions; the model has {max_positions}",
+                cfg.max_target_len,
+                cfg.max_target_len + 1
+            )));
+        }
+        Ok(Self { cfg, tokens, template })
+    }
+
+    /// A layout from already-encoded parts (no tokenizer needed; lengths are not checked
+    /// against a model).
+    pub fn from_parts(cfg: LayoutConfig, tokens: Seq2seqTokens, template: EncodedTemplate) -> Result<Self> {
+        let masks = template.prefix.iter().chain(&template.suffix).filter(|&&t| tokens.is_mask(t)).count();
+        if masks != 1 {
+            return Err(Error::input(format!("the source template must contain exactly one mask token (found {masks})")));
+        }
+        if cfg.max_target_len < 1 {
+            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
+        }
+        Ok(Self { cfg, tokens, template })
+    }
+
+    /// Encodes a source text (a leading space when the template asks for one).
+    pub fn encode_source(&self, tokenizer: &Tokenizer, source: &str) -> Result<Vec<u32>> {
+        let text = if self.template.source_space { format!(" {source}") } else { source.to_string() };
+        let ids = tokenizer.encode(&text, false)?;
+        if ids.iter().any(|&t| self.tokens.is_mask(t) || t == self.tokens.sop || t == self.tokens.eop) {
+            return Err(Error::input("the source contains a mask or piece token; seq2seq sources must be plain text"));
+        }
+        Ok(ids)
+    }
+
+    /// Encodes a target text; errors when it has no tokens.
+    pub fn encode_target(&self, tokenizer: &Tokenizer, target: &str) -> Result<Vec<u32>> {
+        let text = if self.cfg.target_space { format!(" {target}") } else { target.to_string() };
+        let ids = tokenizer.encode(&text, false)?;
+        if ids.is_empty() {
+            return Err(Error::input("the target encodes to no tokens"));
+        }
+        Ok(ids)
+    }
+
+    /// Part A only (for decoding): `(tokens, mask position, pad_from, truncated)`.
+    pub fn source_part(&self, source: &[u32]) -> Result<(Vec<u32>, usize, usize, bool)> {
+        let (mut a, truncated) = self.template.part_a(source, self.cfg.max_source_len)?;
+        let pad_from = a.len();
+        if self.cfg.pad_source {
+            a.resize(self.cfg.max_source_len, self.tokens.pad);
+        }
+        let mask_position =
+            a.iter().position(|&t| self.tokens.is_mask(t)).ok_or_else(|| Error::input("the source layout lost its mask token"))?;
+        Ok((a, mask_position, pad_from, truncated))
+    }
+
+    /// The training layout of one pair of encoded ids.
+    pub fn sample(&self, source: &[u32], target: &[u32]) -> Result<Seq2seqSample> {
+        if target.is_empty() {
+            return Err(Error::input("empty target: nothing to learn"));
+        }
+        let (a, mask_position, pad_from, source_truncated) = self.source_part(source)?;
+        let sep = a.len();
+        let mut t: Vec<u32> = target.to_vec();
+        t.push(self.tokens.eop);
+        let target_truncated = t.len() > self.cfg.max_target_len;
+        t.truncate(self.cfg.max_target_len);
+        let n = t.len();
+        let mut tokens = a;
+        tokens.push(self.tokens.sop);
+        tokens.extend(&t[..n - 1]);
+        let mut targets = vec![0; sep];
+        targets.extend(&t);
+        let mut loss_mask = vec![0.0; sep];
+        loss_mask.extend(std::iter::repeat_n(1.0, n));
+        let mut positions: Vec<u32> = (0..sep as u32).collect();
+        positions.extend(std::iter::repeat_n(mask_position as u32, n));
+        let mut blocks = vec![0u32; sep];
+        blocks.extend(1..=n as u32);
+        Ok(Seq2seqSample {
+            tokens,
+            targets,
+            loss_mask,
+            positions,
+            blocks,
+            sep,
+            mask_position,
+            pad_from,
+            source_truncated,
+            target_truncated,
+        })
+    }
+
+    /// Encodes and lays out a text pair.
+    pub fn encode_pair(&self, tokenizer: &Tokenizer, pair: &Seq2seqPair) -> Result<Seq2seqSample> {
+        let wrap = |e: Error| Error::input(format!("{}: {e}", pair.origin));
+        let s = self.encode_source(tokenizer, &pair.source).map_err(wrap)?;
+        let t = self.encode_target(tokenizer, &pair.target).map_err(wrap)?;
+        self.sample(&s, &t).map_err(wrap)
+    }
+}
+
+/// The attention of one sample as a dense 0/1 matrix `[len][len]` (row = query): Part A sees
+/// Part A, Part B sees Part A and itself causally; with `mask_pad_token`, no query sees the
+/// source pads. This is what the model's `sep` form (or explicit mask) computes.
+pub fn attention_matrix(sample: &Seq2seqSample, mask_pad_token: bool) -> Vec<Vec<u8>> {
+    let len = sample.tokens.len();
+    (0..len)
+        .map(|i| {
+            (0..len)
+                .map(|j| {
+                    let visible = j < sample.sep || j <= i;
+                    let pad = mask_pad_token && j >= sample.pad_from && j < sample.sep;
+                    u8::from(visible && !pad)
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,298 @@
+//! Seq2seq: the official GLM layout on a hand-made pair (ids, 2D positions, attention, loss
+//! mask, truncation), the first generated token against the glm-tiny fixture's generation case,
+//! a tiny GLM learning to reverse strings, and bad input.
+
+mod common;
+
+use candle_core::{IndexOp, Tensor};
+use common::{fixture_dir, tensors};
+use std::path::Path;
+use wenhui::data::seq2seq::{attention_matrix, read_pairs, EncodedTemplate, LayoutConfig, Seq2seqLayout, Seq2seqPair, Seq2seqTokens};
+use wenhui::eval::seq2seq::{decode_target, evaluate_pairs, DecodeOptions, System};
+use wenhui::generate::GenerationConfig;
+use wenhui::model::{load_model, Attention, BackboneInput, LoadOptions};
+
+/// glm-tiny's command ids (cases.json `special_ids`).
+fn tiny_tokens() -> Seq2seqTokens {
+    Seq2seqTokens { cls: 103, pad: 100, sop: 101, eop: 102, masks: [Some(104), Some(108), Some(107)] }
+}
+
+fn layout(prefix: &[u32], suffix: &[u32], cfg: LayoutConfig) -> Seq2seqLayout {
+    let t = EncodedTemplate { prefix: prefix.to_vec(), suffix: suffix.to_vec(), source_space: false };
+    Seq2seqLayout::from_parts(cfg, tiny_tokens(), t).unwrap()
+}
+
+fn cfg(max_source_len: usize, max_target_len: usize) -> LayoutConfig {
+    LayoutConfig { max_source_len, max_target_len, ..Default::default() }
+}
+
+#[test]
+fn layout_golden_on_a_hand_made_pair() {
+    // [CLS] [MASK] "Content:"(50, 51) source(10 11 12) | [sop] 20 21 → targets 20 21 [eop]
+    let l = layout(&[103, 104, 50, 51], &[], cfg(16, 8));
+    let s = l.sample(&[10, 11, 12], &[20, 21]).unwrap();
+    assert_eq!(s.tokens, vec![103, 104, 50, 51, 10, 11, 12, 101, 20, 21]);
+    assert_eq!(s.targets, vec![0, 0, 0, 0, 0, 0, 0, 20, 21, 102]);
+    assert_eq!(s.loss_mask, vec![0., 0., 0., 0., 0., 0., 0., 1., 1., 1.]);
+    assert_eq!(s.positions, vec![0, 1, 2, 3, 4, 5, 6, 1, 1, 1]);
+    assert_eq!(s.blocks, vec![0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
+    assert_eq!((s.sep, s.mask_position, s.pad_from), (7, 1, 7));
+    assert!(!s.source_truncated && !s.target_truncated);
+    let m = attention_matrix(&s, false);
+    for (i, row) in m.iter().enumerate() {
+        let want: Vec<u8> = (0..10).map(|j| u8::from(j < 7 || j <= i)).collect();
+        assert_eq!(row, &want, "attention row {i}");
+    }
+
+    // Truncation keeps the template and the mask; the target is cut after [eop] is appended.
+    let l = layout(&[103, 104, 50, 51], &[], cfg(6, 2));
+    let s = l.sample(&[10, 11, 12], &[20, 21]).unwrap();
+    assert_eq!(s.tokens, vec![103, 104, 50, 51, 10, 11, 101, 20]);
+    assert_eq!(s.targets[6..], [20, 21]);
+    assert!(s.source_truncated && s.target_truncated);
+    // The older form with the mask last: cutting the source keeps the mask too.
+    let l = layout(&[103], &[60, 104], cfg(5, 8));
+    let s = l.sample(&[10, 11, 12, 13], &[20]).unwrap();
+    assert_eq!(s.tokens, vec![103, 10, 11, 60, 104, 101, 20]);
+    assert_eq!((s.positions[5], s.mask_position), (4, 4));
+
+    // Official fixed-length sources: pads visible, or hidden with --mask-pad-token.
+    let l = layout(&[103, 104], &[], LayoutConfig { pad_source: true, mask_pad_token: true, ..cfg(6, 4) });
+    let s = l.sample(&[10, 11], &[20]).unwrap();
+    assert_eq!(s.tokens, vec![103, 104, 10, 11, 100, 100, 101, 20]);
+    assert_eq!(s.positions, vec![0, 1, 2, 3, 4, 5, 1, 1]);
+    assert_eq!((s.sep, s.pad_from), (6, 4));
+    assert_eq!(attention_matrix(&s, true)[6], vec![1, 1, 1, 1, 0, 0, 1, 0]);
+    assert_eq!(attention_matrix(&s, false)[0], vec![1, 1, 1, 1, 1, 1, 0, 0]);
+}
+
+#[test]
+fn layout_with_the_embedded_tokenizer_finds_the_template_mask() {
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let tok = wenhui::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let cfg =
+        LayoutConfig {
+            template: "题名：[sMASK]；正文：{source}".into(), max_source_len: 40, max_target_len: 8, ..Default::default()
+        };
+    let l = Seq2seqLayout::new(&tok, cfg, 128).unwrap();
+    let pair = Seq2seqPair { source: "床前明月光".into(), target: "静夜思".into(), origin: "test:1".into() };
+    let s = l.encode_pair(&tok, &pair).unwrap();
+    let smask = tok.special.smask.unwrap();
+    assert_eq!(s.tokens[s.mask_position], smask);
+    assert_eq!(s.tokens[0], tok.special.cls.unwrap());
+    assert_eq!(s.tokens[s.sep], tok.special.sop.unwrap());
+    assert_eq!(tok.decode(&s.targets[s.sep..s.sep + 3], true).unwrap().replace(' ', ""), "静夜思");
+    assert_eq!(*s.targets.last().unwrap(), tok.special.eop.unwrap());
+}
+
+/// The fixture's `hf_generation_4d_mask` case: row 0 = `[CLS] 70 62 34 98 46 [gMASK] eos | [sop] 85 61 11`,
+/// row 1 = `[CLS] 21 84 [MASK] 16 eos pad pad | [sop] 4 [eop] pad` with the pads hidden.
+#[test]
+fn first_token_and_logits_match_the_glm_tiny_generation_case() {
+    let dir = fixture_dir("WENHUI_GLM_FIXTURE", "glm-tiny");
+    let t = tensors(&dir.join("cases.safetensors"));
+    let m = load_model(&dir, &LoadOptions { gelu: Some(wenhui::model::Gelu::Erf), ..Default::default() }).unwrap();
+    let model = m.backbone.as_ref();
+    let want = t["hf_generation_4d_mask.logits"].to_dtype(candle_core::DType::F32).unwrap();
+    let greedy = GenerationConfig { max_new_tokens: 1, eos_token_ids: vec![102], ..Default::default() };
+
+    // Row 0: no padding, so the official `sep` layout is the fixture's 4D mask.
+    let l0 = layout(&[103], &[107, 100], cfg(16, 8));
+    let s0 = l0.sample(&[70, 62, 34, 98, 46], &[85, 61, 11]).unwrap();
+    // Exactly the fixture's ids and 2D positions (its target ends with [eop] after 11).
+    assert_eq!(s0.tokens, vec![103, 70, 62, 34, 98, 46, 107, 100, 101, 85, 61, 11]);
+    assert_eq!(s0.positions, vec![0, 1, 2, 3, 4, 5, 6, 7, 6, 6, 6, 6]);
+    assert_eq!(s0.blocks, vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+    let n = s0.tokens.len();
+    let pos: Vec<u32> = s0.positions.iter().chain(&s0.blocks).copied().collect();
+    let input = BackboneInput::ids(Tensor::new(s0.tokens.as_slice(), model.device()).unwrap().unsqueeze(0).unwrap())
+        .with_positions(Tensor::from_vec(pos, (1, 2, n), model.device()).unwrap())
+        .with_attention(Attention::Sep(vec![s0.sep]));
+    let got = model.forward(&input, None).unwrap().logits;
+    common::assert_close("seq2seq layout logits (row 0)", &got.i((0, ..n)).unwrap(), &want.i((0, ..n)).unwrap(), 1e-4);
+
+    for (row, l, src) in [
+        (0usize, l0.clone(), vec![70u32, 62, 34, 98, 46]),
+        (1, layout(&[103], &[104, 16, 100], LayoutConfig { pad_source: true, mask_pad_token: true, ..cfg(8, 8) }), vec![21, 84]),
+    ] {
+        let first = want.i((row, 8)).unwrap();
+        let expected = first.argmax(0).unwrap().to_scalar::<u32>().unwrap();
+        let d = decode_target(model, &l, &src, &greedy).unwrap();
+        let tok = if d.finished { 102 } else { d.tokens[0] };
+        assert_eq!(tok, expected, "row {row}: first generated token");
+        // And the decoder's first step equals the fixture's logits at [sop].
+        let lp = first.to_vec1::<f32>().unwrap();
+        let max = lp.iter().cloned().fold(f32::MIN, f32::max);
+        let lse = max + lp.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        assert!((d.score - (lp[expected as usize] - lse)).abs() < 1e-4, "row {row}: score {} vs {}", d.score, lp[expected as usize] - lse);
+    }
+}
+
+/// A tiny GLM (random init) with a character tokenizer over `a`–`f`, saved as a model directory.
+fn tiny_model(dir: &Path) {
+    use wenhui::data::reader::ReadOptions;
+    use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
+    let text = dir.join("chars.txt");
+    std::fs::write(&text, "abcdef>\n").unwrap();
+    let tok = train_tokenizer(
+        &[text],
+        &TrainOptions { kind: TrainKind::Chars, vocab_size: 64, min_frequency: 1, read: ReadOptions::default(), progress: false },
+    )
+    .unwrap();
+    let vocab = wenhui::tokenizer::padded_vocab_size(tok.vocab_size(true));
+    let mut g = wenhui::model::glm::GlmConfig::new(2, 64, 4, vocab, 32);
+    g.gelu = wenhui::model::Gelu::Tanh;
+    let cfg = wenhui::model::ModelConfig::Glm(g);
+    let w = cfg.init_weights(7).unwrap();
+    let model_dir = dir.join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    candle_core::safetensors::save(&w, model_dir.join("model.safetensors")).unwrap();
+    std::fs::write(model_dir.join("config.json"), serde_json::to_string(&cfg.to_json()).unwrap()).unwrap();
+    tok.save(&model_dir).unwrap();
+}
+
+fn reverse_pairs(path: &Path, n: usize, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = String::new();
+    for _ in 0..n {
+        let len = rng.random_range(3..=5);
+        let s: String = (0..len).map(|_| (b'a' + rng.random_range(0..6u8)) as char).collect();
+        let r: String = s.chars().rev().collect();
+        out.push_str(&serde_json::json!({"source": s, "target": r}).to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
+fn tiny_glm_learns_to_reverse_strings() {
+    use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    let (train, dev, test) = (tmp.path().join("train.jsonl"), tmp.path().join("dev.jsonl"), tmp.path().join("test.jsonl"));
+    reverse_pairs(&train, 2000, 1);
+    reverse_pairs(&dev, 64, 2);
+    reverse_pairs(&test, 100, 3);
+    let layout = LayoutConfig { template: "{source}>[MASK]".into(), max_source_len: 12, max_target_len: 8, ..Default::default() };
+    let cfg = Seq2seqConfig {
+        train,
+        dev: Some(dev),
+        model: tmp.path().join("model"),
+        out_dir: tmp.path().join("run"),
+        layout: layout.clone(),
+        steps: Some(600),
+        batch_size: 32,
+        lr: 3e-3,
+        dropout: 0.0,
+        eval_every: 200,
+        patience: 2,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let s = finetune(&cfg, Seq2seqRunOptions::default()).unwrap();
+    assert!(s.model_dir.ends_with("best"), "{s:?}");
+    let m = load_model(&s.model_dir, &LoadOptions::default()).unwrap();
+    let tok = wenhui::tokenizer::Tokenizer::from_dir(&s.model_dir).unwrap();
+    let l = Seq2seqLayout::new(&tok, layout, 32).unwrap();
+    let pairs = read_pairs(&test, "source", "target", true).unwrap();
+    let decode = DecodeOptions { num_beams: 1, no_repeat_ngram_size: 0, ..Default::default() };
+    let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tok, layout: &l, decode: &decode };
+    let r = evaluate_pairs(&system, &pairs, None, &indicatif::ProgressBar::hidden()).unwrap();
+    eprintln!(
+        "reverse: exact match {:.1}% after {} steps ({:.1} s), best {:?}",
+        r.exact_match,
+        s.steps,
+        t0.elapsed().as_secs_f64(),
+        s.best
+    );
+    assert!(r.exact_match >= 90.0, "exact match {:.1}% < 90%: {:?}", r.exact_match, &r.predictions[..5]);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bad.jsonl");
+    let err = |text: &str| {
+        std::fs::write(&p, text).unwrap();
+        read_pairs(&p, "source", "target", true).unwrap_err().to_string()
+    };
+    let e = err("{\"source\": \"a\", \"target\": \"b\"}\n{\"source\": \"a\"}\n");
+    assert!(e.contains("line 2") && e.contains("missing field `target`") && e.contains("bad.jsonl"), "{e}");
+    let e = err("{\"source\": \"a\", \"target\": \"  \"}\n");
+    assert!(e.contains("line 1") && e.contains("empty target"), "{e}");
+    let e = err("{\"src\": \"a\", \"target\": \"b\"}\n");
+    assert!(e.contains("missing field `source`") && e.contains("--source-field"), "{e}");
+    let e = err("[1, 2]\n");
+    assert!(e.contains("JSON object"), "{e}");
+    let e = err("{\"source\": 3, \"target\": \"b\"}\n");
+    assert!(e.contains("must be a string"), "{e}");
+    let e = err("not json\n");
+    assert!(e.contains("not JSON"), "{e}");
+    let e = err("\n");
+    assert!(e.contains("no examples"), "{e}");
+    // Renamed fields are accepted.
+    std::fs::write(&p, "{\"poem\": \"a\", \"title\": \"b\"}\n").unwrap();
+    assert_eq!(read_pairs(&p, "poem", "title", true).unwrap()[0].target, "b");
+
+    // Over-long sources: a template that leaves no room, a limit beyond the model.
+    let l = layout(&[103, 104, 50, 51], &[], cfg(4, 8));
+    let e = l.sample(&[10], &[20]).unwrap_err().to_string();
+    assert!(e.contains("leaves no room for the source"), "{e}");
+    assert!(l.sample(&[10], &[]).unwrap_err().to_string().contains("empty target"));
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let tok = wenhui::tokenizer::Tokenizer::from_dir(&dir).unwrap();
+    let e = Seq2seqLayout::new(&tok, LayoutConfig { max_source_len: 4096, ..Default::default() }, 128).unwrap_err().to_string();
+    assert!(e.contains("exceeds the model's 128 positions"), "{e}");
+    let e = Seq2seqLayout::new(&tok, LayoutConfig { template: "{source}".into(), ..Default::default() }, 128).unwrap_err().to_string();
+    assert!(e.contains("exactly one [MASK]"), "{e}");
+    let no_mask_cfg = LayoutConfig { template: "no placeholder [MASK]".into(), ..Default::default() };
+    assert!(Seq2seqLayout::new(&tok, no_mask_cfg, 128).unwrap_err().to_string().contains("{source}"));
+
+    // A missing training file names the file.
+    let cfg = wenhui::train::seq2seq::Seq2seqConfig {
+        train: tmp.path().join("missing.jsonl"),
+        model: dir,
+        out_dir: tmp.path().join("run"),
+        layout: LayoutConfig { max_source_len: 64, ..Default::default() },
+        ..Default::default()
+    };
+    let e = wenhui::train::seq2seq::finetune(&cfg, Default::default()).unwrap_err().to_string();
+    assert!(e.contains("missing.jsonl"), "{e}");
+}
+
+#[test]
+#[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
+fn resume_continues_exactly() {
+    use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    let train = tmp.path().join("train.jsonl");
+    reverse_pairs(&train, 200, 4);
+    let base = Seq2seqConfig {
+        train,
+        model: tmp.path().join("model"),
+        out_dir: tmp.path().join("a"),
+        layout: LayoutConfig { template: "{source}>[MASK]".into(), max_source_len: 12, max_target_len: 8, ..Default::default() },
+        steps: Some(12),
+        batch_size: 8,
+        lr: 1e-3,
+        label_smoothing: 0.1,
+        eval_every: 6,
+        keep_last: 5,
+        ..Default::default()
+    };
+    let a = finetune(&base, Seq2seqRunOptions::default()).unwrap();
+    assert_eq!(a.steps, 12);
+    // A second run resumed from the first run's step-6 checkpoint ends with the same weights.
+    let b_cfg = Seq2seqConfig { out_dir: tmp.path().join("b"), ..base.clone() };
+    let resume = tmp.path().join("a/checkpoints/step-00000006");
+    let b = finetune(&b_cfg, Seq2seqRunOptions { resume: Some(resume), ..Default::default() }).unwrap();
+    assert_eq!(b.steps, 12);
+    let wa = common::tensors(&tmp.path().join("a/checkpoints/step-00000012/model.safetensors"));
+    let wb = common::tensors(&tmp.path().join("b/checkpoints/step-00000012/model.safetensors"));
+    for (name, t) in &wa {
+        common::assert_close(name, t, &wb[name], 0.0);
+    }
+}
