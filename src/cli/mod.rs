@@ -107,7 +107,7 @@ enum Command {
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
     /// Fine-tune a GLM on {source, target} JSONL with the official seq2seq layout; reached as
-    /// `wenhui finetune --task seq2seq …` (see [`Cli::parse_args`]).
+    /// `wenhui finetune --task seq2seq …`.
     #[command(name = "finetune-seq2seq", hide = true)]
     FinetuneSeq2seq(Box<seq2seq::Seq2seqFinetuneArgs>),
     /// Benchmarks on random weights (prints one JSON line).
