@@ -430,7 +430,7 @@ fn every_backbone_trains_single_and_multi_token_answers() -> TestResult {
 #[test]
 fn vocab_ptuning_elicits_facts_and_ranks_over_the_allowed_vocabulary() -> TestResult {
     use wenhui::cloze::Template;
-    use wenhui::ptuning::vocab::{compile_queries, target_ranks, tune_vocab_prompt, VocabExample, VocabTuneOptions};
+    use wenhui::ptuning::vocab::{compile_queries, target_ranks, tune_vocab_prompt, VocabExample, VocabSplits, VocabTuneOptions};
     let t = toy();
     let tok = Tokenizer::from_file(&t.tokenizer)?;
     let id = |c: char| tok.encode(&c.to_string(), false).map(|v| v[0]);
@@ -467,7 +467,8 @@ fn vocab_ptuning_elicits_facts_and_ranks_over_the_allowed_vocabulary() -> TestRe
 
     let opts = VocabTuneOptions { lr: 1e-2, epochs: 60, patience: 60, batch_size: 8, ..Default::default() };
     let mut curve = Vec::new();
-    let tuned = tune_vocab_prompt(model.as_ref(), &tok, &template, &examples, &examples, Some(&allowed), &opts, |e, p| curve.push((e, p)))?;
+    let data = VocabSplits { train: &examples, dev: &examples, allowed: Some(&allowed) };
+    let tuned = tune_vocab_prompt(model.as_ref(), &tok, &template, data, &opts, |e, p| curve.push((e, p)))?;
     eprintln!("vocab P-tuning dev P@1 per epoch: {curve:?}");
     assert!(tuned.dev_p1 >= 0.95, "dev P@1 {}", tuned.dev_p1);
     assert!(curve[0].1 < tuned.dev_p1, "the untrained prompt already scored {}", curve[0].1);

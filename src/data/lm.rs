@@ -109,13 +109,13 @@ mod tests {
             assert_eq!(s.targets, text);
             assert_eq!(s.loss_mask[0], 0.0, "[CLS] is never chosen");
             assert_eq!(s.tokens[0], IDS.cls);
-            for i in 0..text.len() {
-                if s.loss_mask[i] > 0.0 {
+            for ((&m, &t), &orig) in s.loss_mask.iter().zip(&s.tokens).zip(&text) {
+                if m > 0.0 {
                     chosen += 1;
-                    masked += usize::from(s.tokens[i] == IDS.mask);
-                    kept += usize::from(s.tokens[i] == text[i]);
+                    masked += usize::from(t == IDS.mask);
+                    kept += usize::from(t == orig);
                 } else {
-                    assert_eq!(s.tokens[i], text[i], "unchosen tokens stay");
+                    assert_eq!(t, orig, "unchosen tokens stay");
                 }
             }
             total += 199;

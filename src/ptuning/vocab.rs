@@ -69,6 +69,17 @@ impl Default for VocabTuneOptions {
     }
 }
 
+/// The queries of one P-tuning run.
+#[derive(Debug, Clone, Copy)]
+pub struct VocabSplits<'a> {
+    /// Training queries.
+    pub train: &'a [VocabExample],
+    /// Dev queries for epoch selection (empty: the last epoch is kept).
+    pub dev: &'a [VocabExample],
+    /// The answers predictions may take (all tokens when `None`).
+    pub allowed: Option<&'a [u32]>,
+}
+
 /// What [`tune_vocab_prompt`] returns.
 pub struct VocabTuned {
     /// The best encoder (by dev P@1).
@@ -129,19 +140,18 @@ fn p_at_1(ranks: &[usize]) -> f64 {
     ranks.iter().filter(|&&r| r == 0).count() as f64 / ranks.len() as f64
 }
 
-/// Trains a prompt encoder for `template` (which must have `[P]` tokens) on `train`, selecting
-/// the epoch by dev P@1 over `allowed` (see the module docs). `progress` is called after every
+/// Trains a prompt encoder for `template` (which must have `[P]` tokens) on `data.train`, selecting
+/// the epoch by dev P@1 over `data.allowed` (see the module docs). `progress` is called after every
 /// epoch with (epoch, dev P@1).
 pub fn tune_vocab_prompt(
     model: &dyn Backbone,
     tok: &Tokenizer,
     template: &Template,
-    train: &[VocabExample],
-    dev: &[VocabExample],
-    allowed: Option<&[u32]>,
+    data: VocabSplits<'_>,
     o: &VocabTuneOptions,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<VocabTuned> {
+    let VocabSplits { train, dev, allowed } = data;
     let n_pseudo = template.num_pseudo();
     if n_pseudo == 0 {
         return Err(Error::input(format!("template `{}` has no [P] pseudo tokens to tune", template.source())));

@@ -5,7 +5,7 @@
 use super::{ptune_template, ProbeContext, QueryFact, RelationTask};
 use crate::cloze::Template;
 use crate::model::ModelKind;
-use crate::ptuning::vocab::{tune_vocab_prompt, VocabExample, VocabTuneOptions};
+use crate::ptuning::vocab::{tune_vocab_prompt, VocabExample, VocabSplits, VocabTuneOptions};
 use crate::Result;
 
 use super::metrics::Scores;
@@ -28,9 +28,14 @@ pub fn ptune_relation(ctx: &ProbeContext<'_>, task: &RelationTask, template: &Te
     let allowed = ctx.allowed_ids(template.space_before_mask());
     let train = examples(&task.train);
     let dev = examples(&task.dev);
-    let tuned = tune_vocab_prompt(ctx.model, ctx.tokenizer, template, &train, &dev, Some(allowed), opts, |epoch, p1| {
-        tracing::debug!("{} epoch {epoch}: dev P@1 {p1:.4}", task.relation.relation)
-    })?;
+    let tuned = tune_vocab_prompt(
+        ctx.model,
+        ctx.tokenizer,
+        template,
+        VocabSplits { train: &train, dev: &dev, allowed: Some(allowed) },
+        opts,
+        |epoch, p1| tracing::debug!("{} epoch {epoch}: dev P@1 {p1:.4}", task.relation.relation),
+    )?;
     let prompt = tuned.encoder.prompt_embeddings()?.detach();
     let scores = Scores::from_ranks(&ctx.rank_facts(template, &task.test, Some(&prompt))?);
     tracing::info!(

@@ -209,7 +209,8 @@ pub fn save_best(
             write_model(&tmp, m, tok)?;
         }
         let toml = toml::to_string(&task.spec).map_err(|e| Error::input(format!("task `{}`: {e}", task.spec.name)))?;
-        std::fs::write(tmp.join("task.toml"), toml).map_err(|e| Error::io(&tmp.join("task.toml"), e))?;
+        let task_path = tmp.join("task.toml");
+        std::fs::write(&task_path, toml).map_err(|e| Error::io(&task_path, e))?;
         write_json(&tmp.join("best.json"), record)
     };
     if let Err(e) = fill() {
