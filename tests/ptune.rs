@@ -244,7 +244,10 @@ fn resume_continues_exactly() -> TestResult {
     let stop = Arc::new(AtomicBool::new(true));
     let first = tune(&split, &RunOptions { stop: Some(stop), ..Default::default() })?;
     assert!(first.interrupted && first.steps == 1, "{first:?}");
-    let rest = tune(&split, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() })?;
+    // Flags given at resume time do not change the run: its saved configuration wins.
+    let mut changed = split.clone();
+    changed.max_steps = Some(99);
+    let rest = tune(&changed, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() })?;
     assert_eq!(rest.steps, 6);
     for file in ["prompt/prompt_encoder.safetensors", "optimizer.safetensors"] {
         let a = tensors_of(&straight.out_dir.join("checkpoints/step-00000006"), file);

@@ -348,7 +348,15 @@ fn primary(task: &ClozeTask) -> String {
 }
 
 /// Trains as `cfg` says (see the module docs); `opts.resume` continues a run directory.
-pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
+pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
+    // A resumed run continues with the configuration it was started with.
+    let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
+    if let Some(ck) = &resumed {
+        if ck.state.config != *given {
+            tracing::warn!("resuming with the configuration saved in {} (flags given now are ignored)", ck.dir.display());
+        }
+    }
+    let cfg = &resumed.as_ref().map(|c| c.state.config.clone()).unwrap_or_else(|| given.clone());
     let task = ClozeTask::load(&cfg.task)?;
     let r = resolve(cfg, &task)?;
     let tok = load_tokenizer(cfg.tokenizer.as_deref(), &cfg.model)?;
@@ -374,13 +382,6 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         )));
     }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
-    let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
-    if let Some(ck) = &resumed {
-        if ck.state.config != *cfg {
-            tracing::warn!("resuming with the configuration saved in {} (flags given now are ignored)", ck.dir.display());
-        }
-    }
-    let cfg = resumed.as_ref().map(|c| c.state.config.clone()).unwrap_or_else(|| cfg.clone());
     let dev_cpu = Device::Cpu;
 
     // The backbone: frozen tensors (ptune) or variables (finetune).
@@ -449,7 +450,7 @@ pub fn tune(cfg: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
             ck.state.clone()
         }
-        None => TuneState::start(&cfg),
+        None => TuneState::start(cfg),
     };
     let metric = primary(&task);
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
