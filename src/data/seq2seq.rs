@@ -202,6 +202,40 @@ pub struct Seq2seqSample {
     pub target_truncated: bool,
 }
 
+impl Seq2seqSample {
+    /// Part A (ending with or holding its mask at `mask_position`) followed by Part B =
+    /// `[sop] targets[..n-1]` predicting `targets`, GLM's 2D positions (Part B at the mask,
+    /// block positions `1..=n`); the loss counts targets from index `scored_from` on. No padding
+    /// and no truncation are recorded.
+    pub fn part_b(part_a: Vec<u32>, mask_position: usize, sop: u32, part_b_targets: &[u32], scored_from: usize) -> Self {
+        let sep = part_a.len();
+        let n = part_b_targets.len();
+        let mut tokens = part_a;
+        tokens.push(sop);
+        tokens.extend(&part_b_targets[..n.saturating_sub(1)]);
+        let mut targets = vec![0; sep];
+        targets.extend(part_b_targets);
+        let mut loss_mask = vec![0.0; sep];
+        loss_mask.extend((0..n).map(|i| if i >= scored_from { 1.0 } else { 0.0 }));
+        let mut positions: Vec<u32> = (0..sep as u32).collect();
+        positions.extend(std::iter::repeat_n(mask_position as u32, n));
+        let mut blocks = vec![0u32; sep];
+        blocks.extend(1..=n as u32);
+        Self {
+            tokens,
+            targets,
+            loss_mask,
+            positions,
+            blocks,
+            sep,
+            mask_position,
+            pad_from: sep,
+            source_truncated: false,
+            target_truncated: false,
+        }
+    }
+}
+
 /// Encodes sources and targets and lays them out (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Seq2seqLayout {
@@ -284,34 +318,15 @@ impl Seq2seqLayout {
             return Err(Error::input("empty target: nothing to learn"));
         }
         let (a, mask_position, pad_from, source_truncated) = self.source_part(source)?;
-        let sep = a.len();
         let mut t: Vec<u32> = target.to_vec();
         t.push(self.tokens.eop);
         let target_truncated = t.len() > self.cfg.max_target_len;
         t.truncate(self.cfg.max_target_len);
-        let n = t.len();
-        let mut tokens = a;
-        tokens.push(self.tokens.sop);
-        tokens.extend(&t[..n - 1]);
-        let mut targets = vec![0; sep];
-        targets.extend(&t);
-        let mut loss_mask = vec![0.0; sep];
-        loss_mask.extend(std::iter::repeat_n(1.0, n));
-        let mut positions: Vec<u32> = (0..sep as u32).collect();
-        positions.extend(std::iter::repeat_n(mask_position as u32, n));
-        let mut blocks = vec![0u32; sep];
-        blocks.extend(1..=n as u32);
         Ok(Seq2seqSample {
-            tokens,
-            targets,
-            loss_mask,
-            positions,
-            blocks,
-            sep,
-            mask_position,
             pad_from,
             source_truncated,
             target_truncated,
+            ..Seq2seqSample::part_b(a, mask_position, self.tokens.sop, &t, 0)
         })
     }
 

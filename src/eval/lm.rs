@@ -54,31 +54,8 @@ fn layout(t: &LmTokens, part_a: &[u32], part_b_targets: &[u32], scored_from: usi
     let mut tokens = vec![t.cls];
     tokens.extend(part_a);
     tokens.push(t.mask);
-    let sep = tokens.len();
-    let mask_position = sep - 1;
-    let n = part_b_targets.len();
-    tokens.push(t.sop);
-    tokens.extend(&part_b_targets[..n - 1]);
-    let mut targets = vec![0; sep];
-    targets.extend(part_b_targets);
-    let mut loss_mask = vec![0.0; sep];
-    loss_mask.extend((0..n).map(|i| if i >= scored_from { 1.0 } else { 0.0 }));
-    let mut positions: Vec<u32> = (0..sep as u32).collect();
-    positions.extend(std::iter::repeat_n(mask_position as u32, n));
-    let mut blocks = vec![0; sep];
-    blocks.extend(1..=n as u32);
-    Seq2seqSample {
-        tokens,
-        targets,
-        loss_mask,
-        positions,
-        blocks,
-        sep,
-        mask_position,
-        pad_from: sep,
-        source_truncated: false,
-        target_truncated: false,
-    }
+    let mask_position = tokens.len() - 1;
+    Seq2seqSample::part_b(tokens, mask_position, t.sop, part_b_targets, scored_from)
 }
 
 /// The windows of one document (see the module docs); each scores at least one token.

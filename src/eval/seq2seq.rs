@@ -5,7 +5,7 @@
 
 use super::rouge::{corpus_scores, RougeSummary, RougeTokenizer};
 use crate::data::seq2seq::{Seq2seqLayout, Seq2seqPair};
-use crate::generate::{decode, GenerationConfig, StepInputs};
+use crate::generate::{decode, GenerationConfig, GlmBlankInputs, StepInputs};
 use crate::model::{Attention, Backbone, BackboneInput};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -46,18 +46,14 @@ struct Seq2seqSteps {
 impl StepInputs for Seq2seqSteps {
     fn input(&self, ids: Tensor, offset: usize) -> Result<BackboneInput> {
         let (rows, s) = ids.dims2()?;
-        let mut data = Vec::with_capacity(rows * 2 * s);
-        for _ in 0..rows {
-            data.extend(std::iter::repeat_n(self.mask_position as u32, s));
-            data.extend((0..s).map(|k| (offset + k + 1) as u32));
-        }
-        let positions = Tensor::from_vec(data, (rows, 2, s), ids.device())?;
-        let mut input = BackboneInput::ids(ids.clone()).with_positions(positions).with_attention(Attention::Sep(vec![0; rows]));
+        let device = ids.device().clone();
+        // Positions and attention as any GLM blank; only the hidden source pads differ.
+        let blank = GlmBlankInputs { mask_position: self.mask_position, max_block_position: self.max_positions };
+        let mut input = blank.input(ids, offset)?;
         if let Some((from, to)) = self.pads {
             let total = self.sep + offset + s;
             let row: Vec<f32> = (0..total).map(|j| if j >= from && j < to { 0.0 } else { 1.0 }).collect();
-            let pad = Tensor::from_vec(row.repeat(rows), (rows, total), ids.device())?;
-            input = input.with_key_padding(pad);
+            input = input.with_key_padding(Tensor::from_vec(row.repeat(rows), (rows, total), &device)?);
         }
         Ok(input)
     }
