@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch eager reference for `wenhui bench train`: one GLM training step on the CPU.
+"""PyTorch eager reference for `wenhui bench train`: one GLM training step on the CPU or a GPU.
 
-The model follows the GLM spec (shared/specs/glm-spec.md §1) and was written from it:
+The model (torch_glm.py) follows the GLM spec (shared/specs/glm-spec.md §1) and was written from it:
 
 * x0 = word_emb[ids] + pos_emb[pos] + block_pos_emb[block]; dropout 0.1
 * L pre-LN blocks (LayerNorm eps 1e-5):
@@ -23,11 +23,16 @@ Prints ONE JSON line. Training: median step time over `--steps` timed steps afte
 untimed ones, tokens_per_s = B*S / step time, gflops = (6*params*B*S + 12*L*B*S^2*H) / step time.
 With `--forward-only`: eval mode (no dropout), no autograd, median ms per forward of B*S tokens,
 GFLOP/s counted as `wenhui bench forward` counts them (24*L*H^2 + 4*S*L*H + 2*H*V per token).
+
+`--device cuda`: model and data on the GPU, fused AdamW, every timed step ends with
+torch.cuda.synchronize(). `--dtype bf16` is mixed precision as wenhui trains: f32 master weights and
+AdamW state, forward/backward under torch.autocast(bfloat16), the cross-entropy in f32. `--dtype f32`
+on the GPU disables TF32 unless `--tf32` is given.
 """
 
 import argparse
+import contextlib
 import json
-import math
 import os
 import statistics
 import time
@@ -36,67 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MASK_FILL = -65504.0
-LN_EPS = 1e-5
-DROPOUT = 0.1
-
-
-class Block(nn.Module):
-    """One pre-LN GLM transformer layer."""
-
-    def __init__(self, hidden: int, heads: int, out_std: float):
-        super().__init__()
-        self.heads = heads
-        self.input_layernorm = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.query_key_value = nn.Linear(hidden, 3 * hidden)
-        self.dense = nn.Linear(hidden, hidden)
-        self.post_attention_layernorm = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.dense_h_to_4h = nn.Linear(hidden, 4 * hidden)
-        self.dense_4h_to_h = nn.Linear(4 * hidden, hidden)
-        for lin, std in ((self.query_key_value, 0.02), (self.dense, out_std), (self.dense_h_to_4h, 0.02), (self.dense_4h_to_h, out_std)):
-            nn.init.normal_(lin.weight, 0.0, std)
-            nn.init.zeros_(lin.bias)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, s, h = x.shape
-        n = self.heads
-        d = h // n
-        qkv = self.query_key_value(self.input_layernorm(x))
-        q, k, v = qkv.split(h, dim=-1)  # contiguous thirds: Q | K | V
-
-        def heads(t: torch.Tensor) -> torch.Tensor:  # [B,S,H] -> [B,N,S,d], head j = channels j*d..(j+1)*d
-            return t.view(b, s, n, d).transpose(1, 2)
-
-        q, k, v = heads(q), heads(k), heads(v)
-        scores = torch.matmul(q, k.transpose(-1, -2) / math.sqrt(d))
-        scores = scores * mask + MASK_FILL * (1.0 - mask)
-        probs = F.dropout(torch.softmax(scores, dim=-1), DROPOUT, self.training)
-        ctx = torch.matmul(probs, v).transpose(1, 2).reshape(b, s, h)
-        x = x + F.dropout(self.dense(ctx), DROPOUT, self.training)
-        mlp = self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(self.post_attention_layernorm(x)), approximate="tanh"))
-        return x + F.dropout(mlp, DROPOUT, self.training)
-
-
-class GLM(nn.Module):
-    """GLM: 2D position embeddings, pre-LN blocks, final LN, logits tied to the word embeddings."""
-
-    def __init__(self, layers: int, hidden: int, heads: int, vocab: int, max_seq: int):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(vocab, hidden)
-        self.position_embeddings = nn.Embedding(max_seq + 1, hidden)
-        self.block_position_embeddings = nn.Embedding(max_seq + 1, hidden)
-        for emb in (self.word_embeddings, self.position_embeddings, self.block_position_embeddings):
-            nn.init.normal_(emb.weight, 0.0, 0.02)
-        out_std = 0.02 / math.sqrt(2.0 * layers)
-        self.layers = nn.ModuleList(Block(hidden, heads, out_std) for _ in range(layers))
-        self.final_layernorm = nn.LayerNorm(hidden, eps=LN_EPS)
-
-    def forward(self, ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.word_embeddings(ids) + self.position_embeddings(position_ids[:, 0]) + self.block_position_embeddings(position_ids[:, 1])
-        x = F.dropout(x, DROPOUT, self.training)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return F.linear(self.final_layernorm(x), self.word_embeddings.weight)
+# The model lives in torch_glm.py (shared with torch_glm_generate.py); re-exported here for
+# check_parity.py and other importers of this module.
+from torch_glm import DROPOUT, GLM, LN_EPS, MASK_FILL, Block, pick_device, set_tf32, synchronize  # noqa: F401
 
 
 def glm_batch(batch: int, seq: int, vocab: int, gen: torch.Generator):
@@ -147,35 +94,56 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--forward-only", action="store_true", help="time eval-mode forwards without autograd instead of training steps")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32", help="bf16: autocast mixed precision, f32 master weights")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on the GPU (default: off, IEEE f32)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     if a.hidden % a.heads:
         ap.error(f"--hidden {a.hidden} is not divisible by --heads {a.heads}")
     if a.seq < 2 or a.steps < 1 or a.warmup < 0 or a.threads < 1:
         ap.error("need --seq >= 2, --steps >= 1, --warmup >= 0, --threads >= 1")
+    device = pick_device(ap, a.device)
+    cuda = device.type == "cuda"
 
     load_before = round(os.getloadavg()[0], 2)  # benchmark on a quiet machine: this should be well below 1
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    if cuda:
+        set_tf32(a.tf32)
     gen = torch.Generator().manual_seed(a.seed)
-    model = GLM(a.layers, a.hidden, a.heads, a.vocab, a.seq)
+    with device:  # parameters initialised directly on the device
+        model = GLM(a.layers, a.hidden, a.heads, a.vocab, a.seq)
     params = sum(p.numel() for p in model.parameters())
     tokens = a.batch * a.seq
-    batches = [glm_batch(a.batch, a.seq, a.vocab, gen) for _ in range(min(a.warmup + a.steps, 4))]
+    batches = [
+        tuple(t.to(device) for t in glm_batch(a.batch, a.seq, a.vocab, gen)) for _ in range(min(a.warmup + a.steps, 4))
+    ]
+    # Mixed precision: weights stay f32, autocast runs matmuls/linears in bf16 (softmax, LayerNorm
+    # and the loss in f32, as autocast's op lists say).
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if a.dtype == "bf16" else contextlib.nullcontext()
+    )
     times = []
+
+    def clock() -> float:
+        synchronize(device)
+        return time.perf_counter()
 
     if a.forward_only:
         model.eval()
         with torch.inference_mode():
             for i in range(a.warmup + a.steps):
                 ids, pos, mask, _, _ = batches[i % len(batches)]
-                t = time.perf_counter()
-                model(ids, pos, mask)
+                t = clock()
+                with autocast:
+                    model(ids, pos, mask)
                 if i >= a.warmup:
-                    times.append(time.perf_counter() - t)
+                    times.append(clock() - t)
         ms = statistics.median(times) * 1e3
         h, l, v = a.hidden, a.layers, a.vocab
         flops = tokens * (24.0 * l * h * h + 4.0 * a.seq * l * h + 2.0 * h * v)
+        gflops = flops / (ms / 1e3) / 1e9
         report = {
             "impl": "pytorch",
             "torch": torch.__version__,
@@ -183,39 +151,51 @@ def main() -> None:
             "mode": "forward",
             "forward_ms": round(ms, 3),
             "forward_tokens_per_s": round(tokens / (ms / 1e3), 1),
-            "forward_gflops": round(flops / (ms / 1e3) / 1e9, 2),
+            "forward_gflops": round(gflops, 2),
             "params": params,
         }
     else:
         model.train()
-        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+        # fused=True: one kernel for the whole update on the GPU, PyTorch eager's fastest AdamW.
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=cuda or None)
         losses = []
         for i in range(a.warmup + a.steps):
             ids, pos, mask, targets, loss_mask = batches[i % len(batches)]
-            t = time.perf_counter()
+            t = clock()
             opt.zero_grad(set_to_none=True)
-            loss = masked_lm_loss(model(ids, pos, mask), targets, loss_mask)
+            with autocast:
+                logits = model(ids, pos, mask)
+            loss = masked_lm_loss(logits, targets, loss_mask)  # upcasts the logits: CE in f32
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
             if i >= a.warmup:
-                times.append(time.perf_counter() - t)
+                times.append(clock() - t)
         step = statistics.median(times)
         flops = 6.0 * params * tokens + 12.0 * a.layers * a.batch * a.seq * a.seq * a.hidden
+        gflops = flops / step / 1e9
         report = {
             "impl": "pytorch",
             "torch": torch.__version__,
             "threads": a.threads,
             "tokens_per_s": round(tokens / step, 1),
             "step_ms": round(step * 1e3, 3),
-            "gflops": round(flops / step / 1e9, 2),
+            "gflops": round(gflops, 2),
             "params": params,
             "loss_first": round(losses[0], 4),
             "loss_last": round(losses[-1], 4),
         }
     report["load_avg_1m_before"] = load_before
     report.update({k: getattr(a, k) for k in ("layers", "hidden", "heads", "vocab", "seq", "batch", "steps", "warmup")})
+    report.update({"device": a.device, "dtype": a.dtype})
+    if cuda:
+        report.update({
+            "gpu": torch.cuda.get_device_name(device),
+            "tf32": a.tf32,
+            "tflops": round(gflops / 1e3, 2),
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2),
+        })
     print(json.dumps(report))
 
 

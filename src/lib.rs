@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod cloze;
 pub mod data;
+pub mod device;
 pub mod embedded;
 pub mod error;
 pub mod eval;

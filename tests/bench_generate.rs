@@ -5,7 +5,7 @@ use wenhui::bench::{bench_generate, bench_generate_on, GenerateBench};
 use wenhui::model::{load_model, LoadOptions};
 
 fn tiny() -> GenerateBench {
-    GenerateBench { layers: 2, hidden: 32, heads: 4, vocab: 64, prompt: 12, new_tokens: 6, beams: 4, reps: 2 }
+    GenerateBench { layers: 2, hidden: 32, heads: 4, vocab: 64, prompt: 12, new_tokens: 6, beams: 4, reps: 2, ..Default::default() }
 }
 
 #[test]
@@ -34,4 +34,36 @@ fn cli_prints_one_json_line() {
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(r["greedy_tokens_per_s"].as_f64().unwrap() > 0.0 && r["beam_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(r["kind"], "glm");
+}
+
+#[test]
+fn batched_decode_loop_runs_on_glm_and_gpt2() {
+    let c = GenerateBench { batch: 3, decode_only: true, ..tiny() };
+    let r = bench_generate(&c).unwrap();
+    let d = r.decode.as_ref().expect("decode report");
+    assert!(d.batch == 3 && d.tokens_per_s > 0.0 && d.prefill_ms > 0.0 && d.decode_ms_per_token > 0.0, "{d:?}");
+    assert!(r.greedy_ms.is_nan(), "decode_only skips the library runs");
+    let m = load_model(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2-tiny"), &LoadOptions::default())
+        .unwrap();
+    let r = bench_generate_on(m.backbone.as_ref(), None, &GenerateBench { batch: 2, ..tiny() }).unwrap();
+    assert!(r.decode.unwrap().tokens_per_s > 0.0 && r.greedy_tokens_per_s > 0.0);
+}
+
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["--device", "cuda", "bench", "train", "--layers", "1", "--hidden", "16", "--heads", "2", "--vocab", "64"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scripts/build-cuda.sh"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["--dtype", "bf16", "bench", "train", "--layers", "1", "--hidden", "16", "--heads", "2", "--vocab", "64"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("GPU"), "bf16 on the CPU is refused");
 }

@@ -165,3 +165,28 @@ fn bad_input_is_reported() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"));
 }
+
+#[test]
+fn cli_resume_without_config_uses_the_saved_run_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let wenhui = || std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"));
+    let out = wenhui()
+        .args(["pretrain", "--quiet", "--corpus"])
+        .arg(&c)
+        .arg("--out-dir")
+        .arg(&run)
+        .args(["--layers", "1", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4", "--steps", "6"])
+        .args(["--save-every", "6", "--eval-every", "6", "--log-every", "1", "--valid-fraction", "0.1", "--valid-batches", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Only the run directory and a new step count: everything else comes from the checkpoint.
+    let out = wenhui().args(["pretrain", "--quiet", "--json", "--steps", "9", "--resume"]).arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["steps"], 9, "{summary}");
+    let steps: Vec<u64> = losses(&run).iter().filter(|l| l.1.is_some()).map(|l| l.0).collect();
+    assert_eq!(steps, (1..=9).collect::<Vec<_>>());
+}

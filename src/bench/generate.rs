@@ -4,11 +4,12 @@
 //! until the last step, so every run generates exactly `new_tokens` tokens.
 
 use super::median_ms;
+use crate::device::{check_dtype, parse_device, parse_dtype, synchronize};
 use crate::generate::{fill_blanks, generate, BlankTokens, CausalInputs, GenerationConfig};
 use crate::model::glm::GlmConfig;
 use crate::model::{Backbone, BackboneInput, ModelConfig, ModelKind};
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 
 /// What to measure (the flags of `wenhui bench generate`).
@@ -30,11 +31,32 @@ pub struct GenerateBench {
     pub beams: usize,
     /// Timed runs per strategy after one warmup run; the median is reported.
     pub reps: usize,
+    /// Sequences of the batched greedy decode loop (0 = skip it).
+    pub batch: usize,
+    /// Measure only the batched decode loop (skip the library's greedy and beam runs).
+    pub decode_only: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Weights and compute dtype: `f32`, or `bf16`/`f16` on a GPU.
+    pub dtype: String,
 }
 
 impl Default for GenerateBench {
     fn default() -> Self {
-        Self { layers: 12, hidden: 768, heads: 12, vocab: 30592, prompt: 128, new_tokens: 32, beams: 4, reps: 3 }
+        Self {
+            layers: 12,
+            hidden: 768,
+            heads: 12,
+            vocab: 30592,
+            prompt: 128,
+            new_tokens: 32,
+            beams: 4,
+            reps: 3,
+            batch: 0,
+            decode_only: false,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+        }
     }
 }
 
@@ -62,11 +84,27 @@ pub struct GenerateReport {
     pub beam_ms: f64,
     /// New tokens (of the returned hypothesis) per second of beam search.
     pub beam_tokens_per_s: f64,
+    /// The batched greedy decode loop (`batch` > 0): prompt pass + `new_tokens` cached steps.
+    pub decode: Option<DecodeLoopReport>,
     /// Rayon threads.
     pub threads: usize,
 }
 
-/// Measures a random GLM of the given shape in f32 on the CPU.
+/// The batched greedy decode loop: what a server's decoding step costs, without sampling
+/// bookkeeping (argmax stays on the device until the end).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecodeLoopReport {
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// Median ms of the prompt pass (batch × prompt tokens).
+    pub prefill_ms: f64,
+    /// Median ms per decoding step (one new token for every sequence).
+    pub decode_ms_per_token: f64,
+    /// batch × new tokens / (prefill + decode) seconds.
+    pub tokens_per_s: f64,
+}
+
+/// Measures a random GLM of the given shape on `c.device` in `c.dtype`.
 pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) || c.layers == 0 || c.vocab < 16 {
         return Err(Error::input(format!(
@@ -77,7 +115,10 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     let max_seq = c.prompt.max(c.new_tokens + 2);
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, max_seq));
     let params = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &Device::Cpu)?;
+    let dev = parse_device(&c.device)?;
+    let dtype = parse_dtype(&c.dtype)?;
+    check_dtype(&dev, dtype)?;
+    let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(0)?), dtype, &dev)?;
     let v = c.vocab as u32;
     let blank = BlankTokens { masks: vec![v - 3], sop: v - 2, eop: v - 1, eos: None };
     let mut r = bench_generate_on(model.as_ref(), Some(&blank), c)?;
@@ -129,10 +170,12 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
         }
     };
     let beam_cfg = GenerationConfig { num_beams: c.beams, ..base.clone() };
-    let mut greedy_new = 0;
-    let greedy_ms = median_ms(1, c.reps, || run(&base).map(|n| greedy_new = n))?;
-    let mut beam_new = 0;
-    let beam_ms = median_ms(1, c.reps, || run(&beam_cfg).map(|n| beam_new = n))?;
+    let (mut greedy_new, mut beam_new, mut greedy_ms, mut beam_ms) = (0, 0, f64::NAN, f64::NAN);
+    if !c.decode_only {
+        greedy_ms = median_ms(1, c.reps, || run(&base).map(|n| greedy_new = n))?;
+        beam_ms = median_ms(1, c.reps, || run(&beam_cfg).map(|n| beam_new = n))?;
+    }
+    let decode = if c.batch > 0 { Some(decode_loop(model, &prompt, glm, c)?) } else { None };
     let ids = Tensor::new(prompt.as_slice(), model.device())?.unsqueeze(0)?;
     let input = match blank {
         Some(_) => {
@@ -159,6 +202,72 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
         greedy_tokens_per_s: greedy_new as f64 / (greedy_ms / 1e3),
         beam_ms,
         beam_tokens_per_s: beam_new as f64 / (beam_ms / 1e3),
+        decode,
         threads: rayon::current_num_threads(),
+    })
+}
+
+/// `c.batch` copies of `prompt` (rotated per row so rows differ): one prompt pass filling the
+/// cache, then `c.new_tokens` greedy steps of one token per row. GLM: the prompt is Part A
+/// (ending in `[gMASK]`), new tokens stand at the mask's position with block positions 1, 2, …
+fn decode_loop(model: &dyn Backbone, prompt: &[u32], glm: bool, c: &GenerateBench) -> Result<DecodeLoopReport> {
+    let (b, p, dev) = (c.batch, prompt.len(), model.device().clone());
+    let mut rows: Vec<u32> = Vec::with_capacity(b * p);
+    for r in 0..b {
+        let mut row = prompt[..p - 1].to_vec();
+        row.rotate_left(r % (p - 1).max(1));
+        rows.extend(row);
+        rows.push(prompt[p - 1]);
+    }
+    let ids = Tensor::from_vec(rows, (b, p), &dev)?;
+    let last_rows = Tensor::from_vec((0..b as u32).map(|r| r * p as u32 + p as u32 - 1).collect::<Vec<_>>(), b, &dev)?;
+    let prefill_input = if glm {
+        let pos: Vec<u32> = (0..b).flat_map(|_| (0..p as u32).chain(std::iter::repeat_n(0, p))).collect();
+        BackboneInput::ids(ids)
+            .with_positions(Tensor::from_vec(pos, (b, 2, p), &dev)?)
+            .with_attention(crate::model::Attention::Sep(vec![p; b]))
+    } else {
+        BackboneInput::ids(ids).with_attention(crate::model::Attention::Causal)
+    }
+    .with_logit_rows(last_rows);
+    let step_input = |next: Tensor, step: usize| -> Result<BackboneInput> {
+        // Argmax ids and computed positions: no host-side range check (no stall per step).
+        let input = BackboneInput::ids(next).with_attention(crate::model::Attention::Causal).trusted();
+        Ok(if glm {
+            let pos: Vec<u32> = (0..b).flat_map(|_| [p as u32 - 1, step as u32 + 1]).collect();
+            input.with_positions(Tensor::from_vec(pos, (b, 2, 1), &dev)?)
+        } else {
+            input.with_positions(Tensor::from_vec(vec![(p + step) as u32; b], (b, 1), &dev)?)
+        })
+    };
+    let (mut prefill, mut total) = (Vec::new(), Vec::new());
+    for rep in 0..=c.reps {
+        let t0 = std::time::Instant::now();
+        let mut cache = model.new_cache();
+        let logits = model.forward(&prefill_input, Some(&mut cache))?.logits;
+        let mut next = logits.argmax_keepdim(candle_core::D::Minus1)?.reshape((b, 1))?;
+        synchronize(&dev)?;
+        let t1 = t0.elapsed().as_secs_f64() * 1e3;
+        for step in 0..c.new_tokens {
+            let logits = model.forward(&step_input(next, step)?, Some(&mut cache))?.logits;
+            next = logits.argmax_keepdim(candle_core::D::Minus1)?.reshape((b, 1))?;
+        }
+        // The tokens come back once, at the end, as a server would stream them in batches.
+        let _tokens = next.to_vec2::<u32>()?;
+        if rep > 0 {
+            prefill.push(t1);
+            total.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (prefill_ms, total_ms) = (median(&mut prefill), median(&mut total));
+    Ok(DecodeLoopReport {
+        batch: b,
+        prefill_ms,
+        decode_ms_per_token: (total_ms - prefill_ms) / c.new_tokens as f64,
+        tokens_per_s: (b * c.new_tokens) as f64 / (total_ms / 1e3),
     })
 }

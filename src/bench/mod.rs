@@ -3,11 +3,13 @@
 
 mod forward;
 mod generate;
+mod parity;
 mod poem;
 mod train;
 
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
-pub use generate::{bench_generate, bench_generate_on, GenerateBench, GenerateReport};
+pub use generate::{bench_generate, bench_generate_on, DecodeLoopReport, GenerateBench, GenerateReport};
+pub use parity::{bench_parity, Check, ParityBench};
 pub use poem::{bench_poem, PoemBench, PoemBenchReport};
 pub use train::{bench_train, TrainBench, TrainReport};
 

@@ -4,12 +4,13 @@
 use super::median_ms;
 use crate::data::blank::{ObjectiveConfig, ObjectiveTokens};
 use crate::data::stream::{BatchStream, Cursor, StreamConfig};
+use crate::device::{check_dtype, parse_device, parse_dtype, synchronize};
 use crate::model::glm::GlmConfig;
 use crate::model::ModelConfig;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::pretrain::batch_loss;
 use crate::{Error, Result};
-use candle_core::{DType, Device};
+use candle_core::DType;
 use rand::{Rng, SeedableRng};
 
 /// What to measure (the flags of `wenhui bench train`).
@@ -29,6 +30,11 @@ pub struct TrainBench {
     pub batch: usize,
     /// Timed steps (after one warmup step); the median is reported.
     pub steps: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Compute dtype: `f32`, or `bf16`/`f16` mixed precision on a GPU (f32 master weights and
+    /// optimizer state).
+    pub dtype: String,
 }
 
 /// One JSON line of results.
@@ -49,52 +55,69 @@ pub struct TrainReport {
     pub tokens_per_s: f64,
     /// Achieved GFLOP/s: 6·params·tokens + attention (12·L·B·S²·H) per step.
     pub gflops: f64,
+    /// Achieved TFLOP/s (= gflops / 1000), the unit GPU figures are quoted in.
+    pub tflops: f64,
+    /// Median ms of the forward pass and loss (batch upload included).
+    pub forward_ms: f64,
+    /// Median ms of the backward pass.
+    pub backward_ms: f64,
+    /// Median ms of the optimizer step (gradient norm, clipping, AdamW).
+    pub optimizer_ms: f64,
     /// Rayon threads.
     pub threads: usize,
 }
 
-/// Runs the benchmark on the CPU in f32.
+/// Runs the benchmark on `c.device` (the CPU in f32, or a GPU in f32 or mixed precision).
 pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     if !c.hidden.is_multiple_of(c.heads) || c.seq < 8 || c.batch == 0 || c.steps == 0 || c.vocab < 16 {
         return Err(Error::input("bench train: hidden must be a multiple of heads, seq ≥ 8, batch and steps positive, vocab ≥ 16"));
     }
-    let dev = Device::Cpu;
+    let dev = parse_device(&c.device)?;
+    let compute = parse_dtype(&c.dtype)?;
+    check_dtype(&dev, compute)?;
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
     let params_n: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    let (varmap, model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &dev)?;
+    let (varmap, mut model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &dev)?;
+    model.set_compute_dtype(compute)?;
     let mut params: Vec<_> =
         varmap.data().lock().map_err(|_| Error::input("poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let mut optim = AdamW::new(params, AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.1 })?;
-    // Random documents over the non-special ids; special ids at the top of the vocabulary.
-    let v = c.vocab as u32;
-    let ids = ObjectiveTokens { cls: v - 7, eos: v - 6, mask: v - 5, smask: v - 4, gmask: v - 3, sop: v - 2, eop: v - 1 };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let docs: Vec<Vec<u32>> =
-        (0..512).map(|_| (0..rng.random_range(c.seq / 2..c.seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
-    let stream_cfg = StreamConfig {
-        seq_len: c.seq,
-        batch_size: c.batch,
-        pack: true,
-        seed: 0,
-        objectives: ObjectiveConfig::default(),
-        lm: Default::default(),
-    };
-    let mut stream = BatchStream::new(&docs, (0..docs.len()).collect(), stream_cfg, ids, Default::default(), Cursor::default())?;
+    let corpus = RandomCorpus::new(c.vocab, c.seq);
+    let mut stream = corpus.stream(c.seq, c.batch)?;
     let mut step = 0u64;
     let (mut tokens, mut attn_flops) = (0f64, 0f64);
+    // Per-phase wall times (the device synchronised after each), for where the step goes.
+    let mut phases: Vec<[f64; 3]> = Vec::new();
+    // Batches are made before timing: the benchmark measures the device step, not the host's
+    // blank-infilling sampler (which runs ahead of the step in `wenhui pretrain`).
+    let batches = (0..=c.steps).map(|_| stream.next_batch()).collect::<Result<Vec<_>>>()?;
+    let mut next = batches.iter();
     let ms = median_ms(1, c.steps, || {
-        let batch = stream.next_batch()?;
+        let batch = next.next().ok_or_else(|| Error::input("bench train: out of batches"))?;
         let s = batch.tokens.first().map_or(0, |r| r.len()) as f64;
         tokens += (c.batch as f64) * s;
         attn_flops += 12.0 * (c.layers * c.batch) as f64 * s * s * c.hidden as f64;
-        let (loss, _) = batch_loss(model.as_ref(), &batch, Some(step))?;
+        let t0 = std::time::Instant::now();
+        let (loss, _) = batch_loss(model.as_ref(), batch, Some(step))?;
+        synchronize(&dev)?;
+        let t1 = t0.elapsed().as_secs_f64() * 1e3;
         let grads = loss.backward()?;
+        synchronize(&dev)?;
+        let t2 = t0.elapsed().as_secs_f64() * 1e3;
         optim.step(&grads, 1e-4, Some(1.0))?;
+        synchronize(&dev)?;
+        let t3 = t0.elapsed().as_secs_f64() * 1e3;
+        phases.push([t1, t2 - t1, t3 - t2]);
         step += 1;
         Ok(())
     })?;
     let n = (c.steps + 1) as f64;
+    let phase = |k: usize| {
+        let mut v: Vec<f64> = phases.iter().skip(1).map(|p| p[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     let tokens_per_step = tokens / n;
     let flops = 6.0 * params_n as f64 * tokens_per_step + attn_flops / n;
     Ok(TrainReport {
@@ -105,6 +128,41 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
         tokens_per_step,
         tokens_per_s: tokens_per_step / (ms / 1e3),
         gflops: flops / (ms / 1e3) / 1e9,
+        tflops: flops / (ms / 1e3) / 1e12,
+        forward_ms: phase(0),
+        backward_ms: phase(1),
+        optimizer_ms: phase(2),
         threads: rayon::current_num_threads(),
     })
+}
+
+/// Random documents over the non-special ids of a vocabulary (special ids at its top), for
+/// benchmarks and device checks that need real blank-infilling batches without a corpus.
+pub(crate) struct RandomCorpus {
+    docs: Vec<Vec<u32>>,
+    ids: ObjectiveTokens,
+}
+
+impl RandomCorpus {
+    /// 512 documents of `seq/2 .. 2·seq` tokens, seeded.
+    pub(crate) fn new(vocab: usize, seq: usize) -> Self {
+        let v = vocab as u32;
+        let ids = ObjectiveTokens { cls: v - 7, eos: v - 6, mask: v - 5, smask: v - 4, gmask: v - 3, sop: v - 2, eop: v - 1 };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let docs = (0..512).map(|_| (0..rng.random_range(seq / 2..seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
+        Self { docs, ids }
+    }
+
+    /// The GLM-Large objective mix over these documents, packed to `seq` tokens, `batch` rows.
+    pub(crate) fn stream(&self, seq: usize, batch: usize) -> Result<BatchStream<'_>> {
+        let cfg = StreamConfig {
+            seq_len: seq,
+            batch_size: batch,
+            pack: true,
+            seed: 0,
+            objectives: ObjectiveConfig::default(),
+            lm: Default::default(),
+        };
+        BatchStream::new(&self.docs, (0..self.docs.len()).collect(), cfg, self.ids, Default::default(), Cursor::default())
+    }
 }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 use wenhui::bench::{
-    bench_forward, bench_generate, bench_generate_on, bench_poem, bench_train, ForwardBench, GenerateBench, PoemBench, TrainBench,
+    bench_forward, bench_generate, bench_generate_on, bench_parity, bench_poem, bench_train, ForwardBench, GenerateBench, ParityBench,
+    PoemBench, TrainBench,
 };
 use wenhui::generate::BlankTokens;
 use wenhui::model::{load_model, LoadOptions, ModelKind};
@@ -111,20 +112,61 @@ pub enum Command {
         /// Timed runs per strategy (median reported, after one warmup run).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Sequences of the batched greedy decode loop (0 = skip it).
+        #[arg(long, default_value_t = 0)]
+        batch: usize,
+        /// Skip the library's greedy and beam-search runs (measure only the batched decode loop).
+        #[arg(long)]
+        decode_only: bool,
+    },
+    /// The device (`--device cuda`) against the CPU and the reference dumps: every fused op forward and backward,
+    /// the GLM fixture's logits, one training step's gradients and AdamW update (f32 with TF32
+    /// off ≤ 1e-3; half types within a relative bound). Prints a table; fails on any miss.
+    Parity {
+        /// Half dtypes to check too (comma-separated: bf16,f16; empty for none).
+        #[arg(long, default_value = "bf16", value_delimiter = ',')]
+        half: Vec<String>,
+        /// GLM fixture folder (cases.json, cases.safetensors, model files); default
+        /// $WENHUI_GLM_FIXTURE or tests/fixtures/glm-tiny.
+        #[arg(long)]
+        fixture: Option<PathBuf>,
+        /// Print the checks as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Load-test `wenhui serve` on loopback: concurrent clients (1, 8, 32), tokens/s, p50/p99
     /// latency, continuous batching on and off (one JSON line per run).
     Serve(crate::cli::serve::BenchArgs),
 }
 
-pub fn run(c: Command) -> anyhow::Result<()> {
+pub fn run(c: Command, on: &crate::cli::common::DeviceFlags) -> anyhow::Result<()> {
+    let (device, dtype) = (on.device.clone(), on.dtype.clone());
     match c {
         Command::Forward { shape: BaseShape { layers, hidden, heads, vocab }, seq, batch, reps, decode_tokens } => {
             let report = bench_forward(&ForwardBench { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens })?;
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Parity { half, fixture, json } => {
+            let half = half.into_iter().filter(|h| !h.trim().is_empty()).collect();
+            let fixture = fixture
+                .or_else(|| std::env::var_os("WENHUI_GLM_FIXTURE").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("tests/fixtures/glm-tiny"));
+            let checks = bench_parity(&ParityBench { device: device.clone(), half, fixture })?;
+            if json {
+                println!("{}", serde_json::to_string(&checks)?);
+            } else {
+                for c in &checks {
+                    println!("{:<4} {:<58} {:>11.3e}  (bound {:.0e})", if c.ok { "ok" } else { "FAIL" }, c.name, c.error, c.bound);
+                }
+            }
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} parity checks failed", checks.len());
+            }
+            eprintln!("all {} parity checks passed", checks.len());
+        }
         Command::Train { layers, hidden, heads, vocab, seq, batch, steps } => {
-            let report = bench_train(&TrainBench { layers, hidden, heads, vocab, seq, batch, steps })?;
+            let report = bench_train(&TrainBench { layers, hidden, heads, vocab, seq, batch, steps, device, dtype })?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Poem { model, titles, form, beams, refine, reps } => {
@@ -139,12 +181,26 @@ pub fn run(c: Command) -> anyhow::Result<()> {
             let c = PoemBench { titles, form, beams, refine_rounds: refine, reps };
             println!("{}", serde_json::to_string(&bench_poem(&cx, &c)?)?);
         }
-        Command::Generate { model, shape: BaseShape { layers, hidden, heads, vocab }, prompt, new_tokens, beams, reps } => {
-            let c = GenerateBench { layers, hidden, heads, vocab, prompt, new_tokens, beams, reps };
+        Command::Generate {
+            model,
+            shape: BaseShape { layers, hidden, heads, vocab },
+            prompt,
+            new_tokens,
+            beams,
+            reps,
+            batch,
+            decode_only,
+        } => {
+            let c = GenerateBench { layers, hidden, heads, vocab, prompt, new_tokens, beams, reps, batch, decode_only, device, dtype };
             let report = match model {
                 None => bench_generate(&c)?,
                 Some(dir) => {
-                    let m = load_model(&dir, &LoadOptions::default())?;
+                    let opts = LoadOptions {
+                        device: wenhui::device::parse_device(&c.device)?,
+                        dtype: wenhui::device::parse_dtype(&c.dtype)?,
+                        ..Default::default()
+                    };
+                    let m = load_model(&dir, &opts)?;
                     let blank = match m.config.kind() {
                         ModelKind::Glm => {
                             let tok_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };

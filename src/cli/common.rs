@@ -101,3 +101,38 @@ pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     });
     stop
 }
+
+/// Where every command computes (`--device`, `--dtype`, `--tf32`, global flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceFlags {
+    /// cpu, cuda or cuda:N (CUDA needs the binary from scripts/build-cuda.sh).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, or bf16/f16 on a GPU (weights loaded in it for inference; f32 master
+    /// weights with mixed-precision compute for training).
+    #[arg(long, global = true, default_value = "f32")]
+    pub dtype: String,
+    /// Allow TF32 for f32 matrix products on a GPU (off by default: exact f32).
+    #[arg(long, global = true)]
+    pub tf32: bool,
+}
+
+impl DeviceFlags {
+    /// Opens the device, checks the dtype and makes both the process default.
+    pub fn apply(&self) -> anyhow::Result<()> {
+        let device = wenhui::device::parse_device(&self.device)?;
+        let dtype = wenhui::device::parse_dtype(&self.dtype)?;
+        wenhui::device::check_dtype(&device, dtype)?;
+        wenhui::device::set_matmul_precision(self.tf32);
+        wenhui::device::set_default(device, dtype);
+        Ok(())
+    }
+
+    /// Fails for a command that runs on the CPU only.
+    pub fn require_cpu(&self, command: &str) -> anyhow::Result<()> {
+        if wenhui::device::parse_device(&self.device)?.is_cpu() && self.dtype.eq_ignore_ascii_case("f32") {
+            return Ok(());
+        }
+        anyhow::bail!("`wenhui {command}` runs on the CPU in f32 for now; drop --device/--dtype")
+    }
+}

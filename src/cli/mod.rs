@@ -32,6 +32,8 @@ pub struct Cli {
     /// Log debug messages to stderr (or set WENHUI_LOG=debug, info, ...).
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    #[command(flatten)]
+    on: common::DeviceFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +119,15 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    cli.on.apply()?;
+    match &cli.command {
+        Command::Ptune(_) => cli.on.require_cpu("ptune")?,
+        Command::Finetune(_) => cli.on.require_cpu("finetune")?,
+        Command::FinetuneSeq2seq(_) => cli.on.require_cpu("finetune --task seq2seq")?,
+        Command::Probe(_) => cli.on.require_cpu("probe")?,
+        _ => {}
+    }
+    let on = cli.on.clone();
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
@@ -133,7 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune(a) => ptune::run_finetune(*a),
         Command::Eval(c) => eval::run(*c),
         Command::Plot(a) => plot::run(a),
-        Command::Bench(c) => bench::run(c),
+        Command::Bench(c) => bench::run(c, &on),
         Command::FinetuneSeq2seq(a) => seq2seq::run_finetune(*a),
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),

@@ -11,7 +11,8 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// Continue a run: a checkpoint directory or the run directory (newest checkpoint).
+    /// Continue a run: a checkpoint directory or the run directory (newest checkpoint). Without
+    /// --config the run's saved configuration is used (flags still override it).
     #[arg(long)]
     #[serde(skip)]
     resume: Option<PathBuf>,
@@ -172,7 +173,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         serde_json::Value::Object(m) => m,
         _ => Default::default(),
     };
-    let cfg = PretrainConfig::load(a.config.as_deref(), overrides)?;
+    let cfg = match (&a.config, &a.resume) {
+        // Resuming without --config: the saved run configuration, flags still override it.
+        (None, Some(dir)) => {
+            let mut saved = wenhui::train::checkpoint::saved_config(dir)?;
+            if let Some(obj) = saved.as_object_mut() {
+                obj.extend(overrides);
+            }
+            let map = match saved {
+                serde_json::Value::Object(m) => m,
+                _ => Default::default(),
+            };
+            PretrainConfig::load(None, map)?
+        }
+        _ => PretrainConfig::load(a.config.as_deref(), overrides)?,
+    };
     let stop = crate::cli::common::ctrl_c_stop_flag();
     let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let summary = pretrain(&cfg, &RunOptions { resume: a.resume.clone(), progress, stop: Some(stop) })?;

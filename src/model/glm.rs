@@ -215,6 +215,8 @@ pub struct Glm {
     final_layernorm: LayerNorm,
     device: Device,
     dtype: DType,
+    /// The dtype activations are computed in (= `dtype` unless mixed precision is set).
+    compute: DType,
 }
 
 impl Glm {
@@ -243,6 +245,7 @@ impl Glm {
             final_layernorm: LayerNorm::new(h, cfg.layernorm_epsilon, t.pp("final_layernorm"))?,
             device: vb.device().clone(),
             dtype: vb.dtype(),
+            compute: vb.dtype(),
             cfg: cfg.clone(),
         })
     }
@@ -263,6 +266,10 @@ impl Backbone for Glm {
         self.word_embeddings.forward(ids)
     }
 
+    fn embed_unchecked(&self, ids: &Tensor) -> Result<Tensor> {
+        self.word_embeddings.forward(ids)
+    }
+
     fn forward(&self, input: &BackboneInput, mut cache: Option<&mut KvCache>) -> Result<BackboneOutput> {
         let (b, s, past, words) = begin(self, input, cache.as_deref())?;
         let (pos, block) = match &input.positions {
@@ -276,23 +283,26 @@ impl Backbone for Glm {
             None => (default_positions(b, s, past, &self.device)?, Tensor::zeros((b, s), DType::U32, &self.device)?),
         };
         let rows = self.cfg.position_rows();
-        check_positions(&pos, rows, "position id")?;
-        check_positions(&block, rows, "block position id")?;
+        if !input.trusted {
+            check_positions(&pos, rows, "position id")?;
+            check_positions(&block, rows, "block position id")?;
+        }
         let mut x = (words + self.position_embeddings.forward(&pos.to_dtype(DType::U32)?)?)?;
         if let Some(bp) = &self.block_position_embeddings {
             x = (x + bp.forward(&block.to_dtype(DType::U32)?)?)?;
         }
         let drop = Dropouts { attn: self.cfg.attention_dropout_prob, hidden: self.cfg.output_dropout_prob, seed: input.dropout_seed };
-        let mut x = dropout(&x, self.cfg.embedding_dropout_prob, input.dropout_seed, 0)?;
+        let mut x = dropout(&x.to_dtype(self.compute)?, self.cfg.embedding_dropout_prob, input.dropout_seed, 0)?;
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
-        let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
+        let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.compute, &self.device)?;
         let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, drop };
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
             x = layer.forward(&x, &ctx, slot, l)?;
         }
         let hidden = self.final_layernorm.forward(&x)?;
-        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.word_embeddings.weight().t()?)?;
+        let table = self.word_embeddings.weight().to_dtype(hidden.dtype())?;
+        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &table.t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 
@@ -302,5 +312,13 @@ impl Backbone for Glm {
 
     fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if !dtype.is_float() {
+            return Err(Error::input(format!("compute dtype must be a float type, not {dtype:?}")));
+        }
+        self.compute = dtype;
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ops;
 use crate::Result;
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 /// Normal init with standard deviation `std`.
@@ -40,7 +40,9 @@ impl Linear {
         if let (Some(b), true, DType::F32 | DType::F64) = (&self.bias, x.device().is_cpu(), x.dtype()) {
             return Ok(ops::linear(x, &self.weight, b)?);
         }
-        let y = rows_matmul(x, &self.weight.t()?)?;
+        // Mixed precision: the (f32 master) weight is cast to the activations' dtype here, so
+        // its gradient flows back through the cast.
+        let y = rows_matmul(x, &self.weight.to_dtype(x.dtype())?.t()?)?;
         Ok(match &self.bias {
             Some(b) => ops::add_bias(&y, b)?,
             None => y,
@@ -96,7 +98,7 @@ impl Embedding {
         Ok(Self { weight: vb.get_with_hints((rows, dim), "weight", normal(std))? })
     }
     pub(crate) fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::Embedding::new(self.weight.clone(), self.weight.dim(1)?).forward(ids)?)
+        Ok(ops::embedding(&self.weight, ids)?)
     }
     pub(crate) fn weight(&self) -> &Tensor {
         &self.weight

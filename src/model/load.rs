@@ -171,7 +171,8 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dtype: DType::F32, device: Device::Cpu, gelu: None, config: None }
+        // The CLI's `--device` / `--dtype` (CPU, f32 unless set).
+        Self { dtype: crate::device::default_dtype(), device: crate::device::default_device(), gelu: None, config: None }
     }
 }
 

@@ -58,6 +58,10 @@ pub fn build_mask(
             };
             // Identical rows collapse to a single broadcast mask.
             let rows = if seps.iter().all(|&s| s == seps[0]) { &seps[..1] } else { &seps[..] };
+            // Large masks on a GPU are built there; a decoding step's one row is cheaper to upload.
+            if !device.is_cpu() && rows.len() * seq * total > 1 << 16 {
+                return finish_mask(device_sep_mask(rows, seq, past, device)?.to_dtype(dtype)?, key_padding, batch, total, dtype, device);
+            }
             let mut data = Vec::with_capacity(rows.len() * seq * total);
             for &sep in rows {
                 for i in 0..seq {
@@ -68,19 +72,38 @@ pub fn build_mask(
             Tensor::from_vec(data, (rows.len(), 1, seq, total), device)?.to_dtype(dtype)?
         }
     };
+    finish_mask(mask, key_padding, batch, total, dtype, device)
+}
+
+/// Applies the optional key padding to a built mask.
+fn finish_mask(mask: Tensor, key_padding: Option<&Tensor>, batch: usize, total: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     match key_padding {
         None => Ok(mask),
         Some(pad) => {
             let (pb, pk) = pad.dims2()?;
             if pb != batch || pk != total {
                 return Err(Error::input(format!(
-                    "key padding has shape [{pb}, {pk}]; expected [{batch}, {total}] (past {past} + new {seq})"
+                    "key padding has shape [{pb}, {pk}]; expected [{batch}, {total}] (cached + new positions)"
                 )));
             }
             let pad = pad.to_dtype(dtype)?.to_device(device)?.reshape((batch, 1, 1, total))?;
             Ok(mask.broadcast_mul(&pad)?)
         }
     }
+}
+
+/// The `[rows, 1, seq, past + seq]` sep mask built on the device itself (no host loop and
+/// no upload of an S×S tensor per forward pass): column `c` of row `i` is visible when
+/// `c < past + sep` or `c ≤ past + i`.
+fn device_sep_mask(seps: &[usize], seq: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + seq;
+    let cols = Tensor::arange(0u32, total as u32, device)?.reshape((1, 1, 1, total))?;
+    let rows = Tensor::arange(past as u32, total as u32, device)?.reshape((1, 1, seq, 1))?;
+    let limits: Vec<u32> = seps.iter().map(|&s| (past + s) as u32).collect();
+    let limits = Tensor::from_vec(limits, (seps.len(), 1, 1, 1), device)?;
+    let a = cols.broadcast_lt(&limits)?.broadcast_as((seps.len(), 1, seq, total))?;
+    let b = cols.broadcast_le(&rows)?.broadcast_as((seps.len(), 1, seq, total))?;
+    Ok(a.to_dtype(DType::F32)?.maximum(&b.to_dtype(DType::F32)?)?)
 }
 
 #[cfg(test)]
@@ -91,6 +114,17 @@ mod tests {
 
     fn rows(m: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
         m.squeeze(0)?.squeeze(0)?.to_vec2()
+    }
+
+    #[test]
+    fn device_built_mask_equals_the_host_loop() -> TestResult {
+        for (seps, seq, past) in [(vec![2usize, 5, 0], 6usize, 0usize), (vec![3], 4, 3), (vec![0, 1], 1, 7)] {
+            let m = build_mask(&Attention::Sep(seps.clone()), None, seps.len(), seq, past, DType::F32, &Device::Cpu)?;
+            let d = device_sep_mask(&seps, seq, past, &Device::Cpu)?;
+            let diff = (m.broadcast_as(d.shape())? - &d)?.abs()?.sum_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "seps {seps:?} seq {seq} past {past}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct BackboneInput {
     /// Flattened row indices (into `B × S`, u32) to compute logits for: the output projection
     /// then runs only on those rows and `logits` is `[R, V]` (training needs only the loss rows).
     pub logit_rows: Option<Tensor>,
+    /// The caller vouches that ids and positions are in range (they came from this model's own
+    /// argmax / sampler): the range checks, which copy them to the host and so stall a GPU's
+    /// queue once per decoding step, are skipped.
+    pub trusted: bool,
 }
 
 impl BackboneInput {
@@ -120,6 +124,7 @@ impl BackboneInput {
             key_padding: None,
             dropout_seed: None,
             logit_rows: None,
+            trusted: false,
         }
     }
     /// Inputs from embeddings `[B, S, H]`.
@@ -132,6 +137,7 @@ impl BackboneInput {
             key_padding: None,
             dropout_seed: None,
             logit_rows: None,
+            trusted: false,
         }
     }
     /// Sets the positions.
@@ -157,6 +163,11 @@ impl BackboneInput {
     /// Training mode with dropout seeded by `seed`.
     pub fn with_dropout(mut self, seed: u64) -> Self {
         self.dropout_seed = Some(seed);
+        self
+    }
+    /// Skips the host-side range checks of ids and positions (see [`BackboneInput::trusted`]).
+    pub fn trusted(mut self) -> Self {
+        self.trusted = true;
         self
     }
     /// Logits only for these flattened rows.
@@ -217,6 +228,10 @@ pub trait Backbone: Send + Sync {
     fn info(&self) -> &BackboneInfo;
     /// Word embeddings of `ids` (`[B, S]` → `[B, S, H]`), for building [`TokenInput::Embeddings`].
     fn embed(&self, ids: &Tensor) -> Result<Tensor>;
+    /// [`Backbone::embed`] without the range check (ids the model itself produced).
+    fn embed_unchecked(&self, ids: &Tensor) -> Result<Tensor> {
+        self.embed(ids)
+    }
     /// Runs the model. With a cache, keys/values of earlier calls are attended to and this
     /// call's keys/values are appended.
     fn forward(&self, input: &BackboneInput, cache: Option<&mut KvCache>) -> Result<BackboneOutput>;
@@ -228,6 +243,15 @@ pub trait Backbone: Send + Sync {
     fn device(&self) -> &Device;
     /// The compute dtype.
     fn dtype(&self) -> DType;
+    /// Mixed precision: keep the parameters in their dtype (f32 master weights) but compute in
+    /// `dtype` (bf16/f16 on a GPU); each weight is cast where it is used, so gradients flow back
+    /// to the f32 parameters. Implemented by GLM; other backbones accept only their own dtype.
+    fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
+        if dtype == self.dtype() {
+            return Ok(());
+        }
+        Err(crate::Error::input(format!("mixed precision ({dtype:?} compute) is implemented for GLM only")))
+    }
 }
 
 /// What every forward pass starts with: `(batch, length, cached length, input embeddings)`.
@@ -235,6 +259,7 @@ pub(crate) fn begin(model: &dyn Backbone, input: &BackboneInput, cache: Option<&
     let (b, s) = input.batch_and_len()?;
     let past = cache.map_or(0, |c| c.len());
     let words = match &input.tokens {
+        TokenInput::Ids(ids) if input.trusted => model.embed_unchecked(ids)?,
         TokenInput::Ids(ids) => model.embed(ids)?,
         TokenInput::Embeddings(e) => e.to_dtype(model.dtype())?,
     };

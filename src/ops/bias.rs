@@ -34,6 +34,18 @@ impl CustomOp2 for AddBias {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s1, "add_bias", |T| super::cuda::add_bias::<T>((s1, l1), (s2, l2))?);
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(&self, _y: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let db = grad.contiguous()?.apply_op1_no_bwd(&ColumnSum { n: b.dim(0)? })?;
         Ok((Some(grad.clone()), Some(db)))
@@ -69,6 +81,12 @@ impl CustomOp1 for ColumnSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = float_dispatch!(s, "column_sum", |T| column_sum::<T>(as_slice(s, l)?, self.n));
+        Ok((out, Shape::from(self.n)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s, "column_sum", |T| super::cuda::column_sum::<T>((s, l), self.n)?);
         Ok((out, Shape::from(self.n)))
     }
 }

@@ -55,6 +55,19 @@ impl CustomOp2 for CrossEntropy {
         Ok((out, Shape::from(n)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let n = l1.shape().dims2()?.0;
+        let out = super::cuda::float_kernel!(s1, "cross_entropy", |T| super::cuda::cross_entropy::<T>((s1, l1), (s2, l2))?);
+        Ok((out, Shape::from(n)))
+    }
+
     fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.to_dtype(logits.dtype())?.contiguous()?;
         Ok((Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBackward)?), None))
@@ -94,6 +107,24 @@ impl CustomOp3 for CrossEntropyBackward {
         let (_, v) = l1.shape().dims2()?;
         let t = as_slice::<u32>(s2, l2)?;
         let out = float_dispatch!(s1, "cross_entropy backward", |T| backward::<T>(as_slice(s1, l1)?, t, as_slice(s3, l3)?, v));
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s1, "cross_entropy backward", |T| super::cuda::cross_entropy_backward::<T>(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3)
+        )?);
         Ok((out, l1.shape().clone()))
     }
 }

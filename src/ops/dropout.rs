@@ -34,10 +34,14 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Elements whose 53-bit hash falls below this are dropped.
+fn threshold(p: f64) -> u64 {
+    (p * (1u64 << 53) as f64) as u64
+}
+
 /// Whether element `i` of a dropout with seed `seed` survives: `0` when dropped, `1/(1−p)` when kept.
 pub(crate) fn keep_scale(seed: u64, p: f64, i: u64) -> f64 {
-    let threshold = (p * (1u64 << 53) as f64) as u64;
-    if splitmix(splitmix(seed) ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 < threshold {
+    if splitmix(splitmix(seed) ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 < threshold(p) {
         0.0
     } else {
         1.0 / (1.0 - p)
@@ -63,6 +67,14 @@ impl CustomOp1 for Dropout {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = float_dispatch!(s, "dropout", |T| self.apply::<T>(as_slice(s, l)?));
+        Ok((out, l.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        // The same mask as the CPU: the kernel hashes the element index with splitmix(seed).
+        let (mixed, threshold, scale) = (splitmix(self.seed), threshold(self.p), 1.0 / (1.0 - self.p));
+        let out = super::cuda::float_kernel!(s, "dropout", |T| super::cuda::dropout::<T>((s, l), mixed, threshold, scale)?);
         Ok((out, l.shape().clone()))
     }
 

@@ -64,6 +64,12 @@ impl CustomOp1 for Gelu {
         Ok((out, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s, "gelu", |T| super::cuda::gelu::<T>((s, l), self.erf)?);
+        Ok((out, l.shape().clone()))
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward { erf: self.erf })?))
     }
@@ -90,6 +96,18 @@ impl CustomOp2 for GeluBackward {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = float_dispatch!(s1, "gelu backward", |T| backward::<T>(as_slice(s1, l1)?, as_slice(s2, l2)?, self.erf));
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s1, "gelu backward", |T| super::cuda::gelu_backward::<T>((s1, l1), (s2, l2), self.erf)?);
         Ok((out, l1.shape().clone()))
     }
 }

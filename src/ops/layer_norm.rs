@@ -62,6 +62,20 @@ impl CustomOp3 for LayerNorm {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda::float_kernel!(s1, "layer_norm", |T| super::cuda::layer_norm::<T>((s1, l1), (s2, l2), (s3, l3), self.eps)?);
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -154,6 +168,27 @@ impl CustomOp3 for LayerNormBackward {
             as_slice(s3, l3)?,
             self.eps
         ));
+        Ok((out, Shape::from((rows + 2, h))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let h = l2.shape().elem_count();
+        let rows = l1.shape().elem_count() / h;
+        let out = super::cuda::float_kernel!(s1, "layer_norm backward", |T| super::cuda::layer_norm_backward::<T>(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            self.eps
+        )?);
         Ok((out, Shape::from((rows + 2, h))))
     }
 }

@@ -8,7 +8,10 @@
 mod attention;
 mod bias;
 mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 mod dropout;
+mod embedding;
 mod gelu;
 mod layer_norm;
 mod linear;
@@ -18,6 +21,7 @@ pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
+pub use embedding::embedding;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
@@ -103,9 +107,11 @@ pub(crate) fn as_slice<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layou
 }
 
 /// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.
+/// The CUDA kernels also cover bf16 and f16.
 pub(crate) fn in_kernel_dtype(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     match x.dtype() {
         DType::F32 | DType::F64 => f(x),
+        DType::BF16 | DType::F16 if x.device().is_cuda() => f(x),
         other => f(&x.to_dtype(DType::F32)?)?.to_dtype(other),
     }
 }

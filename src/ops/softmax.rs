@@ -79,6 +79,20 @@ impl CustomOp2 for MaskedSoftmax {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = softmax_dims(l1.dims(), l2.dims()[0]);
+        let out =
+            super::cuda::float_kernel!(s1, "masked_softmax", |T| super::cuda::masked_softmax::<T>((s1, l1), (s2, l2), &d, self.scale)?);
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(&self, _scores: &Tensor, mask: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let ds = probs.apply_op3_no_bwd(&grad.contiguous()?, mask, &MaskedSoftmaxBackward { scale: self.scale })?;
         Ok((Some(ds), None))
@@ -131,4 +145,31 @@ impl CustomOp3 for MaskedSoftmaxBackward {
         };
         Ok((out, l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let d = softmax_dims(l1.dims(), l3.dims()[0]);
+        let out = super::cuda::float_kernel!(s1, "masked_softmax backward", |T| super::cuda::masked_softmax_backward::<T>(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            &d,
+            self.scale
+        )?);
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Scores `[B, N, S, T]` and the mask's batch count, for the CUDA kernels.
+#[cfg(feature = "cuda")]
+fn softmax_dims(dims: &[usize], mask_batches: usize) -> super::cuda::SoftmaxDims {
+    super::cuda::SoftmaxDims { heads: dims[1], s: dims[2], t: dims[3], mask_batches }
 }

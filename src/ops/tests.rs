@@ -190,3 +190,22 @@ fn masked_softmax_matches_composite_values_and_gradients() {
     let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(max_diff(gf.get(&s).unwrap(), gs.get(&s).unwrap()) < 1e-5);
 }
+
+#[test]
+fn embedding_matches_index_select_values_and_gradients() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        // 200 columns: several column blocks in the backward; repeated ids accumulate.
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (13, 200), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let ids = Tensor::new(&[[3u32, 0, 12, 3], [7, 7, 7, 1]], &dev).unwrap();
+        let r = Tensor::randn(0f32, 1., (2, 4, 200), &dev).unwrap().to_dtype(dtype).unwrap();
+        let fused = embedding(&w, &ids).unwrap();
+        let slow = w.index_select(&ids.flatten_all().unwrap(), 0).unwrap().reshape((2, 4, 200)).unwrap();
+        assert_eq!(max_diff(&fused, &slow), 0.0, "{dtype:?} values");
+        let gf = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = (slow * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(&w).unwrap(), gs.get(&w).unwrap()) < 1e-6, "{dtype:?} gradients");
+    }
+    let table = Tensor::zeros((4, 3), DType::F32, &dev).unwrap();
+    assert!(embedding(&table, &Tensor::new(&[4u32], &dev).unwrap()).is_err(), "an id past the table is an error");
+}

@@ -173,16 +173,7 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
 
 /// Loads a checkpoint directory, or the newest checkpoint of a run directory.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let dir = if path.join("trainer_state.json").is_file() {
-        path.to_path_buf()
-    } else {
-        latest(path)?.ok_or_else(|| {
-            Error::file(
-                path,
-                "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/",
-            )
-        })?
-    };
+    let dir = resolve(path)?;
     let state_path = dir.join("trainer_state.json");
     let state: TrainerState =
         serde_json::from_str(&read_text(&state_path)?).map_err(|e| Error::file(&state_path, format!("not a valid trainer state: {e}")))?;
@@ -193,4 +184,26 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
     };
     Ok(Checkpoint { params: load_st("model.safetensors")?, optimizer: load_st("optimizer.safetensors")?, model, state, dir })
+}
+
+/// The run configuration a checkpoint was written with (`--resume` without `--config`).
+pub fn saved_config(path: &Path) -> Result<serde_json::Value> {
+    let state_path = resolve(path)?.join("trainer_state.json");
+    let state: TrainerState =
+        serde_json::from_str(&read_text(&state_path)?).map_err(|e| Error::file(&state_path, format!("not a valid trainer state: {e}")))?;
+    Ok(state.config)
+}
+
+/// A checkpoint directory, or the newest checkpoint of a run directory.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    Ok(if path.join("trainer_state.json").is_file() {
+        path.to_path_buf()
+    } else {
+        latest(path)?.ok_or_else(|| {
+            Error::file(
+                path,
+                "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/",
+            )
+        })?
+    })
 }

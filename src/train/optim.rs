@@ -33,6 +33,9 @@ struct Param {
     lr_scale: f64,
     m: Vec<f32>,
     v: Vec<f32>,
+    /// On a GPU: the moments `[m | v]` as one device tensor, updated in place by the fused
+    /// kernel (created from `m`, `v` at the first GPU step, so a resumed state carries over).
+    device_moments: Option<Tensor>,
 }
 
 /// The optimizer and its state.
@@ -78,7 +81,7 @@ impl AdamW {
             }
             let n = var.elem_count();
             let weight_decay = if decays(&name) { weight_decay } else { 0.0 };
-            self.params.push(Param { name, var, weight_decay, lr_scale, m: vec![0.0; n], v: vec![0.0; n] });
+            self.params.push(Param { name, var, weight_decay, lr_scale, m: vec![0.0; n], v: vec![0.0; n], device_moments: None });
         }
         Ok(())
     }
@@ -92,6 +95,10 @@ impl AdamW {
     /// `clip` (when given). A parameter without a gradient is an error: it means the graph does
     /// not reach it (the silent-gradient trap).
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<StepStats> {
+        #[cfg(feature = "cuda")]
+        if self.params.first().is_some_and(|p| p.var.device().is_cuda()) {
+            return self.step_cuda(grads, lr, clip);
+        }
         let gs = self
             .params
             .iter()
@@ -142,12 +149,74 @@ impl AdamW {
         Ok(StepStats { grad_norm, clip_scale })
     }
 
+    /// The fused GPU update: global norm with one copy to the host, then one kernel per
+    /// parameter updating weight and moments in place (same math as the host loop).
+    #[cfg(feature = "cuda")]
+    fn step_cuda(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<StepStats> {
+        let gs = self
+            .params
+            .iter()
+            .map(|p| {
+                let g = grads.get(p.var.as_tensor()).ok_or_else(|| Error::input(format!("parameter `{}` received no gradient", p.name)))?;
+                Ok(g.to_dtype(DType::F32)?.contiguous()?)
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        let grad_norm = crate::ops::cuda::sum_of_squares(&gs)?.sqrt();
+        if !grad_norm.is_finite() {
+            return Err(Error::input(format!(
+                "gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)",
+                self.step + 1
+            )));
+        }
+        let clip_scale = match clip {
+            Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
+        let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+        for (p, g) in self.params.iter_mut().zip(&gs) {
+            let mv = match &p.device_moments {
+                Some(mv) => mv.clone(),
+                None => {
+                    let host: Vec<f32> = p.m.iter().chain(&p.v).copied().collect();
+                    let mv = Tensor::from_vec(host, 2 * p.m.len(), p.var.device())?;
+                    p.device_moments = Some(mv.clone());
+                    mv
+                }
+            };
+            let plr = lr * p.lr_scale;
+            let step = crate::ops::cuda::AdamWStep {
+                lr: plr as f32,
+                decay: (1.0 - plr * p.weight_decay) as f32,
+                beta1: beta1 as f32,
+                beta2: beta2 as f32,
+                eps: eps as f32,
+                bc1: bc1 as f32,
+                bc2: bc2 as f32,
+                clip_scale: clip_scale as f32,
+            };
+            p.var.as_tensor().inplace_op3(&mv, g, &crate::ops::cuda::AdamWOp(step))?;
+        }
+        Ok(StepStats { grad_norm, clip_scale })
+    }
+
     /// The moments as tensors (`m.<name>`, `v.<name>`) plus the step count, for checkpoints.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for p in &self.params {
-            out.insert(format!("m.{}", p.name), Tensor::from_slice(&p.m, p.var.shape(), &candle_core::Device::Cpu)?);
-            out.insert(format!("v.{}", p.name), Tensor::from_slice(&p.v, p.var.shape(), &candle_core::Device::Cpu)?);
+            let (m, v) = match &p.device_moments {
+                // Moments live on the GPU: read them back.
+                Some(mv) => {
+                    let all = mv.to_vec1::<f32>()?;
+                    let n = p.m.len();
+                    (all[..n].to_vec(), all[n..].to_vec())
+                }
+                None => (p.m.clone(), p.v.clone()),
+            };
+            out.insert(format!("m.{}", p.name), Tensor::from_vec(m, p.var.shape(), &candle_core::Device::Cpu)?);
+            out.insert(format!("v.{}", p.name), Tensor::from_vec(v, p.var.shape(), &candle_core::Device::Cpu)?);
         }
         out.insert("step".into(), Tensor::new(&[self.step as f64], &candle_core::Device::Cpu)?);
         Ok(out)
@@ -163,6 +232,7 @@ impl AdamW {
                 }
                 *dst = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             }
+            p.device_moments = None;
         }
         let step = state.get("step").ok_or_else(|| Error::tensor(source, "step", "missing from the optimizer state"))?;
         self.step = step.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as u64;

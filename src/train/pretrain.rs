@@ -300,8 +300,10 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         }
     };
     prepare_model(&mut model_cfg, cfg, &tokenizer)?;
-    let dev = Device::Cpu;
-    let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
+    // f32 master weights on the default device; bf16/f16 there means mixed-precision compute.
+    let dev = crate::device::default_device();
+    let (varmap, mut model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
+    model.set_compute_dtype(crate::device::default_dtype())?;
     let mut params: Vec<(String, Var)> =
         varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));

@@ -1,0 +1,30 @@
+//! With the `cuda` feature, compiles wenhui's own CUDA kernels (`src/ops/cuda/kernels.cu`) to PTX
+//! with `nvcc`, for the compute capability in `CUDA_COMPUTE_CAP` (default 90: H100/H200). The
+//! PTX is embedded in the binary and loaded by the driver at first use. The CPU build (and CI)
+//! never runs nvcc.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/ops/cuda/kernels.cu");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("wenhui_kernels.ptx");
+    let status = Command::new("nvcc")
+        .args(["--ptx", "-O3", "-std=c++17"])
+        .arg(format!("-arch=compute_{cap}"))
+        .arg("src/ops/cuda/kernels.cu")
+        .arg("-o")
+        .arg(&out)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("nvcc failed ({s}) compiling src/ops/cuda/kernels.cu"),
+        Err(e) => panic!("the `cuda` feature needs nvcc 13.0 on PATH ({e}); scripts/build-cuda.sh sets it up"),
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the CUDA binary of wenhui on a machine WITHOUT a GPU (and without root), for NVIDIA
+# H100/H200 machines with a CUDA 13.0 driver (580.x). Recipe: ../shared/specs/framework.md §5.
+#
+#   scripts/build-cuda.sh                 # → target/cuda/release/wenhui + dist/wenhui-cuda.xz
+#   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # Ampere (A100) instead of Hopper
+#
+# Why the pins: the driver JIT-compiles the embedded PTX and rejects PTX from a newer nvcc than it
+# knows, so nvcc must be 13.0.x. The toolkit comes from NVIDIA's pip wheels (PyPI only, no
+# network beyond the package registries); cudarc links `libcuda.so` dynamically, and the wheels do
+# not ship it, so a stub with the driver's entry points stands in at link time (the real
+# `libcuda.so.1` of the GPU machine is loaded at run time).
+#
+# Run the result on the GPU machine with torch's CUDA libraries (same sonames) on the path:
+#   NV=$(python3 -c "import sysconfig;print(sysconfig.get_paths()['purelib'])")/nvidia/cu13/lib
+#   LD_LIBRARY_PATH=$NV:$LD_LIBRARY_PATH ./wenhui … --device cuda
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLKIT=${WENHUI_CUDA_TOOLKIT:-$HOME/.cache/wenhui-cuda13}
+CAP=${CUDA_COMPUTE_CAP:-90}
+C=$TOOLKIT/py/nvidia/cu13
+
+# 1. nvcc 13.0 and the libraries to link against, from the pinned wheels (≈1.2 GB, once).
+if [ ! -x "$C/bin/nvcc" ]; then
+  echo "installing the CUDA 13.0 toolkit wheels into $TOOLKIT/py" >&2
+  python3 -m pip install -q --no-deps --target "$TOOLKIT/py" \
+    nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
+    nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
+    nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35
+fi
+
+# 2. A link directory: unversioned names, and a libcuda stub with every driver entry point.
+LIB=$TOOLKIT/cudahome/lib
+if [ ! -f "$LIB/libcuda.so" ]; then
+  mkdir -p "$LIB"
+  for l in cublas cublasLt cudart nvrtc; do ln -sf "$C/lib/lib$l.so.13" "$LIB/lib$l.so"; done
+  ln -sf "$C/lib/libcurand.so.10" "$LIB/libcurand.so"
+  echo '#include <cuda.h>' | gcc -E -P -I"$C/include" -x c - \
+    | grep -oE '\bcu[A-Z][A-Za-z0-9_]*\s*\(' | sed 's/\s*(//' | sort -u \
+    | awk '{print "int " $1 "(void){return 999;}"}' >"$LIB/stub.c"
+  gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LIB/libcuda.so" "$LIB/stub.c"
+fi
+
+# 3. Build (candle's kernels and wenhui's own, see build.rs, compile to sm_$CAP PTX).
+PATH=$C/bin:$PATH CUDA_HOME=$TOOLKIT/cudahome CUDA_COMPUTE_CAP=$CAP CUDARC_CUDA_VERSION=13000 \
+  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo build --release --features cuda --bin wenhui
+
+# 4. A small file to carry (dist/ holds only it): stripped and xz-compressed, ≈18 MB.
+BIN=${CARGO_TARGET_DIR:-target/cuda}/release/wenhui
+mkdir -p dist
+strip -o "$BIN.stripped" "$BIN"
+xz -T2 -6 -c "$BIN.stripped" >dist/wenhui-cuda.xz
+ls -la dist/wenhui-cuda.xz >&2

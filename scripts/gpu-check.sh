@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# ONE prepared run for a lent NVIDIA GPU machine (H100/H200, CUDA 13 driver, python3 with torch,
+# no Rust, no network). Build the binary first, here: scripts/build-cuda.sh → dist/wenhui-cuda.xz,
+# and carry `dist` to the machine. Then, in the repository root there:
+#
+#   scripts/gpu-check.sh                # parity + gradients + benchmarks, full logs under $OUT
+#   GPU_CHECK_QUICK=1 scripts/gpu-check.sh   # small benchmark shapes (a first smoke run)
+#
+# 1. `wenhui --device cuda bench parity`: every fused op forward+backward (f32 with TF32 off
+#    ≤ 1e-3, bf16 relative ≤ 3e-2), the official GLM dumps' logits, one training step (every
+#    parameter gets a gradient; gradients and the fused AdamW match the CPU).
+# 2. Pretraining step, GLM-Base shape (H=768, L=12, N=12, S=512, V=30592, batch 32, bf16):
+#    `wenhui bench train` vs bench/torch_glm_train.py (PyTorch eager, same math, same GPU).
+# 3. Generation with the K/V cache, GLM-Large shape (H=1024, L=24, N=16, V=30592), context 512,
+#    128 new tokens, bf16, batch 1 and 32: `wenhui bench generate --decode-only` vs
+#    bench/torch_glm_generate.py.
+# 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
+#    written and resumed) when runs/poetry-corpus-generator was carried.
+# A short table is printed last; every log is under $OUT (default gpu-out/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+BIN=${WENHUI_BIN:-dist/wenhui-cuda}
+if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then xz -dkf "$BIN.xz" && chmod +x "$BIN"; fi
+[ -x "$BIN" ] || { echo "no $BIN: build it with scripts/build-cuda.sh and carry dist/" >&2; exit 2; }
+NV=$(python3 -c "import sysconfig;print(sysconfig.get_paths()['purelib'])")/nvidia/cu13/lib
+export LD_LIBRARY_PATH=$NV:${LD_LIBRARY_PATH:-}
+export CUDA_CACHE_MAXSIZE=4294967296 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+W() { "$BIN" "$@"; }
+status=0
+
+step() { echo "== $1" >&2; }
+
+step "parity (f32 TF32 off, bf16)"
+W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+if [ -n "${GPU_CHECK_QUICK:-}" ]; then
+  TRAIN="--layers 4 --hidden 256 --heads 4 --vocab 8000 --seq 256 --batch 8"
+  GEN="--layers 4 --hidden 256 --heads 4 --vocab 8000 --prompt 128 --new-tokens 16"
+else
+  TRAIN="--layers 12 --hidden 768 --heads 12 --vocab 30592 --seq 512 --batch 32"
+  GEN="--layers 24 --hidden 1024 --heads 16 --vocab 30592 --prompt 512 --new-tokens 128"
+fi
+
+step "train step, bf16: wenhui"
+W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
+step "train step, bf16: pytorch eager"
+python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
+
+for B in 1 32; do
+  step "generate, bf16, batch $B: wenhui"
+  W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
+  step "generate, bf16, batch $B: pytorch eager"
+  python3 bench/torch_glm_generate.py $GEN --batch $B --device cuda --dtype bf16 --reps 2 --warmup 1 2>&1 | tee "$OUT/generate-$B-torch.jsonl"
+done
+
+step "cli smoke: poem on the GPU (embedded model, f32)"
+W --device cuda poem --title 虹桥机场 --seed 1 2>&1 | tee "$OUT/poem.txt" || status=1
+if [ -d runs/poetry-corpus-generator ]; then
+  step "cli smoke: pretrain on the GPU (bf16 mixed), then resume"
+  rm -rf /tmp/pt-smoke
+  W --device cuda --dtype bf16 pretrain --config examples/poetry-generator.toml --out-dir /tmp/pt-smoke \
+    --steps 40 --save-every 20 --eval-every 20 --log-every 10 --quiet 2>&1 | tee "$OUT/pretrain.txt" || status=1
+  W --device cuda --dtype bf16 pretrain --resume /tmp/pt-smoke --steps 60 --quiet 2>&1 | tee -a "$OUT/pretrain.txt" || status=1
+  cp /tmp/pt-smoke/metrics.jsonl "$OUT/pretrain-metrics.jsonl" 2>/dev/null
+fi
+
+# The table: one line per benchmark, wenhui beside PyTorch.
+python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
+import json, sys, os
+out = sys.argv[1]
+def last_json(name):
+    try:
+        lines = [l for l in open(os.path.join(out, name)) if l.startswith("{")]
+        return json.loads(lines[-1]) if lines else None
+    except OSError:
+        return None
+gpu = open(os.path.join(out, "gpu.txt")).read().strip()
+print(f"GPU: {gpu}")
+w, t = last_json("train-wenhui.jsonl"), last_json("train-torch.jsonl")
+if w and t:
+    print(f"train step bf16: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "
+          f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
+for b in (1, 32):
+    w, t = last_json(f"generate-{b}-wenhui.jsonl"), last_json(f"generate-{b}-torch.jsonl")
+    if w and t and w.get("decode"):
+        d = w["decode"]
+        print(f"generate bf16 batch {b}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
+              f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
+p = open(os.path.join(out, "parity.txt")).read().splitlines() if os.path.exists(os.path.join(out, "parity.txt")) else []
+fails = [l for l in p if l.startswith("FAIL")]
+oks = [l for l in p if l.startswith("ok")]
+print(f"parity: {len(oks)} ok, {len(fails)} failed")
+for l in fails:
+    print("  " + l)
+EOF
+exit $status

@@ -1,0 +1,98 @@
+//! Where tensors live and what they are computed in: `--device cpu|cuda|cuda:N` and
+//! `--dtype f32|bf16|f16`, shared by the CLI and the library's benchmarks.
+
+use crate::{Error, Result};
+use candle_core::{DType, Device};
+
+static DEFAULT: std::sync::RwLock<Option<(Device, DType)>> = std::sync::RwLock::new(None);
+
+/// Sets the process-wide default device and compute dtype (the CLI's `--device`, `--dtype`):
+/// what [`crate::model::LoadOptions::default`] and pretraining use.
+pub fn set_default(device: Device, dtype: DType) {
+    if let Ok(mut d) = DEFAULT.write() {
+        *d = Some((device, dtype));
+    }
+}
+
+/// The default device (the CPU unless [`set_default`] chose another).
+pub fn default_device() -> Device {
+    DEFAULT.read().ok().and_then(|d| d.as_ref().map(|(dev, _)| dev.clone())).unwrap_or(Device::Cpu)
+}
+
+/// The default compute dtype (f32 unless [`set_default`] chose another).
+pub fn default_dtype() -> DType {
+    DEFAULT.read().ok().and_then(|d| d.as_ref().map(|(_, dt)| *dt)).unwrap_or(DType::F32)
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`. CUDA needs a binary built with the `cuda`
+/// feature (scripts/build-cuda.sh); otherwise the error says so.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let ordinal = match spec.as_str() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" | "gpu" => 0,
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => return Err(Error::input(format!("unknown device `{spec}`: use cpu, cuda or cuda:N"))),
+        },
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(Error::input(format!(
+            "device `{spec}`: this wenhui was built without CUDA; build it with scripts/build-cuda.sh (cargo feature `cuda`)"
+        )));
+    }
+    Device::new_cuda(ordinal).map_err(|e| Error::input(format!("cannot open CUDA device {ordinal}: {e}")))
+}
+
+/// Parses `f32`, `bf16` or `f16`.
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
+        other => Err(Error::input(format!("unknown dtype `{other}`: use f32, bf16 or f16"))),
+    }
+}
+
+/// Checks that `dtype` can be computed on `device`: half types need a GPU (the CPU kernels
+/// would only round-trip through f32, slower and no smaller).
+pub fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
+    if device.is_cpu() && dtype != DType::F32 {
+        return Err(Error::input(format!("{dtype:?} compute needs a GPU (--device cuda); the CPU computes in f32")));
+    }
+    Ok(())
+}
+
+/// GPU matrix-product precision: TF32 for f32 products when `tf32`, and reduced-precision
+/// accumulation for bf16/f16 products (as PyTorch allows by default). No effect on the CPU.
+pub fn set_matmul_precision(tf32: bool) {
+    candle_core::cuda::set_gemm_reduced_precision_f32(tf32);
+    candle_core::cuda::set_gemm_reduced_precision_bf16(true);
+    candle_core::cuda::set_gemm_reduced_precision_f16(true);
+}
+
+/// Waits for queued GPU work (timings); a no-op on the CPU.
+pub fn synchronize(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_dtypes() {
+        assert!(parse_device("cpu").is_ok_and(|d| d.is_cpu()));
+        assert!(parse_device("tpu").is_err());
+        assert!(parse_device("cuda:x").is_err());
+        if !cfg!(feature = "cuda") {
+            let e = parse_device("cuda:1").err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("build-cuda.sh"), "{e}");
+        }
+        assert_eq!(parse_dtype("BF16").ok(), Some(DType::BF16));
+        assert_eq!(parse_dtype("fp16").ok(), Some(DType::F16));
+        assert!(parse_dtype("int8").is_err());
+        assert!(check_dtype(&Device::Cpu, DType::BF16).is_err());
+        assert!(check_dtype(&Device::Cpu, DType::F32).is_ok());
+    }
+}

@@ -1,0 +1,391 @@
+// wenhui's CUDA kernels: the GPU twins of the fused CPU ops in src/ops (same math, same masks,
+// same dropout hash), plus a fused AdamW update. Compiled to PTX by build.rs (`cuda` feature).
+//
+// Every kernel is instantiated for f32, bf16, f16 and f64 as `<name>_<dtype>`; arithmetic runs in
+// f32 (f64 for f64 inputs), sums over rows accumulate in f32/f64, partial column sums in f64.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define MASKED_SCORE (-65504.0f)
+
+// Storage type T ↔ arithmetic type A.
+template <typename T> struct Num;
+template <> struct Num<float> {
+  typedef float A;
+  static __device__ __forceinline__ float to(float v) { return v; }
+  static __device__ __forceinline__ float of(float v) { return v; }
+};
+template <> struct Num<double> {
+  typedef double A;
+  static __device__ __forceinline__ double to(double v) { return v; }
+  static __device__ __forceinline__ double of(double v) { return v; }
+};
+template <> struct Num<__half> {
+  typedef float A;
+  static __device__ __forceinline__ float to(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half of(float v) { return __float2half(v); }
+};
+template <> struct Num<__nv_bfloat16> {
+  typedef float A;
+  static __device__ __forceinline__ float to(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 of(float v) { return __float2bfloat16(v); }
+};
+
+template <typename A> __device__ __forceinline__ A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <typename A> __device__ __forceinline__ A warp_max(A v) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum / max over the block, returned to every thread. Safe to call repeatedly.
+template <typename A> __device__ A block_sum(A v) {
+  __shared__ A sh[32];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? sh[lane] : A(0);
+  if (wid == 0) v = warp_sum(v);
+  if (threadIdx.x == 0) sh[0] = v;
+  __syncthreads();
+  return sh[0];
+}
+template <typename A> __device__ A block_max(A v) {
+  __shared__ A sh[32];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? sh[lane] : A(-INFINITY);
+  if (wid == 0) v = warp_max(v);
+  if (threadIdx.x == 0) sh[0] = v;
+  __syncthreads();
+  return sh[0];
+}
+
+// ---------------------------------------------------------------- layer norm (one block per row)
+template <typename T>
+__device__ void layer_norm_fwd(const T* x, const T* g, const T* b, T* y, int h, float eps) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* xr = x + row * h;
+  T* yr = y + row * h;
+  A s = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
+  const A mean = block_sum(s) / A(h);
+  A q = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const A d = Num<T>::to(xr[i]) - mean;
+    q += d * d;
+  }
+  const A rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+  for (int i = threadIdx.x; i < h; i += blockDim.x)
+    yr[i] = Num<T>::of((Num<T>::to(xr[i]) - mean) * rstd * Num<T>::to(g[i]) + Num<T>::to(b[i]));
+}
+
+// dx of each row; the row's mean and 1/std go to `stats` for the dγ/dβ column sums.
+template <typename T>
+__device__ void layer_norm_bwd_dx(const T* x, const T* g, const T* dy, T* dx, double* stats, int h, float eps) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* xr = x + row * h;
+  const T* dyr = dy + row * h;
+  T* dxr = dx + row * h;
+  A s = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
+  const A mean = block_sum(s) / A(h);
+  A q = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const A d = Num<T>::to(xr[i]) - mean;
+    q += d * d;
+  }
+  const A rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+  A sdg = 0, sdgx = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const A xhat = (Num<T>::to(xr[i]) - mean) * rstd;
+    const A dyg = Num<T>::to(dyr[i]) * Num<T>::to(g[i]);
+    sdg += dyg;
+    sdgx += dyg * xhat;
+  }
+  sdg = block_sum(sdg) / A(h);
+  sdgx = block_sum(sdgx) / A(h);
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const A xhat = (Num<T>::to(xr[i]) - mean) * rstd;
+    const A dyg = Num<T>::to(dyr[i]) * Num<T>::to(g[i]);
+    dxr[i] = Num<T>::of(rstd * (dyg - sdg - xhat * sdgx));
+  }
+  if (threadIdx.x == 0) {
+    stats[2 * row] = (double)mean;
+    stats[2 * row + 1] = (double)rstd;
+  }
+}
+
+// Column sums over a block of rows, block (32, 8): part[by][0][j] = Σ dy·x̂ (when stats is
+// given), part[by][1][j] = Σ dy. A second kernel adds the partials of all row blocks.
+template <typename T>
+__device__ void column_partial(const T* x, const T* dy, const double* stats, double* part, int rows, int h, int rows_per_block) {
+  __shared__ double sg[8][33];
+  __shared__ double sb[8][33];
+  const int j = blockIdx.x * 32 + threadIdx.x;
+  const int r0 = blockIdx.y * rows_per_block;
+  const int r1 = min(rows, r0 + rows_per_block);
+  double ag = 0, ab = 0;
+  if (j < h) {
+    for (int r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+      const size_t k = (size_t)r * h + j;
+      const double d = (double)Num<T>::to(dy[k]);
+      ab += d;
+      if (stats) ag += d * (((double)Num<T>::to(x[k]) - stats[2 * r]) * stats[2 * r + 1]);
+    }
+  }
+  sg[threadIdx.y][threadIdx.x] = ag;
+  sb[threadIdx.y][threadIdx.x] = ab;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < h) {
+    for (int k = 1; k < blockDim.y; ++k) {
+      ag += sg[k][threadIdx.x];
+      ab += sb[k][threadIdx.x];
+    }
+    part[((size_t)blockIdx.y * 2) * h + j] = ag;
+    part[((size_t)blockIdx.y * 2 + 1) * h + j] = ab;
+  }
+}
+
+// out[s][j] = Σ_by part[by][first + s][j] for s < slots.
+template <typename T>
+__device__ void column_final(const double* part, T* out, int blocks, int h, int first, int slots) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= h) return;
+  for (int s = 0; s < slots; ++s) {
+    double acc = 0;
+    for (int by = 0; by < blocks; ++by) acc += part[((size_t)by * 2 + first + s) * h + j];
+    out[(size_t)s * h + j] = Num<T>::of((typename Num<T>::A)acc);
+  }
+}
+
+// ---------------------------------------------------------------- masked softmax (one block per row)
+// scores [B, N, S, T] rows; mask [B or 1, 1, S, T]; z = s·scale·m + MASKED·(1 − m).
+__device__ __forceinline__ size_t mask_row(size_t row, int heads, int s_len, int mask_batches) {
+  const size_t s = row % s_len;
+  size_t b = row / ((size_t)heads * s_len);
+  if (mask_batches == 1) b = 0;
+  return b * s_len + s;
+}
+
+template <typename T>
+__device__ void masked_softmax_fwd(const T* sc, const T* m, T* p, int heads, int s_len, int t, int mask_batches, float scale) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* sr = sc + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  T* pr = p + row * t;
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    mx = max(mx, Num<T>::to(sr[i]) * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv));
+  }
+  mx = block_max(mx);
+  A sum = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    sum += exp(Num<T>::to(sr[i]) * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx);
+  }
+  const A inv = A(1) / block_sum(sum);
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    pr[i] = Num<T>::of(exp(Num<T>::to(sr[i]) * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx) * inv);
+  }
+}
+
+template <typename T>
+__device__ void masked_softmax_bwd(const T* p, const T* g, const T* m, T* ds, int heads, int s_len, int t, int mask_batches, float scale) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* pr = p + row * t;
+  const T* gr = g + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  T* dr = ds + row * t;
+  A dot = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) dot += Num<T>::to(pr[i]) * Num<T>::to(gr[i]);
+  dot = block_sum(dot);
+  for (int i = threadIdx.x; i < t; i += blockDim.x)
+    dr[i] = Num<T>::of(Num<T>::to(pr[i]) * (Num<T>::to(gr[i]) - dot) * Num<T>::to(mr[i]) * A(scale));
+}
+
+// ---------------------------------------------------------------- element-wise
+#define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
+
+template <typename A> __device__ __forceinline__ A gelu_value(A x, int erf_form) {
+  if (erf_form) return A(0.5) * x * (A(1) + erf(x * A(0.70710678118654752)));
+  return A(0.5) * x * (A(1) + tanh(A(0.7978845608028654) * (x + A(0.044715) * x * x * x)));
+}
+template <typename A> __device__ __forceinline__ A gelu_derivative(A x, int erf_form) {
+  if (erf_form) {
+    const A pdf = exp(A(-0.5) * x * x) * A(0.3989422804014327);
+    return A(0.5) * (A(1) + erf(x * A(0.70710678118654752))) + x * pdf;
+  }
+  const A k = A(0.7978845608028654), c = A(0.044715);
+  const A th = tanh(k * (x + c * x * x * x));
+  return A(0.5) * (A(1) + th) + A(0.5) * x * (A(1) - th * th) * k * (A(1) + A(3) * c * x * x);
+}
+
+template <typename T> __device__ void gelu_fwd(const T* x, T* y, size_t n, int erf_form) {
+  GRID_STRIDE(i, n) y[i] = Num<T>::of(gelu_value(Num<T>::to(x[i]), erf_form));
+}
+template <typename T> __device__ void gelu_bwd(const T* x, const T* g, T* dx, size_t n, int erf_form) {
+  GRID_STRIDE(i, n) dx[i] = Num<T>::of(Num<T>::to(g[i]) * gelu_derivative(Num<T>::to(x[i]), erf_form));
+}
+template <typename T> __device__ void add_bias_fwd(const T* y, const T* b, T* out, size_t n, int cols) {
+  GRID_STRIDE(i, n) out[i] = Num<T>::of(Num<T>::to(y[i]) + Num<T>::to(b[i % cols]));
+}
+
+// The CPU dropout's counter hash (SplitMix64), so both devices drop the same elements.
+__device__ __forceinline__ uint64_t splitmix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+template <typename T> __device__ void dropout_fwd(const T* x, T* y, size_t n, uint64_t mixed_seed, uint64_t threshold, double scale) {
+  typedef typename Num<T>::A A;
+  GRID_STRIDE(i, n) {
+    const uint64_t hsh = splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull));
+    y[i] = (hsh >> 11) < threshold ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(x[i]) * A(scale));
+  }
+}
+
+// ---------------------------------------------------------------- cross-entropy (one block per row)
+template <typename T> __device__ void cross_entropy_fwd(const T* z, const uint32_t* tg, T* loss, int v) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* zr = z + row * v;
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < v; i += blockDim.x) mx = max(mx, Num<T>::to(zr[i]));
+  mx = block_max(mx);
+  A sum = 0;
+  for (int i = threadIdx.x; i < v; i += blockDim.x) sum += exp(Num<T>::to(zr[i]) - mx);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) loss[row] = Num<T>::of(mx + log(sum) - Num<T>::to(zr[tg[row]]));
+}
+template <typename T> __device__ void cross_entropy_bwd(const T* z, const uint32_t* tg, const T* g, T* dz, int v) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  const T* zr = z + row * v;
+  T* dr = dz + row * v;
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < v; i += blockDim.x) mx = max(mx, Num<T>::to(zr[i]));
+  mx = block_max(mx);
+  A sum = 0;
+  for (int i = threadIdx.x; i < v; i += blockDim.x) sum += exp(Num<T>::to(zr[i]) - mx);
+  const A shift = mx + log(block_sum(sum));
+  const A gr = Num<T>::to(g[row]);
+  const uint32_t t = tg[row];
+  for (int i = threadIdx.x; i < v; i += blockDim.x) {
+    A d = exp(Num<T>::to(zr[i]) - shift) * gr;
+    if ((uint32_t)i == t) d -= gr;
+    dr[i] = Num<T>::of(d);
+  }
+}
+
+// ---------------------------------------------------------------- embedding
+template <typename T> __device__ void embedding_fwd(const T* w, const uint32_t* ids, T* out, size_t n, int h) {
+  GRID_STRIDE(i, n * (size_t)h) out[i] = w[(size_t)ids[i / h] * h + i % h];
+}
+// dW (zeroed) += g row by row: one thread per (row, column), atomic adds for repeated ids.
+template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* ids, T* dw, size_t n, int h) {
+  GRID_STRIDE(i, n * (size_t)h) atomicAdd(&dw[(size_t)ids[i / h] * h + i % h], g[i]);
+}
+
+// ---------------------------------------------------------------- instantiations
+#define INSTANTIATE(T, SUF)                                                                                      \
+  extern "C" __global__ void layer_norm_fwd_##SUF(const T* x, const T* g, const T* b, T* y, int h, float eps) { \
+    layer_norm_fwd<T>(x, g, b, y, h, eps);                                                                       \
+  }                                                                                                              \
+  extern "C" __global__ void layer_norm_bwd_dx_##SUF(const T* x, const T* g, const T* dy, T* dx, double* stats, \
+                                                     int h, float eps) {                                         \
+    layer_norm_bwd_dx<T>(x, g, dy, dx, stats, h, eps);                                                           \
+  }                                                                                                              \
+  extern "C" __global__ void column_partial_##SUF(const T* x, const T* dy, const double* stats, double* part,    \
+                                                  int rows, int h, int rows_per_block) {                        \
+    column_partial<T>(x, dy, stats, part, rows, h, rows_per_block);                                              \
+  }                                                                                                              \
+  extern "C" __global__ void column_final_##SUF(const double* part, T* out, int blocks, int h, int first,       \
+                                                int slots) {                                                     \
+    column_final<T>(part, out, blocks, h, first, slots);                                                         \
+  }                                                                                                              \
+  extern "C" __global__ void masked_softmax_fwd_##SUF(const T* s, const T* m, T* p, int heads, int s_len, int t, \
+                                                      int mask_batches, float scale) {                           \
+    masked_softmax_fwd<T>(s, m, p, heads, s_len, t, mask_batches, scale);                                        \
+  }                                                                                                              \
+  extern "C" __global__ void masked_softmax_bwd_##SUF(const T* p, const T* g, const T* m, T* ds, int heads,     \
+                                                      int s_len, int t, int mask_batches, float scale) {         \
+    masked_softmax_bwd<T>(p, g, m, ds, heads, s_len, t, mask_batches, scale);                                    \
+  }                                                                                                              \
+  extern "C" __global__ void gelu_fwd_##SUF(const T* x, T* y, size_t n, int erf_form) {                         \
+    gelu_fwd<T>(x, y, n, erf_form);                                                                              \
+  }                                                                                                              \
+  extern "C" __global__ void gelu_bwd_##SUF(const T* x, const T* g, T* dx, size_t n, int erf_form) {            \
+    gelu_bwd<T>(x, g, dx, n, erf_form);                                                                          \
+  }                                                                                                              \
+  extern "C" __global__ void add_bias_fwd_##SUF(const T* y, const T* b, T* out, size_t n, int cols) {           \
+    add_bias_fwd<T>(y, b, out, n, cols);                                                                         \
+  }                                                                                                              \
+  extern "C" __global__ void dropout_fwd_##SUF(const T* x, T* y, size_t n, uint64_t mixed_seed,                 \
+                                               uint64_t threshold, double scale) {                              \
+    dropout_fwd<T>(x, y, n, mixed_seed, threshold, scale);                                                       \
+  }                                                                                                              \
+  extern "C" __global__ void cross_entropy_fwd_##SUF(const T* z, const uint32_t* tg, T* loss, int v) {          \
+    cross_entropy_fwd<T>(z, tg, loss, v);                                                                        \
+  }                                                                                                              \
+  extern "C" __global__ void cross_entropy_bwd_##SUF(const T* z, const uint32_t* tg, const T* g, T* dz, int v) { \
+    cross_entropy_bwd<T>(z, tg, g, dz, v);                                                                       \
+  }                                                                                                              \
+  extern "C" __global__ void embedding_fwd_##SUF(const T* w, const uint32_t* ids, T* out, size_t n, int h) {    \
+    embedding_fwd<T>(w, ids, out, n, h);                                                                         \
+  }                                                                                                              \
+  extern "C" __global__ void embedding_bwd_##SUF(const T* g, const uint32_t* ids, T* dw, size_t n, int h) {     \
+    embedding_bwd<T>(g, ids, dw, n, h);                                                                          \
+  }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(double, f64)
+INSTANTIATE(__half, f16)
+INSTANTIATE(__nv_bfloat16, bf16)
+
+// ---------------------------------------------------------------- fused AdamW (f32 master weights)
+// One launch per parameter: moments `mv` = [m | v] and the weight are updated in place,
+// exactly as the CPU loop in train/optim.rs (decoupled decay, bias-corrected moments).
+extern "C" __global__ void adamw_f32(float* w, float* mv, const float* g, size_t n, float lr, float decay, float beta1,
+                                     float beta2, float eps, float bc1, float bc2, float clip_scale) {
+  GRID_STRIDE(i, n) {
+    const float gi = g[i] * clip_scale;
+    const float m = beta1 * mv[i] + (1.f - beta1) * gi;
+    const float v = beta2 * mv[n + i] + (1.f - beta2) * gi * gi;
+    mv[i] = m;
+    mv[n + i] = v;
+    w[i] = w[i] * decay - lr * (m / bc1) / (sqrtf(v / bc2) + eps);
+  }
+}
+
+// Σ g² of one gradient into `acc` (one double; the caller zeroes it once per step and reads
+// it back once), so the global norm costs one launch per parameter and one copy.
+template <typename T> __device__ void sum_squares(const T* g, size_t n, double* acc) {
+  double s = 0;
+  GRID_STRIDE(i, n) {
+    const double v = (double)Num<T>::to(g[i]);
+    s += v * v;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) atomicAdd(acc, s);
+}
+extern "C" __global__ void sum_squares_f32(const float* g, size_t n, double* acc) { sum_squares<float>(g, n, acc); }
+extern "C" __global__ void sum_squares_bf16(const __nv_bfloat16* g, size_t n, double* acc) {
+  sum_squares<__nv_bfloat16>(g, n, acc);
+}

@@ -1,0 +1,467 @@
+//! The CUDA side of the fused ops: launches of the kernels in `kernels.cu` (compiled to PTX by
+//! build.rs and loaded by the driver on first use). Each function here is the `cuda_fwd` of the
+//! CPU op of the same name in `src/ops`, with the same inputs, outputs and math; f32, bf16, f16
+//! and f64 storage, arithmetic in f32 (f64 for f64).
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, Layout, Result, WithDType};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/wenhui_kernels.ptx"));
+const MODULE: &str = "wenhui";
+
+/// The float types the kernels are instantiated for.
+pub(crate) trait KernelFloat: CudaDType + DeviceRepr + WithDType + ValidAsZeroBits {}
+impl<T: CudaDType + DeviceRepr + WithDType + ValidAsZeroBits> KernelFloat for T {}
+
+/// Runs `$body` with `$t` bound to the float type of `$storage`, wrapping the returned
+/// `CudaSlice<$t>` back into a storage of the same device.
+macro_rules! float_kernel {
+    ($storage:expr, $name:literal, |$t:ident| $body:expr) => {{
+        use candle_core::cuda_backend::CudaStorageSlice as S;
+        let slice = match &$storage.slice {
+            S::F32(_) => {
+                type $t = f32;
+                S::F32($body)
+            }
+            S::F64(_) => {
+                type $t = f64;
+                S::F64($body)
+            }
+            S::F16(_) => {
+                type $t = half::f16;
+                S::F16($body)
+            }
+            S::BF16(_) => {
+                type $t = half::bf16;
+                S::BF16($body)
+            }
+            _ => candle_core::bail!(concat!($name, ": unsupported dtype on CUDA")),
+        };
+        candle_core::CudaStorage { slice, device: $storage.device.clone() }
+    }};
+}
+pub(crate) use float_kernel;
+
+/// The contiguous data of a storage under its layout.
+pub(crate) fn view<'a, T: KernelFloat>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
+    let data = T::as_cuda_slice(s)?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(data.slice(a..b)),
+        None => candle_core::bail!("wenhui cuda op: input must be contiguous"),
+    }
+}
+
+fn u32_view<'a>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, u32>> {
+    match (&s.slice, l.contiguous_offsets()) {
+        (CudaStorageSlice::U32(d), Some((a, b))) => Ok(d.slice(a..b)),
+        _ => candle_core::bail!("wenhui cuda op: targets must be contiguous u32"),
+    }
+}
+
+fn name<T: WithDType>(root: &str) -> String {
+    format!("{root}_{}", T::DTYPE.as_str())
+}
+
+/// Threads per block for a kernel that reduces rows of `n` elements.
+fn row_block(n: usize) -> u32 {
+    match n {
+        0..=256 => 128,
+        257..=2048 => 256,
+        _ => 1024,
+    }
+}
+
+fn rows_cfg(rows: usize, n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (row_block(n), 1, 1), shared_mem_bytes: 0 }
+}
+
+fn elementwise_cfg(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 1 << 20);
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Uninitialised device memory for a kernel that writes every element.
+fn output<T: KernelFloat>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: every caller launches a kernel that writes all `n` elements before any read.
+    unsafe { dev.alloc::<T>(n.max(1)) }
+}
+
+/// Layer norm forward over rows of `h`.
+pub(crate) fn layer_norm<T: KernelFloat>(
+    x: (&CudaStorage, &Layout),
+    g: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    eps: f64,
+) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let h = g.1.shape().elem_count();
+    let n = x.1.shape().elem_count();
+    let mut y = output::<T>(dev, n)?;
+    let (xv, gv, bv) = (view::<T>(x.0, x.1)?, view::<T>(g.0, g.1)?, view::<T>(b.0, b.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("layer_norm_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (hi, e) = (h as i32, eps as f32);
+    l.arg(&xv).arg(&gv).arg(&bv).arg(&mut y).arg(&hi).arg(&e);
+    // SAFETY: argument list matches the kernel's signature; buffers hold rows × h elements.
+    unsafe { l.launch(rows_cfg(n / h.max(1), h)) }.w()?;
+    Ok(y)
+}
+
+/// Layer norm backward: `[rows + 2, h]` = dx rows, then dγ, then dβ (the CPU op's layout).
+pub(crate) fn layer_norm_backward<T: KernelFloat>(
+    x: (&CudaStorage, &Layout),
+    g: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+    eps: f64,
+) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let h = g.1.shape().elem_count();
+    let rows = x.1.shape().elem_count() / h.max(1);
+    let mut out = output::<T>(dev, (rows + 2) * h)?;
+    let mut stats = dev.alloc_zeros::<f64>(2 * rows.max(1))?;
+    let (xv, gv, dyv) = (view::<T>(x.0, x.1)?, view::<T>(g.0, g.1)?, view::<T>(dy.0, dy.1)?);
+    {
+        let f = dev.get_or_load_custom_func(&name::<T>("layer_norm_bwd_dx"), MODULE, PTX)?;
+        let mut dx = out.slice_mut(0..rows * h);
+        let mut l = f.builder();
+        let (hi, e) = (h as i32, eps as f32);
+        l.arg(&xv).arg(&gv).arg(&dyv).arg(&mut dx).arg(&mut stats).arg(&hi).arg(&e);
+        // SAFETY: as above; stats holds 2 × rows doubles.
+        unsafe { l.launch(rows_cfg(rows, h)) }.w()?;
+    }
+    let mut tail = out.slice_mut(rows * h..(rows + 2) * h);
+    column_sums::<T>(dev, Some(&xv), &dyv, Some(&stats), &mut tail, rows, h)?;
+    drop(tail);
+    Ok(out)
+}
+
+const COLUMN_ROWS_PER_BLOCK: usize = 256;
+
+/// Column sums of `dy` `[rows, h]` into `dst`: with `x` and `stats`, two rows (Σ dy·x̂, Σ dy);
+/// without, one row (Σ dy).
+fn column_sums<T: KernelFloat>(
+    dev: &CudaDevice,
+    x: Option<&CudaView<'_, T>>,
+    dy: &CudaView<'_, T>,
+    stats: Option<&CudaSlice<f64>>,
+    dst: &mut candle_core::cuda_backend::cudarc::driver::CudaViewMut<'_, T>,
+    rows: usize,
+    h: usize,
+) -> Result<()> {
+    let blocks = rows.div_ceil(COLUMN_ROWS_PER_BLOCK).max(1);
+    let mut part = dev.alloc_zeros::<f64>(blocks * 2 * h.max(1))?;
+    let (rows_i, h_i, rpb) = (rows as i32, h as i32, COLUMN_ROWS_PER_BLOCK as i32);
+    {
+        let f = dev.get_or_load_custom_func(&name::<T>("column_partial"), MODULE, PTX)?;
+        let mut l = f.builder();
+        // A null pointer tells the kernel there is no x̂ term.
+        let null: u64 = 0;
+        match (x, stats) {
+            (Some(x), Some(s)) => l.arg(x).arg(dy).arg(s),
+            _ => l.arg(&null).arg(dy).arg(&null),
+        };
+        l.arg(&mut part).arg(&rows_i).arg(&h_i).arg(&rpb);
+        let cfg = LaunchConfig { grid_dim: (h.div_ceil(32) as u32, blocks as u32, 1), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
+        // SAFETY: part holds blocks × 2 × h doubles; x/dy rows × h elements.
+        unsafe { l.launch(cfg) }.w()?;
+    }
+    let f = dev.get_or_load_custom_func(&name::<T>("column_final"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (blocks_i, first, slots) = (blocks as i32, if stats.is_some() { 0i32 } else { 1 }, if stats.is_some() { 2i32 } else { 1 });
+    l.arg(&part).arg(dst).arg(&blocks_i).arg(&h_i).arg(&first).arg(&slots);
+    // SAFETY: dst holds slots × h elements.
+    unsafe { l.launch(LaunchConfig { grid_dim: (h.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    Ok(())
+}
+
+/// Σ over rows of `g` `[rows, n]` → `[n]` (the bias gradient).
+pub(crate) fn column_sum<T: KernelFloat>(g: (&CudaStorage, &Layout), n: usize) -> Result<CudaSlice<T>> {
+    let dev = g.0.device();
+    let rows = g.1.shape().elem_count() / n.max(1);
+    let mut out = output::<T>(dev, n)?;
+    let gv = view::<T>(g.0, g.1)?;
+    let mut dst = out.slice_mut(0..n);
+    column_sums::<T>(dev, None, &gv, None, &mut dst, rows, n)?;
+    drop(dst);
+    Ok(out)
+}
+
+/// Geometry of a masked softmax: scores `[B, N, S, T]`, mask `[B or 1, 1, S, T]`.
+pub(crate) struct SoftmaxDims {
+    pub heads: usize,
+    pub s: usize,
+    pub t: usize,
+    pub mask_batches: usize,
+}
+
+/// `softmax(s·scale·m + MASKED·(1 − m))` per row.
+pub(crate) fn masked_softmax<T: KernelFloat>(
+    s: (&CudaStorage, &Layout),
+    m: (&CudaStorage, &Layout),
+    d: &SoftmaxDims,
+    scale: f64,
+) -> Result<CudaSlice<T>> {
+    let dev = s.0.device();
+    let n = s.1.shape().elem_count();
+    let mut p = output::<T>(dev, n)?;
+    let (sv, mv) = (view::<T>(s.0, s.1)?, view::<T>(m.0, m.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("masked_softmax_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (heads, sl, t, mb, sc) = (d.heads as i32, d.s as i32, d.t as i32, d.mask_batches as i32, scale as f32);
+    l.arg(&sv).arg(&mv).arg(&mut p).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
+    // SAFETY: signature matches; p holds n elements.
+    unsafe { l.launch(rows_cfg(n / d.t.max(1), d.t)) }.w()?;
+    Ok(p)
+}
+
+/// Masked softmax backward from the probabilities `p` and output gradient `g`.
+pub(crate) fn masked_softmax_backward<T: KernelFloat>(
+    p: (&CudaStorage, &Layout),
+    g: (&CudaStorage, &Layout),
+    m: (&CudaStorage, &Layout),
+    d: &SoftmaxDims,
+    scale: f64,
+) -> Result<CudaSlice<T>> {
+    let dev = p.0.device();
+    let n = p.1.shape().elem_count();
+    let mut ds = output::<T>(dev, n)?;
+    let (pv, gv, mv) = (view::<T>(p.0, p.1)?, view::<T>(g.0, g.1)?, view::<T>(m.0, m.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("masked_softmax_bwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (heads, sl, t, mb, sc) = (d.heads as i32, d.s as i32, d.t as i32, d.mask_batches as i32, scale as f32);
+    l.arg(&pv).arg(&gv).arg(&mv).arg(&mut ds).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
+    // SAFETY: signature matches; ds holds n elements.
+    unsafe { l.launch(rows_cfg(n / d.t.max(1), d.t)) }.w()?;
+    Ok(ds)
+}
+
+/// GELU (`erf` or tanh form) forward.
+pub(crate) fn gelu<T: KernelFloat>(x: (&CudaStorage, &Layout), erf: bool) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let n = x.1.shape().elem_count();
+    let mut y = output::<T>(dev, n)?;
+    let xv = view::<T>(x.0, x.1)?;
+    let f = dev.get_or_load_custom_func(&name::<T>("gelu_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (nn, e) = (n, erf as i32);
+    l.arg(&xv).arg(&mut y).arg(&nn).arg(&e);
+    // SAFETY: signature matches; y holds n elements.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(y)
+}
+
+/// GELU backward: `g · gelu'(x)`.
+pub(crate) fn gelu_backward<T: KernelFloat>(x: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), erf: bool) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let n = x.1.shape().elem_count();
+    let mut dx = output::<T>(dev, n)?;
+    let (xv, gv) = (view::<T>(x.0, x.1)?, view::<T>(g.0, g.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("gelu_bwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (nn, e) = (n, erf as i32);
+    l.arg(&xv).arg(&gv).arg(&mut dx).arg(&nn).arg(&e);
+    // SAFETY: signature matches; dx holds n elements.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(dx)
+}
+
+/// `y + b` over the last dimension.
+pub(crate) fn add_bias<T: KernelFloat>(y: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout)) -> Result<CudaSlice<T>> {
+    let dev = y.0.device();
+    let n = y.1.shape().elem_count();
+    let cols = b.1.shape().elem_count();
+    let mut out = output::<T>(dev, n)?;
+    let (yv, bv) = (view::<T>(y.0, y.1)?, view::<T>(b.0, b.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("add_bias_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let (nn, c) = (n, cols as i32);
+    l.arg(&yv).arg(&bv).arg(&mut out).arg(&nn).arg(&c);
+    // SAFETY: signature matches; out holds n elements.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(out)
+}
+
+/// Dropout with the CPU op's counter hash: `mixed_seed` = splitmix(seed), `threshold` as on the CPU.
+pub(crate) fn dropout<T: KernelFloat>(x: (&CudaStorage, &Layout), mixed_seed: u64, threshold: u64, scale: f64) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let n = x.1.shape().elem_count();
+    let mut y = output::<T>(dev, n)?;
+    let xv = view::<T>(x.0, x.1)?;
+    let f = dev.get_or_load_custom_func(&name::<T>("dropout_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&xv).arg(&mut y).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
+    // SAFETY: signature matches; y holds n elements.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(y)
+}
+
+/// Per-row cross-entropy of logits `[N, V]` against u32 targets.
+pub(crate) fn cross_entropy<T: KernelFloat>(z: (&CudaStorage, &Layout), t: (&CudaStorage, &Layout)) -> Result<CudaSlice<T>> {
+    let dev = z.0.device();
+    let (rows, v) = z.1.shape().dims2()?;
+    let mut loss = output::<T>(dev, rows)?;
+    let (zv, tv) = (view::<T>(z.0, z.1)?, u32_view(t.0, t.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("cross_entropy_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let vi = v as i32;
+    l.arg(&zv).arg(&tv).arg(&mut loss).arg(&vi);
+    // SAFETY: signature matches; loss holds rows elements.
+    unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
+    Ok(loss)
+}
+
+/// Cross-entropy backward: `(softmax(z) − onehot(t))·g` per row.
+pub(crate) fn cross_entropy_backward<T: KernelFloat>(
+    z: (&CudaStorage, &Layout),
+    t: (&CudaStorage, &Layout),
+    g: (&CudaStorage, &Layout),
+) -> Result<CudaSlice<T>> {
+    let dev = z.0.device();
+    let (rows, v) = z.1.shape().dims2()?;
+    let mut dz = output::<T>(dev, rows * v)?;
+    let (zv, tv, gv) = (view::<T>(z.0, z.1)?, u32_view(t.0, t.1)?, view::<T>(g.0, g.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("cross_entropy_bwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let vi = v as i32;
+    l.arg(&zv).arg(&tv).arg(&gv).arg(&mut dz).arg(&vi);
+    // SAFETY: signature matches; dz holds rows × v elements.
+    unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
+    Ok(dz)
+}
+
+/// Rows `w[ids]` of a `[V, h]` table.
+pub(crate) fn embedding<T: KernelFloat>(w: (&CudaStorage, &Layout), ids: (&CudaStorage, &Layout), h: usize) -> Result<CudaSlice<T>> {
+    let dev = w.0.device();
+    let n = ids.1.shape().elem_count();
+    let mut out = output::<T>(dev, n * h)?;
+    let (wv, iv) = (view::<T>(w.0, w.1)?, u32_view(ids.0, ids.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("embedding_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let hi = h as i32;
+    l.arg(&wv).arg(&iv).arg(&mut out).arg(&n).arg(&hi);
+    // SAFETY: signature matches; out holds n × h elements; ids were range-checked by the caller.
+    unsafe { l.launch(elementwise_cfg(n * h)) }.w()?;
+    Ok(out)
+}
+
+/// The `[v, h]` gradient of an embedding table from the rows' gradient `g` `[n, h]`.
+pub(crate) fn embedding_backward<T: KernelFloat>(
+    g: (&CudaStorage, &Layout),
+    ids: (&CudaStorage, &Layout),
+    v: usize,
+) -> Result<CudaSlice<T>> {
+    let dev = g.0.device();
+    let n = ids.1.shape().elem_count();
+    let h = g.1.shape().elem_count() / n.max(1);
+    let mut dw = dev.alloc_zeros::<T>((v * h).max(1))?;
+    let (gv, iv) = (view::<T>(g.0, g.1)?, u32_view(ids.0, ids.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("embedding_bwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    let hi = h as i32;
+    l.arg(&gv).arg(&iv).arg(&mut dw).arg(&n).arg(&hi);
+    // SAFETY: signature matches; dw holds v × h zeros.
+    unsafe { l.launch(elementwise_cfg(n * h)) }.w()?;
+    Ok(dw)
+}
+
+/// Hyper-parameters of one fused AdamW update.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamWStep {
+    pub lr: f32,
+    pub decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub clip_scale: f32,
+}
+
+/// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`.
+pub(crate) fn adamw(w: &mut CudaStorage, mv: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), s: &AdamWStep) -> Result<()> {
+    let dev = w.device().clone();
+    let n = g.1.shape().elem_count();
+    let mvs = match &mv.0.slice {
+        CudaStorageSlice::F32(d) => d,
+        _ => candle_core::bail!("adamw: moments must be f32"),
+    };
+    let gv = view::<f32>(g.0, g.1)?;
+    let ws = match &mut w.slice {
+        CudaStorageSlice::F32(d) => d,
+        _ => candle_core::bail!("adamw: weights must be f32"),
+    };
+    let f = dev.get_or_load_custom_func("adamw_f32", MODULE, PTX)?;
+    let mut l = f.builder();
+    // The kernel also writes the moments through `mvs`: they belong to the optimizer alone.
+    l.arg(ws).arg(mvs).arg(&gv).arg(&n);
+    l.arg(&s.lr).arg(&s.decay).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
+    // SAFETY: w and g hold n floats, mv 2n.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(())
+}
+
+/// Adds Σ g² of `g` (f32 or bf16) into the one-double accumulator `acc`.
+pub(crate) fn sum_squares_into(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
+    match &g.0.slice {
+        CudaStorageSlice::F32(_) => sum_squares::<f32>(g, acc),
+        CudaStorageSlice::BF16(_) => sum_squares::<half::bf16>(g, acc),
+        _ => candle_core::bail!("gradient norm: gradients must be f32 or bf16 on CUDA"),
+    }
+}
+
+fn sum_squares<T: KernelFloat>(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
+    let dev = g.0.device().clone();
+    let n = g.1.shape().elem_count();
+    let v = view::<T>(g.0, g.1)?;
+    let f = dev.get_or_load_custom_func(&name::<T>("sum_squares"), MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&v).arg(&n).arg(acc);
+    // Few blocks: each ends in one atomic add.
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: v holds n elements; acc one double.
+    unsafe { l.launch(cfg) }.w()?;
+    Ok(())
+}
+
+/// The fused AdamW update as an in-place op on the weight tensor (see [`adamw`]).
+pub(crate) struct AdamWOp(pub AdamWStep);
+
+impl candle_core::InplaceOp3 for AdamWOp {
+    fn name(&self) -> &'static str {
+        "wenhui-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!("wenhui-adamw runs on CUDA; the CPU update is train::optim's host loop")
+    }
+
+    fn cuda_fwd(&self, w: &mut CudaStorage, _wl: &Layout, mv: &CudaStorage, mvl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<()> {
+        adamw(w, (mv, mvl), (g, gl), &self.0)
+    }
+}
+
+/// Σ over `tensors` of Σ x² (f32 or bf16 CUDA tensors), with one copy back to the host.
+pub(crate) fn sum_of_squares(tensors: &[candle_core::Tensor]) -> Result<f64> {
+    let Some(first) = tensors.first() else { return Ok(0.0) };
+    let candle_core::Device::Cuda(dev) = first.device() else { candle_core::bail!("sum_of_squares: CUDA tensors expected") };
+    let mut acc = dev.alloc_zeros::<f64>(1)?;
+    for t in tensors {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        match &*storage {
+            candle_core::Storage::Cuda(c) => sum_squares_into((c, layout), &mut acc)?,
+            _ => candle_core::bail!("sum_of_squares: CUDA tensors expected"),
+        }
+    }
+    Ok(dev.clone_dtoh(&acc)?[0])
+}
