@@ -66,7 +66,7 @@ pub fn document() -> Value {
             "PoemRequest": {"type": "object", "additionalProperties": false, "required": ["title"], "properties": {
                 "title": s("string"), "form": {"type": "string", "default": "五绝", "enum": ["五绝", "七绝", "五律", "七律", "wujue", "qijue", "wulv", "qilv"]},
                 "acrostic": s("string"), "rhyme": {"type": "string", "default": "pingshui", "enum": ["pingshui", "cilin", "xinyun"]},
-                "author": {"type": "string", "default": "李白"}, "seed": int, "beams": int, "explain": s("boolean"), "stream": s("boolean")}},
+                "author": {"type": "string", "default": "李白"}, "seed": int, "beams": int, "explain": s("boolean"), "inverse": {"type": "boolean", "default": true}, "stream": s("boolean")}},
             "AnswerRequest": {"type": "object", "additionalProperties": false, "required": ["question"], "properties": {
                 "question": s("string"), "description": s("string"), "seed": int, "beams": int}},
         }},
