@@ -28,6 +28,7 @@ const ASSETS: &[Asset] = &[
     ("forms.js", "text/javascript; charset=utf-8", include_str!("assets/forms.js")),
     ("turing.js", "text/javascript; charset=utf-8", include_str!("assets/turing.js")),
     ("results.js", "text/javascript; charset=utf-8", include_str!("assets/results.js")),
+    ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 
 /// The routes of the pages (each served by [`page`]).
