@@ -50,6 +50,14 @@ async function playground() {
   await page.screenshot({ path: join(artifacts, "playground.png"), fullPage: true });
 }
 
+async function fillPage() {
+  await page.goto(url + "/fill");
+  await page.getByRole("button", { name: /填空/ }).click();
+  await page.locator("#fill-status", { hasText: "blanks" }).waitFor();
+  const text = await page.locator("#fill-out").textContent();
+  expect(text.includes("床前明月光") && !text.includes("[MASK]"), "the blank is filled: " + text);
+}
+
 async function turing() {
   await page.goto(url + "/turing");
   let machine = 0;
@@ -82,6 +90,7 @@ let code = 0;
 try {
   if (mode === "vote") {
     await playground();
+    await fillPage();
     const k = await turing();
     await results(10, k);
     expect(problems.length === 0, problems.join("\n"));
