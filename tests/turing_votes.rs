@@ -31,9 +31,9 @@ fn votes_survive_kill_9_mid_vote() {
     let pairs = prepare_pairs(dir.path(), 4);
     let db = dir.path().join("votes.db");
     let mut server = Server::start(&pairs, &db);
-    let issued = tokens(&server, 240);
+    let issued = tokens(&server, 400);
     let addr = server.addr;
-    // 8 clients vote as fast as they can; the server is killed once 40 votes are acknowledged.
+    // 8 clients vote as fast as they can; the server is killed once 30 votes are acknowledged.
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let count = Arc::new(AtomicUsize::new(0));
     let queue = Arc::new(Mutex::new(issued));
@@ -54,7 +54,7 @@ fn votes_survive_kill_9_mid_vote() {
         })
         .collect();
     let start = Instant::now();
-    while count.load(Ordering::SeqCst) < 40 {
+    while count.load(Ordering::SeqCst) < 30 {
         assert!(start.elapsed() < Duration::from_secs(60), "votes are too slow: {} in 60 s", count.load(Ordering::SeqCst));
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -63,10 +63,11 @@ fn votes_survive_kill_9_mid_vote() {
         c.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 40 && acked.len() < 240, "the kill came mid-vote ({} acknowledged)", acked.len());
+    assert!(acked.len() >= 30 && acked.len() < 400, "the kill came mid-vote ({} acknowledged)", acked.len());
     // Restart on the same database: every acknowledged vote is there, the file is sound.
     let server = Server::start(&pairs, &db);
     let stored = stored_tokens(&db);
+    eprintln!("{} votes acknowledged before the kill, {} stored", acked.len(), stored.len());
     let missing: Vec<_> = acked.iter().filter(|t| !stored.contains(t)).collect();
     assert!(missing.is_empty(), "{} acknowledged votes were lost: {missing:?}", missing.len());
     assert_eq!(integrity(&db), "ok");
