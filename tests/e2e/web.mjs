@@ -93,6 +93,11 @@ try {
     await fillPage();
     const k = await turing();
     await results(10, k);
+    // One column on a phone: the pair page at 390 px (no vote cast).
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(url + "/turing");
+    await page.locator("#pair-view:not([hidden])").waitFor();
+    await page.screenshot({ path: join(artifacts, "turing-phone.png"), fullPage: true });
     expect(problems.length === 0, problems.join("\n"));
     console.log(JSON.stringify({ votes: 10, machine_chosen: k }));
   } else {

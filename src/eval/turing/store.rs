@@ -52,10 +52,14 @@ pub enum VoteError {
     Db(String),
 }
 
+/// Unused tokens older than this are deleted (a page left open longer must load a new pair).
+pub const TOKEN_TTL_SECS: f64 = 24.0 * 3600.0;
+
 /// The vote database (one connection behind a mutex: votes are tiny and serialized anyway).
 pub struct VoteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    issued: std::sync::atomic::AtomicU64,
 }
 
 fn db_err(path: &Path, e: rusqlite::Error) -> Error {
@@ -93,7 +97,7 @@ impl VoteStore {
              );",
         )
         .map_err(|e| db_err(path, e))?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf(), issued: Default::default() })
     }
 
     /// The database file.
@@ -105,17 +109,23 @@ impl VoteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Issues a one-time vote token for `pair_id`, with a random side for the human poem.
+    /// Issues a one-time vote token for `pair_id`, with a random side for the human poem. Every
+    /// 256th call also deletes the unused tokens older than [`TOKEN_TTL_SECS`], so the tokens of
+    /// pages never voted on do not pile up.
     pub fn issue(&self, pair_id: &str) -> Result<Issued> {
         let mut rng = rand::rng();
         let token = format!("{:032x}", rng.random::<u128>());
         let human_left: bool = rng.random();
-        self.lock()
-            .execute(
-                "INSERT INTO tokens (token, pair_id, human_left, issued_at) VALUES (?1, ?2, ?3, ?4)",
-                params![token, pair_id, human_left, now()],
-            )
-            .map_err(|e| db_err(&self.path, e))?;
+        let conn = self.lock();
+        if self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256 == 255 {
+            conn.execute("DELETE FROM tokens WHERE issued_at < ?1 AND token NOT IN (SELECT token FROM votes)", [now() - TOKEN_TTL_SECS])
+                .map_err(|e| db_err(&self.path, e))?;
+        }
+        conn.execute(
+            "INSERT INTO tokens (token, pair_id, human_left, issued_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token, pair_id, human_left, now()],
+        )
+        .map_err(|e| db_err(&self.path, e))?;
         Ok(Issued { token, human_left })
     }
 

@@ -26,17 +26,24 @@
     }
     document.getElementById("pair-title-text").textContent = "《" + current.title + "》";
     document.getElementById("pair-form").textContent = current.form;
-    document.getElementById("poem-left").textContent = lines(current.left);
-    document.getElementById("poem-right").textContent = lines(current.right);
+    document.getElementById("poem-left").replaceChildren(...couplets(current.left));
+    document.getElementById("poem-right").replaceChildren(...couplets(current.right));
     view.hidden = false;
     for (const b of picks) b.disabled = false;
     status.textContent = "Which one did a person write? (pair " + current.pair_id + ")";
     picks[0].focus();
   }
 
-  // One line per verse: break after each full stop or comma pair.
-  function lines(text) {
-    return text.replace(/([。！？])/g, "$1\n").trim();
+  // One couplet a line, each verse unbreakable: on a narrow screen the verses wrap whole.
+  function couplets(text) {
+    const verses = text.match(/[^，。！？；]+[，。！？；]?/g) || [text];
+    const out = [];
+    for (let i = 0; i < verses.length; i += 2) {
+      const c = window.wenhui.el("span", null, "couplet");
+      for (const v of verses.slice(i, i + 2)) c.append(window.wenhui.el("span", v, "verse"));
+      out.push(c);
+    }
+    return out;
   }
 
   async function vote(pick) {
