@@ -1,5 +1,6 @@
 //! The web app end to end in headless Chromium (Debian's `chromium`, driven by Playwright's
-//! `playwright-core` from `tests/e2e/`): the playground streams a poem, ten Turing votes are cast,
+//! `playwright-core` from `tests/e2e/`): the playground streams a poem with its explain view, the
+//! fill and answer pages answer, ten Turing votes are cast,
 //! the results page shows them with the right rate, and after a restart of the server the votes are
 //! still there. Screenshots go to `target/e2e-artifacts/`.
 //!

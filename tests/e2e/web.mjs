@@ -1,6 +1,6 @@
 // Browser test of the wenhui web app (run by tests/web_e2e.rs; needs Debian's chromium and
 // `npm ci --prefix tests/e2e`). Usage:
-//   node tests/e2e/web.mjs vote  URL ARTIFACT_DIR   playground poem, 10 Turing votes, results page
+//   node tests/e2e/web.mjs vote  URL ARTIFACT_DIR   playground poem, fill, answer, 10 Turing votes, results
 //   node tests/e2e/web.mjs check URL ARTIFACT_DIR N K  the results page shows N votes, K machine-chosen
 // Prints one JSON line ({"votes": N, "machine_chosen": K}) on success; exits 1 with a message otherwise.
 import { chromium } from "playwright-core";
@@ -58,6 +58,14 @@ async function fillPage() {
   expect(text.includes("床前明月光") && !text.includes("[MASK]"), "the blank is filled: " + text);
 }
 
+async function answerPage() {
+  await page.goto(url + "/answer");
+  await page.getByRole("button", { name: /回答/ }).click();
+  await page.locator("#answer-status", { hasText: " s" }).waitFor();
+  const text = (await page.locator("#answer-out").textContent()).trim();
+  expect(text.length > 0, "the answer is shown");
+}
+
 async function turing() {
   await page.goto(url + "/turing");
   let machine = 0;
@@ -91,6 +99,7 @@ try {
   if (mode === "vote") {
     await playground();
     await fillPage();
+    await answerPage();
     const k = await turing();
     await results(10, k);
     // One column on a phone: the pair page at 390 px (no vote cast).
