@@ -16,15 +16,23 @@ fn loopback() -> SocketAddr {
 }
 
 fn serve_embedded(limits: Limits) -> (SocketAddr, ServerHandle) {
-    start(ServeConfig { model: ModelSource::Embedded, addr: loopback(), limits, handle_signals: false, prompts: Vec::new() }).unwrap()
+    start(ServeConfig { model: ModelSource::Embedded, addr: loopback(), limits, handle_signals: false, prompts: Vec::new(), turing: None })
+        .unwrap()
 }
 
 fn serve_gpt2(limits: Limits) -> (SocketAddr, ServerHandle) {
     let m = load_model(Path::new("tests/fixtures/gpt2-tiny"), &LoadOptions::default()).unwrap();
     let tok = CharVocab::from_chars("abcdefghijklmnopqrstuvwxyz .,!?:\"T".chars()).build().unwrap();
     let model = ServedModel::new(m.backbone, tok, "gpt2-tiny");
-    start(ServeConfig { model: ModelSource::Loaded(Box::new(model)), addr: loopback(), limits, handle_signals: false, prompts: Vec::new() })
-        .unwrap()
+    start(ServeConfig {
+        model: ModelSource::Loaded(Box::new(model)),
+        addr: loopback(),
+        limits,
+        handle_signals: false,
+        prompts: Vec::new(),
+        turing: None,
+    })
+    .unwrap()
 }
 
 /// A parsed HTTP response.
@@ -546,6 +554,7 @@ fn served_prompts_classify_like_the_library() {
         limits: Limits::default(),
         handle_signals: false,
         prompts: vec![run.clone()],
+        turing: None,
     })
     .unwrap();
     let input = json!({"w": "qqxqq"});
@@ -574,6 +583,7 @@ fn served_prompts_classify_like_the_library() {
         limits: Limits::default(),
         handle_signals: false,
         prompts: vec![dir.path().to_path_buf()],
+        turing: None,
     })
     .err()
     .unwrap()

@@ -22,6 +22,7 @@ mod seq2seq;
 mod serve;
 mod tokenize;
 mod tokenizer_train;
+mod turing;
 
 use clap::{Parser, Subcommand};
 
@@ -112,6 +113,10 @@ enum Command {
     /// `wenhui finetune --task seq2seq …`.
     #[command(name = "finetune-seq2seq", hide = true)]
     FinetuneSeq2seq(Box<seq2seq::Seq2seqFinetuneArgs>),
+    /// The poetry Turing test: `turing prepare` generates the human/machine pairs that
+    /// `serve --turing` shows.
+    #[command(subcommand)]
+    Turing(turing::Command),
     /// Benchmarks on random weights (prints one JSON line).
     #[command(subcommand)]
     Bench(bench::Command),
@@ -149,6 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classify(a) => classify::run(*a),
         Command::Serve(a) => serve::run(*a),
         Command::Probe(c) => probe::run(c),
+        Command::Turing(c) => turing::run(c),
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wenhui::serve::bench::load;
-use wenhui::serve::{start, Limits, ModelSource, ServeConfig};
+use wenhui::serve::{start, Limits, ModelSource, ServeConfig, TuringConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,6 +15,13 @@ pub struct Args {
     /// `"task": NAME` uses the prompt trained for that task.
     #[arg(long = "prompt", value_name = "DIR")]
     prompts: Vec<PathBuf>,
+    /// Serve the poetry Turing test with these pairs (`wenhui turing prepare`): /turing to vote,
+    /// /turing/results for the rate.
+    #[arg(long, value_name = "PAIRS")]
+    turing: Option<PathBuf>,
+    /// The SQLite vote database of --turing (default: the pairs file with the extension `votes.db`).
+    #[arg(long, value_name = "DB", requires = "turing")]
+    votes: Option<PathBuf>,
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -59,7 +66,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         timeout: Duration::from_secs_f64(a.timeout),
     };
     let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
-    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true, prompts: a.prompts })?;
+    let turing = a.turing.map(|pairs| {
+        let votes = a.votes.unwrap_or_else(|| pairs.with_extension("votes.db"));
+        TuringConfig { pairs, votes }
+    });
+    wenhui::serve::run(ServeConfig { model, addr: a.addr, limits, handle_signals: true, prompts: a.prompts, turing })?;
     Ok(())
 }
 
@@ -95,7 +106,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         let model = a.model.clone().map_or(ModelSource::Embedded, ModelSource::Dir);
         let limits = Limits { max_batch: mb.max(1), queue_len: 1024, max_tokens: a.max_tokens.max(1), ..Limits::default() };
         let (addr, handle) =
-            start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false, prompts: Vec::new() })?;
+            start(ServeConfig { model, addr: "127.0.0.1:0".parse()?, limits, handle_signals: false, prompts: Vec::new(), turing: None })?;
         for &c in &a.clients {
             let body =
                 |i: usize| serde_json::json!({"prompt": a.prompt, "max_tokens": a.max_tokens, "temperature": 0.9, "seed": i}).to_string();

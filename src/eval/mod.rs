@@ -5,6 +5,7 @@ pub mod lm;
 pub mod poems;
 pub mod rouge;
 pub mod seq2seq;
+pub mod turing;
 
 /// A progress bar over `total` items on stderr; hidden when stderr is not a terminal.
 pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {

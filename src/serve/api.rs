@@ -134,6 +134,9 @@ pub struct PoemRequest {
     /// Include each step's top candidates with their scores.
     #[serde(default)]
     pub explain: bool,
+    /// Rank candidates with inverse prompting (default true); false: the forward-only search baseline.
+    #[serde(default)]
+    pub inverse: Option<bool>,
     /// Send one server-sent event per decided line.
     #[serde(default)]
     pub stream: bool,

@@ -46,7 +46,8 @@ pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, t: &Ticket<'_>, limits:
     let fields = task.fields(&given)?;
     let mut rules = PoemRules::new(constraints.clone());
     let cx = Context::new(model.backbone.as_ref(), &model.tokenizer)?;
-    let opts = InverseOptions { seed: r.seed.unwrap_or(0), explain: r.explain, ..Default::default() };
+    let opts =
+        InverseOptions { seed: r.seed.unwrap_or(0), explain: r.explain, use_inverse: r.inverse.unwrap_or(true), ..Default::default() };
     if t.should_stop() {
         return Err(t.stop_error());
     }
@@ -55,7 +56,7 @@ pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, t: &Ticket<'_>, limits:
     let verdict = check_poem(&out.text, &constraints)?;
     let chars = out.text.chars().count();
     let mut body = json!({
-        "title": title, "form": constraints.form.name(), "acrostic": acrostic, "rhyme": rhyme, "seed": opts.seed,
+        "title": title, "form": constraints.form.name(), "acrostic": acrostic, "rhyme": rhyme, "seed": opts.seed, "inverse": opts.use_inverse,
         "text": out.text,
         "lines": out.units.iter().map(|u| &u.text).collect::<Vec<_>>(),
         "constraints_ok": verdict.is_ok(),

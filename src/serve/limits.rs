@@ -87,6 +87,7 @@ impl ApiError {
             400 => "invalid_request_error",
             404 => "not_found_error",
             405 => "method_not_allowed",
+            409 => "conflict",
             413 => "request_too_large",
             429 => "rate_limit_error",
             501 => "not_implemented",

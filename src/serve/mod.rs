@@ -26,10 +26,13 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 mod text;
+pub mod turing;
+pub mod web;
 pub mod worker;
 
 pub use limits::{ApiError, Limits};
 pub use metrics::Metrics;
+pub use turing::TuringConfig;
 pub use worker::{ServedModel, ServedPrompt};
 
 use crate::model::{load_model, LoadOptions};
@@ -63,6 +66,8 @@ pub struct ServeConfig {
     pub handle_signals: bool,
     /// P-tuned prompts to serve for `/v1/classify` (`wenhui ptune` run directories).
     pub prompts: Vec<PathBuf>,
+    /// The Turing test to serve (`--turing PAIRS --votes DB`); `None`: its endpoints answer 404.
+    pub turing: Option<TuringConfig>,
 }
 
 impl Default for ServeConfig {
@@ -73,6 +78,7 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             handle_signals: false,
             prompts: Vec::new(),
+            turing: None,
         }
     }
 }
@@ -137,6 +143,10 @@ fn load(source: ModelSource) -> Result<ServedModel> {
 /// Loads the model, binds `config.addr` and starts serving on background threads (the model
 /// worker and a tokio runtime). Returns the bound address and the handle that stops it.
 pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
+    let turing = match &config.turing {
+        Some(t) => Some(Arc::new(turing::TuringState::open(t)?)),
+        None => None,
+    };
     let mut model = load(config.model)?;
     for dir in &config.prompts {
         let p = ServedPrompt::load(dir, model.backbone.as_ref())?;
@@ -169,7 +179,7 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
             .spawn(move || worker::run(model, jobs, metrics, limits))
             .map_err(|e| Error::input(format!("cannot start the model worker: {e}")))?
     };
-    let state = routes::AppState { queue, metrics: metrics.clone(), limits: Arc::new(limits), model: Arc::new(model_info) };
+    let state = routes::AppState { queue, metrics: metrics.clone(), limits: Arc::new(limits), model: Arc::new(model_info), turing };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signals = config.handle_signals;
     let thread = std::thread::Builder::new()
@@ -226,6 +236,6 @@ async fn stop_signal(stop: tokio::sync::oneshot::Receiver<()>, signals: bool) {
 pub fn run(mut config: ServeConfig) -> Result<()> {
     config.handle_signals = true;
     let (addr, handle) = start(config)?;
-    eprintln!("wenhui serve: listening on http://{addr} (Ctrl-C to stop)");
+    eprintln!("wenhui serve: listening on http://{addr} (Ctrl-C to stop); the web playground is at http://{addr}/");
     handle.wait()
 }

@@ -36,7 +36,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": {"title": "wenhui serve", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Generation, GLM blank filling and inverse-prompting poems over HTTP. Unknown fields are rejected (400)."},
+                 "description": "Generation, GLM blank filling and inverse-prompting poems over HTTP, and the poetry Turing test. The web app is at `/`. Unknown fields are rejected (400)."},
         "paths": {
             "/v1/completions": post("OpenAI-compatible text completion (GLM: long generation after [gMASK]; GPT-2: left to right)", "CompletionRequest", json!({"$ref": "#/components/schemas/Completion"}), true),
             "/v1/fill": post("Fill [MASK]/[sMASK]/[gMASK] blanks (GLM)", "FillRequest", json!({"type": "object", "properties": {"text": s("string"), "fills": {"type": "array", "items": s("string")}, "scores": {"type": "array", "items": s("number")}, "finished": {"type": "array", "items": s("boolean")}}}), false),
@@ -47,6 +47,12 @@ pub fn document() -> Value {
             "/v1/models": get("The served model (OpenAI list shape)", "application/json"),
             "/metrics": get("Prometheus metrics", "text/plain"),
             "/openapi.json": get("This document", "application/json"),
+            "/v1/turing/pair": get("Turing test (`--turing`): a random pair (`?seen=ID,…` skips judged ones): pair_id, title, form, left, right, token (one vote)", "application/json"),
+            "/v1/turing/vote": {"post": {"summary": "Turing test vote {pair_id, token, pick: left|right} (at most 4 KiB)", "responses": {
+                "200": {"description": "vote_id, machine_chosen, human (the side of the human poem)"},
+                "400": {"description": "malformed body, unknown token or a token of another pair"}, "404": {"description": "unknown pair id, or the Turing test is off"},
+                "409": {"description": "replayed vote (the token voted already)"}, "413": {"description": "body larger than 4 KiB"}}}},
+            "/v1/turing/results": get("Turing test results: total and by_form rates of the machine poem chosen as human, Wilson 95% intervals", "application/json"),
         },
         "components": {"schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"message": s("string"), "type": s("string"), "code": s("integer")}}}},
@@ -66,7 +72,7 @@ pub fn document() -> Value {
             "PoemRequest": {"type": "object", "additionalProperties": false, "required": ["title"], "properties": {
                 "title": s("string"), "form": {"type": "string", "default": "五绝", "enum": ["五绝", "七绝", "五律", "七律", "wujue", "qijue", "wulv", "qilv"]},
                 "acrostic": s("string"), "rhyme": {"type": "string", "default": "pingshui", "enum": ["pingshui", "cilin", "xinyun"]},
-                "author": {"type": "string", "default": "李白"}, "seed": int, "beams": int, "explain": s("boolean"), "stream": s("boolean")}},
+                "author": {"type": "string", "default": "李白"}, "seed": int, "beams": int, "explain": s("boolean"), "inverse": {"type": "boolean", "default": true}, "stream": s("boolean")}},
             "AnswerRequest": {"type": "object", "additionalProperties": false, "required": ["question"], "properties": {
                 "question": s("string"), "description": s("string"), "seed": int, "beams": int}},
         }},

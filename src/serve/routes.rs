@@ -36,15 +36,36 @@ pub struct AppState {
     pub(crate) limits: Arc<Limits>,
     /// `/v1/models` and `/health` facts: name, kind, max positions.
     pub(crate) model: Arc<serde_json::Value>,
+    /// The Turing test, when served (`--turing`).
+    pub(crate) turing: super::turing::SharedTuring,
 }
 
 /// The endpoints a request is counted under in `/metrics`.
-const ENDPOINTS: &[&str] =
-    &["/v1/completions", "/v1/fill", "/v1/poem", "/v1/answer", "/v1/classify", "/health", "/v1/models", "/metrics", "/openapi.json"];
+const ENDPOINTS: &[&str] = &[
+    "/v1/completions",
+    "/v1/fill",
+    "/v1/poem",
+    "/v1/answer",
+    "/v1/classify",
+    "/health",
+    "/v1/models",
+    "/metrics",
+    "/openapi.json",
+    "/v1/turing/pair",
+    "/v1/turing/vote",
+    "/v1/turing/results",
+];
 
 /// The router with every endpoint, the body limit and the metrics middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new();
+    for route in super::web::page_routes() {
+        app = app.route(route, get(move || async move { super::web::page(route) }));
+    }
+    app.route("/assets/{name}", get(super::web::asset))
+        .route("/v1/turing/pair", get(super::turing::pair))
+        .route("/v1/turing/vote", post(super::turing::vote).layer(DefaultBodyLimit::max(super::turing::MAX_VOTE_BYTES)))
+        .route("/v1/turing/results", get(super::turing::results))
         .route("/v1/completions", post(completions))
         .route("/v1/fill", post(fill))
         .route("/v1/poem", post(poem))
@@ -64,7 +85,12 @@ pub fn router(state: AppState) -> Router {
 /// Counts every request by endpoint and status, with its latency.
 async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    let endpoint = ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other");
+    let endpoint = ENDPOINTS
+        .iter()
+        .find(|e| **e == path)
+        .copied()
+        .or_else(|| super::web::page_routes().find(|r| *r == path).map(|_| "page"))
+        .unwrap_or("other");
     let start = Instant::now();
     let resp = next.run(req).await;
     s.metrics.record(endpoint, resp.status().as_u16(), start.elapsed());
