@@ -7,8 +7,9 @@
 #   OUT=runs/lama-small scripts/gpu-lama-backbones.sh      # needs $OUT/corpus from stage 2
 #
 # Settings (environment): STEPS=8000 LAYERS=4 HIDDEN=256 HEADS=4 SEQ=64 BATCH=64 LR=1e-3
-#   DROPOUT=0 (the corpus is to be memorised) SEED=0 LIMIT=300 (seconds per run, a checkpoint is
-#   saved every STEPS/8 steps and the newest one is exported), WENHUI=dist/wenhui-cuda
+#   DROPOUT=0 (the corpus is to be memorised) SEED=0 LIMIT=300 (seconds per run: then SIGINT, which
+#   saves a checkpoint; --foreground so only the run gets it — a second SIGINT aborts the save),
+#   WENHUI=dist/wenhui-cuda
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/lama}
@@ -19,7 +20,7 @@ for spec in glm:default bert:mlm gpt2:causal; do
   arch=${spec%%:*}
   objective=${spec#*:}
   rm -rf "$OUT/run-$arch-gpu"
-  timeout -s INT "${LIMIT:-300}" "$W" --device cuda pretrain --quiet --corpus "$OUT/corpus" --out-dir "$OUT/run-$arch-gpu" \
+  timeout --foreground -s INT "${LIMIT:-300}" "$W" --device cuda pretrain --quiet --corpus "$OUT/corpus" --out-dir "$OUT/run-$arch-gpu" \
     --arch "$arch" --objective "$objective" --layers "${LAYERS:-4}" --hidden "${HIDDEN:-256}" --heads "${HEADS:-4}" \
     --seq-len "${SEQ:-64}" --batch-size "${BATCH:-64}" --steps "$STEPS" --lr "${LR:-1e-3}" --dropout "${DROPOUT:-0}" \
     --seed "${SEED:-0}" --warmup-ratio 0.05 --min-lr-ratio 0.05 --eval-every $((STEPS / 8)) --save-every $((STEPS / 8)) \
@@ -28,5 +29,5 @@ done
 wait
 for arch in glm bert gpt2; do
   tail -n 2 "$OUT/run-$arch-gpu.log"
-  "$W" export "$OUT/run-$arch-gpu" --dtype f16 --force -o "$OUT/$arch-gpu"
+  "$W" --dtype f16 export "$OUT/run-$arch-gpu" --force -o "$OUT/$arch-gpu"
 done

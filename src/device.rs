@@ -41,7 +41,35 @@ pub fn parse_device(spec: &str) -> Result<Device> {
             "device `{spec}`: this wenhui was built without CUDA; build it with scripts/build-cuda.sh (cargo feature `cuda`)"
         )));
     }
-    Device::new_cuda(ordinal).map_err(|e| Error::input(format!("cannot open CUDA device {ordinal}: {e}")))
+    let device = Device::new_cuda(ordinal).map_err(|e| Error::input(format!("cannot open CUDA device {ordinal}: {e}")))?;
+    #[cfg(feature = "cuda")]
+    keep_freed_memory(&device)?;
+    Ok(device)
+}
+
+/// Lets the device's memory pool keep what is freed instead of returning it to the driver at
+/// every synchronisation (the default release threshold is 0): a training step frees and
+/// re-allocates gigabytes of activations, which would otherwise be mapped again every step.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(device: &Device) -> Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let Device::Cuda(d) = device else { return Ok(()) };
+    let stream = d.cuda_stream();
+    let ctx = stream.context();
+    let fail = |e: result::DriverError| Error::input(format!("CUDA memory pool: {e}"));
+    ctx.bind_to_thread().map_err(fail)?;
+    let mut threshold = u64::MAX;
+    // SAFETY: the device handle comes from a live context; the attribute takes a u64.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device()).map_err(fail)?;
+        result::mem_pool::set_attribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .map_err(fail)?;
+    }
+    Ok(())
 }
 
 /// Parses `f32`, `bf16` or `f16`.

@@ -109,7 +109,7 @@ pub struct DeviceFlags {
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
     /// Compute dtype: f32, or bf16/f16 on a GPU (weights loaded in it for inference; f32 master
-    /// weights with mixed-precision compute for training).
+    /// weights with mixed-precision compute for training). For `export`: the stored dtype.
     #[arg(long, global = true, default_value = "f32")]
     pub dtype: String,
     /// Allow TF32 for f32 matrix products on a GPU (off by default: exact f32).
@@ -118,10 +118,14 @@ pub struct DeviceFlags {
 }
 
 impl DeviceFlags {
-    /// Opens the device, checks the dtype and makes both the process default.
-    pub fn apply(&self) -> anyhow::Result<()> {
-        let device = wenhui::device::parse_device(&self.device)?;
-        let dtype = wenhui::device::parse_dtype(&self.dtype)?;
+    /// Opens the device, checks the dtype and makes both the process default. `compute` is
+    /// false for a command whose `--dtype` is a storage format (`export`), not a compute dtype.
+    pub fn apply(&self, compute: bool) -> anyhow::Result<()> {
+        let device = wenhui::device::parse_device(&self.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+        let dtype = wenhui::device::parse_dtype(&self.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+        if !compute {
+            return Ok(());
+        }
         wenhui::device::check_dtype(&device, dtype)?;
         wenhui::device::set_matmul_precision(self.tf32);
         wenhui::device::set_default(device, dtype);

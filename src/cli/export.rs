@@ -11,9 +11,6 @@ pub struct Args {
     /// The model directory to write (config.json, model.safetensors, tokenizer files).
     #[arg(short, long)]
     output: PathBuf,
-    /// Stored dtype of the weights: f32, f16 or bf16 (they load back into f32 compute).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Replace the output directory if it exists.
     #[arg(long)]
     force: bool,
@@ -22,8 +19,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let dtype = parse_dtype(&a.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+/// `dtype` is the global `--dtype`: here the stored dtype of the weights, f32, f16 or bf16
+/// (they load back into any compute dtype).
+pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
+    let dtype = parse_dtype(dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let r = export_model(&a.source, &a.output, dtype, a.force)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

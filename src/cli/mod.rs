@@ -124,7 +124,7 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    cli.on.apply()?;
+    cli.on.apply(!matches!(cli.command, Command::Export(_)))?;
     match &cli.command {
         Command::Ptune(_) => cli.on.require_cpu("ptune")?,
         Command::Finetune(_) => cli.on.require_cpu("finetune")?,
@@ -144,7 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenizer(c) => tokenizer_train::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(*a),
-        Command::Export(a) => export::run(a),
+        Command::Export(a) => export::run(a, &on.dtype),
         Command::Ptune(a) => ptune::run_ptune(*a),
         Command::Finetune(a) => ptune::run_finetune(*a),
         Command::Eval(c) => eval::run(*c),

@@ -109,20 +109,8 @@ impl AdamW {
             .collect::<Result<Vec<Vec<f32>>>>()?;
         let sq: f64 = gs.par_iter().map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum();
         let grad_norm = sq.sqrt();
-        if !grad_norm.is_finite() {
-            return Err(Error::input(format!(
-                "gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)",
-                self.step + 1
-            )));
-        }
-        let clip_scale = match clip {
-            Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
-            _ => 1.0,
-        };
-        self.step += 1;
-        let t = self.step as i32;
+        let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
         let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
-        let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         let updated = self
             .params
             .par_iter_mut()
@@ -162,20 +150,8 @@ impl AdamW {
             })
             .collect::<Result<Vec<Tensor>>>()?;
         let grad_norm = crate::ops::cuda::sum_of_squares(&gs)?.sqrt();
-        if !grad_norm.is_finite() {
-            return Err(Error::input(format!(
-                "gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)",
-                self.step + 1
-            )));
-        }
-        let clip_scale = match clip {
-            Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
-            _ => 1.0,
-        };
-        self.step += 1;
-        let t = self.step as i32;
+        let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
         let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
-        let (bc1, bc2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         for (p, g) in self.params.iter_mut().zip(&gs) {
             let mv = match &p.device_moments {
                 Some(mv) => mv.clone(),
@@ -200,6 +176,23 @@ impl AdamW {
             p.var.as_tensor().inplace_op3(&mv, g, &crate::ops::cuda::AdamWOp(step))?;
         }
         Ok(StepStats { grad_norm, clip_scale })
+    }
+
+    /// Checks the gradient norm, counts the step and returns (clip scale, bias corrections).
+    fn begin_step(&mut self, grad_norm: f64, clip: Option<f64>) -> Result<(f64, f64, f64)> {
+        if !grad_norm.is_finite() {
+            return Err(Error::input(format!(
+                "gradient norm is {grad_norm} at step {}: training diverged (lower the learning rate)",
+                self.step + 1
+            )));
+        }
+        let clip_scale = match clip {
+            Some(c) if grad_norm > c => c / (grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        Ok((clip_scale, 1.0 - self.cfg.beta1.powi(t), 1.0 - self.cfg.beta2.powi(t)))
     }
 
     /// The moments as tensors (`m.<name>`, `v.<name>`) plus the step count, for checkpoints.

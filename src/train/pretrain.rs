@@ -80,9 +80,10 @@ pub fn split_documents(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<u
 /// `dropout_seed` = `Some` in training.
 pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>) -> Result<(Tensor, usize)> {
     let dev = model.device();
-    let (tokens, targets, mask, positions) = batch.tensors(dev)?;
+    let (tokens, targets, _mask, positions) = batch.tensors(dev)?;
+    // The loss rows from the host copy of the mask: no read-back from the device.
     let rows: Vec<u32> =
-        mask.flatten_all()?.to_vec1::<f32>()?.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
+        batch.loss_mask.iter().flatten().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
     if rows.is_empty() {
         return Ok((Tensor::zeros((), DType::F32, dev)?, 0));
     }

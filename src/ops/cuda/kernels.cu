@@ -71,21 +71,28 @@ template <typename A> __device__ A block_max(A v) {
 }
 
 // ---------------------------------------------------------------- layer norm (one block per row)
+// Mean and 1/std of one row (two passes), known to every thread of the block.
+template <typename T, typename A>
+__device__ void row_stats(const T* xr, int h, float eps, A& mean, A& rstd) {
+  A s = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
+  mean = block_sum(s) / A(h);
+  A q = 0;
+  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+    const A d = Num<T>::to(xr[i]) - mean;
+    q += d * d;
+  }
+  rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+}
+
 template <typename T>
 __device__ void layer_norm_fwd(const T* x, const T* g, const T* b, T* y, int h, float eps) {
   typedef typename Num<T>::A A;
   const size_t row = blockIdx.x;
   const T* xr = x + row * h;
   T* yr = y + row * h;
-  A s = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
-  const A mean = block_sum(s) / A(h);
-  A q = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) {
-    const A d = Num<T>::to(xr[i]) - mean;
-    q += d * d;
-  }
-  const A rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+  A mean, rstd;
+  row_stats(xr, h, eps, mean, rstd);
   for (int i = threadIdx.x; i < h; i += blockDim.x)
     yr[i] = Num<T>::of((Num<T>::to(xr[i]) - mean) * rstd * Num<T>::to(g[i]) + Num<T>::to(b[i]));
 }
@@ -98,15 +105,8 @@ __device__ void layer_norm_bwd_dx(const T* x, const T* g, const T* dy, T* dx, do
   const T* xr = x + row * h;
   const T* dyr = dy + row * h;
   T* dxr = dx + row * h;
-  A s = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
-  const A mean = block_sum(s) / A(h);
-  A q = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) {
-    const A d = Num<T>::to(xr[i]) - mean;
-    q += d * d;
-  }
-  const A rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+  A mean, rstd;
+  row_stats(xr, h, eps, mean, rstd);
   A sdg = 0, sdgx = 0;
   for (int i = threadIdx.x; i < h; i += blockDim.x) {
     const A xhat = (Num<T>::to(xr[i]) - mean) * rstd;
