@@ -107,6 +107,11 @@ pub struct BackboneInput {
     /// Flattened row indices (into `B × S`, u32) to compute logits for: the output projection
     /// then runs only on those rows and `logits` is `[R, V]` (training needs only the loss rows).
     pub logit_rows: Option<Tensor>,
+    /// With `logit_rows`: the last layer runs its attention output and MLP only on those rows
+    /// (their keys/values still come from every row), and `hidden` is `[R, H]`. The other rows'
+    /// last-layer outputs feed nothing but their own logits, so the selected rows are unchanged
+    /// while scoring a long context spends ~1/L less (GLM only; others ignore it).
+    pub last_layer_rows_only: bool,
 }
 
 impl BackboneInput {
@@ -120,6 +125,7 @@ impl BackboneInput {
             key_padding: None,
             dropout_seed: None,
             logit_rows: None,
+            last_layer_rows_only: false,
         }
     }
     /// Inputs from embeddings `[B, S, H]`.
@@ -132,6 +138,7 @@ impl BackboneInput {
             key_padding: None,
             dropout_seed: None,
             logit_rows: None,
+            last_layer_rows_only: false,
         }
     }
     /// Sets the positions.
@@ -162,6 +169,13 @@ impl BackboneInput {
     /// Logits only for these flattened rows.
     pub fn with_logit_rows(mut self, rows: Tensor) -> Self {
         self.logit_rows = Some(rows);
+        self
+    }
+    /// Logits only for these flattened rows, and the last layer computed only for them (see
+    /// [`BackboneInput::last_layer_rows_only`]); inference only.
+    pub fn with_logit_rows_only(mut self, rows: Tensor) -> Self {
+        self.logit_rows = Some(rows);
+        self.last_layer_rows_only = true;
         self
     }
     /// `(batch, sequence length)` of the inputs.
