@@ -121,6 +121,27 @@ fn batched_span_scores_equal_one_by_one() {
     }
 }
 
+#[test]
+fn last_layer_on_selected_rows_only_changes_nothing() {
+    use candle_core::{Device, Tensor};
+    use wenhui::model::{Attention, BackboneInput};
+    let (model, tok) = poetry();
+    let ids = tok.encode("题名：江雪；作者：李白；体裁：五言绝句；正文：千山鸟飞绝，万径人踪灭。", false).unwrap();
+    let n = ids.len() as u32;
+    let pos: Vec<u32> = (0..n).chain(std::iter::repeat_n(0, n as usize)).collect();
+    let input = |ids: &[u32]| {
+        BackboneInput::ids(Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+            .with_positions(Tensor::from_vec(pos.clone(), (1, 2, n as usize), &Device::Cpu).unwrap())
+            .with_attention(Attention::Sep(vec![n as usize - 4]))
+    };
+    let rows = Tensor::new(&[n - 4, n - 2, n - 1], &Device::Cpu).unwrap();
+    let full = model.forward(&input(&ids).with_logit_rows(rows.clone()), None).unwrap().logits;
+    let pruned = model.forward(&input(&ids).with_logit_rows_only(rows), None).unwrap().logits;
+    assert_eq!(full.dims(), pruned.dims());
+    let diff = (full - pruned).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff <= 1e-4, "max |Δlogit| = {diff}");
+}
+
 /// `gpt2-tiny` (random weights, no tokenizer of its own) with a character tokenizer whose ids fit its
 /// vocabulary.
 fn gpt2() -> (Box<dyn Backbone>, Tokenizer) {

@@ -194,10 +194,19 @@ impl GlmLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
+    /// `rows`: keep only these flattened rows after attention (the last layer of a pass that needs
+    /// only their outputs); the result is then `[R, H]`.
+    fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize, rows: Option<&Tensor>) -> Result<Tensor> {
         let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
-        let ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
+        let mut ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
+        let mut x = x.clone();
+        if let Some(r) = rows {
+            // Attention is cheap at these lengths; the dense and MLP matmuls are what is skipped.
+            ctx = output_rows(&ctx, Some(r))?;
+            x = output_rows(&x, Some(r))?;
+        }
+        let x = &x;
         let x = (x + drop.hidden(&self.dense.forward(&ctx)?, l, 2)?)?;
         let mlp = self.dense_4h_to_h.forward(&gelu.forward(&self.dense_h_to_4h.forward(&self.post_attention_layernorm.forward(&x)?)?)?)?;
         Ok((x + drop.hidden(&mlp, l, 3)?)?)
@@ -296,13 +305,16 @@ impl Backbone for Glm {
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.compute, &self.device)?;
         let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, drop };
+        let prune = if input.last_layer_rows_only && input.dropout_seed.is_none() { input.logit_rows.as_ref() } else { None };
+        let last = self.layers.len().saturating_sub(1);
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, &ctx, slot, l)?;
+            x = layer.forward(&x, &ctx, slot, l, prune.filter(|_| l == last))?;
         }
         let hidden = self.final_layernorm.forward(&x)?;
+        let rows = if prune.is_some() && !self.layers.is_empty() { None } else { input.logit_rows.as_ref() };
         let table = self.word_embeddings.weight().to_dtype(hidden.dtype())?;
-        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &table.t()?)?;
+        let logits = rows_matmul(&output_rows(&hidden, rows)?, &table.t()?)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -111,6 +111,11 @@ pub struct BackboneInput {
     /// argmax / sampler): the range checks, which copy them to the host and so stall a GPU's
     /// queue once per decoding step, are skipped.
     pub trusted: bool,
+    /// With `logit_rows`: the last layer runs its attention output and MLP only on those rows
+    /// (their keys/values still come from every row), and `hidden` is `[R, H]`. The other rows'
+    /// last-layer outputs feed nothing but their own logits, so the selected rows are unchanged
+    /// while scoring a long context spends ~1/L less (GLM only; others ignore it).
+    pub last_layer_rows_only: bool,
 }
 
 impl BackboneInput {
@@ -125,6 +130,7 @@ impl BackboneInput {
             dropout_seed: None,
             logit_rows: None,
             trusted: false,
+            last_layer_rows_only: false,
         }
     }
     /// Inputs from embeddings `[B, S, H]`.
@@ -138,6 +144,7 @@ impl BackboneInput {
             dropout_seed: None,
             logit_rows: None,
             trusted: false,
+            last_layer_rows_only: false,
         }
     }
     /// Sets the positions.
@@ -173,6 +180,13 @@ impl BackboneInput {
     /// Logits only for these flattened rows.
     pub fn with_logit_rows(mut self, rows: Tensor) -> Self {
         self.logit_rows = Some(rows);
+        self
+    }
+    /// Logits only for these flattened rows, and the last layer computed only for them (see
+    /// [`BackboneInput::last_layer_rows_only`]); inference only.
+    pub fn with_logit_rows_only(mut self, rows: Tensor) -> Self {
+        self.logit_rows = Some(rows);
+        self.last_layer_rows_only = true;
         self
     }
     /// `(batch, sequence length)` of the inputs.

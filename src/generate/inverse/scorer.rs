@@ -70,7 +70,7 @@ pub fn span_logprobs(model: &dyn Backbone, sop: u32, rows: &[SpanRow], clamp: Op
         let input = BackboneInput::ids(Tensor::from_vec(ids, (r, width), dev)?)
             .with_positions(pos)
             .with_attention(Attention::Sep(seps))
-            .with_logit_rows(Tensor::new(rowsel.as_slice(), dev)?);
+            .with_logit_rows_only(Tensor::new(rowsel.as_slice(), dev)?);
         let logits = model.forward(&input, None)?.logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         let mut k = 0;
         for (.., target) in &seqs {
@@ -108,7 +108,7 @@ pub fn causal_logprobs(model: &dyn Backbone, rows: &[(Vec<u32>, Vec<u32>)], clam
         let dev = model.device();
         let input = BackboneInput::ids(Tensor::from_vec(ids, (chunk.len(), width), dev)?)
             .with_attention(Attention::Causal)
-            .with_logit_rows(Tensor::new(rowsel.as_slice(), dev)?);
+            .with_logit_rows_only(Tensor::new(rowsel.as_slice(), dev)?);
         let logits = model.forward(&input, None)?.logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         let mut k = 0;
         for (_, t) in chunk {
