@@ -82,8 +82,7 @@ pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>
     let dev = model.device();
     let (tokens, targets, _mask, positions) = batch.tensors(dev)?;
     // The loss rows from the host copy of the mask: no read-back from the device.
-    let rows: Vec<u32> =
-        batch.loss_mask.iter().flatten().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
+    let rows: Vec<u32> = batch.loss_mask.iter().flatten().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, _)| i as u32).collect();
     if rows.is_empty() {
         return Ok((Tensor::zeros((), DType::F32, dev)?, 0));
     }
