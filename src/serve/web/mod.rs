@@ -11,14 +11,34 @@ type Asset = (&'static str, &'static str, &'static str);
 
 const HTML: &str = "text/html; charset=utf-8";
 
-/// Pages by route.
-const PAGES: &[Asset] = &[
-    ("/", HTML, include_str!("assets/index.html")),
-    ("/fill", HTML, include_str!("assets/fill.html")),
-    ("/answer", HTML, include_str!("assets/answer.html")),
-    ("/turing", HTML, include_str!("assets/turing.html")),
-    ("/turing/results", HTML, include_str!("assets/results.html")),
+/// Pages: route, title (also the navigation label), page script, the page's `<main>` element.
+/// Each is wrapped in `assets/layout.html` (head, navigation, footer) once, on first use.
+const PAGES: &[(&str, &str, &str, &str)] = &[
+    ("/", "作诗 Playground", "playground.js", include_str!("assets/index.html")),
+    ("/fill", "填空 Fill", "forms.js", include_str!("assets/fill.html")),
+    ("/answer", "问答 Answer", "forms.js", include_str!("assets/answer.html")),
+    ("/turing", "图灵测试 Turing test", "turing.js", include_str!("assets/turing.html")),
+    ("/turing/results", "结果 Results", "results.js", include_str!("assets/results.html")),
 ];
+
+/// The pages rendered into the layout, by route.
+static RENDERED: std::sync::LazyLock<Vec<(&'static str, String)>> = std::sync::LazyLock::new(|| {
+    let layout = include_str!("assets/layout.html");
+    PAGES
+        .iter()
+        .map(|&(route, title, script, main)| {
+            let nav: String = PAGES
+                .iter()
+                .map(|&(r, label, _, _)| {
+                    let current = if r == route { r#" aria-current="page""# } else { "" };
+                    format!("        <li><a href=\"{r}\"{current}>{label}</a></li>\n")
+                })
+                .collect();
+            let html = layout.replace("{{title}}", title).replace("{{script}}", script).replace("{{nav}}", &nav).replace("{{main}}", main);
+            (route, html)
+        })
+        .collect()
+});
 
 /// Scripts and styles under `/assets/`.
 const ASSETS: &[Asset] = &[
@@ -33,7 +53,7 @@ const ASSETS: &[Asset] = &[
 
 /// The routes of the pages (each served by [`page`]).
 pub fn page_routes() -> impl Iterator<Item = &'static str> {
-    PAGES.iter().map(|(route, _, _)| *route)
+    PAGES.iter().map(|(route, ..)| *route)
 }
 
 fn respond(ctype: &'static str, body: &'static str) -> Response {
@@ -54,8 +74,8 @@ fn respond(ctype: &'static str, body: &'static str) -> Response {
 
 /// The page at `route`.
 pub fn page(route: &str) -> Response {
-    match PAGES.iter().find(|(r, _, _)| *r == route) {
-        Some((_, ctype, body)) => respond(ctype, body),
+    match RENDERED.iter().find(|(r, _)| *r == route) {
+        Some((_, body)) => respond(HTML, body),
         None => (StatusCode::NOT_FOUND, "no such page").into_response(),
     }
 }
