@@ -133,8 +133,9 @@ impl DeviceFlags {
     }
 
     /// Fails for a command that runs on the CPU only.
+    /// Reads the defaults [`DeviceFlags::apply`] set, so the device is not opened twice.
     pub fn require_cpu(&self, command: &str) -> anyhow::Result<()> {
-        if wenhui::device::parse_device(&self.device)?.is_cpu() && self.dtype.eq_ignore_ascii_case("f32") {
+        if wenhui::device::default_device().is_cpu() && wenhui::device::default_dtype() == candle_core::DType::F32 {
             return Ok(());
         }
         anyhow::bail!("`wenhui {command}` runs on the CPU in f32 for now; drop --device/--dtype")
