@@ -11,6 +11,14 @@ use wenhui::model::{load_model, LoadOptions};
 use wenhui::serve::{start, Limits, ModelSource, ServeConfig, ServedModel, ServerHandle};
 use wenhui::tokenizer::CharVocab;
 
+/// The memory test reads the resident size of this whole process, so it runs alone: every other
+/// test holds the shared side of this lock, the memory test the exclusive one.
+static PROCESS_MEMORY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_process() -> std::sync::RwLockReadGuard<'static, ()> {
+    PROCESS_MEMORY.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -164,6 +172,7 @@ fn collect_stream(events: &[(Instant, String)]) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn glm_completion_shape_and_stream_equal_the_plain_answer() {
+    let _shared = shared_process();
     let (addr, handle) = serve_embedded(Limits::default());
     let req = json!({"model": "poetry", "prompt": "床前明月光，", "max_tokens": 24, "temperature": 0.8, "top_p": 0.9, "seed": 7});
     let r = post(addr, "/v1/completions", &req);
@@ -198,6 +207,7 @@ fn glm_completion_shape_and_stream_equal_the_plain_answer() {
 
 #[test]
 fn gpt2_completions_greedy_n_and_stop() {
+    let _shared = shared_process();
     let (addr, handle) = serve_gpt2(Limits::default());
     let base = json!({"prompt": "the cat", "max_tokens": 20, "temperature": 0});
     let v = post(addr, "/v1/completions", &base).json();
@@ -230,6 +240,7 @@ fn gpt2_completions_greedy_n_and_stop() {
 
 #[test]
 fn fill_poem_answer_and_info_endpoints() {
+    let _shared = shared_process();
     let (addr, handle) = serve_embedded(Limits::default());
     let v = post(addr, "/v1/fill", &json!({"text": "床前明月光，[MASK]。举头望明月，低头思故乡。", "max_tokens": 12})).json();
     assert_eq!(v["fills"].as_array().unwrap().len(), 1, "{v}");
@@ -297,6 +308,7 @@ fn fill_poem_answer_and_info_endpoints() {
 
 #[test]
 fn concurrent_requests_match_their_solo_outputs() {
+    let _shared = shared_process();
     for (name, (addr, handle)) in [("gpt2", serve_gpt2(Limits::default())), ("glm", serve_embedded(Limits::default()))] {
         let req = |i: usize| {
             json!({"prompt": if name == "gpt2" { format!("the {i} cat") } else { format!("春风{i}") },
@@ -325,6 +337,7 @@ fn concurrent_requests_match_their_solo_outputs() {
 
 #[test]
 fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
+    let _shared = shared_process();
     let limits = Limits { max_body_bytes: 4096, max_prompt_tokens: 64, max_tokens: 100, ..Limits::default() };
     let (addr, handle) = serve_gpt2(limits);
     let err = |r: &Resp| r.json()["error"]["message"].as_str().unwrap().to_string();
@@ -387,6 +400,7 @@ fn hostile_input_gets_clear_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn full_queue_is_429_with_retry_after_and_timeouts_are_504() {
+    let _shared = shared_process();
     let (addr, handle) = serve_embedded(Limits { queue_len: 1, max_batch: 1, ..Limits::default() });
     let statuses: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..12)
@@ -412,6 +426,7 @@ fn full_queue_is_429_with_retry_after_and_timeouts_are_504() {
 
 #[test]
 fn shutdown_finishes_the_stream_in_flight() {
+    let _shared = shared_process();
     let (addr, handle) = serve_embedded(Limits::default());
     let client = std::thread::spawn(move || stream(addr, "/v1/completions", &json!({"prompt": "月", "max_tokens": 100, "stream": true})));
     std::thread::sleep(Duration::from_millis(300));
@@ -424,6 +439,7 @@ fn shutdown_finishes_the_stream_in_flight() {
 /// The batched server decodes exactly as the library does for one request alone.
 #[test]
 fn server_output_equals_the_library_decoding() {
+    let _shared = shared_process();
     use wenhui::generate::{fill_blanks, generate, glm_context, BlankTokens, CausalInputs, GenerationConfig};
     let cfg = |tok_vocab: usize, model_vocab: usize, seed: u64, t: f32| GenerationConfig {
         max_new_tokens: 20,
@@ -466,6 +482,7 @@ fn server_output_equals_the_library_decoding() {
 
 #[test]
 fn load_generator_measures_a_run() {
+    let _shared = shared_process();
     let (addr, handle) = serve_gpt2(Limits::default());
     let body = |i: usize| json!({"prompt": "the cat", "max_tokens": 8, "seed": i}).to_string();
     let r = wenhui::serve::bench::load(addr, 4, 12, Duration::from_secs(60), &body);
@@ -487,6 +504,7 @@ fn rss_kib() -> Option<u64> {
 /// the fifth round is within a small margin of the first (no per-request leak, one model copy).
 #[test]
 fn memory_stays_bounded_under_repeated_concurrent_load() {
+    let _alone = PROCESS_MEMORY.write().unwrap_or_else(|e| e.into_inner());
     let (addr, handle) = serve_gpt2(Limits::default());
     let round = |r: usize| {
         std::thread::scope(|s| {
@@ -526,6 +544,7 @@ fn memory_stays_bounded_under_repeated_concurrent_load() {
 /// library's probabilities for that prompt, and `/v1/models` lists it.
 #[test]
 fn served_prompts_classify_like_the_library() {
+    let _shared = shared_process();
     use wenhui::cloze::{classify_with, ClassifyOptions, ClozeTask};
     use wenhui::ptuning::train::{load_prompt, tune, TuneConfig, TuneMode};
     let dir = tempfile::tempdir().unwrap();

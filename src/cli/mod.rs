@@ -46,6 +46,11 @@ impl Cli {
     pub fn parse_args() -> Self {
         Self::parse_from(route_seq2seq(std::env::args_os().collect()))
     }
+
+    /// Whether the command runs until it is stopped (the HTTP server) rather than to an end.
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
 }
 
 /// `wenhui [global flags] finetune … --task seq2seq …` → `wenhui … finetune-seq2seq …` (the

@@ -6,8 +6,8 @@
 //! through candle's generic machinery. `P` is recomputed in the backward pass (as flash
 //! attention does) rather than stored. Work is split over (batch, head) pairs with rayon.
 
-use super::dropout::keep_scale;
-use super::softmax::softmax_row_in_place;
+use super::dropout::Mask;
+use super::softmax::{softmax_rows, softmax_rows_backward};
 use super::{as_slice, float_dispatch, held, Float};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -121,18 +121,13 @@ impl Attention {
     #[allow(clippy::too_many_arguments)]
     fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims, probs: &mut [T]) {
         gemm(probs, g.s, g.t, g.d, q, qs, 1, k, 1, ks);
-        for (row, mrow) in probs.chunks_mut(g.t).zip(m.chunks(g.t)) {
-            softmax_row_in_place(row, mrow, self.scale);
-        }
+        softmax_rows(probs, m, g.t, self.scale);
     }
 
     /// Applies the dropout mask of pair `pair` to `x` `[S, T]` in place (scaled kept values).
     fn drop<T: Float>(&self, x: &mut [T], pair: usize) {
         if self.p > 0.0 {
-            let base = (pair * x.len()) as u64;
-            for (i, v) in x.iter_mut().enumerate() {
-                *v *= T::of_f64(keep_scale(self.seed, self.p, base + i as u64));
-            }
+            Mask::new(self.seed, self.p).apply_in_place(x, (pair * x.len()) as u64);
         }
     }
 
@@ -181,13 +176,7 @@ impl Attention {
                 gemm(&mut dp, g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
                 self.drop(&mut dp, pair);
                 // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
-                let scale = T::of_f64(self.scale);
-                for ((dr, pr), mr) in dp.chunks_mut(g.t).zip(p.chunks(g.t)).zip(mrows.chunks(g.t)) {
-                    let dot = T::of_f64(dr.iter().zip(pr).map(|(a, b)| a.as_f64() * b.as_f64()).sum::<f64>());
-                    for ((dv, &pv), &mv) in dr.iter_mut().zip(pr).zip(mr) {
-                        *dv = pv * (*dv - dot) * scale * mv;
-                    }
-                }
+                softmax_rows_backward(&mut dp, &p, mrows, g.t, self.scale);
                 // dQ = dS · K ; dK = dSᵀ · Q
                 gemm(&mut dq, g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
                 gemm(&mut dk, g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);

@@ -27,6 +27,7 @@ struct Dropout {
 }
 
 /// SplitMix64: a fast, well-mixed hash of a counter.
+#[inline(always)]
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -39,23 +40,46 @@ fn threshold(p: f64) -> u64 {
     (p * (1u64 << 53) as f64) as u64
 }
 
-/// Whether element `i` of a dropout with seed `seed` survives: `0` when dropped, `1/(1−p)` when kept.
-pub(crate) fn keep_scale(seed: u64, p: f64, i: u64) -> f64 {
-    if splitmix(splitmix(seed) ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 < threshold(p) {
-        0.0
-    } else {
-        1.0 / (1.0 - p)
+/// The mask of one dropout call, with the per-call parts of the hash computed once.
+#[derive(Clone, Copy)]
+pub(crate) struct Mask {
+    seed_hash: u64,
+    threshold: u64,
+    p: f64,
+}
+
+impl Mask {
+    pub(crate) fn new(seed: u64, p: f64) -> Self {
+        Mask { seed_hash: splitmix(seed), threshold: threshold(p), p }
+    }
+
+    /// Whether element `i` survives.
+    #[inline(always)]
+    fn keeps(&self, i: u64) -> bool {
+        splitmix(self.seed_hash ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 11 >= self.threshold
+    }
+
+    /// `x[j] ·= 0 or 1/(1−p)` for the elements `first + j`, vectorized.
+    pub(crate) fn apply_in_place<T: Float>(&self, x: &mut [T], first: u64) {
+        apply_mask(x, *self, first, T::of_f64(1.0 / (1.0 - self.p)));
+    }
+}
+
+super::math::simd_kernel! {
+    /// [`Mask::apply_in_place`]'s loop.
+    fn apply_mask<T> [ApplyMask] (x: &'a mut [T], mask: Mask, first: u64, scale: T) {
+        let zero = T::of_f64(0.0);
+        for (j, v) in x.iter_mut().enumerate() {
+            *v = if mask.keeps(first + j as u64) { *v * scale } else { zero };
+        }
     }
 }
 
 impl Dropout {
     fn apply<T: Float>(&self, x: &[T]) -> Vec<T> {
-        let mut out = vec![T::of_f64(0.0); x.len()];
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, (o, xs))| {
-            for (j, (o, &v)) in o.iter_mut().zip(xs).enumerate() {
-                *o = v * T::of_f64(keep_scale(self.seed, self.p, (c * CHUNK + j) as u64));
-            }
-        });
+        let mask = Mask::new(self.seed, self.p);
+        let mut out = x.to_vec();
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| mask.apply_in_place(o, (c * CHUNK) as u64));
         out
     }
 }

@@ -3,7 +3,7 @@
 //! tanh: `0.5x(1 + tanh(k(x + 0.044715x³)))`, `k = √(2/π)` (THUDM/Megatron, GPT-2 `gelu_new`);
 //! erf: `0.5x(1 + erf(x/√2))` (Hugging Face GLM port, BERT).
 
-use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, math, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -25,6 +25,7 @@ struct Gelu {
     erf: bool,
 }
 
+#[inline(always)]
 fn value<T: Float>(x: T, erf: bool) -> T {
     let half = T::of_f64(0.5);
     let one = T::of_f64(1.0);
@@ -35,6 +36,7 @@ fn value<T: Float>(x: T, erf: bool) -> T {
     }
 }
 
+#[inline(always)]
 fn derivative<T: Float>(x: T, erf: bool) -> T {
     let half = T::of_f64(0.5);
     let one = T::of_f64(1.0);
@@ -47,9 +49,31 @@ fn derivative<T: Float>(x: T, erf: bool) -> T {
     }
 }
 
-fn map<T: Float>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+math::simd_kernel! {
+    /// `o = gelu(x)` over one chunk, vectorized (the `erf` test is hoisted out of the loop).
+    fn gelu_chunk<T> [GeluChunk] (o: &'a mut [T], xs: &'a [T], erf: bool) {
+        if erf {
+            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = value(v, true));
+        } else {
+            o.iter_mut().zip(xs).for_each(|(o, &v)| *o = value(v, false));
+        }
+    }
+}
+
+math::simd_kernel! {
+    /// `o = g · gelu'(x)` over one chunk, vectorized.
+    fn gelu_grad_chunk<T> [GeluGradChunk] (o: &'a mut [T], xs: &'a [T], gs: &'a [T], erf: bool) {
+        if erf {
+            o.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| *o = g * derivative(v, true));
+        } else {
+            o.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| *o = g * derivative(v, false));
+        }
+    }
+}
+
+fn forward<T: Float>(x: &[T], erf: bool) -> Vec<T> {
     let mut out = vec![T::of_f64(0.0); x.len()];
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| o.iter_mut().zip(xs).for_each(|(o, &v)| *o = f(v)));
+    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| gelu_chunk(o, xs, erf));
     out
 }
 
@@ -60,7 +84,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let erf = self.erf;
-        let out = float_dispatch!(s, "gelu", |T| map::<T>(as_slice(s, l)?, |v| value(v, erf)));
+        let out = float_dispatch!(s, "gelu", |T| forward::<T>(as_slice(s, l)?, erf));
         Ok((out, l.shape().clone()))
     }
 
@@ -82,9 +106,7 @@ struct GeluBackward {
 fn backward<T: Float>(x: &[T], g: &[T], erf: bool) -> Vec<T> {
     let mut out = vec![T::of_f64(0.0); x.len()];
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(o, (xs, gs))| {
-        for ((o, &v), &gv) in o.iter_mut().zip(xs).zip(gs) {
-            *o = gv * derivative(v, erf);
-        }
+        gelu_grad_chunk(o, xs, gs, erf);
     });
     out
 }

@@ -15,6 +15,7 @@ mod embedding;
 mod gelu;
 mod layer_norm;
 mod linear;
+pub(crate) mod math;
 mod softmax;
 
 pub use attention::{attention, attention_packed};
@@ -66,14 +67,16 @@ impl Float for f32 {
     fn of_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
     fn exp(self) -> Self {
-        f32::exp(self)
+        math::exp_f32(self)
     }
+    #[inline(always)]
     fn tanh(self) -> Self {
         // 1 − 2/(e^{2x} + 1): one expf instead of glibc's slower tanhf; the absolute error stays
         // at f32 rounding (≈1e-7), which is all GELU needs.
         let x = self.clamp(-15.0, 15.0);
-        1.0 - 2.0 / ((2.0 * x).exp() + 1.0)
+        1.0 - 2.0 / (math::exp_f32(2.0 * x) + 1.0)
     }
     fn erf(self) -> Self {
         candle_core::cpu::erf::erf_f32(self)

@@ -5,7 +5,7 @@
 //! than −∞, so a fully masked row stays finite (uniform). The mask is `[B or 1, 1, S, T]` and is
 //! shared by all heads; the scores are `[B, N, S, T]`.
 
-use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
+use super::{as_slice, float_dispatch, in_kernel_dtype, math, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -44,27 +44,47 @@ fn forward<T: Float>(x: &[T], m: &[T], dims: &[usize], mask_batches: usize, scal
     out.par_chunks_mut(t).zip(x.par_chunks(t)).enumerate().for_each(|(row, (o, xr))| {
         let mr = mask_row_index(row, n * s, s, mask_batches);
         o.copy_from_slice(xr);
-        softmax_row_in_place(o, &m[mr * t..(mr + 1) * t], scale);
+        softmax_rows(o, &m[mr * t..(mr + 1) * t], t, scale);
     });
     out
 }
 
 /// One row in place: `z = (s·scale)·m + MASKED_SCORE·(1 − m)`, then softmax (sums in f64).
-pub(crate) fn softmax_row_in_place<T: Float>(row: &mut [T], mask: &[T], scale: f64) {
+#[inline(always)]
+fn softmax_row_in_place<T: Float>(row: &mut [T], mask: &[T], scale: f64) {
     let (scale, masked, one) = (T::of_f64(scale), T::of_f64(MASKED_SCORE), T::of_f64(1.0));
-    let mut max = f64::NEG_INFINITY;
     for (z, &mv) in row.iter_mut().zip(mask) {
         *z = *z * scale * mv + masked * (one - mv);
-        max = max.max(z.as_f64());
     }
-    let max = T::of_f64(max);
-    let mut sum = 0f64;
+    let max = math::max(row);
     for z in row.iter_mut() {
         *z = (*z - max).exp();
-        sum += z.as_f64();
     }
-    let inv = T::of_f64(1.0 / sum);
+    let inv = T::of_f64(1.0 / math::sum_f64(row));
     row.iter_mut().for_each(|z| *z *= inv);
+}
+
+math::simd_kernel! {
+    /// Rows of `t` scores in place (each with its mask row): [`softmax_row_in_place`], vectorized.
+    pub(crate) fn softmax_rows<T> [SoftmaxRows] (rows: &'a mut [T], mask: &'a [T], t: usize, scale: f64) {
+        for (row, mrow) in rows.chunks_mut(t).zip(mask.chunks(t)) {
+            softmax_row_in_place(row, mrow, scale);
+        }
+    }
+}
+
+math::simd_kernel! {
+    /// The softmax backward of rows of `t`, in place over the output gradient `dp`:
+    /// `dz = p ⊙ (dp − Σ dp·p) · scale · mask`.
+    pub(crate) fn softmax_rows_backward<T> [SoftmaxRowsBackward] (dp: &'a mut [T], p: &'a [T], mask: &'a [T], t: usize, scale: f64) {
+        let scale = T::of_f64(scale);
+        for ((dr, pr), mr) in dp.chunks_mut(t).zip(p.chunks(t)).zip(mask.chunks(t)) {
+            let dot = T::of_f64(math::dot_f64(dr, pr));
+            for ((dv, &pv), &mv) in dr.iter_mut().zip(pr).zip(mr) {
+                *dv = pv * (*dv - dot) * scale * mv;
+            }
+        }
+    }
 }
 
 impl CustomOp2 for MaskedSoftmax {
@@ -109,11 +129,8 @@ fn backward<T: Float>(p: &[T], g: &[T], m: &[T], dims: &[usize], mask_batches: u
     out.par_chunks_mut(t).zip(p.par_chunks(t).zip(g.par_chunks(t))).enumerate().for_each(|(row, (o, (pr, gr)))| {
         let mr = mask_row_index(row, n * s, s, mask_batches);
         let mrow = &m[mr * t..(mr + 1) * t];
-        let dot: f64 = pr.iter().zip(gr).map(|(a, b)| a.as_f64() * b.as_f64()).sum();
-        for j in 0..t {
-            let dz = pr[j].as_f64() * (gr[j].as_f64() - dot);
-            o[j] = T::of_f64(dz * mrow[j].as_f64() * scale);
-        }
+        o.copy_from_slice(gr);
+        softmax_rows_backward(o, pr, mrow, t, scale);
     });
     out
 }

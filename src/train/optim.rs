@@ -10,6 +10,37 @@ use candle_core::{DType, Tensor, Var};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
+/// Elements per parallel task of the CPU update.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// The scalars of one parameter's AdamW update.
+#[derive(Clone, Copy)]
+struct Hyper {
+    clip_scale: f64,
+    beta1: f64,
+    beta2: f64,
+    bc1: f64,
+    bc2: f64,
+    eps: f64,
+    lr: f64,
+    decay: f64,
+}
+
+crate::ops::math::simd_kernel! {
+    /// One AdamW update of a chunk, in f64 arithmetic (as the reference), vectorized.
+    fn update<T> [Update] (w: &'a mut [T], m: &'a mut [T], v: &'a mut [T], g: &'a [T], h: Hyper) {
+        for i in 0..w.len().min(m.len()).min(v.len()).min(g.len()) {
+            let gi = g[i].as_f64() * h.clip_scale;
+            let mi = h.beta1 * m[i].as_f64() + (1.0 - h.beta1) * gi;
+            let vi = h.beta2 * v[i].as_f64() + (1.0 - h.beta2) * gi * gi;
+            m[i] = T::of_f64(mi);
+            v[i] = T::of_f64(vi);
+            let step = h.lr * (mi / h.bc1) / ((vi / h.bc2).sqrt() + h.eps);
+            w[i] = T::of_f64(w[i].as_f64() * h.decay - step);
+        }
+    }
+}
+
 /// AdamW hyper-parameters (torch semantics: decoupled weight decay, bias-corrected moments).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -107,7 +138,10 @@ impl AdamW {
                 Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
             })
             .collect::<Result<Vec<Vec<f32>>>>()?;
-        let sq: f64 = gs.par_iter().map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sum();
+        // Partial sums collected in order and added sequentially: the same norm on any thread count.
+        let chunks: Vec<&[f32]> = gs.iter().flat_map(|g| g.chunks(UPDATE_CHUNK)).collect();
+        let partial: Vec<f64> = chunks.par_iter().map(|c| crate::ops::math::sum_squares(c)).collect();
+        let sq: f64 = partial.iter().sum();
         let grad_norm = sq.sqrt();
         let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
         let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
@@ -118,16 +152,13 @@ impl AdamW {
             .map(|(p, g)| {
                 let mut w = p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
                 let lr = lr * p.lr_scale;
-                let decay = 1.0 - lr * p.weight_decay;
-                for i in 0..w.len() {
-                    let gi = g[i] as f64 * clip_scale;
-                    let m = beta1 * p.m[i] as f64 + (1.0 - beta1) * gi;
-                    let v = beta2 * p.v[i] as f64 + (1.0 - beta2) * gi * gi;
-                    p.m[i] = m as f32;
-                    p.v[i] = v as f32;
-                    let step = lr * (m / bc1) / ((v / bc2).sqrt() + eps);
-                    w[i] = (w[i] as f64 * decay - step) as f32;
-                }
+                let h = Hyper { clip_scale, beta1, beta2, bc1, bc2, eps, lr, decay: 1.0 - lr * p.weight_decay };
+                // Chunks, so that the embedding (the largest tensor) is spread over the threads too.
+                w.par_chunks_mut(UPDATE_CHUNK)
+                    .zip(p.m.par_chunks_mut(UPDATE_CHUNK))
+                    .zip(p.v.par_chunks_mut(UPDATE_CHUNK))
+                    .zip(g.par_chunks(UPDATE_CHUNK))
+                    .for_each(|(((w, m), v), g)| update(w, m, v, g, h));
                 Ok(Tensor::from_vec(w, p.var.shape(), p.var.device())?)
             })
             .collect::<Result<Vec<Tensor>>>()?;
