@@ -51,7 +51,14 @@ pub(crate) use float_dispatch;
 
 /// The float types the CPU kernels are written for.
 pub(crate) trait Float:
-    WithDType + Copy + Send + Sync + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+    WithDType
+    + Copy
+    + Send
+    + Sync
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::AddAssign
 {
     fn as_f64(self) -> f64;
     fn of_f64(v: f64) -> Self;
