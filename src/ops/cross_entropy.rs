@@ -23,20 +23,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 struct CrossEntropy;
 
-/// `(max, log Σ exp(z − max))` of a row, accumulated in f64 (eight independent partial sums, so
-/// the loop vectorizes).
+/// `(max, log Σ exp(z − max))` of a row, accumulated in f64.
 #[inline(always)]
 fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
     let m = math::max(row);
-    let mut acc = [0f64; 8];
-    let chunks = row.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&v| (v - m).exp().as_f64()).sum();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += (v - m).exp().as_f64();
-        }
-    }
-    (m.as_f64(), (acc.iter().sum::<f64>() + tail).ln())
+    (m.as_f64(), math::sum_map_f64(row, |v| (v - m).exp()).ln())
 }
 
 fn forward<T: Float>(z: &[T], t: &[u32], v: usize) -> Vec<T> {

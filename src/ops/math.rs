@@ -80,12 +80,18 @@ const LANES: usize = 8;
 /// `Σ x` accumulated in f64, in `LANES` independent partial sums (vectorizable).
 #[inline(always)]
 pub(crate) fn sum_f64<T: Float>(xs: &[T]) -> f64 {
+    sum_map_f64(xs, |v| v)
+}
+
+/// `Σ f(x)` accumulated in f64, in `LANES` independent partial sums (vectorizable when `f` is).
+#[inline(always)]
+pub(crate) fn sum_map_f64<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
     let mut acc = [0f64; LANES];
     let chunks = xs.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|v| v.as_f64()).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v).as_f64()).sum();
     for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v.as_f64();
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v).as_f64();
         }
     }
     acc.iter().sum::<f64>() + tail
