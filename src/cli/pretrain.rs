@@ -98,6 +98,10 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     sentence_prob: Option<f64>,
+    /// Share of tokens the sentence objective masks [0.15].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentence_mask_ratio: Option<f64>,
     /// Shortest document span as a share of the sample.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

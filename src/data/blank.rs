@@ -25,6 +25,9 @@ pub struct ObjectiveConfig {
     pub sentence_prob: f64,
     /// Share of tokens masked by the token and sentence objectives (0.15).
     pub mask_ratio: f64,
+    /// Share of tokens the sentence objective masks, when it should differ from `mask_ratio`
+    /// (a higher share infills more fields of a templated document, e.g. a poem's title).
+    pub sentence_mask_ratio: Option<f64>,
     /// λ of the Poisson span-length distribution (`--avg-block-length`, 3).
     pub avg_span: f64,
     /// Longest token-level span (39).
@@ -46,6 +49,7 @@ impl Default for ObjectiveConfig {
             token_prob: 0.5,
             sentence_prob: 0.0,
             mask_ratio: 0.15,
+            sentence_mask_ratio: None,
             avg_span: 3.0,
             max_span: 39,
             doc_min_ratio: 0.5,
@@ -88,6 +92,11 @@ impl ObjectiveConfig {
         }
         if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
             return bad(format!("mask_ratio {} must be in (0, 1)", self.mask_ratio));
+        }
+        if let Some(r) = self.sentence_mask_ratio {
+            if !(r > 0.0 && r < 1.0) {
+                return bad(format!("sentence_mask_ratio {r} must be in (0, 1)"));
+            }
         }
         if self.avg_span.is_nan() || self.avg_span <= 0.0 || self.max_span == 0 {
             return bad("avg_span must be positive and max_span at least 1".into());
@@ -318,7 +327,8 @@ fn sentence_spans(
     rng: &mut impl RngCore,
 ) -> Vec<(usize, usize)> {
     let n = end - start;
-    let target = ((cfg.mask_ratio * n as f64) as usize).max(1);
+    let ratio = cfg.sentence_mask_ratio.unwrap_or(cfg.mask_ratio);
+    let target = ((ratio * n as f64) as usize).max(1);
     let mut sentences = Vec::new();
     let mut s = start;
     for (i, &t) in text.iter().enumerate().take(end).skip(start) {

@@ -70,6 +70,9 @@ pub struct PretrainConfig {
     /// Overrides the preset's sentence-level probability.
     #[serde(default)]
     pub sentence_prob: Option<f64>,
+    /// Share of tokens the sentence objective masks (the preset's 0.15 by default).
+    #[serde(default)]
+    pub sentence_mask_ratio: Option<f64>,
     /// Overrides the preset's shortest document span ratio.
     #[serde(default)]
     pub doc_min_ratio: Option<f64>,
@@ -266,6 +269,9 @@ impl PretrainConfig {
         }
         if let Some(v) = self.sentence_prob {
             o.sentence_prob = v;
+        }
+        if let Some(v) = self.sentence_mask_ratio {
+            o.sentence_mask_ratio = Some(v);
         }
         if let Some(v) = self.doc_min_ratio {
             o.doc_min_ratio = v;

@@ -128,6 +128,30 @@ fn sentence_objective_masks_whole_sentences() {
 }
 
 #[test]
+fn sentence_mask_ratio_masks_more_sentences() {
+    // Share of masked tokens over many samples: the sentence objective's own ratio raises it
+    // (every sample stays a valid layout of whole sentences).
+    let share = |ratio: Option<f64>| {
+        let cfg = ObjectiveConfig { sentence_mask_ratio: ratio, ..ObjectiveConfig::glm_10b() };
+        let (mut masked, mut total) = (0usize, 0usize);
+        for seed in 0..300 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let text = random_text(&mut rng, 1);
+            let s = make_sample(&text, Objective::Sentence, &cfg, &IDS, &is_end, &mut rng);
+            assert_eq!(reconstruct(&s, &[IDS.smask]), text, "seed {seed}");
+            masked += s.spans.iter().map(|(a, b)| b - a).sum::<usize>();
+            total += text.len() - 1;
+        }
+        masked as f64 / total as f64
+    };
+    let (base, high) = (share(None), share(Some(0.4)));
+    assert!(base > 0.12 && base < 0.35, "default sentence share {base}");
+    assert!(high > base + 0.12 && high >= 0.38, "sentence_mask_ratio 0.4 gave {high} (default {base})");
+    let bad = ObjectiveConfig { sentence_mask_ratio: Some(1.5), ..ObjectiveConfig::glm_10b() };
+    assert!(bad.validate().is_err());
+}
+
+#[test]
 fn document_objective_spans_half_to_all() {
     let cfg = ObjectiveConfig::default();
     let (mut prefix, mut block) = (0, 0);
