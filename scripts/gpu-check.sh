@@ -16,17 +16,11 @@
 #    bench/torch_glm_generate.py.
 # 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
 #    written and resumed) when runs/poetry-corpus-generator was carried.
-# A short table is printed last; every log is under $OUT (default gpu-out/).
+# A short table is printed last (and kept in $OUT/summary.txt); every log is packed into
+# $OUT/logs.tar.xz (default $OUT: gpu-out/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-BIN=${WENHUI_BIN:-dist/wenhui-cuda}
-if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then xz -dkf "$BIN.xz" && chmod +x "$BIN"; fi
-[ -x "$BIN" ] || { echo "no $BIN: build it with scripts/build-cuda.sh and carry dist/" >&2; exit 2; }
-NV=$(python3 -c "import sysconfig;print(sysconfig.get_paths()['purelib'])")/nvidia/cu13/lib
-export LD_LIBRARY_PATH=$NV:${LD_LIBRARY_PATH:-}
-export CUDA_CACHE_MAXSIZE=4294967296 PYTHONUNBUFFERED=1
+. scripts/gpu-env.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 W() { "$BIN" "$@"; }
 status=0
@@ -97,4 +91,7 @@ print(f"parity: {len(oks)} ok, {len(fails)} failed")
 for l in fails:
     print("  " + l)
 EOF
+# The device tool returns at most 8 files: every log goes back in one tarball beside the table.
+(cd "$OUT" && tar -cJf logs.tar.xz --exclude summary.txt --exclude logs.tar.xz -- * && find . -maxdepth 1 -type f \
+  ! -name summary.txt ! -name logs.tar.xz -delete)
 exit $status

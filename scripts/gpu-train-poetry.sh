@@ -19,14 +19,7 @@
 #      mkdir -p runs/gpu && cat gpu-out/models.tar.xz.part-* | xz -d | tar -x -C runs/gpu
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-BIN=${WENHUI_BIN:-dist/wenhui-cuda}
-if [ ! -x "$BIN" ] && [ -f "$BIN.xz" ]; then xz -dkf "$BIN.xz" && chmod +x "$BIN"; fi
-[ -x "$BIN" ] || { echo "no $BIN: build it with scripts/build-cuda.sh and carry dist/" >&2; exit 2; }
-NV=$(python3 -c "import sysconfig;print(sysconfig.get_paths()['purelib'])")/nvidia/cu13/lib
-export LD_LIBRARY_PATH=$NV:${LD_LIBRARY_PATH:-}
-export CUDA_CACHE_MAXSIZE=4294967296 PYTHONUNBUFFERED=1
+. scripts/gpu-env.sh
 BUDGET=${TRAIN_SECONDS:-420}
 LOGS=/tmp/export/logs
 rm -rf /tmp/export && mkdir -p "$LOGS"

@@ -285,3 +285,18 @@ fn bad_input_is_a_clear_error() {
     }
     assert!(Task::builtin("sonnet").is_err());
 }
+
+#[test]
+fn more_beams_score_proportionally_more_candidates() {
+    let mut t = Task::builtin("poem").unwrap();
+    let (beams, cap) = (t.search.beams, t.search.max_scored);
+    assert!(cap > 0 && beams > 0);
+    t.search.set_beams(beams * 2);
+    assert_eq!((t.search.beams, t.search.max_scored), (beams * 2, cap * 2));
+    t.search.set_beams(1);
+    assert_eq!((t.search.beams, t.search.max_scored), (1, cap.div_ceil(beams)));
+    // No cap stays no cap.
+    t.search.max_scored = 0;
+    t.search.set_beams(10);
+    assert_eq!(t.search.max_scored, 0);
+}

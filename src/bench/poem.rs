@@ -48,7 +48,7 @@ pub struct PoemBenchReport {
 pub fn bench_poem(cx: &Context<'_>, c: &PoemBench) -> Result<PoemBenchReport> {
     let constraints = Constraints::parse(&c.form, "pingshui", "")?;
     let mut task = Task::builtin("poem")?;
-    task.search.beams = c.beams;
+    task.search.set_beams(c.beams);
     task.search.refine_rounds = c.refine_rounds;
     let blank = BlankTokens::from_special(&cx.tokenizer.special)?;
     let tokens = constraints.form.lines() * (constraints.form.line_len() + 1);

@@ -94,7 +94,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     let (g, j) = (Context::new(gm.as_ref(), &gt)?, Context::new(jm.as_ref(), &jt)?);
     let mut task = Task::builtin("poem")?;
     if let Some(b) = a.beams {
-        task.search.beams = b;
+        task.search.set_beams(b);
     }
     let bar = ProgressBar::new(titles.iter().map(|t| 2 + t.reference.is_some() as u64).sum());
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);

@@ -48,7 +48,7 @@ impl SearchArgs {
             None => Task::builtin(builtin)?,
         };
         if let Some(b) = self.beams {
-            t.search.beams = b;
+            t.search.set_beams(b);
         }
         if let Some(n) = self.per_beam {
             t.search.per_beam = n;

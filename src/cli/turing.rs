@@ -76,7 +76,7 @@ fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     let cx = Context::new(m.backbone.as_ref(), &tok)?;
     let mut task = Task::builtin("poem")?;
     if let Some(b) = a.beams {
-        task.search.beams = b;
+        task.search.set_beams(b);
     }
     if let Some(n) = a.per_beam {
         task.search.per_beam = n;

@@ -17,7 +17,7 @@ fn task(name: &str, beams: Option<usize>, limits: &Limits) -> Result<Task, ApiEr
         if b == 0 || b > limits.max_beams {
             return Err(ApiError::bad_request(format!("beams must be between 1 and {} (--max-beams), got {b}", limits.max_beams)));
         }
-        task.search.beams = b;
+        task.search.set_beams(b);
     }
     task.validate()?;
     Ok(task)

@@ -215,6 +215,17 @@ pub struct SearchConfig {
     pub refine_rounds: usize,
 }
 
+impl SearchConfig {
+    /// Sets the live beams, scaling a `max_scored` cap with them (the cap is per beam in spirit:
+    /// GLM-iprompt scores 3·beams continuations), so wider searches also score more candidates.
+    pub fn set_beams(&mut self, beams: usize) {
+        if self.max_scored > 0 && self.beams > 0 {
+            self.max_scored = (self.max_scored * beams).div_ceil(self.beams);
+        }
+        self.beams = beams;
+    }
+}
+
 impl Default for SearchConfig {
     fn default() -> Self {
         Self {
