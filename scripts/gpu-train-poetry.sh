@@ -63,6 +63,7 @@ echo "== train: $STEPS steps each, side by side" >&2
 start=$(date +%s)
 for r in $RUNS; do
   rm -rf "runs/poetry-$r"
+  # The binary is named again here (not W): timeout runs programs, not shell functions.
   timeout --foreground -s INT $((BUDGET + 90)) \
     "$BIN" --device cuda --dtype bf16 pretrain --config "examples/poetry-$r.toml" --steps "$STEPS" --quiet \
     >"$LOGS/train-$r.txt" 2>&1 &

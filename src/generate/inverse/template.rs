@@ -205,7 +205,8 @@ pub struct SearchConfig {
     pub prefix_chars: usize,
     /// Most candidates inverse-scored per step (0 = every candidate that passed the hard filter). The
     /// rest are dropped first by a cheap forward score (mean log-probability per character, hinge and
-    /// format terms), as GLM-iprompt scores at most 3·beams continuations per step.
+    /// format terms), as GLM-iprompt scores at most 3·beams continuations per step. Scales with
+    /// the beams when they are changed through [`SearchConfig::set_beams`].
     pub max_scored: usize,
     /// Sampling temperature of the unit sampler.
     pub temperature: f32,
