@@ -4,7 +4,7 @@
 //! (dense, GELU, LN, decoder tied to the word embeddings plus a bias).
 
 use super::attention::{attend, KvCache, LayerKv};
-use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
+use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
     begin, check_ids, check_positions, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -172,9 +172,9 @@ impl Layer {
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
         let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache, drop.attention(l))?;
-        let x = self.attn_ln.forward(&(x + drop.hidden(&self.attn_out.forward(&ctx)?, l, 2)?)?)?;
-        let ffn = self.output.forward(&gelu.forward(&self.intermediate.forward(&x)?)?)?;
-        self.output_ln.forward(&(x + drop.hidden(&ffn, l, 3)?)?)
+        let x = self.attn_ln.forward(&drop.residual(x, &self.attn_out.forward(&ctx)?, l, 2)?)?;
+        let ffn = self.output.forward(&self.intermediate.forward_gelu(&x, gelu)?)?;
+        self.output_ln.forward(&drop.residual(&x, &ffn, l, 3)?)
     }
 }
 
@@ -262,7 +262,7 @@ impl Backbone for Bert {
         }
         let rows = output_rows(&x, input.logit_rows.as_ref())?;
         let t = self.transform_ln.forward(&self.gelu.forward(&self.transform.forward(&rows)?)?)?;
-        let logits = rows_matmul(&t, &self.word_embeddings.weight().t()?)?.broadcast_add(&self.decoder_bias)?;
+        let logits = tied_logits(&t, self.word_embeddings.weight())?.broadcast_add(&self.decoder_bias)?;
         Ok(BackboneOutput { logits, hidden: x })
     }
 

@@ -3,7 +3,7 @@
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
 use super::attention::{attend_packed, KvCache, LayerKv};
-use super::layers::{rows_matmul, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
+use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_mask, Attention};
 use super::{
     begin, check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -207,9 +207,9 @@ impl GlmLayer {
             x = output_rows(&x, Some(r))?;
         }
         let x = &x;
-        let x = (x + drop.hidden(&self.dense.forward(&ctx)?, l, 2)?)?;
-        let mlp = self.dense_4h_to_h.forward(&gelu.forward(&self.dense_h_to_4h.forward(&self.post_attention_layernorm.forward(&x)?)?)?)?;
-        Ok((x + drop.hidden(&mlp, l, 3)?)?)
+        let x = drop.residual(x, &self.dense.forward(&ctx)?, l, 2)?;
+        let mlp = self.dense_4h_to_h.forward(&self.dense_h_to_4h.forward_gelu(&self.post_attention_layernorm.forward(&x)?, gelu)?)?;
+        drop.residual(&x, &mlp, l, 3)
     }
 }
 
@@ -314,7 +314,7 @@ impl Backbone for Glm {
         let hidden = self.final_layernorm.forward(&x)?;
         let rows = if prune.is_some() && !self.layers.is_empty() { None } else { input.logit_rows.as_ref() };
         let table = self.word_embeddings.weight().to_dtype(hidden.dtype())?;
-        let logits = rows_matmul(&output_rows(&hidden, rows)?, &table.t()?)?;
+        let logits = tied_logits(&output_rows(&hidden, rows)?, &table)?;
         Ok(BackboneOutput { logits, hidden })
     }
 

@@ -3,7 +3,7 @@
 //! LM head tied to the token embedding.
 
 use super::attention::{attend_packed, KvCache, LayerKv};
-use super::layers::{rows_matmul, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
+use super::layers::{tied_logits, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
 use super::mask::{build_mask, Attention};
 use super::{
     begin, check_ids, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention,
@@ -152,9 +152,9 @@ impl Block {
         let LayerCtx { heads, gelu, mask, drop } = *ctx;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
         let ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
-        let x = (x + drop.hidden(&self.c_proj.forward(&ctx)?, l, 2)?)?;
+        let x = drop.residual(x, &self.c_proj.forward(&ctx)?, l, 2)?;
         let mlp = self.mlp_proj.forward(&gelu.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
-        Ok((x + drop.hidden(&mlp, l, 3)?)?)
+        drop.residual(&x, &mlp, l, 3)
     }
 }
 
@@ -223,7 +223,7 @@ impl Backbone for Gpt2 {
             x = block.forward(&x, &ctx, slot, l)?;
         }
         let hidden = self.ln_f.forward(&x)?;
-        let logits = rows_matmul(&output_rows(&hidden, input.logit_rows.as_ref())?, &self.wte.weight().t()?)?;
+        let logits = tied_logits(&output_rows(&hidden, input.logit_rows.as_ref())?, self.wte.weight())?;
         Ok(BackboneOutput { logits, hidden })
     }
 

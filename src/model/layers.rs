@@ -23,6 +23,18 @@ pub(crate) fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape(shape)?)
 }
 
+/// Logits `x · tableᵀ` against a (tied) embedding table `[V, H]`.
+///
+/// While the table is trained on the CPU this is one fused node ([`ops::linear_no_bias`]):
+/// candle's matmul against `tableᵀ` would send the table's gradient through a transposed view
+/// and a strided accumulation. Inference keeps candle's matmul, so generated text is unchanged.
+pub(crate) fn tied_logits(x: &Tensor, table: &Tensor) -> Result<Tensor> {
+    if table.track_op() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == table.dtype() {
+        return Ok(ops::linear_no_bias(x, table)?);
+    }
+    rows_matmul(x, &table.t()?)
+}
+
 /// `y = x Wᵀ + b` with torch's `[out, in]` weight layout.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
@@ -47,6 +59,13 @@ impl Linear {
             Some(b) => ops::add_bias(&y, b)?,
             None => y,
         })
+    }
+    /// `gelu(self.forward(x))`, as one fused node on the CPU (see [`ops::linear_gelu`]).
+    pub(crate) fn forward_gelu(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
+        if let (Some(b), true, DType::F32 | DType::F64) = (&self.bias, x.device().is_cpu(), x.dtype()) {
+            return Ok(ops::linear_gelu(x, &self.weight, b, gelu == Gelu::Erf)?);
+        }
+        gelu.forward(&self.forward(x)?)
     }
 }
 
@@ -125,9 +144,13 @@ impl Dropouts {
     pub(crate) fn attention(&self, layer: usize) -> (f64, Option<u64>, u64) {
         (self.attn, self.seed, Self::site(layer, 1))
     }
-    /// Hidden dropout at site `k` of layer `layer`.
-    pub(crate) fn hidden(&self, x: &Tensor, layer: usize, k: u64) -> Result<Tensor> {
-        super::dropout(x, self.hidden, self.seed, Self::site(layer, k))
+    /// `x + dropout(y)` with the hidden dropout of site `k` of layer `layer`, as one node (a
+    /// residual branch).
+    pub(crate) fn residual(&self, x: &Tensor, y: &Tensor, layer: usize, k: u64) -> Result<Tensor> {
+        match self.seed {
+            Some(s) if self.hidden > 0.0 => Ok(ops::residual_dropout(x, y, self.hidden, super::dropout_seed(s, Self::site(layer, k)))?),
+            _ => Ok((x + y)?),
+        }
     }
 }
 

@@ -67,8 +67,14 @@ impl CustomOp2 for CrossEntropy {
         Ok((out, Shape::from(n)))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, logits: &Tensor, targets: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.to_dtype(logits.dtype())?.contiguous()?;
+        if logits.device().is_cpu() {
+            // The CPU kernel takes each row's loss too: `loss + z[target]` is the row's
+            // log-sum-exp, so the backward needs one pass over the row instead of three.
+            let g_and_loss = Tensor::stack(&[&g, &res.to_dtype(logits.dtype())?], 1)?;
+            return Ok((Some(logits.apply_op3_no_bwd(targets, &g_and_loss, &CrossEntropyBackward)?), None));
+        }
         Ok((Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBackward)?), None))
     }
 }
@@ -81,23 +87,26 @@ math::simd_kernel! {
 }
 
 math::simd_kernel! {
-    /// `o = softmax(row) · g`, vectorized.
-    fn softmax_times<T> [SoftmaxTimes] (o: &'a mut [T], row: &'a [T], g: T) {
-        let (max, lse) = row_stats(row);
-        let shift = T::of_f64(max + lse);
+    /// `o = softmax(row) · g` given the row's log-sum-exp `lse`, vectorized. The row's max is
+    /// subtracted first and `lse − max` after, which keeps large logits exact.
+    fn softmax_times<T> [SoftmaxTimes] (o: &'a mut [T], row: &'a [T], lse: f64, g: T) {
+        let max = math::max(row);
+        let rel = T::of_f64(lse - max.as_f64());
         for (o, &zv) in o.iter_mut().zip(row) {
-            *o = (zv - shift).exp() * g;
+            *o = ((zv - max) - rel).exp() * g;
         }
     }
 }
 
+/// `∂loss/∂z = (softmax(z) − onehot(target))·g` for CPU rows: input 3 is `[N, 2]` = (g, loss) per
+/// row, and the row's log-sum-exp is `loss + z[target]`.
 struct CrossEntropyBackward;
 
-fn backward<T: Float>(z: &[T], t: &[u32], g: &[T], v: usize) -> Vec<T> {
+fn backward<T: Float>(z: &[T], t: &[u32], g_loss: &[T], v: usize) -> Vec<T> {
     let mut out = vec![T::of_f64(0.0); z.len()];
-    out.par_chunks_mut(v).zip(z.par_chunks(v)).zip(t.par_iter().zip(g.par_iter())).for_each(|((o, row), (&tg, &gr))| {
-        softmax_times(o, row, gr);
-        let t = tg as usize;
+    out.par_chunks_mut(v).zip(z.par_chunks(v)).zip(t.par_iter().zip(g_loss.par_chunks(2))).for_each(|((o, row), (&tg, gl))| {
+        let (gr, t) = (gl[0], tg as usize);
+        softmax_times(o, row, gl[1].as_f64() + row[t].as_f64(), gr);
         o[t] -= gr;
     });
     out

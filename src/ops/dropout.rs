@@ -3,7 +3,7 @@
 //! is reproducible and the backward pass recomputes the mask instead of storing it.
 
 use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const CHUNK: usize = 8192;
@@ -18,6 +18,21 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
         return x.zeros_like();
     }
     in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Dropout { p, seed }))
+}
+
+/// `x + dropout(y, p, seed)` as one graph node: the same mask and the same numbers as the two
+/// ops, without the dropped copy of `y` as a node of its own (one gradient buffer and one pass
+/// fewer per residual branch). The fused kernel runs on the CPU in f32/f64; elsewhere this is
+/// the two ops.
+pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    if x.dims() != y.dims() {
+        candle_core::bail!("residual_dropout: x {:?} and y {:?} differ in shape", x.dims(), y.dims());
+    }
+    let fused = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == y.dtype();
+    if p <= 0.0 || p >= 1.0 || !fused {
+        return x + dropout(y, p, seed)?;
+    }
+    x.contiguous()?.apply_op2(&y.contiguous()?, ResidualDropout(Dropout { p, seed }))
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +87,44 @@ super::math::simd_kernel! {
         for (j, v) in x.iter_mut().enumerate() {
             *v = if mask.keeps(first + j as u64) { *v * scale } else { zero };
         }
+    }
+}
+
+super::math::simd_kernel! {
+    /// `o[j] += mask(y[j])` for the elements `first + j`, vectorized.
+    fn add_masked<T> [AddMasked] (o: &'a mut [T], y: &'a [T], mask: Mask, first: u64, scale: T) {
+        let zero = T::of_f64(0.0);
+        for (j, (o, &v)) in o.iter_mut().zip(y).enumerate() {
+            *o += if mask.keeps(first + j as u64) { v * scale } else { zero };
+        }
+    }
+}
+
+/// The op behind [`residual_dropout`].
+struct ResidualDropout(Dropout);
+
+impl CustomOp2 for ResidualDropout {
+    fn name(&self) -> &'static str {
+        "wenhui-residual-dropout"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Dropout { p, seed } = self.0;
+        let mask = Mask::new(seed, p);
+        let out = float_dispatch!(s1, "residual_dropout", |T| {
+            let mut out = as_slice::<T>(s1, l1)?.to_vec();
+            let y = as_slice::<T>(s2, l2)?;
+            let scale = T::of_f64(1.0 / (1.0 - p));
+            out.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).enumerate().for_each(|(c, (o, y))| {
+                add_masked(o, y, mask, (c * CHUNK) as u64, scale);
+            });
+            out
+        });
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.clone()), Some(grad.contiguous()?.apply_op1_no_bwd(&self.0)?)))
     }
 }
 

@@ -71,7 +71,8 @@ math::simd_kernel! {
     }
 }
 
-fn forward<T: Float>(x: &[T], erf: bool) -> Vec<T> {
+/// `gelu(x)` of a slice, multi-threaded.
+pub(crate) fn forward<T: Float>(x: &[T], erf: bool) -> Vec<T> {
     let mut out = vec![T::of_f64(0.0); x.len()];
     out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, xs)| gelu_chunk(o, xs, erf));
     out
@@ -95,8 +96,13 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward { erf: self.erf })?))
+        Ok(Some(backward_of(x, grad, self.erf)?))
     }
+}
+
+/// `g ⊙ gelu'(x)` (no graph node): the backward of a GELU whose input is `x`.
+pub(crate) fn backward_of(x: &Tensor, g: &Tensor, erf: bool) -> Result<Tensor> {
+    x.apply_op2_no_bwd(&g.contiguous()?, &GeluBackward { erf })
 }
 
 struct GeluBackward {

@@ -4,18 +4,66 @@
 //! `gemm` crate (multi-threaded), instead of four candle nodes with their own gradient buffers.
 
 use super::{as_slice, float_dispatch, held, Float};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
 /// CPU, f32/f64; callers fall back to candle ops elsewhere.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    apply(x, w, b, None)
+}
+
+/// `x [.., in] · wᵀ` with `w [out, in]` (no bias), e.g. output logits against a tied embedding
+/// table. Differentiable in both; CPU, f32/f64.
+pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    apply(x, w, &Tensor::zeros(0, x.dtype(), x.device())?, None)
+}
+
+/// `gelu(x·Wᵀ + b)` (the `erf` or tanh variant) as one graph node, for an MLP's first layer:
+/// the `[.., out]` pre-activation is kept by the op for its backward instead of being a node
+/// whose gradient candle would allocate and accumulate. Same numbers as [`linear`] then
+/// [`super::gelu_tanh`] / [`super::gelu_erf`]. CPU, f32/f64, like [`linear`].
+pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor, erf: bool) -> Result<Tensor> {
+    // The pre-activation is kept only when a backward pass can follow.
+    let keep = x.track_op() || w.track_op() || b.track_op();
+    apply(x, w, b, Some(Activation { erf, pre: keep.then(|| Arc::new(Mutex::new(None))) }))
+}
+
+fn apply(x: &Tensor, w: &Tensor, b: &Tensor, act: Option<Activation>) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
-    if x.dim(candle_core::D::Minus1)? != inp || b.dims() != [out] {
+    if x.dim(candle_core::D::Minus1)? != inp || (b.dims() != [out] && b.dims() != [0]) {
         candle_core::bail!("linear: x {:?}, w {:?}, b {:?} do not fit", x.dims(), w.dims(), b.dims());
     }
     let dt = x.dtype();
-    x.contiguous()?.apply_op3(&w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None })
+    x.contiguous()?.apply_op3(&w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None, act })
+}
+
+/// A GELU applied to the linear output, and where its input is kept for the backward pass.
+#[derive(Clone)]
+struct Activation {
+    erf: bool,
+    /// The pre-activation `x·Wᵀ + b`, set by the forward kernel (`None`: not needed).
+    pre: Option<Arc<Mutex<Option<Tensor>>>>,
+}
+
+impl Activation {
+    /// `gelu(y)`, keeping `y` (shaped `dims`) when a backward pass may need it.
+    fn apply<T: Float>(&self, y: Vec<T>, dims: &[usize]) -> Result<Vec<T>> {
+        let g = super::gelu::forward(&y, self.erf);
+        if let Some(pre) = &self.pre {
+            let kept = Tensor::from_vec(y, dims, &Device::Cpu)?;
+            *pre.lock().map_err(|_| candle_core::Error::Msg("linear_gelu: poisoned lock".into()))? = Some(kept);
+        }
+        Ok(g)
+    }
+
+    /// `dy ⊙ gelu'(pre)`: the gradient at the linear output.
+    fn backward(&self, grad: &Tensor) -> Result<Tensor> {
+        let pre = self.pre.as_ref().and_then(|p| p.lock().ok().and_then(|k| k.clone()));
+        let pre = pre.ok_or_else(|| candle_core::Error::Msg("linear_gelu: backward without the kept pre-activation".into()))?;
+        super::gelu::backward_of(&pre, grad, self.erf)
+    }
 }
 
 /// Up to this many rows (decoding steps, beams), `y = x·Wᵀ + b` is computed as dot products of
@@ -71,6 +119,8 @@ super::math::simd_kernel! {
 struct Linear {
     /// Set for the backward kernel: dy.
     grad: Option<Tensor>,
+    /// A GELU on the output ([`linear_gelu`]).
+    act: Option<Activation>,
 }
 
 /// `dst (m×n) (+)= a·b` with row/column strides, multi-threaded.
@@ -128,26 +178,38 @@ pub(crate) fn gemm_into<T: Float>(
 }
 
 impl Linear {
+    /// An empty `b` means no bias.
     fn forward<T: Float>(x: &[T], w: &[T], b: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
+        let zeros;
+        let b = if b.is_empty() {
+            zeros = vec![T::of_f64(0.0); out];
+            &zeros[..]
+        } else {
+            b
+        };
         if rows <= FEW_ROWS {
             return few_rows_forward(x, w, b, rows, inp, out);
         }
-        let mut y = vec![T::of_f64(0.0); rows * out];
-        y.par_chunks_mut(out * 64).for_each(|c| c.chunks_mut(out).for_each(|r| r.copy_from_slice(b)));
+        // The bias rows are the GEMM's starting value (written once, no zero fill first).
+        let mut y = Vec::with_capacity(rows * out);
+        (0..rows).for_each(|_| y.extend_from_slice(b));
         // y += x (rows×in) · wᵀ (in×out): wᵀ[i, o] = w[o, i] → row stride 1, column stride `inp`.
         gemm_into(&mut y, rows, out, inp, x, inp, 1, w, 1, inp, true, true);
         y
     }
 
-    /// `[dx | dW | db]` packed.
-    fn backward<T: Float>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize) -> Vec<T> {
-        let mut packed = vec![T::of_f64(0.0); rows * inp + out * inp + out];
+    /// `[dx | dW | db]` packed (`db` only when there is a bias).
+    fn backward<T: Float>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize, bias: bool) -> Vec<T> {
+        let mut packed = vec![T::of_f64(0.0); rows * inp + out * inp + if bias { out } else { 0 }];
         let (dx, rest) = packed.split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
         // dx (rows×in) = dy (rows×out) · w (out×in)
         gemm_into(dx, rows, inp, out, dy, out, 1, w, inp, 1, false, true);
         // dW (out×in) = dyᵀ (out×rows) · x (rows×in)
         gemm_into(dw, out, inp, rows, dy, 1, out, x, inp, 1, false, true);
+        if !bias {
+            return packed;
+        }
         // db = Σ_rows dy, with per-thread partial sums in f64.
         let per = (16384 / out).max(1);
         let partial: Vec<Vec<f64>> = dy
@@ -185,20 +247,20 @@ impl CustomOp3 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (out, inp) = l2.shape().dims2()?;
         let rows = l1.shape().elem_count() / inp;
+        let has_bias = l3.shape().elem_count() > 0;
+        let mut out_dims = l1.dims().to_vec();
+        *out_dims.last_mut().expect("rank ≥ 1") = out;
         let storage = float_dispatch!(s1, "linear", |T| {
             let (x, w) = (as_slice::<T>(s1, l1)?, as_slice::<T>(s2, l2)?);
-            match &self.grad {
-                None => Self::forward(x, w, as_slice::<T>(s3, l3)?, rows, inp, out),
-                Some(g) => held::<T, _>(g, |dy| Ok(Self::backward(x, w, dy, rows, inp, out)))?,
+            match (&self.grad, &self.act) {
+                (None, None) => Self::forward(x, w, as_slice::<T>(s3, l3)?, rows, inp, out),
+                (None, Some(act)) => act.apply(Self::forward(x, w, as_slice::<T>(s3, l3)?, rows, inp, out), &out_dims)?,
+                (Some(g), _) => held::<T, _>(g, |dy| Ok(Self::backward(x, w, dy, rows, inp, out, has_bias)))?,
             }
         });
         let shape = match &self.grad {
-            None => {
-                let mut dims = l1.dims().to_vec();
-                *dims.last_mut().expect("rank ≥ 1") = out;
-                Shape::from(dims)
-            }
-            Some(_) => Shape::from(rows * inp + out * inp + out),
+            None => Shape::from(out_dims),
+            Some(_) => Shape::from(rows * inp + out * inp + l3.shape().elem_count()),
         };
         Ok((storage, shape))
     }
@@ -211,13 +273,17 @@ impl CustomOp3 for Linear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = Linear { grad: Some(grad.contiguous()?) };
+        let grad = match &self.act {
+            None => grad.contiguous()?,
+            Some(act) => act.backward(grad)?,
+        };
+        let op = Linear { grad: Some(grad), act: None };
         let packed = x.apply_op3_no_bwd(w, b, &op)?;
         let (nx, nw) = (x.elem_count(), w.elem_count());
         let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
         let dw = packed.narrow(0, nx, nw)?.reshape(w.shape())?;
-        let db = packed.narrow(0, nx + nw, b.elem_count())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let db = if b.elem_count() > 0 { Some(packed.narrow(0, nx + nw, b.elem_count())?) } else { None };
+        Ok((Some(dx), Some(dw), db))
     }
 }
 

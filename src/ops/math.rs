@@ -80,21 +80,35 @@ const LANES: usize = 8;
 /// `Σ x` accumulated in f64, in `LANES` independent partial sums (vectorizable).
 #[inline(always)]
 pub(crate) fn sum_f64<T: Float>(xs: &[T]) -> f64 {
-    sum_map_f64(xs, |v| v)
-}
-
-/// `Σ f(x)` accumulated in f64, in `LANES` independent partial sums (vectorizable when `f` is).
-#[inline(always)]
-pub(crate) fn sum_map_f64<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
     let mut acc = [0f64; LANES];
     let chunks = xs.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|&v| f(v).as_f64()).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| v.as_f64()).sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f(v).as_f64();
+            *a += v.as_f64();
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+/// `Σ f(x)` accumulated in f64, in `LANES` independent partial sums.
+///
+/// `f` is first mapped over a block into a buffer and the buffer summed after: a map loop
+/// vectorizes even when `f` has selects (like [`exp_f32`]'s range checks), whereas mapping inside
+/// the unrolled lane sums left `f` scalar (CE's row sums ran at ≈ 3 ns per element).
+#[inline(always)]
+pub(crate) fn sum_map_f64<T: Float>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
+    const BLOCK: usize = 128;
+    let mut buf = [T::of_f64(0.0); BLOCK];
+    let mut total = 0f64;
+    for c in xs.chunks(BLOCK) {
+        let buf = &mut buf[..c.len()];
+        for (b, &v) in buf.iter_mut().zip(c) {
+            *b = f(v);
+        }
+        total += sum_f64(buf);
+    }
+    total
 }
 
 /// `Σ a·b` accumulated in f64, in `LANES` independent partial sums (vectorizable).

@@ -21,11 +21,11 @@ mod softmax;
 pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
-pub use dropout::dropout;
+pub use dropout::{dropout, residual_dropout};
 pub use embedding::embedding;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::layer_norm;
-pub use linear::linear;
+pub use linear::{linear, linear_gelu, linear_no_bias};
 pub use softmax::{masked_softmax, MASKED_SCORE};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};

@@ -49,6 +49,20 @@ fn cross_entropy_matches_composite_values_and_gradients() {
         let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(gf.get(&z).unwrap(), gs.get(&z).unwrap()) < 1e-5, "{dtype:?} gradients");
     }
+    // A wide row (full vectorized blocks and a tail) with large logits, against f64 math.
+    let z = Var::from_tensor(&(Tensor::randn(0f32, 30., (5, 333), &dev).unwrap() + 500.0).unwrap()).unwrap();
+    let t = Tensor::new(&[0u32, 332, 128, 7, 200], &dev).unwrap();
+    let fused = cross_entropy(&z, &t).unwrap();
+    let z64 = z.as_tensor().to_dtype(DType::F64).unwrap();
+    let logp = candle_nn::ops::log_softmax(&z64, D::Minus1).unwrap();
+    let exact = logp.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap();
+    let d = max_diff(&fused.to_dtype(DType::F64).unwrap(), &exact);
+    assert!(d < 1e-4, "wide values {d}");
+    let onehot = Tensor::eye(333, DType::F64, &dev).unwrap().index_select(&t, 0).unwrap();
+    let exact_grad = (logp.exp().unwrap() - onehot).unwrap();
+    let grad = fused.sum_all().unwrap().backward().unwrap();
+    let d = max_diff(&grad.get(&z).unwrap().to_dtype(DType::F64).unwrap(), &exact_grad);
+    assert!(d < 1e-5, "wide gradients {d}");
     assert!(cross_entropy(&Tensor::zeros((2, 3), DType::F32, &dev).unwrap(), &Tensor::new(&[0u32, 3], &dev).unwrap()).is_err());
 }
 
@@ -150,6 +164,67 @@ fn linear_matches_composite_values_and_gradients() {
             assert!(d < 1e-4, "{dtype:?} d{name}: {d}");
         }
     }
+}
+
+/// Gradients of `Σ out·g` with respect to each of `vars`.
+fn grads_of(out: &Tensor, g: &Tensor, vars: &[&Var]) -> Vec<Tensor> {
+    let store = (out * g).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter().map(|v| store.get(v).expect("every input gets a gradient").clone()).collect()
+}
+
+#[test]
+fn linear_gelu_and_linear_no_bias_match_their_composites() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let r = |shape: &[usize]| Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        // 40 rows: the GEMM path; 3 rows: the few-rows path.
+        for rows in [40, 3] {
+            let (x, w, b) = (r(&[rows, 7]), r(&[19, 7]), r(&[19]));
+            let g = Tensor::randn(0f32, 1., (rows, 19), &dev).unwrap().to_dtype(dtype).unwrap();
+            for erf in [false, true] {
+                let fused = linear_gelu(&x, &w, &b, erf).unwrap();
+                let pre = linear(&x, &w, &b).unwrap();
+                let slow = if erf { gelu_erf(&pre) } else { gelu_tanh(&pre) }.unwrap();
+                // The same kernels in the same order: identical numbers.
+                assert_eq!(max_diff(&fused, &slow), 0.0, "{dtype:?} erf={erf} values");
+                let (gf, gs) = (grads_of(&fused, &g, &[&x, &w, &b]), grads_of(&slow, &g, &[&x, &w, &b]));
+                for (name, (a, b)) in ["x", "w", "b"].iter().zip(gf.iter().zip(&gs)) {
+                    assert!(max_diff(a, b) < 1e-5, "{dtype:?} erf={erf} d{name}");
+                }
+            }
+            let fused = linear_no_bias(&x, &w).unwrap();
+            let slow = x.matmul(&w.t().unwrap()).unwrap();
+            assert!(max_diff(&fused, &slow) < 1e-5, "{dtype:?} no-bias values");
+            let (gf, gs) = (grads_of(&fused, &g, &[&x, &w]), grads_of(&slow, &g, &[&x, &w]));
+            assert!(max_diff(&gf[0], &gs[0]) < 1e-4 && max_diff(&gf[1], &gs[1]) < 1e-4, "{dtype:?} no-bias gradients");
+        }
+    }
+    // Constants (no backward can follow) need no kept pre-activation and still compute.
+    let c = |shape: &[usize]| Tensor::randn(0f32, 1., shape, &dev).unwrap();
+    let y = linear_gelu(&c(&[30, 4]), &c(&[6, 4]), &c(&[6]), false).unwrap();
+    assert_eq!(y.dims(), [30, 6]);
+    assert!(linear_no_bias(&c(&[3, 4]), &c(&[6, 5])).is_err());
+}
+
+#[test]
+fn residual_dropout_is_dropout_then_add() {
+    let dev = Device::Cpu;
+    for dtype in [DType::F32, DType::F64] {
+        let r = |shape: &[usize]| Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        // More elements than one rayon chunk, so the mask indices cross chunk boundaries.
+        let (x, y) = (r(&[3, 50, 130]), r(&[3, 50, 130]));
+        let g = Tensor::randn(0f32, 1., (3, 50, 130), &dev).unwrap().to_dtype(dtype).unwrap();
+        for p in [0.0, 0.1, 0.5] {
+            let fused = residual_dropout(&x, &y, p, 7).unwrap();
+            let slow = (x.as_tensor() + dropout(&y, p, 7).unwrap()).unwrap();
+            assert_eq!(max_diff(&fused, &slow), 0.0, "{dtype:?} p={p} values");
+            let (gf, gs) = (grads_of(&fused, &g, &[&x, &y]), grads_of(&slow, &g, &[&x, &y]));
+            assert_eq!(max_diff(&gf[0], &gs[0]), 0.0, "{dtype:?} p={p} dx");
+            assert_eq!(max_diff(&gf[1], &gs[1]), 0.0, "{dtype:?} p={p} dy");
+        }
+    }
+    let a = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+    assert!(residual_dropout(&a, &a.t().unwrap(), 0.1, 1).is_err());
 }
 
 #[test]
