@@ -3,19 +3,37 @@
 //!
 //! One graph node instead of five (QKᵀ, softmax, dropout, PV and the transposed-K copy), so
 //! the backward pass neither allocates nor accumulates the `[B, N, S, T]` score gradients
-//! through candle's generic machinery. `P` is recomputed in the backward pass (as flash
-//! attention does) rather than stored. Work is split over (batch, head) pairs with rayon.
+//! through candle's generic machinery. The forward pass keeps `P` (and the dropped `P'`) for
+//! the backward pass when a backward can follow and they fit [`KEEP_LIMIT`]; otherwise the
+//! backward recomputes them (as flash attention does). Work is split over (batch, head) pairs
+//! with rayon.
 
 use super::dropout::Mask;
 use super::softmax::{softmax_rows, softmax_rows_backward};
 use super::{as_slice, float_dispatch, held, Float};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Attention over `q` `[B, N, S, d]`, `k`/`v` `[B, N, T, d]` with `mask` `[B or 1, 1, S, T]`,
 /// scores scaled by `scale`, dropout `p` on the probabilities (seeded, training only).
 /// Differentiable with respect to `q`, `k` and `v`. f32 and f64 on the CPU.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
+    attention_keeping(q, k, v, mask, scale, p, seed, KEEP_LIMIT)
+}
+
+/// [`attention`] keeping at most `keep_limit` bytes of probabilities for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_keeping(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    p: f64,
+    seed: u64,
+    keep_limit: usize,
+) -> Result<Tensor> {
     let (b, n, s, d) = q.dims4()?;
     let (kb, kn, t, kd) = k.dims4()?;
     if (kb, kn, kd) != (b, n, d) || v.dims() != k.dims() {
@@ -26,7 +44,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64, 
         candle_core::bail!("attention: mask {:?} does not fit scores [{b}, {n}, {s}, {t}]", mask.dims());
     }
     let dt = q.dtype();
-    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, scale, p, seed, grad: None, packed_heads: None };
+    let kept = keep(&[q, k, v], b * n * s * t, p, dt, keep_limit);
+    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, scale, p, seed, grad: None, packed_heads: None, kept };
     q.contiguous()?.apply_op3(&k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
 }
 
@@ -42,9 +61,25 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, scale: f64, p
     if md.1 != 1 || md.2 != s || md.3 != s || (md.0 != b && md.0 != 1) {
         candle_core::bail!("attention_packed: mask {:?} does not fit [{b}, 1, {s}, {s}]", mask.dims());
     }
-    let op = Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, scale, p, seed, grad: None, packed_heads: Some(heads) };
+    let kept = keep(&[qkv], b * heads * s * s, p, qkv.dtype(), KEEP_LIMIT);
+    let op = Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, scale, p, seed, grad: None, packed_heads: Some(heads), kept };
     let empty = Tensor::zeros(0, qkv.dtype(), qkv.device())?;
     qkv.contiguous()?.apply_op3(&empty, &empty.clone(), op)
+}
+
+/// Most bytes of probabilities one attention op keeps from its forward pass for its backward
+/// pass (`P`, and `P'` with dropout); beyond it the backward recomputes them, so that long
+/// sequences do not hold `[B, N, S, T]` buffers per layer.
+const KEEP_LIMIT: usize = 64 << 20;
+
+/// Per (batch, head) pair, `P` and (with dropout) the dropped `P'`, each `[S, T]`.
+type KeptProbs = Vec<(Tensor, Option<Tensor>)>;
+
+/// Where the forward pass leaves its probabilities, when a backward pass can follow and they fit.
+fn keep(inputs: &[&Tensor], scores: usize, p: f64, dt: candle_core::DType, limit: usize) -> Option<Arc<Mutex<Option<KeptProbs>>>> {
+    let copies = if p > 0.0 { 2 } else { 1 };
+    let fits = scores * dt.size_in_bytes() * copies <= limit;
+    (fits && inputs.iter().any(|t| t.track_op())).then(|| Arc::new(Mutex::new(None)))
 }
 
 #[derive(Clone)]
@@ -57,6 +92,8 @@ struct Attention {
     grad: Option<Tensor>,
     /// `Some(heads)`: the first input is a packed `[B, S, 3H]` projection (the others unused).
     packed_heads: Option<usize>,
+    /// The probabilities the forward pass keeps for the backward pass (see [`keep`]).
+    kept: Option<Arc<Mutex<Option<KeptProbs>>>>,
 }
 
 /// `dst (m×n) = a (m×k) · b (k×n)` with explicit row/column strides, on this thread (the
@@ -102,6 +139,16 @@ impl Dims {
     }
 }
 
+super::math::simd_kernel! {
+    /// `dp[i] ·= scale` where `pd[i] ≠ 0`, else 0: the dropout mask read back from the dropped `P'`.
+    fn mask_like<T> [MaskLike] (dp: &'a mut [T], pd: &'a [T], scale: T) {
+        let zero = T::of_f64(0.0);
+        for (d, &p) in dp.iter_mut().zip(pd) {
+            *d = if p != zero { *d * scale } else { zero };
+        }
+    }
+}
+
 /// Copies an `[rows, d]` block into `dst` at `offset` with row stride `rs`.
 fn scatter<T: Float>(dst: &mut [T], block: &[T], offset: usize, rs: usize, d: usize) {
     for (i, row) in block.chunks(d).enumerate() {
@@ -132,57 +179,116 @@ impl Attention {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], g: &Dims, pairs: usize, out_len: usize) -> Vec<T> {
-        let blocks: Vec<Vec<T>> = (0..pairs)
+    fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], g: &Dims, pairs: usize, out_len: usize) -> Result<Vec<T>> {
+        let keep = self.kept.is_some();
+        let blocks: Vec<(Vec<T>, Option<(Vec<T>, Option<Vec<T>>)>)> = (0..pairs)
             .into_par_iter()
             .map(|pair| {
                 let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
                 let mut p = vec![T::of_f64(0.0); g.s * g.t];
                 self.probs(&q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g, &mut p);
-                self.drop(&mut p, pair);
+                // With dropout and a kept P, the dropped P' is a copy; otherwise P is dropped in place.
+                let pd = match (self.p > 0.0, keep) {
+                    (true, true) => {
+                        let mut pd = p.clone();
+                        self.drop(&mut pd, pair);
+                        Some(pd)
+                    }
+                    (true, false) => {
+                        self.drop(&mut p, pair);
+                        None
+                    }
+                    (false, _) => None,
+                };
                 let mut o = vec![T::of_f64(0.0); g.s * g.d];
-                gemm(&mut o, g.s, g.d, g.t, &p, g.t, 1, &v[vo..], vs, 1);
-                o
+                gemm(&mut o, g.s, g.d, g.t, pd.as_deref().unwrap_or(&p), g.t, 1, &v[vo..], vs, 1);
+                let kept = keep.then_some((p, pd));
+                (o, kept)
             })
             .collect();
         let mut out = vec![T::of_f64(0.0); out_len];
-        for (pair, o) in blocks.iter().enumerate() {
+        let mut kept = Vec::with_capacity(if keep { pairs } else { 0 });
+        for (pair, (o, probs)) in blocks.into_iter().enumerate() {
             let (oo, os) = g.out(pair);
-            scatter(&mut out, o, oo, os, g.d);
+            scatter(&mut out, &o, oo, os, g.d);
+            if let Some((p, pd)) = probs {
+                let pd = pd.map(|pd| Tensor::from_vec(pd, (g.s, g.t), &Device::Cpu)).transpose()?;
+                kept.push((Tensor::from_vec(p, (g.s, g.t), &Device::Cpu)?, pd));
+            }
         }
-        out
+        if let Some(slot) = &self.kept {
+            *slot.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))? = Some(kept);
+        }
+        Ok(out)
+    }
+
+    /// Gradients of one pair from its `P` and `P'` (`None`: no dropout, `P' = P`); `kept`:
+    /// they come from the forward pass, so `P' ≠ 0` is the dropout mask (where `P = 0` the mask
+    /// does not matter: those entries get a zero gradient either way).
+    #[allow(clippy::too_many_arguments)]
+    fn pair_backward<T: Float>(
+        &self,
+        pair: usize,
+        io: [(&[T], usize); 4],
+        mrows: &[T],
+        g: &Dims,
+        p: &[T],
+        pd: Option<&[T]>,
+        kept: bool,
+    ) -> [Vec<T>; 3] {
+        let [(qp, qs), (kp, ks), (vp, vs), (gp, os)] = io;
+        let zero = T::of_f64(0.0);
+        let (mut dq, mut dk, mut dv) = (vec![zero; g.s * g.d], vec![zero; g.t * g.d], vec![zero; g.t * g.d]);
+        // dV = P'ᵀ · dO
+        gemm(&mut dv, g.t, g.d, g.s, pd.unwrap_or(p), 1, g.t, gp, os, 1);
+        // dP' = dO · Vᵀ, then through dropout.
+        let mut dp = vec![zero; g.s * g.t];
+        gemm(&mut dp, g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
+        match (pd, kept) {
+            (Some(pd), true) => mask_like(&mut dp, pd, T::of_f64(1.0 / (1.0 - self.p))),
+            (Some(_), false) => self.drop(&mut dp, pair),
+            (None, _) => {}
+        }
+        // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
+        softmax_rows_backward(&mut dp, p, mrows, g.t, self.scale);
+        // dQ = dS · K ; dK = dSᵀ · Q
+        gemm(&mut dq, g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
+        gemm(&mut dk, g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);
+        [dq, dk, dv]
     }
 
     /// Gradients: `[dQ | dK | dV]` one after the other, or `dQKV` `[B, S, 3H]` when packed.
     #[allow(clippy::too_many_arguments)]
-    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], go: &[T], g: &Dims, pairs: usize, lens: [usize; 3]) -> Vec<T> {
-        let blocks: Vec<[Vec<T>; 3]> = (0..pairs)
+    fn backward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], go: &[T], g: &Dims, pairs: usize, lens: [usize; 3]) -> Result<Vec<T>> {
+        let kept = match &self.kept {
+            Some(slot) => slot.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?.clone(),
+            None => None,
+        };
+        let blocks = (0..pairs)
             .into_par_iter()
             .map(|pair| {
                 let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
                 let (oo, os) = g.out(pair);
-                let (qp, kp, vp, gp) = (&q[qo..], &k[ko..], &v[vo..], &go[oo..]);
+                let io = [(&q[qo..], qs), (&k[ko..], ks), (&v[vo..], vs), (&go[oo..], os)];
                 let mrows = self.mask_of(m, pair, g);
-                let mut p = vec![T::of_f64(0.0); g.s * g.t];
-                self.probs(qp, qs, kp, ks, mrows, g, &mut p);
-                let mut pd = p.clone();
-                self.drop(&mut pd, pair);
-                let zero = T::of_f64(0.0);
-                let (mut dq, mut dk, mut dv) = (vec![zero; g.s * g.d], vec![zero; g.t * g.d], vec![zero; g.t * g.d]);
-                // dV = P'ᵀ · dO
-                gemm(&mut dv, g.t, g.d, g.s, &pd, 1, g.t, gp, os, 1);
-                // dP' = dO · Vᵀ, then through dropout.
-                let mut dp = vec![zero; g.s * g.t];
-                gemm(&mut dp, g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
-                self.drop(&mut dp, pair);
-                // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
-                softmax_rows_backward(&mut dp, &p, mrows, g.t, self.scale);
-                // dQ = dS · K ; dK = dSᵀ · Q
-                gemm(&mut dq, g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
-                gemm(&mut dk, g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);
-                [dq, dk, dv]
+                match kept.as_ref().map(|k| &k[pair]) {
+                    Some((p, None)) => held::<T, _>(p, |p| Ok(self.pair_backward(pair, io, mrows, g, p, None, true))),
+                    Some((p, Some(pd))) => {
+                        held::<T, _>(p, |p| held::<T, _>(pd, |pd| Ok(self.pair_backward(pair, io, mrows, g, p, Some(pd), true))))
+                    }
+                    None => {
+                        let mut p = vec![T::of_f64(0.0); g.s * g.t];
+                        self.probs(io[0].0, qs, io[1].0, ks, mrows, g, &mut p);
+                        let pd = (self.p > 0.0).then(|| {
+                            let mut pd = p.clone();
+                            self.drop(&mut pd, pair);
+                            pd
+                        });
+                        Ok(self.pair_backward(pair, io, mrows, g, &p, pd.as_deref(), false))
+                    }
+                }
             })
-            .collect();
+            .collect::<Result<Vec<[Vec<T>; 3]>>>()?;
         let mut out = vec![T::of_f64(0.0); lens.iter().sum()];
         for (pair, [dq, dk, dv]) in blocks.iter().enumerate() {
             if g.packed {
@@ -197,7 +303,7 @@ impl Attention {
                 out[lens[0] + lens[1] + pair * td..lens[0] + lens[1] + (pair + 1) * td].copy_from_slice(dv);
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -238,8 +344,8 @@ impl CustomOp3 for Attention {
             let q = as_slice::<T>(s1, l1)?;
             let (k, v) = if g.packed { (q, q) } else { (as_slice::<T>(s2, l2)?, as_slice::<T>(s3, l3)?) };
             held::<T, _>(&self.mask, |m| match &self.grad {
-                None => Ok(self.forward(q, k, v, m, &g, pairs, out_shape.elem_count())),
-                Some(go) => held::<T, _>(go, |go| Ok(self.backward(q, k, v, m, go, &g, pairs, lens))),
+                None => self.forward(q, k, v, m, &g, pairs, out_shape.elem_count()),
+                Some(go) => held::<T, _>(go, |go| self.backward(q, k, v, m, go, &g, pairs, lens)),
             })?
         });
         let shape = if self.grad.is_some() { Shape::from(lens.iter().sum::<usize>()) } else { out_shape };

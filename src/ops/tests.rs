@@ -126,6 +126,26 @@ fn fused_attention_matches_composite_values_and_gradients() {
 }
 
 #[test]
+fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
+    let dev = Device::Cpu;
+    for (dtype, p) in [(DType::F32, 0.0), (DType::F32, 0.3), (DType::F64, 0.5)] {
+        let r = |shape: (usize, usize, usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+        };
+        let (q, k, v) = (r((2, 3, 9, 4)), r((2, 3, 11, 4)), r((2, 3, 11, 4)));
+        let mask = Tensor::rand(0f32, 1., (2, 1, 9, 11), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 3, 9, 4), &dev).unwrap().to_dtype(dtype).unwrap();
+        let kept = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, usize::MAX).unwrap();
+        let recomputed = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, 0).unwrap();
+        assert_eq!(max_diff(&kept, &recomputed), 0.0);
+        let (gk, gr) = (grads_of(&kept, &w, &[&q, &k, &v]), grads_of(&recomputed, &w, &[&q, &k, &v]));
+        for (name, (a, b)) in ["q", "k", "v"].iter().zip(gk.iter().zip(&gr)) {
+            assert_eq!(max_diff(a, b), 0.0, "{dtype:?} p={p} d{name}");
+        }
+    }
+}
+
+#[test]
 fn packed_attention_matches_split_heads() {
     let dev = Device::Cpu;
     for (dtype, p) in [(DType::F64, 0.0), (DType::F64, 0.2), (DType::F32, 0.1)] {
