@@ -181,7 +181,9 @@ impl Attention {
     #[allow(clippy::too_many_arguments)]
     fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], m: &[T], g: &Dims, pairs: usize, out_len: usize) -> Result<Vec<T>> {
         let keep = self.kept.is_some();
-        let blocks: Vec<(Vec<T>, Option<(Vec<T>, Option<Vec<T>>)>)> = (0..pairs)
+        // Per pair: the output rows, and P with P' when kept.
+        type PairOut<T> = (Vec<T>, Option<(Vec<T>, Option<Vec<T>>)>);
+        let blocks: Vec<PairOut<T>> = (0..pairs)
             .into_par_iter()
             .map(|pair| {
                 let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
