@@ -96,11 +96,11 @@ struct Attention {
     kept: Option<Arc<Mutex<Option<KeptProbs>>>>,
 }
 
-/// `dst (m×n) = a (m×k) · b (k×n)` with explicit row/column strides, on this thread (the
-/// caller parallelises over (batch, head) pairs).
+/// `a (m×k) · b (k×n)` as a new `m×n` buffer, with explicit row/column strides, on this
+/// thread (the caller parallelises over (batch, head) pairs).
 #[allow(clippy::too_many_arguments)]
-fn gemm<T: Float>(dst: &mut [T], m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize) {
-    super::linear::gemm_into(dst, m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false, false)
+fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize) -> Vec<T> {
+    super::linear::gemm_new(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false)
 }
 
 /// Per-pair geometry: where each (batch, head) pair's Q, K, V and output rows live.
@@ -163,12 +163,13 @@ impl Attention {
         &m[b * g.s * g.t..(b + 1) * g.s * g.t]
     }
 
-    /// Probabilities `P` (before dropout) of one pair into `probs` `[S, T]`; `q`, `k` start at
-    /// the pair's first row, with row strides `qs`, `ks`.
+    /// Probabilities `P` (before dropout) of one pair, `[S, T]`; `q`, `k` start at the pair's
+    /// first row, with row strides `qs`, `ks`.
     #[allow(clippy::too_many_arguments)]
-    fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims, probs: &mut [T]) {
-        gemm(probs, g.s, g.t, g.d, q, qs, 1, k, 1, ks);
-        softmax_rows(probs, m, g.t, self.scale);
+    fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims) -> Vec<T> {
+        let mut probs = gemm(g.s, g.t, g.d, q, qs, 1, k, 1, ks);
+        softmax_rows(&mut probs, m, g.t, self.scale);
+        probs
     }
 
     /// Applies the dropout mask of pair `pair` to `x` `[S, T]` in place (scaled kept values).
@@ -187,8 +188,7 @@ impl Attention {
             .into_par_iter()
             .map(|pair| {
                 let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
-                let mut p = vec![T::of_f64(0.0); g.s * g.t];
-                self.probs(&q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g, &mut p);
+                let mut p = self.probs(&q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g);
                 // With dropout and a kept P, the dropped P' is a copy; otherwise P is dropped in place.
                 let pd = match (self.p > 0.0, keep) {
                     (true, true) => {
@@ -202,8 +202,7 @@ impl Attention {
                     }
                     (false, _) => None,
                 };
-                let mut o = vec![T::of_f64(0.0); g.s * g.d];
-                gemm(&mut o, g.s, g.d, g.t, pd.as_deref().unwrap_or(&p), g.t, 1, &v[vo..], vs, 1);
+                let o = gemm(g.s, g.d, g.t, pd.as_deref().unwrap_or(&p), g.t, 1, &v[vo..], vs, 1);
                 let kept = keep.then_some((p, pd));
                 (o, kept)
             })
@@ -239,13 +238,10 @@ impl Attention {
         kept: bool,
     ) -> [Vec<T>; 3] {
         let [(qp, qs), (kp, ks), (vp, vs), (gp, os)] = io;
-        let zero = T::of_f64(0.0);
-        let (mut dq, mut dk, mut dv) = (vec![zero; g.s * g.d], vec![zero; g.t * g.d], vec![zero; g.t * g.d]);
         // dV = P'ᵀ · dO
-        gemm(&mut dv, g.t, g.d, g.s, pd.unwrap_or(p), 1, g.t, gp, os, 1);
+        let dv = gemm(g.t, g.d, g.s, pd.unwrap_or(p), 1, g.t, gp, os, 1);
         // dP' = dO · Vᵀ, then through dropout.
-        let mut dp = vec![zero; g.s * g.t];
-        gemm(&mut dp, g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
+        let mut dp = gemm(g.s, g.t, g.d, gp, os, 1, vp, 1, vs);
         match (pd, kept) {
             (Some(pd), true) => mask_like(&mut dp, pd, T::of_f64(1.0 / (1.0 - self.p))),
             (Some(_), false) => self.drop(&mut dp, pair),
@@ -254,8 +250,8 @@ impl Attention {
         // dZ = P ⊙ (dP − Σ dP·P), times ∂z/∂s = scale·M.
         softmax_rows_backward(&mut dp, p, mrows, g.t, self.scale);
         // dQ = dS · K ; dK = dSᵀ · Q
-        gemm(&mut dq, g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
-        gemm(&mut dk, g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);
+        let dq = gemm(g.s, g.d, g.t, &dp, g.t, 1, kp, ks, 1);
+        let dk = gemm(g.t, g.d, g.s, &dp, 1, g.t, qp, qs, 1);
         [dq, dk, dv]
     }
 
@@ -279,8 +275,7 @@ impl Attention {
                         held::<T, _>(p, |p| held::<T, _>(pd, |pd| Ok(self.pair_backward(pair, io, mrows, g, p, Some(pd), true))))
                     }
                     None => {
-                        let mut p = vec![T::of_f64(0.0); g.s * g.t];
-                        self.probs(io[0].0, qs, io[1].0, ks, mrows, g, &mut p);
+                        let p = self.probs(io[0].0, qs, io[1].0, ks, mrows, g);
                         let pd = (self.p > 0.0).then(|| {
                             let mut pd = p.clone();
                             self.drop(&mut pd, pair);

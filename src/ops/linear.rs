@@ -6,6 +6,7 @@
 use super::{as_slice, float_dispatch, held, Float};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
@@ -140,24 +141,84 @@ pub(crate) fn gemm_into<T: Float>(
     threads: bool,
 ) {
     assert!(dst.len() >= m * n, "gemm: destination too small");
-    if m == 0 || n == 0 {
-        return;
-    }
     if k == 0 {
         if !accumulate {
             dst[..m * n].iter_mut().for_each(|v| *v = T::of_f64(0.0));
         }
         return;
     }
+    // SAFETY: `dst` is exclusive and holds m·n elements.
+    unsafe { gemm_raw(dst.as_mut_ptr(), m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, accumulate, threads) }
+}
+
+/// `dst (m×n) = a·b` into uninitialised memory: the GEMM writes every element and reads none,
+/// so a fresh buffer needs no zero fill first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_uninit<T: Float>(
+    dst: &mut [MaybeUninit<T>],
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+    threads: bool,
+) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    if k == 0 {
+        dst[..m * n].iter_mut().for_each(|v| {
+            v.write(T::of_f64(0.0));
+        });
+        return;
+    }
+    // SAFETY: `dst` is exclusive and holds m·n elements; with `accumulate` false the kernel only
+    // writes them (gemm-common zeroes alpha and never loads dst), so they need no initialisation.
+    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false, threads) }
+}
+
+/// `a·b` (m×n, row-major) as a new vector, written straight by the GEMM (see [`gemm_uninit`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_new<T: Float>(m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize, threads: bool) -> Vec<T> {
+    let mut v = Vec::with_capacity(m * n);
+    gemm_uninit(&mut v.spare_capacity_mut()[..m * n], m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, threads);
+    // SAFETY: gemm_uninit initialised all m·n elements.
+    unsafe { v.set_len(m * n) };
+    v
+}
+
+/// # Safety
+/// `dst` must be valid for writes of `m·n` elements (row stride `n`) and not aliased; when
+/// `accumulate` it must also be initialised. The operands are bounds-checked here.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<T: Float>(
+    dst: *mut T,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+    accumulate: bool,
+    threads: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
     assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: operand out of bounds");
     let par = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: every index the kernel reads or writes was bounds-checked above; `dst` is exclusive.
+    // SAFETY: the operands were bounds-checked above; `dst` is the caller's promise.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -200,29 +261,31 @@ impl Linear {
 
     /// `[dx | dW | db]` packed (`db` only when there is a bias).
     fn backward<T: Float>(x: &[T], w: &[T], dy: &[T], rows: usize, inp: usize, out: usize, bias: bool) -> Vec<T> {
-        let mut packed = vec![T::of_f64(0.0); rows * inp + out * inp + if bias { out } else { 0 }];
-        let (dx, rest) = packed.split_at_mut(rows * inp);
+        let len = rows * inp + out * inp + if bias { out } else { 0 };
+        let mut packed = Vec::with_capacity(len);
+        let (dx, rest) = packed.spare_capacity_mut()[..len].split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
         // dx (rows×in) = dy (rows×out) · w (out×in)
-        gemm_into(dx, rows, inp, out, dy, out, 1, w, inp, 1, false, true);
+        gemm_uninit(dx, rows, inp, out, dy, out, 1, w, inp, 1, true);
         // dW (out×in) = dyᵀ (out×rows) · x (rows×in)
-        gemm_into(dw, out, inp, rows, dy, 1, out, x, inp, 1, false, true);
-        if !bias {
-            return packed;
+        gemm_uninit(dw, out, inp, rows, dy, 1, out, x, inp, 1, true);
+        if bias {
+            // db = Σ_rows dy, with per-thread partial sums in f64.
+            let per = (16384 / out).max(1);
+            let partial: Vec<Vec<f64>> = dy
+                .par_chunks(out * per)
+                .map(|c| {
+                    let mut acc = vec![0f64; out];
+                    c.chunks(out).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, &v)| *a += v.as_f64()));
+                    acc
+                })
+                .collect();
+            for (o, d) in db.iter_mut().enumerate() {
+                d.write(T::of_f64(partial.iter().map(|p| p[o]).sum()));
+            }
         }
-        // db = Σ_rows dy, with per-thread partial sums in f64.
-        let per = (16384 / out).max(1);
-        let partial: Vec<Vec<f64>> = dy
-            .par_chunks(out * per)
-            .map(|c| {
-                let mut acc = vec![0f64; out];
-                c.chunks(out).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, &v)| *a += v.as_f64()));
-                acc
-            })
-            .collect();
-        for p in partial {
-            db.iter_mut().zip(p).for_each(|(a, v)| *a += T::of_f64(v));
-        }
+        // SAFETY: dx, dW and (with a bias) db, together all `len` elements, were written above.
+        unsafe { packed.set_len(len) };
         packed
     }
 }
