@@ -8,8 +8,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// candle's own CPU worker pool spins this many times after each op before sleeping.
+const CANDLE_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
 fn main() {
     let cli = cli::Cli::parse_args();
+    if cli.is_training() && std::env::var_os(CANDLE_SPIN_LIMIT).is_none() {
+        // candle's CPU ops run on a worker pool of their own beside rayon's (which wenhui's
+        // kernels use), one thread per core each. After every candle op its workers spin (25,000
+        // times by default) before sleeping, taking the cores from the rayon threads running the
+        // next fused op: on 2 cores a training step was 4–7% slower than with no spinning.
+        // Generation, a chain of candle ops, keeps the spinning (its wake-ups are what it saves).
+        // A value set by the user wins. Still single-threaded here; candle reads it when its
+        // pool starts, later.
+        std::env::set_var(CANDLE_SPIN_LIMIT, "0");
+    }
     if !cli.is_server() {
         // A step frees and reallocates the same large buffers; by default mimalloc returns them to
         // the kernel after 10 ms and the next step faults and zeroes them again (≈5–8% of a CPU

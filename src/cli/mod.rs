@@ -51,6 +51,18 @@ impl Cli {
     pub fn is_server(&self) -> bool {
         matches!(self.command, Command::Serve(_))
     }
+
+    /// Whether the command trains (forward, backward and optimizer steps) rather than generates.
+    pub fn is_training(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Pretrain(_)
+                | Command::Ptune(_)
+                | Command::Finetune(_)
+                | Command::FinetuneSeq2seq(_)
+                | Command::Bench(bench::Command::Train { .. })
+        )
+    }
 }
 
 /// `wenhui [global flags] finetune … --task seq2seq …` → `wenhui … finetune-seq2seq …` (the
