@@ -181,7 +181,18 @@ pub(crate) fn gemm_uninit<T: Float>(
 
 /// `a·b` (m×n, row-major) as a new vector, written straight by the GEMM (see [`gemm_uninit`]).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_new<T: Float>(m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize, threads: bool) -> Vec<T> {
+pub(crate) fn gemm_new<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[T],
+    b_rs: usize,
+    b_cs: usize,
+    threads: bool,
+) -> Vec<T> {
     let mut v = Vec::with_capacity(m * n);
     gemm_uninit(&mut v.spare_capacity_mut()[..m * n], m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, threads);
     // SAFETY: gemm_uninit initialised all m·n elements.
