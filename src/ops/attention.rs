@@ -100,7 +100,7 @@ struct Attention {
 /// thread (the caller parallelises over (batch, head) pairs).
 #[allow(clippy::too_many_arguments)]
 fn gemm<T: Float>(m: usize, n: usize, k: usize, a: &[T], a_rs: usize, a_cs: usize, b: &[T], b_rs: usize, b_cs: usize) -> Vec<T> {
-    super::linear::gemm_new(m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false)
+    super::linear::Product { m, n, k, a, a_rs, a_cs, b, b_rs, b_cs }.to_vec(false)
 }
 
 /// Per-pair geometry: where each (batch, head) pair's Q, K, V and output rows live.

@@ -57,7 +57,7 @@ struct ColumnSum {
     n: usize,
 }
 
-fn column_sum<T: Float>(g: &[T], n: usize) -> Vec<T> {
+pub(crate) fn column_sum<T: Float>(g: &[T], n: usize) -> Vec<T> {
     let rows_per = (16384 / n).max(1);
     let partial: Vec<Vec<f64>> = g
         .par_chunks(n * rows_per)

@@ -124,128 +124,95 @@ struct Linear {
     act: Option<Activation>,
 }
 
-/// `dst (m×n) (+)= a·b` with row/column strides, multi-threaded.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_into<T: Float>(
-    dst: &mut [T],
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[T],
-    b_rs: usize,
-    b_cs: usize,
-    accumulate: bool,
-    threads: bool,
-) {
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].iter_mut().for_each(|v| *v = T::of_f64(0.0));
+/// The product `a (m×k) · b (k×n)`, each operand a slice read with row and column strides
+/// (`a[i, p] = a[i·a_rs + p·a_cs]`), computed by the `gemm` crate into a row-major `m×n` result.
+#[derive(Clone, Copy)]
+pub(crate) struct Product<'a, T> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: &'a [T],
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: &'a [T],
+    pub b_rs: usize,
+    pub b_cs: usize,
+}
+
+impl<T: Float> Product<'_, T> {
+    /// `dst (+)= a·b`, multi-threaded when `threads`.
+    pub(crate) fn add_to(self, dst: &mut [T], accumulate: bool, threads: bool) {
+        assert!(dst.len() >= self.m * self.n, "gemm: destination too small");
+        if self.k == 0 {
+            if !accumulate {
+                dst[..self.m * self.n].iter_mut().for_each(|v| *v = T::of_f64(0.0));
+            }
+            return;
         }
-        return;
+        // SAFETY: `dst` is exclusive, initialised and holds m·n elements.
+        unsafe { self.run(dst.as_mut_ptr(), accumulate, threads) }
     }
-    // SAFETY: `dst` is exclusive and holds m·n elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, accumulate, threads) }
-}
 
-/// `dst (m×n) = a·b` into uninitialised memory: the GEMM writes every element and reads none,
-/// so a fresh buffer needs no zero fill first.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_uninit<T: Float>(
-    dst: &mut [MaybeUninit<T>],
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[T],
-    b_rs: usize,
-    b_cs: usize,
-    threads: bool,
-) {
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    if k == 0 {
-        dst[..m * n].iter_mut().for_each(|v| {
-            v.write(T::of_f64(0.0));
-        });
-        return;
+    /// `dst = a·b` into uninitialised memory: the GEMM writes every element and reads none, so
+    /// a fresh buffer needs no zero fill first.
+    pub(crate) fn write_to(self, dst: &mut [MaybeUninit<T>], threads: bool) {
+        assert!(dst.len() >= self.m * self.n, "gemm: destination too small");
+        if self.k == 0 {
+            dst[..self.m * self.n].iter_mut().for_each(|v| {
+                v.write(T::of_f64(0.0));
+            });
+            return;
+        }
+        // SAFETY: `dst` is exclusive and holds m·n elements; with `accumulate` false the kernel
+        // only writes them (gemm-common zeroes alpha and never loads dst).
+        unsafe { self.run(dst.as_mut_ptr().cast::<T>(), false, threads) }
     }
-    // SAFETY: `dst` is exclusive and holds m·n elements; with `accumulate` false the kernel only
-    // writes them (gemm-common zeroes alpha and never loads dst), so they need no initialisation.
-    unsafe { gemm_raw(dst.as_mut_ptr().cast::<T>(), m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, false, threads) }
-}
 
-/// `a·b` (m×n, row-major) as a new vector, written straight by the GEMM (see [`gemm_uninit`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_new<T: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[T],
-    b_rs: usize,
-    b_cs: usize,
-    threads: bool,
-) -> Vec<T> {
-    let mut v = Vec::with_capacity(m * n);
-    gemm_uninit(&mut v.spare_capacity_mut()[..m * n], m, n, k, a, a_rs, a_cs, b, b_rs, b_cs, threads);
-    // SAFETY: gemm_uninit initialised all m·n elements.
-    unsafe { v.set_len(m * n) };
-    v
-}
-
-/// # Safety
-/// `dst` must be valid for writes of `m·n` elements (row stride `n`) and not aliased; when
-/// `accumulate` it must also be initialised. The operands are bounds-checked here.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_raw<T: Float>(
-    dst: *mut T,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    a_rs: usize,
-    a_cs: usize,
-    b: &[T],
-    b_rs: usize,
-    b_cs: usize,
-    accumulate: bool,
-    threads: bool,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
+    /// `a·b` as a new vector, written straight by the GEMM (see [`Product::write_to`]).
+    pub(crate) fn to_vec(self, threads: bool) -> Vec<T> {
+        let len = self.m * self.n;
+        let mut v = Vec::with_capacity(len);
+        self.write_to(&mut v.spare_capacity_mut()[..len], threads);
+        // SAFETY: write_to initialised all m·n elements.
+        unsafe { v.set_len(len) };
+        v
     }
-    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: operand out of bounds");
-    let par = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the operands were bounds-checked above; `dst` is the caller's promise.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            T::of_f64(1.0),
-            T::of_f64(1.0),
-            false,
-            false,
-            false,
-            par,
-        )
+
+    /// # Safety
+    /// `dst` must be valid for writes of `m·n` elements (row stride `n`) and not aliased; when
+    /// `accumulate` it must also be initialised. The operands are bounds-checked here.
+    unsafe fn run(self, dst: *mut T, accumulate: bool, threads: bool) {
+        let Self { m, n, k, a, a_rs, a_cs, b, b_rs, b_cs } = self;
+        if m == 0 || n == 0 || k == 0 {
+            return;
+        }
+        assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len() && (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: operand out of bounds");
+        let par = if threads { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+        let one = T::of_f64(1.0);
+        // SAFETY: the operands were bounds-checked above; `dst` is the caller's promise.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                n as isize,
+                accumulate,
+                a.as_ptr(),
+                a_cs as isize,
+                a_rs as isize,
+                b.as_ptr(),
+                b_cs as isize,
+                b_rs as isize,
+                one,
+                one,
+                false,
+                false,
+                false,
+                par,
+            )
+        }
     }
 }
 
@@ -266,7 +233,7 @@ impl Linear {
         let mut y = Vec::with_capacity(rows * out);
         (0..rows).for_each(|_| y.extend_from_slice(b));
         // y += x (rows×in) · wᵀ (in×out): wᵀ[i, o] = w[o, i] → row stride 1, column stride `inp`.
-        gemm_into(&mut y, rows, out, inp, x, inp, 1, w, 1, inp, true, true);
+        Product { m: rows, n: out, k: inp, a: x, a_rs: inp, a_cs: 1, b: w, b_rs: 1, b_cs: inp }.add_to(&mut y, true, true);
         y
     }
 
@@ -277,23 +244,14 @@ impl Linear {
         let (dx, rest) = packed.spare_capacity_mut()[..len].split_at_mut(rows * inp);
         let (dw, db) = rest.split_at_mut(out * inp);
         // dx (rows×in) = dy (rows×out) · w (out×in)
-        gemm_uninit(dx, rows, inp, out, dy, out, 1, w, inp, 1, true);
+        Product { m: rows, n: inp, k: out, a: dy, a_rs: out, a_cs: 1, b: w, b_rs: inp, b_cs: 1 }.write_to(dx, true);
         // dW (out×in) = dyᵀ (out×rows) · x (rows×in)
-        gemm_uninit(dw, out, inp, rows, dy, 1, out, x, inp, 1, true);
+        Product { m: out, n: inp, k: rows, a: dy, a_rs: 1, a_cs: out, b: x, b_rs: inp, b_cs: 1 }.write_to(dw, true);
         if bias {
-            // db = Σ_rows dy, with per-thread partial sums in f64.
-            let per = (16384 / out).max(1);
-            let partial: Vec<Vec<f64>> = dy
-                .par_chunks(out * per)
-                .map(|c| {
-                    let mut acc = vec![0f64; out];
-                    c.chunks(out).for_each(|r| acc.iter_mut().zip(r).for_each(|(a, &v)| *a += v.as_f64()));
-                    acc
-                })
-                .collect();
-            for (o, d) in db.iter_mut().enumerate() {
-                d.write(T::of_f64(partial.iter().map(|p| p[o]).sum()));
-            }
+            // db = Σ_rows dy
+            db.iter_mut().zip(super::bias::column_sum(dy, out)).for_each(|(d, v)| {
+                d.write(v);
+            });
         }
         // SAFETY: dx, dW and (with a bias) db, together all `len` elements, were written above.
         unsafe { packed.set_len(len) };
@@ -376,7 +334,7 @@ mod tests {
             let fast = few_rows_forward(&x, &w, &b, rows, inp, out);
             let mut slow = vec![0f32; rows * out];
             slow.chunks_mut(out).for_each(|r| r.copy_from_slice(&b));
-            gemm_into(&mut slow, rows, out, inp, &x, inp, 1, &w, 1, inp, true, false);
+            Product { m: rows, n: out, k: inp, a: &x, a_rs: inp, a_cs: 1, b: &w, b_rs: 1, b_cs: inp }.add_to(&mut slow, true, false);
             let worst = fast.iter().zip(&slow).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-5, "rows {rows}: max abs difference {worst}");
         }
