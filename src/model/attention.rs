@@ -2,7 +2,7 @@
 
 use crate::ops::masked_softmax;
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 /// Keys and values of earlier positions for every layer, `[B, N, past, d]` each.
 ///
@@ -241,7 +241,7 @@ pub(crate) fn attend_packed(
     dropout: (f64, Option<u64>, u64),
 ) -> Result<Tensor> {
     let h = qkv.dim(2)? / 3;
-    if cache.is_none() && qkv.device().is_cpu() && matches!(qkv.dtype(), DType::F32 | DType::F64) {
+    if cache.is_none() && crate::ops::fused_cpu(qkv) {
         let (p, seed) = fused_dropout(dropout);
         return Ok(crate::ops::attention_packed(qkv, heads, mask, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
     }
@@ -251,7 +251,7 @@ pub(crate) fn attend_packed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, IndexOp};
+    use candle_core::{DType, Device, IndexOp};
 
     type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 

@@ -3,7 +3,7 @@
 
 use crate::ops;
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
 /// Normal init with standard deviation `std`.
@@ -29,7 +29,7 @@ pub(crate) fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// candle's matmul against `tableᵀ` would send the table's gradient through a transposed view
 /// and a strided accumulation. Inference keeps candle's matmul, so generated text is unchanged.
 pub(crate) fn tied_logits(x: &Tensor, table: &Tensor) -> Result<Tensor> {
-    if table.track_op() && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == table.dtype() {
+    if table.track_op() && ops::fused_cpu(x) && x.dtype() == table.dtype() {
         return Ok(ops::linear_no_bias(x, table)?);
     }
     rows_matmul(x, &table.t()?)
@@ -49,7 +49,7 @@ impl Linear {
         Ok(Self { weight, bias: Some(bias) })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let (Some(b), true, DType::F32 | DType::F64) = (&self.bias, x.device().is_cpu(), x.dtype()) {
+        if let (Some(b), true) = (&self.bias, ops::fused_cpu(x)) {
             return Ok(ops::linear(x, &self.weight, b)?);
         }
         // Mixed precision: the (f32 master) weight is cast to the activations' dtype here, so
@@ -62,7 +62,7 @@ impl Linear {
     }
     /// `gelu(self.forward(x))`, as one fused node on the CPU (see [`ops::linear_gelu`]).
     pub(crate) fn forward_gelu(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
-        if let (Some(b), true, DType::F32 | DType::F64) = (&self.bias, x.device().is_cpu(), x.dtype()) {
+        if let (Some(b), true) = (&self.bias, ops::fused_cpu(x)) {
             return Ok(ops::linear_gelu(x, &self.weight, b, gelu == Gelu::Erf)?);
         }
         gelu.forward(&self.forward(x)?)

@@ -23,13 +23,6 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 
 struct CrossEntropy;
 
-/// `(max, log Σ exp(z − max))` of a row, accumulated in f64.
-#[inline(always)]
-fn row_stats<T: Float>(row: &[T]) -> (f64, f64) {
-    let m = math::max(row);
-    (m.as_f64(), math::sum_map_f64(row, |v| (v - m).exp()).ln())
-}
-
 fn forward<T: Float>(z: &[T], t: &[u32], v: usize) -> Vec<T> {
     z.par_chunks(v)
         .zip(t.par_iter())
@@ -80,9 +73,10 @@ impl CustomOp2 for CrossEntropy {
 }
 
 math::simd_kernel! {
-    /// `(max, log Σ exp(z − max))` of a row, vectorized.
+    /// `(max, log Σ exp(z − max))` of a row, accumulated in f64, vectorized.
     fn row_log_sum_exp<T> [RowLogSumExp] (row: &'a [T]) -> (f64, f64) {
-        row_stats(row)
+        let m = math::max(row);
+        (m.as_f64(), math::sum_map_f64(row, |v| (v - m).exp()).ln())
     }
 }
 

@@ -3,7 +3,7 @@
 //! is reproducible and the backward pass recomputes the mask instead of storing it.
 
 use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 const CHUNK: usize = 8192;
@@ -28,7 +28,7 @@ pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Ten
     if x.dims() != y.dims() {
         candle_core::bail!("residual_dropout: x {:?} and y {:?} differ in shape", x.dims(), y.dims());
     }
-    let fused = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && x.dtype() == y.dtype();
+    let fused = super::fused_cpu(x) && x.dtype() == y.dtype();
     if p <= 0.0 || p >= 1.0 || !fused {
         return x + dropout(y, p, seed)?;
     }

@@ -116,6 +116,12 @@ pub(crate) fn as_slice<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layou
     }
 }
 
+/// Whether the fused CPU kernels take `x` as it is: a CPU tensor in f32 or f64. Callers use the
+/// fused op then, and candle's ops (or the CUDA kernels) otherwise.
+pub fn fused_cpu(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
 /// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.
 /// The CUDA kernels also cover bf16 and f16.
 pub(crate) fn in_kernel_dtype(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {

@@ -101,16 +101,34 @@ fn add_bias_matches_broadcast_add_values_and_gradients() {
     }
 }
 
+/// Random attention inputs: 2 batches × 3 heads of size 4, `s` queries, `t` keys, a random 0/1
+/// mask (70% ones) and output weights `w` for a scalar loss.
+struct AttentionInputs {
+    q: Var,
+    k: Var,
+    v: Var,
+    mask: Tensor,
+    w: Tensor,
+}
+
+fn attention_inputs(dtype: DType, s: usize, t: usize) -> AttentionInputs {
+    let dev = Device::Cpu;
+    let r = |shape: (usize, usize, usize, usize)| {
+        Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
+    };
+    AttentionInputs {
+        q: r((2, 3, s, 4)),
+        k: r((2, 3, t, 4)),
+        v: r((2, 3, t, 4)),
+        mask: Tensor::rand(0f32, 1., (2, 1, s, t), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap(),
+        w: Tensor::randn(0f32, 1., (2, 3, s, 4), &dev).unwrap().to_dtype(dtype).unwrap(),
+    }
+}
+
 #[test]
 fn fused_attention_matches_composite_values_and_gradients() {
-    let dev = Device::Cpu;
     for (dtype, p) in [(DType::F64, 0.0), (DType::F32, 0.0), (DType::F64, 0.3)] {
-        let r = |shape: (usize, usize, usize, usize)| {
-            Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
-        };
-        let (q, k, v) = (r((2, 3, 5, 4)), r((2, 3, 7, 4)), r((2, 3, 7, 4)));
-        let mask = Tensor::rand(0f32, 1., (2, 1, 5, 7), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
-        let w = Tensor::randn(0f32, 1., (2, 3, 5, 4), &dev).unwrap().to_dtype(dtype).unwrap();
+        let AttentionInputs { q, k, v, mask, w } = attention_inputs(dtype, 5, 7);
         let fused = attention(&q, &k, &v, &mask, 0.5, p, 9).unwrap();
         let probs = masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), &mask, 0.5).unwrap();
         let slow = dropout(&probs, p, 9).unwrap().matmul(&v).unwrap();
@@ -127,14 +145,8 @@ fn fused_attention_matches_composite_values_and_gradients() {
 
 #[test]
 fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
-    let dev = Device::Cpu;
     for (dtype, p) in [(DType::F32, 0.0), (DType::F32, 0.3), (DType::F64, 0.5)] {
-        let r = |shape: (usize, usize, usize, usize)| {
-            Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap()
-        };
-        let (q, k, v) = (r((2, 3, 9, 4)), r((2, 3, 11, 4)), r((2, 3, 11, 4)));
-        let mask = Tensor::rand(0f32, 1., (2, 1, 9, 11), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
-        let w = Tensor::randn(0f32, 1., (2, 3, 9, 4), &dev).unwrap().to_dtype(dtype).unwrap();
+        let AttentionInputs { q, k, v, mask, w } = attention_inputs(dtype, 9, 11);
         let kept = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, usize::MAX).unwrap();
         let recomputed = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, 0).unwrap();
         assert_eq!(max_diff(&kept, &recomputed), 0.0);
