@@ -1,6 +1,7 @@
 //! The embedded poetry GLM (`models/poetry-glm`): it loads, its config and tokenizer agree, its model
 //! card is complete, `wenhui poem` on it meets the requested form, rhyme and acrostic heads with a
-//! fixed seed, `wenhui fill` works on it, and `wenhui eval poems` runs on a 3-title subset.
+//! fixed seed, `wenhui fill` works on it, `wenhui eval poems` runs on a 3-title subset (and one method with a task file), and
+//! `wenhui poem --titles` writes one valid poem per title.
 
 use std::process::Command;
 
@@ -141,4 +142,89 @@ fn eval_poems_runs_on_three_titles() {
     assert_eq!(v["summary"]["all"][1]["validity"], 1.0, "{v}");
     assert_eq!(v["summary"]["all"][0]["validity"], 1.0, "{v}");
     assert_eq!(v["rows"].as_array().unwrap().len(), 9);
+}
+
+/// A scratch directory `name` holding `titles.jsonl` with `lines`.
+fn titles_file(name: &str, lines: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let titles = dir.join("titles.jsonl");
+    std::fs::write(&titles, lines).unwrap();
+    (dir, titles)
+}
+
+#[test]
+fn eval_poems_runs_one_method_with_a_task_file() {
+    let (dir, titles) = titles_file("eval-poems-task", "{\"title\": \"春江\"}\n{\"title\": \"秋夜\"}\n");
+    // A task file with fewer beams than the built-in one drives the generator.
+    let task = dir.join("poem.toml");
+    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tasks/poem.toml")).unwrap();
+    std::fs::write(&task, builtin.replace("beams = 6", "beams = 2").replace("refine_rounds = 1", "refine_rounds = 0")).unwrap();
+    let run = |methods: &str| {
+        wenhui()
+            .args(["eval", "poems", "--titles", titles.to_str().unwrap(), "--distractors", "1", "--json", "--methods", methods])
+            .args(["--task", task.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run("inverse");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["method"] == "inverse" && r["valid"] == true), "{v}");
+    assert_eq!(v["summary"]["all"].as_array().unwrap().len(), 1);
+    // The order given does not matter; an unknown method is refused.
+    let both: serde_json::Value = serde_json::from_slice(&run("inverse,baseline").stdout).unwrap();
+    let methods: Vec<&str> = both["rows"].as_array().unwrap().iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["baseline", "inverse", "baseline", "inverse"]);
+    assert_eq!(both["rows"][1]["text"], v["rows"][0]["text"], "the same seed gives the same inverse poem");
+    let bad = run("sampling");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("sampling"));
+}
+
+#[test]
+fn poem_batch_mode_writes_one_poem_per_title() {
+    // Line forms and authors are used unless a flag overrides them; blank lines are skipped.
+    let (dir, titles) =
+        titles_file("poem-batch", "{\"title\": \"春江\", \"form\": \"七言绝句\", \"author\": \"王维\"}\n\n{\"title\": \"秋夜\"}\n");
+    let out_file = dir.join("poems.jsonl");
+    let run = |extra: &[&str]| {
+        wenhui()
+            .args(["poem", "--titles", titles.to_str().unwrap(), "--beams", "2", "--refine", "0", "--seed", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--output", out_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0]["form"].as_str().unwrap(), rows[0]["author"].as_str().unwrap()), ("七言绝句", "王维"));
+    assert_eq!((rows[1]["form"].as_str().unwrap(), rows[1]["author"].as_str().unwrap()), ("五言绝句", "李白"));
+    assert_eq!((rows[0]["seed"].as_u64(), rows[1]["seed"].as_u64()), (Some(3), Some(4)));
+    for r in &rows {
+        let c = Constraints::parse(r["form"].as_str().unwrap(), "pingshui", "").unwrap();
+        assert!(check_poem(r["text"].as_str().unwrap(), &c).unwrap().is_ok(), "{r}");
+        assert_eq!(r["constraints_ok"], true);
+    }
+    // Line i is the single poem of seed + i; --form overrides every line; stdout without --output.
+    let single = wenhui().args(["poem", "--title", "秋夜", "--beams", "2", "--refine", "0", "--seed", "4", "--json"]).output().unwrap();
+    let single: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    assert_eq!(single["text"], rows[1]["text"]);
+    let out = run(&["--form", "五绝"]);
+    let forms: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["form"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(forms, ["五言绝句", "五言绝句"]);
+    // Bad lines name the file and line.
+    std::fs::write(&titles, "{\"title\": \"春江\"}\n{\"name\": 1}\n").unwrap();
+    let err = String::from_utf8_lossy(&run(&[]).stderr).to_string();
+    assert!(err.contains("titles.jsonl:2") && err.contains("`title`"), "{err}");
+    std::fs::write(&titles, "{\"title\": \"春江\", \"form\": \"六言\"}\n").unwrap();
+    let err = String::from_utf8_lossy(&run(&[]).stderr).to_string();
+    assert!(err.contains("title 1") && err.contains("form"), "{err}");
 }

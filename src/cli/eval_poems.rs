@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::common::DefaultModel;
 use indicatif::{ProgressBar, ProgressStyle};
 use wenhui::error::read_text;
-use wenhui::eval::poems::{evaluate_poems, EvalTitle, HumanPoem, PoemEvalOptions, PoemEvalReport};
+use wenhui::eval::poems::{evaluate_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
 use wenhui::model::{load_model, LoadOptions};
@@ -40,12 +40,37 @@ pub struct PoemsArgs {
     /// Live beams (default: the task's).
     #[arg(long)]
     beams: Option<usize>,
+    /// A poem task file (TOML) instead of the built-in `poem` task: its search and score settings
+    /// drive the generator, its inverse prompt the judge (see assets/tasks/poem.toml).
+    #[arg(long)]
+    task: Option<PathBuf>,
+    /// Methods to run, comma-separated (e.g. only `inverse` when tuning a task file).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Baseline, MethodArg::Inverse])]
+    methods: Vec<MethodArg>,
     /// Write the full report (every poem) as JSON here.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--methods` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Beam search ranked by the forward log-probability.
+    Baseline,
+    /// The same search ranked with inverse prompting.
+    Inverse,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Method {
+        match m {
+            MethodArg::Baseline => Method::Baseline,
+            MethodArg::Inverse => Method::Inverse,
+        }
+    }
 }
 
 fn read_titles(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<EvalTitle>> {
@@ -92,17 +117,23 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     let (gm, gt) = load(&gen_dir)?;
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
     let (g, j) = (Context::new(gm.as_ref(), &gt)?, Context::new(jm.as_ref(), &jt)?);
-    let mut task = Task::builtin("poem")?;
+    let mut task = match &a.task {
+        Some(p) => Task::from_file(p)?,
+        None => Task::builtin("poem")?,
+    };
     if let Some(b) = a.beams {
         task.search.set_beams(b);
     }
-    let bar = ProgressBar::new(titles.iter().map(|t| 2 + t.reference.is_some() as u64).sum());
+    task.validate()?;
+    let chosen: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
+    let methods: Vec<Method> = Method::ALL.into_iter().filter(|m| chosen.contains(m)).collect();
+    let bar = ProgressBar::new(titles.iter().map(|t| methods.len() as u64 + t.reference.is_some() as u64).sum());
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
     let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
         bar.set_message(format!("{} {}", r.method, r.title));
         bar.inc(1);
     };
-    let opts = PoemEvalOptions { constraints, distractors: a.distractors, seed: a.seed };
+    let opts = PoemEvalOptions { constraints, distractors: a.distractors, seed: a.seed, methods };
     let report = evaluate_poems(&g, &j, &task, &titles, &opts, Some(&mut tick))?;
     bar.finish_and_clear();
     if let Some(p) = &a.output {

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::common::DefaultModel;
+use wenhui::error::read_text;
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
@@ -77,20 +78,30 @@ impl SearchArgs {
 #[derive(Debug, clap::Args)]
 pub struct PoemArgs {
     /// The title (simplified or traditional), e.g. 虹桥机场.
+    #[arg(long, required_unless_present = "titles")]
+    title: Option<String>,
+    /// Batch mode: a JSONL file of titles (`{"title": …}` per line, optional `author` and `form`,
+    /// e.g. the output of `wenhui data split`); line i uses seed + i, and one JSON poem per line
+    /// (`title`, `author`, `form`, `text`, …: ready for `wenhui data prepare`) goes to --output.
+    #[arg(long, conflicts_with_all = ["title", "acrostic", "explain"])]
+    titles: Option<PathBuf>,
+    /// Batch mode: write the poems (JSONL) here instead of to stdout.
+    #[arg(long, requires = "titles")]
+    output: Option<PathBuf>,
+    /// Form: 五绝, 七绝, 五律 or 七律 (also wujue, qijue, wulv, qilv) [default: 五绝; in batch mode
+    /// each line's `form` unless this is given].
     #[arg(long)]
-    title: String,
-    /// Form: 五绝, 七绝, 五律 or 七律 (also wujue, qijue, wulv, qilv).
-    #[arg(long, default_value = "五绝")]
-    form: String,
+    form: Option<String>,
     /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬.
     #[arg(long, default_value = "")]
     acrostic: String,
     /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
     #[arg(long, default_value = "pingshui")]
     rhyme: String,
-    /// The author named in the prompt (a style hint).
-    #[arg(long, default_value = "李白")]
-    author: String,
+    /// The author named in the prompt (a style hint) [default: 李白; in batch mode each line's
+    /// `author` unless this is given].
+    #[arg(long)]
+    author: Option<String>,
     #[command(flatten)]
     search: SearchArgs,
 }
@@ -108,14 +119,25 @@ pub struct AnswerArgs {
     search: SearchArgs,
 }
 
+/// The form used when neither `--form` nor a batch line names one.
+const DEFAULT_FORM: &str = "五绝";
+/// The author used when neither `--author` nor a batch line names one.
+const DEFAULT_AUTHOR: &str = "李白";
+
 pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
-    let constraints = Constraints::parse(&a.form, &a.rhyme, &a.acrostic)?;
-    let title: String = a.title.trim().chars().map(to_simplified).collect();
+    if let Some(path) = &a.titles {
+        return run_batch(&a, path);
+    }
+    let constraints = Constraints::parse(a.form.as_deref().unwrap_or(DEFAULT_FORM), &a.rhyme, &a.acrostic)?;
+    let title: String = a.title.as_deref().unwrap_or_default().trim().chars().map(to_simplified).collect();
     if title.is_empty() {
         anyhow::bail!("--title is empty: give the poem a title, e.g. --title 虹桥机场");
     }
     let task = a.search.task("poem")?;
-    let mut given = BTreeMap::from([("title".to_string(), title.clone()), ("author".into(), a.author.clone())]);
+    let mut given = BTreeMap::from([
+        ("title".to_string(), title.clone()),
+        ("author".into(), a.author.clone().unwrap_or_else(|| DEFAULT_AUTHOR.into())),
+    ]);
     given.insert("form".into(), constraints.form.name().into());
     let fields = task.fields(&given)?;
     let mut rules = PoemRules::new(constraints.clone());
@@ -148,6 +170,93 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One title of a batch file.
+struct BatchTitle {
+    title: String,
+    author: Option<String>,
+    form: Option<String>,
+}
+
+fn read_batch_titles(path: &Path) -> anyhow::Result<Vec<BatchTitle>> {
+    let mut out = Vec::new();
+    for (i, line) in read_text(path)?.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}: not a JSON object: {e}", at()))?;
+        let text = |k: &str| v.get(k).and_then(|t| t.as_str()).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        let title = text("title").ok_or_else(|| anyhow::anyhow!("{}: no non-empty string field `title`", at()))?;
+        out.push(BatchTitle { title: title.chars().map(to_simplified).collect(), author: text("author"), form: text("form") });
+    }
+    if out.is_empty() {
+        anyhow::bail!("{}: no titles", path.display());
+    }
+    Ok(out)
+}
+
+/// `wenhui poem --titles FILE`: a poem per title, as JSONL. A title no poem fits is reported and
+/// skipped; the poems written so far are kept when a later title fails.
+fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
+    let titles = read_batch_titles(path)?;
+    // Check every line's form before the first (slow) poem.
+    let mut constraints = Vec::with_capacity(titles.len());
+    for (i, t) in titles.iter().enumerate() {
+        let form = a.form.as_deref().or(t.form.as_deref()).unwrap_or(DEFAULT_FORM);
+        constraints.push(Constraints::parse(form, &a.rhyme, "").map_err(|e| anyhow::anyhow!("{} (title {}): {e}", path.display(), i + 1))?);
+    }
+    let task = a.search.task("poem")?;
+    let (model, tok) = a.search.load()?;
+    let cx = Context::new(model.as_ref(), &tok)?;
+    let bar = indicatif::ProgressBar::new(titles.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
+    let (mut lines, mut skipped) = (Vec::new(), 0usize);
+    let mut failure = None;
+    for (i, (t, c)) in titles.iter().zip(&constraints).enumerate() {
+        bar.set_message(t.title.clone());
+        let author = a.author.as_deref().or(t.author.as_deref()).unwrap_or(DEFAULT_AUTHOR).to_string();
+        let given = BTreeMap::from([
+            ("title".to_string(), t.title.clone()),
+            ("author".into(), author.clone()),
+            ("form".into(), c.form.name().into()),
+        ]);
+        let seed = a.search.seed + i as u64;
+        let opts = InverseOptions { seed, ..a.search.options() };
+        let result = task.fields(&given).and_then(|f| generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None));
+        match result {
+            Ok(out) => {
+                let ok = check_poem(&out.text, c)?.is_ok();
+                let row = serde_json::json!({"title": t.title, "author": author, "form": c.form.name(), "seed": seed,
+                    "text": out.text, "score": out.score, "constraints_ok": ok});
+                if a.output.is_some() {
+                    lines.push(row.to_string());
+                } else {
+                    bar.suspend(|| println!("{row}"));
+                }
+            }
+            Err(wenhui::Error::Input(e)) => {
+                skipped += 1;
+                bar.suspend(|| eprintln!("{}: title {} ({}): skipped: {e}", path.display(), i + 1, t.title));
+            }
+            Err(e) => {
+                failure = Some(anyhow::anyhow!("{}: title {} ({}): {e}", path.display(), i + 1, t.title));
+                break;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(out) = &a.output {
+        let mut text = lines.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        wenhui::error::write_atomic(out, text.as_bytes())?;
+        eprintln!("{} poems written to {} ({skipped} titles skipped)", lines.len(), out.display());
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {

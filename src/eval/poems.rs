@@ -106,6 +106,30 @@ pub struct PoemEvalOptions {
     pub distractors: usize,
     /// Base seed (title i uses `seed + i`).
     pub seed: u64,
+    /// Which generation methods run (both by default; one alone when tuning a search).
+    pub methods: Vec<Method>,
+}
+
+/// A way of generating the evaluated poems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    /// The unit beam search ranked by the forward log-probability (the paper's search baseline).
+    Baseline,
+    /// The same search ranked with inverse prompting.
+    Inverse,
+}
+
+impl Method {
+    /// Both methods, baseline first.
+    pub const ALL: [Method; 2] = [Method::Baseline, Method::Inverse];
+
+    /// The name used in rows and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Baseline => "baseline",
+            Method::Inverse => "inverse",
+        }
+    }
 }
 
 /// Called after every poem with `(title index, row)`.
@@ -121,6 +145,9 @@ pub fn evaluate_poems(
     mut progress: Option<EvalProgress<'_>>,
 ) -> Result<PoemEvalReport> {
     let (constraints, distractors, seed) = (&opts.constraints, opts.distractors, opts.seed);
+    if opts.methods.is_empty() {
+        return Err(Error::input("poem evaluation needs at least one method (baseline or inverse)"));
+    }
     if titles.len() < 2 {
         return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
     }
@@ -136,7 +163,8 @@ pub fn evaluate_poems(
         cands.extend(others.into_iter().take(distractors).map(String::from));
         let fields = task
             .fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
-        for (method, use_inverse) in [("baseline", false), ("inverse", true)] {
+        for method in &opts.methods {
+            let use_inverse = *method == Method::Inverse;
             let start = Instant::now();
             let mut rules = PoemRules::new(constraints.clone());
             let opts = InverseOptions { seed: seed + i as u64, use_inverse, ..Default::default() };
@@ -148,7 +176,7 @@ pub fn evaluate_poems(
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let valid = !text.is_empty() && check_poem(&text, constraints)?.is_ok();
             let rank = if text.is_empty() { cands.len() } else { title_rank(judge, task, &fields, &text, &cands)? };
-            let row = PoemRow { title: t.title.clone(), source: t.source.clone(), method: method.into(), text, valid, rank, ms };
+            let row = PoemRow { title: t.title.clone(), source: t.source.clone(), method: method.name().into(), text, valid, rank, ms };
             if let Some(p) = progress.as_deref_mut() {
                 p(i, &row);
             }
