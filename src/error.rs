@@ -91,6 +91,16 @@ pub fn read_text(path: &Path) -> Result<String> {
         .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))
 }
 
+/// Reads a JSONL file into `T` per non-blank line; errors name the file and line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = read_text(path)?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1))))
+        .collect()
+}
+
 /// Writes a file atomically: to a temporary file beside it, then renamed over it, so a crash never leaves
 /// a half-written file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

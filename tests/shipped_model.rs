@@ -223,7 +223,7 @@ fn poem_batch_mode_writes_one_poem_per_title() {
     // Bad lines name the file and line.
     std::fs::write(&titles, "{\"title\": \"春江\"}\n{\"name\": 1}\n").unwrap();
     let err = String::from_utf8_lossy(&run(&[]).stderr).to_string();
-    assert!(err.contains("titles.jsonl:2") && err.contains("`title`"), "{err}");
+    assert!(err.contains("titles.jsonl: line 2") && err.contains("`title`"), "{err}");
     std::fs::write(&titles, "{\"title\": \"春江\", \"form\": \"六言\"}\n").unwrap();
     let err = String::from_utf8_lossy(&run(&[]).stderr).to_string();
     assert!(err.contains("title 1") && err.contains("form"), "{err}");

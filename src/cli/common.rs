@@ -141,3 +141,37 @@ impl DeviceFlags {
         anyhow::bail!("`wenhui {command}` runs on the CPU in f32 for now; drop --device/--dtype")
     }
 }
+
+/// One line of a titles file (`wenhui poem --titles`, `wenhui eval poems --titles`): `title`, and
+/// optionally the `author`, `form` and human poem `text` (other fields, e.g. of `data split`
+/// output, are ignored).
+#[derive(Debug, serde::Deserialize)]
+pub struct TitleLine {
+    pub title: String,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub form: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// The titles of a JSONL file, trimmed (an empty `author`, `form` or `text` counts as absent); an
+/// empty file or title is an error naming the file.
+pub fn read_title_lines(path: &std::path::Path) -> anyhow::Result<Vec<TitleLine>> {
+    let mut lines: Vec<TitleLine> = wenhui::error::read_jsonl(path)?;
+    let clean = |f: &mut Option<String>| *f = f.take().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    for (k, l) in lines.iter_mut().enumerate() {
+        l.title = l.title.trim().to_string();
+        clean(&mut l.author);
+        clean(&mut l.form);
+        clean(&mut l.text);
+        if l.title.is_empty() {
+            anyhow::bail!("{}: title {} is empty", path.display(), k + 1);
+        }
+    }
+    if lines.is_empty() {
+        anyhow::bail!("{}: no titles", path.display());
+    }
+    Ok(lines)
+}

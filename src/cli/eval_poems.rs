@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::common::DefaultModel;
+use crate::cli::common::{read_title_lines, DefaultModel};
 use indicatif::{ProgressBar, ProgressStyle};
-use wenhui::error::read_text;
 use wenhui::eval::poems::{evaluate_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
@@ -75,30 +74,16 @@ impl From<MethodArg> for Method {
 
 fn read_titles(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<EvalTitle>> {
     let source = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut out = Vec::new();
-    for (i, line) in read_text(path)?.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}:{}: not a JSON object: {e}", path.display(), i + 1))?;
-        let title = v
-            .get("title")
-            .and_then(|t| t.as_str())
-            .ok_or_else(|| anyhow::anyhow!("{}:{}: no string field `title`", path.display(), i + 1))?;
-        let reference = match (v.get("text").and_then(|t| t.as_str()), v.get("form").and_then(|f| f.as_str())) {
-            (Some(text), Some(form)) => Some(HumanPoem { text: text.to_string(), form: form.to_string() }),
-            _ => None,
-        };
-        out.push(EvalTitle { title: title.trim().to_string(), source: source.clone(), reference });
-        if limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-    }
-    if out.is_empty() {
-        anyhow::bail!("{}: no titles", path.display());
-    }
-    Ok(out)
+    let lines = read_title_lines(path)?;
+    Ok(lines
+        .into_iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|l| EvalTitle {
+            reference: l.text.zip(l.form).map(|(text, form)| HumanPoem { text, form }),
+            title: l.title,
+            source: source.clone(),
+        })
+        .collect())
 }
 
 fn load(dir: &Path) -> anyhow::Result<(Box<dyn wenhui::model::Backbone>, Tokenizer)> {

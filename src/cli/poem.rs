@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::common::DefaultModel;
-use wenhui::error::read_text;
+use crate::cli::common::{read_title_lines, DefaultModel};
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
@@ -172,35 +171,13 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One title of a batch file.
-struct BatchTitle {
-    title: String,
-    author: Option<String>,
-    form: Option<String>,
-}
-
-fn read_batch_titles(path: &Path) -> anyhow::Result<Vec<BatchTitle>> {
-    let mut out = Vec::new();
-    for (i, line) in read_text(path)?.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{}:{}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}: not a JSON object: {e}", at()))?;
-        let text = |k: &str| v.get(k).and_then(|t| t.as_str()).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
-        let title = text("title").ok_or_else(|| anyhow::anyhow!("{}: no non-empty string field `title`", at()))?;
-        out.push(BatchTitle { title: title.chars().map(to_simplified).collect(), author: text("author"), form: text("form") });
-    }
-    if out.is_empty() {
-        anyhow::bail!("{}: no titles", path.display());
-    }
-    Ok(out)
-}
-
 /// `wenhui poem --titles FILE`: a poem per title, as JSONL. A title no poem fits is reported and
 /// skipped; the poems written so far are kept when a later title fails.
 fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
-    let titles = read_batch_titles(path)?;
+    let mut titles = read_title_lines(path)?;
+    for t in &mut titles {
+        t.title = t.title.chars().map(to_simplified).collect();
+    }
     // Check every line's form before the first (slow) poem.
     let mut constraints = Vec::with_capacity(titles.len());
     for (i, t) in titles.iter().enumerate() {

@@ -6,7 +6,7 @@
 //! Where a relation's test file is missing (13 relations, too large for the public snapshots),
 //! `trex_lms_vocab/<REL>.jsonl` is read as a stand-in and [`RelationData::test_source`] says so.
 
-use crate::error::read_text;
+use crate::error::{read_jsonl, read_text};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -77,15 +77,6 @@ pub struct LamaDir {
     root: PathBuf,
 }
 
-fn parse_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let text = read_text(path)?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1))))
-        .collect()
-}
-
 impl LamaDir {
     /// The data at `root`; errors when `relations.jsonl` is not there.
     pub fn open(root: &Path) -> Result<Self> {
@@ -103,7 +94,7 @@ impl LamaDir {
     /// Every relation of `relations.jsonl` that has facts here (a `fact-retrieval/original/<REL>`
     /// folder or a `trex_lms_vocab/<REL>.jsonl` stand-in), in file order.
     pub fn relations(&self) -> Result<Vec<Relation>> {
-        let all: Vec<Relation> = parse_jsonl(&self.root.join("relations.jsonl"))?;
+        let all: Vec<Relation> = read_jsonl(&self.root.join("relations.jsonl"))?;
         Ok(all.into_iter().filter(|r| self.split_dir(&r.relation).is_dir() || self.stand_in(&r.relation).is_file()).collect())
     }
 
@@ -121,7 +112,7 @@ impl LamaDir {
         if !path.is_file() {
             return Ok(None);
         }
-        parse_jsonl(&path).map(Some)
+        read_jsonl(&path).map(Some)
     }
 
     /// All facts of `rel`; the test split falls back to the `trex_lms_vocab` stand-in.
@@ -130,7 +121,7 @@ impl LamaDir {
         let dev = self.split(rel, Split::Dev)?.unwrap_or_default();
         let (test, test_source) = match self.split(rel, Split::Test)? {
             Some(t) => (t, "fact-retrieval"),
-            None if self.stand_in(rel).is_file() => (parse_jsonl(&self.stand_in(rel))?, "trex_lms_vocab"),
+            None if self.stand_in(rel).is_file() => (read_jsonl(&self.stand_in(rel))?, "trex_lms_vocab"),
             None => (vec![], "none"),
         };
         Ok(RelationData { train, dev, test, test_source })
@@ -147,7 +138,7 @@ impl LamaDir {
         if !path.is_file() {
             return Ok(vec![]);
         }
-        Ok(parse_jsonl::<Pattern>(&path)?.into_iter().map(|p| p.pattern).collect())
+        Ok(read_jsonl::<Pattern>(&path)?.into_iter().map(|p| p.pattern).collect())
     }
 
     /// An allowed-vocabulary list: `29k` (`29k-vocab.json`, key `bert-base-cased`: 18,154 words)
