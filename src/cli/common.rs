@@ -147,12 +147,13 @@ impl DeviceFlags {
 /// output, are ignored).
 #[derive(Debug, serde::Deserialize)]
 pub struct TitleLine {
+    /// The title.
     pub title: String,
-    #[serde(default)]
+    /// The author named in the prompt.
     pub author: Option<String>,
-    #[serde(default)]
+    /// The poem form (`五言绝句`, `五绝`, …).
     pub form: Option<String>,
-    #[serde(default)]
+    /// A human poem for the title.
     pub text: Option<String>,
 }
 
