@@ -110,9 +110,9 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         task.search.set_beams(b);
     }
     task.validate()?;
-    let chosen: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
-    let methods: Vec<Method> = Method::ALL.into_iter().filter(|m| chosen.contains(m)).collect();
-    let bar = ProgressBar::new(titles.iter().map(|t| methods.len() as u64 + t.reference.is_some() as u64).sum());
+    let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
+    let runs = Method::ALL.iter().filter(|m| methods.contains(m)).count() as u64;
+    let bar = ProgressBar::new(titles.iter().map(|t| runs + t.reference.is_some() as u64).sum());
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
     let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
         bar.set_message(format!("{} {}", r.method, r.title));

@@ -133,12 +133,7 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
         anyhow::bail!("--title is empty: give the poem a title, e.g. --title 虹桥机场");
     }
     let task = a.search.task("poem")?;
-    let mut given = BTreeMap::from([
-        ("title".to_string(), title.clone()),
-        ("author".into(), a.author.clone().unwrap_or_else(|| DEFAULT_AUTHOR.into())),
-    ]);
-    given.insert("form".into(), constraints.form.name().into());
-    let fields = task.fields(&given)?;
+    let fields = poem_fields(&task, &title, a.author.as_deref().unwrap_or(DEFAULT_AUTHOR), constraints.form)?;
     let mut rules = PoemRules::new(constraints.clone());
     let (model, tok) = a.search.load()?;
     let cx = Context::new(model.as_ref(), &tok)?;
@@ -171,6 +166,15 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The poem task's field values for `title`, `author` and `form` (defaults filled in).
+fn poem_fields(task: &Task, title: &str, author: &str, form: Form) -> wenhui::Result<BTreeMap<String, String>> {
+    task.fields(&BTreeMap::from([
+        ("title".to_string(), title.to_string()),
+        ("author".to_string(), author.to_string()),
+        ("form".to_string(), form.name().to_string()),
+    ]))
+}
+
 /// `wenhui poem --titles FILE`: a poem per title, as JSONL. A title no poem fits is reported and
 /// skipped; the poems written so far are kept when a later title fails.
 fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
@@ -193,15 +197,11 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     let mut failure = None;
     for (i, (t, c)) in titles.iter().zip(&constraints).enumerate() {
         bar.set_message(t.title.clone());
-        let author = a.author.as_deref().or(t.author.as_deref()).unwrap_or(DEFAULT_AUTHOR).to_string();
-        let given = BTreeMap::from([
-            ("title".to_string(), t.title.clone()),
-            ("author".into(), author.clone()),
-            ("form".into(), c.form.name().into()),
-        ]);
+        let author = a.author.as_deref().or(t.author.as_deref()).unwrap_or(DEFAULT_AUTHOR);
         let seed = a.search.seed + i as u64;
         let opts = InverseOptions { seed, ..a.search.options() };
-        let result = task.fields(&given).and_then(|f| generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None));
+        let result = poem_fields(&task, &t.title, author, c.form)
+            .and_then(|f| generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None));
         match result {
             Ok(out) => {
                 let ok = check_poem(&out.text, c)?.is_ok();

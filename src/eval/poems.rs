@@ -106,7 +106,8 @@ pub struct PoemEvalOptions {
     pub distractors: usize,
     /// Base seed (title i uses `seed + i`).
     pub seed: u64,
-    /// Which generation methods run (both by default; one alone when tuning a search).
+    /// Which generation methods run (one alone when tuning a search); each runs once, in the
+    /// order of [`Method::ALL`], whatever the order or repeats given here.
     pub methods: Vec<Method>,
 }
 
@@ -163,12 +164,11 @@ pub fn evaluate_poems(
         cands.extend(others.into_iter().take(distractors).map(String::from));
         let fields = task
             .fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
-        for method in &opts.methods {
-            let use_inverse = *method == Method::Inverse;
+        for method in Method::ALL.into_iter().filter(|m| opts.methods.contains(m)) {
             let start = Instant::now();
             let mut rules = PoemRules::new(constraints.clone());
-            let opts = InverseOptions { seed: seed + i as u64, use_inverse, ..Default::default() };
-            let text = match generate_inverse(generator, task, &fields, &mut rules, &opts, None) {
+            let search = InverseOptions { seed: seed + i as u64, use_inverse: method == Method::Inverse, ..Default::default() };
+            let text = match generate_inverse(generator, task, &fields, &mut rules, &search, None) {
                 Ok(r) => r.text,
                 Err(Error::Input(_)) => String::new(),
                 Err(e) => return Err(e),
