@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use wenhui::generate::inverse::{
-    causal_logprobs, generate_inverse, span_logprobs, window, Context, InverseMode, InverseOptions, PlainRules, PoemRules, SpanRow, Task,
-    Window,
+    causal_logprobs, generate_inverse, span_logprobs, window, Context, Emphasis, InverseMode, InverseOptions, PlainRules, PoemRules,
+    SpanRow, Task, Window,
 };
 use wenhui::generate::poetry::{check_poem, Constraints};
 use wenhui::model::{load_model, Backbone, LoadOptions};
@@ -92,24 +92,174 @@ fn baseline_runs_without_an_inverse_pass() {
     assert!(!out.explain.is_empty() && out.explain[0].top.iter().any(|r| r.kept));
 }
 
-#[test]
-fn batched_span_scores_equal_one_by_one() {
-    let (model, tok) = poetry();
+/// Inverse rows for three poems and their titles (Part A with `[sMASK]` where the title was),
+/// each emphasizing its poem with `weight` when given.
+fn title_rows(tok: &Tokenizer, weight: Option<f32>) -> Vec<SpanRow> {
     let sp = &tok.special;
-    let (cls, smask, sop, eop) = (sp.get("cls").unwrap(), sp.get("smask").unwrap(), sp.get("sop").unwrap(), sp.get("eop").unwrap());
+    let (cls, smask, eop) = (sp.get("cls").unwrap(), sp.get("smask").unwrap(), sp.get("eop").unwrap());
     let mut rows = vec![];
     for (poem, title) in
         [("白日依山尽，黄河入海流。", "登鹳雀楼"), ("床前明月光，", "静夜思"), ("千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，", "江雪")]
     {
-        let mut a = vec![cls];
-        a.extend(tok.encode("题名：", false).unwrap());
-        let mask_position = a.len();
-        a.push(smask);
-        a.extend(tok.encode(&format!("；作者：李白；体裁：五言绝句；正文：{poem}"), false).unwrap());
+        let row = |poem: &str| {
+            let mut a = vec![cls];
+            a.extend(tok.encode("题名：", false).unwrap());
+            a.push(smask);
+            a.extend(tok.encode(&format!("；作者：李白；体裁：五言绝句；正文：{poem}"), false).unwrap());
+            a
+        };
+        let (a, mask_position) = (row(poem), 1 + tok.encode("题名：", false).unwrap().len());
         let mut target = tok.encode(title, false).unwrap();
         target.push(eop);
-        rows.push(SpanRow { context: a, mask_position, target });
+        let emphasis = weight.map(|w| Emphasis::of_difference(&a, &row(""), w).expect("the poem is in the row"));
+        rows.push(SpanRow { context: a, mask_position, target, emphasis });
     }
+    rows
+}
+
+#[test]
+fn emphasis_covers_the_tokens_a_part_adds() {
+    let e = Emphasis::of_difference(&[1, 2, 3, 9, 9, 4, 5], &[1, 2, 3, 4, 5], 0.5).unwrap();
+    assert_eq!((e.keys.clone(), e.weight), (3..5, 0.5));
+    // A repeated token at the seam is counted once.
+    assert_eq!(Emphasis::of_difference(&[1, 2, 2, 3], &[1, 2, 3], 1.0).unwrap().keys, 2..3);
+    assert_eq!(Emphasis::of_difference(&[1, 2, 7], &[1, 2], 1.0).unwrap().keys, 2..3);
+    assert!(Emphasis::of_difference(&[1, 2], &[1, 2], 1.0).is_none());
+    assert_eq!(e.bias_row(7), vec![0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0]);
+}
+
+#[test]
+fn emphasized_span_scores_batch_like_one_by_one_and_differ() {
+    let (model, tok) = poetry();
+    let sop = tok.special.get("sop").unwrap();
+    let rows = title_rows(&tok, Some(0.5));
+    assert_eq!(rows[1].emphasis.as_ref().unwrap().keys.len(), 6, "床前明月光，");
+    let batched = span_logprobs(model.as_ref(), sop, &rows, None).unwrap();
+    let plain = span_logprobs(model.as_ref(), sop, &title_rows(&tok, None), None).unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let one = span_logprobs(model.as_ref(), sop, std::slice::from_ref(r), None).unwrap();
+        for (a, b) in one[0].iter().zip(&batched[i]) {
+            assert!((a - b).abs() <= 1e-4, "row {i}: {a} vs {b}");
+        }
+        let shift: f64 = batched[i].iter().zip(&plain[i]).map(|(a, b)| (a - b).abs()).sum();
+        assert!(shift > 1e-3, "row {i}: the emphasis changed nothing");
+    }
+}
+
+#[test]
+fn biased_decoding_with_a_cache_equals_one_full_pass() {
+    use candle_core::{Device, Tensor};
+    use wenhui::generate::{GlmBlankInputs, StepInputs};
+    use wenhui::model::{Attention, BackboneInput};
+    let (model, tok) = poetry();
+    let dev = Device::Cpu;
+    let part_a = |title: &str| {
+        let mut a = vec![tok.special.get("cls").unwrap()];
+        a.extend(tok.encode(&format!("题名：{title}；作者：李白；体裁：五言绝句；正文：[gMASK]"), false).unwrap());
+        a
+    };
+    let a = part_a("江雪");
+    let n = a.len();
+    let mask = n - 1;
+    let title = Emphasis::of_difference(&a, &part_a(""), 0.5).unwrap();
+    assert_eq!(title.keys, 4..6, "[CLS] 题 名 ： 江 雪");
+    let bias = Tensor::from_vec(title.bias_row(n), (1, n), &dev).unwrap();
+    let mut b = vec![tok.special.get("sop").unwrap()];
+    b.extend(tok.encode("千山鸟", false).unwrap());
+    // One pass over Part A and Part B, with and without the bias.
+    let full = model.forward(&full_pass_input(&a, &b, mask).with_key_bias(bias.clone()), None).unwrap().logits.squeeze(0).unwrap();
+    let unbiased = model.forward(&full_pass_input(&a, &b, mask), None).unwrap().logits.squeeze(0).unwrap();
+    // Part A, then Part B one token at a time through the cache.
+    let mut cache = model.new_cache();
+    let pos_a: Vec<u32> = (0..n as u32).chain(std::iter::repeat_n(0, n)).collect();
+    let part_a = BackboneInput::ids(Tensor::new(a.as_slice(), &dev).unwrap().unsqueeze(0).unwrap())
+        .with_positions(Tensor::from_vec(pos_a, (1, 2, n), &dev).unwrap())
+        .with_attention(Attention::Sep(vec![n]))
+        .with_key_bias(bias.clone());
+    model.forward(&part_a, Some(&mut cache)).unwrap();
+    let mut steps = GlmBlankInputs::new(mask, model.info().max_positions);
+    steps.key_bias = Some(bias);
+    for (k, &t) in b.iter().enumerate() {
+        let ids = Tensor::new(&[t], &dev).unwrap().unsqueeze(0).unwrap();
+        let step = model.forward(&steps.input(ids, k).unwrap(), Some(&mut cache)).unwrap().logits.squeeze(0).unwrap().squeeze(0).unwrap();
+        let want = full.get(n + k).unwrap();
+        let err = (step - &want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(err <= 1e-4, "token {k}: max abs error {err}");
+        let moved = (want - unbiased.get(n + k).unwrap()).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(moved > 1e-3, "token {k}: the bias changed nothing");
+    }
+}
+
+/// Part A `a` (blank at `mask`) and Part B `b` in one GLM pass.
+fn full_pass_input(a: &[u32], b: &[u32], mask: usize) -> wenhui::model::BackboneInput {
+    use candle_core::{Device, Tensor};
+    let n = a.len();
+    let ids: Vec<u32> = a.iter().chain(b).copied().collect();
+    let pos: Vec<u32> =
+        (0..n as u32).chain(std::iter::repeat_n(mask as u32, b.len())).chain(std::iter::repeat_n(0, n)).chain(1..=b.len() as u32).collect();
+    wenhui::model::BackboneInput::ids(Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap())
+        .with_positions(Tensor::from_vec(pos, (1, 2, ids.len()), &Device::Cpu).unwrap())
+        .with_attention(wenhui::model::Attention::Sep(vec![n]))
+}
+
+#[test]
+fn attention_bias_changes_only_the_inverse_method() {
+    let (model, tok) = poetry();
+    let cx = Context::new(model.as_ref(), &tok).unwrap();
+    let plain = small_task();
+    let mut biased = small_task();
+    biased.inverse.attention_bias = 0.5;
+    let c = Constraints::parse("五绝", "pingshui", "").unwrap();
+    let f = fields(&plain, "江雪", c.form.name());
+    let run = |task: &Task, use_inverse: bool| {
+        let opts = InverseOptions { seed: 3, use_inverse, ..Default::default() };
+        generate_inverse(&cx, task, &f, &mut PoemRules::new(c.clone()), &opts, None).unwrap()
+    };
+    let (bi, pi) = (run(&biased, true), run(&plain, true));
+    assert!(check_poem(&bi.text, &c).unwrap().is_ok(), "{}", bi.text);
+    assert!((bi.score - pi.score).abs() > 1e-6, "the emphasis changed no score");
+    // The search baseline is plain search: the re-weighting belongs to inverse prompting.
+    let (bb, pb) = (run(&biased, false), run(&plain, false));
+    assert_eq!(bb.text, pb.text);
+    assert!((bb.score - pb.score).abs() < 1e-9);
+}
+
+#[test]
+fn contrastive_choice_scores_texts_against_generic_targets() {
+    let (model, tok) = poetry();
+    let cx = Context::new(model.as_ref(), &tok).unwrap();
+    let mut task = small_task();
+    let c = Constraints::parse("五绝", "pingshui", "").unwrap();
+    let f = fields(&task, "登鹳雀楼", c.form.name());
+    let prep = cx.prepare(&task, &f).unwrap();
+    let texts = ["白日依山尽，黄河入海流。".to_string(), "床前明月光，疑是地上霜。".to_string()];
+    let table = cx.target_table(&prep, &task, &texts, &["登鹳雀楼".to_string(), "送别".to_string(), "秋思".to_string()]).unwrap();
+    assert_eq!((table.len(), table[0].len()), (2, 3));
+    assert!(table.iter().flatten().all(|x| x.is_finite() && *x < 0.0));
+    // The true target's column is the plain inverse score of the same text.
+    task.inverse.attention_bias = 0.0;
+    let prep = cx.prepare(&task, &f).unwrap();
+    let units: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+    let plain = cx.inverse_scores(&prep, &task, &texts, &units).unwrap();
+    for (row, ip) in table.iter().zip(&plain) {
+        assert!((row[0] - ip).abs() < 1e-4, "{} vs {ip}", row[0]);
+    }
+    // A contrastive search still meets every constraint and is reproducible.
+    task.inverse.contrast = 1.0;
+    task.inverse.contrast_targets = vec!["送别".into(), "秋思".into(), "登鹳雀楼".into()];
+    task.validate().unwrap();
+    let opts = InverseOptions { seed: 5, ..Default::default() };
+    let a = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None).unwrap();
+    assert!(check_poem(&a.text, &c).unwrap().is_ok(), "{}", a.text);
+    let b = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c), &opts, None).unwrap();
+    assert_eq!(a.text, b.text);
+}
+
+#[test]
+fn batched_span_scores_equal_one_by_one() {
+    let (model, tok) = poetry();
+    let sop = tok.special.get("sop").unwrap();
+    let rows = title_rows(&tok, None);
     let batched = span_logprobs(model.as_ref(), sop, &rows, None).unwrap();
     for (i, r) in rows.iter().enumerate() {
         let one = span_logprobs(model.as_ref(), sop, std::slice::from_ref(r), None).unwrap();
@@ -279,6 +429,13 @@ fn bad_input_is_a_clear_error() {
         ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\ntarget='q'", "inverse.target `q`"),
         ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\nmode='causal'\ntarget='t'", "inverse.context"),
         ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\ntarget='t'\n[search]\nbeams=0", "at least 1"),
+        ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\ntarget='t'\nattention_bias=20.0", "between -10 and 10"),
+        ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\ntarget='t'\ncontrast=1.0", "needs inverse.contrast_targets"),
+        ("name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\ntarget='t'\ncontrast=-1.0\ncontrast_targets=['a']", "between 0 and 10"),
+        (
+            "name='x'\nrequired=['t']\n[forward]\nprompt='{t}{text}'\n[inverse]\nmode='causal'\ntarget='t'\ncontext='{window}'\ntarget_text='t'\nattention_bias=0.5",
+            "need the GLM-native inverse",
+        ),
     ] {
         let e = Task::from_toml(toml, "t.toml").unwrap_err().to_string();
         assert!(e.contains(want), "{toml}: {e}");

@@ -237,7 +237,7 @@ pub fn title_scores(judge: &Context<'_>, task: &Task, fields: &BTreeMap<String, 
         for c in cands {
             let mut target = judge.tokenizer.encode(c, false)?;
             target.push(eop);
-            rows.push(SpanRow { context: a.clone(), mask_position, target });
+            rows.push(SpanRow { context: a.clone(), mask_position, target, emphasis: None });
         }
     }
     let lp: Vec<f64> = span_logprobs(judge.model, sop, &rows, None)?.into_iter().map(|r| r.iter().sum()).collect();

@@ -48,7 +48,7 @@ impl StepInputs for Seq2seqSteps {
         let (rows, s) = ids.dims2()?;
         let device = ids.device().clone();
         // Positions and attention as any GLM blank; only the hidden source pads differ.
-        let blank = GlmBlankInputs { mask_position: self.mask_position, max_block_position: self.max_positions };
+        let blank = GlmBlankInputs::new(self.mask_position, self.max_positions);
         let mut input = blank.input(ids, offset)?;
         if let Some((from, to)) = self.pads {
             let total = self.sep + offset + s;

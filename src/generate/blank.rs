@@ -85,6 +85,16 @@ pub struct GlmBlankInputs {
     pub mask_position: usize,
     /// Block positions available (the model's `max_positions`).
     pub max_block_position: usize,
+    /// `[1, K]` attention logit bias toward the first `K` keys of every step (see
+    /// [`crate::model::BackboneInput::key_bias`]); `None` = none.
+    pub key_bias: Option<Tensor>,
+}
+
+impl GlmBlankInputs {
+    /// Inputs for the blank at `mask_position` of a model with `max_block_position` positions.
+    pub fn new(mask_position: usize, max_block_position: usize) -> Self {
+        Self { mask_position, max_block_position, key_bias: None }
+    }
 }
 
 impl StepInputs for GlmBlankInputs {
@@ -96,7 +106,11 @@ impl StepInputs for GlmBlankInputs {
             data.extend((0..s).map(|k| (offset + k + 1) as u32));
         }
         let positions = Tensor::from_vec(data, (rows, 2, s), ids.device())?;
-        Ok(BackboneInput::ids(ids).with_positions(positions).with_attention(Attention::Sep(vec![0; rows])))
+        let input = BackboneInput::ids(ids).with_positions(positions).with_attention(Attention::Sep(vec![0; rows]));
+        Ok(match &self.key_bias {
+            Some(b) => input.with_key_bias(b.clone()),
+            None => input,
+        })
     }
     fn capacity(&self) -> Option<usize> {
         // One block position is kept for the last token, which `fill_blanks` feeds afterwards.
@@ -161,7 +175,7 @@ pub fn fill_blanks_streaming(
     let mut sequence = context.to_vec();
     let mut fills = Vec::with_capacity(blanks.len());
     for (b, &pos) in blanks.iter().enumerate() {
-        let inputs = GlmBlankInputs { mask_position: pos, max_block_position: max_pos };
+        let inputs = GlmBlankInputs::new(pos, max_pos);
         sequence.push(tokens.sop);
         let snapshot = if cfg.num_beams > 1 { Some(cache.clone()) } else { None };
         let mut step_hook = hook.as_mut().map(|h| move |i: usize, t: u32| h(b, i, t));

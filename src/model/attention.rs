@@ -184,13 +184,16 @@ fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 /// Scaled dot-product attention over `q, k, v` (`[B, S, H]` each) with a 0/1 `mask`
 /// (`[B or 1, 1, S, past + S]`). New keys/values are appended to `cache` when given.
 /// Masked scores are replaced by −65504 before the softmax (see [`crate::ops::masked_softmax`]).
+/// `bias` (`[B or 1, 1, 1, past + S]`) is added to the scaled scores before masking.
 /// `dropout` = (probability, step seed, call site) for the attention probabilities.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     heads: usize,
     mask: &Tensor,
+    bias: Option<&Tensor>,
     cache: Option<&mut Option<LayerKv>>,
     dropout: (f64, Option<u64>, u64),
 ) -> Result<Tensor> {
@@ -210,12 +213,16 @@ pub(crate) fn attend(
     let scale = 1.0 / (d as f64).sqrt();
     let (p, seed, site) = dropout;
     let ctx = if fresh && q.device().is_cpu() {
-        // No history: one fused node (scores, mask, softmax, dropout, PV) with its own backward.
+        // No history: one fused node (scores, bias, mask, softmax, dropout, PV) with its own backward.
         let (p, seed) = fused_dropout(dropout);
-        crate::ops::attention(&q, &k, &v, mask, scale, p, seed)?
+        crate::ops::attention(&q, &k, &v, mask, bias, scale, p, seed)?
     } else {
         // Kᵀ as a strided view: the matmul reads the cached history in place, no copy.
-        let scores = q.matmul(&k.transpose(2, 3)?)?;
+        let mut scores = q.matmul(&k.transpose(2, 3)?)?;
+        if let Some(bias) = bias {
+            // The softmax scales the scores, so the bias goes in unscaled: (s + b/scale)·scale = s·scale + b.
+            scores = scores.broadcast_add(&bias.affine(1.0 / scale, 0.0)?.to_dtype(scores.dtype())?)?;
+        }
         let probs = masked_softmax(&scores, mask, scale)?;
         super::dropout(&probs, p, seed, site)?.matmul(&v)?
     };
@@ -237,15 +244,16 @@ pub(crate) fn attend_packed(
     qkv: &Tensor,
     heads: usize,
     mask: &Tensor,
+    bias: Option<&Tensor>,
     cache: Option<&mut Option<LayerKv>>,
     dropout: (f64, Option<u64>, u64),
 ) -> Result<Tensor> {
     let h = qkv.dim(2)? / 3;
     if cache.is_none() && crate::ops::fused_cpu(qkv) {
         let (p, seed) = fused_dropout(dropout);
-        return Ok(crate::ops::attention_packed(qkv, heads, mask, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
+        return Ok(crate::ops::attention_packed(qkv, heads, mask, bias, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
     }
-    attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, cache, dropout)
+    attend(&qkv.narrow(2, 0, h)?, &qkv.narrow(2, h, h)?, &qkv.narrow(2, 2 * h, h)?, heads, mask, bias, cache, dropout)
 }
 
 #[cfg(test)]
@@ -284,6 +292,44 @@ mod tests {
         let s = snapshot.layers[0].as_ref().ok_or("empty layer")?;
         let d = (s.keys()? - &want)?.abs()?.sum_all()?.to_scalar::<f32>()?;
         assert_eq!(d, 0.0);
+        Ok(())
+    }
+
+    /// `softmax(Q·Kᵀ·scale + bias, masked)·V` with plain candle ops, `[B, S, H]` in and out.
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, s, h) = q.dims3()?;
+        let split = |x: &Tensor| x.reshape((b, s, heads, h / heads))?.transpose(1, 2)?.contiguous();
+        let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+        let scale = 1.0 / ((h / heads) as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?.affine(scale, 0.0)?.broadcast_add(bias)?;
+        let scores = scores.broadcast_add(&mask.affine(1e9, -1e9)?)?;
+        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        p.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))
+    }
+
+    #[test]
+    fn key_bias_is_added_to_the_scaled_scores_of_visible_keys() -> TestResult {
+        use crate::model::mask::build_key_bias;
+        use crate::model::{build_mask, Attention};
+        let dev = Device::Cpu;
+        let (b, s, heads, h) = (2, 5, 2, 8);
+        let qkv: Vec<Tensor> = (0..3).map(|_| Tensor::randn(0f32, 1., (b, s, h), &dev)).collect::<candle_core::Result<_>>()?;
+        let mask = build_mask(&Attention::Sep(vec![3, 1]), None, b, s, 0, DType::F32, &dev)?;
+        let raw = Tensor::new(&[[0f32, 2.0, 0.0, 0.0, -1.0], [1.5, 0.0, 0.0, 0.7, 0.0]], &dev)?;
+        let bias = build_key_bias(Some(&raw), b, s, DType::F32, &dev)?.ok_or("no bias")?;
+        let got = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, Some(&bias), None, (0.0, None, 0))?;
+        let want = reference(&qkv[0], &qkv[1], &qkv[2], heads, &mask, &bias)?;
+        let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5, "max abs error {err}");
+        // A zero bias changes nothing.
+        let zero = bias.zeros_like()?;
+        let unfused = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, Some(&zero), None, (0.0, None, 0))?;
+        let fused = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, None, None, (0.0, None, 0))?;
+        let err = (unfused - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5, "fused vs unfused {err}");
+        // And the bias does change the result.
+        let diff = (want - reference(&qkv[0], &qkv[1], &qkv[2], heads, &mask, &zero)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff > 1e-3);
         Ok(())
     }
 }

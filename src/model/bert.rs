@@ -5,7 +5,7 @@
 
 use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
-use super::mask::{build_mask, Attention};
+use super::mask::{build_key_bias, build_mask, Attention};
 use super::{
     begin, check_ids, check_positions, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
     DefaultAttention, ModelKind,
@@ -170,8 +170,9 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
-        let LayerCtx { heads, gelu, mask, drop } = *ctx;
-        let ctx = attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, cache, drop.attention(l))?;
+        let LayerCtx { heads, gelu, mask, bias, drop } = *ctx;
+        let ctx =
+            attend(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, heads, mask, bias, cache, drop.attention(l))?;
         let x = self.attn_ln.forward(&drop.residual(x, &self.attn_out.forward(&ctx)?, l, 2)?)?;
         let ffn = self.output.forward(&self.intermediate.forward_gelu(&x, gelu)?)?;
         self.output_ln.forward(&drop.residual(&x, &ffn, l, 3)?)
@@ -255,7 +256,8 @@ impl Backbone for Bert {
         let drop = Dropouts { attn: self.cfg.attention_probs_dropout_prob, hidden: self.cfg.hidden_dropout_prob, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Bidirectional);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
-        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.gelu, mask: &mask, drop };
+        let bias = build_key_bias(input.key_bias.as_ref(), b, past + s, self.dtype, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.gelu, mask: &mask, bias: bias.as_ref(), drop };
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
             x = layer.forward(&x, &ctx, slot, l)?;

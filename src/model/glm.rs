@@ -4,7 +4,7 @@
 
 use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
-use super::mask::{build_mask, Attention};
+use super::mask::{build_key_bias, build_mask, Attention};
 use super::{
     begin, check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
     DefaultAttention, ModelKind,
@@ -197,9 +197,9 @@ impl GlmLayer {
     /// `rows`: keep only these flattened rows after attention (the last layer of a pass that needs
     /// only their outputs); the result is then `[R, H]`.
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize, rows: Option<&Tensor>) -> Result<Tensor> {
-        let LayerCtx { heads, gelu, mask, drop } = *ctx;
+        let LayerCtx { heads, gelu, mask, bias, drop } = *ctx;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
-        let mut ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
+        let mut ctx = attend_packed(&qkv, heads, mask, bias, cache, drop.attention(l))?;
         let mut x = x.clone();
         if let Some(r) = rows {
             // Attention is cheap at these lengths; the dense and MLP matmuls are what is skipped.
@@ -304,7 +304,8 @@ impl Backbone for Glm {
         let mut x = dropout(&x.to_dtype(self.compute)?, self.cfg.embedding_dropout_prob, input.dropout_seed, 0)?;
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.compute, &self.device)?;
-        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, drop };
+        let bias = build_key_bias(input.key_bias.as_ref(), b, past + s, self.compute, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, bias: bias.as_ref(), drop };
         let prune = if input.last_layer_rows_only && input.dropout_seed.is_none() { input.logit_rows.as_ref() } else { None };
         let last = self.layers.len().saturating_sub(1);
         for (l, layer) in self.layers.iter().enumerate() {

@@ -4,7 +4,7 @@
 
 use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{tied_logits, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
-use super::mask::{build_mask, Attention};
+use super::mask::{build_key_bias, build_mask, Attention};
 use super::{
     begin, check_ids, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention,
     ModelKind,
@@ -149,9 +149,9 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize) -> Result<Tensor> {
-        let LayerCtx { heads, gelu, mask, drop } = *ctx;
+        let LayerCtx { heads, gelu, mask, bias, drop } = *ctx;
         let qkv = self.c_attn.forward(&self.ln_1.forward(x)?)?;
-        let ctx = attend_packed(&qkv, heads, mask, cache, drop.attention(l))?;
+        let ctx = attend_packed(&qkv, heads, mask, bias, cache, drop.attention(l))?;
         let x = drop.residual(x, &self.c_proj.forward(&ctx)?, l, 2)?;
         let mlp = self.mlp_proj.forward(&gelu.forward(&self.c_fc.forward(&self.ln_2.forward(&x)?)?)?)?;
         drop.residual(&x, &mlp, l, 3)
@@ -217,7 +217,8 @@ impl Backbone for Gpt2 {
         let drop = Dropouts { attn: self.cfg.attn_pdrop, hidden: self.cfg.resid_pdrop, seed: input.dropout_seed };
         let attention = input.attention.clone().unwrap_or(Attention::Causal);
         let mask = build_mask(&attention, input.key_padding.as_ref(), b, s, past, self.dtype, &self.device)?;
-        let ctx = LayerCtx { heads: self.cfg.n_head, gelu: self.gelu, mask: &mask, drop };
+        let bias = build_key_bias(input.key_bias.as_ref(), b, past + s, self.dtype, &self.device)?;
+        let ctx = LayerCtx { heads: self.cfg.n_head, gelu: self.gelu, mask: &mask, bias: bias.as_ref(), drop };
         for (l, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(l));
             x = block.forward(&x, &ctx, slot, l)?;

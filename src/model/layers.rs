@@ -163,6 +163,8 @@ pub(crate) struct LayerCtx<'a> {
     pub gelu: Gelu,
     /// The 0/1 attention mask.
     pub mask: &'a Tensor,
+    /// The `[B or 1, 1, 1, T]` attention logit bias toward keys, if any.
+    pub bias: Option<&'a Tensor>,
     /// Dropout of this step.
     pub drop: Dropouts,
 }

@@ -92,6 +92,19 @@ fn finish_mask(mask: Tensor, key_padding: Option<&Tensor>, batch: usize, total: 
     }
 }
 
+/// The `[B or 1, 1, 1, total]` attention logit bias from [`crate::model::BackboneInput::key_bias`]
+/// (`[B or 1, K]`, `K ≤ total`, zero-padded to the `total` keys), in `dtype` on `device`.
+pub(crate) fn build_key_bias(bias: Option<&Tensor>, batch: usize, total: usize, dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+    let Some(bias) = bias else { return Ok(None) };
+    let (bb, k) = bias.dims2().map_err(|_| Error::input(format!("key bias must be [batch or 1, keys], got {:?}", bias.dims())))?;
+    if (bb != batch && bb != 1) || k > total {
+        return Err(Error::input(format!("key bias has shape [{bb}, {k}]; expected [{batch} or 1, ≤{total}] (cached + new positions)")));
+    }
+    let bias = bias.to_dtype(dtype)?.to_device(device)?;
+    let bias = if k < total { Tensor::cat(&[&bias, &Tensor::zeros((bb, total - k), dtype, device)?], 1)? } else { bias };
+    Ok(Some(bias.reshape((bb, 1, 1, total))?))
+}
+
 /// The `[rows, 1, seq, past + seq]` sep mask built on the device itself (no host loop and
 /// no upload of an S×S tensor per forward pass): column `c` of row `i` is visible when
 /// `c < past + sep` or `c ≤ past + i`.
@@ -138,6 +151,19 @@ mod tests {
     fn cached_keys_are_visible() -> TestResult {
         let m = build_mask(&Attention::Causal, None, 1, 2, 3, DType::F32, &Device::Cpu)?;
         assert_eq!(rows(&m)?, vec![vec![1., 1., 1., 1., 0.], vec![1., 1., 1., 1., 1.]]);
+        Ok(())
+    }
+
+    #[test]
+    fn key_bias_is_zero_padded_and_checked() -> TestResult {
+        let b = Tensor::new(&[[0.5f32, 0.0, 1.0]], &Device::Cpu)?;
+        let t = build_key_bias(Some(&b), 2, 5, DType::F32, &Device::Cpu)?.ok_or("no bias")?;
+        assert_eq!(t.dims(), &[1, 1, 1, 5]);
+        assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, vec![0.5, 0.0, 1.0, 0.0, 0.0]);
+        assert!(build_key_bias(Some(&b), 2, 2, DType::F32, &Device::Cpu).is_err());
+        let two = Tensor::zeros((3, 2), DType::F32, &Device::Cpu)?;
+        assert!(build_key_bias(Some(&two), 2, 5, DType::F32, &Device::Cpu).is_err());
+        assert!(build_key_bias(None, 2, 5, DType::F32, &Device::Cpu)?.is_none());
         Ok(())
     }
 

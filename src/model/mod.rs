@@ -101,6 +101,10 @@ pub struct BackboneInput {
     pub attention: Option<Attention>,
     /// `[B, past + S]`, 1 for real tokens and 0 for padding; `None` means no padding.
     pub key_padding: Option<Tensor>,
+    /// `[B or 1, K]` with `K ≤ past + S`: added to the scaled attention logits of every layer,
+    /// head and query toward the first `K` keys (GLM-iprompt's attention re-weighting, which makes
+    /// generation read the title harder). `None` = no bias.
+    pub key_bias: Option<Tensor>,
     /// `Some(seed)` runs in training mode: dropout as the config says, masks derived from the
     /// seed (use a different seed every step). `None` is inference (no dropout).
     pub dropout_seed: Option<u64>,
@@ -127,6 +131,7 @@ impl BackboneInput {
             token_types: None,
             attention: None,
             key_padding: None,
+            key_bias: None,
             dropout_seed: None,
             logit_rows: None,
             trusted: false,
@@ -141,6 +146,7 @@ impl BackboneInput {
             token_types: None,
             attention: None,
             key_padding: None,
+            key_bias: None,
             dropout_seed: None,
             logit_rows: None,
             trusted: false,
@@ -165,6 +171,11 @@ impl BackboneInput {
     /// Sets the key padding mask.
     pub fn with_key_padding(mut self, key_padding: Tensor) -> Self {
         self.key_padding = Some(key_padding);
+        self
+    }
+    /// Sets the attention logit bias toward keys (see [`BackboneInput::key_bias`]).
+    pub fn with_key_bias(mut self, key_bias: Tensor) -> Self {
+        self.key_bias = Some(key_bias);
         self
     }
     /// Training mode with dropout seeded by `seed`.

@@ -1,5 +1,6 @@
 //! Fused scaled-dot-product attention with GLM's 0/1 mask, dropout and an analytic backward:
-//! per (batch, head) `P = softmax((Q·Kᵀ·scale)·M − 65504·(1−M))`, `O = dropout(P)·V`.
+//! per (batch, head) `P = softmax((Q·Kᵀ·scale + bias)·M − 65504·(1−M))`, `O = dropout(P)·V`,
+//! where the optional `bias` is a per-key logit offset (GLM-iprompt's attention re-weighting).
 //!
 //! One graph node instead of five (QKᵀ, softmax, dropout, PV and the transposed-K copy), so
 //! the backward pass neither allocates nor accumulates the `[B, N, S, T]` score gradients
@@ -16,10 +17,32 @@ use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// Attention over `q` `[B, N, S, d]`, `k`/`v` `[B, N, T, d]` with `mask` `[B or 1, 1, S, T]`,
-/// scores scaled by `scale`, dropout `p` on the probabilities (seeded, training only).
+/// scores scaled by `scale`, `bias` (`[B or 1, 1, 1, T]`) added to the scaled scores, dropout
+/// `p` on the probabilities (seeded, training only).
 /// Differentiable with respect to `q`, `k` and `v`. f32 and f64 on the CPU.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
-    attention_keeping(q, k, v, mask, scale, p, seed, KEEP_LIMIT)
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    p: f64,
+    seed: u64,
+) -> Result<Tensor> {
+    attention_keeping(q, k, v, mask, bias, scale, p, seed, KEEP_LIMIT)
+}
+
+/// The key bias as host rows `[B or 1][T]`, divided by `scale` (it is added before the scaling).
+fn host_bias(bias: Option<&Tensor>, b: usize, t: usize, scale: f64) -> Result<Option<Arc<Vec<f64>>>> {
+    let Some(bias) = bias else { return Ok(None) };
+    let bd = bias.dims4()?;
+    if bd.1 != 1 || bd.2 != 1 || bd.3 != t || (bd.0 != b && bd.0 != 1) {
+        candle_core::bail!("attention: key bias {:?} does not fit [{b} or 1, 1, 1, {t}]", bias.dims());
+    }
+    let rows = bias.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    Ok(Some(Arc::new(rows.into_iter().map(|x| x / scale).collect())))
 }
 
 /// [`attention`] keeping at most `keep_limit` bytes of probabilities for the backward pass.
@@ -29,6 +52,7 @@ pub(crate) fn attention_keeping(
     k: &Tensor,
     v: &Tensor,
     mask: &Tensor,
+    bias: Option<&Tensor>,
     scale: f64,
     p: f64,
     seed: u64,
@@ -45,14 +69,15 @@ pub(crate) fn attention_keeping(
     }
     let dt = q.dtype();
     let kept = keep(&[q, k, v], b * n * s * t, p, dt, keep_limit);
-    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, scale, p, seed, grad: None, packed_heads: None, kept };
+    let bias = host_bias(bias, b, t, scale)?;
+    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: None, kept };
     q.contiguous()?.apply_op3(&k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
 }
 
 /// Attention straight from a fused projection `qkv` `[B, S, 3H]` (Q | K | V along the last
 /// dimension, head `j` = channels `j·d..(j+1)·d` of each) to the context `[B, S, H]`: no
-/// narrow, head split or merge copies. Same math, mask and dropout as [`attention`].
-pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
+/// narrow, head split or merge copies. Same math, mask, bias and dropout as [`attention`].
+pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<&Tensor>, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
     let (b, s, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
         candle_core::bail!("attention_packed: last dimension {h3} is not 3 × heads ({heads}) × head size");
@@ -62,7 +87,9 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, scale: f64, p
         candle_core::bail!("attention_packed: mask {:?} does not fit [{b}, 1, {s}, {s}]", mask.dims());
     }
     let kept = keep(&[qkv], b * heads * s * s, p, qkv.dtype(), KEEP_LIMIT);
-    let op = Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, scale, p, seed, grad: None, packed_heads: Some(heads), kept };
+    let bias = host_bias(bias, b, s, scale)?;
+    let op =
+        Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: Some(heads), kept };
     let empty = Tensor::zeros(0, qkv.dtype(), qkv.device())?;
     qkv.contiguous()?.apply_op3(&empty, &empty.clone(), op)
 }
@@ -85,6 +112,8 @@ fn keep(inputs: &[&Tensor], scores: usize, p: f64, dt: candle_core::DType, limit
 #[derive(Clone)]
 struct Attention {
     mask: Tensor,
+    /// Key bias rows `[B or 1][T]`, already divided by `scale`.
+    bias: Option<Arc<Vec<f64>>>,
     scale: f64,
     p: f64,
     seed: u64,
@@ -163,11 +192,18 @@ impl Attention {
         &m[b * g.s * g.t..(b + 1) * g.s * g.t]
     }
 
-    /// Probabilities `P` (before dropout) of one pair, `[S, T]`; `q`, `k` start at the pair's
+    /// Probabilities `P` (before dropout) of pair `pair`, `[S, T]`; `q`, `k` start at the pair's
     /// first row, with row strides `qs`, `ks`.
     #[allow(clippy::too_many_arguments)]
-    fn probs<T: Float>(&self, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims) -> Vec<T> {
+    fn probs<T: Float>(&self, pair: usize, q: &[T], qs: usize, k: &[T], ks: usize, m: &[T], g: &Dims) -> Vec<T> {
         let mut probs = gemm(g.s, g.t, g.d, q, qs, 1, k, 1, ks);
+        if let Some(bias) = &self.bias {
+            let b = if bias.len() == g.t { 0 } else { pair / g.heads };
+            let row: Vec<T> = bias[b * g.t..(b + 1) * g.t].iter().map(|&x| T::of_f64(x)).collect();
+            for r in probs.chunks_mut(g.t) {
+                r.iter_mut().zip(&row).for_each(|(x, &b)| *x += b);
+            }
+        }
         softmax_rows(&mut probs, m, g.t, self.scale);
         probs
     }
@@ -188,7 +224,7 @@ impl Attention {
             .into_par_iter()
             .map(|pair| {
                 let [(qo, qs), (ko, ks), (vo, vs)] = g.qkv(pair);
-                let mut p = self.probs(&q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g);
+                let mut p = self.probs(pair, &q[qo..], qs, &k[ko..], ks, self.mask_of(m, pair, g), g);
                 // With dropout and a kept P, the dropped P' is a copy; otherwise P is dropped in place.
                 let pd = match (self.p > 0.0, keep) {
                     (true, true) => {
@@ -275,7 +311,7 @@ impl Attention {
                         held::<T, _>(p, |p| held::<T, _>(pd, |pd| Ok(self.pair_backward(pair, io, mrows, g, p, Some(pd), true))))
                     }
                     None => {
-                        let p = self.probs(io[0].0, qs, io[1].0, ks, mrows, g);
+                        let p = self.probs(pair, io[0].0, qs, io[1].0, ks, mrows, g);
                         let pd = (self.p > 0.0).then(|| {
                             let mut pd = p.clone();
                             self.drop(&mut pd, pair);

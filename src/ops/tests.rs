@@ -127,18 +127,28 @@ fn attention_inputs(dtype: DType, s: usize, t: usize) -> AttentionInputs {
 
 #[test]
 fn fused_attention_matches_composite_values_and_gradients() {
-    for (dtype, p) in [(DType::F64, 0.0), (DType::F32, 0.0), (DType::F64, 0.3)] {
+    for (dtype, p, biased) in
+        [(DType::F64, 0.0, false), (DType::F32, 0.0, false), (DType::F64, 0.3, false), (DType::F64, 0.0, true), (DType::F32, 0.2, true)]
+    {
         let AttentionInputs { q, k, v, mask, w } = attention_inputs(dtype, 5, 7);
-        let fused = attention(&q, &k, &v, &mask, 0.5, p, 9).unwrap();
-        let probs = masked_softmax(&q.matmul(&k.t().unwrap()).unwrap(), &mask, 0.5).unwrap();
+        // A per-key logit bias, different for the two batch rows.
+        let bias = biased.then(|| Tensor::randn(0f32, 1., (2, 1, 1, 7), &Device::Cpu).unwrap().to_dtype(dtype).unwrap());
+        let fused = attention(&q, &k, &v, &mask, bias.as_ref(), 0.5, p, 9).unwrap();
+        let scores = q.matmul(&k.t().unwrap()).unwrap();
+        // The softmax scales the scores by 0.5, so the bias goes in doubled.
+        let scores = match &bias {
+            Some(b) => scores.broadcast_add(&b.affine(2.0, 0.0).unwrap()).unwrap(),
+            None => scores,
+        };
+        let probs = masked_softmax(&scores, &mask, 0.5).unwrap();
         let slow = dropout(&probs, p, 9).unwrap().matmul(&v).unwrap();
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-10 };
-        assert!(max_diff(&fused, &slow) < tol, "{dtype:?} p={p} values {}", max_diff(&fused, &slow));
+        assert!(max_diff(&fused, &slow) < tol, "{dtype:?} p={p} bias {biased} values {}", max_diff(&fused, &slow));
         let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gs = (slow * &w).unwrap().sum_all().unwrap().backward().unwrap();
         for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
             let d = max_diff(gf.get(x).unwrap(), gs.get(x).unwrap());
-            assert!(d < tol * 10.0, "{dtype:?} p={p} d{name}: {d}");
+            assert!(d < tol * 10.0, "{dtype:?} p={p} bias {biased} d{name}: {d}");
         }
     }
 }
@@ -147,8 +157,8 @@ fn fused_attention_matches_composite_values_and_gradients() {
 fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
     for (dtype, p) in [(DType::F32, 0.0), (DType::F32, 0.3), (DType::F64, 0.5)] {
         let AttentionInputs { q, k, v, mask, w } = attention_inputs(dtype, 9, 11);
-        let kept = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, usize::MAX).unwrap();
-        let recomputed = attention::attention_keeping(&q, &k, &v, &mask, 0.5, p, 4, 0).unwrap();
+        let kept = attention::attention_keeping(&q, &k, &v, &mask, None, 0.5, p, 4, usize::MAX).unwrap();
+        let recomputed = attention::attention_keeping(&q, &k, &v, &mask, None, 0.5, p, 4, 0).unwrap();
         assert_eq!(max_diff(&kept, &recomputed), 0.0);
         let (gk, gr) = (grads_of(&kept, &w, &[&q, &k, &v]), grads_of(&recomputed, &w, &[&q, &k, &v]));
         for (name, (a, b)) in ["q", "k", "v"].iter().zip(gk.iter().zip(&gr)) {
@@ -160,17 +170,22 @@ fn attention_backward_is_the_same_with_kept_or_recomputed_probabilities() {
 #[test]
 fn packed_attention_matches_split_heads() {
     let dev = Device::Cpu;
-    for (dtype, p) in [(DType::F64, 0.0), (DType::F64, 0.2), (DType::F32, 0.1)] {
+    for (dtype, p, biased) in [(DType::F64, 0.0, false), (DType::F64, 0.2, false), (DType::F32, 0.1, false), (DType::F64, 0.1, true)] {
         let (b, s, heads, d) = (2, 6, 3, 4);
         let h = heads * d;
         let qkv = Var::from_tensor(&Tensor::randn(0f32, 1., (b, s, 3 * h), &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
         let mask = Tensor::rand(0f32, 1., (b, 1, s, s), &dev).unwrap().ge(0.3).unwrap().to_dtype(dtype).unwrap();
         let w = Tensor::randn(0f32, 1., (b, s, h), &dev).unwrap().to_dtype(dtype).unwrap();
-        let packed = attention_packed(&qkv, heads, &mask, 0.5, p, 3).unwrap();
+        let bias = biased.then(|| Tensor::randn(0f32, 1., (1, 1, 1, s), &dev).unwrap().to_dtype(dtype).unwrap());
+        let packed = attention_packed(&qkv, heads, &mask, bias.as_ref(), 0.5, p, 3).unwrap();
         let split =
             |i: usize| qkv.narrow(2, i * h, h).unwrap().reshape((b, s, heads, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-        let reference =
-            attention(&split(0), &split(1), &split(2), &mask, 0.5, p, 3).unwrap().transpose(1, 2).unwrap().reshape((b, s, h)).unwrap();
+        let reference = attention(&split(0), &split(1), &split(2), &mask, bias.as_ref(), 0.5, p, 3)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, s, h))
+            .unwrap();
         let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
         assert!(max_diff(&packed, &reference) < tol);
         let gp = (packed * &w).unwrap().sum_all().unwrap().backward().unwrap();

@@ -161,7 +161,7 @@ impl<'m> Engine<'m> {
                     .with_positions(Tensor::from_vec(pos, (1, 2, n), dev)?)
                     .with_attention(Attention::Sep(vec![n]));
                 m.forward(&input, Some(&mut cache))?;
-                let inputs = GlmBlankInputs { mask_position: mask, max_block_position: max_pos };
+                let inputs = GlmBlankInputs::new(mask, max_pos);
                 let out = m.forward(&inputs.input(Tensor::new(&[[blank.sop]], dev)?, 0)?, Some(&mut cache))?;
                 let history: Vec<u32> = ctx.iter().copied().chain([blank.sop]).collect();
                 (history, Pos::Blank(mask, 2), last_rows(&out.logits)?.swap_remove(0), cfg.max_new_tokens.min(max_pos - 1))

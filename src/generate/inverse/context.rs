@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 
 use super::rules::UnitRules;
-use super::scorer::{causal_logprobs, span_logprobs, SpanRow};
+use super::scorer::{causal_logprobs, span_logprobs, Emphasis, SpanRow};
 use super::template::{render, InverseMode, Task};
 use crate::generate::{CausalInputs, GlmBlankInputs, StepInputs};
 use crate::model::{Attention, Backbone, BackboneInput, KvCache, ModelKind};
@@ -53,6 +53,9 @@ pub struct Prepared {
     fields: BTreeMap<String, String>,
     /// The inverse target tokens (GLM: `+ [eop]`).
     target: Vec<u32>,
+    /// The target field's tokens in `prompt`, emphasized while inverse prompting
+    /// (`inverse.attention_bias`); `None` when off.
+    pub(crate) emphasis: Option<Emphasis>,
 }
 
 impl<'a> Context<'a> {
@@ -96,11 +99,7 @@ impl<'a> Context<'a> {
         }
         let (prompt, mask_position, offset) = match self.glm {
             Some(g) => {
-                let mut a = vec![g.cls];
-                a.extend(self.encode(&render(&task.forward.prompt, fields, "[gMASK]"))?);
-                if task.forward.append_eos {
-                    a.push(g.eos);
-                }
+                let a = self.part_a(&task.forward.prompt, task, fields, "[gMASK]")?;
                 let pos =
                     a.iter().position(|&t| t == g.gmask).ok_or_else(|| Error::input("the tokenizer did not keep [gMASK] as one token"))?;
                 if task.inverse.mode == InverseMode::Glm {
@@ -129,7 +128,53 @@ impl<'a> Context<'a> {
                 prompt.len()
             )));
         }
-        Ok(Prepared { prompt, mask_position, offset, fields: fields.clone(), target })
+        let mut prep = Prepared { prompt, mask_position, offset, fields: fields.clone(), target, emphasis: None };
+        let weight = task.inverse.attention_bias;
+        if weight != 0.0 {
+            if self.glm.is_none() || task.inverse.mode != InverseMode::Glm {
+                return Err(Error::input("inverse.attention_bias needs a GLM model and the GLM-native inverse; set it to 0"));
+            }
+            prep.emphasis = Some(self.target_emphasis(task, fields, "[gMASK]", weight)?.ok_or_else(|| {
+                Error::input(format!(
+                    "the `{}` field leaves no tokens in the prompt to emphasize; set inverse.attention_bias = 0",
+                    task.inverse.target
+                ))
+            })?);
+        }
+        Ok(prep)
+    }
+
+    /// GLM Part A: `[CLS]` + `template` rendered with `fields` and `text` (+ `[eos]` when the task
+    /// asks for it).
+    pub(crate) fn part_a(&self, template: &str, task: &Task, fields: &BTreeMap<String, String>, text: &str) -> Result<Vec<u32>> {
+        let g = self.glm.ok_or_else(|| Error::input("a GLM prompt needs a GLM model"))?;
+        let mut a = vec![g.cls];
+        a.extend(self.encode(&render(template, fields, text))?);
+        if task.forward.append_eos {
+            a.push(g.eos);
+        }
+        Ok(a)
+    }
+
+    /// Where the target field (the title) lies in the Part A of the forward prompt with `text`,
+    /// emphasized with `weight`: the tokens that differ from the same prompt with an empty field.
+    pub(crate) fn target_emphasis(
+        &self,
+        task: &Task,
+        fields: &BTreeMap<String, String>,
+        text: &str,
+        weight: f32,
+    ) -> Result<Option<Emphasis>> {
+        let full = self.part_a(&task.forward.prompt, task, fields, text)?;
+        let mut without = fields.clone();
+        without.insert(task.inverse.target.clone(), String::new());
+        let other = self.part_a(&task.forward.prompt, task, &without, text)?;
+        Ok(Emphasis::of_difference(&full, &other, weight))
+    }
+
+    /// The `[1, K]` key bias of an emphasis over `K` keys.
+    pub(crate) fn key_bias(&self, emphasis: Option<&Emphasis>, keys: usize) -> Result<Option<Tensor>> {
+        emphasis.map(|e| Ok(Tensor::from_vec(e.bias_row(keys), (1, keys), self.model.device())?)).transpose()
     }
 
     /// Which tokens the sampler may draw (index = id): the rules' `token_ok` on the decoded piece,
@@ -155,18 +200,22 @@ impl<'a> Context<'a> {
         Err(Error::input(format!("the acrostic head `{c}` is not one token of this model's vocabulary; choose another character")))
     }
 
-    /// How new tokens are placed.
-    pub fn step_inputs(&self, prep: &Prepared) -> Box<dyn StepInputs> {
-        match self.glm {
-            Some(_) => Box::new(GlmBlankInputs { mask_position: prep.mask_position, max_block_position: self.model.info().max_positions }),
+    /// How new tokens are placed (with the prompt's emphasis, if any).
+    pub fn step_inputs(&self, prep: &Prepared) -> Result<Box<dyn StepInputs>> {
+        Ok(match self.glm {
+            Some(_) => {
+                let mut inputs = GlmBlankInputs::new(prep.mask_position, self.model.info().max_positions);
+                inputs.key_bias = self.key_bias(prep.emphasis.as_ref(), prep.prompt.len())?;
+                Box::new(inputs)
+            }
             None => Box::new(CausalInputs::new(self.model)),
-        }
+        })
     }
 
     /// The prompt pass: a cache holding the prompt (GLM: Part A and `[sop]`) and the next-token logits.
     pub fn forward_root(&self, prep: &Prepared) -> Result<(KvCache, Vec<f32>)> {
         match self.glm {
-            Some(_) => self.blank_pass(&prep.prompt, prep.mask_position),
+            Some(_) => self.blank_pass(&prep.prompt, prep.mask_position, prep.emphasis.as_ref()),
             None => {
                 let ids = Tensor::new(prep.prompt.as_slice(), self.model.device())?.unsqueeze(0)?;
                 let mut cache = self.model.new_cache();
@@ -177,18 +226,23 @@ impl<'a> Context<'a> {
     }
 
     /// GLM: Part A `a` (bidirectional) then `[sop]` at the blank `mask_position`; the cache and the
-    /// logits of the blank's first token.
-    pub(crate) fn blank_pass(&self, a: &[u32], mask_position: usize) -> Result<(KvCache, Vec<f32>)> {
+    /// logits of the blank's first token. `emphasis` biases attention toward part of `a`.
+    pub(crate) fn blank_pass(&self, a: &[u32], mask_position: usize, emphasis: Option<&Emphasis>) -> Result<(KvCache, Vec<f32>)> {
         let g = self.glm.ok_or_else(|| Error::input("blank filling needs a GLM model"))?;
         let dev = self.model.device();
         let n = a.len();
         let mut cache = self.model.new_cache();
         let pos: Vec<u32> = (0..n as u32).chain(std::iter::repeat_n(0, n)).collect();
-        let input = BackboneInput::ids(Tensor::new(a, dev)?.unsqueeze(0)?)
+        let mut input = BackboneInput::ids(Tensor::new(a, dev)?.unsqueeze(0)?)
             .with_positions(Tensor::from_vec(pos, (1, 2, n), dev)?)
             .with_attention(Attention::Sep(vec![n]));
+        let key_bias = self.key_bias(emphasis, n)?;
+        if let Some(b) = &key_bias {
+            input = input.with_key_bias(b.clone());
+        }
         self.model.forward(&input, Some(&mut cache))?;
-        let inputs = GlmBlankInputs { mask_position, max_block_position: self.model.info().max_positions };
+        let mut inputs = GlmBlankInputs::new(mask_position, self.model.info().max_positions);
+        inputs.key_bias = key_bias;
         let out = self.model.forward(&inputs.input(Tensor::new(&[g.sop], dev)?.unsqueeze(0)?, 0)?, Some(&mut cache))?;
         Ok((cache, last_logits(&out.logits)?))
     }
@@ -196,37 +250,37 @@ impl<'a> Context<'a> {
     /// Feeds `tokens` (one row) at decoding offset `offset`; returns the logits after the last one.
     pub fn feed(&self, prep: &Prepared, cache: &mut KvCache, tokens: &[u32], offset: usize) -> Result<Vec<f32>> {
         let ids = Tensor::new(tokens, self.model.device())?.unsqueeze(0)?;
-        let out = self.model.forward(&self.step_inputs(prep).input(ids, offset)?, Some(cache))?;
+        let out = self.model.forward(&self.step_inputs(prep)?.input(ids, offset)?, Some(cache))?;
         last_logits(&out.logits)
     }
 
     /// Inverse log-likelihood of the target field for every window, in one padded batch.
-    pub fn inverse_scores(&self, prep: &Prepared, task: &Task, windows: &[String]) -> Result<Vec<f64>> {
+    /// `units[i]` is the new unit at the end of `windows[i]`, which `inverse.attention_bias`
+    /// emphasizes (GLM-native inverse only).
+    pub fn inverse_scores(&self, prep: &Prepared, task: &Task, windows: &[String], units: &[&str]) -> Result<Vec<f64>> {
         if windows.is_empty() {
             return Ok(vec![]);
         }
+        if units.len() != windows.len() {
+            return Err(Error::input(format!("inverse_scores: {} windows but {} units", windows.len(), units.len())));
+        }
+        let weight = task.inverse.attention_bias;
         let clamp = task.score.clamp;
         let sums = |v: Vec<Vec<f64>>| v.into_iter().map(|r| r.iter().sum()).collect();
         match (task.inverse.mode, self.glm) {
             (InverseMode::Glm, Some(g)) => {
                 let template = task.inverse_prompt();
-                let mask_id = self
-                    .tokenizer
-                    .token_to_id(&task.inverse.mask)
-                    .ok_or_else(|| Error::input(format!("the tokenizer has no `{}` token", task.inverse.mask)))?;
                 let rows = windows
                     .iter()
-                    .map(|w| {
-                        let mut a = vec![g.cls];
-                        a.extend(self.encode(&render(&template, &prep.fields, w))?);
-                        if task.forward.append_eos {
-                            a.push(g.eos);
+                    .zip(units)
+                    .map(|(w, unit)| {
+                        let mut row = self.inverse_row(&template, task, prep, w, prep.target.clone())?;
+                        // The new unit: the tokens that differ from the window without it.
+                        if let Some(before) = w.strip_suffix(unit).filter(|_| weight != 0.0) {
+                            let without = self.part_a(&template, task, &prep.fields, before)?;
+                            row.emphasis = Emphasis::of_difference(&row.context, &without, weight);
                         }
-                        let mask_position = a
-                            .iter()
-                            .position(|&t| t == mask_id)
-                            .ok_or_else(|| Error::input("the inverse prompt lost its blank when tokenized"))?;
-                        Ok(SpanRow { context: a, mask_position, target: prep.target.clone() })
+                        Ok(row)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(sums(span_logprobs(self.model, g.sop, &rows, clamp)?))
@@ -245,7 +299,7 @@ impl<'a> Context<'a> {
                                 let mut a = vec![g.cls];
                                 a.extend(self.encode(&render(context, &prep.fields, w))?);
                                 a.push(g.gmask);
-                                Ok(SpanRow { mask_position: a.len() - 1, context: a, target: target.clone() })
+                                Ok(SpanRow { mask_position: a.len() - 1, context: a, target: target.clone(), emphasis: None })
                             })
                             .collect::<Result<Vec<_>>>()?;
                         Ok(sums(span_logprobs(self.model, g.sop, &rows, clamp)?))
@@ -263,15 +317,48 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// The GLM-native inverse row of `window`: the inverse prompt `template` (target field
+    /// blanked, see [`Task::inverse_prompt`]) as Part A, `target` read as Part B.
+    fn inverse_row(&self, template: &str, task: &Task, prep: &Prepared, window: &str, target: Vec<u32>) -> Result<SpanRow> {
+        let mask_id = self
+            .tokenizer
+            .token_to_id(&task.inverse.mask)
+            .ok_or_else(|| Error::input(format!("the tokenizer has no `{}` token", task.inverse.mask)))?;
+        let a = self.part_a(template, task, &prep.fields, window)?;
+        let mask_position =
+            a.iter().position(|&t| t == mask_id).ok_or_else(|| Error::input("the inverse prompt lost its blank when tokenized"))?;
+        Ok(SpanRow { context: a, mask_position, target, emphasis: None })
+    }
+
+    /// GLM-native inverse: `log p(value + [eop] | text)` for every text and every value of the
+    /// target field (`[texts][values]`), in one batch; e.g. a poem against its title and generic titles.
+    pub fn target_table(&self, prep: &Prepared, task: &Task, texts: &[String], values: &[String]) -> Result<Vec<Vec<f64>>> {
+        let g = self
+            .glm
+            .filter(|_| task.inverse.mode == InverseMode::Glm)
+            .ok_or_else(|| Error::input("scoring target values needs a GLM model and the GLM-native inverse (mode = \"glm\")"))?;
+        let targets = values
+            .iter()
+            .map(|v| {
+                let mut t = self.encode(v)?;
+                t.push(g.eop);
+                Ok(t)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut rows = Vec::with_capacity(texts.len() * values.len());
+        let template = task.inverse_prompt();
+        for text in texts {
+            let row = self.inverse_row(&template, task, prep, text, vec![])?;
+            rows.extend(targets.iter().map(|t| SpanRow { target: t.clone(), ..row.clone() }));
+        }
+        let sums: Vec<f64> = span_logprobs(self.model, g.sop, &rows, task.score.clamp)?.iter().map(|r| r.iter().sum()).collect();
+        Ok(sums.chunks(values.len().max(1)).map(<[f64]>::to_vec).collect())
+    }
+
     /// GLM: log-probabilities of `target` filling the `[MASK]` of Part A `context` (refinement).
     pub(crate) fn span_scores(&self, rows: &[SpanRow]) -> Result<Vec<f64>> {
         let g = self.glm.ok_or_else(|| Error::input("span scoring needs a GLM model"))?;
         Ok(span_logprobs(self.model, g.sop, rows, None)?.into_iter().map(|r| r.iter().sum()).collect())
-    }
-
-    /// GLM ids for refinement.
-    pub(crate) fn glm_cls_sop(&self) -> Option<(u32, u32)> {
-        self.glm.map(|g| (g.cls, g.sop))
     }
 }
 

@@ -11,7 +11,7 @@ use super::rules::UnitRules;
 use super::sampler::{sample_units, Candidate, SampleSpec};
 use super::scorer::SpanRow;
 use super::search::{accepts_with, unit_score, window, ExplainRow, ExplainStep, InverseOptions, UnitScore};
-use super::template::{render, Task, Window};
+use super::template::{Task, Window};
 use crate::generate::GlmBlankInputs;
 use crate::{Error, Result};
 
@@ -29,22 +29,26 @@ pub(crate) fn refine_round(
     rng: &mut ChaCha8Rng,
     explain: &mut Vec<ExplainStep>,
 ) -> Result<usize> {
-    let (cls, _) = cx.glm_cls_sop().ok_or_else(|| Error::input("refinement needs a GLM model"))?;
+    if !cx.is_glm() {
+        return Err(Error::input("refinement needs a GLM model"));
+    }
     let mask = cx.tokenizer.special.get("mask")?;
     let allowed = cx.allowed_tokens(rules);
     let mut changed = 0;
     for i in 0..units.len() {
         let text = units[..i].concat() + "[MASK]" + &units[i + 1..].concat();
-        let mut a = vec![cls];
-        a.extend(cx.tokenizer.encode(&render(&task.forward.prompt, fields, &text), false)?);
-        if task.forward.append_eos {
-            a.push(cx.tokenizer.special.get("eos")?);
-        }
+        let a = cx.part_a(&task.forward.prompt, task, fields, &text)?;
         let Some(mask_position) = a.iter().position(|&t| t == mask) else {
             return Err(Error::input("refinement: the tokenizer did not keep [MASK] as one token"));
         };
-        let (cache, logits) = cx.blank_pass(&a, mask_position)?;
-        let inputs = GlmBlankInputs { mask_position, max_block_position: cx.model.info().max_positions };
+        // The title keeps the emphasis it had while the text was generated.
+        let emphasis = match &prep.emphasis {
+            Some(e) => cx.target_emphasis(task, fields, &text, e.weight)?,
+            None => None,
+        };
+        let (cache, logits) = cx.blank_pass(&a, mask_position, emphasis.as_ref())?;
+        let mut inputs = GlmBlankInputs::new(mask_position, cx.model.info().max_positions);
+        inputs.key_bias = cx.key_bias(emphasis.as_ref(), a.len())?;
         let head = rules.head(i).map(|c| cx.head_tokens(c)).transpose()?;
         let before = units[..i].to_vec();
         let check = |t: &str| rules.check(&before, t);
@@ -66,7 +70,7 @@ pub(crate) fn refine_round(
             continue;
         }
         let current = cx.tokenizer.encode(&units[i], false)?;
-        let forward = cx.span_scores(&[SpanRow { context: a.clone(), mask_position, target: current.clone() }])?[0];
+        let forward = cx.span_scores(&[SpanRow { context: a.clone(), mask_position, target: current.clone(), emphasis }])?[0];
         cands.insert(0, Candidate { tokens: current, text: units[i].clone(), forward, end: false });
         let windows: Vec<String> = cands
             .iter()
@@ -79,7 +83,12 @@ pub(crate) fn refine_round(
                 }
             })
             .collect();
-        let ips = if opts.use_inverse { cx.inverse_scores(prep, task, &windows)? } else { vec![0.0; cands.len()] };
+        let ips = if opts.use_inverse {
+            let units: Vec<&str> = cands.iter().map(|c| c.text.as_str()).collect();
+            cx.inverse_scores(prep, task, &windows, &units)?
+        } else {
+            vec![0.0; cands.len()]
+        };
         let scored: Vec<UnitScore> = cands
             .iter()
             .zip(&ips)

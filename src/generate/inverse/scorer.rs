@@ -14,7 +14,7 @@ use crate::{Error, Result};
 
 /// One GLM row: Part A `context` with the blank at `mask_position`, the tokens to score `target`
 /// (append `eop` yourself when it should count), and the `sop` token that starts Part B.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanRow {
     /// Part A, `[CLS]` and the blank included.
     pub context: Vec<u32>,
@@ -22,6 +22,37 @@ pub struct SpanRow {
     pub mask_position: usize,
     /// Tokens whose log-probabilities are summed.
     pub target: Vec<u32>,
+    /// Context positions whose attention logits get a bias (GLM-iprompt's re-weighting).
+    pub emphasis: Option<Emphasis>,
+}
+
+/// Keys whose attention logits get `weight` added in every layer, head and query: GLM-iprompt's
+/// `log_attention_weights`, which makes the model read a part of its input (a title, a new line) harder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emphasis {
+    /// The emphasized positions.
+    pub keys: std::ops::Range<usize>,
+    /// Added to their attention logits.
+    pub weight: f32,
+}
+
+impl Emphasis {
+    /// The bias of `len` keys: `weight` on [`Emphasis::keys`], 0 elsewhere.
+    pub fn bias_row(&self, len: usize) -> Vec<f32> {
+        (0..len).map(|i| if self.keys.contains(&i) { self.weight } else { 0.0 }).collect()
+    }
+
+    /// The emphasis of the tokens of `full` that `without` (the same text without the emphasized
+    /// part) does not share as a common prefix or suffix; `None` when nothing differs. Diffing
+    /// whole tokenizations finds the part even where a subword tokenizer merges it differently
+    /// on its own.
+    pub fn of_difference(full: &[u32], without: &[u32], weight: f32) -> Option<Self> {
+        let prefix = full.iter().zip(without).take_while(|(a, b)| a == b).count();
+        let room = full.len().min(without.len()) - prefix;
+        let suffix = full.iter().rev().zip(without.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
+        let end = full.len() - suffix;
+        (end > prefix).then_some(Self { keys: prefix..end, weight })
+    }
 }
 
 /// Rows per forward pass: keeps the `[rows·len, vocab]` logits of a pass within memory.
@@ -56,7 +87,12 @@ pub fn span_logprobs(model: &dyn Backbone, sop: u32, rows: &[SpanRow], clamp: Op
         }
         let width = seqs.iter().map(|s| s.0.len()).max().unwrap_or(0);
         let (mut ids, mut pos, mut rowsel, mut seps) = (vec![], vec![], vec![], vec![]);
-        for (i, (s_ids, s_pos, s_block, n, _)) in seqs.iter().enumerate() {
+        let emphasized = chunk.iter().any(|r| r.emphasis.is_some());
+        let mut bias = Vec::with_capacity(if emphasized { chunk.len() * width } else { 0 });
+        for (i, ((s_ids, s_pos, s_block, n, _), row)) in seqs.iter().zip(chunk).enumerate() {
+            if emphasized {
+                bias.extend(row.emphasis.as_ref().map_or_else(|| vec![0.0; width], |e| e.bias_row(width)));
+            }
             let pad = width - s_ids.len();
             ids.extend(s_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
             pos.extend(s_pos.iter().copied().chain(std::iter::repeat_n(0, pad)));
@@ -67,10 +103,13 @@ pub fn span_logprobs(model: &dyn Backbone, sop: u32, rows: &[SpanRow], clamp: Op
         let dev = model.device();
         let r = seqs.len();
         let pos = Tensor::from_vec(pos, (r, 2, width), dev)?;
-        let input = BackboneInput::ids(Tensor::from_vec(ids, (r, width), dev)?)
+        let mut input = BackboneInput::ids(Tensor::from_vec(ids, (r, width), dev)?)
             .with_positions(pos)
             .with_attention(Attention::Sep(seps))
             .with_logit_rows_only(Tensor::new(rowsel.as_slice(), dev)?);
+        if emphasized {
+            input = input.with_key_bias(Tensor::from_vec(bias, (r, width), dev)?);
+        }
         let logits = model.forward(&input, None)?.logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
         let mut k = 0;
         for (.., target) in &seqs {

@@ -139,7 +139,11 @@ pub fn generate_inverse(
     mut on_unit: Option<UnitHook<'_>>,
 ) -> Result<InverseResult> {
     let start = Instant::now();
-    let prep = cx.prepare(task, fields)?;
+    let mut prep = cx.prepare(task, fields)?;
+    if !opts.use_inverse {
+        // The search baseline is plain: no attention re-weighting either.
+        prep.emphasis = None;
+    }
     rules.set_context(&fields.values().cloned().collect::<Vec<_>>().join("|"));
     let rules: &dyn UnitRules = rules;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
@@ -178,7 +182,7 @@ pub fn generate_inverse(
                     max_redraws: s.max_redraws,
                 };
                 let n = (if k == 0 { s.first_pool } else { s.per_beam }) << attempt;
-                let inputs = cx.step_inputs(&prep);
+                let inputs = cx.step_inputs(&prep)?;
                 for c in
                     sample_units(cx.model, &beam.cache, &beam.logits, inputs.as_ref(), prep.offset + beam.tokens.len(), n, &spec, &mut rng)?
                 {
@@ -208,7 +212,12 @@ pub fn generate_inverse(
             pool = keyed.into_iter().map(|k| k.1).collect();
         }
         let windows: Vec<String> = pool.iter().map(|(b, c)| window(task.inverse.window, &live[*b].units, &c.text)).collect();
-        let ips = if opts.use_inverse { cx.inverse_scores(&prep, task, &windows)? } else { vec![0.0; pool.len()] };
+        let ips = if opts.use_inverse {
+            let units: Vec<&str> = pool.iter().map(|(_, c)| c.text.as_str()).collect();
+            cx.inverse_scores(&prep, task, &windows, &units)?
+        } else {
+            vec![0.0; pool.len()]
+        };
         scored += if opts.use_inverse { pool.len() } else { 0 };
         let mut ranked: Vec<(usize, Candidate, UnitScore, f64)> = pool
             .into_iter()
@@ -276,6 +285,9 @@ pub fn generate_inverse(
     } else {
         finished.extend(live.into_iter().filter(|b| !b.units.is_empty()).map(|b| (b.total / b.units.len() as f64, b)));
     }
+    if opts.use_inverse && task.inverse.contrast != 0.0 && finished.len() > 1 {
+        contrast_keys(cx, &prep, task, fields, &mut finished)?;
+    }
     let Some((_, best)) = finished.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)) else {
         return Err(Error::input(
             "no candidate satisfied every constraint: try another --seed, more beams, or fewer constraints (e.g. another rhyme table)",
@@ -313,6 +325,30 @@ pub fn generate_inverse(
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
         explain,
     })
+}
+
+/// Replaces the keys of the finished texts by their contrastive score (see
+/// [`super::template::Inverse::contrast`]): `ip(target) − contrast · mean ip(generic targets)`.
+fn contrast_keys(
+    cx: &Context<'_>,
+    prep: &super::context::Prepared,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    finished: &mut [(f64, Beam)],
+) -> Result<()> {
+    let target = fields.get(&task.inverse.target).cloned().unwrap_or_default();
+    let mut values = vec![target.clone()];
+    values.extend(task.inverse.contrast_targets.iter().filter(|g| !g.trim().is_empty() && **g != target).cloned());
+    if values.len() < 2 {
+        return Ok(());
+    }
+    let texts: Vec<String> = finished.iter().map(|(_, b)| b.text()).collect();
+    let table = cx.target_table(prep, task, &texts, &values)?;
+    for ((key, _), row) in finished.iter_mut().zip(table) {
+        let generic = row[1..].iter().sum::<f64>() / (row.len() - 1) as f64;
+        *key = row[0] - task.inverse.contrast as f64 * generic;
+    }
+    Ok(())
 }
 
 /// Indices (into `ranked`, best first) of the candidates kept: at most `beams`, at most

@@ -114,6 +114,22 @@ pub struct Inverse {
     /// Which part of the generated text the inverse sees.
     #[serde(default)]
     pub window: Window,
+    /// GLM-iprompt's attention re-weighting (GLM, `mode = "glm"` only): while inverse prompting,
+    /// this is added to the attention logits toward the target field in the prompt (generation
+    /// reads the title harder) and toward the new unit in the inverse prompt. Official: 0.5 for
+    /// poems, 0.65 for answers; 0 turns it off. The search baseline never uses it.
+    #[serde(default)]
+    pub attention_bias: f32,
+    /// Contrastive final choice (GLM, `mode = "glm"` only; an extension, not in the papers): among
+    /// the finished texts, keep the one maximizing `log p(target | text) − contrast · mean log p(g |
+    /// text)` over the generic targets `g` of `contrast_targets`, i.e. the text that predicts *its*
+    /// title rather than titles in general. 0 = off (the best beam score wins).
+    #[serde(default)]
+    pub contrast: f32,
+    /// Generic target values for `contrast` (e.g. common poem titles); one equal to the real
+    /// target is skipped.
+    #[serde(default)]
+    pub contrast_targets: Vec<String>,
 }
 
 fn default_mask() -> String {
@@ -293,6 +309,11 @@ impl Task {
                 }
             }
             InverseMode::Causal => {
+                if self.inverse.attention_bias != 0.0 || self.inverse.contrast != 0.0 {
+                    return Err(Error::input(
+                        "inverse.attention_bias and inverse.contrast need the GLM-native inverse (mode = \"glm\"); set them to 0",
+                    ));
+                }
                 if self.inverse.context.as_deref().is_none_or(|c| !c.contains("{window}")) {
                     return Err(Error::input("causal inverse needs inverse.context with `{window}`"));
                 }
@@ -300,6 +321,15 @@ impl Task {
                     return Err(Error::input("causal inverse needs inverse.target_text"));
                 }
             }
+        }
+        if !(self.inverse.attention_bias.is_finite() && self.inverse.attention_bias.abs() <= 10.0) {
+            return Err(Error::input(format!("inverse.attention_bias must be between -10 and 10, got {}", self.inverse.attention_bias)));
+        }
+        if !(self.inverse.contrast.is_finite() && (0.0..=10.0).contains(&self.inverse.contrast)) {
+            return Err(Error::input(format!("inverse.contrast must be between 0 and 10, got {}", self.inverse.contrast)));
+        }
+        if self.inverse.contrast != 0.0 && self.inverse.contrast_targets.iter().all(|t| t.trim().is_empty()) {
+            return Err(Error::input("inverse.contrast needs inverse.contrast_targets: a few generic values of the target field"));
         }
         let s = &self.search;
         if s.beams == 0 || s.per_beam == 0 || s.first_pool == 0 || s.max_per_parent == 0 || s.max_same_prefix == 0 {
