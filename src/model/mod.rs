@@ -3,8 +3,9 @@
 //! Everything above this layer (pretraining, P-tuning, generation, serving) talks to a
 //! `dyn Backbone` only. A forward pass takes token ids *or* input embeddings (P-tuning injects
 //! continuous prompt vectors), an [`Attention`] description, optional positions (2D for GLM),
-//! optional token types (BERT) and key padding, and an optional [`KvCache`] for incremental
-//! decoding. It returns logits and the last hidden state.
+//! optional token types (BERT), key padding and a per-key attention bias (inverse prompting's
+//! re-weighting), and an optional [`KvCache`] for incremental decoding. It returns logits and the
+//! last hidden state.
 
 mod attention;
 pub mod bert;
