@@ -16,6 +16,7 @@
 #    bench/torch_glm_generate.py.
 # 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
 #    written and resumed) when runs/poetry-corpus-generator was carried.
+# 5. `ptune` and `finetune` on the GPU against the CPU (scripts/tune-parity.sh cpu cuda).
 # A short table is printed last (and kept in $OUT/summary.txt); every log is packed into
 # $OUT/logs.tar.xz (default $OUT: gpu-out/).
 set -uo pipefail
@@ -62,6 +63,10 @@ if [ -d runs/poetry-corpus-generator ]; then
   cp /tmp/pt-smoke/metrics.jsonl "$OUT/pretrain-metrics.jsonl" 2>/dev/null
 fi
 
+step "ptune and finetune: the GPU against the CPU (scripts/tune-parity.sh)"
+BIN="$BIN" scripts/tune-parity.sh cpu cuda 2>&1 | tee "$OUT/tune-parity.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 # The table: one line per benchmark, wenhui beside PyTorch.
 python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import json, sys, os
@@ -88,6 +93,9 @@ p = open(os.path.join(out, "parity.txt")).read().splitlines() if os.path.exists(
 fails = [l for l in p if l.startswith("FAIL")]
 oks = [l for l in p if l.startswith("ok")]
 print(f"parity: {len(oks)} ok, {len(fails)} failed")
+tp = os.path.join(out, "tune-parity.txt")
+tune = [l for l in open(tp) if l.startswith(("tune parity", "FAIL"))] if os.path.exists(tp) else ["tune parity: not run\n"]
+print("".join(tune), end="")
 for l in fails:
     print("  " + l)
 EOF

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# ONE prepared run for a lent NVIDIA GPU machine: pretrains the embedded poetry GLM and its judge
-# (examples/poetry-{generator,judge}.toml) side by side in bf16 mixed precision, inside a fixed
-# wall-clock budget, and sends back both models exported as f16 from their checkpoint of lowest
-# validation loss. It is the GPU form of the pretraining step of scripts/train-poetry-model.sh.
+# ONE prepared run for a lent NVIDIA GPU machine: pretrains poetry GLMs (examples/poetry-$RUN.toml)
+# in bf16 mixed precision inside a fixed wall-clock budget, and sends back each model exported as
+# f16 from its checkpoint of lowest validation loss. It is the GPU form of the pretraining step of
+# scripts/train-poetry-model.sh.
 #
 # Here (no GPU): scripts/build-cuda.sh, then the data steps of scripts/train-poetry-model.sh
-# (runs/poetry-corpus-{generator,judge}). Carry dist/ and both corpora; on the GPU machine:
+# (runs/poetry-corpus-*). Carry dist/ and the corpora; on the GPU machine:
 #
-#   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh
+#   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh                       # generator and judge
+#   RUNS="generator generator-b" MAX_STEPS=8000 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
 #
-# 1. A 40-step probe of both runs side by side measures the step time while they share the GPU.
-# 2. Steps = min(the configs' steps, TRAIN_SECONDS / step time), rounded down to whole hundreds,
-#    for both runs (the cosine schedule ends where the run ends; `timeout -s INT` is only a guard:
-#    Ctrl-C saves a checkpoint).
+# 1. A 40-step probe of the first run alone, then (with several runs) of all of them side by side.
+#    The runs share the GPU only if that slows a step by at most SHARE_SLOWDOWN (default 1.25×);
+#    otherwise the first run trains alone.
+# 2. Steps = min(MAX_STEPS or the configs' steps, 0.93 · TRAIN_SECONDS / step time), rounded down
+#    to whole hundreds (0.93: validation and checkpoints every 100 steps are outside the probe). The
+#    cosine schedule ends where the run ends; `timeout -s INT` is only a guard: Ctrl-C saves a
+#    checkpoint.
 # 3. Each run's checkpoint of lowest validation loss is exported as f16. The exports, metrics and
 #    logs come back as one xz tarball split into 15 MiB parts (the device tool returns at most 8
 #    files of ≤ 16 MiB), beside report.txt. Unpack here:
@@ -32,31 +36,57 @@ pack() {
   cat "$OUT/report.txt"
 }
 trap pack EXIT
-RUNS="generator judge"
+RUNS=${RUNS:-generator judge}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/report.txt"
 W() { "$BIN" --device cuda --dtype bf16 "$@"; }
 
-echo "== probe: 40 steps of both runs side by side" >&2
-for r in $RUNS; do
-  rm -rf "/tmp/probe-$r"
-  W pretrain --config "examples/poetry-$r.toml" --out-dir "/tmp/probe-$r" --steps 40 \
-    --save-every 40 --eval-every 1000 --log-every 10 --quiet >"$LOGS/probe-$r.txt" 2>&1 &
-done
-wait
-STEPS=$(python3 - "$BUDGET" $RUNS <<'EOF'
-import json, sys, re
-budget, runs = float(sys.argv[1]), sys.argv[2:]
-step_s = 0.0
-for r in runs:
-    rows = [json.loads(l) for l in open(f"/tmp/probe-{r}/metrics.jsonl") if '"elapsed_s"' in l]
-    t = {row["step"]: row["elapsed_s"] for row in rows}
-    step_s = max(step_s, (t[40] - t[20]) / 20)
-cfg_steps = min(int(re.search(r"^steps\s*=\s*(\d+)", open(f"examples/poetry-{r}.toml").read(), re.M).group(1)) for r in runs)
-steps = min(cfg_steps, int(budget / step_s) // 100 * 100)
-print(f"step {step_s*1000:.1f} ms side by side → {steps} steps", file=sys.stderr)
-print(max(steps, 100))
+# probe NAME RUN...: 40 steps of the runs side by side, into /tmp/probe-NAME-RUN.
+probe() {
+  local name=$1; shift
+  for r in "$@"; do
+    rm -rf "/tmp/probe-$name-$r"
+    W pretrain --config "examples/poetry-$r.toml" --out-dir "/tmp/probe-$name-$r" --steps 40 \
+      --save-every 40 --eval-every 1000 --log-every 10 --quiet >"$LOGS/probe-$name-$r.txt" 2>&1 &
+  done
+  wait
+}
+FIRST=${RUNS%% *}
+echo "== probe: 40 steps of $FIRST alone" >&2
+probe alone "$FIRST"
+if [ "$RUNS" != "$FIRST" ]; then
+  echo "== probe: 40 steps of $RUNS side by side" >&2
+  probe shared $RUNS
+fi
+PLAN=$(python3 - "$BUDGET" "${MAX_STEPS:-0}" "${SHARE_SLOWDOWN:-1.25}" $RUNS <<'EOF'
+import json, os, sys, re
+budget, max_steps, share = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+runs = sys.argv[4:]
+def step_s(name, rs):
+    worst = 0.0
+    for r in rs:
+        rows = [json.loads(l) for l in open(f"/tmp/probe-{name}-{r}/metrics.jsonl") if '"elapsed_s"' in l]
+        t = {row["step"]: row["elapsed_s"] for row in rows}
+        worst = max(worst, (t[40] - t[20]) / 20)
+    return worst
+alone = step_s("alone", runs[:1])
+chosen, step = runs[:1], alone
+if len(runs) > 1:
+    try:
+        shared = step_s("shared", runs)
+        print(f"step {alone*1000:.1f} ms alone, {shared*1000:.1f} ms side by side", file=sys.stderr)
+        if shared <= share * alone:
+            chosen, step = runs, shared
+    except (OSError, KeyError) as e:
+        print(f"side-by-side probe failed ({e}): {runs[0]} alone", file=sys.stderr)
+cfg = lambda r: int(re.search(r"^steps\s*=\s*(\d+)", open(f"examples/poetry-{r}.toml").read(), re.M).group(1))
+cap = max_steps or min(cfg(r) for r in chosen)
+steps = max(100, min(cap, int(0.93 * budget / step) // 100 * 100))
+print(f"{' '.join(chosen)}: {step*1000:.1f} ms per step → {steps} steps", file=sys.stderr)
+print(steps, *chosen)
 EOF
 ) || { echo "probe failed" >&2; exit 1; }
+read -r STEPS RUNS <<<"$PLAN"
+echo "runs $RUNS" >>"$OUT/report.txt"
 echo "steps $STEPS" >>"$OUT/report.txt"
 
 echo "== train: $STEPS steps each, side by side" >&2
@@ -64,7 +94,7 @@ start=$(date +%s)
 for r in $RUNS; do
   rm -rf "runs/poetry-$r"
   # The binary is named again here (not W): timeout runs programs, not shell functions.
-  timeout --foreground -s INT $((BUDGET + 90)) \
+  timeout --foreground -s INT $((BUDGET + 45)) \
     "$BIN" --device cuda --dtype bf16 pretrain --config "examples/poetry-$r.toml" --steps "$STEPS" --quiet \
     >"$LOGS/train-$r.txt" 2>&1 &
 done

@@ -143,8 +143,6 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     cli.on.apply(!matches!(cli.command, Command::Export(_)))?;
     match &cli.command {
-        Command::Ptune(_) => cli.on.require_cpu("ptune")?,
-        Command::Finetune(_) => cli.on.require_cpu("finetune")?,
         Command::FinetuneSeq2seq(_) => cli.on.require_cpu("finetune --task seq2seq")?,
         Command::Probe(_) => cli.on.require_cpu("probe")?,
         _ => {}

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::{EncoderKind, PromptEncoder, PromptEncoderConfig};
@@ -381,8 +381,13 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             task.spec.name
         )));
     }
+    // The process default device (`--device`): the CPU unless a GPU was chosen. Tuning computes
+    // in f32 there too (no mixed precision yet), so a half compute dtype is refused up front.
+    let device = crate::device::default_device();
+    if crate::device::default_dtype() != DType::F32 {
+        return Err(Error::input("ptune and finetune compute in f32 (on the CPU or a GPU): drop --dtype"));
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
-    let dev_cpu = Device::Cpu;
 
     // The backbone: frozen tensors (ptune) or variables (finetune).
     let model_src = match &resumed {
@@ -393,11 +398,11 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     let model_cfg: ModelConfig = weights.config.clone();
     let (model, model_vars): (Box<dyn Backbone>, Vec<(String, Var)>) = match cfg.mode {
         TuneMode::Ptune => {
-            let vb = candle_nn::VarBuilder::from_tensors(weights.params, DType::F32, &dev_cpu);
+            let vb = candle_nn::VarBuilder::from_tensors(weights.params, DType::F32, &device);
             (model_cfg.build(vb)?, Vec::new())
         }
         TuneMode::Finetune => {
-            let (map, m) = model_cfg.build_trainable(Some(weights.params), DType::F32, &dev_cpu)?;
+            let (map, m) = model_cfg.build_trainable(Some(weights.params), DType::F32, &device)?;
             (m, vars(&map, "")?)
         }
     };
@@ -408,8 +413,8 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         None
     } else {
         let enc = match (&resumed, &cfg.init_prompt) {
-            (Some(ck), _) => PromptEncoder::load_state(&ck.dir.join("prompt"), &dev_cpu)?,
-            (None, Some(dir)) => load_prompt(dir, &dev_cpu)?,
+            (Some(ck), _) => PromptEncoder::load_state(&ck.dir.join("prompt"), &device)?,
+            (None, Some(dir)) => load_prompt(dir, &device)?,
             (None, None) => {
                 let ecfg = PromptEncoderConfig {
                     kind: cfg.encoder,
@@ -419,7 +424,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
                     layers: cfg.encoder_layers,
                     num_transformer_submodules: 1,
                 };
-                PromptEncoder::seeded(&ecfg, cfg.seed, &dev_cpu)?
+                PromptEncoder::seeded(&ecfg, cfg.seed, &device)?
             }
         };
         let ec = enc.config();
