@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ONE prepared run for a lent NVIDIA GPU machine (H100/H200, CUDA 13 driver, python3 with torch,
 # no Rust, no network). Build the binary first, here: scripts/build-cuda.sh → dist/wenhui-cuda.xz,
-# and carry `dist` to the machine. Then, in the repository root there:
+# and carry `dist` to the machine (`scripts/device-slim.sh on` before the device call, `off` after:
+# the working tree and dist/ must fit the tool's 64 MiB). Then, in the repository root there:
 #
 #   scripts/gpu-check.sh                # parity + gradients + benchmarks, full logs under $OUT
 #   GPU_CHECK_QUICK=1 scripts/gpu-check.sh   # small benchmark shapes (a first smoke run)

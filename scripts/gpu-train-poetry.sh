@@ -5,7 +5,8 @@
 # scripts/train-poetry-model.sh.
 #
 # Here (no GPU): scripts/build-cuda.sh, then the data steps of scripts/train-poetry-model.sh
-# (runs/poetry-corpus-*). Carry dist/ and the corpora; on the GPU machine:
+# (runs/poetry-corpus-*). Carry dist/ and the corpora (`scripts/device-slim.sh on` before the
+# device call, `off` after: the working tree and dist/ must fit the tool's 64 MiB); on the GPU machine:
 #
 #   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh                       # generator and judge
 #   RUNS="generator generator-b" MAX_STEPS=8000 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh

@@ -36,31 +36,44 @@ fn cache_root() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("wenhui"))
 }
 
-/// Writes `files` into `dir` unless it already holds them (written to a temporary sibling, then renamed).
+/// Whether `dir` holds every file of `files` at its full size.
+fn complete(dir: &Path, files: &[(&str, &[u8])]) -> bool {
+    files.iter().all(|(n, b)| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.len() == b.len() as u64))
+}
+
+/// Writes `files` into `dir` unless it already holds them: into a temporary sibling private to
+/// this call (threads and processes may unpack at the same time), then renamed into place. A
+/// leftover incomplete `dir` (an interrupted write) is replaced rather than trusted.
 fn materialize(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
-    if files.iter().all(|(n, b)| std::fs::metadata(dir.join(n)).is_ok_and(|m| m.len() == b.len() as u64)) {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if complete(dir, files) {
         return Ok(());
     }
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(".{}.tmp{}", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.tmp{}-{call}", std::process::id()));
+    let written = std::fs::create_dir(&tmp)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| files.iter().try_for_each(|(n, bytes)| std::fs::write(tmp.join(n), bytes).map_err(|e| Error::io(tmp.join(n), e))));
+    let result = written.and_then(|()| {
+        for attempt in 0..2 {
+            match std::fs::rename(&tmp, dir) {
+                Ok(()) => return Ok(()),
+                // Another thread or process won the race: its copy is identical.
+                Err(_) if complete(dir, files) => return Ok(()),
+                // An incomplete leftover blocks the rename: remove it once and try again.
+                Err(_) if attempt == 0 && dir.is_dir() => {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Err(e) => return Err(Error::io(dir, e)),
+            }
+        }
+        Err(Error::io(dir, std::io::Error::other("could not replace an incomplete copy")))
+    });
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    for (name, bytes) in files {
-        std::fs::write(tmp.join(name), bytes).map_err(|e| Error::io(tmp.join(name), e))?;
-    }
-    match std::fs::rename(&tmp, dir) {
-        Ok(()) => Ok(()),
-        // Another process won the race: its copy is identical.
-        Err(_) if dir.join(files[0].0).is_file() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(Error::io(dir, e))
-        }
-    }
+    result
 }
 
 /// The directory of the embedded poetry GLM (written on first use).
@@ -95,6 +108,31 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("a.txt"))?, b"alpha");
         assert_eq!(std::fs::read(dir.join("b.bin"))?, vec![1, 2, 3]);
         assert_ne!(fingerprint(files), fingerprint(&files[..1]));
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_unpacking_and_an_interrupted_copy_end_complete() -> TestResult {
+        let root = std::env::temp_dir().join(format!("wenhui-embed-race-{}", std::process::id()));
+        let dir = root.join("m");
+        let big = vec![7u8; 1 << 20];
+        let files: &[(&str, &[u8])] = &[("config.json", b"{}"), ("model.bin", &big), ("tok.json", b"[]")];
+        // Eight threads at once (as the tests of one binary do on a fresh cache).
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| materialize(&dir, files))).collect();
+            handles.into_iter().try_for_each(|h| h.join().expect("thread panicked"))
+        })?;
+        assert!(complete(&dir, files));
+        assert_eq!(std::fs::read(dir.join("model.bin"))?, big);
+        // An interrupted earlier write left a partial copy: it is replaced, not trusted.
+        std::fs::remove_file(dir.join("config.json"))?;
+        std::fs::write(dir.join("model.bin"), b"short")?;
+        materialize(&dir, files)?;
+        assert!(complete(&dir, files));
+        assert_eq!(std::fs::read(dir.join("config.json"))?, b"{}");
+        let leftovers: Vec<_> = std::fs::read_dir(&root)?.filter_map(|e| e.ok()).filter(|e| e.file_name() != "m").collect();
+        assert!(leftovers.is_empty(), "temporary copies left behind: {leftovers:?}");
         std::fs::remove_dir_all(&root)?;
         Ok(())
     }

@@ -132,13 +132,13 @@ impl DeviceFlags {
         Ok(())
     }
 
-    /// Fails for a command that runs on the CPU only.
+    /// Fails for a command that computes in f32 only (on the CPU or a GPU).
     /// Reads the defaults [`DeviceFlags::apply`] set, so the device is not opened twice.
-    pub fn require_cpu(&self, command: &str) -> anyhow::Result<()> {
-        if wenhui::device::default_device().is_cpu() && wenhui::device::default_dtype() == candle_core::DType::F32 {
+    pub fn require_f32(&self, command: &str) -> anyhow::Result<()> {
+        if wenhui::device::default_dtype() == candle_core::DType::F32 {
             return Ok(());
         }
-        anyhow::bail!("`wenhui {command}` runs on the CPU in f32 for now; drop --device/--dtype")
+        anyhow::bail!("`wenhui {command}` computes in f32 (on the CPU or a GPU); drop --dtype")
     }
 }
 

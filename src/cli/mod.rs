@@ -143,8 +143,10 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     cli.on.apply(!matches!(cli.command, Command::Export(_)))?;
     match &cli.command {
-        Command::FinetuneSeq2seq(_) => cli.on.require_cpu("finetune --task seq2seq")?,
-        Command::Probe(_) => cli.on.require_cpu("probe")?,
+        Command::Ptune(_) => cli.on.require_f32("ptune")?,
+        Command::Finetune(_) => cli.on.require_f32("finetune")?,
+        Command::FinetuneSeq2seq(_) => cli.on.require_f32("finetune --task seq2seq")?,
+        Command::Probe(_) => cli.on.require_f32("probe")?,
         _ => {}
     }
     let on = cli.on.clone();

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -175,7 +175,7 @@ pub fn tune_vocab_prompt(
         layers: 2,
         num_transformer_submodules: 1,
     };
-    let (enc, map) = PromptEncoder::seeded(&cfg, o.seed, &Device::Cpu)?.to_trainable()?;
+    let (enc, map) = PromptEncoder::seeded(&cfg, o.seed, model.device())?.to_trainable()?;
     let vars: Vec<(String, candle_core::Var)> = {
         let data = map.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
         let mut v: Vec<_> = data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
@@ -201,7 +201,7 @@ pub fn tune_vocab_prompt(
     progress(0, best.0);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
     let (mut lr, mut bad, mut epochs) = (o.lr, 0usize, 0usize);
-    let dev_cpu = Device::Cpu;
+    let device = model.device().clone();
     for epoch in 1..=o.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng);
@@ -210,10 +210,10 @@ pub fn tune_vocab_prompt(
             let targets: Vec<u32> = chunk.iter().map(|&i| train[i].target).collect();
             let prompt = enc.prompt_embeddings()?;
             let logits = answer_logits(model, &rows, Some(&prompt))?;
-            let mut loss = crate::ops::cross_entropy(&logits, &Tensor::from_vec(targets, chunk.len(), &dev_cpu)?)?.mean_all()?;
+            let mut loss = crate::ops::cross_entropy(&logits, &Tensor::from_vec(targets, chunk.len(), &device)?)?.mean_all()?;
             if o.weight_decay > 0.0 {
                 // Adam's coupled L2 penalty, as torch.optim.Adam(weight_decay): ½·wd·Σw² adds wd·w to each gradient.
-                let mut l2 = Tensor::zeros((), DType::F32, &dev_cpu)?;
+                let mut l2 = Tensor::zeros((), DType::F32, &device)?;
                 for (_, t) in enc.named_tensors() {
                     l2 = (l2 + t.sqr()?.sum_all()?)?;
                 }

@@ -366,8 +366,12 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     let steps = cfg.steps.unwrap_or_else(|| ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil().max(1.0) as u64);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
-    let dev_ = Device::Cpu;
-    let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev_)?;
+    // The process default device (`--device`); fine-tuning computes in f32 there (no mixed precision yet).
+    let device = crate::device::default_device();
+    if crate::device::default_dtype() != DType::F32 {
+        return Err(Error::input("seq2seq fine-tuning computes in f32 (on the CPU or a GPU): drop --dtype"));
+    }
+    let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &device)?;
     let mut params: Vec<(String, Var)> =
         varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -414,7 +418,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         let lr = lr_at(cfg, steps, step);
         let idx = step_indices(train.len(), cfg.batch_size, cfg.seed, step);
         let samples: Vec<&Seq2seqSample> = idx.iter().map(|&i| &train[i]).collect();
-        let batch = Seq2seqBatch::new(&samples, layout.tokens.pad, cfg.layout.mask_pad_token, &dev_)?;
+        let batch = Seq2seqBatch::new(&samples, layout.tokens.pad, cfg.layout.mask_pad_token, &device)?;
         let seed = cfg.seed.wrapping_mul(0x100_0000_01B3) ^ step;
         let (loss, _) = seq2seq_loss(model.as_ref(), &batch, cfg.label_smoothing, Some(seed))?;
         last_loss = loss.to_scalar::<f32>()? as f64;
