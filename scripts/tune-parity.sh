@@ -7,7 +7,7 @@
 #   scripts/tune-parity.sh DEVICE_A DEVICE_B [OUT_DIR]     # default OUT_DIR: /tmp/tune-parity
 #
 # Backbone: tests/fixtures/glm-tiny (2 layers, hidden 64, random weights) over a character
-# vocabulary; tasks: the synthetic cloze task of tests/ptune.rs (the label letter is in the input)
+# vocabulary; tasks: tests/fixtures/toy-cloze (as in tests/ptune.rs: the label letter is in the input)
 # and, for seq2seq, reversing a string of `abcdef` (tests/seq2seq.rs).
 # Tolerances: each logged loss (the mean of 10 steps) within 1e-3 relative at step 10, and after
 # that within 2e-2 relative or 2e-3 absolute (Adam amplifies rounding differences over steps);
@@ -26,17 +26,6 @@ import random, sys
 d = sys.argv[1]
 open(f"{d}/chars.txt", "w").write("".join(c + "\n" for c in
     "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
-open(f"{d}/toy.toml", "w").write('''name = "toy"
-fields = ["w"]
-template = "[P*3] {w} [P*3] [MASK] ."
-metrics = ["acc"]
-[[verbalizer]]
-label = "x"
-words = ["x"]
-[[verbalizer]]
-label = "z"
-words = ["z"]
-''')
 # seq2seq: reverse a short string (tests/seq2seq.rs).
 for name, seed in (("s2s-train", 3), ("s2s-dev", 4)):
     rng = random.Random(seed)
@@ -60,7 +49,7 @@ mkdir -p "$D/s2s-model"
 cp tests/fixtures/glm-tiny/config.json tests/fixtures/glm-tiny/model.safetensors "$D/s2s-model/"
 "$BIN" tokenizer train --kind chars --vocab-size 64 --min-frequency 1 -o "$D/s2s-model" "$D/s2s-chars.txt" >/dev/null
 
-common=(--task "$D/toy.toml" --model tests/fixtures/glm-tiny --tokenizer "$D/chars.txt"
+common=(--task tests/fixtures/toy-cloze/toy.toml --model tests/fixtures/glm-tiny --tokenizer "$D/chars.txt"
   --train "$D/train.jsonl" --dev "$D/dev.jsonl" --max-steps 40 --batch-size 16 --eval-every 20 --seed 7 --quiet)
 for side in A B; do
   dev=${!side}

@@ -40,18 +40,7 @@ fn random_glm(dir: &Path, layers: usize, hidden: usize, heads: usize, positions:
 }
 
 /// A toy task: which of `x` / `z` is hidden in a five-letter string.
-const TOY_TASK: &str = r#"
-name = "toy"
-fields = ["w"]
-template = "[P*3] {w} [P*3] [MASK] ."
-metrics = ["acc"]
-[[verbalizer]]
-label = "x"
-words = ["x"]
-[[verbalizer]]
-label = "z"
-words = ["z"]
-"#;
+const TOY_TASK: &str = include_str!("fixtures/toy-cloze/toy.toml");
 
 /// `n` toy examples as JSONL: two random letters, the label letter, two random letters.
 fn toy_jsonl(n: usize, seed: u64) -> String {
