@@ -24,6 +24,15 @@ pub fn default_dtype() -> DType {
     DEFAULT.read().ok().and_then(|d| d.as_ref().map(|(_, dt)| *dt)).unwrap_or(DType::F32)
 }
 
+/// The default device for work that computes in f32 only (P-tuning, fine-tuning: no mixed
+/// precision yet); an error naming `what` when a half compute dtype was chosen.
+pub fn f32_device(what: &str) -> Result<Device> {
+    if default_dtype() != DType::F32 {
+        return Err(Error::input(format!("{what} computes in f32 (on the CPU or a GPU): drop --dtype")));
+    }
+    Ok(default_device())
+}
+
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`. CUDA needs a binary built with the `cuda`
 /// feature (scripts/build-cuda.sh); otherwise the error says so.
 pub fn parse_device(spec: &str) -> Result<Device> {

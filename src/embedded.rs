@@ -54,6 +54,8 @@ fn materialize(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp{}-{call}", std::process::id()));
+    // Only a crashed process with the same id can have left this name behind.
+    let _ = std::fs::remove_dir_all(&tmp);
     let written = std::fs::create_dir(&tmp)
         .map_err(|e| Error::io(&tmp, e))
         .and_then(|()| files.iter().try_for_each(|(n, bytes)| std::fs::write(tmp.join(n), bytes).map_err(|e| Error::io(tmp.join(n), e))));

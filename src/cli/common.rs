@@ -135,10 +135,8 @@ impl DeviceFlags {
     /// Fails for a command that computes in f32 only (on the CPU or a GPU).
     /// Reads the defaults [`DeviceFlags::apply`] set, so the device is not opened twice.
     pub fn require_f32(&self, command: &str) -> anyhow::Result<()> {
-        if wenhui::device::default_dtype() == candle_core::DType::F32 {
-            return Ok(());
-        }
-        anyhow::bail!("`wenhui {command}` computes in f32 (on the CPU or a GPU); drop --dtype")
+        wenhui::device::f32_device(&format!("`wenhui {command}`"))?;
+        Ok(())
     }
 }
 

@@ -381,12 +381,8 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             task.spec.name
         )));
     }
-    // The process default device (`--device`): the CPU unless a GPU was chosen. Tuning computes
-    // in f32 there too (no mixed precision yet), so a half compute dtype is refused up front.
-    let device = crate::device::default_device();
-    if crate::device::default_dtype() != DType::F32 {
-        return Err(Error::input("ptune and finetune compute in f32 (on the CPU or a GPU): drop --dtype"));
-    }
+    // The process default device (`--device`): the CPU unless a GPU was chosen.
+    let device = crate::device::f32_device("ptune/finetune")?;
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
     // The backbone: frozen tensors (ptune) or variables (finetune).

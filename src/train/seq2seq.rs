@@ -366,11 +366,8 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     let steps = cfg.steps.unwrap_or_else(|| ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil().max(1.0) as u64);
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
-    // The process default device (`--device`); fine-tuning computes in f32 there (no mixed precision yet).
-    let device = crate::device::default_device();
-    if crate::device::default_dtype() != DType::F32 {
-        return Err(Error::input("seq2seq fine-tuning computes in f32 (on the CPU or a GPU): drop --dtype"));
-    }
+    // The process default device (`--device`): the CPU unless a GPU was chosen.
+    let device = crate::device::f32_device("seq2seq fine-tuning")?;
     let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &device)?;
     let mut params: Vec<(String, Var)> =
         varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
