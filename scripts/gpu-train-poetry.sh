@@ -9,13 +9,13 @@
 # device call, `off` after: the working tree and dist/ must fit the tool's 64 MiB); on the GPU machine:
 #
 #   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh                       # generator and judge
-#   RUNS="generator generator-b" MAX_STEPS=8000 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
+#   RUNS="judge generator" SHARE=never MAX_STEPS=3400 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
 #
-# 1. A 40-step probe of the first run alone, then (with several runs) of all of them side by side.
-#    The runs share the GPU only if that slows a step by at most SHARE_SLOWDOWN (default 1.25×);
-#    otherwise the first run trains alone.
-# 2. Steps = min(MAX_STEPS or the configs' steps, 0.93 · TRAIN_SECONDS / step time), rounded down
-#    to whole hundreds (0.93: validation and checkpoints every 100 steps are outside the probe). The
+# 1. A 40-step probe of the first run alone, then (with several runs, unless SHARE=never) of all of
+#    them side by side. They train side by side if that slows a step by at most SHARE_SLOWDOWN
+#    (default 1.25×), else one after another, each alone with an equal share of the budget.
+# 2. Steps = min(MAX_STEPS or the configs' steps, 0.93 · its budget / step time), rounded down to
+#    whole hundreds (0.93: validation and checkpoints every 100 steps are outside the probe). The
 #    cosine schedule ends where the run ends; `timeout -s INT` is only a guard: Ctrl-C saves a
 #    checkpoint.
 # 3. Each run's checkpoint of lowest validation loss is exported as f16. The exports, metrics and
@@ -54,12 +54,12 @@ probe() {
 FIRST=${RUNS%% *}
 echo "== probe: 40 steps of $FIRST alone" >&2
 probe alone "$FIRST"
-if [ "$RUNS" != "$FIRST" ]; then
+if [ "$RUNS" != "$FIRST" ] && [ "${SHARE:-auto}" != never ]; then
   echo "== probe: 40 steps of $RUNS side by side" >&2
   probe shared $RUNS
 fi
 PLAN=$(python3 - "$BUDGET" "${MAX_STEPS:-0}" "${SHARE_SLOWDOWN:-1.25}" $RUNS <<'EOF'
-import json, os, sys, re
+import json, sys, re
 budget, max_steps, share = float(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 runs = sys.argv[4:]
 def step_s(name, rs):
@@ -70,34 +70,39 @@ def step_s(name, rs):
         worst = max(worst, (t[40] - t[20]) / 20)
     return worst
 alone = step_s("alone", runs[:1])
-chosen, step = runs[:1], alone
+# One after another, each alone with its share of the budget, unless sharing the GPU pays.
+mode, step, each = "sequential", alone, budget / len(runs)
 if len(runs) > 1:
     try:
         shared = step_s("shared", runs)
         print(f"step {alone*1000:.1f} ms alone, {shared*1000:.1f} ms side by side", file=sys.stderr)
         if shared <= share * alone:
-            chosen, step = runs, shared
+            mode, step, each = "shared", shared, budget
     except (OSError, KeyError) as e:
-        print(f"side-by-side probe failed ({e}): {runs[0]} alone", file=sys.stderr)
+        print(f"no side-by-side probe ({e}): the runs train one after another", file=sys.stderr)
 cfg = lambda r: int(re.search(r"^steps\s*=\s*(\d+)", open(f"examples/poetry-{r}.toml").read(), re.M).group(1))
-cap = max_steps or min(cfg(r) for r in chosen)
-steps = max(100, min(cap, int(0.93 * budget / step) // 100 * 100))
-print(f"{' '.join(chosen)}: {step*1000:.1f} ms per step → {steps} steps", file=sys.stderr)
-print(steps, *chosen)
+cap = max_steps or min(cfg(r) for r in runs)
+steps = max(100, min(cap, int(0.93 * each / step) // 100 * 100))
+print(f"{' '.join(runs)} {mode}: {step*1000:.1f} ms per step → {steps} steps each", file=sys.stderr)
+print(steps, int(each), mode)
 EOF
 ) || { echo "probe failed" >&2; exit 1; }
-read -r STEPS RUNS <<<"$PLAN"
-echo "runs $RUNS" >>"$OUT/report.txt"
+read -r STEPS EACH MODE <<<"$PLAN"
+echo "runs $RUNS ($MODE)" >>"$OUT/report.txt"
 echo "steps $STEPS" >>"$OUT/report.txt"
 
-echo "== train: $STEPS steps each, side by side" >&2
+# train RUN: the pretraining run (in the foreground; `&` puts it beside the others).
+train() {
+  rm -rf "runs/poetry-$1"
+  # The binary is named again here (not W): timeout runs programs, not shell functions.
+  timeout --foreground -s INT $((EACH + 45)) \
+    "$BIN" --device cuda --dtype bf16 pretrain --config "examples/poetry-$1.toml" --steps "$STEPS" --quiet \
+    >"$LOGS/train-$1.txt" 2>&1
+}
+echo "== train: $STEPS steps each, $MODE" >&2
 start=$(date +%s)
 for r in $RUNS; do
-  rm -rf "runs/poetry-$r"
-  # The binary is named again here (not W): timeout runs programs, not shell functions.
-  timeout --foreground -s INT $((BUDGET + 45)) \
-    "$BIN" --device cuda --dtype bf16 pretrain --config "examples/poetry-$r.toml" --steps "$STEPS" --quiet \
-    >"$LOGS/train-$r.txt" 2>&1 &
+  if [ "$MODE" = shared ]; then train "$r" & else train "$r"; fi
 done
 wait
 echo "trained in $(( $(date +%s) - start )) s" >>"$OUT/report.txt"
