@@ -69,6 +69,7 @@ def step_s(name, rs):
         t = {row["step"]: row["elapsed_s"] for row in rows}
         worst = max(worst, (t[40] - t[20]) / 20)
     return worst
+# The first run's step alone stands for every run's: the poetry configs share one shape.
 alone = step_s("alone", runs[:1])
 # One after another, each alone with its share of the budget, unless sharing the GPU pays.
 mode, step, each = "sequential", alone, budget / len(runs)
