@@ -24,10 +24,20 @@ C=$TOOLKIT/py/nvidia/cu13
 # 1. nvcc 13.0 and the libraries to link against, from the pinned wheels (≈1.2 GB, once).
 if [ ! -x "$C/bin/nvcc" ]; then
   echo "installing the CUDA 13.0 toolkit wheels into $TOOLKIT/py" >&2
+  # pip --target skips packages whose top directory (nvidia/) exists: start from an empty one.
+  rm -rf "$TOOLKIT/py"
   python3 -m pip install -q --no-deps --target "$TOOLKIT/py" \
     nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
     nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvrtc==13.0.88 \
     nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35
+fi
+
+# The CUPTI headers for the kernel profiler (step 5), in a directory of their own (pip --target
+# --upgrade would replace the whole nvidia/ tree above).
+CUPTI=$TOOLKIT/cupti/nvidia/cu13
+if [ ! -f "$CUPTI/include/cupti.h" ]; then
+  rm -rf "$TOOLKIT/cupti"
+  python3 -m pip install -q --no-deps --target "$TOOLKIT/cupti" nvidia-cuda-cupti==13.0.85
 fi
 
 # 2. A link directory: unversioned names, and a libcuda stub with every driver entry point.
@@ -52,3 +62,9 @@ mkdir -p dist
 strip -o "$BIN.stripped" "$BIN"
 xz -T2 -6 -c "$BIN.stripped" >dist/wenhui-cuda.xz
 ls -la dist/wenhui-cuda.xz >&2
+
+# 5. The kernel profiler to preload on the GPU machine (bench/kernel_profile.cpp; it opens
+#    torch's libcupti at run time), for scripts/gpu-check.sh's per-kernel tables.
+g++ -O2 -std=c++17 -shared -fPIC -I"$CUPTI/include" -I"$C/include" bench/kernel_profile.cpp -o dist/libwenhui_kernel_profile.so -ldl
+strip dist/libwenhui_kernel_profile.so
+ls -la dist/libwenhui_kernel_profile.so >&2

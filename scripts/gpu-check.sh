@@ -18,6 +18,13 @@
 # 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
 #    written and resumed) when runs/poetry-corpus-generator was carried.
 # 5. `ptune` and `finetune` on the GPU against the CPU (scripts/tune-parity.sh cpu cuda).
+# Steps 1 and 2 run twice: with the default (composite) CUDA layers and with the fused ops
+# (`WENHUI_CUDA_OPS=fused`: attention as cuBLAS GEMMs + two row kernels, linear, residual dropout;
+# src/ops/cuda/), whose op checks ("op attention …", "op linear …") run in both. Make fused the
+# default (src/ops/mod.rs, `cuda_fused`) once both parity lines pass and it is faster.
+# 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
+#    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
+#    the time goes, for the next optimisation. Skipped when the library was not carried.
 # A short table is printed last (and kept in $OUT/summary.txt); every log is packed into
 # $OUT/logs.tar.xz (default $OUT: gpu-out/).
 set -uo pipefail
@@ -32,6 +39,9 @@ step() { echo "== $1" >&2; }
 step "parity (f32 TF32 off, bf16)"
 W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+step "parity with the fused CUDA ops in the model (fixture logits, training step)"
+WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 if [ -n "${GPU_CHECK_QUICK:-}" ]; then
   TRAIN="--layers 4 --hidden 256 --heads 4 --vocab 8000 --seq 256 --batch 8"
@@ -43,6 +53,8 @@ fi
 
 step "train step, bf16: wenhui"
 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
+step "train step, bf16: wenhui with the fused CUDA ops"
+WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
 step "train step, bf16: pytorch eager"
 python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
 
@@ -64,6 +76,18 @@ if [ -d runs/poetry-corpus-generator ]; then
   cp /tmp/pt-smoke/metrics.jsonl "$OUT/pretrain-metrics.jsonl" 2>/dev/null
 fi
 
+PROF=$PWD/dist/libwenhui_kernel_profile.so
+if [ -f "$PROF" ]; then
+  profile() { local name=$1; shift; LD_PRELOAD=$PROF WENHUI_KERNEL_PROFILE="$OUT/kernels-$name.txt" "$@" >/dev/null 2>"$OUT/kernels-$name.log"; }
+  step "kernel profiles (CUPTI): 3 training steps, 16 decoding steps"
+  profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
+  WENHUI_CUDA_OPS=fused profile train-wenhui-fused W --device cuda --dtype bf16 bench train $TRAIN --steps 3
+  profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 --device cuda --dtype bf16
+  GEN16="${GEN/--new-tokens 128/--new-tokens 16}"
+  profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
+  profile generate-1-torch python3 bench/torch_glm_generate.py $GEN16 --batch 1 --device cuda --dtype bf16 --reps 1 --warmup 0
+fi
+
 step "ptune and finetune: the GPU against the CPU (scripts/tune-parity.sh)"
 BIN="$BIN" scripts/tune-parity.sh cpu cuda 2>&1 | tee "$OUT/tune-parity.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
@@ -80,25 +104,37 @@ def last_json(name):
         return None
 gpu = open(os.path.join(out, "gpu.txt")).read().strip()
 print(f"GPU: {gpu}")
-w, t = last_json("train-wenhui.jsonl"), last_json("train-torch.jsonl")
-if w and t:
-    print(f"train step bf16: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "
-          f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
+t = last_json("train-torch.jsonl")
+for label, name in (("", "train-wenhui.jsonl"), (" (fused ops)", "train-wenhui-fused.jsonl")):
+    w = last_json(name)
+    if w and t:
+        print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "
+              f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
 for b in (1, 32):
     w, t = last_json(f"generate-{b}-wenhui.jsonl"), last_json(f"generate-{b}-torch.jsonl")
     if w and t and w.get("decode"):
         d = w["decode"]
         print(f"generate bf16 batch {b}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
               f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
-p = open(os.path.join(out, "parity.txt")).read().splitlines() if os.path.exists(os.path.join(out, "parity.txt")) else []
-fails = [l for l in p if l.startswith("FAIL")]
-oks = [l for l in p if l.startswith("ok")]
-print(f"parity: {len(oks)} ok, {len(fails)} failed")
+fails = []
+for label, name in (("parity", "parity.txt"), ("parity, fused ops", "parity-fused.txt")):
+    path = os.path.join(out, name)
+    p = open(path).read().splitlines() if os.path.exists(path) else []
+    bad = [l for l in p if l.startswith("FAIL")]
+    fails += [f"{label}: {l}" for l in bad]
+    print(f"{label}: {sum(l.startswith('ok') for l in p)} ok, {len(bad)} failed")
 tp = os.path.join(out, "tune-parity.txt")
 tune = [l for l in open(tp) if l.startswith(("tune parity", "FAIL"))] if os.path.exists(tp) else ["tune parity: not run\n"]
 print("".join(tune), end="")
 for l in fails:
     print("  " + l)
+for name in ("train-wenhui", "train-wenhui-fused", "train-torch", "generate-1-wenhui", "generate-1-torch"):
+    path = os.path.join(out, f"kernels-{name}.txt")
+    if os.path.exists(path):
+        lines = open(path).read().splitlines()
+        print(f"kernels {name}: " + (lines[0] if lines else "empty"))
+        for l in lines[2:10]:
+            print("  " + l)
 EOF
 # The device tool returns at most 8 files: every log goes back in one tarball beside the table.
 (cd "$OUT" && tar -cJf logs.tar.xz --exclude summary.txt --exclude logs.tar.xz -- * && find . -maxdepth 1 -type f \

@@ -117,7 +117,33 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
     let gamma = randn(&[768])?.affine(0.1, 1.0)?;
     // Ids with repeats, so the backward's atomic adds collide.
     let ids = Tensor::from_vec((0..512u32).map(|i| (i * 7919) % 300).collect::<Vec<_>>(), (16, 32), &cpu)?;
+    // Fused attention: per-batch GLM masks (Part A of 40 and 24 tokens), a key bias, dropout
+    // (the same counter hash on every device, so the same elements are dropped).
+    let seps = [sep, 24];
+    let batch_masks: Vec<f32> =
+        seps.iter().flat_map(|&a| (0..s).flat_map(move |i| (0..s).map(move |j| f32::from(j < a || j <= i)))).collect();
+    let batch_mask = Tensor::from_vec(batch_masks, (2, 1, s, s), &cpu)?;
+    let key_bias = randn(&[2, 1, 1, s])?;
+    let (m1, m2, m3, kb1, kb2) = (mask.clone(), batch_mask.clone(), batch_mask.clone(), key_bias.clone(), key_bias.clone());
+    let on = |t: &Tensor, x: &Tensor| t.to_device(x.device())?.to_dtype(x.dtype());
     let cases: Vec<(&str, Box<OpFn>, Vec<Tensor>)> = vec![
+        (
+            "attention (bias, dropout)",
+            Box::new(move |x: &[Tensor]| ops::attention(&x[0], &x[1], &x[2], &on(&m1, &x[0])?, Some(&on(&kb1, &x[0])?), 0.25, 0.1, 99)),
+            vec![randn(&[2, 4, s, 32])?, randn(&[2, 4, s, 32])?, randn(&[2, 4, s, 32])?],
+        ),
+        (
+            "attention recomputed (bias, dropout)",
+            Box::new(move |x: &[Tensor]| {
+                ops::attention_keeping(&x[0], &x[1], &x[2], &on(&m2, &x[0])?, Some(&on(&kb2, &x[0])?), 0.25, 0.1, 7, 0)
+            }),
+            vec![randn(&[2, 4, s, 32])?, randn(&[2, 4, s, 32])?, randn(&[2, 4, s, 32])?],
+        ),
+        (
+            "attention_packed (dropout)",
+            Box::new(move |x: &[Tensor]| ops::attention_packed(&x[0], 4, &on(&m3, &x[0])?, None, 0.25, 0.1, 5)),
+            vec![randn(&[2, s, 3 * 4 * 32])?],
+        ),
         (
             "layer_norm",
             Box::new(|x: &[Tensor]| ops::layer_norm(&x[0], &x[1], &x[2], 1e-5)),
@@ -127,6 +153,17 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
             "masked_softmax",
             Box::new(move |x: &[Tensor]| ops::masked_softmax(&x[0], &mask.to_device(x[0].device())?, 0.125)),
             vec![(randn(&[2, 4, s, s])? * 4.0)?],
+        ),
+        (
+            "linear",
+            Box::new(|x: &[Tensor]| ops::linear(&x[0], &x[1], &x[2])),
+            vec![randn(&[2, 96, 256])?, randn(&[384, 256])?, randn(&[384])?],
+        ),
+        ("linear_no_bias", Box::new(|x: &[Tensor]| ops::linear_no_bias(&x[0], &x[1])), vec![randn(&[200, 128])?, randn(&[1000, 128])?]),
+        (
+            "residual_dropout",
+            Box::new(|x: &[Tensor]| ops::residual_dropout_op(&x[0], &x[1], 0.1, 4321)),
+            vec![randn(&[300, 768])?, randn(&[300, 768])?],
         ),
         ("gelu_tanh", Box::new(|x: &[Tensor]| ops::gelu_tanh(&x[0])), vec![(randn(&[64, 3072])? * 2.0)?]),
         ("gelu_erf", Box::new(|x: &[Tensor]| ops::gelu_erf(&x[0])), vec![(randn(&[64, 3072])? * 2.0)?]),

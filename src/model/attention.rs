@@ -212,7 +212,7 @@ pub(crate) fn attend(
     }
     let scale = 1.0 / (d as f64).sqrt();
     let (p, seed, site) = dropout;
-    let ctx = if fresh && q.device().is_cpu() {
+    let ctx = if fresh && (q.device().is_cpu() || crate::ops::cuda_fused(&q)) {
         // No history: one fused node (scores, bias, mask, softmax, dropout, PV) with its own backward.
         let (p, seed) = fused_dropout(dropout);
         crate::ops::attention(&q, &k, &v, mask, bias, scale, p, seed)?
@@ -238,8 +238,8 @@ fn fused_dropout((p, seed, site): (f64, Option<u64>, u64)) -> (f64, u64) {
 }
 
 /// [`attend`] from a fused projection `qkv` `[B, S, 3H]`. Without a cache (training, full
-/// passes) on the CPU this is one fused node reading Q/K/V in place; otherwise it splits the
-/// projection and goes through [`attend`].
+/// passes) on the CPU this is one fused node reading Q/K/V in place (on CUDA too with
+/// `WENHUI_CUDA_OPS=fused`); otherwise it splits the projection and goes through [`attend`].
 pub(crate) fn attend_packed(
     qkv: &Tensor,
     heads: usize,
@@ -249,7 +249,7 @@ pub(crate) fn attend_packed(
     dropout: (f64, Option<u64>, u64),
 ) -> Result<Tensor> {
     let h = qkv.dim(2)? / 3;
-    if cache.is_none() && crate::ops::fused_cpu(qkv) {
+    if cache.is_none() && (crate::ops::fused_cpu(qkv) || crate::ops::cuda_fused(qkv)) {
         let (p, seed) = fused_dropout(dropout);
         return Ok(crate::ops::attention_packed(qkv, heads, mask, bias, 1.0 / ((h / heads) as f64).sqrt(), p, seed)?);
     }

@@ -29,7 +29,7 @@ pub(crate) fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// candle's matmul against `tableᵀ` would send the table's gradient through a transposed view
 /// and a strided accumulation. Inference keeps candle's matmul, so generated text is unchanged.
 pub(crate) fn tied_logits(x: &Tensor, table: &Tensor) -> Result<Tensor> {
-    if table.track_op() && ops::fused_cpu(x) && x.dtype() == table.dtype() {
+    if table.track_op() && (ops::fused_cpu(x) || ops::cuda_fused(x)) && x.dtype() == table.dtype() {
         return Ok(ops::linear_no_bias(x, table)?);
     }
     rows_matmul(x, &table.t()?)
@@ -49,7 +49,7 @@ impl Linear {
         Ok(Self { weight, bias: Some(bias) })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let (Some(b), true) = (&self.bias, ops::fused_cpu(x)) {
+        if let (Some(b), true) = (&self.bias, ops::fused_cpu(x) || ops::cuda_fused(x)) {
             return Ok(ops::linear(x, &self.weight, b)?);
         }
         // Mixed precision: the (f32 master) weight is cast to the activations' dtype here, so

@@ -28,10 +28,16 @@ pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Ten
     if x.dims() != y.dims() {
         candle_core::bail!("residual_dropout: x {:?} and y {:?} differ in shape", x.dims(), y.dims());
     }
-    let fused = super::fused_cpu(x) && x.dtype() == y.dtype();
+    let fused = (super::fused_cpu(x) || super::cuda_fused(x)) && x.dtype() == y.dtype();
     if p <= 0.0 || p >= 1.0 || !fused {
         return x + dropout(y, p, seed)?;
     }
+    residual_dropout_op(x, y, p, seed)
+}
+
+/// The fused node of [`residual_dropout`] on any device, without the `WENHUI_CUDA_OPS` gate (for
+/// `bench parity`); `0 < p < 1` and equal shapes and dtypes.
+pub(crate) fn residual_dropout_op(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&y.contiguous()?, ResidualDropout(Dropout { p, seed }))
 }
 
@@ -66,6 +72,13 @@ pub(crate) struct Mask {
 impl Mask {
     pub(crate) fn new(seed: u64, p: f64) -> Self {
         Mask { seed_hash: splitmix(seed), threshold: threshold(p), p }
+    }
+
+    /// `(splitmix(seed), threshold, 1/(1 − p))`: what a CUDA kernel needs to drop exactly the
+    /// elements this mask drops.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn kernel_params(&self) -> (u64, u64, f64) {
+        (self.seed_hash, self.threshold, 1.0 / (1.0 - self.p))
     }
 
     /// Whether element `i` survives.
@@ -123,6 +136,25 @@ impl CustomOp2 for ResidualDropout {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (mixed, threshold, scale) = Mask::new(self.0.seed, self.0.p).kernel_params();
+        let out = super::cuda::float_kernel!(s1, "residual_dropout", |T| super::cuda::residual_dropout::<T>(
+            (s1, l1),
+            (s2, l2),
+            mixed,
+            threshold,
+            scale
+        )?);
+        Ok((out, l1.shape().clone()))
+    }
+
     fn bwd(&self, _x: &Tensor, _y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.clone()), Some(grad.contiguous()?.apply_op1_no_bwd(&self.0)?)))
     }
@@ -150,7 +182,7 @@ impl CustomOp1 for Dropout {
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
         // The same mask as the CPU: the kernel hashes the element index with splitmix(seed).
-        let (mixed, threshold, scale) = (splitmix(self.seed), threshold(self.p), 1.0 / (1.0 - self.p));
+        let (mixed, threshold, scale) = Mask::new(self.seed, self.p).kernel_params();
         let out = super::cuda::float_kernel!(s, "dropout", |T| super::cuda::dropout::<T>((s, l), mixed, threshold, scale)?);
         Ok((out, l.shape().clone()))
     }

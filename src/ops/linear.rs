@@ -10,13 +10,13 @@ use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
-/// CPU, f32/f64; callers fall back to candle ops elsewhere.
+/// CPU in f32/f64, and every float type on CUDA (`cuda` feature, `src/ops/cuda/linear.rs`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     apply(x, w, b, None)
 }
 
 /// `x [.., in] · wᵀ` with `w [out, in]` (no bias), e.g. output logits against a tied embedding
-/// table. Differentiable in both; CPU, f32/f64.
+/// table. Differentiable in both; devices and dtypes as [`linear`].
 pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     apply(x, w, &Tensor::zeros(0, x.dtype(), x.device())?, None)
 }
@@ -295,6 +295,38 @@ impl CustomOp3 for Linear {
             Some(_) => Shape::from(rows * inp + out * inp + l3.shape().elem_count()),
         };
         Ok((storage, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::linear as gpu;
+        let (out, inp) = l2.shape().dims2()?;
+        let rows = l1.shape().elem_count() / inp.max(1);
+        match (&self.grad, &self.act) {
+            (None, None) => {
+                let mut dims = l1.dims().to_vec();
+                *dims.last_mut().expect("rank ≥ 1") = out;
+                Ok((gpu::forward((s1, l1), (s2, l2), (s3, l3))?, Shape::from(dims)))
+            }
+            (None, Some(_)) => candle_core::bail!("linear_gelu runs on the CPU; on CUDA use linear, then gelu"),
+            (Some(g), _) => {
+                let (gs, gl) = g.storage_and_layout();
+                let candle_core::Storage::Cuda(gs) = &*gs else {
+                    candle_core::bail!("linear backward: the output gradient is not on the inputs' CUDA device")
+                };
+                let bias = l3.shape().elem_count() > 0;
+                let packed = gpu::backward((s1, l1), (s2, l2), (gs, gl), bias)?;
+                Ok((packed, Shape::from(rows * inp + out * inp + l3.shape().elem_count())))
+            }
+        }
     }
 
     fn bwd(

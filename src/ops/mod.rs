@@ -18,9 +18,11 @@ mod linear;
 pub(crate) mod math;
 mod softmax;
 
+pub(crate) use attention::attention_keeping;
 pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
+pub(crate) use dropout::residual_dropout_op;
 pub use dropout::{dropout, residual_dropout};
 pub use embedding::embedding;
 pub use gelu::{gelu_erf, gelu_tanh};
@@ -120,6 +122,24 @@ pub(crate) fn as_slice<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layou
 /// fused op then, and candle's ops (or the CUDA kernels) otherwise.
 pub fn fused_cpu(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Whether the model runs its layers on a CUDA tensor through the fused ops ([`attention_packed`],
+/// [`linear`], [`linear_no_bias`] for tied logits, [`residual_dropout`]), one graph node each,
+/// instead of candle's composites. Opt-in with `WENHUI_CUDA_OPS=fused` until
+/// `scripts/gpu-check.sh` has verified and timed them on a GPU; `composite` (the default) keeps
+/// the path measured so far. Read once per process. The ops themselves run on CUDA either way.
+pub fn cuda_fused(x: &Tensor) -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    x.device().is_cuda()
+        && *FUSED.get_or_init(|| match std::env::var("WENHUI_CUDA_OPS").as_deref() {
+            Ok("fused") => true,
+            Ok("composite") | Err(_) => false,
+            Ok(other) => {
+                tracing::warn!("WENHUI_CUDA_OPS={other:?} is neither \"fused\" nor \"composite\": using composite");
+                false
+            }
+        })
 }
 
 /// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.

@@ -261,6 +261,88 @@ template <typename T> __device__ void dropout_fwd(const T* x, T* y, size_t n, ui
   }
 }
 
+// out = x + dropout(y): the residual branch of a layer in one pass (the CPU's ResidualDropout).
+template <typename T>
+__device__ void residual_dropout_fwd(const T* x, const T* y, T* out, size_t n, uint64_t mixed_seed, uint64_t threshold, double scale) {
+  typedef typename Num<T>::A A;
+  GRID_STRIDE(i, n) {
+    const uint64_t hsh = splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull));
+    const A kept = (hsh >> 11) < threshold ? A(0) : Num<T>::to(y[i]) * A(scale);
+    out[i] = Num<T>::of(Num<T>::to(x[i]) + kept);
+  }
+}
+
+// ---------------------------------------------------------------- fused attention (one block per score row)
+// Rows of [pairs, S, T] scores, pair = b·heads + n. The twin of the CPU op in src/ops/attention.rs:
+// z = (s + bias)·scale·m + MASKED·(1 − m) (the bias already divided by scale on the host), P = softmax(z),
+// and dropout with the CPU's counter hash over the flat index row·T + j.
+__device__ __forceinline__ bool dropped(uint64_t mixed_seed, uint64_t threshold, size_t i) {
+  return threshold > 0 && (splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull)) >> 11) < threshold;
+}
+
+// mode 0: P over the scores; 1: P' (dropped P) over the scores; 3: P over the scores and P' into pd.
+template <typename T>
+__device__ void attn_probs_fwd(T* sc, T* pd, const T* m, const double* bias, int bias_rows, int heads, int s_len, int t,
+                               int mask_batches, double scale, uint64_t mixed_seed, uint64_t threshold, double keep_scale,
+                               int mode) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  T* sr = sc + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  const double* br = bias_rows > 0 ? bias + (bias_rows == 1 ? 0 : row / ((size_t)heads * s_len)) * t : nullptr;
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
+    mx = max(mx, sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv));
+  }
+  mx = block_max(mx);
+  A sum = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
+    sum += exp(sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx);
+  }
+  const A inv = A(1) / block_sum(sum);
+  // Each thread reads and then overwrites only its own elements: in place is safe.
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A mv = Num<T>::to(mr[i]);
+    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
+    const T p = Num<T>::of(exp(sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx) * inv);
+    // P' from the stored (rounded) P, as the backward pass recomputes it.
+    const T pdrop = dropped(mixed_seed, threshold, row * t + i) ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(p) * A(keep_scale));
+    if (mode == 3) {
+      sr[i] = p;
+      pd[row * t + i] = pdrop;
+    } else {
+      sr[i] = mode == 1 ? pdrop : p;
+    }
+  }
+}
+
+// dS over dP' (the gradient of the dropped probabilities): g = dP'·keep/(1 − p), dS = P ⊙ (g − Σ g·P)·scale·m.
+template <typename T>
+__device__ void attn_probs_bwd(T* dp, const T* p, const T* m, int heads, int s_len, int t, int mask_batches, double scale,
+                               uint64_t mixed_seed, uint64_t threshold, double keep_scale) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  T* dr = dp + row * t;
+  const T* pr = p + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  A dot = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    A g = Num<T>::to(dr[i]);
+    if (threshold > 0) g = dropped(mixed_seed, threshold, row * t + i) ? A(0) : g * A(keep_scale);
+    dot += g * Num<T>::to(pr[i]);
+  }
+  dot = block_sum(dot);
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    A g = Num<T>::to(dr[i]);
+    if (threshold > 0) g = dropped(mixed_seed, threshold, row * t + i) ? A(0) : g * A(keep_scale);
+    dr[i] = Num<T>::of(Num<T>::to(pr[i]) * (g - dot) * Num<T>::to(mr[i]) * A(scale));
+  }
+}
+
 // ---------------------------------------------------------------- cross-entropy (one block per row)
 template <typename T> __device__ void cross_entropy_fwd(const T* z, const uint32_t* tg, T* loss, int v) {
   typedef typename Num<T>::A A;
@@ -327,6 +409,22 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
   extern "C" __global__ void masked_softmax_bwd_##SUF(const T* p, const T* g, const T* m, T* ds, int heads,     \
                                                       int s_len, int t, int mask_batches, float scale) {         \
     masked_softmax_bwd<T>(p, g, m, ds, heads, s_len, t, mask_batches, scale);                                    \
+  }                                                                                                              \
+  extern "C" __global__ void residual_dropout_fwd_##SUF(const T* x, const T* y, T* out, size_t n,                \
+                                                        uint64_t mixed_seed, uint64_t threshold, double scale) {   \
+    residual_dropout_fwd<T>(x, y, out, n, mixed_seed, threshold, scale);                                         \
+  }                                                                                                              \
+  extern "C" __global__ void attn_probs_fwd_##SUF(T* sc, T* pd, const T* m, const double* bias, int bias_rows,     \
+                                                  int heads, int s_len, int t, int mask_batches, double scale,   \
+                                                  uint64_t mixed_seed, uint64_t threshold, double keep_scale,    \
+                                                  int mode) {                                                    \
+    attn_probs_fwd<T>(sc, pd, m, bias, bias_rows, heads, s_len, t, mask_batches, scale, mixed_seed, threshold,   \
+                      keep_scale, mode);                                                                         \
+  }                                                                                                              \
+  extern "C" __global__ void attn_probs_bwd_##SUF(T* dp, const T* p, const T* m, int heads, int s_len, int t,       \
+                                                  int mask_batches, double scale, uint64_t mixed_seed,           \
+                                                  uint64_t threshold, double keep_scale) {                       \
+    attn_probs_bwd<T>(dp, p, m, heads, s_len, t, mask_batches, scale, mixed_seed, threshold, keep_scale);        \
   }                                                                                                              \
   extern "C" __global__ void gelu_fwd_##SUF(const T* x, T* y, size_t n, int erf_form) {                         \
     gelu_fwd<T>(x, y, n, erf_form);                                                                              \

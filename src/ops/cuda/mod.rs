@@ -3,6 +3,9 @@
 //! CPU op of the same name in `src/ops`, with the same inputs, outputs and math; f32, bf16, f16
 //! and f64 storage, arithmetic in f32 (f64 for f64).
 
+pub(crate) mod attention;
+pub(crate) mod linear;
+
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
@@ -131,9 +134,10 @@ pub(crate) fn layer_norm_backward<T: KernelFloat>(
         // SAFETY: as above; stats holds 2 × rows doubles.
         unsafe { l.launch(rows_cfg(rows, h)) }.w()?;
     }
-    let mut tail = out.slice_mut(rows * h..(rows + 2) * h);
-    column_sums::<T>(dev, Some(&xv), &dyv, Some(&stats), &mut tail, rows, h)?;
-    drop(tail);
+    {
+        let mut tail = out.slice_mut(rows * h..(rows + 2) * h);
+        column_sums::<T>(dev, Some(&xv), &dyv, Some(&stats), &mut tail, rows, h)?;
+    }
     Ok(out)
 }
 
@@ -182,9 +186,10 @@ pub(crate) fn column_sum<T: KernelFloat>(g: (&CudaStorage, &Layout), n: usize) -
     let rows = g.1.shape().elem_count() / n.max(1);
     let mut out = output::<T>(dev, n)?;
     let gv = view::<T>(g.0, g.1)?;
-    let mut dst = out.slice_mut(0..n);
-    column_sums::<T>(dev, None, &gv, None, &mut dst, rows, n)?;
-    drop(dst);
+    {
+        let mut dst = out.slice_mut(0..n);
+        column_sums::<T>(dev, None, &gv, None, &mut dst, rows, n)?;
+    }
     Ok(out)
 }
 
@@ -295,6 +300,26 @@ pub(crate) fn dropout<T: KernelFloat>(x: (&CudaStorage, &Layout), mixed_seed: u6
     // SAFETY: signature matches; y holds n elements.
     unsafe { l.launch(elementwise_cfg(n)) }.w()?;
     Ok(y)
+}
+
+/// `x + dropout(y)` with the same hash and scale as [`dropout`].
+pub(crate) fn residual_dropout<T: KernelFloat>(
+    x: (&CudaStorage, &Layout),
+    y: (&CudaStorage, &Layout),
+    mixed_seed: u64,
+    threshold: u64,
+    scale: f64,
+) -> Result<CudaSlice<T>> {
+    let dev = x.0.device();
+    let n = x.1.shape().elem_count();
+    let mut out = output::<T>(dev, n)?;
+    let (xv, yv) = (view::<T>(x.0, x.1)?, view::<T>(y.0, y.1)?);
+    let f = dev.get_or_load_custom_func(&name::<T>("residual_dropout_fwd"), MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&xv).arg(&yv).arg(&mut out).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
+    // SAFETY: signature matches; x, y and out hold n elements.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(out)
 }
 
 /// Per-row cross-entropy of logits `[N, V]` against u32 targets.

@@ -1,0 +1,288 @@
+//! The CUDA side of the fused attention op ([`crate::ops::attention`],
+//! [`crate::ops::attention_packed`]): candle's cuBLAS GEMMs for `Q·Kᵀ`, `P'·V` and the four
+//! backward products, and two row kernels (`attn_probs_fwd`: bias, mask, softmax and dropout in
+//! one pass; `attn_probs_bwd`: dropout and softmax backward in one pass). The `[pairs, S, T]`
+//! buffers are the scores, overwritten by `P`, and with dropout `P'` next to it; in the backward
+//! pass `P`, `P'` (recomputed) and `dP'`, overwritten by `dS`. The graph holds one node instead of
+//! the composite's seven, each with its own gradient buffer. `P` is kept for the backward pass
+//! when it fits; `P'` is recomputed from it with the same counter hash. Numbers and dropout masks
+//! are the CPU op's.
+
+use super::{name, rows_cfg, view, KernelFloat, MODULE, PTX};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+
+/// Shapes of one attention call: `pairs = batch · heads` (batch, head) pairs of `[S, d]`
+/// queries against `[T, d]` keys and values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub batch: usize,
+    pub heads: usize,
+    pub s: usize,
+    pub t: usize,
+    pub d: usize,
+    /// 1 when every batch row shares the mask, else `batch`.
+    pub mask_batches: usize,
+    /// The input is one `[B, S, 3H]` projection and the output `[B, S, H]` (else `[B, N, S|T, d]`).
+    pub packed: bool,
+}
+
+impl Geometry {
+    fn pairs(&self) -> usize {
+        self.batch * self.heads
+    }
+    fn hidden(&self) -> usize {
+        self.heads * self.d
+    }
+    fn scores(&self) -> Shape {
+        Shape::from((self.pairs(), self.s, self.t))
+    }
+}
+
+/// Everything about the call besides Q, K, V.
+pub(crate) struct Params<'a> {
+    pub geometry: Geometry,
+    /// The 0/1 mask `[B or 1, 1, S, T]` in the inputs' dtype.
+    pub mask: (&'a CudaStorage, &'a Layout),
+    /// Key bias rows `[B or 1][T]`, already divided by `scale`.
+    pub bias: Option<&'a [f64]>,
+    pub scale: f64,
+    /// The dropout hash: `(splitmix(seed), threshold, 1/(1 − p))`, threshold 0 without dropout.
+    pub dropout: (u64, u64, f64),
+}
+
+/// Q, K and V as `[pairs, S|T, d]` storages with their layouts.
+struct Inputs {
+    owned: Option<[CudaStorage; 3]>,
+    layouts: [Layout; 3],
+}
+
+impl Inputs {
+    /// Splits a packed projection into head-major copies; unpacked inputs are used in place.
+    fn new(x: [(&CudaStorage, &Layout); 3], g: &Geometry) -> Result<Self> {
+        let (pairs, s, t, d) = (g.pairs(), g.s, g.t, g.d);
+        if !g.packed {
+            let layouts = [
+                Layout::contiguous_with_offset((pairs, s, d), x[0].1.start_offset()),
+                Layout::contiguous_with_offset((pairs, t, d), x[1].1.start_offset()),
+                Layout::contiguous_with_offset((pairs, t, d), x[2].1.start_offset()),
+            ];
+            return Ok(Self { owned: None, layouts });
+        }
+        let (qkv, l) = x[0];
+        let h = g.hidden();
+        let split = |part: usize| -> Result<CudaStorage> {
+            // Head n of row (b, i) starts at ((b·S + i)·3H + part·H + n·d).
+            let src = Layout::new(Shape::from((g.batch, g.heads, s, d)), vec![s * 3 * h, d, 3 * h, 1], l.start_offset() + part * h);
+            copy(qkv, &src)
+        };
+        let owned = [split(0)?, split(1)?, split(2)?];
+        let layouts = [0, 1, 2].map(|_| Layout::contiguous((pairs, s, d)));
+        Ok(Self { owned: Some(owned), layouts })
+    }
+
+    fn get<'a>(&'a self, x: &[(&'a CudaStorage, &'a Layout); 3], i: usize) -> (&'a CudaStorage, &'a Layout) {
+        match &self.owned {
+            Some(o) => (&o[i], &self.layouts[i]),
+            None => (x[i].0, &self.layouts[i]),
+        }
+    }
+}
+
+/// A contiguous copy of the strided view `src` of `x`.
+fn copy(x: &CudaStorage, src: &Layout) -> Result<CudaStorage> {
+    // SAFETY: copy_strided_src writes every element of the new buffer.
+    let mut dst = unsafe { x.device().alloc_uninit(src.shape(), x.dtype())? };
+    x.copy_strided_src(&mut dst, 0, src)?;
+    Ok(dst)
+}
+
+/// `a · b` for `[pairs, m, k]` and `[pairs, k, n]` views (either may be a transposed layout).
+fn matmul(a: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout), pairs: usize, m: usize, n: usize, k: usize) -> Result<CudaStorage> {
+    a.0.matmul(b.0, (pairs, m, n, k), a.1, b.1)
+}
+
+/// `[pairs, rows, cols]` contiguous, transposed to `[pairs, cols, rows]` (a view, no copy).
+fn transposed(pairs: usize, rows: usize, cols: usize, offset: usize) -> Result<Layout> {
+    Layout::contiguous_with_offset((pairs, rows, cols), offset).transpose(1, 2)
+}
+
+/// The forward pass: the output (`[B, N, S, d]`, or `[B, S, H]` when packed) and, when `keep`,
+/// the probabilities `P` `[pairs, S, T]` for the backward pass.
+pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<CudaStorage>)> {
+    let g = &p.geometry;
+    let inputs = Inputs::new(x, g)?;
+    let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
+    let scores_l = Layout::contiguous(g.scores());
+    let mut probs = matmul(q, (k.0, &transposed(g.pairs(), g.t, g.d, k.1.start_offset())?), g.pairs(), g.s, g.t, g.d)?;
+    let dropout = p.dropout.1 > 0;
+    let mut dropped = if dropout && keep { Some(alloc_like(&probs, &g.scores())?) } else { None };
+    // mode: 0 = P in place, 1 = P' in place, 3 = P in place and P' apart.
+    let mode = match (dropout, keep) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 3,
+    };
+    probs_rows(&mut probs, dropped.as_mut(), p, mode)?;
+    let weights = dropped.as_ref().unwrap_or(&probs);
+    let out = matmul((weights, &scores_l), v, g.pairs(), g.s, g.d, g.t)?;
+    let out = if g.packed {
+        // [B, N, S, d] → [B, S, N, d] = [B, S, H].
+        let (b, n, s, d) = (g.batch, g.heads, g.s, g.d);
+        copy(&out, &Layout::new(Shape::from((b, s, n, d)), vec![n * s * d, d, s * d, 1], 0))?
+    } else {
+        out
+    };
+    Ok((out, (keep && mode != 1).then_some(probs)))
+}
+
+/// The backward pass from the output gradient `grad`: `[dQ | dK | dV]` one after the other, or
+/// `dQKV` `[B, S, 3H]` when packed. `kept`: `P` from the forward pass (else recomputed).
+pub(crate) fn backward(
+    x: [(&CudaStorage, &Layout); 3],
+    grad: (&CudaStorage, &Layout),
+    p: &Params,
+    kept: Option<CudaStorage>,
+) -> Result<CudaStorage> {
+    let g = &p.geometry;
+    let (pairs, s, t, d) = (g.pairs(), g.s, g.t, g.d);
+    let inputs = Inputs::new(x, g)?;
+    let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
+    let split = if g.packed {
+        // [B, S, H] → [B, N, S, d].
+        let h = g.hidden();
+        Some(copy(grad.0, &Layout::new(Shape::from((g.batch, g.heads, s, d)), vec![s * h, d, h, 1], grad.1.start_offset()))?)
+    } else {
+        None
+    };
+    let (go, go_l) = match &split {
+        Some(o) => (o, Layout::contiguous((pairs, s, d))),
+        None => (grad.0, Layout::contiguous_with_offset((pairs, s, d), grad.1.start_offset())),
+    };
+    let probs = match kept {
+        Some(kept) => kept,
+        None => {
+            let mut probs = matmul(q, (k.0, &transposed(pairs, t, d, k.1.start_offset())?), pairs, s, t, d)?;
+            probs_rows(&mut probs, None, p, 0)?;
+            probs
+        }
+    };
+    let scores_l = Layout::contiguous(g.scores());
+    let dropped = match p.dropout {
+        (mixed, threshold, scale) if threshold > 0 => {
+            Some(super::float_kernel!(probs, "attention dropout", |T| super::dropout::<T>((&probs, &scores_l), mixed, threshold, scale)?))
+        }
+        _ => None,
+    };
+    // dV = P'ᵀ · dO
+    let dv = matmul((dropped.as_ref().unwrap_or(&probs), &transposed(pairs, s, t, 0)?), (go, &go_l), pairs, t, d, s)?;
+    drop(dropped);
+    // dP' = dO · Vᵀ, then dS over it.
+    let mut ds = matmul((go, &go_l), (v.0, &transposed(pairs, t, d, v.1.start_offset())?), pairs, s, t, d)?;
+    probs_backward_rows(&mut ds, &probs, p)?;
+    drop(probs);
+    // dQ = dS · K ; dK = dSᵀ · Q
+    let dq = matmul((&ds, &scores_l), k, pairs, s, d, t)?;
+    let dk = matmul((&ds, &transposed(pairs, s, t, 0)?), q, pairs, t, d, s)?;
+    let (nq, nk) = (pairs * s * d, pairs * t * d);
+    let mut all = alloc_like(&dq, &Shape::from(nq + 2 * nk))?;
+    dq.copy_strided_src(&mut all, 0, &Layout::contiguous(nq))?;
+    dk.copy_strided_src(&mut all, nq, &Layout::contiguous(nk))?;
+    dv.copy_strided_src(&mut all, nq + nk, &Layout::contiguous(nk))?;
+    if !g.packed {
+        return Ok(all);
+    }
+    // [3, B, N, S, d] → [B, S, 3, N, d] = [B, S, 3H].
+    let (b, n) = (g.batch, g.heads);
+    copy(&all, &Layout::new(Shape::from((b, s, 3, n, d)), vec![n * s * d, d, b * n * s * d, s * d, 1], 0))
+}
+
+/// An uninitialised buffer of `shape` in the dtype and on the device of `like`.
+fn alloc_like(like: &CudaStorage, shape: &Shape) -> Result<CudaStorage> {
+    // SAFETY: every caller writes all elements before reading any.
+    unsafe { like.device().alloc_uninit(shape, like.dtype()) }
+}
+
+/// The key bias rows on the device (f64, rounded to the arithmetic type in the kernel, as the
+/// CPU rounds them), and how many rows there are (0: none).
+fn device_bias(dev: &CudaDevice, p: &Params) -> Result<(Option<CudaSlice<f64>>, i32)> {
+    match p.bias {
+        None => Ok((None, 0)),
+        Some(rows) => {
+            let n = (rows.len() / p.geometry.t.max(1)) as i32;
+            Ok((Some(dev.clone_htod(rows)?), n))
+        }
+    }
+}
+
+/// Runs `attn_probs_fwd` over the score rows of `scores` (see the kernel for `mode`).
+fn probs_rows(scores: &mut CudaStorage, dropped: Option<&mut CudaStorage>, p: &Params, mode: i32) -> Result<()> {
+    match scores.dtype() {
+        DType::F32 => probs_rows_typed::<f32>(scores, dropped, p, mode),
+        DType::F64 => probs_rows_typed::<f64>(scores, dropped, p, mode),
+        DType::BF16 => probs_rows_typed::<half::bf16>(scores, dropped, p, mode),
+        DType::F16 => probs_rows_typed::<half::f16>(scores, dropped, p, mode),
+        other => candle_core::bail!("attention: unsupported dtype {other:?} on CUDA"),
+    }
+}
+
+fn probs_rows_typed<T: KernelFloat>(scores: &mut CudaStorage, dropped: Option<&mut CudaStorage>, p: &Params, mode: i32) -> Result<()> {
+    let dev = scores.device().clone();
+    let g = &p.geometry;
+    let (bias, bias_rows) = device_bias(&dev, p)?;
+    let mask = view::<T>(p.mask.0, p.mask.1)?;
+    let f = dev.get_or_load_custom_func(&name::<T>("attn_probs_fwd"), MODULE, PTX)?;
+    let sc = T::as_cuda_slice_mut(scores)?;
+    let pd = match dropped {
+        Some(d) => Some(T::as_cuda_slice_mut(d)?),
+        None => None,
+    };
+    let null: u64 = 0;
+    let mut l = f.builder();
+    l.arg(sc);
+    match pd {
+        Some(pd) => l.arg(pd),
+        None => l.arg(&null),
+    };
+    l.arg(&mask);
+    match &bias {
+        Some(b) => l.arg(b),
+        None => l.arg(&null),
+    };
+    let (heads, sl, t, mb, sc) = (g.heads as i32, g.s as i32, g.t as i32, g.mask_batches as i32, p.scale);
+    let (mixed, threshold, keep_scale) = p.dropout;
+    l.arg(&bias_rows).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc).arg(&mixed).arg(&threshold).arg(&keep_scale).arg(&mode);
+    // SAFETY: the argument list matches the kernel's signature; the score buffers hold pairs × S × T
+    // elements, the mask [B or 1] × S × T, the bias bias_rows × T.
+    unsafe { l.launch(rows_cfg(g.pairs() * g.s, g.t)) }.w()?;
+    Ok(())
+}
+
+/// Runs `attn_probs_bwd`: `dp` (the gradient of `P'`) becomes the gradient of the scores.
+fn probs_backward_rows(dp: &mut CudaStorage, probs: &CudaStorage, p: &Params) -> Result<()> {
+    match dp.dtype() {
+        DType::F32 => probs_backward_typed::<f32>(dp, probs, p),
+        DType::F64 => probs_backward_typed::<f64>(dp, probs, p),
+        DType::BF16 => probs_backward_typed::<half::bf16>(dp, probs, p),
+        DType::F16 => probs_backward_typed::<half::f16>(dp, probs, p),
+        other => candle_core::bail!("attention: unsupported dtype {other:?} on CUDA"),
+    }
+}
+
+fn probs_backward_typed<T: KernelFloat>(dp: &mut CudaStorage, probs: &CudaStorage, p: &Params) -> Result<()> {
+    let dev = dp.device().clone();
+    let g = &p.geometry;
+    let mask = view::<T>(p.mask.0, p.mask.1)?;
+    let pv = T::as_cuda_slice(probs)?;
+    let f = dev.get_or_load_custom_func(&name::<T>("attn_probs_bwd"), MODULE, PTX)?;
+    let d = T::as_cuda_slice_mut(dp)?;
+    let mut l = f.builder();
+    let (heads, sl, t, mb, sc) = (g.heads as i32, g.s as i32, g.t as i32, g.mask_batches as i32, p.scale);
+    let (mixed, threshold, keep_scale) = p.dropout;
+    l.arg(d).arg(pv).arg(&mask).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc).arg(&mixed).arg(&threshold).arg(&keep_scale);
+    // SAFETY: the argument list matches the kernel's signature; dp and probs hold pairs × S × T elements.
+    unsafe { l.launch(rows_cfg(g.pairs() * g.s, g.t)) }.w()?;
+    Ok(())
+}
