@@ -6,6 +6,7 @@
 #
 #   scripts/gpu-check.sh                # parity + gradients + benchmarks, full logs under $OUT
 #   GPU_CHECK_QUICK=1 scripts/gpu-check.sh   # small benchmark shapes (a first smoke run)
+#   GPU_CHECK_STEPS="parity train" scripts/gpu-check.sh   # only some parts (see `want` below)
 #
 # 1. `wenhui --device cuda bench parity`: every fused op forward+backward (f32 with TF32 off
 #    ≤ 1e-3, bf16 relative ≤ 3e-2), the official GLM dumps' logits, one training step (every
@@ -18,9 +19,10 @@
 # 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
 #    written and resumed) when runs/poetry-corpus-generator was carried.
 # 5. `ptune` and `finetune` on the GPU against the CPU (scripts/tune-parity.sh cpu cuda).
-# Steps 1 and 2 run twice: with the default (composite) CUDA layers and with the fused ops
+# Steps 1–3 run twice: with the default (composite) CUDA layers and with the fused ops
 # (`WENHUI_CUDA_OPS=fused`: attention as cuBLAS GEMMs + two row kernels, linear, residual dropout;
-# src/ops/cuda/), whose op checks ("op attention …", "op linear …") run in both. Make fused the
+# decoding steps as ten launches per layer; src/ops/cuda/), whose op checks ("op attention …",
+# "op linear …") run in both and whose decoding check is "decode with a cache …". Make fused the
 # default (src/ops/mod.rs, `cuda_fused`) once both parity lines pass and it is faster.
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
@@ -35,13 +37,19 @@ W() { "$BIN" "$@"; }
 status=0
 
 step() { echo "== $1" >&2; }
+# GPU_CHECK_STEPS picks parts (default: all), so one run can be split over two device calls of
+# at most 600 s each, e.g. "parity train generate" then "profile smoke tune" (with OUT kept apart).
+STEPS=${GPU_CHECK_STEPS:-parity train generate smoke profile tune}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 
-step "parity (f32 TF32 off, bf16)"
-W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-step "parity with the fused CUDA ops in the model (fixture logits, training step)"
-WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if want parity; then
+  step "parity (f32 TF32 off, bf16)"
+  W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  step "parity with the fused CUDA ops in the model (fixture logits, decoding, training step)"
+  WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 
 if [ -n "${GPU_CHECK_QUICK:-}" ]; then
   TRAIN="--layers 4 --hidden 256 --heads 4 --vocab 8000 --seq 256 --batch 8"
@@ -51,23 +59,27 @@ else
   GEN="--layers 24 --hidden 1024 --heads 16 --vocab 30592 --prompt 512 --new-tokens 128"
 fi
 
-step "train step, bf16: wenhui"
-W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
-step "train step, bf16: wenhui with the fused CUDA ops"
-WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
-step "train step, bf16: pytorch eager"
-python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
+if want train; then
+  step "train step, bf16: wenhui"
+  W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
+  step "train step, bf16: wenhui with the fused CUDA ops"
+  WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
+  step "train step, bf16: pytorch eager"
+  python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
+fi
 
-for B in 1 32; do
+want generate && for B in 1 32; do
   step "generate, bf16, batch $B: wenhui"
   W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
+  step "generate, bf16, batch $B: wenhui with the fused CUDA ops (decoding kernels)"
+  WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui-fused.jsonl"
   step "generate, bf16, batch $B: pytorch eager"
   python3 bench/torch_glm_generate.py $GEN --batch $B --device cuda --dtype bf16 --reps 2 --warmup 1 2>&1 | tee "$OUT/generate-$B-torch.jsonl"
 done
 
-step "cli smoke: poem on the GPU (embedded model, f32)"
-W --device cuda poem --title 虹桥机场 --seed 1 2>&1 | tee "$OUT/poem.txt" || status=1
-if [ -d runs/poetry-corpus-generator ]; then
+want smoke && step "cli smoke: poem on the GPU (embedded model, f32)"
+want smoke && { W --device cuda poem --title 虹桥机场 --seed 1 2>&1 | tee "$OUT/poem.txt" || status=1; }
+if want smoke && [ -d runs/poetry-corpus-generator ]; then
   step "cli smoke: pretrain on the GPU (bf16 mixed), then resume"
   rm -rf /tmp/pt-smoke
   W --device cuda --dtype bf16 pretrain --config examples/poetry-generator.toml --out-dir /tmp/pt-smoke \
@@ -77,7 +89,7 @@ if [ -d runs/poetry-corpus-generator ]; then
 fi
 
 PROF=$PWD/dist/libwenhui_kernel_profile.so
-if [ -f "$PROF" ]; then
+if want profile && [ -f "$PROF" ]; then
   profile() { local name=$1; shift; LD_PRELOAD=$PROF WENHUI_KERNEL_PROFILE="$OUT/kernels-$name.txt" "$@" >/dev/null 2>"$OUT/kernels-$name.log"; }
   step "kernel profiles (CUPTI): 3 training steps, 16 decoding steps"
   profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
@@ -85,12 +97,15 @@ if [ -f "$PROF" ]; then
   profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 --device cuda --dtype bf16
   GEN16="${GEN/--new-tokens 128/--new-tokens 16}"
   profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
+  WENHUI_CUDA_OPS=fused profile generate-1-wenhui-fused W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
   profile generate-1-torch python3 bench/torch_glm_generate.py $GEN16 --batch 1 --device cuda --dtype bf16 --reps 1 --warmup 0
 fi
 
-step "ptune and finetune: the GPU against the CPU (scripts/tune-parity.sh)"
-BIN="$BIN" scripts/tune-parity.sh cpu cuda 2>&1 | tee "$OUT/tune-parity.txt"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+if want tune; then
+  step "ptune and finetune: the GPU against the CPU (scripts/tune-parity.sh)"
+  BIN="$BIN" scripts/tune-parity.sh cpu cuda 2>&1 | tee "$OUT/tune-parity.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 
 # The table: one line per benchmark, wenhui beside PyTorch.
 python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
@@ -111,11 +126,13 @@ for label, name in (("", "train-wenhui.jsonl"), (" (fused ops)", "train-wenhui-f
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "
               f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
 for b in (1, 32):
-    w, t = last_json(f"generate-{b}-wenhui.jsonl"), last_json(f"generate-{b}-torch.jsonl")
-    if w and t and w.get("decode"):
-        d = w["decode"]
-        print(f"generate bf16 batch {b}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
-              f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
+    t = last_json(f"generate-{b}-torch.jsonl")
+    for label, name in (("", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl")):
+        w = last_json(name)
+        if w and t and w.get("decode"):
+            d = w["decode"]
+            print(f"generate bf16 batch {b}{label}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
+                  f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
 fails = []
 for label, name in (("parity", "parity.txt"), ("parity, fused ops", "parity-fused.txt")):
     path = os.path.join(out, name)
@@ -128,7 +145,7 @@ tune = [l for l in open(tp) if l.startswith(("tune parity", "FAIL"))] if os.path
 print("".join(tune), end="")
 for l in fails:
     print("  " + l)
-for name in ("train-wenhui", "train-wenhui-fused", "train-torch", "generate-1-wenhui", "generate-1-torch"):
+for name in ("train-wenhui", "train-wenhui-fused", "train-torch", "generate-1-wenhui", "generate-1-wenhui-fused", "generate-1-torch"):
     path = os.path.join(out, f"kernels-{name}.txt")
     if os.path.exists(path):
         lines = open(path).read().splitlines()

@@ -3,7 +3,8 @@
 //!
 //! 1. Every fused op, forward and backward, in f32 (TF32 off: max abs error ≤ 1e-3) and in the
 //!    half dtypes (relative error ≤ 3e-2, relative to the largest reference value).
-//! 2. The GLM fixture (official THUDM/GLM dumps): logits on the device ≤ 1e-3 in f32.
+//! 2. The GLM fixture (official THUDM/GLM dumps): logits on the device ≤ 1e-3 in f32; cached
+//!    decoding (a prompt, then one token at a time) against the CPU.
 //! 3. One training step of a small GLM: every parameter receives a gradient, the gradients and
 //!    the fused AdamW update match the CPU's; mixed precision gives every parameter a gradient
 //!    and a loss within 2e-2 of f32.
@@ -194,6 +195,40 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
     Ok(())
 }
 
+/// Cached decoding on `dev` in `dtype` against the CPU in f32, with the fixture's model: a
+/// 20-token prompt (batch 2, a key bias on the prompt), then 8 one-token steps; the worst error
+/// over the logits of all 9 passes. With `WENHUI_CUDA_OPS=fused` the steps run the fused
+/// decoding kernels (`ops::cuda::decode`).
+fn decode_checks(dir: &std::path::Path, dev: &Device, dtype: DType, out: &mut Vec<Check>) -> Result<()> {
+    let run = |dev: &Device, dtype: DType| -> Result<Vec<Tensor>> {
+        let opts = LoadOptions { device: dev.clone(), dtype, gelu: Some(crate::model::Gelu::Erf), ..Default::default() };
+        let model = load_model(dir, &opts)?.backbone;
+        let vocab = model.info().vocab_size as u32;
+        let (b, prompt, steps) = (2usize, 20usize, 8usize);
+        let ids: Vec<u32> = (0..b * prompt).map(|i| (i as u32 * 7919 + 13) % vocab).collect();
+        let bias: Vec<f32> = (0..b * prompt).map(|i| ((i * 37) % 11) as f32 / 10.0 - 0.5).collect();
+        let bias = Tensor::from_vec(bias, (b, prompt), dev)?;
+        let mut cache = model.new_cache();
+        let first = BackboneInput::ids(Tensor::from_vec(ids, (b, prompt), dev)?).with_key_bias(bias.clone());
+        let mut logits = vec![model.forward(&first, Some(&mut cache))?.logits];
+        for k in 0..steps {
+            let next: Vec<u32> = (0..b).map(|r| (k * 31 + r * 17 + 5) as u32 % vocab).collect();
+            let step = BackboneInput::ids(Tensor::from_vec(next, (b, 1), dev)?).with_key_bias(bias.clone());
+            logits.push(model.forward(&step, Some(&mut cache))?.logits);
+        }
+        Ok(logits)
+    };
+    let want = run(&Device::Cpu, DType::F32)?;
+    let got = run(dev, dtype)?;
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(&want) {
+        worst = worst.max(error(g, w, dtype)?);
+    }
+    let b = if dtype == DType::F32 { F32_ABS } else { HALF_MODEL_REL };
+    out.push(check(format!("decode with a cache (prompt + 8 steps) {dtype:?}"), worst, b));
+    Ok(())
+}
+
 /// The fixture's forward cases (official dumps) on `dev` in `dtype`.
 fn fixture_checks(dir: &std::path::Path, dev: &Device, dtype: DType, out: &mut Vec<Check>) -> Result<()> {
     let manifest_path = dir.join("cases.json");
@@ -291,6 +326,7 @@ pub fn bench_parity(c: &ParityBench) -> Result<Vec<Check>> {
     op_checks(&dev, &dtypes, &mut out)?;
     for &dt in &dtypes {
         fixture_checks(&c.fixture, &dev, dt, &mut out)?;
+        decode_checks(&c.fixture, &dev, dt, &mut out)?;
     }
     training_checks(&dev, &halves, &mut out)?;
     Ok(out)

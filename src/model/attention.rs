@@ -38,15 +38,21 @@ impl LayerKv {
                 *slot = Some(LayerKv { k: kb, v: vb, len: s });
             }
             Some(e) => {
-                if e.len + s > e.capacity() {
-                    let cap = (e.len + s).next_power_of_two();
-                    e.k = grow(&e.k.narrow(2, 0, e.len)?, cap)?;
-                    e.v = grow(&e.v.narrow(2, 0, e.len)?, cap)?;
-                }
+                e.reserve(s)?;
                 e.k.slice_set(&k.contiguous()?, 2, e.len)?;
                 e.v.slice_set(&v.contiguous()?, 2, e.len)?;
                 e.len += s;
             }
+        }
+        Ok(())
+    }
+
+    /// Room for `extra` more positions, growing the buffers geometrically when full.
+    fn reserve(&mut self, extra: usize) -> Result<()> {
+        if self.len + extra > self.capacity() {
+            let cap = (self.len + extra).next_power_of_two();
+            self.k = grow(&self.k.narrow(2, 0, self.len)?, cap)?;
+            self.v = grow(&self.v.narrow(2, 0, self.len)?, cap)?;
         }
         Ok(())
     }
@@ -227,6 +233,50 @@ pub(crate) fn attend(
         super::dropout(&probs, p, seed, site)?.matmul(&v)?
     };
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
+}
+
+/// Whether a one-token decoding step on `x` (`[B, 1, H]`) can take the fused CUDA path
+/// ([`attend_decode`]): `WENHUI_CUDA_OPS=fused`, a filled cache entry, no gradient, and a head
+/// size and key count the kernel takes.
+#[cfg(feature = "cuda")]
+pub(crate) fn decode_fusable(x: &Tensor, heads: usize, slot: &Option<LayerKv>) -> bool {
+    let (Ok((_, 1, h)), Some(e)) = (x.dims3(), slot) else { return false };
+    crate::ops::cuda_fused(x)
+        && !x.track_op()
+        && heads > 0
+        && h % heads == 0
+        && crate::ops::cuda::decode::fits(h / heads, e.len + 1, x.dtype())
+}
+
+/// One decoding step's attention in one kernel (see `ops::cuda::decode`): `y` is the QKV
+/// projection `[B, 1, 3H]` *before* its bias `qkv_bias`; the new key and value are appended to
+/// the cache entry in place and the context `[B, 1, H]` returned. Only where [`decode_fusable`].
+#[cfg(feature = "cuda")]
+pub(crate) fn attend_decode(
+    y: &Tensor,
+    qkv_bias: &Tensor,
+    heads: usize,
+    mask: &Tensor,
+    bias: Option<&Tensor>,
+    slot: &mut Option<LayerKv>,
+) -> Result<Tensor> {
+    let e = slot.as_mut().ok_or_else(|| crate::Error::input("attend_decode: the cache entry is empty"))?;
+    e.reserve(1)?;
+    let dt = y.dtype();
+    let d = y.dim(2)? / 3 / heads.max(1);
+    let op = crate::ops::cuda::decode::DecodeAttention {
+        qkv_bias: qkv_bias.to_dtype(dt)?.contiguous()?,
+        k: e.k.clone(),
+        v: e.v.clone(),
+        mask: mask.to_dtype(dt)?.contiguous()?,
+        key_bias: bias.map(|b| b.to_dtype(dt).and_then(|b| b.contiguous())).transpose()?,
+        heads,
+        len: e.len,
+        scale: 1.0 / (d as f64).sqrt(),
+    };
+    let out = y.contiguous()?.apply_op1_no_bwd(&op)?;
+    e.len += 1;
+    Ok(out)
 }
 
 /// (probability, mask seed) for a fused attention op: no dropout at inference.

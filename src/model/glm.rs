@@ -2,6 +2,8 @@
 //! word + position + block-position embeddings, pre-LN blocks with a fused QKV projection,
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
+#[cfg(feature = "cuda")]
+use super::attention::{attend_decode, decode_fusable};
 use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_key_bias, build_mask, Attention};
@@ -197,6 +199,13 @@ impl GlmLayer {
     /// `rows`: keep only these flattened rows after attention (the last layer of a pass that needs
     /// only their outputs); the result is then `[R, H]`.
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize, rows: Option<&Tensor>) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        let cache = match cache {
+            Some(slot) if rows.is_none() && ctx.drop.seed.is_none() && decode_fusable(x, ctx.heads, slot) => {
+                return self.forward_decode(x, ctx, slot);
+            }
+            other => other,
+        };
         let LayerCtx { heads, gelu, mask, bias, drop } = *ctx;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
         let mut ctx = attend_packed(&qkv, heads, mask, bias, cache, drop.attention(l))?;
@@ -210,6 +219,18 @@ impl GlmLayer {
         let x = drop.residual(x, &self.dense.forward(&ctx)?, l, 2)?;
         let mlp = self.dense_4h_to_h.forward(&self.dense_h_to_4h.forward_gelu(&self.post_attention_layernorm.forward(&x)?, gelu)?)?;
         drop.residual(&x, &mlp, l, 3)
+    }
+
+    /// [`Self::forward`] for one token with a filled cache on CUDA (`WENHUI_CUDA_OPS=fused`):
+    /// ten kernel launches instead of about twenty-two (see `ops::cuda::decode`).
+    #[cfg(feature = "cuda")]
+    fn forward_decode(&self, x: &Tensor, ctx: &LayerCtx, slot: &mut Option<LayerKv>) -> Result<Tensor> {
+        let qkv = &self.query_key_value;
+        let y = qkv.product(&self.input_layernorm.forward(x)?)?;
+        let c = attend_decode(&y, qkv.bias()?, ctx.heads, ctx.mask, ctx.bias, slot)?;
+        let x = self.dense.forward_plus(&c, x)?;
+        let g = self.dense_h_to_4h.forward_gelu_fused(&self.post_attention_layernorm.forward(&x)?, ctx.gelu)?;
+        self.dense_4h_to_h.forward_plus(&g, &x)
     }
 }
 

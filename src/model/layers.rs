@@ -60,6 +60,30 @@ impl Linear {
             None => y,
         })
     }
+    /// `x·Wᵀ` without the bias (a decoding step adds it inside a fused kernel).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn product(&self, x: &Tensor) -> Result<Tensor> {
+        rows_matmul(x, &self.weight.to_dtype(x.dtype())?.t()?)
+    }
+
+    /// The bias (every layer built by [`Linear::new`] has one).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn bias(&self) -> Result<&Tensor> {
+        self.bias.as_ref().ok_or_else(|| crate::Error::input("linear layer without a bias"))
+    }
+
+    /// `residual + self.forward(x)` with the bias and the sum in one CUDA kernel (inference).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn forward_plus(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        Ok(ops::bias_residual(&self.product(x)?, self.bias()?, residual)?)
+    }
+
+    /// `gelu(self.forward(x))` with the bias and the GELU in one CUDA kernel (inference).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn forward_gelu_fused(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
+        Ok(ops::bias_gelu(&self.product(x)?, self.bias()?, gelu == Gelu::Erf)?)
+    }
+
     /// `gelu(self.forward(x))`, as one fused node on the CPU (see [`ops::linear_gelu`]).
     pub(crate) fn forward_gelu(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
         if let (Some(b), true) = (&self.bias, ops::fused_cpu(x)) {

@@ -142,6 +142,19 @@ pub fn cuda_fused(x: &Tensor) -> bool {
         })
 }
 
+/// `x + (y + b)` in one CUDA kernel, no backward (decoding steps, `WENHUI_CUDA_OPS=fused`).
+#[cfg(feature = "cuda")]
+pub(crate) fn bias_residual(y: &Tensor, b: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let dt = y.dtype();
+    y.contiguous()?.apply_op3_no_bwd(&b.to_dtype(dt)?.contiguous()?, &x.to_dtype(dt)?.contiguous()?, &cuda::decode::BiasResidual)
+}
+
+/// `gelu(y + b)` in one CUDA kernel, no backward (decoding steps, `WENHUI_CUDA_OPS=fused`).
+#[cfg(feature = "cuda")]
+pub(crate) fn bias_gelu(y: &Tensor, b: &Tensor, erf: bool) -> Result<Tensor> {
+    y.contiguous()?.apply_op2_no_bwd(&b.to_dtype(y.dtype())?.contiguous()?, &cuda::decode::BiasGelu { erf })
+}
+
 /// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.
 /// The CUDA kernels also cover bf16 and f16.
 pub(crate) fn in_kernel_dtype(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {

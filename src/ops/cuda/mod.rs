@@ -4,6 +4,7 @@
 //! and f64 storage, arithmetic in f32 (f64 for f64).
 
 pub(crate) mod attention;
+pub(crate) mod decode;
 pub(crate) mod linear;
 
 use candle_core::backend::BackendStorage;

@@ -1,0 +1,211 @@
+//! One-token decoding steps with fewer kernel launches (`WENHUI_CUDA_OPS=fused`): at batch 1 a
+//! GLM-Large step is bound by launches, about 22 per layer through candle's composites. Here a
+//! layer takes 10: layer norm, the QKV GEMM, one attention kernel that adds the QKV bias, appends
+//! the new key and value to the cache and attends over the cached keys, the dense GEMM, its bias
+//! plus the residual, layer norm, the first MLP GEMM, its bias plus GELU, the second GEMM, its bias
+//! plus the residual. Inference only (no backward): the model uses these ops only when no
+//! gradient can be asked for.
+
+use super::{elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+/// Threads per block of the attention kernel; the head size must not exceed it.
+const DECODE_THREADS: usize = 256;
+/// Dynamic shared memory the kernel may use without opting in to more (48 KiB on every GPU).
+const SHARED_LIMIT: usize = 48 << 10;
+
+/// Shared memory of one attention block for `t` keys of head size `d`, in bytes.
+fn shared_bytes(d: usize, t: usize, dtype: DType) -> usize {
+    let groups = (DECODE_THREADS / d.max(1)).max(1);
+    let word = if dtype == DType::F64 { 8 } else { 4 };
+    word * (d + t + groups * d)
+}
+
+/// Whether [`DecodeAttention`] handles a step over `t` keys with head size `d`.
+pub(crate) fn fits(d: usize, t: usize, dtype: DType) -> bool {
+    d > 0 && d <= DECODE_THREADS && shared_bytes(d, t, dtype) <= SHARED_LIMIT
+}
+
+/// Appends the new token's key and value (from the QKV projection `y` `[B, 1, 3H]` before its
+/// bias) to the cache buffers `k`, `v` (`[B, N, cap, d]`, `len` positions used) and attends over
+/// the `len + 1` keys: the context `[B, 1, H]`. The caches are written in place.
+pub(crate) struct DecodeAttention {
+    pub qkv_bias: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    /// `[B or 1, 1, 1, len + 1]` 0/1 mask and optional key bias, in the compute dtype.
+    pub mask: Tensor,
+    pub key_bias: Option<Tensor>,
+    pub heads: usize,
+    pub len: usize,
+    pub scale: f64,
+}
+
+/// The CUDA storage behind a guard of a tensor an op holds besides its inputs.
+fn cuda_of<'a>(s: &'a candle_core::Storage, what: &str) -> Result<&'a CudaStorage> {
+    match s {
+        candle_core::Storage::Cuda(c) => Ok(c),
+        _ => candle_core::bail!("decode attention: {what} is not on the CUDA device"),
+    }
+}
+
+impl DecodeAttention {
+    fn launch<T: KernelFloat>(&self, y: &CudaStorage, yl: &Layout) -> Result<CudaStorage> {
+        let (b, one, h3) = yl.shape().dims3()?;
+        let (kb, kn, cap, d) = self.k.dims4()?;
+        if one != 1 || kb != b || kn != self.heads || h3 != 3 * self.heads * d || self.len >= cap || self.v.dims() != self.k.dims() {
+            candle_core::bail!("decode attention: y {:?} does not fit the cache {:?} at {} positions", yl.dims(), self.k.dims(), self.len);
+        }
+        let t = self.len + 1;
+        let dev = y.device().clone();
+        let (bg, bl) = self.qkv_bias.storage_and_layout();
+        let (kg, kl) = self.k.storage_and_layout();
+        let (vg, vl) = self.v.storage_and_layout();
+        let (mg, ml) = self.mask.storage_and_layout();
+        let key_bias = self.key_bias.as_ref().map(|k| k.storage_and_layout());
+        let yv = view::<T>(y, yl)?;
+        let bv = view::<T>(cuda_of(&bg, "the QKV bias")?, bl)?;
+        let kv = view::<T>(cuda_of(&kg, "the key cache")?, kl)?;
+        let vv = view::<T>(cuda_of(&vg, "the value cache")?, vl)?;
+        let mv = view::<T>(cuda_of(&mg, "the mask")?, ml)?;
+        let kbv = match &key_bias {
+            Some((g, l)) => Some(view::<T>(cuda_of(g, "the key bias")?, l)?),
+            None => None,
+        };
+        let mut out = output::<T>(&dev, b * self.heads * d)?;
+        let f = dev.get_or_load_custom_func(&name::<T>("decode_attention"), MODULE, PTX)?;
+        let mut l = f.builder();
+        let null: u64 = 0;
+        let mask_batches = self.mask.dims()[0] as i32;
+        let kb_rows = self.key_bias.as_ref().map_or(0, |k| k.dims()[0] as i32);
+        l.arg(&yv).arg(&bv).arg(&kv).arg(&vv).arg(&mv).arg(&mask_batches);
+        match &kbv {
+            Some(v) => l.arg(v),
+            None => l.arg(&null),
+        };
+        let (heads, di, capi, len) = (self.heads as i32, d as i32, cap as i32, self.len as i32);
+        l.arg(&kb_rows).arg(&mut out).arg(&heads).arg(&di).arg(&capi).arg(&len).arg(&self.scale);
+        let cfg = LaunchConfig {
+            grid_dim: ((b * self.heads) as u32, 1, 1),
+            block_dim: (DECODE_THREADS as u32, 1, 1),
+            shared_mem_bytes: shared_bytes(d, t, T::DTYPE) as u32,
+        };
+        // SAFETY: the argument list matches the kernel; y holds B × 3H elements, the caches
+        // B × N × cap × d with len < cap, the mask and the key bias [B or 1] × (len + 1), out B × H.
+        // The kernel writes position `len` of the caches through these views: the cache owns the
+        // buffers, and nothing reads that position before this launch (one stream).
+        unsafe { l.launch(cfg) }.w()?;
+        Ok(T::wrap_cuda_slice(out, dev))
+    }
+}
+
+impl CustomOp1 for DecodeAttention {
+    fn name(&self) -> &'static str {
+        "wenhui-decode-attention"
+    }
+    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &Layout) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("wenhui-decode-attention runs on CUDA only")
+    }
+    fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (b, _, h3) = yl.shape().dims3()?;
+        let out = match y.dtype() {
+            DType::F32 => self.launch::<f32>(y, yl)?,
+            DType::F64 => self.launch::<f64>(y, yl)?,
+            DType::BF16 => self.launch::<half::bf16>(y, yl)?,
+            DType::F16 => self.launch::<half::f16>(y, yl)?,
+            other => candle_core::bail!("decode attention: unsupported dtype {other:?}"),
+        };
+        Ok((out, Shape::from((b, 1, h3 / 3))))
+    }
+}
+
+/// `x + (y + b)` over the last dimension (`b` `[cols]`).
+pub(crate) struct BiasResidual;
+
+impl CustomOp3 for BiasResidual {
+    fn name(&self) -> &'static str {
+        "wenhui-bias-residual"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("wenhui-bias-residual runs on CUDA only")
+    }
+    fn cuda_fwd(
+        &self,
+        y: &CudaStorage,
+        yl: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+        x: &CudaStorage,
+        xl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let n = yl.shape().elem_count();
+        let cols = bl.shape().elem_count();
+        if xl.shape() != yl.shape() || cols == 0 || !n.is_multiple_of(cols) {
+            candle_core::bail!("bias_residual: y {:?}, b {:?}, x {:?} do not fit", yl.dims(), bl.dims(), xl.dims());
+        }
+        let out = super::float_kernel!(y, "bias_residual", |T| {
+            let dev = y.device();
+            let mut out = output::<T>(dev, n)?;
+            let (yv, bv, xv) = (view::<T>(y, yl)?, view::<T>(b, bl)?, view::<T>(x, xl)?);
+            let f = dev.get_or_load_custom_func(&name::<T>("bias_residual"), MODULE, PTX)?;
+            let mut l = f.builder();
+            let c = cols as i32;
+            l.arg(&yv).arg(&bv).arg(&xv).arg(&mut out).arg(&n).arg(&c);
+            // SAFETY: signature matches; y, x and out hold n elements, b cols.
+            unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+            out
+        });
+        Ok((out, yl.shape().clone()))
+    }
+}
+
+/// `gelu(y + b)` over the last dimension, `erf` or tanh form.
+pub(crate) struct BiasGelu {
+    pub erf: bool,
+}
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "wenhui-bias-gelu"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("wenhui-bias-gelu runs on CUDA only")
+    }
+    fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let n = yl.shape().elem_count();
+        let cols = bl.shape().elem_count();
+        if cols == 0 || !n.is_multiple_of(cols) {
+            candle_core::bail!("bias_gelu: y {:?} and b {:?} do not fit", yl.dims(), bl.dims());
+        }
+        let out = super::float_kernel!(y, "bias_gelu", |T| {
+            let dev = y.device();
+            let mut out = output::<T>(dev, n)?;
+            let (yv, bv) = (view::<T>(y, yl)?, view::<T>(b, bl)?);
+            let f = dev.get_or_load_custom_func(&name::<T>("bias_gelu"), MODULE, PTX)?;
+            let mut l = f.builder();
+            let (c, e) = (cols as i32, self.erf as i32);
+            l.arg(&yv).arg(&bv).arg(&mut out).arg(&n).arg(&c).arg(&e);
+            // SAFETY: signature matches; y and out hold n elements, b cols.
+            unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+            out
+        });
+        Ok((out, yl.shape().clone()))
+    }
+}
