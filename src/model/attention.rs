@@ -235,17 +235,21 @@ pub(crate) fn attend(
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
 }
 
-/// Whether a one-token decoding step on `x` (`[B, 1, H]`) can take the fused CUDA path
-/// ([`attend_decode`]): `WENHUI_CUDA_OPS=fused`, a filled cache entry, no gradient, and a head
-/// size and key count the kernel takes.
+/// Whether a one-token decoding step on `x` (`[B, 1, H]`, B > 0) can take the fused CUDA path
+/// ([`attend_decode`]): `WENHUI_CUDA_OPS=fused`, a filled cache entry that the mask
+/// (`[1 or B, 1, 1, len + 1]`) fits, no gradient through `x` (the caller checks its weights), and a
+/// head size and key count the kernel takes. Anything else takes the composite path.
 #[cfg(feature = "cuda")]
-pub(crate) fn decode_fusable(x: &Tensor, heads: usize, slot: &Option<LayerKv>) -> bool {
-    let (Ok((_, 1, h)), Some(e)) = (x.dims3(), slot) else { return false };
-    crate::ops::cuda_fused(x)
+pub(crate) fn decode_fusable(x: &Tensor, heads: usize, mask: &Tensor, slot: &Option<LayerKv>) -> bool {
+    let (Ok((b, 1, h)), Ok((mb, 1, 1, t)), Some(e)) = (x.dims3(), mask.dims4(), slot) else { return false };
+    b > 0
+        && (mb == 1 || mb == b)
+        && t == e.len + 1
+        && crate::ops::cuda_fused(x)
         && !x.track_op()
         && heads > 0
         && h % heads == 0
-        && crate::ops::cuda::decode::fits(h / heads, e.len + 1, x.dtype())
+        && crate::ops::cuda::decode::fits(h / heads, t, x.dtype())
 }
 
 /// One decoding step's attention in one kernel (see `ops::cuda::decode`): `y` is the QKV

@@ -201,7 +201,13 @@ impl GlmLayer {
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize, rows: Option<&Tensor>) -> Result<Tensor> {
         #[cfg(feature = "cuda")]
         let cache = match cache {
-            Some(slot) if rows.is_none() && ctx.drop.seed.is_none() && decode_fusable(x, ctx.heads, slot) => {
+            Some(slot)
+                if rows.is_none()
+                    && ctx.drop.seed.is_none()
+                    && !self.trainable()
+                    && !ctx.bias.is_some_and(|b| b.track_op())
+                    && decode_fusable(x, ctx.heads, ctx.mask, slot) =>
+            {
                 return self.forward_decode(x, ctx, slot);
             }
             other => other,
@@ -219,6 +225,13 @@ impl GlmLayer {
         let x = drop.residual(x, &self.dense.forward(&ctx)?, l, 2)?;
         let mlp = self.dense_4h_to_h.forward(&self.dense_h_to_4h.forward_gelu(&self.post_attention_layernorm.forward(&x)?, gelu)?)?;
         drop.residual(&x, &mlp, l, 3)
+    }
+
+    /// Whether any weight of the layer records gradients (the fused decoding ops have no backward).
+    #[cfg(feature = "cuda")]
+    fn trainable(&self) -> bool {
+        let linears = [&self.query_key_value, &self.dense, &self.dense_h_to_4h, &self.dense_4h_to_h];
+        linears.iter().any(|l| l.tracks()) || self.input_layernorm.tracks() || self.post_attention_layernorm.tracks()
     }
 
     /// [`Self::forward`] for one token with a filled cache on CUDA (`WENHUI_CUDA_OPS=fused`):

@@ -60,6 +60,12 @@ impl Linear {
             None => y,
         })
     }
+    /// Whether the weight or the bias records gradients.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn tracks(&self) -> bool {
+        self.weight.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
+    }
+
     /// `x·Wᵀ` without the bias (a decoding step adds it inside a fused kernel).
     #[cfg(feature = "cuda")]
     pub(crate) fn product(&self, x: &Tensor) -> Result<Tensor> {
@@ -127,6 +133,11 @@ impl LayerNorm {
     }
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::layer_norm(x, &self.weight, &self.bias, self.eps)?)
+    }
+    /// Whether γ or β records gradients.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn tracks(&self) -> bool {
+        self.weight.track_op() || self.bias.track_op()
     }
 }
 

@@ -14,8 +14,9 @@ use candle_core::{CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, R
 
 /// Threads per block of the attention kernel; the head size must not exceed it.
 const DECODE_THREADS: usize = 256;
-/// Dynamic shared memory the kernel may use without opting in to more (48 KiB on every GPU).
-const SHARED_LIMIT: usize = 48 << 10;
+/// Dynamic shared memory the kernel may use without opting in to more: 48 KiB on every GPU, less
+/// the static arrays of its block reductions (2 × 32 words, 512 bytes in f64).
+const SHARED_LIMIT: usize = (48 << 10) - 1024;
 
 /// Shared memory of one attention block for `t` keys of head size `d`, in bytes.
 fn shared_bytes(d: usize, t: usize, dtype: DType) -> usize {
@@ -60,6 +61,15 @@ impl DecodeAttention {
             candle_core::bail!("decode attention: y {:?} does not fit the cache {:?} at {} positions", yl.dims(), self.k.dims(), self.len);
         }
         let t = self.len + 1;
+        // The kernel reads rows of `t` mask and key-bias values for batch row b (or row 0).
+        for (what, x) in [("mask", Some(&self.mask)), ("key bias", self.key_bias.as_ref())] {
+            if let Some(x) = x {
+                let (rows, one, one2, keys) = x.dims4()?;
+                if one != 1 || one2 != 1 || keys != t || (rows != 1 && rows != b) {
+                    candle_core::bail!("decode attention: {what} {:?} does not fit [1 or {b}, 1, 1, {t}]", x.dims());
+                }
+            }
+        }
         let dev = y.device().clone();
         let (bg, bl) = self.qkv_bias.storage_and_layout();
         let (kg, kl) = self.k.storage_and_layout();
@@ -95,8 +105,9 @@ impl DecodeAttention {
         };
         // SAFETY: the argument list matches the kernel; y holds B × 3H elements, the caches
         // B × N × cap × d with len < cap, the mask and the key bias [B or 1] × (len + 1), out B × H.
-        // The kernel writes position `len` of the caches through these views: the cache owns the
-        // buffers, and nothing reads that position before this launch (one stream).
+        // The kernel writes position `len` of the caches through these read views (so cudarc records
+        // a read, not a write: harmless on candle's single stream): the cache owns the buffers, and
+        // nothing reads that position before this launch.
         unsafe { l.launch(cfg) }.w()?;
         Ok(T::wrap_cuda_slice(out, dev))
     }
