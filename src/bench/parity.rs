@@ -331,3 +331,29 @@ pub fn bench_parity(c: &ParityBench) -> Result<Vec<Check>> {
     training_checks(&dev, &halves, &mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the CPU the report still means something: the fixture's logits against the official
+    /// dumps, cached decoding against one pass per step, every op's CPU path run twice. Every
+    /// check must pass, and the fused-op cases that a GPU run compares must be in it.
+    #[test]
+    fn cpu_parity_report_passes_and_lists_every_fused_op() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny");
+        let checks = bench_parity(&ParityBench { device: "cpu".into(), half: vec![], fixture }).unwrap();
+        let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| &c.name).collect();
+        assert!(failed.is_empty(), "failed: {failed:?}");
+        for name in [
+            "op attention (bias, dropout) backward",
+            "op attention_packed (dropout) forward",
+            "op linear backward",
+            "op residual_dropout backward",
+            "decode with a cache",
+        ] {
+            assert!(checks.iter().any(|c| c.name.starts_with(name)), "no check named {name}");
+        }
+        assert!(checks.iter().filter(|c| c.name.starts_with("glm fixture")).all(|c| c.error < 1e-4));
+    }
+}
