@@ -160,23 +160,7 @@ impl CustomOp3 for BiasResidual {
         x: &CudaStorage,
         xl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        let n = yl.shape().elem_count();
-        let cols = bl.shape().elem_count();
-        if xl.shape() != yl.shape() || cols == 0 || !n.is_multiple_of(cols) {
-            candle_core::bail!("bias_residual: y {:?}, b {:?}, x {:?} do not fit", yl.dims(), bl.dims(), xl.dims());
-        }
-        let out = super::float_kernel!(y, "bias_residual", |T| {
-            let dev = y.device();
-            let mut out = output::<T>(dev, n)?;
-            let (yv, bv, xv) = (view::<T>(y, yl)?, view::<T>(b, bl)?, view::<T>(x, xl)?);
-            let f = dev.get_or_load_custom_func(&name::<T>("bias_residual"), MODULE, PTX)?;
-            let mut l = f.builder();
-            let c = cols as i32;
-            l.arg(&yv).arg(&bv).arg(&xv).arg(&mut out).arg(&n).arg(&c);
-            // SAFETY: signature matches; y, x and out hold n elements, b cols.
-            unsafe { l.launch(elementwise_cfg(n)) }.w()?;
-            out
-        });
+        let out = bias_kernel("bias_residual", (y, yl), (b, bl), Some((x, xl)), None)?;
         Ok((out, yl.shape().clone()))
     }
 }
@@ -200,23 +184,43 @@ impl CustomOp2 for BiasGelu {
         candle_core::bail!("wenhui-bias-gelu runs on CUDA only")
     }
     fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let n = yl.shape().elem_count();
-        let cols = bl.shape().elem_count();
-        if cols == 0 || !n.is_multiple_of(cols) {
-            candle_core::bail!("bias_gelu: y {:?} and b {:?} do not fit", yl.dims(), bl.dims());
-        }
-        let out = super::float_kernel!(y, "bias_gelu", |T| {
-            let dev = y.device();
-            let mut out = output::<T>(dev, n)?;
-            let (yv, bv) = (view::<T>(y, yl)?, view::<T>(b, bl)?);
-            let f = dev.get_or_load_custom_func(&name::<T>("bias_gelu"), MODULE, PTX)?;
-            let mut l = f.builder();
-            let (c, e) = (cols as i32, self.erf as i32);
-            l.arg(&yv).arg(&bv).arg(&mut out).arg(&n).arg(&c).arg(&e);
-            // SAFETY: signature matches; y and out hold n elements, b cols.
-            unsafe { l.launch(elementwise_cfg(n)) }.w()?;
-            out
-        });
+        let out = bias_kernel("bias_gelu", (y, yl), (b, bl), None, Some(self.erf as i32))?;
         Ok((out, yl.shape().clone()))
     }
+}
+
+/// Launches `<kernel>_<dtype>(y, b, [x,] out, n, cols[, flag])` over `y` `[.., cols]` with the
+/// bias `b` `[cols]` (and `x` shaped like `y`): the element-wise kernels of the decoding steps.
+fn bias_kernel(
+    kernel: &str,
+    y: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    x: Option<(&CudaStorage, &Layout)>,
+    flag: Option<i32>,
+) -> Result<CudaStorage> {
+    let n = y.1.shape().elem_count();
+    let cols = b.1.shape().elem_count();
+    if x.is_some_and(|x| x.1.shape() != y.1.shape()) || cols == 0 || !n.is_multiple_of(cols) {
+        candle_core::bail!("{kernel}: y {:?}, b {:?}, x {:?} do not fit", y.1.dims(), b.1.dims(), x.map(|x| x.1.dims()));
+    }
+    Ok(super::float_kernel!(y.0, "decoding bias kernel", |T| {
+        let dev = y.0.device();
+        let mut out = output::<T>(dev, n)?;
+        let (yv, bv) = (view::<T>(y.0, y.1)?, view::<T>(b.0, b.1)?);
+        let xv = x.map(|x| view::<T>(x.0, x.1)).transpose()?;
+        let f = dev.get_or_load_custom_func(&name::<T>(kernel), MODULE, PTX)?;
+        let mut l = f.builder();
+        let c = cols as i32;
+        l.arg(&yv).arg(&bv);
+        if let Some(xv) = &xv {
+            l.arg(xv);
+        }
+        l.arg(&mut out).arg(&n).arg(&c);
+        if let Some(flag) = &flag {
+            l.arg(flag);
+        }
+        // SAFETY: the arguments follow the kernels' signatures; y, x and out hold n elements, b cols.
+        unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+        out
+    }))
 }
