@@ -108,6 +108,43 @@ pub fn set_matmul_precision(tf32: bool) {
     candle_core::cuda::set_gemm_reduced_precision_f16(true);
 }
 
+/// How the models run their layers on a GPU (see [`crate::ops::cuda_fused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CudaOps {
+    /// candle's composite ops (matmul, softmax, … one graph node each): the measured default.
+    Composite,
+    /// wenhui's fused ops, one graph node per layer with a hand-written backward, and decoding
+    /// steps in ten launches per layer (experimental until verified on a GPU).
+    Fused,
+}
+
+/// 0: not chosen (the `WENHUI_CUDA_OPS` environment variable decides), 1: composite, 2: fused.
+static CUDA_OPS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Chooses the CUDA layer path for this process, over `WENHUI_CUDA_OPS` (the CLI's `--cuda-ops`).
+/// Call it before the first model runs. No effect on the CPU.
+pub fn set_cuda_ops(ops: CudaOps) {
+    CUDA_OPS.store(if ops == CudaOps::Fused { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The layer path chosen by [`set_cuda_ops`], if any.
+pub(crate) fn chosen_cuda_ops() -> Option<CudaOps> {
+    match CUDA_OPS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Some(CudaOps::Composite),
+        2 => Some(CudaOps::Fused),
+        _ => None,
+    }
+}
+
+/// Parses `composite` or `fused` (the `--cuda-ops` and `WENHUI_CUDA_OPS` values).
+pub fn parse_cuda_ops(s: &str) -> Result<CudaOps> {
+    match s {
+        "composite" => Ok(CudaOps::Composite),
+        "fused" => Ok(CudaOps::Fused),
+        other => Err(crate::Error::input(format!("unknown CUDA layer path `{other}`: use `composite` or `fused`"))),
+    }
+}
+
 /// Waits for queued GPU work (timings); a no-op on the CPU.
 pub fn synchronize(device: &Device) -> Result<()> {
     Ok(device.synchronize()?)
@@ -116,6 +153,18 @@ pub fn synchronize(device: &Device) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_ops_parse_and_leave_the_cpu_alone() {
+        assert_eq!(parse_cuda_ops("fused").unwrap(), CudaOps::Fused);
+        assert_eq!(parse_cuda_ops("composite").unwrap(), CudaOps::Composite);
+        let err = parse_cuda_ops("flash").unwrap_err().to_string();
+        assert!(err.contains("`flash`") && err.contains("composite") && err.contains("fused"), "{err}");
+        // The choice only concerns CUDA tensors.
+        set_cuda_ops(CudaOps::Fused);
+        assert_eq!(chosen_cuda_ops(), Some(CudaOps::Fused));
+        assert!(!crate::ops::cuda_fused(&candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()));
+    }
 
     #[test]
     fn parses_devices_and_dtypes() {

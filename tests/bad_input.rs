@@ -140,3 +140,22 @@ fn inputs_that_do_not_fit_the_model_are_errors() {
         .forward(&BackboneInput::ids(ids).with_positions(Tensor::zeros((1, 3), candle_core::DType::U32, &dev).unwrap()), None)
         .is_err());
 }
+
+#[test]
+fn unknown_cuda_layer_path_is_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["--cuda-ops", "flash", "inspect", "tests/fixtures/glm-tiny"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cuda-ops") && err.contains("`flash`") && err.contains("fused"), "{err}");
+    // A valid choice is accepted on the CPU, where it changes nothing.
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["--cuda-ops", "fused", "inspect", "tests/fixtures/glm-tiny"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+}

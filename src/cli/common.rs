@@ -115,6 +115,10 @@ pub struct DeviceFlags {
     /// Allow TF32 for f32 matrix products on a GPU (off by default: exact f32).
     #[arg(long, global = true)]
     pub tf32: bool,
+    /// Layers on a GPU: composite (candle's ops, the default) or fused (one node per layer with a
+    /// hand-written backward, ten-launch decoding steps; experimental). Overrides WENHUI_CUDA_OPS.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cuda_ops: Option<String>,
 }
 
 impl DeviceFlags {
@@ -123,6 +127,9 @@ impl DeviceFlags {
     pub fn apply(&self, compute: bool) -> anyhow::Result<()> {
         let device = wenhui::device::parse_device(&self.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
         let dtype = wenhui::device::parse_dtype(&self.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+        if let Some(ops) = &self.cuda_ops {
+            wenhui::device::set_cuda_ops(wenhui::device::parse_cuda_ops(ops).map_err(|e| anyhow::anyhow!("--cuda-ops: {e}"))?);
+        }
         if !compute {
             return Ok(());
         }

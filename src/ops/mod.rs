@@ -128,18 +128,24 @@ pub fn fused_cpu(x: &Tensor) -> bool {
 /// [`linear`], [`linear_no_bias`] for tied logits, [`residual_dropout`]), one graph node each,
 /// instead of candle's composites. Opt-in with `WENHUI_CUDA_OPS=fused` until
 /// `scripts/gpu-check.sh` has verified and timed them on a GPU; `composite` (the default) keeps
-/// the path measured so far. Read once per process. The ops themselves run on CUDA either way.
+/// the path measured so far. [`crate::device::set_cuda_ops`] (the CLI's `--cuda-ops`) takes
+/// precedence; the variable is read once per process. The ops themselves run on CUDA either way.
 pub fn cuda_fused(x: &Tensor) -> bool {
-    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    x.device().is_cuda()
-        && *FUSED.get_or_init(|| match std::env::var("WENHUI_CUDA_OPS").as_deref() {
-            Ok("fused") => true,
-            Ok("composite") | Err(_) => false,
-            Ok(other) => {
-                tracing::warn!("WENHUI_CUDA_OPS={other:?} is neither \"fused\" nor \"composite\": using composite");
-                false
-            }
+    use crate::device::CudaOps;
+    static FROM_ENV: std::sync::OnceLock<CudaOps> = std::sync::OnceLock::new();
+    if !x.device().is_cuda() {
+        return false;
+    }
+    let ops = crate::device::chosen_cuda_ops().unwrap_or_else(|| {
+        *FROM_ENV.get_or_init(|| match std::env::var("WENHUI_CUDA_OPS") {
+            Err(_) => CudaOps::Composite,
+            Ok(v) => crate::device::parse_cuda_ops(&v).unwrap_or_else(|e| {
+                tracing::warn!("WENHUI_CUDA_OPS: {e}; using composite");
+                CudaOps::Composite
+            }),
         })
+    });
+    ops == CudaOps::Fused
 }
 
 /// `x + (y + b)` in one CUDA kernel, no backward (decoding steps, `WENHUI_CUDA_OPS=fused`).
