@@ -433,10 +433,8 @@ impl CustomOp3 for Attention {
         use super::cuda::attention as gpu;
         let (g, pairs, out_shape, lens) = self.geometry(l1.shape(), l2.shape())?;
         let mask = self.mask.contiguous()?;
-        let (mask_storage, mask_layout) = mask.storage_and_layout();
-        let candle_core::Storage::Cuda(mask_storage) = &*mask_storage else {
-            candle_core::bail!("attention: the mask is not on the inputs' CUDA device")
-        };
+        let (mask_guard, mask_layout) = mask.storage_and_layout();
+        let mask_storage = super::cuda::cuda_storage(&mask_guard, "attention: the mask")?;
         let params = gpu::Params {
             geometry: gpu::Geometry {
                 batch: pairs / g.heads,
@@ -462,10 +460,8 @@ impl CustomOp3 for Attention {
                 Ok((out, out_shape))
             }
             Some(go) => {
-                let (go_storage, go_layout) = go.storage_and_layout();
-                let candle_core::Storage::Cuda(go_storage) = &*go_storage else {
-                    candle_core::bail!("attention backward: the output gradient is not on the inputs' CUDA device")
-                };
+                let (go_guard, go_layout) = go.storage_and_layout();
+                let go_storage = super::cuda::cuda_storage(&go_guard, "attention backward: the output gradient")?;
                 // P is used once: taken, not copied (a second backward pass recomputes it).
                 let kept = match &self.kept {
                     Some(slot) => match slot.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?.take() {

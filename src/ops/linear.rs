@@ -318,10 +318,8 @@ impl CustomOp3 for Linear {
             }
             (None, Some(_)) => candle_core::bail!("linear_gelu runs on the CPU; on CUDA use linear, then gelu"),
             (Some(g), _) => {
-                let (gs, gl) = g.storage_and_layout();
-                let candle_core::Storage::Cuda(gs) = &*gs else {
-                    candle_core::bail!("linear backward: the output gradient is not on the inputs' CUDA device")
-                };
+                let (guard, gl) = g.storage_and_layout();
+                let gs = super::cuda::cuda_storage(&guard, "linear backward: the output gradient")?;
                 let bias = l3.shape().elem_count() > 0;
                 let packed = gpu::backward((s1, l1), (s2, l2), (gs, gl), bias)?;
                 Ok((packed, Shape::from(rows * inp + out * inp + l3.shape().elem_count())))

@@ -6,7 +6,7 @@
 //! plus the residual. Inference only (no backward): the model uses these ops only when no
 //! gradient can be asked for.
 
-use super::{elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
+use super::{cuda_storage, elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -45,14 +45,6 @@ pub(crate) struct DecodeAttention {
     pub scale: f64,
 }
 
-/// The CUDA storage behind a guard of a tensor an op holds besides its inputs.
-fn cuda_of<'a>(s: &'a candle_core::Storage, what: &str) -> Result<&'a CudaStorage> {
-    match s {
-        candle_core::Storage::Cuda(c) => Ok(c),
-        _ => candle_core::bail!("decode attention: {what} is not on the CUDA device"),
-    }
-}
-
 impl DecodeAttention {
     fn launch<T: KernelFloat>(&self, y: &CudaStorage, yl: &Layout) -> Result<CudaStorage> {
         let (b, one, h3) = yl.shape().dims3()?;
@@ -77,12 +69,12 @@ impl DecodeAttention {
         let (mg, ml) = self.mask.storage_and_layout();
         let key_bias = self.key_bias.as_ref().map(|k| k.storage_and_layout());
         let yv = view::<T>(y, yl)?;
-        let bv = view::<T>(cuda_of(&bg, "the QKV bias")?, bl)?;
-        let kv = view::<T>(cuda_of(&kg, "the key cache")?, kl)?;
-        let vv = view::<T>(cuda_of(&vg, "the value cache")?, vl)?;
-        let mv = view::<T>(cuda_of(&mg, "the mask")?, ml)?;
+        let bv = view::<T>(cuda_storage(&bg, "decode attention: the QKV bias")?, bl)?;
+        let kv = view::<T>(cuda_storage(&kg, "decode attention: the key cache")?, kl)?;
+        let vv = view::<T>(cuda_storage(&vg, "decode attention: the value cache")?, vl)?;
+        let mv = view::<T>(cuda_storage(&mg, "decode attention: the mask")?, ml)?;
         let kbv = match &key_bias {
-            Some((g, l)) => Some(view::<T>(cuda_of(g, "the key bias")?, l)?),
+            Some((g, l)) => Some(view::<T>(cuda_storage(g, "decode attention: the key bias")?, l)?),
             None => None,
         };
         let mut out = output::<T>(&dev, b * self.heads * d)?;

@@ -68,6 +68,15 @@ fn name<T: WithDType>(root: &str) -> String {
     format!("{root}_{}", T::DTYPE.as_str())
 }
 
+/// The CUDA storage behind `s`, the storage guard of a tensor an op holds besides its inputs (a
+/// mask, an output gradient, a cache); `what` names it in the error.
+pub(crate) fn cuda_storage<'a>(s: &'a candle_core::Storage, what: &str) -> Result<&'a CudaStorage> {
+    match s {
+        candle_core::Storage::Cuda(c) => Ok(c),
+        _ => candle_core::bail!("{what} is not on the CUDA device of the op's inputs"),
+    }
+}
+
 /// Threads per block for a kernel that reduces rows of `n` elements.
 fn row_block(n: usize) -> u32 {
     match n {
@@ -484,10 +493,7 @@ pub(crate) fn sum_of_squares(tensors: &[candle_core::Tensor]) -> Result<f64> {
     for t in tensors {
         let t = t.contiguous()?;
         let (storage, layout) = t.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Cuda(c) => sum_squares_into((c, layout), &mut acc)?,
-            _ => candle_core::bail!("sum_of_squares: CUDA tensors expected"),
-        }
+        sum_squares_into((cuda_storage(&storage, "sum_of_squares: a gradient")?, layout), &mut acc)?;
     }
     Ok(dev.clone_dtoh(&acc)?[0])
 }
