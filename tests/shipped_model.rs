@@ -179,8 +179,45 @@ fn eval_poems_runs_one_method_with_a_task_file() {
     let methods: Vec<&str> = both["rows"].as_array().unwrap().iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(methods, ["baseline", "inverse", "baseline", "inverse"]);
     assert_eq!(both["rows"][1]["text"], v["rows"][0]["text"], "the same seed gives the same inverse poem");
-    let bad = run("sampling");
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("sampling"));
+    let bad = run("greedy");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("greedy"));
+}
+
+#[test]
+fn eval_poems_repeats_are_runs_with_the_next_seeds() {
+    let (_dir, titles) = titles_file("eval-poems-repeats", "{\"title\": \"春江\"}\n{\"title\": \"秋夜\"}\n{\"title\": \"边城\"}\n");
+    let run = |extra: &[&str]| {
+        let out = wenhui()
+            .args(["eval", "poems", "--titles", titles.to_str().unwrap(), "--distractors", "1", "--json", "--methods", "sampling"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let two = run(&["--seed", "5", "--repeats", "2"]);
+    let second = run(&["--seed", "6"]);
+    let rows = two["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(two["repeats"], 2);
+    // Repeat 1 is exactly the run with the next seed: the same poems, the same ranks.
+    let key = |r: &serde_json::Value| (r["title"].clone(), r["text"].clone(), r["rank"].clone());
+    let repeat1: Vec<_> = rows.iter().filter(|r| r["repeat"] == 1).map(key).collect();
+    let next: Vec<_> = second["rows"].as_array().unwrap().iter().map(key).collect();
+    assert_eq!(repeat1, next);
+    assert!(rows.iter().all(|r| r["method"] == "sampling" && r["valid"] == true), "{two}");
+    // Plain sampling is one line per step: different seeds give different poems.
+    assert_ne!(rows[0]["text"], rows[3]["text"]);
+    let m = &two["summary"]["all"][0];
+    assert_eq!(m["poems"], 6);
+    let per: Vec<f64> = [&two, &second].iter().map(|v| v["summary"]["all"][0]["retrieval_accuracy"].as_f64().unwrap()).collect();
+    let first_acc = rows.iter().filter(|r| r["repeat"] == 0 && r["rank"] == 1).count() as f64 / 3.0;
+    let mean = (first_acc + per[1]) / 2.0;
+    assert!((m["retrieval_accuracy"].as_f64().unwrap() - mean).abs() < 1e-9, "{m}");
+    let sd = ((first_acc - mean).powi(2) + (per[1] - mean).powi(2)).sqrt();
+    assert!((m["retrieval_sd"].as_f64().unwrap() - sd).abs() < 1e-9, "{m}");
+    let zero = wenhui().args(["eval", "poems", "--titles", titles.to_str().unwrap(), "--repeats", "0"]).output().unwrap();
+    assert!(!zero.status.success() && String::from_utf8_lossy(&zero.stderr).contains("--repeats"));
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! `wenhui eval poems`: does inverse prompting make poems more relevant to their titles?
 //!
-//! For every title, a poem is generated twice with the same seed: (a) the unit beam search ranked by
-//! the forward log-probability (the paper's "search baseline", hard constraints on) and (b) inverse
-//! prompting. Reported per method:
+//! For every title, a poem is generated with the same seed by each chosen method: plain constrained
+//! sampling (one candidate per line, no search), the unit beam search ranked by the forward
+//! log-probability (the paper's "search baseline", hard constraints on) and inverse prompting.
+//! Reported per method, as the mean over `repeats` independent runs (base seeds `seed`, `seed + 1`,
+//! …; the retrieval accuracy with its standard deviation over them):
 //!
 //! * **human** (when the titles file gives the real poem): the same judge on the held-out human poem,
 //!   the ceiling of the retrieval measure (validity under the poem's own form, 平水韵).
@@ -53,8 +55,10 @@ pub struct PoemRow {
     pub title: String,
     /// Its source.
     pub source: String,
-    /// `baseline`, `inverse` or `human`.
+    /// `sampling`, `baseline`, `inverse` or `human`.
     pub method: String,
+    /// Which repeat of the evaluation (base seed `seed + repeat`).
+    pub repeat: usize,
     /// The poem (empty when no poem satisfied the constraints).
     pub text: String,
     /// All hard rules met.
@@ -68,9 +72,9 @@ pub struct PoemRow {
 /// Metrics of one method.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MethodSummary {
-    /// `baseline` or `inverse`.
+    /// `sampling`, `baseline`, `inverse` or `human`.
     pub method: String,
-    /// Poems generated.
+    /// Poems generated (over all repeats).
     pub poems: usize,
     /// Share of poems meeting every hard rule.
     pub validity: f64,
@@ -78,8 +82,10 @@ pub struct MethodSummary {
     pub distinct_1: f64,
     /// Distinct character bigrams / all bigrams (within lines).
     pub distinct_2: f64,
-    /// Share of poems whose true title ranks first.
+    /// Share of poems whose true title ranks first (the mean over repeats).
     pub retrieval_accuracy: f64,
+    /// Sample standard deviation of the retrieval accuracy over repeats (0 with one repeat).
+    pub retrieval_sd: f64,
     /// Mean rank of the true title.
     pub mean_rank: f64,
     /// Mean generation time per poem (ms).
@@ -95,6 +101,8 @@ pub struct PoemEvalReport {
     pub rows: Vec<PoemRow>,
     /// Candidate titles per retrieval (true + distractors).
     pub candidates: usize,
+    /// How many times the evaluation ran (base seeds `seed`, `seed + 1`, …).
+    pub repeats: usize,
 }
 
 /// How an evaluation runs.
@@ -109,11 +117,16 @@ pub struct PoemEvalOptions {
     /// Which generation methods run (one alone when tuning a search); each runs once, in the
     /// order of [`Method::ALL`], whatever the order or repeats given here.
     pub methods: Vec<Method>,
+    /// Independent repeats (base seeds `seed`, `seed + 1`, …): with 200 titles one run's retrieval
+    /// accuracy varies by about 3 points between seeds, so differences that small need repeats.
+    pub repeats: usize,
 }
 
 /// A way of generating the evaluated poems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Method {
+    /// Plain constrained sampling, no search ([`crate::generate::inverse::SearchConfig::plain_sampling`]).
+    Sampling,
     /// The unit beam search ranked by the forward log-probability (the paper's search baseline).
     Baseline,
     /// The same search ranked with inverse prompting.
@@ -121,12 +134,13 @@ pub enum Method {
 }
 
 impl Method {
-    /// Both methods, baseline first.
-    pub const ALL: [Method; 2] = [Method::Baseline, Method::Inverse];
+    /// Every method, the weakest first.
+    pub const ALL: [Method; 3] = [Method::Sampling, Method::Baseline, Method::Inverse];
 
     /// The name used in rows and summaries.
     pub fn name(self) -> &'static str {
         match self {
+            Method::Sampling => "sampling",
             Method::Baseline => "baseline",
             Method::Inverse => "inverse",
         }
@@ -136,7 +150,7 @@ impl Method {
 /// Called after every poem with `(title index, row)`.
 pub type EvalProgress<'a> = &'a mut dyn FnMut(usize, &PoemRow);
 
-/// Runs both methods on every title.
+/// Runs the chosen methods on every title, `opts.repeats` times.
 pub fn evaluate_poems(
     generator: &Context<'_>,
     judge: &Context<'_>,
@@ -145,62 +159,18 @@ pub fn evaluate_poems(
     opts: &PoemEvalOptions,
     mut progress: Option<EvalProgress<'_>>,
 ) -> Result<PoemEvalReport> {
-    let (constraints, distractors, seed) = (&opts.constraints, opts.distractors, opts.seed);
     if opts.methods.is_empty() {
-        return Err(Error::input("poem evaluation needs at least one method (baseline or inverse)"));
+        return Err(Error::input("poem evaluation needs at least one method (sampling, baseline or inverse)"));
     }
     if titles.len() < 2 {
         return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
     }
-    let pool: Vec<&str> = titles.iter().map(|t| t.title.as_str()).collect::<HashSet<_>>().into_iter().collect::<Vec<_>>();
-    let mut pool = pool;
-    pool.sort_unstable();
+    if opts.repeats == 0 {
+        return Err(Error::input("poem evaluation needs at least 1 repeat"));
+    }
     let mut rows = Vec::new();
-    for (i, t) in titles.iter().enumerate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
-        let mut others: Vec<&str> = pool.iter().copied().filter(|x| *x != t.title).collect();
-        others.shuffle(&mut rng);
-        let mut cands: Vec<String> = vec![t.title.clone()];
-        cands.extend(others.into_iter().take(distractors).map(String::from));
-        let fields = task
-            .fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
-        for method in Method::ALL.into_iter().filter(|m| opts.methods.contains(m)) {
-            let start = Instant::now();
-            let mut rules = PoemRules::new(constraints.clone());
-            let search = InverseOptions { seed: seed + i as u64, use_inverse: method == Method::Inverse, ..Default::default() };
-            let text = match generate_inverse(generator, task, &fields, &mut rules, &search, None) {
-                Ok(r) => r.text,
-                Err(Error::Input(_)) => String::new(),
-                Err(e) => return Err(e),
-            };
-            let ms = start.elapsed().as_secs_f64() * 1e3;
-            let valid = !text.is_empty() && check_poem(&text, constraints)?.is_ok();
-            let rank = if text.is_empty() { cands.len() } else { title_rank(judge, task, &fields, &text, &cands)? };
-            let row = PoemRow { title: t.title.clone(), source: t.source.clone(), method: method.name().into(), text, valid, rank, ms };
-            if let Some(p) = progress.as_deref_mut() {
-                p(i, &row);
-            }
-            rows.push(row);
-        }
-        if let Some(h) = &t.reference {
-            let c = Constraints::parse(&h.form, "pingshui", "")?;
-            let valid = check_poem(&h.text, &c).is_ok_and(|v| v.is_ok());
-            let fields = task.fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), h.form.clone())]))?;
-            let rank = title_rank(judge, task, &fields, &h.text, &cands)?;
-            let row = PoemRow {
-                title: t.title.clone(),
-                source: t.source.clone(),
-                method: "human".into(),
-                text: h.text.clone(),
-                valid,
-                rank,
-                ms: 0.0,
-            };
-            if let Some(p) = progress.as_deref_mut() {
-                p(i, &row);
-            }
-            rows.push(row);
-        }
+    for repeat in 0..opts.repeats {
+        evaluate_once(generator, judge, task, titles, opts, repeat, &mut rows, &mut progress)?;
     }
     let mut summary = BTreeMap::new();
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
@@ -209,11 +179,83 @@ pub fn evaluate_poems(
     sources.insert(0, "all".into());
     for src in sources {
         let sel: Vec<&PoemRow> = rows.iter().filter(|r| src == "all" || r.source == src).collect();
-        let per =
-            ["baseline", "inverse", "human"].iter().filter(|m| sel.iter().any(|r| r.method == **m)).map(|m| summarize(m, &sel)).collect();
+        let per = ["sampling", "baseline", "inverse", "human"]
+            .iter()
+            .filter(|m| sel.iter().any(|r| r.method == **m))
+            .map(|m| summarize(m, &sel, opts.repeats))
+            .collect();
         summary.insert(src, per);
     }
-    Ok(PoemEvalReport { summary, rows, candidates: distractors + 1 })
+    Ok(PoemEvalReport { summary, rows, candidates: opts.distractors + 1, repeats: opts.repeats })
+}
+
+/// One pass over the titles with base seed `opts.seed + repeat` (distractors and sampling seeds
+/// both follow it, so repeat r is exactly the run `--seed seed+r`), appending to `rows`.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_once<'p>(
+    generator: &Context<'_>,
+    judge: &Context<'_>,
+    task: &Task,
+    titles: &[EvalTitle],
+    opts: &PoemEvalOptions,
+    repeat: usize,
+    rows: &mut Vec<PoemRow>,
+    progress: &mut Option<EvalProgress<'p>>,
+) -> Result<()> {
+    let (constraints, distractors, seed) = (&opts.constraints, opts.distractors, opts.seed + repeat as u64);
+    let mut pool: Vec<&str> = titles.iter().map(|t| t.title.as_str()).collect::<HashSet<_>>().into_iter().collect();
+    pool.sort_unstable();
+    let sampling_task = Task { search: task.search.plain_sampling(), ..task.clone() };
+    for (i, t) in titles.iter().enumerate() {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
+        let mut others: Vec<&str> = pool.iter().copied().filter(|x| *x != t.title).collect();
+        others.shuffle(&mut rng);
+        let mut cands: Vec<String> = vec![t.title.clone()];
+        cands.extend(others.into_iter().take(distractors).map(String::from));
+        let fields = task
+            .fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
+        let row = |method: &str, text: String, valid: bool, rank: usize, ms: f64| PoemRow {
+            title: t.title.clone(),
+            source: t.source.clone(),
+            method: method.into(),
+            repeat,
+            text,
+            valid,
+            rank,
+            ms,
+        };
+        for method in Method::ALL.into_iter().filter(|m| opts.methods.contains(m)) {
+            let start = Instant::now();
+            let mut rules = PoemRules::new(constraints.clone());
+            let search = InverseOptions { seed: seed + i as u64, use_inverse: method == Method::Inverse, ..Default::default() };
+            let task = if method == Method::Sampling { &sampling_task } else { task };
+            let text = match generate_inverse(generator, task, &fields, &mut rules, &search, None) {
+                Ok(r) => r.text,
+                Err(Error::Input(_)) => String::new(),
+                Err(e) => return Err(e),
+            };
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            let valid = !text.is_empty() && check_poem(&text, constraints)?.is_ok();
+            let rank = if text.is_empty() { cands.len() } else { title_rank(judge, task, &fields, &text, &cands)? };
+            let r = row(method.name(), text, valid, rank, ms);
+            if let Some(p) = progress.as_deref_mut() {
+                p(i, &r);
+            }
+            rows.push(r);
+        }
+        if let Some(h) = &t.reference {
+            let c = Constraints::parse(&h.form, "pingshui", "")?;
+            let valid = check_poem(&h.text, &c).is_ok_and(|v| v.is_ok());
+            let fields = task.fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), h.form.clone())]))?;
+            let rank = title_rank(judge, task, &fields, &h.text, &cands)?;
+            let r = row("human", h.text.clone(), valid, rank, 0.0);
+            if let Some(p) = progress.as_deref_mut() {
+                p(i, &r);
+            }
+            rows.push(r);
+        }
+    }
+    Ok(())
 }
 
 /// Rank (1-based) of `cands[0]` by the judge's `log p(title | poem) − log p(title | empty poem)`.
@@ -245,7 +287,32 @@ pub fn title_scores(judge: &Context<'_>, task: &Task, fields: &BTreeMap<String, 
     Ok((0..n).map(|i| lp[i] - lp[n + i]).collect())
 }
 
-fn summarize(method: &str, rows: &[&PoemRow]) -> MethodSummary {
+/// The metrics of `method` over `rows`: each computed per repeat, then averaged (distinct-n depends
+/// on how many poems it counts, so repeats are not pooled); the retrieval accuracy's spread too.
+fn summarize(method: &str, rows: &[&PoemRow], repeats: usize) -> MethodSummary {
+    let per: Vec<MethodSummary> = (0..repeats)
+        .map(|r| rows.iter().copied().filter(|x| x.repeat == r).collect::<Vec<_>>())
+        .filter(|sel| sel.iter().any(|x| x.method == method))
+        .map(|sel| summarize_once(method, &sel))
+        .collect();
+    let n = per.len().max(1) as f64;
+    let mean = |f: fn(&MethodSummary) -> f64| per.iter().map(f).sum::<f64>() / n;
+    let acc = mean(|m| m.retrieval_accuracy);
+    let sd = if per.len() > 1 { (per.iter().map(|m| (m.retrieval_accuracy - acc).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    MethodSummary {
+        method: method.into(),
+        poems: per.iter().map(|m| m.poems).sum(),
+        validity: mean(|m| m.validity),
+        distinct_1: mean(|m| m.distinct_1),
+        distinct_2: mean(|m| m.distinct_2),
+        retrieval_accuracy: acc,
+        retrieval_sd: sd,
+        mean_rank: mean(|m| m.mean_rank),
+        ms_per_poem: mean(|m| m.ms_per_poem),
+    }
+}
+
+fn summarize_once(method: &str, rows: &[&PoemRow]) -> MethodSummary {
     let sel: Vec<&&PoemRow> = rows.iter().filter(|r| r.method == method).collect();
     let n = sel.len().max(1) as f64;
     let (mut uni, mut bi) = (HashSet::new(), HashSet::new());
@@ -266,6 +333,7 @@ fn summarize(method: &str, rows: &[&PoemRow]) -> MethodSummary {
         distinct_1: uni.len() as f64 / nu.max(1) as f64,
         distinct_2: bi.len() as f64 / nb.max(1) as f64,
         retrieval_accuracy: sel.iter().filter(|r| r.rank == 1).count() as f64 / n,
+        retrieval_sd: 0.0,
         mean_rank: sel.iter().map(|r| r.rank as f64).sum::<f64>() / n,
         ms_per_poem: sel.iter().map(|r| r.ms).sum::<f64>() / n,
     }

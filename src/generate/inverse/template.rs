@@ -241,6 +241,22 @@ impl SearchConfig {
         }
         self.beams = beams;
     }
+
+    /// Plain constrained sampling: one beam, one candidate per step (re-drawn only when every row
+    /// broke a hard rule), no refinement. With the forward ranking this is "sample a poem from the
+    /// model under the hard rules": the weakest baseline, with no search at all.
+    pub fn plain_sampling(&self) -> Self {
+        Self {
+            beams: 1,
+            per_beam: 1,
+            first_pool: 1,
+            max_per_parent: 1,
+            max_same_prefix: 1,
+            max_scored: 0,
+            refine_rounds: 0,
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for SearchConfig {
