@@ -77,6 +77,21 @@ fn error(a: &Tensor, reference: &Tensor, dtype: DType) -> Result<f64> {
     Ok(if dtype == DType::F32 { d } else { d / m.max(1e-6) })
 }
 
+/// The worst [`error`] over pairs of tensors.
+fn worst_error(got: &[Tensor], want: &[Tensor], dtype: DType) -> Result<f64> {
+    got.iter().zip(want).try_fold(0f64, |worst, (g, w)| Ok(worst.max(error(g, w, dtype)?)))
+}
+
+/// The bound of a whole-model comparison: absolute in f32, relative to the reference's scale in
+/// half precision.
+fn model_bound(dtype: DType) -> f64 {
+    if dtype == DType::F32 {
+        F32_ABS
+    } else {
+        HALF_MODEL_REL
+    }
+}
+
 fn bound(dtype: DType) -> f64 {
     if dtype == DType::F32 {
         F32_ABS
@@ -182,14 +197,10 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
         for &dt in dtypes {
             let (got, grads) = run_op(f.as_ref(), &inputs, dev, dt)?;
             out.push(check(format!("op {name} forward {dt:?}"), error(&got, &want, dt)?, bound(dt)));
-            let mut worst = 0f64;
-            for (g, w) in grads.iter().zip(&want_grads) {
-                worst = worst.max(error(g, w, dt)?);
-            }
             // dγ, dβ and the bias gradient sum hundreds of rows of half-precision addends (the
             // kernels accumulate in f64, but every addend was rounded): the model-level bound.
-            let b = if dt == DType::F32 { F32_ABS } else { HALF_MODEL_REL };
-            out.push(check(format!("op {name} backward {dt:?}"), worst, b));
+            let worst = worst_error(&grads, &want_grads, dt)?;
+            out.push(check(format!("op {name} backward {dt:?}"), worst, model_bound(dt)));
         }
     }
     Ok(())
@@ -220,12 +231,8 @@ fn decode_checks(dir: &std::path::Path, dev: &Device, dtype: DType, out: &mut Ve
     };
     let want = run(&Device::Cpu, DType::F32)?;
     let got = run(dev, dtype)?;
-    let mut worst = 0f64;
-    for (g, w) in got.iter().zip(&want) {
-        worst = worst.max(error(g, w, dtype)?);
-    }
-    let b = if dtype == DType::F32 { F32_ABS } else { HALF_MODEL_REL };
-    out.push(check(format!("decode with a cache (prompt + 8 steps) {dtype:?}"), worst, b));
+    let worst = worst_error(&got, &want, dtype)?;
+    out.push(check(format!("decode with a cache (prompt + 8 steps) {dtype:?}"), worst, model_bound(dtype)));
     Ok(())
 }
 
@@ -254,8 +261,7 @@ fn fixture_checks(dir: &std::path::Path, dev: &Device, dtype: DType, out: &mut V
             .with_positions(pos.to_dtype(DType::U32)?.to_device(dev)?)
             .with_attention(attention);
         let logits = model.backbone.forward(&input, None)?.logits;
-        let b = if dtype == DType::F32 { F32_ABS } else { HALF_MODEL_REL };
-        out.push(check(format!("glm fixture {name} logits {dtype:?}"), error(&logits, &want, dtype)?, b));
+        out.push(check(format!("glm fixture {name} logits {dtype:?}"), error(&logits, &want, dtype)?, model_bound(dtype)));
     }
     Ok(())
 }
