@@ -1,7 +1,8 @@
 //! The embedded poetry GLM (`models/poetry-glm`): it loads, its config and tokenizer agree, its model
 //! card is complete, `wenhui poem` on it meets the requested form, rhyme and acrostic heads with a
-//! fixed seed, `wenhui fill` works on it, `wenhui eval poems` runs on a 3-title subset (and one method with a task file), and
-//! `wenhui poem --titles` writes one valid poem per title.
+//! fixed seed, `wenhui fill` works on it, `wenhui eval poems` runs on a 3-title subset (and one method
+//! with a task file, the judge keeping its own layout), and `wenhui poem --titles` writes one valid
+//! poem per title.
 
 use std::process::Command;
 
@@ -181,6 +182,40 @@ fn eval_poems_runs_one_method_with_a_task_file() {
     assert_eq!(both["rows"][1]["text"], v["rows"][0]["text"], "the same seed gives the same inverse poem");
     let bad = run("greedy");
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("greedy"));
+}
+
+#[test]
+fn eval_poems_judge_reads_its_own_layout_whatever_the_generation_task() {
+    let (dir, titles) = titles_file("eval-poems-judge-task", "{\"title\": \"春江\"}\n{\"title\": \"秋夜\"}\n{\"title\": \"边城\"}\n");
+    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tasks/poem.toml")).unwrap();
+    let write = |name: &str, mask: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, builtin.replacen("mask = \"[sMASK]\"", &format!("mask = \"{mask}\""), 1)).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains(mask));
+        path
+    };
+    let (token_mask, unknown) = (write("token-mask.toml", "[MASK]"), write("unknown.toml", "[NOPE]"));
+    let run = |extra: &[&str]| {
+        wenhui()
+            .args(["eval", "poems", "--titles", titles.to_str().unwrap(), "--distractors", "2", "--json", "--methods", "sampling"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let rows = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["rows"].as_array().unwrap().iter().map(|r| (r["text"].clone(), r["rank"].clone())).collect::<Vec<_>>()
+    };
+    // Plain sampling never reads the inverse prompt, so another inverse mask in the generation task
+    // changes neither the poems nor (the judge keeping its own layout) their ranks.
+    let default = rows(run(&[]));
+    assert_eq!(rows(run(&["--task", token_mask.to_str().unwrap()])), default);
+    assert_eq!(rows(run(&["--judge-task", concat!(env!("CARGO_MANIFEST_DIR"), "/assets/tasks/poem.toml")])), default);
+    // `--judge-task` is read (and checked, naming the file).
+    let bad = run(&["--judge-task", unknown.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("unknown.toml") && err.contains("inverse.mask"), "{err}");
 }
 
 #[test]

@@ -44,10 +44,14 @@ pub struct PoemsArgs {
     /// Live beams (default: the task's).
     #[arg(long)]
     beams: Option<usize>,
-    /// A poem task file (TOML) instead of the built-in `poem` task: its search and score settings
-    /// drive the generator, its inverse prompt the judge (see assets/tasks/poem.toml).
+    /// A poem task file (TOML) instead of the built-in `poem` task, for the generator: its prompt,
+    /// search and score settings (see assets/tasks/poem.toml). The judge is not affected.
     #[arg(long)]
     task: Option<PathBuf>,
+    /// The task whose inverse prompt the judge reads (default: the built-in `poem` task, the layout
+    /// models/poetry-judge was trained on). Only for a judge trained on another layout.
+    #[arg(long)]
+    judge_task: Option<PathBuf>,
     /// Methods to run, comma-separated (e.g. only `inverse` when tuning a task file).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Baseline, MethodArg::Inverse])]
     methods: Vec<MethodArg>,
@@ -110,10 +114,13 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     let (gm, gt) = load(&gen_dir)?;
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
     let (g, j) = (Context::new(gm.as_ref(), &gt)?, Context::new(jm.as_ref(), &jt)?);
-    let mut task = match &a.task {
-        Some(p) => Task::from_file(p)?,
-        None => Task::builtin("poem")?,
+    let read_task = |path: &Option<PathBuf>| match path {
+        Some(p) => Task::from_file(p),
+        None => Task::builtin("poem"),
     };
+    let mut task = read_task(&a.task)?;
+    let judge_task = read_task(&a.judge_task)?;
+    judge_task.validate()?;
     if let Some(b) = a.beams {
         task.search.set_beams(b);
     }
@@ -133,7 +140,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         bar.inc(1);
     };
     let opts = PoemEvalOptions { constraints, distractors: a.distractors, seed: a.seed, methods, repeats: a.repeats as usize };
-    let report = evaluate_poems(&g, &j, &task, &titles, &opts, Some(&mut tick))?;
+    let report = evaluate_poems(&g, &j, &task, &judge_task, &titles, &opts, Some(&mut tick))?;
     bar.finish_and_clear();
     if let Some(p) = &a.output {
         wenhui::error::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;

@@ -150,11 +150,14 @@ impl Method {
 /// Called after every poem with `(title index, row)`.
 pub type EvalProgress<'a> = &'a mut dyn FnMut(usize, &PoemRow);
 
-/// Runs the chosen methods on every title, `opts.repeats` times.
+/// Runs the chosen methods on every title, `opts.repeats` times. `task` drives the generator;
+/// the judge reads `judge_task`'s inverse prompt (the layout it was trained on), so tuning the
+/// generation task never changes the measure.
 pub fn evaluate_poems(
     generator: &Context<'_>,
     judge: &Context<'_>,
     task: &Task,
+    judge_task: &Task,
     titles: &[EvalTitle],
     opts: &PoemEvalOptions,
     mut progress: Option<EvalProgress<'_>>,
@@ -170,7 +173,7 @@ pub fn evaluate_poems(
     }
     let mut rows = Vec::new();
     for repeat in 0..opts.repeats {
-        evaluate_once(generator, judge, task, titles, opts, repeat, &mut rows, &mut progress)?;
+        evaluate_once(generator, (judge, judge_task), task, titles, opts, repeat, &mut rows, &mut progress)?;
     }
     let mut summary = BTreeMap::new();
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
@@ -194,7 +197,7 @@ pub fn evaluate_poems(
 #[allow(clippy::too_many_arguments)]
 fn evaluate_once<'p>(
     generator: &Context<'_>,
-    judge: &Context<'_>,
+    (judge, judge_task): (&Context<'_>, &Task),
     task: &Task,
     titles: &[EvalTitle],
     opts: &PoemEvalOptions,
@@ -212,8 +215,9 @@ fn evaluate_once<'p>(
         others.shuffle(&mut rng);
         let mut cands: Vec<String> = vec![t.title.clone()];
         cands.extend(others.into_iter().take(distractors).map(String::from));
-        let fields = task
-            .fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), constraints.form.name().to_string())]))?;
+        let given = |form: &str| BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), form.to_string())]);
+        let fields = task.fields(&given(constraints.form.name()))?;
+        let judge_fields = judge_task.fields(&given(constraints.form.name()))?;
         let row = |method: &str, text: String, valid: bool, rank: usize, ms: f64| PoemRow {
             title: t.title.clone(),
             source: t.source.clone(),
@@ -236,7 +240,7 @@ fn evaluate_once<'p>(
             };
             let ms = start.elapsed().as_secs_f64() * 1e3;
             let valid = !text.is_empty() && check_poem(&text, constraints)?.is_ok();
-            let rank = if text.is_empty() { cands.len() } else { title_rank(judge, task, &fields, &text, &cands)? };
+            let rank = if text.is_empty() { cands.len() } else { title_rank(judge, judge_task, &judge_fields, &text, &cands)? };
             let r = row(method.name(), text, valid, rank, ms);
             if let Some(p) = progress.as_deref_mut() {
                 p(i, &r);
@@ -246,8 +250,7 @@ fn evaluate_once<'p>(
         if let Some(h) = &t.reference {
             let c = Constraints::parse(&h.form, "pingshui", "")?;
             let valid = check_poem(&h.text, &c).is_ok_and(|v| v.is_ok());
-            let fields = task.fields(&BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), h.form.clone())]))?;
-            let rank = title_rank(judge, task, &fields, &h.text, &cands)?;
+            let rank = title_rank(judge, judge_task, &judge_task.fields(&given(&h.form))?, &h.text, &cands)?;
             let r = row("human", h.text.clone(), valid, rank, 0.0);
             if let Some(p) = progress.as_deref_mut() {
                 p(i, &r);
