@@ -251,24 +251,8 @@ fn contrastive_choice_scores_texts_against_generic_targets() {
     let opts = InverseOptions { seed: 5, ..Default::default() };
     let a = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None).unwrap();
     assert!(check_poem(&a.text, &c).unwrap().is_ok(), "{}", a.text);
-    let b = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None).unwrap();
+    let b = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c), &opts, None).unwrap();
     assert_eq!(a.text, b.text);
-    // On every step: each inverse score is the real target's minus `contrast` × the generic mean
-    // (the real target among the generic ones is skipped).
-    task.inverse.contrast = 0.5;
-    task.inverse.contrast_steps = true;
-    task.validate().unwrap();
-    let prep = cx.prepare(&task, &f).unwrap();
-    let stepwise = cx.inverse_scores(&prep, &task, &texts, &units).unwrap();
-    for (row, ip) in table.iter().zip(&stepwise) {
-        let want = row[0] - 0.5 * (row[1] + row[2]) / 2.0;
-        assert!((want - ip).abs() < 1e-4, "{want} vs {ip}");
-    }
-    let d = generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None).unwrap();
-    assert!(check_poem(&d.text, &c).unwrap().is_ok(), "{}", d.text);
-    assert_eq!(d.text, generate_inverse(&cx, &task, &f, &mut PoemRules::new(c), &opts, None).unwrap().text);
-    task.inverse.contrast = 0.0;
-    assert!(task.validate().unwrap_err().to_string().contains("contrast_steps needs a non-zero inverse.contrast"));
 }
 
 #[test]

@@ -270,27 +270,20 @@ impl<'a> Context<'a> {
         match (task.inverse.mode, self.glm) {
             (InverseMode::Glm, Some(g)) => {
                 let template = task.inverse_prompt();
-                // The real target first, then (contrast on every step) the generic ones.
-                let mut targets = vec![prep.target.clone()];
-                if task.inverse.contrast_steps && task.inverse.contrast != 0.0 {
-                    targets.extend(self.generic_targets(task, prep)?);
-                }
-                let mut rows = Vec::with_capacity(windows.len() * targets.len());
-                for (w, unit) in windows.iter().zip(units) {
-                    let mut row = self.inverse_row(&template, task, prep, w, vec![])?;
-                    // The new unit: the tokens that differ from the window without it.
-                    if let Some(before) = w.strip_suffix(unit).filter(|_| weight != 0.0) {
-                        let without = self.part_a(&template, task, &prep.fields, before)?;
-                        row.emphasis = Emphasis::of_difference(&row.context, &without, weight);
-                    }
-                    rows.extend(targets.iter().map(|t| SpanRow { target: t.clone(), ..row.clone() }));
-                }
-                let ips: Vec<f64> = sums(span_logprobs(self.model, g.sop, &rows, clamp)?);
-                let c = task.inverse.contrast as f64;
-                Ok(ips
-                    .chunks(targets.len())
-                    .map(|r| if r.len() > 1 { r[0] - c * r[1..].iter().sum::<f64>() / (r.len() - 1) as f64 } else { r[0] })
-                    .collect())
+                let rows = windows
+                    .iter()
+                    .zip(units)
+                    .map(|(w, unit)| {
+                        let mut row = self.inverse_row(&template, task, prep, w, prep.target.clone())?;
+                        // The new unit: the tokens that differ from the window without it.
+                        if let Some(before) = w.strip_suffix(unit).filter(|_| weight != 0.0) {
+                            let without = self.part_a(&template, task, &prep.fields, before)?;
+                            row.emphasis = Emphasis::of_difference(&row.context, &without, weight);
+                        }
+                        Ok(row)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(sums(span_logprobs(self.model, g.sop, &rows, clamp)?))
             }
             (InverseMode::Causal, glm) => {
                 let context = task.inverse.context.as_deref().unwrap_or("{window}");
@@ -322,23 +315,6 @@ impl<'a> Context<'a> {
             }
             (InverseMode::Glm, None) => Err(Error::input("a GLM-native inverse needs a GLM model")),
         }
-    }
-
-    /// The generic values of the target field (`inverse.contrast_targets`, the real one skipped),
-    /// tokenized with `[eop]`.
-    fn generic_targets(&self, task: &Task, prep: &Prepared) -> Result<Vec<Vec<u32>>> {
-        let eop = self.glm.map(|g| g.eop).ok_or_else(|| Error::input("contrast needs a GLM model"))?;
-        let real = prep.fields.get(&task.inverse.target).map(String::as_str).unwrap_or("");
-        task.inverse
-            .contrast_targets
-            .iter()
-            .filter(|g| !g.trim().is_empty() && g.as_str() != real)
-            .map(|g| {
-                let mut t = self.encode(g)?;
-                t.push(eop);
-                Ok(t)
-            })
-            .collect()
     }
 
     /// The GLM-native inverse row of `window`: the inverse prompt `template` (target field

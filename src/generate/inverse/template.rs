@@ -130,11 +130,6 @@ pub struct Inverse {
     /// target is skipped.
     #[serde(default)]
     pub contrast_targets: Vec<String>,
-    /// Apply `contrast` to every inverse score of the search and of refinement, not only to the
-    /// final choice: each candidate's `ip` becomes `ip(target) − contrast · mean ip(g)` over the
-    /// generic targets, under the same window and emphasis (costs 1 + |generic| inverse rows).
-    #[serde(default)]
-    pub contrast_steps: bool,
 }
 
 fn default_mask() -> String {
@@ -351,9 +346,6 @@ impl Task {
         }
         if self.inverse.contrast != 0.0 && self.inverse.contrast_targets.iter().all(|t| t.trim().is_empty()) {
             return Err(Error::input("inverse.contrast needs inverse.contrast_targets: a few generic values of the target field"));
-        }
-        if self.inverse.contrast_steps && self.inverse.contrast == 0.0 {
-            return Err(Error::input("inverse.contrast_steps needs a non-zero inverse.contrast"));
         }
         let s = &self.search;
         if s.beams == 0 || s.per_beam == 0 || s.first_pool == 0 || s.max_per_parent == 0 || s.max_same_prefix == 0 {
