@@ -173,7 +173,7 @@ pub fn evaluate_poems(
     }
     let mut rows = Vec::new();
     for repeat in 0..opts.repeats {
-        evaluate_once(generator, (judge, judge_task), task, titles, opts, repeat, &mut rows, &mut progress)?;
+        evaluate_once(generator, judge, judge_task, task, titles, opts, repeat, &mut rows, &mut progress)?;
     }
     let mut summary = BTreeMap::new();
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
@@ -197,7 +197,8 @@ pub fn evaluate_poems(
 #[allow(clippy::too_many_arguments)]
 fn evaluate_once<'p>(
     generator: &Context<'_>,
-    (judge, judge_task): (&Context<'_>, &Task),
+    judge: &Context<'_>,
+    judge_task: &Task,
     task: &Task,
     titles: &[EvalTitle],
     opts: &PoemEvalOptions,
