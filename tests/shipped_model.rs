@@ -1,7 +1,8 @@
 //! The embedded poetry GLM (`models/poetry-glm`): it loads, its config and tokenizer agree, its model
 //! card is complete, `wenhui poem` on it meets the requested form, rhyme and acrostic heads with a
 //! fixed seed, `wenhui fill` works on it, `wenhui eval poems` runs on a 3-title subset (and one method
-//! with a task file, the judge keeping its own layout), and `wenhui poem --titles` writes one valid
+//! with a task file, the judge keeping its own layout; an earlier report judged again by another
+//! judge), and `wenhui poem --titles` writes one valid
 //! poem per title.
 
 use std::process::Command;
@@ -253,6 +254,68 @@ fn eval_poems_repeats_are_runs_with_the_next_seeds() {
     assert!((m["retrieval_sd"].as_f64().unwrap() - sd).abs() < 1e-9, "{m}");
     let zero = wenhui().args(["eval", "poems", "--titles", titles.to_str().unwrap(), "--repeats", "0"]).output().unwrap();
     assert!(!zero.status.success() && String::from_utf8_lossy(&zero.stderr).contains("--repeats"));
+}
+
+#[test]
+fn eval_poems_rejudge_is_the_run_with_the_other_judge() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("eval-poems-rejudge");
+    std::fs::create_dir_all(&dir).unwrap();
+    let titles = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/eval/heldout-titles.jsonl");
+    let other_judge = concat!(env!("CARGO_MANIFEST_DIR"), "/models/poetry-glm");
+    let run = |extra: &[&str]| {
+        wenhui().args(["eval", "poems", "--titles", titles, "--limit", "3", "--distractors", "2", "--json"]).args(extra).output().unwrap()
+    };
+    let json = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let key = |v: &serde_json::Value| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (r["title"].clone(), r["method"].clone(), r["repeat"].clone(), r["text"].clone(), r["valid"].clone(), r["rank"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    // Seed 3, two repeats, sampling and the human poems, judged by the default judge.
+    let report = dir.join("report.json");
+    let sampled = ["--methods", "sampling", "--seed", "3", "--repeats", "2"];
+    let first = json(run(&[&sampled[..], &["--output", report.to_str().unwrap()]].concat()));
+    assert_eq!(first["rows"].as_array().unwrap().len(), 12);
+    assert_eq!((first["seed"].as_u64(), first["form"].as_str()), (Some(3), Some("五言绝句")));
+    // Judged again by the same judge: the same ranks; by another judge: exactly the run with that
+    // judge (seed, form and distractors come from the report).
+    let r = report.to_str().unwrap();
+    assert_eq!(key(&json(run(&["--rejudge", r]))), key(&first));
+    let rejudged = json(run(&["--rejudge", r, "--judge", other_judge]));
+    let direct = json(run(&[&sampled[..], &["--judge", other_judge]].concat()));
+    assert_eq!(key(&rejudged), key(&direct));
+    // Every summary number but the generation time (the report's, not the direct run's) agrees.
+    let untimed = |v: &serde_json::Value| {
+        let mut s = v["summary"].clone();
+        s.as_object_mut().unwrap().values_mut().flat_map(|m| m.as_array_mut().unwrap()).for_each(|m| m["ms_per_poem"] = 0.into());
+        s
+    };
+    assert_eq!(untimed(&rejudged), untimed(&direct));
+    // Mismatches are refused, naming the report.
+    let err = |out: std::process::Output| {
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let fewer = err(wenhui().args(["eval", "poems", "--titles", titles, "--limit", "2", "--rejudge", r]).output().unwrap());
+    assert!(fewer.contains("report.json") && fewer.contains("not among the titles"), "{fewer}");
+    let seed = err(run(&["--rejudge", r, "--seed", "4"]));
+    assert!(seed.contains("report.json") && seed.contains("seed"), "{seed}");
+    let wider =
+        err(wenhui().args(["eval", "poems", "--titles", titles, "--limit", "3", "--distractors", "5", "--rejudge", r]).output().unwrap());
+    assert!(wider.contains("--distractors 2"), "{wider}");
+    assert!(err(run(&["--rejudge", r, "--methods", "inverse"])).contains("--methods"));
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{\"rows\": [").unwrap();
+    let bad = err(run(&["--rejudge", broken.to_str().unwrap()]));
+    assert!(bad.contains("broken.json") && bad.contains("not a report"), "{bad}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::common::{read_title_lines, DefaultModel};
 use indicatif::{ProgressBar, ProgressStyle};
-use wenhui::eval::poems::{evaluate_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
+use wenhui::eval::poems::{evaluate_poems, rejudge_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
 use wenhui::model::{load_model, LoadOptions};
@@ -24,18 +24,20 @@ pub struct PoemsArgs {
     /// Use at most this many titles of each file.
     #[arg(long)]
     limit: Option<usize>,
-    /// Poem form for every title.
-    #[arg(long, default_value = "五绝")]
-    form: String,
+    /// Poem form for every title [default: 五绝; with --rejudge, the report's].
+    #[arg(long)]
+    form: Option<String>,
     /// Rhyme table.
     #[arg(long, default_value = "pingshui")]
     rhyme: String,
-    /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19).
-    #[arg(long, default_value_t = 19)]
-    distractors: usize,
-    /// Base seed (title i uses seed + i).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19) [default: 19; with
+    /// --rejudge, the report's].
+    #[arg(long)]
+    distractors: Option<usize>,
+    /// Base seed (title i uses seed + i; it also draws the distractors) [default: 0; with
+    /// --rejudge, the report's].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Run the whole evaluation this many times (base seeds seed, seed+1, …: new poems and new
     /// distractors each time) and report means, with the retrieval accuracy's standard deviation.
     /// One run over 200 titles varies by about 3 points between seeds.
@@ -55,6 +57,11 @@ pub struct PoemsArgs {
     /// Methods to run, comma-separated (e.g. only `inverse` when tuning a task file).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Baseline, MethodArg::Inverse])]
     methods: Vec<MethodArg>,
+    /// Judge the poems of an earlier report (its --output JSON) again instead of generating any,
+    /// e.g. with a new --judge: give the same --titles and --limit as that run (its seed, form and
+    /// distractors come from the report). Minutes instead of hours for thousands of poems.
+    #[arg(long, value_name = "REPORT", conflicts_with_all = ["methods", "repeats", "task", "beams"])]
+    rejudge: Option<PathBuf>,
     /// Write the full report (every poem) as JSON here.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -98,50 +105,76 @@ fn read_titles(path: &Path, limit: Option<usize>) -> anyhow::Result<Vec<EvalTitl
         .collect())
 }
 
+/// An earlier `--output` report.
+fn read_report(path: &Path) -> anyhow::Result<PoemEvalReport> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read the report {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{} is not a report of `wenhui eval poems --output` ({e})", path.display()))
+}
+
 fn load(dir: &Path) -> anyhow::Result<(Box<dyn wenhui::model::Backbone>, Tokenizer)> {
     let m = load_model(dir, &LoadOptions::default())?;
     Ok((m.backbone, Tokenizer::from_dir(dir)?))
 }
 
 pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
-    let constraints = Constraints::parse(&a.form, &a.rhyme, "")?;
     let mut titles = Vec::new();
     for p in &a.titles {
         titles.extend(read_titles(p, a.limit)?);
     }
-    let gen_dir = a.model.dir()?;
+    let previous = a.rejudge.as_deref().map(read_report).transpose()?;
+    // A report's own settings, unless given (rejudge_poems refuses a mismatch).
+    let distractors = a.distractors.or(previous.as_ref().map(|r| r.candidates.saturating_sub(1))).unwrap_or(19);
+    let seed = a.seed.or(previous.as_ref().and_then(|r| r.seed)).unwrap_or(0);
+    let form = a.form.clone().or(previous.as_ref().and_then(|r| r.form.clone())).unwrap_or_else(|| "五绝".into());
+    let constraints = Constraints::parse(&form, &a.rhyme, "")?;
     let judge_dir = a.judge.clone().unwrap_or_else(wenhui::embedded::poetry_judge_dir);
-    let (gm, gt) = load(&gen_dir)?;
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
-    let (g, j) = (Context::new(gm.as_ref(), &gt)?, Context::new(jm.as_ref(), &jt)?);
+    let j = Context::new(jm.as_ref(), &jt)?;
     let read_task = |path: &Option<PathBuf>| match path {
         Some(p) => Task::from_file(p),
         None => Task::builtin("poem"),
     };
-    let mut task = read_task(&a.task)?;
     let judge_task = read_task(&a.judge_task)?;
     judge_task.validate()?;
-    if let Some(b) = a.beams {
-        task.search.set_beams(b);
-    }
-    task.validate()?;
     let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
-    let runs = Method::ALL.iter().filter(|m| methods.contains(m)).count() as u64;
-    let per_pass: u64 = titles.iter().map(|t| runs + t.reference.is_some() as u64).sum();
-    let bar = ProgressBar::new(per_pass * a.repeats);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
-    let repeats = a.repeats;
-    let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
-        bar.set_message(if repeats > 1 {
-            format!("{} {} (repeat {})", r.method, r.title, r.repeat + 1)
-        } else {
-            format!("{} {}", r.method, r.title)
-        });
-        bar.inc(1);
+    let opts = PoemEvalOptions { constraints, distractors, seed, methods, repeats: a.repeats as usize };
+    let progress = |len: u64| -> anyhow::Result<ProgressBar> {
+        let bar = ProgressBar::new(len);
+        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
+        Ok(bar)
     };
-    let opts = PoemEvalOptions { constraints, distractors: a.distractors, seed: a.seed, methods, repeats: a.repeats as usize };
-    let report = evaluate_poems(&g, &j, &task, &judge_task, &titles, &opts, Some(&mut tick))?;
-    bar.finish_and_clear();
+    let report = if let (Some(previous), Some(path)) = (&previous, &a.rejudge) {
+        let bar = progress(previous.rows.len() as u64)?;
+        let mut tick = |_: usize, _: &wenhui::eval::poems::PoemRow| bar.inc(1);
+        let r = rejudge_poems(&j, &judge_task, &titles, previous, &opts, Some(&mut tick))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        bar.finish_and_clear();
+        r
+    } else {
+        let gen_dir = a.model.dir()?;
+        let (gm, gt) = load(&gen_dir)?;
+        let g = Context::new(gm.as_ref(), &gt)?;
+        let mut task = read_task(&a.task)?;
+        if let Some(b) = a.beams {
+            task.search.set_beams(b);
+        }
+        task.validate()?;
+        let runs = Method::ALL.iter().filter(|m| opts.methods.contains(m)).count() as u64;
+        let per_pass: u64 = titles.iter().map(|t| runs + t.reference.is_some() as u64).sum();
+        let bar = progress(per_pass * a.repeats)?;
+        let repeats = a.repeats;
+        let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
+            bar.set_message(if repeats > 1 {
+                format!("{} {} (repeat {})", r.method, r.title, r.repeat + 1)
+            } else {
+                format!("{} {}", r.method, r.title)
+            });
+            bar.inc(1);
+        };
+        let r = evaluate_poems(&g, &j, &task, &judge_task, &titles, &opts, Some(&mut tick))?;
+        bar.finish_and_clear();
+        r
+    };
     if let Some(p) = &a.output {
         wenhui::error::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::generate::inverse::{generate_inverse, render, span_logprobs, Context, InverseOptions, PoemRules, SpanRow, Task};
 use crate::generate::poetry::{check_poem, Constraints};
@@ -49,7 +49,7 @@ pub struct HumanPoem {
 }
 
 /// One generated poem and its verdicts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoemRow {
     /// The title.
     pub title: String,
@@ -70,7 +70,7 @@ pub struct PoemRow {
 }
 
 /// Metrics of one method.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MethodSummary {
     /// `sampling`, `baseline`, `inverse` or `human`.
     pub method: String,
@@ -93,7 +93,7 @@ pub struct MethodSummary {
 }
 
 /// The whole evaluation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoemEvalReport {
     /// Summary per method and title source (`all`, `paper`, `heldout`, …).
     pub summary: BTreeMap<String, Vec<MethodSummary>>,
@@ -103,6 +103,12 @@ pub struct PoemEvalReport {
     pub candidates: usize,
     /// How many times the evaluation ran (base seeds `seed`, `seed + 1`, …).
     pub repeats: usize,
+    /// The base seed (it fixes the distractors; absent in reports written before 2026-11-28).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The form of every generated poem (absent in reports written before 2026-11-28).
+    #[serde(default)]
+    pub form: Option<String>,
 }
 
 /// How an evaluation runs.
@@ -175,6 +181,11 @@ pub fn evaluate_poems(
     for repeat in 0..opts.repeats {
         evaluate_once(generator, judge, judge_task, task, titles, opts, repeat, &mut rows, &mut progress)?;
     }
+    Ok(report(rows, titles, opts))
+}
+
+/// The report of `rows`: summaries per title source and method.
+fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> PoemEvalReport {
     let mut summary = BTreeMap::new();
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
     sources.sort();
@@ -189,7 +200,32 @@ pub fn evaluate_poems(
             .collect();
         summary.insert(src, per);
     }
-    Ok(PoemEvalReport { summary, rows, candidates: opts.distractors + 1, repeats: opts.repeats })
+    PoemEvalReport {
+        summary,
+        rows,
+        candidates: opts.distractors + 1,
+        repeats: opts.repeats,
+        seed: Some(opts.seed),
+        form: Some(opts.constraints.form.name().to_string()),
+    }
+}
+
+/// Every distinct title, sorted: the distractor pool.
+fn title_pool(titles: &[EvalTitle]) -> Vec<&str> {
+    let mut pool: Vec<&str> = titles.iter().map(|t| t.title.as_str()).collect::<HashSet<_>>().into_iter().collect();
+    pool.sort_unstable();
+    pool
+}
+
+/// The candidate titles of title `i` under base seed `seed`: the true one first, then `distractors`
+/// others of the pool, drawn by the seed (so a rerun, or a new judge, sees the same ones).
+fn candidate_titles(pool: &[&str], title: &str, i: usize, seed: u64, distractors: usize) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
+    let mut others: Vec<&str> = pool.iter().copied().filter(|x| *x != title).collect();
+    others.shuffle(&mut rng);
+    let mut cands: Vec<String> = vec![title.to_string()];
+    cands.extend(others.into_iter().take(distractors).map(String::from));
+    cands
 }
 
 /// One pass over the titles with base seed `opts.seed + repeat` (distractors and sampling seeds
@@ -207,15 +243,10 @@ fn evaluate_once<'p>(
     progress: &mut Option<EvalProgress<'p>>,
 ) -> Result<()> {
     let (constraints, distractors, seed) = (&opts.constraints, opts.distractors, opts.seed + repeat as u64);
-    let mut pool: Vec<&str> = titles.iter().map(|t| t.title.as_str()).collect::<HashSet<_>>().into_iter().collect();
-    pool.sort_unstable();
+    let pool = title_pool(titles);
     let sampling_task = Task { search: task.search.plain_sampling(), ..task.clone() };
     for (i, t) in titles.iter().enumerate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
-        let mut others: Vec<&str> = pool.iter().copied().filter(|x| *x != t.title).collect();
-        others.shuffle(&mut rng);
-        let mut cands: Vec<String> = vec![t.title.clone()];
-        cands.extend(others.into_iter().take(distractors).map(String::from));
+        let cands = candidate_titles(&pool, &t.title, i, seed, distractors);
         let given = |form: &str| BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), form.to_string())]);
         let fields = task.fields(&given(constraints.form.name()))?;
         let judge_fields = judge_task.fields(&given(constraints.form.name()))?;
@@ -260,6 +291,82 @@ fn evaluate_once<'p>(
         }
     }
     Ok(())
+}
+
+/// Judges the poems of an earlier report again (with a new judge, say) without generating any. The
+/// titles must be the original run's, in its order; `opts.seed` and `opts.distractors` must be its
+/// too (a report that records them is checked), so every poem meets the same candidate titles.
+/// Each poem keeps its validity and generation time; every row of `previous` is judged, whatever
+/// `opts.methods` says.
+pub fn rejudge_poems(
+    judge: &Context<'_>,
+    judge_task: &Task,
+    titles: &[EvalTitle],
+    previous: &PoemEvalReport,
+    opts: &PoemEvalOptions,
+    mut progress: Option<EvalProgress<'_>>,
+) -> Result<PoemEvalReport> {
+    let form = opts.constraints.form.name();
+    if previous.candidates != opts.distractors + 1 {
+        return Err(Error::input(format!(
+            "the report ranked each title among {} candidates, not {}: pass --distractors {}",
+            previous.candidates,
+            opts.distractors + 1,
+            previous.candidates.saturating_sub(1)
+        )));
+    }
+    if previous.seed.is_some_and(|s| s != opts.seed) || previous.form.as_deref().is_some_and(|f| f != form) {
+        return Err(Error::input(format!(
+            "the report was written with seed {:?} and form {:?}, not seed {} and form {form}: judge it with its own",
+            previous.seed, previous.form, opts.seed
+        )));
+    }
+    if titles.len() < 2 {
+        return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
+    }
+    let pool = title_pool(titles);
+    let mut rows = Vec::with_capacity(previous.rows.len());
+    // Rows come title by title within each repeat; `seen` tells a repeated title's next occurrence.
+    let (mut repeat, mut i, mut seen) = (usize::MAX, 0, HashSet::new());
+    for (n, old) in previous.rows.iter().enumerate() {
+        if old.repeat >= previous.repeats {
+            return Err(Error::input(format!("row {}: repeat {} of a report of {} repeats", n + 1, old.repeat, previous.repeats)));
+        }
+        if old.repeat != repeat {
+            (repeat, i) = (old.repeat, 0);
+            seen.clear();
+        }
+        while i < titles.len() && (titles[i].title != old.title || seen.contains(&old.method)) {
+            i += 1;
+            seen.clear();
+        }
+        let Some(t) = titles.get(i) else {
+            return Err(Error::input(format!(
+                "row {}: the title `{}` (repeat {}) is not among the titles given, in their order; pass the original run's titles files and --limit",
+                n + 1,
+                old.title,
+                old.repeat
+            )));
+        };
+        seen.insert(old.method.clone());
+        let cands = candidate_titles(&pool, &t.title, i, opts.seed + repeat as u64, opts.distractors);
+        let poem_form = match (old.method.as_str(), &t.reference) {
+            ("human", Some(h)) => h.form.as_str(),
+            ("human", None) => {
+                return Err(Error::input(format!("row {}: a human poem for `{}`, but its titles file gives none", n + 1, t.title)))
+            }
+            _ => form,
+        };
+        let given = BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), poem_form.to_string())]);
+        let rank =
+            if old.text.is_empty() { cands.len() } else { title_rank(judge, judge_task, &judge_task.fields(&given)?, &old.text, &cands)? };
+        let r = PoemRow { rank, source: t.source.clone(), ..old.clone() };
+        if let Some(p) = progress.as_deref_mut() {
+            p(i, &r);
+        }
+        rows.push(r);
+    }
+    Ok(report(rows, titles, &PoemEvalOptions { repeats: previous.repeats, ..opts.clone() }))
 }
 
 /// Rank (1-based) of `cands[0]` by the judge's `log p(title | poem) − log p(title | empty poem)`.
