@@ -299,6 +299,18 @@ fn eval_poems_rejudge_is_the_run_with_the_other_judge() {
         s
     };
     assert_eq!(untimed(&rejudged), untimed(&direct));
+    // A report from before --repeats (no seed, form, repeats, repeat or spread): give --seed.
+    let mut old = first.clone();
+    old.as_object_mut().unwrap().retain(|k, _| k == "rows" || k == "summary" || k == "candidates");
+    old["rows"].as_array_mut().unwrap().retain(|r| r["repeat"] == 0);
+    old["rows"].as_array_mut().unwrap().iter_mut().for_each(|r| drop(r.as_object_mut().unwrap().remove("repeat")));
+    old["summary"].as_object_mut().unwrap().values_mut().flat_map(|m| m.as_array_mut().unwrap()).for_each(|m| {
+        m.as_object_mut().unwrap().remove("retrieval_sd");
+    });
+    let old_path = dir.join("old.json");
+    std::fs::write(&old_path, old.to_string()).unwrap();
+    let again = json(run(&["--rejudge", old_path.to_str().unwrap(), "--seed", "3"]));
+    assert_eq!(key(&again)[..], key(&first)[..6]);
     // Mismatches are refused, naming the report.
     let err = |out: std::process::Output| {
         assert!(!out.status.success());

@@ -57,7 +57,8 @@ pub struct PoemRow {
     pub source: String,
     /// `sampling`, `baseline`, `inverse` or `human`.
     pub method: String,
-    /// Which repeat of the evaluation (base seed `seed + repeat`).
+    /// Which repeat of the evaluation (base seed `seed + repeat`; 0 in reports older than `--repeats`).
+    #[serde(default)]
     pub repeat: usize,
     /// The poem (empty when no poem satisfied the constraints).
     pub text: String,
@@ -84,7 +85,9 @@ pub struct MethodSummary {
     pub distinct_2: f64,
     /// Share of poems whose true title ranks first (the mean over repeats).
     pub retrieval_accuracy: f64,
-    /// Sample standard deviation of the retrieval accuracy over repeats (0 with one repeat).
+    /// Sample standard deviation of the retrieval accuracy over repeats (0 with one repeat, and in
+    /// reports older than `--repeats`).
+    #[serde(default)]
     pub retrieval_sd: f64,
     /// Mean rank of the true title.
     pub mean_rank: f64,
@@ -101,7 +104,9 @@ pub struct PoemEvalReport {
     pub rows: Vec<PoemRow>,
     /// Candidate titles per retrieval (true + distractors).
     pub candidates: usize,
-    /// How many times the evaluation ran (base seeds `seed`, `seed + 1`, …).
+    /// How many times the evaluation ran (base seeds `seed`, `seed + 1`, …; 1 in reports older
+    /// than `--repeats`).
+    #[serde(default = "one")]
     pub repeats: usize,
     /// The base seed (it fixes the distractors; absent in reports written before 2026-11-28).
     #[serde(default)]
@@ -208,6 +213,10 @@ fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> P
         seed: Some(opts.seed),
         form: Some(opts.constraints.form.name().to_string()),
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Every distinct title, sorted: the distractor pool.
