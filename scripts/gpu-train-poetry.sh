@@ -10,6 +10,10 @@
 #
 #   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh                       # generator and judge
 #   RUNS="judge generator" SHARE=never MAX_STEPS=3400 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
+#   RUNS="judge@2023 judge@2024" SHARE=never MAX_STEPS=2400 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
+#
+# A run is a config name (examples/poetry-NAME.toml); NAME@SEED trains that config with another
+# seed, into runs/poetry-NAME-sSEED (judge@2023: a second judge trained the same way).
 #
 # 1. A 40-step probe of the first run alone, then (with several runs, unless SHARE=never) of all of
 #    them side by side. They train side by side if that slows a step by at most SHARE_SLOWDOWN
@@ -40,13 +44,18 @@ trap pack EXIT
 RUNS=${RUNS:-generator judge}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/report.txt"
 W() { "$BIN" --device cuda --dtype bf16 "$@"; }
+# A run's config, seed flag and output directory name (see NAME@SEED above).
+config() { echo "examples/poetry-${1%@*}.toml"; }
+seed_flag() { case $1 in *@*) echo "--seed ${1#*@}" ;; esac; }
+out_name() { case $1 in *@*) echo "poetry-${1%@*}-s${1#*@}" ;; *) echo "poetry-$1" ;; esac; }
 
 # probe NAME RUN...: 40 steps of the runs side by side, into /tmp/probe-NAME-RUN.
 probe() {
   local name=$1; shift
   for r in "$@"; do
     rm -rf "/tmp/probe-$name-$r"
-    W pretrain --config "examples/poetry-$r.toml" --out-dir "/tmp/probe-$name-$r" --steps 40 \
+    # shellcheck disable=SC2046  # seed_flag is empty or two words
+    W pretrain --config "$(config "$r")" $(seed_flag "$r") --out-dir "/tmp/probe-$name-$r" --steps 40 \
       --save-every 40 --eval-every 1000 --log-every 10 --quiet >"$LOGS/probe-$name-$r.txt" 2>&1 &
   done
   wait
@@ -81,7 +90,7 @@ if len(runs) > 1:
             mode, step, each = "shared", shared, budget
     except (OSError, KeyError) as e:
         print(f"no side-by-side probe ({e}): the runs train one after another", file=sys.stderr)
-cfg = lambda r: int(re.search(r"^steps\s*=\s*(\d+)", open(f"examples/poetry-{r}.toml").read(), re.M).group(1))
+cfg = lambda r: int(re.search(r"^steps\s*=\s*(\d+)", open(f"examples/poetry-{r.split('@')[0]}.toml").read(), re.M).group(1))
 cap = max_steps or min(cfg(r) for r in runs)
 steps = max(100, min(cap, int(0.93 * each / step) // 100 * 100))
 print(f"{' '.join(runs)} {mode}: {step*1000:.1f} ms per step → {steps} steps each", file=sys.stderr)
@@ -94,10 +103,12 @@ echo "steps $STEPS" >>"$OUT/report.txt"
 
 # train RUN: the pretraining run (in the foreground; `&` puts it beside the others).
 train() {
-  rm -rf "runs/poetry-$1"
+  rm -rf "runs/$(out_name "$1")"
   # The binary is named again here (not W): timeout runs programs, not shell functions.
+  # shellcheck disable=SC2046
   timeout --foreground -s INT $((EACH + 45)) \
-    "$BIN" --device cuda --dtype bf16 pretrain --config "examples/poetry-$1.toml" --steps "$STEPS" --quiet \
+    "$BIN" --device cuda --dtype bf16 pretrain --config "$(config "$1")" $(seed_flag "$1") \
+    --out-dir "runs/$(out_name "$1")" --steps "$STEPS" --quiet \
     >"$LOGS/train-$1.txt" 2>&1
 }
 echo "== train: $STEPS steps each, $MODE" >&2
@@ -110,8 +121,9 @@ echo "trained in $(( $(date +%s) - start )) s" >>"$OUT/report.txt"
 
 echo "== export the checkpoint of lowest validation loss, f16" >&2
 for r in $RUNS; do
-  cp "runs/poetry-$r/metrics.jsonl" "$LOGS/metrics-$r.jsonl"
-  best=$(python3 - "runs/poetry-$r" <<'EOF'
+  run="runs/$(out_name "$r")"
+  cp "$run/metrics.jsonl" "$LOGS/metrics-$r.jsonl"
+  best=$(python3 - "$run" <<'EOF'
 import json, os, sys
 run = sys.argv[1]
 have = {int(d[5:]) for d in os.listdir(f"{run}/checkpoints") if d.startswith("step-") and d[5:].isdigit()}
@@ -123,5 +135,5 @@ print(f"step-{step:08d}")
 EOF
 )
   echo "$r $best" >>"$OUT/report.txt"
-  "$BIN" export "runs/poetry-$r/checkpoints/$best" --dtype f16 --force -o "/tmp/export/poetry-$r" || exit 1
+  "$BIN" export "$run/checkpoints/$best" --dtype f16 --force -o "/tmp/export/$(out_name "$r")" || exit 1
 done
