@@ -299,6 +299,24 @@ fn eval_poems_rejudge_is_the_run_with_the_other_judge() {
         s
     };
     assert_eq!(untimed(&rejudged), untimed(&direct));
+    // Reports of one evaluation run method by method merge into the report of a single run,
+    // with the paired gains between their methods.
+    let baseline = dir.join("baseline.json");
+    let searched = ["--methods", "baseline", "--beams", "2", "--seed", "3", "--repeats", "2"];
+    json(run(&[&searched[..], &["--output", baseline.to_str().unwrap()]].concat()));
+    let merged = json(run(&["--rejudge", r, baseline.to_str().unwrap()]));
+    let single = json(run(&["--methods", "sampling,baseline", "--beams", "2", "--seed", "3", "--repeats", "2"]));
+    assert_eq!(key(&merged), key(&single));
+    assert_eq!(merged["gains"], single["gains"]);
+    let gain = &merged["gains"]["all"][0];
+    assert_eq!((gain["method"].as_str(), gain["over"].as_str()), (Some("baseline"), Some("sampling")), "{merged}");
+    let acc = |m: &str, rep: u64| {
+        let rows: Vec<_> = merged["rows"].as_array().unwrap().iter().filter(|x| x["method"] == m && x["repeat"] == rep).collect();
+        rows.iter().filter(|x| x["rank"] == 1).count() as f64 / rows.len() as f64
+    };
+    let diffs = [acc("baseline", 0) - acc("sampling", 0), acc("baseline", 1) - acc("sampling", 1)];
+    assert!((gain["mean"].as_f64().unwrap() - (diffs[0] + diffs[1]) / 2.0).abs() < 1e-9, "{gain}");
+    assert!((gain["se"].as_f64().unwrap() - (diffs[0] - diffs[1]).abs() / 2.0).abs() < 1e-9, "{gain}");
     // A report from before --repeats (no seed, form, repeats, repeat or spread): give --seed.
     let mut old = first.clone();
     old.as_object_mut().unwrap().retain(|k, _| k == "rows" || k == "summary" || k == "candidates");

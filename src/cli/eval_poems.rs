@@ -57,11 +57,13 @@ pub struct PoemsArgs {
     /// Methods to run, comma-separated (e.g. only `inverse` when tuning a task file).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Baseline, MethodArg::Inverse])]
     methods: Vec<MethodArg>,
-    /// Judge the poems of an earlier report (its --output JSON) again instead of generating any,
-    /// e.g. with a new --judge: give the same --titles and --limit as that run (its seed, form and
-    /// distractors come from the report). Minutes instead of hours for thousands of poems.
-    #[arg(long, value_name = "REPORT", conflicts_with_all = ["methods", "repeats", "task", "beams"])]
-    rejudge: Option<PathBuf>,
+    /// Judge the poems of earlier reports (their --output JSON) again instead of generating any,
+    /// e.g. with a new --judge: give the same --titles and --limit as those runs (seed, form and
+    /// distractors come from the reports). Several reports of one evaluation (e.g. `--methods
+    /// baseline` and `--methods inverse` run side by side) merge into one report, with the gains
+    /// between their methods. Minutes instead of hours for thousands of poems.
+    #[arg(long, value_name = "REPORT", num_args = 1.., conflicts_with_all = ["methods", "repeats", "task", "beams"])]
+    rejudge: Vec<PathBuf>,
     /// Write the full report (every poem) as JSON here.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -121,11 +123,12 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     for p in &a.titles {
         titles.extend(read_titles(p, a.limit)?);
     }
-    let previous = a.rejudge.as_deref().map(read_report).transpose()?;
-    // A report's own settings, unless given (rejudge_poems refuses a mismatch).
-    let distractors = a.distractors.or(previous.as_ref().map(|r| r.candidates.saturating_sub(1))).unwrap_or(19);
-    let seed = a.seed.or(previous.as_ref().and_then(|r| r.seed)).unwrap_or(0);
-    let form = a.form.clone().or(previous.as_ref().and_then(|r| r.form.clone())).unwrap_or_else(|| "五绝".into());
+    let previous = a.rejudge.iter().map(|p| Ok((p.display().to_string(), read_report(p)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    // The (first) report's own settings, unless given (rejudge_poems refuses a mismatch).
+    let first = previous.first().map(|(_, r)| r);
+    let distractors = a.distractors.or(first.map(|r| r.candidates.saturating_sub(1))).unwrap_or(19);
+    let seed = a.seed.or(first.and_then(|r| r.seed)).unwrap_or(0);
+    let form = a.form.clone().or(first.and_then(|r| r.form.clone())).unwrap_or_else(|| "五绝".into());
     let constraints = Constraints::parse(&form, &a.rhyme, "")?;
     let judge_dir = a.judge.clone().unwrap_or_else(wenhui::embedded::poetry_judge_dir);
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
@@ -143,11 +146,10 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
         Ok(bar)
     };
-    let report = if let (Some(previous), Some(path)) = (&previous, &a.rejudge) {
-        let bar = progress(previous.rows.len() as u64)?;
+    let report = if !previous.is_empty() {
+        let bar = progress(previous.iter().map(|(_, r)| r.rows.len() as u64).sum())?;
         let mut tick = |_: usize, _: &wenhui::eval::poems::PoemRow| bar.inc(1);
-        let r = rejudge_poems(&j, &judge_task, &titles, previous, &opts, Some(&mut tick))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let r = rejudge_poems(&j, &judge_task, &titles, &previous, &opts, Some(&mut tick))?;
         bar.finish_and_clear();
         r
     } else {
@@ -209,5 +211,14 @@ fn print_table(r: &PoemEvalReport) {
                 m.ms_per_poem / 1e3
             );
         }
+    }
+    let pm = |g: &wenhui::eval::poems::Gain| if r.repeats > 1 { format!(" ± {:.1}", 100.0 * g.se) } else { String::new() };
+    for (src, gains) in &r.gains {
+        for g in gains {
+            println!("gain of {} over {} ({src}): {:+.1} points{}", g.method, g.over, 100.0 * g.mean, pm(g));
+        }
+    }
+    if r.repeats > 1 && r.gains.values().any(|g| !g.is_empty()) {
+        println!("(gains paired by repeat: mean ± standard error over the {} repeats)", r.repeats);
     }
 }

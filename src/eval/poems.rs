@@ -114,6 +114,24 @@ pub struct PoemEvalReport {
     /// The form of every generated poem (absent in reports written before 2026-11-28).
     #[serde(default)]
     pub form: Option<String>,
+    /// Per title source, how much each method beats a weaker one in retrieval accuracy, paired by
+    /// repeat (absent in reports written before 2026-11-28).
+    #[serde(default)]
+    pub gains: BTreeMap<String, Vec<Gain>>,
+}
+
+/// How much `method` beats `over` in retrieval accuracy: the mean over repeats of the difference
+/// within each repeat (same titles, same distractors), with its standard error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gain {
+    /// The stronger method (`inverse`, `baseline`).
+    pub method: String,
+    /// The method it is compared with (`baseline`, `sampling`).
+    pub over: String,
+    /// Mean difference in retrieval accuracy (a share: 0.15 = 15 points).
+    pub mean: f64,
+    /// Standard error of that mean over repeats (0 with one repeat).
+    pub se: f64,
 }
 
 /// How an evaluation runs.
@@ -191,7 +209,7 @@ pub fn evaluate_poems(
 
 /// The report of `rows`: summaries per title source and method.
 fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> PoemEvalReport {
-    let mut summary = BTreeMap::new();
+    let (mut summary, mut gains) = (BTreeMap::new(), BTreeMap::new());
     let mut sources: Vec<String> = titles.iter().map(|t| t.source.clone()).collect();
     sources.sort();
     sources.dedup();
@@ -203,7 +221,9 @@ fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> P
             .filter(|m| sel.iter().any(|r| r.method == **m))
             .map(|m| summarize(m, &sel, opts.repeats))
             .collect();
-        summary.insert(src, per);
+        summary.insert(src.clone(), per);
+        let pairs = [("inverse", "baseline"), ("inverse", "sampling"), ("baseline", "sampling")];
+        gains.insert(src, pairs.iter().filter_map(|(m, o)| paired_gain(&sel, m, o, opts.repeats)).collect());
     }
     PoemEvalReport {
         summary,
@@ -212,7 +232,27 @@ fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> P
         repeats: opts.repeats,
         seed: Some(opts.seed),
         form: Some(opts.constraints.form.name().to_string()),
+        gains,
     }
+}
+
+/// The gain of `method` over `over` among `rows`, paired by repeat; `None` unless some repeat has both.
+fn paired_gain(rows: &[&PoemRow], method: &str, over: &str, repeats: usize) -> Option<Gain> {
+    let diffs: Vec<f64> = (0..repeats)
+        .filter_map(|r| {
+            let sel: Vec<&PoemRow> = rows.iter().copied().filter(|x| x.repeat == r).collect();
+            let has = |m: &str| sel.iter().any(|x| x.method == m);
+            (has(method) && has(over))
+                .then(|| summarize_once(method, &sel).retrieval_accuracy - summarize_once(over, &sel).retrieval_accuracy)
+        })
+        .collect();
+    if diffs.is_empty() {
+        return None;
+    }
+    let n = diffs.len() as f64;
+    let mean = diffs.iter().sum::<f64>() / n;
+    let se = if diffs.len() > 1 { (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt() } else { 0.0 };
+    Some(Gain { method: method.into(), over: over.into(), mean, se })
 }
 
 fn one() -> usize {
@@ -302,80 +342,101 @@ fn evaluate_once<'p>(
     Ok(())
 }
 
-/// Judges the poems of an earlier report again (with a new judge, say) without generating any. The
-/// titles must be the original run's, in its order; `opts.seed` and `opts.distractors` must be its
-/// too (a report that records them is checked), so every poem meets the same candidate titles.
-/// Each poem keeps its validity and generation time; every row of `previous` is judged, whatever
-/// `opts.methods` says.
+/// Judges the poems of earlier reports again (with a new judge, say) without generating any; each
+/// report comes with a name for its errors (its path). The titles must be the original runs', in
+/// their order; `opts.seed` and `opts.distractors` must be theirs too (a report that records them
+/// is checked), so every poem meets the same candidate titles. Each poem keeps its validity and
+/// generation time; every row is judged, whatever `opts.methods` says. Several reports (e.g. one
+/// per method, run side by side) merge into one, in the order of a single run (a human poem that
+/// several carry is judged once), so the report's gains compare their methods.
 pub fn rejudge_poems(
     judge: &Context<'_>,
     judge_task: &Task,
     titles: &[EvalTitle],
-    previous: &PoemEvalReport,
+    previous: &[(String, PoemEvalReport)],
     opts: &PoemEvalOptions,
     mut progress: Option<EvalProgress<'_>>,
 ) -> Result<PoemEvalReport> {
-    let form = opts.constraints.form.name();
-    if previous.candidates != opts.distractors + 1 {
-        return Err(Error::input(format!(
-            "the report ranked each title among {} candidates, not {}: pass --distractors {}",
-            previous.candidates,
-            opts.distractors + 1,
-            previous.candidates.saturating_sub(1)
-        )));
-    }
-    if previous.seed.is_some_and(|s| s != opts.seed) || previous.form.as_deref().is_some_and(|f| f != form) {
-        return Err(Error::input(format!(
-            "the report was written with seed {:?} and form {:?}, not seed {} and form {form}: judge it with its own",
-            previous.seed, previous.form, opts.seed
-        )));
-    }
     if titles.len() < 2 {
         return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
     }
     let pool = title_pool(titles);
-    let mut rows = Vec::with_capacity(previous.rows.len());
-    // Rows come title by title within each repeat; `seen` tells a repeated title's next occurrence.
-    let (mut repeat, mut i, mut seen) = (usize::MAX, 0, HashSet::new());
-    for (n, old) in previous.rows.iter().enumerate() {
-        if old.repeat >= previous.repeats {
-            return Err(Error::input(format!("row {}: repeat {} of a report of {} repeats", n + 1, old.repeat, previous.repeats)));
-        }
-        if old.repeat != repeat {
-            (repeat, i) = (old.repeat, 0);
-            seen.clear();
-        }
-        while i < titles.len() && (titles[i].title != old.title || seen.contains(&old.method)) {
-            i += 1;
-            seen.clear();
-        }
-        let Some(t) = titles.get(i) else {
-            return Err(Error::input(format!(
-                "row {}: the title `{}` (repeat {}) is not among the titles given, in their order; pass the original run's titles files and --limit",
-                n + 1,
-                old.title,
-                old.repeat
-            )));
-        };
-        seen.insert(old.method.clone());
-        let cands = candidate_titles(&pool, &t.title, i, opts.seed + repeat as u64, opts.distractors);
-        let poem_form = match (old.method.as_str(), &t.reference) {
-            ("human", Some(h)) => h.form.as_str(),
-            ("human", None) => {
-                return Err(Error::input(format!("row {}: a human poem for `{}`, but its titles file gives none", n + 1, t.title)))
+    let method_order = |m: &str| ["sampling", "baseline", "inverse", "human"].iter().position(|x| *x == m).unwrap_or(4);
+    let (mut keyed, mut judged) = (Vec::new(), HashSet::new());
+    for (name, report) in previous {
+        let fail = |msg: String| Error::input(format!("{name}: {msg}"));
+        check_settings(report, opts).map_err(fail)?;
+        // Rows come title by title within each repeat; `seen` tells a repeated title's next occurrence.
+        let (mut repeat, mut i, mut seen) = (usize::MAX, 0, HashSet::new());
+        for (n, old) in report.rows.iter().enumerate() {
+            if old.repeat >= report.repeats {
+                return Err(fail(format!("row {}: repeat {} of a report of {} repeats", n + 1, old.repeat, report.repeats)));
             }
-            _ => form,
-        };
-        let given = BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), poem_form.to_string())]);
-        let rank =
-            if old.text.is_empty() { cands.len() } else { title_rank(judge, judge_task, &judge_task.fields(&given)?, &old.text, &cands)? };
-        let r = PoemRow { rank, source: t.source.clone(), ..old.clone() };
-        if let Some(p) = progress.as_deref_mut() {
-            p(i, &r);
+            if old.repeat != repeat {
+                (repeat, i) = (old.repeat, 0);
+                seen.clear();
+            }
+            while i < titles.len() && (titles[i].title != old.title || seen.contains(&old.method)) {
+                i += 1;
+                seen.clear();
+            }
+            let Some(t) = titles.get(i) else {
+                return Err(fail(format!(
+                    "row {}: the title `{}` (repeat {}) is not among the titles given, in their order; pass the original run's titles files and --limit",
+                    n + 1,
+                    old.title,
+                    old.repeat
+                )));
+            };
+            seen.insert(old.method.clone());
+            let key = (repeat, i, method_order(&old.method), old.method.clone());
+            if !judged.insert(key.clone()) {
+                continue;
+            }
+            let poem_form = match (old.method.as_str(), &t.reference) {
+                ("human", Some(h)) => h.form.as_str(),
+                ("human", None) => {
+                    return Err(fail(format!("row {}: a human poem for `{}`, but its titles file gives none", n + 1, t.title)))
+                }
+                _ => opts.constraints.form.name(),
+            };
+            let cands = candidate_titles(&pool, &t.title, i, opts.seed + repeat as u64, opts.distractors);
+            let given = BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), poem_form.to_string())]);
+            let rank = if old.text.is_empty() {
+                cands.len()
+            } else {
+                title_rank(judge, judge_task, &judge_task.fields(&given)?, &old.text, &cands)?
+            };
+            let r = PoemRow { rank, source: t.source.clone(), ..old.clone() };
+            if let Some(p) = progress.as_deref_mut() {
+                p(i, &r);
+            }
+            keyed.push((key, r));
         }
-        rows.push(r);
     }
-    Ok(report(rows, titles, &PoemEvalOptions { repeats: previous.repeats, ..opts.clone() }))
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let repeats = previous.iter().map(|(_, r)| r.repeats).max().unwrap_or(1);
+    Ok(report(keyed.into_iter().map(|(_, r)| r).collect(), titles, &PoemEvalOptions { repeats, ..opts.clone() }))
+}
+
+/// Whether `report` was written with `opts`' distractors, seed and form (when it records them).
+fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions) -> std::result::Result<(), String> {
+    let form = opts.constraints.form.name();
+    if report.candidates != opts.distractors + 1 {
+        return Err(format!(
+            "the report ranked each title among {} candidates, not {}: pass --distractors {}",
+            report.candidates,
+            opts.distractors + 1,
+            report.candidates.saturating_sub(1)
+        ));
+    }
+    if report.seed.is_some_and(|s| s != opts.seed) || report.form.as_deref().is_some_and(|f| f != form) {
+        return Err(format!(
+            "the report was written with seed {:?} and form {:?}, not seed {} and form {form}: judge it with its own",
+            report.seed, report.form, opts.seed
+        ));
+    }
+    Ok(())
 }
 
 /// Rank (1-based) of `cands[0]` by the judge's `log p(title | poem) − log p(title | empty poem)`.
