@@ -241,18 +241,33 @@ fn paired_gain(rows: &[&PoemRow], method: &str, over: &str, repeats: usize) -> O
     let diffs: Vec<f64> = (0..repeats)
         .filter_map(|r| {
             let sel: Vec<&PoemRow> = rows.iter().copied().filter(|x| x.repeat == r).collect();
-            let has = |m: &str| sel.iter().any(|x| x.method == m);
-            (has(method) && has(over))
-                .then(|| summarize_once(method, &sel).retrieval_accuracy - summarize_once(over, &sel).retrieval_accuracy)
+            Some(accuracy(&sel, method)? - accuracy(&sel, over)?)
         })
         .collect();
     if diffs.is_empty() {
         return None;
     }
-    let n = diffs.len() as f64;
-    let mean = diffs.iter().sum::<f64>() / n;
-    let se = if diffs.len() > 1 { (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt() } else { 0.0 };
-    Some(Gain { method: method.into(), over: over.into(), mean, se })
+    let (mean, sd) = mean_sd(&diffs);
+    Some(Gain { method: method.into(), over: over.into(), mean, se: sd / (diffs.len() as f64).sqrt() })
+}
+
+/// Share of `method`'s poems among `rows` whose true title ranks first; `None` without such poems.
+fn accuracy(rows: &[&PoemRow], method: &str) -> Option<f64> {
+    let ranks: Vec<usize> = rows.iter().filter(|r| r.method == method).map(|r| r.rank).collect();
+    (!ranks.is_empty()).then(|| ranks.iter().filter(|&&k| k == 1).count() as f64 / ranks.len() as f64)
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+fn mean_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let sd = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    (mean, sd)
+}
+
+/// The fields a poem is generated or judged with: its title and form.
+fn title_fields(title: &str, form: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("title".to_string(), title.to_string()), ("form".to_string(), form.to_string())])
 }
 
 fn one() -> usize {
@@ -296,7 +311,7 @@ fn evaluate_once<'p>(
     let sampling_task = Task { search: task.search.plain_sampling(), ..task.clone() };
     for (i, t) in titles.iter().enumerate() {
         let cands = candidate_titles(&pool, &t.title, i, seed, distractors);
-        let given = |form: &str| BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), form.to_string())]);
+        let given = |form: &str| title_fields(&t.title, form);
         let fields = task.fields(&given(constraints.form.name()))?;
         let judge_fields = judge_task.fields(&given(constraints.form.name()))?;
         let row = |method: &str, text: String, valid: bool, rank: usize, ms: f64| PoemRow {
@@ -401,7 +416,7 @@ pub fn rejudge_poems(
                 _ => opts.constraints.form.name(),
             };
             let cands = candidate_titles(&pool, &t.title, i, opts.seed + repeat as u64, opts.distractors);
-            let given = BTreeMap::from([("title".to_string(), t.title.clone()), ("form".to_string(), poem_form.to_string())]);
+            let given = title_fields(&t.title, poem_form);
             let rank = if old.text.is_empty() {
                 cands.len()
             } else {
@@ -478,8 +493,7 @@ fn summarize(method: &str, rows: &[&PoemRow], repeats: usize) -> MethodSummary {
         .collect();
     let n = per.len().max(1) as f64;
     let mean = |f: fn(&MethodSummary) -> f64| per.iter().map(f).sum::<f64>() / n;
-    let acc = mean(|m| m.retrieval_accuracy);
-    let sd = if per.len() > 1 { (per.iter().map(|m| (m.retrieval_accuracy - acc).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    let (acc, sd) = mean_sd(&per.iter().map(|m| m.retrieval_accuracy).collect::<Vec<_>>());
     MethodSummary {
         method: method.into(),
         poems: per.iter().map(|m| m.poems).sum(),
@@ -513,7 +527,7 @@ fn summarize_once(method: &str, rows: &[&PoemRow]) -> MethodSummary {
         validity: sel.iter().filter(|r| r.valid).count() as f64 / n,
         distinct_1: uni.len() as f64 / nu.max(1) as f64,
         distinct_2: bi.len() as f64 / nb.max(1) as f64,
-        retrieval_accuracy: sel.iter().filter(|r| r.rank == 1).count() as f64 / n,
+        retrieval_accuracy: accuracy(rows, method).unwrap_or(0.0),
         retrieval_sd: 0.0,
         mean_rank: sel.iter().map(|r| r.rank as f64).sum::<f64>() / n,
         ms_per_poem: sel.iter().map(|r| r.ms).sum::<f64>() / n,
