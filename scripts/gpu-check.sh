@@ -28,7 +28,9 @@
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
 # A short table is printed last (and kept in $OUT/summary.txt); every log is packed into
-# $OUT/logs.tar.xz (default $OUT: gpu-out/).
+# $OUT/logs.tar.xz (default $OUT: gpu-out/). GPU_CHECK_PACK=0 leaves the logs unpacked, so a later
+# run into the same $OUT adds to them; GPU_CHECK_DEADLINE=EPOCH_SECONDS skips every part that would
+# start after that time (a device call must end inside its limit, table and logs included).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-env.sh
@@ -40,7 +42,13 @@ step() { echo "== $1" >&2; }
 # GPU_CHECK_STEPS picks parts (default: all), so one run can be split over two device calls of
 # at most 600 s each, e.g. "parity train generate" then "profile smoke tune" (with OUT kept apart).
 STEPS=${GPU_CHECK_STEPS:-parity train generate smoke profile tune}
-want() { [[ " $STEPS " == *" $1 "* ]]; }
+want() {
+  [[ " $STEPS " == *" $1 "* ]] || return 1
+  if [ -n "${GPU_CHECK_DEADLINE:-}" ] && [ "$(date +%s)" -ge "$GPU_CHECK_DEADLINE" ]; then
+    echo "== $1: skipped, past GPU_CHECK_DEADLINE" >&2
+    return 1
+  fi
+}
 
 if want parity; then
   step "parity (f32 TF32 off, bf16)"
@@ -68,7 +76,8 @@ if want train; then
   python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
 fi
 
-want generate && for B in 1 32; do
+for B in 1 32; do
+  want generate || break
   step "generate, bf16, batch $B: wenhui"
   W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
   step "generate, bf16, batch $B: wenhui with the fused CUDA ops (decoding kernels)"
@@ -90,7 +99,7 @@ fi
 
 PROF=$PWD/dist/libwenhui_kernel_profile.so
 if want profile && [ -f "$PROF" ]; then
-  profile() { local name=$1; shift; LD_PRELOAD=$PROF WENHUI_KERNEL_PROFILE="$OUT/kernels-$name.txt" "$@" >/dev/null 2>"$OUT/kernels-$name.log"; }
+  profile() { want profile || return 0; local name=$1; shift; LD_PRELOAD=$PROF WENHUI_KERNEL_PROFILE="$OUT/kernels-$name.txt" "$@" >/dev/null 2>"$OUT/kernels-$name.log"; }
   step "kernel profiles (CUPTI): 3 training steps, 16 decoding steps"
   profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   WENHUI_CUDA_OPS=fused profile train-wenhui-fused W --device cuda --dtype bf16 bench train $TRAIN --steps 3
@@ -154,6 +163,6 @@ for name in ("train-wenhui", "train-wenhui-fused", "train-torch", "generate-1-we
             print("  " + l)
 EOF
 # The device tool returns at most 8 files: every log goes back in one tarball beside the table.
-(cd "$OUT" && tar -cJf logs.tar.xz --exclude summary.txt --exclude logs.tar.xz -- * && find . -maxdepth 1 -type f \
+[ "${GPU_CHECK_PACK:-1}" = 0 ] || (cd "$OUT" && tar -cJf logs.tar.xz --exclude summary.txt --exclude logs.tar.xz -- * && find . -maxdepth 1 -type f \
   ! -name summary.txt ! -name logs.tar.xz -delete)
 exit $status

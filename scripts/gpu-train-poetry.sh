@@ -11,6 +11,7 @@
 #   TRAIN_SECONDS=420 scripts/gpu-train-poetry.sh                       # generator and judge
 #   RUNS="judge generator" SHARE=never MAX_STEPS=3400 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
 #   RUNS="judge@2023 judge@2024" SHARE=never MAX_STEPS=2400 TRAIN_SECONDS=480 scripts/gpu-train-poetry.sh
+#   RUNS="judge@2023 judge@2024" STEPS=2400 TRAIN_SECONDS=440 scripts/gpu-train-poetry.sh   # no probe
 #
 # A run is a config name (examples/poetry-NAME.toml); NAME@SEED trains that config with another
 # seed, into runs/poetry-NAME-sSEED (judge@2023: a second judge trained the same way).
@@ -61,6 +62,12 @@ probe() {
   wait
 }
 FIRST=${RUNS%% *}
+# STEPS=N: exactly N steps per run, one run after another, no probe (the budget only guards).
+if [ -n "${STEPS:-}" ]; then
+  set -- $RUNS
+  PLAN="$STEPS $((BUDGET / $#)) sequential"
+  echo "== $RUNS: $STEPS steps each, one after another (STEPS given: no probe)" >&2
+else
 echo "== probe: 40 steps of $FIRST alone" >&2
 probe alone "$FIRST"
 if [ "$RUNS" != "$FIRST" ] && [ "${SHARE:-auto}" != never ]; then
@@ -97,6 +104,7 @@ print(f"{' '.join(runs)} {mode}: {step*1000:.1f} ms per step → {steps} steps e
 print(steps, int(each), mode)
 EOF
 ) || { echo "probe failed" >&2; exit 1; }
+fi
 read -r STEPS EACH MODE <<<"$PLAN"
 echo "runs $RUNS ($MODE)" >>"$OUT/report.txt"
 echo "steps $STEPS" >>"$OUT/report.txt"
