@@ -19,11 +19,10 @@
 # 4. CLI smoke on the GPU: `poem` with the embedded model, `pretrain` a few steps (checkpoint
 #    written and resumed) when runs/poetry-corpus-generator was carried.
 # 5. `ptune` and `finetune` on the GPU against the CPU (scripts/tune-parity.sh cpu cuda).
-# Steps 1–3 run twice: with the default (composite) CUDA layers and with the fused ops
-# (`WENHUI_CUDA_OPS=fused`: attention as cuBLAS GEMMs + two row kernels, linear, residual dropout;
-# decoding steps as ten launches per layer; src/ops/cuda/), whose op checks ("op attention …",
-# "op linear …") run in both and whose decoding check is "decode with a cache …". Make fused the
-# default (src/ops/mod.rs, `cuda_fused`) once both parity lines pass and it is faster.
+# Steps 1–3 run twice: with candle's composite CUDA layers (`WENHUI_CUDA_OPS=composite`) and with
+# the fused ops, the default since they passed and were faster on an H200 (2026-11-28; attention
+# as cuBLAS GEMMs + two row kernels, linear, residual dropout; decoding steps as ten launches per
+# layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs.
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
@@ -51,8 +50,8 @@ want() {
 }
 
 if want parity; then
-  step "parity (f32 TF32 off, bf16)"
-  W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
+  step "parity (f32 TF32 off, bf16) with candle's composite layers"
+  WENHUI_CUDA_OPS=composite W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
   step "parity with the fused CUDA ops in the model (fixture logits, decoding, training step)"
   WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
@@ -68,8 +67,8 @@ else
 fi
 
 if want train; then
-  step "train step, bf16: wenhui"
-  W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
+  step "train step, bf16: wenhui with candle's composite layers"
+  WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
   step "train step, bf16: wenhui with the fused CUDA ops"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
   step "train step, bf16: pytorch eager"
@@ -78,8 +77,8 @@ fi
 
 for B in 1 32; do
   want generate || break
-  step "generate, bf16, batch $B: wenhui"
-  W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
+  step "generate, bf16, batch $B: wenhui with candle's composite layers"
+  WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
   step "generate, bf16, batch $B: wenhui with the fused CUDA ops (decoding kernels)"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui-fused.jsonl"
   step "generate, bf16, batch $B: pytorch eager"
@@ -101,11 +100,11 @@ PROF=$PWD/dist/libwenhui_kernel_profile.so
 if want profile && [ -f "$PROF" ]; then
   profile() { want profile || return 0; local name=$1; shift; LD_PRELOAD=$PROF WENHUI_KERNEL_PROFILE="$OUT/kernels-$name.txt" "$@" >/dev/null 2>"$OUT/kernels-$name.log"; }
   step "kernel profiles (CUPTI): 3 training steps, 16 decoding steps"
-  profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
+  WENHUI_CUDA_OPS=composite profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   WENHUI_CUDA_OPS=fused profile train-wenhui-fused W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 --device cuda --dtype bf16
   GEN16="${GEN/--new-tokens 128/--new-tokens 16}"
-  profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
+  WENHUI_CUDA_OPS=composite profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
   WENHUI_CUDA_OPS=fused profile generate-1-wenhui-fused W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
   profile generate-1-torch python3 bench/torch_glm_generate.py $GEN16 --batch 1 --device cuda --dtype bf16 --reps 1 --warmup 0
 fi
@@ -129,21 +128,21 @@ def last_json(name):
 gpu = open(os.path.join(out, "gpu.txt")).read().strip()
 print(f"GPU: {gpu}")
 t = last_json("train-torch.jsonl")
-for label, name in (("", "train-wenhui.jsonl"), (" (fused ops)", "train-wenhui-fused.jsonl")):
+for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused ops)", "train-wenhui-fused.jsonl")):
     w = last_json(name)
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "
               f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
 for b in (1, 32):
     t = last_json(f"generate-{b}-torch.jsonl")
-    for label, name in (("", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl")):
+    for label, name in ((" (composite)", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl")):
         w = last_json(name)
         if w and t and w.get("decode"):
             d = w["decode"]
             print(f"generate bf16 batch {b}{label}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
                   f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
 fails = []
-for label, name in (("parity", "parity.txt"), ("parity, fused ops", "parity-fused.txt")):
+for label, name in (("parity, composite", "parity.txt"), ("parity, fused ops", "parity-fused.txt")):
     path = os.path.join(out, name)
     p = open(path).read().splitlines() if os.path.exists(path) else []
     bad = [l for l in p if l.startswith("FAIL")]

@@ -111,10 +111,10 @@ pub fn set_matmul_precision(tf32: bool) {
 /// How the models run their layers on a GPU (see [`crate::ops::cuda_fused`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CudaOps {
-    /// candle's composite ops (matmul, softmax, … one graph node each): the measured default.
+    /// candle's composite ops (matmul, softmax, … one graph node each), for comparison.
     Composite,
     /// wenhui's fused ops, one graph node per layer with a hand-written backward, and decoding
-    /// steps in ten launches per layer (experimental until verified on a GPU).
+    /// steps in ten launches per layer: the default (verified and faster on an H200).
     Fused,
 }
 

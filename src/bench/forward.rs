@@ -75,7 +75,7 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
     let dev = Device::Cpu;
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
     let params = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    let (_vars, model) = cfg.build_trainable(None, DType::F32, &dev)?;
+    let model = cfg.build_frozen(cfg.init_weights(0)?, DType::F32, &dev)?;
     let ids = Tensor::rand(0f32, c.vocab as f32, (c.batch, c.seq), &dev)?.to_dtype(DType::U32)?;
     let full = BackboneInput::ids(ids.clone()).with_attention(Attention::Sep(vec![c.seq; c.batch]));
     let forward_ms = median_ms(1, c.reps, || model.forward(&full, None).map(|_| ()))?;

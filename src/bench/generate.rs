@@ -118,7 +118,8 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     let dev = parse_device(&c.device)?;
     let dtype = parse_dtype(&c.dtype)?;
     check_dtype(&dev, dtype)?;
-    let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(0)?), dtype, &dev)?;
+    // Frozen, as a loaded checkpoint: a trainable model would keep CUDA off the fused decoding steps.
+    let model = cfg.build_frozen(cfg.init_weights(0)?, dtype, &dev)?;
     let v = c.vocab as u32;
     let blank = BlankTokens { masks: vec![v - 3], sop: v - 2, eop: v - 1, eos: None };
     let mut r = bench_generate_on(model.as_ref(), Some(&blank), c)?;

@@ -208,7 +208,7 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
 
 /// Cached decoding on `dev` in `dtype` against the CPU in f32, with the fixture's model: a
 /// 20-token prompt (batch 2, a key bias on the prompt), then 8 one-token steps; the worst error
-/// over the logits of all 9 passes. With `WENHUI_CUDA_OPS=fused` the steps run the fused
+/// over the logits of all 9 passes. With the fused CUDA ops (the default) the steps run the fused
 /// decoding kernels (`ops::cuda::decode`).
 fn decode_checks(dir: &std::path::Path, dev: &Device, dtype: DType, out: &mut Vec<Check>) -> Result<()> {
     let run = |dev: &Device, dtype: DType| -> Result<Vec<Tensor>> {

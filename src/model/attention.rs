@@ -236,7 +236,7 @@ pub(crate) fn attend(
 }
 
 /// Whether a one-token decoding step on `x` (`[B, 1, H]`, B > 0) can take the fused CUDA path
-/// ([`attend_decode`]): `WENHUI_CUDA_OPS=fused`, a filled cache entry that the mask
+/// ([`attend_decode`]): the fused CUDA ops (the default), a filled cache entry that the mask
 /// (`[1 or B, 1, 1, len + 1]`) fits, no gradient through `x` (the caller checks its weights), and a
 /// head size and key count the kernel takes. Anything else takes the composite path.
 #[cfg(feature = "cuda")]
@@ -293,7 +293,7 @@ fn fused_dropout((p, seed, site): (f64, Option<u64>, u64)) -> (f64, u64) {
 
 /// [`attend`] from a fused projection `qkv` `[B, S, 3H]`. Without a cache (training, full
 /// passes) on the CPU this is one fused node reading Q/K/V in place (on CUDA too with
-/// `WENHUI_CUDA_OPS=fused`); otherwise it splits the projection and goes through [`attend`].
+/// the fused CUDA ops, the default); otherwise it splits the projection and goes through [`attend`].
 pub(crate) fn attend_packed(
     qkv: &Tensor,
     heads: usize,

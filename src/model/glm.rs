@@ -234,7 +234,7 @@ impl GlmLayer {
         linears.iter().any(|l| l.tracks()) || self.input_layernorm.tracks() || self.post_attention_layernorm.tracks()
     }
 
-    /// [`Self::forward`] for one token with a filled cache on CUDA (`WENHUI_CUDA_OPS=fused`):
+    /// [`Self::forward`] for one token with a filled cache on CUDA (the fused ops, the default):
     /// ten kernel launches instead of about twenty-two (see `ops::cuda::decode`).
     #[cfg(feature = "cuda")]
     fn forward_decode(&self, x: &Tensor, ctx: &LayerCtx, slot: &mut Option<LayerKv>) -> Result<Tensor> {

@@ -119,18 +119,38 @@ impl ModelConfig {
     ) -> Result<(VarMap, Box<dyn Backbone>)> {
         let varmap = VarMap::new();
         if let Some(weights) = weights {
-            let expected = self.parameter_shapes();
             let mut data = varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
-            for (name, shape) in &expected {
-                let t = weights.get(name).ok_or_else(|| Error::tensor("<weights>", name, "missing"))?;
-                if t.dims() != shape.as_slice() {
-                    return Err(Error::tensor("<weights>", name, format!("wrong shape: expected {shape:?}, found {:?}", t.dims())));
-                }
+            for (name, t) in self.checked_weights(&weights)? {
                 data.insert(name.clone(), Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?);
             }
         }
         let model = self.build(VarBuilder::from_varmap(&varmap, dtype, device))?;
         Ok((varmap, model))
+    }
+
+    /// Builds an inference model on plain tensors (no `Var`, nothing records gradients): the
+    /// layers take the same paths as for a loaded checkpoint (on CUDA, the fused decoding steps),
+    /// which a model from [`Self::build_trainable`] does not. Names and shapes are checked.
+    pub fn build_frozen(&self, weights: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<Box<dyn Backbone>> {
+        let mut tensors = HashMap::new();
+        for (name, t) in self.checked_weights(&weights)? {
+            tensors.insert(name.clone(), t.to_dtype(dtype)?.to_device(device)?);
+        }
+        self.build(VarBuilder::from_tensors(tensors, dtype, device))
+    }
+
+    /// Every parameter of this configuration in `weights`, in order, with its shape checked.
+    fn checked_weights<'a>(&self, weights: &'a HashMap<String, Tensor>) -> Result<Vec<(&'a String, &'a Tensor)>> {
+        self.parameter_shapes()
+            .iter()
+            .map(|(name, shape)| {
+                let (name, t) = weights.get_key_value(name).ok_or_else(|| Error::tensor("<weights>", name, "missing"))?;
+                if t.dims() != shape.as_slice() {
+                    return Err(Error::tensor("<weights>", name, format!("wrong shape: expected {shape:?}, found {:?}", t.dims())));
+                }
+                Ok((name, t))
+            })
+            .collect()
     }
 
     /// GLM config from the `args` namespace of a THUDM checkpoint; the vocabulary and (when
@@ -264,5 +284,39 @@ fn normalise_names(ckpt: &mut Checkpoint, kind: ModelKind) {
             }
         }
         ModelKind::Bert => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::glm::GlmConfig;
+    use crate::model::{Attention, BackboneInput};
+
+    #[test]
+    fn frozen_build_computes_the_trainable_model_without_recording_gradients() {
+        let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
+        let dev = Device::Cpu;
+        let weights = cfg.init_weights(3).unwrap();
+        let (_vars, trainable) = cfg.build_trainable(Some(weights.clone()), DType::F32, &dev).unwrap();
+        let frozen = cfg.build_frozen(weights.clone(), DType::F32, &dev).unwrap();
+        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2]], &dev).unwrap();
+        let input = BackboneInput::ids(ids).with_attention(Attention::Sep(vec![4]));
+        let a = trainable.forward(&input, None).unwrap().logits;
+        let b = frozen.forward(&input, None).unwrap().logits;
+        assert!(a.track_op() && !b.track_op(), "only the trainable model records gradients");
+        let diff = (a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        // The recording path keeps intermediates for its backward, so sums may round differently.
+        assert!(diff < 1e-5, "same weights, same logits: {diff}");
+
+        let mut missing = weights.clone();
+        let name = cfg.parameter_shapes()[0].0.clone();
+        missing.remove(&name);
+        let err = cfg.build_frozen(missing, DType::F32, &dev).err().expect("a missing weight is an error").to_string();
+        assert!(err.contains(&name) && err.contains("missing"), "{err}");
+        let mut wrong = weights;
+        wrong.insert(name.clone(), Tensor::zeros(3, DType::F32, &dev).unwrap());
+        let err = cfg.build_frozen(wrong, DType::F32, &dev).err().expect("a wrong shape is an error").to_string();
+        assert!(err.contains(&name) && err.contains("wrong shape"), "{err}");
     }
 }

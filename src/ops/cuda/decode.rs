@@ -1,9 +1,10 @@
-//! One-token decoding steps with fewer kernel launches (`WENHUI_CUDA_OPS=fused`): at batch 1 a
-//! GLM-Large step is bound by launches, about 22 per layer through candle's composites. Here a
-//! layer takes 10: layer norm, the QKV GEMM, one attention kernel that adds the QKV bias, appends
-//! the new key and value to the cache and attends over the cached keys, the dense GEMM, its bias
-//! plus the residual, layer norm, the first MLP GEMM, its bias plus GELU, the second GEMM, its bias
-//! plus the residual. Inference only (no backward): the model uses these ops only when no
+//! One-token decoding steps with fewer kernel launches (part of the fused CUDA ops, the default;
+//! `WENHUI_CUDA_OPS=composite` turns them off): at batch 1 a GLM-Large step is bound by
+//! launches, about 22 per layer through candle's composites. Here a layer takes 10: layer norm,
+//! the QKV GEMM, one attention kernel that adds the QKV bias, appends the new key and value to the
+//! cache and attends over the cached keys, the dense GEMM, its bias plus the residual, layer norm,
+//! the first MLP GEMM, its bias plus GELU, the second GEMM, its bias plus the residual.
+//! Inference only (no backward): the model uses these ops only when no
 //! gradient can be asked for.
 
 use super::{cuda_storage, elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};

@@ -543,6 +543,36 @@ INSTANTIATE(double, f64)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
 
+// ---------------------------------------------------------------- strided rows → contiguous
+// Attention's head split and merge, planned by src/ops/permute.rs (which runs this same loop on
+// the CPU in its tests): output word i, in row r = (i0, i1, i2, i3) of `row` words, comes from
+// src[i0·s0 + i1·s1 + i2·s2 + i3·s3 + i % row]. Consecutive threads move consecutive words of a
+// row; a word is 2 to 16 bytes, as wide as the layout allows.
+template <typename W>
+__device__ void permute_rows(const W* src, W* dst, size_t n, size_t row, size_t d1, size_t d2, size_t d3, size_t s0,
+                             size_t s1, size_t s2, size_t s3) {
+  GRID_STRIDE(i, n) {
+    size_t r = i / row;
+    const size_t c = i % row;
+    const size_t i3 = r % d3;
+    r /= d3;
+    const size_t i2 = r % d2;
+    r /= d2;
+    const size_t i1 = r % d1;
+    const size_t i0 = r / d1;
+    dst[i] = src[i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + c];
+  }
+}
+#define PERMUTE_ROWS(W, SUF)                                                                                    \
+  extern "C" __global__ void permute_rows_##SUF(const W* src, W* dst, size_t n, size_t row, size_t d1, size_t d2, \
+                                                size_t d3, size_t s0, size_t s1, size_t s2, size_t s3) {          \
+    permute_rows<W>(src, dst, n, row, d1, d2, d3, s0, s1, s2, s3);                                              \
+  }
+PERMUTE_ROWS(uint16_t, w2)
+PERMUTE_ROWS(uint32_t, w4)
+PERMUTE_ROWS(unsigned long long, w8)
+PERMUTE_ROWS(uint4, w16)
+
 // ---------------------------------------------------------------- fused AdamW (f32 master weights)
 // One launch per parameter: moments `mv` = [m | v] and the weight are updated in place,
 // exactly as the CPU loop in train/optim.rs (decoupled decay, bias-corrected moments).

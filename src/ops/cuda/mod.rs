@@ -7,6 +7,7 @@ pub(crate) mod attention;
 pub(crate) mod decode;
 pub(crate) mod linear;
 
+use super::permute::PermutePlan;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
@@ -295,6 +296,29 @@ pub(crate) fn add_bias<T: KernelFloat>(y: (&CudaStorage, &Layout), b: (&CudaStor
     l.arg(&yv).arg(&bv).arg(&mut out).arg(&nn).arg(&c);
     // SAFETY: signature matches; out holds n elements.
     unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(out)
+}
+
+/// A contiguous copy of the strided view `src` of `x` in one `permute_rows` launch (see
+/// [`PermutePlan`]), or `None` where the plan does not apply (the caller copies then).
+pub(crate) fn permute_rows(x: &CudaStorage, src: &Layout) -> Result<Option<CudaStorage>> {
+    let Some(plan) = PermutePlan::new(src, x.dtype().size_in_bytes()) else { return Ok(None) };
+    Ok(Some(float_kernel!(x, "permute_rows", |T| permute_rows_typed::<T>(x, src, &plan)?)))
+}
+
+fn permute_rows_typed<T: KernelFloat>(x: &CudaStorage, src: &Layout, plan: &PermutePlan) -> Result<CudaSlice<T>> {
+    let dev = x.device();
+    let mut out = output::<T>(dev, src.shape().elem_count())?;
+    // The kernel reads from the view's first element: the plan's offset is this slice's start.
+    let from = T::as_cuda_slice(x)?.slice(src.start_offset()..);
+    let f = dev.get_or_load_custom_func(&format!("permute_rows_w{}", plan.word), MODULE, PTX)?;
+    let (words, row) = (plan.len(), plan.row);
+    let ([_, d1, d2, d3], [s0, s1, s2, s3]) = (plan.dims, plan.strides);
+    let mut l = f.builder();
+    l.arg(&from).arg(&mut out).arg(&words).arg(&row).arg(&d1).arg(&d2).arg(&d3).arg(&s0).arg(&s1).arg(&s2).arg(&s3);
+    // SAFETY: signature matches; out holds the view's elements = `words` words of `plan.word`
+    // bytes, and every read stays inside the view (the plan's strides are the layout's).
+    unsafe { l.launch(elementwise_cfg(words)) }.w()?;
     Ok(out)
 }
 
