@@ -228,12 +228,15 @@ pub(crate) fn dropout_seed(seed: u64, site: u64) -> u64 {
 }
 
 /// `hidden [B, S, H]` → the rows to project: all (`[B, S, H]`) or the selected ones (`[R, H]`).
+/// The selection is the embedding op (a row gather): its backward scatters with one thread per
+/// element on a GPU, where `index_select`'s (`index_add`, one thread per column) took 4.8 ms of
+/// a GLM-Base training step on an H200.
 pub(crate) fn output_rows(hidden: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
     match rows {
         None => Ok(hidden.clone()),
         Some(r) => {
             let h = hidden.dim(candle_core::D::Minus1)?;
-            Ok(hidden.reshape(((), h))?.index_select(&r.to_dtype(DType::U32)?, 0)?)
+            Ok(crate::ops::embedding(&hidden.reshape(((), h))?, r)?)
         }
     }
 }
