@@ -309,7 +309,7 @@ pub(crate) fn permute_rows(x: &CudaStorage, src: &Layout) -> Result<Option<CudaS
 fn permute_rows_typed<T: KernelFloat>(x: &CudaStorage, src: &Layout, plan: &PermutePlan) -> Result<CudaSlice<T>> {
     let dev = x.device();
     let mut out = output::<T>(dev, src.shape().elem_count())?;
-    // The kernel reads from the view's first element: the plan's offset is this slice's start.
+    // The kernel reads from the view's first element (word-aligned, as the plan checked).
     let from = T::as_cuda_slice(x)?.slice(src.start_offset()..);
     let f = dev.get_or_load_custom_func(&format!("permute_rows_w{}", plan.word), MODULE, PTX)?;
     let (words, row) = (plan.len(), plan.row);
