@@ -22,7 +22,9 @@
 # Steps 1–3 run twice: with candle's composite CUDA layers (`WENHUI_CUDA_OPS=composite`) and with
 # the fused ops, the default since they passed and were faster on an H200 (2026-11-28; attention
 # as cuBLAS GEMMs + two row kernels, linear, residual dropout; decoding steps as ten launches per
-# layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs.
+# layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs. The
+# training step runs a third time with the fused ops one graph node each (`WENHUI_LAYER_STACK=0`,
+# train-wenhui-per-op.jsonl) against the default, where the layer stack is one node (src/model/stack.rs).
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
@@ -69,7 +71,9 @@ fi
 if want train; then
   step "train step, bf16: wenhui with candle's composite layers"
   WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
-  step "train step, bf16: wenhui with the fused CUDA ops"
+  step "train step, bf16: wenhui with the fused CUDA ops, one graph node per op"
+  WENHUI_CUDA_OPS=fused WENHUI_LAYER_STACK=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-per-op.jsonl"
+  step "train step, bf16: wenhui with the fused CUDA ops, the layers as one node (the default)"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
   step "train step, bf16: pytorch eager"
   python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
@@ -128,7 +132,8 @@ def last_json(name):
 gpu = open(os.path.join(out, "gpu.txt")).read().strip()
 print(f"GPU: {gpu}")
 t = last_json("train-torch.jsonl")
-for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused ops)", "train-wenhui-fused.jsonl")):
+for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op nodes)", "train-wenhui-per-op.jsonl"),
+                    (" (fused, layer stack)", "train-wenhui-fused.jsonl")):
     w = last_json(name)
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s | "

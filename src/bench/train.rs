@@ -65,6 +65,9 @@ pub struct TrainReport {
     pub optimizer_ms: f64,
     /// Rayon threads.
     pub threads: usize,
+    /// Whether the layers trained as one graph node (the default with the fused CUDA ops;
+    /// `WENHUI_LAYER_STACK` overrides it; see `model::stack`).
+    pub layer_stack: bool,
 }
 
 /// Runs the benchmark on `c.device` (the CPU in f32, or a GPU in f32 or mixed precision).
@@ -133,6 +136,7 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
         backward_ms: phase(1),
         optimizer_ms: phase(2),
         threads: rayon::current_num_threads(),
+        layer_stack: crate::model::layer_stack_enabled(&candle_core::Tensor::zeros(1, compute, &dev)?),
     })
 }
 

@@ -7,6 +7,7 @@ use super::attention::{attend_decode, decode_fusable};
 use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_key_bias, build_mask, Attention};
+use super::stack;
 use super::{
     begin, check_ids, check_positions, default_positions, dropout, output_rows, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
     DefaultAttention, ModelKind,
@@ -227,6 +228,29 @@ impl GlmLayer {
         drop.residual(&x, &mlp, l, 3)
     }
 
+    /// The layer's parameters, in [`GlmConfig::parameter_shapes`] order (twelve).
+    fn params(&self) -> Vec<&Tensor> {
+        let mut p = self.input_layernorm.params();
+        p.extend(self.query_key_value.params());
+        p.extend(self.dense.params());
+        p.extend(self.post_attention_layernorm.params());
+        p.extend(self.dense_h_to_4h.params());
+        p.extend(self.dense_4h_to_h.params());
+        p
+    }
+
+    /// This layer computing with `p` (as [`Self::params`] lists them) in place of its own.
+    fn with_params(&self, p: &[Tensor]) -> Self {
+        Self {
+            input_layernorm: self.input_layernorm.with_params(&p[0..2]),
+            query_key_value: self.query_key_value.with_params(&p[2..4]),
+            dense: self.dense.with_params(&p[4..6]),
+            post_attention_layernorm: self.post_attention_layernorm.with_params(&p[6..8]),
+            dense_h_to_4h: self.dense_h_to_4h.with_params(&p[8..10]),
+            dense_4h_to_h: self.dense_4h_to_h.with_params(&p[10..12]),
+        }
+    }
+
     /// Whether any weight of the layer records gradients (the fused decoding ops have no backward).
     #[cfg(feature = "cuda")]
     fn trainable(&self) -> bool {
@@ -297,6 +321,29 @@ impl Glm {
     pub fn config(&self) -> &GlmConfig {
         &self.cfg
     }
+
+    /// Whether this pass trains the layers as one node ([`stack`]): a gradient can flow, the
+    /// stack is on for `x`'s device, and the dropouts are ones the fused ops take.
+    fn stack_trains(&self, x: &Tensor) -> bool {
+        let probs = [self.cfg.attention_dropout_prob, self.cfg.output_dropout_prob];
+        !self.layers.is_empty()
+            && probs.iter().all(|p| (0.0..1.0).contains(p))
+            && stack::enabled(x)
+            && (x.track_op() || self.layers.iter().any(|l| l.params().iter().any(|p| p.track_op())))
+    }
+
+    /// All layers as one graph node (see [`stack`]): the same layer code, recorded on a tape.
+    fn forward_stack(&self, x: &Tensor, ctx: &LayerCtx) -> Result<Tensor> {
+        let params: Vec<&Tensor> = self.layers.iter().flat_map(|l| l.params()).collect();
+        let per_layer = params.len() / self.layers.len();
+        stack::run(x, &params, |x, views| {
+            let mut x = x.clone();
+            for (l, (layer, p)) in self.layers.iter().zip(views.chunks(per_layer)).enumerate() {
+                x = layer.with_params(p).forward(&x, ctx, None, l, None)?;
+            }
+            Ok(x)
+        })
+    }
 }
 
 impl Backbone for Glm {
@@ -342,9 +389,13 @@ impl Backbone for Glm {
         let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, bias: bias.as_ref(), drop };
         let prune = if input.last_layer_rows_only && input.dropout_seed.is_none() { input.logit_rows.as_ref() } else { None };
         let last = self.layers.len().saturating_sub(1);
-        for (l, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| c.layer(l));
-            x = layer.forward(&x, &ctx, slot, l, prune.filter(|_| l == last))?;
+        if cache.is_none() && prune.is_none() && self.stack_trains(&x) {
+            x = self.forward_stack(&x, &ctx)?;
+        } else {
+            for (l, layer) in self.layers.iter().enumerate() {
+                let slot = cache.as_deref_mut().map(|c| c.layer(l));
+                x = layer.forward(&x, &ctx, slot, l, prune.filter(|_| l == last))?;
+            }
         }
         let hidden = self.final_layernorm.forward(&x)?;
         let rows = if prune.is_some() && !self.layers.is_empty() { None } else { input.logit_rows.as_ref() };

@@ -66,6 +66,16 @@ impl Linear {
         self.weight.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
     }
 
+    /// The weight, then the bias if any.
+    pub(crate) fn params(&self) -> Vec<&Tensor> {
+        std::iter::once(&self.weight).chain(&self.bias).collect()
+    }
+
+    /// This layer computing with `p` (shaped as [`Self::params`]) instead of its own parameters.
+    pub(crate) fn with_params(&self, p: &[Tensor]) -> Self {
+        Self { weight: p[0].clone(), bias: self.bias.as_ref().map(|_| p[1].clone()) }
+    }
+
     /// `x·Wᵀ` without the bias (a decoding step adds it inside a fused kernel).
     #[cfg(feature = "cuda")]
     pub(crate) fn product(&self, x: &Tensor) -> Result<Tensor> {
@@ -134,6 +144,14 @@ impl LayerNorm {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::layer_norm(x, &self.weight, &self.bias, self.eps)?)
     }
+    /// γ and β.
+    pub(crate) fn params(&self) -> Vec<&Tensor> {
+        vec![&self.weight, &self.bias]
+    }
+    /// This layer norm computing with `p` = [γ, β] instead of its own parameters.
+    pub(crate) fn with_params(&self, p: &[Tensor]) -> Self {
+        Self { weight: p[0].clone(), bias: p[1].clone(), eps: self.eps }
+    }
     /// Whether γ or β records gradients.
     #[cfg(feature = "cuda")]
     pub(crate) fn tracks(&self) -> bool {
@@ -184,6 +202,8 @@ impl Dropouts {
     pub(crate) fn residual(&self, x: &Tensor, y: &Tensor, layer: usize, k: u64) -> Result<Tensor> {
         match self.seed {
             Some(s) if self.hidden > 0.0 => Ok(ops::residual_dropout(x, y, self.hidden, super::dropout_seed(s, Self::site(layer, k)))?),
+            // A recording tape (`model::stack`) takes fused ops only; p = 0 keeps every element.
+            _ if ops::tape::recording() => Ok(ops::residual_dropout_op(x, y, 0.0, 0)?),
             _ => Ok((x + y)?),
         }
     }

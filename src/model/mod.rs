@@ -16,11 +16,13 @@ mod init;
 mod layers;
 mod load;
 mod mask;
+mod stack;
 
 pub use attention::KvCache;
 pub use layers::Gelu;
 pub use load::{load_model, read_weights, LoadOptions, LoadedModel, ModelConfig, ModelWeights};
 pub use mask::{build_mask, Attention};
+pub(crate) use stack::enabled as layer_stack_enabled;
 
 use crate::Result;
 use candle_core::{DType, Device, Tensor};

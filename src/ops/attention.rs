@@ -8,7 +8,8 @@
 //! the backward pass when a backward can follow and they fit [`KEEP_LIMIT`]; otherwise the
 //! backward recomputes them (as flash attention does). Work is split over (batch, head) pairs
 //! with rayon. On CUDA the same op runs as cuBLAS GEMMs and two row kernels
-//! (`src/ops/cuda/attention.rs`), keeping `P` only (`P'` is recomputed from the dropout hash).
+//! (`src/ops/cuda/attention.rs`), keeping `P` and `P'` as well, so that its backward recomputes
+//! neither (nor the dropout hash).
 
 use super::dropout::Mask;
 use super::softmax::{softmax_rows, softmax_rows_backward};
@@ -73,7 +74,7 @@ pub(crate) fn attention_keeping(
     let kept = keep(&[q, k, v], b * n * s * t, p, dt, keep_limit);
     let bias = host_bias(bias, b, t, scale)?;
     let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: None, kept };
-    q.contiguous()?.apply_op3(&k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
+    super::tape::apply_op3(&q.contiguous()?, &k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
 }
 
 /// Attention straight from a fused projection `qkv` `[B, S, 3H]` (Q | K | V along the last
@@ -93,7 +94,7 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<
     let op =
         Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: Some(heads), kept };
     let empty = Tensor::zeros(0, qkv.dtype(), qkv.device())?;
-    qkv.contiguous()?.apply_op3(&empty, &empty.clone(), op)
+    super::tape::apply_op3(&qkv.contiguous()?, &empty, &empty.clone(), op)
 }
 
 /// Most bytes of probabilities one attention op keeps from its forward pass for its backward
@@ -102,7 +103,7 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<
 const KEEP_LIMIT: usize = 64 << 20;
 
 /// [`KEEP_LIMIT`] on a GPU, where memory is plentiful and a recomputation costs a GEMM: a
-/// GLM-Base layer at batch 32 keeps 201 MB of bf16 probabilities.
+/// GLM-Base layer at batch 32 keeps 403 MB of bf16 probabilities (P and P').
 const CUDA_KEEP_LIMIT: usize = 1 << 30;
 
 fn keep_limit(x: &Tensor) -> usize {
@@ -117,17 +118,18 @@ fn keep_limit(x: &Tensor) -> usize {
 enum KeptProbs {
     /// Per (batch, head) pair, `P` and (with dropout) the dropped `P'`, each `[S, T]` (CPU).
     Pairs(Vec<(Tensor, Option<Tensor>)>),
-    /// `P` of all pairs, `[pairs, S, T]`, on the GPU (`P'` is recomputed from it).
+    /// `P` and (with dropout) `P'` of all pairs, `[pairs, S, T]` each, on the GPU.
     #[cfg(feature = "cuda")]
-    Device(candle_core::CudaStorage),
+    Device(super::cuda::attention::Kept),
 }
 
 /// Where the forward pass leaves its probabilities, when a backward pass can follow and they fit.
 fn keep(inputs: &[&Tensor], scores: usize, p: f64, dt: candle_core::DType, limit: usize) -> Option<Arc<Mutex<Option<KeptProbs>>>> {
-    // The CPU keeps P and P'; CUDA keeps P only.
-    let copies = if p > 0.0 && !inputs.iter().any(|t| t.device().is_cuda()) { 2 } else { 1 };
+    // P, and P' with dropout.
+    let copies = if p > 0.0 { 2 } else { 1 };
     let fits = scores * dt.size_in_bytes() * copies <= limit;
-    (fits && inputs.iter().any(|t| t.track_op())).then(|| Arc::new(Mutex::new(None)))
+    // A recording tape calls the backward later though its detached inputs track nothing.
+    (fits && (inputs.iter().any(|t| t.track_op()) || super::tape::recording())).then(|| Arc::new(Mutex::new(None)))
 }
 
 #[derive(Clone)]

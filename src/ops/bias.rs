@@ -12,7 +12,7 @@ pub fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
     if b.dims() != [n] {
         candle_core::bail!("add_bias: bias {:?} does not match the last dimension {n}", b.dims());
     }
-    in_kernel_dtype(y, |y| y.contiguous()?.apply_op2(&b.to_dtype(y.dtype())?.contiguous()?, AddBias))
+    in_kernel_dtype(y, |y| super::tape::apply_op2(&y.contiguous()?, &b.to_dtype(y.dtype())?.contiguous()?, AddBias))
 }
 
 struct AddBias;

@@ -18,7 +18,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if n > 0 && max as usize >= v {
         candle_core::bail!("cross_entropy: target id {max} is out of range for {v} classes");
     }
-    in_kernel_dtype(logits, |x| x.contiguous()?.apply_op2(&targets, CrossEntropy))
+    in_kernel_dtype(logits, |x| super::tape::apply_op2(&x.contiguous()?, &targets, CrossEntropy))
 }
 
 struct CrossEntropy;

@@ -17,7 +17,7 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     if p >= 1.0 {
         return x.zeros_like();
     }
-    in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Dropout { p, seed }))
+    in_kernel_dtype(x, |x| super::tape::apply_op1(&x.contiguous()?, Dropout { p, seed }))
 }
 
 /// `x + dropout(y, p, seed)` as one graph node: the same mask and the same numbers as the two
@@ -38,7 +38,7 @@ pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Ten
 /// The fused node of [`residual_dropout`] on any device, without the `WENHUI_CUDA_OPS` gate (for
 /// `bench parity`); `0 < p < 1` and equal shapes and dtypes.
 pub(crate) fn residual_dropout_op(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&y.contiguous()?, ResidualDropout(Dropout { p, seed }))
+    super::tape::apply_op2(&x.contiguous()?, &y.contiguous()?, ResidualDropout(Dropout { p, seed }))
 }
 
 #[derive(Clone, Copy)]

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 pub fn embedding(weight: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (_, h) = weight.dims2()?;
     let flat = ids.flatten_all()?.to_dtype(DType::U32)?.contiguous()?;
-    let rows = in_kernel_dtype(weight, |w| w.contiguous()?.apply_op2(&flat, Embedding))?;
+    let rows = in_kernel_dtype(weight, |w| super::tape::apply_op2(&w.contiguous()?, &flat, Embedding))?;
     let mut shape = ids.dims().to_vec();
     shape.push(h);
     rows.reshape(shape)

@@ -13,12 +13,12 @@ const CHUNK: usize = 8192;
 
 /// tanh-approximation GELU, differentiable.
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Gelu { erf: false }))
+    in_kernel_dtype(x, |x| super::tape::apply_op1(&x.contiguous()?, Gelu { erf: false }))
 }
 
 /// Exact (erf) GELU, differentiable.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    in_kernel_dtype(x, |x| x.contiguous()?.apply_op1(Gelu { erf: true }))
+    in_kernel_dtype(x, |x| super::tape::apply_op1(&x.contiguous()?, Gelu { erf: true }))
 }
 
 struct Gelu {

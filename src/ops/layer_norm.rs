@@ -14,7 +14,7 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
     }
     in_kernel_dtype(x, |x| {
         let dt = x.dtype();
-        x.contiguous()?.apply_op3(&gamma.to_dtype(dt)?.contiguous()?, &beta.to_dtype(dt)?.contiguous()?, LayerNorm { eps })
+        super::tape::apply_op3(&x.contiguous()?, &gamma.to_dtype(dt)?.contiguous()?, &beta.to_dtype(dt)?.contiguous()?, LayerNorm { eps })
     })
 }
 

@@ -27,7 +27,7 @@ pub fn linear_no_bias(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// [`super::gelu_tanh`] / [`super::gelu_erf`]. CPU, f32/f64, like [`linear`].
 pub fn linear_gelu(x: &Tensor, w: &Tensor, b: &Tensor, erf: bool) -> Result<Tensor> {
     // The pre-activation is kept only when a backward pass can follow.
-    let keep = x.track_op() || w.track_op() || b.track_op();
+    let keep = x.track_op() || w.track_op() || b.track_op() || super::tape::recording();
     apply(x, w, b, Some(Activation { erf, pre: keep.then(|| Arc::new(Mutex::new(None))) }))
 }
 
@@ -37,7 +37,7 @@ fn apply(x: &Tensor, w: &Tensor, b: &Tensor, act: Option<Activation>) -> Result<
         candle_core::bail!("linear: x {:?}, w {:?}, b {:?} do not fit", x.dims(), w.dims(), b.dims());
     }
     let dt = x.dtype();
-    x.contiguous()?.apply_op3(&w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None, act })
+    super::tape::apply_op3(&x.contiguous()?, &w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None, act })
 }
 
 /// A GELU applied to the linear output, and where its input is kept for the backward pass.

@@ -19,6 +19,7 @@ pub(crate) mod math;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) mod permute;
 mod softmax;
+pub(crate) mod tape;
 
 pub(crate) use attention::attention_keeping;
 pub use attention::{attention, attention_packed};

@@ -21,7 +21,7 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     if one != 1 || ms != s || mt != t || (mb != b && mb != 1) {
         candle_core::bail!("masked_softmax: mask {:?} does not fit scores {:?}", mask.dims(), scores.dims());
     }
-    in_kernel_dtype(scores, |x| x.contiguous()?.apply_op2(&mask.to_dtype(x.dtype())?.contiguous()?, MaskedSoftmax { scale }))
+    in_kernel_dtype(scores, |x| super::tape::apply_op2(&x.contiguous()?, &mask.to_dtype(x.dtype())?.contiguous()?, MaskedSoftmax { scale }))
 }
 
 struct MaskedSoftmax {

@@ -114,9 +114,12 @@ fn transposed(pairs: usize, rows: usize, cols: usize, offset: usize) -> Result<L
     Layout::contiguous_with_offset((pairs, rows, cols), offset).transpose(1, 2)
 }
 
+/// `P` and, with dropout, the dropped `P'` (`[pairs, S, T]` each), kept for the backward pass.
+pub(crate) type Kept = (CudaStorage, Option<CudaStorage>);
+
 /// The forward pass: the output (`[B, N, S, d]`, or `[B, S, H]` when packed) and, when `keep`,
-/// the probabilities `P` `[pairs, S, T]` for the backward pass.
-pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<CudaStorage>)> {
+/// the probabilities for the backward pass.
+pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<Kept>)> {
     let g = &p.geometry;
     let inputs = Inputs::new(x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
@@ -140,16 +143,16 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
     } else {
         out
     };
-    Ok((out, (keep && mode != 1).then_some(probs)))
+    Ok((out, (keep && mode != 1).then_some((probs, dropped))))
 }
 
 /// The backward pass from the output gradient `grad`: `[dQ | dK | dV]` one after the other, or
-/// `dQKV` `[B, S, 3H]` when packed. `kept`: `P` from the forward pass (else recomputed).
+/// `dQKV` `[B, S, 3H]` when packed. `kept`: `P` and `P'` from the forward pass (else recomputed).
 pub(crate) fn backward(
     x: [(&CudaStorage, &Layout); 3],
     grad: (&CudaStorage, &Layout),
     p: &Params,
-    kept: Option<CudaStorage>,
+    kept: Option<Kept>,
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
     let (pairs, s, t, d) = (g.pairs(), g.s, g.t, g.d);
@@ -166,28 +169,29 @@ pub(crate) fn backward(
         Some(o) => (o, Layout::contiguous((pairs, s, d))),
         None => (grad.0, Layout::contiguous_with_offset((pairs, s, d), grad.1.start_offset())),
     };
-    let probs = match kept {
+    let (probs, kept_dropped) = match kept {
         Some(kept) => kept,
         None => {
             let mut probs = matmul(q, (k.0, &transposed(pairs, t, d, k.1.start_offset())?), pairs, s, t, d)?;
             probs_rows(&mut probs, None, p, 0)?;
-            probs
+            (probs, None)
         }
     };
     let scores_l = Layout::contiguous(g.scores());
-    let dropped = match p.dropout {
-        (mixed, threshold, scale) if threshold > 0 => {
+    let dropped = match (kept_dropped, p.dropout) {
+        (Some(kept), _) => Some(kept),
+        // Recomputed from P with the forward pass's mask (the same hash).
+        (None, (mixed, threshold, scale)) if threshold > 0 => {
             Some(super::float_kernel!(probs, "attention dropout", |T| super::dropout::<T>((&probs, &scores_l), mixed, threshold, scale)?))
         }
         _ => None,
     };
     // dV = P'ᵀ · dO
     let dv = matmul((dropped.as_ref().unwrap_or(&probs), &transposed(pairs, s, t, 0)?), (go, &go_l), pairs, t, d, s)?;
-    drop(dropped);
     // dP' = dO · Vᵀ, then dS over it.
     let mut ds = matmul((go, &go_l), (v.0, &transposed(pairs, t, d, v.1.start_offset())?), pairs, s, t, d)?;
-    probs_backward_rows(&mut ds, &probs, p)?;
-    drop(probs);
+    probs_backward_rows(&mut ds, &probs, dropped.as_ref(), p)?;
+    drop((probs, dropped));
     // dQ = dS · K ; dK = dSᵀ · Q
     let dq = matmul((&ds, &scores_l), k, pairs, s, d, t)?;
     let dk = matmul((&ds, &transposed(pairs, s, t, 0)?), q, pairs, t, d, s)?;
@@ -265,29 +269,42 @@ fn probs_rows_typed<T: KernelFloat>(scores: &mut CudaStorage, dropped: Option<&m
     Ok(())
 }
 
-/// Runs `attn_probs_bwd`: `dp` (the gradient of `P'`) becomes the gradient of the scores.
-fn probs_backward_rows(dp: &mut CudaStorage, probs: &CudaStorage, p: &Params) -> Result<()> {
+/// Runs `attn_probs_bwd`: `dp` (the gradient of `P'`) becomes the gradient of the scores, from
+/// `P` and the dropped `P'` (`None` without dropout).
+fn probs_backward_rows(dp: &mut CudaStorage, probs: &CudaStorage, dropped: Option<&CudaStorage>, p: &Params) -> Result<()> {
     match dp.dtype() {
-        DType::F32 => probs_backward_typed::<f32>(dp, probs, p),
-        DType::F64 => probs_backward_typed::<f64>(dp, probs, p),
-        DType::BF16 => probs_backward_typed::<half::bf16>(dp, probs, p),
-        DType::F16 => probs_backward_typed::<half::f16>(dp, probs, p),
+        DType::F32 => probs_backward_typed::<f32>(dp, probs, dropped, p),
+        DType::F64 => probs_backward_typed::<f64>(dp, probs, dropped, p),
+        DType::BF16 => probs_backward_typed::<half::bf16>(dp, probs, dropped, p),
+        DType::F16 => probs_backward_typed::<half::f16>(dp, probs, dropped, p),
         other => candle_core::bail!("attention: unsupported dtype {other:?} on CUDA"),
     }
 }
 
-fn probs_backward_typed<T: KernelFloat>(dp: &mut CudaStorage, probs: &CudaStorage, p: &Params) -> Result<()> {
+fn probs_backward_typed<T: KernelFloat>(
+    dp: &mut CudaStorage,
+    probs: &CudaStorage,
+    dropped: Option<&CudaStorage>,
+    p: &Params,
+) -> Result<()> {
     let dev = dp.device().clone();
     let g = &p.geometry;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
     let pv = T::as_cuda_slice(probs)?;
+    let pd = dropped.map(|d| T::as_cuda_slice(d)).transpose()?;
     let f = dev.get_or_load_custom_func(&name::<T>("attn_probs_bwd"), MODULE, PTX)?;
     let d = T::as_cuda_slice_mut(dp)?;
+    let null: u64 = 0;
     let mut l = f.builder();
+    l.arg(d).arg(pv);
+    match pd {
+        Some(pd) => l.arg(pd),
+        None => l.arg(&null),
+    };
     let (heads, sl, t, mb, sc) = (g.heads as i32, g.s as i32, g.t as i32, g.mask_batches as i32, p.scale);
-    let (mixed, threshold, keep_scale) = p.dropout;
-    l.arg(d).arg(pv).arg(&mask).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc).arg(&mixed).arg(&threshold).arg(&keep_scale);
-    // SAFETY: the argument list matches the kernel's signature; dp and probs hold pairs × S × T elements.
+    l.arg(&mask).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
+    // SAFETY: the argument list matches the kernel's signature; dp, probs and (when given) the
+    // dropped probabilities hold pairs × S × T elements; a null `pd` means P' = P.
     unsafe { l.launch(rows_cfg(g.pairs() * g.s, g.t)) }.w()?;
     Ok(())
 }

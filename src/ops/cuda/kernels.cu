@@ -320,26 +320,25 @@ __device__ void attn_probs_fwd(T* sc, T* pd, const T* m, const double* bias, int
   }
 }
 
-// dS over dP' (the gradient of the dropped probabilities): g = dP'·keep/(1 − p), dS = P ⊙ (g − Σ g·P)·scale·m.
+// dS over dP' (the gradient of the dropped probabilities P', which the forward pass kept in `pd`;
+// nullptr without dropout, where P' = P): with g = dP'·keep·[kept], P ⊙ g = dP' ⊙ P', so
+// dS = (dP' ⊙ P' − P · Σ dP' ⊙ P')·scale·m, and no dropout hash is recomputed.
 template <typename T>
-__device__ void attn_probs_bwd(T* dp, const T* p, const T* m, int heads, int s_len, int t, int mask_batches, double scale,
-                               uint64_t mixed_seed, uint64_t threshold, double keep_scale) {
+__device__ void attn_probs_bwd(T* dp, const T* p, const T* pd, const T* m, int heads, int s_len, int t, int mask_batches,
+                               double scale) {
   typedef typename Num<T>::A A;
   const size_t row = blockIdx.x;
   T* dr = dp + row * t;
   const T* pr = p + row * t;
+  const T* qr = (pd ? pd : p) + row * t;
   const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
   A dot = 0;
-  for (int i = threadIdx.x; i < t; i += blockDim.x) {
-    A g = Num<T>::to(dr[i]);
-    if (threshold > 0) g = dropped(mixed_seed, threshold, row * t + i) ? A(0) : g * A(keep_scale);
-    dot += g * Num<T>::to(pr[i]);
-  }
+  for (int i = threadIdx.x; i < t; i += blockDim.x) dot += Num<T>::to(dr[i]) * Num<T>::to(qr[i]);
   dot = block_sum(dot);
+  // Each thread reads and then overwrites only its own elements: in place is safe.
   for (int i = threadIdx.x; i < t; i += blockDim.x) {
-    A g = Num<T>::to(dr[i]);
-    if (threshold > 0) g = dropped(mixed_seed, threshold, row * t + i) ? A(0) : g * A(keep_scale);
-    dr[i] = Num<T>::of(Num<T>::to(pr[i]) * (g - dot) * Num<T>::to(mr[i]) * A(scale));
+    const A g = Num<T>::to(dr[i]) * Num<T>::to(qr[i]) - Num<T>::to(pr[i]) * dot;
+    dr[i] = Num<T>::of(g * Num<T>::to(mr[i]) * A(scale));
   }
 }
 
@@ -496,10 +495,9 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
     attn_probs_fwd<T>(sc, pd, m, bias, bias_rows, heads, s_len, t, mask_batches, scale, mixed_seed, threshold,   \
                       keep_scale, mode);                                                                         \
   }                                                                                                              \
-  extern "C" __global__ void attn_probs_bwd_##SUF(T* dp, const T* p, const T* m, int heads, int s_len, int t,       \
-                                                  int mask_batches, double scale, uint64_t mixed_seed,           \
-                                                  uint64_t threshold, double keep_scale) {                       \
-    attn_probs_bwd<T>(dp, p, m, heads, s_len, t, mask_batches, scale, mixed_seed, threshold, keep_scale);        \
+  extern "C" __global__ void attn_probs_bwd_##SUF(T* dp, const T* p, const T* pd, const T* m, int heads,         \
+                                                  int s_len, int t, int mask_batches, double scale) {            \
+    attn_probs_bwd<T>(dp, p, pd, m, heads, s_len, t, mask_batches, scale);                                       \
   }                                                                                                              \
   extern "C" __global__ void decode_attention_##SUF(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m,       \
                                                     int mask_batches, const T* kb, int kb_batches, T* out,       \

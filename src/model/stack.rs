@@ -1,0 +1,289 @@
+//! A training pass's layer stack as one candle node (the default on CUDA with the fused ops).
+//!
+//! The layers run on detached copies of their input and of their parameters while
+//! [`crate::ops::tape`] records the fused ops; one node over (the input, the concatenated
+//! parameters) then stands for all of them in candle's graph. Its backward replays the tape: the
+//! same ops' own backward kernels, but each gradient is kept as it arrives instead of being added
+//! into a fresh zero buffer as candle's backward does for every node, and the parameters'
+//! gradients are written straight into one buffer. The numbers are the per-op path's: same
+//! kernels, same order within each op.
+//!
+//! `WENHUI_LAYER_STACK=0` turns it off (per-op nodes, for comparison); `=1` turns it on for the
+//! fused CPU ops too, where it measured no faster (see [`enabled`]).
+
+use crate::ops::tape::Tape;
+use crate::Result;
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, TensorId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Where `WENHUI_LAYER_STACK` leaves the stack: on, off, or the default for the device.
+fn setting() -> Option<bool> {
+    static FROM_ENV: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    *FROM_ENV.get_or_init(|| match std::env::var("WENHUI_LAYER_STACK").as_deref() {
+        Ok("1") | Ok("on") => Some(true),
+        Ok("0") | Ok("off") => Some(false),
+        Ok(other) => {
+            tracing::warn!("WENHUI_LAYER_STACK={other}: expected 0/off or 1/on; using the default");
+            None
+        }
+        Err(_) => None,
+    })
+}
+
+thread_local! {
+    /// A per-thread override of [`setting`] (tests compare both paths side by side).
+    static OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the stack forced on or off on this thread.
+#[cfg(test)]
+pub(crate) fn with_stack<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let before = OVERRIDE.with(|o| o.replace(Some(on)));
+    let out = f();
+    OVERRIDE.with(|o| o.set(before));
+    out
+}
+
+/// Whether a training pass over `x` runs its layers as one node: the fused ops must take `x`.
+/// On by default with the fused CUDA ops; off by default on the CPU, where candle's extra adds
+/// are a few percent of a step and the concatenated parameters cost about as much.
+pub(crate) fn enabled(x: &Tensor) -> bool {
+    let fused_cuda = crate::ops::cuda_fused(x);
+    if !(fused_cuda || crate::ops::fused_cpu(x)) {
+        return false;
+    }
+    OVERRIDE.with(|o| o.get()).or_else(setting).unwrap_or(fused_cuda)
+}
+
+/// Runs `forward(input, params)` recorded on a tape and returns its output as one graph node
+/// over `x` and `params` (cast to `x`'s dtype). `forward` gets detached `x` and views of the
+/// parameters in `params`' order, and may use only the fused ops of [`crate::ops`] (anything
+/// else fails with an error naming the op).
+pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, &[Tensor]) -> Result<Tensor>) -> Result<Tensor> {
+    let dt = x.dtype();
+    let tracked = params.iter().any(|p| p.track_op());
+    // The graph sees one parameter tensor: the concatenation (candle splits its gradient back).
+    let flat = if tracked {
+        let parts = params.iter().map(|p| p.to_dtype(dt)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+        Tensor::cat(&parts, 0)?
+    } else {
+        Tensor::zeros(0, dt, x.device())?
+    };
+    let (flat_d, xd) = (flat.detach(), x.detach());
+    let mut views = Vec::with_capacity(params.len());
+    let mut offsets = HashMap::new();
+    let mut at = 0;
+    for p in params {
+        let view = if tracked { flat_d.narrow(0, at, p.elem_count())?.reshape(p.shape())? } else { p.to_dtype(dt)?.detach() };
+        offsets.insert(view.id(), at);
+        at += p.elem_count();
+        views.push(view);
+    }
+    let leaves: Vec<&Tensor> = std::iter::once(&xd).chain(&views).collect();
+    let (out, tape) = Tape::record(&leaves, || forward(&xd, &views))?;
+    #[cfg(test)]
+    RUNS.with(|r| r.set(r.get() + 1));
+    tracing::trace!(ops = tape.len(), "layer stack recorded");
+    let node = Stack { out: out.clone(), saved: Mutex::new(Some(Saved { tape, x: xd.id(), offsets })) };
+    Ok(x.apply_op2(&flat, node)?)
+}
+
+/// What the backward pass needs.
+struct Saved {
+    tape: Tape,
+    /// The detached input.
+    x: TensorId,
+    /// Offset of each parameter view in the concatenation.
+    offsets: HashMap<TensorId, usize>,
+}
+
+/// The node: its forward hands out a copy of the recorded output (one per pass), its backward
+/// replays the tape.
+struct Stack {
+    out: Tensor,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// A fresh contiguous copy of `s` under `l`.
+fn copy_of<S>(s: &S, l: &Layout) -> candle_core::Result<S>
+where
+    S: BackendStorage,
+    S::Device: BackendDevice<Storage = S>,
+{
+    // SAFETY: `copy_strided_src` writes every element of the new buffer before it is read.
+    let mut dst = unsafe { s.device().alloc_uninit(l.shape(), s.dtype())? };
+    s.copy_strided_src(&mut dst, 0, l)?;
+    Ok(dst)
+}
+
+impl CustomOp2 for Stack {
+    fn name(&self) -> &'static str {
+        "wenhui-layer-stack"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (s, l) = self.out.storage_and_layout();
+        match &*s {
+            candle_core::Storage::Cpu(c) => Ok((copy_of(c, l)?, l.shape().clone())),
+            _ => candle_core::bail!("layer stack: the recorded output is not on the CPU"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (s, l) = self.out.storage_and_layout();
+        match &*s {
+            candle_core::Storage::Cuda(c) => Ok((copy_of(c, l)?, l.shape().clone())),
+            _ => candle_core::bail!("layer stack: the recorded output is not on the GPU"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, flat: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("layer stack: poisoned lock".into()))?.take();
+        let Some(Saved { tape, x: xid, offsets }) = saved else {
+            candle_core::bail!("layer stack: a second backward pass through one forward pass; run the forward pass again")
+        };
+        // Parameter gradients land in one buffer as each is complete (a view of a larger backward
+        // buffer would otherwise keep that buffer alive to the end).
+        let dflat = if flat.elem_count() > 0 { Some(Tensor::zeros(flat.elem_count(), flat.dtype(), flat.device())?) } else { None };
+        let mut dx = None;
+        tape.backward(&self.out, grad.clone(), |id, g| {
+            if id == xid {
+                dx = Some(g);
+            } else if let (Some(&at), Some(d)) = (offsets.get(&id), &dflat) {
+                d.slice_set(&g.contiguous()?.flatten_all()?, 0, at)?;
+            }
+            Ok(())
+        })?;
+        let dx = dx.map(|g| g.reshape(x.shape())).transpose()?;
+        Ok((dx, dflat))
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Stacks run on this thread (tests check that the stack path was taken).
+    static RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::glm::GlmConfig;
+    use crate::model::{Attention, BackboneInput, ModelConfig};
+    use candle_core::{DType, Device, Var};
+
+    /// Every parameter's gradient (by name) and the loss of one training pass, stack on or off.
+    fn pass(cfg: &ModelConfig, stack: bool, seed: Option<u64>) -> (f32, Vec<(String, Tensor)>, usize) {
+        let dev = Device::Cpu;
+        let (vars, model) = cfg.build_trainable(Some(cfg.init_weights(3).unwrap()), DType::F32, &dev).unwrap();
+        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2, 11], [3, 3, 8, 21, 30, 1, 0]], &dev).unwrap();
+        let mut input = BackboneInput::ids(ids).with_attention(Attention::Sep(vec![4, 3]));
+        if let Some(s) = seed {
+            input = input.with_dropout(s);
+        }
+        let before = RUNS.with(|r| r.get());
+        let (loss, grads) = with_stack(stack, || {
+            let logits = model.forward(&input, None).unwrap().logits;
+            let r = Tensor::randn(0f32, 1.0, logits.shape(), &dev).unwrap().affine(0.0, 0.0).unwrap();
+            let weights =
+                (r + Tensor::arange(0f32, logits.elem_count() as f32, &dev).unwrap().reshape(logits.shape()).unwrap().sin().unwrap())
+                    .unwrap();
+            let loss = (logits * weights).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            (loss.to_scalar::<f32>().unwrap(), grads)
+        });
+        let runs = RUNS.with(|r| r.get()) - before;
+        let data = vars.data().lock().unwrap();
+        let mut out: Vec<(String, Tensor)> =
+            data.iter().map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{n}: no gradient")).clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        (loss, out, runs)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_stack_gives_every_parameter_the_per_op_gradient() {
+        for gelu in [crate::model::Gelu::Tanh, crate::model::Gelu::Erf] {
+            let mut glm = GlmConfig::new(3, 16, 2, 40, 12);
+            glm.gelu = gelu;
+            let cfg = ModelConfig::Glm(glm);
+            for seed in [Some(7), None] {
+                let (loss_a, a, runs_a) = pass(&cfg, false, seed);
+                let (loss_b, b, runs_b) = pass(&cfg, true, seed);
+                assert_eq!((runs_a, runs_b), (0, 1), "the stack path runs only when on");
+                assert!((loss_a - loss_b).abs() <= 1e-5 * loss_a.abs().max(1.0), "loss {loss_a} vs {loss_b}");
+                assert_eq!(a.len(), cfg.parameter_shapes().len());
+                for ((name, ga), (_, gb)) in a.iter().zip(&b) {
+                    let scale = ga.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(scale > 0.0, "{name}: zero gradient");
+                    let d = max_diff(ga, gb);
+                    assert!(d <= 1e-5 * scale.max(1.0), "{name} ({gelu:?}, seed {seed:?}): stack differs by {d} (scale {scale})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frozen_layers_pass_the_gradient_to_trainable_inputs() {
+        // P-tuning's case: the language model is frozen, the input embeddings are trained.
+        let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
+        let dev = Device::Cpu;
+        let model = cfg.build_frozen(cfg.init_weights(4).unwrap(), DType::F32, &dev).unwrap();
+        let emb = Var::from_tensor(&Tensor::randn(0f32, 0.1, (2, 5, 16), &dev).unwrap()).unwrap();
+        let grad = |stack: bool| {
+            with_stack(stack, || {
+                let input = BackboneInput::embeddings(emb.as_tensor().clone()).with_attention(Attention::Sep(vec![3, 5])).with_dropout(3);
+                let logits = model.forward(&input, None).unwrap().logits;
+                let loss = logits.sqr().unwrap().sum_all().unwrap();
+                loss.backward().unwrap().get(emb.as_tensor()).expect("the input gets a gradient").clone()
+            })
+        };
+        let before = RUNS.with(|r| r.get());
+        let (a, b) = (grad(false), grad(true));
+        assert_eq!(RUNS.with(|r| r.get()) - before, 1);
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(scale > 0.0 && max_diff(&a, &b) <= 1e-5 * scale.max(1.0), "input gradient differs by {}", max_diff(&a, &b));
+    }
+
+    #[test]
+    fn a_second_backward_through_one_pass_is_an_error_not_a_wrong_gradient() {
+        let cfg = ModelConfig::Glm(GlmConfig::new(1, 16, 2, 40, 12));
+        let dev = Device::Cpu;
+        let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(5).unwrap()), DType::F32, &dev).unwrap();
+        with_stack(true, || {
+            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev).unwrap()).with_dropout(1);
+            let loss = model.forward(&input, None).unwrap().logits.sum_all().unwrap();
+            loss.backward().unwrap();
+            let err = loss.backward().expect_err("the tape is spent").to_string();
+            assert!(err.contains("second backward"), "{err}");
+        });
+    }
+
+    #[test]
+    fn inference_and_cached_passes_never_take_the_stack() {
+        let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
+        let dev = Device::Cpu;
+        let (_vars, trainable) = cfg.build_trainable(Some(cfg.init_weights(6).unwrap()), DType::F32, &dev).unwrap();
+        let frozen = cfg.build_frozen(cfg.init_weights(6).unwrap(), DType::F32, &dev).unwrap();
+        let before = RUNS.with(|r| r.get());
+        with_stack(true, || {
+            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev).unwrap());
+            frozen.forward(&input, None).unwrap();
+            let mut cache = crate::model::KvCache::new(2);
+            trainable.forward(&input, Some(&mut cache)).unwrap();
+        });
+        assert_eq!(RUNS.with(|r| r.get()), before, "nothing to train through: per-op path");
+    }
+}
