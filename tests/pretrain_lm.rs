@@ -150,9 +150,11 @@ fn lm_objectives_make_the_documented_batches() {
         BatchStream::new(&corpus, ids.clone(), cfg, tokens, sentence_end_ids(&tok), Cursor::default()).unwrap().next_batch().unwrap()
     };
     let b = make(LmObjective::Causal);
-    for (row, t) in b.tokens.iter().zip(&b.targets) {
+    for ((row, t), &len) in b.tokens.iter().zip(&b.targets).zip(&b.lengths) {
         assert_ne!(row[0], tokens.cls, "a causal sample starts with its first word");
-        assert_eq!(&row[1..row.len()], &t[..t.len() - 1], "targets are the inputs shifted by one");
+        assert_eq!(&row[1..len], &t[..len - 1], "targets are the inputs shifted by one");
+        assert_eq!(row.len() % wenhui::data::stream::PAD_MULTIPLE, 0, "rows are padded to the alignment multiple");
+        assert!(row[len..].iter().all(|&p| p == tokens.eos), "padding after the sample");
     }
     let b = make(LmObjective::Mlm { random_below: tok.vocab_size(false) as u32 });
     for (row, t) in b.tokens.iter().zip(&b.targets) {

@@ -5,7 +5,7 @@ mod forward;
 mod generate;
 mod parity;
 mod poem;
-mod train;
+pub(crate) mod train;
 
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
 pub use generate::{bench_generate, bench_generate_on, DecodeLoopReport, GenerateBench, GenerateReport};

@@ -49,7 +49,8 @@ pub struct TrainReport {
     pub params: usize,
     /// Median step time in ms.
     pub step_ms: f64,
-    /// Input tokens per step (Part A + Part B, padding included), averaged over the timed steps.
+    /// Input tokens per step (Part A + Part B, rows padded to the longest; not the alignment
+    /// padding to `data::stream::PAD_MULTIPLE` after it), averaged over the timed steps.
     pub tokens_per_step: f64,
     /// Tokens per second at the median step time.
     pub tokens_per_s: f64,
@@ -98,7 +99,8 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     let mut next = batches.iter();
     let ms = median_ms(1, c.steps, || {
         let batch = next.next().ok_or_else(|| Error::input("bench train: out of batches"))?;
-        let s = batch.tokens.first().map_or(0, |r| r.len()) as f64;
+        // Rows as long as the longest sample (not the alignment padding after it).
+        let s = batch.lengths.iter().copied().max().unwrap_or(0) as f64;
         tokens += (c.batch as f64) * s;
         attn_flops += 12.0 * (c.layers * c.batch) as f64 * s * s * c.hidden as f64;
         let t0 = std::time::Instant::now();

@@ -93,10 +93,20 @@ pub struct Batch {
     pub objective: Objective,
 }
 
+/// Rows are padded to a multiple of this many tokens. On a GPU the attention's GEMMs have the
+/// sequence length as a leading dimension, and cuBLAS needs it 16-byte aligned for its fast
+/// tensor-core kernels: at S = 531 (512 text tokens plus the spans) a GLM-Base step ran them as
+/// 2-byte-aligned sm80 kernels, 2–4× slower per call than PyTorch's at S = 512 (H200 profile,
+/// 2026-11-28). The padding sits after every real token, which no real token attends to in any
+/// of the three attention patterns, and carries no loss; the CPU pads the same way, so a seed
+/// gives the same batches on every device.
+pub const PAD_MULTIPLE: usize = 8;
+
 impl Batch {
-    /// Pads samples to the longest with `pad` (positions 0, no loss).
+    /// Pads samples with `pad` (positions 0, no loss) to the longest, rounded up to a multiple
+    /// of [`PAD_MULTIPLE`].
     pub fn from_samples(samples: Vec<Sample>, pad: u32) -> Self {
-        let len = samples.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
+        let len = samples.iter().map(|s| s.tokens.len()).max().unwrap_or(0).next_multiple_of(PAD_MULTIPLE);
         let objective = samples.first().map_or(Objective::Token, |s| s.objective);
         let mut b =
             Batch { tokens: vec![], targets: vec![], loss_mask: vec![], positions: vec![], seps: vec![], lengths: vec![], objective };

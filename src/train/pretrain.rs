@@ -439,3 +439,64 @@ pub(crate) fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::Pro
     bar.set_position(start);
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::train::RandomCorpus;
+    use crate::data::stream::PAD_MULTIPLE;
+
+    /// The alignment padding sits where no real token looks: more of it changes no loss.
+    #[test]
+    fn alignment_padding_changes_no_real_token() {
+        let corpus = RandomCorpus::new(64, 20);
+        let batch = corpus.stream(20, 3).unwrap().next_batch().unwrap();
+        let s = batch.tokens[0].len();
+        assert_eq!(s % PAD_MULTIPLE, 0);
+        assert!(batch.lengths.iter().all(|&l| l <= s) && batch.lengths.iter().max() > Some(&(s - PAD_MULTIPLE)));
+        let mut longer = batch.clone();
+        for (i, row) in longer.tokens.iter_mut().enumerate() {
+            row.extend([0; PAD_MULTIPLE]);
+            longer.targets[i].extend([0; PAD_MULTIPLE]);
+            longer.loss_mask[i].extend([0.0; PAD_MULTIPLE]);
+            longer.positions[i][0].extend([0; PAD_MULTIPLE]);
+            longer.positions[i][1].extend([0; PAD_MULTIPLE]);
+        }
+        let bert = BertConfig {
+            vocab_size: 64,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 64,
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+            initializer_range: 0.02,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+        };
+        let gpt2 = Gpt2Config {
+            vocab_size: 64,
+            n_embd: 16,
+            n_layer: 2,
+            n_head: 2,
+            n_positions: 40,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: "gelu_new".into(),
+            initializer_range: 0.02,
+            embd_pdrop: 0.1,
+            attn_pdrop: 0.1,
+            resid_pdrop: 0.1,
+        };
+        let configs = [ModelConfig::Glm(GlmConfig::new(2, 16, 2, 64, 40)), ModelConfig::Bert(bert), ModelConfig::Gpt2(gpt2)];
+        for cfg in configs {
+            let model = cfg.build_frozen(cfg.init_weights(1).unwrap(), DType::F32, &Device::Cpu).unwrap();
+            let loss = |b: &Batch| batch_loss(model.as_ref(), b, None).unwrap().0.to_scalar::<f32>().unwrap();
+            let (a, b) = (loss(&batch), loss(&longer));
+            assert!(a > 1.0 && a.is_finite(), "{:?}: loss {a}", cfg.kind());
+            assert!((a - b).abs() < 1e-5, "{:?}: loss {a} with {s} columns, {b} with {}", cfg.kind(), s + PAD_MULTIPLE);
+        }
+    }
+}
