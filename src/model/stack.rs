@@ -18,6 +18,9 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, TensorId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Parameters start at multiples of this many elements in the concatenation (16 bytes in bf16).
+const ALIGN: usize = 8;
+
 /// Where `WENHUI_LAYER_STACK` leaves the stack: on, off, or the default for the device.
 fn setting() -> Option<bool> {
     static FROM_ENV: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
@@ -64,9 +67,22 @@ pub(crate) fn enabled(x: &Tensor) -> bool {
 pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, &[Tensor]) -> Result<Tensor>) -> Result<Tensor> {
     let dt = x.dtype();
     let tracked = params.iter().any(|p| p.track_op());
-    // The graph sees one parameter tensor: the concatenation (candle splits its gradient back).
+    // The graph sees one parameter tensor: the concatenation (candle splits its gradient back),
+    // each parameter starting at a multiple of ALIGN elements, as GEMMs want their operands.
+    let mut starts = Vec::with_capacity(params.len());
     let flat = if tracked {
-        let parts = params.iter().map(|p| p.to_dtype(dt)?.flatten_all()).collect::<candle_core::Result<Vec<_>>>()?;
+        let mut parts = Vec::with_capacity(2 * params.len());
+        let mut at = 0;
+        for p in params {
+            starts.push(at);
+            parts.push(p.to_dtype(dt)?.flatten_all()?);
+            at += p.elem_count();
+            let gap = at.next_multiple_of(ALIGN) - at;
+            if gap > 0 {
+                parts.push(Tensor::zeros(gap, dt, x.device())?);
+                at += gap;
+            }
+        }
         Tensor::cat(&parts, 0)?
     } else {
         Tensor::zeros(0, dt, x.device())?
@@ -74,11 +90,15 @@ pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, 
     let (flat_d, xd) = (flat.detach(), x.detach());
     let mut views = Vec::with_capacity(params.len());
     let mut offsets = HashMap::new();
-    let mut at = 0;
-    for p in params {
-        let view = if tracked { flat_d.narrow(0, at, p.elem_count())?.reshape(p.shape())? } else { p.to_dtype(dt)?.detach() };
-        offsets.insert(view.id(), at);
-        at += p.elem_count();
+    for (i, p) in params.iter().enumerate() {
+        let view = match starts.get(i) {
+            Some(&at) => {
+                let v = flat_d.narrow(0, at, p.elem_count())?.reshape(p.shape())?;
+                offsets.insert(v.id(), at);
+                v
+            }
+            None => p.to_dtype(dt)?.detach(),
+        };
         views.push(view);
     }
     let leaves: Vec<&Tensor> = std::iter::once(&xd).chain(&views).collect();
@@ -178,7 +198,7 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::model::glm::GlmConfig;
-    use crate::model::{Attention, BackboneInput, ModelConfig};
+    use crate::model::{Attention, BackboneInput, Gelu, ModelConfig};
     use candle_core::{DType, Device, Var};
 
     /// Every parameter's gradient (by name) and the loss of one training pass, stack on or off.
@@ -215,8 +235,9 @@ mod tests {
 
     #[test]
     fn the_stack_gives_every_parameter_the_per_op_gradient() {
-        for gelu in [crate::model::Gelu::Tanh, crate::model::Gelu::Erf] {
-            let mut glm = GlmConfig::new(3, 16, 2, 40, 12);
+        // H = 12: parameters of 12 and 36 elements leave alignment gaps in the concatenation.
+        for (gelu, layers, hidden, heads) in [(Gelu::Tanh, 3, 16, 2), (Gelu::Erf, 3, 16, 2), (Gelu::Tanh, 2, 12, 3)] {
+            let mut glm = GlmConfig::new(layers, hidden, heads, 40, 12);
             glm.gelu = gelu;
             let cfg = ModelConfig::Glm(glm);
             for seed in [Some(7), None] {

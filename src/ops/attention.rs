@@ -120,7 +120,7 @@ enum KeptProbs {
     Pairs(Vec<(Tensor, Option<Tensor>)>),
     /// `P` and (with dropout) `P'` of all pairs, `[pairs, S, T]` each, on the GPU.
     #[cfg(feature = "cuda")]
-    Device(super::cuda::attention::Kept),
+    Device(Box<super::cuda::attention::Kept>),
 }
 
 /// Where the forward pass leaves its probabilities, when a backward pass can follow and they fit.
@@ -457,7 +457,7 @@ impl CustomOp3 for Attention {
             None => {
                 let (out, probs) = gpu::forward(x, &params, self.kept.is_some())?;
                 if let Some(probs) = probs {
-                    self.store(KeptProbs::Device(probs))?;
+                    self.store(KeptProbs::Device(Box::new(probs)))?;
                 }
                 Ok((out, out_shape))
             }
@@ -467,7 +467,7 @@ impl CustomOp3 for Attention {
                 // P is used once: taken, not copied (a second backward pass recomputes it).
                 let kept = match &self.kept {
                     Some(slot) => match slot.lock().map_err(|_| candle_core::Error::Msg("attention: poisoned lock".into()))?.take() {
-                        Some(KeptProbs::Device(p)) => Some(p),
+                        Some(KeptProbs::Device(p)) => Some(*p),
                         _ => None,
                     },
                     None => None,

@@ -4,22 +4,112 @@
 //! instead of candle's transpose, reshape, matmul, reshape and bias nodes, each of which would
 //! allocate and accumulate an activation-sized gradient buffer.
 
-use super::{column_sum, float_kernel};
+use super::{column_sum, float_kernel, output, view, KernelFloat};
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::{CudaStorage, Layout, Result};
+use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use candle_core::cuda_backend::DeviceId;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// `x [rows, in] · wᵀ + b` (an empty `b`: no bias) as `[rows, out]`.
 pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b: (&CudaStorage, &Layout)) -> Result<CudaStorage> {
     let (out, inp) = w.1.shape().dims2()?;
     let rows = x.1.shape().elem_count() / inp.max(1);
     let xl = Layout::contiguous_with_offset((rows, inp), x.1.start_offset());
-    let wt = Layout::contiguous_with_offset((out, inp), w.1.start_offset()).transpose(0, 1)?;
-    let y = x.0.matmul(w.0, (1, rows, out, inp), &xl, &wt)?;
-    if b.1.shape().elem_count() == 0 {
+    let wl = Layout::contiguous_with_offset((out, inp), w.1.start_offset());
+    let has_bias = b.1.shape().elem_count() > 0;
+    if has_bias && rows > 0 {
+        match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp)) {
+            Ok(Some(y)) => return Ok(y),
+            Ok(None) => {}
+            Err(e) => warn_once(&e),
+        }
+    }
+    let y = x.0.matmul(w.0, (1, rows, out, inp), &xl, &wl.transpose(0, 1)?)?;
+    if !has_bias {
         return Ok(y);
     }
     let yl = Layout::contiguous((rows, out));
     Ok(float_kernel!(y, "linear bias", |T| super::add_bias::<T>((&y, &yl), b)?))
+}
+
+/// `x·wᵀ + b` in half precision as one cublasLt GEMM with the bias added in its epilogue (as
+/// PyTorch's `F.linear` does), instead of a GEMM and a bias kernel that reads and writes the
+/// output again (5.4 ms of a 135 ms GLM-Base step on an H200). `None` for f32 and f64: candle's
+/// cuBLAS call keeps f32 exact unless `--tf32` (cudarc's cublasLt computes f32 in TF32).
+fn forward_with_epilogue(
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    (rows, out, inp): (usize, usize, usize),
+) -> Result<Option<CudaStorage>> {
+    let dev = x.0.device();
+    let y = match x.0.dtype() {
+        DType::BF16 => CudaStorage::wrap_cuda_slice(gemm_bias::<half::bf16>(dev, x, w, b, (rows, out, inp))?, dev.clone()),
+        DType::F16 => CudaStorage::wrap_cuda_slice(gemm_bias::<half::f16>(dev, x, w, b, (rows, out, inp))?, dev.clone()),
+        _ => return Ok(None),
+    };
+    Ok(Some(y))
+}
+
+fn gemm_bias<T: KernelFloat>(
+    dev: &CudaDevice,
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    (rows, out, inp): (usize, usize, usize),
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>
+where
+    CudaBlasLT: Matmul<T>,
+{
+    let (xv, wv, bv) = (view::<T>(x.0, x.1)?, view::<T>(w.0, w.1)?, view::<T>(b.0, b.1)?);
+    let mut y = output::<T>(dev, rows * out)?;
+    // Column-major, as cuBLAS sees row-major buffers: yᵀ [out × rows] = W [out × in] (stored as
+    // [in × out], hence transposed) · xᵀ [in × rows], the bias one value per row of yᵀ.
+    let cfg = MatmulConfig {
+        transa: true,
+        transb: false,
+        transc: false,
+        m: out as u64,
+        n: rows as u64,
+        k: inp as u64,
+        alpha: 1.0,
+        lda: inp as i64,
+        ldb: inp as i64,
+        beta: 0.0,
+        ldc: out as i64,
+        stride_a: None,
+        stride_b: None,
+        stride_c: None,
+        stride_bias: None,
+        batch_size: None,
+    };
+    let lt = blas_lt(dev)?;
+    // SAFETY: w holds out × in elements, x rows × in, the bias out and y rows × out, as `cfg` says.
+    unsafe { lt.matmul(cfg, &wv, &xv, &mut y, Some(&bv), None) }.map_err(|e| candle_core::Error::Msg(format!("cublasLt: {e:?}")))?;
+    Ok(y)
+}
+
+/// The cublasLt handle of a device, on candle's stream (made on first use).
+fn blas_lt(dev: &CudaDevice) -> Result<Arc<CudaBlasLT>> {
+    static HANDLES: OnceLock<Mutex<HashMap<DeviceId, Arc<CudaBlasLT>>>> = OnceLock::new();
+    let mut handles =
+        HANDLES.get_or_init(Default::default).lock().map_err(|_| candle_core::Error::Msg("cublasLt: poisoned lock".into()))?;
+    if let Some(h) = handles.get(&dev.id()) {
+        return Ok(h.clone());
+    }
+    let h = Arc::new(CudaBlasLT::new(dev.cuda_stream()).map_err(|e| candle_core::Error::Msg(format!("cublasLt: {e:?}")))?);
+    handles.insert(dev.id(), h.clone());
+    Ok(h)
+}
+
+/// Logs the first failure of the epilogue GEMM (the GEMM-then-bias path takes over).
+fn warn_once(e: &candle_core::Error) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("cublasLt GEMM with a bias epilogue failed ({e}); using a GEMM and a bias kernel instead");
+    }
 }
 
 /// `[dx | dW | db]` packed (`db` only with a bias), from the output gradient `dy` `[rows, out]`.
