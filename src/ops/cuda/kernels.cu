@@ -280,6 +280,33 @@ __device__ __forceinline__ bool dropped(uint64_t mixed_seed, uint64_t threshold,
   return threshold > 0 && (splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull)) >> 11) < threshold;
 }
 
+// Elements of a score row each thread keeps in registers: rows of up to ROW_CACHE × blockDim.x
+// keys (4,096 at 512 threads) are read and exponentiated once, longer ones in three passes.
+#define ROW_CACHE 8
+
+// The masked, scaled, biased score z of column i (see above).
+template <typename T, typename A>
+__device__ __forceinline__ A attn_score(const T* sr, const T* mr, const double* br, int i, double scale) {
+  const A mv = Num<T>::to(mr[i]);
+  const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
+  return sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv);
+}
+
+// Writes P (and P') of column i from its unnormalised e = exp(z − max).
+template <typename T, typename A>
+__device__ __forceinline__ void attn_store(T* sr, T* pd, size_t row, int t, int i, A e, A inv, uint64_t mixed_seed,
+                                           uint64_t threshold, double keep_scale, int mode) {
+  const T p = Num<T>::of(e * inv);
+  // P' from the stored (rounded) P, as the backward pass recomputes it when P' was not kept.
+  const T pdrop = dropped(mixed_seed, threshold, row * t + i) ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(p) * A(keep_scale));
+  if (mode == 3) {
+    sr[i] = p;
+    pd[row * t + i] = pdrop;
+  } else {
+    sr[i] = mode == 1 ? pdrop : p;
+  }
+}
+
 // mode 0: P over the scores; 1: P' (dropped P) over the scores; 3: P over the scores and P' into pd.
 template <typename T>
 __device__ void attn_probs_fwd(T* sc, T* pd, const T* m, const double* bias, int bias_rows, int heads, int s_len, int t,
@@ -290,33 +317,42 @@ __device__ void attn_probs_fwd(T* sc, T* pd, const T* m, const double* bias, int
   T* sr = sc + row * t;
   const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
   const double* br = bias_rows > 0 ? bias + (bias_rows == 1 ? 0 : row / ((size_t)heads * s_len)) * t : nullptr;
-  A mx = -INFINITY;
-  for (int i = threadIdx.x; i < t; i += blockDim.x) {
-    const A mv = Num<T>::to(mr[i]);
-    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
-    mx = max(mx, sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv));
+  // Every thread takes the same branch (t and blockDim are uniform), so the reductions match up.
+  // Each thread reads and then overwrites only its own elements: in place is safe.
+  if (t <= ROW_CACHE * (int)blockDim.x) {
+    A z[ROW_CACHE];
+    A mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      z[k] = i < t ? attn_score<T, A>(sr, mr, br, i, scale) : A(-INFINITY);
+      mx = max(mx, z[k]);
+    }
+    mx = block_max(mx);
+    A sum = 0;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      z[k] = i < t ? exp(z[k] - mx) : A(0);
+      sum += z[k];
+    }
+    const A inv = A(1) / block_sum(sum);
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < t) attn_store<T, A>(sr, pd, row, t, i, z[k], inv, mixed_seed, threshold, keep_scale, mode);
+    }
+    return;
   }
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) mx = max(mx, attn_score<T, A>(sr, mr, br, i, scale));
   mx = block_max(mx);
   A sum = 0;
-  for (int i = threadIdx.x; i < t; i += blockDim.x) {
-    const A mv = Num<T>::to(mr[i]);
-    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
-    sum += exp(sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx);
-  }
+  for (int i = threadIdx.x; i < t; i += blockDim.x) sum += exp(attn_score<T, A>(sr, mr, br, i, scale) - mx);
   const A inv = A(1) / block_sum(sum);
-  // Each thread reads and then overwrites only its own elements: in place is safe.
   for (int i = threadIdx.x; i < t; i += blockDim.x) {
-    const A mv = Num<T>::to(mr[i]);
-    const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
-    const T p = Num<T>::of(exp(sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv) - mx) * inv);
-    // P' from the stored (rounded) P, as the backward pass recomputes it.
-    const T pdrop = dropped(mixed_seed, threshold, row * t + i) ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(p) * A(keep_scale));
-    if (mode == 3) {
-      sr[i] = p;
-      pd[row * t + i] = pdrop;
-    } else {
-      sr[i] = mode == 1 ? pdrop : p;
-    }
+    const A e = exp(attn_score<T, A>(sr, mr, br, i, scale) - mx);
+    attn_store<T, A>(sr, pd, row, t, i, e, inv, mixed_seed, threshold, keep_scale, mode);
   }
 }
 
@@ -332,10 +368,27 @@ __device__ void attn_probs_bwd(T* dp, const T* p, const T* pd, const T* m, int h
   const T* pr = p + row * t;
   const T* qr = (pd ? pd : p) + row * t;
   const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  // Each thread reads and then overwrites only its own elements: in place is safe.
+  if (t <= ROW_CACHE * (int)blockDim.x) {
+    A gq[ROW_CACHE];  // dP' ⊙ P', read once
+    A dot = 0;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      gq[k] = i < t ? Num<T>::to(dr[i]) * Num<T>::to(qr[i]) : A(0);
+      dot += gq[k];
+    }
+    dot = block_sum(dot);
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < t) dr[i] = Num<T>::of((gq[k] - Num<T>::to(pr[i]) * dot) * Num<T>::to(mr[i]) * A(scale));
+    }
+    return;
+  }
   A dot = 0;
   for (int i = threadIdx.x; i < t; i += blockDim.x) dot += Num<T>::to(dr[i]) * Num<T>::to(qr[i]);
   dot = block_sum(dot);
-  // Each thread reads and then overwrites only its own elements: in place is safe.
   for (int i = threadIdx.x; i < t; i += blockDim.x) {
     const A g = Num<T>::to(dr[i]) * Num<T>::to(qr[i]) - Num<T>::to(pr[i]) * dot;
     dr[i] = Num<T>::of(g * Num<T>::to(mr[i]) * A(scale));
