@@ -66,7 +66,7 @@ pub struct TrainReport {
     pub optimizer_ms: f64,
     /// Rayon threads.
     pub threads: usize,
-    /// Whether the layers trained as one graph node (the default with the fused CUDA ops;
+    /// Whether the layers trained as one graph node (the default wherever the fused ops run;
     /// `WENHUI_LAYER_STACK` overrides it; see `model::stack`).
     pub layer_stack: bool,
 }
