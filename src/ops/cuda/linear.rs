@@ -19,7 +19,7 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
     let xl = Layout::contiguous_with_offset((rows, inp), x.1.start_offset());
     let wl = Layout::contiguous_with_offset((out, inp), w.1.start_offset());
     let has_bias = b.1.shape().elem_count() > 0;
-    if has_bias && rows > 0 {
+    if has_bias && rows > 0 && epilogue_allowed() {
         match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp)) {
             Ok(Some(y)) => return Ok(y),
             Ok(None) => {}
@@ -89,6 +89,13 @@ where
     // SAFETY: w holds out × in elements, x rows × in, the bias out and y rows × out, as `cfg` says.
     unsafe { lt.matmul(cfg, &wv, &xv, &mut y, Some(&bv), None) }.map_err(|e| candle_core::Error::Msg(format!("cublasLt: {e:?}")))?;
     Ok(y)
+}
+
+/// Whether `WENHUI_GEMM_EPILOGUE` (read once) leaves the cublasLt path on: `0` turns it off, so
+/// that a parity failure can be pinned on it or ruled out.
+fn epilogue_allowed() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("WENHUI_GEMM_EPILOGUE").map_or(true, |v| v != "0"))
 }
 
 /// The cublasLt handle of a device, on candle's stream (made on first use).
