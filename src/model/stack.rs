@@ -13,7 +13,7 @@
 use crate::ops::tape::Tape;
 use crate::Result;
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, TensorId};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, TensorId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -60,39 +60,44 @@ pub(crate) fn enabled(x: &Tensor) -> bool {
 }
 
 /// Runs `forward(input, params)` recorded on a tape and returns its output as one graph node
-/// over `x` and `params` (cast to `x`'s dtype). `forward` gets detached `x` and views of the
-/// parameters in `params`' order, and may use only the fused ops of [`crate::ops`] (anything
-/// else fails with an error naming the op).
+/// over `x` and `params`. `forward` gets detached `x` and views of the parameters (in `x`'s
+/// dtype) in `params`' order, and may use only the fused ops of [`crate::ops`] (anything else
+/// fails with an error naming the op).
 pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, &[Tensor]) -> Result<Tensor>) -> Result<Tensor> {
     let dt = x.dtype();
     let tracked = params.iter().any(|p| p.track_op());
     // The graph sees one parameter tensor: the concatenation (candle splits its gradient back),
-    // each parameter starting at a multiple of ALIGN elements, as GEMMs want their operands.
+    // each parameter starting at a multiple of ALIGN elements, as GEMMs want their operands. It
+    // is made in the parameters' own dtype when they share one (mixed precision: f32 master
+    // weights), and cast to the compute dtype in one pass outside the graph; the node then casts
+    // the parameters' gradients back in one pass too, where per-parameter casts in the graph
+    // took a launch each way per parameter.
+    let stored = params.first().map(|p| p.dtype()).filter(|d| params.iter().all(|p| p.dtype() == *d)).unwrap_or(dt);
     let mut starts = Vec::with_capacity(params.len());
     let flat = if tracked {
         let mut parts = Vec::with_capacity(2 * params.len());
         let mut at = 0;
         for p in params {
             starts.push(at);
-            parts.push(p.to_dtype(dt)?.flatten_all()?);
+            parts.push(p.to_dtype(stored)?.flatten_all()?);
             at += p.elem_count();
             let gap = at.next_multiple_of(ALIGN) - at;
             if gap > 0 {
-                parts.push(Tensor::zeros(gap, dt, x.device())?);
+                parts.push(Tensor::zeros(gap, stored, x.device())?);
                 at += gap;
             }
         }
         Tensor::cat(&parts, 0)?
     } else {
-        Tensor::zeros(0, dt, x.device())?
+        Tensor::zeros(0, stored, x.device())?
     };
-    let (flat_d, xd) = (flat.detach(), x.detach());
+    let (flat_c, xd) = (flat.detach().to_dtype(dt)?, x.detach());
     let mut views = Vec::with_capacity(params.len());
     let mut offsets = HashMap::new();
     for (i, p) in params.iter().enumerate() {
         let view = match starts.get(i) {
             Some(&at) => {
-                let v = flat_d.narrow(0, at, p.elem_count())?.reshape(p.shape())?;
+                let v = flat_c.narrow(0, at, p.elem_count())?.reshape(p.shape())?;
                 offsets.insert(v.id(), at);
                 v
             }
@@ -105,7 +110,7 @@ pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, 
     #[cfg(test)]
     RUNS.with(|r| r.set(r.get() + 1));
     tracing::trace!(ops = tape.len(), "layer stack recorded");
-    let node = Stack { out: out.clone(), saved: Mutex::new(Some(Saved { tape, x: xd.id(), offsets })) };
+    let node = Stack { out: out.clone(), saved: Mutex::new(Some(Saved { tape, x: xd.id(), offsets, compute: dt })) };
     Ok(x.apply_op2(&flat, node)?)
 }
 
@@ -116,6 +121,8 @@ struct Saved {
     x: TensorId,
     /// Offset of each parameter view in the concatenation.
     offsets: HashMap<TensorId, usize>,
+    /// The dtype the layers computed in (the parameters' gradients arrive in it).
+    compute: DType,
 }
 
 /// The node: its forward hands out a copy of the recorded output (one per pass), its backward
@@ -167,12 +174,12 @@ impl CustomOp2 for Stack {
 
     fn bwd(&self, x: &Tensor, flat: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("layer stack: poisoned lock".into()))?.take();
-        let Some(Saved { tape, x: xid, offsets }) = saved else {
+        let Some(Saved { tape, x: xid, offsets, compute }) = saved else {
             candle_core::bail!("layer stack: a second backward pass through one forward pass; run the forward pass again")
         };
         // Parameter gradients land in one buffer as each is complete (a view of a larger backward
         // buffer would otherwise keep that buffer alive to the end).
-        let dflat = if flat.elem_count() > 0 { Some(Tensor::zeros(flat.elem_count(), flat.dtype(), flat.device())?) } else { None };
+        let dflat = if flat.elem_count() > 0 { Some(Tensor::zeros(flat.elem_count(), compute, flat.device())?) } else { None };
         let mut dx = None;
         tape.backward(&self.out, grad.clone(), |id, g| {
             if id == xid {
@@ -183,7 +190,7 @@ impl CustomOp2 for Stack {
             Ok(())
         })?;
         let dx = dx.map(|g| g.reshape(x.shape())).transpose()?;
-        Ok((dx, dflat))
+        Ok((dx, dflat.map(|d| d.to_dtype(flat.dtype())).transpose()?))
     }
 }
 
@@ -201,9 +208,11 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     /// Every parameter's gradient (by name) and the loss of one training pass, stack on or off.
-    fn pass(cfg: &ModelConfig, stack: bool, seed: Option<u64>) -> (f32, Vec<(String, Tensor)>, usize) {
+    fn pass(cfg: &ModelConfig, stack: bool, seed: Option<u64>, master: DType) -> (f32, Vec<(String, Tensor)>, usize) {
         let dev = Device::Cpu;
-        let (vars, model) = cfg.build_trainable(Some(cfg.init_weights(3).unwrap()), DType::F32, &dev).unwrap();
+        let (vars, mut model) = cfg.build_trainable(Some(cfg.init_weights(3).unwrap()), master, &dev).unwrap();
+        // f64 master weights with f32 compute: the mixed-precision path (bf16 on a GPU).
+        model.set_compute_dtype(DType::F32).unwrap();
         let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2, 11], [3, 3, 8, 21, 30, 1, 0]], &dev).unwrap();
         let mut input = BackboneInput::ids(ids).with_attention(Attention::Sep(vec![4, 3]));
         if let Some(s) = seed {
@@ -216,7 +225,7 @@ mod tests {
             let weights =
                 (r + Tensor::arange(0f32, logits.elem_count() as f32, &dev).unwrap().reshape(logits.shape()).unwrap().sin().unwrap())
                     .unwrap();
-            let loss = (logits * weights).unwrap().sum_all().unwrap();
+            let loss = (logits.to_dtype(DType::F32).unwrap() * weights).unwrap().sum_all().unwrap();
             let grads = loss.backward().unwrap();
             (loss.to_scalar::<f32>().unwrap(), grads)
         });
@@ -235,17 +244,27 @@ mod tests {
     #[test]
     fn the_stack_gives_every_parameter_the_per_op_gradient() {
         // H = 12: parameters of 12 and 36 elements leave alignment gaps in the concatenation.
-        for (gelu, layers, hidden, heads) in [(Gelu::Tanh, 3, 16, 2), (Gelu::Erf, 3, 16, 2), (Gelu::Tanh, 2, 12, 3)] {
+        // f64 master weights computing in f32: the parameters' casts and their gradients' casts
+        // back happen inside the node (one pass each way), per parameter on the per-op path.
+        let cases = [
+            (Gelu::Tanh, 3, 16, 2, DType::F32),
+            (Gelu::Erf, 3, 16, 2, DType::F32),
+            (Gelu::Tanh, 2, 12, 3, DType::F32),
+            (Gelu::Tanh, 2, 12, 3, DType::F64),
+        ];
+        for (gelu, layers, hidden, heads, master) in cases {
             let mut glm = GlmConfig::new(layers, hidden, heads, 40, 12);
             glm.gelu = gelu;
             let cfg = ModelConfig::Glm(glm);
             for seed in [Some(7), None] {
-                let (loss_a, a, runs_a) = pass(&cfg, false, seed);
-                let (loss_b, b, runs_b) = pass(&cfg, true, seed);
+                let (loss_a, a, runs_a) = pass(&cfg, false, seed, master);
+                let (loss_b, b, runs_b) = pass(&cfg, true, seed, master);
                 assert_eq!((runs_a, runs_b), (0, 1), "the stack path runs only when on");
                 assert!((loss_a - loss_b).abs() <= 1e-5 * loss_a.abs().max(1.0), "loss {loss_a} vs {loss_b}");
                 assert_eq!(a.len(), cfg.parameter_shapes().len());
                 for ((name, ga), (_, gb)) in a.iter().zip(&b) {
+                    assert_eq!((ga.dtype(), gb.dtype()), (master, master), "{name}: gradients in the master dtype");
+                    let (ga, gb) = (&ga.to_dtype(DType::F32).unwrap(), &gb.to_dtype(DType::F32).unwrap());
                     let scale = ga.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
                     assert!(scale > 0.0, "{name}: zero gradient");
                     let d = max_diff(ga, gb);
