@@ -17,8 +17,9 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, TensorId}
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Parameters start at multiples of this many elements in the concatenation (16 bytes in bf16).
-const ALIGN: usize = 8;
+/// Parameters start at multiples of this many elements in the concatenation: 256 bytes in bf16,
+/// the alignment cuBLAS allocations have and cublasLt's kernel choice assumes by default.
+const ALIGN: usize = 128;
 
 /// Where `WENHUI_LAYER_STACK` leaves the stack: on, off, or the default for the device.
 fn setting() -> Option<bool> {
@@ -107,6 +108,10 @@ pub(crate) fn run(x: &Tensor, params: &[&Tensor], forward: impl FnOnce(&Tensor, 
     }
     let leaves: Vec<&Tensor> = std::iter::once(&xd).chain(&views).collect();
     let (out, tape) = Tape::record(&leaves, || forward(&xd, &views))?;
+    if !tape.recorded_output(&out) {
+        // The backward pass starts from the output's op: without one, every gradient would be lost.
+        return Err(crate::Error::input("layer stack: the output was not made by a recorded fused op; run with WENHUI_LAYER_STACK=0"));
+    }
     #[cfg(test)]
     RUNS.with(|r| r.set(r.get() + 1));
     tracing::trace!(ops = tape.len(), "layer stack recorded");
@@ -308,6 +313,18 @@ mod tests {
             let err = loss.backward().expect_err("the tape is spent").to_string();
             assert!(err.contains("second backward"), "{err}");
         });
+    }
+
+    #[test]
+    fn an_output_no_recorded_op_made_is_an_error_not_a_lost_gradient() {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8), &Device::Cpu).unwrap()).unwrap();
+        let err = run(x.as_tensor(), &[], |x, _| Ok(x.clone())).expect_err("the input itself").to_string();
+        assert!(err.contains("not made by a recorded"), "{err}");
+        let err = run(x.as_tensor(), &[], |x, _| Ok((crate::ops::gelu_tanh(x)? * 2.0)?)).expect_err("a candle op last").to_string();
+        assert!(err.contains("not made by a recorded"), "{err}");
+        let ok = run(x.as_tensor(), &[], |x, _| Ok(crate::ops::gelu_tanh(x)?)).unwrap();
+        let g = ok.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some(), "a recorded output passes the gradient on");
     }
 
     #[test]

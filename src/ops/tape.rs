@@ -126,9 +126,15 @@ impl Tape {
         Ok(())
     }
 
+    /// Whether `t` is the output of a recorded op (what [`Tape::backward`] can start from).
+    pub(crate) fn recorded_output(&self, t: &Tensor) -> bool {
+        self.known.contains(&t.id()) && !self.leaf_uses.contains_key(&t.id())
+    }
+
     /// Writes down one op application (inputs already checked).
     fn push(&mut self, inputs: Vec<Tensor>, out: &Tensor, backward: Backward) {
-        for x in &inputs {
+        // Zero-size inputs carry no gradient and are skipped by `backward`, so they are not counted.
+        for x in inputs.iter().filter(|x| x.elem_count() > 0) {
             if let Some(uses) = self.leaf_uses.get_mut(&x.id()) {
                 *uses += 1;
             }

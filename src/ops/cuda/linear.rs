@@ -10,6 +10,7 @@ use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConf
 use candle_core::cuda_backend::DeviceId;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// `x [rows, in] · wᵀ + b` (an empty `b`: no bias) as `[rows, out]`.
@@ -19,11 +20,11 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
     let xl = Layout::contiguous_with_offset((rows, inp), x.1.start_offset());
     let wl = Layout::contiguous_with_offset((out, inp), w.1.start_offset());
     let has_bias = b.1.shape().elem_count() > 0;
-    if has_bias && rows > 0 && epilogue_allowed() {
+    if has_bias && rows > 0 && epilogue_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
         match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp)) {
             Ok(Some(y)) => return Ok(y),
             Ok(None) => {}
-            Err(e) => warn_once(&e),
+            Err(e) => give_up(&e),
         }
     }
     let y = x.0.matmul(w.0, (1, rows, out, inp), &xl, &wl.transpose(0, 1)?)?;
@@ -91,11 +92,21 @@ where
     Ok(y)
 }
 
-/// Whether `WENHUI_GEMM_EPILOGUE` (read once) leaves the cublasLt path on: `0` turns it off, so
-/// that a parity failure can be pinned on it or ruled out.
+/// Set after the first failure of the epilogue GEMM: later calls go straight to GEMM + bias.
+static FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the cublasLt path is on: not after a failure, and not with `WENHUI_GEMM_EPILOGUE=0`
+/// (read once), so that a parity failure can be pinned on it or ruled out.
 fn epilogue_allowed() -> bool {
     static ALLOWED: OnceLock<bool> = OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var("WENHUI_GEMM_EPILOGUE").map_or(true, |v| v != "0"))
+    !FAILED.load(Ordering::Relaxed) && *ALLOWED.get_or_init(|| std::env::var("WENHUI_GEMM_EPILOGUE").map_or(true, |v| v != "0"))
+}
+
+/// Whether every operand starts 256 bytes into its allocation (device allocations are
+/// 256-byte aligned): cublasLt's kernel choice assumes that alignment unless told otherwise, and a
+/// misaligned operand could fault instead of failing cleanly.
+fn aligned(operands: &[(&CudaStorage, &Layout)]) -> bool {
+    operands.iter().all(|(s, l)| (l.start_offset() * s.dtype().size_in_bytes()).is_multiple_of(256))
 }
 
 /// The cublasLt handle of a device, on candle's stream (made on first use).
@@ -111,11 +122,11 @@ fn blas_lt(dev: &CudaDevice) -> Result<Arc<CudaBlasLT>> {
     Ok(h)
 }
 
-/// Logs the first failure of the epilogue GEMM (the GEMM-then-bias path takes over).
-fn warn_once(e: &candle_core::Error) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!("cublasLt GEMM with a bias epilogue failed ({e}); using a GEMM and a bias kernel instead");
+/// Turns the epilogue GEMM off for the process after its first failure, with a warning (the
+/// GEMM-then-bias path takes over).
+fn give_up(e: &candle_core::Error) {
+    if !FAILED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("cublasLt GEMM with a bias epilogue failed ({e}); using a GEMM and a bias kernel from now on");
     }
 }
 

@@ -1,0 +1,203 @@
+// Attention kernels of kernels.cu (included there, after the helpers they use: Num, block_sum,
+// block_max, mask_row, splitmix, MASKED_SCORE): the fused attention's two row kernels and the
+// one-token decoding step. Kept apart to keep each file readable in one sitting.
+#pragma once
+
+// ---------------------------------------------------------------- fused attention (one block per score row)
+// Rows of [pairs, S, T] scores, pair = b·heads + n. The twin of the CPU op in src/ops/attention.rs:
+// z = (s + bias)·scale·m + MASKED·(1 − m) (the bias already divided by scale on the host), P = softmax(z),
+// and dropout with the CPU's counter hash over the flat index row·T + j.
+__device__ __forceinline__ bool dropped(uint64_t mixed_seed, uint64_t threshold, size_t i) {
+  return threshold > 0 && (splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull)) >> 11) < threshold;
+}
+
+// Elements of a score row each thread keeps in registers: rows of up to ROW_CACHE × blockDim.x
+// keys (4,096 at 512 threads) are read and exponentiated once, longer ones in three passes.
+#define ROW_CACHE 8
+
+// The masked, scaled, biased score z of column i (see above).
+template <typename T, typename A>
+__device__ __forceinline__ A attn_score(const T* sr, const T* mr, const double* br, int i, double scale) {
+  const A mv = Num<T>::to(mr[i]);
+  const A sv = Num<T>::to(sr[i]) + (br ? A(br[i]) : A(0));
+  return sv * A(scale) * mv + A(MASKED_SCORE) * (A(1) - mv);
+}
+
+// Writes P (and P') of column i from its unnormalised e = exp(z − max).
+template <typename T, typename A>
+__device__ __forceinline__ void attn_store(T* sr, T* pd, size_t row, int t, int i, A e, A inv, uint64_t mixed_seed,
+                                           uint64_t threshold, double keep_scale, int mode) {
+  const T p = Num<T>::of(e * inv);
+  // P' from the stored (rounded) P, as the backward pass recomputes it when P' was not kept.
+  const T pdrop = dropped(mixed_seed, threshold, row * t + i) ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(p) * A(keep_scale));
+  if (mode == 3) {
+    sr[i] = p;
+    pd[row * t + i] = pdrop;
+  } else {
+    sr[i] = mode == 1 ? pdrop : p;
+  }
+}
+
+// mode 0: P over the scores; 1: P' (dropped P) over the scores; 3: P over the scores and P' into pd.
+template <typename T>
+__device__ void attn_probs_fwd(T* sc, T* pd, const T* m, const double* bias, int bias_rows, int heads, int s_len, int t,
+                               int mask_batches, double scale, uint64_t mixed_seed, uint64_t threshold, double keep_scale,
+                               int mode) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  T* sr = sc + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  const double* br = bias_rows > 0 ? bias + (bias_rows == 1 ? 0 : row / ((size_t)heads * s_len)) * t : nullptr;
+  // Every thread takes the same branch (t and blockDim are uniform), so the reductions match up.
+  // Each thread reads and then overwrites only its own elements: in place is safe.
+  if (t <= ROW_CACHE * (int)blockDim.x) {
+    A z[ROW_CACHE];
+    A mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      z[k] = i < t ? attn_score<T, A>(sr, mr, br, i, scale) : A(-INFINITY);
+      mx = max(mx, z[k]);
+    }
+    mx = block_max(mx);
+    A sum = 0;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      z[k] = i < t ? exp(z[k] - mx) : A(0);
+      sum += z[k];
+    }
+    const A inv = A(1) / block_sum(sum);
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < t) attn_store<T, A>(sr, pd, row, t, i, z[k], inv, mixed_seed, threshold, keep_scale, mode);
+    }
+    return;
+  }
+  A mx = -INFINITY;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) mx = max(mx, attn_score<T, A>(sr, mr, br, i, scale));
+  mx = block_max(mx);
+  A sum = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) sum += exp(attn_score<T, A>(sr, mr, br, i, scale) - mx);
+  const A inv = A(1) / block_sum(sum);
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A e = exp(attn_score<T, A>(sr, mr, br, i, scale) - mx);
+    attn_store<T, A>(sr, pd, row, t, i, e, inv, mixed_seed, threshold, keep_scale, mode);
+  }
+}
+
+// dS over dP' (the gradient of the dropped probabilities P', which the forward pass kept in `pd`;
+// nullptr without dropout, where P' = P): with g = dP'·keep·[kept], P ⊙ g = dP' ⊙ P', so
+// dS = (dP' ⊙ P' − P · Σ dP' ⊙ P')·scale·m, and no dropout hash is recomputed.
+template <typename T>
+__device__ void attn_probs_bwd(T* dp, const T* p, const T* pd, const T* m, int heads, int s_len, int t, int mask_batches,
+                               double scale) {
+  typedef typename Num<T>::A A;
+  const size_t row = blockIdx.x;
+  T* dr = dp + row * t;
+  const T* pr = p + row * t;
+  const T* qr = (pd ? pd : p) + row * t;
+  const T* mr = m + mask_row(row, heads, s_len, mask_batches) * t;
+  // Each thread reads and then overwrites only its own elements: in place is safe.
+  if (t <= ROW_CACHE * (int)blockDim.x) {
+    A gq[ROW_CACHE];  // dP' ⊙ P', read once
+    A dot = 0;
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      gq[k] = i < t ? Num<T>::to(dr[i]) * Num<T>::to(qr[i]) : A(0);
+      dot += gq[k];
+    }
+    dot = block_sum(dot);
+#pragma unroll
+    for (int k = 0; k < ROW_CACHE; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < t) dr[i] = Num<T>::of((gq[k] - Num<T>::to(pr[i]) * dot) * Num<T>::to(mr[i]) * A(scale));
+    }
+    return;
+  }
+  A dot = 0;
+  for (int i = threadIdx.x; i < t; i += blockDim.x) dot += Num<T>::to(dr[i]) * Num<T>::to(qr[i]);
+  dot = block_sum(dot);
+  for (int i = threadIdx.x; i < t; i += blockDim.x) {
+    const A g = Num<T>::to(dr[i]) * Num<T>::to(qr[i]) - Num<T>::to(pr[i]) * dot;
+    dr[i] = Num<T>::of(g * Num<T>::to(mr[i]) * A(scale));
+  }
+}
+
+// ---------------------------------------------------------------- one-token decoding (WENHUI_CUDA_OPS=fused)
+// One block per (batch row, head): q, k, v of the new token from the QKV projection y [B, 3H]
+// plus its bias; k and v go into the caches [B, N, cap, d] at position `len`; then softmax over
+// the len + 1 keys, z = (q·k·scale + key_bias)·m + MASKED·(1 − m) (mask [Bm, T], key bias [Bk, T]),
+// and the context row → out [B, H]. Shared memory: q [d], scores [T], partial sums [groups·d].
+template <typename T>
+__device__ void decode_attention(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m, int mask_batches, const T* kb,
+                                 int kb_batches, T* out, int heads, int d, int cap, int len, double scale) {
+  typedef typename Num<T>::A A;
+  extern __shared__ __align__(16) unsigned char decode_smem[];
+  A* q = reinterpret_cast<A*>(decode_smem);
+  const int t = len + 1;
+  A* sc = q + d;
+  A* part = sc + t;
+  const int b = blockIdx.x / heads, n = blockIdx.x % heads;
+  const int hid = heads * d;
+  const T* yr = y + (size_t)b * 3 * hid;
+  T* kp = kc + ((size_t)b * heads + n) * cap * d;
+  T* vp = vc + ((size_t)b * heads + n) * cap * d;
+  for (int e = threadIdx.x; e < d; e += blockDim.x) {
+    const int c = n * d + e;
+    q[e] = Num<T>::to(yr[c]) + Num<T>::to(qkv_bias[c]);
+    kp[(size_t)len * d + e] = Num<T>::of(Num<T>::to(yr[hid + c]) + Num<T>::to(qkv_bias[hid + c]));
+    vp[(size_t)len * d + e] = Num<T>::of(Num<T>::to(yr[2 * hid + c]) + Num<T>::to(qkv_bias[2 * hid + c]));
+  }
+  __syncthreads();
+  const T* mr = m + (size_t)(mask_batches == 1 ? 0 : b) * t;
+  const T* br = kb ? kb + (size_t)(kb_batches == 1 ? 0 : b) * t : nullptr;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int j = warp; j < t; j += warps) {  // a warp per key: coalesced reads of its row
+    A dot = 0;
+    for (int e = lane; e < d; e += 32) dot += q[e] * Num<T>::to(kp[(size_t)j * d + e]);
+    dot = warp_sum(dot);
+    if (lane == 0) {
+      const A mv = Num<T>::to(mr[j]);
+      const A bias = br ? Num<T>::to(br[j]) : A(0);
+      sc[j] = (dot * A(scale) + bias) * mv + A(MASKED_SCORE) * (A(1) - mv);
+    }
+  }
+  __syncthreads();
+  A mx = -INFINITY;
+  for (int j = threadIdx.x; j < t; j += blockDim.x) mx = max(mx, sc[j]);
+  mx = block_max(mx);
+  A sum = 0;
+  for (int j = threadIdx.x; j < t; j += blockDim.x) {
+    const A w = exp(sc[j] - mx);
+    sc[j] = w;
+    sum += w;
+  }
+  const A inv = A(1) / block_sum(sum);  // its barriers also publish sc
+  // Context: thread (g, e) sums keys g, g + groups, … of channel e; then the groups are added.
+  const int groups = blockDim.x / d > 0 ? blockDim.x / d : 1;
+  const int e = threadIdx.x % d, g = threadIdx.x / d;
+  if (g < groups) {
+    A acc = 0;
+    for (int j = g; j < t; j += groups) acc += sc[j] * Num<T>::to(vp[(size_t)j * d + e]);
+    part[g * d + e] = acc;
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    A acc = 0;
+    for (int k = 0; k < groups; ++k) acc += part[k * d + c];
+    out[(size_t)b * hid + n * d + c] = Num<T>::of(acc * inv);
+  }
+}
+
+// out = x + (y + b): a projection's bias and the residual in one pass.
+template <typename T> __device__ void bias_residual(const T* y, const T* b, const T* x, T* out, size_t n, int cols) {
+  GRID_STRIDE(i, n) out[i] = Num<T>::of(Num<T>::to(x[i]) + (Num<T>::to(y[i]) + Num<T>::to(b[i % cols])));
+}
+// out = gelu(y + b).
+template <typename T> __device__ void bias_gelu(const T* y, const T* b, T* out, size_t n, int cols, int erf_form) {
+  GRID_STRIDE(i, n) out[i] = Num<T>::of(gelu_value(Num<T>::to(y[i]) + Num<T>::to(b[i % cols]), erf_form));
+}
+
