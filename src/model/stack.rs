@@ -212,42 +212,50 @@ mod tests {
     use crate::model::{Attention, BackboneInput, Gelu, ModelConfig};
     use candle_core::{DType, Device, Var};
 
-    /// Every parameter's gradient (by name) and the loss of one training pass, stack on or off.
-    fn pass(cfg: &ModelConfig, stack: bool, seed: Option<u64>, master: DType) -> (f32, Vec<(String, Tensor)>, usize) {
+    type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+    /// One training pass: its loss, every parameter's gradient (by name), and how many stacks ran.
+    struct Pass {
+        loss: f32,
+        grads: Vec<(String, Tensor)>,
+        runs: usize,
+    }
+
+    /// One training pass with the stack on or off.
+    fn pass(cfg: &ModelConfig, stack: bool, seed: Option<u64>, master: DType) -> TestResult<Pass> {
         let dev = Device::Cpu;
-        let (vars, mut model) = cfg.build_trainable(Some(cfg.init_weights(3).unwrap()), master, &dev).unwrap();
+        let (vars, mut model) = cfg.build_trainable(Some(cfg.init_weights(3)?), master, &dev)?;
         // f64 master weights with f32 compute: the mixed-precision path (bf16 on a GPU).
-        model.set_compute_dtype(DType::F32).unwrap();
-        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2, 11], [3, 3, 8, 21, 30, 1, 0]], &dev).unwrap();
+        model.set_compute_dtype(DType::F32)?;
+        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2, 11], [3, 3, 8, 21, 30, 1, 0]], &dev)?;
         let mut input = BackboneInput::ids(ids).with_attention(Attention::Sep(vec![4, 3]));
         if let Some(s) = seed {
             input = input.with_dropout(s);
         }
         let before = RUNS.with(|r| r.get());
-        let (loss, grads) = with_stack(stack, || {
-            let logits = model.forward(&input, None).unwrap().logits;
-            let r = Tensor::randn(0f32, 1.0, logits.shape(), &dev).unwrap().affine(0.0, 0.0).unwrap();
-            let weights =
-                (r + Tensor::arange(0f32, logits.elem_count() as f32, &dev).unwrap().reshape(logits.shape()).unwrap().sin().unwrap())
-                    .unwrap();
-            let loss = (logits.to_dtype(DType::F32).unwrap() * weights).unwrap().sum_all().unwrap();
-            let grads = loss.backward().unwrap();
-            (loss.to_scalar::<f32>().unwrap(), grads)
-        });
+        let (loss, grads) = with_stack(stack, || -> TestResult<_> {
+            let logits = model.forward(&input, None)?.logits.to_dtype(DType::F32)?;
+            let weights = Tensor::arange(0f32, logits.elem_count() as f32, &dev)?.reshape(logits.shape())?.sin()?;
+            let loss = (logits * weights)?.sum_all()?;
+            let grads = loss.backward()?;
+            Ok((loss.to_scalar::<f32>()?, grads))
+        })?;
         let runs = RUNS.with(|r| r.get()) - before;
-        let data = vars.data().lock().unwrap();
-        let mut out: Vec<(String, Tensor)> =
-            data.iter().map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{n}: no gradient")).clone())).collect();
+        let data = vars.data().lock().map_err(|_| "poisoned lock")?;
+        let mut out = Vec::new();
+        for (n, v) in data.iter() {
+            out.push((n.clone(), grads.get(v.as_tensor()).ok_or(format!("{n}: no gradient"))?.clone()));
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        (loss, out, runs)
+        Ok(Pass { loss, grads: out, runs })
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    fn max_abs(a: &Tensor) -> TestResult<f32> {
+        Ok(a.abs()?.max_all()?.to_scalar::<f32>()?)
     }
 
     #[test]
-    fn the_stack_gives_every_parameter_the_per_op_gradient() {
+    fn the_stack_gives_every_parameter_the_per_op_gradient() -> TestResult {
         // H = 12: parameters of 12 and 36 elements leave alignment gaps in the concatenation.
         // f64 master weights computing in f32: the parameters' casts and their gradients' casts
         // back happen inside the node (one pass each way), per parameter on the per-op path.
@@ -262,84 +270,89 @@ mod tests {
             glm.gelu = gelu;
             let cfg = ModelConfig::Glm(glm);
             for seed in [Some(7), None] {
-                let (loss_a, a, runs_a) = pass(&cfg, false, seed, master);
-                let (loss_b, b, runs_b) = pass(&cfg, true, seed, master);
+                let Pass { loss: loss_a, grads: a, runs: runs_a } = pass(&cfg, false, seed, master)?;
+                let Pass { loss: loss_b, grads: b, runs: runs_b } = pass(&cfg, true, seed, master)?;
                 assert_eq!((runs_a, runs_b), (0, 1), "the stack path runs only when on");
                 assert!((loss_a - loss_b).abs() <= 1e-5 * loss_a.abs().max(1.0), "loss {loss_a} vs {loss_b}");
                 assert_eq!(a.len(), cfg.parameter_shapes().len());
                 for ((name, ga), (_, gb)) in a.iter().zip(&b) {
                     assert_eq!((ga.dtype(), gb.dtype()), (master, master), "{name}: gradients in the master dtype");
-                    let (ga, gb) = (&ga.to_dtype(DType::F32).unwrap(), &gb.to_dtype(DType::F32).unwrap());
-                    let scale = ga.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    let (ga, gb) = (&ga.to_dtype(DType::F32)?, &gb.to_dtype(DType::F32)?);
+                    let scale = max_abs(ga)?;
                     assert!(scale > 0.0, "{name}: zero gradient");
-                    let d = max_diff(ga, gb);
+                    let d = max_abs(&(ga - gb)?)?;
                     assert!(d <= 1e-5 * scale.max(1.0), "{name} ({gelu:?}, seed {seed:?}): stack differs by {d} (scale {scale})");
                 }
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn frozen_layers_pass_the_gradient_to_trainable_inputs() {
+    fn frozen_layers_pass_the_gradient_to_trainable_inputs() -> TestResult {
         // P-tuning's case: the language model is frozen, the input embeddings are trained.
         let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
         let dev = Device::Cpu;
-        let model = cfg.build_frozen(cfg.init_weights(4).unwrap(), DType::F32, &dev).unwrap();
-        let emb = Var::from_tensor(&Tensor::randn(0f32, 0.1, (2, 5, 16), &dev).unwrap()).unwrap();
+        let model = cfg.build_frozen(cfg.init_weights(4)?, DType::F32, &dev)?;
+        let emb = Var::from_tensor(&Tensor::randn(0f32, 0.1, (2, 5, 16), &dev)?)?;
         let grad = |stack: bool| {
-            with_stack(stack, || {
+            with_stack(stack, || -> TestResult<Tensor> {
                 let input = BackboneInput::embeddings(emb.as_tensor().clone()).with_attention(Attention::Sep(vec![3, 5])).with_dropout(3);
-                let logits = model.forward(&input, None).unwrap().logits;
-                let loss = logits.sqr().unwrap().sum_all().unwrap();
-                loss.backward().unwrap().get(emb.as_tensor()).expect("the input gets a gradient").clone()
+                let loss = model.forward(&input, None)?.logits.sqr()?.sum_all()?;
+                Ok(loss.backward()?.get(emb.as_tensor()).ok_or("the input gets no gradient")?.clone())
             })
         };
         let before = RUNS.with(|r| r.get());
-        let (a, b) = (grad(false), grad(true));
+        let (a, b) = (grad(false)?, grad(true)?);
         assert_eq!(RUNS.with(|r| r.get()) - before, 1);
-        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(scale > 0.0 && max_diff(&a, &b) <= 1e-5 * scale.max(1.0), "input gradient differs by {}", max_diff(&a, &b));
+        let (scale, d) = (max_abs(&a)?, max_abs(&(&a - &b)?)?);
+        assert!(scale > 0.0 && d <= 1e-5 * scale.max(1.0), "input gradient differs by {d}");
+        Ok(())
     }
 
     #[test]
-    fn a_second_backward_through_one_pass_is_an_error_not_a_wrong_gradient() {
+    fn a_second_backward_through_one_pass_is_an_error_not_a_wrong_gradient() -> TestResult {
         let cfg = ModelConfig::Glm(GlmConfig::new(1, 16, 2, 40, 12));
         let dev = Device::Cpu;
-        let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(5).unwrap()), DType::F32, &dev).unwrap();
-        with_stack(true, || {
-            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev).unwrap()).with_dropout(1);
-            let loss = model.forward(&input, None).unwrap().logits.sum_all().unwrap();
-            loss.backward().unwrap();
+        let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(5)?), DType::F32, &dev)?;
+        with_stack(true, || -> TestResult {
+            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev)?).with_dropout(1);
+            let loss = model.forward(&input, None)?.logits.sum_all()?;
+            loss.backward()?;
             let err = loss.backward().expect_err("the tape is spent").to_string();
             assert!(err.contains("second backward"), "{err}");
-        });
+            Ok(())
+        })
     }
 
     #[test]
-    fn an_output_no_recorded_op_made_is_an_error_not_a_lost_gradient() {
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8), &Device::Cpu).unwrap()).unwrap();
+    fn an_output_no_recorded_op_made_is_an_error_not_a_lost_gradient() -> TestResult {
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 8), &Device::Cpu)?)?;
         let err = run(x.as_tensor(), &[], |x, _| Ok(x.clone())).expect_err("the input itself").to_string();
         assert!(err.contains("not made by a recorded"), "{err}");
         let err = run(x.as_tensor(), &[], |x, _| Ok((crate::ops::gelu_tanh(x)? * 2.0)?)).expect_err("a candle op last").to_string();
         assert!(err.contains("not made by a recorded"), "{err}");
-        let ok = run(x.as_tensor(), &[], |x, _| Ok(crate::ops::gelu_tanh(x)?)).unwrap();
-        let g = ok.sum_all().unwrap().backward().unwrap();
+        let ok = run(x.as_tensor(), &[], |x, _| Ok(crate::ops::gelu_tanh(x)?))?;
+        let g = ok.sum_all()?.backward()?;
         assert!(g.get(x.as_tensor()).is_some(), "a recorded output passes the gradient on");
+        Ok(())
     }
 
     #[test]
-    fn inference_and_cached_passes_never_take_the_stack() {
+    fn inference_and_cached_passes_never_take_the_stack() -> TestResult {
         let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
         let dev = Device::Cpu;
-        let (_vars, trainable) = cfg.build_trainable(Some(cfg.init_weights(6).unwrap()), DType::F32, &dev).unwrap();
-        let frozen = cfg.build_frozen(cfg.init_weights(6).unwrap(), DType::F32, &dev).unwrap();
+        let (_vars, trainable) = cfg.build_trainable(Some(cfg.init_weights(6)?), DType::F32, &dev)?;
+        let frozen = cfg.build_frozen(cfg.init_weights(6)?, DType::F32, &dev)?;
         let before = RUNS.with(|r| r.get());
-        with_stack(true, || {
-            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev).unwrap());
-            frozen.forward(&input, None).unwrap();
+        with_stack(true, || -> TestResult {
+            let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev)?);
+            frozen.forward(&input, None)?;
             let mut cache = crate::model::KvCache::new(2);
-            trainable.forward(&input, Some(&mut cache)).unwrap();
-        });
+            trainable.forward(&input, Some(&mut cache))?;
+            Ok(())
+        })?;
         assert_eq!(RUNS.with(|r| r.get()), before, "nothing to train through: per-op path");
+        Ok(())
     }
 }

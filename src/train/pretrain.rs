@@ -448,9 +448,9 @@ mod tests {
 
     /// The alignment padding sits where no real token looks: more of it changes no loss.
     #[test]
-    fn alignment_padding_changes_no_real_token() {
+    fn alignment_padding_changes_no_real_token() -> Result<()> {
         let corpus = RandomCorpus::new(64, 20);
-        let batch = corpus.stream(20, 3).unwrap().next_batch().unwrap();
+        let batch = corpus.stream(20, 3)?.next_batch()?;
         let s = batch.tokens[0].len();
         assert_eq!(s % PAD_MULTIPLE, 0);
         assert!(batch.lengths.iter().all(|&l| l <= s) && batch.lengths.iter().max() > Some(&(s - PAD_MULTIPLE)));
@@ -492,11 +492,12 @@ mod tests {
         };
         let configs = [ModelConfig::Glm(GlmConfig::new(2, 16, 2, 64, 40)), ModelConfig::Bert(bert), ModelConfig::Gpt2(gpt2)];
         for cfg in configs {
-            let model = cfg.build_frozen(cfg.init_weights(1).unwrap(), DType::F32, &Device::Cpu).unwrap();
-            let loss = |b: &Batch| batch_loss(model.as_ref(), b, None).unwrap().0.to_scalar::<f32>().unwrap();
-            let (a, b) = (loss(&batch), loss(&longer));
+            let model = cfg.build_frozen(cfg.init_weights(1)?, DType::F32, &Device::Cpu)?;
+            let loss = |b: &Batch| -> Result<f32> { Ok(batch_loss(model.as_ref(), b, None)?.0.to_scalar::<f32>()?) };
+            let (a, b) = (loss(&batch)?, loss(&longer)?);
             assert!(a > 1.0 && a.is_finite(), "{:?}: loss {a}", cfg.kind());
             assert!((a - b).abs() < 1e-5, "{:?}: loss {a} with {s} columns, {b} with {}", cfg.kind(), s + PAD_MULTIPLE);
         }
+        Ok(())
     }
 }
