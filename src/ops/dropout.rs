@@ -36,7 +36,8 @@ pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Ten
 }
 
 /// The fused node of [`residual_dropout`] on any device, without the `WENHUI_CUDA_OPS` gate (for
-/// `bench parity`); `0 < p < 1` and equal shapes and dtypes.
+/// `bench parity`, and the layer stack's residuals, where p = 0 adds `y` as it is); `0 ≤ p < 1`
+/// and equal shapes and dtypes.
 pub(crate) fn residual_dropout_op(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     super::tape::apply_op2(&x.contiguous()?, &y.contiguous()?, ResidualDropout(Dropout { p, seed }))
 }
