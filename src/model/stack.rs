@@ -12,7 +12,6 @@
 
 use crate::ops::tape::Tape;
 use crate::Result;
-use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, TensorId};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -137,18 +136,6 @@ struct Stack {
     saved: Mutex<Option<Saved>>,
 }
 
-/// A fresh contiguous copy of `s` under `l`.
-fn copy_of<S>(s: &S, l: &Layout) -> candle_core::Result<S>
-where
-    S: BackendStorage,
-    S::Device: BackendDevice<Storage = S>,
-{
-    // SAFETY: `copy_strided_src` writes every element of the new buffer before it is read.
-    let mut dst = unsafe { s.device().alloc_uninit(l.shape(), s.dtype())? };
-    s.copy_strided_src(&mut dst, 0, l)?;
-    Ok(dst)
-}
-
 impl CustomOp2 for Stack {
     fn name(&self) -> &'static str {
         "wenhui-layer-stack"
@@ -157,7 +144,7 @@ impl CustomOp2 for Stack {
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (s, l) = self.out.storage_and_layout();
         match &*s {
-            candle_core::Storage::Cpu(c) => Ok((copy_of(c, l)?, l.shape().clone())),
+            candle_core::Storage::Cpu(c) => Ok((crate::ops::strided_copy(c, l)?, l.shape().clone())),
             _ => candle_core::bail!("layer stack: the recorded output is not on the CPU"),
         }
     }
@@ -172,7 +159,7 @@ impl CustomOp2 for Stack {
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let (s, l) = self.out.storage_and_layout();
         match &*s {
-            candle_core::Storage::Cuda(c) => Ok((copy_of(c, l)?, l.shape().clone())),
+            candle_core::Storage::Cuda(c) => Ok((crate::ops::strided_copy(c, l)?, l.shape().clone())),
             _ => candle_core::bail!("layer stack: the recorded output is not on the GPU"),
         }
     }
@@ -250,6 +237,13 @@ mod tests {
         Ok(Pass { loss, grads: out, runs })
     }
 
+    /// A trainable `layers`-layer GLM (H = 16) from seeded weights, on the CPU in f32.
+    fn trainable_glm(layers: usize, seed: u64) -> TestResult<(ModelConfig, Box<dyn crate::model::Backbone>)> {
+        let cfg = ModelConfig::Glm(GlmConfig::new(layers, 16, 2, 40, 12));
+        let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(seed)?), DType::F32, &Device::Cpu)?;
+        Ok((cfg, model))
+    }
+
     fn max_abs(a: &Tensor) -> TestResult<f32> {
         Ok(a.abs()?.max_all()?.to_scalar::<f32>()?)
     }
@@ -312,9 +306,8 @@ mod tests {
 
     #[test]
     fn a_second_backward_through_one_pass_is_an_error_not_a_wrong_gradient() -> TestResult {
-        let cfg = ModelConfig::Glm(GlmConfig::new(1, 16, 2, 40, 12));
+        let (_cfg, model) = trainable_glm(1, 5)?;
         let dev = Device::Cpu;
-        let (_vars, model) = cfg.build_trainable(Some(cfg.init_weights(5)?), DType::F32, &dev)?;
         with_stack(true, || -> TestResult {
             let input = BackboneInput::ids(Tensor::new(&[[1u32, 2, 3]], &dev)?).with_dropout(1);
             let loss = model.forward(&input, None)?.logits.sum_all()?;
@@ -340,9 +333,8 @@ mod tests {
 
     #[test]
     fn inference_and_cached_passes_never_take_the_stack() -> TestResult {
-        let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
+        let (cfg, trainable) = trainable_glm(2, 6)?;
         let dev = Device::Cpu;
-        let (_vars, trainable) = cfg.build_trainable(Some(cfg.init_weights(6)?), DType::F32, &dev)?;
         let frozen = cfg.build_frozen(cfg.init_weights(6)?, DType::F32, &dev)?;
         let before = RUNS.with(|r| r.get());
         with_stack(true, || -> TestResult {

@@ -185,6 +185,19 @@ pub(crate) fn held<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R
     }
 }
 
+/// A fresh contiguous copy of the view `l` of a storage, on its device (candle's strided copy).
+pub(crate) fn strided_copy<S>(s: &S, l: &Layout) -> Result<S>
+where
+    S: candle_core::backend::BackendStorage,
+    S::Device: candle_core::backend::BackendDevice<Storage = S>,
+{
+    use candle_core::backend::BackendDevice;
+    // SAFETY: `copy_strided_src` writes every element of the new buffer before it is read.
+    let mut dst = unsafe { s.device().alloc_uninit(l.shape(), s.dtype())? };
+    s.copy_strided_src(&mut dst, 0, l)?;
+    Ok(dst)
+}
+
 /// Rows per rayon task: enough work per task to amortise scheduling.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
     (16384 / row_len.max(1)).max(1)

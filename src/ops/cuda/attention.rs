@@ -95,13 +95,10 @@ impl Inputs {
 /// wenhui's `permute_rows` kernel (candle's general strided copy ran at a sixth of the memory
 /// bandwidth there); anything else candle's copy.
 fn copy(x: &CudaStorage, src: &Layout) -> Result<CudaStorage> {
-    if let Some(out) = super::permute_rows(x, src)? {
-        return Ok(out);
+    match super::permute_rows(x, src)? {
+        Some(out) => Ok(out),
+        None => crate::ops::strided_copy(x, src),
     }
-    // SAFETY: copy_strided_src writes every element of the new buffer.
-    let mut dst = unsafe { x.device().alloc_uninit(src.shape(), x.dtype())? };
-    x.copy_strided_src(&mut dst, 0, src)?;
-    Ok(dst)
 }
 
 /// `a · b` for `[pairs, m, k]` and `[pairs, k, n]` views (either may be a transposed layout).
