@@ -3,6 +3,7 @@
 # H100/H200 machines with a CUDA 13.0 driver (580.x). Recipe: ../shared/specs/framework.md §5.
 #
 #   scripts/build-cuda.sh                 # → target/cuda/release/wenhui + dist/wenhui-cuda.xz
+#                                         #   (and the library's unit tests, GPU-free, in this build)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # Ampere (A100) instead of Hopper
 #
 # Why the pins: the driver JIT-compiles the embedded PTX and rejects PTX from a newer nvcc than it
@@ -55,6 +56,15 @@ fi
 # 3. Build (candle's kernels and wenhui's own, see build.rs, compile to sm_$CAP PTX).
 PATH=$C/bin:$PATH CUDA_HOME=$TOOLKIT/cudahome CUDA_COMPUTE_CAP=$CAP CUDARC_CUDA_VERSION=13000 \
   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo build --release --features cuda --bin wenhui
+
+# 3b. The library's unit tests in the CUDA build, on this machine: no GPU is needed for the ones
+#     that pin the CUDA side's host arithmetic (the cublasLt GEMM configurations, the
+#     multi-tensor AdamW table), and the CPU tests check that the feature changes no CPU path.
+#     The libcuda stub stands in for the driver; nothing here calls it.
+ln -sf libcuda.so "$LIB/libcuda.so.1"
+PATH=$C/bin:$PATH CUDA_HOME=$TOOLKIT/cudahome CUDA_COMPUTE_CAP=$CAP CUDARC_CUDA_VERSION=13000 \
+  LD_LIBRARY_PATH=$LIB:$C/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+  CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo test -q --release --features cuda --lib
 
 # 4. A small file to carry (dist/ holds only it): stripped and xz-compressed, ≈18 MB.
 BIN=${CARGO_TARGET_DIR:-target/cuda}/release/wenhui

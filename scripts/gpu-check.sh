@@ -23,8 +23,9 @@
 # the fused ops, the default since they passed and were faster on an H200 (2026-11-28; attention
 # as cuBLAS GEMMs + two row kernels, linear, residual dropout; decoding steps as ten launches per
 # layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs. The
-# training step runs a third time with the fused ops one graph node each (`WENHUI_LAYER_STACK=0`,
-# train-wenhui-per-op.jsonl) against the default, where the layer stack is one node (src/model/stack.rs).
+# training step runs twice more: with the fused ops one graph node each (`WENHUI_LAYER_STACK=0`,
+# train-wenhui-per-op.jsonl), and with the layer stack (src/model/stack.rs) but neither the
+# cublasLt GEMMs nor the multi-tensor AdamW (train-wenhui-no-lt.jsonl), against the default.
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
@@ -54,17 +55,25 @@ want() {
 if want parity; then
   step "parity (f32 TF32 off, bf16) with candle's composite layers"
   WENHUI_CUDA_OPS=composite W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity.txt"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    status=1
+    # The multi-tensor AdamW (new since the last GPU run) is the one fused piece composite uses.
+    step "parity, composite, WENHUI_ADAMW_MULTI=0 (a failure above: the multi-tensor AdamW?)"
+    WENHUI_CUDA_OPS=composite WENHUI_ADAMW_MULTI=0 W --device cuda bench parity --half bf16 >"$OUT/parity-per-param-adamw.txt" 2>&1
+  fi
   step "parity with the fused CUDA ops in the model (fixture logits, decoding, training step)"
   WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
     status=1
-    # Pin the failure: again without the cublasLt bias epilogue, and without the layer stack
-    # (both new since the last GPU run; the composite run above rules out the rest).
-    step "parity, fused, WENHUI_GEMM_EPILOGUE=0 (a fused-ops failure above: which part?)"
-    WENHUI_CUDA_OPS=fused WENHUI_GEMM_EPILOGUE=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-no-epilogue.txt" 2>&1
+    # Pin the failure: again without the cublasLt GEMMs, without the layer stack, and without
+    # the multi-tensor AdamW (all new since the last GPU run; the composite run above rules out
+    # the rest).
+    step "parity, fused, WENHUI_CUBLASLT=0 (a fused-ops failure above: which part?)"
+    WENHUI_CUDA_OPS=fused WENHUI_CUBLASLT=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-no-cublaslt.txt" 2>&1
     step "parity, fused, WENHUI_LAYER_STACK=0"
     WENHUI_CUDA_OPS=fused WENHUI_LAYER_STACK=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-per-op.txt" 2>&1
+    step "parity, fused, WENHUI_ADAMW_MULTI=0"
+    WENHUI_CUDA_OPS=fused WENHUI_ADAMW_MULTI=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-per-param-adamw.txt" 2>&1
   fi
 fi
 
@@ -81,6 +90,8 @@ if want train; then
   WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
   step "train step, bf16: wenhui with the fused CUDA ops, one graph node per op"
   WENHUI_CUDA_OPS=fused WENHUI_LAYER_STACK=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-per-op.jsonl"
+  step "train step, bf16: the default less the cublasLt GEMMs and the multi-tensor AdamW"
+  WENHUI_CUDA_OPS=fused WENHUI_CUBLASLT=0 WENHUI_ADAMW_MULTI=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-no-lt.jsonl"
   step "train step, bf16: wenhui with the fused CUDA ops, the layers as one node (the default)"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
   step "train step, bf16: pytorch eager"
@@ -141,7 +152,8 @@ gpu = open(os.path.join(out, "gpu.txt")).read().strip()
 print(f"GPU: {gpu}")
 t = last_json("train-torch.jsonl")
 for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op nodes)", "train-wenhui-per-op.jsonl"),
-                    (" (fused, layer stack)", "train-wenhui-fused.jsonl")):
+                    (" (fused, stack, no cublasLt, per-parameter AdamW)", "train-wenhui-no-lt.jsonl"),
+                    (" (fused, layer stack: the default)", "train-wenhui-fused.jsonl")):
     w = last_json(name)
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s "
@@ -156,11 +168,14 @@ for b in (1, 32):
             print(f"generate bf16 batch {b}{label}: wenhui {d['tokens_per_s']:.0f} tok/s ({d['decode_ms_per_token']:.2f} ms/step) | "
                   f"pytorch {t['tokens_per_s']:.0f} tok/s ({t['decode_ms_per_token']:.2f} ms/step) | ratio {d['tokens_per_s']/t['tokens_per_s']:.2f}x")
 fails = []
-for label, name in (("parity, composite", "parity.txt"), ("parity, fused ops", "parity-fused.txt"),
-                    ("parity, fused, no GEMM epilogue", "parity-fused-no-epilogue.txt"),
-                    ("parity, fused, per-op nodes", "parity-fused-per-op.txt")):
-    if name.startswith("parity-fused-") and not os.path.exists(os.path.join(out, name)):
-        continue  # only run to pin a fused-ops failure
+for label, name in (("parity, composite", "parity.txt"),
+                    ("parity, composite, per-parameter AdamW", "parity-per-param-adamw.txt"),
+                    ("parity, fused ops", "parity-fused.txt"),
+                    ("parity, fused, no cublasLt", "parity-fused-no-cublaslt.txt"),
+                    ("parity, fused, per-op nodes", "parity-fused-per-op.txt"),
+                    ("parity, fused, per-parameter AdamW", "parity-fused-per-param-adamw.txt")):
+    if name not in ("parity.txt", "parity-fused.txt") and not os.path.exists(os.path.join(out, name)):
+        continue  # only run to pin a failure
     path = os.path.join(out, name)
     p = open(path).read().splitlines() if os.path.exists(path) else []
     bad = [l for l in p if l.startswith("FAIL")]

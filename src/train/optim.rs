@@ -69,6 +69,21 @@ struct Param {
     device_moments: Option<Tensor>,
 }
 
+#[cfg(feature = "cuda")]
+impl Param {
+    /// The moments on the parameter's GPU as one `[m | v]` tensor, made from the host moments at
+    /// the first GPU step (so a resumed state carries over) and updated in place from then on.
+    fn device_moments(&mut self) -> Result<Tensor> {
+        if let Some(mv) = &self.device_moments {
+            return Ok(mv.clone());
+        }
+        let host: Vec<f32> = self.m.iter().chain(&self.v).copied().collect();
+        let mv = Tensor::from_vec(host, 2 * self.m.len(), self.var.device())?;
+        self.device_moments = Some(mv.clone());
+        Ok(mv)
+    }
+}
+
 /// The optimizer and its state.
 pub struct AdamW {
     params: Vec<Param>,
@@ -168,10 +183,13 @@ impl AdamW {
         Ok(StepStats { grad_norm, clip_scale })
     }
 
-    /// The fused GPU update: global norm with one copy to the host, then one kernel per
-    /// parameter updating weight and moments in place (same math as the host loop).
+    /// The fused GPU update: the global norm with one copy to the host, then weights and moments
+    /// updated in place (same math as the host loop). By default every parameter goes in one
+    /// launch for the norm and one for the update (`ops::cuda::adamw`); `WENHUI_ADAMW_MULTI=0`,
+    /// or a tensor the multi-tensor kernels cannot take, means one launch per parameter each.
     #[cfg(feature = "cuda")]
     fn step_cuda(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<StepStats> {
+        use crate::ops::cuda::adamw as gpu;
         let gs = self
             .params
             .iter()
@@ -180,23 +198,48 @@ impl AdamW {
                 Ok(g.to_dtype(DType::F32)?.contiguous()?)
             })
             .collect::<Result<Vec<Tensor>>>()?;
-        let grad_norm = crate::ops::cuda::sum_of_squares(&gs)?.sqrt();
-        let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
+        let moments = self.params.iter_mut().map(Param::device_moments).collect::<Result<Vec<Tensor>>>()?;
         let AdamWConfig { beta1, beta2, eps, .. } = self.cfg;
-        for (p, g) in self.params.iter_mut().zip(&gs) {
-            let mv = match &p.device_moments {
-                Some(mv) => mv.clone(),
-                None => {
-                    let host: Vec<f32> = p.m.iter().chain(&p.v).copied().collect();
-                    let mv = Tensor::from_vec(host, 2 * p.m.len(), p.var.device())?;
-                    p.device_moments = Some(mv.clone());
-                    mv
-                }
+        let per_param_lr: Vec<(f32, f32)> = self
+            .params
+            .iter()
+            .map(|p| {
+                let plr = lr * p.lr_scale;
+                (plr as f32, (1.0 - plr * p.weight_decay) as f32)
+            })
+            .collect();
+        if gpu::multi_tensor_allowed() {
+            let jobs: Vec<gpu::MultiTensorParam> = self
+                .params
+                .iter()
+                .zip(&moments)
+                .zip(&gs)
+                .zip(&per_param_lr)
+                .map(|(((p, mv), g), &(lr, decay))| gpu::MultiTensorParam {
+                    w: p.var.as_tensor().clone(),
+                    mv: mv.clone(),
+                    g: g.clone(),
+                    lr,
+                    decay,
+                })
+                .collect();
+            let mut clip_scale = 1.0;
+            let shared = |grad_norm: f64| {
+                let (scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
+                clip_scale = scale;
+                let f = |x: f64| x as f32;
+                Ok(gpu::SharedStep { beta1: f(beta1), beta2: f(beta2), eps: f(eps), bc1: f(bc1), bc2: f(bc2), clip_scale: f(scale) })
             };
-            let plr = lr * p.lr_scale;
-            let step = crate::ops::cuda::AdamWStep {
-                lr: plr as f32,
-                decay: (1.0 - plr * p.weight_decay) as f32,
+            if let Some(grad_norm) = gpu::multi_tensor_step(&jobs, shared)? {
+                return Ok(StepStats { grad_norm, clip_scale });
+            }
+        }
+        let grad_norm = gpu::sum_of_squares(&gs)?.sqrt();
+        let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
+        for ((p, g), (mv, &(lr, decay))) in self.params.iter().zip(&gs).zip(moments.iter().zip(&per_param_lr)) {
+            let step = gpu::AdamWStep {
+                lr,
+                decay,
                 beta1: beta1 as f32,
                 beta2: beta2 as f32,
                 eps: eps as f32,
@@ -204,7 +247,7 @@ impl AdamW {
                 bc2: bc2 as f32,
                 clip_scale: clip_scale as f32,
             };
-            p.var.as_tensor().inplace_op3(&mv, g, &crate::ops::cuda::AdamWOp(step))?;
+            p.var.as_tensor().inplace_op3(mv, g, &gpu::AdamWOp(step))?;
         }
         Ok(StepStats { grad_norm, clip_scale })
     }

@@ -3,6 +3,7 @@
 //! CPU op of the same name in `src/ops`, with the same inputs, outputs and math; f32, bf16, f16
 //! and f64 storage, arithmetic in f32 (f64 for f64).
 
+pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod decode;
 pub(crate) mod linear;
@@ -423,101 +424,4 @@ pub(crate) fn embedding_backward<T: KernelFloat>(
     // SAFETY: signature matches; dw holds v × h zeros.
     unsafe { l.launch(elementwise_cfg(n * h)) }.w()?;
     Ok(dw)
-}
-
-/// Hyper-parameters of one fused AdamW update.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct AdamWStep {
-    pub lr: f32,
-    pub decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub bc1: f32,
-    pub bc2: f32,
-    pub clip_scale: f32,
-}
-
-/// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`.
-pub(crate) fn adamw(w: &mut CudaStorage, mv: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), s: &AdamWStep) -> Result<()> {
-    let dev = w.device().clone();
-    let n = g.1.shape().elem_count();
-    let mvs = match &mv.0.slice {
-        CudaStorageSlice::F32(d) => d,
-        _ => candle_core::bail!("adamw: moments must be f32"),
-    };
-    let gv = view::<f32>(g.0, g.1)?;
-    let ws = match &mut w.slice {
-        CudaStorageSlice::F32(d) => d,
-        _ => candle_core::bail!("adamw: weights must be f32"),
-    };
-    let f = dev.get_or_load_custom_func("adamw_f32", MODULE, PTX)?;
-    let mut l = f.builder();
-    // The kernel also writes the moments through `mvs`: they belong to the optimizer alone.
-    l.arg(ws).arg(mvs).arg(&gv).arg(&n);
-    l.arg(&s.lr).arg(&s.decay).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
-    // SAFETY: w and g hold n floats, mv 2n.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
-    Ok(())
-}
-
-/// Adds Σ g² of `g` (f32 or bf16) into the one-double accumulator `acc`.
-pub(crate) fn sum_squares_into(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
-    match &g.0.slice {
-        CudaStorageSlice::F32(_) => sum_squares::<f32>(g, acc),
-        CudaStorageSlice::BF16(_) => sum_squares::<half::bf16>(g, acc),
-        _ => candle_core::bail!("gradient norm: gradients must be f32 or bf16 on CUDA"),
-    }
-}
-
-fn sum_squares<T: KernelFloat>(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
-    let dev = g.0.device().clone();
-    let n = g.1.shape().elem_count();
-    let v = view::<T>(g.0, g.1)?;
-    let f = dev.get_or_load_custom_func(&name::<T>("sum_squares"), MODULE, PTX)?;
-    let mut l = f.builder();
-    l.arg(&v).arg(&n).arg(acc);
-    // Few blocks: each ends in one atomic add.
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: v holds n elements; acc one double.
-    unsafe { l.launch(cfg) }.w()?;
-    Ok(())
-}
-
-/// The fused AdamW update as an in-place op on the weight tensor (see [`adamw`]).
-pub(crate) struct AdamWOp(pub AdamWStep);
-
-impl candle_core::InplaceOp3 for AdamWOp {
-    fn name(&self) -> &'static str {
-        "wenhui-adamw"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &mut candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<()> {
-        candle_core::bail!("wenhui-adamw runs on CUDA; the CPU update is train::optim's host loop")
-    }
-
-    fn cuda_fwd(&self, w: &mut CudaStorage, _wl: &Layout, mv: &CudaStorage, mvl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<()> {
-        adamw(w, (mv, mvl), (g, gl), &self.0)
-    }
-}
-
-/// Σ over `tensors` of Σ x² (f32 or bf16 CUDA tensors), with one copy back to the host.
-pub(crate) fn sum_of_squares(tensors: &[candle_core::Tensor]) -> Result<f64> {
-    let Some(first) = tensors.first() else { return Ok(0.0) };
-    let candle_core::Device::Cuda(dev) = first.device() else { candle_core::bail!("sum_of_squares: CUDA tensors expected") };
-    let mut acc = dev.alloc_zeros::<f64>(1)?;
-    for t in tensors {
-        let t = t.contiguous()?;
-        let (storage, layout) = t.storage_and_layout();
-        sum_squares_into((cuda_storage(&storage, "sum_of_squares: a gradient")?, layout), &mut acc)?;
-    }
-    Ok(dev.clone_dtoh(&acc)?[0])
 }

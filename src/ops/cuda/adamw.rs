@@ -1,0 +1,289 @@
+//! The optimizer's side of the GPU: the gradients' global norm and the fused AdamW update
+//! (`adamw_f32` in kernels.cu; the same math as `train::optim`'s host loop).
+//!
+//! Two ways to run them. One launch per parameter ([`sum_of_squares`], [`AdamWOp`]) is the
+//! reference. The default, [`multi_tensor_step`], runs every parameter in one launch for the norm
+//! and one for the update, over a table of device pointers: a GLM-Base step has about 150
+//! parameters, so it saves some 300 launches and their host overhead, most of it exposed while
+//! the GPU waits for the update (the norm is read back in between). `WENHUI_ADAMW_MULTI=0`
+//! selects the per-parameter launches.
+
+use super::{cuda_storage, elementwise_cfg, view, KernelFloat, MODULE, PTX};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaStorage, DType, Layout, Result, Tensor};
+use std::sync::OnceLock;
+
+/// Hyper-parameters of one fused AdamW update.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamWStep {
+    pub lr: f32,
+    pub decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub clip_scale: f32,
+}
+
+/// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`.
+pub(crate) fn adamw(w: &mut CudaStorage, mv: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), s: &AdamWStep) -> Result<()> {
+    let dev = w.device().clone();
+    let n = g.1.shape().elem_count();
+    let mvs = match &mv.0.slice {
+        CudaStorageSlice::F32(d) => d,
+        _ => candle_core::bail!("adamw: moments must be f32"),
+    };
+    let gv = view::<f32>(g.0, g.1)?;
+    let ws = match &mut w.slice {
+        CudaStorageSlice::F32(d) => d,
+        _ => candle_core::bail!("adamw: weights must be f32"),
+    };
+    let f = dev.get_or_load_custom_func("adamw_f32", MODULE, PTX)?;
+    let mut l = f.builder();
+    // The kernel also writes the moments through `mvs`: they belong to the optimizer alone.
+    l.arg(ws).arg(mvs).arg(&gv).arg(&n);
+    l.arg(&s.lr).arg(&s.decay).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
+    // SAFETY: w and g hold n floats, mv 2n.
+    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    Ok(())
+}
+
+/// Adds Σ g² of `g` (f32 or bf16) into the one-double accumulator `acc`.
+pub(crate) fn sum_squares_into(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
+    match &g.0.slice {
+        CudaStorageSlice::F32(_) => sum_squares::<f32>(g, acc),
+        CudaStorageSlice::BF16(_) => sum_squares::<half::bf16>(g, acc),
+        _ => candle_core::bail!("gradient norm: gradients must be f32 or bf16 on CUDA"),
+    }
+}
+
+fn sum_squares<T: KernelFloat>(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f64>) -> Result<()> {
+    let dev = g.0.device().clone();
+    let n = g.1.shape().elem_count();
+    let v = view::<T>(g.0, g.1)?;
+    let f = dev.get_or_load_custom_func(&super::name::<T>("sum_squares"), MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&v).arg(&n).arg(acc);
+    // Few blocks: each ends in one atomic add.
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: v holds n elements; acc one double.
+    unsafe { l.launch(cfg) }.w()?;
+    Ok(())
+}
+
+/// The fused AdamW update as an in-place op on the weight tensor (see [`adamw`]).
+pub(crate) struct AdamWOp(pub AdamWStep);
+
+impl candle_core::InplaceOp3 for AdamWOp {
+    fn name(&self) -> &'static str {
+        "wenhui-adamw"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &mut candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!("wenhui-adamw runs on CUDA; the CPU update is train::optim's host loop")
+    }
+
+    fn cuda_fwd(&self, w: &mut CudaStorage, _wl: &Layout, mv: &CudaStorage, mvl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<()> {
+        adamw(w, (mv, mvl), (g, gl), &self.0)
+    }
+}
+
+/// Σ over `tensors` of Σ x² (f32 or bf16 CUDA tensors), with one copy back to the host.
+pub(crate) fn sum_of_squares(tensors: &[Tensor]) -> Result<f64> {
+    let Some(first) = tensors.first() else { return Ok(0.0) };
+    let candle_core::Device::Cuda(dev) = first.device() else { candle_core::bail!("sum_of_squares: CUDA tensors expected") };
+    let mut acc = dev.alloc_zeros::<f64>(1)?;
+    for t in tensors {
+        let t = t.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        sum_squares_into((cuda_storage(&storage, "sum_of_squares: a gradient")?, layout), &mut acc)?;
+    }
+    Ok(dev.clone_dtoh(&acc)?[0])
+}
+
+/// Whether [`multi_tensor_step`] is on (`WENHUI_ADAMW_MULTI=0` turns it off; read once).
+pub(crate) fn multi_tensor_allowed() -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("WENHUI_ADAMW_MULTI").map_or(true, |v| v != "0"))
+}
+
+/// One parameter of a [`multi_tensor_step`]: the f32 weight, its moments `[m | v]` (2n), its f32
+/// gradient (n) and its own learning rate and decay factor (`1 − lr·weight_decay`).
+pub(crate) struct MultiTensorParam {
+    pub w: Tensor,
+    pub mv: Tensor,
+    pub g: Tensor,
+    pub lr: f32,
+    pub decay: f32,
+}
+
+/// The step's shared hyper-parameters, known once the global norm is: (β₁, β₂, ε, bias
+/// corrections 1 − β₁ᵗ and 1 − β₂ᵗ, clip scale).
+pub(crate) struct SharedStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+    pub clip_scale: f32,
+}
+
+/// Elements one block of the multi-tensor kernels handles.
+const CHUNK: usize = 1 << 14;
+/// u64 words of one `AdamWJob` in kernels.cu: w, mv, g, n, then lr and decay as two f32.
+const JOB_WORDS: usize = 5;
+
+/// One parameter's entry in the kernels' table: device pointers to its weight, moments and
+/// gradient, its length, learning rate and decay factor.
+struct Job {
+    pointers: [u64; 3],
+    n: usize,
+    lr: f32,
+    decay: f32,
+}
+
+/// The table the multi-tensor kernels read, and the number of blocks to launch: `JOB_WORDS`
+/// words per job (kernels.cu's `AdamWJob`: w, mv, g, n, then lr in the low and decay in the high
+/// half of a word, little-endian as the GPU reads it), then one word per block, `job << 32 |
+/// chunk`, block `i` handling elements `[chunk·CHUNK, min(n, (chunk + 1)·CHUNK))` of its job.
+fn job_table(jobs: &[Job]) -> (Vec<u64>, usize) {
+    let mut table: Vec<u64> = Vec::with_capacity(jobs.len() * JOB_WORDS);
+    let mut chunks = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        table.extend_from_slice(&job.pointers);
+        table.push(job.n as u64);
+        table.push(u64::from(job.lr.to_bits()) | (u64::from(job.decay.to_bits()) << 32));
+        chunks.extend((0..job.n.div_ceil(CHUNK) as u64).map(|c| ((j as u64) << 32) | c));
+    }
+    let blocks = chunks.len();
+    table.extend(chunks);
+    (table, blocks)
+}
+
+/// Every parameter's AdamW update in two launches: Σ g² over all gradients, read back as the
+/// global norm, which `shared` turns into the step's hyper-parameters (or an error, such as a
+/// diverged norm, before anything is written), then the update of every weight and its moments
+/// in place. Returns the norm. `None` when a tensor is not the contiguous f32 CUDA storage the
+/// kernels need: the caller then takes the per-parameter launches.
+pub(crate) fn multi_tensor_step(
+    params: &[MultiTensorParam],
+    shared: impl FnOnce(f64) -> crate::Result<SharedStep>,
+) -> crate::Result<Option<f64>> {
+    let Some(first) = params.first() else { return Ok(None) };
+    let candle_core::Device::Cuda(dev) = first.w.device() else { return Ok(None) };
+    // Storage guards first, then device pointers into them: the pointers' stream bookkeeping
+    // borrows the guards, and both stay alive until both kernels are queued.
+    let mut guards = Vec::with_capacity(params.len());
+    for p in params {
+        let n = p.g.elem_count();
+        if p.w.elem_count() != n || p.mv.elem_count() != 2 * n {
+            return Ok(None);
+        }
+        let mut three = Vec::with_capacity(3);
+        for t in [&p.w, &p.mv, &p.g] {
+            if t.dtype() != DType::F32 || !t.is_contiguous() || !t.device().same_device(first.w.device()) {
+                return Ok(None);
+            }
+            three.push(t.storage_and_layout());
+        }
+        guards.push((three, n, p.lr, p.decay));
+    }
+    let stream = dev.cuda_stream();
+    let mut records = Vec::with_capacity(3 * params.len());
+    let mut jobs = Vec::with_capacity(params.len());
+    for (three, n, lr, decay) in &guards {
+        let mut pointers = [0u64; 3];
+        for ((storage, layout), pointer) in three.iter().zip(&mut pointers) {
+            let slice = match cuda_storage(storage, "AdamW: a parameter, moment or gradient")?.slice {
+                CudaStorageSlice::F32(ref s) => s,
+                _ => return Ok(None),
+            };
+            let (ptr, record) = slice.device_ptr(&stream);
+            records.push(record);
+            *pointer = ptr + 4 * layout.start_offset() as u64;
+        }
+        jobs.push(Job { pointers, n: *n, lr: *lr, decay: *decay });
+    }
+    let (table, blocks) = job_table(&jobs);
+    if blocks == 0 {
+        return Ok(None);
+    }
+    let table = dev.clone_htod(&table)?;
+    let (jobs_view, chunks_view) = (table.slice(0..jobs.len() * JOB_WORDS), table.slice(jobs.len() * JOB_WORDS..));
+    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let chunk = CHUNK as u64;
+
+    let mut acc = dev.alloc_zeros::<f64>(1)?;
+    let f = dev.get_or_load_custom_func("sum_squares_multi_f32", MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&jobs_view).arg(&chunks_view).arg(&chunk).arg(&mut acc);
+    // SAFETY: the table holds one AdamWJob per parameter (pointers to n floats of gradient) and one
+    // (job, chunk) word per block; acc is one double.
+    unsafe { l.launch(cfg) }.w()?;
+    let norm = dev.clone_dtoh(&acc)?[0].sqrt();
+
+    let s = shared(norm)?;
+    let f = dev.get_or_load_custom_func("adamw_multi_f32", MODULE, PTX)?;
+    let mut l = f.builder();
+    l.arg(&jobs_view).arg(&chunks_view).arg(&chunk);
+    l.arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
+    // SAFETY: as above; each job's w and g hold n floats and its mv 2n, all contiguous f32. The
+    // kernel writes w and mv through these pointers (taken for reading): the weights are updated in
+    // place as `AdamWOp` does, and the moments belong to the optimizer alone; candle's one stream
+    // orders the writes after every earlier read.
+    unsafe { l.launch(cfg) }.w()?;
+    drop(records);
+    Ok(Some(norm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table read the way the kernels read it (`chunk_job` in kernels.cu) covers every
+    /// element of every job exactly once and gives each job its own pointers, length and rates.
+    #[test]
+    fn job_table_covers_every_element_once() {
+        let sizes = [1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7, 768];
+        let jobs: Vec<Job> = sizes
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| Job {
+                pointers: [100 * j as u64, 100 * j as u64 + 1, 100 * j as u64 + 2],
+                n,
+                lr: 0.5 + j as f32,
+                decay: 1.0 - j as f32 / 8.0,
+            })
+            .collect();
+        let (table, blocks) = job_table(&jobs);
+        assert_eq!(table.len(), jobs.len() * JOB_WORDS + blocks);
+        let mut seen: Vec<Vec<u32>> = sizes.iter().map(|&n| vec![0; n]).collect();
+        for block in 0..blocks {
+            let c = table[jobs.len() * JOB_WORDS + block];
+            let (j, chunk) = ((c >> 32) as usize, (c & 0xffff_ffff) as usize);
+            let word = &table[j * JOB_WORDS..(j + 1) * JOB_WORDS];
+            let n = word[3] as usize;
+            let (begin, end) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(n));
+            assert!(begin < end, "block {block} has no elements");
+            seen[j][begin..end].iter_mut().for_each(|s| *s += 1);
+        }
+        for (j, job) in jobs.iter().enumerate() {
+            assert!(seen[j].iter().all(|&s| s == 1), "job {j}: every element once");
+            let word = &table[j * JOB_WORDS..(j + 1) * JOB_WORDS];
+            assert_eq!(&word[..3], &job.pointers);
+            assert_eq!(f32::from_bits(word[4] as u32), job.lr);
+            assert_eq!(f32::from_bits((word[4] >> 32) as u32), job.decay);
+        }
+    }
+}
