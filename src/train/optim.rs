@@ -208,46 +208,37 @@ impl AdamW {
                 (plr as f32, (1.0 - plr * p.weight_decay) as f32)
             })
             .collect();
+        let jobs: Vec<gpu::MultiTensorParam> = self
+            .params
+            .iter()
+            .zip(&moments)
+            .zip(&gs)
+            .zip(&per_param_lr)
+            .map(|(((p, mv), g), &(lr, decay))| gpu::MultiTensorParam {
+                w: p.var.as_tensor().clone(),
+                mv: mv.clone(),
+                g: g.clone(),
+                lr,
+                decay,
+            })
+            .collect();
+        // The step's shared hyper-parameters once the norm is known (and the step counted).
+        let mut clip_scale = 1.0;
+        let mut shared = |grad_norm: f64| {
+            let (scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
+            clip_scale = scale;
+            let f = |x: f64| x as f32;
+            Ok(gpu::SharedStep { beta1: f(beta1), beta2: f(beta2), eps: f(eps), bc1: f(bc1), bc2: f(bc2), clip_scale: f(scale) })
+        };
         if gpu::multi_tensor_allowed() {
-            let jobs: Vec<gpu::MultiTensorParam> = self
-                .params
-                .iter()
-                .zip(&moments)
-                .zip(&gs)
-                .zip(&per_param_lr)
-                .map(|(((p, mv), g), &(lr, decay))| gpu::MultiTensorParam {
-                    w: p.var.as_tensor().clone(),
-                    mv: mv.clone(),
-                    g: g.clone(),
-                    lr,
-                    decay,
-                })
-                .collect();
-            let mut clip_scale = 1.0;
-            let shared = |grad_norm: f64| {
-                let (scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
-                clip_scale = scale;
-                let f = |x: f64| x as f32;
-                Ok(gpu::SharedStep { beta1: f(beta1), beta2: f(beta2), eps: f(eps), bc1: f(bc1), bc2: f(bc2), clip_scale: f(scale) })
-            };
-            if let Some(grad_norm) = gpu::multi_tensor_step(&jobs, shared)? {
+            if let Some(grad_norm) = gpu::multi_tensor_step(&jobs, &mut shared)? {
                 return Ok(StepStats { grad_norm, clip_scale });
             }
         }
         let grad_norm = gpu::sum_of_squares(&gs)?.sqrt();
-        let (clip_scale, bc1, bc2) = self.begin_step(grad_norm, clip)?;
+        let shared = shared(grad_norm)?;
         for ((p, g), (mv, &(lr, decay))) in self.params.iter().zip(&gs).zip(moments.iter().zip(&per_param_lr)) {
-            let step = gpu::AdamWStep {
-                lr,
-                decay,
-                beta1: beta1 as f32,
-                beta2: beta2 as f32,
-                eps: eps as f32,
-                bc1: bc1 as f32,
-                bc2: bc2 as f32,
-                clip_scale: clip_scale as f32,
-            };
-            p.var.as_tensor().inplace_op3(mv, g, &gpu::AdamWOp(step))?;
+            p.var.as_tensor().inplace_op3(mv, g, &gpu::AdamWOp(gpu::AdamWStep { lr, decay, shared }))?;
         }
         Ok(StepStats { grad_norm, clip_scale })
     }

@@ -15,17 +15,13 @@ use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result, Tensor};
 use std::sync::OnceLock;
 
-/// Hyper-parameters of one fused AdamW update.
+/// Hyper-parameters of one parameter's fused AdamW update: its own learning rate and decay
+/// factor (`1 − lr·weight_decay`), and the step's shared ones.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AdamWStep {
     pub lr: f32,
     pub decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub bc1: f32,
-    pub bc2: f32,
-    pub clip_scale: f32,
+    pub shared: SharedStep,
 }
 
 /// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`.
@@ -45,7 +41,8 @@ pub(crate) fn adamw(w: &mut CudaStorage, mv: (&CudaStorage, &Layout), g: (&CudaS
     let mut l = f.builder();
     // The kernel also writes the moments through `mvs`: they belong to the optimizer alone.
     l.arg(ws).arg(mvs).arg(&gv).arg(&n);
-    l.arg(&s.lr).arg(&s.decay).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
+    let sh = &s.shared;
+    l.arg(&s.lr).arg(&s.decay).arg(&sh.beta1).arg(&sh.beta2).arg(&sh.eps).arg(&sh.bc1).arg(&sh.bc2).arg(&sh.clip_scale);
     // SAFETY: w and g hold n floats, mv 2n.
     unsafe { l.launch(elementwise_cfg(n)) }.w()?;
     Ok(())
@@ -130,6 +127,7 @@ pub(crate) struct MultiTensorParam {
 
 /// The step's shared hyper-parameters, known once the global norm is: (β₁, β₂, ε, bias
 /// corrections 1 − β₁ᵗ and 1 − β₂ᵗ, clip scale).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct SharedStep {
     pub beta1: f32,
     pub beta2: f32,
