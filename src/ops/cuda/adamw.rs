@@ -213,6 +213,13 @@ pub(crate) fn multi_tensor_step(
         }
         jobs.push(Job { pointers, n: *n, lr: *lr, decay: *decay });
     }
+    // One weight under two names (tied parameters) would have two blocks updating it at once;
+    // one launch per parameter updates it twice, in order, as the CPU does.
+    let mut weights: Vec<u64> = jobs.iter().map(|j| j.pointers[0]).collect();
+    weights.sort_unstable();
+    if weights.windows(2).any(|w| w[0] == w[1]) {
+        return Ok(None);
+    }
     let (table, blocks) = job_table(&jobs);
     if blocks == 0 {
         return Ok(None);
@@ -237,9 +244,10 @@ pub(crate) fn multi_tensor_step(
     l.arg(&jobs_view).arg(&chunks_view).arg(&chunk);
     l.arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
     // SAFETY: as above; each job's w and g hold n floats and its mv 2n, all contiguous f32. The
-    // kernel writes w and mv through these pointers (taken for reading): the weights are updated in
-    // place as `AdamWOp` does, and the moments belong to the optimizer alone; candle's one stream
-    // orders the writes after every earlier read.
+    // kernel writes w and mv through these pointers (taken for reading, under read locks): the
+    // weights are updated in place as `AdamWOp` does, and the moments belong to the optimizer
+    // alone. candle's one stream orders the writes after every earlier read; were candle to run
+    // several streams (cudarc's multi-stream event tracking), these writes would go unrecorded.
     unsafe { l.launch(cfg) }.w()?;
     drop(records);
     Ok(Some(norm))

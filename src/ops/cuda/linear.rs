@@ -25,11 +25,11 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
     let xl = Layout::contiguous_with_offset((rows, inp), x.1.start_offset());
     let wl = Layout::contiguous_with_offset((out, inp), w.1.start_offset());
     let has_bias = b.1.shape().elem_count() > 0;
-    if has_bias && rows > 0 && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
-        match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp)) {
-            Ok(Some(y)) => return Ok(y),
-            Ok(None) => {}
-            Err(e) => give_up(&e),
+    if has_bias && rows > 0 && inp > 0 && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
+        match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp))? {
+            Lt::Done(y) => return Ok(y),
+            Lt::Skipped => {}
+            Lt::Failed(e) => give_up(&e),
         }
     }
     let y = x.0.matmul(w.0, (1, rows, out, inp), &xl, &wl.transpose(0, 1)?)?;
@@ -42,21 +42,48 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
 
 /// `x·wᵀ + b` in half precision as one cublasLt GEMM with the bias added in its epilogue (as
 /// PyTorch's `F.linear` does), instead of a GEMM and a bias kernel that reads and writes the
-/// output again (5.4 ms of a 135 ms GLM-Base step on an H200). `None` for f32 and f64: candle's
+/// output again (5.4 ms of a 135 ms GLM-Base step on an H200). Skipped for f32 and f64: candle's
 /// cuBLAS call keeps f32 exact unless `--tf32` (cudarc's cublasLt computes f32 in TF32).
 fn forward_with_epilogue(
     x: (&CudaStorage, &Layout),
     w: (&CudaStorage, &Layout),
     b: (&CudaStorage, &Layout),
     (rows, out, inp): (usize, usize, usize),
-) -> Result<Option<CudaStorage>> {
+) -> Result<Lt<CudaStorage>> {
     let dev = x.0.device();
-    let y = match x.0.dtype() {
-        DType::BF16 => CudaStorage::wrap_cuda_slice(gemm_bias::<half::bf16>(dev, x, w, b, (rows, out, inp))?, dev.clone()),
-        DType::F16 => CudaStorage::wrap_cuda_slice(gemm_bias::<half::f16>(dev, x, w, b, (rows, out, inp))?, dev.clone()),
-        _ => return Ok(None),
+    Ok(match x.0.dtype() {
+        DType::BF16 => gemm_bias::<half::bf16>(dev, x, w, b, (rows, out, inp))?.map(|y| CudaStorage::wrap_cuda_slice(y, dev.clone())),
+        DType::F16 => gemm_bias::<half::f16>(dev, x, w, b, (rows, out, inp))?.map(|y| CudaStorage::wrap_cuda_slice(y, dev.clone())),
+        _ => Lt::Skipped,
+    })
+}
+
+/// The outcome of a cublasLt path whose other errors (out of memory, a failed kernel) are the
+/// `Err` around it: done, not taken (f32 and f64), or failed in cublasLt itself, after which the
+/// caller turns cublasLt off and takes candle's GEMMs.
+enum Lt<T> {
+    Done(T),
+    Skipped,
+    Failed(candle_core::Error),
+}
+
+impl<T> Lt<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Lt<U> {
+        match self {
+            Lt::Done(t) => Lt::Done(f(t)),
+            Lt::Skipped => Lt::Skipped,
+            Lt::Failed(e) => Lt::Failed(e),
+        }
+    }
+}
+
+/// Runs one cublasLt call; on failure the enclosing function returns `Ok(Lt::Failed(..))`.
+macro_rules! lt_call {
+    ($call:expr) => {
+        if let Err(e) = $call {
+            return Ok(Lt::Failed(candle_core::Error::Msg(format!("cublasLt: {e:?}"))));
+        }
     };
-    Ok(Some(y))
 }
 
 fn gemm_bias<T: KernelFloat>(
@@ -65,17 +92,20 @@ fn gemm_bias<T: KernelFloat>(
     w: (&CudaStorage, &Layout),
     b: (&CudaStorage, &Layout),
     (rows, out, inp): (usize, usize, usize),
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>
+) -> Result<Lt<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>>
 where
     CudaBlasLT: Matmul<T>,
 {
     let (xv, wv, bv) = (view::<T>(x.0, x.1)?, view::<T>(w.0, w.1)?, view::<T>(b.0, b.1)?);
     let mut y = output::<T>(dev, rows * out)?;
     let cfg = forward_config(rows, out, inp);
-    let lt = blas_lt(dev)?;
+    let lt = match blas_lt(dev) {
+        Ok(lt) => lt,
+        Err(e) => return Ok(Lt::Failed(e)),
+    };
     // SAFETY: w holds out × in elements, x rows × in, the bias out and y rows × out, as `cfg` says.
-    unsafe { lt.matmul(cfg, &wv, &xv, &mut y, Some(&bv), None) }.map_err(|e| candle_core::Error::Msg(format!("cublasLt: {e:?}")))?;
-    Ok(y)
+    lt_call!(unsafe { lt.matmul(cfg, &wv, &xv, &mut y, Some(&bv), None) });
+    Ok(Lt::Done(y))
 }
 
 /// Set after the first failure of a cublasLt GEMM: later calls go straight to candle's cuBLAS.
@@ -130,20 +160,21 @@ pub(crate) fn backward(
     let dyl = Layout::contiguous_with_offset((rows, out), dy.1.start_offset());
     // The dW part of the packed buffer starts nx elements in: cublasLt wants it 256-byte aligned.
     let dw_aligned = (rows * inp * dy.0.dtype().size_in_bytes()).is_multiple_of(256);
-    if rows > 0 && dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
+    let sizes = rows > 0 && out > 0 && inp > 0;
+    if sizes && dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
         let dims = (rows, out, inp);
         let dev = dy.0.device();
         let packed = match dy.0.dtype() {
-            DType::BF16 => packed_backward::<half::bf16>(dev, (x.0, &xl), (w.0, &wl), (dy.0, &dyl), dims, bias)
-                .map(|p| Some(CudaStorage::wrap_cuda_slice(p, dev.clone()))),
-            DType::F16 => packed_backward::<half::f16>(dev, (x.0, &xl), (w.0, &wl), (dy.0, &dyl), dims, bias)
-                .map(|p| Some(CudaStorage::wrap_cuda_slice(p, dev.clone()))),
-            _ => Ok(None),
+            DType::BF16 => packed_backward::<half::bf16>(dev, (x.0, &xl), (w.0, &wl), (dy.0, &dyl), dims, bias)?
+                .map(|y| CudaStorage::wrap_cuda_slice(y, dev.clone())),
+            DType::F16 => packed_backward::<half::f16>(dev, (x.0, &xl), (w.0, &wl), (dy.0, &dyl), dims, bias)?
+                .map(|y| CudaStorage::wrap_cuda_slice(y, dev.clone())),
+            _ => Lt::Skipped,
         };
         match packed {
-            Ok(Some(p)) => return Ok(p),
-            Ok(None) => {}
-            Err(e) => give_up(&e),
+            Lt::Done(p) => return Ok(p),
+            Lt::Skipped => {}
+            Lt::Failed(e) => give_up(&e),
         }
     }
     // dx (rows×in) = dy (rows×out) · w (out×in)
@@ -173,7 +204,7 @@ fn packed_backward<T: KernelFloat>(
     dy: (&CudaStorage, &Layout),
     (rows, out, inp): (usize, usize, usize),
     bias: bool,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>
+) -> Result<Lt<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>>
 where
     CudaBlasLT: Matmul<T>,
 {
@@ -181,24 +212,26 @@ where
     let (nx, nw) = (rows * inp, out * inp);
     let len = nx + nw + if bias { out } else { 0 };
     let mut packed = output::<T>(dev, len)?;
-    let lt = blas_lt(dev)?;
-    let lt_err = |e| candle_core::Error::Msg(format!("cublasLt: {e:?}"));
+    let lt = match blas_lt(dev) {
+        Ok(lt) => lt,
+        Err(e) => return Ok(Lt::Failed(e)),
+    };
     let (dx_cfg, dw_cfg) = backward_configs(rows, out, inp);
     {
         let mut dx = packed.slice_mut(0..nx);
         // SAFETY: W holds out × in elements, dy rows × out, and dx rows × in, as `dx_cfg` says.
-        unsafe { lt.matmul(dx_cfg, &wv, &dyv, &mut dx, None, None) }.map_err(lt_err)?;
+        lt_call!(unsafe { lt.matmul(dx_cfg, &wv, &dyv, &mut dx, None, None) });
     }
     {
         let mut dw = packed.slice_mut(nx..nx + nw);
         // SAFETY: x holds rows × in elements, dy rows × out, and dW out × in, as `dw_cfg` says.
-        unsafe { lt.matmul(dw_cfg, &xv, &dyv, &mut dw, None, None) }.map_err(lt_err)?;
+        lt_call!(unsafe { lt.matmul(dw_cfg, &xv, &dyv, &mut dw, None, None) });
     }
     if bias {
         let mut db = packed.slice_mut(nx + nw..len);
         super::column_sums::<T>(dev, None, &dyv, None, &mut db, rows, out)?;
     }
-    Ok(packed)
+    Ok(Lt::Done(packed))
 }
 
 /// The cublasLt configuration of the forward GEMM, column-major as cuBLAS sees the row-major
