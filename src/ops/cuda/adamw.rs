@@ -229,9 +229,11 @@ pub(crate) fn multi_tensor_step(
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let chunk = CHUNK as u64;
 
+    // Both kernels loaded up front: after `shared` counts the step, only the launch can fail.
+    let norm_kernel = dev.get_or_load_custom_func("sum_squares_multi_f32", MODULE, PTX)?;
+    let update_kernel = dev.get_or_load_custom_func("adamw_multi_f32", MODULE, PTX)?;
     let mut acc = dev.alloc_zeros::<f64>(1)?;
-    let f = dev.get_or_load_custom_func("sum_squares_multi_f32", MODULE, PTX)?;
-    let mut l = f.builder();
+    let mut l = norm_kernel.builder();
     l.arg(&jobs_view).arg(&chunks_view).arg(&chunk).arg(&mut acc);
     // SAFETY: the table holds one AdamWJob per parameter (pointers to n floats of gradient) and one
     // (job, chunk) word per block; acc is one double.
@@ -239,8 +241,7 @@ pub(crate) fn multi_tensor_step(
     let norm = dev.clone_dtoh(&acc)?[0].sqrt();
 
     let s = shared(norm)?;
-    let f = dev.get_or_load_custom_func("adamw_multi_f32", MODULE, PTX)?;
-    let mut l = f.builder();
+    let mut l = update_kernel.builder();
     l.arg(&jobs_view).arg(&chunks_view).arg(&chunk);
     l.arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&s.bc1).arg(&s.bc2).arg(&s.clip_scale);
     // SAFETY: as above; each job's w and g hold n floats and its mv 2n, all contiguous f32. The
