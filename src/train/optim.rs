@@ -208,20 +208,22 @@ impl AdamW {
                 (plr as f32, (1.0 - plr * p.weight_decay) as f32)
             })
             .collect();
-        let jobs: Vec<gpu::MultiTensorParam> = self
-            .params
-            .iter()
-            .zip(&moments)
-            .zip(&gs)
-            .zip(&per_param_lr)
-            .map(|(((p, mv), g), &(lr, decay))| gpu::MultiTensorParam {
-                w: p.var.as_tensor().clone(),
-                mv: mv.clone(),
-                g: g.clone(),
-                lr,
-                decay,
-            })
-            .collect();
+        // The multi-tensor launches' parameter list (unless `WENHUI_ADAMW_MULTI=0`).
+        let jobs: Option<Vec<gpu::MultiTensorParam>> = gpu::multi_tensor_allowed().then(|| {
+            self.params
+                .iter()
+                .zip(&moments)
+                .zip(&gs)
+                .zip(&per_param_lr)
+                .map(|(((p, mv), g), &(lr, decay))| gpu::MultiTensorParam {
+                    w: p.var.as_tensor().clone(),
+                    mv: mv.clone(),
+                    g: g.clone(),
+                    lr,
+                    decay,
+                })
+                .collect()
+        });
         // The step's shared hyper-parameters once the norm is known (and the step counted).
         let mut clip_scale = 1.0;
         let mut shared = |grad_norm: f64| {
@@ -230,8 +232,8 @@ impl AdamW {
             let f = |x: f64| x as f32;
             Ok(gpu::SharedStep { beta1: f(beta1), beta2: f(beta2), eps: f(eps), bc1: f(bc1), bc2: f(bc2), clip_scale: f(scale) })
         };
-        if gpu::multi_tensor_allowed() {
-            if let Some(grad_norm) = gpu::multi_tensor_step(&jobs, &mut shared)? {
+        if let Some(jobs) = &jobs {
+            if let Some(grad_norm) = gpu::multi_tensor_step(jobs, &mut shared)? {
                 return Ok(StepStats { grad_norm, clip_scale });
             }
         }

@@ -234,22 +234,22 @@ where
     Ok(Lt::Done(packed))
 }
 
-/// The cublasLt configuration of the forward GEMM, column-major as cuBLAS sees the row-major
-/// buffers: `yᵀ [out × rows] = W [out × in] (its buffer, [in × out], transposed) · xᵀ [in × rows]`,
-/// the bias one value per row of `yᵀ`.
-fn forward_config(rows: usize, out: usize, inp: usize) -> MatmulConfig {
+/// A cublasLt configuration of `C [m × n] = op(A) · op(B)` over whole, contiguous buffers, so
+/// every leading dimension is the stored matrix's column-major row count: `k` or `m` for A,
+/// `n` or `k` for B (transposed or not), `m` for C.
+fn gemm_config(transa: bool, transb: bool, m: usize, n: usize, k: usize) -> MatmulConfig {
     MatmulConfig {
-        transa: true,
-        transb: false,
+        transa,
+        transb,
         transc: false,
-        m: out as u64,
-        n: rows as u64,
-        k: inp as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
         alpha: 1.0,
-        lda: inp as i64,
-        ldb: inp as i64,
+        lda: (if transa { k } else { m }) as i64,
+        ldb: (if transb { n } else { k }) as i64,
         beta: 0.0,
-        ldc: out as i64,
+        ldc: m as i64,
         stride_a: None,
         stride_b: None,
         stride_c: None,
@@ -258,31 +258,18 @@ fn forward_config(rows: usize, out: usize, inp: usize) -> MatmulConfig {
     }
 }
 
-/// The cublasLt configurations of the backward's two GEMMs, column-major as cuBLAS sees the
-/// row-major buffers: `dxᵀ [in × rows] = Wᵀ [in × out] · dyᵀ [out × rows]`, both operands the
-/// buffers as they are; `dWᵀ [in × out] = xᵀ [in × rows] · dy [rows × out]`, dy's buffer
-/// transposed.
+/// The forward GEMM, column-major as cuBLAS sees the row-major buffers: `yᵀ [out × rows] =
+/// W [out × in] (its buffer, [in × out], transposed) · xᵀ [in × rows]`, the bias one value per
+/// row of `yᵀ`.
+fn forward_config(rows: usize, out: usize, inp: usize) -> MatmulConfig {
+    gemm_config(true, false, out, rows, inp)
+}
+
+/// The backward's two GEMMs, column-major as cuBLAS sees the row-major buffers: `dxᵀ [in × rows]
+/// = Wᵀ [in × out] · dyᵀ [out × rows]`, both operands the buffers as they are; `dWᵀ [in × out] =
+/// xᵀ [in × rows] · dy [rows × out]`, dy's buffer transposed.
 fn backward_configs(rows: usize, out: usize, inp: usize) -> (MatmulConfig, MatmulConfig) {
-    let dx = MatmulConfig {
-        transa: false,
-        transb: false,
-        transc: false,
-        m: inp as u64,
-        n: rows as u64,
-        k: out as u64,
-        alpha: 1.0,
-        lda: inp as i64,
-        ldb: out as i64,
-        beta: 0.0,
-        ldc: inp as i64,
-        stride_a: None,
-        stride_b: None,
-        stride_c: None,
-        stride_bias: None,
-        batch_size: None,
-    };
-    let dw = MatmulConfig { transb: true, n: out as u64, k: rows as u64, ..dx };
-    (dx, dw)
+    (gemm_config(false, false, inp, rows, out), gemm_config(false, true, inp, out, rows))
 }
 
 #[cfg(test)]
