@@ -249,7 +249,7 @@ pub(crate) fn decode_fusable(x: &Tensor, heads: usize, mask: &Tensor, slot: &Opt
         && !x.track_op()
         && heads > 0
         && h % heads == 0
-        && crate::ops::cuda::decode::fits(h / heads, t, x.dtype())
+        && crate::ops::launch::decode_fits(h / heads, t, x.dtype())
 }
 
 /// One decoding step's attention in one kernel (see `ops::cuda::decode`): `y` is the QKV

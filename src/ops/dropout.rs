@@ -77,7 +77,7 @@ impl Mask {
 
     /// `(splitmix(seed), threshold, 1/(1 − p))`: what a CUDA kernel needs to drop exactly the
     /// elements this mask drops.
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda", test))]
     pub(crate) fn kernel_params(&self) -> (u64, u64, f64) {
         (self.seed_hash, self.threshold, 1.0 / (1.0 - self.p))
     }

@@ -10,9 +10,13 @@ mod bias;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(all(test, unix))]
+mod cuda_emu;
 mod dropout;
 mod embedding;
 mod gelu;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) mod launch;
 mod layer_norm;
 mod linear;
 pub(crate) mod math;

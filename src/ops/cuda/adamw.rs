@@ -8,9 +8,10 @@
 //! the GPU waits for the update (the norm is read back in between). `WENHUI_ADAMW_MULTI=0`
 //! selects the per-parameter launches.
 
-use super::{cuda_storage, elementwise_cfg, view, KernelFloat, MODULE, PTX};
+use super::{config, cuda_storage, elementwise_cfg, view, KernelFloat, MODULE, PTX};
+use crate::ops::launch::{self, AdamWJob, ADAMW_CHUNK, ADAMW_JOB_WORDS};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaStorage, DType, Layout, Result, Tensor};
 use std::sync::OnceLock;
@@ -64,10 +65,8 @@ fn sum_squares<T: KernelFloat>(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f
     let f = dev.get_or_load_custom_func(&super::name::<T>("sum_squares"), MODULE, PTX)?;
     let mut l = f.builder();
     l.arg(&v).arg(&n).arg(acc);
-    // Few blocks: each ends in one atomic add.
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: v holds n elements; acc one double.
-    unsafe { l.launch(cfg) }.w()?;
+    unsafe { l.launch(config(launch::sum_squares(n))) }.w()?;
     Ok(())
 }
 
@@ -137,38 +136,6 @@ pub(crate) struct SharedStep {
     pub clip_scale: f32,
 }
 
-/// Elements one block of the multi-tensor kernels handles.
-const CHUNK: usize = 1 << 14;
-/// u64 words of one `AdamWJob` in kernels.cu: w, mv, g, n, then lr and decay as two f32.
-const JOB_WORDS: usize = 5;
-
-/// One parameter's entry in the kernels' table: device pointers to its weight, moments and
-/// gradient, its length, learning rate and decay factor.
-struct Job {
-    pointers: [u64; 3],
-    n: usize,
-    lr: f32,
-    decay: f32,
-}
-
-/// The table the multi-tensor kernels read, and the number of blocks to launch: `JOB_WORDS`
-/// words per job (kernels.cu's `AdamWJob`: w, mv, g, n, then lr in the low and decay in the high
-/// half of a word, little-endian as the GPU reads it), then one word per block, `job << 32 |
-/// chunk`, block `i` handling elements `[chunk·CHUNK, min(n, (chunk + 1)·CHUNK))` of its job.
-fn job_table(jobs: &[Job]) -> (Vec<u64>, usize) {
-    let mut table: Vec<u64> = Vec::with_capacity(jobs.len() * JOB_WORDS);
-    let mut chunks = Vec::new();
-    for (j, job) in jobs.iter().enumerate() {
-        table.extend_from_slice(&job.pointers);
-        table.push(job.n as u64);
-        table.push(u64::from(job.lr.to_bits()) | (u64::from(job.decay.to_bits()) << 32));
-        chunks.extend((0..job.n.div_ceil(CHUNK) as u64).map(|c| ((j as u64) << 32) | c));
-    }
-    let blocks = chunks.len();
-    table.extend(chunks);
-    (table, blocks)
-}
-
 /// Every parameter's AdamW update in two launches: Σ g² over all gradients, read back as the
 /// global norm, which `shared` turns into the step's hyper-parameters (or an error, such as a
 /// diverged norm, before anything is written), then the update of every weight and its moments
@@ -211,7 +178,7 @@ pub(crate) fn multi_tensor_step(
             records.push(record);
             *pointer = ptr + 4 * layout.start_offset() as u64;
         }
-        jobs.push(Job { pointers, n: *n, lr: *lr, decay: *decay });
+        jobs.push(AdamWJob { pointers, n: *n, lr: *lr, decay: *decay });
     }
     // One weight under two names (tied parameters) would have two blocks updating it at once;
     // one launch per parameter updates it twice, in order, as the CPU does.
@@ -220,14 +187,14 @@ pub(crate) fn multi_tensor_step(
     if weights.windows(2).any(|w| w[0] == w[1]) {
         return Ok(None);
     }
-    let (table, blocks) = job_table(&jobs);
+    let (table, blocks) = launch::adamw_job_table(&jobs);
     if blocks == 0 {
         return Ok(None);
     }
     let table = dev.clone_htod(&table)?;
-    let (jobs_view, chunks_view) = (table.slice(0..jobs.len() * JOB_WORDS), table.slice(jobs.len() * JOB_WORDS..));
-    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let chunk = CHUNK as u64;
+    let (jobs_view, chunks_view) = (table.slice(0..jobs.len() * ADAMW_JOB_WORDS), table.slice(jobs.len() * ADAMW_JOB_WORDS..));
+    let cfg = config(launch::adamw_multi(blocks));
+    let chunk = ADAMW_CHUNK as u64;
 
     // Both kernels loaded up front: after `shared` counts the step, only the launch can fail.
     let norm_kernel = dev.get_or_load_custom_func("sum_squares_multi_f32", MODULE, PTX)?;
@@ -252,45 +219,4 @@ pub(crate) fn multi_tensor_step(
     unsafe { l.launch(cfg) }.w()?;
     drop(records);
     Ok(Some(norm))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The table read the way the kernels read it (`chunk_job` in kernels.cu) covers every
-    /// element of every job exactly once and gives each job its own pointers, length and rates.
-    #[test]
-    fn job_table_covers_every_element_once() {
-        let sizes = [1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7, 768];
-        let jobs: Vec<Job> = sizes
-            .iter()
-            .enumerate()
-            .map(|(j, &n)| Job {
-                pointers: [100 * j as u64, 100 * j as u64 + 1, 100 * j as u64 + 2],
-                n,
-                lr: 0.5 + j as f32,
-                decay: 1.0 - j as f32 / 8.0,
-            })
-            .collect();
-        let (table, blocks) = job_table(&jobs);
-        assert_eq!(table.len(), jobs.len() * JOB_WORDS + blocks);
-        let mut seen: Vec<Vec<u32>> = sizes.iter().map(|&n| vec![0; n]).collect();
-        for block in 0..blocks {
-            let c = table[jobs.len() * JOB_WORDS + block];
-            let (j, chunk) = ((c >> 32) as usize, (c & 0xffff_ffff) as usize);
-            let word = &table[j * JOB_WORDS..(j + 1) * JOB_WORDS];
-            let n = word[3] as usize;
-            let (begin, end) = (chunk * CHUNK, (chunk * CHUNK + CHUNK).min(n));
-            assert!(begin < end, "block {block} has no elements");
-            seen[j][begin..end].iter_mut().for_each(|s| *s += 1);
-        }
-        for (j, job) in jobs.iter().enumerate() {
-            assert!(seen[j].iter().all(|&s| s == 1), "job {j}: every element once");
-            let word = &table[j * JOB_WORDS..(j + 1) * JOB_WORDS];
-            assert_eq!(&word[..3], &job.pointers);
-            assert_eq!(f32::from_bits(word[4] as u32), job.lr);
-            assert_eq!(f32::from_bits((word[4] >> 32) as u32), job.decay);
-        }
-    }
 }

@@ -135,7 +135,7 @@ template <typename T>
 __device__ void decode_attention(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m, int mask_batches, const T* kb,
                                  int kb_batches, T* out, int heads, int d, int cap, int len, double scale) {
   typedef typename Num<T>::A A;
-  extern __shared__ __align__(16) unsigned char decode_smem[];
+  DYNAMIC_SHARED(unsigned char, decode_smem);
   A* q = reinterpret_cast<A*>(decode_smem);
   const int t = len + 1;
   A* sc = q + d;

@@ -7,29 +7,12 @@
 //! Inference only (no backward): the model uses these ops only when no
 //! gradient can be asked for.
 
-use super::{cuda_storage, elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
+use super::{config, cuda_storage, elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
+use crate::ops::launch;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
-
-/// Threads per block of the attention kernel; the head size must not exceed it.
-const DECODE_THREADS: usize = 256;
-/// Dynamic shared memory the kernel may use without opting in to more: 48 KiB on every GPU, less
-/// the static arrays of its block reductions (2 × 32 words, 512 bytes in f64).
-const SHARED_LIMIT: usize = (48 << 10) - 1024;
-
-/// Shared memory of one attention block for `t` keys of head size `d`, in bytes.
-fn shared_bytes(d: usize, t: usize, dtype: DType) -> usize {
-    let groups = (DECODE_THREADS / d.max(1)).max(1);
-    let word = if dtype == DType::F64 { 8 } else { 4 };
-    word * (d + t + groups * d)
-}
-
-/// Whether [`DecodeAttention`] handles a step over `t` keys with head size `d`.
-pub(crate) fn fits(d: usize, t: usize, dtype: DType) -> bool {
-    d > 0 && d <= DECODE_THREADS && shared_bytes(d, t, dtype) <= SHARED_LIMIT
-}
 
 /// Appends the new token's key and value (from the QKV projection `y` `[B, 1, 3H]` before its
 /// bias) to the cache buffers `k`, `v` (`[B, N, cap, d]`, `len` positions used) and attends over
@@ -91,11 +74,7 @@ impl DecodeAttention {
         };
         let (heads, di, capi, len) = (self.heads as i32, d as i32, cap as i32, self.len as i32);
         l.arg(&kb_rows).arg(&mut out).arg(&heads).arg(&di).arg(&capi).arg(&len).arg(&self.scale);
-        let cfg = LaunchConfig {
-            grid_dim: ((b * self.heads) as u32, 1, 1),
-            block_dim: (DECODE_THREADS as u32, 1, 1),
-            shared_mem_bytes: shared_bytes(d, t, T::DTYPE) as u32,
-        };
+        let cfg = config(launch::decode_attention(b, self.heads, d, t, T::DTYPE));
         // SAFETY: the argument list matches the kernel; y holds B × 3H elements, the caches
         // B × N × cap × d with len < cap, the mask and the key bias [B or 1] × (len + 1), out B × H.
         // The kernel writes position `len` of the caches through these read views (so cudarc records

@@ -10,6 +10,12 @@
 
 #define MASKED_SCORE (-65504.0f)
 
+// A block's dynamic shared memory; a macro so that the CPU emulation of the tests
+// (src/ops/cuda_emu) can supply its own.
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
+#endif
+
 // Storage type T ↔ arithmetic type A.
 template <typename T> struct Num;
 template <> struct Num<float> {
@@ -50,7 +56,7 @@ template <typename A> __device__ A block_sum(A v) {
   __syncthreads();
   if (lane == 0) sh[wid] = v;
   __syncthreads();
-  v = (threadIdx.x < nw) ? sh[lane] : A(0);
+  v = ((int)threadIdx.x < nw) ? sh[lane] : A(0);
   if (wid == 0) v = warp_sum(v);
   if (threadIdx.x == 0) sh[0] = v;
   __syncthreads();
@@ -63,7 +69,7 @@ template <typename A> __device__ A block_max(A v) {
   __syncthreads();
   if (lane == 0) sh[wid] = v;
   __syncthreads();
-  v = (threadIdx.x < nw) ? sh[lane] : A(-INFINITY);
+  v = ((int)threadIdx.x < nw) ? sh[lane] : A(-INFINITY);
   if (wid == 0) v = warp_max(v);
   if (threadIdx.x == 0) sh[0] = v;
   __syncthreads();
@@ -149,7 +155,7 @@ __device__ void column_partial(const T* x, const T* dy, const double* stats, dou
   sb[threadIdx.y][threadIdx.x] = ab;
   __syncthreads();
   if (threadIdx.y == 0 && j < h) {
-    for (int k = 1; k < blockDim.y; ++k) {
+    for (int k = 1; k < (int)blockDim.y; ++k) {
       ag += sg[k][threadIdx.x];
       ab += sb[k][threadIdx.x];
     }

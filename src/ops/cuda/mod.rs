@@ -8,6 +8,7 @@ pub(crate) mod attention;
 pub(crate) mod decode;
 pub(crate) mod linear;
 
+use super::launch::{self, Launch};
 use super::permute::PermutePlan;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
@@ -79,22 +80,18 @@ pub(crate) fn cuda_storage<'a>(s: &'a candle_core::Storage, what: &str) -> Resul
     }
 }
 
-/// Threads per block for a kernel that reduces rows of `n` elements.
-fn row_block(n: usize) -> u32 {
-    match n {
-        0..=256 => 128,
-        257..=2048 => 256,
-        _ => 1024,
-    }
+/// cudarc's form of a launch planned in [`crate::ops::launch`].
+fn config(l: Launch) -> LaunchConfig {
+    let ([gx, gy, gz], [bx, by, bz]) = (l.grid, l.block);
+    LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (bx, by, bz), shared_mem_bytes: l.shared }
 }
 
 fn rows_cfg(rows: usize, n: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (row_block(n), 1, 1), shared_mem_bytes: 0 }
+    config(launch::rows(rows, n))
 }
 
 fn elementwise_cfg(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 1 << 20);
-    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    config(launch::elementwise(n))
 }
 
 /// Uninitialised device memory for a kernel that writes every element.
@@ -153,8 +150,6 @@ pub(crate) fn layer_norm_backward<T: KernelFloat>(
     Ok(out)
 }
 
-const COLUMN_ROWS_PER_BLOCK: usize = 256;
-
 /// Column sums of `dy` `[rows, h]` into `dst`: with `x` and `stats`, two rows (Σ dy·x̂, Σ dy);
 /// without, one row (Σ dy).
 fn column_sums<T: KernelFloat>(
@@ -166,9 +161,9 @@ fn column_sums<T: KernelFloat>(
     rows: usize,
     h: usize,
 ) -> Result<()> {
-    let blocks = rows.div_ceil(COLUMN_ROWS_PER_BLOCK).max(1);
+    let blocks = launch::column_blocks(rows);
     let mut part = dev.alloc_zeros::<f64>(blocks * 2 * h.max(1))?;
-    let (rows_i, h_i, rpb) = (rows as i32, h as i32, COLUMN_ROWS_PER_BLOCK as i32);
+    let (rows_i, h_i, rpb) = (rows as i32, h as i32, launch::COLUMN_ROWS_PER_BLOCK as i32);
     {
         let f = dev.get_or_load_custom_func(&name::<T>("column_partial"), MODULE, PTX)?;
         let mut l = f.builder();
@@ -179,16 +174,15 @@ fn column_sums<T: KernelFloat>(
             _ => l.arg(&null).arg(dy).arg(&null),
         };
         l.arg(&mut part).arg(&rows_i).arg(&h_i).arg(&rpb);
-        let cfg = LaunchConfig { grid_dim: (h.div_ceil(32) as u32, blocks as u32, 1), block_dim: (32, 8, 1), shared_mem_bytes: 0 };
         // SAFETY: part holds blocks × 2 × h doubles; x/dy rows × h elements.
-        unsafe { l.launch(cfg) }.w()?;
+        unsafe { l.launch(config(launch::column_partial(rows, h))) }.w()?;
     }
     let f = dev.get_or_load_custom_func(&name::<T>("column_final"), MODULE, PTX)?;
     let mut l = f.builder();
     let (blocks_i, first, slots) = (blocks as i32, if stats.is_some() { 0i32 } else { 1 }, if stats.is_some() { 2i32 } else { 1 });
     l.arg(&part).arg(dst).arg(&blocks_i).arg(&h_i).arg(&first).arg(&slots);
     // SAFETY: dst holds slots × h elements.
-    unsafe { l.launch(LaunchConfig { grid_dim: (h.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }) }.w()?;
+    unsafe { l.launch(config(launch::column_final(h))) }.w()?;
     Ok(())
 }
 

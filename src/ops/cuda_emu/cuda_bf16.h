@@ -1,0 +1,3 @@
+// Stands in for CUDA's cuda_bf16.h when src/ops/cuda_emu compiles kernels.cu for the CPU.
+#pragma once
+#include "emu.h"

@@ -1,0 +1,179 @@
+// CUDA device code on the CPU, for tests: enough of the CUDA language to compile
+// src/ops/cuda/kernels.cu with a host C++ compiler and run its kernels on the CPU
+// (src/ops/cuda_emu/mod.rs compiles it at test time and calls `wenhui_emu_launch`).
+//
+// Each CUDA thread of a block is a fiber (ucontext) on the calling OS thread. The scheduler takes
+// the warps one by one and runs each as far as it can go: its threads run until they reach a
+// barrier (`__syncthreads`, or the lane exchange of a warp shuffle) or return, and a warp whose
+// lanes all reach a shuffle goes on at once. When every warp waits at `__syncthreads`, the block
+// barrier opens; threads waiting at barriers that can never complete are reported as a
+// divergence. So one warp runs ahead of the others up to each `__syncthreads`: running the warps
+// (and blocks) in forward and in reverse order makes a shared-memory race between barriers
+// visible as different results.
+//
+// Not emulated: memory-model subtleties beyond barriers, warp-synchronous code without
+// `__syncwarp`/shuffles (the fibers of a warp do not run in lockstep, like Volta's independent
+// thread scheduling at its most adversarial), and device limits other than the block size,
+// the grid size and 48 KiB of dynamic shared memory.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+using std::max;
+using std::min;
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x, y, z;
+};
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+// A static `__shared__` array is one per block: blocks run one after another on one OS thread,
+// and concurrent launches (the test harness's threads) each have their own copy.
+#define __shared__ static thread_local
+// kernels.cu declares its dynamic shared memory through this macro (`extern __shared__` there).
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::st.dynamic_shared.data())
+
+// ---------------------------------------------------------------- half precision
+struct __nv_bfloat16 {
+  uint16_t x;
+};
+struct __half {
+  uint16_t x;
+};
+inline float __bfloat162float(__nv_bfloat16 h) {
+  const uint32_t u = uint32_t(h.x) << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+// Round to nearest even, NaN kept quiet: what the hardware conversion does.
+inline __nv_bfloat16 __float2bfloat16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{uint16_t((u >> 16) | 0x40)};
+  u += 0x7fffu + ((u >> 16) & 1);
+  return __nv_bfloat16{uint16_t(u >> 16)};
+}
+inline float __half2float(__half h) {
+  _Float16 v;
+  memcpy(&v, &h.x, 2);
+  return float(v);
+}
+inline __half __float2half(float f) {
+  const _Float16 v = _Float16(f);
+  __half h;
+  memcpy(&h.x, &v, 2);
+  return h;
+}
+
+// ---------------------------------------------------------------- threads, barriers, shuffles
+namespace emu {
+
+enum class Wait { None, Block, Warp, Done };
+
+struct Thread {
+  ucontext_t ctx;
+  uint3 idx;
+  unsigned linear;
+  Wait wait;
+  alignas(16) unsigned char slot[16];  // a shuffle's value
+};
+
+struct State {
+  uint3 block_idx;
+  dim3 block_dim, grid_dim;
+  std::vector<Thread> threads;
+  std::vector<std::vector<char>> stacks;
+  Thread* cur = nullptr;
+  ucontext_t scheduler;
+  void (*body)(void*) = nullptr;
+  void* body_arg = nullptr;
+  std::vector<unsigned char> dynamic_shared;
+  std::string error;
+};
+inline thread_local State st;
+
+// Back to the scheduler until the barrier `w` releases this thread.
+inline void wait_at(Wait w) {
+  st.cur->wait = w;
+  Thread* self = st.cur;
+  swapcontext(&self->ctx, &st.scheduler);
+}
+
+// Records the first error of the launch and parks the thread for good.
+[[noreturn]] inline void fail(const std::string& what) {
+  if (st.error.empty()) st.error = what;
+  st.cur->wait = Wait::Done;
+  Thread* self = st.cur;
+  swapcontext(&self->ctx, &st.scheduler);
+  __builtin_unreachable();
+}
+
+template <typename V> V shfl_xor(V v, int lane_mask) {
+  static_assert(sizeof(V) <= 16, "shuffle of a value wider than 16 bytes");
+  Thread* self = st.cur;
+  memcpy(self->slot, &v, sizeof(V));
+  wait_at(Wait::Warp);
+  const unsigned lane = self->linear & 31, partner = (self->linear & ~31u) | (lane ^ unsigned(lane_mask & 31));
+  if (partner >= st.threads.size() || st.threads[partner].wait == Wait::Done)
+    fail("__shfl_xor_sync reads lane " + std::to_string(partner & 31) + ", which has exited or does not exist");
+  V out;
+  memcpy(&out, st.threads[partner].slot, sizeof(V));
+  wait_at(Wait::Warp);  // nobody overwrites a slot before every lane has read its partner's
+  return out;
+}
+
+}  // namespace emu
+
+#define threadIdx (emu::st.cur->idx)
+#define blockIdx (emu::st.block_idx)
+#define blockDim (emu::st.block_dim)
+#define gridDim (emu::st.grid_dim)
+
+inline void __syncthreads() { emu::wait_at(emu::Wait::Block); }
+template <typename V> V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
+  if (mask != 0xffffffffu) emu::fail("__shfl_xor_sync: only full-warp masks are emulated");
+  return emu::shfl_xor(v, lane_mask);
+}
+
+// Fibers of one OS thread never run at the same time: a read-modify-write is atomic.
+inline float atomicAdd(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
+inline double atomicAdd(double* p, double v) {
+  const double old = *p;
+  *p = old + v;
+  return old;
+}
+inline __half atomicAdd(__half* p, __half v) {
+  const __half old = *p;
+  *p = __float2half(__half2float(old) + __half2float(v));
+  return old;
+}
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
+  const __nv_bfloat16 old = *p;
+  *p = __float2bfloat16(__bfloat162float(old) + __bfloat162float(v));
+  return old;
+}

@@ -1,0 +1,202 @@
+// wenhui's CUDA kernels (src/ops/cuda/kernels.cu) compiled for the CPU with emu.h, and the C entry
+// points the tests call: `wenhui_emu_launch` runs one launch, `wenhui_emu_kernels` names them all.
+#include "emu.h"
+
+#include "kernels.cu"
+
+#include <memory>
+#include <utility>
+
+namespace emu {
+
+constexpr size_t STACK_BYTES = 64 << 10;
+constexpr unsigned SHARED_LIMIT = 48 << 10;
+
+inline thread_local std::vector<std::unique_ptr<char[]>> stacks;
+
+void fiber_entry() {
+  st.body(st.body_arg);
+  st.cur->wait = Wait::Done;
+  // Returning resumes `uc_link`, the scheduler.
+}
+
+std::string describe_block() {
+  return "block (" + std::to_string(st.block_idx.x) + ", " + std::to_string(st.block_idx.y) + ", " +
+         std::to_string(st.block_idx.z) + ")";
+}
+
+// Runs every thread of the current block to completion; false (and `st.error`) on a failure.
+bool run_block(bool reverse) {
+  const unsigned bx = st.block_dim.x, by = st.block_dim.y;
+  const unsigned n = bx * by * st.block_dim.z;
+  st.threads.assign(n, Thread{});
+  while (stacks.size() < n) stacks.emplace_back(new char[STACK_BYTES]);
+  for (unsigned i = 0; i < n; ++i) {
+    Thread& t = st.threads[i];
+    t.idx = uint3{i % bx, (i / bx) % by, i / (bx * by)};
+    t.linear = i;
+    t.wait = Wait::None;
+    getcontext(&t.ctx);
+    t.ctx.uc_stack.ss_sp = stacks[i].get();
+    t.ctx.uc_stack.ss_size = STACK_BYTES;
+    t.ctx.uc_link = &st.scheduler;
+    makecontext(&t.ctx, fiber_entry, 0);
+  }
+  // Uninitialised shared memory reads as NaN (all bits set).
+  std::fill(st.dynamic_shared.begin(), st.dynamic_shared.end(), 0xff);
+  const unsigned warps = (n + 31) / 32;
+  for (;;) {
+    // Warp by warp, each as far as it can go: a warp whose lanes all reach a shuffle goes on at
+    // once, so one warp runs ahead of the others up to the next __syncthreads (the schedule
+    // that exposes a shared-memory write racing with another warp's read).
+    for (unsigned k = 0; k < warps; ++k) {
+      const unsigned w = reverse ? warps - 1 - k : k, first = w * 32, end = std::min(n, first + 32);
+      for (;;) {
+        for (unsigned j = 0; j < end - first; ++j) {
+          Thread& t = st.threads[reverse ? end - 1 - j : first + j];
+          if (t.wait != Wait::None) continue;
+          st.cur = &t;
+          swapcontext(&st.scheduler, &t.ctx);
+          if (!st.error.empty()) return false;
+        }
+        unsigned members = 0, at_shuffle = 0;
+        for (unsigned i = first; i < end; ++i) {
+          members += st.threads[i].wait != Wait::Done;
+          at_shuffle += st.threads[i].wait == Wait::Warp;
+        }
+        if (members == 0 || at_shuffle != members) break;
+        for (unsigned i = first; i < end; ++i)
+          if (st.threads[i].wait == Wait::Warp) st.threads[i].wait = Wait::None;
+      }
+    }
+    // Every thread now waits at __syncthreads, is done, or waits at a shuffle some lane of its
+    // warp will never reach.
+    unsigned live = 0, at_block = 0;
+    for (const Thread& t : st.threads) {
+      live += t.wait != Wait::Done;
+      at_block += t.wait == Wait::Block;
+    }
+    if (live == 0) return true;
+    if (at_block != live) {
+      st.error = "barrier divergence in " + describe_block() + ": " + std::to_string(at_block) + " of " +
+                 std::to_string(live) + " live threads wait at __syncthreads, the others at a warp shuffle that "
+                 "not every lane of their warp reaches";
+      return false;
+    }
+    for (Thread& t : st.threads) t.wait = Wait::None;
+  }
+}
+
+// Self-tests of the emulator (src/ops/cuda_emu/mod.rs): half a warp at a barrier the other half
+// never reaches, and a shared-memory race (no barrier between the write and the reads).
+extern "C" void emu_selftest_divergence(float* out) {
+  if (threadIdx.x < 16)
+    __syncthreads();
+  else
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
+}
+extern "C" void emu_selftest_race(float* out) {
+  __shared__ float s;
+  if (threadIdx.x == 0) s = float(blockIdx.x + 1);
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}
+
+template <typename... A> constexpr size_t arity(void (*)(A...)) { return sizeof...(A); }
+
+template <auto F, typename... A, size_t... I> void call_with(void (*)(A...), void** args, std::index_sequence<I...>) {
+  F(*static_cast<A*>(args[I])...);
+}
+
+// Calls kernel F with its arguments read from `args` (one pointer per argument, as cuLaunchKernel takes them).
+template <auto F> void invoke(void* args) {
+  call_with<F>(F, static_cast<void**>(args), std::make_index_sequence<arity(F)>{});
+}
+
+struct Kernel {
+  const char* name;
+  void (*run)(void*);
+};
+
+#define KERNEL(name) Kernel{#name, &invoke<&name>},
+#define FLOAT_KERNELS(SUF)                                                                                            \
+  KERNEL(layer_norm_fwd_##SUF) KERNEL(layer_norm_bwd_dx_##SUF) KERNEL(column_partial_##SUF)                           \
+  KERNEL(column_final_##SUF) KERNEL(masked_softmax_fwd_##SUF) KERNEL(masked_softmax_bwd_##SUF)                        \
+  KERNEL(residual_dropout_fwd_##SUF) KERNEL(attn_probs_fwd_##SUF) KERNEL(attn_probs_bwd_##SUF)                        \
+  KERNEL(decode_attention_##SUF) KERNEL(bias_residual_##SUF) KERNEL(bias_gelu_##SUF) KERNEL(gelu_fwd_##SUF)           \
+  KERNEL(gelu_bwd_##SUF) KERNEL(add_bias_fwd_##SUF) KERNEL(dropout_fwd_##SUF) KERNEL(cross_entropy_fwd_##SUF)         \
+  KERNEL(cross_entropy_bwd_##SUF) KERNEL(embedding_fwd_##SUF) KERNEL(embedding_bwd_##SUF)
+
+const Kernel KERNELS[] = {
+    FLOAT_KERNELS(f32) FLOAT_KERNELS(f64) FLOAT_KERNELS(f16) FLOAT_KERNELS(bf16)
+    KERNEL(permute_rows_w2) KERNEL(permute_rows_w4) KERNEL(permute_rows_w8) KERNEL(permute_rows_w16)
+    KERNEL(adamw_f32) KERNEL(sum_squares_multi_f32) KERNEL(adamw_multi_f32) KERNEL(sum_squares_f32)
+    KERNEL(sum_squares_bf16)
+    KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race)
+};
+
+bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) {
+  const unsigned long long threads = (unsigned long long)block[0] * block[1] * block[2];
+  if (threads == 0 || threads > 1024 || block[2] > 64) {
+    st.error = "block (" + std::to_string(block[0]) + ", " + std::to_string(block[1]) + ", " + std::to_string(block[2]) +
+               ") is not a valid CUDA block (1 to 1,024 threads, z ≤ 64)";
+    return false;
+  }
+  if (grid[0] == 0 || grid[1] == 0 || grid[2] == 0 || grid[0] > 0x7fffffffu || grid[1] > 65535 || grid[2] > 65535) {
+    st.error = "grid (" + std::to_string(grid[0]) + ", " + std::to_string(grid[1]) + ", " + std::to_string(grid[2]) +
+               ") is not a valid CUDA grid";
+    return false;
+  }
+  if (shared > SHARED_LIMIT) {
+    st.error = std::to_string(shared) + " bytes of dynamic shared memory: more than the 48 KiB a launch gets without opting in";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace emu
+
+extern "C" {
+
+// One launch of kernel `name`: `args` holds one pointer per kernel argument. Threads run in
+// reverse order within each block, and blocks in reverse order, when `reverse` is set. Returns
+// 0, or 1 with a message in `err` (unknown kernel, invalid launch, barrier divergence).
+int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned shared, void** args,
+                      int reverse, char* err, size_t err_len) {
+  using namespace emu;
+  st.error.clear();
+  const Kernel* kernel = nullptr;
+  for (const Kernel& k : KERNELS)
+    if (strcmp(k.name, name) == 0) kernel = &k;
+  if (!kernel) {
+    st.error = std::string("no kernel named ") + name;
+  } else if (check_launch(grid, block, shared)) {
+    st.grid_dim = dim3{grid[0], grid[1], grid[2]};
+    st.block_dim = dim3{block[0], block[1], block[2]};
+    st.dynamic_shared.assign(shared, 0);
+    st.body = kernel->run;
+    st.body_arg = args;
+    const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+    for (unsigned long long k = 0; k < blocks; ++k) {
+      const unsigned long long b = reverse ? blocks - 1 - k : k;
+      st.block_idx = uint3{unsigned(b % grid[0]), unsigned((b / grid[0]) % grid[1]), unsigned(b / grid[0] / grid[1])};
+      if (!run_block(reverse != 0)) {
+        st.error = std::string(name) + ", " + describe_block() + ": " + st.error;
+        break;
+      }
+    }
+  }
+  if (st.error.empty()) return 0;
+  snprintf(err, err_len, "%s", st.error.c_str());
+  return 1;
+}
+
+// The names of every emulated kernel, one per line.
+const char* wenhui_emu_kernels() {
+  static const std::string names = [] {
+    std::string s;
+    for (const emu::Kernel& k : emu::KERNELS) s += std::string(k.name) + "\n";
+    return s;
+  }();
+  return names.c_str();
+}
+}

@@ -1,0 +1,327 @@
+//! The row and element-wise kernels on the CPU against the CPU ops (f64 references from the
+//! same rounded inputs), in all four float types, both thread orders.
+
+use super::{assert_close, both_orders, launch, rounded, tolerance, values, with_float, Arg, Buf, TestResult, FLOATS};
+use crate::ops::launch as plan;
+use candle_core::{DType, Device, Tensor, Var, WithDType};
+
+/// A CPU f64 tensor of `shape`.
+fn t64(v: &[f64], shape: &[usize]) -> TestResult<Tensor> {
+    Ok(Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)?)
+}
+
+/// The flat f64 values of a tensor.
+fn flat(t: &Tensor) -> TestResult<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// Gradients of Σ y ⊙ dy with respect to `wrt`.
+fn grads(y: &Tensor, dy: &Tensor, wrt: &[&Var]) -> TestResult<Vec<Vec<f64>>> {
+    let g = (y * dy)?.sum_all()?.backward()?;
+    wrt.iter().map(|v| flat(g.get(v.as_tensor()).ok_or("no gradient")?)).collect()
+}
+
+fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usize) -> TestResult {
+    let eps = 1e-5;
+    let x = rounded(&values(rows * h, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % 7) as f64 * 0.3).collect::<Vec<_>>(), dtype);
+    let g = rounded(&values(h, 2, 1.0).iter().map(|v| 1.0 + v * 0.5).collect::<Vec<_>>(), dtype);
+    let b = rounded(&values(h, 3, 0.5), dtype);
+    let dy = rounded(&values(rows * h, 4, 1.0), dtype);
+    let xv = Var::from_tensor(&t64(&x, &[rows, h])?)?;
+    let (gv, bv) = (Var::from_tensor(&t64(&g, &[h])?)?, Var::from_tensor(&t64(&b, &[h])?)?);
+    let y = crate::ops::layer_norm(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), eps)?;
+    let want = grads(&y, &t64(&dy, &[rows, h])?, &[&xv, &gv, &bv])?;
+    let tol = tolerance(dtype);
+    let what = format!("layer_norm_fwd_{suffix} [{rows}, {h}]");
+    let got = both_orders(&what, 0.0, |rev| {
+        let (mut xb, mut gb, mut bb, mut yb) =
+            (Buf::of::<T>("x", &x), Buf::of::<T>("g", &g), Buf::of::<T>("b", &b), Buf::uninit::<T>("y", rows * h));
+        let args = [xb.ptr(), gb.ptr(), bb.ptr(), yb.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
+        launch(&format!("layer_norm_fwd_{suffix}"), plan::rows(rows, h), &args, rev)?;
+        yb.read::<T>()
+    })?;
+    assert_close(&what, &got, &flat(&y)?, tol)?;
+    // dx, then dγ and dβ from the column sums, as `layer_norm_backward` launches them.
+    let what = format!("layer_norm backward {suffix} [{rows}, {h}]");
+    let got = both_orders(&what, 0.0, |rev| {
+        let (mut xb, mut gb, mut dyb) = (Buf::of::<T>("x", &x), Buf::of::<T>("g", &g), Buf::of::<T>("dy", &dy));
+        let (mut dx, mut stats) = (Buf::uninit::<T>("dx", rows * h), Buf::zeros::<f64>("stats", 2 * rows));
+        let args = [xb.ptr(), gb.ptr(), dyb.ptr(), dx.ptr(), stats.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
+        launch(&format!("layer_norm_bwd_dx_{suffix}"), plan::rows(rows, h), &args, rev)?;
+        let mut tail = Buf::uninit::<T>("dγ|dβ", 2 * h);
+        column_sums(suffix, Some((&mut xb, &mut stats)), &mut dyb, &mut tail, rows, h, rev)?;
+        let mut all = dx.read::<T>()?;
+        all.extend(tail.read::<T>()?);
+        stats.read::<f64>()?;
+        Ok(all)
+    })?;
+    assert_close(&format!("{what}: dx"), &got[..rows * h], &want[0], tol)?;
+    assert_close(&format!("{what}: dγ"), &got[rows * h..rows * h + h], &want[1], tol)?;
+    assert_close(&format!("{what}: dβ"), &got[rows * h + h..], &want[2], tol)
+}
+
+/// `column_partial` + `column_final` as `ops::cuda::column_sums` launches them: with `x` and the
+/// row stats, Σ dy·x̂ and Σ dy into `dst` (2h); without, Σ dy (h).
+fn column_sums(
+    suffix: &str,
+    xs: Option<(&mut Buf, &mut Buf)>,
+    dy: &mut Buf,
+    dst: &mut Buf,
+    rows: usize,
+    h: usize,
+    rev: bool,
+) -> TestResult {
+    let blocks = plan::column_blocks(rows);
+    let mut part = Buf::zeros::<f64>("column partial sums", blocks * 2 * h);
+    let with_stats = xs.is_some();
+    let (x, stats) = match xs {
+        Some((x, s)) => (x.ptr(), s.ptr()),
+        None => (Arg::Ptr(0), Arg::Ptr(0)),
+    };
+    let args = [x, dy.ptr(), stats, part.ptr(), Arg::I32(rows as i32), Arg::I32(h as i32), Arg::I32(plan::COLUMN_ROWS_PER_BLOCK as i32)];
+    launch(&format!("column_partial_{suffix}"), plan::column_partial(rows, h), &args, rev)?;
+    let (first, slots) = if with_stats { (0, 2) } else { (1, 1) };
+    let args = [part.ptr(), dst.ptr(), Arg::I32(blocks as i32), Arg::I32(h as i32), Arg::I32(first), Arg::I32(slots)];
+    launch(&format!("column_final_{suffix}"), plan::column_final(h), &args, rev)?;
+    part.read::<f64>().map(|_| ())
+}
+
+/// Layer norm at the three block sizes (128, 256, 1,024 threads), with several row blocks of
+/// column sums, in every float type.
+#[test]
+fn layer_norm_matches_the_cpu_op() -> TestResult {
+    for (dtype, suffix) in FLOATS {
+        for (rows, h) in [(300, 48), (5, 700), (2, 2100)] {
+            with_float!(dtype, |T| layer_norm_case::<T>(dtype, suffix, rows, h))?;
+        }
+    }
+    Ok(())
+}
+
+/// The bias gradient's column sum (no x̂ term) over several row blocks.
+#[test]
+fn column_sum_matches_the_cpu_sum() -> TestResult {
+    let (rows, h) = (600, 40);
+    let g = values(rows * h, 5, 1.0);
+    for (dtype, suffix) in FLOATS {
+        let g = rounded(&g, dtype);
+        let want = flat(&t64(&g, &[rows, h])?.sum(0)?)?;
+        let got = both_orders("column sum", 0.0, |rev| {
+            with_float!(dtype, |T| {
+                let (mut gb, mut out) = (Buf::of::<T>("g", &g), Buf::uninit::<T>("Σ g", h));
+                column_sums(suffix, None, &mut gb, &mut out, rows, h, rev)?;
+                out.read::<T>()
+            })
+        })?;
+        assert_close(&format!("column sum {suffix}"), &got, &want, tolerance(dtype))?;
+    }
+    Ok(())
+}
+
+/// Masked softmax forward and backward over a per-batch and a shared mask.
+#[test]
+fn masked_softmax_matches_the_cpu_op() -> TestResult {
+    let (b, n, s, t, scale) = (2, 3, 5, 300, 0.25);
+    for mask_batches in [1, b] {
+        let mask: Vec<f64> = (0..mask_batches * s * t).map(|i| if (i * 7 + i / t) % 5 == 0 { 0.0 } else { 1.0 }).collect();
+        for (dtype, suffix) in FLOATS {
+            let sc = rounded(&values(b * n * s * t, 6, 4.0), dtype);
+            let dy = rounded(&values(b * n * s * t, 7, 1.0), dtype);
+            let sv = Var::from_tensor(&t64(&sc, &[b, n, s, t])?)?;
+            let p = crate::ops::masked_softmax(sv.as_tensor(), &t64(&mask, &[mask_batches, 1, s, t])?, scale)?;
+            let want_ds = grads(&p, &t64(&dy, &[b, n, s, t])?, &[&sv])?;
+            let rows = b * n * s;
+            let dims = [Arg::I32(n as i32), Arg::I32(s as i32), Arg::I32(t as i32), Arg::I32(mask_batches as i32), Arg::F32(scale as f32)];
+            let what = format!("masked_softmax {suffix}, mask batches {mask_batches}");
+            let got = both_orders(&what, 0.0, |rev| {
+                with_float!(dtype, |T| {
+                    let (mut sb, mut mb, mut pb) =
+                        (Buf::of::<T>("scores", &sc), Buf::of::<T>("mask", &mask), Buf::uninit::<T>("p", rows * t));
+                    let mut args = vec![sb.ptr(), mb.ptr(), pb.ptr()];
+                    args.extend(dims);
+                    launch(&format!("masked_softmax_fwd_{suffix}"), plan::rows(rows, t), &args, rev)?;
+                    let p = pb.read::<T>()?;
+                    // The backward from the kernel's own P, as the op's backward pass reads it.
+                    let (mut pb2, mut gb, mut ds) = (Buf::of::<T>("p", &p), Buf::of::<T>("dy", &dy), Buf::uninit::<T>("ds", rows * t));
+                    let mut args = vec![pb2.ptr(), gb.ptr(), mb.ptr(), ds.ptr()];
+                    args.extend(dims);
+                    launch(&format!("masked_softmax_bwd_{suffix}"), plan::rows(rows, t), &args, rev)?;
+                    Ok(p.into_iter().chain(ds.read::<T>()?).collect())
+                })
+            })?;
+            let tol = tolerance(dtype);
+            assert_close(&format!("{what}: P"), &got[..rows * t], &flat(&p)?, tol)?;
+            assert_close(&format!("{what}: dS"), &got[rows * t..], &want_ds[0], 2.0 * tol)?;
+        }
+    }
+    Ok(())
+}
+
+/// Per-row cross-entropy and its backward at a 1,024-thread vocabulary and a small one.
+#[test]
+fn cross_entropy_matches_the_cpu_op() -> TestResult {
+    for (rows, v) in [(4, 3000), (9, 50)] {
+        let targets: Vec<u32> = (0..rows).map(|r| ((r * 37 + 11) % v) as u32).collect();
+        for (dtype, suffix) in FLOATS {
+            let z = rounded(&values(rows * v, 8, 6.0), dtype);
+            let g = rounded(&values(rows, 9, 1.0), dtype);
+            let zv = Var::from_tensor(&t64(&z, &[rows, v])?)?;
+            let loss = crate::ops::cross_entropy(zv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu)?)?;
+            let want_dz = grads(&loss, &t64(&g, &[rows])?, &[&zv])?;
+            let what = format!("cross_entropy {suffix} [{rows}, {v}]");
+            let got = both_orders(&what, 0.0, |rev| {
+                with_float!(dtype, |T| {
+                    let (mut zb, mut tb, mut lb) =
+                        (Buf::of::<T>("z", &z), Buf::of_raw("targets", &targets), Buf::uninit::<T>("loss", rows));
+                    launch(
+                        &format!("cross_entropy_fwd_{suffix}"),
+                        plan::rows(rows, v),
+                        &[zb.ptr(), tb.ptr(), lb.ptr(), Arg::I32(v as i32)],
+                        rev,
+                    )?;
+                    let (mut gb, mut dz) = (Buf::of::<T>("g", &g), Buf::uninit::<T>("dz", rows * v));
+                    let args = [zb.ptr(), tb.ptr(), gb.ptr(), dz.ptr(), Arg::I32(v as i32)];
+                    launch(&format!("cross_entropy_bwd_{suffix}"), plan::rows(rows, v), &args, rev)?;
+                    Ok(lb.read::<T>()?.into_iter().chain(dz.read::<T>()?).collect())
+                })
+            })?;
+            let tol = tolerance(dtype);
+            assert_close(&format!("{what}: loss"), &got[..rows], &flat(&loss)?, tol)?;
+            assert_close(&format!("{what}: dz"), &got[rows..], &want_dz[0], tol)?;
+        }
+    }
+    Ok(())
+}
+
+/// The element-wise kernels: GELU (both forms) and its backward, the bias additions (alone, with
+/// the residual, with GELU), dropout and the residual dropout with the CPU's mask.
+#[test]
+fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
+    let (rows, cols) = (7, 150); // 1,050 elements: five blocks of 256 threads, the last partly idle
+    let n = rows * cols;
+    let (p, seed) = (0.3, 1234);
+    let (mixed, threshold, keep) = crate::ops::dropout::Mask::new(seed, p).kernel_params();
+    for (dtype, suffix) in FLOATS {
+        let x = rounded(&values(n, 10, 3.0), dtype);
+        let y = rounded(&values(n, 11, 3.0), dtype);
+        let b = rounded(&values(cols, 12, 1.0), dtype);
+        let dy = rounded(&values(n, 13, 1.0), dtype);
+        let (xt, yt, bt) = (t64(&x, &[rows, cols])?, t64(&y, &[rows, cols])?, t64(&b, &[cols])?);
+        let tol = tolerance(dtype);
+        let run = |kernel: &str, inputs: &[&[f64]], scalars: &[Arg]| -> TestResult<Vec<f64>> {
+            both_orders(&format!("{kernel}_{suffix}"), 0.0, |rev| {
+                with_float!(dtype, |T| {
+                    let mut bufs: Vec<Buf> = inputs.iter().map(|v| Buf::of::<T>("input", v)).collect();
+                    let mut out = Buf::uninit::<T>("out", n);
+                    let mut args: Vec<Arg> = bufs.iter_mut().map(Buf::ptr).collect();
+                    args.push(out.ptr());
+                    args.push(Arg::U64(n as u64));
+                    args.extend_from_slice(scalars);
+                    launch(&format!("{kernel}_{suffix}"), plan::elementwise(n), &args, rev)?;
+                    out.read::<T>()
+                })
+            })
+        };
+        for erf in [false, true] {
+            let xv = Var::from_tensor(&xt)?;
+            let gelu = if erf { crate::ops::gelu_erf(xv.as_tensor())? } else { crate::ops::gelu_tanh(xv.as_tensor())? };
+            let what = format!("gelu {suffix}, erf {erf}");
+            assert_close(&what, &run("gelu_fwd", &[&x], &[Arg::I32(erf.into())])?, &flat(&gelu)?, tol)?;
+            let want = grads(&gelu, &t64(&dy, &[rows, cols])?, &[&xv])?;
+            assert_close(&format!("{what}: backward"), &run("gelu_bwd", &[&x, &dy], &[Arg::I32(erf.into())])?, &want[0], tol)?;
+            let biased = (yt.broadcast_add(&bt))?;
+            let want = if erf { crate::ops::gelu_erf(&biased)? } else { crate::ops::gelu_tanh(&biased)? };
+            assert_close(
+                &format!("bias_gelu {suffix}"),
+                &run("bias_gelu", &[&y, &b], &[Arg::I32(cols as i32), Arg::I32(erf.into())])?,
+                &flat(&want)?,
+                tol,
+            )?;
+        }
+        let want = flat(&crate::ops::add_bias(&yt, &bt)?)?;
+        // add_bias_fwd and bias_residual take n before cols: (y, b[, x], out, n, cols).
+        assert_close(&format!("add_bias {suffix}"), &run("add_bias_fwd", &[&y, &b], &[Arg::I32(cols as i32)])?, &want, tol)?;
+        let want = flat(&(&xt + yt.broadcast_add(&bt)?)?)?;
+        assert_close(&format!("bias_residual {suffix}"), &run("bias_residual", &[&y, &b, &x], &[Arg::I32(cols as i32)])?, &want, tol)?;
+        let want = flat(&crate::ops::dropout(&xt, p, seed)?)?;
+        let dropout_args = [Arg::U64(mixed), Arg::U64(threshold), Arg::F64(keep)];
+        let got = run("dropout_fwd", &[&x], &dropout_args)?;
+        assert_close(&format!("dropout {suffix}"), &got, &want, tol)?;
+        let zeros = got.iter().zip(&want).filter(|(g, w)| (**g == 0.0) != (**w == 0.0)).count();
+        assert_eq!(zeros, 0, "dropout {suffix}: the kernel drops other elements than the CPU");
+        let want = flat(&crate::ops::residual_dropout(&xt, &yt, p, seed)?)?;
+        assert_close(&format!("residual_dropout {suffix}"), &run("residual_dropout_fwd", &[&x, &y], &dropout_args)?, &want, tol)?;
+    }
+    Ok(())
+}
+
+/// Embedding rows and the table's gradient, with repeated ids (the backward's atomic adds).
+#[test]
+fn embedding_matches_the_cpu_op() -> TestResult {
+    let (vocab, h) = (11, 40);
+    let ids: Vec<u32> = vec![3, 0, 3, 10, 7, 3, 0, 5, 5];
+    let n = ids.len();
+    for (dtype, suffix) in FLOATS {
+        let w = rounded(&values(vocab * h, 14, 1.0), dtype);
+        let g = rounded(&values(n * h, 15, 1.0), dtype);
+        let wv = Var::from_tensor(&t64(&w, &[vocab, h])?)?;
+        let rows = crate::ops::embedding(wv.as_tensor(), &Tensor::new(ids.as_slice(), &Device::Cpu)?)?;
+        let want_dw = grads(&rows, &t64(&g, &[n, h])?, &[&wv])?;
+        // Repeated ids add in thread order: the two orders may round differently in f16/bf16.
+        let what = format!("embedding {suffix}");
+        let got = both_orders(&what, 4.0 * tolerance(dtype), |rev| {
+            with_float!(dtype, |T| {
+                let (mut wb, mut ib, mut out) = (Buf::of::<T>("w", &w), Buf::of_raw("ids", &ids), Buf::uninit::<T>("rows", n * h));
+                let args = [wb.ptr(), ib.ptr(), out.ptr(), Arg::U64(n as u64), Arg::I32(h as i32)];
+                launch(&format!("embedding_fwd_{suffix}"), plan::elementwise(n * h), &args, rev)?;
+                let (mut gb, mut dw) = (Buf::of::<T>("g", &g), Buf::zeros::<T>("dw", vocab * h));
+                let args = [gb.ptr(), ib.ptr(), dw.ptr(), Arg::U64(n as u64), Arg::I32(h as i32)];
+                launch(&format!("embedding_bwd_{suffix}"), plan::elementwise(n * h), &args, rev)?;
+                Ok(out.read::<T>()?.into_iter().chain(dw.read::<T>()?).collect())
+            })
+        })?;
+        assert_close(&format!("{what}: rows"), &got[..n * h], &flat(&rows)?, 0.0)?;
+        // Up to three adds per element, each rounded to the storage type in half precision.
+        assert_close(&format!("{what}: dW"), &got[n * h..], &want_dw[0], 3.0 * tolerance(dtype))?;
+    }
+    Ok(())
+}
+
+/// `permute_rows` for attention's head split and merge layouts, at every word width, bit for
+/// bit against candle's strided copy.
+#[test]
+fn permute_rows_matches_the_strided_copy() -> TestResult {
+    let (b, s, heads, d) = (2, 5, 3, 8);
+    let h = heads * d;
+    let src: Vec<f64> = (0..b * s * 3 * h).map(|i| i as f64).collect();
+    for dtype in [DType::F32, DType::F16, DType::F64] {
+        let x = Tensor::from_vec(src.clone(), (b, s, 3 * h), &Device::Cpu)?.to_dtype(dtype)?;
+        // The Q part of a packed projection as [B, N, S, d], then the context merge [B, S, N, d].
+        let split = x.reshape((b, s, 3, heads, d))?.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?;
+        assert_eq!(split.layout().start_offset(), h, "the split must be a view of the projection");
+        let split_copy = split.contiguous()?;
+        let merge = split_copy.transpose(1, 2)?;
+        let narrow_d = split.narrow(3, 2, 2)?; // a row of 2 elements: narrower words
+                                               // Each view with the contiguous tensor whose storage it reads.
+        for (base, view) in [(&x, &split), (&split_copy, &merge), (&x, &narrow_d)] {
+            let want = flat(&view.contiguous()?)?;
+            let layout = view.layout();
+            let plan = crate::ops::permute::PermutePlan::new(layout, dtype.size_in_bytes()).ok_or("no plan")?;
+            let all = flat(base)?;
+            let what = format!("permute_rows_w{} {dtype:?} {:?}", plan.word, view.dims());
+            let got = both_orders(&what, 0.0, |rev| {
+                with_float!(dtype, |T| {
+                    let mut from = Buf::of::<T>("source", &all[layout.start_offset()..]);
+                    let mut out = Buf::uninit::<T>("out", view.elem_count());
+                    let ([_, d1, d2, d3], [s0, s1, s2, s3]) = (plan.dims, plan.strides);
+                    let mut args = vec![from.ptr(), out.ptr(), Arg::U64(plan.len() as u64), Arg::U64(plan.row as u64)];
+                    args.extend([d1, d2, d3, s0, s1, s2, s3].map(|v| Arg::U64(v as u64)));
+                    launch(&format!("permute_rows_w{}", plan.word), plan::elementwise(plan.len()), &args, rev)?;
+                    out.read::<T>()
+                })
+            })?;
+            assert_close(&what, &got, &want, 0.0)?;
+        }
+    }
+    Ok(())
+}

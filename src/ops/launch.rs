@@ -1,0 +1,184 @@
+//! How wenhui's CUDA kernels (`src/ops/cuda/kernels.cu`) are launched: grid and block sizes,
+//! dynamic shared memory, and the table the multi-tensor AdamW kernels read. Kept out of the
+//! `cuda` feature so that the GPU glue (`ops::cuda`) and the tests that run the same kernels on
+//! the CPU (`ops::cuda_emu`) launch them from one plan.
+
+use candle_core::DType;
+
+/// Grid, block and dynamic shared memory (bytes) of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Launch {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared: u32,
+}
+
+impl Launch {
+    /// `blocks` blocks of `threads` threads along x, no dynamic shared memory.
+    pub(crate) fn linear(blocks: usize, threads: u32) -> Self {
+        Launch { grid: [blocks as u32, 1, 1], block: [threads, 1, 1], shared: 0 }
+    }
+}
+
+/// Threads per block for a kernel that reduces rows of `n` elements.
+fn row_block(n: usize) -> u32 {
+    match n {
+        0..=256 => 128,
+        257..=2048 => 256,
+        _ => 1024,
+    }
+}
+
+/// One block per row of `n` elements (layer norm, softmax, attention rows, cross-entropy).
+pub(crate) fn rows(rows: usize, n: usize) -> Launch {
+    Launch::linear(rows, row_block(n))
+}
+
+/// A grid-stride loop over `n` elements.
+pub(crate) fn elementwise(n: usize) -> Launch {
+    Launch::linear(n.div_ceil(256).clamp(1, 1 << 20), 256)
+}
+
+/// Rows of `dy` one `column_partial` block sums.
+pub(crate) const COLUMN_ROWS_PER_BLOCK: usize = 256;
+
+/// Row blocks of a column sum over `rows` rows (the partial sums' first dimension).
+pub(crate) fn column_blocks(rows: usize) -> usize {
+    rows.div_ceil(COLUMN_ROWS_PER_BLOCK).max(1)
+}
+
+/// `column_partial` over `[rows, h]`: blocks of 32 columns × 8 row lanes.
+pub(crate) fn column_partial(rows: usize, h: usize) -> Launch {
+    Launch { grid: [h.div_ceil(32) as u32, column_blocks(rows) as u32, 1], block: [32, 8, 1], shared: 0 }
+}
+
+/// `column_final` over `h` columns.
+pub(crate) fn column_final(h: usize) -> Launch {
+    Launch::linear(h.div_ceil(256), 256)
+}
+
+/// The per-parameter gradient norm: few blocks, as each ends in one atomic add.
+pub(crate) fn sum_squares(n: usize) -> Launch {
+    Launch::linear(n.div_ceil(256).clamp(1, 1024), 256)
+}
+
+/// Threads per block of `decode_attention`; the head size must not exceed it.
+pub(crate) const DECODE_THREADS: usize = 256;
+/// Dynamic shared memory `decode_attention` may use without opting in to more: 48 KiB on every
+/// GPU, less the static arrays of its block reductions (2 × 32 words, 512 bytes in f64).
+const DECODE_SHARED_LIMIT: usize = (48 << 10) - 1024;
+
+/// Shared memory of one `decode_attention` block for `t` keys of head size `d`, in bytes: q [d],
+/// scores [t] and the context's partial sums [groups · d], in the arithmetic type.
+fn decode_shared_bytes(d: usize, t: usize, dtype: DType) -> usize {
+    let groups = (DECODE_THREADS / d.max(1)).max(1);
+    let word = if dtype == DType::F64 { 8 } else { 4 };
+    word * (d + t + groups * d)
+}
+
+/// Whether `decode_attention` handles a step over `t` keys with head size `d`.
+pub(crate) fn decode_fits(d: usize, t: usize, dtype: DType) -> bool {
+    d > 0 && d <= DECODE_THREADS && decode_shared_bytes(d, t, dtype) <= DECODE_SHARED_LIMIT
+}
+
+/// `decode_attention` for `batch · heads` (row, head) blocks over `t` keys of head size `d`.
+pub(crate) fn decode_attention(batch: usize, heads: usize, d: usize, t: usize, dtype: DType) -> Launch {
+    Launch { shared: decode_shared_bytes(d, t, dtype) as u32, ..Launch::linear(batch * heads, DECODE_THREADS as u32) }
+}
+
+/// Elements one block of the multi-tensor AdamW kernels handles.
+pub(crate) const ADAMW_CHUNK: usize = 1 << 14;
+/// u64 words of one `AdamWJob` in kernels.cu: w, mv, g, n, then lr and decay as two f32.
+pub(crate) const ADAMW_JOB_WORDS: usize = 5;
+
+/// One parameter's entry in the multi-tensor AdamW table: device pointers to its weight,
+/// moments and gradient, its length, learning rate and decay factor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdamWJob {
+    pub pointers: [u64; 3],
+    pub n: usize,
+    pub lr: f32,
+    pub decay: f32,
+}
+
+/// The table the multi-tensor kernels read, and the number of blocks to launch:
+/// `ADAMW_JOB_WORDS` words per job (kernels.cu's `AdamWJob`: w, mv, g, n, then lr in the low and
+/// decay in the high half of a word, little-endian as the GPU reads it), then one word per block,
+/// `job << 32 | chunk`, block `i` handling elements `[chunk·CHUNK, min(n, (chunk + 1)·CHUNK))`
+/// of its job.
+pub(crate) fn adamw_job_table(jobs: &[AdamWJob]) -> (Vec<u64>, usize) {
+    let mut table: Vec<u64> = Vec::with_capacity(jobs.len() * ADAMW_JOB_WORDS);
+    let mut chunks = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        table.extend_from_slice(&job.pointers);
+        table.push(job.n as u64);
+        table.push(u64::from(job.lr.to_bits()) | (u64::from(job.decay.to_bits()) << 32));
+        chunks.extend((0..job.n.div_ceil(ADAMW_CHUNK) as u64).map(|c| ((j as u64) << 32) | c));
+    }
+    let blocks = chunks.len();
+    table.extend(chunks);
+    (table, blocks)
+}
+
+/// Both multi-tensor kernels over `blocks` chunks.
+pub(crate) fn adamw_multi(blocks: usize) -> Launch {
+    Launch::linear(blocks, 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table read the way the kernels read it (`chunk_job` in kernels.cu) covers every
+    /// element of every job exactly once and gives each job its own pointers, length and rates.
+    #[test]
+    fn job_table_covers_every_element_once() {
+        let sizes = [1, ADAMW_CHUNK - 1, ADAMW_CHUNK, ADAMW_CHUNK + 1, 3 * ADAMW_CHUNK + 7, 768];
+        let jobs: Vec<AdamWJob> = sizes
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| AdamWJob {
+                pointers: [100 * j as u64, 100 * j as u64 + 1, 100 * j as u64 + 2],
+                n,
+                lr: 0.5 + j as f32,
+                decay: 1.0 - j as f32 / 8.0,
+            })
+            .collect();
+        let (table, blocks) = adamw_job_table(&jobs);
+        assert_eq!(table.len(), jobs.len() * ADAMW_JOB_WORDS + blocks);
+        let mut seen: Vec<Vec<u32>> = sizes.iter().map(|&n| vec![0; n]).collect();
+        for block in 0..blocks {
+            let c = table[jobs.len() * ADAMW_JOB_WORDS + block];
+            let (j, chunk) = ((c >> 32) as usize, (c & 0xffff_ffff) as usize);
+            let word = &table[j * ADAMW_JOB_WORDS..(j + 1) * ADAMW_JOB_WORDS];
+            let n = word[3] as usize;
+            let (begin, end) = (chunk * ADAMW_CHUNK, (chunk * ADAMW_CHUNK + ADAMW_CHUNK).min(n));
+            assert!(begin < end, "block {block} has no elements");
+            seen[j][begin..end].iter_mut().for_each(|s| *s += 1);
+        }
+        for (j, job) in jobs.iter().enumerate() {
+            assert!(seen[j].iter().all(|&s| s == 1), "job {j}: every element once");
+            let word = &table[j * ADAMW_JOB_WORDS..(j + 1) * ADAMW_JOB_WORDS];
+            assert_eq!(&word[..3], &job.pointers);
+            assert_eq!(f32::from_bits(word[4] as u32), job.lr);
+            assert_eq!(f32::from_bits((word[4] >> 32) as u32), job.decay);
+        }
+    }
+
+    /// Launch geometry the kernels rely on: row blocks are whole warps, decode blocks fit the head.
+    #[test]
+    fn launches_are_valid_cuda_launches() {
+        for n in [0, 1, 256, 257, 2048, 2049, 30592] {
+            let l = rows(3, n);
+            assert_eq!(l.block[0] % 32, 0);
+            assert!(l.block[0] <= 1024);
+        }
+        assert_eq!(elementwise(0).grid[0], 1);
+        assert_eq!(elementwise(1 << 40).grid[0], 1 << 20);
+        assert!(decode_fits(64, 513, DType::BF16));
+        assert!(!decode_fits(0, 8, DType::F32) && !decode_fits(512, 8, DType::F32));
+        assert!(!decode_fits(64, 20_000, DType::F32));
+        let l = decode_attention(2, 16, 64, 513, DType::F64);
+        assert_eq!((l.grid[0], l.block[0], l.shared), (32, 256, 8 * (64 + 513 + 4 * 64)));
+    }
+}
