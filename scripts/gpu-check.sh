@@ -65,15 +65,17 @@ if want parity; then
   WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
     status=1
-    # Pin the failure: again without the cublasLt GEMMs, without the layer stack, and without
-    # the multi-tensor AdamW (all new since the last GPU run; the composite run above rules out
-    # the rest).
+    # Pin the failure: again without the cublasLt GEMMs, without the layer stack, without the
+    # multi-tensor AdamW, and with a block per row in layer norm and attention (all new since
+    # the last GPU run; the composite run above rules out the rest).
     step "parity, fused, WENHUI_CUBLASLT=0 (a fused-ops failure above: which part?)"
     WENHUI_CUDA_OPS=fused WENHUI_CUBLASLT=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-no-cublaslt.txt" 2>&1
     step "parity, fused, WENHUI_LAYER_STACK=0"
     WENHUI_CUDA_OPS=fused WENHUI_LAYER_STACK=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-per-op.txt" 2>&1
     step "parity, fused, WENHUI_ADAMW_MULTI=0"
     WENHUI_CUDA_OPS=fused WENHUI_ADAMW_MULTI=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-per-param-adamw.txt" 2>&1
+    step "parity, fused, WENHUI_WARP_ROWS=0"
+    WENHUI_CUDA_OPS=fused WENHUI_WARP_ROWS=0 W --device cuda bench parity --half bf16 >"$OUT/parity-fused-block-rows.txt" 2>&1
   fi
 fi
 

@@ -34,6 +34,52 @@ pub(crate) fn rows(rows: usize, n: usize) -> Launch {
     Launch::linear(rows, row_block(n))
 }
 
+/// Threads of a warp-per-row block: 8 rows per block.
+const WARP_ROW_THREADS: u32 = 256;
+/// Longest attention rows the warp-per-row kernels keep in registers (32 keys per lane).
+const WARP_ATTENTION_KEYS: usize = 1024;
+/// Longest layer-norm rows a warp takes; longer ones keep a block's 256–1,024 threads busy.
+const WARP_LAYER_NORM: usize = 2048;
+
+/// A row kernel's plan: one block per row (`{root}_{dtype}`), or one warp per row (the
+/// `{root}_warp_{dtype}` kernel, which takes the number of rows as its last argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowPlan {
+    pub launch: Launch,
+    pub warp: bool,
+}
+
+impl RowPlan {
+    /// The name of the kernel to launch for `root` in dtype `suffix` (`f32`, `bf16`, …).
+    pub(crate) fn kernel(&self, root: &str, suffix: &str) -> String {
+        if self.warp {
+            format!("{root}_warp_{suffix}")
+        } else {
+            format!("{root}_{suffix}")
+        }
+    }
+
+    fn choose(rows: usize, n: usize, warp_limit: usize, allow_warp: bool) -> Self {
+        if allow_warp && n <= warp_limit {
+            let per_block = (WARP_ROW_THREADS / 32) as usize;
+            RowPlan { launch: Launch::linear(rows.div_ceil(per_block).max(1), WARP_ROW_THREADS), warp: true }
+        } else {
+            RowPlan { launch: self::rows(rows, n), warp: false }
+        }
+    }
+}
+
+/// `attn_probs_fwd`/`attn_probs_bwd` over `rows` score rows of `t` keys: a warp per row when the
+/// row fits its registers and `allow_warp` (`WENHUI_WARP_ROWS=0` turns it off on the GPU).
+pub(crate) fn attention_rows(rows: usize, t: usize, allow_warp: bool) -> RowPlan {
+    RowPlan::choose(rows, t, WARP_ATTENTION_KEYS, allow_warp)
+}
+
+/// `layer_norm_fwd`/`layer_norm_bwd_dx` over `rows` rows of `h`.
+pub(crate) fn layer_norm_rows(rows: usize, h: usize, allow_warp: bool) -> RowPlan {
+    RowPlan::choose(rows, h, WARP_LAYER_NORM, allow_warp)
+}
+
 /// A grid-stride loop over `n` elements.
 pub(crate) fn elementwise(n: usize) -> Launch {
     Launch::linear(n.div_ceil(256).clamp(1, 1 << 20), 256)
@@ -178,6 +224,11 @@ mod tests {
         assert!(decode_fits(64, 513, DType::BF16));
         assert!(!decode_fits(0, 8, DType::F32) && !decode_fits(512, 8, DType::F32));
         assert!(!decode_fits(64, 20_000, DType::F32));
+        let p = attention_rows(196_608, 512, true);
+        assert_eq!((p.launch, p.kernel("attn_probs_fwd", "bf16")), (Launch::linear(24_576, 256), "attn_probs_fwd_warp_bf16".into()));
+        assert!(!attention_rows(10, 1025, true).warp && !attention_rows(10, 512, false).warp);
+        assert_eq!(layer_norm_rows(9, 768, true).launch.grid[0], 2);
+        assert_eq!(layer_norm_rows(9, 4096, true), RowPlan { launch: rows(9, 4096), warp: false });
         let l = decode_attention(2, 16, 64, 513, DType::F64);
         assert_eq!((l.grid[0], l.block[0], l.shared), (32, 256, 8 * (64 + 513 + 4 * 64)));
     }

@@ -8,7 +8,8 @@
 //! when it fits; `P'` is recomputed from it with the same counter hash. Numbers and dropout masks
 //! are the CPU op's.
 
-use super::{name, rows_cfg, view, KernelFloat, MODULE, PTX};
+use super::{config, view, warp_rows_allowed, KernelFloat, MODULE, PTX};
+use crate::ops::launch;
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
@@ -239,7 +240,9 @@ fn probs_rows_typed<T: KernelFloat>(scores: &mut CudaStorage, dropped: Option<&m
     let g = &p.geometry;
     let (bias, bias_rows) = device_bias(&dev, p)?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
-    let f = dev.get_or_load_custom_func(&name::<T>("attn_probs_fwd"), MODULE, PTX)?;
+    let rows = g.pairs() * g.s;
+    let plan = launch::attention_rows(rows, g.t, warp_rows_allowed());
+    let f = dev.get_or_load_custom_func(&plan.kernel("attn_probs_fwd", T::DTYPE.as_str()), MODULE, PTX)?;
     let sc = T::as_cuda_slice_mut(scores)?;
     let pd = match dropped {
         Some(d) => Some(T::as_cuda_slice_mut(d)?),
@@ -260,9 +263,13 @@ fn probs_rows_typed<T: KernelFloat>(scores: &mut CudaStorage, dropped: Option<&m
     let (heads, sl, t, mb, sc) = (g.heads as i32, g.s as i32, g.t as i32, g.mask_batches as i32, p.scale);
     let (mixed, threshold, keep_scale) = p.dropout;
     l.arg(&bias_rows).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc).arg(&mixed).arg(&threshold).arg(&keep_scale).arg(&mode);
-    // SAFETY: the argument list matches the kernel's signature; the score buffers hold pairs × S × T
-    // elements, the mask [B or 1] × S × T, the bias bias_rows × T.
-    unsafe { l.launch(rows_cfg(g.pairs() * g.s, g.t)) }.w()?;
+    if plan.warp {
+        l.arg(&rows);
+    }
+    // SAFETY: the argument list matches the kernel's signature (the warp kernel's ends in the row
+    // count); the score buffers hold pairs × S × T elements, the mask [B or 1] × S × T, the bias
+    // bias_rows × T.
+    unsafe { l.launch(config(plan.launch)) }.w()?;
     Ok(())
 }
 
@@ -289,7 +296,9 @@ fn probs_backward_typed<T: KernelFloat>(
     let mask = view::<T>(p.mask.0, p.mask.1)?;
     let pv = T::as_cuda_slice(probs)?;
     let pd = dropped.map(|d| T::as_cuda_slice(d)).transpose()?;
-    let f = dev.get_or_load_custom_func(&name::<T>("attn_probs_bwd"), MODULE, PTX)?;
+    let rows = g.pairs() * g.s;
+    let plan = launch::attention_rows(rows, g.t, warp_rows_allowed());
+    let f = dev.get_or_load_custom_func(&plan.kernel("attn_probs_bwd", T::DTYPE.as_str()), MODULE, PTX)?;
     let d = T::as_cuda_slice_mut(dp)?;
     let null: u64 = 0;
     let mut l = f.builder();
@@ -300,8 +309,11 @@ fn probs_backward_typed<T: KernelFloat>(
     };
     let (heads, sl, t, mb, sc) = (g.heads as i32, g.s as i32, g.t as i32, g.mask_batches as i32, p.scale);
     l.arg(&mask).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
-    // SAFETY: the argument list matches the kernel's signature; dp, probs and (when given) the
-    // dropped probabilities hold pairs × S × T elements; a null `pd` means P' = P.
-    unsafe { l.launch(rows_cfg(g.pairs() * g.s, g.t)) }.w()?;
+    if plan.warp {
+        l.arg(&rows);
+    }
+    // SAFETY: the argument list matches the kernel's signature (see above); dp, probs and (when
+    // given) the dropped probabilities hold pairs × S × T elements; a null `pd` means P' = P.
+    unsafe { l.launch(config(plan.launch)) }.w()?;
     Ok(())
 }

@@ -76,58 +76,84 @@ template <typename A> __device__ A block_max(A v) {
   return sh[0];
 }
 
-// ---------------------------------------------------------------- layer norm (one block per row)
-// Mean and 1/std of one row (two passes), known to every thread of the block.
-template <typename T, typename A>
+// ---------------------------------------------------------------- row teams
+// The threads that share one row of a row kernel (layer norm, the attention rows). BlockRow: the
+// whole block, one row per block (long rows). WarpRow: one warp, blockDim.x / 32 rows per block,
+// reduced by shuffles alone; no shared memory and no __syncthreads, so short rows are not bound
+// by the latency of a block's barriers (a block per 512-key row spent ~7× the memory time).
+// CACHE: elements per thread a kernel may keep in registers.
+struct BlockRow {
+  static constexpr int CACHE = 8;
+  static __device__ __forceinline__ size_t row() { return blockIdx.x; }
+  static __device__ __forceinline__ int first() { return threadIdx.x; }
+  static __device__ __forceinline__ int stride() { return blockDim.x; }
+  template <typename A> static __device__ __forceinline__ A reduce_sum(A v) { return block_sum(v); }
+  template <typename A> static __device__ __forceinline__ A reduce_max(A v) { return block_max(v); }
+};
+struct WarpRow {
+  static constexpr int CACHE = 32;
+  static __device__ __forceinline__ size_t row() { return (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); }
+  static __device__ __forceinline__ int first() { return threadIdx.x & 31; }
+  static __device__ __forceinline__ int stride() { return 32; }
+  template <typename A> static __device__ __forceinline__ A reduce_sum(A v) { return warp_sum(v); }
+  template <typename A> static __device__ __forceinline__ A reduce_max(A v) { return warp_max(v); }
+};
+
+// ---------------------------------------------------------------- layer norm (one team per row)
+// Mean and 1/std of one row (two passes), known to every thread of the team.
+template <typename T, typename R, typename A>
 __device__ void row_stats(const T* xr, int h, float eps, A& mean, A& rstd) {
   A s = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) s += Num<T>::to(xr[i]);
-  mean = block_sum(s) / A(h);
+  for (int i = R::first(); i < h; i += R::stride()) s += Num<T>::to(xr[i]);
+  mean = R::reduce_sum(s) / A(h);
   A q = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+  for (int i = R::first(); i < h; i += R::stride()) {
     const A d = Num<T>::to(xr[i]) - mean;
     q += d * d;
   }
-  rstd = A(1) / sqrt(block_sum(q) / A(h) + A(eps));
+  rstd = A(1) / sqrt(R::reduce_sum(q) / A(h) + A(eps));
 }
 
-template <typename T>
-__device__ void layer_norm_fwd(const T* x, const T* g, const T* b, T* y, int h, float eps) {
+// `rows` bounds the warp teams of the last block (a block team's row always exists).
+template <typename T, typename R>
+__device__ void layer_norm_fwd(const T* x, const T* g, const T* b, T* y, int h, float eps, size_t rows) {
   typedef typename Num<T>::A A;
-  const size_t row = blockIdx.x;
+  const size_t row = R::row();
+  if (row >= rows) return;  // a whole warp: no barrier of the others waits for it
   const T* xr = x + row * h;
   T* yr = y + row * h;
   A mean, rstd;
-  row_stats(xr, h, eps, mean, rstd);
-  for (int i = threadIdx.x; i < h; i += blockDim.x)
+  row_stats<T, R>(xr, h, eps, mean, rstd);
+  for (int i = R::first(); i < h; i += R::stride())
     yr[i] = Num<T>::of((Num<T>::to(xr[i]) - mean) * rstd * Num<T>::to(g[i]) + Num<T>::to(b[i]));
 }
 
 // dx of each row; the row's mean and 1/std go to `stats` for the dγ/dβ column sums.
-template <typename T>
-__device__ void layer_norm_bwd_dx(const T* x, const T* g, const T* dy, T* dx, double* stats, int h, float eps) {
+template <typename T, typename R>
+__device__ void layer_norm_bwd_dx(const T* x, const T* g, const T* dy, T* dx, double* stats, int h, float eps, size_t rows) {
   typedef typename Num<T>::A A;
-  const size_t row = blockIdx.x;
+  const size_t row = R::row();
+  if (row >= rows) return;
   const T* xr = x + row * h;
   const T* dyr = dy + row * h;
   T* dxr = dx + row * h;
   A mean, rstd;
-  row_stats(xr, h, eps, mean, rstd);
+  row_stats<T, R>(xr, h, eps, mean, rstd);
   A sdg = 0, sdgx = 0;
-  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+  for (int i = R::first(); i < h; i += R::stride()) {
     const A xhat = (Num<T>::to(xr[i]) - mean) * rstd;
     const A dyg = Num<T>::to(dyr[i]) * Num<T>::to(g[i]);
     sdg += dyg;
     sdgx += dyg * xhat;
   }
-  sdg = block_sum(sdg) / A(h);
-  sdgx = block_sum(sdgx) / A(h);
-  for (int i = threadIdx.x; i < h; i += blockDim.x) {
+  sdg = R::reduce_sum(sdg) / A(h);
+  sdgx = R::reduce_sum(sdgx) / A(h);
+  for (int i = R::first(); i < h; i += R::stride()) {
     const A xhat = (Num<T>::to(xr[i]) - mean) * rstd;
     const A dyg = Num<T>::to(dyr[i]) * Num<T>::to(g[i]);
     dxr[i] = Num<T>::of(rstd * (dyg - sdg - xhat * sdgx));
   }
-  if (threadIdx.x == 0) {
+  if (R::first() == 0) {
     stats[2 * row] = (double)mean;
     stats[2 * row + 1] = (double)rstd;
   }
@@ -325,11 +351,20 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
 // ---------------------------------------------------------------- instantiations
 #define INSTANTIATE(T, SUF)                                                                                      \
   extern "C" __global__ void layer_norm_fwd_##SUF(const T* x, const T* g, const T* b, T* y, int h, float eps) { \
-    layer_norm_fwd<T>(x, g, b, y, h, eps);                                                                       \
+    layer_norm_fwd<T, BlockRow>(x, g, b, y, h, eps, gridDim.x);                                                  \
+  }                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) layer_norm_fwd_warp_##SUF(const T* x, const T* g, const T* b, T* y, int h, \
+                                                                           float eps, size_t rows) {               \
+    layer_norm_fwd<T, WarpRow>(x, g, b, y, h, eps, rows);                                                        \
   }                                                                                                              \
   extern "C" __global__ void layer_norm_bwd_dx_##SUF(const T* x, const T* g, const T* dy, T* dx, double* stats, \
                                                      int h, float eps) {                                         \
-    layer_norm_bwd_dx<T>(x, g, dy, dx, stats, h, eps);                                                           \
+    layer_norm_bwd_dx<T, BlockRow>(x, g, dy, dx, stats, h, eps, gridDim.x);                                      \
+  }                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) layer_norm_bwd_dx_warp_##SUF(const T* x, const T* g, const T* dy, T* dx,   \
+                                                                              double* stats, int h, float eps,    \
+                                                                              size_t rows) {                      \
+    layer_norm_bwd_dx<T, WarpRow>(x, g, dy, dx, stats, h, eps, rows);                                            \
   }                                                                                                              \
   extern "C" __global__ void column_partial_##SUF(const T* x, const T* dy, const double* stats, double* part,    \
                                                   int rows, int h, int rows_per_block) {                        \
@@ -355,12 +390,24 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
                                                   int heads, int s_len, int t, int mask_batches, double scale,   \
                                                   uint64_t mixed_seed, uint64_t threshold, double keep_scale,    \
                                                   int mode) {                                                    \
-    attn_probs_fwd<T>(sc, pd, m, bias, bias_rows, heads, s_len, t, mask_batches, scale, mixed_seed, threshold,   \
-                      keep_scale, mode);                                                                         \
+    attn_probs_fwd<T, BlockRow>(sc, pd, m, bias, bias_rows, heads, s_len, t, mask_batches, scale, mixed_seed,    \
+                                threshold, keep_scale, mode, gridDim.x);                                         \
+  }                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) attn_probs_fwd_warp_##SUF(T* sc, T* pd, const T* m, const double* bias,   \
+                                                  int bias_rows, int heads, int s_len, int t, int mask_batches,  \
+                                                  double scale, uint64_t mixed_seed, uint64_t threshold,         \
+                                                  double keep_scale, int mode, size_t rows) {                    \
+    attn_probs_fwd<T, WarpRow>(sc, pd, m, bias, bias_rows, heads, s_len, t, mask_batches, scale, mixed_seed,     \
+                               threshold, keep_scale, mode, rows);                                               \
   }                                                                                                              \
   extern "C" __global__ void __launch_bounds__(1024) attn_probs_bwd_##SUF(T* dp, const T* p, const T* pd, const T* m, int heads,         \
                                                   int s_len, int t, int mask_batches, double scale) {            \
-    attn_probs_bwd<T>(dp, p, pd, m, heads, s_len, t, mask_batches, scale);                                       \
+    attn_probs_bwd<T, BlockRow>(dp, p, pd, m, heads, s_len, t, mask_batches, scale, gridDim.x);                  \
+  }                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) attn_probs_bwd_warp_##SUF(T* dp, const T* p, const T* pd, const T* m,     \
+                                                  int heads, int s_len, int t, int mask_batches, double scale,   \
+                                                  size_t rows) {                                                 \
+    attn_probs_bwd<T, WarpRow>(dp, p, pd, m, heads, s_len, t, mask_batches, scale, rows);                        \
   }                                                                                                              \
   extern "C" __global__ void decode_attention_##SUF(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m,       \
                                                     int mask_batches, const T* kb, int kb_batches, T* out,       \

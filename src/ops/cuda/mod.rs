@@ -86,6 +86,13 @@ fn config(l: Launch) -> LaunchConfig {
     LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (bx, by, bz), shared_mem_bytes: l.shared }
 }
 
+/// Whether the warp-per-row kernels may run (`WENHUI_WARP_ROWS=0` keeps one block per row, the
+/// kernels measured before them; read once).
+pub(crate) fn warp_rows_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("WENHUI_WARP_ROWS").map_or(true, |v| v != "0"))
+}
+
 fn rows_cfg(rows: usize, n: usize) -> LaunchConfig {
     config(launch::rows(rows, n))
 }
@@ -112,12 +119,18 @@ pub(crate) fn layer_norm<T: KernelFloat>(
     let n = x.1.shape().elem_count();
     let mut y = output::<T>(dev, n)?;
     let (xv, gv, bv) = (view::<T>(x.0, x.1)?, view::<T>(g.0, g.1)?, view::<T>(b.0, b.1)?);
-    let f = dev.get_or_load_custom_func(&name::<T>("layer_norm_fwd"), MODULE, PTX)?;
+    let rows = n / h.max(1);
+    let plan = launch::layer_norm_rows(rows, h, warp_rows_allowed());
+    let f = dev.get_or_load_custom_func(&plan.kernel("layer_norm_fwd", T::DTYPE.as_str()), MODULE, PTX)?;
     let mut l = f.builder();
     let (hi, e) = (h as i32, eps as f32);
     l.arg(&xv).arg(&gv).arg(&bv).arg(&mut y).arg(&hi).arg(&e);
-    // SAFETY: argument list matches the kernel's signature; buffers hold rows × h elements.
-    unsafe { l.launch(rows_cfg(n / h.max(1), h)) }.w()?;
+    if plan.warp {
+        l.arg(&rows);
+    }
+    // SAFETY: argument list matches the kernel's signature (the warp kernel's ends in the row
+    // count); buffers hold rows × h elements.
+    unsafe { l.launch(config(plan.launch)) }.w()?;
     Ok(y)
 }
 
@@ -135,13 +148,17 @@ pub(crate) fn layer_norm_backward<T: KernelFloat>(
     let mut stats = dev.alloc_zeros::<f64>(2 * rows.max(1))?;
     let (xv, gv, dyv) = (view::<T>(x.0, x.1)?, view::<T>(g.0, g.1)?, view::<T>(dy.0, dy.1)?);
     {
-        let f = dev.get_or_load_custom_func(&name::<T>("layer_norm_bwd_dx"), MODULE, PTX)?;
+        let plan = launch::layer_norm_rows(rows, h, warp_rows_allowed());
+        let f = dev.get_or_load_custom_func(&plan.kernel("layer_norm_bwd_dx", T::DTYPE.as_str()), MODULE, PTX)?;
         let mut dx = out.slice_mut(0..rows * h);
         let mut l = f.builder();
         let (hi, e) = (h as i32, eps as f32);
         l.arg(&xv).arg(&gv).arg(&dyv).arg(&mut dx).arg(&mut stats).arg(&hi).arg(&e);
+        if plan.warp {
+            l.arg(&rows);
+        }
         // SAFETY: as above; stats holds 2 × rows doubles.
-        unsafe { l.launch(rows_cfg(rows, h)) }.w()?;
+        unsafe { l.launch(config(plan.launch)) }.w()?;
     }
     {
         let mut tail = out.slice_mut(rows * h..(rows + 2) * h);

@@ -92,11 +92,13 @@ fn cpu_attention(c: &Case, x: &Data) -> TestResult<Vec<Vec<f64>>> {
 
 /// The GPU glue's forward and backward (`ops::cuda::attention::{forward, backward}`) with the
 /// row kernels emulated: output, dQ, dK, dV, concatenated.
-fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, rev: bool) -> TestResult<Vec<f64>> {
+fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, allow_warp: bool, rev: bool) -> TestResult<Vec<f64>> {
     let Data { q, k, v, go, mask, bias, scale, seed } = x;
     let (scale, seed) = (*scale, *seed);
     let (pairs, s, t, d) = (c.batch * c.heads, c.s, c.t, c.d);
     let rows = pairs * s;
+    let team = plan::attention_rows(rows, t, allow_warp);
+    let rows_arg = team.warp.then_some(Arg::U64(rows as u64)); // the warp kernels' last argument
     let (mixed, threshold, keep_scale) = if c.p > 0.0 { crate::ops::dropout::Mask::new(seed, c.p).kernel_params() } else { (0, 0, 1.0) };
     let dropout = threshold > 0;
     let mut mask_b = Buf::of::<T>("mask", mask);
@@ -122,7 +124,8 @@ fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, rev: b
         let mut args = vec![sc.ptr(), pd_arg];
         args.extend(row_args(mask_b));
         args.extend([Arg::U64(mixed), Arg::U64(threshold), Arg::F64(keep_scale), Arg::I32(mode)]);
-        launch(&format!("attn_probs_fwd_{suffix}"), plan::rows(rows, t), &args, rev)?;
+        args.extend(rows_arg);
+        launch(&team.kernel("attn_probs_fwd", suffix), team.launch, &args, rev)?;
         let dropped = if mode == 3 { Some(pd.read::<T>()?) } else { pd.read::<u8>().map(|_| None)? };
         Ok((sc.read::<T>()?, dropped))
     };
@@ -159,7 +162,7 @@ fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, rev: b
     let (mut dp_b, mut p_b) = (Buf::of::<T>("dP'", &dp), Buf::of::<T>("P", &probs));
     let mut pd_b = dropped.as_ref().map(|pd| Buf::of::<T>("P'", pd));
     let pd_arg = pd_b.as_mut().map_or(Arg::Ptr(0), Buf::ptr);
-    let args = [
+    let mut args = vec![
         dp_b.ptr(),
         p_b.ptr(),
         pd_arg,
@@ -170,7 +173,8 @@ fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, rev: b
         Arg::I32(c.mask_batches as i32),
         Arg::F64(scale),
     ];
-    launch(&format!("attn_probs_bwd_{suffix}"), plan::rows(rows, t), &args, rev)?;
+    args.extend(rows_arg);
+    launch(&team.kernel("attn_probs_bwd", suffix), team.launch, &args, rev)?;
     let ds = dp_b.read::<T>()?;
     p_b.read::<T>()?;
     let dq = bmm(&ds, false, k, false, pairs, s, d, t, dtype);
@@ -198,8 +202,6 @@ fn attention_case(c: Case, dtype: DType, suffix: &str) -> TestResult {
     let bias = rounded(&values(c.mask_batches * t, 34, 0.5), dtype);
     let x = Data { q, k, v, go, mask, bias, scale, seed };
     let want = cpu_attention(&c, &x)?;
-    let what = format!("attention {suffix} {c:?}");
-    let got = both_orders(&what, 0.0, |rev| with_float!(dtype, |T| emulated::<T>(&c, dtype, suffix, &x, rev)))?;
     // Scores, probabilities and gradients pass through the storage type between the GEMMs.
     let tol = match dtype {
         DType::F64 => 1e-9,
@@ -209,8 +211,13 @@ fn attention_case(c: Case, dtype: DType, suffix: &str) -> TestResult {
     };
     let (nq, nk) = (b * n * s * d, b * n * t * d);
     let parts = [("output", 0, nq), ("dQ", nq, 2 * nq), ("dK", 2 * nq, 2 * nq + nk), ("dV", 2 * nq + nk, 2 * nq + 2 * nk)];
-    for ((name, from, to), want) in parts.into_iter().zip(&want) {
-        assert_close_to_scale(&format!("{what}: {name}"), &got[from..to], want, tol)?;
+    // A block per row, and a warp per row where the row fits.
+    for allow_warp in [false, true] {
+        let what = format!("attention {suffix} {c:?}, warp rows allowed: {allow_warp}");
+        let got = both_orders(&what, 0.0, |rev| with_float!(dtype, |T| emulated::<T>(&c, dtype, suffix, &x, allow_warp, rev)))?;
+        for ((name, from, to), want) in parts.into_iter().zip(&want) {
+            assert_close_to_scale(&format!("{what}: {name}"), &got[from..to], want, tol)?;
+        }
     }
     Ok(())
 }

@@ -325,7 +325,10 @@ mod harness_tests {
         let mut expected = Vec::new();
         for line in src.lines().filter(|l| l.contains("__global__ void")) {
             let after = line.split("__global__ void").nth(1).unwrap_or_default();
-            let after = after.trim_start().trim_start_matches("__launch_bounds__(1024)").trim_start();
+            let mut after = after.trim_start();
+            if let Some(rest) = after.strip_prefix("__launch_bounds__(") {
+                after = rest.split_once(')').map_or("", |(_, r)| r).trim_start();
+            }
             let name = after.split('(').next().unwrap_or_default().trim();
             if let Some(root) = name.strip_suffix("_##SUF") {
                 let suffixes: &[&str] = if root == "permute_rows" { &["w2", "w4", "w8", "w16"] } else { &["f32", "f64", "f16", "bf16"] };

@@ -21,7 +21,10 @@ fn grads(y: &Tensor, dy: &Tensor, wrt: &[&Var]) -> TestResult<Vec<Vec<f64>>> {
     wrt.iter().map(|v| flat(g.get(v.as_tensor()).ok_or("no gradient")?)).collect()
 }
 
-fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usize) -> TestResult {
+fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usize, allow_warp: bool) -> TestResult {
+    let team = plan::layer_norm_rows(rows, h, allow_warp);
+    // The warp kernels take the row count last.
+    let rows_arg = team.warp.then_some(Arg::U64(rows as u64));
     let eps = 1e-5;
     let x = rounded(&values(rows * h, 1, 2.0).iter().enumerate().map(|(i, v)| v + (i % 7) as f64 * 0.3).collect::<Vec<_>>(), dtype);
     let g = rounded(&values(h, 2, 1.0).iter().map(|v| 1.0 + v * 0.5).collect::<Vec<_>>(), dtype);
@@ -32,22 +35,24 @@ fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usi
     let y = crate::ops::layer_norm(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), eps)?;
     let want = grads(&y, &t64(&dy, &[rows, h])?, &[&xv, &gv, &bv])?;
     let tol = tolerance(dtype);
-    let what = format!("layer_norm_fwd_{suffix} [{rows}, {h}]");
+    let what = format!("{} [{rows}, {h}]", team.kernel("layer_norm_fwd", suffix));
     let got = both_orders(&what, 0.0, |rev| {
         let (mut xb, mut gb, mut bb, mut yb) =
             (Buf::of::<T>("x", &x), Buf::of::<T>("g", &g), Buf::of::<T>("b", &b), Buf::uninit::<T>("y", rows * h));
-        let args = [xb.ptr(), gb.ptr(), bb.ptr(), yb.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
-        launch(&format!("layer_norm_fwd_{suffix}"), plan::rows(rows, h), &args, rev)?;
+        let mut args = vec![xb.ptr(), gb.ptr(), bb.ptr(), yb.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
+        args.extend(rows_arg);
+        launch(&team.kernel("layer_norm_fwd", suffix), team.launch, &args, rev)?;
         yb.read::<T>()
     })?;
     assert_close(&what, &got, &flat(&y)?, tol)?;
     // dx, then dγ and dβ from the column sums, as `layer_norm_backward` launches them.
-    let what = format!("layer_norm backward {suffix} [{rows}, {h}]");
+    let what = format!("{} + column sums [{rows}, {h}]", team.kernel("layer_norm_bwd_dx", suffix));
     let got = both_orders(&what, 0.0, |rev| {
         let (mut xb, mut gb, mut dyb) = (Buf::of::<T>("x", &x), Buf::of::<T>("g", &g), Buf::of::<T>("dy", &dy));
         let (mut dx, mut stats) = (Buf::uninit::<T>("dx", rows * h), Buf::zeros::<f64>("stats", 2 * rows));
-        let args = [xb.ptr(), gb.ptr(), dyb.ptr(), dx.ptr(), stats.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
-        launch(&format!("layer_norm_bwd_dx_{suffix}"), plan::rows(rows, h), &args, rev)?;
+        let mut args = vec![xb.ptr(), gb.ptr(), dyb.ptr(), dx.ptr(), stats.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
+        args.extend(rows_arg);
+        launch(&team.kernel("layer_norm_bwd_dx", suffix), team.launch, &args, rev)?;
         let mut tail = Buf::uninit::<T>("dγ|dβ", 2 * h);
         column_sums(suffix, Some((&mut xb, &mut stats)), &mut dyb, &mut tail, rows, h, rev)?;
         let mut all = dx.read::<T>()?;
@@ -86,13 +91,16 @@ fn column_sums(
     part.read::<f64>().map(|_| ())
 }
 
-/// Layer norm at the three block sizes (128, 256, 1,024 threads), with several row blocks of
-/// column sums, in every float type.
+/// Layer norm at the three block sizes (128, 256, 1,024 threads) and with a warp per row (9 rows:
+/// the last block's other warps have none), with several row blocks of column sums, in every
+/// float type.
 #[test]
 fn layer_norm_matches_the_cpu_op() -> TestResult {
     for (dtype, suffix) in FLOATS {
-        for (rows, h) in [(300, 48), (5, 700), (2, 2100)] {
-            with_float!(dtype, |T| layer_norm_case::<T>(dtype, suffix, rows, h))?;
+        for (rows, h) in [(300, 48), (5, 700), (2, 2100), (9, 768)] {
+            for allow_warp in [false, true] {
+                with_float!(dtype, |T| layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))?;
+            }
         }
     }
     Ok(())
