@@ -54,14 +54,34 @@ fn decay(name: &str) -> f32 {
     (1.0 - LR * if decays(name) { CFG.weight_decay } else { 0.0 }) as f32
 }
 
-/// Both steps through the multi-tensor kernels, as `ops::cuda::adamw::multi_tensor_step` runs
-/// them (norm, then the update with the CPU's clip scale); returns the norms, then the weights.
-fn multi_tensor(w: &[Vec<f64>], g: &[Vec<Vec<f64>>; 2], clip: &[(f64, f64)], rev: bool) -> TestResult<Vec<f64>> {
+/// Both steps on fresh buffers (weights, zero moments, each step's gradients) through `step`,
+/// which launches the kernels of one step and returns its gradient norm: the norms, then the
+/// final weights.
+fn two_steps(
+    w: &[Vec<f64>],
+    g: &[Vec<Vec<f64>>; 2],
+    mut step: impl FnMut(usize, &mut [Buf], &mut [Buf], &mut [Buf]) -> TestResult<f64>,
+) -> TestResult<Vec<f64>> {
     let mut wb: Vec<Buf> = w.iter().map(|w| Buf::of::<f32>("w", w)).collect();
     let mut mv: Vec<Buf> = w.iter().map(|w| Buf::zeros::<f32>("mv", 2 * w.len())).collect();
     let mut out = Vec::new();
-    for (step, grads) in g.iter().enumerate() {
+    for (t, grads) in g.iter().enumerate() {
         let mut gb: Vec<Buf> = grads.iter().map(|g| Buf::of::<f32>("g", g)).collect();
+        out.push(step(t, &mut wb, &mut mv, &mut gb)?);
+        for b in gb.iter().chain(&mv) {
+            b.read::<f32>()?;
+        }
+    }
+    for b in &wb {
+        out.extend(b.read::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// Both steps through the multi-tensor kernels, as `ops::cuda::adamw::multi_tensor_step` runs
+/// them (norm, then the update with the CPU's clip scale).
+fn multi_tensor(w: &[Vec<f64>], g: &[Vec<Vec<f64>>; 2], clip: &[(f64, f64)], rev: bool) -> TestResult<Vec<f64>> {
+    two_steps(w, g, |step, wb, mv, gb| {
         let jobs: Vec<AdamWJob> = (0..PARAMS.len())
             .map(|i| AdamWJob {
                 pointers: [wb[i].address(), mv[i].address(), gb[i].address()],
@@ -76,42 +96,27 @@ fn multi_tensor(w: &[Vec<f64>], g: &[Vec<Vec<f64>>; 2], clip: &[(f64, f64)], rev
         let mut acc = Buf::zeros::<f64>("Σ g²", 1);
         let chunk = Arg::U64(ADAMW_CHUNK as u64);
         launch("sum_squares_multi_f32", plan::adamw_multi(blocks), &[jb.ptr(), cb.ptr(), chunk, acc.ptr()], rev)?;
-        out.push(acc.read::<f64>()?[0].sqrt());
         let mut args = vec![jb.ptr(), cb.ptr(), chunk];
         args.extend(shared(step as i32 + 1, clip[step].1));
         launch("adamw_multi_f32", plan::adamw_multi(blocks), &args, rev)?;
-        for b in gb.iter().chain(&mv) {
-            b.read::<f32>()?;
-        }
-    }
-    for b in &wb {
-        out.extend(b.read::<f32>()?);
-    }
-    Ok(out)
+        Ok(acc.read::<f64>()?[0].sqrt())
+    })
 }
 
 /// Both steps through the per-parameter kernels (`WENHUI_ADAMW_MULTI=0`).
 fn per_parameter(w: &[Vec<f64>], g: &[Vec<Vec<f64>>; 2], clip: &[(f64, f64)], rev: bool) -> TestResult<Vec<f64>> {
-    let mut wb: Vec<Buf> = w.iter().map(|w| Buf::of::<f32>("w", w)).collect();
-    let mut mv: Vec<Buf> = w.iter().map(|w| Buf::zeros::<f32>("mv", 2 * w.len())).collect();
-    let mut out = Vec::new();
-    for (step, grads) in g.iter().enumerate() {
-        let mut gb: Vec<Buf> = grads.iter().map(|g| Buf::of::<f32>("g", g)).collect();
+    two_steps(w, g, |step, wb, mv, gb| {
         let mut acc = Buf::zeros::<f64>("Σ g²", 1);
         for (i, &(_, n)) in PARAMS.iter().enumerate() {
             launch("sum_squares_f32", plan::sum_squares(n), &[gb[i].ptr(), Arg::U64(n as u64), acc.ptr()], rev)?;
         }
-        out.push(acc.read::<f64>()?[0].sqrt());
         for (i, &(name, n)) in PARAMS.iter().enumerate() {
             let mut args = vec![wb[i].ptr(), mv[i].ptr(), gb[i].ptr(), Arg::U64(n as u64), Arg::F32(LR as f32), Arg::F32(decay(name))];
             args.extend(shared(step as i32 + 1, clip[step].1));
             launch("adamw_f32", plan::elementwise(n), &args, rev)?;
         }
-    }
-    for b in &wb {
-        out.extend(b.read::<f32>()?);
-    }
-    Ok(out)
+        Ok(acc.read::<f64>()?[0].sqrt())
+    })
 }
 
 /// Two clipped steps (moments carried) match the CPU optimizer, the norm included, through

@@ -157,23 +157,20 @@ template <typename V> V __shfl_xor_sync(unsigned mask, V v, int lane_mask) {
 }
 
 // Fibers of one OS thread never run at the same time: a read-modify-write is atomic.
-inline float atomicAdd(float* p, float v) {
-  const float old = *p;
+template <typename V> V atomic_add(V* p, V v) {
+  const V old = *p;
   *p = old + v;
   return old;
 }
-inline double atomicAdd(double* p, double v) {
-  const double old = *p;
-  *p = old + v;
+// Half precision adds in f32 and rounds, as the hardware's atomics do.
+template <typename H, float (*TO)(H), H (*OF)(float)> H atomic_add_rounded(H* p, H v) {
+  const H old = *p;
+  *p = OF(TO(old) + TO(v));
   return old;
 }
-inline __half atomicAdd(__half* p, __half v) {
-  const __half old = *p;
-  *p = __float2half(__half2float(old) + __half2float(v));
-  return old;
-}
+inline float atomicAdd(float* p, float v) { return atomic_add(p, v); }
+inline double atomicAdd(double* p, double v) { return atomic_add(p, v); }
+inline __half atomicAdd(__half* p, __half v) { return atomic_add_rounded<__half, __half2float, __float2half>(p, v); }
 inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
-  const __nv_bfloat16 old = *p;
-  *p = __float2bfloat16(__bfloat162float(old) + __bfloat162float(v));
-  return old;
+  return atomic_add_rounded<__nv_bfloat16, __bfloat162float, __float2bfloat16>(p, v);
 }
