@@ -67,13 +67,18 @@ PATH=$C/bin:$PATH CUDA_HOME=$TOOLKIT/cudahome CUDA_COMPUTE_CAP=$CAP CUDARC_CUDA_
   CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo test -q --release --features cuda --lib
 
 # 3c. wenhui's PTX assembled for the target here, as the driver will JIT it at first use there:
-#     a kernel ptxas rejects, or one that spills registers to local memory (a register-cached row
-#     indexed dynamically, say), fails the build instead of a GPU session.
+#     a kernel ptxas rejects, one that spills registers, or one with a stack frame (a register-
+#     cached row indexed dynamically, say, lands in local memory) fails the build instead of a
+#     GPU session.
 PTX=$(ls -t "${CARGO_TARGET_DIR:-target/cuda}"/release/build/wenhui-*/out/wenhui_kernels.ptx | head -1)
-"$C/bin/ptxas" -arch="sm_$CAP" -v "$PTX" -o /dev/null 2>"$TOOLKIT/ptxas.log"
-awk '/Compiling entry function/ { name = $7 } /spill stores/ && ($5 != 0 || $9 != 0) { bad = bad " " name }
+if ! "$C/bin/ptxas" -arch="sm_$CAP" -v "$PTX" -o /dev/null 2>"$TOOLKIT/ptxas.log"; then
+  grep -v '^ptxas info\|bytes stack frame' "$TOOLKIT/ptxas.log" >&2
+  echo "ptxas rejected $PTX (full log: $TOOLKIT/ptxas.log)" >&2
+  exit 1
+fi
+awk '/Compiling entry function/ { name = $7 } /spill stores/ && ($1 != 0 || $5 != 0 || $9 != 0) { bad = bad " " name }
   /Used [0-9]+ registers/ { if ($5 > max) max = $5; n++ }
-  END { printf "ptxas: %d kernels for sm_'"$CAP"', at most %d registers\n", n, max > "/dev/stderr"; if (bad) { print "register spills in" bad > "/dev/stderr"; exit 1 } }' \
+  END { printf "ptxas: %d kernels for sm_'"$CAP"', at most %d registers\n", n, max > "/dev/stderr"; if (bad) { print "stack frames or register spills in" bad > "/dev/stderr"; exit 1 } }' \
   "$TOOLKIT/ptxas.log"
 
 # 4. A small file to carry (dist/ holds only it): stripped and xz-compressed, ≈18 MB.

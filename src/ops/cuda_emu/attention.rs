@@ -233,7 +233,12 @@ fn fused_attention_matches_the_cpu_op() -> TestResult {
         attention_case(Case { p: 0.25, mask_batches: 2, bias: true, ..base }, dtype, suffix)?;
         attention_case(Case { p: 0.25, keep: false, bias: true, ..base }, dtype, suffix)?;
     }
-    // Longer key rows (256 threads per row), and queries fewer than keys (a prefix of memory).
+    // Longer key rows (256 threads per row), and queries fewer than keys (a prefix of memory);
+    // the longest rows a warp keeps in registers (every lane's last slot), and one key more
+    // (a block per row again).
+    for (t, dtype, suffix) in [(300, DType::F32, "f32"), (1024, DType::BF16, "bf16"), (1025, DType::F32, "f32")] {
+        attention_case(Case { batch: 1, s: 3, t, mask_batches: 1, p: 0.1, ..base }, dtype, suffix)?;
+    }
     attention_case(Case { s: 3, t: 300, mask_batches: 2, p: 0.1, ..base }, DType::F32, "f32")
 }
 

@@ -30,6 +30,11 @@
 
 using std::max;
 using std::min;
+// CUDA's float max/min are fmaxf/fminf: a NaN operand gives the other one.
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline float min(float a, float b) { return fminf(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
 
 struct uint3 {
   unsigned x, y, z;
@@ -66,11 +71,11 @@ inline float __bfloat162float(__nv_bfloat16 h) {
   memcpy(&f, &u, 4);
   return f;
 }
-// Round to nearest even, NaN kept quiet: what the hardware conversion does.
+// Round to nearest even, every NaN to the canonical 0x7fff: what the hardware conversion does.
 inline __nv_bfloat16 __float2bfloat16(float f) {
   uint32_t u;
   memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{uint16_t((u >> 16) | 0x40)};
+  if ((u & 0x7fffffffu) > 0x7f800000u) return __nv_bfloat16{uint16_t(0x7fff)};
   u += 0x7fffu + ((u >> 16) & 1);
   return __nv_bfloat16{uint16_t(u >> 16)};
 }
@@ -97,6 +102,8 @@ struct Thread {
   unsigned linear;
   Wait wait;
   alignas(16) unsigned char slot[16];  // a shuffle's value
+  const void* site;                    // and where it was called, with which lane mask
+  int lane_mask;
 };
 
 struct State {
@@ -129,12 +136,23 @@ inline void wait_at(Wait w) {
   __builtin_unreachable();
 }
 
-template <typename V> V shfl_xor(V v, int lane_mask) {
+// Not inlined, so that its return address tells the shuffles of a kernel apart: every lane of a
+// warp must be at the same one, with the same lane mask (warp-synchronous code that diverged).
+template <typename V> __attribute__((noinline)) V shfl_xor(V v, int lane_mask) {
   static_assert(sizeof(V) <= 16, "shuffle of a value wider than 16 bytes");
   Thread* self = st.cur;
   memcpy(self->slot, &v, sizeof(V));
+  self->site = __builtin_return_address(0);
+  self->lane_mask = lane_mask;
   wait_at(Wait::Warp);
-  const unsigned lane = self->linear & 31, partner = (self->linear & ~31u) | (lane ^ unsigned(lane_mask & 31));
+  const unsigned first = self->linear & ~31u, end = std::min<unsigned>(first + 32, st.threads.size());
+  for (unsigned i = first; i < end; ++i) {
+    const Thread& t = st.threads[i];
+    if (t.wait != Wait::Done && (t.site != self->site || t.lane_mask != lane_mask))
+      fail("lanes " + std::to_string(self->linear & 31) + " and " + std::to_string(i & 31) +
+           " of a warp are at different shuffles (call site or lane mask): divergent warp-synchronous code");
+  }
+  const unsigned lane = self->linear & 31, partner = first | (lane ^ unsigned(lane_mask & 31));
   if (partner >= st.threads.size() || st.threads[partner].wait == Wait::Done)
     fail("__shfl_xor_sync reads lane " + std::to_string(partner & 31) + ", which has exited or does not exist");
   V out;

@@ -4,7 +4,10 @@
 
 #include "kernels.cu"
 
-#include <memory>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <thread>
 #include <utility>
 
 namespace emu {
@@ -12,7 +15,31 @@ namespace emu {
 constexpr size_t STACK_BYTES = 64 << 10;
 constexpr unsigned SHARED_LIMIT = 48 << 10;
 
-inline thread_local std::vector<std::unique_ptr<char[]>> stacks;
+// The fibers' stacks, each above an inaccessible page: an overflow faults instead of corrupting
+// a neighbour. One mapping per launch thread, released with it.
+struct Stacks {
+  char* base = nullptr;
+  size_t count = 0, page = 0;
+  char* get(unsigned i) { return base + i * (STACK_BYTES + page) + page; }
+  bool reserve(unsigned n) {
+    if (n <= count) return true;
+    release();
+    page = size_t(sysconf(_SC_PAGESIZE));
+    void* m = mmap(nullptr, n * (STACK_BYTES + page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return false;
+    base = static_cast<char*>(m);
+    count = n;
+    for (unsigned i = 0; i < n; ++i) mprotect(base + i * (STACK_BYTES + page), page, PROT_NONE);
+    return true;
+  }
+  void release() {
+    if (base) munmap(base, count * (STACK_BYTES + page));
+    base = nullptr;
+    count = 0;
+  }
+  ~Stacks() { release(); }
+};
+inline thread_local Stacks stacks;
 
 void fiber_entry() {
   st.body(st.body_arg);
@@ -30,14 +57,17 @@ bool run_block(bool reverse) {
   const unsigned bx = st.block_dim.x, by = st.block_dim.y;
   const unsigned n = bx * by * st.block_dim.z;
   st.threads.assign(n, Thread{});
-  while (stacks.size() < n) stacks.emplace_back(new char[STACK_BYTES]);
+  if (!stacks.reserve(n)) {
+    st.error = "could not map the fibers' stacks";
+    return false;
+  }
   for (unsigned i = 0; i < n; ++i) {
     Thread& t = st.threads[i];
     t.idx = uint3{i % bx, (i / bx) % by, i / (bx * by)};
     t.linear = i;
     t.wait = Wait::None;
     getcontext(&t.ctx);
-    t.ctx.uc_stack.ss_sp = stacks[i].get();
+    t.ctx.uc_stack.ss_sp = stacks.get(i);
     t.ctx.uc_stack.ss_size = STACK_BYTES;
     t.ctx.uc_link = &st.scheduler;
     makecontext(&t.ctx, fiber_entry, 0);
@@ -83,12 +113,14 @@ bool run_block(bool reverse) {
                  "not every lane of their warp reaches";
       return false;
     }
-    for (Thread& t : st.threads) t.wait = Wait::None;
+    for (Thread& t : st.threads)
+      if (t.wait == Wait::Block) t.wait = Wait::None;
   }
 }
 
 // Self-tests of the emulator (src/ops/cuda_emu/mod.rs): half a warp at a barrier the other half
-// never reaches, and a shared-memory race (no barrier between the write and the reads).
+// never reaches, a shared-memory race (no barrier between the writes and another warp's reads),
+// the lanes of a warp at shuffles with different lane masks, and threads that exit early.
 extern "C" void emu_selftest_divergence(float* out) {
   if (threadIdx.x < 16)
     __syncthreads();
@@ -96,9 +128,18 @@ extern "C" void emu_selftest_divergence(float* out) {
     out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, 1);
 }
 extern "C" void emu_selftest_race(float* out) {
-  __shared__ float s;
-  if (threadIdx.x == 0) s = float(blockIdx.x + 1);
-  out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+  __shared__ float s[64];
+  s[threadIdx.x] = float(threadIdx.x + 1);
+  out[threadIdx.x] = s[threadIdx.x ^ 32];
+}
+// Threads that return before a barrier do not hold it (as on the GPU): the rest pass it.
+extern "C" void emu_selftest_early_exit(float* out) {
+  if (threadIdx.x >= 40) return;
+  __syncthreads();
+  out[threadIdx.x] = 1.f;
+}
+extern "C" void emu_selftest_shuffles(float* out) {
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, (threadIdx.x & 1) ? 1 : 2);
 }
 
 template <typename... A> constexpr size_t arity(void (*)(A...)) { return sizeof...(A); }
@@ -112,12 +153,30 @@ template <auto F> void invoke(void* args) {
   call_with<F>(F, static_cast<void**>(args), std::make_index_sequence<arity(F)>{});
 }
 
+// Whether the launch passed `n` arguments of these byte sizes, as kernel F takes them.
+template <typename... A> bool params_match(void (*)(A...), const unsigned* sizes, size_t n) {
+  const size_t want[] = {sizeof(A)..., 0};
+  if (n != sizeof...(A)) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (sizes[i] != want[i]) return false;
+  return true;
+}
+template <typename... A> std::string describe_params(void (*)(A...)) {
+  std::string s;
+  for (size_t size : {sizeof(A)...}) s += (s.empty() ? "" : ", ") + std::to_string(size);
+  return std::to_string(sizeof...(A)) + " arguments of " + s + " bytes";
+}
+template <auto F> bool check_args(const unsigned* sizes, size_t n) { return params_match(F, sizes, n); }
+template <auto F> std::string expected_args() { return describe_params(F); }
+
 struct Kernel {
   const char* name;
   void (*run)(void*);
+  bool (*check)(const unsigned*, size_t);
+  std::string (*expected)();
 };
 
-#define KERNEL(name) Kernel{#name, &invoke<&name>},
+#define KERNEL(name) Kernel{#name, &invoke<&name>, &check_args<&name>, &expected_args<&name>},
 #define FLOAT_KERNELS(SUF)                                                                                            \
   KERNEL(layer_norm_fwd_##SUF) KERNEL(layer_norm_bwd_dx_##SUF) KERNEL(column_partial_##SUF)                           \
   KERNEL(layer_norm_fwd_warp_##SUF) KERNEL(layer_norm_bwd_dx_warp_##SUF) KERNEL(attn_probs_fwd_warp_##SUF)           \
@@ -133,7 +192,7 @@ const Kernel KERNELS[] = {
     KERNEL(permute_rows_w2) KERNEL(permute_rows_w4) KERNEL(permute_rows_w8) KERNEL(permute_rows_w16)
     KERNEL(adamw_f32) KERNEL(sum_squares_multi_f32) KERNEL(adamw_multi_f32) KERNEL(sum_squares_f32)
     KERNEL(sum_squares_bf16)
-    KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race)
+    KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race) KERNEL(emu_selftest_shuffles) KERNEL(emu_selftest_early_exit)
 };
 
 bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) {
@@ -159,36 +218,49 @@ bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) 
 
 extern "C" {
 
-// One launch of kernel `name`: `args` holds one pointer per kernel argument. Threads run in
-// reverse order within each block, and blocks in reverse order, when `reverse` is set. Returns
-// 0, or 1 with a message in `err` (unknown kernel, invalid launch, barrier divergence).
+// One launch of kernel `name`: `args` holds one pointer per kernel argument, `sizes` their byte
+// sizes (checked against the kernel's parameters). Threads run in reverse order within each
+// block, and blocks in reverse order, when `reverse` is set. Each launch runs on a fresh thread,
+// so static shared memory starts zeroed rather than holding an earlier launch's values. Returns
+// 0, or 1 with a message in `err` (unknown kernel, wrong arguments, invalid launch, divergence).
 int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned shared, void** args,
-                      int reverse, char* err, size_t err_len) {
-  using namespace emu;
-  st.error.clear();
-  const Kernel* kernel = nullptr;
-  for (const Kernel& k : KERNELS)
-    if (strcmp(k.name, name) == 0) kernel = &k;
-  if (!kernel) {
-    st.error = std::string("no kernel named ") + name;
-  } else if (check_launch(grid, block, shared)) {
-    st.grid_dim = dim3{grid[0], grid[1], grid[2]};
-    st.block_dim = dim3{block[0], block[1], block[2]};
-    st.dynamic_shared.assign(shared, 0);
-    st.body = kernel->run;
-    st.body_arg = args;
-    const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
-    for (unsigned long long k = 0; k < blocks; ++k) {
-      const unsigned long long b = reverse ? blocks - 1 - k : k;
-      st.block_idx = uint3{unsigned(b % grid[0]), unsigned((b / grid[0]) % grid[1]), unsigned(b / grid[0] / grid[1])};
-      if (!run_block(reverse != 0)) {
-        st.error = std::string(name) + ", " + describe_block() + ": " + st.error;
-        break;
+                      const unsigned* sizes, size_t nargs, int reverse, char* err, size_t err_len) {
+  std::string error;
+  std::thread([&] {
+    using namespace emu;
+    st.error.clear();
+    const Kernel* kernel = nullptr;
+    for (const Kernel& k : KERNELS)
+      if (strcmp(k.name, name) == 0) kernel = &k;
+    if (!kernel) {
+      st.error = std::string("no kernel named ") + name;
+    } else if (!check_launch(grid, block, shared)) {
+      // st.error says why
+    } else if (!kernel->check(sizes, nargs)) {
+      std::string got;
+      for (size_t i = 0; i < nargs; ++i) got += (got.empty() ? "" : ", ") + std::to_string(sizes[i]);
+      st.error = std::string(name) + " takes " + kernel->expected() + "; the launch passed " + std::to_string(nargs) +
+                 (nargs ? " of " + got + " bytes" : "");
+    } else {
+      st.grid_dim = dim3{grid[0], grid[1], grid[2]};
+      st.block_dim = dim3{block[0], block[1], block[2]};
+      st.dynamic_shared.assign(shared, 0);
+      st.body = kernel->run;
+      st.body_arg = args;
+      const unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+      for (unsigned long long k = 0; k < blocks; ++k) {
+        const unsigned long long b = reverse ? blocks - 1 - k : k;
+        st.block_idx = uint3{unsigned(b % grid[0]), unsigned((b / grid[0]) % grid[1]), unsigned(b / grid[0] / grid[1])};
+        if (!run_block(reverse != 0)) {
+          st.error = std::string(name) + ", " + describe_block() + ": " + st.error;
+          break;
+        }
       }
     }
-  }
-  if (st.error.empty()) return 0;
-  snprintf(err, err_len, "%s", st.error.c_str());
+    error = st.error;
+  }).join();
+  if (error.empty()) return 0;
+  snprintf(err, err_len, "%s", error.c_str());
   return 1;
 }
 

@@ -22,7 +22,18 @@ use std::sync::OnceLock;
 
 pub(crate) type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-type LaunchFn = unsafe extern "C" fn(*const c_char, *const u32, *const u32, u32, *mut *mut c_void, c_int, *mut c_char, usize) -> c_int;
+type LaunchFn = unsafe extern "C" fn(
+    *const c_char,
+    *const u32,
+    *const u32,
+    u32,
+    *mut *mut c_void,
+    *const u32,
+    usize,
+    c_int,
+    *mut c_char,
+    usize,
+) -> c_int;
 type KernelsFn = unsafe extern "C" fn() -> *const c_char;
 
 /// The compiled kernels, loaded once per test process.
@@ -30,7 +41,6 @@ struct Emu {
     launch: LaunchFn,
     kernels: KernelsFn,
     _lib: libloading::Library,
-    _dir: tempfile::TempDir,
 }
 
 fn emu() -> TestResult<&'static Emu> {
@@ -44,7 +54,7 @@ fn build() -> TestResult<Emu> {
     let lib = dir.path().join("libwenhui_kernels_emu.so");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let out = std::process::Command::new(&cxx)
-        .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Wno-unknown-pragmas"])
+        .args(["-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unknown-pragmas"])
         .arg("-I")
         .arg(root.join("cuda_emu"))
         .arg("-I")
@@ -61,7 +71,41 @@ fn build() -> TestResult<Emu> {
     let lib = unsafe { libloading::Library::new(&lib) }?;
     // SAFETY: the signatures match kernels_emu.cpp's `extern "C"` definitions.
     let (launch, kernels) = unsafe { (*lib.get::<LaunchFn>(b"wenhui_emu_launch")?, *lib.get::<KernelsFn>(b"wenhui_emu_kernels")?) };
-    Ok(Emu { launch, kernels, _lib: lib, _dir: dir })
+    // The mapping outlives the file: the temporary directory goes now.
+    drop(dir);
+    Ok(Emu { launch, kernels, _lib: lib })
+}
+
+/// A kernel's name and its `__launch_bounds__`, if any.
+type Declaration = (String, Option<u32>);
+
+/// Every `__global__` kernel kernels.cu declares, in each instantiation, with its
+/// `__launch_bounds__` (the most threads per block it is compiled for), parsed from the source.
+fn declarations() -> TestResult<&'static [Declaration]> {
+    static DECLS: OnceLock<std::result::Result<Vec<Declaration>, String>> = OnceLock::new();
+    let parsed = DECLS.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/cuda/kernels.cu");
+        let src = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut out = Vec::new();
+        for line in src.lines().filter(|l| l.contains("__global__ void")) {
+            let mut after = line.split("__global__ void").nth(1).unwrap_or_default().trim_start();
+            let mut bound = None;
+            if let Some(rest) = after.strip_prefix("__launch_bounds__(") {
+                let (n, rest) = rest.split_once(')').ok_or_else(|| format!("unclosed __launch_bounds__ in: {line}"))?;
+                bound = Some(n.trim().parse::<u32>().map_err(|e| format!("__launch_bounds__({n}): {e}"))?);
+                after = rest.trim_start();
+            }
+            let name = after.split('(').next().unwrap_or_default().trim();
+            if let Some(root) = name.strip_suffix("_##SUF") {
+                let suffixes: &[&str] = if root == "permute_rows" { &["w2", "w4", "w8", "w16"] } else { &["f32", "f64", "f16", "bf16"] };
+                out.extend(suffixes.iter().map(|s| (format!("{root}_{s}"), bound)));
+            } else if !name.is_empty() {
+                out.push((name.to_owned(), bound));
+            }
+        }
+        Ok(out)
+    });
+    parsed.as_deref().map_err(|e| e.clone().into())
 }
 
 /// One kernel argument, passed as cuLaunchKernel passes it: a pointer to its value.
@@ -76,6 +120,14 @@ pub(crate) enum Arg {
 }
 
 impl Arg {
+    /// Bytes of the C parameter this argument fills.
+    fn size(self) -> u32 {
+        match self {
+            Arg::Ptr(_) | Arg::U64(_) | Arg::F64(_) => 8,
+            Arg::I32(_) | Arg::F32(_) => 4,
+        }
+    }
+
     /// The value in an 8-byte little-endian slot (a 4-byte argument in its first half).
     fn word(self) -> u64 {
         match self {
@@ -90,6 +142,16 @@ impl Arg {
 /// Runs kernel `name` once with launch plan `l`; `reverse` runs threads and blocks backwards.
 pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], reverse: bool) -> TestResult {
     let emu = emu()?;
+    let threads = l.block.iter().product::<u32>();
+    if let Some((_, Some(bound))) = declarations()?.iter().find(|(n, _)| n == name) {
+        if threads > *bound {
+            return Err(format!(
+                "kernel {name} is compiled for at most {bound} threads per block (__launch_bounds__); the launch has {threads}"
+            )
+            .into());
+        }
+    }
+    let sizes: Vec<u32> = args.iter().map(|a| a.size()).collect();
     let mut words: Vec<u64> = args.iter().map(|a| a.word()).collect();
     let mut pointers: Vec<*mut c_void> = words.iter_mut().map(|w| (w as *mut u64).cast::<c_void>()).collect();
     let name_c = CString::new(name)?;
@@ -103,6 +165,8 @@ pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], re
             l.block.as_ptr(),
             l.shared,
             pointers.as_mut_ptr(),
+            sizes.as_ptr(),
+            sizes.len(),
             c_int::from(reverse),
             err.as_mut_ptr(),
             err.len(),
@@ -214,6 +278,9 @@ impl Buf {
 /// forward and in reverse order; both must agree to `tol` (0: bit for bit). Returns the first.
 pub(crate) fn both_orders(what: &str, tol: f64, f: impl Fn(bool) -> TestResult<Vec<f64>>) -> TestResult<Vec<f64>> {
     let (a, b) = (f(false)?, f(true)?);
+    if a.len() != b.len() {
+        return Err(format!("{what}: {} values with threads in order, {} in reverse order", a.len(), b.len()).into());
+    }
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let same = x.to_bits() == y.to_bits() || (x - y).abs() <= tol * x.abs().max(y.abs()).max(1e-30);
         if !same {
@@ -321,30 +388,17 @@ mod harness_tests {
     #[test]
     fn every_kernel_is_emulated() -> TestResult {
         let names = kernel_names()?;
-        let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/cuda/kernels.cu"))?;
-        let mut expected = Vec::new();
-        for line in src.lines().filter(|l| l.contains("__global__ void")) {
-            let after = line.split("__global__ void").nth(1).unwrap_or_default();
-            let mut after = after.trim_start();
-            if let Some(rest) = after.strip_prefix("__launch_bounds__(") {
-                after = rest.split_once(')').map_or("", |(_, r)| r).trim_start();
-            }
-            let name = after.split('(').next().unwrap_or_default().trim();
-            if let Some(root) = name.strip_suffix("_##SUF") {
-                let suffixes: &[&str] = if root == "permute_rows" { &["w2", "w4", "w8", "w16"] } else { &["f32", "f64", "f16", "bf16"] };
-                expected.extend(suffixes.iter().map(|s| format!("{root}_{s}")));
-            } else if !name.is_empty() {
-                expected.push(name.to_owned());
-            }
-        }
+        let expected = declarations()?;
         assert!(expected.len() > 80, "parsed only {} kernel names from kernels.cu", expected.len());
-        let missing: Vec<&String> = expected.iter().filter(|n| !names.contains(n)).collect();
+        assert!(expected.iter().any(|(n, b)| n == "attn_probs_fwd_warp_bf16" && *b == Some(256)), "launch bounds not parsed");
+        let missing: Vec<&String> = expected.iter().map(|(n, _)| n).filter(|n| !names.contains(n)).collect();
         assert!(missing.is_empty(), "kernels.cu kernels missing from kernels_emu.cpp's table: {missing:?}");
         Ok(())
     }
 
-    /// The emulator itself: invalid launches, a barrier not every thread reaches and a
-    /// shared-memory race are reported (not hung on, not missed).
+    /// The emulator itself: invalid launches, wrong arguments, a barrier not every thread
+    /// reaches, a shared-memory race and diverged shuffles are reported (not hung on, not
+    /// missed); threads that exit early do not hold a barrier.
     #[test]
     fn the_emulator_reports_what_a_gpu_would_not() -> TestResult {
         let error = |r: TestResult| r.err().map(|e| e.to_string()).unwrap_or_default();
@@ -353,18 +407,33 @@ mod harness_tests {
         assert!(err.contains("not a valid CUDA block"), "{err}");
         let err = error(launch("no_such_kernel", crate::ops::launch::elementwise(1), &[], false));
         assert!(err.contains("no kernel named"), "{err}");
+        let err = error(launch("attn_probs_bwd_warp_f32", crate::ops::launch::Launch::linear(1, 512), &[], false));
+        assert!(err.contains("at most 256 threads"), "{err}");
+        // gelu_fwd takes (x, y, size_t n, int erf): an int where the size_t goes is caught.
+        let mut x = Buf::zeros::<f32>("x", 4);
+        let args = [x.ptr(), x.ptr(), Arg::I32(4), Arg::I32(0)];
+        let err = error(launch("gelu_fwd_f32", crate::ops::launch::elementwise(4), &args, false));
+        assert!(err.contains("takes 4 arguments of 8, 8, 8, 4 bytes"), "{err}");
+        let err = error(launch("gelu_fwd_f32", crate::ops::launch::elementwise(4), &args[..3], false));
+        assert!(err.contains("the launch passed 3"), "{err}");
         let mut out = Buf::zeros::<f32>("out", 64);
         let err = error(launch("emu_selftest_divergence", crate::ops::launch::Launch::linear(1, 32), &[out.ptr()], false));
         assert!(err.contains("barrier divergence"), "{err}");
         let err = error(
             both_orders("race", 0.0, |rev| {
-                let mut out = Buf::zeros::<f32>("out", 128);
-                launch("emu_selftest_race", crate::ops::launch::Launch::linear(2, 64), &[out.ptr()], rev)?;
+                let mut out = Buf::zeros::<f32>("out", 64);
+                launch("emu_selftest_race", crate::ops::launch::Launch::linear(1, 64), &[out.ptr()], rev)?;
                 out.read::<f32>()
             })
             .map(|_| ()),
         );
         assert!(err.contains("a race?"), "{err}");
+        let err = error(launch("emu_selftest_shuffles", crate::ops::launch::Launch::linear(1, 32), &[out.ptr()], false));
+        assert!(err.contains("different shuffles"), "{err}");
+        let mut out = Buf::zeros::<f32>("out", 64);
+        launch("emu_selftest_early_exit", crate::ops::launch::Launch::linear(1, 64), &[out.ptr()], false)?;
+        let ones = out.read::<f32>()?;
+        assert!(ones[..40].iter().all(|&v| v == 1.0) && ones[40..].iter().all(|&v| v == 0.0));
         Ok(())
     }
 }
