@@ -85,6 +85,13 @@ pub(crate) fn elementwise(n: usize) -> Launch {
     Launch::linear(n.div_ceil(256).clamp(1, 1 << 20), 256)
 }
 
+/// The element-wise maps of kernels.cu (`map1`/`map2`: GELU, bias, dropout, residual kernels)
+/// over `n` elements of `elem` bytes: one thread per 16-byte pack (their grid-stride loops
+/// cover the element-by-element path of misaligned buffers too).
+pub(crate) fn elementwise_packed(n: usize, elem: usize) -> Launch {
+    elementwise(n.div_ceil((16 / elem.max(1)).max(1)))
+}
+
 /// Rows of `dy` one `column_partial` block sums.
 pub(crate) const COLUMN_ROWS_PER_BLOCK: usize = 256;
 
@@ -221,6 +228,8 @@ mod tests {
         }
         assert_eq!(elementwise(0).grid[0], 1);
         assert_eq!(elementwise(1 << 40).grid[0], 1 << 20);
+        assert_eq!(elementwise_packed(2048 * 8, 2).grid[0], 8);
+        assert_eq!(elementwise_packed(2048 * 2 + 1, 8).grid[0], 9);
         assert!(decode_fits(64, 513, DType::BF16));
         assert!(!decode_fits(0, 8, DType::F32) && !decode_fits(512, 8, DType::F32));
         assert!(!decode_fits(64, 20_000, DType::F32));

@@ -198,10 +198,10 @@ __device__ void decode_attention(const T* y, const T* qkv_bias, T* kc, T* vc, co
 
 // out = x + (y + b): a projection's bias and the residual in one pass.
 template <typename T> __device__ void bias_residual(const T* y, const T* b, const T* x, T* out, size_t n, int cols) {
-  GRID_STRIDE(i, n) out[i] = Num<T>::of(Num<T>::to(x[i]) + (Num<T>::to(y[i]) + Num<T>::to(b[i % cols])));
+  map2(y, x, out, n, [=](size_t i, T yv, T xv) { return Num<T>::of(Num<T>::to(xv) + (Num<T>::to(yv) + Num<T>::to(b[i % cols]))); });
 }
 // out = gelu(y + b).
 template <typename T> __device__ void bias_gelu(const T* y, const T* b, T* out, size_t n, int cols, int erf_form) {
-  GRID_STRIDE(i, n) out[i] = Num<T>::of(gelu_value(Num<T>::to(y[i]) + Num<T>::to(b[i % cols]), erf_form));
+  map1(y, out, n, [=](size_t i, T v) { return Num<T>::of(gelu_value(Num<T>::to(v) + Num<T>::to(b[i % cols]), erf_form)); });
 }
 

@@ -7,7 +7,7 @@
 //! Inference only (no backward): the model uses these ops only when no
 //! gradient can be asked for.
 
-use super::{config, cuda_storage, elementwise_cfg, name, output, view, KernelFloat, MODULE, PTX};
+use super::{config, cuda_storage, name, output, packed_cfg, view, KernelFloat, MODULE, PTX};
 use crate::ops::launch;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
@@ -192,7 +192,7 @@ fn bias_kernel(
             l.arg(flag);
         }
         // SAFETY: the arguments follow the kernels' signatures; y, x and out hold n elements, b cols.
-        unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+        unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
         out
     }))
 }

@@ -268,14 +268,61 @@ template <typename A> __device__ __forceinline__ A gelu_derivative(A x, int erf_
   return A(0.5) * (A(1) + th) + A(0.5) * x * (A(1) - th * th) * k * (A(1) + A(3) * c * x * x);
 }
 
+// Element-wise maps move 16 bytes per thread and step where every buffer is 16-byte aligned (8
+// elements in bf16/f16, 4 in f32, 2 in f64), so a warp keeps 512 bytes of each input in flight
+// per load instead of 64 (on the H200, PyTorch's 8-wide bf16 kernels ran GELU's forward and
+// backward in 58 and 78 µs where these took 178 and 201 element by element). A ragged tail, or
+// a misaligned buffer, goes element by element. `f(i, a[i], …)` is output element i: the flat
+// index is the same on both paths (the dropout hash reads it). Launch over n / (16 / sizeof(T))
+// threads (src/ops/launch.rs `elementwise_packed`); the grid-stride loops cover any grid.
+template <typename T> struct alignas(16) Pack {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+template <typename T, typename F> __device__ void map1(const T* a, T* out, size_t n, F f) {
+  constexpr int N = Pack<T>::N;
+  size_t done = 0;
+  if (aligned16(a) && aligned16(out)) {
+    const size_t packs = n / N;
+    GRID_STRIDE(p, packs) {
+      const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[p];
+      Pack<T> y;
+#pragma unroll
+      for (int k = 0; k < N; ++k) y.v[k] = f(p * N + k, x.v[k]);
+      reinterpret_cast<Pack<T>*>(out)[p] = y;
+    }
+    done = packs * N;
+  }
+  GRID_STRIDE(j, n - done) out[done + j] = f(done + j, a[done + j]);
+}
+template <typename T, typename F> __device__ void map2(const T* a, const T* b, T* out, size_t n, F f) {
+  constexpr int N = Pack<T>::N;
+  size_t done = 0;
+  if (aligned16(a) && aligned16(b) && aligned16(out)) {
+    const size_t packs = n / N;
+    GRID_STRIDE(p, packs) {
+      const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[p];
+      const Pack<T> y = reinterpret_cast<const Pack<T>*>(b)[p];
+      Pack<T> z;
+#pragma unroll
+      for (int k = 0; k < N; ++k) z.v[k] = f(p * N + k, x.v[k], y.v[k]);
+      reinterpret_cast<Pack<T>*>(out)[p] = z;
+    }
+    done = packs * N;
+  }
+  GRID_STRIDE(j, n - done) out[done + j] = f(done + j, a[done + j], b[done + j]);
+}
+
 template <typename T> __device__ void gelu_fwd(const T* x, T* y, size_t n, int erf_form) {
-  GRID_STRIDE(i, n) y[i] = Num<T>::of(gelu_value(Num<T>::to(x[i]), erf_form));
+  map1(x, y, n, [=](size_t, T v) { return Num<T>::of(gelu_value(Num<T>::to(v), erf_form)); });
 }
 template <typename T> __device__ void gelu_bwd(const T* x, const T* g, T* dx, size_t n, int erf_form) {
-  GRID_STRIDE(i, n) dx[i] = Num<T>::of(Num<T>::to(g[i]) * gelu_derivative(Num<T>::to(x[i]), erf_form));
+  map2(x, g, dx, n, [=](size_t, T xv, T gv) { return Num<T>::of(Num<T>::to(gv) * gelu_derivative(Num<T>::to(xv), erf_form)); });
 }
 template <typename T> __device__ void add_bias_fwd(const T* y, const T* b, T* out, size_t n, int cols) {
-  GRID_STRIDE(i, n) out[i] = Num<T>::of(Num<T>::to(y[i]) + Num<T>::to(b[i % cols]));
+  map1(y, out, n, [=](size_t i, T v) { return Num<T>::of(Num<T>::to(v) + Num<T>::to(b[i % cols])); });
 }
 
 // The CPU dropout's counter hash (SplitMix64), so both devices drop the same elements.
@@ -287,21 +334,21 @@ __device__ __forceinline__ uint64_t splitmix(uint64_t z) {
 }
 template <typename T> __device__ void dropout_fwd(const T* x, T* y, size_t n, uint64_t mixed_seed, uint64_t threshold, double scale) {
   typedef typename Num<T>::A A;
-  GRID_STRIDE(i, n) {
+  map1(x, y, n, [=](size_t i, T v) {
     const uint64_t hsh = splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull));
-    y[i] = (hsh >> 11) < threshold ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(x[i]) * A(scale));
-  }
+    return (hsh >> 11) < threshold ? Num<T>::of(A(0)) : Num<T>::of(Num<T>::to(v) * A(scale));
+  });
 }
 
 // out = x + dropout(y): the residual branch of a layer in one pass (the CPU's ResidualDropout).
 template <typename T>
 __device__ void residual_dropout_fwd(const T* x, const T* y, T* out, size_t n, uint64_t mixed_seed, uint64_t threshold, double scale) {
   typedef typename Num<T>::A A;
-  GRID_STRIDE(i, n) {
+  map2(x, y, out, n, [=](size_t i, T xv, T yv) {
     const uint64_t hsh = splitmix(mixed_seed ^ (i * 0xD6E8FEB86659FD93ull));
-    const A kept = (hsh >> 11) < threshold ? A(0) : Num<T>::to(y[i]) * A(scale);
-    out[i] = Num<T>::of(Num<T>::to(x[i]) + kept);
-  }
+    const A kept = (hsh >> 11) < threshold ? A(0) : Num<T>::to(yv) * A(scale);
+    return Num<T>::of(Num<T>::to(xv) + kept);
+  });
 }
 
 #include "attention.cuh"

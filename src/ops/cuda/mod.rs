@@ -101,6 +101,11 @@ fn elementwise_cfg(n: usize) -> LaunchConfig {
     config(launch::elementwise(n))
 }
 
+/// The launch of an element-wise map of kernels.cu over `n` elements of `T` (16-byte packs).
+fn packed_cfg<T>(n: usize) -> LaunchConfig {
+    config(launch::elementwise_packed(n, std::mem::size_of::<T>()))
+}
+
 /// Uninitialised device memory for a kernel that writes every element.
 fn output<T: KernelFloat>(dev: &CudaDevice, n: usize) -> Result<CudaSlice<T>> {
     // SAFETY: every caller launches a kernel that writes all `n` elements before any read.
@@ -276,7 +281,7 @@ pub(crate) fn gelu<T: KernelFloat>(x: (&CudaStorage, &Layout), erf: bool) -> Res
     let (nn, e) = (n, erf as i32);
     l.arg(&xv).arg(&mut y).arg(&nn).arg(&e);
     // SAFETY: signature matches; y holds n elements.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
     Ok(y)
 }
 
@@ -291,7 +296,7 @@ pub(crate) fn gelu_backward<T: KernelFloat>(x: (&CudaStorage, &Layout), g: (&Cud
     let (nn, e) = (n, erf as i32);
     l.arg(&xv).arg(&gv).arg(&mut dx).arg(&nn).arg(&e);
     // SAFETY: signature matches; dx holds n elements.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
     Ok(dx)
 }
 
@@ -307,7 +312,7 @@ pub(crate) fn add_bias<T: KernelFloat>(y: (&CudaStorage, &Layout), b: (&CudaStor
     let (nn, c) = (n, cols as i32);
     l.arg(&yv).arg(&bv).arg(&mut out).arg(&nn).arg(&c);
     // SAFETY: signature matches; out holds n elements.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
     Ok(out)
 }
 
@@ -344,7 +349,7 @@ pub(crate) fn dropout<T: KernelFloat>(x: (&CudaStorage, &Layout), mixed_seed: u6
     let mut l = f.builder();
     l.arg(&xv).arg(&mut y).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
     // SAFETY: signature matches; y holds n elements.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
     Ok(y)
 }
 
@@ -364,7 +369,7 @@ pub(crate) fn residual_dropout<T: KernelFloat>(
     let mut l = f.builder();
     l.arg(&xv).arg(&yv).arg(&mut out).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
     // SAFETY: signature matches; x, y and out hold n elements.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
     Ok(out)
 }
 

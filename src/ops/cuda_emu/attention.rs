@@ -132,7 +132,7 @@ fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, allow_
     let dropout_of = |probs: &[f64]| -> TestResult<Vec<f64>> {
         let (mut x, mut y) = (Buf::of::<T>("P", probs), Buf::uninit::<T>("P'", rows * t));
         let args = [x.ptr(), y.ptr(), Arg::U64((rows * t) as u64), Arg::U64(mixed), Arg::U64(threshold), Arg::F64(keep_scale)];
-        launch(&format!("dropout_fwd_{suffix}"), plan::elementwise(rows * t), &args, rev)?;
+        launch(&format!("dropout_fwd_{suffix}"), plan::elementwise_packed(rows * t, std::mem::size_of::<T>()), &args, rev)?;
         y.read::<T>()
     };
     // Forward: scores = Q·Kᵀ, the row kernel, out = P'·V.

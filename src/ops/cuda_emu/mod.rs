@@ -252,6 +252,11 @@ impl Buf {
         Arg::Ptr(self.all_bytes_mut()[GUARD_BYTES..].as_mut_ptr() as u64)
     }
 
+    /// The kernel's pointer `bytes` past the first element (a misaligned buffer).
+    pub(crate) fn ptr_at(&mut self, bytes: usize) -> Arg {
+        Arg::Ptr(self.address() + bytes as u64)
+    }
+
     /// The address of the first element, for tables of pointers.
     pub(crate) fn address(&mut self) -> u64 {
         self.all_bytes_mut()[GUARD_BYTES..].as_mut_ptr() as u64

@@ -216,19 +216,29 @@ fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
         let dy = rounded(&values(n, 13, 1.0), dtype);
         let (xt, yt, bt) = (t64(&x, &[rows, cols])?, t64(&y, &[rows, cols])?, t64(&b, &[cols])?);
         let tol = tolerance(dtype);
+        // 16-byte aligned buffers (the packed path and its ragged tail), then every buffer one
+        // element off alignment (element by element): the same numbers both ways.
         let run = |kernel: &str, inputs: &[&[f64]], scalars: &[Arg]| -> TestResult<Vec<f64>> {
-            both_orders(&format!("{kernel}_{suffix}"), 0.0, |rev| {
-                with_float!(dtype, |T| {
-                    let mut bufs: Vec<Buf> = inputs.iter().map(|v| Buf::of::<T>("input", v)).collect();
-                    let mut out = Buf::uninit::<T>("out", n);
-                    let mut args: Vec<Arg> = bufs.iter_mut().map(Buf::ptr).collect();
-                    args.push(out.ptr());
-                    args.push(Arg::U64(n as u64));
-                    args.extend_from_slice(scalars);
-                    launch(&format!("{kernel}_{suffix}"), plan::elementwise(n), &args, rev)?;
-                    out.read::<T>()
-                })
-            })
+            let mut results = Vec::new();
+            for skew in [0, 1] {
+                let what = format!("{kernel}_{suffix}, {skew} element off alignment");
+                results.push(both_orders(&what, 0.0, |rev| {
+                    with_float!(dtype, |T| {
+                        let pad = vec![0.0; skew];
+                        let mut bufs: Vec<Buf> = inputs.iter().map(|v| Buf::of::<T>("input", &[&pad, *v].concat())).collect();
+                        let mut out = Buf::uninit::<T>("out", n + skew);
+                        let at = skew * std::mem::size_of::<T>();
+                        let mut args: Vec<Arg> = bufs.iter_mut().map(|b| b.ptr_at(at)).collect();
+                        args.push(out.ptr_at(at));
+                        args.push(Arg::U64(n as u64));
+                        args.extend_from_slice(scalars);
+                        launch(&format!("{kernel}_{suffix}"), plan::elementwise_packed(n, std::mem::size_of::<T>()), &args, rev)?;
+                        Ok(out.read::<T>()?.split_off(skew))
+                    })
+                })?);
+            }
+            assert_close(&format!("{kernel}_{suffix}: misaligned against aligned buffers"), &results[1], &results[0], 0.0)?;
+            Ok(results.swap_remove(0))
         };
         for erf in [false, true] {
             let xv = Var::from_tensor(&xt)?;
