@@ -100,9 +100,36 @@ pub(crate) fn column_blocks(rows: usize) -> usize {
     rows.div_ceil(COLUMN_ROWS_PER_BLOCK).max(1)
 }
 
-/// `column_partial` over `[rows, h]`: blocks of 32 columns × 8 row lanes.
-pub(crate) fn column_partial(rows: usize, h: usize) -> Launch {
-    Launch { grid: [h.div_ceil(32) as u32, column_blocks(rows) as u32, 1], block: [32, 8, 1], shared: 0 }
+/// `column_partial` over `[rows, h]` of `elem`-byte values: blocks of 32 columns × 8 row lanes,
+/// each thread on one column, or on a 16-byte pack of them (`column_partial_packed`, where `h` is
+/// a whole number of packs).
+pub(crate) fn column_partial(rows: usize, h: usize, elem: usize) -> ColumnPlan {
+    let per_pack = (16 / elem.max(1)).max(1);
+    let packed = h.is_multiple_of(per_pack);
+    let threads = if packed { h / per_pack } else { h };
+    ColumnPlan {
+        launch: Launch { grid: [threads.div_ceil(32) as u32, column_blocks(rows) as u32, 1], block: [32, 8, 1], shared: 0 },
+        packed,
+    }
+}
+
+/// A column-sum launch: one column per thread (`column_partial_{dtype}`) or one 16-byte pack
+/// (`column_partial_packed_{dtype}`); both take the same arguments and write the same sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColumnPlan {
+    pub launch: Launch,
+    pub packed: bool,
+}
+
+impl ColumnPlan {
+    /// The kernel's name in dtype `suffix`.
+    pub(crate) fn kernel(&self, suffix: &str) -> String {
+        if self.packed {
+            format!("column_partial_packed_{suffix}")
+        } else {
+            format!("column_partial_{suffix}")
+        }
+    }
 }
 
 /// `column_final` over `h` columns.
@@ -229,6 +256,9 @@ mod tests {
         assert_eq!(elementwise(0).grid[0], 1);
         assert_eq!(elementwise(1 << 40).grid[0], 1 << 20);
         assert_eq!(elementwise_packed(2048 * 8, 2).grid[0], 8);
+        let c = column_partial(16_384, 768, 2);
+        assert_eq!((c.launch.grid, c.packed, c.kernel("bf16")), ([3, 64, 1], true, "column_partial_packed_bf16".into()));
+        assert_eq!((column_partial(10, 700, 2).launch.grid, column_partial(10, 700, 2).packed), ([22, 1, 1], false));
         assert_eq!(elementwise_packed(2048 * 2 + 1, 8).grid[0], 9);
         assert!(decode_fits(64, 513, DType::BF16));
         assert!(!decode_fits(0, 8, DType::F32) && !decode_fits(512, 8, DType::F32));

@@ -39,6 +39,14 @@ template <> struct Num<__nv_bfloat16> {
   static __device__ __forceinline__ __nv_bfloat16 of(float v) { return __float2bfloat16(v); }
 };
 
+// 16 bytes of T, one load or store: 8 elements in bf16/f16, 4 in f32, 2 in f64. A warp reading
+// packs keeps 512 bytes in flight per load instead of 64 (bf16 one by one).
+template <typename T> struct alignas(16) Pack {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
 template <typename A> __device__ __forceinline__ A warp_sum(A v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -190,6 +198,65 @@ __device__ void column_partial(const T* x, const T* dy, const double* stats, dou
   }
 }
 
+// The same partial sums with each thread on a pack of V = 16 / sizeof(T) columns (h % V == 0),
+// read as one 16-byte load per row where x and dy are aligned, else element by element; block
+// (32, 8) covers 32·V columns. Each column's rows are added in the same order as above, so the
+// sums are the same to the bit.
+template <typename T>
+__device__ void column_partial_packed(const T* x, const T* dy, const double* stats, double* part, int rows, int h,
+                                      int rows_per_block) {
+  constexpr int V = Pack<T>::N;
+  __shared__ double sg[8][33];
+  __shared__ double sb[8][33];
+  const int packs = h / V;
+  const int pack = blockIdx.x * 32 + threadIdx.x;
+  const int r0 = blockIdx.y * rows_per_block;
+  const int r1 = min(rows, r0 + rows_per_block);
+  const bool vec = aligned16(dy) && (!stats || aligned16(x));
+  double ag[V], ab[V];
+#pragma unroll
+  for (int c = 0; c < V; ++c) ag[c] = ab[c] = 0;
+  if (pack < packs) {
+    for (int r = r0 + threadIdx.y; r < r1; r += blockDim.y) {
+      const size_t at = (size_t)r * packs + pack;  // this pack in the flat rows
+      Pack<T> d, xv;
+      if (vec) {
+        d = reinterpret_cast<const Pack<T>*>(dy)[at];
+        if (stats) xv = reinterpret_cast<const Pack<T>*>(x)[at];
+      } else {
+#pragma unroll
+        for (int c = 0; c < V; ++c) {
+          d.v[c] = dy[at * V + c];
+          if (stats) xv.v[c] = x[at * V + c];
+        }
+      }
+#pragma unroll
+      for (int c = 0; c < V; ++c) {
+        const double dd = (double)Num<T>::to(d.v[c]);
+        ab[c] += dd;
+        if (stats) ag[c] += dd * (((double)Num<T>::to(xv.v[c]) - stats[2 * r]) * stats[2 * r + 1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < V; ++c) {
+    sg[threadIdx.y][threadIdx.x] = ag[c];
+    sb[threadIdx.y][threadIdx.x] = ab[c];
+    __syncthreads();
+    if (threadIdx.y == 0 && pack < packs) {
+      double g = ag[c], b = ab[c];
+      for (int k = 1; k < (int)blockDim.y; ++k) {
+        g += sg[k][threadIdx.x];
+        b += sb[k][threadIdx.x];
+      }
+      const size_t j = (size_t)pack * V + c;
+      part[((size_t)blockIdx.y * 2) * h + j] = g;
+      part[((size_t)blockIdx.y * 2 + 1) * h + j] = b;
+    }
+    __syncthreads();
+  }
+}
+
 // out[s][j] = Σ_by part[by][first + s][j] for s < slots.
 template <typename T>
 __device__ void column_final(const double* part, T* out, int blocks, int h, int first, int slots) {
@@ -268,18 +335,13 @@ template <typename A> __device__ __forceinline__ A gelu_derivative(A x, int erf_
   return A(0.5) * (A(1) + th) + A(0.5) * x * (A(1) - th * th) * k * (A(1) + A(3) * c * x * x);
 }
 
-// Element-wise maps move 16 bytes per thread and step where every buffer is 16-byte aligned (8
+// (Pack, above.) Element-wise maps move 16 bytes per thread and step where every buffer is 16-byte aligned (8
 // elements in bf16/f16, 4 in f32, 2 in f64), so a warp keeps 512 bytes of each input in flight
 // per load instead of 64 (on the H200, PyTorch's 8-wide bf16 kernels ran GELU's forward and
 // backward in 58 and 78 µs where these took 178 and 201 element by element). A ragged tail, or
 // a misaligned buffer, goes element by element. `f(i, a[i], …)` is output element i: the flat
 // index is the same on both paths (the dropout hash reads it). Launch over n / (16 / sizeof(T))
 // threads (src/ops/launch.rs `elementwise_packed`); the grid-stride loops cover any grid.
-template <typename T> struct alignas(16) Pack {
-  static constexpr int N = 16 / sizeof(T);
-  T v[N];
-};
-__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 template <typename T, typename F> __device__ void map1(const T* a, T* out, size_t n, F f) {
   constexpr int N = Pack<T>::N;
@@ -416,6 +478,10 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
   extern "C" __global__ void column_partial_##SUF(const T* x, const T* dy, const double* stats, double* part,    \
                                                   int rows, int h, int rows_per_block) {                        \
     column_partial<T>(x, dy, stats, part, rows, h, rows_per_block);                                              \
+  }                                                                                                              \
+  extern "C" __global__ void column_partial_packed_##SUF(const T* x, const T* dy, const double* stats,           \
+                                                         double* part, int rows, int h, int rows_per_block) {    \
+    column_partial_packed<T>(x, dy, stats, part, rows, h, rows_per_block);                                       \
   }                                                                                                              \
   extern "C" __global__ void column_final_##SUF(const double* part, T* out, int blocks, int h, int first,       \
                                                 int slots) {                                                     \

@@ -187,7 +187,8 @@ fn column_sums<T: KernelFloat>(
     let mut part = dev.alloc_zeros::<f64>(blocks * 2 * h.max(1))?;
     let (rows_i, h_i, rpb) = (rows as i32, h as i32, launch::COLUMN_ROWS_PER_BLOCK as i32);
     {
-        let f = dev.get_or_load_custom_func(&name::<T>("column_partial"), MODULE, PTX)?;
+        let plan = launch::column_partial(rows, h, std::mem::size_of::<T>());
+        let f = dev.get_or_load_custom_func(&plan.kernel(T::DTYPE.as_str()), MODULE, PTX)?;
         let mut l = f.builder();
         // A null pointer tells the kernel there is no x̂ term.
         let null: u64 = 0;
@@ -197,7 +198,7 @@ fn column_sums<T: KernelFloat>(
         };
         l.arg(&mut part).arg(&rows_i).arg(&h_i).arg(&rpb);
         // SAFETY: part holds blocks × 2 × h doubles; x/dy rows × h elements.
-        unsafe { l.launch(config(launch::column_partial(rows, h))) }.w()?;
+        unsafe { l.launch(config(plan.launch)) }.w()?;
     }
     let f = dev.get_or_load_custom_func(&name::<T>("column_final"), MODULE, PTX)?;
     let mut l = f.builder();

@@ -180,7 +180,7 @@ struct Kernel {
 #define FLOAT_KERNELS(SUF)                                                                                            \
   KERNEL(layer_norm_fwd_##SUF) KERNEL(layer_norm_bwd_dx_##SUF) KERNEL(column_partial_##SUF)                           \
   KERNEL(layer_norm_fwd_warp_##SUF) KERNEL(layer_norm_bwd_dx_warp_##SUF) KERNEL(attn_probs_fwd_warp_##SUF)           \
-  KERNEL(attn_probs_bwd_warp_##SUF)                                                                                   \
+  KERNEL(attn_probs_bwd_warp_##SUF) KERNEL(column_partial_packed_##SUF)                                               \
   KERNEL(column_final_##SUF) KERNEL(masked_softmax_fwd_##SUF) KERNEL(masked_softmax_bwd_##SUF)                        \
   KERNEL(residual_dropout_fwd_##SUF) KERNEL(attn_probs_fwd_##SUF) KERNEL(attn_probs_bwd_##SUF)                        \
   KERNEL(decode_attention_##SUF) KERNEL(bias_residual_##SUF) KERNEL(bias_gelu_##SUF) KERNEL(gelu_fwd_##SUF)           \

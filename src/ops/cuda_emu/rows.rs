@@ -54,7 +54,7 @@ fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usi
         args.extend(rows_arg);
         launch(&team.kernel("layer_norm_bwd_dx", suffix), team.launch, &args, rev)?;
         let mut tail = Buf::uninit::<T>("dγ|dβ", 2 * h);
-        column_sums(suffix, Some((&mut xb, &mut stats)), &mut dyb, &mut tail, rows, h, rev)?;
+        column_sums(suffix, Some((&mut xb, &mut stats)), &mut dyb, &mut tail, rows, h, ColumnRun::default(), rev)?;
         let mut all = dx.read::<T>()?;
         all.extend(tail.read::<T>()?);
         stats.read::<f64>()?;
@@ -65,8 +65,17 @@ fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usi
     assert_close(&format!("{what}: dβ"), &got[rows * h + h..], &want[2], tol)
 }
 
+/// How [`column_sums`] runs: `dy` this many bytes into its buffer (a misaligned view), and the
+/// packed kernel where the plan picks it or the one-column-per-thread kernel always.
+#[derive(Clone, Copy, Default)]
+struct ColumnRun {
+    dy_at: usize,
+    scalar: bool,
+}
+
 /// `column_partial` + `column_final` as `ops::cuda::column_sums` launches them: with `x` and the
 /// row stats, Σ dy·x̂ and Σ dy into `dst` (2h); without, Σ dy (h).
+#[allow(clippy::too_many_arguments)]
 fn column_sums(
     suffix: &str,
     xs: Option<(&mut Buf, &mut Buf)>,
@@ -74,6 +83,7 @@ fn column_sums(
     dst: &mut Buf,
     rows: usize,
     h: usize,
+    how: ColumnRun,
     rev: bool,
 ) -> TestResult {
     let blocks = plan::column_blocks(rows);
@@ -83,8 +93,21 @@ fn column_sums(
         Some((x, s)) => (x.ptr(), s.ptr()),
         None => (Arg::Ptr(0), Arg::Ptr(0)),
     };
-    let args = [x, dy.ptr(), stats, part.ptr(), Arg::I32(rows as i32), Arg::I32(h as i32), Arg::I32(plan::COLUMN_ROWS_PER_BLOCK as i32)];
-    launch(&format!("column_partial_{suffix}"), plan::column_partial(rows, h), &args, rev)?;
+    let args = [
+        x,
+        dy.ptr_at(how.dy_at),
+        stats,
+        part.ptr(),
+        Arg::I32(rows as i32),
+        Arg::I32(h as i32),
+        Arg::I32(plan::COLUMN_ROWS_PER_BLOCK as i32),
+    ];
+    let mut columns = plan::column_partial(rows, h, dy.bytes / (rows * h).max(1));
+    if how.scalar {
+        let grid = [h.div_ceil(32) as u32, blocks as u32, 1];
+        columns = plan::ColumnPlan { launch: plan::Launch { grid, ..columns.launch }, packed: false };
+    }
+    launch(&columns.kernel(suffix), columns.launch, &args, rev)?;
     let (first, slots) = if with_stats { (0, 2) } else { (1, 1) };
     let args = [part.ptr(), dst.ptr(), Arg::I32(blocks as i32), Arg::I32(h as i32), Arg::I32(first), Arg::I32(slots)];
     launch(&format!("column_final_{suffix}"), plan::column_final(h), &args, rev)?;
@@ -106,7 +129,8 @@ fn layer_norm_matches_the_cpu_op() -> TestResult {
     Ok(())
 }
 
-/// The bias gradient's column sum (no x̂ term) over several row blocks.
+/// The bias gradient's column sum (no x̂ term) over several row blocks: the packed kernel on
+/// aligned and on misaligned rows, and the one-column-per-thread kernel, all to the bit.
 #[test]
 fn column_sum_matches_the_cpu_sum() -> TestResult {
     let (rows, h) = (600, 40);
@@ -114,14 +138,21 @@ fn column_sum_matches_the_cpu_sum() -> TestResult {
     for (dtype, suffix) in FLOATS {
         let g = rounded(&g, dtype);
         let want = flat(&t64(&g, &[rows, h])?.sum(0)?)?;
-        let got = both_orders("column sum", 0.0, |rev| {
-            with_float!(dtype, |T| {
-                let (mut gb, mut out) = (Buf::of::<T>("g", &g), Buf::uninit::<T>("Σ g", h));
-                column_sums(suffix, None, &mut gb, &mut out, rows, h, rev)?;
-                out.read::<T>()
-            })
-        })?;
-        assert_close(&format!("column sum {suffix}"), &got, &want, tolerance(dtype))?;
+        let mut results = Vec::new();
+        for how in [ColumnRun::default(), ColumnRun { dy_at: 0, scalar: true }, ColumnRun { dy_at: 1, scalar: false }] {
+            results.push(both_orders("column sum", 0.0, |rev| {
+                with_float!(dtype, |T| {
+                    let at = how.dy_at * std::mem::size_of::<T>();
+                    let padded = [vec![0.0; how.dy_at], g.clone()].concat();
+                    let (mut gb, mut out) = (Buf::of::<T>("g", &padded), Buf::uninit::<T>("Σ g", h));
+                    column_sums(suffix, None, &mut gb, &mut out, rows, h, ColumnRun { dy_at: at, ..how }, rev)?;
+                    out.read::<T>()
+                })
+            })?);
+        }
+        assert_close(&format!("column sum {suffix}"), &results[0], &want, tolerance(dtype))?;
+        assert_close(&format!("column sum {suffix}: one column per thread"), &results[1], &results[0], 0.0)?;
+        assert_close(&format!("column sum {suffix}: misaligned rows"), &results[2], &results[0], 0.0)?;
     }
     Ok(())
 }
