@@ -236,7 +236,7 @@ fn cross_entropy_matches_the_cpu_op() -> TestResult {
 /// the residual, with GELU), dropout and the residual dropout with the CPU's mask.
 #[test]
 fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
-    let (rows, cols) = (7, 150); // 1,050 elements: five blocks of 256 threads, the last partly idle
+    let (rows, cols) = (7, 151); // 1,057 elements: whole packs and a ragged tail in every dtype
     let n = rows * cols;
     let (p, seed) = (0.3, 1234);
     let (mixed, threshold, keep) = crate::ops::dropout::Mask::new(seed, p).kernel_params();
@@ -247,28 +247,41 @@ fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
         let dy = rounded(&values(n, 13, 1.0), dtype);
         let (xt, yt, bt) = (t64(&x, &[rows, cols])?, t64(&y, &[rows, cols])?, t64(&b, &[cols])?);
         let tol = tolerance(dtype);
-        // 16-byte aligned buffers (the packed path and its ragged tail), then every buffer one
-        // element off alignment (element by element): the same numbers both ways.
+        // 16-byte aligned buffers (the packed path and its ragged tail: n is odd), then buffers one
+        // element off alignment (all, only the last input, only the output: element by element),
+        // then a one-block grid (several grid-stride passes): the same numbers every way.
         let run = |kernel: &str, inputs: &[&[f64]], scalars: &[Arg]| -> TestResult<Vec<f64>> {
-            let mut results = Vec::new();
-            for skew in [0, 1] {
-                let what = format!("{kernel}_{suffix}, {skew} element off alignment");
-                results.push(both_orders(&what, 0.0, |rev| {
+            let k = inputs.len();
+            let mut variants: Vec<(Vec<usize>, bool)> = vec![(vec![0; k + 1], false), (vec![1; k + 1], false)];
+            variants.push(((0..=k).map(|b| usize::from(b + 1 == k)).collect(), false));
+            variants.push(((0..=k).map(|b| usize::from(b == k)).collect(), false));
+            variants.push((vec![0; k + 1], true));
+            let mut results: Vec<Vec<f64>> = Vec::new();
+            for (skews, one_block) in &variants {
+                let what = format!("{kernel}_{suffix}, buffers off alignment by {skews:?} elements, one block: {one_block}");
+                let got = both_orders(&what, 0.0, |rev| {
                     with_float!(dtype, |T| {
-                        let pad = vec![0.0; skew];
-                        let mut bufs: Vec<Buf> = inputs.iter().map(|v| Buf::of::<T>("input", &[&pad, *v].concat())).collect();
-                        let mut out = Buf::uninit::<T>("out", n + skew);
-                        let at = skew * std::mem::size_of::<T>();
-                        let mut args: Vec<Arg> = bufs.iter_mut().map(|b| b.ptr_at(at)).collect();
-                        args.push(out.ptr_at(at));
+                        let size = std::mem::size_of::<T>();
+                        let mut bufs: Vec<Buf> =
+                            inputs.iter().zip(skews).map(|(v, &s)| Buf::of::<T>("input", &[&vec![0.0; s], *v].concat())).collect();
+                        let mut out = Buf::uninit::<T>("out", n + skews[k]);
+                        let mut args: Vec<Arg> = bufs.iter_mut().zip(skews).map(|(b, &s)| b.ptr_at(s * size)).collect();
+                        args.push(out.ptr_at(skews[k] * size));
                         args.push(Arg::U64(n as u64));
                         args.extend_from_slice(scalars);
-                        launch(&format!("{kernel}_{suffix}"), plan::elementwise_packed(n, std::mem::size_of::<T>()), &args, rev)?;
-                        Ok(out.read::<T>()?.split_off(skew))
+                        let mut l = plan::elementwise_packed(n, size);
+                        if *one_block {
+                            l.grid = [1, 1, 1];
+                        }
+                        launch(&format!("{kernel}_{suffix}"), l, &args, rev)?;
+                        Ok(out.read::<T>()?.split_off(skews[k]))
                     })
-                })?);
+                })?;
+                if let Some(first) = results.first() {
+                    assert_close(&what, &got, first, 0.0)?;
+                }
+                results.push(got);
             }
-            assert_close(&format!("{kernel}_{suffix}: misaligned against aligned buffers"), &results[1], &results[0], 0.0)?;
             Ok(results.swap_remove(0))
         };
         for erf in [false, true] {
