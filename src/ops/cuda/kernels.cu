@@ -15,6 +15,11 @@
 #ifndef DYNAMIC_SHARED
 #define DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
 #endif
+// Marks a fast path (16-byte packs) so that the emulation's tests can see it was taken; nothing
+// on a GPU.
+#ifndef FAST_PATH
+#define FAST_PATH()
+#endif
 
 // Storage type T ↔ arithmetic type A.
 template <typename T> struct Num;
@@ -213,6 +218,7 @@ __device__ void column_partial_packed(const T* x, const T* dy, const double* sta
   const int r0 = blockIdx.y * rows_per_block;
   const int r1 = min(rows, r0 + rows_per_block);
   const bool vec = aligned16(dy) && (!stats || aligned16(x));
+  if (vec) FAST_PATH();
   double ag[V], ab[V];
 #pragma unroll
   for (int c = 0; c < V; ++c) ag[c] = ab[c] = 0;
@@ -347,6 +353,7 @@ template <typename T, typename F> __device__ void map1(const T* a, T* out, size_
   constexpr int N = Pack<T>::N;
   size_t done = 0;
   if (aligned16(a) && aligned16(out)) {
+    FAST_PATH();
     const size_t packs = n / N;
     GRID_STRIDE(p, packs) {
       const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[p];
@@ -363,6 +370,7 @@ template <typename T, typename F> __device__ void map2(const T* a, const T* b, T
   constexpr int N = Pack<T>::N;
   size_t done = 0;
   if (aligned16(a) && aligned16(b) && aligned16(out)) {
+    FAST_PATH();
     const size_t packs = n / N;
     GRID_STRIDE(p, packs) {
       const Pack<T> x = reinterpret_cast<const Pack<T>*>(a)[p];

@@ -57,6 +57,8 @@ struct alignas(16) uint4 {
 #define __shared__ static thread_local
 // kernels.cu declares its dynamic shared memory through this macro (`extern __shared__` there).
 #define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::st.dynamic_shared.data())
+// Counts the threads that take a kernel's fast path (kernels.cu's FAST_PATH marks).
+#define FAST_PATH() (++emu::st.fast_paths)
 
 // ---------------------------------------------------------------- half precision
 struct __nv_bfloat16 {
@@ -116,6 +118,7 @@ struct State {
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
   std::vector<unsigned char> dynamic_shared;
+  unsigned long long fast_paths = 0;
   std::string error;
 };
 inline thread_local State st;

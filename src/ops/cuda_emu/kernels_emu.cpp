@@ -219,16 +219,19 @@ bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) 
 extern "C" {
 
 // One launch of kernel `name`: `args` holds one pointer per kernel argument, `sizes` their byte
-// sizes (checked against the kernel's parameters). Threads run in reverse order within each
+// sizes (checked against the kernel's parameters); `fast_paths` receives how many threads took a
+// FAST_PATH. Threads run in reverse order within each
 // block, and blocks in reverse order, when `reverse` is set. Each launch runs on a fresh thread,
 // so static shared memory starts zeroed rather than holding an earlier launch's values. Returns
 // 0, or 1 with a message in `err` (unknown kernel, wrong arguments, invalid launch, divergence).
 int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned shared, void** args,
-                      const unsigned* sizes, size_t nargs, int reverse, char* err, size_t err_len) {
+                      const unsigned* sizes, size_t nargs, int reverse, unsigned long long* fast_paths, char* err,
+                      size_t err_len) {
   std::string error;
   std::thread([&] {
     using namespace emu;
     st.error.clear();
+    st.fast_paths = 0;
     const Kernel* kernel = nullptr;
     for (const Kernel& k : KERNELS)
       if (strcmp(k.name, name) == 0) kernel = &k;
@@ -258,6 +261,7 @@ int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* bl
       }
     }
     error = st.error;
+    *fast_paths = st.fast_paths;
   }).join();
   if (error.empty()) return 0;
   snprintf(err, err_len, "%s", error.c_str());

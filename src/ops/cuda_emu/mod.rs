@@ -31,6 +31,7 @@ type LaunchFn = unsafe extern "C" fn(
     *const u32,
     usize,
     c_int,
+    *mut u64,
     *mut c_char,
     usize,
 ) -> c_int;
@@ -140,7 +141,8 @@ impl Arg {
 }
 
 /// Runs kernel `name` once with launch plan `l`; `reverse` runs threads and blocks backwards.
-pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], reverse: bool) -> TestResult {
+/// Returns how many threads took a fast path (kernels.cu's `FAST_PATH` marks: 16-byte packs).
+pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], reverse: bool) -> TestResult<u64> {
     let emu = emu()?;
     let threads = l.block.iter().product::<u32>();
     if let Some((_, Some(bound))) = declarations()?.iter().find(|(n, _)| n == name) {
@@ -156,6 +158,7 @@ pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], re
     let mut pointers: Vec<*mut c_void> = words.iter_mut().map(|w| (w as *mut u64).cast::<c_void>()).collect();
     let name_c = CString::new(name)?;
     let mut err = vec![0 as c_char; 1024];
+    let mut fast_paths = 0u64;
     // SAFETY: `pointers` holds one pointer per argument into `words`, alive for the call; the
     // buffers the arguments point at are owned by the caller's `Buf`s, also alive.
     let rc = unsafe {
@@ -168,6 +171,7 @@ pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], re
             sizes.as_ptr(),
             sizes.len(),
             c_int::from(reverse),
+            &mut fast_paths,
             err.as_mut_ptr(),
             err.len(),
         )
@@ -177,7 +181,7 @@ pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], re
         let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
         return Err(format!("kernel {name}: {msg}").into());
     }
-    Ok(())
+    Ok(fast_paths)
 }
 
 /// Every kernel kernels_emu.cpp can launch.
@@ -406,7 +410,9 @@ mod harness_tests {
     /// missed); threads that exit early do not hold a barrier.
     #[test]
     fn the_emulator_reports_what_a_gpu_would_not() -> TestResult {
-        let error = |r: TestResult| r.err().map(|e| e.to_string()).unwrap_or_default();
+        fn error<T>(r: TestResult<T>) -> String {
+            r.err().map(|e| e.to_string()).unwrap_or_default()
+        }
         let l = crate::ops::launch::Launch { grid: [1, 1, 1], block: [2048, 1, 1], shared: 0 };
         let err = error(launch("gelu_fwd_f32", l, &[], false));
         assert!(err.contains("not a valid CUDA block"), "{err}");

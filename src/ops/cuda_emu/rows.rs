@@ -107,7 +107,10 @@ fn column_sums(
         let grid = [h.div_ceil(32) as u32, blocks as u32, 1];
         columns = plan::ColumnPlan { launch: plan::Launch { grid, ..columns.launch }, packed: false };
     }
-    launch(&columns.kernel(suffix), columns.launch, &args, rev)?;
+    let packed = launch(&columns.kernel(suffix), columns.launch, &args, rev)?;
+    // Packed loads exactly where the plan packs columns and the rows are aligned.
+    let aligned = how.dy_at.is_multiple_of(16) && dy.address().is_multiple_of(16);
+    assert_eq!(packed > 0, columns.packed && aligned, "{}: {packed} threads read 16-byte packs", columns.kernel(suffix));
     let (first, slots) = if with_stats { (0, 2) } else { (1, 1) };
     let args = [part.ptr(), dst.ptr(), Arg::I32(blocks as i32), Arg::I32(h as i32), Arg::I32(first), Arg::I32(slots)];
     launch(&format!("column_final_{suffix}"), plan::column_final(h), &args, rev)?;
@@ -273,7 +276,12 @@ fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
                         if *one_block {
                             l.grid = [1, 1, 1];
                         }
-                        launch(&format!("{kernel}_{suffix}"), l, &args, rev)?;
+                        let packed = launch(&format!("{kernel}_{suffix}"), l, &args, rev)?;
+                        // The 16-byte path runs exactly where every streamed buffer is aligned (the
+                        // bias kernels' second input is read by column, not streamed).
+                        let bias_at = kernel.contains("bias").then_some(1);
+                        let aligned = skews.iter().enumerate().all(|(b, &s)| s == 0 || Some(b) == bias_at);
+                        assert_eq!(packed > 0, aligned, "{what}: {packed} threads took the 16-byte path");
                         Ok(out.read::<T>()?.split_off(skews[k]))
                     })
                 })?;
