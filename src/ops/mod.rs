@@ -10,7 +10,7 @@ mod bias;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod cuda_emu;
 mod dropout;
 mod embedding;

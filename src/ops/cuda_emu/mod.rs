@@ -9,7 +9,8 @@
 //! must give the same numbers: a shared-memory race shows up as a difference. Every buffer has
 //! guard bytes on both sides that must survive the launch.
 //!
-//! Needs a C++17 compiler with `_Float16` (GCC ≥ 12 or Clang ≥ 15): `$CXX`, else `c++`.
+//! Linux only (ucontext fibers, mmap'd stacks; what CI runs). Needs a C++17 compiler with
+//! `_Float16` (GCC ≥ 12 or Clang ≥ 15): `$CXX`, else `c++`.
 
 mod adamw;
 mod attention;
