@@ -4,10 +4,11 @@
 //! attention op, forward and backward, with and without dropout, key bias and per-batch masks.
 
 use super::{
-    assert_close, assert_close_to_scale, both_orders, launch, rounded, tolerance, values, with_float, Arg, Buf, TestResult, FLOATS,
+    assert_close, assert_close_to_scale, both_orders, flat, grads, launch, rounded, t64, tolerance, values, with_float, Arg, Buf,
+    TestResult, FLOATS,
 };
 use crate::ops::launch as plan;
-use candle_core::{DType, Device, Tensor, Var, WithDType};
+use candle_core::{DType, Var, WithDType};
 
 /// `a` `[pairs, m, k]` · `b` `[pairs, k, n]` (or `bᵀ` when `b_t`: `[pairs, n, k]`), `a` likewise
 /// transposed when `a_t`, in f64, rounded to `dtype`.
@@ -25,14 +26,6 @@ fn bmm(a: &[f64], a_t: bool, b: &[f64], b_t: bool, pairs: usize, m: usize, n: us
         }
     }
     rounded(&out, dtype)
-}
-
-fn t64(v: &[f64], shape: &[usize]) -> TestResult<Tensor> {
-    Ok(Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)?)
-}
-
-fn flat(t: &Tensor) -> TestResult<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
 /// One attention configuration.
@@ -82,11 +75,8 @@ fn cpu_attention(c: &Case, x: &Data) -> TestResult<Vec<Vec<f64>>> {
         c.p,
         seed,
     )?;
-    let g = (&out * t64(go, &[b, n, s, d])?)?.sum_all()?.backward()?;
     let mut all = vec![flat(&out)?];
-    for x in [&qv, &kv, &vv] {
-        all.push(flat(g.get(x.as_tensor()).ok_or("no gradient")?)?);
-    }
+    all.extend(grads(&out, &t64(go, &[b, n, s, d])?, &[&qv, &kv, &vv])?);
     Ok(all)
 }
 

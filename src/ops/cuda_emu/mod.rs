@@ -16,7 +16,7 @@ mod adamw;
 mod attention;
 mod rows;
 
-use candle_core::{DType, WithDType};
+use candle_core::{DType, Device, Tensor, Var, WithDType};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -254,7 +254,7 @@ impl Buf {
 
     /// The kernel's pointer to the first element.
     pub(crate) fn ptr(&mut self) -> Arg {
-        Arg::Ptr(self.all_bytes_mut()[GUARD_BYTES..].as_mut_ptr() as u64)
+        self.ptr_at(0)
     }
 
     /// The kernel's pointer `bytes` past the first element (a misaligned buffer).
@@ -360,6 +360,23 @@ pub(crate) fn rounded(values: &[f64], dtype: DType) -> Vec<f64> {
             _ => v,
         })
         .collect()
+}
+
+/// The CPU references' tensors: ops of `src/ops` run in f64 on the CPU.
+/// A CPU f64 tensor of `shape`.
+pub(crate) fn t64(v: &[f64], shape: &[usize]) -> TestResult<Tensor> {
+    Ok(Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)?)
+}
+
+/// The flat f64 values of a tensor.
+pub(crate) fn flat(t: &Tensor) -> TestResult<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
+
+/// Gradients of Σ y ⊙ dy with respect to `wrt`.
+pub(crate) fn grads(y: &Tensor, dy: &Tensor, wrt: &[&Var]) -> TestResult<Vec<Vec<f64>>> {
+    let g = (y * dy)?.sum_all()?.backward()?;
+    wrt.iter().map(|v| flat(g.get(v.as_tensor()).ok_or("no gradient")?)).collect()
 }
 
 /// The float dtypes every kernel is instantiated for, with their kernel-name suffix.

@@ -1,25 +1,9 @@
 //! The row and element-wise kernels on the CPU against the CPU ops (f64 references from the
 //! same rounded inputs), in all four float types, both thread orders.
 
-use super::{assert_close, both_orders, launch, rounded, tolerance, values, with_float, Arg, Buf, TestResult, FLOATS};
+use super::{assert_close, both_orders, flat, grads, launch, rounded, t64, tolerance, values, with_float, Arg, Buf, TestResult, FLOATS};
 use crate::ops::launch as plan;
 use candle_core::{DType, Device, Tensor, Var, WithDType};
-
-/// A CPU f64 tensor of `shape`.
-fn t64(v: &[f64], shape: &[usize]) -> TestResult<Tensor> {
-    Ok(Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)?)
-}
-
-/// The flat f64 values of a tensor.
-fn flat(t: &Tensor) -> TestResult<Vec<f64>> {
-    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
-}
-
-/// Gradients of Σ y ⊙ dy with respect to `wrt`.
-fn grads(y: &Tensor, dy: &Tensor, wrt: &[&Var]) -> TestResult<Vec<Vec<f64>>> {
-    let g = (y * dy)?.sum_all()?.backward()?;
-    wrt.iter().map(|v| flat(g.get(v.as_tensor()).ok_or("no gradient")?)).collect()
-}
 
 fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usize, allow_warp: bool) -> TestResult {
     let team = plan::layer_norm_rows(rows, h, allow_warp);
