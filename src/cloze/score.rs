@@ -74,11 +74,11 @@ pub fn answer_scores(
     if let Some(s) = dropout_seed {
         input = input.with_dropout(s);
     }
-    let logits = model.forward(&input, None)?.logits.to_dtype(DType::F32)?;
+    let logits = model.forward(&input, None)?.logits;
     let dev = logits.device();
     let targets: Vec<u32> = rows.iter().flat_map(|r| r.targets.iter().map(|t| t.1)).collect();
     let r = targets.len();
-    let nll = crate::ops::cross_entropy(&logits, &Tensor::from_vec(targets, r, dev)?)?;
+    let nll = crate::ops::cross_entropy_f32(&logits, &Tensor::from_vec(targets, r, dev)?)?.to_dtype(DType::F32)?;
     // [N, R] summing matrix with the length normalisation folded in; the score is −Σ nll.
     let n = rows.len();
     let mut sum = vec![0f32; n * r];

@@ -1,14 +1,22 @@
 //! Cross-entropy per row, `logsumexp(z) − z[target]`, fused with its backward
 //! `(softmax(z) − onehot(target))·g`: no `[N, V]` log-softmax is materialised.
 
-use super::{as_slice, float_dispatch, in_kernel_dtype, math, Float};
+use super::{as_slice, float_dispatch, math, Float};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Per-row cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32). Returns `[N]`.
-/// Differentiable with respect to `logits`. Rows to ignore are masked by the caller
-/// (multiply by a 0/1 weight), so any in-range target is accepted.
+/// Per-row cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32). Returns `[N]` in
+/// the logits' dtype. Differentiable with respect to `logits`. Rows to ignore are masked by the
+/// caller (multiply by a 0/1 weight), so any in-range target is accepted.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cross_entropy_f32(logits, targets)?.to_dtype(logits.dtype())
+}
+
+/// [`cross_entropy`] with the losses in f32 (f64 for f64 logits) whatever the logits' dtype:
+/// the losses of the logits' f32 upcast, as mixed-precision training takes them. On a GPU,
+/// half-precision logits are read as they are (no f32 copy of `[N, V]` each way) and their
+/// gradient comes back in their dtype.
+pub fn cross_entropy_f32(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (n, v) = logits.dims2()?;
     if targets.dims() != [n] {
         candle_core::bail!("cross_entropy: targets {:?} do not match logits [{n}, {v}]", targets.dims());
@@ -18,7 +26,12 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if n > 0 && max as usize >= v {
         candle_core::bail!("cross_entropy: target id {max} is out of range for {v} classes");
     }
-    in_kernel_dtype(logits, |x| super::tape::apply_op2(&x.contiguous()?, &targets, CrossEntropy))
+    let logits = match logits.dtype() {
+        DType::F32 | DType::F64 => logits.clone(),
+        DType::BF16 | DType::F16 if logits.device().is_cuda() => logits.clone(),
+        _ => logits.to_dtype(DType::F32)?,
+    };
+    super::tape::apply_op2(&logits.contiguous()?, &targets, CrossEntropy)
 }
 
 struct CrossEntropy;
@@ -55,20 +68,26 @@ impl CustomOp2 for CrossEntropy {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::cross_entropy as ce;
+        use candle_core::cuda_backend::CudaStorageSlice as S;
+        use half::{bf16, f16};
         let n = l1.shape().dims2()?.0;
-        let out = super::cuda::float_kernel!(s1, "cross_entropy", |T| super::cuda::cross_entropy::<T>((s1, l1), (s2, l2))?);
-        Ok((out, Shape::from(n)))
+        let (z, t) = ((s1, l1), (s2, l2));
+        let slice = match &s1.slice {
+            S::F32(_) => S::F32(ce::<f32, f32>(z, t)?),
+            S::F64(_) => S::F64(ce::<f64, f64>(z, t)?),
+            S::BF16(_) => S::F32(ce::<bf16, f32>(z, t)?),
+            S::F16(_) => S::F32(ce::<f16, f32>(z, t)?),
+            _ => candle_core::bail!("cross_entropy: unsupported dtype on CUDA"),
+        };
+        Ok((candle_core::CudaStorage { slice, device: s1.device.clone() }, Shape::from(n)))
     }
 
     fn bwd(&self, logits: &Tensor, targets: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.to_dtype(logits.dtype())?.contiguous()?;
-        if logits.device().is_cpu() {
-            // The CPU kernel takes each row's loss too: `loss + z[target]` is the row's
-            // log-sum-exp, so the backward needs one pass over the row instead of three.
-            let g_and_loss = Tensor::stack(&[&g, &res.to_dtype(logits.dtype())?], 1)?;
-            return Ok((Some(logits.apply_op3_no_bwd(targets, &g_and_loss, &CrossEntropyBackward)?), None));
-        }
-        Ok((Some(logits.apply_op3_no_bwd(targets, &g, &CrossEntropyBackward)?), None))
+        // The backward takes each row's loss too, in the loss's dtype: `loss + z[target]` is the
+        // row's log-sum-exp, so it reads each row once instead of three times.
+        let g_and_loss = Tensor::stack(&[&grad.to_dtype(res.dtype())?, res], 1)?;
+        Ok((Some(logits.apply_op3_no_bwd(targets, &g_and_loss, &CrossEntropyBackward)?), None))
     }
 }
 
@@ -92,8 +111,8 @@ math::simd_kernel! {
     }
 }
 
-/// `∂loss/∂z = (softmax(z) − onehot(target))·g` for CPU rows: input 3 is `[N, 2]` = (g, loss) per
-/// row, and the row's log-sum-exp is `loss + z[target]`.
+/// `∂loss/∂z = (softmax(z) − onehot(target))·g`: input 3 is `[N, 2]` = (g, loss) per row in the
+/// loss's dtype, and the row's log-sum-exp is `loss + z[target]`.
 struct CrossEntropyBackward;
 
 fn backward<T: Float>(z: &[T], t: &[u32], g_loss: &[T], v: usize) -> Vec<T> {
@@ -136,11 +155,17 @@ impl CustomOp3 for CrossEntropyBackward {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let out = super::cuda::float_kernel!(s1, "cross_entropy backward", |T| super::cuda::cross_entropy_backward::<T>(
-            (s1, l1),
-            (s2, l2),
-            (s3, l3)
-        )?);
-        Ok((out, l1.shape().clone()))
+        use super::cuda::cross_entropy_backward as ceb;
+        use candle_core::cuda_backend::CudaStorageSlice as S;
+        use half::{bf16, f16};
+        let (z, t, gl) = ((s1, l1), (s2, l2), (s3, l3));
+        let slice = match &s1.slice {
+            S::F32(_) => S::F32(ceb::<f32, f32>(z, t, gl)?),
+            S::F64(_) => S::F64(ceb::<f64, f64>(z, t, gl)?),
+            S::BF16(_) => S::BF16(ceb::<bf16, f32>(z, t, gl)?),
+            S::F16(_) => S::F16(ceb::<f16, f32>(z, t, gl)?),
+            _ => candle_core::bail!("cross_entropy backward: unsupported dtype on CUDA"),
+        };
+        Ok((candle_core::CudaStorage { slice, device: s1.device.clone() }, l1.shape().clone()))
     }
 }

@@ -28,7 +28,7 @@ pub(crate) mod tape;
 pub(crate) use attention::attention_keeping;
 pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
-pub use cross_entropy::cross_entropy;
+pub use cross_entropy::{cross_entropy, cross_entropy_f32};
 pub(crate) use dropout::residual_dropout_op;
 pub use dropout::{dropout, residual_dropout};
 pub use embedding::embedding;

@@ -147,12 +147,12 @@ fn causal_loss(
             let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
             let all = Tensor::from_vec(flat, (group.len(), len), model.device())?;
             let input = BackboneInput::ids(all.narrow(1, 0, len - 1)?).with_attention(Attention::Causal);
-            let logits = model.forward(&input, None)?.logits.to_dtype(DType::F32)?;
+            let logits = model.forward(&input, None)?.logits;
             let v = logits.dim(2)?;
             let targets = all.narrow(1, 1, len - 1)?.flatten_all()?;
-            let losses = crate::ops::cross_entropy(&logits.reshape(((), v))?, &targets)?;
+            let losses = crate::ops::cross_entropy_f32(&logits.reshape(((), v))?, &targets)?;
             let n = losses.elem_count();
-            sum += losses.sum_all()?.to_scalar::<f32>()? as f64;
+            sum += losses.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             count += n;
         }
     }

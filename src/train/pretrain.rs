@@ -107,7 +107,8 @@ pub fn batch_loss(model: &dyn Backbone, batch: &Batch, dropout_seed: Option<u64>
     }
     let logits = model.forward(&input, None)?.logits;
     let tgt = targets.flatten_all()?.index_select(&rows, 0)?;
-    let loss = crate::ops::cross_entropy(&logits.to_dtype(DType::F32)?, &tgt)?.mean_all()?;
+    // In f32 whatever the compute dtype (half-precision logits are read as they are on a GPU).
+    let loss = crate::ops::cross_entropy_f32(&logits, &tgt)?.mean_all()?;
     Ok((loss, n))
 }
 

@@ -84,6 +84,16 @@ impl Inputs {
         Ok(Self { owned: Some(owned), layouts })
     }
 
+    /// The split a forward pass kept, else as [`Inputs::new`] makes them.
+    fn reuse(kept: Option<[CudaStorage; 3]>, x: [(&CudaStorage, &Layout); 3], g: &Geometry) -> Result<Self> {
+        match kept {
+            Some(owned) if g.packed => {
+                Ok(Self { owned: Some(owned), layouts: [0, 1, 2].map(|_| Layout::contiguous((g.pairs(), g.s, g.d))) })
+            }
+            _ => Self::new(x, g),
+        }
+    }
+
     fn get<'a>(&'a self, x: &[(&'a CudaStorage, &'a Layout); 3], i: usize) -> (&'a CudaStorage, &'a Layout) {
         match &self.owned {
             Some(o) => (&o[i], &self.layouts[i]),
@@ -112,8 +122,14 @@ fn transposed(pairs: usize, rows: usize, cols: usize, offset: usize) -> Result<L
     Layout::contiguous_with_offset((pairs, rows, cols), offset).transpose(1, 2)
 }
 
-/// `P` and, with dropout, the dropped `P'` (`[pairs, S, T]` each), kept for the backward pass.
-pub(crate) type Kept = (CudaStorage, Option<CudaStorage>);
+/// What the forward pass keeps for the backward pass: `P` and, with dropout, the dropped `P'`
+/// (`[pairs, S, T]` each), and, for a packed projection, its head-major Q, K and V, so that the
+/// backward does not split the projection again (three `[B, S, H]` copies per layer).
+pub(crate) struct Kept {
+    probs: CudaStorage,
+    dropped: Option<CudaStorage>,
+    heads: Option<[CudaStorage; 3]>,
+}
 
 /// The forward pass: the output (`[B, N, S, d]`, or `[B, S, H]` when packed) and, when `keep`,
 /// the probabilities for the backward pass.
@@ -141,7 +157,8 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
     } else {
         out
     };
-    Ok((out, (keep && mode != 1).then_some((probs, dropped))))
+    let kept = (keep && mode != 1).then(|| Kept { probs, dropped, heads: inputs.owned });
+    Ok((out, kept))
 }
 
 /// The backward pass from the output gradient `grad`: `[dQ | dK | dV]` one after the other, or
@@ -154,7 +171,11 @@ pub(crate) fn backward(
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
     let (pairs, s, t, d) = (g.pairs(), g.s, g.t, g.d);
-    let inputs = Inputs::new(x, g)?;
+    let (kept, heads) = match kept {
+        Some(Kept { probs, dropped, heads }) => (Some((probs, dropped)), heads),
+        None => (None, None),
+    };
+    let inputs = Inputs::reuse(heads, x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
     let split = if g.packed {
         // [B, S, H] → [B, N, S, d].

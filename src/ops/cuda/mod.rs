@@ -374,36 +374,45 @@ pub(crate) fn residual_dropout<T: KernelFloat>(
     Ok(out)
 }
 
-/// Per-row cross-entropy of logits `[N, V]` against u32 targets.
-pub(crate) fn cross_entropy<T: KernelFloat>(z: (&CudaStorage, &Layout), t: (&CudaStorage, &Layout)) -> Result<CudaSlice<T>> {
+/// Per-row cross-entropy of logits `[N, V]` (in `T`) against u32 targets, as `W`: f32, or f64
+/// for f64 logits (the kernel's arithmetic type, so half-precision losses are not rounded).
+pub(crate) fn cross_entropy<T: KernelFloat, W: KernelFloat>(
+    z: (&CudaStorage, &Layout),
+    t: (&CudaStorage, &Layout),
+) -> Result<CudaSlice<W>> {
     let dev = z.0.device();
     let (rows, v) = z.1.shape().dims2()?;
-    let mut loss = output::<T>(dev, rows)?;
+    let mut loss = output::<W>(dev, rows)?;
     let (zv, tv) = (view::<T>(z.0, z.1)?, u32_view(t.0, t.1)?);
     let f = dev.get_or_load_custom_func(&name::<T>("cross_entropy_fwd"), MODULE, PTX)?;
     let mut l = f.builder();
     let vi = v as i32;
     l.arg(&zv).arg(&tv).arg(&mut loss).arg(&vi);
-    // SAFETY: signature matches; loss holds rows elements.
+    // SAFETY: signature matches (the loss in the kernel's arithmetic type, W); loss holds rows elements.
     unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
     Ok(loss)
 }
 
-/// Cross-entropy backward: `(softmax(z) − onehot(t))·g` per row.
-pub(crate) fn cross_entropy_backward<T: KernelFloat>(
+/// Cross-entropy backward: `(softmax(z) − onehot(t))·g` per row, from `gl` `[N, 2]` = (g, loss)
+/// per row in `W` (as [`cross_entropy`] gives the loss).
+pub(crate) fn cross_entropy_backward<T: KernelFloat, W: KernelFloat>(
     z: (&CudaStorage, &Layout),
     t: (&CudaStorage, &Layout),
-    g: (&CudaStorage, &Layout),
+    gl: (&CudaStorage, &Layout),
 ) -> Result<CudaSlice<T>> {
     let dev = z.0.device();
     let (rows, v) = z.1.shape().dims2()?;
+    if gl.1.shape().dims() != [rows, 2] {
+        candle_core::bail!("cross_entropy backward: (g, loss) {:?} does not fit {rows} rows", gl.1.dims());
+    }
     let mut dz = output::<T>(dev, rows * v)?;
-    let (zv, tv, gv) = (view::<T>(z.0, z.1)?, u32_view(t.0, t.1)?, view::<T>(g.0, g.1)?);
+    let (zv, tv, gv) = (view::<T>(z.0, z.1)?, u32_view(t.0, t.1)?, view::<W>(gl.0, gl.1)?);
     let f = dev.get_or_load_custom_func(&name::<T>("cross_entropy_bwd"), MODULE, PTX)?;
     let mut l = f.builder();
     let vi = v as i32;
     l.arg(&zv).arg(&tv).arg(&gv).arg(&mut dz).arg(&vi);
-    // SAFETY: signature matches; dz holds rows × v elements.
+    // SAFETY: signature matches (gl in the kernel's arithmetic type, W); gl holds 2 × rows
+    // elements, dz rows × v.
     unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
     Ok(dz)
 }

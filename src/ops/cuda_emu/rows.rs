@@ -183,40 +183,73 @@ fn masked_softmax_matches_the_cpu_op() -> TestResult {
     Ok(())
 }
 
-/// Per-row cross-entropy and its backward at a 1,024-thread vocabulary and a small one.
+/// Per-row cross-entropy and its backward at a 1,024-thread vocabulary and a small one, with −∞
+/// logits at the start of some rows (a thread's running max starts there), the rows 16-byte
+/// aligned and one element off: the loss in the kernel's arithmetic type (f32, f64 for f64),
+/// and the backward from the kernel's own loss, as the op chains them.
 #[test]
 fn cross_entropy_matches_the_cpu_op() -> TestResult {
     for (rows, v) in [(4, 3000), (9, 50)] {
         let targets: Vec<u32> = (0..rows).map(|r| ((r * 37 + 11) % v) as u32).collect();
         for (dtype, suffix) in FLOATS {
-            let z = rounded(&values(rows * v, 8, 6.0), dtype);
+            let mut z = rounded(&values(rows * v, 8, 6.0), dtype);
+            for r in (0..rows).step_by(2) {
+                z[r * v..r * v + 3].fill(f64::NEG_INFINITY);
+            }
             let g = rounded(&values(rows, 9, 1.0), dtype);
             let zv = Var::from_tensor(&t64(&z, &[rows, v])?)?;
             let loss = crate::ops::cross_entropy(zv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu)?)?;
-            let want_dz = grads(&loss, &t64(&g, &[rows])?, &[&zv])?;
-            let what = format!("cross_entropy {suffix} [{rows}, {v}]");
-            let got = both_orders(&what, 0.0, |rev| {
-                with_float!(dtype, |T| {
-                    let (mut zb, mut tb, mut lb) =
-                        (Buf::of::<T>("z", &z), Buf::of_raw("targets", &targets), Buf::uninit::<T>("loss", rows));
-                    launch(
-                        &format!("cross_entropy_fwd_{suffix}"),
-                        plan::rows(rows, v),
-                        &[zb.ptr(), tb.ptr(), lb.ptr(), Arg::I32(v as i32)],
-                        rev,
-                    )?;
-                    let (mut gb, mut dz) = (Buf::of::<T>("g", &g), Buf::uninit::<T>("dz", rows * v));
-                    let args = [zb.ptr(), tb.ptr(), gb.ptr(), dz.ptr(), Arg::I32(v as i32)];
-                    launch(&format!("cross_entropy_bwd_{suffix}"), plan::rows(rows, v), &args, rev)?;
-                    Ok(lb.read::<T>()?.into_iter().chain(dz.read::<T>()?).collect())
-                })
-            })?;
-            let tol = tolerance(dtype);
-            assert_close(&format!("{what}: loss"), &got[..rows], &flat(&loss)?, tol)?;
-            assert_close(&format!("{what}: dz"), &got[rows..], &want_dz[0], tol)?;
+            let want = [flat(&loss)?, grads(&loss, &t64(&g, &[rows])?, &[&zv])?.remove(0)];
+            for skew in [0, 1] {
+                let what = format!("cross_entropy {suffix} [{rows}, {v}], z {skew} element(s) off alignment");
+                let case = CrossEntropyCase { z: &z, targets: &targets, g: &g, rows, v, skew, suffix, what: &what };
+                let got = with_float!(dtype, |T| if dtype == DType::F64 { case.run::<T, f64>()? } else { case.run::<T, f32>()? });
+                let tol = tolerance(dtype);
+                assert_close(&format!("{what}: loss"), &got[..rows], &want[0], tol)?;
+                assert_close(&format!("{what}: dz"), &got[rows..], &want[1], tol)?;
+            }
         }
     }
     Ok(())
+}
+
+/// One run of the cross-entropy kernels (see [`cross_entropy_matches_the_cpu_op`]): the loss,
+/// then dz.
+struct CrossEntropyCase<'a> {
+    z: &'a [f64],
+    targets: &'a [u32],
+    g: &'a [f64],
+    rows: usize,
+    v: usize,
+    /// Elements of padding before z (and dz): 1 puts every row off 16-byte alignment here.
+    skew: usize,
+    suffix: &'a str,
+    what: &'a str,
+}
+
+impl CrossEntropyCase<'_> {
+    /// `T`: the logits' type; `W`: the kernel's arithmetic type, which the loss and (g, loss) take.
+    fn run<T: WithDType, W: WithDType>(&self) -> TestResult<Vec<f64>> {
+        let (rows, v, skew, suffix) = (self.rows, self.v, self.skew, self.suffix);
+        let size = std::mem::size_of::<T>();
+        both_orders(self.what, 0.0, |rev| {
+            let (mut zb, mut tb) = (Buf::of::<T>("z", &[&vec![0.0; skew], self.z].concat()), Buf::of_raw("targets", self.targets));
+            let mut lb = Buf::uninit::<W>("loss", rows);
+            let args = [zb.ptr_at(skew * size), tb.ptr(), lb.ptr(), Arg::I32(v as i32)];
+            let packed = launch(&format!("cross_entropy_fwd_{suffix}"), plan::rows(rows, v), &args, rev)?;
+            // Every row starts aligned exactly where the buffer does (v × size is a multiple of 16)
+            // or, at 50 logits, where the row's offset is.
+            let aligned_rows = (0..rows).filter(|r| ((r * v + skew) * size).is_multiple_of(16)).count();
+            assert_eq!(packed > 0, aligned_rows > 0, "{}: {packed} threads read 16-byte packs", self.what);
+            let loss = lb.read::<W>()?;
+            let gl: Vec<f64> = self.g.iter().zip(&loss).flat_map(|(&g, &l)| [g, l]).collect();
+            let (mut glb, mut dz) = (Buf::of::<W>("(g, loss)", &gl), Buf::uninit::<T>("dz", rows * v + skew));
+            let args = [zb.ptr_at(skew * size), tb.ptr(), glb.ptr(), dz.ptr_at(skew * size), Arg::I32(v as i32)];
+            let packed = launch(&format!("cross_entropy_bwd_{suffix}"), plan::rows(rows, v), &args, rev)?;
+            assert_eq!(packed > 0, aligned_rows > 0, "{}: {packed} threads moved 16-byte packs backward", self.what);
+            Ok(loss.into_iter().chain(dz.read::<T>()?.split_off(skew)).collect())
+        })
+    }
 }
 
 /// The element-wise kernels: GELU (both forms) and its backward, the bias additions (alone, with
