@@ -205,6 +205,43 @@ pub(crate) fn adamw_multi(blocks: usize) -> Launch {
     Launch::linear(blocks, 256)
 }
 
+/// `cublasGemmStridedBatchedEx`'s shape arguments for row-major `C [pairs, m, n] = op(A) ·
+/// op(B)`, as candle passes them
+/// (`ops/cuda/gemm.rs` makes the call): cuBLAS reads the row-major buffers as column-major
+/// transposes and computes `Cᵀ = op(B)ᵀ · op(A)ᵀ`, so its first operand is B.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StridedGemm {
+    pub transa: bool,
+    pub transb: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+}
+
+impl StridedGemm {
+    pub(crate) fn new(a_transposed: bool, b_transposed: bool, m: usize, n: usize, k: usize) -> Self {
+        Self {
+            transa: b_transposed,
+            transb: a_transposed,
+            m: n,
+            n: m,
+            k,
+            lda: if b_transposed { k } else { n },
+            ldb: if a_transposed { m } else { k },
+            ldc: n,
+            stride_a: n * k,
+            stride_b: m * k,
+            stride_c: m * n,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +307,71 @@ mod tests {
         assert_eq!(layer_norm_rows(9, 4096, true), RowPlan { launch: rows(9, 4096), warp: false });
         let l = decode_attention(2, 16, 64, 513, DType::F64);
         assert_eq!((l.grid[0], l.block[0], l.shared), (32, 256, 8 * (64 + 513 + 4 * 64)));
+    }
+
+    /// `C = op(A) · op(B)` per batch as cuBLAS defines it on column-major buffers (element (r, c)
+    /// of a matrix with leading dimension ld at r + c·ld), for the arguments of `g`.
+    fn cublas_batched(g: &StridedGemm, pairs: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut c = vec![f64::NAN; pairs * g.stride_c];
+        for p in 0..pairs {
+            let (a, b) = (&a[p * g.stride_a..], &b[p * g.stride_b..]);
+            let at = |i: usize, l: usize| if g.transa { a[l + i * g.lda] } else { a[i + l * g.lda] };
+            let bt = |l: usize, j: usize| if g.transb { b[j + l * g.ldb] } else { b[l + j * g.ldb] };
+            for j in 0..g.n {
+                for i in 0..g.m {
+                    c[p * g.stride_c + i + j * g.ldc] = (0..g.k).map(|l| at(i, l) * bt(l, j)).sum();
+                }
+            }
+        }
+        c
+    }
+
+    /// A row-major `[pairs, rows, cols]` buffer, read as it is or transposed.
+    struct Mat<'a> {
+        x: &'a [f64],
+        rows: usize,
+        cols: usize,
+        transposed: bool,
+    }
+
+    impl Mat<'_> {
+        /// Element (i, j) of pair p of the operand (of the buffer's transpose when transposed).
+        fn at(&self, p: usize, i: usize, j: usize) -> f64 {
+            let (r, c) = if self.transposed { (j, i) } else { (i, j) };
+            assert!(r < self.rows && c < self.cols);
+            self.x[p * self.rows * self.cols + r * self.cols + c]
+        }
+    }
+
+    /// The shape arguments give the attention backward's three products on row-major buffers:
+    /// dV = P'ᵀ·dO, dQ = dS·K and dK = dSᵀ·Q (first operand transposed or not), and a product
+    /// with the second operand transposed (dP' = dO·Vᵀ).
+    #[test]
+    fn strided_gemm_arguments_compute_row_major_products() {
+        let (pairs, s, t, d) = (3, 5, 4, 2);
+        let fill = |n: usize, f: f64| -> Vec<f64> { (0..n).map(|i| ((i as f64 + 1.0) * f).sin()).collect() };
+        let (ds, pd, go) = (fill(pairs * s * t, 0.37), fill(pairs * s * t, 0.91), fill(pairs * s * d, 1.3));
+        let (q, k, v) = (fill(pairs * s * d, 0.53), fill(pairs * t * d, 0.71), fill(pairs * t * d, 1.7));
+        let mat = |x, rows, cols, transposed| Mat { x, rows, cols, transposed };
+        let cases = [
+            ("dV = P'ᵀ·dO", mat(&pd, s, t, true), mat(&go, s, d, false), (t, d, s)),
+            ("dQ = dS·K", mat(&ds, s, t, false), mat(&k, t, d, false), (s, d, t)),
+            ("dK = dSᵀ·Q", mat(&ds, s, t, true), mat(&q, s, d, false), (t, d, s)),
+            ("dP' = dO·Vᵀ", mat(&go, s, d, false), mat(&v, t, d, true), (s, t, d)),
+        ];
+        for (what, a, b, (m, n, k)) in cases {
+            let g = StridedGemm::new(a.transposed, b.transposed, m, n, k);
+            // cuBLAS's first operand is B.
+            let got = cublas_batched(&g, pairs, b.x, a.x);
+            for p in 0..pairs {
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|l| a.at(p, i, l) * b.at(p, l, j)).sum();
+                        let c = got[p * m * n + i * n + j];
+                        assert!((c - want).abs() < 1e-12, "{what}: [{p}, {i}, {j}] = {c}, want {want}");
+                    }
+                }
+            }
+        }
     }
 }

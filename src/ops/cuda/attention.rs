@@ -1,13 +1,15 @@
 //! The CUDA side of the fused attention op ([`crate::ops::attention`],
-//! [`crate::ops::attention_packed`]): candle's cuBLAS GEMMs for `Q·Kᵀ`, `P'·V` and the four
-//! backward products, and two row kernels (`attn_probs_fwd`: bias, mask, softmax and dropout in
-//! one pass; `attn_probs_bwd`: dropout and softmax backward in one pass). The `[pairs, S, T]`
-//! buffers are the scores, overwritten by `P`, and with dropout `P'` next to it; in the backward
-//! pass `P`, `P'` (recomputed) and `dP'`, overwritten by `dS`. The graph holds one node instead of
-//! the composite's seven, each with its own gradient buffer. `P` is kept for the backward pass
-//! when it fits; `P'` is recomputed from it with the same counter hash. Numbers and dropout masks
-//! are the CPU op's.
+//! [`crate::ops::attention_packed`]): cuBLAS GEMMs for `Q·Kᵀ`, `P'·V` and the four backward
+//! products (dQ, dK and dV written in place into the one gradient buffer, `ops/cuda/gemm.rs`),
+//! and two row kernels (`attn_probs_fwd`: bias, mask, softmax and dropout in one pass;
+//! `attn_probs_bwd`: dropout and softmax backward in one pass). The `[pairs, S, T]` buffers are
+//! the scores, overwritten by `P`, and with dropout `P'` next to it; in the backward pass `P`,
+//! `P'` and `dP'`, overwritten by `dS`. The graph holds one node instead of the composite's
+//! seven, each with its own gradient buffer. `P` and `P'` (and a packed projection's head-major
+//! Q, K, V) are kept for the backward pass when they fit; else `P'` is recomputed from `P` with
+//! the same counter hash. Numbers and dropout masks are the CPU op's.
 
+use super::gemm::{matmul_into, Operand};
 use super::{config, view, warp_rows_allowed, KernelFloat, MODULE, PTX};
 use crate::ops::launch;
 use candle_core::backend::{BackendDevice, BackendStorage};
@@ -205,20 +207,19 @@ pub(crate) fn backward(
         }
         _ => None,
     };
+    // [dQ | dK | dV], each GEMM writing its part in place (ops/cuda/gemm.rs).
+    let (nq, nk) = (pairs * s * d, pairs * t * d);
+    let mut all = alloc_like(go, &Shape::from(nq + 2 * nk))?;
     // dV = P'ᵀ · dO
-    let dv = matmul((dropped.as_ref().unwrap_or(&probs), &transposed(pairs, s, t, 0)?), (go, &go_l), pairs, t, d, s)?;
+    let weights = dropped.as_ref().unwrap_or(&probs);
+    matmul_into(&mut all, nq + nk, Operand::new(weights, 0, true), Operand::new(go, go_l.start_offset(), false), (pairs, t, d, s))?;
     // dP' = dO · Vᵀ, then dS over it.
     let mut ds = matmul((go, &go_l), (v.0, &transposed(pairs, t, d, v.1.start_offset())?), pairs, s, t, d)?;
     probs_backward_rows(&mut ds, &probs, dropped.as_ref(), p)?;
     drop((probs, dropped));
     // dQ = dS · K ; dK = dSᵀ · Q
-    let dq = matmul((&ds, &scores_l), k, pairs, s, d, t)?;
-    let dk = matmul((&ds, &transposed(pairs, s, t, 0)?), q, pairs, t, d, s)?;
-    let (nq, nk) = (pairs * s * d, pairs * t * d);
-    let mut all = alloc_like(&dq, &Shape::from(nq + 2 * nk))?;
-    dq.copy_strided_src(&mut all, 0, &Layout::contiguous(nq))?;
-    dk.copy_strided_src(&mut all, nq, &Layout::contiguous(nk))?;
-    dv.copy_strided_src(&mut all, nq + nk, &Layout::contiguous(nk))?;
+    matmul_into(&mut all, 0, Operand::new(&ds, 0, false), Operand::new(k.0, k.1.start_offset(), false), (pairs, s, d, t))?;
+    matmul_into(&mut all, nq, Operand::new(&ds, 0, true), Operand::new(q.0, q.1.start_offset(), false), (pairs, t, d, s))?;
     if !g.packed {
         return Ok(all);
     }
