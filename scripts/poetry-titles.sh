@@ -31,6 +31,7 @@ PY
 
 LAYOUT=(--template '题名：[sMASK]；正文：{source}' --max-source-len 100 --max-target-len 24)
 DECODE=(--num-beams 5 --length-penalty 0.7 --no-repeat-ngram-size 3 --rouge-tokenizer chars)
+rm -rf $OUT/run   # a fresh run (finetune refuses to start over a run)
 RAYON_NUM_THREADS=${THREADS:-2} $W finetune --task seq2seq --train $OUT/train.jsonl --dev $OUT/dev.jsonl -o $OUT/run \
   "${LAYOUT[@]}" "${DECODE[@]}" --steps "$STEPS" --batch-size 32 --lr 5e-4 --warmup 0.06 --label-smoothing 0.1 \
   --eval-every 100 --metric loss --patience 3 --seed 2021

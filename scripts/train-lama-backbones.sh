@@ -38,13 +38,14 @@ REL_FLAG=()
 $W probe corpus --lama "$LAMA" -o "$OUT/knowledge.txt" --repeats "$REPEATS" --seed "$SEED" "${REL_FLAG[@]}" --json \
   > "$OUT/knowledge.json"
 # 2. One cased byte-level BPE tokenizer and one token corpus shared by the three backbones.
-$W tokenizer train --kind bpe --vocab-size "$VOCAB" --min-frequency 2 -o "$OUT/tok" "$OUT/knowledge.txt"
+$W tokenizer train --kind bpe --vocab-size "$VOCAB" --min-frequency 2 --force -o "$OUT/tok" "$OUT/knowledge.txt"
 $W data prepare --tokenizer "$OUT/tok" --overwrite -o "$OUT/corpus" "$OUT/knowledge.txt"
 
 # 3. The three pretraining runs, side by side, the same budget each.
 for spec in glm:default bert:mlm gpt2:causal; do
   arch=${spec%%:*}
   objective=${spec#*:}
+  rm -rf "$OUT/run-$arch"   # a fresh run (this script's own output; pretrain refuses to start over a run)
   RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --quiet --corpus "$OUT/corpus" --out-dir "$OUT/run-$arch" \
     --arch "$arch" --objective "$objective" --layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" \
     --seq-len "$SEQ" --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --seed "$SEED" \

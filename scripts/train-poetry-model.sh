@@ -18,7 +18,7 @@ TEMPLATE='题名：{title}；作者：{author}；体裁：{form}；正文：{tex
 [ -x "$W" ] || cargo build --release
 
 $W data split --parts heldout=0.05,generator=0.475,judge=0.475 --seed 2021 -o runs/poetry-data "$DATA"
-$W tokenizer train --kind chars --vocab-size 8000 --min-frequency 1 --template "$TEMPLATE" \
+$W tokenizer train --kind chars --vocab-size 8000 --min-frequency 1 --template "$TEMPLATE" --force \
   -o runs/poetry-tok runs/poetry-data/generator.jsonl runs/poetry-data/judge.jsonl
 for part in generator judge heldout; do
   $W data prepare --tokenizer runs/poetry-tok --template "$TEMPLATE" --overwrite \
@@ -32,6 +32,7 @@ if [ -n "${FROM_GPU:-}" ]; then
   $W plot "$FROM_GPU/logs/metrics-generator.jsonl" -o models/poetry-glm/loss.png
 else
   # The two runs are independent: on a 2-core machine run them side by side with one thread each.
+  rm -rf runs/poetry-generator runs/poetry-judge   # fresh runs (pretrain refuses to start over a run)
   RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-generator.toml &
   RAYON_NUM_THREADS=${THREADS:-1} $W pretrain --config examples/poetry-judge.toml &
   wait

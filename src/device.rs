@@ -33,6 +33,27 @@ pub fn f32_device(what: &str) -> Result<Device> {
     Ok(default_device())
 }
 
+/// Refuses work that needs more than the machine's memory (`bytes`, a rough estimate: parameters,
+/// optimizer state, activations), before it allocates: far beyond the memory the allocator aborts
+/// the process with no message, or the kernel kills it. Checked on the CPU against the machine's
+/// total memory (Linux; elsewhere nothing is checked); `what` names the work, `hint` what to lower.
+pub fn ensure_fits(device: &Device, bytes: f64, what: &str, hint: &str) -> Result<()> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let total_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+    });
+    match total_kb {
+        Some(kb) if bytes > kb * 1024.0 => Err(Error::input(format!(
+            "{what} needs about {:.1} GB, more than this machine's {:.1} GB of memory: {hint}",
+            bytes / 1e9,
+            kb * 1024.0 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N`. CUDA needs a binary built with the `cuda`
 /// feature (scripts/build-cuda.sh); otherwise the error says so.
 pub fn parse_device(spec: &str) -> Result<Device> {

@@ -79,6 +79,21 @@ impl Error {
     }
 }
 
+/// Refuses to replace the output directory `out` when one of `inputs` is `out` or lies inside
+/// it: replacing would delete what the command is about to read.
+pub fn check_output_apart(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let Ok(out_abs) = out.canonicalize() else { return Ok(()) }; // nothing there yet: nothing to lose
+    for input in inputs {
+        if input.canonicalize().is_ok_and(|i| i.starts_with(&out_abs)) {
+            return Err(Error::file(
+                out,
+                format!("holds the input {}: replacing the directory would delete it; write to another directory", input.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a whole file, naming it in the error.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))

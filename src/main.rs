@@ -32,9 +32,12 @@ fn main() {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("WENHUI_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" }));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     if let Err(e) = cli::run(cli) {
-        eprintln!("error: {e}");
+        // The whole chain: the context ("evaluating `rte` on FILE") and what went wrong under it.
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

@@ -159,3 +159,72 @@ fn unknown_cuda_layer_path_is_a_clear_error() {
         .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }
+
+#[test]
+fn non_finite_weights_and_shards_outside_the_model_are_errors() {
+    let mut map = candle_core::safetensors::load(glm_dir().join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let name = "transformer.final_layernorm.weight";
+    let w = map[name].to_vec1::<f32>().unwrap();
+    let nan: Vec<f32> = w.iter().enumerate().map(|(i, &v)| if i == 3 { f32::NAN } else { v }).collect();
+    map.insert(name.into(), Tensor::new(nan.as_slice(), &candle_core::Device::Cpu).unwrap());
+    let dir = model_dir(&glm_config(), Some(("model.safetensors", safetensors_bytes(&map))));
+    assert_load_error(dir.path(), &[name, "NaN or infinite"]);
+    // A sharded index naming a file outside the model directory is refused, not opened.
+    let dir = model_dir(&glm_config(), None);
+    let index = serde_json::json!({"weight_map": {name: "../../outside.safetensors"}});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_load_error(dir.path(), &["../../outside.safetensors", "not a file name"]);
+}
+
+/// What a command would destroy or could not survive is refused up front, with the option named:
+/// a tokenizer over a model's, a corpus or an export over its own input, a search too wide to fit,
+/// an empty title list, an option that does nothing, an unknown task.
+#[test]
+fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wenhui = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+    };
+    let fails = |args: &[&str], needles: &[&str]| {
+        let out = wenhui(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
+        }
+    };
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    // A model directory keeps its tokenizer.
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("config.json"), glm_config()).unwrap();
+    std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "春眠不觉晓\n处处闻啼鸟\n").unwrap();
+    fails(&["tokenizer", "train", "--kind", "chars", "--vocab-size", "50", "-o", &p(&model), &p(&text)], &["tokenizer.json", "--force"]);
+    assert_eq!(std::fs::read_to_string(model.join("tokenizer.json")).unwrap(), "{}");
+    // --overwrite / --force never delete the command's own input.
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(&text, data.join("in.txt")).unwrap();
+    fails(
+        &["data", "prepare", "--tokenizer", "models/poetry-glm", "--overwrite", "-o", &p(&data), &p(&data.join("in.txt"))],
+        &["holds the input"],
+    );
+    assert!(data.join("in.txt").is_file());
+    let copy = tmp.path().join("glm");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(glm_dir().join(f), copy.join(f)).unwrap();
+    }
+    fails(&["export", &p(&copy), "-o", &p(&copy), "--force"], &["holds the input"]);
+    assert!(copy.join("model.safetensors").is_file());
+    // Searches too wide to fit, an empty title list, an option with no effect, an unknown task.
+    fails(&["fill", "春[MASK]", "--beams", "100000"], &["num_beams", "256"]);
+    fails(&["poem", "--title", "春", "--per-beam", "1000000"], &["candidates per beam"]);
+    fails(&["bench", "poem", "--titles", ""], &["no titles"]);
+    fails(&["poem", "--title", "春", "--output", &p(&tmp.path().join("o.jsonl"))], &["--output", "--titles"]);
+    assert!(!tmp.path().join("o.jsonl").exists());
+    fails(&["classify", "--model", "tests/fixtures/glm-tiny", "--task", "nosuch", "{}"], &["nosuch", "rte, cb"]);
+}

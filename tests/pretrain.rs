@@ -155,7 +155,7 @@ fn bad_input_is_reported() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("shorter than one sequence") || e.contains("max_sequence_length"), "{e}");
+    assert!(e.contains("shorter than one sequence") || e.contains("max_sequence_length") || e.contains("more than this machine's"), "{e}");
     // Out-of-range options.
     let bad = serde_json::json!({"corpus": c, "out_dir": "x", "dropout": 1.5});
     let e = PretrainConfig::load(None, bad.as_object().unwrap().clone()).unwrap_err().to_string();
@@ -189,4 +189,68 @@ fn cli_resume_without_config_uses_the_saved_run_configuration() {
     assert_eq!(summary["steps"], 9, "{summary}");
     let steps: Vec<u64> = losses(&run).iter().filter(|l| l.1.is_some()).map(|l| l.0).collect();
     assert_eq!(steps, (1..=9).collect::<Vec<_>>());
+}
+
+/// Runs never overwrite each other: a new run refuses a directory holding one, `--resume DIR`
+/// continues into DIR (a copy of a run stays apart from the original) and refuses flags that
+/// would change the model, and a non-finite or out-of-range hyperparameter names its flag.
+#[test]
+fn cli_runs_keep_apart_and_options_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let wenhui = || std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"));
+    let small = ["--layers", "1", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4", "--valid-batches", "1"];
+    let fresh = |out: &Path, extra: &[&str]| {
+        wenhui().args(["pretrain", "--quiet", "--corpus"]).arg(&c).arg("--out-dir").arg(out).args(small).args(extra).output().unwrap()
+    };
+    let out = fresh(&run, &["--steps", "2", "--save-every", "2", "--eval-every", "2", "--valid-fraction", "0.1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    // A fresh run into it: refused, nothing touched.
+    let out = fresh(&run, &["--steps", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("already holds a training run") && err.contains("--resume"), "{err}");
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
+    // Resuming a copy writes into the copy, not into the run its saved config names.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for sub in ["checkpoints", "checkpoints/step-00000002"] {
+        std::fs::create_dir_all(copy.join(sub)).unwrap();
+    }
+    for f in std::fs::read_dir(run.join("checkpoints/step-00000002")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), copy.join("checkpoints/step-00000002").join(f.file_name())).unwrap();
+    }
+    std::fs::copy(run.join("metrics.jsonl"), copy.join("metrics.jsonl")).unwrap();
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "3", "--resume"]).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(copy.join("checkpoints/step-00000003").is_dir());
+    assert!(!run.join("checkpoints/step-00000003").exists());
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
+    // A model flag on resume, a NaN, an out-of-range ratio: each named.
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "4", "--hidden", "64", "--resume"]).arg(&copy).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hidden: a resumed run continues with its checkpoint's model"));
+    for (flag, value, needle) in
+        [("--lr", "nan", "--lr: must be a finite number"), ("--min-lr-ratio", "5", "min_lr_ratio"), ("--beta1", "1", "beta1")]
+    {
+        let out = fresh(&tmp.path().join("other"), &["--steps", "2", flag, value]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(needle), "{flag} {value}: {err}");
+    }
+    // Far beyond the machine's memory: refused before anything is allocated.
+    let out = wenhui()
+        .args(["pretrain", "--quiet", "--corpus"])
+        .arg(&c)
+        .arg("--out-dir")
+        .arg(tmp.path().join("huge"))
+        .args(["--layers", "1", "--hidden", "32", "--heads", "2", "--seq-len", "3000000", "--steps", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/proc/meminfo").is_file() {
+        assert!(err.contains("more than this machine's") && err.contains("lower --hidden"), "{err}");
+    }
 }

@@ -74,7 +74,11 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
     }
     let dev = Device::Cpu;
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
-    let params = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    // f32 weights, a layer's activations and attention scores, the logits.
+    let (b, s, h) = (c.batch as f64, c.seq as f64, c.hidden as f64);
+    let bytes = 4.0 * (params as f64 + b * s * (8.0 * h + c.vocab as f64) + 2.0 * b * c.heads as f64 * s * s);
+    crate::device::ensure_fits(&dev, bytes, "bench forward at this shape", "lower --hidden, --layers, --vocab, --seq or --batch")?;
     let model = cfg.build_frozen(cfg.init_weights(0)?, DType::F32, &dev)?;
     let ids = Tensor::rand(0f32, c.vocab as f32, (c.batch, c.seq), &dev)?.to_dtype(DType::U32)?;
     let full = BackboneInput::ids(ids.clone()).with_attention(Attention::Sep(vec![c.seq; c.batch]));

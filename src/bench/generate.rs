@@ -114,10 +114,15 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     }
     let max_seq = c.prompt.max(c.new_tokens + 2);
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, max_seq));
-    let params = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let dev = parse_device(&c.device)?;
     let dtype = parse_dtype(&c.dtype)?;
     check_dtype(&dev, dtype)?;
+    // f32 weights as initialised, the caches of every beam row, the prompt pass, the logits.
+    let rows = (c.batch.max(1) * c.beams.max(1)) as f64;
+    let (t, h) = ((c.prompt + c.new_tokens) as f64, c.hidden as f64);
+    let bytes = 4.0 * (params as f64 + rows * (2.0 * c.layers as f64 * t * h + 8.0 * t * h + c.vocab as f64));
+    crate::device::ensure_fits(&dev, bytes, "bench generate at this shape", "lower --hidden, --layers, --batch, --beams or --prompt")?;
     // Frozen, as a loaded checkpoint: a trainable model would keep CUDA off the fused decoding steps.
     let model = cfg.build_frozen(cfg.init_weights(0)?, dtype, &dev)?;
     let v = c.vocab as u32;

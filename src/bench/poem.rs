@@ -46,6 +46,12 @@ pub struct PoemBenchReport {
 
 /// Times the three methods on `cx`'s model.
 pub fn bench_poem(cx: &Context<'_>, c: &PoemBench) -> Result<PoemBenchReport> {
+    if c.titles.is_empty() {
+        return Err(crate::Error::input("bench poem: no titles to time (pass --titles 虹桥机场,咏相对论)"));
+    }
+    if c.beams == 0 || c.reps == 0 {
+        return Err(crate::Error::input("bench poem: --beams and --reps must be at least 1"));
+    }
     let constraints = Constraints::parse(&c.form, "pingshui", "")?;
     let mut task = Task::builtin("poem")?;
     task.search.set_beams(c.beams);

@@ -117,7 +117,7 @@ pub struct DeviceFlags {
     pub tf32: bool,
     /// Layers on a GPU: fused (one node per layer with a hand-written backward, ten-launch decoding
     /// steps; the default) or composite (candle's ops, for comparison). Overrides WENHUI_CUDA_OPS.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "MODE")]
     pub cuda_ops: Option<String>,
 }
 

@@ -16,13 +16,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let m = load_model(&a.model.model, &a.model.load_options())?;
     let info = m.backbone.info();
-    let tokenizer = match Tokenizer::from_dir(&a.model.dir()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::debug!("no tokenizer: {e}");
-            None
-        }
-    };
+    let tokenizer = Tokenizer::find_in_dir(&a.model.dir())?;
     let dtypes: Vec<String> = m.stored_dtypes.iter().map(|(d, n)| format!("{d:?} × {n}")).collect();
     if a.json {
         let tok = tokenizer

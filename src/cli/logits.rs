@@ -33,7 +33,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let m = load_model(&a.model.model, &a.model.load_options())?;
-    let tokenizer = Tokenizer::from_dir(&a.model.dir()).ok();
+    let tokenizer = Tokenizer::find_in_dir(&a.model.dir())?;
     let ids = match (&a.ids, &a.text) {
         (Some(ids), _) => ids.clone(),
         (None, Some(text)) => tokenizer

@@ -111,7 +111,7 @@ enum Command {
     Pretrain(Box<pretrain::Args>),
     /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen.
     Ptune(Box<ptune::TuneArgs>),
-    /// Fine-tune a model on a cloze task (jointly with a prompt encoder when the template has [P] tokens).
+    /// Fine-tune a model on a cloze task (jointly with a prompt encoder when the template has [P] tokens); `finetune --task seq2seq` fine-tunes a GLM on {source, target} JSONL (`wenhui finetune --task seq2seq --help`).
     Finetune(Box<ptune::FinetuneArgs>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
@@ -134,7 +134,7 @@ enum Command {
     /// `serve --turing` shows.
     #[command(subcommand)]
     Turing(turing::Command),
-    /// Benchmarks on random weights (prints one JSON line).
+    /// Benchmarks on random weights (a JSON report each; `bench parity` checks the GPU against the CPU and prints a table).
     #[command(subcommand)]
     Bench(bench::Command),
 }

@@ -127,6 +127,9 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     if let Some(path) = &a.titles {
         return run_batch(&a, path);
     }
+    if let Some(out) = &a.output {
+        anyhow::bail!("--output {}: only batch mode (--titles FILE) writes a file; one poem goes to stdout", out.display());
+    }
     let constraints = Constraints::parse(a.form.as_deref().unwrap_or(DEFAULT_FORM), &a.rhyme, &a.acrostic)?;
     let title: String = a.title.as_deref().unwrap_or_default().trim().chars().map(to_simplified).collect();
     if title.is_empty() {

@@ -172,11 +172,32 @@ pub struct Args {
     keep_last: Option<usize>,
 }
 
+/// Flags a resumed run cannot honour: it continues with the checkpoint's model.
+const MODEL_FLAGS: [&str; 6] = ["layers", "hidden", "heads", "gelu", "arch", "init_from"];
+
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let overrides = match serde_json::to_value(&a)? {
+    let mut overrides = match serde_json::to_value(&a)? {
         serde_json::Value::Object(m) => m,
         _ => Default::default(),
     };
+    // Every flag given serializes to a value; only a non-finite float becomes null.
+    if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_null()) {
+        anyhow::bail!("--{}: must be a finite number", flag.replace('_', "-"));
+    }
+    if let Some(dir) = &a.resume {
+        if let Some(flag) = MODEL_FLAGS.iter().find(|f| overrides.contains_key(**f)) {
+            anyhow::bail!(
+                "--{}: a resumed run continues with its checkpoint's model; drop the flag, or start a new run from that model with --init-from",
+                flag.replace('_', "-")
+            );
+        }
+        // The continuation goes into the run it resumes (not the directory its saved config
+        // names), unless --out-dir says otherwise.
+        if a.out_dir.is_none() {
+            let run = wenhui::train::checkpoint::run_dir(dir)?;
+            overrides.insert("out_dir".into(), serde_json::Value::String(run.to_string_lossy().into_owned()));
+        }
+    }
     let cfg = match (&a.config, &a.resume) {
         // Resuming without --config: the saved run configuration, flags still override it.
         (None, Some(dir)) => {

@@ -55,6 +55,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !(a.timeout > 0.0 && a.timeout.is_finite()) {
         anyhow::bail!("--timeout must be a positive number of seconds, got {}", a.timeout);
     }
+    let sizes = [
+        ("--max-body-bytes", a.max_body_bytes),
+        ("--max-prompt-tokens", a.max_prompt_tokens),
+        ("--max-tokens", a.max_tokens),
+        ("--max-choices", a.max_choices),
+        ("--max-beams", a.max_beams),
+    ];
+    if let Some((flag, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        anyhow::bail!("{flag} 0 would refuse every request; give a positive limit");
+    }
+    if a.max_beams > wenhui::generate::MAX_BEAMS {
+        anyhow::bail!(
+            "--max-beams {}: at most {} (a search keeps a batch row and a cache per beam)",
+            a.max_beams,
+            wenhui::generate::MAX_BEAMS
+        );
+    }
     let limits = Limits {
         max_body_bytes: a.max_body_bytes,
         max_prompt_tokens: a.max_prompt_tokens,

@@ -30,6 +30,10 @@ pub struct Args {
     /// Output directory (tokenizer.json + wenhui_tokenizer.json).
     #[arg(long, short)]
     output: PathBuf,
+    /// Replace a tokenizer already in the output directory (a model directory's tokenizer is
+    /// what its weights were trained with: replacing it breaks the model).
+    #[arg(long)]
+    force: bool,
     /// Input files or directories (all files below, sorted).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -50,6 +54,12 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         KindArg::Wordpiece => TrainKind::WordPiece,
         KindArg::Chars => TrainKind::Chars,
     };
+    // Checked before the (long) training, so nothing is lost to a refusal at the end.
+    let existing = ["tokenizer.json", "wenhui_tokenizer.json"].map(|f| a.output.join(f)).into_iter().find(|p| p.exists());
+    if let (Some(path), false) = (existing, a.force) {
+        let model = if a.output.join("config.json").is_file() { " (a model directory: its weights go with that tokenizer)" } else { "" };
+        anyhow::bail!("{} already exists{model}; choose another -o/--output directory, or pass --force to replace it", path.display());
+    }
     let opts = TrainOptions { kind, vocab_size: a.vocab_size, min_frequency: a.min_frequency, read: a.read.options(), progress: true };
     let tok = train_tokenizer(&a.inputs, &opts)?;
     tok.save(&a.output)?;

@@ -209,6 +209,8 @@ impl ClozeTask {
         let p = Path::new(name_or_path);
         if BUILTIN.contains(&name_or_path.to_ascii_lowercase().as_str()) && !p.is_file() {
             Self::builtin(&name_or_path.to_ascii_lowercase())
+        } else if !p.exists() {
+            Err(Error::input(format!("task `{name_or_path}`: neither a built-in task ({}) nor a task file (TOML)", BUILTIN.join(", "))))
         } else {
             Self::from_file(p)
         }

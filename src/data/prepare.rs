@@ -94,6 +94,10 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
     let mut reader = DocReader::new(inputs, &opts.read)?;
     let files = reader.files().to_vec();
     let vocab_size = tokenizer.vocab_size(true);
+    if opts.overwrite {
+        let inputs: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+        crate::error::check_output_apart(out, &inputs)?;
+    }
     let mut writer = CorpusWriter::create(out, vocab_size, opts.shard_tokens, opts.overwrite)?;
     let mut log = ProblemLog::new(opts.read.on_error);
     let bar = byte_progress(reader.total_bytes(), opts.progress, "prepare");

@@ -135,12 +135,16 @@ impl Default for GenerationConfig {
     }
 }
 
+/// Most beams a search keeps: each holds a row of the batch and its cache, and far past this the
+/// memory runs out (100,000 beams asked for ~10 GB at once) or a search takes minutes.
+pub const MAX_BEAMS: usize = 256;
+
 impl GenerationConfig {
     /// Checks every option, saying which one to fix.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::input(format!("generation config: {m}")));
-        if self.num_beams == 0 {
-            return bad("num_beams must be at least 1 (1 = greedy/sampling)".into());
+        if self.num_beams == 0 || self.num_beams > MAX_BEAMS {
+            return bad(format!("num_beams must be between 1 (greedy/sampling) and {MAX_BEAMS}, got {}", self.num_beams));
         }
         if self.num_return_sequences == 0 || self.num_return_sequences > self.num_beams {
             return bad(format!(
@@ -165,6 +169,9 @@ impl GenerationConfig {
         }
         if self.max_new_tokens == 0 {
             return bad("max_new_tokens must be at least 1".into());
+        }
+        if self.min_new_tokens > self.max_new_tokens {
+            return bad(format!("min_new_tokens ({}) exceeds max_new_tokens ({})", self.min_new_tokens, self.max_new_tokens));
         }
         if self.bad_words_ids.iter().any(|s| s.is_empty()) {
             return bad("bad_words_ids contains an empty sequence".into());

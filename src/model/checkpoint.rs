@@ -105,8 +105,17 @@ impl Checkpoint {
         let mut tensors = self.tensors;
         let mut out = HashMap::with_capacity(expected.len());
         for (name, _) in expected {
-            let t = tensors.remove(name).expect("checked above");
-            out.insert(name.clone(), t.to_dtype(dtype)?.to_device(device)?);
+            let t = tensors.remove(name).expect("checked above").to_dtype(dtype)?;
+            // 0·x is 0 exactly where x is finite: a NaN or infinite weight (a diverged run, a
+            // damaged file) would otherwise load silently and only show as NaN scores later.
+            if t.dtype().is_float() && t.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? != 0.0 {
+                return Err(Error::tensor(
+                    &self.source,
+                    name,
+                    "holds NaN or infinite values: the checkpoint is damaged (or its run diverged)",
+                ));
+            }
+            out.insert(name.clone(), t.to_device(device)?);
         }
         if !tensors.is_empty() {
             let mut extra: Vec<_> = tensors.keys().cloned().collect();
@@ -145,6 +154,15 @@ fn read_sharded(index: &Path) -> Result<Checkpoint> {
     files.dedup();
     let mut tensors = HashMap::new();
     for f in files {
+        // Shards are files beside the index: a path elsewhere is a broken or hostile index.
+        let plain =
+            Path::new(f).components().count() == 1 && matches!(Path::new(f).components().next(), Some(std::path::Component::Normal(_)));
+        if !plain {
+            return Err(Error::file(
+                index,
+                format!("weight_map names the shard `{f}`, which is not a file name in the checkpoint's directory"),
+            ));
+        }
         let shard = read_file(&dir.join(f))?;
         tensors.extend(shard.tensors);
     }

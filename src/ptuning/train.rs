@@ -233,8 +233,10 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
             return bad(name, "must be a positive number");
         }
     }
-    if !cfg.clip.is_finite() || cfg.clip < 0.0 {
-        return bad("clip", "must be ≥ 0");
+    for (name, v) in [("clip", cfg.clip), ("prompt_weight_decay", cfg.prompt_weight_decay), ("lm_weight_decay", cfg.lm_weight_decay)] {
+        if !v.is_finite() || v < 0.0 {
+            return bad(name, "must be a finite number ≥ 0");
+        }
     }
     if cfg.eval_batch_size == 0 {
         return bad("eval_batch_size", "must be at least 1");
@@ -383,6 +385,9 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     }
     // The process default device (`--device`): the CPU unless a GPU was chosen.
     let device = crate::device::f32_device("ptune/finetune")?;
+    if resumed.is_none() {
+        crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
     // The backbone: frozen tensors (ptune) or variables (finetune).

@@ -82,6 +82,24 @@ impl Tokenizer {
     /// sidecar if present), `vocab.txt` (BERT uncased WordPiece), `vocab.json` + `merges.txt` (GPT-2 byte-level
     /// BPE), one `*.model` (SentencePiece) and `chars.txt` (character level).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        Self::find_in_dir(dir)?.ok_or_else(|| {
+            Error::file(dir, "no tokenizer files: looked for tokenizer.json, vocab.txt, vocab.json + merges.txt, *.model, chars.txt")
+        })
+    }
+
+    /// [`Tokenizer::from_dir`], but `Ok(None)` when the directory holds no tokenizer file at all
+    /// (a model without one); a tokenizer file that is there but unreadable is still an error.
+    pub fn find_in_dir(dir: &Path) -> Result<Option<Self>> {
+        let named = ["tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "chars.txt"].iter().any(|f| dir.join(f).is_file());
+        let sentencepiece =
+            std::fs::read_dir(dir).is_ok_and(|it| it.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "model")));
+        if !named && !sentencepiece {
+            return Ok(None);
+        }
+        Self::read_dir(dir).map(Some)
+    }
+
+    fn read_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         if let Some(p) = file("tokenizer.json") {
             return Self::from_tokenizer_json(&p);

@@ -294,11 +294,31 @@ impl PretrainConfig {
         if self.seq_len < 8 {
             return err("seq_len", "must be at least 8");
         }
+        if self.layers == 0 {
+            return err("layers", "must be positive");
+        }
+        if self.hidden == 0 {
+            return err("hidden", "must be positive");
+        }
         if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
             return err("heads", "must divide hidden");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return err("lr", "must be a positive number");
+        }
+        for (field, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return err(field, "must be in [0, 1)");
+            }
+        }
+        if !(self.eps > 0.0 && self.eps.is_finite()) {
+            return err("eps", "must be a positive number");
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return err("weight_decay", "must be a number ≥ 0");
+        }
+        if !(self.clip >= 0.0 && self.clip.is_finite()) {
+            return err("clip", "must be a number ≥ 0 (0 turns clipping off)");
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout", "must be in [0, 1)");
@@ -306,8 +326,10 @@ impl PretrainConfig {
         if !(0.0..1.0).contains(&self.valid_fraction) {
             return err("valid_fraction", "must be in [0, 1)");
         }
-        if !(0.0..=1.0).contains(&self.warmup_ratio) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return err("warmup_ratio", "warmup_ratio and min_lr_ratio must be in [0, 1]");
+        for (field, v) in [("warmup_ratio", self.warmup_ratio), ("min_lr_ratio", self.min_lr_ratio)] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(field, "must be in [0, 1]");
+            }
         }
         if self.gelu != "tanh" && self.gelu != "erf" {
             return err("gelu", "must be `tanh` or `erf`");

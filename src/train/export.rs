@@ -74,6 +74,7 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
     if output.exists() && !overwrite {
         return Err(Error::file(output, "already exists; remove it, choose another -o, or pass --force to replace it"));
     }
+    crate::error::check_output_apart(output, &[source])?;
     let dir = resolve_source(source)?;
     let config_path = dir.join("config.json");
     let config = ModelConfig::from_file(&config_path)?;

@@ -4,6 +4,27 @@ use crate::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Refuses to start a new run in `dir` when a run is already there (its `metrics.jsonl` has
+/// lines, or it holds checkpoints): starting afresh would drop that run's log and, as new
+/// checkpoints are pruned, its checkpoints. Resuming goes through `--resume` instead.
+pub fn ensure_new_run(dir: &Path) -> Result<()> {
+    let log = dir.join("metrics.jsonl");
+    let logged = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
+    let has_step = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|mut it| it.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-"))))
+    };
+    if logged || has_step(dir) || has_step(&dir.join("checkpoints")) {
+        return Err(Error::file(
+            dir,
+            format!(
+                "already holds a training run (metrics.jsonl, checkpoints): continue it with --resume {}, or write the new run to another directory (or delete this one first)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Appends metric lines to a JSONL file.
 pub struct MetricsLog {
     path: PathBuf,

@@ -269,6 +269,25 @@ fn prepare_model(model: &mut ModelConfig, cfg: &PretrainConfig, tokenizer: &Toke
     Ok(())
 }
 
+/// Refuses a run far beyond the machine's memory before anything is allocated (see
+/// [`crate::device::ensure_fits`]): f32 weights, gradients and two AdamW moments, and a
+/// micro-batch's saved activations (about 40 values per token and channel per layer), one
+/// layer's attention scores at a time (three per key and head: beyond a small budget the
+/// probabilities are recomputed in the backward pass, not kept), and the logits.
+fn check_memory(model: &crate::model::ModelConfig, cfg: &PretrainConfig) -> Result<()> {
+    use crate::model::ModelConfig as M;
+    let (l, h, n, v) = match model {
+        M::Glm(c) => (c.num_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
+        M::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
+        M::Gpt2(c) => (c.n_layer, c.n_embd, c.n_head, c.vocab_size),
+    };
+    let params: f64 = model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as f64).sum();
+    let (b, s, h, l) = (cfg.batch_size as f64, cfg.seq_len as f64, h as f64, l as f64);
+    let activations = b * s * (l * 40.0 * h + 3.0 * n as f64 * s + v as f64);
+    let hint = "lower --hidden, --layers, --seq-len or --batch-size";
+    crate::device::ensure_fits(&crate::device::default_device(), 4.0 * (4.0 * params + activations), "this run", hint)
+}
+
 /// Runs (or resumes) pretraining as `cfg` says.
 pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSummary> {
     let corpus = TokenCorpus::open(&cfg.corpus)?;
@@ -276,6 +295,9 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
     let ends = sentence_end_ids(&tokenizer);
     let (train_ids, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
+    if opts.resume.is_none() {
+        crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let split_path = cfg.out_dir.join("split.json");
     std::fs::write(
@@ -296,11 +318,13 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         }
         (None, None) => {
             let m = fresh_model(cfg, &tokenizer)?;
+            check_memory(&m, cfg)?;
             let w = m.init_weights(cfg.seed)?;
             (m, w)
         }
     };
     prepare_model(&mut model_cfg, cfg, &tokenizer)?;
+    check_memory(&model_cfg, cfg)?;
     // f32 master weights on the default device; bf16/f16 there means mixed-precision compute.
     let dev = crate::device::default_device();
     let (varmap, mut model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;

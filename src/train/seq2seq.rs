@@ -330,6 +330,19 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     if !(0.0..1.0).contains(&cfg.label_smoothing) {
         return Err(Error::input(format!("label smoothing must be in [0, 1), got {}", cfg.label_smoothing)));
     }
+    for (what, v) in [("learning rate", cfg.lr), ("weight decay", cfg.weight_decay), ("gradient clip", cfg.clip), ("epochs", cfg.epochs)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(Error::input(format!("{what} must be a finite number ≥ 0, got {v}")));
+        }
+    }
+    for (what, v) in [("warmup ratio", cfg.warmup_ratio), ("min lr ratio", cfg.min_lr_ratio)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(Error::input(format!("{what} must be in [0, 1], got {v}")));
+        }
+    }
+    if !(0.0..1.0).contains(&cfg.dropout) {
+        return Err(Error::input(format!("dropout must be in [0, 1), got {}", cfg.dropout)));
+    }
     if cfg.lr_decay != "linear" && cfg.lr_decay != "cosine" {
         return Err(Error::input(format!("lr decay `{}`: use linear or cosine", cfg.lr_decay)));
     }
@@ -364,6 +377,9 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         dev.truncate(cfg.dev_limit);
     }
     let steps = cfg.steps.unwrap_or_else(|| ((cfg.epochs * train.len() as f64) / cfg.batch_size as f64).ceil().max(1.0) as u64);
+    if resumed.is_none() {
+        crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
+    }
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
     // The process default device (`--device`): the CPU unless a GPU was chosen.

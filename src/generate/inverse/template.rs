@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::read_text;
 use crate::{Error, Result};
 
+/// Most beams, and candidates per beam, an inverse-prompting search takes.
+pub const MAX_SEARCH_BEAMS: usize = 64;
+/// Largest first candidate pool of a search.
+pub const MAX_SEARCH_CANDIDATES: usize = 1024;
+
 /// A whole task file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -299,7 +304,7 @@ impl Task {
         Task::from_toml(text, &format!("built-in `{name}`"))
     }
 
-    /// Checks the template is usable.
+    /// Checks the template is usable (also every option a command line can set).
     pub fn validate(&self) -> Result<()> {
         if self.forward.prompt.matches("{text}").count() != 1 {
             return Err(Error::input("forward.prompt must contain `{text}` exactly once"));
@@ -347,9 +352,31 @@ impl Task {
         if self.inverse.contrast != 0.0 && self.inverse.contrast_targets.iter().all(|t| t.trim().is_empty()) {
             return Err(Error::input("inverse.contrast needs inverse.contrast_targets: a few generic values of the target field"));
         }
+        let w = &self.score;
+        let weights = [
+            ("inverse", w.inverse),
+            ("forward_hinge", w.forward_hinge),
+            ("forward_threshold", w.forward_threshold),
+            ("forward_linear", w.forward_linear),
+            ("format", w.format),
+            ("copy_weight", w.copy_weight),
+            ("copy_exponent", w.copy_exponent),
+            ("clamp", w.clamp.unwrap_or(0.0)),
+        ];
+        if let Some((name, v)) = weights.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::input(format!("score.{name} must be a finite number, got {v}")));
+        }
         let s = &self.search;
         if s.beams == 0 || s.per_beam == 0 || s.first_pool == 0 || s.max_per_parent == 0 || s.max_same_prefix == 0 {
             return Err(Error::input("search: beams, per_beam, first_pool, max_per_parent and max_same_prefix must be at least 1"));
+        }
+        // Every beam's candidates are scored in one batch of model rows: beyond these the memory
+        // runs out (100,000 candidates asked for ~10 GB) long before the poems get better.
+        if s.beams > MAX_SEARCH_BEAMS || s.per_beam > MAX_SEARCH_BEAMS || s.first_pool > MAX_SEARCH_CANDIDATES {
+            return Err(Error::input(format!(
+                "search: at most {MAX_SEARCH_BEAMS} beams and {MAX_SEARCH_BEAMS} candidates per beam, and a first pool of at most {MAX_SEARCH_CANDIDATES} (got {}, {}, {})",
+                s.beams, s.per_beam, s.first_pool
+            )));
         }
         if !(s.temperature > 0.0 && s.temperature.is_finite()) {
             return Err(Error::input(format!("search.temperature must be positive, got {}", s.temperature)));
