@@ -227,4 +227,10 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     fails(&["poem", "--title", "春", "--output", &p(&tmp.path().join("o.jsonl"))], &["--output", "--titles"]);
     assert!(!tmp.path().join("o.jsonl").exists());
     fails(&["classify", "--model", "tests/fixtures/glm-tiny", "--task", "nosuch", "{}"], &["nosuch", "rte, cb"]);
+    // An acrostic head outside the vocabulary; a pairs file (votes may refer to it) kept.
+    fails(&["poem", "--title", "春", "--acrostic", "龘龘龘龘"], &["龘", "not one token"]);
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(&pairs, "{}\n").unwrap();
+    fails(&["turing", "prepare", "--count", "1", "--out", &p(&pairs)], &["already exists", "--force"]);
+    assert_eq!(std::fs::read_to_string(&pairs).unwrap(), "{}\n");
 }

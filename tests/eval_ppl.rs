@@ -88,3 +88,40 @@ fn gpt2_next_token_loss_and_bad_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/corpus"));
 }
+
+/// A model with a tokenizer is evaluated only on a corpus of that tokenizer's ids: another
+/// tokenizer's corpus is an error naming both (a perplexity over foreign ids means nothing).
+#[test]
+fn a_corpus_of_another_tokenizer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path(), 120);
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("glm-tiny").join(f), model.join(f)).unwrap();
+    }
+    let corpus_tok = wenhui::data::corpus::TokenCorpus::open(&c).unwrap().tokenizer().unwrap();
+    let eval = || {
+        Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["eval", "ppl", "--model"])
+            .arg(&model)
+            .arg("--corpus")
+            .arg(&c)
+            .args(["--batches", "1", "--batch-size", "2"])
+            .output()
+            .unwrap()
+    };
+    corpus_tok.save(&model).unwrap();
+    let out = eval();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Another character vocabulary (fewer characters): refused.
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/poetry-sample.jsonl");
+    let read = ReadOptions { template: Some("{title}：{text}".into()), ..Default::default() };
+    let tok = train_tokenizer(&[other], &TrainOptions { kind: TrainKind::Chars, vocab_size: 60, min_frequency: 1, read, progress: false })
+        .unwrap();
+    tok.save(&model).unwrap();
+    let out = eval();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another tokenizer") && err.contains("data prepare --tokenizer"), "{err}");
+}

@@ -175,6 +175,9 @@ fn probe_runs_end_to_end_on_tiny_models() {
         // Another mode in the same folder is refused, naming the file.
         let e = run_probe(&lama, &ctx, &ProbeOptions { mode: "ptune".into(), ..opts.clone() }, &mut manual_scores).unwrap_err();
         assert!(e.to_string().contains("P19.json"), "{e}");
+        // So is another --limit: its results would stand for a different set of facts.
+        let e = run_probe(&lama, &ctx, &ProbeOptions { limit: Some(2), ..opts.clone() }, &mut manual_scores).unwrap_err();
+        assert!(e.to_string().contains("--limit 2"), "{e}");
     }
 
     // P-tuning's query layouts: (3,3,3) and, for GPT-2, (3,3,0).

@@ -18,7 +18,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct SplitArgs {
-    /// Parts and their shares of the lines, e.g. "heldout=0.05,train=0.95"; written as OUT/NAME.jsonl.
+    /// Parts and their shares of the lines, e.g. "heldout=0.05,train=0.95"; written as OUT/NAME.EXT
+    /// (the input's extension: NAME.jsonl for a .jsonl file, NAME.txt for a .txt file).
     #[arg(long, default_value = "heldout=0.05,train=0.95")]
     parts: String,
     /// Seed of the shuffle: the same seed always gives the same files.
@@ -27,6 +28,10 @@ pub struct SplitArgs {
     /// Output directory.
     #[arg(long, short)]
     output: PathBuf,
+    /// Replace part files that exist with other content (a rerun with the same seed and parts
+    /// writes the same files and needs no flag).
+    #[arg(long)]
+    overwrite: bool,
     /// The file to split (one document per non-blank line).
     input: PathBuf,
 }
@@ -119,7 +124,7 @@ pub fn run(c: Command) -> anyhow::Result<()> {
 
 fn run_split(a: SplitArgs) -> anyhow::Result<()> {
     let parts = SplitPart::parse_list(&a.parts)?;
-    let r = split_lines(&a.input, &parts, a.seed, &a.output)?;
+    let r = split_lines(&a.input, &parts, a.seed, &a.output, a.overwrite)?;
     println!("{} lines from {} (seed {})", r.lines, a.input.display(), a.seed);
     for (name, path, n) in &r.parts {
         println!("  {name:<12} {n:>8} lines  {}", path.display());

@@ -69,6 +69,14 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
     let m = load_model(&margs.model, &margs.load_options())?;
     let opts =
         EvalOptions { objective: a.objective.clone(), seq_len: a.seq_len, batch_size: a.batch_size, batches: a.batches, seed: a.seed };
+    let corpus_tok = wenhui::data::corpus::TokenCorpus::open(&a.corpus)?.tokenizer()?;
+    if let Some(why) = wenhui::tokenizer::Tokenizer::find_in_dir(&margs.dir())?.and_then(|t| t.vocabulary_mismatch(&corpus_tok)) {
+        anyhow::bail!(
+            "{}: the corpus was prepared with another tokenizer than the model's ({why}); prepare it with `wenhui data prepare --tokenizer {}`",
+            a.corpus.display(),
+            margs.dir().display()
+        );
+    }
     let r = corpus_perplexity(m.backbone.as_ref(), &a.corpus, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

@@ -22,7 +22,8 @@ pub struct Args {
     /// Sample instead of taking the most likely token.
     #[arg(long)]
     sample: bool,
-    /// Sampling temperature.
+    /// Sampling temperature (any of --temperature, --top-k, --top-p turns sampling on, as in
+    /// `generate`).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Keep only the k most likely tokens when sampling (0 = all).
@@ -46,7 +47,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
         num_beams: a.beams,
-        do_sample: a.sample,
+        do_sample: a.sample || a.temperature != 1.0 || a.top_k != 0 || a.top_p != 1.0,
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,

@@ -60,8 +60,8 @@ impl LayoutArgs {
 /// Beam decoding flags (official CNN/DM defaults except the minimum length).
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
-    /// Beams.
-    #[arg(long, default_value_t = 5)]
+    /// Beams (1–256).
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub num_beams: usize,
     /// Length penalty (score / len^penalty).
     #[arg(long, default_value_t = 0.7)]

@@ -19,8 +19,11 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct PrepareArgs {
     /// Where to write the pairs (JSONL).
-    #[arg(long)]
+    #[arg(long, short = 'o', visible_alias = "output")]
     out: PathBuf,
+    /// Replace an existing pairs file (the votes collected for it then refer to other pairs).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     model: DefaultModel,
     /// Held-out poems (JSONL with title, form, text), never trained on by the model (default: the
@@ -57,6 +60,12 @@ pub fn run(c: Command) -> anyhow::Result<()> {
 }
 
 fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
+    if a.out.exists() && !a.force {
+        anyhow::bail!(
+            "{} already exists (and votes may have been collected for its pairs); choose another --out, or pass --force to replace it",
+            a.out.display()
+        );
+    }
     let poems = match &a.poems {
         Some(p) => parse_heldout(&read_text(p)?, &p.display().to_string())?,
         None => parse_heldout(HELDOUT_POEMS, "assets/eval/heldout-titles.jsonl")?,

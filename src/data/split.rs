@@ -91,8 +91,10 @@ pub fn part_sizes(n: usize, parts: &[SplitPart]) -> Vec<usize> {
 }
 
 /// Splits the non-blank lines of `input` into `out_dir/{part}.{ext}` (the input's extension, `jsonl` if it
-/// has none). Lines are copied byte for byte; files are written atomically.
-pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path) -> Result<SplitReport> {
+/// has none). Lines are copied byte for byte; files are written atomically. A part file that
+/// exists with other content is replaced only with `overwrite` (the same content, as a rerun with
+/// the same seed writes, is fine), and a part file is never the input itself.
+pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path, overwrite: bool) -> Result<SplitReport> {
     validate(parts)?;
     let bytes = read_file(input)?;
     let lines: Vec<&[u8]> = bytes
@@ -109,6 +111,7 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path)
     let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("jsonl");
     let mut report = SplitReport { lines: lines.len(), parts: vec![] };
     let mut start = 0;
+    let mut files = Vec::with_capacity(parts.len());
     for (part, size) in parts.iter().zip(part_sizes(lines.len(), parts)) {
         let mut ids = order[start..start + size].to_vec();
         start += size;
@@ -119,8 +122,18 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path)
             out.push(b'\n');
         }
         let path = out_dir.join(format!("{}.{ext}", part.name));
+        // Checked for every part before any is written.
+        if path.canonicalize().is_ok_and(|p| input.canonicalize().is_ok_and(|i| i == p)) {
+            return Err(Error::file(&path, "is the input being split: write the parts to another directory"));
+        }
+        if !overwrite && path.exists() && std::fs::read(&path).map_or(true, |old| old != out) {
+            return Err(Error::file(&path, "already exists with other content; pass --overwrite to replace it, or choose another -o"));
+        }
+        files.push((part.name.clone(), path, size, out));
+    }
+    for (name, path, size, out) in files {
         write_atomic(&path, &out)?;
-        report.parts.push((part.name.clone(), path, size));
+        report.parts.push((name, path, size));
     }
     Ok(report)
 }
@@ -157,8 +170,8 @@ mod tests {
         let text: String = (0..50).map(|i| format!("{{\"i\":{i}}}\n\n")).collect();
         std::fs::write(&input, text)?;
         let parts = SplitPart::parse_list("a=0.2,b=0.8")?;
-        let r1 = split_lines(&input, &parts, 7, &dir.join("one"))?;
-        let r2 = split_lines(&input, &parts, 7, &dir.join("two"))?;
+        let r1 = split_lines(&input, &parts, 7, &dir.join("one"), false)?;
+        let r2 = split_lines(&input, &parts, 7, &dir.join("two"), false)?;
         assert_eq!(r1.lines, 50);
         let read = |p: &Path| std::fs::read_to_string(p);
         let (a, b) = (read(&r1.parts[0].1)?, read(&r1.parts[1].1)?);
@@ -169,6 +182,17 @@ mod tests {
         all.sort_by_key(|l| l[5..l.len() - 1].parse::<u32>().ok());
         assert_eq!(all.len(), 50);
         assert!(all.iter().enumerate().all(|(i, l)| *l == format!("{{\"i\":{i}}}")));
+        // A rerun writes the same files; another seed would replace them: only with `overwrite`.
+        split_lines(&input, &parts, 7, &dir.join("one"), false)?;
+        let e = split_lines(&input, &parts, 8, &dir.join("one"), false).err().ok_or("another seed replaced the parts")?;
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        assert_eq!(a, read(&r1.parts[0].1)?);
+        split_lines(&input, &parts, 8, &dir.join("one"), true)?;
+        // Never over the input itself.
+        let own = SplitPart::parse_list("in=0.5,x=0.5")?;
+        let e = split_lines(&input, &own, 7, &dir, true).err().ok_or("the input was overwritten")?;
+        assert!(e.to_string().contains("is the input"), "{e}");
+        assert_eq!(read(&input)?.lines().filter(|l| !l.is_empty()).count(), 50);
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -224,6 +224,25 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).map_err(|e| tok_err("decoding failed", e))
     }
 
+    /// How this tokenizer's vocabulary differs from `other`'s (`None`: the same ids for the same
+    /// tokens): the size, the special ids, or the first differing token among every id up to
+    /// 4,096 and about 4,096 spread over the rest. A model only makes sense of ids from its own
+    /// tokenizer, so a corpus or a tokenizer file that disagrees is an error where they meet.
+    pub fn vocabulary_mismatch(&self, other: &Tokenizer) -> Option<String> {
+        let (a, b) = (self.vocab_size(true), other.vocab_size(true));
+        if a != b {
+            return Some(format!("{a} tokens against {b}"));
+        }
+        if self.special != other.special {
+            return Some("different special token ids".into());
+        }
+        let step = (a / 4096).max(1);
+        (0..a.min(4096)).chain((4096..a).step_by(step)).find_map(|id| {
+            let (x, y) = (self.id_to_token(id as u32), other.id_to_token(id as u32));
+            (x != y).then(|| format!("id {id} is {x:?} against {y:?}"))
+        })
+    }
+
     /// The token string of `id`.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

@@ -311,6 +311,15 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let (mut model_cfg, weights) = match (&resumed, &cfg.init_from) {
         (Some(ck), _) => (ck.model.clone(), ck.params.clone()),
         (None, Some(dir)) => {
+            if let Some(why) = Tokenizer::find_in_dir(dir)?.and_then(|t| t.vocabulary_mismatch(&tokenizer)) {
+                return Err(Error::file(
+                    &cfg.corpus,
+                    format!(
+                        "prepared with another tokenizer than the model in {} ({why}): prepare the corpus with that model's tokenizer",
+                        dir.display()
+                    ),
+                ));
+            }
             let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
             let ck = crate::model::checkpoint::Checkpoint::read(dir)?;
             let expected = model_cfg.parameter_shapes();

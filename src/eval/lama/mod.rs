@@ -256,6 +256,9 @@ pub struct RelationResult {
     pub facts: [usize; 3],
     /// Test facts dropped by the vocabulary filters.
     pub test_dropped: usize,
+    /// The `--limit` on test facts the run had (`None`: all).
+    #[serde(default)]
+    pub limit: Option<usize>,
     /// The scores on the test facts.
     pub scores: Scores,
     /// Read back from an earlier run's result file.
@@ -329,17 +332,20 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
         if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
             let text = crate::error::read_text(p)?;
             let mut r: RelationResult = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
-            if r.mode != opts.mode || r.vocab != ctx.vocab.name() || r.model != opts.model_name {
+            if r.mode != opts.mode || r.vocab != ctx.vocab.name() || r.model != opts.model_name || r.limit != opts.limit {
+                let limit = |l: Option<usize>| l.map_or("all facts".to_string(), |n| format!("--limit {n}"));
                 return Err(Error::file(
                     p,
                     format!(
-                        "holds a result for model `{}`, mode {}, vocabulary {}; this run is `{}`, {}, {}: use another --output",
+                        "holds a result for model `{}`, mode {}, vocabulary {}, {}; this run is `{}`, {}, {}, {}: use another --output",
                         r.model,
                         r.mode,
                         r.vocab,
+                        limit(r.limit),
                         opts.model_name,
                         opts.mode,
-                        ctx.vocab.name()
+                        ctx.vocab.name(),
+                        limit(opts.limit)
                     ),
                 ));
             }
@@ -360,6 +366,7 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
             test_source: task.test_source.into(),
             facts: [task.train.len(), task.dev.len(), task.test.len()],
             test_dropped: task.test_dropped,
+            limit: opts.limit,
             scores,
             cached: false,
         };

@@ -194,7 +194,9 @@ impl<'a> Context<'a> {
     /// Tokens that start with the head character `c` (single-character tokens first).
     pub fn head_tokens(&self, c: char) -> Result<Vec<u32>> {
         let exact = self.encode(&c.to_string())?;
-        if exact.len() == 1 {
+        // One token that decodes back to the character: not the unknown token a character
+        // vocabulary gives a character it lacks (every line would then have to start with it).
+        if exact.len() == 1 && self.decode(&exact)?.trim() == c.to_string() {
             return Ok(exact);
         }
         Err(Error::input(format!("the acrostic head `{c}` is not one token of this model's vocabulary; choose another character")))

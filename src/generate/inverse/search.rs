@@ -146,6 +146,11 @@ pub fn generate_inverse(
     }
     rules.set_context(&fields.values().cloned().collect::<Vec<_>>().join("|"));
     let rules: &dyn UnitRules = rules;
+    // Every acrostic head up front: a head the vocabulary cannot write is an error now, not a
+    // fruitless search for its line later.
+    for c in (0..).map_while(|k| rules.head(k)) {
+        cx.head_tokens(c)?;
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let allowed = cx.allowed_tokens(rules);
     let (cache, logits) = cx.forward_root(&prep)?;
