@@ -197,16 +197,15 @@ pub fn saved_config(path: &Path) -> Result<serde_json::Value> {
 /// The run directory a `--resume` path belongs to: the run whose `checkpoints/` holds the
 /// checkpoint directory given, or the run directory itself.
 pub fn run_dir(path: &Path) -> Result<PathBuf> {
-    let ck = resolve(path)?;
-    if path.join("trainer_state.json").is_file() {
-        if let Some(parent) = ck.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")) {
-            return Ok(parent
-                .parent()
-                .map_or_else(|| PathBuf::from("."), |r| if r.as_os_str().is_empty() { PathBuf::from(".") } else { r.to_path_buf() }));
-        }
-        return Err(Error::file(path, "a checkpoint outside a run's checkpoints/ directory: pass --out-dir for the continued run"));
+    if !path.join("trainer_state.json").is_file() {
+        resolve(path)?; // a run directory with a checkpoint (else the error says what is missing)
+        return Ok(path.to_path_buf());
     }
-    Ok(path.to_path_buf())
+    match path.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints")).and_then(Path::parent) {
+        Some(run) if run.as_os_str().is_empty() => Ok(PathBuf::from(".")),
+        Some(run) => Ok(run.to_path_buf()),
+        None => Err(Error::file(path, "a checkpoint outside a run's checkpoints/ directory: pass --out-dir for the continued run")),
+    }
 }
 
 /// A checkpoint directory, or the newest checkpoint of a run directory.

@@ -17,7 +17,7 @@ pub fn ensure_new_run(dir: &Path) -> Result<()> {
         return Err(Error::file(
             dir,
             format!(
-                "already holds a training run (metrics.jsonl, checkpoints): continue it with --resume {}, or write the new run to another directory (or delete this one first)",
+                "already holds a training run (metrics.jsonl, checkpoints): continue it (`pretrain --resume {0}`; `ptune`/`finetune -o {0} --resume`), or write the new run to another directory (or delete this one first)",
                 dir.display()
             ),
         ));
