@@ -227,6 +227,13 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     fails(&["poem", "--title", "春", "--output", &p(&tmp.path().join("o.jsonl"))], &["--output", "--titles"]);
     assert!(!tmp.path().join("o.jsonl").exists());
     fails(&["classify", "--model", "tests/fixtures/glm-tiny", "--task", "nosuch", "{}"], &["nosuch", "rte, cb"]);
+    // Counts of zero are command-line errors naming the flag.
+    for args in [&["bench", "forward", "--reps", "0"][..], &["bench", "serve", "--clients", "1,0"], &["probe", "lama", "--epochs", "0"]] {
+        let out = wenhui(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(args[2]) && err.contains("must be at least 1"), "{args:?}: {err}");
+    }
     // An acrostic head outside the vocabulary; a pairs file (votes may refer to it) kept.
     fails(&["poem", "--title", "春", "--acrostic", "龘龘龘龘"], &["龘", "not one token"]);
     let pairs = tmp.path().join("pairs.jsonl");

@@ -39,7 +39,7 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         batch: usize,
         /// Timed repetitions; the median is reported.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::cli::common::positive)]
         reps: usize,
         /// Tokens decoded with the cache after the context.
         #[arg(long, default_value_t = 32)]
@@ -89,7 +89,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         refine: usize,
         /// Timed runs per title and method (median, after one warmup run).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = crate::cli::common::positive)]
         reps: usize,
     },
     /// Generation at batch 1 with the K/V cache: tokens/s of greedy decoding and of beam search
@@ -110,7 +110,7 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         beams: usize,
         /// Timed runs per strategy (median reported, after one warmup run).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::cli::common::positive)]
         reps: usize,
         /// Sequences of the batched greedy decode loop (0 = skip it).
         #[arg(long, default_value_t = 0)]

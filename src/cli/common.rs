@@ -89,6 +89,16 @@ impl DefaultModel {
 
 /// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
 /// return; a second press aborts at once.
+/// The value parser of a count that must be at least 1 (a batch size, repetitions, epochs):
+/// clap then names the flag for 0.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}
+
 pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));

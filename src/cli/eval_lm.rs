@@ -36,7 +36,7 @@ pub struct EvalLmArgs {
     #[arg(long)]
     pub whole_file: bool,
     /// Windows or passages per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::common::positive)]
     pub batch_size: usize,
     /// Print one JSON object.
     #[arg(long)]

@@ -39,7 +39,7 @@ pub struct TaskArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Rows per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::cli::common::positive)]
     batch_size: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -78,7 +78,7 @@ pub struct LamaArgs {
     #[arg(long)]
     limit: Option<usize>,
     /// Queries per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
     batch_size: usize,
     /// Tokenizer directory or file (default: the model directory).
     #[arg(long)]
@@ -91,13 +91,13 @@ pub struct LamaArgs {
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
     /// P-tuning: most epochs per relation.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::cli::common::positive)]
     epochs: usize,
     /// P-tuning: stop after this many epochs without a dev P@1 improvement.
     #[arg(long, default_value_t = 20)]
     patience: usize,
     /// P-tuning: facts per step.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cli::common::positive)]
     train_batch: usize,
     /// P-tuning: seed of the encoder init and the data order.
     #[arg(long, default_value_t = 34)]

@@ -98,7 +98,7 @@ pub struct BenchArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Concurrent client counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32", value_parser = crate::cli::common::positive)]
     clients: Vec<usize>,
     /// Requests per run.
     #[arg(long, default_value_t = 64)]
