@@ -227,6 +227,10 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     fails(&["poem", "--title", "春", "--output", &p(&tmp.path().join("o.jsonl"))], &["--output", "--titles"]);
     assert!(!tmp.path().join("o.jsonl").exists());
     fails(&["classify", "--model", "tests/fixtures/glm-tiny", "--task", "nosuch", "{}"], &["nosuch", "rte, cb"]);
+    // An evaluation example whose label the task does not have is an error, not a wrong answer.
+    let rte = tmp.path().join("rte.jsonl");
+    std::fs::write(&rte, "{\"premise\":\"a\",\"hypothesis\":\"b\",\"label\":\"maybe\",\"idx\":0}\n").unwrap();
+    fails(&["eval", "--task", "rte", "--model", "models/poetry-glm", "--data", &p(&rte)], &["example 1", "`maybe`", "entailment"]);
     // Counts of zero are command-line errors naming the flag.
     for args in [&["bench", "forward", "--reps", "0"][..], &["bench", "serve", "--clients", "1,0"], &["probe", "lama", "--epochs", "0"]] {
         let out = wenhui(args);

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use wenhui::cloze::task::BUILTIN as BUILTIN_TASKS;
-use wenhui::cloze::{evaluate, fewglue, ClassifyOptions, ClozeTask};
+use wenhui::cloze::{evaluate, ClassifyOptions, ClozeTask};
 use wenhui::model::load_model;
 use wenhui::ptuning::train::{load_prompt, load_tokenizer};
 
@@ -33,7 +33,7 @@ pub struct TaskArgs {
     #[arg(long, default_value = "val")]
     split: String,
     /// Evaluate only the first N examples.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::common::positive)]
     limit: Option<usize>,
     /// Tokenizer directory or file (default: the model directory).
     #[arg(long)]
@@ -79,7 +79,7 @@ pub fn run(a: TaskArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("no --data given and FewGLUE's {name} {}.jsonl was not found (set WENHUI_FEWGLUE)", a.split))?,
             None => bail!("task file {name}: pass --data FILE.jsonl with labelled examples"),
         };
-        let mut examples = fewglue::read_jsonl(&data, task.spec.reader)?;
+        let mut examples = wenhui::ptuning::train::read_labelled(&data, &task, "evaluation")?;
         if let Some(n) = a.limit {
             examples.truncate(n);
         }

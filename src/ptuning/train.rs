@@ -298,8 +298,9 @@ pub fn mirror_copa(examples: &[Example]) -> Vec<Example> {
         .collect()
 }
 
-/// Reads labelled examples and checks every label against the task.
-fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Example>> {
+/// The examples of a JSONL file in the task's reader, each labelled with one of the task's labels
+/// (else an error naming the file and example): training, selection and evaluation need labels.
+pub fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Example>> {
     let examples = fewglue::read_jsonl(path, task.spec.reader)?;
     if examples.is_empty() {
         return Err(Error::file(path, format!("the {what} file holds no example")));
@@ -307,7 +308,7 @@ fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Exampl
     let labels = task.data_labels();
     for (i, e) in examples.iter().enumerate() {
         match e.label.as_deref() {
-            None => return Err(Error::file(path, format!("example {} has no label: training and selection need labelled data", i + 1))),
+            None => return Err(Error::file(path, format!("example {} has no label: {what} needs labelled data", i + 1))),
             Some(l) if !labels.iter().any(|x| x == l) => {
                 return Err(Error::file(
                     path,
