@@ -174,6 +174,12 @@ fn non_finite_weights_and_shards_outside_the_model_are_errors() {
     let index = serde_json::json!({"weight_map": {name: "../../outside.safetensors"}});
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
     assert_load_error(dir.path(), &["../../outside.safetensors", "not a file name"]);
+    // A THUDM tracker naming no iteration directory (or one elsewhere).
+    for tag in ["abc", "../up"] {
+        let dir = model_dir(&glm_config(), None);
+        std::fs::write(dir.path().join("latest_checkpointed_iteration.txt"), tag).unwrap();
+        assert_load_error(dir.path(), &["latest_checkpointed_iteration.txt", &format!("names `{tag}`")]);
+    }
 }
 
 /// What a command would destroy or could not survive is refused up front, with the option named:

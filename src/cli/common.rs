@@ -99,6 +99,15 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The value parser of a float that must be finite (no NaN or infinity).
+pub fn finite(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
+}
+
 pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -55,7 +55,7 @@ pub struct PoemsArgs {
     #[arg(long)]
     judge_task: Option<PathBuf>,
     /// Methods to run, comma-separated (e.g. only `inverse` when tuning a task file).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MethodArg::Baseline, MethodArg::Inverse])]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "baseline,inverse")]
     methods: Vec<MethodArg>,
     /// Judge the poems of earlier reports (their --output JSON) again instead of generating any,
     /// e.g. with a new --judge: give the same --titles and --limit as those runs (seed, form and

@@ -59,7 +59,8 @@ pub struct CorpusArgs {
 pub struct LamaArgs {
     #[command(flatten)]
     model: ModelFlag,
-    /// The LAMA data directory.
+    /// The LAMA data directory (the default is relative to the working directory: the
+    /// repository root of a checkout beside ../shared).
     #[arg(long, default_value = "../shared/data/lama")]
     lama: PathBuf,
     /// Relations: comma-separated ids (P19,P20) or `all`.
@@ -85,7 +86,7 @@ pub struct LamaArgs {
     tokenizer: Option<PathBuf>,
     /// P-tuning query shape `t0,t1,t2`: pseudo tokens before the subject, between it and the
     /// answer, after the answer [3,3,3 for GLM and BERT; 3,3,0 for GPT-2].
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     template: Option<Vec<usize>>,
     /// P-tuning learning rate (Adam; the official 1e-5 is for billion-parameter models).
     #[arg(long, default_value_t = 1e-3)]

@@ -64,7 +64,7 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub num_beams: usize,
     /// Length penalty (score / len^penalty).
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = crate::cli::common::finite)]
     pub length_penalty: f32,
     /// No repeated n-gram of this size (0 = off).
     #[arg(long, default_value_t = 3)]

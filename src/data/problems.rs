@@ -140,7 +140,7 @@ impl ProblemLog {
             let line = p.line.map(|l| format!("line {l}: ")).unwrap_or_default();
             return Err(Error::file(
                 &p.file,
-                format!("{line}{} (fix the input, or skip and count such documents with --on-error skip / OnError::Skip)", p.message),
+                format!("{line}{} (fix the input, or pass --on-error skip to skip and count such documents)", p.message),
             ));
         }
         self.counts.add(p.kind);

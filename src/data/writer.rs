@@ -48,7 +48,7 @@ impl CorpusWriter {
             if entries.next().is_some() && !overwrite {
                 return Err(Error::file(
                     out,
-                    "already exists and is not empty; pass --overwrite (PrepareOptions::overwrite) to replace it \
+                    "already exists and is not empty; pass --overwrite to replace it \
                      (the old content is replaced only once the new corpus is complete)",
                 ));
             }

@@ -155,9 +155,7 @@ fn read_sharded(index: &Path) -> Result<Checkpoint> {
     let mut tensors = HashMap::new();
     for f in files {
         // Shards are files beside the index: a path elsewhere is a broken or hostile index.
-        let plain =
-            Path::new(f).components().count() == 1 && matches!(Path::new(f).components().next(), Some(std::path::Component::Normal(_)));
-        if !plain {
+        if !plain_name(f) {
             return Err(Error::file(
                 index,
                 format!("weight_map names the shard `{f}`, which is not a file name in the checkpoint's directory"),
@@ -177,7 +175,7 @@ fn read_sharded(index: &Path) -> Result<Checkpoint> {
 /// Reads a PyTorch zip pickle: a state dict, or a dict holding one under `module` (THUDM) or
 /// `state_dict`/`model`. Also returns Megatron's `args` namespace as JSON when present.
 fn read_pickle(path: &Path) -> Result<(HashMap<String, Tensor>, Option<serde_json::Value>)> {
-    let hint = "expected a PyTorch zip checkpoint (torch ≥ 1.6 `torch.save`); legacy pickles must be re-saved";
+    let hint = "expected a PyTorch zip checkpoint (torch ≥ 1.6 `torch.save`): the file is truncated or damaged, or a legacy pickle that must be re-saved";
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip =
         zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| Error::file(path, format!("not a zip archive ({e}): {hint}")))?;
@@ -239,6 +237,13 @@ fn namespace_to_json(obj: &Object) -> Option<serde_json::Value> {
     Some(serde_json::Value::Object(out))
 }
 
+/// Whether `name` is one plain file name (no directory part, no `..`): what a checkpoint's index
+/// or tracker file may name beside it.
+fn plain_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None))
+}
+
 /// Reads a THUDM/GLM (Megatron/DeepSpeed) checkpoint directory and merges model-parallel shards.
 fn read_megatron(dir: &Path) -> Result<Checkpoint> {
     let tracker =
@@ -248,6 +253,12 @@ fn read_megatron(dir: &Path) -> Result<Checkpoint> {
         return Err(Error::file(&tracker, "empty: expected an iteration number or `release`"));
     }
     let iter_dir = dir.join(&tag);
+    if !plain_name(&tag) || !iter_dir.is_dir() {
+        return Err(Error::file(
+            &tracker,
+            format!("names `{tag}`, which is not an iteration directory beside it (expected e.g. `250000` or `release`)"),
+        ));
+    }
     let mut shards: Vec<PathBuf> = std::fs::read_dir(&iter_dir)
         .map_err(|e| Error::io(&iter_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
