@@ -240,6 +240,10 @@ fn cli_runs_keep_apart_and_options_are_checked() {
         assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
         assert!(err.contains(needle), "{flag} {value}: {err}");
     }
+    // A run that fails to start leaves no run directory behind.
+    let out = fresh(&tmp.path().join("never"), &["--steps", "2", "--init-from", "/nonexistent-model"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!tmp.path().join("never").exists(), "{}", String::from_utf8_lossy(&out.stderr));
     // Far beyond the machine's memory: refused before anything is allocated.
     let out = wenhui()
         .args(["pretrain", "--quiet", "--corpus"])

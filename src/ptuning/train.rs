@@ -389,7 +389,6 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     if resumed.is_none() {
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
     }
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
     // The backbone: frozen tensors (ptune) or variables (finetune).
     let model_src = match &resumed {
@@ -460,6 +459,9 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         None => TuneState::start(cfg),
     };
     let metric = primary(&task);
+    // The run directory is made only now that model, data and options have been checked: a run
+    // that fails to start leaves nothing behind.
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let best_dir = cfg.out_dir.join("best");
     let prompt_of = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>| -> Result<Option<Tensor>> {

@@ -298,13 +298,6 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     if opts.resume.is_none() {
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
     }
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
-    let split_path = cfg.out_dir.join("split.json");
-    std::fs::write(
-        &split_path,
-        serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string(),
-    )
-    .map_err(|e| Error::io(&split_path, e))?;
 
     // Model: resumed, continued from a model directory, or fresh from the seed.
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
@@ -358,6 +351,15 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     };
     let stream_cfg = stream_config(cfg, &tokenizer)?;
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
+    // The run directory is written only now that model, data and options have been checked: a
+    // run that fails to start leaves nothing behind.
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let split_path = cfg.out_dir.join("split.json");
+    std::fs::write(
+        &split_path,
+        serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string(),
+    )
+    .map_err(|e| Error::io(&split_path, e))?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
 

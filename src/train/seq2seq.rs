@@ -380,7 +380,6 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     if resumed.is_none() {
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
     }
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
 
     // The process default device (`--device`): the CPU unless a GPU was chosen.
     let device = crate::device::f32_device("seq2seq fine-tuning")?;
@@ -408,6 +407,9 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         early = EarlyStop::default();
     }
     early.metric = metric.into();
+    // The run directory is made only now that model, data and options have been checked: a run
+    // that fails to start leaves nothing behind.
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
     let prior_elapsed = resumed.as_ref().map_or(0.0, |c| c.state.elapsed_s);
