@@ -161,6 +161,16 @@ fn unknown_cuda_layer_path_is_a_clear_error() {
 }
 
 #[test]
+fn damaged_safetensors_headers_name_the_tensor() {
+    let header = br#"{"transformer.final_layernorm.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,12]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 8]);
+    let dir = model_dir(&glm_config(), Some(("model.safetensors", bytes)));
+    assert_load_error(dir.path(), &["transformer.final_layernorm.weight", "data_offsets [0, 12]", "damaged"]);
+}
+
+#[test]
 fn non_finite_weights_and_shards_outside_the_model_are_errors() {
     let mut map = candle_core::safetensors::load(glm_dir().join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
     let name = "transformer.final_layernorm.weight";

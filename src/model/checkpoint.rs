@@ -129,8 +129,10 @@ impl Checkpoint {
 fn read_file(path: &Path) -> Result<Checkpoint> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "safetensors" {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::file(path, format!("not a readable safetensors file ({e}); is it truncated?")))?;
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| match safetensors_header_problem(path) {
+            Some((tensor, msg)) => Error::tensor(path, tensor, msg),
+            None => Error::file(path, format!("not a readable safetensors file ({e}); is it truncated?")),
+        })?;
         if tensors.is_empty() {
             return Err(Error::file(path, "the safetensors file holds no tensors"));
         }
@@ -235,6 +237,47 @@ fn namespace_to_json(obj: &Object) -> Option<serde_json::Value> {
         }
     }
     Some(serde_json::Value::Object(out))
+}
+
+/// Why a safetensors file that failed to load is unusable, by tensor, when its header says so:
+/// an unknown dtype, or data offsets that do not match the shape or lie outside the file.
+fn safetensors_header_problem(path: &Path) -> Option<(String, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data = bytes.len() - 8 - n;
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    for name in names {
+        let t = &header[name];
+        let size = match t["dtype"].as_str() {
+            Some("F64" | "I64" | "U64") => 8,
+            Some("F32" | "I32" | "U32") => 4,
+            Some("F16" | "BF16" | "I16" | "U16") => 2,
+            Some("U8" | "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
+            other => return Some((name.clone(), format!("unknown dtype {other:?}"))),
+        };
+        let shape: Option<Vec<u64>> = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = t["data_offsets"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Some((name.clone(), "the header entry lacks a shape or data_offsets".into()));
+        };
+        let [begin, end] = offsets[..] else { return Some((name.clone(), format!("data_offsets {offsets:?} is not [begin, end]"))) };
+        let want = shape.iter().product::<u64>() * size;
+        if end < begin || end - begin != want {
+            return Some((
+                name.clone(),
+                format!("data_offsets [{begin}, {end}] do not hold shape {shape:?} ({want} bytes): the file is damaged"),
+            ));
+        }
+        if end as usize > data {
+            return Some((
+                name.clone(),
+                format!("its bytes [{begin}, {end}] lie past the file's {data} data bytes: the file is truncated"),
+            ));
+        }
+    }
+    None
 }
 
 /// Whether `name` is one plain file name (no directory part, no `..`): what a checkpoint's index
