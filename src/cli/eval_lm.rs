@@ -96,7 +96,7 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
         for mode in modes {
             let bar = wenhui::eval::progress(docs.len() as u64, "documents");
             let o = PplOptions { mode, seq_len, stride, batch_size: a.batch_size };
-            let r = perplexity(m.backbone.as_ref(), &docs, &t, &o, &bar)?;
+            let r = anyhow::Context::with_context(perplexity(m.backbone.as_ref(), &docs, &t, &o, &bar), || a.data.display().to_string())?;
             bar.finish_and_clear();
             if !a.json {
                 println!(

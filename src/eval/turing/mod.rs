@@ -67,6 +67,9 @@ pub fn parse_heldout(text: &str, origin: &str) -> Result<Vec<HeldoutPoem>> {
             .map_err(|e| Error::input(format!("{origin}:{}: not a held-out poem (title, form, text): {e}", i + 1)))?;
         out.push(p);
     }
+    if out.is_empty() {
+        return Err(Error::input(format!("{origin}: no held-out poem in it (one JSON object with title, form and text per line)")));
+    }
     Ok(out)
 }
 
