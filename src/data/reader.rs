@@ -405,8 +405,12 @@ fn extract_json(extract: &Extract, line: &str) -> std::result::Result<String, (P
         Some(Value::String(s)) => Ok(s),
         Some(other) => Err((ProblemKind::NonStringField, format!("field `{name}` is {}, not a string", json_kind(&other)))),
         None => {
-            let keys: Vec<&str> = record.keys().map(String::as_str).take(8).collect();
-            Err((ProblemKind::MissingField, format!("no field `{name}` (the record has: {})", keys.join(", "))))
+            // The fields a template has already used are gone from `record`: these are the rest.
+            let mut keys: Vec<&str> = record.keys().map(String::as_str).take(12).collect();
+            if record.len() > keys.len() {
+                keys.push("…");
+            }
+            Err((ProblemKind::MissingField, format!("no field `{name}` (its other fields: {})", keys.join(", "))))
         }
     };
     match extract {
