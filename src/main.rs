@@ -36,8 +36,15 @@ fn main() {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     if let Err(e) = cli::run(cli) {
-        // The whole chain: the context ("evaluating `rte` on FILE") and what went wrong under it.
-        eprintln!("error: {e:#}");
+        // The whole chain: the context ("evaluating `rte` on FILE") and what went wrong under it,
+        // less the causes a message already quotes (an I/O error names its OS error itself).
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            if !msg.contains(&cause) {
+                msg = format!("{msg}: {cause}");
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

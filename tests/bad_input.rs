@@ -218,7 +218,10 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
     let text = tmp.path().join("text.txt");
     std::fs::write(&text, "春眠不觉晓\n处处闻啼鸟\n").unwrap();
-    fails(&["tokenizer", "train", "--kind", "chars", "--vocab-size", "50", "-o", &p(&model), &p(&text)], &["tokenizer.json", "--force"]);
+    fails(
+        &["tokenizer", "train", "--kind", "chars", "--vocab-size", "50", "-o", &p(&model), &p(&text)],
+        &["already holds a tokenizer", "--force"],
+    );
     assert_eq!(std::fs::read_to_string(model.join("tokenizer.json")).unwrap(), "{}");
     // --overwrite / --force never delete the command's own input.
     let data = tmp.path().join("data");
@@ -247,6 +250,10 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     let rte = tmp.path().join("rte.jsonl");
     std::fs::write(&rte, "{\"premise\":\"a\",\"hypothesis\":\"b\",\"label\":\"maybe\",\"idx\":0}\n").unwrap();
     fails(&["eval", "--task", "rte", "--model", "models/poetry-glm", "--data", &p(&rte)], &["example 1", "`maybe`", "entailment"]);
+    fails(
+        &["eval", "seq2seq", "--model", "tests/fixtures/glm-tiny", "--data", "x.jsonl", "--min-length", "20", "--max-target-len", "8"],
+        &["--min-length 20", "--max-target-len 8"],
+    );
     // Counts of zero are command-line errors naming the flag.
     for args in [&["bench", "forward", "--reps", "0"][..], &["bench", "serve", "--clients", "1,0"], &["probe", "lama", "--epochs", "0"]] {
         let out = wenhui(args);

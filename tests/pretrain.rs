@@ -240,6 +240,13 @@ fn cli_runs_keep_apart_and_options_are_checked() {
         assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
         assert!(err.contains(needle), "{flag} {value}: {err}");
     }
+    // The original command with --resume added (the same model flags) is fine; continuing into
+    // another run's directory is not.
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "4", "--layers", "1", "--resume"]).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "5", "--resume"]).arg(&copy).arg("--out-dir").arg(&run).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a training run"));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
     // A run that fails to start leaves no run directory behind.
     let out = fresh(&tmp.path().join("never"), &["--steps", "2", "--init-from", "/nonexistent-model"]);
     assert_eq!(out.status.code(), Some(1));

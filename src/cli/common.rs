@@ -87,8 +87,6 @@ impl DefaultModel {
     }
 }
 
-/// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
-/// return; a second press aborts at once.
 /// The value parser of a count that must be at least 1 (a batch size, repetitions, epochs):
 /// clap then names the flag for 0.
 pub fn positive(s: &str) -> Result<usize, String> {
@@ -108,6 +106,8 @@ pub fn finite(s: &str) -> Result<f32, String> {
     }
 }
 
+/// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
+/// return; a second press aborts at once.
 pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));

@@ -72,7 +72,7 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
     let corpus_tok = wenhui::data::corpus::TokenCorpus::open(&a.corpus)?.tokenizer()?;
     if let Some(why) = wenhui::tokenizer::Tokenizer::find_in_dir(&margs.dir())?.and_then(|t| t.vocabulary_mismatch(&corpus_tok)) {
         anyhow::bail!(
-            "{}: the corpus was prepared with another tokenizer than the model's ({why}); prepare it with `wenhui data prepare --tokenizer {}`",
+            "{}: the corpus was prepared with another tokenizer than the model's (the model's against the corpus's: {why}); prepare it with `wenhui data prepare --tokenizer {}`",
             a.corpus.display(),
             margs.dir().display()
         );

@@ -185,10 +185,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--{}: must be a finite number", flag.replace('_', "-"));
     }
     if let Some(dir) = &a.resume {
-        if let Some(flag) = MODEL_FLAGS.iter().find(|f| overrides.contains_key(**f)) {
+        // The original command with --resume added is fine; a different model is not.
+        let saved = wenhui::train::checkpoint::saved_config(dir)?;
+        if let Some(flag) = MODEL_FLAGS.iter().find(|f| overrides.get(**f).is_some_and(|v| saved.get(**f) != Some(v))) {
             anyhow::bail!(
-                "--{}: a resumed run continues with its checkpoint's model; drop the flag, or start a new run from that model with --init-from",
-                flag.replace('_', "-")
+                "--{}: a resumed run continues with its checkpoint's model ({}); drop the flag, or start a new run from the checkpoint with --init-from",
+                flag.replace('_', "-"),
+                saved.get(*flag).map_or("unset".to_string(), |v| v.to_string())
             );
         }
         // The continuation goes into the run it resumes (not the directory its saved config

@@ -61,7 +61,7 @@ impl LayoutArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
     /// Beams (1–256).
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=wenhui::generate::MAX_BEAMS as u64))]
     pub num_beams: usize,
     /// Length penalty (score / len^penalty).
     #[arg(long, default_value_t = 0.7, value_parser = crate::cli::common::finite)]
@@ -167,7 +167,16 @@ pub struct Seq2seqFinetuneArgs {
 }
 
 /// Runs seq2seq fine-tuning.
+/// `--min-length` must leave room under `--max-target-len` (checked before any training).
+fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs) -> anyhow::Result<()> {
+    if decode.min_length > layout.max_target_len {
+        anyhow::bail!("--min-length {} exceeds --max-target-len {}", decode.min_length, layout.max_target_len);
+    }
+    Ok(())
+}
+
 pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
+    check_lengths(&a.layout, &a.decode)?;
     let model = a.model.dir()?;
     let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
         wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
@@ -278,6 +287,7 @@ pub struct EvalSeq2seqArgs {
 
 /// Runs `eval seq2seq`.
 pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
+    check_lengths(&a.layout, &a.decode)?;
     let mut pairs = read_pairs(&a.data, &a.layout.source_field, &a.layout.target_field, true)?;
     if a.limit > 0 {
         pairs.truncate(a.limit);

@@ -55,10 +55,14 @@ pub fn run(c: Command) -> anyhow::Result<()> {
         KindArg::Chars => TrainKind::Chars,
     };
     // Checked before the (long) training, so nothing is lost to a refusal at the end.
-    let existing = ["tokenizer.json", "wenhui_tokenizer.json"].map(|f| a.output.join(f)).into_iter().find(|p| p.exists());
-    if let (Some(path), false) = (existing, a.force) {
+    // Any tokenizer there (tokenizer.json, vocab.txt, chars.txt, …): the new tokenizer.json would take its place.
+    let existing = wenhui::tokenizer::Tokenizer::find_in_dir(&a.output).map_or(true, |t| t.is_some());
+    if existing && !a.force {
         let model = if a.output.join("config.json").is_file() { " (a model directory: its weights go with that tokenizer)" } else { "" };
-        anyhow::bail!("{} already exists{model}; choose another -o/--output directory, or pass --force to replace it", path.display());
+        anyhow::bail!(
+            "{} already holds a tokenizer{model}; choose another -o/--output directory, or pass --force to replace it",
+            a.output.display()
+        );
     }
     let opts = TrainOptions { kind, vocab_size: a.vocab_size, min_frequency: a.min_frequency, read: a.read.options(), progress: true };
     let tok = train_tokenizer(&a.inputs, &opts)?;

@@ -242,10 +242,19 @@ fn namespace_to_json(obj: &Object) -> Option<serde_json::Value> {
 /// Why a safetensors file that failed to load is unusable, by tensor, when its header says so:
 /// an unknown dtype, or data offsets that do not match the shape or lie outside the file.
 fn safetensors_header_problem(path: &Path) -> Option<(String, String)> {
-    let bytes = std::fs::read(path).ok()?;
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
-    let data = bytes.len() - 8 - n;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix).ok()?;
+    let n = u64::from_le_bytes(prefix);
+    if n > len.saturating_sub(8) || n > 100 << 20 {
+        return None; // a header longer than the file (or absurd): candle's message says enough
+    }
+    let mut text = vec![0u8; n as usize];
+    file.read_exact(&mut text).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).ok()?;
+    let data = len - 8 - n;
     let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
     names.sort();
     for name in names {
@@ -263,14 +272,15 @@ fn safetensors_header_problem(path: &Path) -> Option<(String, String)> {
             return Some((name.clone(), "the header entry lacks a shape or data_offsets".into()));
         };
         let [begin, end] = offsets[..] else { return Some((name.clone(), format!("data_offsets {offsets:?} is not [begin, end]"))) };
-        let want = shape.iter().product::<u64>() * size;
-        if end < begin || end - begin != want {
+        let want = shape.iter().try_fold(size as u64, |acc, &d| acc.checked_mul(d));
+        if end < begin || Some(end - begin) != want {
+            let want = want.map_or("more than 2^64".to_string(), |w| w.to_string());
             return Some((
                 name.clone(),
                 format!("data_offsets [{begin}, {end}] do not hold shape {shape:?} ({want} bytes): the file is damaged"),
             ));
         }
-        if end as usize > data {
+        if end > data {
             return Some((
                 name.clone(),
                 format!("its bytes [{begin}, {end}] lie past the file's {data} data bytes: the file is truncated"),

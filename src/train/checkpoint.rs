@@ -197,6 +197,8 @@ pub fn saved_config(path: &Path) -> Result<serde_json::Value> {
 /// The run directory a `--resume` path belongs to: the run whose `checkpoints/` holds the
 /// checkpoint directory given, or the run directory itself.
 pub fn run_dir(path: &Path) -> Result<PathBuf> {
+    // Absolute, so that `.` or `step-N` given from inside a run still have their parents.
+    let path = &path.canonicalize().map_err(|e| Error::io(path, e))?;
     if !path.join("trainer_state.json").is_file() {
         resolve(path)?; // a run directory with a checkpoint (else the error says what is missing)
         return Ok(path.to_path_buf());

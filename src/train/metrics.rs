@@ -13,13 +13,20 @@ pub fn ensure_new_run(dir: &Path) -> Result<()> {
     let has_step = |d: &Path| {
         std::fs::read_dir(d).is_ok_and(|mut it| it.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-"))))
     };
-    if logged || has_step(dir) || has_step(&dir.join("checkpoints")) {
+    let checkpoints = has_step(dir) || has_step(&dir.join("checkpoints"));
+    if checkpoints {
         return Err(Error::file(
             dir,
             format!(
-                "already holds a training run (metrics.jsonl, checkpoints): continue it (`pretrain --resume {0}`; `ptune`/`finetune -o {0} --resume`), or write the new run to another directory (or delete this one first)",
+                "already holds a training run with checkpoints: continue it (`pretrain --resume {0}`; `ptune`/`finetune -o {0} --resume`), or write the new run to another directory (or delete this one first)",
                 dir.display()
             ),
+        ));
+    }
+    if logged {
+        return Err(Error::file(
+            dir,
+            "holds the metrics.jsonl of a run that saved no checkpoint (nothing to resume): delete it, or write the new run to another directory",
         ));
     }
     Ok(())

@@ -295,7 +295,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
     let ends = sentence_end_ids(&tokenizer);
     let (train_ids, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
-    if opts.resume.is_none() {
+    // A new run, or a resumed run continued elsewhere (`--out-dir`), must not land on another run.
+    let continues_own_run = match &opts.resume {
+        Some(r) => checkpoint::run_dir(r).is_ok_and(|run| cfg.out_dir.canonicalize().is_ok_and(|out| out == run)),
+        None => false,
+    };
+    if !continues_own_run {
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
     }
 
@@ -308,7 +313,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
                 return Err(Error::file(
                     &cfg.corpus,
                     format!(
-                        "prepared with another tokenizer than the model in {} ({why}): prepare the corpus with that model's tokenizer",
+                        "prepared with another tokenizer than the model in {} (the model's against the corpus's: {why}): prepare the corpus with that model's tokenizer",
                         dir.display()
                     ),
                 ));

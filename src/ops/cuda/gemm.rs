@@ -46,12 +46,12 @@ pub(crate) fn matmul_into(
     (pairs, m, n, k): (usize, usize, usize, usize),
 ) -> Result<()> {
     if !IN_PLACE_FAILED.load(Ordering::Relaxed) {
-        match in_place(out, at, a, b, (pairs, m, n, k)) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => {
+        match in_place(out, at, a, b, (pairs, m, n, k))? {
+            InPlace::Done => return Ok(()),
+            InPlace::Skipped => {}
+            InPlace::CublasFailed(e) => {
                 if !IN_PLACE_FAILED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("in-place batched GEMM failed ({e}); using candle's GEMM and a copy from now on");
+                    tracing::warn!("in-place batched GEMM failed in cuBLAS ({e}); using candle's GEMM and a copy from now on");
                 }
             }
         }
@@ -71,8 +71,17 @@ fn op(transposed: bool) -> sys::cublasOperation_t {
     }
 }
 
-/// The GEMM straight into `out` in bf16/f16 (`Ok(false)` for other dtypes, left to candle).
-fn in_place(out: &mut CudaStorage, at: usize, a: Operand, b: Operand, (pairs, m, n, k): (usize, usize, usize, usize)) -> Result<bool> {
+/// What [`in_place`] did; other errors (operands that do not fit) are its `Err`.
+enum InPlace {
+    Done,
+    /// Not bf16/f16: left to candle.
+    Skipped,
+    /// cuBLAS refused the call.
+    CublasFailed(String),
+}
+
+/// The GEMM straight into `out` in bf16/f16.
+fn in_place(out: &mut CudaStorage, at: usize, a: Operand, b: Operand, (pairs, m, n, k): (usize, usize, usize, usize)) -> Result<InPlace> {
     use candle_core::cuda_backend::{gemm_reduced_precision_bf16, gemm_reduced_precision_f16};
     let g = StridedGemm::new(a.transposed, b.transposed, m, n, k);
     let int = |v: usize| i32::try_from(v).map_err(|_| candle_core::Error::Msg(format!("GEMM dimension {v} exceeds i32")));
@@ -108,7 +117,7 @@ fn in_place(out: &mut CudaStorage, at: usize, a: Operand, b: Operand, (pairs, m,
             let (pc, _gc) = cv.device_ptr_mut(&stream);
             // SAFETY: the views hold pairs × (m·k, k·n, m·n) elements as the strides and leading
             // dimensions of `g` address them (checked above); cuBLAS's first operand is B.
-            unsafe {
+            let call = unsafe {
                 gemm_strided_batched_ex(
                     *blas.handle(),
                     op(g.transa),
@@ -134,8 +143,10 @@ fn in_place(out: &mut CudaStorage, at: usize, a: Operand, b: Operand, (pairs, m,
                     $compute,
                     sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
                 )
+            };
+            if let Err(e) = call {
+                return Ok(InPlace::CublasFailed(format!("{e:?}")));
             }
-            .map_err(|e| candle_core::Error::Msg(format!("cuBLAS: {e:?}")))?;
         }};
     }
     use sys::cublasComputeType_t as C;
@@ -153,7 +164,7 @@ fn in_place(out: &mut CudaStorage, at: usize, a: Operand, b: Operand, (pairs, m,
                 run!(half::f16, D::CUDA_R_16F, C::CUBLAS_COMPUTE_32F, f32_scalars)
             }
         }
-        _ => return Ok(false),
+        _ => return Ok(InPlace::Skipped),
     }
-    Ok(true)
+    Ok(InPlace::Done)
 }

@@ -458,7 +458,8 @@ template <typename T> __device__ void cross_entropy_fwd(const T* z, const uint32
   }
   for (int i = done + threadIdx.x; i < v; i += blockDim.x) add(Num<T>::to(zr[i]));
   const A mx = block_max(m);
-  const A sum = block_sum(m == A(-INFINITY) ? A(0) : s * exp(m - mx));
+  // A thread whose max is still −∞ holds 0, or NaN from a NaN logit, which must reach the sum.
+  const A sum = block_sum(m == A(-INFINITY) ? s : s * exp(m - mx));
   if (threadIdx.x == 0) loss[row] = mx + log(sum) - Num<T>::to(zr[tg[row]]);
 }
 template <typename T>
@@ -589,11 +590,12 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
                                                uint64_t threshold, double scale) {                              \
     dropout_fwd<T>(x, y, n, mixed_seed, threshold, scale);                                                       \
   }                                                                                                              \
-  extern "C" __global__ void cross_entropy_fwd_##SUF(const T* z, const uint32_t* tg, Num<T>::A* loss, int v) {   \
+  extern "C" __global__ void __launch_bounds__(1024) cross_entropy_fwd_##SUF(const T* z, const uint32_t* tg,     \
+                                                                              Num<T>::A* loss, int v) {           \
     cross_entropy_fwd<T>(z, tg, loss, v);                                                                        \
   }                                                                                                              \
-  extern "C" __global__ void cross_entropy_bwd_##SUF(const T* z, const uint32_t* tg, const Num<T>::A* gl, T* dz, \
-                                                     int v) {                                                    \
+  extern "C" __global__ void __launch_bounds__(1024) cross_entropy_bwd_##SUF(const T* z, const uint32_t* tg,     \
+                                                                              const Num<T>::A* gl, T* dz, int v) { \
     cross_entropy_bwd<T>(z, tg, gl, dz, v);                                                                      \
   }                                                                                                              \
   extern "C" __global__ void embedding_fwd_##SUF(const T* w, const uint32_t* ids, T* out, size_t n, int h) {    \

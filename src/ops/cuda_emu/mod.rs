@@ -330,7 +330,7 @@ fn compare(what: &str, got: &[f64], want: &[f64], rtol: f64, floor: f64) -> Test
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let bound = rtol * w.abs().max(scale * floor).max(1e-12);
-        let within = (g - w).abs() <= bound; // false for NaN
+        let within = (g.is_nan() && w.is_nan()) || (g - w).abs() <= bound; // NaN only where NaN is expected
         if !within {
             return Err(format!("{what}: element {i} is {g}, expected {w} (|Δ| {:.3e} > {bound:.3e})", (g - w).abs()).into());
         }
