@@ -87,6 +87,40 @@ impl DefaultModel {
     }
 }
 
+/// The sampling flags of `generate` and `fill`: any of --temperature, --top-k, --top-p implies
+/// --sample; defaults are `GenerationConfig`'s.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Sample instead of taking the most likely token (implied by --temperature, --top-k, --top-p).
+    #[arg(long)]
+    pub sample: bool,
+    /// Sampling temperature (> 0; default 1).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample among the k most likely tokens (0 = all; default 50).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: the smallest set of tokens with this much probability, in (0, 1] (default 1).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+}
+
+impl SamplingArgs {
+    /// Sets `cfg`'s sampling fields from the flags; `beams` (given as `beams_flag`) above 1
+    /// cannot be combined with sampling.
+    pub fn apply(&self, cfg: &mut wenhui::generate::GenerationConfig, beams: usize, beams_flag: &str) -> anyhow::Result<()> {
+        let sample = self.sample || self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        if sample && beams > 1 {
+            anyhow::bail!("{beams_flag} {beams} cannot be combined with sampling (--sample, --temperature, --top-k, --top-p); choose one");
+        }
+        cfg.do_sample = sample;
+        cfg.temperature = self.temperature.unwrap_or(cfg.temperature);
+        cfg.top_k = self.top_k.unwrap_or(cfg.top_k);
+        cfg.top_p = self.top_p.unwrap_or(cfg.top_p);
+        Ok(())
+    }
+}
+
 /// The value parser of a count that must be at least 1 (a batch size, repetitions, epochs):
 /// clap then names the flag for 0.
 pub fn positive(s: &str) -> Result<usize, String> {

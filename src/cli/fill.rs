@@ -19,18 +19,8 @@ pub struct Args {
     /// Beam search with this many beams (1 = greedy or sampling).
     #[arg(long, default_value_t = 1)]
     beams: usize,
-    /// Sample instead of taking the most likely token (implied by --temperature, --top-k, --top-p).
-    #[arg(long)]
-    sample: bool,
-    /// Sampling temperature (> 0; default 1).
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// Keep only the k most likely tokens when sampling (default: all).
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling: keep the smallest set of tokens with this much probability (default 1).
-    #[arg(long)]
-    top_p: Option<f32>,
+    #[command(flatten)]
+    sampling: crate::cli::common::SamplingArgs,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -43,21 +33,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let dir = a.model.dir()?;
     let m = load_model(&dir, &LoadOptions::default())?;
     let tokenizer = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
-    let sample = a.sample || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
-    if sample && a.beams > 1 {
-        anyhow::bail!("--beams {} cannot be combined with sampling (--sample, --temperature, --top-k, --top-p); choose one", a.beams);
-    }
-    let d = GenerationConfig::default();
-    let cfg = GenerationConfig {
-        max_new_tokens: a.max_new_tokens,
-        num_beams: a.beams,
-        do_sample: sample,
-        temperature: a.temperature.unwrap_or(d.temperature),
-        top_k: a.top_k.unwrap_or(d.top_k),
-        top_p: a.top_p.unwrap_or(d.top_p),
-        seed: a.seed,
-        ..Default::default()
-    };
+    let mut cfg = GenerationConfig { max_new_tokens: a.max_new_tokens, num_beams: a.beams, seed: a.seed, ..Default::default() };
+    a.sampling.apply(&mut cfg, a.beams, "--beams")?;
     let out = fill_text(m.backbone.as_ref(), &tokenizer, &a.text, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);

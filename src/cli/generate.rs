@@ -30,18 +30,8 @@ pub struct Args {
     /// Stop tokens are banned until this many new tokens exist.
     #[arg(long, default_value_t = 0)]
     min_new_tokens: usize,
-    /// Sample instead of taking the most likely token (implied by --temperature, --top-k, --top-p).
-    #[arg(long)]
-    sample: bool,
-    /// Sampling temperature (> 0; default 1).
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// Sample among the k most likely tokens (0 = all; default 50).
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling: the smallest set of tokens with this much probability, in (0, 1] (default 1).
-    #[arg(long)]
-    top_p: Option<f32>,
+    #[command(flatten)]
+    sampling: crate::cli::common::SamplingArgs,
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -87,18 +77,9 @@ fn parse_early_stopping(s: &str) -> Result<EarlyStopping, String> {
 
 /// The generation config of the flags; multi-token stop strings are returned apart.
 fn config(a: &Args, tokenizer: &Tokenizer) -> anyhow::Result<(GenerationConfig, Vec<Vec<u32>>)> {
-    let sample = a.sample || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
-    if sample && a.num_beams > 1 {
-        bail!("--num-beams {} cannot be combined with sampling (--sample, --temperature, --top-k, --top-p); choose one", a.num_beams);
-    }
-    let d = GenerationConfig::default();
     let mut cfg = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
         min_new_tokens: a.min_new_tokens,
-        do_sample: sample,
-        temperature: a.temperature.unwrap_or(d.temperature),
-        top_k: a.top_k.unwrap_or(d.top_k),
-        top_p: a.top_p.unwrap_or(d.top_p),
         seed: a.seed,
         repetition_penalty: a.repetition_penalty,
         no_repeat_ngram_size: a.no_repeat_ngram_size,
@@ -106,8 +87,9 @@ fn config(a: &Args, tokenizer: &Tokenizer) -> anyhow::Result<(GenerationConfig, 
         length_penalty: a.length_penalty,
         early_stopping: a.early_stopping,
         num_return_sequences: a.num_return_sequences,
-        ..d
+        ..GenerationConfig::default()
     };
+    a.sampling.apply(&mut cfg, a.num_beams, "--num-beams")?;
     for w in a.bad_words.iter().filter(|w| !w.trim().is_empty()) {
         let ids = tokenizer.encode(w, false)?;
         if ids.is_empty() {
