@@ -90,26 +90,19 @@ impl Tokenizer {
     /// [`Tokenizer::from_dir`], but `Ok(None)` when the directory holds no tokenizer file at all
     /// (a model without one); a tokenizer file that is there but unreadable is still an error.
     pub fn find_in_dir(dir: &Path) -> Result<Option<Self>> {
-        let named = ["tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "chars.txt"].iter().any(|f| dir.join(f).is_file());
-        let sentencepiece =
-            std::fs::read_dir(dir).is_ok_and(|it| it.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "model")));
-        if !named && !sentencepiece {
+        if !dir.is_dir() {
             return Ok(None);
         }
-        Self::read_dir(dir).map(Some)
-    }
-
-    fn read_dir(dir: &Path) -> Result<Self> {
         let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
         if let Some(p) = file("tokenizer.json") {
-            return Self::from_tokenizer_json(&p);
+            return Self::from_tokenizer_json(&p).map(Some);
         }
         if let Some(p) = file("vocab.txt") {
-            return Self::from_parts(classic::wordpiece_from_vocab_txt(&p)?, TokenizerFamily::WordPiece);
+            return Self::from_parts(classic::wordpiece_from_vocab_txt(&p)?, TokenizerFamily::WordPiece).map(Some);
         }
         let (vocab, merges) = (file("vocab.json"), file("merges.txt"));
         if let (Some(v), Some(m)) = (&vocab, &merges) {
-            return Self::from_parts(classic::gpt2_from_files(v, m)?, TokenizerFamily::ByteLevelBpe);
+            return Self::from_parts(classic::gpt2_from_files(v, m)?, TokenizerFamily::ByteLevelBpe).map(Some);
         }
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
         let mut models: Vec<PathBuf> = entries
@@ -118,7 +111,7 @@ impl Tokenizer {
             .collect();
         models.sort();
         match models.as_slice() {
-            [one] => return Self::from_file(one),
+            [one] => return Self::from_file(one).map(Some),
             [] => {}
             many => {
                 let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
@@ -126,17 +119,14 @@ impl Tokenizer {
             }
         }
         if let Some(p) = file("chars.txt") {
-            return CharVocab::from_file(&p)?.build();
+            return CharVocab::from_file(&p)?.build().map(Some);
         }
-        let half = match (vocab, merges) {
-            (Some(_), None) => " (vocab.json is there but merges.txt is missing)",
-            (None, Some(_)) => " (merges.txt is there but vocab.json is missing)",
-            _ => "",
-        };
-        Err(Error::file(
-            dir,
-            format!("no tokenizer files: looked for tokenizer.json, vocab.txt, vocab.json + merges.txt, *.model, chars.txt{half}"),
-        ))
+        // Half a GPT-2 tokenizer is a damaged one, not none.
+        match (vocab, merges) {
+            (Some(_), None) => Err(Error::file(dir, "vocab.json is there but merges.txt is missing")),
+            (None, Some(_)) => Err(Error::file(dir, "merges.txt is there but vocab.json is missing")),
+            _ => Ok(None),
+        }
     }
 
     /// Loads one tokenizer file, by its name: `*.json` except `vocab.json` (tokenizers JSON), `vocab.json` /

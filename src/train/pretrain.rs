@@ -331,7 +331,10 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         }
     };
     prepare_model(&mut model_cfg, cfg, &tokenizer)?;
-    check_memory(&model_cfg, cfg)?;
+    if resumed.is_some() || cfg.init_from.is_some() {
+        // A fresh model was checked before its weights were made (above).
+        check_memory(&model_cfg, cfg)?;
+    }
     // f32 master weights on the default device; bf16/f16 there means mixed-precision compute.
     let dev = crate::device::default_device();
     let (varmap, mut model) = model_cfg.build_trainable(Some(weights), DType::F32, &dev)?;
