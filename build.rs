@@ -10,11 +10,14 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/ops/cuda/kernels.cu");
     println!("cargo:rerun-if-changed=src/ops/cuda/attention.cuh");
+    println!("cargo:rerun-if-changed=src/ops/cuda/flash.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    // The host side picks kernels by it (flash attention's tensor-core products need sm_80).
+    println!("cargo:rustc-env=WENHUI_CUDA_COMPUTE_CAP={cap}");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("wenhui_kernels.ptx");
     let status = Command::new("nvcc")
         .args(["--ptx", "-O3", "-std=c++17"])

@@ -25,7 +25,9 @@
 # layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs. The
 # training step runs twice more: with the fused ops one graph node each (`WENHUI_LAYER_STACK=0`,
 # train-wenhui-per-op.jsonl), and with the layer stack (src/model/stack.rs) but neither the
-# cublasLt GEMMs nor the multi-tensor AdamW (train-wenhui-no-lt.jsonl), against the default.
+# cublasLt GEMMs nor the multi-tensor AdamW (train-wenhui-no-lt.jsonl), against the default,
+# and once more with flash attention (WENHUI_FLASH_ATTENTION=1, src/ops/cuda/flash.cuh; opt-in
+# until measured: train-wenhui-flash.jsonl, parity-flash.txt, kernels-train-wenhui-flash.txt).
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
@@ -61,6 +63,8 @@ if want parity; then
     step "parity, composite, WENHUI_ADAMW_MULTI=0 (a failure above: the multi-tensor AdamW?)"
     WENHUI_CUDA_OPS=composite WENHUI_ADAMW_MULTI=0 W --device cuda bench parity --half bf16 >"$OUT/parity-per-param-adamw.txt" 2>&1
   fi
+  step "parity with flash attention (WENHUI_FLASH_ATTENTION=1: the d64 attention cases, the rest as fused)"
+  WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 W --device cuda bench parity --half bf16 >"$OUT/parity-flash.txt" 2>&1 || status=1
   step "parity with the fused CUDA ops in the model (fixture logits, decoding, training step)"
   WENHUI_CUDA_OPS=fused W --device cuda bench parity --half bf16 2>&1 | tee "$OUT/parity-fused.txt"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
@@ -96,6 +100,8 @@ if want train; then
   WENHUI_CUDA_OPS=fused WENHUI_CUBLASLT=0 WENHUI_ADAMW_MULTI=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-no-lt.jsonl"
   step "train step, bf16: wenhui with the fused CUDA ops, the layers as one node (the default)"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
+  step "train step, bf16: the default with flash attention (WENHUI_FLASH_ATTENTION=1)"
+  WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-flash.jsonl"
   step "train step, bf16: pytorch eager"
   python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
 fi
@@ -127,6 +133,7 @@ if want profile && [ -f "$PROF" ]; then
   step "kernel profiles (CUPTI): 3 training steps, 16 decoding steps"
   WENHUI_CUDA_OPS=composite profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   WENHUI_CUDA_OPS=fused profile train-wenhui-fused W --device cuda --dtype bf16 bench train $TRAIN --steps 3
+  WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 profile train-wenhui-flash W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 --device cuda --dtype bf16
   GEN16="${GEN/--new-tokens 128/--new-tokens 16}"
   WENHUI_CUDA_OPS=composite profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
@@ -155,7 +162,8 @@ print(f"GPU: {gpu}")
 t = last_json("train-torch.jsonl")
 for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op nodes)", "train-wenhui-per-op.jsonl"),
                     (" (fused, stack, no cublasLt, per-parameter AdamW)", "train-wenhui-no-lt.jsonl"),
-                    (" (fused, layer stack: the default)", "train-wenhui-fused.jsonl")):
+                    (" (fused, layer stack: the default)", "train-wenhui-fused.jsonl"),
+                    (" (the default with flash attention)", "train-wenhui-flash.jsonl")):
     w = last_json(name)
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s "
@@ -173,10 +181,11 @@ fails = []
 for label, name in (("parity, composite", "parity.txt"),
                     ("parity, composite, per-parameter AdamW", "parity-per-param-adamw.txt"),
                     ("parity, fused ops", "parity-fused.txt"),
+                    ("parity, flash attention", "parity-flash.txt"),
                     ("parity, fused, no cublasLt", "parity-fused-no-cublaslt.txt"),
                     ("parity, fused, per-op nodes", "parity-fused-per-op.txt"),
                     ("parity, fused, per-parameter AdamW", "parity-fused-per-param-adamw.txt")):
-    if name not in ("parity.txt", "parity-fused.txt") and not os.path.exists(os.path.join(out, name)):
+    if name not in ("parity.txt", "parity-fused.txt", "parity-flash.txt") and not os.path.exists(os.path.join(out, name)):
         continue  # only run to pin a failure
     path = os.path.join(out, name)
     p = open(path).read().splitlines() if os.path.exists(path) else []
@@ -188,7 +197,7 @@ tune = [l for l in open(tp) if l.startswith(("tune parity", "FAIL"))] if os.path
 print("".join(tune), end="")
 for l in fails:
     print("  " + l)
-for name in ("train-wenhui", "train-wenhui-fused", "train-torch", "generate-1-wenhui", "generate-1-wenhui-fused", "generate-1-torch"):
+for name in ("train-wenhui", "train-wenhui-fused", "train-wenhui-flash", "train-torch", "generate-1-wenhui", "generate-1-wenhui-fused", "generate-1-torch"):
     path = os.path.join(out, f"kernels-{name}.txt")
     if os.path.exists(path):
         lines = open(path).read().splitlines()

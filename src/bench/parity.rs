@@ -141,6 +141,14 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
     let batch_mask = Tensor::from_vec(batch_masks, (2, 1, s, s), &cpu)?;
     let key_bias = randn(&[2, 1, 1, s])?;
     let (m1, m2, m3, kb1, kb2) = (mask.clone(), batch_mask.clone(), batch_mask.clone(), key_bias.clone(), key_bias.clone());
+    // Heads of 64 channels over 100 tokens (GLM-Base's head size, tiles cut by the sequence
+    // end): what flash attention serves on CUDA in bf16/f16 (WENHUI_FLASH_ATTENTION=1).
+    let long = 100usize;
+    let long_masks: Vec<f32> =
+        [70usize, 33].iter().flat_map(|&a| (0..long).flat_map(move |i| (0..long).map(move |j| f32::from(j < a || j <= i)))).collect();
+    let long_mask = Tensor::from_vec(long_masks, (2, 1, long, long), &cpu)?;
+    let long_bias = randn(&[2, 1, 1, long])?;
+    let (m4, m5, kb4) = (long_mask.clone(), long_mask, long_bias);
     let on = |t: &Tensor, x: &Tensor| t.to_device(x.device())?.to_dtype(x.dtype());
     let cases: Vec<(&str, Box<OpFn>, Vec<Tensor>)> = vec![
         (
@@ -159,6 +167,16 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
             "attention_packed (dropout)",
             Box::new(move |x: &[Tensor]| ops::attention_packed(&x[0], 4, &on(&m3, &x[0])?, None, 0.25, 0.1, 5)),
             vec![randn(&[2, s, 3 * 4 * 32])?],
+        ),
+        (
+            "attention d64 (bias, dropout)",
+            Box::new(move |x: &[Tensor]| ops::attention(&x[0], &x[1], &x[2], &on(&m4, &x[0])?, Some(&on(&kb4, &x[0])?), 0.125, 0.1, 21)),
+            vec![randn(&[2, 3, long, 64])?, randn(&[2, 3, long, 64])?, randn(&[2, 3, long, 64])?],
+        ),
+        (
+            "attention_packed d64 (dropout)",
+            Box::new(move |x: &[Tensor]| ops::attention_packed(&x[0], 3, &on(&m5, &x[0])?, None, 0.125, 0.1, 8)),
+            vec![randn(&[2, long, 3 * 3 * 64])?],
         ),
         (
             "layer_norm",
@@ -354,6 +372,8 @@ mod tests {
         for name in [
             "op attention (bias, dropout) backward",
             "op attention_packed (dropout) forward",
+            "op attention d64 (bias, dropout) backward",
+            "op attention_packed d64 (dropout) backward",
             "op linear backward",
             "op residual_dropout backward",
             "decode with a cache",

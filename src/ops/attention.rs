@@ -34,7 +34,7 @@ pub fn attention(
     p: f64,
     seed: u64,
 ) -> Result<Tensor> {
-    attention_keeping(q, k, v, mask, bias, scale, p, seed, keep_limit(q))
+    attention_keeping(q, k, v, mask, bias, scale, p, seed, keep_limit(q, q.dim(3)?))
 }
 
 /// The key bias as host rows `[B or 1][T]`, divided by `scale` (it is added before the scaling).
@@ -73,7 +73,7 @@ pub(crate) fn attention_keeping(
     let dt = q.dtype();
     let kept = keep(&[q, k, v], b * n * s * t, p, dt, keep_limit);
     let bias = host_bias(bias, b, t, scale)?;
-    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: None, kept };
+    let op = Attention { mask: mask.to_dtype(dt)?.contiguous()?, bias, scale, p, seed, grad: None, out: None, packed_heads: None, kept };
     super::tape::apply_op3(&q.contiguous()?, &k.to_dtype(dt)?.contiguous()?, &v.to_dtype(dt)?.contiguous()?, op)
 }
 
@@ -89,10 +89,19 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<
     if md.1 != 1 || md.2 != s || md.3 != s || (md.0 != b && md.0 != 1) {
         candle_core::bail!("attention_packed: mask {:?} does not fit [{b}, 1, {s}, {s}]", mask.dims());
     }
-    let kept = keep(&[qkv], b * heads * s * s, p, qkv.dtype(), keep_limit(qkv));
+    let kept = keep(&[qkv], b * heads * s * s, p, qkv.dtype(), keep_limit(qkv, h3 / (3 * heads)));
     let bias = host_bias(bias, b, s, scale)?;
-    let op =
-        Attention { mask: mask.to_dtype(qkv.dtype())?.contiguous()?, bias, scale, p, seed, grad: None, packed_heads: Some(heads), kept };
+    let op = Attention {
+        mask: mask.to_dtype(qkv.dtype())?.contiguous()?,
+        bias,
+        scale,
+        p,
+        seed,
+        grad: None,
+        out: None,
+        packed_heads: Some(heads),
+        kept,
+    };
     let empty = Tensor::zeros(0, qkv.dtype(), qkv.device())?;
     super::tape::apply_op3(&qkv.contiguous()?, &empty, &empty.clone(), op)
 }
@@ -107,7 +116,15 @@ const KEEP_LIMIT: usize = 64 << 20;
 /// head-major Q, K and V (75 MB).
 const CUDA_KEEP_LIMIT: usize = 1 << 30;
 
-fn keep_limit(x: &Tensor) -> usize {
+/// The limit for heads of `d` channels: none where flash attention serves the call, which keeps
+/// only each query row's log-sum-exp.
+fn keep_limit(x: &Tensor, d: usize) -> usize {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && super::cuda::flash::may_serve(x.dtype(), d) {
+        return usize::MAX;
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = d;
     if x.device().is_cuda() {
         CUDA_KEEP_LIMIT
     } else {
@@ -143,6 +160,9 @@ struct Attention {
     seed: u64,
     /// Set for the backward kernel: the gradient of the output.
     grad: Option<Tensor>,
+    /// Set for the backward kernel: the forward output (flash attention's backward reads it).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    out: Option<Tensor>,
     /// `Some(heads)`: the first input is a packed `[B, S, 3H]` projection (the others unused).
     packed_heads: Option<usize>,
     /// The probabilities the forward pass keeps for the backward pass (see [`keep`]).
@@ -473,7 +493,12 @@ impl CustomOp3 for Attention {
                     },
                     None => None,
                 };
-                let grads = gpu::backward(x, (go_storage, go_layout), &params, kept)?;
+                let out_guard = self.out.as_ref().map(Tensor::storage_and_layout);
+                let out = match &out_guard {
+                    Some((guard, layout)) => Some((super::cuda::cuda_storage(guard, "attention backward: the forward output")?, *layout)),
+                    None => None,
+                };
+                let grads = gpu::backward(x, (go_storage, go_layout), out, &params, kept)?;
                 Ok((grads, Shape::from(lens.iter().sum::<usize>())))
             }
         }
@@ -484,10 +509,10 @@ impl CustomOp3 for Attention {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = Attention { grad: Some(grad.contiguous()?), ..self.clone() };
+        let op = Attention { grad: Some(grad.contiguous()?), out: Some(res.clone()), ..self.clone() };
         let packed = q.apply_op3_no_bwd(k, v, &op)?;
         if self.packed_heads.is_some() {
             return Ok((Some(packed.reshape(q.shape())?), None, None));

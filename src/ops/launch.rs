@@ -166,6 +166,59 @@ pub(crate) fn decode_attention(batch: usize, heads: usize, d: usize, t: usize, d
     Launch { shared: decode_shared_bytes(d, t, dtype) as u32, ..Launch::linear(batch * heads, DECODE_THREADS as u32) }
 }
 
+/// Queries (or keys) one flash-attention block owns, and its threads (`flash.cuh`'s FA_TILE,
+/// FA_THREADS: 4 warps of 16 rows).
+pub(crate) const FLASH_TILE: usize = 64;
+const FLASH_THREADS: u32 = 128;
+/// Channels per head the flash kernels are instantiated for.
+pub(crate) const FLASH_HEAD: usize = 64;
+
+/// Whether the flash kernels take `pairs` (batch, head) pairs of `rows` queries or keys: the
+/// pairs go along the grid's y (at most 65,535).
+pub(crate) fn flash_fits(pairs: usize, rows: usize) -> bool {
+    pairs > 0 && pairs <= 65_535 && rows > 0 && rows.div_ceil(FLASH_TILE) <= u32::MAX as usize
+}
+
+/// `flash_fwd` / `flash_bwd_q` (over query tiles) or `flash_bwd_kv` (over key tiles): a block per
+/// 64 rows of each pair.
+pub(crate) fn flash(rows: usize, pairs: usize) -> Launch {
+    Launch { grid: [rows.div_ceil(FLASH_TILE) as u32, pairs as u32, 1], block: [FLASH_THREADS, 1, 1], shared: 0 }
+}
+
+/// Where the flash kernels find each (batch, head) pair's rows: (batch, head, row) strides in
+/// elements of Q (and dQ), of K and V (and dK, dV), and of the output (and its gradient); and
+/// the element offsets of dQ, dK and dV in the gradient buffer. A packed projection `[B, S, 3H]`
+/// (Q | K | V per row, head n at channels n·d) is read, and its gradient written, in place, with
+/// the output `[B, S, H]`; separate heads are `[B, N, S|T, d]`, their gradients `[dQ | dK | dV]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlashLayout {
+    pub q: [usize; 3],
+    pub kv: [usize; 3],
+    pub out: [usize; 3],
+    pub grads: [usize; 3],
+    /// Elements of the gradient buffer.
+    pub grad_len: usize,
+}
+
+impl FlashLayout {
+    pub(crate) fn new(packed: bool, (batch, heads, s, t, d): (usize, usize, usize, usize, usize)) -> Self {
+        let h = heads * d;
+        if packed {
+            let qkv = [s * 3 * h, d, 3 * h];
+            Self { q: qkv, kv: qkv, out: [s * h, d, h], grads: [0, h, 2 * h], grad_len: batch * s * 3 * h }
+        } else {
+            let q = [heads * s * d, s * d, d];
+            let (nq, nk) = (batch * heads * s * d, batch * heads * t * d);
+            Self { q, kv: [heads * t * d, t * d, d], out: q, grads: [0, nq, nq + nk], grad_len: nq + 2 * nk }
+        }
+    }
+}
+
+/// `flash_bwd_dot`: a warp per query row.
+pub(crate) fn flash_dot(rows: usize) -> Launch {
+    Launch::linear(rows.div_ceil((WARP_ROW_THREADS / 32) as usize), WARP_ROW_THREADS)
+}
+
 /// Elements one block of the multi-tensor AdamW kernels handles.
 pub(crate) const ADAMW_CHUNK: usize = 1 << 14;
 /// u64 words of one `AdamWJob` in kernels.cu: w, mv, g, n, then lr and decay as two f32.

@@ -33,10 +33,10 @@ pub(crate) struct Geometry {
 }
 
 impl Geometry {
-    fn pairs(&self) -> usize {
+    pub(crate) fn pairs(&self) -> usize {
         self.batch * self.heads
     }
-    fn hidden(&self) -> usize {
+    pub(crate) fn hidden(&self) -> usize {
         self.heads * self.d
     }
     fn scores(&self) -> Shape {
@@ -124,19 +124,25 @@ fn transposed(pairs: usize, rows: usize, cols: usize, offset: usize) -> Result<L
     Layout::contiguous_with_offset((pairs, rows, cols), offset).transpose(1, 2)
 }
 
-/// What the forward pass keeps for the backward pass: `P` and, with dropout, the dropped `P'`
-/// (`[pairs, S, T]` each), and, for a packed projection, its head-major Q, K and V, so that the
-/// backward does not split the projection again (three `[B, S, H]` copies per layer).
-pub(crate) struct Kept {
-    probs: CudaStorage,
-    dropped: Option<CudaStorage>,
-    heads: Option<[CudaStorage; 3]>,
+/// What the forward pass keeps for the backward pass (boxed by its holder, `ops::attention`).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Kept {
+    /// `P` and, with dropout, the dropped `P'` (`[pairs, S, T]` each), and, for a packed
+    /// projection, its head-major Q, K and V, so that the backward does not split the projection
+    /// again (three `[B, S, H]` copies per layer).
+    Probs { probs: CudaStorage, dropped: Option<CudaStorage>, heads: Option<[CudaStorage; 3]> },
+    /// Flash attention's log-sum-exp per query row (`ops/cuda/flash.rs`).
+    Flash(CudaSlice<f32>),
 }
 
 /// The forward pass: the output (`[B, N, S, d]`, or `[B, S, H]` when packed) and, when `keep`,
 /// the probabilities for the backward pass.
 pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<Kept>)> {
     let g = &p.geometry;
+    if super::flash::serves(&x, g) {
+        let (out, lse) = super::flash::forward(x, p, keep)?;
+        return Ok((out, lse.map(Kept::Flash)));
+    }
     let inputs = Inputs::new(x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
     let scores_l = Layout::contiguous(g.scores());
@@ -159,23 +165,34 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
     } else {
         out
     };
-    let kept = (keep && mode != 1).then(|| Kept { probs, dropped, heads: inputs.owned });
+    let kept = (keep && mode != 1).then(|| Kept::Probs { probs, dropped, heads: inputs.owned });
     Ok((out, kept))
 }
 
 /// The backward pass from the output gradient `grad`: `[dQ | dK | dV]` one after the other, or
-/// `dQKV` `[B, S, 3H]` when packed. `kept`: `P` and `P'` from the forward pass (else recomputed).
+/// `dQKV` `[B, S, 3H]` when packed. `kept`: what the forward pass kept (else recomputed); `out`:
+/// the forward output, which flash attention's backward reads.
 pub(crate) fn backward(
     x: [(&CudaStorage, &Layout); 3],
     grad: (&CudaStorage, &Layout),
+    out: Option<(&CudaStorage, &Layout)>,
     p: &Params,
     kept: Option<Kept>,
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
+    // The output gradient is read in 16-byte packs too; a forward pass that was flash leaves no
+    // P, which the GEMM path then recomputes.
+    if super::flash::serves(&x, g) && grad.1.start_offset().is_multiple_of(8) {
+        let kept = match (kept, out) {
+            (Some(Kept::Flash(lse)), Some((o, l))) if l.is_contiguous() => Some((o, l, lse)),
+            _ => None,
+        };
+        return super::flash::backward(x, grad, kept, p);
+    }
     let (pairs, s, t, d) = (g.pairs(), g.s, g.t, g.d);
     let (kept, heads) = match kept {
-        Some(Kept { probs, dropped, heads }) => (Some((probs, dropped)), heads),
-        None => (None, None),
+        Some(Kept::Probs { probs, dropped, heads }) => (Some((probs, dropped)), heads),
+        Some(Kept::Flash(_)) | None => (None, None),
     };
     let inputs = Inputs::reuse(heads, x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
@@ -229,14 +246,14 @@ pub(crate) fn backward(
 }
 
 /// An uninitialised buffer of `shape` in the dtype and on the device of `like`.
-fn alloc_like(like: &CudaStorage, shape: &Shape) -> Result<CudaStorage> {
+pub(super) fn alloc_like(like: &CudaStorage, shape: &Shape) -> Result<CudaStorage> {
     // SAFETY: every caller writes all elements before reading any.
     unsafe { like.device().alloc_uninit(shape, like.dtype()) }
 }
 
 /// The key bias rows on the device (f64, rounded to the arithmetic type in the kernel, as the
 /// CPU rounds them), and how many rows there are (0: none).
-fn device_bias(dev: &CudaDevice, p: &Params) -> Result<(Option<CudaSlice<f64>>, i32)> {
+pub(super) fn device_bias(dev: &CudaDevice, p: &Params) -> Result<(Option<CudaSlice<f64>>, i32)> {
     match p.bias {
         None => Ok((None, 0)),
         Some(rows) => {

@@ -1,7 +1,8 @@
 // wenhui's CUDA kernels: the GPU twins of the fused CPU ops in src/ops (same math, same masks,
 // same dropout hash), plus a fused AdamW update. Compiled to PTX by build.rs (`cuda` feature).
 //
-// Every kernel is instantiated for f32, bf16, f16 and f64 as `<name>_<dtype>`; arithmetic runs in
+// Every kernel is instantiated for f32, bf16, f16 and f64 as `<name>_<dtype>` (flash attention,
+// flash.cuh, for f16 and bf16 only); arithmetic runs in
 // f32 (f64 for f64 inputs), sums over rows accumulate in f32/f64, partial column sums in f64.
 
 #include <cuda_bf16.h>
@@ -422,6 +423,7 @@ __device__ void residual_dropout_fwd(const T* x, const T* y, T* out, size_t n, u
 }
 
 #include "attention.cuh"
+#include "flash.cuh"
 
 // ---------------------------------------------------------------- cross-entropy (one block per row)
 // The loss comes out in the arithmetic type A (f32; f64 for f64 logits): half-precision logits are
@@ -609,6 +611,8 @@ INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE_FLASH(__half, f16)
+INSTANTIATE_FLASH(__nv_bfloat16, bf16)
 
 // ---------------------------------------------------------------- strided rows → contiguous
 // Attention's head split and merge, planned by src/ops/permute.rs (which runs this same loop on

@@ -6,6 +6,7 @@
 pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod decode;
+pub(crate) mod flash;
 pub(crate) mod gemm;
 pub(crate) mod linear;
 

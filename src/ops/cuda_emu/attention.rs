@@ -30,34 +30,34 @@ fn bmm(a: &[f64], a_t: bool, b: &[f64], b_t: bool, pairs: usize, m: usize, n: us
 
 /// One attention configuration.
 #[derive(Debug, Clone, Copy)]
-struct Case {
-    batch: usize,
-    heads: usize,
-    s: usize,
-    t: usize,
-    d: usize,
-    mask_batches: usize,
-    bias: bool,
-    p: f64,
+pub(super) struct Case {
+    pub batch: usize,
+    pub heads: usize,
+    pub s: usize,
+    pub t: usize,
+    pub d: usize,
+    pub mask_batches: usize,
+    pub bias: bool,
+    pub p: f64,
     /// The forward pass keeps P (and P') for the backward (else the backward recomputes them).
-    keep: bool,
+    pub keep: bool,
 }
 
 /// The inputs of one case: Q, K, V, the output gradient, the mask and key bias rows (f64 values
 /// already rounded to the storage type), the scale and the dropout seed.
-struct Data {
-    q: Vec<f64>,
-    k: Vec<f64>,
-    v: Vec<f64>,
-    go: Vec<f64>,
-    mask: Vec<f64>,
-    bias: Vec<f64>,
-    scale: f64,
-    seed: u64,
+pub(super) struct Data {
+    pub q: Vec<f64>,
+    pub k: Vec<f64>,
+    pub v: Vec<f64>,
+    pub go: Vec<f64>,
+    pub mask: Vec<f64>,
+    pub bias: Vec<f64>,
+    pub scale: f64,
+    pub seed: u64,
 }
 
 /// The CPU op's output and gradients of q, k, v for the output gradient `go`.
-fn cpu_attention(c: &Case, x: &Data) -> TestResult<Vec<Vec<f64>>> {
+pub(super) fn cpu_attention(c: &Case, x: &Data) -> TestResult<Vec<Vec<f64>>> {
     let Data { q, k, v, go, mask, bias, scale, seed } = x;
     let (scale, seed) = (*scale, *seed);
     let (b, n, s, t, d) = (c.batch, c.heads, c.s, c.t, c.d);
@@ -174,14 +174,16 @@ fn emulated<T: WithDType>(c: &Case, dtype: DType, suffix: &str, x: &Data, allow_
     Ok([out, dq, dk, dv].concat())
 }
 
-fn attention_case(c: Case, dtype: DType, suffix: &str) -> TestResult {
+/// The inputs of case `c` in `dtype`: Q, K, V and the output gradient in `[B, N, S|T, d]`, GLM's
+/// mask (part A, the first t/2 keys less the mask batch's index, seen by every query; part B
+/// causally) and key bias rows.
+pub(super) fn case_data(c: &Case, dtype: DType) -> Data {
     let (b, n, s, t, d) = (c.batch, c.heads, c.s, c.t, c.d);
     let (scale, seed) = (1.0 / (d as f64).sqrt(), 77);
     let q = rounded(&values(b * n * s * d, 30, 1.5), dtype);
     let k = rounded(&values(b * n * t * d, 31, 1.5), dtype);
     let v = rounded(&values(b * n * t * d, 32, 1.0), dtype);
     let go = rounded(&values(b * n * s * d, 33, 1.0), dtype);
-    // GLM's mask: part A (the first t/2 keys) seen by every query, part B causally.
     let mask: Vec<f64> = (0..c.mask_batches * s * t)
         .map(|i| {
             let (mb, row, col) = (i / (s * t), (i / t) % s, i % t);
@@ -190,7 +192,12 @@ fn attention_case(c: Case, dtype: DType, suffix: &str) -> TestResult {
         })
         .collect();
     let bias = rounded(&values(c.mask_batches * t, 34, 0.5), dtype);
-    let x = Data { q, k, v, go, mask, bias, scale, seed };
+    Data { q, k, v, go, mask, bias, scale, seed }
+}
+
+fn attention_case(c: Case, dtype: DType, suffix: &str) -> TestResult {
+    let (b, n, s, t, d) = (c.batch, c.heads, c.s, c.t, c.d);
+    let x = case_data(&c, dtype);
     let want = cpu_attention(&c, &x)?;
     // Scores, probabilities and gradients pass through the storage type between the GEMMs.
     let tol = match dtype {

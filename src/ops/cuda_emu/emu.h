@@ -103,7 +103,7 @@ struct Thread {
   uint3 idx;
   unsigned linear;
   Wait wait;
-  alignas(16) unsigned char slot[16];  // a shuffle's value
+  alignas(16) unsigned char slot[48];  // a shuffle's value, or an mma's fragments
   const void* site;                    // and where it was called, with which lane mask
   int lane_mask;
 };
@@ -164,6 +164,51 @@ template <typename V> __attribute__((noinline)) V shfl_xor(V v, int lane_mask) {
   return out;
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.f32 (flash.cuh's `Mma<T>::run`, d += a·b):
+// the warp's 32 fragments gathered into A (16×16), B (16×8) and C (16×8) by the PTX ISA's
+// layouts, each lane's four outputs summed in double and rounded once to f32. Every lane of a
+// full warp must be at the same call.
+template <float (*TO)(uint16_t)> __attribute__((noinline)) void mma16816(float* d, const uint32_t* a, const uint32_t* b) {
+  Thread* self = st.cur;
+  memcpy(self->slot, a, 16);
+  memcpy(self->slot + 16, b, 8);
+  memcpy(self->slot + 24, d, 16);
+  self->site = __builtin_return_address(0);
+  self->lane_mask = -1;
+  wait_at(Wait::Warp);
+  const unsigned first = self->linear & ~31u;
+  if (first + 32 > st.threads.size()) fail("mma.sync in a warp of fewer than 32 threads");
+  float A[16][16], B[16][8], C[16][8];
+  for (unsigned l = 0; l < 32; ++l) {
+    const Thread& t = st.threads[first + l];
+    if (t.wait == Wait::Done || t.site != self->site || t.lane_mask != -1)
+      fail("lane " + std::to_string(l) + " of a warp is not at the same mma.sync as lane " + std::to_string(self->linear & 31));
+    uint32_t ar[4], br[2];
+    float cr[4];
+    memcpy(ar, t.slot, 16);
+    memcpy(br, t.slot + 16, 8);
+    memcpy(cr, t.slot + 24, 16);
+    const unsigned g = l >> 2, q = 2 * (l & 3);
+    auto lo = [](uint32_t w) { return TO(uint16_t(w & 0xffffu)); };
+    auto hi = [](uint32_t w) { return TO(uint16_t(w >> 16)); };
+    A[g][q] = lo(ar[0]), A[g][q + 1] = hi(ar[0]);
+    A[g + 8][q] = lo(ar[1]), A[g + 8][q + 1] = hi(ar[1]);
+    A[g][q + 8] = lo(ar[2]), A[g][q + 9] = hi(ar[2]);
+    A[g + 8][q + 8] = lo(ar[3]), A[g + 8][q + 9] = hi(ar[3]);
+    B[q][g] = lo(br[0]), B[q + 1][g] = hi(br[0]);
+    B[q + 8][g] = lo(br[1]), B[q + 9][g] = hi(br[1]);
+    C[g][q] = cr[0], C[g][q + 1] = cr[1], C[g + 8][q] = cr[2], C[g + 8][q + 1] = cr[3];
+  }
+  const unsigned lane = self->linear & 31, g = lane >> 2, q = 2 * (lane & 3);
+  for (int i = 0; i < 4; ++i) {
+    const unsigned row = g + 8 * (i >> 1), col = q + (i & 1);
+    double s = C[row][col];
+    for (int k = 0; k < 16; ++k) s += double(A[row][k]) * double(B[k][col]);
+    d[i] = float(s);
+  }
+  wait_at(Wait::Warp);  // nobody overwrites a slot before every lane has read the others'
+}
+
 }  // namespace emu
 
 #define threadIdx (emu::st.cur->idx)
@@ -195,3 +240,15 @@ inline __half atomicAdd(__half* p, __half v) { return atomic_add_rounded<__half,
 inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
   return atomic_add_rounded<__nv_bfloat16, __bfloat162float, __float2bfloat16>(p, v);
 }
+
+// flash.cuh's tensor-core product, emulated (see emu::mma16816).
+#define WENHUI_EMU_MMA 1
+inline float bf16_bits_to_float(uint16_t x) { return __bfloat162float(__nv_bfloat16{x}); }
+inline float f16_bits_to_float(uint16_t x) { return __half2float(__half{x}); }
+template <typename T> struct Mma;
+template <> struct Mma<__nv_bfloat16> {
+  static void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<bf16_bits_to_float>(d, a, b); }
+};
+template <> struct Mma<__half> {
+  static void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<f16_bits_to_float>(d, a, b); }
+};

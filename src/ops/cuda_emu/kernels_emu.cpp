@@ -142,6 +142,26 @@ extern "C" void emu_selftest_shuffles(float* out) {
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.f, (threadIdx.x & 1) ? 1 : 2);
 }
 
+// The emulated tensor-core product with fragments placed by the PTX ISA's per-element formulas
+// (row and column of each a_i, b_i, c_i), a formulation apart from flash.cuh's pairwise loads:
+// A [16][16] and B [16][8] (k × n) in bf16, C and D [16][8] in f32, all row-major.
+extern "C" void emu_selftest_mma(const __nv_bfloat16* a, const __nv_bfloat16* b, const float* c, float* d) {
+  const unsigned lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  uint16_t ae[8], be[4];
+  for (unsigned i = 0; i < 8; ++i) {
+    const unsigned row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+    ae[i] = a[row * 16 + t * 2 + (i & 1) + (i >= 4 ? 8 : 0)].x;
+  }
+  for (unsigned i = 0; i < 4; ++i) be[i] = b[(t * 2 + (i & 1) + (i >= 2 ? 8 : 0)) * 8 + g].x;
+  uint32_t ar[4], br[2];
+  for (unsigned k = 0; k < 4; ++k) ar[k] = uint32_t(ae[2 * k]) | (uint32_t(ae[2 * k + 1]) << 16);
+  for (unsigned k = 0; k < 2; ++k) br[k] = uint32_t(be[2 * k]) | (uint32_t(be[2 * k + 1]) << 16);
+  float acc[4];
+  for (unsigned i = 0; i < 4; ++i) acc[i] = c[(g + (i >= 2 ? 8 : 0)) * 8 + t * 2 + (i & 1)];
+  Mma<__nv_bfloat16>::run(acc, ar, br);
+  for (unsigned i = 0; i < 4; ++i) d[(g + (i >= 2 ? 8 : 0)) * 8 + t * 2 + (i & 1)] = acc[i];
+}
+
 template <typename... A> constexpr size_t arity(void (*)(A...)) { return sizeof...(A); }
 
 template <auto F, typename... A, size_t... I> void call_with(void (*)(A...), void** args, std::index_sequence<I...>) {
@@ -187,12 +207,15 @@ struct Kernel {
   KERNEL(gelu_bwd_##SUF) KERNEL(add_bias_fwd_##SUF) KERNEL(dropout_fwd_##SUF) KERNEL(cross_entropy_fwd_##SUF)         \
   KERNEL(cross_entropy_bwd_##SUF) KERNEL(embedding_fwd_##SUF) KERNEL(embedding_bwd_##SUF)
 
+#define HALF_KERNELS(SUF) KERNEL(flash_fwd_##SUF) KERNEL(flash_bwd_dot_##SUF) KERNEL(flash_bwd_kv_##SUF) KERNEL(flash_bwd_q_##SUF)
+
 const Kernel KERNELS[] = {
-    FLOAT_KERNELS(f32) FLOAT_KERNELS(f64) FLOAT_KERNELS(f16) FLOAT_KERNELS(bf16)
+    FLOAT_KERNELS(f32) FLOAT_KERNELS(f64) FLOAT_KERNELS(f16) FLOAT_KERNELS(bf16) HALF_KERNELS(f16) HALF_KERNELS(bf16)
     KERNEL(permute_rows_w2) KERNEL(permute_rows_w4) KERNEL(permute_rows_w8) KERNEL(permute_rows_w16)
     KERNEL(adamw_f32) KERNEL(sum_squares_multi_f32) KERNEL(adamw_multi_f32) KERNEL(sum_squares_f32)
     KERNEL(sum_squares_bf16)
     KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race) KERNEL(emu_selftest_shuffles) KERNEL(emu_selftest_early_exit)
+    KERNEL(emu_selftest_mma)
 };
 
 bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) {

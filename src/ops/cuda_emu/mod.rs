@@ -14,6 +14,7 @@
 
 mod adamw;
 mod attention;
+mod flash;
 mod rows;
 
 use candle_core::{DType, Device, Tensor, Var, WithDType};
@@ -98,7 +99,9 @@ fn declarations() -> TestResult<&'static [Declaration]> {
                 after = rest.trim_start();
             }
             let name = after.split('(').next().unwrap_or_default().trim();
-            if let Some(root) = name.strip_suffix("_##SUF") {
+            if let Some(root) = name.strip_suffix("_##HSUF") {
+                out.extend(["f16", "bf16"].iter().map(|s| (format!("{root}_{s}"), bound)));
+            } else if let Some(root) = name.strip_suffix("_##SUF") {
                 let suffixes: &[&str] = if root == "permute_rows" { &["w2", "w4", "w8", "w16"] } else { &["f32", "f64", "f16", "bf16"] };
                 out.extend(suffixes.iter().map(|s| (format!("{root}_{s}"), bound)));
             } else if !name.is_empty() {
@@ -421,6 +424,19 @@ mod harness_tests {
         let missing: Vec<&String> = expected.iter().map(|(n, _)| n).filter(|n| !names.contains(n)).collect();
         assert!(missing.is_empty(), "kernels.cu kernels missing from kernels_emu.cpp's table: {missing:?}");
         Ok(())
+    }
+
+    /// The emulated `mma.sync.m16n8k16` (what flash attention's tests stand on): fragments
+    /// placed by the PTX ISA's per-element formulas give D = A·B + C.
+    #[test]
+    fn the_emulated_tensor_core_product_is_a_matrix_product() -> TestResult {
+        let (a, b, c) = (rounded(&values(256, 70, 2.0), DType::BF16), rounded(&values(128, 71, 2.0), DType::BF16), values(128, 72, 1.0));
+        let c32: Vec<f64> = c.iter().map(|&v| f64::from(v as f32)).collect();
+        let (mut ab, mut bb, mut cb, mut db) =
+            (Buf::of::<half::bf16>("a", &a), Buf::of::<half::bf16>("b", &b), Buf::of::<f32>("c", &c32), Buf::uninit::<f32>("d", 128));
+        launch("emu_selftest_mma", crate::ops::launch::Launch::linear(1, 32), &[ab.ptr(), bb.ptr(), cb.ptr(), db.ptr()], false)?;
+        let want: Vec<f64> = (0..128).map(|e| c32[e] + (0..16).map(|k| a[(e / 8) * 16 + k] * b[k * 8 + e % 8]).sum::<f64>()).collect();
+        assert_close("mma.m16n8k16", &db.read::<f32>()?, &want, 1e-6)
     }
 
     /// The emulator itself: invalid launches, wrong arguments, a barrier not every thread

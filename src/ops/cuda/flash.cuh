@@ -1,0 +1,505 @@
+// Flash attention for bf16/f16 heads of 64 channels (included by kernels.cu after attention.cuh,
+// whose `dropped` hash it shares): the fused attention's math (src/ops/attention.rs: GLM's 0/1
+// mask, the key bias, dropout by the same counter hash) without ever writing the [S, T] scores.
+// Tensor cores through `mma.sync.m16n8k16` (sm_80+), f32 accumulators, an online softmax.
+//
+// Forward: a block of 4 warps owns 64 queries of one (batch, head) pair, a warp 16 of them; it
+// walks the keys 64 at a time (K and Vᵀ staged in shared memory), keeping per query row the
+// running max, the running sum and the f32 output. It writes O and the rows' log-sum-exp L.
+// Backward (FlashAttention-2's, deterministic: no atomics): D = Σ dO ⊙ O per row
+// (`flash_bwd_dot`); `flash_bwd_kv`: a block per 64 keys walks every query tile and sums dK, dV;
+// `flash_bwd_q`: a block per 64 queries walks every key tile and sums dQ. P is recomputed from
+// L; dS = P ⊙ (dP'·keep·[kept] − D)·scale·m, as attn_probs_bwd computes it from the kept P'.
+//
+// Fragment layouts are the PTX ISA's for m16n8k16 (groupID g = lane / 4, t = lane % 4):
+// A (16×16, row): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..);
+// B (16×8, col): b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g); C (16×8): c0,c1 = (g, 2t..2t+1),
+// c2,c3 = (g+8, 2t..). An accumulator over keys thus becomes the A operand of the next product
+// without leaving registers (two 8-key tiles = one 16-key A fragment). The CPU emulation
+// (src/ops/cuda_emu/emu.h) implements the same layouts, so the tests check every index here.
+#pragma once
+
+#define FA_TILE 64   // queries or keys per block and per step
+#define FA_THREADS 128  // 4 warps × 16 rows (the kernels' __launch_bounds__)
+
+// mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32: d += a · b.
+#ifndef WENHUI_EMU_MMA
+template <typename T> struct Mma;
+template <> struct Mma<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* d, const uint32_t* a, const uint32_t* b) {
+#if __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // the host uses flash attention on sm_80+ only
+#endif
+  }
+};
+template <> struct Mma<__half> {
+  static __device__ __forceinline__ void run(float* d, const uint32_t* a, const uint32_t* b) {
+#if __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+  }
+};
+#endif
+
+// Two consecutive 16-bit elements as one register (the first in the low half).
+template <typename T> __device__ __forceinline__ uint32_t ld_pair(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
+template <typename T> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  const T a = Num<T>::of(lo), b = Num<T>::of(hi);
+  uint16_t ua, ub;
+  memcpy(&ua, &a, 2);
+  memcpy(&ub, &b, 2);
+  return uint32_t(ua) | (uint32_t(ub) << 16);
+}
+
+// The A fragment of the 16×16 tile at `p` (row-major, `ld` elements per row).
+template <typename T> __device__ __forceinline__ void frag_a(uint32_t a[4], const T* p, int ld, int lane) {
+  p += (lane >> 2) * ld + 2 * (lane & 3);
+  a[0] = ld_pair(p);
+  a[1] = ld_pair(p + 8 * ld);
+  a[2] = ld_pair(p + 8);
+  a[3] = ld_pair(p + 8 * ld + 8);
+}
+// The B fragment (16 k × 8 n) of a tile stored n-major at `p` (row n holds k contiguously).
+template <typename T> __device__ __forceinline__ void frag_b(uint32_t b[2], const T* p, int ld, int lane) {
+  p += (lane >> 2) * ld + 2 * (lane & 3);
+  b[0] = ld_pair(p);
+  b[1] = ld_pair(p + 8);
+}
+// Accumulators c[nt] (16 rows × 8·NT columns) as the A fragment of columns 16·kk..16·kk+15.
+template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], const float (*c)[4], int kk) {
+  a[0] = pack_pair<T>(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack_pair<T>(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack_pair<T>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack_pair<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+// Rows r0..r0+63 of a head (`rs` elements apart, D contiguous channels, 16-byte aligned) into
+// sh[64][D + 8]; rows at or past `limit` read as zeros. Eight threads move one 128-byte row.
+template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, const T* src, long long rs, int r0, int limit) {
+  constexpr int PACKS = D / 8;
+  for (int p = threadIdx.x; p < FA_TILE * PACKS; p += blockDim.x) {
+    const int r = p / PACKS, c = (p % PACKS) * 8;
+    uint4 v = {0, 0, 0, 0};
+    if (r0 + r < limit) v = *reinterpret_cast<const uint4*>(src + (long long)(r0 + r) * rs + c);
+    *reinterpret_cast<uint4*>(sh + r * (D + 8) + c) = v;
+  }
+}
+// The same rows transposed: sh[D][64 + 8], sh[c][r] = row r0 + r, channel c. Consecutive
+// threads take consecutive rows, so a warp's 2-byte stores fall in distinct banks.
+template <typename T, int D> __device__ __forceinline__ void fa_load_t(T* sh, const T* src, long long rs, int r0, int limit) {
+  constexpr int PACKS = D / 8;
+  for (int p = threadIdx.x; p < FA_TILE * PACKS; p += blockDim.x) {
+    const int r = p % FA_TILE, c = (p / FA_TILE) * 8;
+    Pack<T> v;
+    if (r0 + r < limit) {
+      v = *reinterpret_cast<const Pack<T>*>(src + (long long)(r0 + r) * rs + c);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v.v[k] = Num<T>::of(0.f);
+    }
+#pragma unroll
+    for (int k = 0; k < 8; ++k) sh[(c + k) * (FA_TILE + 8) + r] = v.v[k];
+  }
+}
+
+// The masked, scaled, biased score z of query row `mr` (mask row), key j: attn_score's.
+template <typename T>
+__device__ __forceinline__ float fa_score(float s, const T* mr, const double* br, int j, float scale) {
+  const float mv = Num<T>::to(mr[j]);
+  return (s + (br ? float(br[j]) : 0.f)) * scale * mv + MASKED_SCORE * (1.f - mv);
+}
+
+// Where one (batch, head) pair's rows live: element (row r, channel e) at base + r·row + e.
+struct FaHead {
+  long long batch, head, row;
+  __device__ __forceinline__ long long at(int b, int n) const { return b * batch + n * head; }
+};
+
+// The arguments every flash kernel shares.
+#define FA_COMMON                                                                                                  \
+  const T *m, int mask_batches, const double *bias, int bias_rows, int heads, int s_len, int t, double scale_d,   \
+      uint64_t mixed_seed, uint64_t threshold, double keep_scale_d
+
+// Forward: O (and L when `lse` is given) of 64 queries of one pair.
+template <typename T, int D>
+__device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, FaHead qh, FaHead kh, FaHead oh, FA_COMMON) {
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  __align__(16) __shared__ T qs[FA_TILE * LD];
+  __align__(16) __shared__ T ks[FA_TILE * LD];
+  __align__(16) __shared__ T vt[D * LDT];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
+  const float scale = float(scale_d), keep_scale = float(keep_scale_d);
+  const T* kp = k + kh.at(b, n);
+  const T* vp = v + kh.at(b, n);
+  fa_load<T, D>(qs, q + qh.at(b, n), qh.row, i0, s_len);
+  __syncthreads();
+  uint32_t qf[DK][4];
+#pragma unroll
+  for (int kk = 0; kk < DK; ++kk) frag_a(qf[kk], qs + warp * 16 * LD + kk * 16, LD, lane);
+  const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
+  int row[2];
+  const T* mr[2];
+  float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row[r] = i0 + warp * 16 + g + 8 * r;
+    mr[r] = m + ((size_t)(mask_batches == 1 ? 0 : b) * s_len + min(row[r], s_len - 1)) * t;
+  }
+  float acc[DT][4];
+#pragma unroll
+  for (int nt = 0; nt < DT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  for (int j0 = 0; j0 < t; j0 += FA_TILE) {
+    __syncthreads();  // every warp is done with the previous tile
+    fa_load<T, D>(ks, kp, kh.row, j0, t);
+    fa_load_t<T, D>(vt, vp, kh.row, j0, t);
+    __syncthreads();
+    float sc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DK; ++kk) {
+        uint32_t bf[2];
+        frag_b(bf, ks + nt * 8 * LD + kk * 16, LD, lane);
+        Mma<T>::run(sc[nt], qf[kk], bf);
+      }
+    }
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int r = c >> 1, j = j0 + nt * 8 + 2 * tq + (c & 1);
+        sc[nt][c] = j < t ? fa_score<T>(sc[nt][c], mr[r], br, j, scale) : -INFINITY;
+        tile_max[r] = max(tile_max[r], sc[nt][c]);
+      }
+    }
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      // The four lanes of a quad hold one row; every tile has a key below t, so the max is finite.
+      tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float next = max(mx[r], tile_max[r]);
+      corr[r] = exp(mx[r] - next);
+      mx[r] = next;
+      sum[r] *= corr[r];
+    }
+#pragma unroll
+    for (int nt = 0; nt < DT; ++nt) {
+      acc[nt][0] *= corr[0];
+      acc[nt][1] *= corr[0];
+      acc[nt][2] *= corr[1];
+      acc[nt][3] *= corr[1];
+    }
+    // P (unnormalised) into the sum; the dropped P' becomes the A operand of P'·V.
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int r = c >> 1, j = j0 + nt * 8 + 2 * tq + (c & 1);
+        const float p = exp(sc[nt][c] - mx[r]);
+        sum[r] += p;
+        const bool gone = j < t && row[r] < s_len && dropped(mixed_seed, threshold, ((size_t)pair * s_len + row[r]) * t + j);
+        sc[nt][c] = gone ? 0.f : p * keep_scale;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < TK; ++kk) {
+      uint32_t pf[4];
+      frag_a_of<T>(pf, sc, kk);
+#pragma unroll
+      for (int nt = 0; nt < DT; ++nt) {
+        uint32_t bf[2];
+        frag_b(bf, vt + nt * 8 * LDT + kk * 16, LDT, lane);
+        Mma<T>::run(acc[nt], pf, bf);
+      }
+    }
+  }
+  T* op = o + oh.at(b, n);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+    sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+    if (row[r] >= s_len) continue;
+    const float inv = 1.f / sum[r];
+#pragma unroll
+    for (int nt = 0; nt < DT; ++nt) {
+      T* dst = op + (long long)row[r] * oh.row + nt * 8 + 2 * tq;
+      dst[0] = Num<T>::of(acc[nt][2 * r] * inv);
+      dst[1] = Num<T>::of(acc[nt][2 * r + 1] * inv);
+    }
+    if (lse && tq == 0) lse[(size_t)pair * s_len + row[r]] = mx[r] + log(sum[r]);
+  }
+}
+
+// D = Σ_e dO ⊙ O of each query row (pair·S + i), a warp per row.
+template <typename T>
+__device__ void flash_bwd_dot(const T* o, const T* go, float* dd, FaHead oh, FaHead gh, int heads, int s_len, int d, size_t rows) {
+  const size_t row = (size_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31, i = int(row % s_len), pair = int(row / s_len), b = pair / heads, n = pair % heads;
+  const T* orow = o + oh.at(b, n) + (long long)i * oh.row;
+  const T* grow = go + gh.at(b, n) + (long long)i * gh.row;
+  float acc = 0.f;
+  for (int e = lane; e < d; e += 32) acc += Num<T>::to(orow[e]) * Num<T>::to(grow[e]);
+  acc = warp_sum(acc);
+  if (lane == 0) dd[row] = acc;
+}
+
+// P, P' and dS of one element from its score s and dP' (query row i, key j, both in range):
+// returns P' (the dropped probability) and sets `ds`.
+template <typename T>
+__device__ __forceinline__ float fa_grad(float s, float dp, const T* mr, const double* br, int j, float lse, float dd, bool gone,
+                                         float scale, float keep_scale, float& ds) {
+  const float mv = Num<T>::to(mr[j]);
+  const float p = exp((s + (br ? float(br[j]) : 0.f)) * scale * mv + MASKED_SCORE * (1.f - mv) - lse);
+  ds = p * ((gone ? 0.f : dp * keep_scale) - dd) * scale * mv;
+  return gone ? 0.f : p * keep_scale;
+}
+
+// dK and dV of 64 keys of one pair, over every query. A warp owns 16 keys: Sᵀ = K·Qᵀ and
+// dP'ᵀ = V·dOᵀ have keys as rows, so P'ᵀ and dSᵀ feed dV += P'ᵀ·dO and dK += dSᵀ·Q directly.
+template <typename T, int D>
+__device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dk, T* dv,
+                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  __align__(16) __shared__ T qs[FA_TILE * LD];
+  __align__(16) __shared__ T qt[D * LDT];
+  __align__(16) __shared__ T gs[FA_TILE * LD];
+  __align__(16) __shared__ T gt[D * LDT];
+  __shared__ float ls[FA_TILE], ds_row[FA_TILE];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int pair = blockIdx.y, b = pair / heads, n = pair % heads, j0 = blockIdx.x * FA_TILE;
+  const float scale = float(scale_d), keep_scale = float(keep_scale_d);
+  // This block's K and V rows, staged through qs and gs, as A fragments.
+  fa_load<T, D>(qs, k + kh.at(b, n), kh.row, j0, t);
+  fa_load<T, D>(gs, v + kh.at(b, n), kh.row, j0, t);
+  __syncthreads();
+  uint32_t kf[DK][4], vf[DK][4];
+#pragma unroll
+  for (int kk = 0; kk < DK; ++kk) {
+    frag_a(kf[kk], qs + warp * 16 * LD + kk * 16, LD, lane);
+    frag_a(vf[kk], gs + warp * 16 * LD + kk * 16, LD, lane);
+  }
+  const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
+  const T* mbase = m + (size_t)(mask_batches == 1 ? 0 : b) * s_len * t;
+  int key[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) key[r] = j0 + warp * 16 + g + 8 * r;
+  float dka[DT][4], dva[DT][4];
+#pragma unroll
+  for (int nt = 0; nt < DT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) dka[nt][c] = dva[nt][c] = 0.f;
+  const T* qp = q + qh.at(b, n);
+  const T* gp = go + gh.at(b, n);
+  for (int i0 = 0; i0 < s_len; i0 += FA_TILE) {
+    __syncthreads();  // every warp is done with the previous tile (and the K/V staging)
+    fa_load<T, D>(qs, qp, qh.row, i0, s_len);
+    fa_load_t<T, D>(qt, qp, qh.row, i0, s_len);
+    fa_load<T, D>(gs, gp, gh.row, i0, s_len);
+    fa_load_t<T, D>(gt, gp, gh.row, i0, s_len);
+    for (int x = threadIdx.x; x < FA_TILE; x += blockDim.x) {
+      const bool in = i0 + x < s_len;
+      ls[x] = in ? lse[(size_t)pair * s_len + i0 + x] : 0.f;
+      ds_row[x] = in ? dd[(size_t)pair * s_len + i0 + x] : 0.f;
+    }
+    __syncthreads();
+    float st[NT][4], dpt[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) st[nt][c] = dpt[nt][c] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DK; ++kk) {
+        uint32_t bf[2];
+        frag_b(bf, qs + nt * 8 * LD + kk * 16, LD, lane);
+        Mma<T>::run(st[nt], kf[kk], bf);
+        frag_b(bf, gs + nt * 8 * LD + kk * 16, LD, lane);
+        Mma<T>::run(dpt[nt], vf[kk], bf);
+      }
+    }
+    // Element (key row r, query column): st becomes P'ᵀ, dpt becomes dSᵀ.
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int r = c >> 1, x = nt * 8 + 2 * tq + (c & 1), i = i0 + x, j = key[r];
+        float pd = 0.f, ds = 0.f;
+        if (i < s_len && j < t) {
+          const bool gone = dropped(mixed_seed, threshold, ((size_t)pair * s_len + i) * t + j);
+          pd = fa_grad<T>(st[nt][c], dpt[nt][c], mbase + (size_t)i * t, br, j, ls[x], ds_row[x], gone, scale, keep_scale, ds);
+        }
+        st[nt][c] = pd;
+        dpt[nt][c] = ds;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < TK; ++kk) {
+      uint32_t pf[4], sf[4];
+      frag_a_of<T>(pf, st, kk);
+      frag_a_of<T>(sf, dpt, kk);
+#pragma unroll
+      for (int nt = 0; nt < DT; ++nt) {
+        uint32_t bf[2];
+        frag_b(bf, gt + nt * 8 * LDT + kk * 16, LDT, lane);
+        Mma<T>::run(dva[nt], pf, bf);
+        frag_b(bf, qt + nt * 8 * LDT + kk * 16, LDT, lane);
+        Mma<T>::run(dka[nt], sf, bf);
+      }
+    }
+  }
+  T* dkp = dk + kh.at(b, n);
+  T* dvp = dv + kh.at(b, n);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (key[r] >= t) continue;
+#pragma unroll
+    for (int nt = 0; nt < DT; ++nt) {
+      const long long at = (long long)key[r] * kh.row + nt * 8 + 2 * tq;
+      dkp[at] = Num<T>::of(dka[nt][2 * r]);
+      dkp[at + 1] = Num<T>::of(dka[nt][2 * r + 1]);
+      dvp[at] = Num<T>::of(dva[nt][2 * r]);
+      dvp[at + 1] = Num<T>::of(dva[nt][2 * r + 1]);
+    }
+  }
+}
+
+// dQ of 64 queries of one pair, over every key: S and dP' recomputed per key tile, dQ += dS·K.
+template <typename T, int D>
+__device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq,
+                            FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  __align__(16) __shared__ T ks[FA_TILE * LD];
+  __align__(16) __shared__ T kt[D * LDT];
+  __align__(16) __shared__ T vs[FA_TILE * LD];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+  const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
+  const float scale = float(scale_d), keep_scale = float(keep_scale_d);
+  // This block's Q and dO rows, staged through ks and vs, as A fragments.
+  fa_load<T, D>(ks, q + qh.at(b, n), qh.row, i0, s_len);
+  fa_load<T, D>(vs, go + gh.at(b, n), gh.row, i0, s_len);
+  __syncthreads();
+  uint32_t qf[DK][4], gf[DK][4];
+#pragma unroll
+  for (int kk = 0; kk < DK; ++kk) {
+    frag_a(qf[kk], ks + warp * 16 * LD + kk * 16, LD, lane);
+    frag_a(gf[kk], vs + warp * 16 * LD + kk * 16, LD, lane);
+  }
+  const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
+  int row[2];
+  const T* mr[2];
+  float l[2], drow[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row[r] = i0 + warp * 16 + g + 8 * r;
+    const bool in = row[r] < s_len;
+    mr[r] = m + ((size_t)(mask_batches == 1 ? 0 : b) * s_len + min(row[r], s_len - 1)) * t;
+    l[r] = in ? lse[(size_t)pair * s_len + row[r]] : 0.f;
+    drow[r] = in ? dd[(size_t)pair * s_len + row[r]] : 0.f;
+  }
+  float dqa[DT][4];
+#pragma unroll
+  for (int nt = 0; nt < DT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) dqa[nt][c] = 0.f;
+  const T* kp = k + kh.at(b, n);
+  const T* vp = v + kh.at(b, n);
+  for (int j0 = 0; j0 < t; j0 += FA_TILE) {
+    __syncthreads();
+    fa_load<T, D>(ks, kp, kh.row, j0, t);
+    fa_load_t<T, D>(kt, kp, kh.row, j0, t);
+    fa_load<T, D>(vs, vp, kh.row, j0, t);
+    __syncthreads();
+    float sc[NT][4], dp[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) sc[nt][c] = dp[nt][c] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DK; ++kk) {
+        uint32_t bf[2];
+        frag_b(bf, ks + nt * 8 * LD + kk * 16, LD, lane);
+        Mma<T>::run(sc[nt], qf[kk], bf);
+        frag_b(bf, vs + nt * 8 * LD + kk * 16, LD, lane);
+        Mma<T>::run(dp[nt], gf[kk], bf);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int r = c >> 1, j = j0 + nt * 8 + 2 * tq + (c & 1);
+        float ds = 0.f;
+        if (row[r] < s_len && j < t) {
+          const bool gone = dropped(mixed_seed, threshold, ((size_t)pair * s_len + row[r]) * t + j);
+          fa_grad<T>(sc[nt][c], dp[nt][c], mr[r], br, j, l[r], drow[r], gone, scale, keep_scale, ds);
+        }
+        sc[nt][c] = ds;
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < TK; ++kk) {
+      uint32_t sf[4];
+      frag_a_of<T>(sf, sc, kk);
+#pragma unroll
+      for (int nt = 0; nt < DT; ++nt) {
+        uint32_t bf[2];
+        frag_b(bf, kt + nt * 8 * LDT + kk * 16, LDT, lane);
+        Mma<T>::run(dqa[nt], sf, bf);
+      }
+    }
+  }
+  T* dqp = dq + qh.at(b, n);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= s_len) continue;
+#pragma unroll
+    for (int nt = 0; nt < DT; ++nt) {
+      const long long at = (long long)row[r] * qh.row + nt * 8 + 2 * tq;
+      dqp[at] = Num<T>::of(dqa[nt][0 + 2 * r]);
+      dqp[at + 1] = Num<T>::of(dqa[nt][1 + 2 * r]);
+    }
+  }
+}
+
+// Instantiations for the half types: `flash_*_<dtype>`, heads of 64 channels. A head is passed as
+// three strides (batch, head, row) so that a packed [B, S, 3H] projection is read, and its
+// gradient written, in place.
+#define FA_HEAD(x) long long x##_b, long long x##_n, long long x##_r
+#define FA_ARGS(T)                                                                                             \
+  const T *m, int mask_batches, const double *bias, int bias_rows, int heads, int s_len, int t, double scale, \
+      uint64_t mixed_seed, uint64_t threshold, double keep_scale
+#define FA_PASS m, mask_batches, bias, bias_rows, heads, s_len, t, scale, mixed_seed, threshold, keep_scale
+#define INSTANTIATE_FLASH(T, HSUF)                                                                                         \
+  extern "C" __global__ void __launch_bounds__(128) flash_fwd_##HSUF(                                                \
+      const T* q, const T* k, const T* v, T* o, float* lse, FA_HEAD(q), FA_HEAD(k), FA_HEAD(o), FA_ARGS(T)) {                 \
+    flash_fwd<T, 64>(q, k, v, o, lse, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{o_b, o_n, o_r}, FA_PASS);       \
+  }                                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(256) flash_bwd_dot_##HSUF(const T* o, const T* go, float* dd, FA_HEAD(o),     \
+                                                                          FA_HEAD(g), int heads, int s_len, int d,        \
+                                                                          size_t rows) {                                  \
+    flash_bwd_dot<T>(o, go, dd, FaHead{o_b, o_n, o_r}, FaHead{g_b, g_n, g_r}, heads, s_len, d, rows);                      \
+  }                                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(128) flash_bwd_kv_##HSUF(                                             \
+      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dk, T* dv, FA_HEAD(q),        \
+      FA_HEAD(k), FA_HEAD(g), FA_ARGS(T)) {                                                                                  \
+    flash_bwd_kv<T, 64>(q, k, v, go, lse, dd, dk, dv, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r}, \
+                        FA_PASS);                                                                                         \
+  }                                                                                                                       \
+  extern "C" __global__ void __launch_bounds__(128) flash_bwd_q_##HSUF(                                              \
+      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq, FA_HEAD(q), FA_HEAD(k),   \
+      FA_HEAD(g), FA_ARGS(T)) {                                                                                              \
+    flash_bwd_q<T, 64>(q, k, v, go, lse, dd, dq, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r},      \
+                       FA_PASS);                                                                                          \
+  }
