@@ -1,6 +1,7 @@
 //! Deterministic train / held-out splits of line-oriented files (JSONL or one document per line).
 //!
-//! Every non-blank line is assigned to exactly one named part. Lines are shuffled with a seeded ChaCha
+//! Every non-blank line is assigned to exactly one named part (in a `.jsonl` file, each must be a JSON
+//! value; any file must be UTF-8). Lines are shuffled with a seeded ChaCha
 //! permutation, the parts take consecutive runs of it sized by their fractions, and each part keeps the
 //! input's original line order, so the same seed always gives byte-identical files.
 
@@ -11,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::error::{read_file, write_atomic, Error, Result};
+use crate::error::{read_text, write_atomic, Error, Result};
 
 /// One named part of a split and its share of the lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,19 +97,19 @@ pub fn part_sizes(n: usize, parts: &[SplitPart]) -> Vec<usize> {
 /// the same seed writes, is fine), and a part file is never the input itself.
 pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path, overwrite: bool) -> Result<SplitReport> {
     validate(parts)?;
-    let bytes = read_file(input)?;
-    let lines: Vec<&[u8]> = bytes
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect();
+    let text = read_text(input)?;
+    let lines: Vec<&[u8]> =
+        text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.trim().is_empty()).map(str::as_bytes).collect();
     if lines.is_empty() {
         return Err(Error::file(input, "has no non-blank lines to split"));
+    }
+    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("jsonl");
+    if matches!(ext, "jsonl" | "json") {
+        check_json_lines(input, &text)?;
     }
     let mut order: Vec<usize> = (0..lines.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("jsonl");
     let mut report = SplitReport { lines: lines.len(), parts: vec![] };
     let mut start = 0;
     let mut files = Vec::with_capacity(parts.len());
@@ -136,6 +137,17 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path,
         report.parts.push((name, path, size));
     }
     Ok(report)
+}
+
+/// Every non-blank line of a JSONL file is one JSON value: a damaged record is named before any
+/// part is written, rather than copied into one of them.
+fn check_json_lines(input: &Path, text: &str) -> Result<()> {
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(line) {
+            return Err(Error::file(input, format!("line {}: not a JSON record ({e}); a JSONL file holds one JSON value per line", i + 1)));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,6 +200,15 @@ mod tests {
         assert!(e.to_string().contains("--overwrite"), "{e}");
         assert_eq!(a, read(&r1.parts[0].1)?);
         split_lines(&input, &parts, 8, &dir.join("one"), true)?;
+        // A damaged JSONL record, or bytes that are not UTF-8, are named; nothing is written.
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, "{\"i\":1}\n{\"i\":2\n")?;
+        let e = split_lines(&bad, &parts, 7, &dir.join("bad"), false).err().ok_or("a damaged record was split")?;
+        assert!(e.to_string().contains("line 2") && e.to_string().contains("bad.jsonl"), "{e}");
+        assert!(!dir.join("bad").exists());
+        std::fs::write(&bad, b"{\"i\":1}\n\xff\n")?;
+        let e = split_lines(&bad, &parts, 7, &dir.join("bad"), false).err().ok_or("invalid UTF-8 was split")?;
+        assert!(e.to_string().contains("UTF-8"), "{e}");
         // Never over the input itself.
         let own = SplitPart::parse_list("in=0.5,x=0.5")?;
         let e = split_lines(&input, &own, 7, &dir, true).err().ok_or("the input was overwritten")?;
