@@ -81,6 +81,38 @@ template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], c
   a[3] = pack_pair<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
+// c = A·Bᵀ over one tile: A the warp's 16 rows of D channels as fragments a[D/16], B the tile's
+// 64 rows row-major at `b` (pitch D + 8); c[nt] holds columns 8·nt..8·nt+7 (16 × 64).
+template <typename T, int D>
+__device__ __forceinline__ void fa_rows_times_tile(float (*c)[4], const uint32_t (*a)[4], const T* b, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < FA_TILE / 8; ++nt) {
+    c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t bf[2];
+      frag_b(bf, b + nt * 8 * (D + 8) + kk * 16, D + 8, lane);
+      Mma<T>::run(c[nt], a[kk], bf);
+    }
+  }
+}
+// acc += C·B over one tile: C the accumulators over the tile's 64 rows (16 × 64, rounded to T as
+// A fragments), B the tile's rows transposed at `bt` (pitch 64 + 8); acc is 16 × D.
+template <typename T, int D>
+__device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (*c)[4], const T* bt, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < FA_TILE / 16; ++kk) {
+    uint32_t af[4];
+    frag_a_of<T>(af, c, kk);
+#pragma unroll
+    for (int nt = 0; nt < D / 8; ++nt) {
+      uint32_t bf[2];
+      frag_b(bf, bt + nt * 8 * (FA_TILE + 8) + kk * 16, FA_TILE + 8, lane);
+      Mma<T>::run(acc[nt], af, bf);
+    }
+  }
+}
+
 // Rows r0..r0+63 of a head (`rs` elements apart, D contiguous channels, 16-byte aligned) into
 // sh[64][D + 8]; rows at or past `limit` read as zeros. Eight threads move one 128-byte row.
 template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, const T* src, long long rs, int r0, int limit) {
@@ -131,7 +163,7 @@ struct FaHead {
 // Forward: O (and L when `lse` is given) of 64 queries of one pair.
 template <typename T, int D>
 __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, FaHead qh, FaHead kh, FaHead oh, FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T qs[FA_TILE * LD];
   __align__(16) __shared__ T ks[FA_TILE * LD];
   __align__(16) __shared__ T vt[D * LDT];
@@ -163,16 +195,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
     fa_load_t<T, D>(vt, vp, kh.row, j0, t);
     __syncthreads();
     float sc[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < DK; ++kk) {
-        uint32_t bf[2];
-        frag_b(bf, ks + nt * 8 * LD + kk * 16, LD, lane);
-        Mma<T>::run(sc[nt], qf[kk], bf);
-      }
-    }
+    fa_rows_times_tile<T, D>(sc, qf, ks, lane);
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -213,17 +236,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
         sc[nt][c] = gone ? 0.f : p * keep_scale;
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < TK; ++kk) {
-      uint32_t pf[4];
-      frag_a_of<T>(pf, sc, kk);
-#pragma unroll
-      for (int nt = 0; nt < DT; ++nt) {
-        uint32_t bf[2];
-        frag_b(bf, vt + nt * 8 * LDT + kk * 16, LDT, lane);
-        Mma<T>::run(acc[nt], pf, bf);
-      }
-    }
+    fa_acc_times_tile<T, D>(acc, sc, vt, lane);
   }
   T* op = o + oh.at(b, n);
 #pragma unroll
@@ -272,7 +285,7 @@ __device__ __forceinline__ float fa_grad(float s, float dp, const T* mr, const d
 template <typename T, int D>
 __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dk, T* dv,
                              FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T qs[FA_TILE * LD];
   __align__(16) __shared__ T qt[D * LDT];
   __align__(16) __shared__ T gs[FA_TILE * LD];
@@ -316,19 +329,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
     }
     __syncthreads();
     float st[NT][4], dpt[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) st[nt][c] = dpt[nt][c] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < DK; ++kk) {
-        uint32_t bf[2];
-        frag_b(bf, qs + nt * 8 * LD + kk * 16, LD, lane);
-        Mma<T>::run(st[nt], kf[kk], bf);
-        frag_b(bf, gs + nt * 8 * LD + kk * 16, LD, lane);
-        Mma<T>::run(dpt[nt], vf[kk], bf);
-      }
-    }
+    fa_rows_times_tile<T, D>(st, kf, qs, lane);
+    fa_rows_times_tile<T, D>(dpt, vf, gs, lane);
     // Element (key row r, query column): st becomes P'ᵀ, dpt becomes dSᵀ.
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -344,20 +346,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
         dpt[nt][c] = ds;
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < TK; ++kk) {
-      uint32_t pf[4], sf[4];
-      frag_a_of<T>(pf, st, kk);
-      frag_a_of<T>(sf, dpt, kk);
-#pragma unroll
-      for (int nt = 0; nt < DT; ++nt) {
-        uint32_t bf[2];
-        frag_b(bf, gt + nt * 8 * LDT + kk * 16, LDT, lane);
-        Mma<T>::run(dva[nt], pf, bf);
-        frag_b(bf, qt + nt * 8 * LDT + kk * 16, LDT, lane);
-        Mma<T>::run(dka[nt], sf, bf);
-      }
-    }
+    fa_acc_times_tile<T, D>(dva, st, gt, lane);
+    fa_acc_times_tile<T, D>(dka, dpt, qt, lane);
   }
   T* dkp = dk + kh.at(b, n);
   T* dvp = dv + kh.at(b, n);
@@ -379,7 +369,7 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
 template <typename T, int D>
 __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq,
                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16, TK = FA_TILE / 16;
+  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T ks[FA_TILE * LD];
   __align__(16) __shared__ T kt[D * LDT];
   __align__(16) __shared__ T vs[FA_TILE * LD];
@@ -422,19 +412,8 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
     fa_load<T, D>(vs, vp, kh.row, j0, t);
     __syncthreads();
     float sc[NT][4], dp[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) sc[nt][c] = dp[nt][c] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < DK; ++kk) {
-        uint32_t bf[2];
-        frag_b(bf, ks + nt * 8 * LD + kk * 16, LD, lane);
-        Mma<T>::run(sc[nt], qf[kk], bf);
-        frag_b(bf, vs + nt * 8 * LD + kk * 16, LD, lane);
-        Mma<T>::run(dp[nt], gf[kk], bf);
-      }
-    }
+    fa_rows_times_tile<T, D>(sc, qf, ks, lane);
+    fa_rows_times_tile<T, D>(dp, gf, vs, lane);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -448,17 +427,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
         sc[nt][c] = ds;
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < TK; ++kk) {
-      uint32_t sf[4];
-      frag_a_of<T>(sf, sc, kk);
-#pragma unroll
-      for (int nt = 0; nt < DT; ++nt) {
-        uint32_t bf[2];
-        frag_b(bf, kt + nt * 8 * LDT + kk * 16, LDT, lane);
-        Mma<T>::run(dqa[nt], sf, bf);
-      }
-    }
+    fa_acc_times_tile<T, D>(dqa, sc, kt, lane);
   }
   T* dqp = dq + qh.at(b, n);
 #pragma unroll
