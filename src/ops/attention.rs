@@ -114,7 +114,7 @@ const KEEP_LIMIT: usize = 64 << 20;
 /// [`KEEP_LIMIT`] on a GPU, where memory is plentiful and a recomputation costs a GEMM: a
 /// GLM-Base layer at batch 32 keeps 403 MB of bf16 probabilities (P and P'), and with them its
 /// head-major Q, K and V (75 MB).
-const CUDA_KEEP_LIMIT: usize = 1 << 30;
+pub(crate) const CUDA_KEEP_LIMIT: usize = 1 << 30;
 
 /// The limit for heads of `d` channels: none where flash attention serves the call, which keeps
 /// only each query row's log-sum-exp.

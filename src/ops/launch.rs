@@ -173,10 +173,12 @@ const FLASH_THREADS: u32 = 128;
 /// Channels per head the flash kernels are instantiated for.
 pub(crate) const FLASH_HEAD: usize = 64;
 
-/// Whether the flash kernels take `pairs` (batch, head) pairs of `rows` queries or keys: the
-/// pairs go along the grid's y (at most 65,535).
-pub(crate) fn flash_fits(pairs: usize, rows: usize) -> bool {
-    pairs > 0 && pairs <= 65_535 && rows > 0 && rows.div_ceil(FLASH_TILE) <= u32::MAX as usize
+/// Whether the flash kernels take `pairs` (batch, head) pairs of `s` queries over `t` keys: the
+/// pairs go along the grid's y (at most 65,535), the tiles along x (at most 2³¹ − 1), and there
+/// is a query and a key.
+pub(crate) fn flash_fits(pairs: usize, s: usize, t: usize) -> bool {
+    let tiles_fit = |rows: usize| rows > 0 && rows.div_ceil(FLASH_TILE) <= i32::MAX as usize;
+    pairs > 0 && pairs <= 65_535 && tiles_fit(s) && tiles_fit(t) && (pairs * s).div_ceil(8) <= i32::MAX as usize
 }
 
 /// `flash_fwd` / `flash_bwd_q` (over query tiles) or `flash_bwd_kv` (over key tiles): a block per

@@ -143,6 +143,10 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
         let (out, lse) = super::flash::forward(x, p, keep)?;
         return Ok((out, lse.map(Kept::Flash)));
     }
+    // The op lifts its keep limit where flash attention may serve; a call it does not serve
+    // (misaligned inputs, too many pairs) keeps P and P' only within the GEMM path's limit.
+    let copies = if p.dropout.1 > 0 { 2 } else { 1 };
+    let keep = keep && g.scores().elem_count() * x[0].0.dtype().size_in_bytes() * copies <= crate::ops::attention::CUDA_KEEP_LIMIT;
     let inputs = Inputs::new(x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
     let scores_l = Layout::contiguous(g.scores());

@@ -59,6 +59,11 @@ template <typename T> __device__ __forceinline__ uint32_t pack_pair(float lo, fl
   return uint32_t(ua) | (uint32_t(ub) << 16);
 }
 
+// Two consecutive elements stored as one 32-bit word (`p` at an even element of a row).
+template <typename T> __device__ __forceinline__ void st_pair(T* p, float lo, float hi) {
+  *reinterpret_cast<uint32_t*>(p) = pack_pair<T>(lo, hi);
+}
+
 // The A fragment of the 16×16 tile at `p` (row-major, `ld` elements per row).
 template <typename T> __device__ __forceinline__ void frag_a(uint32_t a[4], const T* p, int ld, int lane) {
   p += (lane >> 2) * ld + 2 * (lane & 3);
@@ -81,6 +86,11 @@ template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], c
   a[3] = pack_pair<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
+// The A fragments of the warp's 16 rows of a tile staged at `sh` (pitch D + 8), D channels.
+template <typename T, int D> __device__ __forceinline__ void fa_warp_rows(uint32_t (*f)[4], const T* sh, int warp, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) frag_a(f[kk], sh + warp * 16 * (D + 8) + kk * 16, D + 8, lane);
+}
 // c = A·Bᵀ over one tile: A the warp's 16 rows of D channels as fragments a[D/16], B the tile's
 // 64 rows row-major at `b` (pitch D + 8); c[nt] holds columns 8·nt..8·nt+7 (16 × 64).
 template <typename T, int D>
@@ -175,8 +185,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   fa_load<T, D>(qs, q + qh.at(b, n), qh.row, i0, s_len);
   __syncthreads();
   uint32_t qf[DK][4];
-#pragma unroll
-  for (int kk = 0; kk < DK; ++kk) frag_a(qf[kk], qs + warp * 16 * LD + kk * 16, LD, lane);
+  fa_warp_rows<T, D>(qf, qs, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
@@ -206,14 +215,16 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
         tile_max[r] = max(tile_max[r], sc[nt][c]);
       }
     }
-    float corr[2];
+    float corr[2], base[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      // The four lanes of a quad hold one row; every tile has a key below t, so the max is finite.
+      // The four lanes of a quad hold one row. A row whose keys so far all score −∞ (a −∞ key
+      // bias) keeps max −∞; exponents are then taken from 0, not from −∞ (exp(−∞ + ∞) is NaN).
       tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
       tile_max[r] = max(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
       const float next = max(mx[r], tile_max[r]);
-      corr[r] = exp(mx[r] - next);
+      base[r] = next == -INFINITY ? 0.f : next;
+      corr[r] = exp(mx[r] - base[r]);
       mx[r] = next;
       sum[r] *= corr[r];
     }
@@ -230,7 +241,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int r = c >> 1, j = j0 + nt * 8 + 2 * tq + (c & 1);
-        const float p = exp(sc[nt][c] - mx[r]);
+        const float p = exp(sc[nt][c] - base[r]);
         sum[r] += p;
         const bool gone = j < t && row[r] < s_len && dropped(mixed_seed, threshold, ((size_t)pair * s_len + row[r]) * t + j);
         sc[nt][c] = gone ? 0.f : p * keep_scale;
@@ -247,9 +258,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
     const float inv = 1.f / sum[r];
 #pragma unroll
     for (int nt = 0; nt < DT; ++nt) {
-      T* dst = op + (long long)row[r] * oh.row + nt * 8 + 2 * tq;
-      dst[0] = Num<T>::of(acc[nt][2 * r] * inv);
-      dst[1] = Num<T>::of(acc[nt][2 * r + 1] * inv);
+      st_pair<T>(op + (long long)row[r] * oh.row + nt * 8 + 2 * tq, acc[nt][2 * r] * inv, acc[nt][2 * r + 1] * inv);
     }
     if (lse && tq == 0) lse[(size_t)pair * s_len + row[r]] = mx[r] + log(sum[r]);
   }
@@ -299,11 +308,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   fa_load<T, D>(gs, v + kh.at(b, n), kh.row, j0, t);
   __syncthreads();
   uint32_t kf[DK][4], vf[DK][4];
-#pragma unroll
-  for (int kk = 0; kk < DK; ++kk) {
-    frag_a(kf[kk], qs + warp * 16 * LD + kk * 16, LD, lane);
-    frag_a(vf[kk], gs + warp * 16 * LD + kk * 16, LD, lane);
-  }
+  fa_warp_rows<T, D>(kf, qs, warp, lane);
+  fa_warp_rows<T, D>(vf, gs, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   const T* mbase = m + (size_t)(mask_batches == 1 ? 0 : b) * s_len * t;
   int key[2];
@@ -357,10 +363,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
 #pragma unroll
     for (int nt = 0; nt < DT; ++nt) {
       const long long at = (long long)key[r] * kh.row + nt * 8 + 2 * tq;
-      dkp[at] = Num<T>::of(dka[nt][2 * r]);
-      dkp[at + 1] = Num<T>::of(dka[nt][2 * r + 1]);
-      dvp[at] = Num<T>::of(dva[nt][2 * r]);
-      dvp[at + 1] = Num<T>::of(dva[nt][2 * r + 1]);
+      st_pair<T>(dkp + at, dka[nt][2 * r], dka[nt][2 * r + 1]);
+      st_pair<T>(dvp + at, dva[nt][2 * r], dva[nt][2 * r + 1]);
     }
   }
 }
@@ -381,11 +385,8 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   fa_load<T, D>(vs, go + gh.at(b, n), gh.row, i0, s_len);
   __syncthreads();
   uint32_t qf[DK][4], gf[DK][4];
-#pragma unroll
-  for (int kk = 0; kk < DK; ++kk) {
-    frag_a(qf[kk], ks + warp * 16 * LD + kk * 16, LD, lane);
-    frag_a(gf[kk], vs + warp * 16 * LD + kk * 16, LD, lane);
-  }
+  fa_warp_rows<T, D>(qf, ks, warp, lane);
+  fa_warp_rows<T, D>(gf, vs, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
@@ -436,8 +437,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
 #pragma unroll
     for (int nt = 0; nt < DT; ++nt) {
       const long long at = (long long)row[r] * qh.row + nt * 8 + 2 * tq;
-      dqp[at] = Num<T>::of(dqa[nt][0 + 2 * r]);
-      dqp[at + 1] = Num<T>::of(dqa[nt][1 + 2 * r]);
+      st_pair<T>(dqp + at, dqa[nt][2 * r], dqa[nt][2 * r + 1]);
     }
   }
 }

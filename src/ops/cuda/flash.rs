@@ -29,7 +29,9 @@ fn requested() -> bool {
 
 /// The compute capability the kernels were compiled for (build.rs): `mma.sync` needs sm_80.
 fn tensor_cores() -> bool {
-    option_env!("WENHUI_CUDA_COMPUTE_CAP").and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| c >= 80)
+    // "90", or "90a" for the architecture-specific target.
+    let digits = |c: &str| c.chars().take_while(char::is_ascii_digit).collect::<String>();
+    option_env!("WENHUI_CUDA_COMPUTE_CAP").and_then(|c| digits(c).parse::<u32>().ok()).is_some_and(|c| c >= 80)
 }
 
 /// Whether flash attention may serve heads of `d` channels in `dtype` (asked for, sm_80+,
@@ -43,7 +45,7 @@ pub(crate) fn may_serve(dtype: DType, d: usize) -> bool {
 pub(crate) fn serves(x: &[(&CudaStorage, &Layout); 3], g: &Geometry) -> bool {
     let offsets_aligned =
         if g.packed { x[0].1.start_offset().is_multiple_of(8) } else { x.iter().all(|(_, l)| l.start_offset().is_multiple_of(8)) };
-    may_serve(x[0].0.dtype(), g.d) && offsets_aligned && launch::flash_fits(g.pairs(), g.s.max(g.t))
+    may_serve(x[0].0.dtype(), g.d) && offsets_aligned && launch::flash_fits(g.pairs(), g.s, g.t)
 }
 
 /// The kernels' strides and gradient offsets for this call, as i64 kernel arguments.
@@ -219,6 +221,8 @@ fn backward_typed<T: KernelFloat>(
     let size = std::mem::size_of::<T>() as u64;
     let (fl, strides) = layout(g);
     let suffix = T::DTYPE.as_str();
+    let (bias, bias_rows) = device_bias(&dev, p)?;
+    let scalars = Scalars::new(p, bias_rows)?;
     // D = Σ dO ⊙ O per query row.
     // SAFETY: flash_bwd_dot writes every row before the other kernels read it.
     let mut dd = unsafe { dev.alloc::<f32>(rows) }?;
@@ -229,13 +233,13 @@ fn backward_typed<T: KernelFloat>(
     {
         let f = dev.get_or_load_custom_func(&format!("flash_bwd_dot_{suffix}"), MODULE, PTX)?;
         let (d_ptr, _d_record) = dd.device_ptr_mut(&stream);
-        let (heads, s, d, n) = (g.heads as i32, g.s as i32, g.d as i32, rows);
+        let (d, n) = (launch::FLASH_HEAD as i32, rows);
         let mut b = f.builder();
         b.arg(&o_ptr).arg(&go_ptr).arg(&d_ptr);
         for v in strides[6..].iter().chain(&strides[6..]) {
             b.arg(v);
         }
-        b.arg(&heads).arg(&s).arg(&d).arg(&n);
+        b.arg(&scalars.heads).arg(&scalars.s).arg(&d).arg(&n);
         // SAFETY: the arguments match flash_bwd_dot's signature; the output and its gradient
         // share the output's strides; D holds pairs × S rows.
         unsafe { b.launch(config(launch::flash_dot(rows))) }.w()?;
@@ -244,8 +248,6 @@ fn backward_typed<T: KernelFloat>(
     let shape = if g.packed { Shape::from((g.batch, g.s, 3 * g.hidden())) } else { Shape::from(fl.grad_len) };
     let mut grads = alloc_like(x[0].0, &shape)?;
     let [dq_at, dk_at, dv_at] = fl.grads;
-    let (bias, bias_rows) = device_bias(&dev, p)?;
-    let scalars = Scalars::new(p, bias_rows)?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
     {
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
