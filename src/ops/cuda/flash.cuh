@@ -123,33 +123,44 @@ __device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (
   }
 }
 
-// Rows r0..r0+63 of a head (`rs` elements apart, D contiguous channels, 16-byte aligned) into
-// sh[64][D + 8]; rows at or past `limit` read as zeros. Eight threads move one 128-byte row.
-template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, const T* src, long long rs, int r0, int limit) {
-  constexpr int PACKS = D / 8;
-  for (int p = threadIdx.x; p < FA_TILE * PACKS; p += blockDim.x) {
-    const int r = p / PACKS, c = (p % PACKS) * 8;
-    uint4 v = {0, 0, 0, 0};
-    if (r0 + r < limit) v = *reinterpret_cast<const uint4*>(src + (long long)(r0 + r) * rs + c);
-    *reinterpret_cast<uint4*>(sh + r * (D + 8) + c) = v;
-  }
-}
-// The same rows transposed: sh[D][64 + 8], sh[c][r] = row r0 + r, channel c. Consecutive
-// threads take consecutive rows, so a warp's 2-byte stores fall in distinct banks.
-template <typename T, int D> __device__ __forceinline__ void fa_load_t(T* sh, const T* src, long long rs, int r0, int limit) {
-  constexpr int PACKS = D / 8;
-  for (int p = threadIdx.x; p < FA_TILE * PACKS; p += blockDim.x) {
-    const int r = p % FA_TILE, c = (p / FA_TILE) * 8;
-    Pack<T> v;
-    if (r0 + r < limit) {
-      v = *reinterpret_cast<const Pack<T>*>(src + (long long)(r0 + r) * rs + c);
-    } else {
+// One 64-row tile of a head in registers: rows r0..r0+63 (`rs` elements apart, D contiguous
+// channels, 16-byte aligned), each of the block's FA_THREADS threads holding D / 16 packs of 16
+// bytes; rows at or past `limit` read as zeros. Fetched from global memory before the previous
+// tile's products run (so the loads overlap them), then stored to shared memory row-major
+// (sh[64][D + 8]) and/or transposed (sh[D][64 + 8], sh[c][r] = row r, channel c). Consecutive
+// threads take consecutive rows: both stores then fall in distinct banks.
+template <typename T, int D> struct FaTile {
+  static constexpr int PACKS = FA_TILE * D / 8 / FA_THREADS;
+  uint4 v[PACKS];
+  static __device__ __forceinline__ int row(int k) { return (threadIdx.x + k * FA_THREADS) % FA_TILE; }
+  static __device__ __forceinline__ int col(int k) { return (threadIdx.x + k * FA_THREADS) / FA_TILE * 8; }
+  __device__ __forceinline__ void fetch(const T* src, long long rs, int r0, int limit) {
 #pragma unroll
-      for (int k = 0; k < 8; ++k) v.v[k] = Num<T>::of(0.f);
+    for (int k = 0; k < PACKS; ++k) {
+      const int r = row(k);
+      v[k] = uint4{0, 0, 0, 0};
+      if (r0 + r < limit) v[k] = *reinterpret_cast<const uint4*>(src + (long long)(r0 + r) * rs + col(k));
     }
-#pragma unroll
-    for (int k = 0; k < 8; ++k) sh[(c + k) * (FA_TILE + 8) + r] = v.v[k];
   }
+  __device__ __forceinline__ void store(T* sh) const {
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) *reinterpret_cast<uint4*>(sh + row(k) * (D + 8) + col(k)) = v[k];
+  }
+  __device__ __forceinline__ void store_t(T* sh) const {
+#pragma unroll
+    for (int k = 0; k < PACKS; ++k) {
+      Pack<T> p;
+      memcpy(&p, &v[k], 16);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sh[(col(k) + e) * (FA_TILE + 8) + row(k)] = p.v[e];
+    }
+  }
+};
+// A tile straight into shared memory, row-major.
+template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, const T* src, long long rs, int r0, int limit) {
+  FaTile<T, D> tile;
+  tile.fetch(src, rs, r0, limit);
+  tile.store(sh);
 }
 
 // The masked, scaled, biased score z of query row `mr` (mask row), key j: attn_score's.
@@ -198,11 +209,18 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   float acc[DT][4];
 #pragma unroll
   for (int nt = 0; nt < DT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  FaTile<T, D> kn, vn;  // the next key tile, in flight
+  kn.fetch(kp, kh.row, 0, t);
+  vn.fetch(vp, kh.row, 0, t);
   for (int j0 = 0; j0 < t; j0 += FA_TILE) {
     __syncthreads();  // every warp is done with the previous tile
-    fa_load<T, D>(ks, kp, kh.row, j0, t);
-    fa_load_t<T, D>(vt, vp, kh.row, j0, t);
+    kn.store(ks);
+    vn.store_t(vt);
     __syncthreads();
+    if (j0 + FA_TILE < t) {
+      kn.fetch(kp, kh.row, j0 + FA_TILE, t);
+      vn.fetch(vp, kh.row, j0 + FA_TILE, t);
+    }
     float sc[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -324,10 +342,15 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   const T* gp = go + gh.at(b, n);
   for (int i0 = 0; i0 < s_len; i0 += FA_TILE) {
     __syncthreads();  // every warp is done with the previous tile (and the K/V staging)
-    fa_load<T, D>(qs, qp, qh.row, i0, s_len);
-    fa_load_t<T, D>(qt, qp, qh.row, i0, s_len);
-    fa_load<T, D>(gs, gp, gh.row, i0, s_len);
-    fa_load_t<T, D>(gt, gp, gh.row, i0, s_len);
+    {
+      FaTile<T, D> tile;  // Q and dO read once each, stored both ways
+      tile.fetch(qp, qh.row, i0, s_len);
+      tile.store(qs);
+      tile.store_t(qt);
+      tile.fetch(gp, gh.row, i0, s_len);
+      tile.store(gs);
+      tile.store_t(gt);
+    }
     for (int x = threadIdx.x; x < FA_TILE; x += blockDim.x) {
       const bool in = i0 + x < s_len;
       ls[x] = in ? lse[(size_t)pair * s_len + i0 + x] : 0.f;
@@ -408,9 +431,17 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   const T* vp = v + kh.at(b, n);
   for (int j0 = 0; j0 < t; j0 += FA_TILE) {
     __syncthreads();
-    fa_load<T, D>(ks, kp, kh.row, j0, t);
-    fa_load_t<T, D>(kt, kp, kh.row, j0, t);
-    fa_load<T, D>(vs, vp, kh.row, j0, t);
+    {
+      // K read once, stored both ways. Not fetched ahead as in the forward pass: holding the
+      // next tile in registers took this kernel from 168 to 234 registers (three blocks per SM
+      // to two); __launch_bounds__(128, 3) keeps it at 168 without spills.
+      FaTile<T, D> tile;
+      tile.fetch(kp, kh.row, j0, t);
+      tile.store(ks);
+      tile.store_t(kt);
+      tile.fetch(vp, kh.row, j0, t);
+      tile.store(vs);
+    }
     __syncthreads();
     float sc[NT][4], dp[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
@@ -466,7 +497,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
     flash_bwd_kv<T, 64>(q, k, v, go, lse, dd, dk, dv, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r}, \
                         FA_PASS);                                                                                         \
   }                                                                                                                       \
-  extern "C" __global__ void __launch_bounds__(128) flash_bwd_q_##HSUF(                                              \
+  extern "C" __global__ void __launch_bounds__(128, 3) flash_bwd_q_##HSUF(                                              \
       const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq, FA_HEAD(q), FA_HEAD(k),   \
       FA_HEAD(g), FA_ARGS(T)) {                                                                                              \
     flash_bwd_q<T, 64>(q, k, v, go, lse, dd, dq, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r},      \

@@ -95,7 +95,9 @@ fn declarations() -> TestResult<&'static [Declaration]> {
             let mut bound = None;
             if let Some(rest) = after.strip_prefix("__launch_bounds__(") {
                 let (n, rest) = rest.split_once(')').ok_or_else(|| format!("unclosed __launch_bounds__ in: {line}"))?;
-                bound = Some(n.trim().parse::<u32>().map_err(|e| format!("__launch_bounds__({n}): {e}"))?);
+                // (max threads[, min blocks per SM])
+                let threads = n.split(',').next().unwrap_or_default().trim();
+                bound = Some(threads.parse::<u32>().map_err(|e| format!("__launch_bounds__({n}): {e}"))?);
                 after = rest.trim_start();
             }
             let name = after.split('(').next().unwrap_or_default().trim();
