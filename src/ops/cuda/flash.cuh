@@ -163,6 +163,18 @@ template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, cons
   tile.store(sh);
 }
 
+// The block's own 64 rows of two heads (K and V, or Q and dO), staged through `s1` and `s2`, as
+// the A fragments of each warp's 16 rows.
+template <typename T, int D>
+__device__ __forceinline__ void fa_own_rows(uint32_t (*f1)[4], uint32_t (*f2)[4], T* s1, T* s2, const T* src1, long long rs1,
+                                            const T* src2, long long rs2, int r0, int limit, int warp, int lane) {
+  fa_load<T, D>(s1, src1, rs1, r0, limit);
+  fa_load<T, D>(s2, src2, rs2, r0, limit);
+  __syncthreads();
+  fa_warp_rows<T, D>(f1, s1, warp, lane);
+  fa_warp_rows<T, D>(f2, s2, warp, lane);
+}
+
 // The masked, scaled, biased score z of query row `mr` (mask row), key j: attn_score's.
 template <typename T>
 __device__ __forceinline__ float fa_score(float s, const T* mr, const double* br, int j, float scale) {
@@ -321,13 +333,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, j0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
-  // This block's K and V rows, staged through qs and gs, as A fragments.
-  fa_load<T, D>(qs, k + kh.at(b, n), kh.row, j0, t);
-  fa_load<T, D>(gs, v + kh.at(b, n), kh.row, j0, t);
-  __syncthreads();
   uint32_t kf[DK][4], vf[DK][4];
-  fa_warp_rows<T, D>(kf, qs, warp, lane);
-  fa_warp_rows<T, D>(vf, gs, warp, lane);
+  fa_own_rows<T, D>(kf, vf, qs, gs, k + kh.at(b, n), kh.row, v + kh.at(b, n), kh.row, j0, t, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   const T* mbase = m + (size_t)(mask_batches == 1 ? 0 : b) * s_len * t;
   int key[2];
@@ -403,13 +410,8 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
-  // This block's Q and dO rows, staged through ks and vs, as A fragments.
-  fa_load<T, D>(ks, q + qh.at(b, n), qh.row, i0, s_len);
-  fa_load<T, D>(vs, go + gh.at(b, n), gh.row, i0, s_len);
-  __syncthreads();
   uint32_t qf[DK][4], gf[DK][4];
-  fa_warp_rows<T, D>(qf, ks, warp, lane);
-  fa_warp_rows<T, D>(gf, vs, warp, lane);
+  fa_own_rows<T, D>(qf, gf, ks, vs, q + qh.at(b, n), qh.row, go + gh.at(b, n), gh.row, i0, s_len, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
