@@ -216,6 +216,12 @@ impl FlashLayout {
     }
 }
 
+/// Words of flash attention's kept dropout bits: one per thread of a block per (query tile, key
+/// tile) of each pair (`fa_bits_tile` in flash.cuh).
+pub(crate) fn flash_bits_len(pairs: usize, s: usize, t: usize) -> usize {
+    pairs * s.div_ceil(FLASH_TILE) * t.div_ceil(FLASH_TILE) * FLASH_THREADS as usize
+}
+
 /// `flash_bwd_dot`: a warp per query row.
 pub(crate) fn flash_dot(rows: usize) -> Launch {
     Launch::linear(rows.div_ceil((WARP_ROW_THREADS / 32) as usize), WARP_ROW_THREADS)

@@ -131,8 +131,8 @@ pub(crate) enum Kept {
     /// projection, its head-major Q, K and V, so that the backward does not split the projection
     /// again (three `[B, S, H]` copies per layer).
     Probs { probs: CudaStorage, dropped: Option<CudaStorage>, heads: Option<[CudaStorage; 3]> },
-    /// Flash attention's log-sum-exp per query row (`ops/cuda/flash.rs`).
-    Flash(CudaSlice<f32>),
+    /// Flash attention's log-sum-exp per query row and dropout bits (`ops/cuda/flash.rs`).
+    Flash(super::flash::FlashKept),
 }
 
 /// The forward pass: the output (`[B, N, S, d]`, or `[B, S, H]` when packed) and, when `keep`,
@@ -188,7 +188,7 @@ pub(crate) fn backward(
     // P, which the GEMM path then recomputes.
     if super::flash::serves(&x, g) && grad.1.start_offset().is_multiple_of(8) {
         let kept = match (kept, out) {
-            (Some(Kept::Flash(lse)), Some((o, l))) if l.is_contiguous() => Some((o, l, lse)),
+            (Some(Kept::Flash(kept)), Some((o, l))) if l.is_contiguous() => Some((o, l, kept)),
             _ => None,
         };
         return super::flash::backward(x, grad, kept, p);

@@ -193,9 +193,26 @@ struct FaHead {
   const T *m, int mask_batches, const double *bias, int bias_rows, int heads, int s_len, int t, double scale_d,   \
       uint64_t mixed_seed, uint64_t threshold, double keep_scale_d
 
-// Forward: O (and L when `lse` is given) of 64 queries of one pair.
+// The forward pass's dropout decisions, kept for the backward pass (with dropout the host always
+// passes `bits`; a backward without them runs the forward again first). The backward kernels
+// read them instead of hashing every element again: one 64-bit splitmix hash per element in all
+// rather than three (about 1.6 ms of a GLM-Base step), and fewer registers. One word per lane per
+// (query tile, key tile) holds its 32 elements of the tile in the forward's fragment order: bit
+// 4·nt + c of lane (g, t) of warp w is query 16w + g + 8·(c / 2), key 8·nt + 2t + c % 2.
+__device__ __forceinline__ size_t fa_bits_tile(int pair, int qtile, int ktile, int s_len, int t) {
+  const size_t qtiles = (s_len + FA_TILE - 1) / FA_TILE, ktiles = (t + FA_TILE - 1) / FA_TILE;
+  return (((size_t)pair * qtiles + qtile) * ktiles + ktile) * FA_THREADS;
+}
+// The bit of (query x, key y) within a tile, in a tile's FA_THREADS words.
+__device__ __forceinline__ bool fa_bit(const uint32_t* words, int x, int y) {
+  const int w = x / 16, g = x % 8, half = (x % 16) / 8, nt = y / 8, t = (y % 8) / 2;
+  return (words[w * 32 + g * 4 + t] >> (nt * 4 + half * 2 + (y & 1))) & 1u;
+}
+
+// Forward: O (and L when `lse` is given, the dropout bits when `bits` is) of 64 queries of one pair.
 template <typename T, int D>
-__device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, FaHead qh, FaHead kh, FaHead oh, FA_COMMON) {
+__device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FaHead qh, FaHead kh, FaHead oh,
+                          FA_COMMON) {
   constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T qs[FA_TILE * LD];
   __align__(16) __shared__ T ks[FA_TILE * LD];
@@ -266,6 +283,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
       acc[nt][3] *= corr[1];
     }
     // P (unnormalised) into the sum; the dropped P' becomes the A operand of P'·V.
+    uint32_t word = 0;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -274,9 +292,11 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
         const float p = exp(sc[nt][c] - base[r]);
         sum[r] += p;
         const bool gone = j < t && row[r] < s_len && dropped(mixed_seed, threshold, ((size_t)pair * s_len + row[r]) * t + j);
+        word |= uint32_t(gone) << (nt * 4 + c);
         sc[nt][c] = gone ? 0.f : p * keep_scale;
       }
     }
+    if (bits) bits[fa_bits_tile(pair, blockIdx.x, j0 / FA_TILE, s_len, t) + threadIdx.x] = word;
     fa_acc_times_tile<T, D>(acc, sc, vt, lane);
   }
   T* op = o + oh.at(b, n);
@@ -322,7 +342,8 @@ __device__ __forceinline__ float fa_grad(float s, float dp, const T* mr, const d
 // dK and dV of 64 keys of one pair, over every query. A warp owns 16 keys: Sᵀ = K·Qᵀ and
 // dP'ᵀ = V·dOᵀ have keys as rows, so P'ᵀ and dSᵀ feed dV += P'ᵀ·dO and dK += dSᵀ·Q directly.
 template <typename T, int D>
-__device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dk, T* dv,
+__device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
+                             T* dk, T* dv,
                              FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
   constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T qs[FA_TILE * LD];
@@ -330,6 +351,7 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   __align__(16) __shared__ T gs[FA_TILE * LD];
   __align__(16) __shared__ T gt[D * LDT];
   __shared__ float ls[FA_TILE], ds_row[FA_TILE];
+  __shared__ uint32_t words[FA_THREADS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, j0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
@@ -363,6 +385,7 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
       ls[x] = in ? lse[(size_t)pair * s_len + i0 + x] : 0.f;
       ds_row[x] = in ? dd[(size_t)pair * s_len + i0 + x] : 0.f;
     }
+    if (bits) words[threadIdx.x] = bits[fa_bits_tile(pair, i0 / FA_TILE, blockIdx.x, s_len, t) + threadIdx.x];
     __syncthreads();
     float st[NT][4], dpt[NT][4];
     fa_rows_times_tile<T, D>(st, kf, qs, lane);
@@ -375,7 +398,7 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
         const int r = c >> 1, x = nt * 8 + 2 * tq + (c & 1), i = i0 + x, j = key[r];
         float pd = 0.f, ds = 0.f;
         if (i < s_len && j < t) {
-          const bool gone = dropped(mixed_seed, threshold, ((size_t)pair * s_len + i) * t + j);
+          const bool gone = bits && fa_bit(words, x, j - j0);
           pd = fa_grad<T>(st[nt][c], dpt[nt][c], mbase + (size_t)i * t, br, j, ls[x], ds_row[x], gone, scale, keep_scale, ds);
         }
         st[nt][c] = pd;
@@ -401,7 +424,8 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
 
 // dQ of 64 queries of one pair, over every key: S and dP' recomputed per key tile, dQ += dS·K.
 template <typename T, int D>
-__device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq,
+__device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
+                            T* dq,
                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
   constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   __align__(16) __shared__ T ks[FA_TILE * LD];
@@ -448,6 +472,8 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
     float sc[NT][4], dp[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
     fa_rows_times_tile<T, D>(dp, gf, vs, lane);
+    // This lane's own word: the same fragment order as the forward pass.
+    const uint32_t word = bits ? bits[fa_bits_tile(pair, blockIdx.x, j0 / FA_TILE, s_len, t) + threadIdx.x] : 0u;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
@@ -455,7 +481,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
         const int r = c >> 1, j = j0 + nt * 8 + 2 * tq + (c & 1);
         float ds = 0.f;
         if (row[r] < s_len && j < t) {
-          const bool gone = dropped(mixed_seed, threshold, ((size_t)pair * s_len + row[r]) * t + j);
+          const bool gone = (word >> (nt * 4 + c)) & 1u;
           fa_grad<T>(sc[nt][c], dp[nt][c], mr[r], br, j, l[r], drow[r], gone, scale, keep_scale, ds);
         }
         sc[nt][c] = ds;
@@ -485,8 +511,8 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
 #define FA_PASS m, mask_batches, bias, bias_rows, heads, s_len, t, scale, mixed_seed, threshold, keep_scale
 #define INSTANTIATE_FLASH(T, HSUF)                                                                                         \
   extern "C" __global__ void __launch_bounds__(128) flash_fwd_##HSUF(                                                \
-      const T* q, const T* k, const T* v, T* o, float* lse, FA_HEAD(q), FA_HEAD(k), FA_HEAD(o), FA_ARGS(T)) {                 \
-    flash_fwd<T, 64>(q, k, v, o, lse, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{o_b, o_n, o_r}, FA_PASS);       \
+      const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FA_HEAD(q), FA_HEAD(k), FA_HEAD(o), FA_ARGS(T)) {                 \
+    flash_fwd<T, 64>(q, k, v, o, lse, bits, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{o_b, o_n, o_r}, FA_PASS);       \
   }                                                                                                                       \
   extern "C" __global__ void __launch_bounds__(256) flash_bwd_dot_##HSUF(const T* o, const T* go, float* dd, FA_HEAD(o),     \
                                                                           FA_HEAD(g), int heads, int s_len, int d,        \
@@ -494,14 +520,14 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
     flash_bwd_dot<T>(o, go, dd, FaHead{o_b, o_n, o_r}, FaHead{g_b, g_n, g_r}, heads, s_len, d, rows);                      \
   }                                                                                                                       \
   extern "C" __global__ void __launch_bounds__(128) flash_bwd_kv_##HSUF(                                             \
-      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dk, T* dv, FA_HEAD(q),        \
+      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits, T* dk, T* dv, FA_HEAD(q),        \
       FA_HEAD(k), FA_HEAD(g), FA_ARGS(T)) {                                                                                  \
-    flash_bwd_kv<T, 64>(q, k, v, go, lse, dd, dk, dv, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r}, \
+    flash_bwd_kv<T, 64>(q, k, v, go, lse, dd, bits, dk, dv, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r}, \
                         FA_PASS);                                                                                         \
   }                                                                                                                       \
   extern "C" __global__ void __launch_bounds__(128, 3) flash_bwd_q_##HSUF(                                              \
-      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, T* dq, FA_HEAD(q), FA_HEAD(k),   \
+      const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits, T* dq, FA_HEAD(q), FA_HEAD(k),   \
       FA_HEAD(g), FA_ARGS(T)) {                                                                                              \
-    flash_bwd_q<T, 64>(q, k, v, go, lse, dd, dq, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r},      \
+    flash_bwd_q<T, 64>(q, k, v, go, lse, dd, bits, dq, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{g_b, g_n, g_r},      \
                        FA_PASS);                                                                                          \
   }

@@ -140,9 +140,27 @@ fn pushed_strides<'a>(b: &mut LaunchArgs<'a>, strides: &'a [i64; 9]) {
     }
 }
 
+/// What the forward pass keeps for the backward pass: each query row's log-sum-exp, and with
+/// dropout the dropout decisions as bits (`launch::flash_bits_len` words).
+pub(crate) struct FlashKept {
+    lse: CudaSlice<f32>,
+    bits: Option<CudaSlice<u32>>,
+}
+
+/// The device address of an optional buffer (0: the kernels' null) and its guard.
+fn optional_ptr<'a, V>(buf: Option<&'a mut CudaSlice<V>>, stream: &'a Arc<CudaStream>) -> (u64, Option<SyncOnDrop<'a>>) {
+    match buf {
+        Some(b) => {
+            let (ptr, record) = b.device_ptr_mut(stream);
+            (ptr, Some(record))
+        }
+        None => (0, None),
+    }
+}
+
 /// The forward pass: the output (`[B, S, H]` when packed, else `[B, N, S, d]`) and, when `keep`,
-/// each query row's log-sum-exp for the backward pass.
-pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<CudaSlice<f32>>)> {
+/// what the backward pass reads.
+pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<FlashKept>)> {
     match x[0].0.dtype() {
         DType::BF16 => forward_typed::<half::bf16>(x, p, keep),
         DType::F16 => forward_typed::<half::f16>(x, p, keep),
@@ -150,14 +168,17 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
     }
 }
 
-fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<CudaSlice<f32>>)> {
+fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<FlashKept>)> {
     let g = &p.geometry;
     let dev = x[0].0.device().clone();
     let stream = dev.cuda_stream();
     let shape = if g.packed { Shape::from((g.batch, g.s, g.hidden())) } else { Shape::from((g.pairs(), g.s, g.d)) };
     let mut out = alloc_like(x[0].0, &shape)?;
-    // SAFETY: the kernel writes every row's log-sum-exp before the backward pass reads it.
+    // SAFETY: the kernel writes every row's log-sum-exp, and every word of the bits, before the
+    // backward pass reads them.
     let mut lse = if keep { Some(unsafe { dev.alloc::<f32>(g.pairs() * g.s) }?) } else { None };
+    let words = launch::flash_bits_len(g.pairs(), g.s, g.t);
+    let mut bits = if keep && p.dropout.1 > 0 { Some(unsafe { dev.alloc::<u32>(words) }?) } else { None };
     let (bias, bias_rows) = device_bias(&dev, p)?;
     let scalars = Scalars::new(p, bias_rows)?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
@@ -166,30 +187,26 @@ fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, ke
     {
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
         let (o, _o_record) = T::as_cuda_slice_mut(&mut out)?.device_ptr_mut(&stream);
-        let (l, _l_record) = match lse.as_mut() {
-            Some(l) => {
-                let (ptr, record) = l.device_ptr_mut(&stream);
-                (ptr, Some(record))
-            }
-            None => (0, None),
-        };
+        let (l, _l_record) = optional_ptr(lse.as_mut(), &stream);
+        let (bits_ptr, _bits_record) = optional_ptr(bits.as_mut(), &stream);
         let mut b = f.builder();
-        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&o).arg(&l);
+        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&o).arg(&l).arg(&bits_ptr);
         pushed_strides(&mut b, &strides);
         scalars.push(&mut b, &mask, bias.as_ref());
         // SAFETY: the arguments match flash_fwd's signature; Q, K, V, the output and the
-        // log-sum-exp rows hold the elements their strides address for pairs × S (T) rows.
+        // log-sum-exp rows hold the elements their strides address for pairs × S (T) rows, the
+        // bits one word per thread per (query tile, key tile).
         unsafe { b.launch(config(launch::flash(g.s, g.pairs()))) }.w()?;
     }
-    Ok((out, lse))
+    Ok((out, lse.map(|lse| FlashKept { lse, bits })))
 }
 
 /// The backward pass from the output gradient `grad`: `dQKV` `[B, S, 3H]` when packed, else
-/// `[dQ | dK | dV]`. `kept`: the forward pass's output and log-sum-exp rows (else recomputed).
+/// `[dQ | dK | dV]`. `kept`: the forward pass's output and what it kept (else recomputed).
 pub(crate) fn backward(
     x: [(&CudaStorage, &Layout); 3],
     grad: (&CudaStorage, &Layout),
-    kept: Option<(&CudaStorage, &Layout, CudaSlice<f32>)>,
+    kept: Option<(&CudaStorage, &Layout, FlashKept)>,
     p: &Params,
 ) -> Result<CudaStorage> {
     match x[0].0.dtype() {
@@ -202,17 +219,17 @@ pub(crate) fn backward(
 fn backward_typed<T: KernelFloat>(
     x: [(&CudaStorage, &Layout); 3],
     grad: (&CudaStorage, &Layout),
-    kept: Option<(&CudaStorage, &Layout, CudaSlice<f32>)>,
+    kept: Option<(&CudaStorage, &Layout, FlashKept)>,
     p: &Params,
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
     let recomputed;
-    let (out, out_offset, lse) = match kept {
-        Some((out, layout, lse)) => (out, layout.start_offset(), lse),
+    let (out, out_offset, FlashKept { lse, bits }) = match kept {
+        Some((out, layout, kept)) => (out, layout.start_offset(), kept),
         None => {
-            let (out, lse) = forward_typed::<T>(x, p, true)?;
+            let (out, kept) = forward_typed::<T>(x, p, true)?;
             recomputed = out;
-            (&recomputed, 0, lse.ok_or_else(|| candle_core::Error::Msg("flash attention: no log-sum-exp rows".into()))?)
+            (&recomputed, 0, kept.ok_or_else(|| candle_core::Error::Msg("flash attention: the forward pass kept nothing".into()))?)
         }
     };
     let dev = x[0].0.device().clone();
@@ -253,11 +270,18 @@ fn backward_typed<T: KernelFloat>(
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
         let (l_ptr, _l_record) = lse.device_ptr(&stream);
         let (d_ptr, _d_record) = dd.device_ptr(&stream);
+        let (bits_ptr, _bits_record) = match &bits {
+            Some(b) => {
+                let (ptr, record) = b.device_ptr(&stream);
+                (ptr, Some(record))
+            }
+            None => (0, None),
+        };
         let (base, _g_record) = T::as_cuda_slice_mut(&mut grads)?.device_ptr_mut(&stream);
         let (dq, dk, dv) = (base + dq_at as u64 * size, base + dk_at as u64 * size, base + dv_at as u64 * size);
         let kv = dev.get_or_load_custom_func(&format!("flash_bwd_kv_{suffix}"), MODULE, PTX)?;
         let mut b = kv.builder();
-        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&dk).arg(&dv);
+        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&bits_ptr).arg(&dk).arg(&dv);
         pushed_strides(&mut b, &strides);
         scalars.push(&mut b, &mask, bias.as_ref());
         // SAFETY: the arguments match flash_bwd_kv's signature; dK and dV are written through the
@@ -265,7 +289,7 @@ fn backward_typed<T: KernelFloat>(
         unsafe { b.launch(config(launch::flash(g.t, pairs))) }.w()?;
         let q = dev.get_or_load_custom_func(&format!("flash_bwd_q_{suffix}"), MODULE, PTX)?;
         let mut b = q.builder();
-        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&dq);
+        b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&bits_ptr).arg(&dq);
         pushed_strides(&mut b, &strides);
         scalars.push(&mut b, &mask, bias.as_ref());
         // SAFETY: as above, dQ through the strides of Q.

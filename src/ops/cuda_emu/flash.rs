@@ -73,16 +73,20 @@ fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: b
     };
     let mut out = Buf::uninit::<T>("out", b * s * h);
     let mut lse = Buf::uninit::<f32>("lse", pairs * s);
-    let mut args = vec![q_arg, k_arg, v_arg, out.ptr(), lse.ptr()];
+    // The dropout bits, kept with dropout as ops::cuda::flash keeps them: the backward kernels
+    // read them (they never hash), so a wrong bit layout fails against the CPU op's gradients.
+    let mut kept_bits = Buf::uninit::<u32>("dropout bits", plan::flash_bits_len(pairs, s, t));
+    let bits_arg = if c.p > 0.0 { kept_bits.ptr() } else { Arg::Ptr(0) };
+    let mut args = vec![q_arg, k_arg, v_arg, out.ptr(), lse.ptr(), bits_arg];
     args.extend(strides(qs).into_iter().chain(strides(ks)).chain(strides(os)));
     args.extend(common);
     launch(&format!("flash_fwd_{suffix}"), plan::flash(s, pairs), &args, rev)?;
-    // Inference passes no log-sum-exp buffer: the same output.
+    // Inference passes no log-sum-exp or bits buffer: the same output.
     let mut bare = Buf::uninit::<T>("out without L", b * s * h);
-    (args[3], args[4]) = (bare.ptr(), Arg::Ptr(0));
+    (args[3], args[4], args[5]) = (bare.ptr(), Arg::Ptr(0), Arg::Ptr(0));
     launch(&format!("flash_fwd_{suffix}"), plan::flash(s, pairs), &args, rev)?;
-    let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
-    if bits(bare.read::<T>()?) != bits(out.read::<T>()?) {
+    let exact = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+    if exact(bare.read::<T>()?) != exact(out.read::<T>()?) {
         return Err("flash_fwd without a log-sum-exp buffer gave another output".into());
     }
 
@@ -96,16 +100,17 @@ fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: b
     let mut grads = Buf::uninit::<T>("gradients", layout.grad_len);
     let [dq_at, dk_at, dv_at] = layout.grads;
     let (dq, dk, dv) = (grads.ptr_at(dq_at * size), grads.ptr_at(dk_at * size), grads.ptr_at(dv_at * size));
-    let mut args = vec![q_arg, k_arg, v_arg, go_arg, lse.ptr(), dd.ptr(), dk, dv];
+    let mut args = vec![q_arg, k_arg, v_arg, go_arg, lse.ptr(), dd.ptr(), bits_arg, dk, dv];
     args.extend(strides(qs).into_iter().chain(strides(ks)).chain(strides(os)));
     args.extend(common);
     launch(&format!("flash_bwd_kv_{suffix}"), plan::flash(t, pairs), &args, rev)?;
-    let mut args = vec![q_arg, k_arg, v_arg, go_arg, lse.ptr(), dd.ptr(), dq];
+    let mut args = vec![q_arg, k_arg, v_arg, go_arg, lse.ptr(), dd.ptr(), bits_arg, dq];
     args.extend(strides(qs).into_iter().chain(strides(ks)).chain(strides(os)));
     args.extend(common);
     launch(&format!("flash_bwd_q_{suffix}"), plan::flash(s, pairs), &args, rev)?;
+    let g = grads.read::<T>()?;
 
-    let (o, g) = (out.read::<T>()?, grads.read::<T>()?);
+    let o = out.read::<T>()?;
     let mut all = if packed { from_rows(&o, (b, n, s, d), h, 0) } else { o };
     if packed {
         for part in 0..3 {
