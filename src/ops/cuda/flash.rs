@@ -1,12 +1,13 @@
 //! Flash attention on CUDA (`flash.cuh`): the fused attention op's forward and backward passes
 //! without the `[pairs, S, T]` score buffers. Tensor-core tiles of 64 queries × 64 keys, an
-//! online softmax, and a backward that recomputes P from each row's log-sum-exp; a packed
+//! online softmax, and a backward that recomputes P from each row's log-sum-exp and reads the
+//! forward's dropout decisions from a bit mask (`FlashKept`); a packed
 //! `[B, S, 3H]` projection is read, and its gradient written, in place (no head split or
 //! merge copies). Same math, mask, key bias and dropout hash as the GEMM path
 //! (`ops::cuda::attention`), with P' and dS rounded once to the storage type as the operands
 //! of their products.
 //!
-//! Serves bf16 and f16 heads of 64 channels (GLM-Base and GLM-Large) when
+//! Serves bf16 and f16 heads of 64 channels (every GLM: Base, Large, 2B, 10B) when
 //! `WENHUI_FLASH_ATTENTION=1`; opt-in until a GPU has measured it against the GEMM path.
 //! Everything else takes the GEMM path.
 
