@@ -178,6 +178,21 @@ fn probe_runs_end_to_end_on_tiny_models() {
         // So is another --limit: its results would stand for a different set of facts.
         let e = run_probe(&lama, &ctx, &ProbeOptions { limit: Some(2), ..opts.clone() }, &mut manual_scores).unwrap_err();
         assert!(e.to_string().contains("--limit 2"), "{e}");
+        // A file from before result files recorded their --limit (no `limit` key) is probed
+        // again and replaced, not taken for a run over all facts.
+        let p19_file = out.join("P19.json");
+        let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p19_file).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("limit");
+        std::fs::write(&p19_file, serde_json::to_string(&old).unwrap()).unwrap();
+        let mut scored = Vec::new();
+        let mut counting = |c: &ProbeContext<'_>, t: &wenhui::eval::lama::RelationTask| {
+            scored.push(t.relation.relation.clone());
+            manual_scores(c, t)
+        };
+        let third = run_probe(&lama, &ctx, &opts, &mut counting).unwrap();
+        assert_eq!(scored, vec!["P19".to_string()], "only the file without its limit is probed again");
+        assert_eq!(third.macro_average, report.macro_average);
+        assert!(std::fs::read_to_string(&p19_file).unwrap().contains("\"limit\""));
     }
 
     // P-tuning's query layouts: (3,3,3) and, for GPT-2, (3,3,0).

@@ -329,9 +329,22 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
     for rel in selected {
         bar.set_message(rel.relation.clone());
         let path = opts.out_dir.as_ref().map(|d| result_path(d, &rel.relation));
-        if let Some(p) = path.as_ref().filter(|p| p.is_file()) {
+        // A file written before result files recorded their `--limit` stands for an unknown set
+        // of facts: the relation is probed again and the file replaced.
+        let known = |p: &std::path::Path| -> Result<Option<RelationResult>> {
             let text = crate::error::read_text(p)?;
-            let mut r: RelationResult = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
+            if value.get("limit").is_none() {
+                tracing::warn!("{}: written without its --limit (an older wenhui); probing {} again", p.display(), rel.relation);
+                return Ok(None);
+            }
+            serde_json::from_value(value).map(Some).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+        };
+        let earlier = match path.as_ref().filter(|p| p.is_file()) {
+            Some(p) => known(p)?.map(|r| (p, r)),
+            None => None,
+        };
+        if let Some((p, mut r)) = earlier {
             if r.mode != opts.mode || r.vocab != ctx.vocab.name() || r.model != opts.model_name || r.limit != opts.limit {
                 let limit = |l: Option<usize>| l.map_or("all facts".to_string(), |n| format!("--limit {n}"));
                 return Err(Error::file(
