@@ -116,8 +116,9 @@ const KEEP_LIMIT: usize = 64 << 20;
 /// head-major Q, K and V (75 MB).
 pub(crate) const CUDA_KEEP_LIMIT: usize = 1 << 30;
 
-/// The limit for heads of `d` channels: none where flash attention serves the call, which keeps
-/// only each query row's log-sum-exp.
+/// The limit for heads of `d` channels: none where flash attention may serve the call, which
+/// keeps only each query row's log-sum-exp and one dropout bit per score (its GEMM fallback
+/// applies [`CUDA_KEEP_LIMIT`] itself).
 fn keep_limit(x: &Tensor, d: usize) -> usize {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() && super::cuda::flash::may_serve(x.dtype(), d) {
