@@ -142,11 +142,15 @@ enum KeptProbs {
     Device(Box<super::cuda::attention::Kept>),
 }
 
+/// Whether `scores` probabilities in `dt` (P, and P' with dropout) fit `limit` bytes.
+pub(crate) fn probs_fit(scores: usize, dropout: bool, dt: candle_core::DType, limit: usize) -> bool {
+    let copies = if dropout { 2 } else { 1 };
+    scores.saturating_mul(dt.size_in_bytes() * copies) <= limit
+}
+
 /// Where the forward pass leaves its probabilities, when a backward pass can follow and they fit.
 fn keep(inputs: &[&Tensor], scores: usize, p: f64, dt: candle_core::DType, limit: usize) -> Option<Arc<Mutex<Option<KeptProbs>>>> {
-    // P, and P' with dropout.
-    let copies = if p > 0.0 { 2 } else { 1 };
-    let fits = scores * dt.size_in_bytes() * copies <= limit;
+    let fits = probs_fit(scores, p > 0.0, dt, limit);
     // A recording tape calls the backward later though its detached inputs track nothing.
     (fits && (inputs.iter().any(|t| t.track_op()) || super::tape::recording())).then(|| Arc::new(Mutex::new(None)))
 }

@@ -145,8 +145,8 @@ pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -
     }
     // The op lifts its keep limit where flash attention may serve; a call it does not serve
     // (misaligned inputs, too many pairs) keeps P and P' only within the GEMM path's limit.
-    let copies = if p.dropout.1 > 0 { 2 } else { 1 };
-    let keep = keep && g.scores().elem_count() * x[0].0.dtype().size_in_bytes() * copies <= crate::ops::attention::CUDA_KEEP_LIMIT;
+    use crate::ops::attention::{probs_fit, CUDA_KEEP_LIMIT};
+    let keep = keep && probs_fit(g.scores().elem_count(), p.dropout.1 > 0, x[0].0.dtype(), CUDA_KEEP_LIMIT);
     let inputs = Inputs::new(x, g)?;
     let (q, k, v) = (inputs.get(&x, 0), inputs.get(&x, 1), inputs.get(&x, 2));
     let scores_l = Layout::contiguous(g.scores());

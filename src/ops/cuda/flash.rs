@@ -148,7 +148,8 @@ pub(crate) struct FlashKept {
     bits: Option<CudaSlice<u32>>,
 }
 
-/// The device address of an optional buffer (0: the kernels' null) and its guard.
+/// The device address of an optional buffer (0: the kernels' null) and its guard (a write
+/// record, also for a buffer a kernel only reads: every buffer here lives on the one stream).
 fn optional_ptr<'a, V>(buf: Option<&'a mut CudaSlice<V>>, stream: &'a Arc<CudaStream>) -> (u64, Option<SyncOnDrop<'a>>) {
     match buf {
         Some(b) => {
@@ -225,7 +226,7 @@ fn backward_typed<T: KernelFloat>(
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
     let recomputed;
-    let (out, out_offset, FlashKept { lse, bits }) = match kept {
+    let (out, out_offset, FlashKept { lse, mut bits }) = match kept {
         Some((out, layout, kept)) => (out, layout.start_offset(), kept),
         None => {
             let (out, kept) = forward_typed::<T>(x, p, true)?;
@@ -271,13 +272,7 @@ fn backward_typed<T: KernelFloat>(
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
         let (l_ptr, _l_record) = lse.device_ptr(&stream);
         let (d_ptr, _d_record) = dd.device_ptr(&stream);
-        let (bits_ptr, _bits_record) = match &bits {
-            Some(b) => {
-                let (ptr, record) = b.device_ptr(&stream);
-                (ptr, Some(record))
-            }
-            None => (0, None),
-        };
+        let (bits_ptr, _bits_record) = optional_ptr(bits.as_mut(), &stream);
         let (base, _g_record) = T::as_cuda_slice_mut(&mut grads)?.device_ptr_mut(&stream);
         let (dq, dk, dv) = (base + dq_at as u64 * size, base + dk_at as u64 * size, base + dv_at as u64 * size);
         let kv = dev.get_or_load_custom_func(&format!("flash_bwd_kv_{suffix}"), MODULE, PTX)?;
