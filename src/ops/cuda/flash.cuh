@@ -4,8 +4,11 @@
 // Tensor cores through `mma.sync.m16n8k16` (sm_80+), f32 accumulators, an online softmax.
 //
 // Forward: a block of 4 warps owns 64 queries of one (batch, head) pair, a warp 16 of them; it
-// walks the keys 64 at a time (K and Vᵀ staged in shared memory), keeping per query row the
-// running max, the running sum and the f32 output. It writes O and the rows' log-sum-exp L.
+// walks the keys 64 at a time, keeping per query row the running max, the running sum and the
+// f32 output. It writes O and the rows' log-sum-exp L. Every kernel stages its tiles row-major in
+// shared memory by cp.async, two buffers deep (the next tile lands while this one's products run),
+// and reads tensor-core fragments out of them by ldmatrix (.trans where the product needs a
+// tile's columns: V in P'·V, Q and dO in dK and dV, K in dQ).
 // Backward (FlashAttention-2's, deterministic: no atomics): D = Σ dO ⊙ O per row
 // (`flash_bwd_dot`); `flash_bwd_kv`: a block per 64 keys walks every query tile and sums dK, dV;
 // `flash_bwd_q`: a block per 64 queries walks every key tile and sums dQ. P is recomputed from
@@ -22,8 +25,10 @@
 #define FA_TILE 64   // queries or keys per block and per step
 #define FA_THREADS 128  // 4 warps × 16 rows (the kernels' __launch_bounds__)
 
+// The inline-PTX instructions (sm_80+; the host uses flash attention there only). The CPU
+// emulation (src/ops/cuda_emu/emu.h) defines its own, hence WENHUI_EMU_PTX.
+#ifndef WENHUI_EMU_PTX
 // mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32: d += a · b.
-#ifndef WENHUI_EMU_MMA
 template <typename T> struct Mma;
 template <> struct Mma<__nv_bfloat16> {
   static __device__ __forceinline__ void run(float* d, const uint32_t* a, const uint32_t* b) {
@@ -32,7 +37,7 @@ template <> struct Mma<__nv_bfloat16> {
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-    __trap();  // the host uses flash attention on sm_80+ only
+    __trap();
 #endif
   }
 };
@@ -47,10 +52,46 @@ template <> struct Mma<__half> {
 #endif
   }
 };
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: four 8×8 matrices of 16-bit elements from
+// shared memory. Lane l gives the address of row l % 8 of matrix l / 8 (16-byte aligned); lane
+// (g, t) receives in r[i] elements (g, 2t..2t+1) of matrix i, or with .trans (2t..2t+1, g).
+template <bool TRANS> __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* row) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned a = unsigned(__cvta_generic_to_shared(row));
+  if constexpr (TRANS) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  }
+#else
+  __trap();
+#endif
+}
+// cp.async: BYTES (4 or 16) from global to shared memory without passing through registers,
+// zero-filled when `valid` is false (nothing is read then). It lands by the issuing thread's
+// cp_async_wait_all, and is visible to the block after the __syncthreads that follows.
+template <int BYTES> __device__ __forceinline__ void cp_async(void* dst, const void* src, bool valid) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned a = unsigned(__cvta_generic_to_shared(dst));
+  const int n = valid ? BYTES : 0;
+  if constexpr (BYTES == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(src), "r"(n) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(a), "l"(src), "n"(BYTES), "r"(n) : "memory");
+  }
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 #endif
 
 // Two consecutive 16-bit elements as one register (the first in the low half).
-template <typename T> __device__ __forceinline__ uint32_t ld_pair(const T* p) { return *reinterpret_cast<const uint32_t*>(p); }
 template <typename T> __device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
   const T a = Num<T>::of(lo), b = Num<T>::of(hi);
   uint16_t ua, ub;
@@ -64,20 +105,6 @@ template <typename T> __device__ __forceinline__ void st_pair(T* p, float lo, fl
   *reinterpret_cast<uint32_t*>(p) = pack_pair<T>(lo, hi);
 }
 
-// The A fragment of the 16×16 tile at `p` (row-major, `ld` elements per row).
-template <typename T> __device__ __forceinline__ void frag_a(uint32_t a[4], const T* p, int ld, int lane) {
-  p += (lane >> 2) * ld + 2 * (lane & 3);
-  a[0] = ld_pair(p);
-  a[1] = ld_pair(p + 8 * ld);
-  a[2] = ld_pair(p + 8);
-  a[3] = ld_pair(p + 8 * ld + 8);
-}
-// The B fragment (16 k × 8 n) of a tile stored n-major at `p` (row n holds k contiguously).
-template <typename T> __device__ __forceinline__ void frag_b(uint32_t b[2], const T* p, int ld, int lane) {
-  p += (lane >> 2) * ld + 2 * (lane & 3);
-  b[0] = ld_pair(p);
-  b[1] = ld_pair(p + 8);
-}
 // Accumulators c[nt] (16 rows × 8·NT columns) as the A fragment of columns 16·kk..16·kk+15.
 template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], const float (*c)[4], int kk) {
   a[0] = pack_pair<T>(c[2 * kk][0], c[2 * kk][1]);
@@ -86,93 +113,81 @@ template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], c
   a[3] = pack_pair<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
-// The A fragments of the warp's 16 rows of a tile staged at `sh` (pitch D + 8), D channels.
+// Every tile in shared memory is row-major: 64 rows of D channels, pitch D + 8 elements, so the
+// eight 16-byte rows an ldmatrix reads fall in distinct banks. One ldmatrix.x4 gives an A
+// fragment (matrices: rows 0-7 | 8-15 × channels 0-7 | 8-15) or the B fragments of two 8-wide
+// n tiles.
+template <int D> __device__ __forceinline__ int fa_pitch() { return D + 8; }
+
+// The A fragments of the warp's 16 rows of a tile at `sh`, D channels.
 template <typename T, int D> __device__ __forceinline__ void fa_warp_rows(uint32_t (*f)[4], const T* sh, int warp, int lane) {
+  const T* row = sh + (warp * 16 + (lane & 15)) * fa_pitch<D>() + (lane >> 4) * 8;
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) frag_a(f[kk], sh + warp * 16 * (D + 8) + kk * 16, D + 8, lane);
+  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4<false>(f[kk], row + kk * 16);
 }
 // c = A·Bᵀ over one tile: A the warp's 16 rows of D channels as fragments a[D/16], B the tile's
-// 64 rows row-major at `b` (pitch D + 8); c[nt] holds columns 8·nt..8·nt+7 (16 × 64).
+// 64 rows at `b` (each an n of the product, its channels the k); c[nt] holds columns
+// 8·nt..8·nt+7 (16 × 64).
 template <typename T, int D>
 __device__ __forceinline__ void fa_rows_times_tile(float (*c)[4], const uint32_t (*a)[4], const T* b, int lane) {
 #pragma unroll
-  for (int nt = 0; nt < FA_TILE / 8; ++nt) {
-    c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+  for (int nt = 0; nt < FA_TILE / 8; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+  // Lane l addresses row (l % 8) + 8·(l / 16) of the 16-row pair of n tiles, channels + 8·(l / 8 % 2):
+  // matrices b0, b1 of n tile 2·np, then b0, b1 of n tile 2·np + 1.
+  const T* row = b + ((lane & 7) + 8 * (lane >> 4)) * fa_pitch<D>() + 8 * ((lane >> 3) & 1);
+#pragma unroll
+  for (int np = 0; np < FA_TILE / 16; ++np) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t bf[2];
-      frag_b(bf, b + nt * 8 * (D + 8) + kk * 16, D + 8, lane);
-      Mma<T>::run(c[nt], a[kk], bf);
+      uint32_t bf[4];
+      ldsm_x4<false>(bf, row + np * 16 * fa_pitch<D>() + kk * 16);
+      Mma<T>::run(c[2 * np], a[kk], bf);
+      Mma<T>::run(c[2 * np + 1], a[kk], bf + 2);
     }
   }
 }
 // acc += C·B over one tile: C the accumulators over the tile's 64 rows (16 × 64, rounded to T as
-// A fragments), B the tile's rows transposed at `bt` (pitch 64 + 8); acc is 16 × D.
+// A fragments), B the tile at `b` (its rows the k of the product, its D channels the n, read
+// transposed by ldmatrix); acc is 16 × D.
 template <typename T, int D>
-__device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (*c)[4], const T* bt, int lane) {
+__device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (*c)[4], const T* b, int lane) {
+  // Lane l addresses row (l % 8) + 8·(l / 8 % 2) of 16 k rows, channels + 8·(l / 16): transposed,
+  // matrices b0, b1 of n tile 2·np, then b0, b1 of n tile 2·np + 1.
+  const T* row = b + ((lane & 7) + 8 * ((lane >> 3) & 1)) * fa_pitch<D>() + 8 * (lane >> 4);
 #pragma unroll
   for (int kk = 0; kk < FA_TILE / 16; ++kk) {
     uint32_t af[4];
     frag_a_of<T>(af, c, kk);
 #pragma unroll
-    for (int nt = 0; nt < D / 8; ++nt) {
-      uint32_t bf[2];
-      frag_b(bf, bt + nt * 8 * (FA_TILE + 8) + kk * 16, FA_TILE + 8, lane);
-      Mma<T>::run(acc[nt], af, bf);
+    for (int np = 0; np < D / 16; ++np) {
+      uint32_t bf[4];
+      ldsm_x4<true>(bf, row + kk * 16 * fa_pitch<D>() + np * 16);
+      Mma<T>::run(acc[2 * np], af, bf);
+      Mma<T>::run(acc[2 * np + 1], af, bf + 2);
     }
   }
 }
 
-// One 64-row tile of a head in registers: rows r0..r0+63 (`rs` elements apart, D contiguous
-// channels, 16-byte aligned), each of the block's FA_THREADS threads holding D / 16 packs of 16
-// bytes; rows at or past `limit` read as zeros. Fetched from global memory before the previous
-// tile's products run (so the loads overlap them), then stored to shared memory row-major
-// (sh[64][D + 8]) and/or transposed (sh[D][64 + 8], sh[c][r] = row r, channel c). Consecutive
-// threads take consecutive rows: both stores then fall in distinct banks.
-template <typename T, int D> struct FaTile {
-  static constexpr int PACKS = FA_TILE * D / 8 / FA_THREADS;
-  uint4 v[PACKS];
-  static __device__ __forceinline__ int row(int k) { return (threadIdx.x + k * FA_THREADS) % FA_TILE; }
-  static __device__ __forceinline__ int col(int k) { return (threadIdx.x + k * FA_THREADS) / FA_TILE * 8; }
-  __device__ __forceinline__ void fetch(const T* src, long long rs, int r0, int limit) {
+// Starts copying one 64-row tile of a head into shared memory at `sh` (cp.async; it lands by
+// the block's next cp_async_wait_all + __syncthreads): rows r0..r0+63 of `src` (`rs` elements
+// apart, D contiguous channels, 16-byte aligned; r0 < limit); rows at or past `limit` read as
+// zeros. Consecutive threads copy consecutive 16-byte packs of a row: whole rows per request.
+template <typename T, int D> __device__ __forceinline__ void fa_stage(T* sh, const T* src, long long rs, int r0, int limit) {
+  constexpr int ROW_PACKS = D / 8, ROWS_PER_PASS = FA_THREADS / ROW_PACKS;
+  static_assert(FA_THREADS % ROW_PACKS == 0 && FA_TILE % ROWS_PER_PASS == 0, "a tile's packs split evenly over the threads");
+  const int r = threadIdx.x / ROW_PACKS, c = threadIdx.x % ROW_PACKS * 8;
 #pragma unroll
-    for (int k = 0; k < PACKS; ++k) {
-      const int r = row(k);
-      v[k] = uint4{0, 0, 0, 0};
-      if (r0 + r < limit) v[k] = *reinterpret_cast<const uint4*>(src + (long long)(r0 + r) * rs + col(k));
-    }
+  for (int k = 0; k < FA_TILE / ROWS_PER_PASS; ++k) {
+    const int row = r + k * ROWS_PER_PASS;
+    const bool in = r0 + row < limit;
+    cp_async<16>(sh + row * fa_pitch<D>() + c, src + (long long)(in ? r0 + row : r0) * rs + c, in);
   }
-  __device__ __forceinline__ void store(T* sh) const {
-#pragma unroll
-    for (int k = 0; k < PACKS; ++k) *reinterpret_cast<uint4*>(sh + row(k) * (D + 8) + col(k)) = v[k];
-  }
-  __device__ __forceinline__ void store_t(T* sh) const {
-#pragma unroll
-    for (int k = 0; k < PACKS; ++k) {
-      Pack<T> p;
-      memcpy(&p, &v[k], 16);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sh[(col(k) + e) * (FA_TILE + 8) + row(k)] = p.v[e];
-    }
-  }
-};
-// A tile straight into shared memory, row-major.
-template <typename T, int D> __device__ __forceinline__ void fa_load(T* sh, const T* src, long long rs, int r0, int limit) {
-  FaTile<T, D> tile;
-  tile.fetch(src, rs, r0, limit);
-  tile.store(sh);
 }
-
-// The block's own 64 rows of two heads (K and V, or Q and dO), staged through `s1` and `s2`, as
-// the A fragments of each warp's 16 rows.
-template <typename T, int D>
-__device__ __forceinline__ void fa_own_rows(uint32_t (*f1)[4], uint32_t (*f2)[4], T* s1, T* s2, const T* src1, long long rs1,
-                                            const T* src2, long long rs2, int r0, int limit, int warp, int lane) {
-  fa_load<T, D>(s1, src1, rs1, r0, limit);
-  fa_load<T, D>(s2, src2, rs2, r0, limit);
-  __syncthreads();
-  fa_warp_rows<T, D>(f1, s1, warp, lane);
-  fa_warp_rows<T, D>(f2, s2, warp, lane);
+// Starts copying the values of rows r0..r0+63 of a per-row f32 array (thread x < 64 copies row
+// r0 + x; zero at or past `limit`).
+__device__ __forceinline__ void fa_stage_rows(float* sh, const float* src, int r0, int limit) {
+  const int x = threadIdx.x;
+  if (x < FA_TILE) cp_async<4>(sh + x, src + (r0 + x < limit ? r0 + x : r0), r0 + x < limit);
 }
 
 // The masked, scaled, biased score z of query row `mr` (mask row), key j: attn_score's.
@@ -213,19 +228,23 @@ __device__ __forceinline__ bool fa_bit(const uint32_t* words, int x, int y) {
 template <typename T, int D>
 __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FaHead qh, FaHead kh, FaHead oh,
                           FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
-  __align__(16) __shared__ T qs[FA_TILE * LD];
-  __align__(16) __shared__ T ks[FA_TILE * LD];
-  __align__(16) __shared__ T vt[D * LDT];
+  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  // Two buffers of a K tile and a V tile: the next pair lands while this one's products run. Q
+  // is staged in buffer 1's K slot, read into registers before the first prefetch overwrites it.
+  __align__(16) __shared__ T sh[4 * TILE];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
   const T* kp = k + kh.at(b, n);
   const T* vp = v + kh.at(b, n);
-  fa_load<T, D>(qs, q + qh.at(b, n), qh.row, i0, s_len);
+  fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
+  fa_stage<T, D>(sh, kp, kh.row, 0, t);
+  fa_stage<T, D>(sh + TILE, vp, kh.row, 0, t);
+  cp_async_commit();
+  cp_async_wait_all();
   __syncthreads();
   uint32_t qf[DK][4];
-  fa_warp_rows<T, D>(qf, qs, warp, lane);
+  fa_warp_rows<T, D>(qf, sh + 2 * TILE, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
@@ -238,18 +257,16 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   float acc[DT][4];
 #pragma unroll
   for (int nt = 0; nt < DT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-  FaTile<T, D> kn, vn;  // the next key tile, in flight
-  kn.fetch(kp, kh.row, 0, t);
-  vn.fetch(vp, kh.row, 0, t);
-  for (int j0 = 0; j0 < t; j0 += FA_TILE) {
-    __syncthreads();  // every warp is done with the previous tile
-    kn.store(ks);
-    vn.store_t(vt);
-    __syncthreads();
+  for (int j0 = 0, buf = 0; j0 < t; j0 += FA_TILE, buf ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // this tile has landed; every warp is done with the other buffer
     if (j0 + FA_TILE < t) {
-      kn.fetch(kp, kh.row, j0 + FA_TILE, t);
-      vn.fetch(vp, kh.row, j0 + FA_TILE, t);
+      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, j0 + FA_TILE, t);
+      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, j0 + FA_TILE, t);
+      cp_async_commit();
     }
+    const T* ks = sh + 2 * buf * TILE;
+    const T* vs = ks + TILE;
     float sc[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -297,7 +314,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
       }
     }
     if (bits) bits[fa_bits_tile(pair, blockIdx.x, j0 / FA_TILE, s_len, t) + threadIdx.x] = word;
-    fa_acc_times_tile<T, D>(acc, sc, vt, lane);
+    fa_acc_times_tile<T, D>(acc, sc, vs, lane);
   }
   T* op = o + oh.at(b, n);
 #pragma unroll
@@ -345,18 +362,33 @@ template <typename T, int D>
 __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
                              T* dk, T* dv,
                              FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
-  __align__(16) __shared__ T qs[FA_TILE * LD];
-  __align__(16) __shared__ T qt[D * LDT];
-  __align__(16) __shared__ T gs[FA_TILE * LD];
-  __align__(16) __shared__ T gt[D * LDT];
-  __shared__ float ls[FA_TILE], ds_row[FA_TILE];
-  __shared__ uint32_t words[FA_THREADS];
+  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  // Two buffers of a query tile's Q, dO, L, D and dropout words: the next lands while this one's
+  // products run. The block's own K and V rows are staged in buffer 1 first.
+  __align__(16) __shared__ T sh[4 * TILE];
+  __align__(16) __shared__ float ls[2][FA_TILE], ds_row[2][FA_TILE];
+  __align__(16) __shared__ uint32_t words[2][FA_THREADS];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, j0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
+  const T* qp = q + qh.at(b, n);
+  const T* gp = go + gh.at(b, n);
+  auto stage_queries = [&](int buf, int i0) {
+    fa_stage<T, D>(sh + 2 * buf * TILE, qp, qh.row, i0, s_len);
+    fa_stage<T, D>(sh + (2 * buf + 1) * TILE, gp, gh.row, i0, s_len);
+    fa_stage_rows(ls[buf], lse + (size_t)pair * s_len, i0, s_len);
+    fa_stage_rows(ds_row[buf], dd + (size_t)pair * s_len, i0, s_len);
+    if (bits) cp_async<4>(&words[buf][threadIdx.x], bits + fa_bits_tile(pair, i0 / FA_TILE, blockIdx.x, s_len, t) + threadIdx.x, true);
+    cp_async_commit();
+  };
+  fa_stage<T, D>(sh + 2 * TILE, k + kh.at(b, n), kh.row, j0, t);
+  fa_stage<T, D>(sh + 3 * TILE, v + kh.at(b, n), kh.row, j0, t);
+  stage_queries(0, 0);
+  cp_async_wait_all();
+  __syncthreads();
   uint32_t kf[DK][4], vf[DK][4];
-  fa_own_rows<T, D>(kf, vf, qs, gs, k + kh.at(b, n), kh.row, v + kh.at(b, n), kh.row, j0, t, warp, lane);
+  fa_warp_rows<T, D>(kf, sh + 2 * TILE, warp, lane);
+  fa_warp_rows<T, D>(vf, sh + 3 * TILE, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   const T* mbase = m + (size_t)(mask_batches == 1 ? 0 : b) * s_len * t;
   int key[2];
@@ -367,26 +399,12 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   for (int nt = 0; nt < DT; ++nt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) dka[nt][c] = dva[nt][c] = 0.f;
-  const T* qp = q + qh.at(b, n);
-  const T* gp = go + gh.at(b, n);
-  for (int i0 = 0; i0 < s_len; i0 += FA_TILE) {
-    __syncthreads();  // every warp is done with the previous tile (and the K/V staging)
-    {
-      FaTile<T, D> tile;  // Q and dO read once each, stored both ways
-      tile.fetch(qp, qh.row, i0, s_len);
-      tile.store(qs);
-      tile.store_t(qt);
-      tile.fetch(gp, gh.row, i0, s_len);
-      tile.store(gs);
-      tile.store_t(gt);
-    }
-    for (int x = threadIdx.x; x < FA_TILE; x += blockDim.x) {
-      const bool in = i0 + x < s_len;
-      ls[x] = in ? lse[(size_t)pair * s_len + i0 + x] : 0.f;
-      ds_row[x] = in ? dd[(size_t)pair * s_len + i0 + x] : 0.f;
-    }
-    if (bits) words[threadIdx.x] = bits[fa_bits_tile(pair, i0 / FA_TILE, blockIdx.x, s_len, t) + threadIdx.x];
-    __syncthreads();
+  for (int i0 = 0, buf = 0; i0 < s_len; i0 += FA_TILE, buf ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // this tile has landed; every warp is done with the other buffer
+    if (i0 + FA_TILE < s_len) stage_queries(buf ^ 1, i0 + FA_TILE);
+    const T* qs = sh + 2 * buf * TILE;
+    const T* gs = qs + TILE;
     float st[NT][4], dpt[NT][4];
     fa_rows_times_tile<T, D>(st, kf, qs, lane);
     fa_rows_times_tile<T, D>(dpt, vf, gs, lane);
@@ -398,15 +416,16 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
         const int r = c >> 1, x = nt * 8 + 2 * tq + (c & 1), i = i0 + x, j = key[r];
         float pd = 0.f, ds = 0.f;
         if (i < s_len && j < t) {
-          const bool gone = bits && fa_bit(words, x, j - j0);
-          pd = fa_grad<T>(st[nt][c], dpt[nt][c], mbase + (size_t)i * t, br, j, ls[x], ds_row[x], gone, scale, keep_scale, ds);
+          const bool gone = bits && fa_bit(words[buf], x, j - j0);
+          pd = fa_grad<T>(st[nt][c], dpt[nt][c], mbase + (size_t)i * t, br, j, ls[buf][x], ds_row[buf][x], gone, scale, keep_scale,
+                          ds);
         }
         st[nt][c] = pd;
         dpt[nt][c] = ds;
       }
     }
-    fa_acc_times_tile<T, D>(dva, st, gt, lane);
-    fa_acc_times_tile<T, D>(dka, dpt, qt, lane);
+    fa_acc_times_tile<T, D>(dva, st, gs, lane);
+    fa_acc_times_tile<T, D>(dka, dpt, qs, lane);
   }
   T* dkp = dk + kh.at(b, n);
   T* dvp = dv + kh.at(b, n);
@@ -427,15 +446,26 @@ template <typename T, int D>
 __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
                             T* dq,
                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int LD = D + 8, LDT = FA_TILE + 8, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
-  __align__(16) __shared__ T ks[FA_TILE * LD];
-  __align__(16) __shared__ T kt[D * LDT];
-  __align__(16) __shared__ T vs[FA_TILE * LD];
+  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  // Two buffers of a K tile and a V tile: the next pair lands while this one's products run
+  // (cp.async holds no registers, so __launch_bounds__(128, 3) still fits). The block's own Q
+  // and dO rows are staged in buffer 1 first.
+  __align__(16) __shared__ T sh[4 * TILE];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
+  const T* kp = k + kh.at(b, n);
+  const T* vp = v + kh.at(b, n);
+  fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
+  fa_stage<T, D>(sh + 3 * TILE, go + gh.at(b, n), gh.row, i0, s_len);
+  fa_stage<T, D>(sh, kp, kh.row, 0, t);
+  fa_stage<T, D>(sh + TILE, vp, kh.row, 0, t);
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
   uint32_t qf[DK][4], gf[DK][4];
-  fa_own_rows<T, D>(qf, gf, ks, vs, q + qh.at(b, n), qh.row, go + gh.at(b, n), gh.row, i0, s_len, warp, lane);
+  fa_warp_rows<T, D>(qf, sh + 2 * TILE, warp, lane);
+  fa_warp_rows<T, D>(gf, sh + 3 * TILE, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
@@ -453,22 +483,16 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   for (int nt = 0; nt < DT; ++nt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) dqa[nt][c] = 0.f;
-  const T* kp = k + kh.at(b, n);
-  const T* vp = v + kh.at(b, n);
-  for (int j0 = 0; j0 < t; j0 += FA_TILE) {
-    __syncthreads();
-    {
-      // K read once, stored both ways. Not fetched ahead as in the forward pass: holding the
-      // next tile in registers took this kernel from 168 to 234 registers (three blocks per SM
-      // to two); __launch_bounds__(128, 3) keeps it at 168 without spills.
-      FaTile<T, D> tile;
-      tile.fetch(kp, kh.row, j0, t);
-      tile.store(ks);
-      tile.store_t(kt);
-      tile.fetch(vp, kh.row, j0, t);
-      tile.store(vs);
+  for (int j0 = 0, buf = 0; j0 < t; j0 += FA_TILE, buf ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // this tile has landed; every warp is done with the other buffer
+    if (j0 + FA_TILE < t) {
+      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, j0 + FA_TILE, t);
+      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, j0 + FA_TILE, t);
+      cp_async_commit();
     }
-    __syncthreads();
+    const T* ks = sh + 2 * buf * TILE;
+    const T* vs = ks + TILE;
     float sc[NT][4], dp[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
     fa_rows_times_tile<T, D>(dp, gf, vs, lane);
@@ -487,7 +511,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
         sc[nt][c] = ds;
       }
     }
-    fa_acc_times_tile<T, D>(dqa, sc, kt, lane);
+    fa_acc_times_tile<T, D>(dqa, sc, ks, lane);
   }
   T* dqp = dq + qh.at(b, n);
 #pragma unroll
@@ -510,7 +534,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
       uint64_t mixed_seed, uint64_t threshold, double keep_scale
 #define FA_PASS m, mask_batches, bias, bias_rows, heads, s_len, t, scale, mixed_seed, threshold, keep_scale
 #define INSTANTIATE_FLASH(T, HSUF)                                                                                         \
-  extern "C" __global__ void __launch_bounds__(128) flash_fwd_##HSUF(                                                \
+  extern "C" __global__ void __launch_bounds__(128, 3) flash_fwd_##HSUF(                                                \
       const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FA_HEAD(q), FA_HEAD(k), FA_HEAD(o), FA_ARGS(T)) {                 \
     flash_fwd<T, 64>(q, k, v, o, lse, bits, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{o_b, o_n, o_r}, FA_PASS);       \
   }                                                                                                                       \

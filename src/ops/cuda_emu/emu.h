@@ -98,14 +98,23 @@ namespace emu {
 
 enum class Wait { None, Block, Warp, Done };
 
+// A cp.async copy in flight: it lands at its thread's wait for its group (see cp_async).
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  unsigned bytes, valid_bytes, group;
+};
+
 struct Thread {
   ucontext_t ctx;
   uint3 idx;
   unsigned linear;
   Wait wait;
-  alignas(16) unsigned char slot[48];  // a shuffle's value, or an mma's fragments
+  alignas(16) unsigned char slot[48];  // a shuffle's value, an mma's fragments, an ldmatrix row address
   const void* site;                    // and where it was called, with which lane mask
   int lane_mask;
+  std::vector<AsyncCopy> copies;  // cp.async copies not yet waited for
+  unsigned committed = 0;         // cp.async groups committed so far
 };
 
 struct State {
@@ -164,6 +173,23 @@ template <typename V> __attribute__((noinline)) V shfl_xor(V v, int lane_mask) {
   return out;
 }
 
+// The first thread of the calling lane's warp, once all 32 lanes have reached this warp-collective
+// instruction (`what`) at the same call site; they exchange operands through their slots.
+inline unsigned warp_collective(const char* what, const void* site) {
+  Thread* self = st.cur;
+  self->site = site;
+  self->lane_mask = -1;
+  wait_at(Wait::Warp);
+  const unsigned first = self->linear & ~31u;
+  if (first + 32 > st.threads.size()) fail(std::string(what) + " in a warp of fewer than 32 threads");
+  for (unsigned l = 0; l < 32; ++l) {
+    const Thread& t = st.threads[first + l];
+    if (t.wait == Wait::Done || t.site != site || t.lane_mask != -1)
+      fail("lane " + std::to_string(l) + " of a warp is not at the same " + what + " as lane " + std::to_string(self->linear & 31));
+  }
+  return first;
+}
+
 // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.f32 (flash.cuh's `Mma<T>::run`, d += a·b):
 // the warp's 32 fragments gathered into A (16×16), B (16×8) and C (16×8) by the PTX ISA's
 // layouts, each lane's four outputs summed in double and rounded once to f32. Every lane of a
@@ -173,16 +199,10 @@ template <float (*TO)(uint16_t)> __attribute__((noinline)) void mma16816(float* 
   memcpy(self->slot, a, 16);
   memcpy(self->slot + 16, b, 8);
   memcpy(self->slot + 24, d, 16);
-  self->site = __builtin_return_address(0);
-  self->lane_mask = -1;
-  wait_at(Wait::Warp);
-  const unsigned first = self->linear & ~31u;
-  if (first + 32 > st.threads.size()) fail("mma.sync in a warp of fewer than 32 threads");
+  const unsigned first = warp_collective("mma.sync", __builtin_return_address(0));
   float A[16][16], B[16][8], C[16][8];
   for (unsigned l = 0; l < 32; ++l) {
     const Thread& t = st.threads[first + l];
-    if (t.wait == Wait::Done || t.site != self->site || t.lane_mask != -1)
-      fail("lane " + std::to_string(l) + " of a warp is not at the same mma.sync as lane " + std::to_string(self->linear & 31));
     uint32_t ar[4], br[2];
     float cr[4];
     memcpy(ar, t.slot, 16);
@@ -207,6 +227,54 @@ template <float (*TO)(uint16_t)> __attribute__((noinline)) void mma16816(float* 
     d[i] = float(s);
   }
   wait_at(Wait::Warp);  // nobody overwrites a slot before every lane has read the others'
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (flash.cuh's `ldsm_x4`): lane l gives the
+// address of row l % 8 of matrix l / 8 (16-byte aligned, 8 elements); lane (g = l / 4, t = l % 4)
+// receives in r[i] elements (g, 2t) and (g, 2t + 1) of matrix i, or with .trans (2t, g) and
+// (2t + 1, g), the first in the low half.
+template <bool TRANS> __attribute__((noinline)) void ldmatrix_x4(uint32_t* r, const void* row) {
+  Thread* self = st.cur;
+  if (reinterpret_cast<uintptr_t>(row) % 16) fail("ldmatrix: a lane's row address is not 16-byte aligned");
+  memcpy(self->slot, &row, sizeof row);
+  const unsigned first = warp_collective("ldmatrix", __builtin_return_address(0));
+  const unsigned lane = self->linear & 31, g = lane >> 2, t = lane & 3;
+  for (unsigned i = 0; i < 4; ++i) {
+    auto at = [&](unsigned rr, unsigned col) {
+      const unsigned char* p;
+      memcpy(&p, st.threads[first + 8 * i + rr].slot, sizeof p);
+      uint16_t v;
+      memcpy(&v, p + 2 * col, 2);
+      return uint32_t(v);
+    };
+    r[i] = TRANS ? at(2 * t, g) | (at(2 * t + 1, g) << 16) : at(g, 2 * t) | (at(g, 2 * t + 1) << 16);
+  }
+  wait_at(Wait::Warp);  // nobody overwrites a slot before every lane has read the others'
+}
+
+// cp.async.{ca,cg}.shared.global [dst], [src], bytes, valid ? bytes : 0 (flash.cuh's `cp_async`):
+// the copy lands only at its thread's cp.async.wait_group, as late as the hardware may let it
+// land, so a read of the destination before the wait (and the barrier after it) sees the old
+// bytes. Past `valid_bytes` the destination is zero-filled.
+inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    fail("cp.async of " + std::to_string(bytes) + " bytes at a misaligned address");
+  st.cur->copies.push_back(AsyncCopy{dst, src, bytes, valid ? bytes : 0u, st.cur->committed});
+}
+inline void cp_async_commit() { ++st.cur->committed; }
+// cp.async.wait_group 0: every committed group of this thread lands.
+inline void cp_async_wait_all() {
+  Thread* self = st.cur;
+  std::vector<AsyncCopy> open;
+  for (const AsyncCopy& c : self->copies) {
+    if (c.group >= self->committed) {
+      open.push_back(c);
+      continue;
+    }
+    memcpy(c.dst, c.src, c.valid_bytes);
+    memset(static_cast<char*>(c.dst) + c.valid_bytes, 0, c.bytes - c.valid_bytes);
+  }
+  self->copies.swap(open);
 }
 
 }  // namespace emu
@@ -241,14 +309,19 @@ inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
   return atomic_add_rounded<__nv_bfloat16, __bfloat162float, __float2bfloat16>(p, v);
 }
 
-// flash.cuh's tensor-core product, emulated (see emu::mma16816).
-#define WENHUI_EMU_MMA 1
+// flash.cuh's inline-PTX instructions, emulated (see emu::mma16816, emu::ldmatrix_x4, emu::cp_async).
+#define WENHUI_EMU_PTX 1
 inline float bf16_bits_to_float(uint16_t x) { return __bfloat162float(__nv_bfloat16{x}); }
 inline float f16_bits_to_float(uint16_t x) { return __half2float(__half{x}); }
 template <typename T> struct Mma;
+#define EMU_ALWAYS_INLINE inline __attribute__((always_inline))  // so the collectives see the kernel's call site
 template <> struct Mma<__nv_bfloat16> {
-  static void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<bf16_bits_to_float>(d, a, b); }
+  static EMU_ALWAYS_INLINE void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<bf16_bits_to_float>(d, a, b); }
 };
 template <> struct Mma<__half> {
-  static void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<f16_bits_to_float>(d, a, b); }
+  static EMU_ALWAYS_INLINE void run(float* d, const uint32_t* a, const uint32_t* b) { emu::mma16816<f16_bits_to_float>(d, a, b); }
 };
+template <bool TRANS> EMU_ALWAYS_INLINE void ldsm_x4(uint32_t r[4], const void* row) { emu::ldmatrix_x4<TRANS>(r, row); }
+template <int BYTES> void cp_async(void* dst, const void* src, bool valid) { emu::cp_async(dst, src, BYTES, valid); }
+inline void cp_async_commit() { emu::cp_async_commit(); }
+inline void cp_async_wait_all() { emu::cp_async_wait_all(); }

@@ -43,6 +43,7 @@ inline thread_local Stacks stacks;
 
 void fiber_entry() {
   st.body(st.body_arg);
+  if (!st.cur->copies.empty()) fail("a thread exited with cp.async copies it never waited for");
   st.cur->wait = Wait::Done;
   // Returning resumes `uc_link`, the scheduler.
 }
@@ -162,6 +163,38 @@ extern "C" void emu_selftest_mma(const __nv_bfloat16* a, const __nv_bfloat16* b,
   for (unsigned i = 0; i < 4; ++i) d[(g + (i >= 2 ? 8 : 0)) * 8 + t * 2 + (i & 1)] = acc[i];
 }
 
+// ldmatrix.x4 on a 16×16 matrix `m` staged in shared memory (pitch 24 elements), each lane
+// addressing one row of the four 8×8 quadrants (top left, bottom left, top right, bottom right):
+// out[lane·8 + i] is register i of the plain load, out[lane·8 + 4 + i] of the transposed one.
+extern "C" void emu_selftest_ldmatrix(const __nv_bfloat16* m, uint32_t* out) {
+  __align__(16) __shared__ __nv_bfloat16 s[16 * 24];
+  const unsigned lane = threadIdx.x & 31;
+  for (unsigned c = 0; c < 16; ++c) s[(lane & 15) * 24 + c] = m[(lane & 15) * 16 + c];
+  __syncthreads();
+  const __nv_bfloat16* row = s + ((lane & 7) + 8 * ((lane >> 3) & 1)) * 24 + 8 * (lane >> 4);
+  ldsm_x4<false>(out + lane * 8, row);
+  ldsm_x4<true>(out + lane * 8 + 4, row);
+}
+// cp.async of 16 bytes per lane (odd lanes zero-fill): out[lane] is the destination read before
+// the wait (the old value), out[32 + lane] the next lane's destination after the wait and a barrier.
+extern "C" void emu_selftest_cp_async(const float* src, float* out) {
+  __align__(16) __shared__ float s[32 * 4];
+  const unsigned lane = threadIdx.x & 31;
+  s[lane * 4] = -1.f;
+  __syncthreads();
+  ::cp_async<16>(s + lane * 4, src + lane * 4, lane % 2 == 0);
+  ::cp_async_commit();
+  out[lane] = s[lane * 4];
+  ::cp_async_wait_all();
+  __syncthreads();
+  out[32 + lane] = s[((lane + 1) % 32) * 4];
+}
+// A cp.async never waited for.
+extern "C" void emu_selftest_cp_async_unwaited(const float* src, float* out) {
+  ::cp_async<4>(out + threadIdx.x, src + threadIdx.x, true);
+  ::cp_async_commit();
+}
+
 template <typename... A> constexpr size_t arity(void (*)(A...)) { return sizeof...(A); }
 
 template <auto F, typename... A, size_t... I> void call_with(void (*)(A...), void** args, std::index_sequence<I...>) {
@@ -215,7 +248,7 @@ const Kernel KERNELS[] = {
     KERNEL(adamw_f32) KERNEL(sum_squares_multi_f32) KERNEL(adamw_multi_f32) KERNEL(sum_squares_f32)
     KERNEL(sum_squares_bf16)
     KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race) KERNEL(emu_selftest_shuffles) KERNEL(emu_selftest_early_exit)
-    KERNEL(emu_selftest_mma)
+    KERNEL(emu_selftest_mma) KERNEL(emu_selftest_ldmatrix) KERNEL(emu_selftest_cp_async) KERNEL(emu_selftest_cp_async_unwaited)
 };
 
 bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) {

@@ -441,6 +441,52 @@ mod harness_tests {
         assert_close("mma.m16n8k16", &db.read::<f32>()?, &want, 1e-6)
     }
 
+    /// The emulated `ldmatrix.x4` and `ldmatrix.x4.trans` (flash attention's fragment loads) give
+    /// each lane the elements the PTX ISA's definition names, for all four 8×8 matrices.
+    #[test]
+    fn the_emulated_ldmatrix_hands_out_the_isa_elements() -> TestResult {
+        // 0..255 are exact in bf16: element (r, c) of the 16×16 matrix holds 16·r + c.
+        let m: Vec<f64> = (0..256).map(f64::from).collect();
+        let (mut mb, mut out) = (Buf::of::<half::bf16>("m", &m), Buf::uninit::<u32>("out", 32 * 8));
+        launch("emu_selftest_ldmatrix", crate::ops::launch::Launch::linear(1, 32), &[mb.ptr(), out.ptr()], false)?;
+        let words = out.read::<u32>()?;
+        let half = |bits: u32| f64::from(half::bf16::from_bits(bits as u16).to_f32());
+        for lane in 0..32usize {
+            let (g, t) = (lane / 4, lane % 4);
+            for i in 0..4usize {
+                // Matrix i is the quadrant at rows 8·(i % 2), columns 8·(i / 2) (the lanes' addresses).
+                let at = |r: usize, c: usize| ((8 * (i % 2) + r) * 16 + 8 * (i / 2) + c) as f64;
+                for (trans, want) in [(false, [at(g, 2 * t), at(g, 2 * t + 1)]), (true, [at(2 * t, g), at(2 * t + 1, g)])] {
+                    let w = words[lane * 8 + usize::from(trans) * 4 + i] as u32;
+                    assert_eq!([half(w & 0xffff), half(w >> 16)], want, "lane {lane}, matrix {i}, trans {trans}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The emulated `cp.async` lands only at the thread's wait (a read before it sees the old
+    /// value), zero-fills when asked, and a copy never waited for is reported.
+    #[test]
+    fn the_emulated_cp_async_lands_at_the_wait() -> TestResult {
+        let src: Vec<f64> = (0..128).map(|v| f64::from(v) + 1.0).collect();
+        let (mut sb, mut out) = (Buf::of::<f32>("src", &src), Buf::uninit::<f32>("out", 64));
+        launch("emu_selftest_cp_async", crate::ops::launch::Launch::linear(1, 32), &[sb.ptr(), out.ptr()], false)?;
+        let got = out.read::<f32>()?;
+        assert!(got[..32].iter().all(|&v| v == -1.0), "read before the wait: {:?}", &got[..32]);
+        for lane in 0..32 {
+            let next = (lane + 1) % 32;
+            let want = if next % 2 == 0 { src[next * 4] } else { 0.0 };
+            assert_eq!(got[32 + lane], want, "lane {lane} reads lane {next}'s destination");
+        }
+        let err = launch("emu_selftest_cp_async_unwaited", crate::ops::launch::Launch::linear(1, 32), &[sb.ptr(), out.ptr()], false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("never waited for"), "{err}");
+        Ok(())
+    }
+
     /// The emulator itself: invalid launches, wrong arguments, a barrier not every thread
     /// reaches, a shared-memory race and diverged shuffles are reported (not hung on, not
     /// missed); threads that exit early do not hold a barrier.
