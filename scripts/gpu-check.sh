@@ -27,7 +27,8 @@
 # train-wenhui-per-op.jsonl), and with the layer stack (src/model/stack.rs) but neither the
 # cublasLt GEMMs nor the multi-tensor AdamW (train-wenhui-no-lt.jsonl), against the default,
 # and once more with flash attention (WENHUI_FLASH_ATTENTION=1, src/ops/cuda/flash.cuh; opt-in
-# until measured: train-wenhui-flash.jsonl, parity-flash.txt, kernels-train-wenhui-flash.txt).
+# until measured: train-wenhui-flash.jsonl, parity-flash.txt, kernels-train-wenhui-flash.txt),
+# and with flash attention computing every tile (WENHUI_FLASH_SKIP=0: train-wenhui-flash-all.jsonl).
 # 6. Per-kernel GPU time (CUPTI, dist/libwenhui_kernel_profile.so preloaded) of 3 training steps
 #    (wenhui composite, wenhui fused, PyTorch) and of batch-1 decoding (wenhui, PyTorch): where
 #    the time goes, for the next optimisation. Skipped when the library was not carried.
@@ -102,6 +103,8 @@ if want train; then
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-fused.jsonl"
   step "train step, bf16: the default with flash attention (WENHUI_FLASH_ATTENTION=1)"
   WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-flash.jsonl"
+  step "train step, bf16: flash attention without skipping masked tiles (WENHUI_FLASH_SKIP=0)"
+  WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 WENHUI_FLASH_SKIP=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-flash-all.jsonl"
   step "train step, bf16: pytorch eager"
   python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
 fi
@@ -163,7 +166,8 @@ t = last_json("train-torch.jsonl")
 for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op nodes)", "train-wenhui-per-op.jsonl"),
                     (" (fused, stack, no cublasLt, per-parameter AdamW)", "train-wenhui-no-lt.jsonl"),
                     (" (fused, layer stack: the default)", "train-wenhui-fused.jsonl"),
-                    (" (the default with flash attention)", "train-wenhui-flash.jsonl")):
+                    (" (the default with flash attention)", "train-wenhui-flash.jsonl"),
+                    (" (flash attention, every tile computed)", "train-wenhui-flash-all.jsonl")):
     w = last_json(name)
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s "

@@ -474,6 +474,7 @@ impl CustomOp3 for Attention {
                 packed: g.packed,
             },
             mask: (mask_storage, mask_layout),
+            mask_id: mask.id(),
             bias: self.bias.as_deref().map(|b| b.as_slice()),
             scale: self.scale,
             dropout: if self.p > 0.0 { Mask::new(self.seed, self.p).kernel_params() } else { (0, 0, 1.0) },

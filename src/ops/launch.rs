@@ -222,6 +222,17 @@ pub(crate) fn flash_bits_len(pairs: usize, s: usize, t: usize) -> usize {
     pairs * s.div_ceil(FLASH_TILE) * t.div_ceil(FLASH_TILE) * FLASH_THREADS as usize
 }
 
+/// `flash_tiles`: a block per query tile of each mask batch; it writes the tile skip flags, one
+/// byte per (query tile, key tile) of each mask batch ([`flash_tiles_len`]).
+pub(crate) fn flash_tiles(s: usize, mask_batches: usize) -> Launch {
+    Launch { grid: [s.div_ceil(FLASH_TILE) as u32, mask_batches as u32, 1], block: [FLASH_THREADS, 1, 1], shared: 0 }
+}
+
+/// Bytes of flash attention's tile skip flags (`fa_tile_row` in flash.cuh).
+pub(crate) fn flash_tiles_len(mask_batches: usize, s: usize, t: usize) -> usize {
+    mask_batches * s.div_ceil(FLASH_TILE) * t.div_ceil(FLASH_TILE)
+}
+
 /// `flash_bwd_dot`: a warp per query row.
 pub(crate) fn flash_dot(rows: usize) -> Launch {
     Launch::linear(rows.div_ceil((WARP_ROW_THREADS / 32) as usize), WARP_ROW_THREADS)

@@ -49,6 +49,9 @@ pub(crate) struct Params<'a> {
     pub geometry: Geometry,
     /// The 0/1 mask `[B or 1, 1, S, T]` in the inputs' dtype.
     pub mask: (&'a CudaStorage, &'a Layout),
+    /// The mask tensor's id: what flash attention keys its tile skip flags by (the layers of a
+    /// pass share one mask).
+    pub mask_id: candle_core::TensorId,
     /// Key bias rows `[B or 1][T]`, already divided by `scale`.
     pub bias: Option<&'a [f64]>,
     pub scale: f64,

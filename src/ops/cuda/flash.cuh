@@ -206,7 +206,55 @@ struct FaHead {
 // The arguments every flash kernel shares.
 #define FA_COMMON                                                                                                  \
   const T *m, int mask_batches, const double *bias, int bias_rows, int heads, int s_len, int t, double scale_d,   \
-      uint64_t mixed_seed, uint64_t threshold, double keep_scale_d
+      uint64_t mixed_seed, uint64_t threshold, double keep_scale_d, const uint8_t *tiles
+
+// Which (query tile, key tile) pairs the kernels skip, `tiles` (null: none): per mask batch,
+// qtiles × ktiles bytes, 0 where every mask value of the tile is 0. Every score there is
+// MASKED_SCORE, whose exp relative to the row's max (a visible key's score, far above −65504 in
+// any finite attention) underflows to exactly 0 in f32: P, P', dS and the tile's share of every
+// product are 0, as if it were computed. A query tile holding a row with no visible key at all
+// (whose softmax is uniform over masked keys) keeps every tile (flash_tiles). GLM's part A
+// queries skip part B's key tiles and causal rows skip the future's: a causal mask about halves
+// the work. Without a key bias only (a −∞ bias could leave a row's visible keys below the mask).
+__device__ __forceinline__ const uint8_t* fa_tile_row(const uint8_t* tiles, int mbi, int qt, int s_len, int t) {
+  const int qtiles = (s_len + FA_TILE - 1) / FA_TILE, ktiles = (t + FA_TILE - 1) / FA_TILE;
+  return tiles ? tiles + ((size_t)mbi * qtiles + qt) * ktiles : nullptr;
+}
+// The first row at or after `r` (a multiple of FA_TILE) of a tile not skipped, `end` when none:
+// `flags` the tiles' flags `stride` bytes apart (null: nothing skipped).
+__device__ __forceinline__ int fa_next_tile(const uint8_t* flags, size_t stride, int r, int end) {
+  while (flags && r < end && !flags[(size_t)(r / FA_TILE) * stride]) r += FA_TILE;
+  return r;
+}
+
+// The skip flags of query tile blockIdx.x of mask batch blockIdx.y (see fa_tile_row): thread x
+// reads half x % 2 of row x / 2 of each key tile.
+template <typename T> __device__ void flash_tiles(const T* m, int s_len, int t, uint8_t* tiles) {
+  __shared__ int seen, every_row;
+  const int ktiles = (t + FA_TILE - 1) / FA_TILE, r = threadIdx.x >> 1, half = threadIdx.x & 1, i = blockIdx.x * FA_TILE + r;
+  const T* row = m + ((size_t)blockIdx.y * s_len + min(i, s_len - 1)) * t;
+  uint8_t* flags = tiles + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * ktiles;
+  int row_seen = 0;
+  if (threadIdx.x == 0) every_row = 1;
+  for (int kt = 0; kt < ktiles; ++kt) {
+    if (threadIdx.x == 0) seen = 0;
+    __syncthreads();
+    int any = 0;
+    if (i < s_len) {
+      const int j0 = kt * FA_TILE + half * (FA_TILE / 2), j1 = min(j0 + FA_TILE / 2, t);
+      for (int j = j0; j < j1; ++j) any |= Num<T>::to(row[j]) != 0.f;
+    }
+    row_seen |= any;
+    if (any) seen = 1;
+    __syncthreads();
+    if (threadIdx.x == 0) flags[kt] = uint8_t(seen);
+  }
+  row_seen |= __shfl_xor_sync(0xffffffffu, row_seen, 1);  // both halves of the row
+  if (i < s_len && !row_seen) every_row = 0;
+  __syncthreads();
+  if (!every_row)
+    for (int kt = threadIdx.x; kt < ktiles; kt += blockDim.x) flags[kt] = 1;
+}
 
 // The forward pass's dropout decisions, kept for the backward pass (with dropout the host always
 // passes `bits`; a backward without them runs the forward again first). The backward kernels
@@ -237,9 +285,13 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
   const T* kp = k + kh.at(b, n);
   const T* vp = v + kh.at(b, n);
+  const uint8_t* flags = fa_tile_row(tiles, mask_batches == 1 ? 0 : b, blockIdx.x, s_len, t);
+  int j0 = fa_next_tile(flags, 1, 0, t);
   fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
-  fa_stage<T, D>(sh, kp, kh.row, 0, t);
-  fa_stage<T, D>(sh + TILE, vp, kh.row, 0, t);
+  if (j0 < t) {
+    fa_stage<T, D>(sh, kp, kh.row, j0, t);
+    fa_stage<T, D>(sh + TILE, vp, kh.row, j0, t);
+  }
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -257,12 +309,13 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   float acc[DT][4];
 #pragma unroll
   for (int nt = 0; nt < DT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-  for (int j0 = 0, buf = 0; j0 < t; j0 += FA_TILE, buf ^= 1) {
+  for (int buf = 0, next; j0 < t; j0 = next, buf ^= 1) {
     cp_async_wait_all();
     __syncthreads();  // this tile has landed; every warp is done with the other buffer
-    if (j0 + FA_TILE < t) {
-      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, j0 + FA_TILE, t);
-      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, j0 + FA_TILE, t);
+    next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
+    if (next < t) {
+      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, next, t);
+      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, next, t);
       cp_async_commit();
     }
     const T* ks = sh + 2 * buf * TILE;
@@ -379,11 +432,15 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
     fa_stage_rows(ls[buf], lse + (size_t)pair * s_len, i0, s_len);
     fa_stage_rows(ds_row[buf], dd + (size_t)pair * s_len, i0, s_len);
     if (bits) cp_async<4>(&words[buf][threadIdx.x], bits + fa_bits_tile(pair, i0 / FA_TILE, blockIdx.x, s_len, t) + threadIdx.x, true);
-    cp_async_commit();
   };
+  // This key tile's flag in each query tile's row of flags, ktiles apart.
+  const uint8_t* flags = tiles ? fa_tile_row(tiles, mask_batches == 1 ? 0 : b, 0, s_len, t) + blockIdx.x : nullptr;
+  const size_t flag_stride = (t + FA_TILE - 1) / FA_TILE;
+  int i0 = fa_next_tile(flags, flag_stride, 0, s_len);
   fa_stage<T, D>(sh + 2 * TILE, k + kh.at(b, n), kh.row, j0, t);
   fa_stage<T, D>(sh + 3 * TILE, v + kh.at(b, n), kh.row, j0, t);
-  stage_queries(0, 0);
+  if (i0 < s_len) stage_queries(0, i0);
+  cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
   uint32_t kf[DK][4], vf[DK][4];
@@ -399,10 +456,14 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   for (int nt = 0; nt < DT; ++nt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) dka[nt][c] = dva[nt][c] = 0.f;
-  for (int i0 = 0, buf = 0; i0 < s_len; i0 += FA_TILE, buf ^= 1) {
+  for (int buf = 0, next; i0 < s_len; i0 = next, buf ^= 1) {
     cp_async_wait_all();
     __syncthreads();  // this tile has landed; every warp is done with the other buffer
-    if (i0 + FA_TILE < s_len) stage_queries(buf ^ 1, i0 + FA_TILE);
+    next = fa_next_tile(flags, flag_stride, i0 + FA_TILE, s_len);
+    if (next < s_len) {
+      stage_queries(buf ^ 1, next);
+      cp_async_commit();
+    }
     const T* qs = sh + 2 * buf * TILE;
     const T* gs = qs + TILE;
     float st[NT][4], dpt[NT][4];
@@ -448,24 +509,28 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
   constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a K tile and a V tile: the next pair lands while this one's products run
-  // (cp.async holds no registers, so __launch_bounds__(128, 3) still fits). The block's own Q
-  // and dO rows are staged in buffer 1 first.
-  __align__(16) __shared__ T sh[4 * TILE];
+  // (cp.async holds no registers). The block's own Q rows are staged in buffer 1 first and held
+  // as fragments; its dO rows stay in shared memory (slot 4), their fragments loaded for each
+  // tile's product: holding both took more than the 168 registers of three blocks per SM.
+  __align__(16) __shared__ T sh[5 * TILE];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
   const T* kp = k + kh.at(b, n);
   const T* vp = v + kh.at(b, n);
+  const uint8_t* flags = fa_tile_row(tiles, mask_batches == 1 ? 0 : b, blockIdx.x, s_len, t);
+  int j0 = fa_next_tile(flags, 1, 0, t);
   fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
-  fa_stage<T, D>(sh + 3 * TILE, go + gh.at(b, n), gh.row, i0, s_len);
-  fa_stage<T, D>(sh, kp, kh.row, 0, t);
-  fa_stage<T, D>(sh + TILE, vp, kh.row, 0, t);
+  fa_stage<T, D>(sh + 4 * TILE, go + gh.at(b, n), gh.row, i0, s_len);
+  if (j0 < t) {
+    fa_stage<T, D>(sh, kp, kh.row, j0, t);
+    fa_stage<T, D>(sh + TILE, vp, kh.row, j0, t);
+  }
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
-  uint32_t qf[DK][4], gf[DK][4];
+  uint32_t qf[DK][4];
   fa_warp_rows<T, D>(qf, sh + 2 * TILE, warp, lane);
-  fa_warp_rows<T, D>(gf, sh + 3 * TILE, warp, lane);
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
@@ -483,19 +548,24 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   for (int nt = 0; nt < DT; ++nt)
 #pragma unroll
     for (int c = 0; c < 4; ++c) dqa[nt][c] = 0.f;
-  for (int j0 = 0, buf = 0; j0 < t; j0 += FA_TILE, buf ^= 1) {
+  for (int buf = 0, next; j0 < t; j0 = next, buf ^= 1) {
     cp_async_wait_all();
     __syncthreads();  // this tile has landed; every warp is done with the other buffer
-    if (j0 + FA_TILE < t) {
-      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, j0 + FA_TILE, t);
-      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, j0 + FA_TILE, t);
+    next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
+    if (next < t) {
+      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, next, t);
+      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, next, t);
       cp_async_commit();
     }
     const T* ks = sh + 2 * buf * TILE;
     const T* vs = ks + TILE;
     float sc[NT][4], dp[NT][4];
     fa_rows_times_tile<T, D>(sc, qf, ks, lane);
-    fa_rows_times_tile<T, D>(dp, gf, vs, lane);
+    {
+      uint32_t gf[DK][4];
+      fa_warp_rows<T, D>(gf, sh + 4 * TILE, warp, lane);
+      fa_rows_times_tile<T, D>(dp, gf, vs, lane);
+    }
     // This lane's own word: the same fragment order as the forward pass.
     const uint32_t word = bits ? bits[fa_bits_tile(pair, blockIdx.x, j0 / FA_TILE, s_len, t) + threadIdx.x] : 0u;
 #pragma unroll
@@ -531,9 +601,12 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
 #define FA_HEAD(x) long long x##_b, long long x##_n, long long x##_r
 #define FA_ARGS(T)                                                                                             \
   const T *m, int mask_batches, const double *bias, int bias_rows, int heads, int s_len, int t, double scale, \
-      uint64_t mixed_seed, uint64_t threshold, double keep_scale
-#define FA_PASS m, mask_batches, bias, bias_rows, heads, s_len, t, scale, mixed_seed, threshold, keep_scale
+      uint64_t mixed_seed, uint64_t threshold, double keep_scale, const uint8_t *tiles
+#define FA_PASS m, mask_batches, bias, bias_rows, heads, s_len, t, scale, mixed_seed, threshold, keep_scale, tiles
 #define INSTANTIATE_FLASH(T, HSUF)                                                                                         \
+  extern "C" __global__ void __launch_bounds__(128) flash_tiles_##HSUF(const T* m, int s_len, int t, uint8_t* tiles) {   \
+    flash_tiles<T>(m, s_len, t, tiles);                                                                                   \
+  }                                                                                                                       \
   extern "C" __global__ void __launch_bounds__(128, 3) flash_fwd_##HSUF(                                                \
       const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FA_HEAD(q), FA_HEAD(k), FA_HEAD(o), FA_ARGS(T)) {                 \
     flash_fwd<T, 64>(q, k, v, o, lse, bits, FaHead{q_b, q_n, q_r}, FaHead{k_b, k_n, k_r}, FaHead{o_b, o_n, o_r}, FA_PASS);       \

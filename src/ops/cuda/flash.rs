@@ -7,6 +7,9 @@
 //! (`ops::cuda::attention`), with P' and dS rounded once to the storage type as the operands
 //! of their products.
 //!
+//! Without a key bias, tiles whose mask is all 0 are skipped (flags from `flash_tiles`, computed
+//! once per mask tensor: the layers of a pass share it); `WENHUI_FLASH_SKIP=0` computes them all.
+//!
 //! Serves bf16 and f16 heads of 64 channels (every GLM: Base, Large, 2B, 10B) when
 //! `WENHUI_FLASH_ATTENTION=1`; opt-in until a GPU has measured it against the GEMM path.
 //! Everything else takes the GEMM path.
@@ -19,8 +22,8 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchArgs, PushKernelArg, SyncOnDrop,
 };
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaStorage, DType, Layout, Result, Shape};
-use std::sync::Arc;
+use candle_core::{CudaStorage, DType, Layout, Result, Shape, TensorId};
+use std::sync::{Arc, Mutex};
 
 /// Whether `WENHUI_FLASH_ATTENTION=1` asks for flash attention.
 fn requested() -> bool {
@@ -105,14 +108,21 @@ impl Scalars {
         })
     }
 
-    fn push<'a, T: KernelFloat>(&'a self, b: &mut LaunchArgs<'a>, mask: &'a CudaView<'a, T>, bias: Option<&'a CudaSlice<f64>>) {
+    /// Pushes the mask, the key bias, the scalars and the tile flags' address (`tiles`, 0: none).
+    fn push<'a, T: KernelFloat>(
+        &'a self,
+        b: &mut LaunchArgs<'a>,
+        mask: &'a CudaView<'a, T>,
+        bias: Option<&'a CudaSlice<f64>>,
+        tiles: &'a u64,
+    ) {
         b.arg(mask).arg(&self.mask_batches);
         match bias {
             Some(bias) => b.arg(bias),
             None => b.arg(&self.null),
         };
         b.arg(&self.bias_rows).arg(&self.heads).arg(&self.s).arg(&self.t).arg(&self.scale);
-        b.arg(&self.mixed_seed).arg(&self.threshold).arg(&self.keep_scale);
+        b.arg(&self.mixed_seed).arg(&self.threshold).arg(&self.keep_scale).arg(tiles);
     }
 }
 
@@ -141,11 +151,72 @@ fn pushed_strides<'a>(b: &mut LaunchArgs<'a>, strides: &'a [i64; 9]) {
     }
 }
 
-/// What the forward pass keeps for the backward pass: each query row's log-sum-exp, and with
-/// dropout the dropout decisions as bits (`launch::flash_bits_len` words).
+/// What the forward pass keeps for the backward pass: each query row's log-sum-exp, with
+/// dropout the dropout decisions as bits (`launch::flash_bits_len` words), and the tile skip
+/// flags it used.
 pub(crate) struct FlashKept {
     lse: CudaSlice<f32>,
     bits: Option<CudaSlice<u32>>,
+    tiles: Option<Arc<CudaSlice<u8>>>,
+}
+
+/// Whether tiles whose mask is all 0 are skipped (`WENHUI_FLASH_SKIP=0`: no, for comparison).
+fn skipping() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WENHUI_FLASH_SKIP").as_deref() != Ok("0"))
+}
+
+/// Tile skip flags by mask: (the mask tensor's id, mask batches, S, T). A TensorId is never
+/// reused, so a hit is the same mask; the few most recent masks are kept (a training step has one).
+type TileKey = (TensorId, usize, usize, usize);
+static TILE_FLAGS: Mutex<Vec<(TileKey, Arc<CudaSlice<u8>>)>> = Mutex::new(Vec::new());
+const TILE_FLAGS_KEPT: usize = 4;
+
+/// The tile skip flags for this call's mask (`flash_tiles`), from the cache or computed; none
+/// with a key bias (a −∞ bias could leave a row's visible keys below the masked score) or when
+/// skipping is off.
+fn tile_flags<T: KernelFloat>(p: &Params, dev: &candle_core::CudaDevice) -> Result<Option<Arc<CudaSlice<u8>>>> {
+    if p.bias.is_some() || !skipping() {
+        return Ok(None);
+    }
+    let g = &p.geometry;
+    let key = (p.mask_id, g.mask_batches, g.s, g.t);
+    let poisoned = |_| candle_core::Error::Msg("flash attention: poisoned tile flag cache".into());
+    if let Some((_, flags)) = TILE_FLAGS.lock().map_err(poisoned)?.iter().find(|(k, _)| *k == key) {
+        return Ok(Some(flags.clone()));
+    }
+    let stream = dev.cuda_stream();
+    // SAFETY: flash_tiles writes every flag before any kernel reads it (same stream).
+    let mut flags = unsafe { dev.alloc::<u8>(launch::flash_tiles_len(g.mask_batches, g.s, g.t)) }?;
+    let mask = view::<T>(p.mask.0, p.mask.1)?;
+    let (s, t) = (i32::try_from(g.s).map_err(candle_core::Error::wrap)?, i32::try_from(g.t).map_err(candle_core::Error::wrap)?);
+    {
+        let f = dev.get_or_load_custom_func(&format!("flash_tiles_{}", T::DTYPE.as_str()), MODULE, PTX)?;
+        let (ptr, _record) = flags.device_ptr_mut(&stream);
+        let mut b = f.builder();
+        b.arg(&mask).arg(&s).arg(&t).arg(&ptr);
+        // SAFETY: the arguments match flash_tiles' signature; the mask holds [mask batches] × S × T
+        // values, the flags one byte per (query tile, key tile) of each mask batch.
+        unsafe { b.launch(config(launch::flash_tiles(g.s, g.mask_batches))) }.w()?;
+    }
+    let flags = Arc::new(flags);
+    let mut cache = TILE_FLAGS.lock().map_err(poisoned)?;
+    if cache.len() >= TILE_FLAGS_KEPT {
+        cache.remove(0);
+    }
+    cache.push((key, flags.clone()));
+    Ok(Some(flags))
+}
+
+/// The device address of the optional tile flags (0: none) and its guard.
+fn tiles_ptr<'a>(tiles: Option<&'a Arc<CudaSlice<u8>>>, stream: &'a Arc<CudaStream>) -> (u64, Option<SyncOnDrop<'a>>) {
+    match tiles {
+        Some(t) => {
+            let (ptr, record) = t.device_ptr(stream);
+            (ptr, Some(record))
+        }
+        None => (0, None),
+    }
 }
 
 /// The device address of an optional buffer (0: the kernels' null) and its guard (a write
@@ -185,22 +256,24 @@ fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, ke
     let scalars = Scalars::new(p, bias_rows)?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
     let (_, strides) = layout(g);
+    let tiles = tile_flags::<T>(p, &dev)?;
     let f = dev.get_or_load_custom_func(&format!("flash_fwd_{}", T::DTYPE.as_str()), MODULE, PTX)?;
     {
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
         let (o, _o_record) = T::as_cuda_slice_mut(&mut out)?.device_ptr_mut(&stream);
         let (l, _l_record) = optional_ptr(lse.as_mut(), &stream);
         let (bits_ptr, _bits_record) = optional_ptr(bits.as_mut(), &stream);
+        let (tiles_ptr, _tiles_record) = tiles_ptr(tiles.as_ref(), &stream);
         let mut b = f.builder();
         b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&o).arg(&l).arg(&bits_ptr);
         pushed_strides(&mut b, &strides);
-        scalars.push(&mut b, &mask, bias.as_ref());
+        scalars.push(&mut b, &mask, bias.as_ref(), &tiles_ptr);
         // SAFETY: the arguments match flash_fwd's signature; Q, K, V, the output and the
         // log-sum-exp rows hold the elements their strides address for pairs × S (T) rows, the
         // bits one word per thread per (query tile, key tile).
         unsafe { b.launch(config(launch::flash(g.s, g.pairs()))) }.w()?;
     }
-    Ok((out, lse.map(|lse| FlashKept { lse, bits })))
+    Ok((out, lse.map(|lse| FlashKept { lse, bits, tiles })))
 }
 
 /// The backward pass from the output gradient `grad`: `dQKV` `[B, S, 3H]` when packed, else
@@ -226,7 +299,7 @@ fn backward_typed<T: KernelFloat>(
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
     let recomputed;
-    let (out, out_offset, FlashKept { lse, mut bits }) = match kept {
+    let (out, out_offset, FlashKept { lse, mut bits, tiles }) = match kept {
         Some((out, layout, kept)) => (out, layout.start_offset(), kept),
         None => {
             let (out, kept) = forward_typed::<T>(x, p, true)?;
@@ -273,13 +346,14 @@ fn backward_typed<T: KernelFloat>(
         let (l_ptr, _l_record) = lse.device_ptr(&stream);
         let (d_ptr, _d_record) = dd.device_ptr(&stream);
         let (bits_ptr, _bits_record) = optional_ptr(bits.as_mut(), &stream);
+        let (tiles_ptr, _tiles_record) = tiles_ptr(tiles.as_ref(), &stream);
         let (base, _g_record) = T::as_cuda_slice_mut(&mut grads)?.device_ptr_mut(&stream);
         let (dq, dk, dv) = (base + dq_at as u64 * size, base + dk_at as u64 * size, base + dv_at as u64 * size);
         let kv = dev.get_or_load_custom_func(&format!("flash_bwd_kv_{suffix}"), MODULE, PTX)?;
         let mut b = kv.builder();
         b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&bits_ptr).arg(&dk).arg(&dv);
         pushed_strides(&mut b, &strides);
-        scalars.push(&mut b, &mask, bias.as_ref());
+        scalars.push(&mut b, &mask, bias.as_ref(), &tiles_ptr);
         // SAFETY: the arguments match flash_bwd_kv's signature; dK and dV are written through the
         // strides of K and V inside `grads`, which holds Q, K and V's element counts.
         unsafe { b.launch(config(launch::flash(g.t, pairs))) }.w()?;
@@ -287,7 +361,7 @@ fn backward_typed<T: KernelFloat>(
         let mut b = q.builder();
         b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&bits_ptr).arg(&dq);
         pushed_strides(&mut b, &strides);
-        scalars.push(&mut b, &mask, bias.as_ref());
+        scalars.push(&mut b, &mask, bias.as_ref(), &tiles_ptr);
         // SAFETY: as above, dQ through the strides of Q.
         unsafe { b.launch(config(launch::flash(g.s, pairs))) }.w()?;
     }

@@ -45,6 +45,7 @@ pub(super) struct Case {
 
 /// The inputs of one case: Q, K, V, the output gradient, the mask and key bias rows (f64 values
 /// already rounded to the storage type), the scale and the dropout seed.
+#[derive(Clone)]
 pub(super) struct Data {
     pub q: Vec<f64>,
     pub k: Vec<f64>,

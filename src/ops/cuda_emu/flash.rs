@@ -29,8 +29,28 @@ fn from_rows(buf: &[f64], (b, n, r, d): (usize, usize, usize, usize), w: usize, 
         .collect()
 }
 
+/// The tile skip flags `flash_tiles` must write (`fa_tile_row` in flash.cuh), from the mask
+/// values: 0 for a tile whose mask is all 0, unless its query tile holds a row with no visible key.
+fn expected_tiles(mask: &[f64], mask_batches: usize, s: usize, t: usize) -> Vec<f64> {
+    let tile = plan::FLASH_TILE;
+    let visible = |m: usize, i: usize, keys: std::ops::Range<usize>| keys.into_iter().any(|j| mask[(m * s + i) * t + j] != 0.0);
+    let mut flags = Vec::with_capacity(plan::flash_tiles_len(mask_batches, s, t));
+    for m in 0..mask_batches {
+        for qt in 0..s.div_ceil(tile) {
+            let rows = qt * tile..s.min((qt + 1) * tile);
+            let every_row = rows.clone().all(|i| visible(m, i, 0..t));
+            for kt in 0..t.div_ceil(tile) {
+                let any = rows.clone().any(|i| visible(m, i, kt * tile..t.min((kt + 1) * tile)));
+                flags.push(if any || !every_row { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    flags
+}
+
 /// The four kernels as the GPU glue runs them: output, dQ, dK, dV in `[B, N, S|T, d]`, then
-/// the log-sum-exp rows.
+/// the log-sum-exp rows. Without a key bias, `flash_tiles` first writes the tile skip flags
+/// (checked against [`expected_tiles`]) and the kernels skip what they mark.
 fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: bool) -> TestResult<Vec<f64>> {
     let (b, n, s, t, d) = (c.batch, c.heads, c.s, c.t, c.d);
     let (pairs, h) = (b * n, n * d);
@@ -39,6 +59,22 @@ fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: b
     let mut mask = Buf::of::<T>("mask", &x.mask);
     let mut bias = Buf::of::<f64>("bias", &x.bias.iter().map(|v| v / x.scale).collect::<Vec<_>>());
     let (bias_arg, bias_rows) = if c.bias { (bias.ptr(), c.mask_batches as i32) } else { (Arg::Ptr(0), 0) };
+    let mut tiles = Buf::uninit::<u8>("tile flags", plan::flash_tiles_len(c.mask_batches, s, t));
+    let tiles_arg = if c.bias {
+        Arg::Ptr(0)
+    } else {
+        let args = [mask.ptr(), Arg::I32(s as i32), Arg::I32(t as i32), tiles.ptr()];
+        launch(&format!("flash_tiles_{suffix}"), plan::flash_tiles(s, c.mask_batches), &args, rev)?;
+        if tiles.read::<u8>()? != expected_tiles(&x.mask, c.mask_batches, s, t) {
+            return Err(format!(
+                "flash_tiles wrote {:?}, expected {:?}",
+                tiles.read::<u8>()?,
+                expected_tiles(&x.mask, c.mask_batches, s, t)
+            )
+            .into());
+        }
+        tiles.ptr()
+    };
     let common = [
         mask.ptr(),
         Arg::I32(c.mask_batches as i32),
@@ -51,6 +87,7 @@ fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: b
         Arg::U64(mixed),
         Arg::U64(threshold),
         Arg::F64(keep_scale),
+        tiles_arg,
     ];
     // Inputs, output and gradients: one packed projection (Q | K | V per row, the output and
     // its gradient [B, S, H]) or separate heads, as ops::cuda::flash lays them out.
@@ -125,13 +162,14 @@ fn emulated<T: WithDType>(c: &Case, suffix: &str, x: &Data, packed: bool, rev: b
     Ok(all)
 }
 
-/// `blocked` leading keys get a −∞ key bias (a first key tile no query may see).
-fn flash_case(c: Case, dtype: DType, suffix: &str, packed: bool, blocked: usize) -> TestResult {
+/// One case against the CPU op; `edit` changes its data first (a −∞ bias, a blank mask row), and
+/// `poison` the kernels' copy only (values they must never read).
+fn flash_case(c: Case, dtype: DType, suffix: &str, packed: bool, edit: impl Fn(&mut Data), poison: impl Fn(&mut Data)) -> TestResult {
     let mut x = case_data(&c, dtype);
-    for row in x.bias.chunks_mut(c.t) {
-        row[..blocked].fill(f64::NEG_INFINITY);
-    }
+    edit(&mut x);
     let want = cpu_attention(&c, &x)?;
+    let mut x = x.clone();
+    poison(&mut x);
     let (nq, nk) = (c.batch * c.heads * c.s * c.d, c.batch * c.heads * c.t * c.d);
     let what = format!("flash attention {suffix} {c:?}, packed {packed}");
     let got = both_orders(&what, 0.0, |rev| with_float!(dtype, |T| emulated::<T>(&c, suffix, &x, packed, rev)))?;
@@ -153,17 +191,65 @@ fn flash_case(c: Case, dtype: DType, suffix: &str, packed: bool, blocked: usize)
 
 /// Flash attention against the CPU op: a packed self-attention over two query and key tiles
 /// (the second cut at 70), with per-batch masks, key bias and dropout; separate heads with few
-/// queries over three key tiles; both half types; a −∞ key bias over a whole key tile.
+/// queries over three key tiles; both half types; a −∞ key bias over a whole key tile; and
+/// skipped tiles: GLM masks without a key bias, with and without a query row that sees no key.
 #[test]
 fn flash_attention_matches_the_cpu_op() -> TestResult {
     let packed = Case { batch: 2, heads: 2, s: 70, t: 70, d: plan::FLASH_HEAD, mask_batches: 2, bias: true, p: 0.25, keep: true };
     let heads = Case { batch: 1, s: 5, t: 130, mask_batches: 1, bias: false, p: 0.0, ..packed };
+    let unchanged = |_: &mut Data| {};
     for (dtype, suffix) in [(DType::BF16, "bf16"), (DType::F16, "f16")] {
-        flash_case(packed, dtype, suffix, true, 0)?;
-        flash_case(heads, dtype, suffix, false, 0)?;
+        flash_case(packed, dtype, suffix, true, unchanged, unchanged)?;
+        flash_case(heads, dtype, suffix, false, unchanged, unchanged)?;
     }
-    flash_case(Case { p: 0.1, bias: true, ..heads }, DType::BF16, "bf16", false, 0)?;
+    flash_case(Case { p: 0.1, bias: true, ..heads }, DType::BF16, "bf16", false, unchanged, unchanged)?;
     // A −∞ bias on the whole first key tile (part A, seen by every query): the online softmax
     // starts from a max of −∞ there (exp(−∞ + ∞) would be NaN).
-    flash_case(Case { bias: true, ..heads }, DType::BF16, "bf16", false, 64)
+    flash_case(
+        Case { bias: true, ..heads },
+        DType::BF16,
+        "bf16",
+        false,
+        |x| {
+            for row in x.bias.chunks_mut(heads.t) {
+                row[..64].fill(f64::NEG_INFINITY);
+            }
+        },
+        unchanged,
+    )?;
+    // Skipped tiles. S = T = 70: part A's queries skip the second key tile. S = T = 200 over four
+    // tiles: 5 of 16 skipped, so the prefetch jumps over tiles in all three kernels.
+    let skips = |c: &Case, x: &Data| expected_tiles(&x.mask, c.mask_batches, c.s, c.t).iter().filter(|&&f| f == 0.0).count();
+    let glm = Case { bias: false, ..packed };
+    let long = Case { batch: 1, heads: 2, s: 200, t: 200, mask_batches: 1, p: 0.1, ..glm };
+    assert_eq!((skips(&glm, &case_data(&glm, DType::BF16)), skips(&long, &case_data(&long, DType::BF16))), (2, 5));
+    flash_case(glm, DType::BF16, "bf16", true, unchanged, unchanged)?;
+    flash_case(long, DType::F16, "f16", true, unchanged, unchanged)?;
+    // Query row 3 sees no key (its softmax is uniform over all keys): its query tile skips
+    // nothing; the other query tiles still skip theirs.
+    let blank_row = |x: &mut Data| x.mask[3 * long.t..4 * long.t].fill(0.0);
+    let mut x = case_data(&long, DType::BF16);
+    blank_row(&mut x);
+    assert_eq!(skips(&long, &x), 3);
+    flash_case(long, DType::BF16, "bf16", true, blank_row, unchanged)?;
+    // Keys 192..199 masked for every query (padding) and NaN in the kernels' K and V (zero in the
+    // CPU op's): skipped in all three kernels, so never read. A kernel that read them would turn
+    // its output NaN (a masked score is s·0 − 65504·1).
+    let padded = |x: &mut Data| {
+        for row in x.mask.chunks_mut(long.t) {
+            row[192..].fill(0.0);
+        }
+        for head in x.k.chunks_mut(long.t * long.d).chain(x.v.chunks_mut(long.t * long.d)) {
+            head[192 * long.d..].fill(0.0);
+        }
+    };
+    let poisoned = |x: &mut Data| {
+        for head in x.k.chunks_mut(long.t * long.d).chain(x.v.chunks_mut(long.t * long.d)) {
+            head[192 * long.d..].fill(f64::NAN);
+        }
+    };
+    let mut x = case_data(&long, DType::BF16);
+    padded(&mut x);
+    assert_eq!(skips(&long, &x), 6);
+    flash_case(long, DType::BF16, "bf16", true, padded, poisoned)
 }

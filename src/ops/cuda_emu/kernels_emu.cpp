@@ -240,7 +240,7 @@ struct Kernel {
   KERNEL(gelu_bwd_##SUF) KERNEL(add_bias_fwd_##SUF) KERNEL(dropout_fwd_##SUF) KERNEL(cross_entropy_fwd_##SUF)         \
   KERNEL(cross_entropy_bwd_##SUF) KERNEL(embedding_fwd_##SUF) KERNEL(embedding_bwd_##SUF)
 
-#define HALF_KERNELS(SUF) KERNEL(flash_fwd_##SUF) KERNEL(flash_bwd_dot_##SUF) KERNEL(flash_bwd_kv_##SUF) KERNEL(flash_bwd_q_##SUF)
+#define HALF_KERNELS(SUF) KERNEL(flash_tiles_##SUF) KERNEL(flash_fwd_##SUF) KERNEL(flash_bwd_dot_##SUF) KERNEL(flash_bwd_kv_##SUF) KERNEL(flash_bwd_q_##SUF)
 
 const Kernel KERNELS[] = {
     FLOAT_KERNELS(f32) FLOAT_KERNELS(f64) FLOAT_KERNELS(f16) FLOAT_KERNELS(bf16) HALF_KERNELS(f16) HALF_KERNELS(bf16)
