@@ -256,6 +256,38 @@ template <typename T> __device__ void flash_tiles(const T* m, int s_len, int t, 
     for (int kt = threadIdx.x; kt < ktiles; kt += blockDim.x) flags[kt] = 1;
 }
 
+// The two query rows this lane holds (16w + g and 16w + g + 8 of the block's tile at i0) and
+// their mask rows (the last row's for rows past s_len, which nothing stores).
+template <typename T>
+__device__ __forceinline__ void fa_lane_rows(int row[2], const T* mr[2], const T* m, int mbi, int s_len, int t, int i0, int warp, int g) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    row[r] = i0 + warp * 16 + g + 8 * r;
+    mr[r] = m + ((size_t)mbi * s_len + min(row[r], s_len - 1)) * t;
+  }
+}
+// A K tile and a V tile from key `j` into the buffer at `dst` (K, then V): started, as fa_stage.
+template <typename T, int D>
+__device__ __forceinline__ void fa_stage_kv(T* dst, const T* kp, const T* vp, long long rs, int j, int t) {
+  fa_stage<T, D>(dst, kp, rs, j, t);
+  fa_stage<T, D>(dst + FA_TILE * fa_pitch<D>(), vp, rs, j, t);
+}
+// The top of each step of a walk over key tiles (the forward, dQ) with two K/V buffers at `sh`:
+// waits until tile j0 (buffer `buf`) has landed and every warp is done with the other buffer,
+// then starts the next tile not skipped into it. Returns that tile's first key (t: none left).
+template <typename T, int D>
+__device__ __forceinline__ int fa_kv_advance(T* sh, int buf, const uint8_t* flags, const T* kp, const T* vp, long long rs, int j0,
+                                             int t) {
+  cp_async_wait_all();
+  __syncthreads();
+  const int next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
+  if (next < t) {
+    fa_stage_kv<T, D>(sh + 2 * (buf ^ 1) * FA_TILE * fa_pitch<D>(), kp, vp, rs, next, t);
+    cp_async_commit();
+  }
+  return next;
+}
+
 // The forward pass's dropout decisions, kept for the backward pass (with dropout the host always
 // passes `bits`; a backward without them runs the forward again first). The backward kernels
 // read them instead of hashing every element again: one 64-bit splitmix hash per element in all
@@ -288,10 +320,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   const uint8_t* flags = fa_tile_row(tiles, mask_batches == 1 ? 0 : b, blockIdx.x, s_len, t);
   int j0 = fa_next_tile(flags, 1, 0, t);
   fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
-  if (j0 < t) {
-    fa_stage<T, D>(sh, kp, kh.row, j0, t);
-    fa_stage<T, D>(sh + TILE, vp, kh.row, j0, t);
-  }
+  if (j0 < t) fa_stage_kv<T, D>(sh, kp, vp, kh.row, j0, t);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -300,24 +329,13 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
+  fa_lane_rows<T>(row, mr, m, mask_batches == 1 ? 0 : b, s_len, t, i0, warp, g);
   float mx[2] = {-INFINITY, -INFINITY}, sum[2] = {0.f, 0.f};
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row[r] = i0 + warp * 16 + g + 8 * r;
-    mr[r] = m + ((size_t)(mask_batches == 1 ? 0 : b) * s_len + min(row[r], s_len - 1)) * t;
-  }
   float acc[DT][4];
 #pragma unroll
   for (int nt = 0; nt < DT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
   for (int buf = 0, next; j0 < t; j0 = next, buf ^= 1) {
-    cp_async_wait_all();
-    __syncthreads();  // this tile has landed; every warp is done with the other buffer
-    next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
-    if (next < t) {
-      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, next, t);
-      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, next, t);
-      cp_async_commit();
-    }
+    next = fa_kv_advance<T, D>(sh, buf, flags, kp, vp, kh.row, j0, t);
     const T* ks = sh + 2 * buf * TILE;
     const T* vs = ks + TILE;
     float sc[NT][4];
@@ -522,10 +540,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   int j0 = fa_next_tile(flags, 1, 0, t);
   fa_stage<T, D>(sh + 2 * TILE, q + qh.at(b, n), qh.row, i0, s_len);
   fa_stage<T, D>(sh + 4 * TILE, go + gh.at(b, n), gh.row, i0, s_len);
-  if (j0 < t) {
-    fa_stage<T, D>(sh, kp, kh.row, j0, t);
-    fa_stage<T, D>(sh + TILE, vp, kh.row, j0, t);
-  }
+  if (j0 < t) fa_stage_kv<T, D>(sh, kp, vp, kh.row, j0, t);
   cp_async_commit();
   cp_async_wait_all();
   __syncthreads();
@@ -534,12 +549,11 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   const double* br = bias_rows > 0 ? bias + (size_t)(bias_rows == 1 ? 0 : b) * t : nullptr;
   int row[2];
   const T* mr[2];
+  fa_lane_rows<T>(row, mr, m, mask_batches == 1 ? 0 : b, s_len, t, i0, warp, g);
   float l[2], drow[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    row[r] = i0 + warp * 16 + g + 8 * r;
     const bool in = row[r] < s_len;
-    mr[r] = m + ((size_t)(mask_batches == 1 ? 0 : b) * s_len + min(row[r], s_len - 1)) * t;
     l[r] = in ? lse[(size_t)pair * s_len + row[r]] : 0.f;
     drow[r] = in ? dd[(size_t)pair * s_len + row[r]] : 0.f;
   }
@@ -549,14 +563,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
 #pragma unroll
     for (int c = 0; c < 4; ++c) dqa[nt][c] = 0.f;
   for (int buf = 0, next; j0 < t; j0 = next, buf ^= 1) {
-    cp_async_wait_all();
-    __syncthreads();  // this tile has landed; every warp is done with the other buffer
-    next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
-    if (next < t) {
-      fa_stage<T, D>(sh + 2 * (buf ^ 1) * TILE, kp, kh.row, next, t);
-      fa_stage<T, D>(sh + (2 * (buf ^ 1) + 1) * TILE, vp, kh.row, next, t);
-      cp_async_commit();
-    }
+    next = fa_kv_advance<T, D>(sh, buf, flags, kp, vp, kh.row, j0, t);
     const T* ks = sh + 2 * buf * TILE;
     const T* vs = ks + TILE;
     float sc[NT][4], dp[NT][4];
