@@ -117,11 +117,13 @@ template <typename T> __device__ __forceinline__ void frag_a_of(uint32_t a[4], c
 // eight 16-byte rows an ldmatrix reads fall in distinct banks. One ldmatrix.x4 gives an A
 // fragment (matrices: rows 0-7 | 8-15 × channels 0-7 | 8-15) or the B fragments of two 8-wide
 // n tiles.
-template <int D> __device__ __forceinline__ int fa_pitch() { return D + 8; }
+template <int D> constexpr int FA_PITCH = D + 8;
+// Elements of one staged tile (a buffer slot).
+template <int D> constexpr int FA_TILE_ELEMS = FA_TILE * FA_PITCH<D>;
 
 // The A fragments of the warp's 16 rows of a tile at `sh`, D channels.
 template <typename T, int D> __device__ __forceinline__ void fa_warp_rows(uint32_t (*f)[4], const T* sh, int warp, int lane) {
-  const T* row = sh + (warp * 16 + (lane & 15)) * fa_pitch<D>() + (lane >> 4) * 8;
+  const T* row = sh + (warp * 16 + (lane & 15)) * FA_PITCH<D> + (lane >> 4) * 8;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) ldsm_x4<false>(f[kk], row + kk * 16);
 }
@@ -134,13 +136,13 @@ __device__ __forceinline__ void fa_rows_times_tile(float (*c)[4], const uint32_t
   for (int nt = 0; nt < FA_TILE / 8; ++nt) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
   // Lane l addresses row (l % 8) + 8·(l / 16) of the 16-row pair of n tiles, channels + 8·(l / 8 % 2):
   // matrices b0, b1 of n tile 2·np, then b0, b1 of n tile 2·np + 1.
-  const T* row = b + ((lane & 7) + 8 * (lane >> 4)) * fa_pitch<D>() + 8 * ((lane >> 3) & 1);
+  const T* row = b + ((lane & 7) + 8 * (lane >> 4)) * FA_PITCH<D> + 8 * ((lane >> 3) & 1);
 #pragma unroll
   for (int np = 0; np < FA_TILE / 16; ++np) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t bf[4];
-      ldsm_x4<false>(bf, row + np * 16 * fa_pitch<D>() + kk * 16);
+      ldsm_x4<false>(bf, row + np * 16 * FA_PITCH<D> + kk * 16);
       Mma<T>::run(c[2 * np], a[kk], bf);
       Mma<T>::run(c[2 * np + 1], a[kk], bf + 2);
     }
@@ -153,7 +155,7 @@ template <typename T, int D>
 __device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (*c)[4], const T* b, int lane) {
   // Lane l addresses row (l % 8) + 8·(l / 8 % 2) of 16 k rows, channels + 8·(l / 16): transposed,
   // matrices b0, b1 of n tile 2·np, then b0, b1 of n tile 2·np + 1.
-  const T* row = b + ((lane & 7) + 8 * ((lane >> 3) & 1)) * fa_pitch<D>() + 8 * (lane >> 4);
+  const T* row = b + ((lane & 7) + 8 * ((lane >> 3) & 1)) * FA_PITCH<D> + 8 * (lane >> 4);
 #pragma unroll
   for (int kk = 0; kk < FA_TILE / 16; ++kk) {
     uint32_t af[4];
@@ -161,7 +163,7 @@ __device__ __forceinline__ void fa_acc_times_tile(float (*acc)[4], const float (
 #pragma unroll
     for (int np = 0; np < D / 16; ++np) {
       uint32_t bf[4];
-      ldsm_x4<true>(bf, row + kk * 16 * fa_pitch<D>() + np * 16);
+      ldsm_x4<true>(bf, row + kk * 16 * FA_PITCH<D> + np * 16);
       Mma<T>::run(acc[2 * np], af, bf);
       Mma<T>::run(acc[2 * np + 1], af, bf + 2);
     }
@@ -180,7 +182,7 @@ template <typename T, int D> __device__ __forceinline__ void fa_stage(T* sh, con
   for (int k = 0; k < FA_TILE / ROWS_PER_PASS; ++k) {
     const int row = r + k * ROWS_PER_PASS;
     const bool in = r0 + row < limit;
-    cp_async<16>(sh + row * fa_pitch<D>() + c, src + (long long)(in ? r0 + row : r0) * rs + c, in);
+    cp_async<16>(sh + row * FA_PITCH<D> + c, src + (long long)(in ? r0 + row : r0) * rs + c, in);
   }
 }
 // Starts copying the values of rows r0..r0+63 of a per-row f32 array (thread x < 64 copies row
@@ -270,7 +272,7 @@ __device__ __forceinline__ void fa_lane_rows(int row[2], const T* mr[2], const T
 template <typename T, int D>
 __device__ __forceinline__ void fa_stage_kv(T* dst, const T* kp, const T* vp, long long rs, int j, int t) {
   fa_stage<T, D>(dst, kp, rs, j, t);
-  fa_stage<T, D>(dst + FA_TILE * fa_pitch<D>(), vp, rs, j, t);
+  fa_stage<T, D>(dst + FA_TILE_ELEMS<D>, vp, rs, j, t);
 }
 // The top of each step of a walk over key tiles (the forward, dQ) with two K/V buffers at `sh`:
 // waits until tile j0 (buffer `buf`) has landed and every warp is done with the other buffer,
@@ -282,7 +284,7 @@ __device__ __forceinline__ int fa_kv_advance(T* sh, int buf, const uint8_t* flag
   __syncthreads();
   const int next = fa_next_tile(flags, 1, j0 + FA_TILE, t);
   if (next < t) {
-    fa_stage_kv<T, D>(sh + 2 * (buf ^ 1) * FA_TILE * fa_pitch<D>(), kp, vp, rs, next, t);
+    fa_stage_kv<T, D>(sh + 2 * (buf ^ 1) * FA_TILE_ELEMS<D>, kp, vp, rs, next, t);
     cp_async_commit();
   }
   return next;
@@ -308,7 +310,7 @@ __device__ __forceinline__ bool fa_bit(const uint32_t* words, int x, int y) {
 template <typename T, int D>
 __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, uint32_t* bits, FaHead qh, FaHead kh, FaHead oh,
                           FA_COMMON) {
-  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  constexpr int TILE = FA_TILE_ELEMS<D>, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a K tile and a V tile: the next pair lands while this one's products run. Q
   // is staged in buffer 1's K slot, read into registers before the first prefetch overwrites it.
   __align__(16) __shared__ T sh[4 * TILE];
@@ -433,7 +435,7 @@ template <typename T, int D>
 __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
                              T* dk, T* dv,
                              FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  constexpr int TILE = FA_TILE_ELEMS<D>, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a query tile's Q, dO, L, D and dropout words: the next lands while this one's
   // products run. The block's own K and V rows are staged in buffer 1 first.
   __align__(16) __shared__ T sh[4 * TILE];
@@ -525,7 +527,7 @@ template <typename T, int D>
 __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, const float* lse, const float* dd, const uint32_t* bits,
                             T* dq,
                             FaHead qh, FaHead kh, FaHead gh, FA_COMMON) {
-  constexpr int TILE = FA_TILE * (D + 8), NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
+  constexpr int TILE = FA_TILE_ELEMS<D>, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a K tile and a V tile: the next pair lands while this one's products run
   // (cp.async holds no registers). The block's own Q rows are staged in buffer 1 first and held
   // as fragments; its dO rows stay in shared memory (slot 4), their fragments loaded for each

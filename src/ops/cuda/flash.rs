@@ -175,7 +175,7 @@ const TILE_FLAGS_KEPT: usize = 4;
 /// The tile skip flags for this call's mask (`flash_tiles`), from the cache or computed; none
 /// with a key bias (a −∞ bias could leave a row's visible keys below the masked score) or when
 /// skipping is off.
-fn tile_flags<T: KernelFloat>(p: &Params, dev: &candle_core::CudaDevice) -> Result<Option<Arc<CudaSlice<u8>>>> {
+fn tile_flags<T: KernelFloat>(p: &Params, scalars: &Scalars, dev: &candle_core::CudaDevice) -> Result<Option<Arc<CudaSlice<u8>>>> {
     if p.bias.is_some() || !skipping() {
         return Ok(None);
     }
@@ -189,12 +189,11 @@ fn tile_flags<T: KernelFloat>(p: &Params, dev: &candle_core::CudaDevice) -> Resu
     // SAFETY: flash_tiles writes every flag before any kernel reads it (same stream).
     let mut flags = unsafe { dev.alloc::<u8>(launch::flash_tiles_len(g.mask_batches, g.s, g.t)) }?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
-    let (s, t) = (i32::try_from(g.s).map_err(candle_core::Error::wrap)?, i32::try_from(g.t).map_err(candle_core::Error::wrap)?);
     {
         let f = dev.get_or_load_custom_func(&format!("flash_tiles_{}", T::DTYPE.as_str()), MODULE, PTX)?;
         let (ptr, _record) = flags.device_ptr_mut(&stream);
         let mut b = f.builder();
-        b.arg(&mask).arg(&s).arg(&t).arg(&ptr);
+        b.arg(&mask).arg(&scalars.s).arg(&scalars.t).arg(&ptr);
         // SAFETY: the arguments match flash_tiles' signature; the mask holds [mask batches] × S × T
         // values, the flags one byte per (query tile, key tile) of each mask batch.
         unsafe { b.launch(config(launch::flash_tiles(g.s, g.mask_batches))) }.w()?;
@@ -256,7 +255,7 @@ fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, ke
     let scalars = Scalars::new(p, bias_rows)?;
     let mask = view::<T>(p.mask.0, p.mask.1)?;
     let (_, strides) = layout(g);
-    let tiles = tile_flags::<T>(p, &dev)?;
+    let tiles = tile_flags::<T>(p, &scalars, &dev)?;
     let f = dev.get_or_load_custom_func(&format!("flash_fwd_{}", T::DTYPE.as_str()), MODULE, PTX)?;
     {
         let (inputs, _records) = input_pointers::<T>(&x, g, &stream)?;
