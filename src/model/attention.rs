@@ -235,27 +235,28 @@ pub(crate) fn attend(
     Ok(ctx.transpose(1, 2)?.reshape((b, s, h))?)
 }
 
-/// Whether a one-token decoding step on `x` (`[B, 1, H]`, B > 0) can take the fused CUDA path
-/// ([`attend_decode`]): the fused CUDA ops (the default), a filled cache entry that the mask
-/// (`[1 or B, 1, 1, len + 1]`) fits, no gradient through `x` (the caller checks its weights), and a
-/// head size and key count the kernel takes. Anything else takes the composite path.
-#[cfg(feature = "cuda")]
-pub(crate) fn decode_fusable(x: &Tensor, heads: usize, mask: &Tensor, slot: &Option<LayerKv>) -> bool {
-    let (Ok((b, 1, h)), Ok((mb, 1, 1, t)), Some(e)) = (x.dims3(), mask.dims4(), slot) else { return false };
+/// Whether a one-token decoding step on `x` (`[B, 1, H]`, B > 0) can take the decoding steps
+/// ([`attend_decode`], `ops::decode`) in every layer: they are on for `x`'s device (CUDA with the
+/// fused ops, the default), every layer's cache entry is filled and the mask (`[1 or B, 1, 1,
+/// len + 1]`) fits it, no gradient flows through `x` (the caller checks the weights), and the head
+/// size and key count fit the CUDA kernel. Anything else takes the usual path.
+pub(crate) fn decode_fusable(x: &Tensor, heads: usize, mask: &Tensor, cache: &KvCache) -> bool {
+    let (Ok((b, 1, h)), Ok((mb, 1, 1, t))) = (x.dims3(), mask.dims4()) else { return false };
     b > 0
         && (mb == 1 || mb == b)
-        && t == e.len + 1
-        && crate::ops::cuda_fused(x)
+        && !cache.layers.is_empty()
+        && cache.layers.iter().all(|e| e.as_ref().is_some_and(|e| t == e.len + 1 && e.k.dims()[0] == b))
+        && crate::ops::decode::enabled(x)
         && !x.track_op()
         && heads > 0
         && h % heads == 0
         && crate::ops::launch::decode_fits(h / heads, t, x.dtype())
 }
 
-/// One decoding step's attention in one kernel (see `ops::cuda::decode`): `y` is the QKV
-/// projection `[B, 1, 3H]` *before* its bias `qkv_bias`; the new key and value are appended to
-/// the cache entry in place and the context `[B, 1, H]` returned. Only where [`decode_fusable`].
-#[cfg(feature = "cuda")]
+/// One decoding step's attention (see [`decode_fusable`]): `y` is the QKV projection `[B, 1, 3H]`
+/// *before* its bias `qkv_bias`; the new key and value are appended to the cache entry in place
+/// and the context `[B, 1, H]` returned. On CUDA one kernel (`ops::cuda::decode`) does all of it;
+/// on the CPU the bias is added and [`attend_packed`] attends.
 pub(crate) fn attend_decode(
     y: &Tensor,
     qkv_bias: &Tensor,
@@ -264,23 +265,31 @@ pub(crate) fn attend_decode(
     bias: Option<&Tensor>,
     slot: &mut Option<LayerKv>,
 ) -> Result<Tensor> {
-    let e = slot.as_mut().ok_or_else(|| crate::Error::input("attend_decode: the cache entry is empty"))?;
-    e.reserve(1)?;
     let dt = y.dtype();
-    let d = y.dim(2)? / 3 / heads.max(1);
-    let op = crate::ops::cuda::decode::DecodeAttention {
-        qkv_bias: qkv_bias.to_dtype(dt)?.contiguous()?,
-        k: e.k.clone(),
-        v: e.v.clone(),
-        mask: mask.to_dtype(dt)?.contiguous()?,
-        key_bias: bias.map(|b| b.to_dtype(dt).and_then(|b| b.contiguous())).transpose()?,
-        heads,
-        len: e.len,
-        scale: 1.0 / (d as f64).sqrt(),
-    };
-    let out = y.contiguous()?.apply_op1_no_bwd(&op)?;
-    e.len += 1;
-    Ok(out)
+    if !y.device().is_cuda() {
+        return attend_packed(&y.broadcast_add(&qkv_bias.to_dtype(dt)?)?, heads, mask, bias, Some(slot), (0.0, None, 0));
+    }
+    #[cfg(not(feature = "cuda"))]
+    return Err(crate::Error::input("attend_decode: a CUDA tensor in a build without the cuda feature"));
+    #[cfg(feature = "cuda")]
+    {
+        let e = slot.as_mut().ok_or_else(|| crate::Error::input("attend_decode: the cache entry is empty"))?;
+        e.reserve(1)?;
+        let d = y.dim(2)? / 3 / heads.max(1);
+        let op = crate::ops::cuda::decode::DecodeAttention {
+            qkv_bias: qkv_bias.to_dtype(dt)?.contiguous()?,
+            k: e.k.clone(),
+            v: e.v.clone(),
+            mask: mask.to_dtype(dt)?.contiguous()?,
+            key_bias: bias.map(|b| b.to_dtype(dt).and_then(|b| b.contiguous())).transpose()?,
+            heads,
+            len: e.len,
+            scale: 1.0 / (d as f64).sqrt(),
+        };
+        let out = y.contiguous()?.apply_op1_no_bwd(&op)?;
+        e.len += 1;
+        Ok(out)
+    }
 }
 
 /// (probability, mask seed) for a fused attention op: no dropout at inference.

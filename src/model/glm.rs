@@ -2,9 +2,7 @@
 //! word + position + block-position embeddings, pre-LN blocks with a fused QKV projection,
 //! Part A bidirectional / Part B causal attention, final LN, output tied to the word embeddings.
 
-#[cfg(feature = "cuda")]
-use super::attention::{attend_decode, decode_fusable};
-use super::attention::{attend_packed, KvCache, LayerKv};
+use super::attention::{attend_decode, attend_packed, decode_fusable, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
 use super::mask::{build_key_bias, build_mask, Attention};
 use super::stack;
@@ -200,19 +198,6 @@ impl GlmLayer {
     /// `rows`: keep only these flattened rows after attention (the last layer of a pass that needs
     /// only their outputs); the result is then `[R, H]`.
     fn forward(&self, x: &Tensor, ctx: &LayerCtx, cache: Option<&mut Option<LayerKv>>, l: usize, rows: Option<&Tensor>) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        let cache = match cache {
-            Some(slot)
-                if rows.is_none()
-                    && ctx.drop.seed.is_none()
-                    && !self.trainable()
-                    && !ctx.bias.is_some_and(|b| b.track_op())
-                    && decode_fusable(x, ctx.heads, ctx.mask, slot) =>
-            {
-                return self.forward_decode(x, ctx, slot);
-            }
-            other => other,
-        };
         let LayerCtx { heads, gelu, mask, bias, drop } = *ctx;
         let qkv = self.query_key_value.forward(&self.input_layernorm.forward(x)?)?;
         let mut ctx = attend_packed(&qkv, heads, mask, bias, cache, drop.attention(l))?;
@@ -251,23 +236,29 @@ impl GlmLayer {
         }
     }
 
-    /// Whether any weight of the layer records gradients (the fused decoding ops have no backward).
-    #[cfg(feature = "cuda")]
+    /// Whether any weight of the layer records gradients (the decoding steps have no backward).
     fn trainable(&self) -> bool {
         let linears = [&self.query_key_value, &self.dense, &self.dense_h_to_4h, &self.dense_4h_to_h];
         linears.iter().any(|l| l.tracks()) || self.input_layernorm.tracks() || self.post_attention_layernorm.tracks()
     }
 
-    /// [`Self::forward`] for one token with a filled cache on CUDA (the fused ops, the default):
-    /// ten kernel launches instead of about twenty-two (see `ops::cuda::decode`).
-    #[cfg(feature = "cuda")]
-    fn forward_decode(&self, x: &Tensor, ctx: &LayerCtx, slot: &mut Option<LayerKv>) -> Result<Tensor> {
+    /// One token through the layer by the decoding steps (see `ops::decode`), `normed` being
+    /// `input_layernorm(x)`: returns the layer's output and `next(output)`, `next` being the next
+    /// layer's input layer norm or the final one. Eight kernel launches on CUDA instead of about
+    /// twenty-two.
+    fn forward_step(
+        &self,
+        x: &Tensor,
+        normed: &Tensor,
+        next: &LayerNorm,
+        ctx: &LayerCtx,
+        slot: &mut Option<LayerKv>,
+    ) -> Result<(Tensor, Tensor)> {
         let qkv = &self.query_key_value;
-        let y = qkv.product(&self.input_layernorm.forward(x)?)?;
-        let c = attend_decode(&y, qkv.bias()?, ctx.heads, ctx.mask, ctx.bias, slot)?;
-        let x = self.dense.forward_plus(&c, x)?;
-        let g = self.dense_h_to_4h.forward_gelu_fused(&self.post_attention_layernorm.forward(&x)?, ctx.gelu)?;
-        self.dense_4h_to_h.forward_plus(&g, &x)
+        let c = attend_decode(&qkv.product(normed)?, qkv.bias()?, ctx.heads, ctx.mask, ctx.bias, slot)?;
+        let (x, n) = self.dense.forward_residual_norm(&c, x, &self.post_attention_layernorm)?;
+        let g = self.dense_h_to_4h.forward_gelu_step(&n, ctx.gelu)?;
+        self.dense_4h_to_h.forward_residual_norm(&g, &x, next)
     }
 }
 
@@ -332,6 +323,29 @@ impl Glm {
             && (x.track_op() || self.layers.iter().any(|l| l.params().iter().any(|p| p.track_op())))
     }
 
+    /// Whether this one-token pass runs the layers by the decoding steps ([`Self::decode_step`]):
+    /// inference (no dropout, no weight or key bias recording gradients) with every cache entry
+    /// fitting (see [`decode_fusable`]).
+    fn steps_decode(&self, x: &Tensor, ctx: &LayerCtx, cache: &KvCache) -> bool {
+        ctx.drop.seed.is_none()
+            && !ctx.bias.is_some_and(|b| b.track_op())
+            && !self.layers.iter().any(GlmLayer::trainable)
+            && decode_fusable(x, ctx.heads, ctx.mask, cache)
+    }
+
+    /// The layers and the final layer norm for one new token by the decoding steps: every
+    /// sublayer ends in its bias, the residual and the next layer norm in one kernel on CUDA.
+    /// Returns the final layer norm's output.
+    fn decode_step(&self, x: &Tensor, ctx: &LayerCtx, cache: &mut KvCache) -> Result<Tensor> {
+        let Some(first) = self.layers.first() else { return self.final_layernorm.forward(x) };
+        let (mut x, mut normed) = (x.clone(), first.input_layernorm.forward(x)?);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let next = self.layers.get(l + 1).map_or(&self.final_layernorm, |n| &n.input_layernorm);
+            (x, normed) = layer.forward_step(&x, &normed, next, ctx, cache.layer(l))?;
+        }
+        Ok(normed)
+    }
+
     /// All layers as one graph node (see [`stack`]): the same layer code, recorded on a tape.
     fn forward_stack(&self, x: &Tensor, ctx: &LayerCtx) -> Result<Tensor> {
         let params: Vec<&Tensor> = self.layers.iter().flat_map(|l| l.params()).collect();
@@ -389,15 +403,20 @@ impl Backbone for Glm {
         let ctx = LayerCtx { heads: self.cfg.num_attention_heads, gelu: self.cfg.gelu, mask: &mask, bias: bias.as_ref(), drop };
         let prune = if input.last_layer_rows_only && input.dropout_seed.is_none() { input.logit_rows.as_ref() } else { None };
         let last = self.layers.len().saturating_sub(1);
-        if cache.is_none() && prune.is_none() && self.stack_trains(&x) {
-            x = self.forward_stack(&x, &ctx)?;
-        } else {
-            for (l, layer) in self.layers.iter().enumerate() {
-                let slot = cache.as_deref_mut().map(|c| c.layer(l));
-                x = layer.forward(&x, &ctx, slot, l, prune.filter(|_| l == last))?;
+        let hidden = match cache.as_deref_mut() {
+            Some(c) if prune.is_none() && self.steps_decode(&x, &ctx, c) => self.decode_step(&x, &ctx, c)?,
+            _ => {
+                if cache.is_none() && prune.is_none() && self.stack_trains(&x) {
+                    x = self.forward_stack(&x, &ctx)?;
+                } else {
+                    for (l, layer) in self.layers.iter().enumerate() {
+                        let slot = cache.as_deref_mut().map(|c| c.layer(l));
+                        x = layer.forward(&x, &ctx, slot, l, prune.filter(|_| l == last))?;
+                    }
+                }
+                self.final_layernorm.forward(&x)?
             }
-        }
-        let hidden = self.final_layernorm.forward(&x)?;
+        };
         let rows = if prune.is_some() && !self.layers.is_empty() { None } else { input.logit_rows.as_ref() };
         let table = self.word_embeddings.weight().to_dtype(hidden.dtype())?;
         let logits = tied_logits(&output_rows(&hidden, rows)?, &table)?;
@@ -417,6 +436,82 @@ impl Backbone for Glm {
             return Err(Error::input(format!("compute dtype must be a float type, not {dtype:?}")));
         }
         self.compute = dtype;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backbone, BackboneInput, ModelConfig};
+    use std::collections::HashMap;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// A frozen f32 GLM on the CPU whose biases and layer-norm parameters are far from their
+    /// initial 0 and 1, so that a bias or a norm wired to the wrong place shows.
+    fn model(gelu: Gelu) -> Result<Box<dyn Backbone>> {
+        let mut cfg = GlmConfig::new(3, 32, 4, 40, 32);
+        cfg.gelu = gelu;
+        let cfg = ModelConfig::Glm(cfg);
+        let mut weights = HashMap::new();
+        for (k, (name, shape)) in cfg.parameter_shapes().into_iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let wave = Tensor::arange(0u32, n as u32, &Device::Cpu)?.to_dtype(DType::F32)?.affine(0.37, k as f64)?.sin()?;
+            let offset = if name.ends_with("layernorm.weight") { 1.0 } else { 0.0 };
+            weights.insert(name, wave.affine(0.2, offset)?.reshape(shape)?);
+        }
+        cfg.build_frozen(weights, DType::F32, &Device::Cpu)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    }
+
+    /// The decoding steps (the path a one-token CUDA pass takes: each sublayer's bias, residual
+    /// and the next layer norm in one kernel) against the usual layers on the CPU: a GLM prompt
+    /// pass, then four tokens one at a time, batch 2, with and without key padding (a mask per
+    /// row), both GELU forms. Logits, hidden states and the caches must agree, and the steps
+    /// must have run in every layer of every step.
+    #[test]
+    fn decoding_steps_match_the_usual_layers() -> TestResult {
+        let (b, p, steps) = (2, 6, 4);
+        for (gelu, padded) in [(Gelu::Tanh, false), (Gelu::Erf, true)] {
+            let m = model(gelu)?;
+            let ids = Tensor::new(&[[3u32, 7, 11, 5, 9, 37], [4, 8, 15, 16, 23, 37]], &Device::Cpu)?;
+            let pos: Vec<u32> = (0..b).flat_map(|_| (0..p as u32).chain([0; 6])).collect();
+            let padding = |keys: usize| -> Result<Tensor> {
+                let rows: Vec<f32> = (0..b * keys).map(|i| if padded && i / keys == 1 && i % keys < 2 { 0.0 } else { 1.0 }).collect();
+                Ok(Tensor::from_vec(rows, (b, keys), &Device::Cpu)?)
+            };
+            let mut prompt = BackboneInput::ids(ids).with_positions(Tensor::from_vec(pos, (b, 2, p), &Device::Cpu)?);
+            prompt = prompt.with_attention(Attention::Sep(vec![p - 1; b]));
+            if padded {
+                prompt = prompt.with_key_padding(padding(p)?);
+            }
+            let (mut usual, mut stepped) = (m.new_cache(), m.new_cache());
+            m.forward(&prompt, Some(&mut usual))?;
+            m.forward(&prompt, Some(&mut stepped))?;
+            let mut next = Tensor::new(&[[21u32], [30]], &Device::Cpu)?;
+            for step in 0..steps {
+                let pos: Vec<u32> = (0..b).flat_map(|_| [p as u32 - 1, step as u32 + 1]).collect();
+                let mut input = BackboneInput::ids(next.clone()).with_positions(Tensor::from_vec(pos, (b, 2, 1), &Device::Cpu)?);
+                input = input.with_attention(Attention::Causal);
+                if padded {
+                    input = input.with_key_padding(padding(p + step + 1)?);
+                }
+                let want = m.forward(&input, Some(&mut usual))?;
+                let (got, calls) = crate::ops::decode::on_cpu_in_tests(|| m.forward(&input, Some(&mut stepped)));
+                let got = got?;
+                assert_eq!(calls, 2 * 3, "step {step}: the decoding steps ran in {calls} sublayer ends, not all six");
+                let what = format!("gelu {gelu:?}, padded {padded}, step {step}");
+                let (dl, dh) = (max_diff(&got.logits, &want.logits)?, max_diff(&got.hidden, &want.hidden)?);
+                assert!(dl < 1e-4 && dh < 1e-4, "{what}: logits differ by {dl}, hidden states by {dh}");
+                assert!(max_diff(&want.logits, &Tensor::zeros_like(&want.logits)?)? > 0.1, "{what}: degenerate logits");
+                next = want.logits.argmax_keepdim(candle_core::D::Minus1)?.reshape((b, 1))?;
+            }
+            assert_eq!((usual.len(), stepped.len()), (p + steps, p + steps));
+        }
         Ok(())
     }
 }

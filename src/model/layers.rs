@@ -61,7 +61,6 @@ impl Linear {
         })
     }
     /// Whether the weight or the bias records gradients.
-    #[cfg(feature = "cuda")]
     pub(crate) fn tracks(&self) -> bool {
         self.weight.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
     }
@@ -77,27 +76,26 @@ impl Linear {
     }
 
     /// `x·Wᵀ` without the bias (a decoding step adds it inside a fused kernel).
-    #[cfg(feature = "cuda")]
     pub(crate) fn product(&self, x: &Tensor) -> Result<Tensor> {
         rows_matmul(x, &self.weight.to_dtype(x.dtype())?.t()?)
     }
 
     /// The bias (every layer built by [`Linear::new`] has one).
-    #[cfg(feature = "cuda")]
     pub(crate) fn bias(&self) -> Result<&Tensor> {
         self.bias.as_ref().ok_or_else(|| crate::Error::input("linear layer without a bias"))
     }
 
-    /// `residual + self.forward(x)` with the bias and the sum in one CUDA kernel (inference).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn forward_plus(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        Ok(ops::bias_residual(&self.product(x)?, self.bias()?, residual)?)
+    /// `s = residual + self.forward(x)` and `norm(s)`: a decoding step's sublayer end and the next
+    /// layer norm, the bias, sum and norm in one CUDA kernel (see [`ops::decode`]).
+    pub(crate) fn forward_residual_norm(&self, x: &Tensor, residual: &Tensor, norm: &LayerNorm) -> Result<(Tensor, Tensor)> {
+        let (w, b) = (&norm.weight, &norm.bias);
+        Ok(ops::decode::bias_residual_layer_norm(&self.product(x)?, self.bias()?, residual, w, b, norm.eps)?)
     }
 
-    /// `gelu(self.forward(x))` with the bias and the GELU in one CUDA kernel (inference).
-    #[cfg(feature = "cuda")]
-    pub(crate) fn forward_gelu_fused(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
-        Ok(ops::bias_gelu(&self.product(x)?, self.bias()?, gelu == Gelu::Erf)?)
+    /// `gelu(self.forward(x))` with the bias and the GELU in one CUDA kernel (a decoding step, see
+    /// [`ops::decode`]).
+    pub(crate) fn forward_gelu_step(&self, x: &Tensor, gelu: Gelu) -> Result<Tensor> {
+        Ok(ops::decode::bias_gelu(&self.product(x)?, self.bias()?, gelu == Gelu::Erf)?)
     }
 
     /// `gelu(self.forward(x))`, as one fused node on the CPU (see [`ops::linear_gelu`]).
@@ -153,7 +151,6 @@ impl LayerNorm {
         Self { weight: p[0].clone(), bias: p[1].clone(), eps: self.eps }
     }
     /// Whether γ or β records gradients.
-    #[cfg(feature = "cuda")]
     pub(crate) fn tracks(&self) -> bool {
         self.weight.track_op() || self.bias.track_op()
     }

@@ -69,7 +69,8 @@ pub fn build_mask(
                     data.extend((0..seq).map(|j| if j < sep || j <= i { 1f32 } else { 0f32 }));
                 }
             }
-            Tensor::from_vec(data, (rows.len(), 1, seq, total), device)?.to_dtype(dtype)?
+            // Cast on the host: a GPU step then uploads the mask in its dtype, with no cast launch.
+            Tensor::from_vec(data, (rows.len(), 1, seq, total), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?
         }
     };
     finish_mask(mask, key_padding, batch, total, dtype, device)

@@ -12,6 +12,7 @@ mod cross_entropy;
 pub(crate) mod cuda;
 #[cfg(all(test, target_os = "linux"))]
 mod cuda_emu;
+pub(crate) mod decode;
 mod dropout;
 mod embedding;
 mod gelu;
@@ -154,19 +155,6 @@ pub fn cuda_fused(x: &Tensor) -> bool {
         })
     });
     ops == CudaOps::Fused
-}
-
-/// `x + (y + b)` in one CUDA kernel, no backward (fused decoding steps).
-#[cfg(feature = "cuda")]
-pub(crate) fn bias_residual(y: &Tensor, b: &Tensor, x: &Tensor) -> Result<Tensor> {
-    let dt = y.dtype();
-    y.contiguous()?.apply_op3_no_bwd(&b.to_dtype(dt)?.contiguous()?, &x.to_dtype(dt)?.contiguous()?, &cuda::decode::BiasResidual)
-}
-
-/// `gelu(y + b)` in one CUDA kernel, no backward (fused decoding steps).
-#[cfg(feature = "cuda")]
-pub(crate) fn bias_gelu(y: &Tensor, b: &Tensor, erf: bool) -> Result<Tensor> {
-    y.contiguous()?.apply_op2_no_bwd(&b.to_dtype(y.dtype())?.contiguous()?, &cuda::decode::BiasGelu { erf })
 }
 
 /// Runs `f` in f32 when `x` has a dtype the kernels do not cover, casting back afterwards.

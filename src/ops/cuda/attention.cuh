@@ -1,6 +1,6 @@
 // Attention kernels of kernels.cu (included there, after the helpers they use: Num, block_sum,
-// block_max, the row teams, mask_row, splitmix, MASKED_SCORE): the fused attention's two row kernels and the
-// one-token decoding step. Kept apart to keep each file readable in one sitting.
+// block_max, the row teams, mask_row, splitmix, MASKED_SCORE): the fused attention's two row kernels.
+// Kept apart to keep each file readable in one sitting.
 #pragma once
 
 // ---------------------------------------------------------------- fused attention (one block per score row)
@@ -129,79 +129,3 @@ __device__ void attn_probs_bwd(T* dp, const T* p, const T* pd, const T* m, int h
     dr[i] = Num<T>::of(g * Num<T>::to(mr[i]) * A(scale));
   }
 }
-
-// ---------------------------------------------------------------- one-token decoding (WENHUI_CUDA_OPS=fused)
-// One block per (batch row, head): q, k, v of the new token from the QKV projection y [B, 3H]
-// plus its bias; k and v go into the caches [B, N, cap, d] at position `len`; then softmax over
-// the len + 1 keys, z = (q·k·scale + key_bias)·m + MASKED·(1 − m) (mask [Bm, T], key bias [Bk, T]),
-// and the context row → out [B, H]. Shared memory: q [d], scores [T], partial sums [groups·d].
-template <typename T>
-__device__ void decode_attention(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m, int mask_batches, const T* kb,
-                                 int kb_batches, T* out, int heads, int d, int cap, int len, double scale) {
-  typedef typename Num<T>::A A;
-  DYNAMIC_SHARED(unsigned char, decode_smem);
-  A* q = reinterpret_cast<A*>(decode_smem);
-  const int t = len + 1;
-  A* sc = q + d;
-  A* part = sc + t;
-  const int b = blockIdx.x / heads, n = blockIdx.x % heads;
-  const int hid = heads * d;
-  const T* yr = y + (size_t)b * 3 * hid;
-  T* kp = kc + ((size_t)b * heads + n) * cap * d;
-  T* vp = vc + ((size_t)b * heads + n) * cap * d;
-  for (int e = threadIdx.x; e < d; e += blockDim.x) {
-    const int c = n * d + e;
-    q[e] = Num<T>::to(yr[c]) + Num<T>::to(qkv_bias[c]);
-    kp[(size_t)len * d + e] = Num<T>::of(Num<T>::to(yr[hid + c]) + Num<T>::to(qkv_bias[hid + c]));
-    vp[(size_t)len * d + e] = Num<T>::of(Num<T>::to(yr[2 * hid + c]) + Num<T>::to(qkv_bias[2 * hid + c]));
-  }
-  __syncthreads();
-  const T* mr = m + (size_t)(mask_batches == 1 ? 0 : b) * t;
-  const T* br = kb ? kb + (size_t)(kb_batches == 1 ? 0 : b) * t : nullptr;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  for (int j = warp; j < t; j += warps) {  // a warp per key: coalesced reads of its row
-    A dot = 0;
-    for (int e = lane; e < d; e += 32) dot += q[e] * Num<T>::to(kp[(size_t)j * d + e]);
-    dot = warp_sum(dot);
-    if (lane == 0) {
-      const A mv = Num<T>::to(mr[j]);
-      const A bias = br ? Num<T>::to(br[j]) : A(0);
-      sc[j] = (dot * A(scale) + bias) * mv + A(MASKED_SCORE) * (A(1) - mv);
-    }
-  }
-  __syncthreads();
-  A mx = -INFINITY;
-  for (int j = threadIdx.x; j < t; j += blockDim.x) mx = max(mx, sc[j]);
-  mx = block_max(mx);
-  A sum = 0;
-  for (int j = threadIdx.x; j < t; j += blockDim.x) {
-    const A w = exp(sc[j] - mx);
-    sc[j] = w;
-    sum += w;
-  }
-  const A inv = A(1) / block_sum(sum);  // its barriers also publish sc
-  // Context: thread (g, e) sums keys g, g + groups, … of channel e; then the groups are added.
-  const int groups = blockDim.x / d > 0 ? blockDim.x / d : 1;
-  const int e = threadIdx.x % d, g = threadIdx.x / d;
-  if (g < groups) {
-    A acc = 0;
-    for (int j = g; j < t; j += groups) acc += sc[j] * Num<T>::to(vp[(size_t)j * d + e]);
-    part[g * d + e] = acc;
-  }
-  __syncthreads();
-  for (int c = threadIdx.x; c < d; c += blockDim.x) {
-    A acc = 0;
-    for (int k = 0; k < groups; ++k) acc += part[k * d + c];
-    out[(size_t)b * hid + n * d + c] = Num<T>::of(acc * inv);
-  }
-}
-
-// out = x + (y + b): a projection's bias and the residual in one pass.
-template <typename T> __device__ void bias_residual(const T* y, const T* b, const T* x, T* out, size_t n, int cols) {
-  map2(y, x, out, n, [=](size_t i, T yv, T xv) { return Num<T>::of(Num<T>::to(xv) + (Num<T>::to(yv) + Num<T>::to(b[i % cols]))); });
-}
-// out = gelu(y + b).
-template <typename T> __device__ void bias_gelu(const T* y, const T* b, T* out, size_t n, int cols, int erf_form) {
-  map1(y, out, n, [=](size_t i, T v) { return Num<T>::of(gelu_value(Num<T>::to(v) + Num<T>::to(b[i % cols]), erf_form)); });
-}
-

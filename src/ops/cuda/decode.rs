@@ -1,18 +1,19 @@
-//! One-token decoding steps with fewer kernel launches (part of the fused CUDA ops, the default;
-//! `WENHUI_CUDA_OPS=composite` turns them off): at batch 1 a GLM-Large step is bound by
-//! launches, about 22 per layer through candle's composites. Here a layer takes 10: layer norm,
-//! the QKV GEMM, one attention kernel that adds the QKV bias, appends the new key and value to the
-//! cache and attends over the cached keys, the dense GEMM, its bias plus the residual, layer norm,
-//! the first MLP GEMM, its bias plus GELU, the second GEMM, its bias plus the residual.
-//! Inference only (no backward): the model uses these ops only when no
-//! gradient can be asked for.
+//! The CUDA kernels of the one-token decoding steps (`ops::decode`; part of the fused CUDA ops,
+//! the default; `WENHUI_CUDA_OPS=composite` turns them off): at batch 1 a GLM-Large step is bound
+//! by launches, about 22 per layer through candle's composites. Here a layer takes 8: the QKV
+//! GEMM, one attention kernel that adds the QKV bias, appends the new key and value to the cache
+//! and attends over the cached keys, the dense GEMM, its bias plus the residual plus the second
+//! layer norm, the first MLP GEMM, its bias plus GELU, the second GEMM, its bias plus the residual
+//! plus the next layer's first layer norm (or the final one). Inference only (no backward): the
+//! model uses these ops only when no gradient can be asked for.
 
 use super::{config, cuda_storage, name, output, packed_cfg, view, KernelFloat, MODULE, PTX};
 use crate::ops::launch;
 use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CudaStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// Appends the new token's key and value (from the QKV projection `y` `[B, 1, 3H]` before its
 /// bias) to the cache buffers `k`, `v` (`[B, N, cap, d]`, `len` positions used) and attends over
@@ -105,12 +106,59 @@ impl CustomOp1 for DecodeAttention {
     }
 }
 
-/// `x + (y + b)` over the last dimension (`b` `[cols]`).
-pub(crate) struct BiasResidual;
+/// `x + (y + b)` over the last dimension (`b` `[H]`, `y` and `x` `[.., H]`), then the layer norm of
+/// that sum with γ `g` and β `beta`, in one row kernel: a sublayer's end and the next layer norm.
+/// The output is `[2, ..]`: the sum (the new residual stream), then its normalised rows.
+pub(crate) struct BiasResidualLayerNorm {
+    pub b: Tensor,
+    pub g: Tensor,
+    pub beta: Tensor,
+    pub eps: f64,
+}
 
-impl CustomOp3 for BiasResidual {
+impl BiasResidualLayerNorm {
+    fn launch<T: KernelFloat>(&self, y: (&CudaStorage, &Layout), x: (&CudaStorage, &Layout)) -> Result<CudaSlice<T>> {
+        let h = y.1.dims().last().copied().unwrap_or(0);
+        let n = y.1.shape().elem_count();
+        let params = [&self.b, &self.g, &self.beta];
+        if x.1.shape() != y.1.shape() || h == 0 || params.iter().any(|p| p.dims() != [h]) {
+            candle_core::bail!(
+                "bias residual layer norm: y {:?}, x {:?}, bias/γ/β {:?} do not fit",
+                y.1.dims(),
+                x.1.dims(),
+                params.map(|p| p.dims().to_vec())
+            );
+        }
+        let dev = y.0.device();
+        let guards = params.map(|p| p.storage_and_layout());
+        let mut views = Vec::with_capacity(3);
+        for ((s, l), what) in guards.iter().zip(["bias", "γ", "β"]) {
+            views.push(view::<T>(cuda_storage(s, &format!("bias residual layer norm: the {what}"))?, l)?);
+        }
+        let (yv, xv) = (view::<T>(y.0, y.1)?, view::<T>(x.0, x.1)?);
+        let mut out = output::<T>(dev, 2 * n)?;
+        {
+            let (mut sum, mut normed) = out.split_at_mut(n);
+            let rows = n / h;
+            let plan = launch::layer_norm_rows(rows, h, super::warp_rows_allowed());
+            let f = dev.get_or_load_custom_func(&plan.kernel("bias_residual_layer_norm", T::DTYPE.as_str()), MODULE, PTX)?;
+            let mut l = f.builder();
+            let (hi, e) = (h as i32, self.eps as f32);
+            l.arg(&yv).arg(&views[0]).arg(&xv).arg(&views[1]).arg(&views[2]).arg(&mut sum).arg(&mut normed).arg(&hi).arg(&e);
+            if plan.warp {
+                l.arg(&rows);
+            }
+            // SAFETY: the arguments follow the kernel's signature (the warp kernel's ends in the
+            // row count); y, x and each half of out hold rows × h elements, the bias, γ and β h each.
+            unsafe { l.launch(config(plan.launch)) }.w()?;
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for BiasResidualLayerNorm {
     fn name(&self) -> &'static str {
-        "wenhui-bias-residual"
+        "wenhui-bias-residual-layer-norm"
     }
     fn cpu_fwd(
         &self,
@@ -118,26 +166,18 @@ impl CustomOp3 for BiasResidual {
         _: &Layout,
         _: &candle_core::CpuStorage,
         _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
     ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wenhui-bias-residual runs on CUDA only")
+        candle_core::bail!("wenhui-bias-residual-layer-norm runs on CUDA only")
     }
-    fn cuda_fwd(
-        &self,
-        y: &CudaStorage,
-        yl: &Layout,
-        b: &CudaStorage,
-        bl: &Layout,
-        x: &CudaStorage,
-        xl: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let out = bias_kernel("bias_residual", (y, yl), (b, bl), Some((x, xl)), None)?;
-        Ok((out, yl.shape().clone()))
+    fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout, x: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let out = super::float_kernel!(y, "bias residual layer norm", |T| self.launch::<T>((y, yl), (x, xl))?);
+        let mut dims = vec![2];
+        dims.extend_from_slice(yl.dims());
+        Ok((out, Shape::from(dims)))
     }
 }
 
-/// `gelu(y + b)` over the last dimension, `erf` or tanh form.
+/// `gelu(y + b)` over the last dimension (`b` `[cols]`), `erf` or tanh form.
 pub(crate) struct BiasGelu {
     pub erf: bool,
 }
@@ -156,43 +196,23 @@ impl CustomOp2 for BiasGelu {
         candle_core::bail!("wenhui-bias-gelu runs on CUDA only")
     }
     fn cuda_fwd(&self, y: &CudaStorage, yl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
-        let out = bias_kernel("bias_gelu", (y, yl), (b, bl), None, Some(self.erf as i32))?;
+        let n = yl.shape().elem_count();
+        let cols = bl.shape().elem_count();
+        if cols == 0 || !n.is_multiple_of(cols) {
+            candle_core::bail!("bias gelu: y {:?} and b {:?} do not fit", yl.dims(), bl.dims());
+        }
+        let out = super::float_kernel!(y, "bias gelu", |T| {
+            let dev = y.device();
+            let mut out = output::<T>(dev, n)?;
+            let (yv, bv) = (view::<T>(y, yl)?, view::<T>(b, bl)?);
+            let f = dev.get_or_load_custom_func(&name::<T>("bias_gelu"), MODULE, PTX)?;
+            let mut l = f.builder();
+            let (c, erf) = (cols as i32, self.erf as i32);
+            l.arg(&yv).arg(&bv).arg(&mut out).arg(&n).arg(&c).arg(&erf);
+            // SAFETY: the arguments follow the kernel's signature; y and out hold n elements, b cols.
+            unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+            out
+        });
         Ok((out, yl.shape().clone()))
     }
-}
-
-/// Launches `<kernel>_<dtype>(y, b, [x,] out, n, cols[, flag])` over `y` `[.., cols]` with the
-/// bias `b` `[cols]` (and `x` shaped like `y`): the element-wise kernels of the decoding steps.
-fn bias_kernel(
-    kernel: &str,
-    y: (&CudaStorage, &Layout),
-    b: (&CudaStorage, &Layout),
-    x: Option<(&CudaStorage, &Layout)>,
-    flag: Option<i32>,
-) -> Result<CudaStorage> {
-    let n = y.1.shape().elem_count();
-    let cols = b.1.shape().elem_count();
-    if x.is_some_and(|x| x.1.shape() != y.1.shape()) || cols == 0 || !n.is_multiple_of(cols) {
-        candle_core::bail!("{kernel}: y {:?}, b {:?}, x {:?} do not fit", y.1.dims(), b.1.dims(), x.map(|x| x.1.dims()));
-    }
-    Ok(super::float_kernel!(y.0, "decoding bias kernel", |T| {
-        let dev = y.0.device();
-        let mut out = output::<T>(dev, n)?;
-        let (yv, bv) = (view::<T>(y.0, y.1)?, view::<T>(b.0, b.1)?);
-        let xv = x.map(|x| view::<T>(x.0, x.1)).transpose()?;
-        let f = dev.get_or_load_custom_func(&name::<T>(kernel), MODULE, PTX)?;
-        let mut l = f.builder();
-        let c = cols as i32;
-        l.arg(&yv).arg(&bv);
-        if let Some(xv) = &xv {
-            l.arg(xv);
-        }
-        l.arg(&mut out).arg(&n).arg(&c);
-        if let Some(flag) = &flag {
-            l.arg(flag);
-        }
-        // SAFETY: the arguments follow the kernels' signatures; y, x and out hold n elements, b cols.
-        unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
-        out
-    }))
 }

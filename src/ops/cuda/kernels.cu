@@ -423,6 +423,7 @@ __device__ void residual_dropout_fwd(const T* x, const T* y, T* out, size_t n, u
 }
 
 #include "attention.cuh"
+#include "decode.cuh"
 #include "flash.cuh"
 
 // ---------------------------------------------------------------- cross-entropy (one block per row)
@@ -568,17 +569,6 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
                                                   size_t rows) {                                                 \
     attn_probs_bwd<T, WarpRow>(dp, p, pd, m, heads, s_len, t, mask_batches, scale, rows);                        \
   }                                                                                                              \
-  extern "C" __global__ void decode_attention_##SUF(const T* y, const T* qkv_bias, T* kc, T* vc, const T* m,       \
-                                                    int mask_batches, const T* kb, int kb_batches, T* out,       \
-                                                    int heads, int d, int cap, int len, double scale) {          \
-    decode_attention<T>(y, qkv_bias, kc, vc, m, mask_batches, kb, kb_batches, out, heads, d, cap, len, scale);  \
-  }                                                                                                              \
-  extern "C" __global__ void bias_residual_##SUF(const T* y, const T* b, const T* x, T* out, size_t n, int cols) { \
-    bias_residual<T>(y, b, x, out, n, cols);                                                                     \
-  }                                                                                                              \
-  extern "C" __global__ void bias_gelu_##SUF(const T* y, const T* b, T* out, size_t n, int cols, int erf_form) {  \
-    bias_gelu<T>(y, b, out, n, cols, erf_form);                                                                  \
-  }                                                                                                              \
   extern "C" __global__ void gelu_fwd_##SUF(const T* x, T* y, size_t n, int erf_form) {                         \
     gelu_fwd<T>(x, y, n, erf_form);                                                                              \
   }                                                                                                              \
@@ -611,6 +601,10 @@ INSTANTIATE(float, f32)
 INSTANTIATE(double, f64)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE_DECODE(float, f32)
+INSTANTIATE_DECODE(double, f64)
+INSTANTIATE_DECODE(__half, f16)
+INSTANTIATE_DECODE(__nv_bfloat16, bf16)
 INSTANTIATE_FLASH(__half, f16)
 INSTANTIATE_FLASH(__nv_bfloat16, bf16)
 

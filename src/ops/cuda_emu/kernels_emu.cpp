@@ -236,7 +236,7 @@ struct Kernel {
   KERNEL(attn_probs_bwd_warp_##SUF) KERNEL(column_partial_packed_##SUF)                                               \
   KERNEL(column_final_##SUF) KERNEL(masked_softmax_fwd_##SUF) KERNEL(masked_softmax_bwd_##SUF)                        \
   KERNEL(residual_dropout_fwd_##SUF) KERNEL(attn_probs_fwd_##SUF) KERNEL(attn_probs_bwd_##SUF)                        \
-  KERNEL(decode_attention_##SUF) KERNEL(bias_residual_##SUF) KERNEL(bias_gelu_##SUF) KERNEL(gelu_fwd_##SUF)           \
+  KERNEL(decode_attention_##SUF) KERNEL(bias_residual_layer_norm_##SUF) KERNEL(bias_residual_layer_norm_warp_##SUF) KERNEL(bias_gelu_##SUF) KERNEL(gelu_fwd_##SUF)           \
   KERNEL(gelu_bwd_##SUF) KERNEL(add_bias_fwd_##SUF) KERNEL(dropout_fwd_##SUF) KERNEL(cross_entropy_fwd_##SUF)         \
   KERNEL(cross_entropy_bwd_##SUF) KERNEL(embedding_fwd_##SUF) KERNEL(embedding_bwd_##SUF)
 

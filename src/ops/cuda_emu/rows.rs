@@ -49,6 +49,63 @@ fn layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usi
     assert_close(&format!("{what}: dβ"), &got[rows * h + h..], &want[2], tol)
 }
 
+/// A decoding step's sublayer end: `xo = x + (y + b)` and `n = layer_norm(xo)` in one row kernel,
+/// against the CPU ops (f64 from the same rounded inputs), and n against the layer norm kernel
+/// on the kernel's xo, to the bit.
+fn bias_residual_layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows: usize, h: usize, allow_warp: bool) -> TestResult {
+    let team = plan::layer_norm_rows(rows, h, allow_warp);
+    let eps = 1e-5;
+    let y = rounded(&values(rows * h, 21, 2.0), dtype);
+    let b = rounded(&values(h, 22, 0.5), dtype);
+    let x = rounded(&values(rows * h, 23, 1.5).iter().enumerate().map(|(i, v)| v + (i % 5) as f64 * 0.2).collect::<Vec<_>>(), dtype);
+    let g = rounded(&values(h, 24, 1.0).iter().map(|v| 1.0 + v * 0.5).collect::<Vec<_>>(), dtype);
+    let beta = rounded(&values(h, 25, 0.5), dtype);
+    let sum = (t64(&x, &[rows, h])? + t64(&y, &[rows, h])?.broadcast_add(&t64(&b, &[h])?)?)?;
+    let (gt, bt) = (t64(&g, &[h])?, t64(&beta, &[h])?);
+    let what = format!("{} [{rows}, {h}]", team.kernel("bias_residual_layer_norm", suffix));
+    let got = both_orders(&what, 0.0, |rev| {
+        let mut bufs = [("y", &y), ("b", &b), ("x", &x), ("g", &g), ("beta", &beta)].map(|(n, v)| Buf::of::<T>(n, v));
+        let (mut xo, mut n) = (Buf::uninit::<T>("xo", rows * h), Buf::uninit::<T>("n", rows * h));
+        let mut args: Vec<Arg> = bufs.iter_mut().map(|b| b.ptr()).collect();
+        args.extend([xo.ptr(), n.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)]);
+        // The warp kernel takes the row count last.
+        args.extend(team.warp.then_some(Arg::U64(rows as u64)));
+        launch(&team.kernel("bias_residual_layer_norm", suffix), team.launch, &args, rev)?;
+        let mut all = xo.read::<T>()?;
+        all.extend(n.read::<T>()?);
+        Ok(all)
+    })?;
+    let tol = tolerance(dtype);
+    assert_close(&format!("{what}: x + (y + b)"), &got[..rows * h], &flat(&sum)?, tol)?;
+    // The norm reads the sum as the kernel stored it (rounded to T).
+    let normed = crate::ops::layer_norm(&t64(&got[..rows * h], &[rows, h])?, &gt, &bt, eps)?;
+    assert_close(&format!("{what}: layer norm"), &got[rows * h..], &flat(&normed)?, tol)?;
+    // Exactly the layer norm kernel on the sum the kernel wrote.
+    let alone = {
+        let (mut xb, mut gb, mut bb, mut yb) =
+            (Buf::of::<T>("x", &got[..rows * h]), Buf::of::<T>("g", &g), Buf::of::<T>("b", &beta), Buf::uninit::<T>("y", rows * h));
+        let mut args = vec![xb.ptr(), gb.ptr(), bb.ptr(), yb.ptr(), Arg::I32(h as i32), Arg::F32(eps as f32)];
+        args.extend(team.warp.then_some(Arg::U64(rows as u64)));
+        launch(&team.kernel("layer_norm_fwd", suffix), team.launch, &args, false)?;
+        yb.read::<T>()?
+    };
+    assert_close(&format!("{what}: against layer_norm_fwd"), &got[rows * h..], &alone, 0.0)
+}
+
+/// The decoding steps' bias + residual + layer norm at batch 1 and 32 of GLM-Large's 1,024
+/// channels (a warp per row, and a block per row), an odd width and a wide row.
+#[test]
+fn bias_residual_layer_norm_matches_the_cpu_ops() -> TestResult {
+    for (dtype, suffix) in FLOATS {
+        for (rows, h) in [(1, 1024), (32, 1024), (3, 70), (2, 2100)] {
+            for allow_warp in [false, true] {
+                with_float!(dtype, |T| bias_residual_layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How [`column_sums`] runs: `dy` this many bytes into its buffer (a misaligned view), and the
 /// packed kernel where the plan picks it or the one-column-per-thread kernel always.
 #[derive(Clone, Copy, Default)]
@@ -329,10 +386,8 @@ fn elementwise_kernels_match_the_cpu_ops() -> TestResult {
             )?;
         }
         let want = flat(&crate::ops::add_bias(&yt, &bt)?)?;
-        // add_bias_fwd and bias_residual take n before cols: (y, b[, x], out, n, cols).
+        // add_bias_fwd takes n before cols: (y, b, out, n, cols).
         assert_close(&format!("add_bias {suffix}"), &run("add_bias_fwd", &[&y, &b], &[Arg::I32(cols as i32)])?, &want, tol)?;
-        let want = flat(&(&xt + yt.broadcast_add(&bt)?)?)?;
-        assert_close(&format!("bias_residual {suffix}"), &run("bias_residual", &[&y, &b, &x], &[Arg::I32(cols as i32)])?, &want, tol)?;
         let want = flat(&crate::ops::dropout(&xt, p, seed)?)?;
         let dropout_args = [Arg::U64(mixed), Arg::U64(threshold), Arg::F64(keep)];
         let got = run("dropout_fwd", &[&x], &dropout_args)?;
