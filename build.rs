@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ops/cuda/kernels.cu");
     println!("cargo:rerun-if-changed=src/ops/cuda/attention.cuh");
     println!("cargo:rerun-if-changed=src/ops/cuda/decode.cuh");
+    println!("cargo:rerun-if-changed=src/ops/cuda/adamw.cuh");
     println!("cargo:rerun-if-changed=src/ops/cuda/flash.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
