@@ -21,8 +21,10 @@
 # 5. `ptune` and `finetune` on the GPU against the CPU (scripts/tune-parity.sh cpu cuda).
 # Steps 1–3 run twice: with candle's composite CUDA layers (`WENHUI_CUDA_OPS=composite`) and with
 # the fused ops, the default since they passed and were faster on an H200 (2026-11-28; attention
-# as cuBLAS GEMMs + two row kernels, linear, residual dropout; decoding steps as ten launches per
-# layer; src/ops/cuda/). Files without "-fused" in their name hold the composite runs. The
+# as cuBLAS GEMMs + two row kernels, linear, residual dropout; decoding steps as eight launches per
+# layer; src/ops/cuda/). Batch-1 generation runs once more with cudarc's per-allocation CUDA
+# events kept (WENHUI_CUDA_EVENTS=1, generate-1-wenhui-events.jsonl; off by default since
+# 2026-11-28, unmeasured). Files without "-fused" in their name hold the composite runs. The
 # training step runs twice more: with the fused ops one graph node each (`WENHUI_LAYER_STACK=0`,
 # train-wenhui-per-op.jsonl), and with the layer stack (src/model/stack.rs) but neither the
 # cublasLt GEMMs nor the multi-tensor AdamW (train-wenhui-no-lt.jsonl), against the default,
@@ -115,6 +117,10 @@ for B in 1 32; do
   WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui.jsonl"
   step "generate, bf16, batch $B: wenhui with the fused CUDA ops (decoding kernels)"
   WENHUI_CUDA_OPS=fused W --device cuda --dtype bf16 bench generate $GEN --batch $B --decode-only --reps 2 2>&1 | tee "$OUT/generate-$B-wenhui-fused.jsonl"
+  if [ "$B" = 1 ]; then
+    step "generate, bf16, batch 1: fused, with cudarc's per-allocation CUDA events (WENHUI_CUDA_EVENTS=1)"
+    WENHUI_CUDA_OPS=fused WENHUI_CUDA_EVENTS=1 W --device cuda --dtype bf16 bench generate $GEN --batch 1 --decode-only --reps 2 2>&1 | tee "$OUT/generate-1-wenhui-events.jsonl"
+  fi
   step "generate, bf16, batch $B: pytorch eager"
   python3 bench/torch_glm_generate.py $GEN --batch $B --device cuda --dtype bf16 --reps 2 --warmup 1 2>&1 | tee "$OUT/generate-$B-torch.jsonl"
 done
@@ -175,7 +181,8 @@ for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op no
               f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
 for b in (1, 32):
     t = last_json(f"generate-{b}-torch.jsonl")
-    for label, name in ((" (composite)", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl")):
+    for label, name in ((" (composite)", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl"),
+                        (" (fused, CUDA events kept)", f"generate-{b}-wenhui-events.jsonl")):
         w = last_json(name)
         if w and t and w.get("decode"):
             d = w["decode"]

@@ -73,7 +73,21 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
     let device = Device::new_cuda(ordinal).map_err(|e| Error::input(format!("cannot open CUDA device {ordinal}: {e}")))?;
     #[cfg(feature = "cuda")]
-    keep_freed_memory(&device)?;
+    {
+        keep_freed_memory(&device)?;
+        if let Device::Cuda(d) = &device {
+            // cudarc gives every allocation two CUDA events (created and destroyed with it) to
+            // order work across streams; it records or waits on them only once a context has
+            // several streams, and candle and wenhui run everything on this one stream. So they
+            // were pure host time: four driver calls per tensor, a few µs per kernel launch of a
+            // launch-bound batch-1 decoding step.
+            // `WENHUI_CUDA_EVENTS=1` keeps them, for comparison.
+            if std::env::var("WENHUI_CUDA_EVENTS").map_or(true, |v| v != "1") {
+                // SAFETY: nothing here creates a second stream, so no cross-stream ordering is lost.
+                unsafe { d.disable_event_tracking() };
+            }
+        }
+    }
     Ok(device)
 }
 
