@@ -246,8 +246,9 @@ fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, ke
     let stream = dev.cuda_stream();
     let shape = if g.packed { Shape::from((g.batch, g.s, g.hidden())) } else { Shape::from((g.pairs(), g.s, g.d)) };
     let mut out = alloc_like(x[0].0, &shape)?;
-    // SAFETY: the kernel writes every row's log-sum-exp, and every word of the bits, before the
-    // backward pass reads them.
+    // SAFETY: the kernel writes every row's log-sum-exp, and the words of the bits of every tile
+    // it does not skip, before the backward pass reads them; the backward skips the same tiles
+    // (the same flags), so it never reads a word that was not written.
     let mut lse = if keep { Some(unsafe { dev.alloc::<f32>(g.pairs() * g.s) }?) } else { None };
     let words = launch::flash_bits_len(g.pairs(), g.s, g.t);
     let mut bits = if keep && p.dropout.1 > 0 { Some(unsafe { dev.alloc::<u32>(words) }?) } else { None };
