@@ -96,10 +96,18 @@ fn bias_residual_layer_norm_case<T: WithDType>(dtype: DType, suffix: &str, rows:
 /// channels (a warp per row, and a block per row), an odd width and a wide row.
 #[test]
 fn bias_residual_layer_norm_matches_the_cpu_ops() -> TestResult {
+    every_row_team(&[(1, 1024), (32, 1024), (3, 70), (2, 2100)], |dtype, suffix, rows, h, allow_warp| {
+        with_float!(dtype, |T| bias_residual_layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))
+    })
+}
+
+/// Runs `case(dtype, suffix, rows, h, allow_warp)` for every float type and `[rows, h]` shape,
+/// with a block per row and with a warp per row where the plan allows it.
+fn every_row_team(shapes: &[(usize, usize)], case: impl Fn(DType, &str, usize, usize, bool) -> TestResult) -> TestResult {
     for (dtype, suffix) in FLOATS {
-        for (rows, h) in [(1, 1024), (32, 1024), (3, 70), (2, 2100)] {
+        for &(rows, h) in shapes {
             for allow_warp in [false, true] {
-                with_float!(dtype, |T| bias_residual_layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))?;
+                case(dtype, suffix, rows, h, allow_warp)?;
             }
         }
     }
@@ -163,14 +171,9 @@ fn column_sums(
 /// float type.
 #[test]
 fn layer_norm_matches_the_cpu_op() -> TestResult {
-    for (dtype, suffix) in FLOATS {
-        for (rows, h) in [(300, 48), (5, 700), (2, 2100), (9, 768)] {
-            for allow_warp in [false, true] {
-                with_float!(dtype, |T| layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))?;
-            }
-        }
-    }
-    Ok(())
+    every_row_team(&[(300, 48), (5, 700), (2, 2100), (9, 768)], |dtype, suffix, rows, h, allow_warp| {
+        with_float!(dtype, |T| layer_norm_case::<T>(dtype, suffix, rows, h, allow_warp))
+    })
 }
 
 /// The bias gradient's column sum (no x̂ term) over several row blocks: the packed kernel on
