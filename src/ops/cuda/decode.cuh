@@ -100,7 +100,7 @@ __device__ void bias_residual_layer_norm(const T* y, const T* b, const T* x, con
   extern "C" __global__ void bias_gelu_##SUF(const T* y, const T* b, T* out, size_t n, int cols, int erf_form) {        \
     bias_gelu<T>(y, b, out, n, cols, erf_form);                                                                         \
   }                                                                                                                     \
-  extern "C" __global__ void bias_residual_layer_norm_##SUF(const T* y, const T* b, const T* x, const T* g,             \
+  extern "C" __global__ void __launch_bounds__(1024) bias_residual_layer_norm_##SUF(const T* y, const T* b, const T* x, const T* g,             \
                                                             const T* beta, T* xo, T* n, int h, float eps) {             \
     bias_residual_layer_norm<T, BlockRow>(y, b, x, g, beta, xo, n, h, eps, gridDim.x);                                  \
   }                                                                                                                     \

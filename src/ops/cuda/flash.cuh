@@ -232,7 +232,8 @@ __device__ __forceinline__ int fa_next_tile(const uint8_t* flags, size_t stride,
 // The skip flags of query tile blockIdx.x of mask batch blockIdx.y (see fa_tile_row): thread x
 // reads half x % 2 of row x / 2 of each key tile.
 template <typename T> __device__ void flash_tiles(const T* m, int s_len, int t, uint8_t* tiles) {
-  __shared__ int seen, every_row;
+  SHARED(int, seen, );
+  SHARED(int, every_row, );
   const int ktiles = (t + FA_TILE - 1) / FA_TILE, r = threadIdx.x >> 1, half = threadIdx.x & 1, i = blockIdx.x * FA_TILE + r;
   const T* row = m + ((size_t)blockIdx.y * s_len + min(i, s_len - 1)) * t;
   uint8_t* flags = tiles + ((size_t)blockIdx.y * gridDim.x + blockIdx.x) * ktiles;
@@ -313,7 +314,7 @@ __device__ void flash_fwd(const T* q, const T* k, const T* v, T* o, float* lse, 
   constexpr int TILE = FA_TILE_ELEMS<D>, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a K tile and a V tile: the next pair lands while this one's products run. Q
   // is staged in buffer 1's K slot, read into registers before the first prefetch overwrites it.
-  __align__(16) __shared__ T sh[4 * TILE];
+  SHARED(T, sh, [4 * TILE]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
@@ -438,9 +439,10 @@ __device__ void flash_bwd_kv(const T* q, const T* k, const T* v, const T* go, co
   constexpr int TILE = FA_TILE_ELEMS<D>, NT = FA_TILE / 8, DT = D / 8, DK = D / 16;
   // Two buffers of a query tile's Q, dO, L, D and dropout words: the next lands while this one's
   // products run. The block's own K and V rows are staged in buffer 1 first.
-  __align__(16) __shared__ T sh[4 * TILE];
-  __align__(16) __shared__ float ls[2][FA_TILE], ds_row[2][FA_TILE];
-  __align__(16) __shared__ uint32_t words[2][FA_THREADS];
+  SHARED(T, sh, [4 * TILE]);
+  SHARED(float, ls, [2][FA_TILE]);
+  SHARED(float, ds_row, [2][FA_TILE]);
+  SHARED(uint32_t, words, [2][FA_THREADS]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, j0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);
@@ -532,7 +534,7 @@ __device__ void flash_bwd_q(const T* q, const T* k, const T* v, const T* go, con
   // (cp.async holds no registers). The block's own Q rows are staged in buffer 1 first and held
   // as fragments; its dO rows stay in shared memory (slot 4), their fragments loaded for each
   // tile's product: holding both took more than the 168 registers of three blocks per SM.
-  __align__(16) __shared__ T sh[5 * TILE];
+  SHARED(T, sh, [5 * TILE]);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
   const int pair = blockIdx.y, b = pair / heads, n = pair % heads, i0 = blockIdx.x * FA_TILE;
   const float scale = float(scale_d), keep_scale = float(keep_scale_d);

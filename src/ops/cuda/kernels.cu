@@ -16,6 +16,11 @@
 #ifndef DYNAMIC_SHARED
 #define DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
 #endif
+// A block's static shared variable `T name dims` (dims: `[n]...`, or empty for a scalar),
+// 16-byte aligned; a macro so that the emulation can fill it with NaN at each block's start.
+#ifndef SHARED
+#define SHARED(T, name, dims) __shared__ __align__(16) T name dims
+#endif
 // Marks a fast path (16-byte packs) so that the emulation's tests can see it was taken; nothing
 // on a GPU.
 #ifndef FAST_PATH
@@ -64,7 +69,7 @@ template <typename A> __device__ __forceinline__ A warp_max(A v) {
 
 // Sum / max over the block, returned to every thread. Safe to call repeatedly.
 template <typename A> __device__ A block_sum(A v) {
-  __shared__ A sh[32];
+  SHARED(A, sh, [32]);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
   v = warp_sum(v);
   __syncthreads();
@@ -77,7 +82,7 @@ template <typename A> __device__ A block_sum(A v) {
   return sh[0];
 }
 template <typename A> __device__ A block_max(A v) {
-  __shared__ A sh[32];
+  SHARED(A, sh, [32]);
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
   v = warp_max(v);
   __syncthreads();
@@ -177,8 +182,8 @@ __device__ void layer_norm_bwd_dx(const T* x, const T* g, const T* dy, T* dx, do
 // given), part[by][1][j] = Σ dy. A second kernel adds the partials of all row blocks.
 template <typename T>
 __device__ void column_partial(const T* x, const T* dy, const double* stats, double* part, int rows, int h, int rows_per_block) {
-  __shared__ double sg[8][33];
-  __shared__ double sb[8][33];
+  SHARED(double, sg, [8][33]);
+  SHARED(double, sb, [8][33]);
   const int j = blockIdx.x * 32 + threadIdx.x;
   const int r0 = blockIdx.y * rows_per_block;
   const int r1 = min(rows, r0 + rows_per_block);
@@ -212,8 +217,8 @@ template <typename T>
 __device__ void column_partial_packed(const T* x, const T* dy, const double* stats, double* part, int rows, int h,
                                       int rows_per_block) {
   constexpr int V = Pack<T>::N;
-  __shared__ double sg[8][33];
-  __shared__ double sb[8][33];
+  SHARED(double, sg, [8][33]);
+  SHARED(double, sb, [8][33]);
   const int packs = h / V;
   const int pack = blockIdx.x * 32 + threadIdx.x;
   const int r0 = blockIdx.y * rows_per_block;
@@ -506,14 +511,14 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
 
 // ---------------------------------------------------------------- instantiations
 #define INSTANTIATE(T, SUF)                                                                                      \
-  extern "C" __global__ void layer_norm_fwd_##SUF(const T* x, const T* g, const T* b, T* y, int h, float eps) { \
+  extern "C" __global__ void __launch_bounds__(1024) layer_norm_fwd_##SUF(const T* x, const T* g, const T* b, T* y, int h, float eps) { \
     layer_norm_fwd<T, BlockRow>(x, g, b, y, h, eps, gridDim.x);                                                  \
   }                                                                                                              \
   extern "C" __global__ void __launch_bounds__(256) layer_norm_fwd_warp_##SUF(const T* x, const T* g, const T* b, T* y, int h, \
                                                                            float eps, size_t rows) {               \
     layer_norm_fwd<T, WarpRow>(x, g, b, y, h, eps, rows);                                                        \
   }                                                                                                              \
-  extern "C" __global__ void layer_norm_bwd_dx_##SUF(const T* x, const T* g, const T* dy, T* dx, double* stats, \
+  extern "C" __global__ void __launch_bounds__(1024) layer_norm_bwd_dx_##SUF(const T* x, const T* g, const T* dy, T* dx, double* stats, \
                                                      int h, float eps) {                                         \
     layer_norm_bwd_dx<T, BlockRow>(x, g, dy, dx, stats, h, eps, gridDim.x);                                      \
   }                                                                                                              \
@@ -534,11 +539,11 @@ template <typename T> __device__ void embedding_bwd(const T* g, const uint32_t* 
                                                 int slots) {                                                     \
     column_final<T>(part, out, blocks, h, first, slots);                                                         \
   }                                                                                                              \
-  extern "C" __global__ void masked_softmax_fwd_##SUF(const T* s, const T* m, T* p, int heads, int s_len, int t, \
+  extern "C" __global__ void __launch_bounds__(1024) masked_softmax_fwd_##SUF(const T* s, const T* m, T* p, int heads, int s_len, int t, \
                                                       int mask_batches, float scale) {                           \
     masked_softmax_fwd<T>(s, m, p, heads, s_len, t, mask_batches, scale);                                        \
   }                                                                                                              \
-  extern "C" __global__ void masked_softmax_bwd_##SUF(const T* p, const T* g, const T* m, T* ds, int heads,     \
+  extern "C" __global__ void __launch_bounds__(1024) masked_softmax_bwd_##SUF(const T* p, const T* g, const T* m, T* ds, int heads,     \
                                                       int s_len, int t, int mask_batches, float scale) {         \
     masked_softmax_bwd<T>(p, g, m, ds, heads, s_len, t, mask_batches, scale);                                    \
   }                                                                                                              \

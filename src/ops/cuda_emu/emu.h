@@ -9,7 +9,9 @@
 // barrier opens; threads waiting at barriers that can never complete are reported as a
 // divergence. So one warp runs ahead of the others up to each `__syncthreads`: running the warps
 // (and blocks) in forward and in reverse order makes a shared-memory race between barriers
-// visible as different results.
+// visible as different results. The two runs also land `cp.async` copies at the two extremes the
+// hardware allows (at the wait, at issue), and every block's shared memory starts as NaN, so a
+// read of a never-written element cannot pass on the previous block's bytes.
 //
 // Not emulated: memory-model subtleties beyond barriers, warp-synchronous code without
 // `__syncwarp`/shuffles (the fibers of a warp do not run in lockstep, like Volta's independent
@@ -55,6 +57,12 @@ struct alignas(16) uint4 {
 // A static `__shared__` array is one per block: blocks run one after another on one OS thread,
 // and concurrent launches (the test harness's threads) each have their own copy.
 #define __shared__ static thread_local
+// kernels.cu's static shared variables: the first thread of a block to reach the declaration
+// fills it with NaN (all bits set), so that a read of a never-written element shows in the
+// results instead of seeing the previous block's bytes.
+#define SHARED(T, name, dims)              \
+  alignas(16) static thread_local T name dims; \
+  emu::fresh_shared(&name, sizeof name)
 // kernels.cu declares its dynamic shared memory through this macro (`extern __shared__` there).
 #define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu::st.dynamic_shared.data())
 // Counts the threads that take a kernel's fast path (kernels.cu's FAST_PATH marks).
@@ -98,11 +106,13 @@ namespace emu {
 
 enum class Wait { None, Block, Warp, Done };
 
-// A cp.async copy in flight: it lands at its thread's wait for its group (see cp_async).
+// A cp.async copy in flight: it lands at its thread's wait for its group, or at issue when the
+// launch lands copies early (see cp_async).
 struct AsyncCopy {
   void* dst;
   const void* src;
   unsigned bytes, valid_bytes, group;
+  bool landed;
 };
 
 struct Thread {
@@ -127,6 +137,8 @@ struct State {
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
   std::vector<unsigned char> dynamic_shared;
+  std::vector<const void*> block_shared;  // the static shared variables this block has filled with NaN
+  bool land_at_issue = false;             // cp.async copies land when issued, not at the wait
   unsigned long long fast_paths = 0;
   std::string error;
 };
@@ -252,27 +264,43 @@ template <bool TRANS> __attribute__((noinline)) void ldmatrix_x4(uint32_t* r, co
   wait_at(Wait::Warp);  // nobody overwrites a slot before every lane has read the others'
 }
 
+// SHARED's fill: NaN the first time a block reaches the declaration of the variable at `p`.
+inline void fresh_shared(const void* p, size_t bytes) {
+  if (std::find(st.block_shared.begin(), st.block_shared.end(), p) != st.block_shared.end()) return;
+  memset(const_cast<void*>(p), 0xff, bytes);
+  st.block_shared.push_back(p);
+}
+
+inline void land(AsyncCopy& c) {
+  memcpy(c.dst, c.src, c.valid_bytes);
+  memset(static_cast<char*>(c.dst) + c.valid_bytes, 0, c.bytes - c.valid_bytes);
+  c.landed = true;
+}
+
 // cp.async.{ca,cg}.shared.global [dst], [src], bytes, valid ? bytes : 0 (flash.cuh's `cp_async`):
-// the copy lands only at its thread's cp.async.wait_group, as late as the hardware may let it
-// land, so a read of the destination before the wait (and the barrier after it) sees the old
-// bytes. Past `valid_bytes` the destination is zero-filled.
+// the hardware may land the copy at any moment between its issue and its thread's
+// cp.async.wait_group, and the emulation takes both extremes. Normally the copy lands only at the
+// wait, so a read of the destination before the wait (and the barrier after it) sees the old
+// bytes. With `land_at_issue` (the reverse-order run) it lands at once, so a copy issued into a
+// buffer another warp has not finished reading (a missing barrier before the issue) overwrites
+// what that warp reads. Past `valid_bytes` the destination is zero-filled.
 inline void cp_async(void* dst, const void* src, unsigned bytes, bool valid) {
   if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
     fail("cp.async of " + std::to_string(bytes) + " bytes at a misaligned address");
-  st.cur->copies.push_back(AsyncCopy{dst, src, bytes, valid ? bytes : 0u, st.cur->committed});
+  st.cur->copies.push_back(AsyncCopy{dst, src, bytes, valid ? bytes : 0u, st.cur->committed, false});
+  if (st.land_at_issue) land(st.cur->copies.back());
 }
 inline void cp_async_commit() { ++st.cur->committed; }
 // cp.async.wait_group 0: every committed group of this thread lands.
 inline void cp_async_wait_all() {
   Thread* self = st.cur;
   std::vector<AsyncCopy> open;
-  for (const AsyncCopy& c : self->copies) {
+  for (AsyncCopy& c : self->copies) {
     if (c.group >= self->committed) {
       open.push_back(c);
       continue;
     }
-    memcpy(c.dst, c.src, c.valid_bytes);
-    memset(static_cast<char*>(c.dst) + c.valid_bytes, 0, c.bytes - c.valid_bytes);
+    if (!c.landed) land(c);
   }
   self->copies.swap(open);
 }

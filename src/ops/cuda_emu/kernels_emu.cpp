@@ -73,8 +73,10 @@ bool run_block(bool reverse) {
     t.ctx.uc_link = &st.scheduler;
     makecontext(&t.ctx, fiber_entry, 0);
   }
-  // Uninitialised shared memory reads as NaN (all bits set).
+  // Uninitialised shared memory reads as NaN (all bits set): the dynamic part now, each static
+  // variable when the block first reaches its declaration (SHARED in emu.h).
   std::fill(st.dynamic_shared.begin(), st.dynamic_shared.end(), 0xff);
+  st.block_shared.clear();
   const unsigned warps = (n + 31) / 32;
   for (;;) {
     // Warp by warp, each as far as it can go: a warp whose lanes all reach a shuffle goes on at
@@ -189,6 +191,27 @@ extern "C" void emu_selftest_cp_async(const float* src, float* out) {
   __syncthreads();
   out[32 + lane] = s[((lane + 1) % 32) * 4];
 }
+// A copy issued into a buffer the other warp may still be reading: no barrier between the reads of
+// the old values (out[t]) and the issue. Only a copy landing at issue shows it: the wait comes
+// after the next barrier, so a copy that lands at the wait is never seen early.
+extern "C" void emu_selftest_cp_async_war(const float* src, float* out) {
+  SHARED(float, s, [64]);
+  s[threadIdx.x] = -1.f;
+  __syncthreads();
+  ::cp_async<4>(s + threadIdx.x, src + threadIdx.x, true);
+  ::cp_async_commit();
+  out[threadIdx.x] = s[threadIdx.x ^ 32];
+  __syncthreads();
+  ::cp_async_wait_all();
+}
+// Block 0 fills a static shared array and block 1 only reads it: on a GPU block 1 reads whatever
+// the memory holds, here NaN, never block 0's values.
+extern "C" void emu_selftest_stale_shared(float* out) {
+  SHARED(float, s, [32]);
+  if (blockIdx.x == 0) s[threadIdx.x] = 1.f;
+  __syncthreads();
+  out[blockIdx.x * 32 + threadIdx.x] = s[threadIdx.x];
+}
 // A cp.async never waited for.
 extern "C" void emu_selftest_cp_async_unwaited(const float* src, float* out) {
   ::cp_async<4>(out + threadIdx.x, src + threadIdx.x, true);
@@ -249,6 +272,7 @@ const Kernel KERNELS[] = {
     KERNEL(sum_squares_bf16)
     KERNEL(emu_selftest_divergence) KERNEL(emu_selftest_race) KERNEL(emu_selftest_shuffles) KERNEL(emu_selftest_early_exit)
     KERNEL(emu_selftest_mma) KERNEL(emu_selftest_ldmatrix) KERNEL(emu_selftest_cp_async) KERNEL(emu_selftest_cp_async_unwaited)
+    KERNEL(emu_selftest_cp_async_war) KERNEL(emu_selftest_stale_shared)
 };
 
 bool check_launch(const unsigned* grid, const unsigned* block, unsigned shared) {
@@ -276,9 +300,10 @@ extern "C" {
 
 // One launch of kernel `name`: `args` holds one pointer per kernel argument, `sizes` their byte
 // sizes (checked against the kernel's parameters); `fast_paths` receives how many threads took a
-// FAST_PATH. Threads run in reverse order within each
-// block, and blocks in reverse order, when `reverse` is set. Each launch runs on a fresh thread,
-// so static shared memory starts zeroed rather than holding an earlier launch's values. Returns
+// FAST_PATH. Threads run in reverse order within each block, blocks in reverse order, and
+// cp.async copies land at issue rather than at the wait, when `reverse` is set. Each launch runs
+// on a fresh thread (its own static shared memory), and every block starts with its shared
+// memory filled with NaN. Returns
 // 0, or 1 with a message in `err` (unknown kernel, wrong arguments, invalid launch, divergence).
 int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* block, unsigned shared, void** args,
                       const unsigned* sizes, size_t nargs, int reverse, unsigned long long* fast_paths, char* err,
@@ -288,6 +313,7 @@ int wenhui_emu_launch(const char* name, const unsigned* grid, const unsigned* bl
     using namespace emu;
     st.error.clear();
     st.fast_paths = 0;
+    st.land_at_issue = reverse != 0;
     const Kernel* kernel = nullptr;
     for (const Kernel& k : KERNELS)
       if (strcmp(k.name, name) == 0) kernel = &k;

@@ -6,8 +6,10 @@
 //! reduction that differs from the CPU's fails here rather than on a lent GPU.
 //!
 //! Each launch runs twice, threads and blocks in forward and in reverse order, and both runs
-//! must give the same numbers: a shared-memory race shows up as a difference. Every buffer has
-//! guard bytes on both sides that must survive the launch.
+//! must give the same numbers: a shared-memory race shows up as a difference. The forward run
+//! lands `cp.async` copies at their wait, the reverse run at their issue (the two extremes a GPU
+//! allows), so a copy into a buffer still being read shows up too. Each block's shared memory
+//! starts as NaN, and every buffer has guard bytes on both sides that must survive the launch.
 //!
 //! Linux only (ucontext fibers, mmap'd stacks; what CI runs). Needs a C++17 compiler with
 //! `_Float16` (GCC ≥ 12 or Clang ≥ 15): `$CXX`, else `c++`.
@@ -82,19 +84,31 @@ fn build() -> TestResult<Emu> {
 /// A kernel's name and its `__launch_bounds__`, if any.
 type Declaration = (String, Option<u32>);
 
-/// Every `__global__` kernel kernels.cu declares, in each instantiation, with its
-/// `__launch_bounds__` (the most threads per block it is compiled for), parsed from the source.
+/// Every `__global__` kernel kernels.cu declares (with the headers it includes), in each
+/// instantiation, with its `__launch_bounds__` (the most threads per block it is compiled for),
+/// parsed from the source.
 fn declarations() -> TestResult<&'static [Declaration]> {
     static DECLS: OnceLock<std::result::Result<Vec<Declaration>, String>> = OnceLock::new();
     let parsed = DECLS.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/cuda/kernels.cu");
-        let src = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/cuda");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
+        let mut src = String::new();
+        for line in read("kernels.cu")?.lines() {
+            match line.trim().strip_prefix("#include \"").and_then(|l| l.strip_suffix('"')) {
+                Some(header) => src += &read(header)?,
+                None => src += line,
+            }
+            src.push('\n');
+        }
+        // Declarations span lines inside the instantiation macros.
+        let src = src.replace("\\\n", " ");
         let mut out = Vec::new();
-        for line in src.lines().filter(|l| l.contains("__global__ void")) {
-            let mut after = line.split("__global__ void").nth(1).unwrap_or_default().trim_start();
+        for decl in src.split("__global__ void").skip(1) {
+            let mut after = decl.trim_start();
             let mut bound = None;
             if let Some(rest) = after.strip_prefix("__launch_bounds__(") {
-                let (n, rest) = rest.split_once(')').ok_or_else(|| format!("unclosed __launch_bounds__ in: {line}"))?;
+                let (n, rest) =
+                    rest.split_once(')').ok_or_else(|| format!("unclosed __launch_bounds__ in: {}", &decl[..decl.len().min(80)]))?;
                 // (max threads[, min blocks per SM])
                 let threads = n.split(',').next().unwrap_or_default().trim();
                 bound = Some(threads.parse::<u32>().map_err(|e| format!("__launch_bounds__({n}): {e}"))?);
@@ -146,18 +160,33 @@ impl Arg {
     }
 }
 
-/// Runs kernel `name` once with launch plan `l`; `reverse` runs threads and blocks backwards.
+/// The most threads per block a kernel without `__launch_bounds__` can surely be launched with:
+/// 65,536 registers per block over up to 255 per thread.
+const MAX_THREADS_UNBOUNDED: u32 = 256;
+
+/// Runs kernel `name` once with launch plan `l`; `reverse` runs threads and blocks backwards
+/// and lands `cp.async` copies at issue.
 /// Returns how many threads took a fast path (kernels.cu's `FAST_PATH` marks: 16-byte packs).
 pub(crate) fn launch(name: &str, l: crate::ops::launch::Launch, args: &[Arg], reverse: bool) -> TestResult<u64> {
     let emu = emu()?;
     let threads = l.block.iter().product::<u32>();
-    if let Some((_, Some(bound))) = declarations()?.iter().find(|(n, _)| n == name) {
-        if threads > *bound {
+    match declarations()?.iter().find(|(n, _)| n == name) {
+        Some((_, Some(bound))) if threads > *bound => {
             return Err(format!(
                 "kernel {name} is compiled for at most {bound} threads per block (__launch_bounds__); the launch has {threads}"
             )
             .into());
         }
+        // Without bounds ptxas may give each thread up to 255 registers, and an SM's 65,536 do
+        // not stretch to more than 256 such threads: the launch would fail on the GPU.
+        Some((_, None)) if threads > MAX_THREADS_UNBOUNDED => {
+            return Err(format!(
+                "kernel {name} is launched with {threads} threads per block but declares no __launch_bounds__ \
+                 (more than {MAX_THREADS_UNBOUNDED} threads need them, or the launch may run out of registers)"
+            )
+            .into());
+        }
+        _ => {}
     }
     let sizes: Vec<u32> = args.iter().map(|a| a.size()).collect();
     let mut words: Vec<u64> = args.iter().map(|a| a.word()).collect();
@@ -290,7 +319,8 @@ impl Buf {
 }
 
 /// Runs `f` (which builds fresh buffers, launches, and reads the results) with threads in
-/// forward and in reverse order; both must agree to `tol` (0: bit for bit). Returns the first.
+/// forward and in reverse order (`cp.async` landing at the wait, then at issue); both must agree
+/// to `tol` (0: bit for bit). Returns the first.
 pub(crate) fn both_orders(what: &str, tol: f64, f: impl Fn(bool) -> TestResult<Vec<f64>>) -> TestResult<Vec<f64>> {
     let (a, b) = (f(false)?, f(true)?);
     if a.len() != b.len() {
@@ -422,9 +452,37 @@ mod harness_tests {
         let names = kernel_names()?;
         let expected = declarations()?;
         assert!(expected.len() > 80, "parsed only {} kernel names from kernels.cu", expected.len());
-        assert!(expected.iter().any(|(n, b)| n == "attn_probs_fwd_warp_bf16" && *b == Some(256)), "launch bounds not parsed");
+        for (kernel, bound) in [("attn_probs_fwd_warp_bf16", 256), ("flash_fwd_f16", 128), ("bias_residual_layer_norm_warp_f32", 256)] {
+            assert!(expected.iter().any(|(n, b)| n == kernel && *b == Some(bound)), "launch bounds of {kernel} not parsed");
+        }
         let missing: Vec<&String> = expected.iter().map(|(n, _)| n).filter(|n| !names.contains(n)).collect();
         assert!(missing.is_empty(), "kernels.cu kernels missing from kernels_emu.cpp's table: {missing:?}");
+        Ok(())
+    }
+
+    /// The kernels declare static shared memory only through `SHARED` (which the emulation fills
+    /// with NaN per block): a bare `__shared__` would keep the previous block's bytes here.
+    #[test]
+    fn kernels_declare_shared_memory_through_the_macros() -> TestResult {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/cuda");
+        let mut sources = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if !matches!(path.extension().and_then(|e| e.to_str()), Some("cu" | "cuh")) {
+                continue;
+            }
+            sources += 1;
+            for (i, line) in std::fs::read_to_string(&path)?.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                assert!(
+                    !code.contains("__shared__") || code.trim_start().starts_with("#define"),
+                    "{}:{}: declare shared memory with SHARED or DYNAMIC_SHARED: {line}",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
+        assert!(sources >= 5, "found only {sources} CUDA sources in {}", dir.display());
         Ok(())
     }
 
@@ -465,25 +523,55 @@ mod harness_tests {
         Ok(())
     }
 
-    /// The emulated `cp.async` lands only at the thread's wait (a read before it sees the old
-    /// value), zero-fills when asked, and a copy never waited for is reported.
+    /// The emulated `cp.async` lands at the thread's wait in the forward run (a read before it
+    /// sees the old value) and at issue in the reverse run, zero-fills when asked, and a copy
+    /// never waited for is reported.
     #[test]
-    fn the_emulated_cp_async_lands_at_the_wait() -> TestResult {
+    fn the_emulated_cp_async_lands_at_the_wait_or_at_issue() -> TestResult {
         let src: Vec<f64> = (0..128).map(|v| f64::from(v) + 1.0).collect();
-        let (mut sb, mut out) = (Buf::of::<f32>("src", &src), Buf::uninit::<f32>("out", 64));
-        launch("emu_selftest_cp_async", crate::ops::launch::Launch::linear(1, 32), &[sb.ptr(), out.ptr()], false)?;
-        let got = out.read::<f32>()?;
-        assert!(got[..32].iter().all(|&v| v == -1.0), "read before the wait: {:?}", &got[..32]);
-        for lane in 0..32 {
-            let next = (lane + 1) % 32;
-            let want = if next % 2 == 0 { src[next * 4] } else { 0.0 };
-            assert_eq!(got[32 + lane], want, "lane {lane} reads lane {next}'s destination");
+        let landed = |lane: usize| if lane.is_multiple_of(2) { src[lane * 4] } else { 0.0 };
+        let mut sb = Buf::of::<f32>("src", &src);
+        for at_issue in [false, true] {
+            let mut out = Buf::uninit::<f32>("out", 64);
+            launch("emu_selftest_cp_async", crate::ops::launch::Launch::linear(1, 32), &[sb.ptr(), out.ptr()], at_issue)?;
+            let got = out.read::<f32>()?;
+            for lane in 0..32 {
+                let before_wait = if at_issue { landed(lane) } else { -1.0 };
+                assert_eq!(got[lane], before_wait, "lane {lane} reads its destination before the wait (at issue: {at_issue})");
+                let next = (lane + 1) % 32;
+                assert_eq!(got[32 + lane], landed(next), "lane {lane} reads lane {next}'s destination");
+            }
         }
+        // A copy issued while the other warp still reads its destination: invisible when copies
+        // land at the wait (the reads all see -1), caught when they land at issue.
+        let war = |at_issue: bool| -> TestResult<Vec<f64>> {
+            let (mut sb, mut out) = (Buf::of::<f32>("src", &src), Buf::uninit::<f32>("out", 64));
+            launch("emu_selftest_cp_async_war", crate::ops::launch::Launch::linear(1, 64), &[sb.ptr(), out.ptr()], at_issue)?;
+            out.read::<f32>()
+        };
+        assert!(war(false)?.iter().all(|&v| v == -1.0));
+        let early = war(true)?;
+        // The reverse run starts with warp 1, whose copies warp 0 then reads.
+        assert!(early[..32].iter().zip(&src[32..64]).all(|(g, s)| g == s) && early[32..].iter().all(|&v| v == -1.0), "{early:?}");
+        let err = both_orders("cp.async write-after-read", 0.0, war).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("a race?"), "{err}");
+        let mut out = Buf::uninit::<f32>("out", 64);
         let err = launch("emu_selftest_cp_async_unwaited", crate::ops::launch::Launch::linear(1, 32), &[sb.ptr(), out.ptr()], false)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("never waited for"), "{err}");
+        Ok(())
+    }
+
+    /// Every block's static shared memory starts as NaN: a block that reads what only an earlier
+    /// block wrote sees NaN, not the earlier block's values.
+    #[test]
+    fn each_block_starts_with_nan_shared_memory() -> TestResult {
+        let mut out = Buf::zeros::<f32>("out", 64);
+        launch("emu_selftest_stale_shared", crate::ops::launch::Launch::linear(2, 32), &[out.ptr()], false)?;
+        let got = out.read::<f32>()?;
+        assert!(got[..32].iter().all(|&v| v == 1.0) && got[32..].iter().all(|v| v.is_nan()), "{got:?}");
         Ok(())
     }
 
@@ -496,12 +584,14 @@ mod harness_tests {
             r.err().map(|e| e.to_string()).unwrap_or_default()
         }
         let l = crate::ops::launch::Launch { grid: [1, 1, 1], block: [2048, 1, 1], shared: 0 };
-        let err = error(launch("gelu_fwd_f32", l, &[], false));
+        let err = error(launch("emu_selftest_race", l, &[], false));
         assert!(err.contains("not a valid CUDA block"), "{err}");
         let err = error(launch("no_such_kernel", crate::ops::launch::elementwise(1), &[], false));
         assert!(err.contains("no kernel named"), "{err}");
         let err = error(launch("attn_probs_bwd_warp_f32", crate::ops::launch::Launch::linear(1, 512), &[], false));
         assert!(err.contains("at most 256 threads"), "{err}");
+        let err = error(launch("gelu_fwd_f32", crate::ops::launch::Launch::linear(1, 512), &[], false));
+        assert!(err.contains("declares no __launch_bounds__"), "{err}");
         // gelu_fwd takes (x, y, size_t n, int erf): an int where the size_t goes is caught.
         let mut x = Buf::zeros::<f32>("x", 4);
         let args = [x.ptr(), x.ptr(), Arg::I32(4), Arg::I32(0)];
