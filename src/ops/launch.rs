@@ -20,6 +20,12 @@ impl Launch {
     }
 }
 
+/// Whether a grid of `(x, y, z)` blocks has any: a plan over no rows (an empty batch) has none,
+/// and the GPU glue then skips the launch, which CUDA would reject.
+pub(crate) fn has_blocks((x, y, z): (u32, u32, u32)) -> bool {
+    x > 0 && y > 0 && z > 0
+}
+
 /// Threads per block for a kernel that reduces rows of `n` elements.
 fn row_block(n: usize) -> u32 {
     match n {
@@ -317,6 +323,24 @@ impl StridedGemm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty batch plans grids without blocks (which the GPU glue then skips); any row gives
+    /// every plan at least one block.
+    #[test]
+    fn plans_over_no_rows_have_no_blocks() {
+        let grid = |l: Launch| (l.grid[0], l.grid[1], l.grid[2]);
+        assert!(!has_blocks(grid(rows(0, 3000))));
+        assert!(!has_blocks(grid(decode_attention(0, 16, 64, 10, DType::F32))));
+        assert!(!has_blocks((4, 0, 1)) && !has_blocks((4, 1, 0)));
+        // Warp-per-row plans keep a block (their kernels take the row count); longer rows fall
+        // back to a block per row, with none.
+        assert!(has_blocks(grid(layer_norm_rows(0, 300, true).launch)));
+        assert!(!has_blocks(grid(layer_norm_rows(0, 3000, true).launch)));
+        assert!(has_blocks(grid(elementwise(0))));
+        for n in [1, 300, 3000] {
+            assert!(has_blocks(grid(rows(1, n))));
+        }
+    }
 
     /// The table read the way the kernels read it (`chunk_job` in kernels.cu) covers every
     /// element of every job exactly once and gives each job its own pointers, length and rates.

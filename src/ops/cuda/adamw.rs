@@ -8,11 +8,11 @@
 //! the GPU waits for the update (the norm is read back in between). `WENHUI_ADAMW_MULTI=0`
 //! selects the per-parameter launches.
 
-use super::{config, cuda_storage, elementwise_cfg, view, KernelFloat, MODULE, PTX};
+use super::{config, cuda_storage, elementwise_cfg, launch_kernel, view, KernelFloat, MODULE, PTX};
 use crate::ops::launch::{self, AdamWJob, ADAMW_CHUNK, ADAMW_JOB_WORDS};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CudaStorage, DType, Layout, Result, Tensor};
 use std::sync::OnceLock;
 
@@ -25,27 +25,35 @@ pub(crate) struct AdamWStep {
     pub shared: SharedStep,
 }
 
-/// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`.
-pub(crate) fn adamw(w: &mut CudaStorage, mv: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), s: &AdamWStep) -> Result<()> {
-    let dev = w.device().clone();
+/// Updates the f32 weight `w` and its moments `mv` (`[m | v]`, 2n) in place from gradient `g`,
+/// each read at its layout's offset (contiguous).
+pub(crate) fn adamw(w: (&mut CudaStorage, &Layout), mv: (&CudaStorage, &Layout), g: (&CudaStorage, &Layout), s: &AdamWStep) -> Result<()> {
+    let dev = w.0.device().clone();
     let n = g.1.shape().elem_count();
-    let mvs = match &mv.0.slice {
-        CudaStorageSlice::F32(d) => d,
-        _ => candle_core::bail!("adamw: moments must be f32"),
-    };
+    if w.1.shape().elem_count() != n || mv.1.shape().elem_count() != 2 * n {
+        candle_core::bail!(
+            "adamw: weight {:?}, moments {:?} and gradient {:?} do not match (the moments hold twice the weight's elements)",
+            w.1.dims(),
+            mv.1.dims(),
+            g.1.dims()
+        );
+    }
+    let Some((wa, wb)) = w.1.contiguous_offsets() else { candle_core::bail!("adamw: the weight must be contiguous") };
+    let mvv = view::<f32>(mv.0, mv.1)?;
     let gv = view::<f32>(g.0, g.1)?;
-    let ws = match &mut w.slice {
+    let ws = match &mut w.0.slice {
         CudaStorageSlice::F32(d) => d,
         _ => candle_core::bail!("adamw: weights must be f32"),
     };
+    let mut wv = ws.slice_mut(wa..wb);
     let f = dev.get_or_load_custom_func("adamw_f32", MODULE, PTX)?;
     let mut l = f.builder();
-    // The kernel also writes the moments through `mvs`: they belong to the optimizer alone.
-    l.arg(ws).arg(mvs).arg(&gv).arg(&n);
+    // The kernel also writes the moments through their read view: they belong to the optimizer alone.
+    l.arg(&mut wv).arg(&mvv).arg(&gv).arg(&n);
     let sh = &s.shared;
     l.arg(&s.lr).arg(&s.decay).arg(&sh.beta1).arg(&sh.beta2).arg(&sh.eps).arg(&sh.bc1).arg(&sh.bc2).arg(&sh.clip_scale);
-    // SAFETY: w and g hold n floats, mv 2n.
-    unsafe { l.launch(elementwise_cfg(n)) }.w()?;
+    // SAFETY: w and g hold n floats, mv 2n (checked above), each from its layout's offset.
+    unsafe { launch_kernel(&mut l, elementwise_cfg(n)) }?;
     Ok(())
 }
 
@@ -66,7 +74,7 @@ fn sum_squares<T: KernelFloat>(g: (&CudaStorage, &Layout), acc: &mut CudaSlice<f
     let mut l = f.builder();
     l.arg(&v).arg(&n).arg(acc);
     // SAFETY: v holds n elements; acc one double.
-    unsafe { l.launch(config(launch::sum_squares(n))) }.w()?;
+    unsafe { launch_kernel(&mut l, config(launch::sum_squares(n))) }?;
     Ok(())
 }
 
@@ -90,8 +98,8 @@ impl candle_core::InplaceOp3 for AdamWOp {
         candle_core::bail!("wenhui-adamw runs on CUDA; the CPU update is train::optim's host loop")
     }
 
-    fn cuda_fwd(&self, w: &mut CudaStorage, _wl: &Layout, mv: &CudaStorage, mvl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<()> {
-        adamw(w, (mv, mvl), (g, gl), &self.0)
+    fn cuda_fwd(&self, w: &mut CudaStorage, wl: &Layout, mv: &CudaStorage, mvl: &Layout, g: &CudaStorage, gl: &Layout) -> Result<()> {
+        adamw((w, wl), (mv, mvl), (g, gl), &self.0)
     }
 }
 
@@ -204,7 +212,7 @@ pub(crate) fn multi_tensor_step(
     l.arg(&jobs_view).arg(&chunks_view).arg(&chunk).arg(&mut acc);
     // SAFETY: the table holds one AdamWJob per parameter (pointers to n floats of gradient) and one
     // (job, chunk) word per block; acc is one double.
-    unsafe { l.launch(cfg) }.w()?;
+    unsafe { launch_kernel(&mut l, cfg) }?;
     let norm = dev.clone_dtoh(&acc)?[0].sqrt();
 
     let s = shared(norm)?;
@@ -216,7 +224,7 @@ pub(crate) fn multi_tensor_step(
     // weights are updated in place as `AdamWOp` does, and the moments belong to the optimizer
     // alone. candle's one stream orders the writes after every earlier read; were candle to run
     // several streams (cudarc's multi-stream event tracking), these writes would go unrecorded.
-    unsafe { l.launch(cfg) }.w()?;
+    unsafe { launch_kernel(&mut l, cfg) }?;
     drop(records);
     Ok(Some(norm))
 }

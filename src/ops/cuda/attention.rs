@@ -10,11 +10,10 @@
 //! the same counter hash. Numbers and dropout masks are the CPU op's.
 
 use super::gemm::{matmul_into, Operand};
-use super::{config, view, warp_rows_allowed, KernelFloat, MODULE, PTX};
+use super::{config, launch_kernel, view, warp_rows_allowed, KernelFloat, MODULE, PTX};
 use crate::ops::launch;
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
-use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 
 /// Shapes of one attention call: `pairs = batch · heads` (batch, head) pairs of `[S, d]`
@@ -315,7 +314,7 @@ fn probs_rows_typed<T: KernelFloat>(scores: &mut CudaStorage, dropped: Option<&m
     // SAFETY: the argument list matches the kernel's signature (the warp kernel's ends in the row
     // count); the score buffers hold pairs × S × T elements, the mask [B or 1] × S × T, the bias
     // bias_rows × T.
-    unsafe { l.launch(config(plan.launch)) }.w()?;
+    unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
     Ok(())
 }
 
@@ -360,6 +359,6 @@ fn probs_backward_typed<T: KernelFloat>(
     }
     // SAFETY: the argument list matches the kernel's signature (see above); dp, probs and (when
     // given) the dropped probabilities hold pairs × S × T elements; a null `pd` means P' = P.
-    unsafe { l.launch(config(plan.launch)) }.w()?;
+    unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
     Ok(())
 }

@@ -7,12 +7,11 @@
 //! plus the next layer's first layer norm (or the final one). Inference only (no backward): the
 //! model uses these ops only when no gradient can be asked for.
 
-use super::{config, cuda_storage, name, output, packed_cfg, view, KernelFloat, MODULE, PTX};
+use super::{config, cuda_storage, launch_kernel, name, output, packed_cfg, view, KernelFloat, MODULE, PTX};
 use crate::ops::launch;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// Appends the new token's key and value (from the QKV projection `y` `[B, 1, 3H]` before its
@@ -38,6 +37,11 @@ impl DecodeAttention {
             candle_core::bail!("decode attention: y {:?} does not fit the cache {:?} at {} positions", yl.dims(), self.k.dims(), self.len);
         }
         let t = self.len + 1;
+        if !launch::decode_fits(d, t, T::DTYPE) {
+            candle_core::bail!(
+                "decode attention: head size {d} over {t} keys does not fit one block's threads and shared memory; use the usual attention (model::attention checks decode_fits first)"
+            );
+        }
         // The kernel reads rows of `t` mask and key-bias values for batch row b (or row 0).
         for (what, x) in [("mask", Some(&self.mask)), ("key bias", self.key_bias.as_ref())] {
             if let Some(x) = x {
@@ -81,7 +85,7 @@ impl DecodeAttention {
         // The kernel writes position `len` of the caches through these read views (so cudarc records
         // a read, not a write: harmless on candle's single stream): the cache owns the buffers, and
         // nothing reads that position before this launch.
-        unsafe { l.launch(cfg) }.w()?;
+        unsafe { launch_kernel(&mut l, cfg) }?;
         Ok(T::wrap_cuda_slice(out, dev))
     }
 }
@@ -150,7 +154,7 @@ impl BiasResidualLayerNorm {
             }
             // SAFETY: the arguments follow the kernel's signature (the warp kernel's ends in the
             // row count); y, x and each half of out hold rows × h elements, the bias, γ and β h each.
-            unsafe { l.launch(config(plan.launch)) }.w()?;
+            unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
         }
         Ok(out)
     }
@@ -210,7 +214,7 @@ impl CustomOp2 for BiasGelu {
             let (c, erf) = (cols as i32, self.erf as i32);
             l.arg(&yv).arg(&bv).arg(&mut out).arg(&n).arg(&c).arg(&erf);
             // SAFETY: the arguments follow the kernel's signature; y and out hold n elements, b cols.
-            unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+            unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
             out
         });
         Ok((out, yl.shape().clone()))

@@ -15,13 +15,12 @@
 //! Everything else takes the GEMM path.
 
 use super::attention::{alloc_like, device_bias, Geometry, Params};
-use super::{config, view, KernelFloat, MODULE, PTX};
+use super::{config, launch_kernel, view, KernelFloat, MODULE, PTX};
 use crate::ops::launch::{self, FlashLayout};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchArgs, PushKernelArg, SyncOnDrop,
 };
-use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, DType, Layout, Result, Shape, TensorId};
 use std::sync::{Arc, Mutex};
 
@@ -196,7 +195,7 @@ fn tile_flags<T: KernelFloat>(p: &Params, scalars: &Scalars, dev: &candle_core::
         b.arg(&mask).arg(&scalars.s).arg(&scalars.t).arg(&ptr);
         // SAFETY: the arguments match flash_tiles' signature; the mask holds [mask batches] × S × T
         // values, the flags one byte per (query tile, key tile) of each mask batch.
-        unsafe { b.launch(config(launch::flash_tiles(g.s, g.mask_batches))) }.w()?;
+        unsafe { launch_kernel(&mut b, config(launch::flash_tiles(g.s, g.mask_batches))) }?;
     }
     let flags = Arc::new(flags);
     let mut cache = TILE_FLAGS.lock().map_err(poisoned)?;
@@ -271,7 +270,7 @@ fn forward_typed<T: KernelFloat>(x: [(&CudaStorage, &Layout); 3], p: &Params, ke
         // SAFETY: the arguments match flash_fwd's signature; Q, K, V, the output and the
         // log-sum-exp rows hold the elements their strides address for pairs × S (T) rows, the
         // bits one word per thread per (query tile, key tile).
-        unsafe { b.launch(config(launch::flash(g.s, g.pairs()))) }.w()?;
+        unsafe { launch_kernel(&mut b, config(launch::flash(g.s, g.pairs()))) }?;
     }
     Ok((out, lse.map(|lse| FlashKept { lse, bits, tiles })))
 }
@@ -334,7 +333,7 @@ fn backward_typed<T: KernelFloat>(
         b.arg(&scalars.heads).arg(&scalars.s).arg(&d).arg(&n);
         // SAFETY: the arguments match flash_bwd_dot's signature; the output and its gradient
         // share the output's strides; D holds pairs × S rows.
-        unsafe { b.launch(config(launch::flash_dot(rows))) }.w()?;
+        unsafe { launch_kernel(&mut b, config(launch::flash_dot(rows))) }?;
     }
     // The gradients: laid out like the packed projection, or [dQ | dK | dV].
     let shape = if g.packed { Shape::from((g.batch, g.s, 3 * g.hidden())) } else { Shape::from(fl.grad_len) };
@@ -356,14 +355,14 @@ fn backward_typed<T: KernelFloat>(
         scalars.push(&mut b, &mask, bias.as_ref(), &tiles_ptr);
         // SAFETY: the arguments match flash_bwd_kv's signature; dK and dV are written through the
         // strides of K and V inside `grads`, which holds Q, K and V's element counts.
-        unsafe { b.launch(config(launch::flash(g.t, pairs))) }.w()?;
+        unsafe { launch_kernel(&mut b, config(launch::flash(g.t, pairs))) }?;
         let q = dev.get_or_load_custom_func(&format!("flash_bwd_q_{suffix}"), MODULE, PTX)?;
         let mut b = q.builder();
         b.arg(&inputs[0]).arg(&inputs[1]).arg(&inputs[2]).arg(&go_ptr).arg(&l_ptr).arg(&d_ptr).arg(&bits_ptr).arg(&dq);
         pushed_strides(&mut b, &strides);
         scalars.push(&mut b, &mask, bias.as_ref(), &tiles_ptr);
         // SAFETY: as above, dQ through the strides of Q.
-        unsafe { b.launch(config(launch::flash(g.s, pairs))) }.w()?;
+        unsafe { launch_kernel(&mut b, config(launch::flash(g.s, pairs))) }?;
     }
     Ok(grads)
 }

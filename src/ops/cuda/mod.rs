@@ -13,7 +13,9 @@ pub(crate) mod linear;
 use super::launch::{self, Launch};
 use super::permute::PermutePlan;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, Layout, Result, WithDType};
 
@@ -95,6 +97,21 @@ pub(crate) fn warp_rows_allowed() -> bool {
     *ALLOWED.get_or_init(|| std::env::var("WENHUI_WARP_ROWS").map_or(true, |v| v != "0"))
 }
 
+/// Launches the kernel `l` is built for with `cfg`, or nothing when the grid has no blocks: an
+/// input without rows leaves such a launch nothing to do, and CUDA rejects an empty grid.
+///
+/// # Safety
+/// As cudarc's `LaunchArgs::launch`: the arguments match the kernel's parameters, and the
+/// buffers hold what the kernel reads and writes.
+unsafe fn launch_kernel(l: &mut LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
+    if !launch::has_blocks(cfg.grid_dim) {
+        return Ok(());
+    }
+    // SAFETY: the caller's.
+    unsafe { l.launch(cfg) }.w()?;
+    Ok(())
+}
+
 fn rows_cfg(rows: usize, n: usize) -> LaunchConfig {
     config(launch::rows(rows, n))
 }
@@ -137,7 +154,7 @@ pub(crate) fn layer_norm<T: KernelFloat>(
     }
     // SAFETY: argument list matches the kernel's signature (the warp kernel's ends in the row
     // count); buffers hold rows × h elements.
-    unsafe { l.launch(config(plan.launch)) }.w()?;
+    unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
     Ok(y)
 }
 
@@ -165,7 +182,7 @@ pub(crate) fn layer_norm_backward<T: KernelFloat>(
             l.arg(&rows);
         }
         // SAFETY: as above; stats holds 2 × rows doubles.
-        unsafe { l.launch(config(plan.launch)) }.w()?;
+        unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
     }
     {
         let mut tail = out.slice_mut(rows * h..(rows + 2) * h);
@@ -200,14 +217,14 @@ fn column_sums<T: KernelFloat>(
         };
         l.arg(&mut part).arg(&rows_i).arg(&h_i).arg(&rpb);
         // SAFETY: part holds blocks × 2 × h doubles; x/dy rows × h elements.
-        unsafe { l.launch(config(plan.launch)) }.w()?;
+        unsafe { launch_kernel(&mut l, config(plan.launch)) }?;
     }
     let f = dev.get_or_load_custom_func(&name::<T>("column_final"), MODULE, PTX)?;
     let mut l = f.builder();
     let (blocks_i, first, slots) = (blocks as i32, if stats.is_some() { 0i32 } else { 1 }, if stats.is_some() { 2i32 } else { 1 });
     l.arg(&part).arg(dst).arg(&blocks_i).arg(&h_i).arg(&first).arg(&slots);
     // SAFETY: dst holds slots × h elements.
-    unsafe { l.launch(config(launch::column_final(h))) }.w()?;
+    unsafe { launch_kernel(&mut l, config(launch::column_final(h))) }?;
     Ok(())
 }
 
@@ -248,7 +265,7 @@ pub(crate) fn masked_softmax<T: KernelFloat>(
     let (heads, sl, t, mb, sc) = (d.heads as i32, d.s as i32, d.t as i32, d.mask_batches as i32, scale as f32);
     l.arg(&sv).arg(&mv).arg(&mut p).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
     // SAFETY: signature matches; p holds n elements.
-    unsafe { l.launch(rows_cfg(n / d.t.max(1), d.t)) }.w()?;
+    unsafe { launch_kernel(&mut l, rows_cfg(n / d.t.max(1), d.t)) }?;
     Ok(p)
 }
 
@@ -269,7 +286,7 @@ pub(crate) fn masked_softmax_backward<T: KernelFloat>(
     let (heads, sl, t, mb, sc) = (d.heads as i32, d.s as i32, d.t as i32, d.mask_batches as i32, scale as f32);
     l.arg(&pv).arg(&gv).arg(&mv).arg(&mut ds).arg(&heads).arg(&sl).arg(&t).arg(&mb).arg(&sc);
     // SAFETY: signature matches; ds holds n elements.
-    unsafe { l.launch(rows_cfg(n / d.t.max(1), d.t)) }.w()?;
+    unsafe { launch_kernel(&mut l, rows_cfg(n / d.t.max(1), d.t)) }?;
     Ok(ds)
 }
 
@@ -284,7 +301,7 @@ pub(crate) fn gelu<T: KernelFloat>(x: (&CudaStorage, &Layout), erf: bool) -> Res
     let (nn, e) = (n, erf as i32);
     l.arg(&xv).arg(&mut y).arg(&nn).arg(&e);
     // SAFETY: signature matches; y holds n elements.
-    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+    unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
     Ok(y)
 }
 
@@ -299,7 +316,7 @@ pub(crate) fn gelu_backward<T: KernelFloat>(x: (&CudaStorage, &Layout), g: (&Cud
     let (nn, e) = (n, erf as i32);
     l.arg(&xv).arg(&gv).arg(&mut dx).arg(&nn).arg(&e);
     // SAFETY: signature matches; dx holds n elements.
-    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+    unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
     Ok(dx)
 }
 
@@ -315,7 +332,7 @@ pub(crate) fn add_bias<T: KernelFloat>(y: (&CudaStorage, &Layout), b: (&CudaStor
     let (nn, c) = (n, cols as i32);
     l.arg(&yv).arg(&bv).arg(&mut out).arg(&nn).arg(&c);
     // SAFETY: signature matches; out holds n elements.
-    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+    unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
     Ok(out)
 }
 
@@ -338,7 +355,7 @@ fn permute_rows_typed<T: KernelFloat>(x: &CudaStorage, src: &Layout, plan: &Perm
     l.arg(&from).arg(&mut out).arg(&words).arg(&row).arg(&d1).arg(&d2).arg(&d3).arg(&s0).arg(&s1).arg(&s2).arg(&s3);
     // SAFETY: signature matches; out holds the view's elements = `words` words of `plan.word`
     // bytes, and every read stays inside the view (the plan's strides are the layout's).
-    unsafe { l.launch(elementwise_cfg(words)) }.w()?;
+    unsafe { launch_kernel(&mut l, elementwise_cfg(words)) }?;
     Ok(out)
 }
 
@@ -352,7 +369,7 @@ pub(crate) fn dropout<T: KernelFloat>(x: (&CudaStorage, &Layout), mixed_seed: u6
     let mut l = f.builder();
     l.arg(&xv).arg(&mut y).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
     // SAFETY: signature matches; y holds n elements.
-    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+    unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
     Ok(y)
 }
 
@@ -372,7 +389,7 @@ pub(crate) fn residual_dropout<T: KernelFloat>(
     let mut l = f.builder();
     l.arg(&xv).arg(&yv).arg(&mut out).arg(&n).arg(&mixed_seed).arg(&threshold).arg(&scale);
     // SAFETY: signature matches; x, y and out hold n elements.
-    unsafe { l.launch(packed_cfg::<T>(n)) }.w()?;
+    unsafe { launch_kernel(&mut l, packed_cfg::<T>(n)) }?;
     Ok(out)
 }
 
@@ -391,7 +408,7 @@ pub(crate) fn cross_entropy<T: KernelFloat, W: KernelFloat>(
     let vi = v as i32;
     l.arg(&zv).arg(&tv).arg(&mut loss).arg(&vi);
     // SAFETY: signature matches (the loss in the kernel's arithmetic type, W); loss holds rows elements.
-    unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
+    unsafe { launch_kernel(&mut l, rows_cfg(rows, v)) }?;
     Ok(loss)
 }
 
@@ -415,7 +432,7 @@ pub(crate) fn cross_entropy_backward<T: KernelFloat, W: KernelFloat>(
     l.arg(&zv).arg(&tv).arg(&gv).arg(&mut dz).arg(&vi);
     // SAFETY: signature matches (gl in the kernel's arithmetic type, W); gl holds 2 × rows
     // elements, dz rows × v.
-    unsafe { l.launch(rows_cfg(rows, v)) }.w()?;
+    unsafe { launch_kernel(&mut l, rows_cfg(rows, v)) }?;
     Ok(dz)
 }
 
@@ -430,7 +447,7 @@ pub(crate) fn embedding<T: KernelFloat>(w: (&CudaStorage, &Layout), ids: (&CudaS
     let hi = h as i32;
     l.arg(&wv).arg(&iv).arg(&mut out).arg(&n).arg(&hi);
     // SAFETY: signature matches; out holds n × h elements; ids were range-checked by the caller.
-    unsafe { l.launch(elementwise_cfg(n * h)) }.w()?;
+    unsafe { launch_kernel(&mut l, elementwise_cfg(n * h)) }?;
     Ok(out)
 }
 
@@ -450,6 +467,6 @@ pub(crate) fn embedding_backward<T: KernelFloat>(
     let hi = h as i32;
     l.arg(&gv).arg(&iv).arg(&mut dw).arg(&n).arg(&hi);
     // SAFETY: signature matches; dw holds v × h zeros.
-    unsafe { l.launch(elementwise_cfg(n * h)) }.w()?;
+    unsafe { launch_kernel(&mut l, elementwise_cfg(n * h)) }?;
     Ok(dw)
 }
