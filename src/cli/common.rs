@@ -168,7 +168,7 @@ pub struct DeviceFlags {
     /// Allow TF32 for f32 matrix products on a GPU (off by default: exact f32).
     #[arg(long, global = true)]
     pub tf32: bool,
-    /// Layers on a GPU: fused (one node per layer with a hand-written backward, ten-launch decoding
+    /// Layers on a GPU: fused (one node per layer with a hand-written backward, eight-launch decoding
     /// steps; the default) or composite (candle's ops, for comparison). Overrides WENHUI_CUDA_OPS.
     #[arg(long, global = true, value_name = "MODE")]
     pub cuda_ops: Option<String>,
