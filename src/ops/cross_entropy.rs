@@ -22,9 +22,11 @@ pub fn cross_entropy_f32(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         candle_core::bail!("cross_entropy: targets {:?} do not match logits [{n}, {v}]", targets.dims());
     }
     let targets = targets.to_dtype(DType::U32)?.contiguous()?;
-    let max = targets.max(0)?.to_scalar::<u32>()?;
-    if n > 0 && max as usize >= v {
-        candle_core::bail!("cross_entropy: target id {max} is out of range for {v} classes");
+    if n > 0 {
+        let max = targets.max(0)?.to_scalar::<u32>()?;
+        if max as usize >= v {
+            candle_core::bail!("cross_entropy: target id {max} is out of range for {v} classes");
+        }
     }
     let logits = match logits.dtype() {
         DType::F32 | DType::F64 => logits.clone(),
