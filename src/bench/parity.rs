@@ -134,6 +134,7 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
     let mask = Tensor::from_vec(mask_rows, (1, 1, s, s), &cpu)?;
     let targets = Tensor::from_vec((0..256u32).map(|i| (i * 37) % 1000).collect::<Vec<_>>(), 256, &cpu)?;
     let no_targets = Tensor::zeros(0, DType::U32, &cpu)?;
+    let no_ids = Tensor::zeros((0, 32), DType::U32, &cpu)?;
     let gamma = randn(&[768])?.affine(0.1, 1.0)?;
     // Ids with repeats, so the backward's atomic adds collide.
     let ids = Tensor::from_vec((0..512u32).map(|i| (i * 7919) % 300).collect::<Vec<_>>(), (16, 32), &cpu)?;
@@ -219,6 +220,16 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
             "layer_norm (no rows)",
             Box::new(|x: &[Tensor]| ops::layer_norm(&x[0], &x[1], &x[2], 1e-5)),
             vec![randn(&[0, 3000])?, randn(&[3000])?, randn(&[3000])?],
+        ),
+        (
+            "linear (no rows)",
+            Box::new(|x: &[Tensor]| ops::linear(&x[0], &x[1], &x[2])),
+            vec![randn(&[0, 256])?, randn(&[384, 256])?, randn(&[384])?],
+        ),
+        (
+            "embedding (no ids)",
+            Box::new(move |x: &[Tensor]| ops::embedding(&x[0], &no_ids.to_device(x[0].device())?)),
+            vec![randn(&[1000, 256])?],
         ),
         (
             "cross_entropy (no rows)",
@@ -393,6 +404,8 @@ mod tests {
             "op linear backward",
             "op layer_norm (no rows) backward",
             "op cross_entropy (no rows) backward",
+            "op linear (no rows) backward",
+            "op embedding (no ids) backward",
             "op residual_dropout backward",
             "decode with a cache",
         ] {

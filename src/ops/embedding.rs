@@ -69,8 +69,8 @@ struct EmbeddingBackward {
     v: usize,
 }
 
-fn scatter<T: Float>(g: &[T], ids: &[u32], v: usize) -> Vec<T> {
-    let h = g.len() / ids.len().max(1);
+/// `g` holds one row of `h` per id (`h` given: with no ids it cannot be read off `g`).
+fn scatter<T: Float>(g: &[T], ids: &[u32], v: usize, h: usize) -> Vec<T> {
     let mut out = vec![T::of_f64(0.0); v * h];
     // Threads own column ranges and add the rows in id order: deterministic, no atomics.
     let cols = (h / rayon::current_num_threads().max(1)).max(64);
@@ -101,7 +101,7 @@ impl CustomOp2 for EmbeddingBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let ids = as_slice::<u32>(s2, l2)?;
         let h = l1.shape().dims2()?.1;
-        let out = float_dispatch!(s1, "embedding backward", |T| scatter::<T>(as_slice(s1, l1)?, ids, self.v));
+        let out = float_dispatch!(s1, "embedding backward", |T| scatter::<T>(as_slice(s1, l1)?, ids, self.v, h));
         Ok((out, Shape::from((self.v, h))))
     }
 

@@ -226,7 +226,12 @@ impl Linear {
         } else {
             b
         };
-        if rows <= FEW_ROWS {
+        if rows == 0 {
+            return Vec::new();
+        }
+        // (No input features: the GEMM below leaves the bias rows, and the dot products' chunks
+        // would be empty.)
+        if rows <= FEW_ROWS && inp > 0 {
             return few_rows_forward(x, w, b, rows, inp, out);
         }
         // The bias rows are the GEMM's starting value (written once, no zero fill first).

@@ -331,3 +331,46 @@ fn embedding_matches_index_select_values_and_gradients() {
     let table = Tensor::zeros((4, 3), DType::F32, &dev).unwrap();
     assert!(embedding(&table, &Tensor::new(&[4u32], &dev).unwrap()).is_err(), "an id past the table is an error");
 }
+
+/// Every fused op takes an empty batch (no rows) forward and backward on the CPU: empty outputs
+/// of the right shapes and gradients of the inputs' shapes, not an error or a panic from a
+/// reduction or a chunking over nothing.
+#[test]
+fn fused_ops_take_an_empty_batch() {
+    type Case = (&'static str, Vec<usize>, Box<dyn Fn(&[Tensor]) -> candle_core::Result<Tensor>>);
+    let cpu = Device::Cpu;
+    let mask = Tensor::ones((1, 1, 5, 5), DType::F32, &cpu).unwrap();
+    let (m1, m2, m3) = (mask.clone(), mask.clone(), mask);
+    let ids = Tensor::zeros((0, 3), DType::U32, &cpu).unwrap();
+    let targets = Tensor::zeros(0, DType::U32, &cpu).unwrap();
+    let cases: Vec<(Vec<Vec<usize>>, Case)> = vec![
+        (vec![vec![0, 8], vec![8], vec![8]], ("layer_norm", vec![0, 8], Box::new(|x| layer_norm(&x[0], &x[1], &x[2], 1e-5)))),
+        (vec![vec![0, 8]], ("cross_entropy", vec![0], Box::new(move |x| cross_entropy(&x[0], &targets)))),
+        (vec![vec![0, 8], vec![6, 8], vec![6]], ("linear", vec![0, 6], Box::new(|x| linear(&x[0], &x[1], &x[2])))),
+        (vec![vec![0, 8], vec![6, 8], vec![6]], ("linear_gelu", vec![0, 6], Box::new(|x| linear_gelu(&x[0], &x[1], &x[2], true)))),
+        (vec![vec![0, 8], vec![6, 8]], ("linear_no_bias", vec![0, 6], Box::new(|x| linear_no_bias(&x[0], &x[1])))),
+        (vec![vec![0, 8]], ("gelu_erf", vec![0, 8], Box::new(|x| gelu_erf(&x[0])))),
+        (vec![vec![0, 8], vec![8]], ("add_bias", vec![0, 8], Box::new(|x| add_bias(&x[0], &x[1])))),
+        (vec![vec![0, 8]], ("dropout", vec![0, 8], Box::new(|x| dropout(&x[0], 0.1, 3)))),
+        (vec![vec![0, 8], vec![0, 8]], ("residual_dropout", vec![0, 8], Box::new(|x| residual_dropout(&x[0], &x[1], 0.1, 3)))),
+        (vec![vec![0, 2, 5, 5]], ("masked_softmax", vec![0, 2, 5, 5], Box::new(move |x| masked_softmax(&x[0], &m1, 0.5)))),
+        (
+            vec![vec![0, 2, 5, 4]; 3],
+            ("attention", vec![0, 2, 5, 4], Box::new(move |x| attention(&x[0], &x[1], &x[2], &m2, None, 0.5, 0.1, 1))),
+        ),
+        (vec![vec![0, 5, 24]], ("attention_packed", vec![0, 5, 8], Box::new(move |x| attention_packed(&x[0], 2, &m3, None, 0.5, 0.1, 1)))),
+        (vec![vec![10, 8]], ("embedding", vec![0, 3, 8], Box::new(move |x| embedding(&x[0], &ids)))),
+    ];
+    for (shapes, (name, want, f)) in cases {
+        let vars: Vec<Var> =
+            shapes.iter().map(|s| Var::from_tensor(&Tensor::zeros(s.as_slice(), DType::F32, &cpu).unwrap()).unwrap()).collect();
+        let xs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&xs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(y.dims(), want, "{name}");
+        let grads = y.sum_all().unwrap().backward().unwrap_or_else(|e| panic!("{name} backward: {e}"));
+        for x in &xs {
+            let g = grads.get(x).unwrap_or_else(|| panic!("{name}: no gradient for an input of shape {:?}", x.dims()));
+            assert_eq!(g.dims(), x.dims(), "{name}: gradient shape");
+        }
+    }
+}

@@ -25,7 +25,11 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
     let xl = Layout::contiguous_with_offset((rows, inp), x.1.start_offset());
     let wl = Layout::contiguous_with_offset((out, inp), w.1.start_offset());
     let has_bias = b.1.shape().elem_count() > 0;
-    if has_bias && rows > 0 && inp > 0 && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
+    if rows == 0 || out == 0 {
+        // Nothing to compute (an empty batch): no GEMM with a zero dimension for cuBLAS.
+        return x.0.device().zeros_impl(&(rows, out).into(), x.0.dtype());
+    }
+    if has_bias && inp > 0 && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
         match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp))? {
             Lt::Done(y) => return Ok(y),
             Lt::Skipped => {}
@@ -160,8 +164,12 @@ pub(crate) fn backward(
     let dyl = Layout::contiguous_with_offset((rows, out), dy.1.start_offset());
     // The dW part of the packed buffer starts nx elements in: cublasLt wants it 256-byte aligned.
     let dw_aligned = (rows * inp * dy.0.dtype().size_in_bytes()).is_multiple_of(256);
-    let sizes = rows > 0 && out > 0 && inp > 0;
-    if sizes && dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
+    let (nx, nw) = (rows * inp, out * inp);
+    if rows == 0 || out == 0 || inp == 0 {
+        // An empty batch (or layer): dx is empty, and dW and db sum no rows, so all is zeros.
+        return dy.0.device().zeros_impl(&(nx + nw + if bias { out } else { 0 }).into(), dy.0.dtype());
+    }
+    if dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
         let dims = (rows, out, inp);
         let dev = dy.0.device();
         let packed = match dy.0.dtype() {
@@ -181,7 +189,6 @@ pub(crate) fn backward(
     let dx = dy.0.matmul(w.0, (1, rows, inp, out), &dyl, &wl)?;
     // dW (out×in) = dyᵀ (out×rows) · x (rows×in)
     let dw = dy.0.matmul(x.0, (1, out, inp, rows), &dyl.transpose(0, 1)?, &xl)?;
-    let (nx, nw) = (rows * inp, out * inp);
     let len = nx + nw + if bias { out } else { 0 };
     // SAFETY: the three copies below write all `len` elements.
     let mut packed = unsafe { dx.device().alloc_uninit(&len.into(), dx.dtype())? };

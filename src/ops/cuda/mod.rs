@@ -459,7 +459,8 @@ pub(crate) fn embedding_backward<T: KernelFloat>(
 ) -> Result<CudaSlice<T>> {
     let dev = g.0.device();
     let n = ids.1.shape().elem_count();
-    let h = g.1.shape().elem_count() / n.max(1);
+    // From the shape, not the element count: with no ids there are no rows to divide by.
+    let h = g.1.shape().dims2()?.1;
     let mut dw = dev.alloc_zeros::<T>((v * h).max(1))?;
     let (gv, iv) = (view::<T>(g.0, g.1)?, u32_view(ids.0, ids.1)?);
     let f = dev.get_or_load_custom_func(&name::<T>("embedding_bwd"), MODULE, PTX)?;
