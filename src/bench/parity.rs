@@ -154,6 +154,7 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
     let long_mask = Tensor::from_vec(long_masks, (2, 1, long, long), &cpu)?;
     let long_bias = randn(&[2, 1, 1, long])?;
     let (m4, m5, kb4) = (long_mask.clone(), long_mask, long_bias);
+    let m6 = mask.clone();
     let on = |t: &Tensor, x: &Tensor| t.to_device(x.device())?.to_dtype(x.dtype());
     let cases: Vec<(&str, Box<OpFn>, Vec<Tensor>)> = vec![
         (
@@ -220,6 +221,11 @@ fn op_checks(dev: &Device, dtypes: &[DType], out: &mut Vec<Check>) -> Result<()>
             "layer_norm (no rows)",
             Box::new(|x: &[Tensor]| ops::layer_norm(&x[0], &x[1], &x[2], 1e-5)),
             vec![randn(&[0, 3000])?, randn(&[3000])?, randn(&[3000])?],
+        ),
+        (
+            "attention_packed (no rows)",
+            Box::new(move |x: &[Tensor]| ops::attention_packed(&x[0], 4, &on(&m6, &x[0])?, None, 0.25, 0.1, 5)),
+            vec![randn(&[0, s, 3 * 4 * 32])?],
         ),
         (
             "linear (no rows)",
@@ -405,6 +411,7 @@ mod tests {
             "op layer_norm (no rows) backward",
             "op cross_entropy (no rows) backward",
             "op linear (no rows) backward",
+            "op attention_packed (no rows) backward",
             "op embedding (no ids) backward",
             "op residual_dropout backward",
             "decode with a cache",

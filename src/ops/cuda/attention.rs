@@ -141,6 +141,11 @@ pub(crate) enum Kept {
 /// the probabilities for the backward pass.
 pub(crate) fn forward(x: [(&CudaStorage, &Layout); 3], p: &Params, keep: bool) -> Result<(CudaStorage, Option<Kept>)> {
     let g = &p.geometry;
+    if g.pairs() == 0 || g.s == 0 {
+        // No query rows (an empty batch): an empty output, and no GEMM with a zero dimension.
+        // (At least one element: as `output`, no zero-byte device allocation.)
+        return Ok((x[0].0.device().zeros_impl(&Shape::from(1), x[0].0.dtype())?, None));
+    }
     if super::flash::serves(&x, g) {
         let (out, lse) = super::flash::forward(x, p, keep)?;
         return Ok((out, lse.map(Kept::Flash)));
@@ -186,6 +191,11 @@ pub(crate) fn backward(
     kept: Option<Kept>,
 ) -> Result<CudaStorage> {
     let g = &p.geometry;
+    if g.pairs() == 0 || g.s == 0 {
+        // No query rows: every gradient sums nothing (dK and dV of any keys are zeros).
+        let len = if g.packed { g.batch * g.s * 3 * g.hidden() } else { g.pairs() * (g.s + 2 * g.t) * g.d };
+        return grad.0.device().zeros_impl(&Shape::from(len.max(1)), grad.0.dtype());
+    }
     // The output gradient is read in 16-byte packs too; a forward pass that was flash leaves no
     // P, which the GEMM path then recomputes.
     if super::flash::serves(&x, g) && grad.1.start_offset().is_multiple_of(8) {

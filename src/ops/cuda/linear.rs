@@ -27,7 +27,8 @@ pub(crate) fn forward(x: (&CudaStorage, &Layout), w: (&CudaStorage, &Layout), b:
     let has_bias = b.1.shape().elem_count() > 0;
     if rows == 0 || out == 0 {
         // Nothing to compute (an empty batch): no GEMM with a zero dimension for cuBLAS.
-        return x.0.device().zeros_impl(&(rows, out).into(), x.0.dtype());
+        // (At least one element: as `output`, no zero-byte device allocation.)
+        return x.0.device().zeros_impl(&(rows * out).max(1).into(), x.0.dtype());
     }
     if has_bias && inp > 0 && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), b]) {
         match forward_with_epilogue((x.0, &xl), (w.0, &wl), b, (rows, out, inp))? {
@@ -167,7 +168,7 @@ pub(crate) fn backward(
     let (nx, nw) = (rows * inp, out * inp);
     if rows == 0 || out == 0 || inp == 0 {
         // An empty batch (or layer): dx is empty, and dW and db sum no rows, so all is zeros.
-        return dy.0.device().zeros_impl(&(nx + nw + if bias { out } else { 0 }).into(), dy.0.dtype());
+        return dy.0.device().zeros_impl(&(nx + nw + if bias { out } else { 0 }).max(1).into(), dy.0.dtype());
     }
     if dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
         let dims = (rows, out, inp);
