@@ -115,6 +115,20 @@ fn broken_configs() {
     let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
     assert_load_error(dir.path(), &["config.json", "num_attention_heads"]);
 
+    // A damaged layer count fails at once (not after listing 10¹² layers' tensors); fewer layers
+    // than the weights hold is not a silent truncation; a value of the wrong type is not
+    // reported as a field named after the value.
+    let mut cfg: serde_json::Value = serde_json::from_str(&glm_config()).unwrap();
+    cfg["num_layers"] = serde_json::json!(1_000_000_000_000u64);
+    let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "num_layers", "at most 1024"]);
+    cfg["num_layers"] = serde_json::json!(1);
+    let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["transformer.layers.1.", "fewer layers than the weights"]);
+    cfg["num_layers"] = serde_json::json!(-384);
+    let dir = model_dir(&cfg.to_string(), Some(("model.safetensors", weights.clone())));
+    assert_load_error(dir.path(), &["config.json", "not a valid glm config", "-384"]);
+
     let dir = model_dir("", Some(("model.safetensors", weights.clone())));
     assert_load_error(dir.path(), &["config.json", "empty"]);
 

@@ -265,3 +265,72 @@ fn cli_runs_keep_apart_and_options_are_checked() {
         assert!(err.contains("more than this machine's") && err.contains("lower --hidden"), "{err}");
     }
 }
+
+/// A diverged step is never published (so it cannot become `latest` and push a good checkpoint
+/// out of `keep_last`), and a checkpoint whose weights or optimizer state hold NaN is refused on
+/// resume, naming the file and tensor, with the checkpoints on disk left as they were.
+#[test]
+fn non_finite_checkpoints_are_neither_saved_nor_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let cfg = config(&c, &run, serde_json::json!({"steps": 2, "save_every": 1, "eval_every": 0, "keep_last": 2}));
+    pretrain(&cfg, &RunOptions::default()).unwrap();
+    let listing = |run: &Path| {
+        let mut names: Vec<String> =
+            std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        (names, std::fs::read_to_string(run.join("latest")).unwrap())
+    };
+    let before = listing(&run);
+    assert_eq!(before.0, ["step-00000001", "step-00000002"]);
+
+    // A resume that asks for no more steps, or with a corpus of another tokenizer, is refused.
+    let resume = RunOptions { resume: Some(run.clone()), ..Default::default() };
+    let e = pretrain(&cfg, &resume).err().unwrap().to_string();
+    assert!(e.contains("at step 2") && e.contains("larger --steps"), "{e}");
+    let titles = tmp.path().join("titles");
+    let read = ReadOptions { template: Some("{title}".into()), ..Default::default() };
+    let opts = TrainOptions { kind: TrainKind::Chars, vocab_size: 5000, min_frequency: 1, read: read.clone(), progress: false };
+    let tok = train_tokenizer(&[poems()], &opts).unwrap();
+    prepare(&[poems()], &tok, &titles, &PrepareOptions { read, progress: false, ..Default::default() }).unwrap();
+    let e = pretrain(&config(&titles, &run, serde_json::json!({"steps": 4})), &resume).err().unwrap().to_string();
+    assert!(e.contains("another tokenizer"), "{e}");
+    assert_eq!(listing(&run), before);
+
+    let ck = checkpoint::load(&run).unwrap();
+    let tokenizer = wenhui::tokenizer::Tokenizer::from_dir(&ck.dir).unwrap();
+    let with_nan = |tensors: &std::collections::HashMap<String, candle_core::Tensor>| {
+        let mut out = tensors.clone();
+        let name = out.keys().min().unwrap().clone();
+        let t = &out[&name];
+        let nan = (t.ones_like().unwrap() * f64::NAN).unwrap();
+        out.insert(name.clone(), nan);
+        (out, name)
+    };
+    let (bad_params, bad_name) = with_nan(&ck.params);
+    let state = checkpoint::TrainerState { step: 3, ..ck.state.clone() };
+    let e = checkpoint::save(&run, &bad_params, &ck.model, &tokenizer, &ck.optimizer, &state, 2).unwrap_err().to_string();
+    assert!(e.contains("not saved") && e.contains(&bad_name) && e.contains("diverged"), "{e}");
+    assert_eq!(listing(&run), before, "a diverged step changed the checkpoints");
+
+    // NaN optimizer state in the latest checkpoint: refused on resume, by file and tensor.
+    let (bad_opt, opt_name) = with_nan(&ck.optimizer);
+    let opt_file = ck.dir.join("optimizer.safetensors");
+    candle_core::safetensors::save(&bad_opt, &opt_file).unwrap();
+    let e = pretrain(&PretrainConfig { steps: 4, ..cfg.clone() }, &resume).err().unwrap().to_string();
+    assert!(e.contains("optimizer.safetensors") && e.contains(&opt_name) && e.contains("NaN"), "{e}");
+    assert_eq!(listing(&run), before, "a refused resume changed the checkpoints");
+    // Exporting its weights still works (they are fine); NaN weights are refused by export too.
+    let (bad_params, _) = with_nan(&ck.params);
+    candle_core::safetensors::save(&bad_params, ck.dir.join("model.safetensors")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .arg("export")
+        .arg(&run)
+        .arg("-o")
+        .arg(tmp.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NaN"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!tmp.path().join("x").exists());
+}

@@ -43,6 +43,42 @@ impl std::fmt::Display for CheckpointFormat {
     }
 }
 
+/// Whether floating-point `t` holds a NaN or an infinity (integer tensors never do).
+pub(crate) fn has_non_finite(t: &Tensor) -> Result<bool> {
+    // 0·x is 0 exactly where x is finite.
+    Ok(t.dtype().is_float() && t.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? != 0.0)
+}
+
+/// An error naming tensor `name` of `source` when `t` holds a NaN or an infinity: a diverged run
+/// or a damaged file would otherwise load silently and only show as NaN scores or a diverged
+/// training step later.
+pub(crate) fn ensure_finite(t: &Tensor, source: &Path, name: &str) -> Result<()> {
+    if has_non_finite(t)? {
+        return Err(Error::tensor(source, name, "holds NaN or infinite values: the checkpoint is damaged (or its run diverged)"));
+    }
+    Ok(())
+}
+
+/// The first tensor of `tensors` (in name order) that holds a NaN or an infinity.
+pub(crate) fn first_non_finite(tensors: &HashMap<String, Tensor>) -> Result<Option<&str>> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for n in names {
+        if has_non_finite(&tensors[n])? {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
+}
+
+/// [`ensure_finite`] over every tensor of `tensors` read from `source`.
+pub(crate) fn ensure_all_finite(tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
+    match first_non_finite(tensors)? {
+        Some(name) => ensure_finite(&tensors[name], source, name),
+        None => Ok(()),
+    }
+}
+
 impl Checkpoint {
     /// Reads weights from a directory (any of the layouts above) or a single weights file.
     pub fn read(path: &Path) -> Result<Self> {
@@ -106,20 +142,23 @@ impl Checkpoint {
         let mut out = HashMap::with_capacity(expected.len());
         for (name, _) in expected {
             let t = tensors.remove(name).expect("checked above").to_dtype(dtype)?;
-            // 0·x is 0 exactly where x is finite: a NaN or infinite weight (a diverged run, a
-            // damaged file) would otherwise load silently and only show as NaN scores later.
-            if t.dtype().is_float() && t.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? != 0.0 {
-                return Err(Error::tensor(
-                    &self.source,
-                    name,
-                    "holds NaN or infinite values: the checkpoint is damaged (or its run diverged)",
-                ));
-            }
+            ensure_finite(&t, &self.source, name)?;
             out.insert(name.clone(), t.to_device(device)?);
         }
         if !tensors.is_empty() {
             let mut extra: Vec<_> = tensors.keys().cloned().collect();
             extra.sort();
+            // A config with fewer layers than the weights would drop the rest silently.
+            let pattern =
+                |n: &str| n.split('.').map(|part| if part.parse::<u64>().is_ok() { "#" } else { part }).collect::<Vec<_>>().join(".");
+            let patterns: std::collections::HashSet<String> = expected.iter().map(|(n, _)| pattern(n)).collect();
+            if let Some(name) = extra.iter().find(|n| n.split('.').any(|p| p.parse::<u64>().is_ok()) && patterns.contains(&pattern(n))) {
+                return Err(Error::tensor(
+                    &self.source,
+                    name,
+                    "belongs to a layer the config does not have: config.json describes fewer layers than the weights hold",
+                ));
+            }
             tracing::debug!("{}: ignoring {} tensors the model does not use: {:?}", self.source.display(), extra.len(), extra);
         }
         Ok(out)

@@ -25,6 +25,9 @@ pub enum ModelConfig {
     Bert(BertConfig),
 }
 
+/// The most layers a config may describe.
+pub const MAX_LAYERS: usize = 1024;
+
 impl ModelConfig {
     /// Reads a Hugging Face style `config.json`. The architecture comes from `model_type`
     /// (`glm`, `gpt2`, `bert`), or from the field names when it is absent.
@@ -52,8 +55,14 @@ impl ModelConfig {
         };
         let parse_err = |e: serde_json::Error| {
             let msg = e.to_string();
-            let field = msg.split('`').nth(1).unwrap_or("?").to_string();
-            Error::config(path, field, msg)
+            // serde names the field only for a missing or unknown one; a value of the wrong type
+            // or range quotes the value instead, which is no field name.
+            match msg.split('`').nth(1) {
+                Some(field) if msg.starts_with("missing field") || msg.starts_with("unknown field") => {
+                    Error::config(path, field, msg.clone())
+                }
+                _ => Error::file(path, format!("not a valid {kind} config: {msg}")),
+            }
         };
         let cfg = match kind {
             ModelKind::Glm => ModelConfig::Glm(serde_json::from_value(json).map_err(parse_err)?),
@@ -84,6 +93,20 @@ impl ModelConfig {
 
     /// Checks the fields; `path` names the source in errors.
     pub fn validate(&self, path: &Path) -> Result<()> {
+        let (field, layers) = match self {
+            ModelConfig::Glm(c) => ("num_layers", c.num_layers),
+            ModelConfig::Gpt2(c) => ("n_layer", c.n_layer),
+            ModelConfig::Bert(c) => ("num_hidden_layers", c.num_hidden_layers),
+        };
+        // Checked first: every layer's tensors are listed before any weight is read, so a
+        // damaged count would otherwise take minutes and all memory before failing.
+        if layers > MAX_LAYERS {
+            return Err(Error::config(
+                path,
+                field,
+                format!("{layers} layers is beyond any model wenhui loads (at most {MAX_LAYERS}; GLM-130B has 70): is the config damaged?"),
+            ));
+        }
         match self {
             ModelConfig::Glm(c) => c.validate(path),
             ModelConfig::Gpt2(c) => c.validate(path),

@@ -20,7 +20,7 @@ mod stack;
 
 pub use attention::KvCache;
 pub use layers::Gelu;
-pub use load::{load_model, read_weights, LoadOptions, LoadedModel, ModelConfig, ModelWeights};
+pub use load::{load_model, read_weights, LoadOptions, LoadedModel, ModelConfig, ModelWeights, MAX_LAYERS};
 pub use mask::{build_mask, Attention};
 pub(crate) use stack::enabled as layer_stack_enabled;
 

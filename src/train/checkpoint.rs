@@ -72,6 +72,17 @@ pub fn save(
     state: &TrainerState,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    // A diverged step must not become `latest` and push a good checkpoint out of `keep_last`.
+    for (what, tensors) in [("weight", params), ("optimizer state", optimizer)] {
+        if let Some(name) = crate::model::checkpoint::first_non_finite(tensors)? {
+            return Err(Error::input(format!(
+                "step {}: the {what} `{name}` holds NaN or infinite values, so this checkpoint is not saved and those \
+                 in {} are kept: training diverged (resume from the last one with a lower learning rate)",
+                state.step,
+                checkpoints_dir(run).display()
+            )));
+        }
+    }
     publish(run, state.step, keep_last, |tmp| {
         save_tensors(params, &tmp.join("model.safetensors"))?;
         save_tensors(optimizer, &tmp.join("optimizer.safetensors"))?;
@@ -183,7 +194,10 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         candle_core::safetensors::load(&p, &candle_core::Device::Cpu)
             .map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
     };
-    Ok(Checkpoint { params: load_st("model.safetensors")?, optimizer: load_st("optimizer.safetensors")?, model, state, dir })
+    let (params, optimizer) = (load_st("model.safetensors")?, load_st("optimizer.safetensors")?);
+    crate::model::checkpoint::ensure_all_finite(&params, &dir.join("model.safetensors"))?;
+    crate::model::checkpoint::ensure_all_finite(&optimizer, &dir.join("optimizer.safetensors"))?;
+    Ok(Checkpoint { params, optimizer, model, state, dir })
 }
 
 /// The run configuration a checkpoint was written with (`--resume` without `--config`).

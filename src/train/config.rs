@@ -294,8 +294,8 @@ impl PretrainConfig {
         if self.seq_len < 8 {
             return err("seq_len", "must be at least 8");
         }
-        if self.layers == 0 {
-            return err("layers", "must be positive");
+        if self.layers == 0 || self.layers > crate::model::MAX_LAYERS {
+            return err("layers", &format!("must be between 1 and {}", crate::model::MAX_LAYERS));
         }
         if self.hidden == 0 {
             return err("hidden", "must be positive");

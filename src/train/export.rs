@@ -89,6 +89,7 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
         if t.dims() != shape.as_slice() {
             return Err(Error::tensor(&weights_path, &name, format!("wrong shape: config.json says {shape:?}, found {:?}", t.dims())));
         }
+        crate::model::checkpoint::ensure_finite(t, &weights_path, &name)?;
         parameters += t.elem_count();
         params.insert(name, t.to_dtype(dtype)?);
     }

@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -306,18 +306,36 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
 
     // Model: resumed, continued from a model directory, or fresh from the seed.
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
+    if let Some(ck) = &resumed {
+        if ck.state.step >= cfg.steps {
+            return Err(Error::input(format!(
+                "{} is at step {}, and --steps {} asks for no more: pass a larger --steps to continue the run",
+                ck.dir.display(),
+                ck.state.step,
+                cfg.steps
+            )));
+        }
+    }
+    // The corpus's ids must mean what the model's tokenizer says they mean.
+    let same_tokenizer = |dir: &Path| -> Result<()> {
+        if let Some(why) = Tokenizer::find_in_dir(dir)?.and_then(|t| t.vocabulary_mismatch(&tokenizer)) {
+            return Err(Error::file(
+                &cfg.corpus,
+                format!(
+                    "prepared with another tokenizer than the model in {} (the model's against the corpus's: {why}): prepare the corpus with that model's tokenizer",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(())
+    };
     let (mut model_cfg, weights) = match (&resumed, &cfg.init_from) {
-        (Some(ck), _) => (ck.model.clone(), ck.params.clone()),
+        (Some(ck), _) => {
+            same_tokenizer(&ck.dir)?;
+            (ck.model.clone(), ck.params.clone())
+        }
         (None, Some(dir)) => {
-            if let Some(why) = Tokenizer::find_in_dir(dir)?.and_then(|t| t.vocabulary_mismatch(&tokenizer)) {
-                return Err(Error::file(
-                    &cfg.corpus,
-                    format!(
-                        "prepared with another tokenizer than the model in {} (the model's against the corpus's: {why}): prepare the corpus with that model's tokenizer",
-                        dir.display()
-                    ),
-                ));
-            }
+            same_tokenizer(dir)?;
             let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
             let ck = crate::model::checkpoint::Checkpoint::read(dir)?;
             let expected = model_cfg.parameter_shapes();
