@@ -237,6 +237,11 @@ fn bad_input_is_an_error_naming_the_tensor() {
     }
     std::fs::write(tmp.path().join("prompt_encoder.json"), b"{\"kind\": \"lstm\"}").unwrap();
     assert!(err_text(PromptEncoder::load_state(tmp.path(), &Device::Cpu)).contains("prompt_encoder.json"));
+    // A prompt from a diverged run: refused by file and tensor, not scored as NaN.
+    let nan = Tensor::full(f32::NAN, (6, 32), &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&HashMap::from([("prompt_embeddings".to_string(), nan)]), &adapter).unwrap();
+    let e = err_text(PromptEncoder::load_adapter(tmp.path(), &Device::Cpu));
+    assert!(e.contains("adapter_model.safetensors") && e.contains("prompt_embeddings") && e.contains("NaN"), "{e}");
 }
 
 #[test]

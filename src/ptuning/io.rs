@@ -77,9 +77,14 @@ struct PeftConfig {
     num_layers: Option<usize>,
 }
 
+/// The tensors of a safetensors file, refused when one holds NaN or an infinity (a prompt from
+/// a diverged run would otherwise score every label NaN without a word).
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = read_file(path)?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))?;
+    crate::model::checkpoint::ensure_all_finite(&tensors, path)?;
+    Ok(tensors)
 }
 
 fn write_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {

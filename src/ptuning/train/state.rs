@@ -140,6 +140,7 @@ pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
     let opt_path = dir.join("optimizer.safetensors");
     let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
         .map_err(|e| Error::file(&opt_path, format!("unreadable ({e}); is it truncated?")))?;
+    crate::model::checkpoint::ensure_all_finite(&optimizer, &opt_path)?;
     Ok(TuneCheckpoint { dir, state, optimizer })
 }
 
@@ -164,8 +165,17 @@ pub fn save_checkpoint(
     model: Option<TunedModel<'_>>,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    // A diverged step must not become `latest` and push a good checkpoint out of `keep_last`.
+    let state = optim.state_tensors()?;
+    if let Some(name) = crate::model::checkpoint::first_non_finite(&state)? {
+        return Err(Error::input(format!(
+            "step {}: the optimizer state `{name}` holds NaN or infinite values, so this checkpoint is not saved and those in {} are kept: training diverged (lower the learning rates)",
+            st.step,
+            out.display()
+        )));
+    }
     publish(out, st.step, keep_last, |tmp| {
-        save_tensors(&optim.state_tensors()?, &tmp.join("optimizer.safetensors"))?;
+        save_tensors(&state, &tmp.join("optimizer.safetensors"))?;
         if let Some(enc) = encoder {
             enc.save_state(&tmp.join("prompt"))?;
         }
