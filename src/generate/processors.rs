@@ -83,7 +83,13 @@ fn ban(scores: &mut [f32], token: u32) {
 /// `TopPLogitsWarper`), keeping at least `min_keep` tokens.
 pub(crate) fn warp(cfg: &GenerationConfig, scores: &mut [f32], min_keep: usize) {
     if cfg.temperature != 1.0 {
-        scores.iter_mut().for_each(|s| *s /= cfg.temperature);
+        // Shifted by the best score first (the softmax and the order are the same): a tiny
+        // temperature then drives the others to −∞ instead of the best to +∞ and every
+        // probability to NaN.
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max.is_finite() {
+            scores.iter_mut().for_each(|s| *s = (*s - max) / cfg.temperature);
+        }
     }
     if cfg.top_k > 0 {
         let k = cfg.top_k.max(min_keep).min(scores.len());
@@ -184,6 +190,25 @@ mod tests {
         p.apply(&[3, 1, 5, 3], 1, &mut s);
         let banned: Vec<usize> = (0..10).filter(|&i| s[i].is_infinite()).collect();
         assert_eq!(banned, vec![1, 2, 4]);
+    }
+
+    /// A temperature far below 1 sharpens the distribution onto the best token without
+    /// overflowing to NaN (1e-38 made every score ±∞ and the softmax NaN); a moderate one gives
+    /// the softmax of the scores divided by it, as before.
+    #[test]
+    fn tiny_temperatures_stay_finite_and_keep_the_softmax() {
+        for t in [1e-38f32, 1e-45, 1e-3] {
+            let mut s = vec![1.0, 5.0, f32::NEG_INFINITY, 4.9];
+            warp(&GenerationConfig { temperature: t, ..cfg() }, &mut s, 1);
+            let p = softmax(&s);
+            assert!(p.iter().all(|v| v.is_finite()), "{t}: {p:?}");
+            assert_eq!(argmax(&s), 1);
+            assert!(p[1] > 0.99, "{t}: {p:?}");
+        }
+        let mut s = vec![1.0, 2.0, 3.0];
+        warp(&GenerationConfig { temperature: 0.5, ..cfg() }, &mut s, 1);
+        let want = softmax(&[2.0, 4.0, 6.0]);
+        assert!(softmax(&s).iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
     }
 
     #[test]
