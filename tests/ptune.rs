@@ -356,6 +356,12 @@ fn bad_input_is_a_clear_error() -> TestResult {
     c.train = unknown;
     let e = err(&c);
     assert!(e.contains("unknown.jsonl") && e.contains("label `q`"), "{e}");
+    // A field the template uses, missing from the second example (or not text): file and example named.
+    let missing = t.dir.path().join("missing.jsonl");
+    std::fs::write(&missing, "{\"w\": \"abxcd\", \"label\": \"x\"}\n{\"v\": \"abxcd\", \"w2\": [1], \"label\": \"x\"}\n")?;
+    c.train = missing;
+    let e = err(&c);
+    assert!(e.contains("missing.jsonl") && e.contains("example 2") && e.contains("`w`") && e.contains("text fields: v"), "{e}");
     // Empty file, zero steps, resume without a run.
     let empty = t.dir.path().join("empty.jsonl");
     std::fs::write(&empty, "")?;

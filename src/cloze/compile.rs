@@ -97,9 +97,9 @@ pub fn compile(
                 let v = fields.get(f).ok_or_else(|| {
                     let have: Vec<&str> = fields.keys().map(String::as_str).collect();
                     Error::input(format!(
-                        "the example has no field `{f}` (template `{}`; the example has: {})",
+                        "the example has no text field `{f}` (template `{}`; the example's text fields: {}; a field must be a string, number or boolean)",
                         template.source(),
-                        have.join(", ")
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
                     ))
                 })?;
                 Piece::Field(tokenize(tok, v.trim(), seg.space_before)?)

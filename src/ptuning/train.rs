@@ -306,7 +306,29 @@ pub fn read_labelled(path: &Path, task: &ClozeTask, what: &str) -> Result<Vec<Ex
         return Err(Error::file(path, format!("the {what} file holds no example")));
     }
     let labels = task.data_labels();
+    let fields: Vec<&str> = task
+        .template
+        .segments()
+        .iter()
+        .filter_map(|s| match &s.part {
+            crate::cloze::Part::Field(f) => Some(f.as_str()),
+            _ => None,
+        })
+        .collect();
     for (i, e) in examples.iter().enumerate() {
+        // Checked here, before any model is loaded, with the file and example named.
+        if let Some(f) = fields.iter().find(|f| !e.fields.contains_key(**f)) {
+            let have: Vec<&str> = e.fields.keys().map(String::as_str).collect();
+            return Err(Error::file(
+                path,
+                format!(
+                    "example {}: no text field `{f}`, which the template `{}` uses (the example's text fields: {})",
+                    i + 1,
+                    task.template.source(),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                ),
+            ));
+        }
         match e.label.as_deref() {
             None => return Err(Error::file(path, format!("example {} has no label: {what} needs labelled data", i + 1))),
             Some(l) if !labels.iter().any(|x| x == l) => {
