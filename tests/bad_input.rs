@@ -281,4 +281,19 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     std::fs::write(&pairs, "{}\n").unwrap();
     fails(&["turing", "prepare", "--count", "1", "--out", &p(&pairs)], &["already exists", "--force"]);
     assert_eq!(std::fs::read_to_string(&pairs).unwrap(), "{}\n");
+    // Sizes that could only exhaust the memory are refused before anything is allocated.
+    let vocab = p(&tmp.path().join("v"));
+    fails(
+        &["tokenizer", "train", "--kind", "bpe", "--vocab-size", "99999999999999", "-o", &vocab, &p(&text)],
+        &["vocabulary size", "at most"],
+    );
+    fails(&["bench", "forward", "--layers", "100000000000"], &["num_layers", "at most 1024"]);
+    fails(&["bench", "forward", "--vocab", "0"], &["vocab_size", "must be positive"]);
+    let corpus = tmp.path().join("corpus");
+    let out = wenhui(&["data", "prepare", "--tokenizer", "models/poetry-glm", "-o", &p(&corpus), &p(&text)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fails(
+        &["eval", "ppl", "--model", "models/poetry-glm", "--corpus", &p(&corpus), "--batch-size", "100000000", "--seq-len", "32"],
+        &["lower --batch-size"],
+    );
 }

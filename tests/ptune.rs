@@ -370,6 +370,18 @@ fn bad_input_is_a_clear_error() -> TestResult {
     let mut c = toy_config(&t, TuneMode::Ptune, model, "bad3");
     c.max_steps = Some(0);
     assert!(err(&c).contains("max_steps"), "{}", err(&c));
+    // Sizes that could only exhaust the memory.
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad4");
+    c.batch_size = Some(100_000);
+    assert!(err(&c).contains("batch_size must be between 1 and 4096"), "{}", err(&c));
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad5");
+    c.encoder_layers = 1_000_000;
+    assert!(err(&c).contains("encoder_layers"), "{}", err(&c));
+    let long = t.dir.path().join("long.toml");
+    std::fs::write(&long, TOY_TASK.replace("[P*3] ", "[P*200] "))?;
+    let mut c = toy_config(&t, TuneMode::Ptune, model, "bad6");
+    c.task = long.to_str().unwrap().into();
+    assert!(err(&c).contains("[P] tokens, but the model reads at most 64 positions"), "{}", err(&c));
     let c = toy_config(&t, TuneMode::Ptune, model, "nothing-here");
     let e = tune(&c, &RunOptions { resume: Some(t.dir.path().join("nothing-here")), ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("no checkpoint to resume"), "{e}");

@@ -74,6 +74,8 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
     }
     let dev = Device::Cpu;
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
+    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
+    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     // f32 weights, a layer's activations and attention scores, the logits.
     let (b, s, h) = (c.batch as f64, c.seq as f64, c.hidden as f64);

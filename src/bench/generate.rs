@@ -114,6 +114,8 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     }
     let max_seq = c.prompt.max(c.new_tokens + 2);
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, max_seq));
+    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
+    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let dev = parse_device(&c.device)?;
     let dtype = parse_dtype(&c.dtype)?;

@@ -80,6 +80,8 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     let compute = parse_dtype(&c.dtype)?;
     check_dtype(&dev, compute)?;
     let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
+    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
+    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
     let params_n: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let (varmap, mut model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &dev)?;
     model.set_compute_dtype(compute)?;

@@ -81,8 +81,8 @@ struct PeftConfig {
 /// a diverged run would otherwise score every label NaN without a word).
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = read_file(path)?;
-    let tensors =
-        candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))?;
     crate::model::checkpoint::ensure_all_finite(&tensors, path)?;
     Ok(tensors)
 }

@@ -211,6 +211,13 @@ pub struct Resolved {
     pub dropout: bool,
 }
 
+/// The largest training or evaluation batch, in examples.
+pub const MAX_BATCH: usize = 4096;
+/// The widest prompt encoder (its LSTM or MLP hidden size).
+pub const MAX_ENCODER_HIDDEN: usize = 65_536;
+/// The deepest prompt encoder LSTM.
+pub const MAX_ENCODER_LAYERS: usize = 16;
+
 /// Resolves `cfg` against the task's `[train]` hints and the defaults, checking ranges.
 pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
     let h = &task.spec.train;
@@ -225,8 +232,17 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
     if r.max_steps == 0 {
         return bad("max_steps", "must be at least 1");
     }
-    if r.batch_size == 0 {
-        return bad("batch_size", "must be at least 1");
+    // Few-shot sets are small; a batch far beyond these bounds could only exhaust the memory.
+    for (name, v) in [("batch_size", r.batch_size), ("eval_batch_size", cfg.eval_batch_size)] {
+        if v == 0 || v > MAX_BATCH {
+            return bad(name, &format!("must be between 1 and {MAX_BATCH}"));
+        }
+    }
+    if cfg.encoder_hidden.is_some_and(|h| h == 0 || h > MAX_ENCODER_HIDDEN) {
+        return bad("encoder_hidden", &format!("must be between 1 and {MAX_ENCODER_HIDDEN}"));
+    }
+    if cfg.encoder_layers == 0 || cfg.encoder_layers > MAX_ENCODER_LAYERS {
+        return bad("encoder_layers", &format!("must be between 1 and {MAX_ENCODER_LAYERS} (P-tuning uses 2)"));
     }
     for (name, v) in [("prompt_lr", r.prompt_lr), ("lm_lr", cfg.lm_lr)] {
         if !v.is_finite() || v <= 0.0 {
@@ -237,9 +253,6 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
         if !v.is_finite() || v < 0.0 {
             return bad(name, "must be a finite number ≥ 0");
         }
-    }
-    if cfg.eval_batch_size == 0 {
-        return bad("eval_batch_size", "must be at least 1");
     }
     Ok(r)
 }
@@ -430,6 +443,15 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         }
     };
     let hidden = model.info().hidden_size;
+    // Every input holds the template's [P] tokens besides the example: they must leave room.
+    let positions = model.info().max_positions;
+    if template.num_pseudo() >= positions {
+        return Err(Error::input(format!(
+            "task {}: the template has {} [P] tokens, but the model reads at most {positions} positions: use fewer",
+            cfg.task,
+            template.num_pseudo()
+        )));
+    }
 
     // The prompt encoder, when the template has pseudo tokens.
     let encoder = if template.num_pseudo() == 0 {

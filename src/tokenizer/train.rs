@@ -85,9 +85,16 @@ fn tok_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{what}: {e}"))
 }
 
+/// The largest vocabulary a tokenizer may be trained to (GLM-130B's is 150,528).
+pub const MAX_VOCAB: usize = 4_000_000;
+
 /// Trains a tokenizer of `opts.kind` on the documents of `inputs` (files or directories, read as `prepare`
 /// reads them). The result has the GLM command tokens of its family.
 pub fn train_tokenizer(inputs: &[PathBuf], opts: &TrainOptions) -> Result<Tokenizer> {
+    // The trainers size tables by it: a huge value would exhaust the memory before any merge.
+    if opts.vocab_size > MAX_VOCAB {
+        return Err(Error::input(format!("vocabulary size {} is beyond any model's (at most {MAX_VOCAB})", opts.vocab_size)));
+    }
     match opts.kind {
         TrainKind::Bpe => train_bpe(inputs, opts),
         TrainKind::WordPiece => train_wordpiece(inputs, opts),

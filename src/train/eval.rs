@@ -70,6 +70,10 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
     if seq_len > info.max_positions || seq_len < 4 {
         return Err(Error::input(format!("eval: --seq-len {seq_len} must be between 4 and the model's {} positions", info.max_positions)));
     }
+    // Activations and logits of one batch (forward only): refused up front rather than
+    // exhausting the memory.
+    let batch_bytes = 4.0 * o.batch_size as f64 * seq_len as f64 * (24.0 * info.hidden_size as f64 + info.vocab_size as f64);
+    crate::device::ensure_fits(&crate::device::default_device(), batch_bytes, "one evaluation batch", "lower --batch-size or --seq-len")?;
     let tokenizer = corpus.tokenizer()?;
     let used = tokenizer.vocab_size(true);
     if used > info.vocab_size {
