@@ -99,11 +99,16 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Reads a UTF-8 text file, naming it in the error.
+/// Reads a UTF-8 text file (less a leading byte-order mark), naming it in the error.
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = read_file(path)?;
-    String::from_utf8(bytes)
-        .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))
+    let mut text = String::from_utf8(bytes)
+        .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))?;
+    // A byte-order mark (Windows editors write one) is no content: JSON parsers reject it.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 /// Reads a JSONL file into `T` per non-blank line; errors name the file and line.
@@ -126,4 +131,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte-order mark is dropped; invalid UTF-8 is an error naming the file and offset.
+    #[test]
+    fn text_files_lose_their_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "\u{feff}{\"x\": 1}\r\n\n{\"x\": 2}\n").unwrap();
+        let rows: Vec<serde_json::Value> = read_jsonl(&path).unwrap();
+        assert_eq!(rows, [serde_json::json!({"x": 1}), serde_json::json!({"x": 2})]);
+        std::fs::write(&path, b"ok\xff").unwrap();
+        let e = read_text(&path).unwrap_err().to_string();
+        assert!(e.contains("a.jsonl") && e.contains("offset 2"), "{e}");
+    }
 }

@@ -35,11 +35,20 @@ fn main() {
     // Colours only on a terminal: a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let verbose = cli.verbose;
     if let Err(e) = cli::run(cli) {
         // The whole chain: the context ("evaluating `rte` on FILE") and what went wrong under it,
         // less the causes a message already quotes (an I/O error names its OS error itself).
-        let mut msg = e.to_string();
-        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+        // candle appends a stack trace to its errors when RUST_BACKTRACE is set: kept with -v only.
+        let text = |x: &dyn std::fmt::Display| {
+            let s = x.to_string();
+            match s.find("\n   0: ") {
+                Some(i) if !verbose => s[..i].to_string(),
+                _ => s,
+            }
+        };
+        let mut msg = text(&e);
+        for cause in e.chain().skip(1).map(|c| text(&c)) {
             if !msg.contains(&cause) {
                 msg = format!("{msg}: {cause}");
             }

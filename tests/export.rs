@@ -54,6 +54,13 @@ fn export_f32_is_identical_and_f16_is_close() {
         assert!(!f32_dir.join(absent).exists(), "{absent} exported");
     }
     wenhui::tokenizer::Tokenizer::from_dir(&f32_dir).unwrap();
+    // Readable by others like the files beside it (safetensors writes a private temp file).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f32_dir.join("model.safetensors")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    }
 
     for (name, tol) in [("f16", 1e-2f32), ("bf16", 5e-2)] {
         let dir = tmp.path().join(format!("model-{name}"));

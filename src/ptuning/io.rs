@@ -87,10 +87,6 @@ fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
     Ok(tensors)
 }
 
-fn write_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    candle_core::safetensors::save(tensors, path).map_err(|e| Error::file(path, format!("could not write safetensors: {e}")))
-}
-
 fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
@@ -137,7 +133,7 @@ impl PromptEncoder {
     /// Writes all parameters with peft's names (optionally with `prefix`, e.g. [`PEFT_PREFIX`]).
     pub fn save_weights(&self, path: &Path, prefix: &str) -> Result<()> {
         let map = self.named_tensors().iter().map(|(n, t)| (format!("{prefix}{n}"), t.clone())).collect();
-        write_safetensors(&map, path)
+        crate::train::checkpoint::save_tensors(&map, path)
     }
 
     /// Saves the full, resumable state into `dir`: [`STATE_WEIGHTS`] (every parameter) and
@@ -167,7 +163,7 @@ impl PromptEncoder {
         create_dir(dir)?;
         let cfg = self.config();
         let prompt = self.prompt_embeddings()?.contiguous()?;
-        write_safetensors(&HashMap::from([(PROMPT_EMBEDDINGS.to_string(), prompt)]), &dir.join(ADAPTER_WEIGHTS))?;
+        crate::train::checkpoint::save_tensors(&HashMap::from([(PROMPT_EMBEDDINGS.to_string(), prompt)]), &dir.join(ADAPTER_WEIGHTS))?;
         let kind = match cfg.kind {
             EncoderKind::Embedding => meta.reparameterization.unwrap_or(EncoderKind::Mlp),
             k => k,

@@ -94,7 +94,15 @@ pub fn save(
 
 /// Writes `tensors` as a safetensors file.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    candle_core::safetensors::save(tensors, path).map_err(|e| Error::file(path, e.to_string()))
+    candle_core::safetensors::save(tensors, path).map_err(|e| Error::file(path, format!("could not write safetensors: {e}")))?;
+    // safetensors writes through a private temporary file (mode 0600); weights are shared like
+    // the config and tokenizer beside them.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        io(path, std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))?;
+    }
+    Ok(())
 }
 
 /// Writes `value` as pretty JSON and syncs the file.

@@ -140,7 +140,7 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
 
 fn write_dir(tmp: &Path, params: &HashMap<String, Tensor>, config: &ModelConfig, tokenizer: Option<&Tokenizer>) -> Result<()> {
     let weights = tmp.join("model.safetensors");
-    candle_core::safetensors::save(params, &weights).map_err(|e| Error::file(&weights, e.to_string()))?;
+    crate::train::checkpoint::save_tensors(params, &weights)?;
     let config_path = tmp.join("config.json");
     let json = serde_json::to_string_pretty(&config.to_json()).map_err(|e| Error::input(e.to_string()))?;
     std::fs::write(&config_path, json).map_err(|e| Error::io(&config_path, e))?;
