@@ -30,7 +30,7 @@ pub struct TaskArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Which FewGLUE file when --data is absent: val (SuperGLUE dev), dev32 or train.
-    #[arg(long, default_value = "val")]
+    #[arg(long, default_value = "val", value_parser = ["val", "dev32", "train"])]
     split: String,
     /// Evaluate only the first N examples.
     #[arg(long, value_parser = crate::cli::common::positive)]

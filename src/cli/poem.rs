@@ -191,6 +191,15 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
         let form = a.form.as_deref().or(t.form.as_deref()).unwrap_or(DEFAULT_FORM);
         constraints.push(Constraints::parse(form, &a.rhyme, "").map_err(|e| anyhow::anyhow!("{} (title {}): {e}", path.display(), i + 1))?);
     }
+    if let Some(out) = &a.output {
+        // Before the first (slow) poem: the titles file is not the output, and the output can be written.
+        if out.canonicalize().is_ok_and(|o| path.canonicalize().is_ok_and(|p| p == o)) {
+            anyhow::bail!("--output {} is the titles file: writing the poems would replace it; choose another file", out.display());
+        }
+        let probe = out.with_file_name(format!(".{}.probe{}", out.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| anyhow::anyhow!("--output {}: cannot write there ({e})", out.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
     let task = a.search.task("poem")?;
     let (model, tok) = a.search.load()?;
     let cx = Context::new(model.as_ref(), &tok)?;
@@ -228,6 +237,9 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if failure.is_none() && skipped > 0 && skipped == titles.len() {
+        anyhow::bail!("{}: no poem: all {skipped} titles were skipped (see above); nothing written", path.display());
+    }
     if let Some(out) = &a.output {
         let mut text = lines.join("\n");
         if !text.is_empty() {

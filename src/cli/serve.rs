@@ -41,10 +41,10 @@ pub struct Args {
     #[arg(long, default_value_t = Limits::default().max_beams)]
     max_beams: usize,
     /// Most completion choices decoded together in one continuous batch (1 = one request at a time).
-    #[arg(long, default_value_t = Limits::default().max_batch)]
+    #[arg(long, default_value_t = Limits::default().max_batch, value_parser = crate::cli::common::positive)]
     max_batch: usize,
     /// Requests that may wait for the model (429 with Retry-After beyond).
-    #[arg(long, default_value_t = Limits::default().queue_len)]
+    #[arg(long, default_value_t = Limits::default().queue_len, value_parser = crate::cli::common::positive)]
     queue: usize,
     /// Per-request time limit in seconds, queueing included (504 beyond).
     #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]

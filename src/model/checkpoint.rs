@@ -303,7 +303,8 @@ fn safetensors_header_problem(path: &Path) -> Option<(String, String)> {
             Some("F32" | "I32" | "U32") => 4,
             Some("F16" | "BF16" | "I16" | "U16") => 2,
             Some("U8" | "I8" | "BOOL" | "F8_E4M3" | "F8_E5M2") => 1,
-            other => return Some((name.clone(), format!("unknown dtype {other:?}"))),
+            Some(other) => return Some((name.clone(), format!("unknown dtype `{other}`"))),
+            None => return Some((name.clone(), "no dtype".to_string())),
         };
         let shape: Option<Vec<u64>> = t["shape"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());
         let offsets: Option<Vec<u64>> = t["data_offsets"].as_array().map(|s| s.iter().filter_map(|d| d.as_u64()).collect());

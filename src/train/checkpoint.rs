@@ -199,6 +199,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let model = ModelConfig::from_file(&dir.join("config.json"))?;
     let load_st = |name: &str| {
         let p = dir.join(name);
+        if !p.is_file() {
+            return Err(Error::file(&p, "missing: the checkpoint is incomplete"));
+        }
         candle_core::safetensors::load(&p, &candle_core::Device::Cpu)
             .map_err(|e| Error::file(&p, format!("unreadable ({e}); is it truncated?")))
     };

@@ -138,6 +138,9 @@ pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
     let state: TuneState = serde_json::from_str(&read_text(&state_path)?)
         .map_err(|e| Error::file(&state_path, format!("not a ptune/finetune trainer state: {e}")))?;
     let opt_path = dir.join("optimizer.safetensors");
+    if !opt_path.is_file() {
+        return Err(Error::file(&opt_path, "missing: the checkpoint is incomplete"));
+    }
     let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
         .map_err(|e| Error::file(&opt_path, format!("unreadable ({e}); is it truncated?")))?;
     crate::model::checkpoint::ensure_all_finite(&optimizer, &opt_path)?;
