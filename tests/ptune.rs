@@ -238,6 +238,9 @@ fn resume_continues_exactly() -> TestResult {
     changed.max_steps = Some(99);
     let rest = tune(&changed, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() })?;
     assert_eq!(rest.steps, 6);
+    // Resuming the complete run is an error that says so, not a silent no-op.
+    let e = tune(&changed, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("at step 6") && e.contains("complete"), "{e}");
     for file in ["prompt/prompt_encoder.safetensors", "optimizer.safetensors"] {
         let a = tensors_of(&straight.out_dir.join("checkpoints/step-00000006"), file);
         let b = tensors_of(&split.out_dir.join("checkpoints/step-00000006"), file);

@@ -136,6 +136,8 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     let builtin = !Path::new(&a.task).is_file();
     let train = match (&a.train, builtin) {
         (Some(p), _) => p.clone(),
+        // The run's saved configuration names its training file.
+        (None, _) if a.resume => PathBuf::new(),
         (None, true) => fewglue_file(&a.task, "train")
             .with_context(|| format!("no --train file given and FewGLUE's {} train.jsonl was not found (set WENHUI_FEWGLUE)", a.task))?,
         (None, false) => anyhow::bail!("pass --train FILE.jsonl with labelled examples"),

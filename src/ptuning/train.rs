@@ -387,16 +387,47 @@ fn primary(task: &ClozeTask) -> String {
 
 /// Trains as `cfg` says (see the module docs); `opts.resume` continues a run directory.
 pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
-    // A resumed run continues with the configuration it was started with.
+    // A resumed run continues exactly, so with the configuration it was started with (its
+    // learning-rate schedule ends at its max_steps): what is given now is ignored, and said so.
     let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
-    if let Some(ck) = &resumed {
-        if ck.state.config != *given {
-            tracing::warn!("resuming with the configuration saved in {} (flags given now are ignored)", ck.dir.display());
+    let cfg = &match &resumed {
+        Some(ck) => {
+            let saved = ck.state.config.clone();
+            let (now, then) = (serde_json::to_value(given), serde_json::to_value(&saved));
+            if let (Ok(serde_json::Value::Object(now)), Ok(serde_json::Value::Object(then))) = (now, then) {
+                // Options not given (null) and an absent --train (allowed with --resume) are no difference.
+                let ignored: Vec<&str> = now
+                    .iter()
+                    .filter(|(k, v)| {
+                        !v.is_null() && then.get(*k) != Some(*v) && !(k.as_str() == "train" && given.train.as_os_str().is_empty())
+                    })
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        "resuming with the configuration saved in {}; ignoring what is given now for: {} \
+                         (to train on with other settings, start a new run from its best prompt with --init-prompt)",
+                        ck.dir.display(),
+                        ignored.join(", ")
+                    );
+                }
+            }
+            saved
         }
-    }
-    let cfg = &resumed.as_ref().map(|c| c.state.config.clone()).unwrap_or_else(|| given.clone());
+        None => given.clone(),
+    };
     let task = ClozeTask::load(&cfg.task)?;
     let r = resolve(cfg, &task)?;
+    if let Some(ck) = &resumed {
+        if ck.state.step >= r.max_steps {
+            return Err(Error::input(format!(
+                "{} is at step {}, its max_steps {}: the run is complete (to train on, start a new run from its best prompt with --init-prompt)",
+                ck.dir.display(),
+                ck.state.step,
+                r.max_steps
+            )));
+        }
+    }
     let tok = load_tokenizer(cfg.tokenizer.as_deref(), &cfg.model)?;
     let mut train = read_labelled(&cfg.train, &task, "training")?;
     if cfg.mirror_copa && task.spec.reader == Reader::Copa {
