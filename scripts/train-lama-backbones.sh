@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 # 1. The knowledge corpus: every fact of every split in ParaRel paraphrases, never the manual template.
 REL_FLAG=()
 [ "$RELATIONS" = all ] || REL_FLAG=(--relations "$RELATIONS")
-$W probe corpus --lama "$LAMA" -o "$OUT/knowledge.txt" --repeats "$REPEATS" --seed "$SEED" "${REL_FLAG[@]}" --json \
+$W probe corpus --force --lama "$LAMA" -o "$OUT/knowledge.txt" --repeats "$REPEATS" --seed "$SEED" "${REL_FLAG[@]}" --json \
   > "$OUT/knowledge.json"
 # 2. One cased byte-level BPE tokenizer and one token corpus shared by the three backbones.
 $W tokenizer train --kind bpe --vocab-size "$VOCAB" --min-frequency 2 --force -o "$OUT/tok" "$OUT/knowledge.txt"

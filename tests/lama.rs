@@ -266,4 +266,19 @@ fn probe_runs_end_to_end_on_tiny_models() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["fact_sentences"], 2 * (13 + 6));
+    // An existing corpus is replaced only with --force.
+    let again = |force: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"));
+        c.args(["probe", "corpus", "--repeats", "1", "--lama"]).arg(&data).arg("-o").arg(tmp.path().join("k.txt"));
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let before = std::fs::read_to_string(tmp.path().join("k.txt")).unwrap();
+    let out = again(false);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(tmp.path().join("k.txt")).unwrap(), before);
+    assert!(again(true).status.success());
+    assert_ne!(std::fs::read_to_string(tmp.path().join("k.txt")).unwrap(), before);
 }

@@ -34,6 +34,9 @@ pub struct CorpusArgs {
     /// Output text file (documents separated by blank lines).
     #[arg(long, short)]
     output: PathBuf,
+    /// Replace --output if it exists.
+    #[arg(long)]
+    force: bool,
     /// Sentences per fact, each with another paraphrase while there are enough.
     #[arg(long, default_value_t = 4)]
     repeats: usize,
@@ -127,7 +130,13 @@ fn corpus(a: CorpusArgs) -> anyhow::Result<()> {
         sentences_per_doc: a.sentences_per_doc,
         relations: a.relations.clone(),
     };
+    if a.output.exists() && !a.force {
+        bail!("{} already exists; pass --force to replace it", a.output.display());
+    }
     let (docs, report) = build_corpus(&lama, &opts)?;
+    if report.facts.values().sum::<usize>() == 0 {
+        bail!("no fact to write: {} lists no relation with facts (relations.jsonl empty, or no test.jsonl)", a.lama.display());
+    }
     write_corpus(&docs, &a.output)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -199,6 +208,14 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{}", format_table(&report));
+    }
+    // A run that scored nothing measured nothing: say why rather than report zeros.
+    if report.relations.iter().all(|r| r.facts[2] == 0) {
+        bail!(
+            "no test fact was scored in {}: the relations' test.jsonl files are missing or empty, or every fact was filtered out (vocabulary: {})",
+            a.lama.display(),
+            vocab.name()
+        );
     }
     Ok(())
 }
