@@ -166,7 +166,7 @@ fn fixed_parts_too_long_is_a_clear_error() {
     let e = compile(&t, ModelKind::Glm, &tok, &fields(&[("a", "x")]), &CompileOptions::new(12)).unwrap_err().to_string();
     assert!(e.contains("fixed parts") && e.contains("12 positions") && e.contains("shorten the template"), "{e}");
     let e = compile(&t, ModelKind::Glm, &tok, &fields(&[]), &CompileOptions::new(64)).unwrap_err().to_string();
-    assert!(e.contains("no field `a`"), "{e}");
+    assert!(e.contains("no text field `a`"), "{e}");
     let slot_first = Template::parse("[MASK] {a}", &names(&["a"])).unwrap();
     let e = compile(&slot_first, ModelKind::Gpt2, &tok, &fields(&[("a", "x")]), &CompileOptions::new(64)).unwrap_err().to_string();
     assert!(e.contains("at least one token before"), "{e}");
