@@ -288,7 +288,7 @@ fn non_finite_checkpoints_are_neither_saved_nor_resumed() {
     // A resume that asks for no more steps, or with a corpus of another tokenizer, is refused.
     let resume = RunOptions { resume: Some(run.clone()), ..Default::default() };
     let e = pretrain(&cfg, &resume).err().unwrap().to_string();
-    assert!(e.contains("at step 2") && e.contains("larger --steps"), "{e}");
+    assert!(e.contains("at step 2 of 2") && e.contains("larger --steps"), "{e}");
     let titles = tmp.path().join("titles");
     let read = ReadOptions { template: Some("{title}".into()), ..Default::default() };
     let opts = TrainOptions { kind: TrainKind::Chars, vocab_size: 5000, min_frequency: 1, read: read.clone(), progress: false };

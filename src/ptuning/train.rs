@@ -419,14 +419,8 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     let task = ClozeTask::load(&cfg.task)?;
     let r = resolve(cfg, &task)?;
     if let Some(ck) = &resumed {
-        if ck.state.step >= r.max_steps {
-            return Err(Error::input(format!(
-                "{} is at step {}, its max_steps {}: the run is complete (to train on, start a new run from its best prompt with --init-prompt)",
-                ck.dir.display(),
-                ck.state.step,
-                r.max_steps
-            )));
-        }
+        let next = "to train on, start a new run from its best prompt with --init-prompt";
+        crate::train::checkpoint::ensure_steps_left(&ck.dir, ck.state.step, r.max_steps, next)?;
     }
     let tok = load_tokenizer(cfg.tokenizer.as_deref(), &cfg.model)?;
     let mut train = read_labelled(&cfg.train, &task, "training")?;

@@ -190,6 +190,15 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file()))
 }
 
+/// An error when the checkpoint in `dir`, at `step`, leaves no step of the run's `total`:
+/// resuming it would do nothing. `next` tells the user what to do instead.
+pub fn ensure_steps_left(dir: &Path, step: u64, total: u64, next: &str) -> Result<()> {
+    if step >= total {
+        return Err(Error::input(format!("{} is at step {step} of {total}: the run is complete ({next})", dir.display())));
+    }
+    Ok(())
+}
+
 /// Loads a checkpoint directory, or the newest checkpoint of a run directory.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let dir = resolve(path)?;

@@ -307,14 +307,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     // Model: resumed, continued from a model directory, or fresh from the seed.
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
     if let Some(ck) = &resumed {
-        if ck.state.step >= cfg.steps {
-            return Err(Error::input(format!(
-                "{} is at step {}, and --steps {} asks for no more: pass a larger --steps to continue the run",
-                ck.dir.display(),
-                ck.state.step,
-                cfg.steps
-            )));
-        }
+        checkpoint::ensure_steps_left(&ck.dir, ck.state.step, cfg.steps, "pass a larger --steps to continue it")?;
     }
     // The corpus's ids must mean what the model's tokenizer says they mean.
     let same_tokenizer = |dir: &Path| -> Result<()> {
