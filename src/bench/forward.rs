@@ -1,8 +1,7 @@
 //! GLM forward and cached-decoding speed on random weights.
 
 use super::median_ms;
-use crate::model::glm::GlmConfig;
-use crate::model::{Attention, BackboneInput, ModelConfig};
+use crate::model::{Attention, BackboneInput};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -73,9 +72,7 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
         )));
     }
     let dev = Device::Cpu;
-    let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
-    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
-    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
+    let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, c.seq)?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     // f32 weights, a layer's activations and attention scores, the logits.
     let (b, s, h) = (c.batch as f64, c.seq as f64, c.hidden as f64);

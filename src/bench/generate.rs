@@ -6,8 +6,7 @@
 use super::median_ms;
 use crate::device::{check_dtype, parse_device, parse_dtype, synchronize};
 use crate::generate::{fill_blanks, generate, BlankTokens, CausalInputs, GenerationConfig};
-use crate::model::glm::GlmConfig;
-use crate::model::{Backbone, BackboneInput, ModelConfig, ModelKind};
+use crate::model::{Backbone, BackboneInput, ModelKind};
 use crate::{Error, Result};
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
@@ -113,9 +112,7 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
         )));
     }
     let max_seq = c.prompt.max(c.new_tokens + 2);
-    let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, max_seq));
-    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
-    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
+    let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, max_seq)?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let dev = parse_device(&c.device)?;
     let dtype = parse_dtype(&c.dtype)?;

@@ -15,6 +15,14 @@ pub use train::{bench_train, TrainBench, TrainReport};
 
 use std::time::Instant;
 
+/// The random GLM a benchmark runs, checked as a config (zero sizes and damaged layer counts
+/// are named as options, not found later as odd tensor errors).
+pub(crate) fn glm_shape(layers: usize, hidden: usize, heads: usize, vocab: usize, seq: usize) -> crate::Result<crate::model::ModelConfig> {
+    let cfg = crate::model::ModelConfig::Glm(crate::model::glm::GlmConfig::new(layers, hidden, heads, vocab, seq));
+    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
+    Ok(cfg)
+}
+
 /// Runs `f` `warmup` times untimed, then `reps` times; returns the median wall time in ms.
 pub(crate) fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> crate::Result<()>) -> crate::Result<f64> {
     for _ in 0..warmup {

@@ -5,8 +5,6 @@ use super::median_ms;
 use crate::data::blank::{ObjectiveConfig, ObjectiveTokens};
 use crate::data::stream::{BatchStream, Cursor, StreamConfig};
 use crate::device::{check_dtype, parse_device, parse_dtype, synchronize};
-use crate::model::glm::GlmConfig;
-use crate::model::ModelConfig;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::pretrain::batch_loss;
 use crate::{Error, Result};
@@ -79,9 +77,7 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     let dev = parse_device(&c.device)?;
     let compute = parse_dtype(&c.dtype)?;
     check_dtype(&dev, compute)?;
-    let cfg = ModelConfig::Glm(GlmConfig::new(c.layers, c.hidden, c.heads, c.vocab, c.seq));
-    // Zero or damaged sizes are named as options, not found later as odd tensor errors.
-    cfg.validate(std::path::Path::new("the benchmark shape (--layers, --hidden, --heads, --vocab)"))?;
+    let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, c.seq)?;
     let params_n: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let (varmap, mut model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &dev)?;
     model.set_compute_dtype(compute)?;

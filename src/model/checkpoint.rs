@@ -54,9 +54,13 @@ pub(crate) fn has_non_finite(t: &Tensor) -> Result<bool> {
 /// training step later.
 pub(crate) fn ensure_finite(t: &Tensor, source: &Path, name: &str) -> Result<()> {
     if has_non_finite(t)? {
-        return Err(Error::tensor(source, name, "holds NaN or infinite values: the checkpoint is damaged (or its run diverged)"));
+        return Err(non_finite(source, name));
     }
     Ok(())
+}
+
+fn non_finite(source: &Path, name: &str) -> Error {
+    Error::tensor(source, name, "holds NaN or infinite values: the checkpoint is damaged (or its run diverged)")
 }
 
 /// The first tensor of `tensors` (in name order) that holds a NaN or an infinity.
@@ -74,7 +78,7 @@ pub(crate) fn first_non_finite(tensors: &HashMap<String, Tensor>) -> Result<Opti
 /// [`ensure_finite`] over every tensor of `tensors` read from `source`.
 pub(crate) fn ensure_all_finite(tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
     match first_non_finite(tensors)? {
-        Some(name) => ensure_finite(&tensors[name], source, name),
+        Some(name) => Err(non_finite(source, name)),
         None => Ok(()),
     }
 }

@@ -211,8 +211,6 @@ pub struct Resolved {
     pub dropout: bool,
 }
 
-/// The largest training or evaluation batch, in examples.
-pub const MAX_BATCH: usize = 4096;
 /// The widest prompt encoder (its LSTM or MLP hidden size).
 pub const MAX_ENCODER_HIDDEN: usize = 65_536;
 /// The deepest prompt encoder LSTM.
@@ -232,7 +230,7 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
     if r.max_steps == 0 {
         return bad("max_steps", "must be at least 1");
     }
-    // Few-shot sets are small; a batch far beyond these bounds could only exhaust the memory.
+    use crate::train::MAX_BATCH;
     for (name, v) in [("batch_size", r.batch_size), ("eval_batch_size", cfg.eval_batch_size)] {
         if v == 0 || v > MAX_BATCH {
             return bad(name, &format!("must be between 1 and {MAX_BATCH}"));

@@ -72,17 +72,8 @@ pub fn save(
     state: &TrainerState,
     keep_last: usize,
 ) -> Result<PathBuf> {
-    // A diverged step must not become `latest` and push a good checkpoint out of `keep_last`.
-    for (what, tensors) in [("weight", params), ("optimizer state", optimizer)] {
-        if let Some(name) = crate::model::checkpoint::first_non_finite(tensors)? {
-            return Err(Error::input(format!(
-                "step {}: the {what} `{name}` holds NaN or infinite values, so this checkpoint is not saved and those \
-                 in {} are kept: training diverged (resume from the last one with a lower learning rate)",
-                state.step,
-                checkpoints_dir(run).display()
-            )));
-        }
-    }
+    let parts = [("weight", params), ("optimizer state", optimizer)];
+    refuse_non_finite(run, state.step, &parts, "resume from the last one with a lower learning rate")?;
     publish(run, state.step, keep_last, |tmp| {
         save_tensors(params, &tmp.join("model.safetensors"))?;
         save_tensors(optimizer, &tmp.join("optimizer.safetensors"))?;
@@ -90,6 +81,22 @@ pub fn save(
         write_json(&tmp.join("trainer_state.json"), state)?;
         tokenizer.save(tmp)
     })
+}
+
+/// An error when a tensor of `parts` (what it is, its tensors) holds NaN or an infinity: a
+/// diverged step must not be published under `run`, where it would become `latest` and push a
+/// good checkpoint out of `keep_last`. `next` tells the user what to do.
+pub fn refuse_non_finite(run: &Path, step: u64, parts: &[(&str, &HashMap<String, Tensor>)], next: &str) -> Result<()> {
+    for (what, tensors) in parts {
+        if let Some(name) = crate::model::checkpoint::first_non_finite(tensors)? {
+            return Err(Error::input(format!(
+                "step {step}: the {what} `{name}` holds NaN or infinite values, so this checkpoint is not saved and those \
+                 in {} are kept: training diverged ({next})",
+                checkpoints_dir(run).display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Writes `tensors` as a safetensors file.

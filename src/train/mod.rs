@@ -9,3 +9,8 @@ pub mod optim;
 pub mod plot;
 pub mod pretrain;
 pub mod seq2seq;
+
+/// The largest training or evaluation batch of the fine-tuning commands (ptune, finetune,
+/// seq2seq), in examples: their data sets are small, and a larger batch could only exhaust the
+/// memory.
+pub const MAX_BATCH: usize = 4096;

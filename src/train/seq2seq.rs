@@ -324,8 +324,8 @@ fn step_indices(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
 /// Fine-tunes (or resumes) as `cfg` says.
 pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2seqSummary> {
     let mut opts = opts;
-    if cfg.batch_size == 0 || cfg.batch_size > crate::ptuning::train::MAX_BATCH {
-        return Err(Error::input(format!("batch size must be between 1 and {}", crate::ptuning::train::MAX_BATCH)));
+    if cfg.batch_size == 0 || cfg.batch_size > super::MAX_BATCH {
+        return Err(Error::input(format!("batch size must be between 1 and {}", super::MAX_BATCH)));
     }
     if cfg.steps.is_none() && cfg.epochs <= 0.0 {
         return Err(Error::input("epochs must be positive (or give the number of steps)"));

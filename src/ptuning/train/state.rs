@@ -168,15 +168,8 @@ pub fn save_checkpoint(
     model: Option<TunedModel<'_>>,
     keep_last: usize,
 ) -> Result<PathBuf> {
-    // A diverged step must not become `latest` and push a good checkpoint out of `keep_last`.
     let state = optim.state_tensors()?;
-    if let Some(name) = crate::model::checkpoint::first_non_finite(&state)? {
-        return Err(Error::input(format!(
-            "step {}: the optimizer state `{name}` holds NaN or infinite values, so this checkpoint is not saved and those in {} are kept: training diverged (lower the learning rates)",
-            st.step,
-            out.display()
-        )));
-    }
+    crate::train::checkpoint::refuse_non_finite(out, st.step, &[("optimizer state", &state)], "lower the learning rates")?;
     publish(out, st.step, keep_last, |tmp| {
         save_tensors(&state, &tmp.join("optimizer.safetensors"))?;
         if let Some(enc) = encoder {
