@@ -166,11 +166,11 @@ pub(crate) fn backward(
     // The dW part of the packed buffer starts nx elements in: cublasLt wants it 256-byte aligned.
     let dw_aligned = (rows * inp * dy.0.dtype().size_in_bytes()).is_multiple_of(256);
     let (nx, nw) = (rows * inp, out * inp);
-    if rows == 0 || out == 0 || inp == 0 {
-        // An empty batch (or layer): dx is empty, and dW and db sum no rows, so all is zeros.
+    if rows == 0 || out == 0 {
+        // An empty batch (or no outputs): dx is empty or zero, and dW and db sum no rows, so all is zeros.
         return dy.0.device().zeros_impl(&(nx + nw + if bias { out } else { 0 }).max(1).into(), dy.0.dtype());
     }
-    if dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
+    if inp > 0 && dw_aligned && cublaslt_allowed() && aligned(&[(x.0, &xl), (w.0, &wl), (dy.0, &dyl)]) {
         let dims = (rows, out, inp);
         let dev = dy.0.device();
         let packed = match dy.0.dtype() {
