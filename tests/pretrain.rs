@@ -334,3 +334,30 @@ fn non_finite_checkpoints_are_neither_saved_nor_resumed() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NaN"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!tmp.path().join("x").exists());
 }
+
+/// A run from `init_from` keeps that model's shape: shape fields that agree with it are fine,
+/// one that does not is an error naming it (it used to be ignored silently).
+#[test]
+fn init_from_refuses_another_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let first = pretrain(&config(&c, &tmp.path().join("a"), serde_json::json!({"steps": 1, "eval_every": 0})), &RunOptions::default()).unwrap();
+    let from = serde_json::json!(first.model_dir);
+    // The same shape as the model (config() sets layers 2, hidden 64, heads 4): it continues.
+    let same = config(&c, &tmp.path().join("b"), serde_json::json!({"steps": 1, "eval_every": 0, "init_from": from}));
+    assert_eq!(same.model_fields_given, ["layers", "hidden", "heads"]);
+    assert_eq!(pretrain(&same, &RunOptions::default()).unwrap().steps, 1);
+    for (field, value, has) in
+        [("hidden", serde_json::json!(128), "has hidden 64"), ("layers", serde_json::json!(3), "has layers 2"), ("gelu", serde_json::json!("erf"), "has gelu tanh")]
+    {
+        let out = tmp.path().join(format!("c-{field}"));
+        let cfg = config(&c, &out, serde_json::json!({"steps": 1, "init_from": from, field: value}));
+        let e = pretrain(&cfg, &RunOptions::default()).unwrap_err().to_string();
+        assert!(e.contains(&format!("{field} {}", value.to_string().trim_matches('"'))) && e.contains(has) && e.contains("drop init_from"), "{e}");
+        assert!(!out.exists(), "a refused run leaves nothing behind");
+    }
+    // Without the shape fields, the model's shape is taken as it is.
+    let mut bare = config(&c, &tmp.path().join("d"), serde_json::json!({"steps": 1, "eval_every": 0, "init_from": from, "hidden": 128}));
+    bare.model_fields_given.clear();
+    assert_eq!(pretrain(&bare, &RunOptions::default()).unwrap().steps, 1);
+}

@@ -66,7 +66,7 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
-    fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
+    pub(crate) fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
         match self.hidden_act.as_str() {
             "gelu" => Ok(Gelu::Erf),
             "gelu_new" | "gelu_pytorch_tanh" => Ok(Gelu::Tanh),

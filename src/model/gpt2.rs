@@ -67,7 +67,7 @@ impl Gpt2Config {
         self.n_inner.unwrap_or(4 * self.n_embd)
     }
 
-    fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
+    pub(crate) fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
         match self.activation_function.as_str() {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Gelu::Tanh),
             "gelu" => Ok(Gelu::Erf),

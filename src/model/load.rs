@@ -91,6 +91,24 @@ impl ModelConfig {
         }
     }
 
+    /// `(layers, hidden size, attention heads, vocabulary)`, whichever the architecture.
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        match self {
+            ModelConfig::Glm(c) => (c.num_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
+            ModelConfig::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
+            ModelConfig::Gpt2(c) => (c.n_layer, c.n_embd, c.n_head, c.vocab_size),
+        }
+    }
+
+    /// The GELU variant; `path` names the config in errors (an unsupported activation name).
+    pub fn gelu(&self, path: &Path) -> Result<Gelu> {
+        match self {
+            ModelConfig::Glm(c) => Ok(c.gelu),
+            ModelConfig::Bert(c) => c.gelu(path),
+            ModelConfig::Gpt2(c) => c.gelu(path),
+        }
+    }
+
     /// Checks the fields; `path` names the source in errors.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let (field, layers) = match self {

@@ -126,7 +126,15 @@ pub struct PretrainConfig {
     /// Checkpoints kept.
     #[serde(default = "d::keep_last")]
     pub keep_last: usize,
+
+    /// The fresh-model fields (`layers`, `hidden`, `heads`, `gelu`, `arch`) the file or the flags
+    /// set, as opposed to defaults: a run from `init_from` checks them against that model.
+    #[serde(skip)]
+    pub model_fields_given: Vec<String>,
 }
+
+/// The fields that shape a fresh model; a run from `init_from` takes them from that model.
+pub const MODEL_FIELDS: [&str; 5] = ["layers", "hidden", "heads", "gelu", "arch"];
 
 /// Defaults (GLM-Large's optimizer settings, a small model shape).
 mod d {
@@ -226,11 +234,13 @@ impl PretrainConfig {
         if let Some(obj) = value.as_object_mut() {
             obj.extend(overrides);
         }
-        let cfg: Self = serde_json::from_value(value).map_err(|e| {
+        let given: Vec<String> = MODEL_FIELDS.iter().filter(|f| value.get(**f).is_some_and(|v| !v.is_null())).map(|f| f.to_string()).collect();
+        let mut cfg: Self = serde_json::from_value(value).map_err(|e| {
             let msg = e.to_string();
             let field = msg.split('`').nth(1).unwrap_or("?").to_string();
             Error::config(&origin, field, msg)
         })?;
+        cfg.model_fields_given = given;
         cfg.validate(&origin)?;
         Ok(cfg)
     }

@@ -235,6 +235,30 @@ fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<ModelConfi
     })
 }
 
+/// A run from `--init-from` keeps that model's shape: a layer count, width, head count, GELU or
+/// architecture the file or the flags set must agree with it (it used to be ignored silently).
+fn ensure_same_shape(cfg: &PretrainConfig, model: &ModelConfig, dir: &Path) -> Result<()> {
+    let config = dir.join("config.json");
+    let (layers, hidden, heads, _) = model.dims();
+    for field in &cfg.model_fields_given {
+        let (asked, has) = match field.as_str() {
+            "layers" => (cfg.layers.to_string(), layers.to_string()),
+            "hidden" => (cfg.hidden.to_string(), hidden.to_string()),
+            "heads" => (cfg.heads.to_string(), heads.to_string()),
+            "gelu" => (cfg.gelu.clone(), format!("{:?}", model.gelu(&config)?).to_lowercase()),
+            "arch" => (cfg.model_kind()?.to_string(), model.kind().to_string()),
+            _ => continue,
+        };
+        if asked != has {
+            return Err(Error::input(format!(
+                "{field} {asked}: the model in {} (init_from) has {field} {has}, and a run from a model keeps its shape; drop {field}, or drop init_from to train a fresh model",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Sets the run's dropout on `model` and checks that it fits the objective, the tokenizer and
 /// the sequence length.
 fn prepare_model(model: &mut ModelConfig, cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<()> {
@@ -275,12 +299,7 @@ fn prepare_model(model: &mut ModelConfig, cfg: &PretrainConfig, tokenizer: &Toke
 /// layer's attention scores at a time (three per key and head: beyond a small budget the
 /// probabilities are recomputed in the backward pass, not kept), and the logits.
 fn check_memory(model: &crate::model::ModelConfig, cfg: &PretrainConfig) -> Result<()> {
-    use crate::model::ModelConfig as M;
-    let (l, h, n, v) = match model {
-        M::Glm(c) => (c.num_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
-        M::Bert(c) => (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size),
-        M::Gpt2(c) => (c.n_layer, c.n_embd, c.n_head, c.vocab_size),
-    };
+    let (l, h, n, v) = model.dims();
     let params: f64 = model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as f64).sum();
     let (b, s, h, l) = (cfg.batch_size as f64, cfg.seq_len as f64, h as f64, l as f64);
     let activations = b * s * (l * 40.0 * h + 3.0 * n as f64 * s + v as f64);
@@ -330,6 +349,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         (None, Some(dir)) => {
             same_tokenizer(dir)?;
             let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+            ensure_same_shape(cfg, &model_cfg, dir)?;
             let ck = crate::model::checkpoint::Checkpoint::read(dir)?;
             let expected = model_cfg.parameter_shapes();
             (model_cfg, ck.into_params(&expected, DType::F32, &Device::Cpu)?)
