@@ -384,6 +384,17 @@ fn bad_task_input_is_a_clear_error() {
     let task = ClozeTask::from_toml(&multi_word, "toy").unwrap();
     let e = classify(m.as_ref(), &tok, &task, &fields(&[("a", "x"), ("b", "y")])).unwrap_err().to_string();
     assert!(e.contains("label `yes`") && e.contains("`yes` is 3 tokens") && e.contains("answer = \"multi\""), "{e}");
+    // A word the tokenizer does not know would be scored on [UNK], shared by every unknown word.
+    let unknown = ClozeTask::from_toml(&SINGLE_TASK.replace(r#"words = ["y"]"#, r#"words = ["é"]"#), "toy").unwrap();
+    let e = classify(m.as_ref(), &tok, &unknown, &fields(&[("a", "x"), ("b", "y")])).unwrap_err().to_string();
+    assert!(e.contains("label `yes`") && e.contains("`é` holds a token this tokenizer does not know ([UNK])"), "{e}");
+    let multi = ClozeTask::from_toml(&MULTI_TASK.replace(r#""zz""#, r#""zéz""#), "toy-multi").unwrap();
+    let ex = fields(&[("premise", "p"), ("c1", "a"), ("c2", "b")]);
+    let e = classify(m.as_ref(), &tok, &multi, &ex).unwrap_err().to_string();
+    assert!(e.contains("label `1`") && e.contains("`zéz` holds a token"), "{e}");
+    // Taken from the data (a candidate span), an unknown character is just rare input.
+    let from_data = fields(&[("premise", "p"), ("c1", "é"), ("c2", "b")]);
+    assert!(classify(m.as_ref(), &tok, &ClozeTask::from_toml(MULTI_TASK, "toy-multi").unwrap(), &from_data).is_ok());
     for (text, want) in [
         (SINGLE_TASK.replace("[MASK] .", "."), "no answer slot"),
         (SINGLE_TASK.replace("{b}", "{c}"), "unknown field `{c}`"),
@@ -557,4 +568,24 @@ fn cli_classify_prints_the_library_probabilities() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("has fields a, b") && err.contains("JSON object"), "{err}");
+    // A one-field task takes plain text, but a broken JSON object is an error, not text.
+    let one = dir.path().join("one.toml");
+    std::fs::write(&one, SINGLE_TASK.replace(r#"fields = ["a", "b"]"#, r#"fields = ["a"]"#).replace(" q {b} ?", " ?")).unwrap();
+    let one_field = |input: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["classify", "--task", one.to_str().unwrap(), "--model", "tests/fixtures/glm-tiny", "--tokenizer"])
+            .arg(&chars_txt)
+            .args(["--json", input])
+            .output()
+            .unwrap()
+    };
+    let text = one_field("the cat sat");
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let broken = one_field(r#"{"a": the cat sat}"#);
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(
+        !broken.status.success() && err.contains("looks like a JSON object but is not valid JSON") && err.contains("field (a)"),
+        "{err}"
+    );
+    assert!(broken.stdout.is_empty());
 }

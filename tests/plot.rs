@@ -183,6 +183,11 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("no-such-dir"), "{e}");
     let e = err(&good, &png, &PlotOptions { width: 10, ..PlotOptions::default() });
     assert!(e.contains("width"), "{e}");
+    // Metrics in a file named like an image, plotted onto itself: refused, the file kept.
+    let odd = write(dir.path(), "metrics.png", &synthetic_metrics());
+    let e = err(&odd, &dir.path().join(".").join("metrics.png"), &opts);
+    assert!(e.contains("metrics file itself"), "{e}");
+    assert_eq!(std::fs::read_to_string(&odd).unwrap(), synthetic_metrics());
 }
 
 #[test]

@@ -244,7 +244,14 @@ fn cli_runs_keep_apart_and_options_are_checked() {
     // another run's directory is not.
     let out = wenhui().args(["pretrain", "--quiet", "--steps", "4", "--layers", "1", "--resume"]).arg(&copy).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = wenhui().args(["pretrain", "--quiet", "--steps", "5", "--resume"]).arg(&copy).arg("--out-dir").arg(&run).output().unwrap();
+    // A `latest` naming a checkpoint that is not there: the newest one is used, said once.
+    std::fs::write(copy.join("latest"), "step-99999999").unwrap();
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "5", "--resume"]).arg(&copy).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("which is not a complete checkpoint").count(), 1, "{err}");
+    assert!(copy.join("checkpoints/step-00000005").is_dir());
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "6", "--resume"]).arg(&copy).arg("--out-dir").arg(&run).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a training run"));
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(), before);
     // A run that fails to start leaves no run directory behind.
@@ -341,23 +348,98 @@ fn non_finite_checkpoints_are_neither_saved_nor_resumed() {
 fn init_from_refuses_another_shape() {
     let tmp = tempfile::tempdir().unwrap();
     let c = corpus(tmp.path());
-    let first = pretrain(&config(&c, &tmp.path().join("a"), serde_json::json!({"steps": 1, "eval_every": 0})), &RunOptions::default()).unwrap();
+    let first =
+        pretrain(&config(&c, &tmp.path().join("a"), serde_json::json!({"steps": 1, "eval_every": 0})), &RunOptions::default()).unwrap();
     let from = serde_json::json!(first.model_dir);
     // The same shape as the model (config() sets layers 2, hidden 64, heads 4): it continues.
     let same = config(&c, &tmp.path().join("b"), serde_json::json!({"steps": 1, "eval_every": 0, "init_from": from}));
     assert_eq!(same.model_fields_given, ["layers", "hidden", "heads"]);
     assert_eq!(pretrain(&same, &RunOptions::default()).unwrap().steps, 1);
-    for (field, value, has) in
-        [("hidden", serde_json::json!(128), "has hidden 64"), ("layers", serde_json::json!(3), "has layers 2"), ("gelu", serde_json::json!("erf"), "has gelu tanh")]
-    {
+    for (field, value, has) in [
+        ("hidden", serde_json::json!(128), "has hidden 64"),
+        ("layers", serde_json::json!(3), "has layers 2"),
+        ("gelu", serde_json::json!("erf"), "has gelu tanh"),
+    ] {
         let out = tmp.path().join(format!("c-{field}"));
         let cfg = config(&c, &out, serde_json::json!({"steps": 1, "init_from": from, field: value}));
         let e = pretrain(&cfg, &RunOptions::default()).unwrap_err().to_string();
-        assert!(e.contains(&format!("{field} {}", value.to_string().trim_matches('"'))) && e.contains(has) && e.contains("drop init_from"), "{e}");
+        assert!(
+            e.contains(&format!("{field} {}", value.to_string().trim_matches('"'))) && e.contains(has) && e.contains("drop init_from"),
+            "{e}"
+        );
         assert!(!out.exists(), "a refused run leaves nothing behind");
     }
     // Without the shape fields, the model's shape is taken as it is.
     let mut bare = config(&c, &tmp.path().join("d"), serde_json::json!({"steps": 1, "eval_every": 0, "init_from": from, "hidden": 128}));
     bare.model_fields_given.clear();
     assert_eq!(pretrain(&bare, &RunOptions::default()).unwrap().steps, 1);
+}
+
+/// A damaged data position in `trainer_state.json` is an error naming the file, not a panic.
+#[test]
+fn a_damaged_cursor_is_refused_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let cfg = config(&c, &run, serde_json::json!({"steps": 2, "save_every": 1, "eval_every": 0}));
+    pretrain(&cfg, &RunOptions::default()).unwrap();
+    let state = run.join("checkpoints/step-00000002/trainer_state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    v["cursor"]["index"] = serde_json::json!(123_456_789);
+    std::fs::write(&state, v.to_string()).unwrap();
+    let e = pretrain(&PretrainConfig { steps: 3, ..cfg }, &RunOptions { resume: Some(run.clone()), ..Default::default() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("trainer_state.json") && e.contains("cursor.index 123456789 is beyond"), "{e}");
+    assert!(!run.join("checkpoints/step-00000003").exists());
+}
+
+/// `kill -9` at any moment of a run — mid-step, mid-checkpoint, mid-log — leaves a run that
+/// resumes: `latest` resolves to a complete checkpoint that loads, and the continued metrics
+/// log has each step once.
+#[test]
+fn a_killed_run_resumes_from_its_last_complete_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let wenhui = || std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"));
+    let shape = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "--batch-size", "4"];
+    let every = ["--save-every", "1", "--eval-every", "0", "--log-every", "1", "--keep-last", "2", "--valid-batches", "1"];
+    let mut resumed_at = Vec::new();
+    // Staggered delays after the first checkpoint appears, so the kills land at different phases.
+    for (round, delay_ms) in [0u64, 1, 3, 7, 17, 41, 89, 150].into_iter().enumerate() {
+        let mut cmd = wenhui();
+        cmd.args(["pretrain", "--quiet", "--steps", "100000"]);
+        if round == 0 {
+            cmd.arg("--corpus").arg(&c).arg("--out-dir").arg(&run).args(shape).args(every);
+        } else {
+            cmd.arg("--resume").arg(&run);
+        }
+        let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let start = std::time::Instant::now();
+        let before = checkpoint::latest(&run).ok().flatten();
+        while checkpoint::latest(&run).ok().flatten() == before {
+            assert!(start.elapsed().as_secs() < 120, "round {round}: no new checkpoint within 2 minutes");
+            assert!(child.try_wait().unwrap().is_none(), "round {round}: the run exited early");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let ck = checkpoint::load(&run).unwrap_or_else(|e| panic!("round {round}: the killed run does not load: {e}"));
+        resumed_at.push(ck.state.step);
+    }
+    assert!(resumed_at.windows(2).all(|w| w[0] <= w[1]), "{resumed_at:?}");
+    // A last resume finishes a few steps after the newest checkpoint.
+    let last = *resumed_at.last().unwrap();
+    let out = wenhui().args(["pretrain", "--quiet", "--steps"]).arg((last + 2).to_string()).arg("--resume").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<u64> = losses(&run).iter().filter(|l| l.1.is_some()).map(|l| l.0).collect();
+    assert_eq!(steps, (1..=last + 2).collect::<Vec<_>>(), "each step's loss logged once");
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "unfinished checkpoints left behind: {leftovers:?}");
 }

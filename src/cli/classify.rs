@@ -43,6 +43,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
     let examples = match serde_json::from_str::<serde_json::Value>(&a.input) {
         Ok(v) if v.is_object() => fewglue::from_value(&v, task.spec.reader).context("reading the JSON input")?,
+        // Braces around it: a JSON object with a mistake, which must not be classified as text.
+        Err(e) if a.input.trim_start().starts_with('{') && a.input.trim_end().ends_with('}') => bail!(
+            "the input looks like a JSON object but is not valid JSON ({e}); fix it, or to classify text that has braces \
+             pass it as a JSON object with the task's field{} ({})",
+            if task.spec.fields.len() == 1 { "" } else { "s" },
+            task.spec.fields.join(", ")
+        ),
         _ => match task.spec.fields.as_slice() {
             [one] => vec![fewglue::Example { fields: [(one.clone(), a.input.clone())].into(), ..Default::default() }],
             many => bail!("task `{}` has fields {}: pass the input as a JSON object with these keys", task.spec.name, many.join(", ")),

@@ -60,6 +60,7 @@ pub fn single_token_ids(task: &ClozeTask, template: &Template, tok: &Tokenizer) 
     let space = template.space_before_mask();
     per_word(task, |label, w| {
         let ids = encode_answer(tok, space, w.trim())?;
+        ensure_known(task, tok, label, w, &ids)?;
         match ids.as_slice() {
             [one] => Ok(*one),
             _ => Err(Error::input(format!(
@@ -70,6 +71,20 @@ pub fn single_token_ids(task: &ClozeTask, template: &Template, tok: &Tokenizer) 
             ))),
         }
     })
+}
+
+/// A verbalizer word the tokenizer does not know becomes `[UNK]`, which every unknown word shares:
+/// its label would be scored on a meaningless token (two such labels would always tie).
+fn ensure_known(task: &ClozeTask, tok: &Tokenizer, label: &str, word: &str, ids: &[u32]) -> Result<()> {
+    match tok.special.unk {
+        Some(unk) if ids.contains(&unk) => Err(Error::input(format!(
+            "task `{}`: label `{label}`: verbalizer word `{word}` holds a token this tokenizer does not know ({}); \
+             pick a word in its vocabulary",
+            task.spec.name,
+            tok.id_to_token(unk).unwrap_or_else(|| "[UNK]".into())
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// `f(label, word)` for every verbalizer word, grouped per label.
@@ -220,6 +235,11 @@ pub(crate) fn word_tokens(
         let ids = encode_answer(tok, space, &text)?;
         if ids.is_empty() {
             return Err(Error::input(format!("label `{label}`: answer `{text}` tokenizes to nothing")));
+        }
+        // A word the task file spells out must be known; one taken from the data (a referent's
+        // span) may hold a rare character, like any input.
+        if !w.contains('{') {
+            ensure_known(task, tok, label, w, &ids)?;
         }
         Ok(ids)
     })

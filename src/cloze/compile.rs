@@ -79,6 +79,20 @@ fn tokenize(tok: &Tokenizer, text: &str, space: bool) -> Result<Vec<u32>> {
     }
 }
 
+/// Tells the user, once per process, that inputs are being cut: a classification that reads a
+/// truncated passage may be wrong for that reason alone. Once, because every training step and
+/// every request compiles its examples again.
+fn warn_truncated_once(template: &Template, tokens: usize, max_len: usize) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "template `{}`: an example's fields were cut by {tokens} token(s) to fit {max_len} positions (the model's, or the task's \
+             max_seq_length); longer examples lose their ends (not reported again)",
+            template.source()
+        );
+    }
+}
+
 /// Compiles `template` with `fields` for a `kind` backbone. Fields are truncated (the longest
 /// first, from its end) until everything fits `opts.max_len`; pseudo tokens, anchors and the
 /// answer slot are never cut. Errors when a field is missing or the fixed parts alone do not fit.
@@ -148,6 +162,9 @@ pub fn compile(
     let budget = opts.max_len - fixed;
     let mut field_len: usize = pieces.iter().map(|p| if let Piece::Field(ids) = p { ids.len() } else { 0 }).sum();
     let truncated = field_len.saturating_sub(budget);
+    if truncated > 0 {
+        warn_truncated_once(template, truncated, opts.max_len);
+    }
     while field_len > budget {
         let longest = pieces.iter_mut().filter_map(|p| if let Piece::Field(ids) = p { Some(ids) } else { None }).reduce(|a, b| {
             if b.len() > a.len() {

@@ -183,6 +183,13 @@ impl<'a> BatchStream<'a> {
                 cfg.seq_len
             )));
         }
+        if cursor.index >= ids.len() {
+            return Err(Error::input(format!(
+                "the start position (document {} of this epoch) is beyond the {} training documents: a damaged cursor, or another corpus",
+                cursor.index,
+                ids.len()
+            )));
+        }
         let mut s = Self { docs, ids, order: vec![], cfg, tokens, sentence_ends, cursor };
         s.order = s.epoch_order(cursor.epoch);
         Ok(s)

@@ -192,7 +192,18 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
         if dir.join("trainer_state.json").is_file() {
             return Ok(Some(dir));
         }
-        tracing::warn!("{} names {name}, which is not a complete checkpoint; using the newest one found", named.display());
+        // A resume reads the run several times (configuration, run directory, checkpoint): one
+        // warning per file is enough.
+        static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let first = WARNED.lock().is_ok_and(|mut seen| {
+            !seen.contains(&named) && {
+                seen.push(named.clone());
+                true
+            }
+        });
+        if first {
+            tracing::warn!("{} names {name}, which is not a complete checkpoint; using the newest one found", named.display());
+        }
     }
     Ok(step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file()))
 }

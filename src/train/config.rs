@@ -234,7 +234,8 @@ impl PretrainConfig {
         if let Some(obj) = value.as_object_mut() {
             obj.extend(overrides);
         }
-        let given: Vec<String> = MODEL_FIELDS.iter().filter(|f| value.get(**f).is_some_and(|v| !v.is_null())).map(|f| f.to_string()).collect();
+        let given: Vec<String> =
+            MODEL_FIELDS.iter().filter(|f| value.get(**f).is_some_and(|v| !v.is_null())).map(|f| f.to_string()).collect();
         let mut cfg: Self = serde_json::from_value(value).map_err(|e| {
             let msg = e.to_string();
             let field = msg.split('`').nth(1).unwrap_or("?").to_string();

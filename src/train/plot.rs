@@ -192,6 +192,9 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
     if opts.width < 200 || opts.height < 150 || opts.width > 10_000 || opts.height > 10_000 {
         return Err(Error::input(format!("image size {}x{}: width must be 200..=10000 and height 150..=10000", opts.width, opts.height)));
     }
+    if out.canonicalize().is_ok_and(|o| metrics.canonicalize().is_ok_and(|m| m == o)) {
+        return Err(Error::file(out, "is the metrics file itself; writing the chart there would destroy it: pick another -o"));
+    }
     let m = read_metrics(metrics)?;
     let keep = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> { pts.iter().copied().filter(|&(_, y)| !opts.log_y || y > 0.0).collect() };
     let train = keep(&m.train_loss);

@@ -389,6 +389,16 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
     };
     let stream_cfg = stream_config(cfg, &tokenizer)?;
+    if let Some(ck) = resumed.as_ref().filter(|_| cursor.index >= train_ids.len()) {
+        return Err(Error::file(
+            ck.dir.join("trainer_state.json"),
+            format!(
+                "cursor.index {} is beyond the corpus's {} training documents: the state is damaged, or the corpus is not the one the run trained on",
+                cursor.index,
+                train_ids.len()
+            ),
+        ));
+    }
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
     // The run directory is written only now that model, data and options have been checked: a
     // run that fails to start leaves nothing behind.
