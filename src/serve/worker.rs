@@ -157,7 +157,7 @@ impl Ticket<'_> {
 }
 
 /// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
-/// empty. Completions join the continuous batch ([`super::batch`]) between decode steps; other
+/// empty. Completions join the continuous batch (`serve::batch`) between decode steps; other
 /// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
 pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
     let mut engine = Engine::new(&model, &limits);

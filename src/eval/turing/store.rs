@@ -110,7 +110,7 @@ impl VoteStore {
     }
 
     /// Issues a one-time vote token for `pair_id`, with a random side for the human poem. Every
-    /// 256th call also deletes the unused tokens older than [`TOKEN_TTL_SECS`], so the tokens of
+    /// 256th call also deletes the unused tokens older than `TOKEN_TTL_SECS` (a day), so the tokens of
     /// pages never voted on do not pile up.
     pub fn issue(&self, pair_id: &str) -> Result<Issued> {
         let mut rng = rand::rng();

@@ -185,7 +185,7 @@ impl Constraints {
     }
 }
 
-/// A rule of [`check_poem`] / [`check_line`].
+/// A rule of [`check_poem`](super::check::check_poem) / [`check_line`](super::check::check_line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// Wrong number of lines for the form.
@@ -194,7 +194,7 @@ pub enum Rule {
     LineLength,
     /// Missing or wrong end punctuation (odd lines `，`, even lines `。`).
     Punctuation,
-    /// A character that is not a Chinese character (candidate lines of [`check_line`] only).
+    /// A character that is not a Chinese character (candidate lines of [`check_line`](super::check::check_line) only).
     ForbiddenChar,
     /// Even-line finals do not share a rhyme group (line 1 may join: 首句入韵).
     Rhyme,
@@ -252,7 +252,7 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Result of [`check_poem`]: hard violations and warnings.
+/// Result of [`check_poem`](super::check::check_poem): hard violations and warnings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     /// Violated hard rules (under the chosen strictness).
@@ -293,7 +293,7 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Outcome of [`check_line`], the official filter's 0/1/2.
+/// Outcome of [`check_line`](super::check::check_line), the official filter's 0/1/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LineStatus {
     /// The line is complete (full length, correct end punctuation) and may be appended.
@@ -304,7 +304,7 @@ pub enum LineStatus {
     Rejected,
 }
 
-/// Result of [`check_line`].
+/// Result of [`check_line`](super::check::check_line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineVerdict {
     /// Complete, incomplete or rejected.
