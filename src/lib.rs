@@ -12,6 +12,7 @@
 //! println!("{:?}", out.logits.dims());
 //! # Ok::<(), wenhui::Error>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod cloze;
