@@ -139,3 +139,18 @@ fn last_word_accuracy_counts_greedy_hits() {
     let r = last_word_accuracy(model, &long, &T, LmMode::Unidirectional, 1, &bar).unwrap();
     assert_eq!(r.truncated, 1);
 }
+
+/// The answer is the last word or character without its closing punctuation: a poem's rhyme
+/// character, not its final `。`; an English passage's last word, not its period.
+#[test]
+fn passages_split_before_closing_punctuation() {
+    use wenhui::eval::lm::split_passage;
+    use wenhui::tokenizer::CharVocab;
+    let tok = CharVocab::from_chars("白日依山尽黄河入海流，。abcdehilorstw .!\"".chars()).build().unwrap();
+    let enc = |s: &str| tok.encode(s, false).unwrap();
+    let p = split_passage(&tok, "白日依山尽，黄河入海流。").unwrap();
+    assert_eq!((p.context, p.answer), (enc("白日依山尽，黄河入海"), enc("流")));
+    let p = split_passage(&tok, "  the bird is here.\" \n").unwrap();
+    assert_eq!((p.context, p.answer), (enc("the bird is"), enc(" here")));
+    assert!(split_passage(&tok, "。。").is_err());
+}

@@ -15,7 +15,7 @@
 //! perplexity = `exp(loss)`.
 //!
 //! **LAMBADA-style accuracy** on passages: the last whitespace-separated word (the last character
-//! when the passage has no whitespace, e.g. Chinese) is the answer; the passage is right when the
+//! when the passage has no whitespace, e.g. Chinese), closing punctuation dropped, is the answer; the passage is right when the
 //! greedy prediction of every answer token is right. Bidirectional: Part A = `[CLS]` + context
 //! `[MASK]`, Part B = `[sop]` + answer; unidirectional: the context goes into Part B too (left to
 //! right), the loss still on the answer only. Too-long contexts lose tokens on the left.
@@ -191,7 +191,9 @@ pub struct Passage {
 
 /// Splits `text` into context and last word (see the module docs) and encodes both.
 pub fn split_passage(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Result<Passage> {
-    let text = text.trim();
+    // Closing punctuation is not the word (LAMBADA's passages end in the word itself): a poem's
+    // answer is its rhyme character, not the final `。`.
+    let text = text.trim().trim_end_matches(|c: char| !c.is_alphanumeric()).trim_end();
     let (context, answer) = match text.rfind(char::is_whitespace) {
         Some(i) => {
             let word = text[i..].trim();
