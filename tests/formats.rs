@@ -54,3 +54,35 @@ fn prefixed_half_precision_weights() {
         reference_logits(dir.path(), if dtype == DType::F16 { 2e-2 } else { 1.5e-1 });
     }
 }
+
+/// `wenhui logits` shows a BERT model's `[MASK]` row by default (the last row otherwise), and
+/// names both inputs when neither is given.
+#[test]
+fn cli_logits_reads_a_bert_models_mask_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = fixture_dir("WENHUI_BERT_FIXTURE", "bert-mlm-tiny");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(bert.join(f), dir.path().join(f)).unwrap();
+    }
+    let words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "paris", "is", "."]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..95).map(|i| format!("w{i}")))
+        .collect();
+    std::fs::write(dir.path().join("vocab.txt"), words.join("\n") + "\n").unwrap();
+    let logits = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).arg("logits").arg(dir.path()).args(extra).output().unwrap()
+    };
+    let out = logits(&["--text", "Paris is [MASK] .", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["input_ids"], serde_json::json!([2, 5, 6, 4, 7, 3]));
+    assert_eq!(v["position"], 3, "{v}");
+    let out = logits(&["--text", "Paris is .", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["position"], 4, "no [MASK]: the last row; {v}");
+    let out = logits(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("--text <TEXT>|--ids <IDS>"), "{err}");
+}

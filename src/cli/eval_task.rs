@@ -49,7 +49,7 @@ pub struct TaskArgs {
 /// Evaluates each task and prints a table (or JSON).
 pub fn run(a: TaskArgs) -> anyhow::Result<()> {
     let Some(spec) = a.task.as_deref() else {
-        bail!("pass --task NAME (rte, cb, boolq, copa, wic, wsc, multirc, all or a task TOML) or a subcommand: ppl, poems");
+        bail!("pass --task NAME (rte, cb, boolq, copa, wic, wsc, multirc, all or a task TOML) or a subcommand: ppl, poems, seq2seq, lm (see `wenhui eval --help`)");
     };
     let Some(model_path) = &a.model else { bail!("pass --model DIR: the model to evaluate") };
     let names: Vec<String> = if spec == "all" {

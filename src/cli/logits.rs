@@ -7,11 +7,12 @@ use wenhui::model::{load_model, Attention, BackboneInput};
 use wenhui::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "ids"])))]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Input text (tokenized with the model's tokenizer, special tokens added).
-    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    #[arg(long)]
     text: Option<String>,
     /// Input token ids instead of text, comma-separated (for models without a tokenizer).
     #[arg(long, value_delimiter = ',')]
@@ -20,7 +21,8 @@ pub struct Args {
     /// Default: the model's own (causal for GLM and GPT-2, bidirectional for BERT).
     #[arg(long)]
     sep: Option<usize>,
-    /// Row whose logits are shown (0-based; default: the last token).
+    /// Row whose logits are shown (0-based). Default: a BERT model's first `[MASK]` (the row
+    /// that predicts it), else the last token (the next-token prediction of GLM and GPT-2).
     #[arg(long)]
     position: Option<usize>,
     /// How many tokens to show.
@@ -46,7 +48,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("the input is empty: nothing to score");
     }
     let n = ids.len();
-    let position = a.position.unwrap_or(n - 1);
+    let first_mask = || {
+        let mask = tokenizer.as_ref().and_then(|t| t.special.mask)?;
+        (m.backbone.info().kind == wenhui::model::ModelKind::Bert).then(|| ids.iter().position(|&i| i == mask))?
+    };
+    let position = a.position.or_else(first_mask).unwrap_or(n - 1);
     if position >= n {
         bail!("--position {position} is outside the {n} input tokens");
     }
