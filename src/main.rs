@@ -23,6 +23,14 @@ fn main() {
         // pool starts, later.
         std::env::set_var(CANDLE_SPIN_LIMIT, "0");
     }
+    #[cfg(unix)]
+    if !cli.is_server() {
+        // `wenhui inspect M --json | head`: when the reader goes away, end quietly as other Unix
+        // tools do, instead of panicking in println! on the broken pipe (Rust ignores SIGPIPE).
+        // Not for the server, whose closed connections must only end their own requests.
+        // SAFETY: single-threaded still; restoring a signal's default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if !cli.is_server() {
         // A step frees and reallocates the same large buffers; by default mimalloc returns them to
         // the kernel after 10 ms and the next step faults and zeroes them again (≈5–8% of a CPU

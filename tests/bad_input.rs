@@ -304,3 +304,23 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
         &["lower --batch-size"],
     );
 }
+
+/// `wenhui … | head`: a reader that goes away ends the command quietly (SIGPIPE, as other Unix
+/// tools), with no panic message about a broken pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let text = "春风又绿江南岸".repeat(2000);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["tokenize", "models/poetry-glm", &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader closes before anything is read
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", out.status);
+}
