@@ -490,3 +490,40 @@ fn vocab_ptuning_elicits_facts_and_ranks_over_the_allowed_vocabulary() -> TestRe
     assert!(ranks.iter().filter(|&&r| r == 0).count() as f64 / 8.0 >= 0.95);
     Ok(())
 }
+
+/// `ptune --resume` from the command line warns only about the options given now that differ
+/// from the run's saved ones, not about every option left at its default.
+#[test]
+fn cli_resume_warns_only_about_options_given() -> TestResult {
+    let t = toy();
+    let model = Path::new("tests/fixtures/glm-tiny");
+    let mut cfg = toy_config(&t, TuneMode::Ptune, model, "a");
+    (cfg.max_steps, cfg.eval_every, cfg.seed, cfg.patience) = (Some(4), 3, 5, 7);
+    for out in ["a", "b"] {
+        cfg.out_dir = t.dir.path().join(out);
+        let stop = Arc::new(AtomicBool::new(true));
+        assert_eq!(tune(&cfg, &RunOptions { stop: Some(stop), ..Default::default() })?.steps, 1);
+    }
+    let resume = |out: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["ptune", "--quiet", "--resume", "--task"])
+            .arg(&t.task)
+            .arg("--model")
+            .arg(model)
+            .arg("-o")
+            .arg(t.dir.path().join(out))
+            .args(extra)
+            .output()
+    };
+    let out = resume("a", &[])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("ignoring"), "{err}");
+    let out = resume("b", &["--seed", "9", "--eval-every", "3", "--patience", "7"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("ignoring what is given now for: seed ("), "{err}");
+    // Both ran on with their saved configuration (eval every 3 steps, 4 steps).
+    for out in ["a", "b"] {
+        assert!(t.dir.path().join(out).join("checkpoints/step-00000004").is_dir(), "{out}");
+    }
+    Ok(())
+}

@@ -36,15 +36,15 @@ pub struct TuneArgs {
     /// Continue the run in --out from its newest checkpoint (its saved configuration is used).
     #[arg(long)]
     resume: bool,
-    /// Prompt-encoder kind.
-    #[arg(long, value_enum, default_value = "lstm")]
-    encoder: EncoderArg,
+    /// Prompt-encoder kind [default: lstm].
+    #[arg(long, value_enum)]
+    encoder: Option<EncoderArg>,
     /// Encoder hidden size [half the model width].
     #[arg(long)]
     encoder_hidden: Option<usize>,
-    /// LSTM layers.
-    #[arg(long, default_value_t = 2)]
-    encoder_layers: usize,
+    /// LSTM layers [default: 2].
+    #[arg(long)]
+    encoder_layers: Option<usize>,
     /// Start from a trained encoder (a `best/` directory or an encoder state directory).
     #[arg(long)]
     init_prompt: Option<PathBuf>,
@@ -60,21 +60,21 @@ pub struct TuneArgs {
     /// Linear warmup steps [the task's, else 0].
     #[arg(long)]
     warmup_steps: Option<u64>,
-    /// Evaluate on the dev set every this many steps.
-    #[arg(long, default_value_t = 20)]
-    eval_every: u64,
-    /// Stop after this many evaluations without improvement (0 = never).
-    #[arg(long, default_value_t = 10)]
-    patience: usize,
-    /// Global gradient-norm clip (0 = off).
-    #[arg(long, default_value_t = 1.0)]
-    clip: f64,
+    /// Evaluate on the dev set every this many steps [default: 20].
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Stop after this many evaluations without improvement, 0 = never [default: 10].
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Global gradient-norm clip, 0 = off [default: 1].
+    #[arg(long)]
+    clip: Option<f64>,
     /// Backbone dropout while training [on for finetune, off for ptune].
     #[arg(long)]
     dropout: Option<bool>,
-    /// Seed of the encoder init, data order and dropout.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Seed of the encoder init, data order and dropout [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
     /// COPA: do not add mirrored training examples.
     #[arg(long)]
     no_mirror: bool,
@@ -102,12 +102,12 @@ pub enum EncoderArg {
 pub struct FinetuneArgs {
     #[command(flatten)]
     tune: TuneArgs,
-    /// Learning rate of the model's parameters.
-    #[arg(long, default_value_t = 1e-5)]
-    lm_lr: f64,
-    /// Weight decay of the model's parameters (not biases and layer norms).
-    #[arg(long, default_value_t = 0.1)]
-    lm_weight_decay: f64,
+    /// Learning rate of the model's parameters [default: 1e-5].
+    #[arg(long)]
+    lm_lr: Option<f64>,
+    /// Weight decay of the model's parameters, not biases and layer norms [default: 0.1].
+    #[arg(long)]
+    lm_weight_decay: Option<f64>,
 }
 
 /// The FewGLUE folder: `$WENHUI_FEWGLUE` or `../shared/data/fewglue`, when present.
@@ -132,38 +132,65 @@ pub fn fewglue_file(task: &str, split: &str) -> Option<PathBuf> {
     f.is_file().then_some(f)
 }
 
+/// The run configuration: the defaults, or with `--resume` the run's saved configuration, and
+/// on top of it only the options given on the command line (so a resume lists exactly those it
+/// cannot honour, not every option left at its default).
 fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     let builtin = !Path::new(&a.task).is_file();
-    let train = match (&a.train, builtin) {
-        (Some(p), _) => p.clone(),
-        // The run's saved configuration names its training file.
-        (None, _) if a.resume => PathBuf::new(),
-        (None, true) => fewglue_file(&a.task, "train")
-            .with_context(|| format!("no --train file given and FewGLUE's {} train.jsonl was not found (set WENHUI_FEWGLUE)", a.task))?,
-        (None, false) => anyhow::bail!("pass --train FILE.jsonl with labelled examples"),
+    let mut c = if a.resume {
+        let mut saved = wenhui::ptuning::train::saved_config(&a.out)?;
+        saved.mode = mode;
+        saved.task.clone_from(&a.task);
+        saved.model.clone_from(&a.model);
+        saved
+    } else {
+        let train = match (&a.train, builtin) {
+            (Some(p), _) => p.clone(),
+            (None, true) => fewglue_file(&a.task, "train").with_context(|| {
+                format!("no --train file given and FewGLUE's {} train.jsonl was not found (set WENHUI_FEWGLUE)", a.task)
+            })?,
+            (None, false) => anyhow::bail!("pass --train FILE.jsonl with labelled examples"),
+        };
+        let mut c = TuneConfig::new(mode, &a.task, &a.model, &train, &a.out);
+        c.dev = if builtin { fewglue_file(&a.task, "dev32") } else { None };
+        c
     };
-    let dev = if a.no_dev { None } else { a.dev.clone().or_else(|| if builtin { fewglue_file(&a.task, "dev32") } else { None }) };
-    let mut c = TuneConfig::new(mode, &a.task, &a.model, &train, &a.out);
-    c.tokenizer = a.tokenizer.clone();
-    c.dev = dev;
-    c.encoder = match a.encoder {
-        EncoderArg::Lstm => EncoderKind::Lstm,
-        EncoderArg::Mlp => EncoderKind::Mlp,
-        EncoderArg::Embedding => EncoderKind::Embedding,
-    };
-    c.encoder_hidden = a.encoder_hidden;
-    c.encoder_layers = a.encoder_layers;
-    c.init_prompt = a.init_prompt.clone();
-    c.prompt_lr = a.prompt_lr;
-    c.max_steps = a.max_steps;
-    c.batch_size = a.batch_size;
-    c.warmup_steps = a.warmup_steps;
-    c.eval_every = a.eval_every;
-    c.patience = a.patience;
-    c.clip = a.clip;
-    c.dropout = a.dropout;
-    c.seed = a.seed;
-    c.mirror_copa = !a.no_mirror;
+    if let Some(t) = &a.train {
+        c.train.clone_from(t);
+    }
+    if let Some(d) = &a.dev {
+        c.dev = Some(d.clone());
+    }
+    if a.no_dev {
+        c.dev = None;
+    }
+    if a.tokenizer.is_some() {
+        c.tokenizer.clone_from(&a.tokenizer);
+    }
+    if let Some(e) = a.encoder {
+        c.encoder = match e {
+            EncoderArg::Lstm => EncoderKind::Lstm,
+            EncoderArg::Mlp => EncoderKind::Mlp,
+            EncoderArg::Embedding => EncoderKind::Embedding,
+        };
+    }
+    c.encoder_hidden = a.encoder_hidden.or(c.encoder_hidden);
+    c.encoder_layers = a.encoder_layers.unwrap_or(c.encoder_layers);
+    if a.init_prompt.is_some() {
+        c.init_prompt.clone_from(&a.init_prompt);
+    }
+    c.prompt_lr = a.prompt_lr.or(c.prompt_lr);
+    c.max_steps = a.max_steps.or(c.max_steps);
+    c.batch_size = a.batch_size.or(c.batch_size);
+    c.warmup_steps = a.warmup_steps.or(c.warmup_steps);
+    c.eval_every = a.eval_every.unwrap_or(c.eval_every);
+    c.patience = a.patience.unwrap_or(c.patience);
+    c.clip = a.clip.unwrap_or(c.clip);
+    c.dropout = a.dropout.or(c.dropout);
+    c.seed = a.seed.unwrap_or(c.seed);
+    if a.no_mirror {
+        c.mirror_copa = false;
+    }
     Ok(c)
 }
 
@@ -216,7 +243,7 @@ pub fn run_ptune(a: TuneArgs) -> anyhow::Result<()> {
 /// `wenhui finetune` (cloze tasks).
 pub fn run_finetune(a: FinetuneArgs) -> anyhow::Result<()> {
     let mut cfg = config(&a.tune, TuneMode::Finetune)?;
-    cfg.lm_lr = a.lm_lr;
-    cfg.lm_weight_decay = a.lm_weight_decay;
+    cfg.lm_lr = a.lm_lr.unwrap_or(cfg.lm_lr);
+    cfg.lm_weight_decay = a.lm_weight_decay.unwrap_or(cfg.lm_weight_decay);
     run(&a.tune, cfg)
 }

@@ -164,6 +164,11 @@ fn vars(map: &candle_nn::VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
     Ok(out)
 }
 
+/// The configuration a run directory (or checkpoint) was started with, for `--resume`.
+pub fn saved_config(run: &Path) -> Result<TuneConfig> {
+    Ok(state::load_state(run)?.1.config)
+}
+
 /// The evaluation metric that selects checkpoints: the task's first metric.
 fn primary(task: &ClozeTask) -> String {
     task.spec.metrics.first().cloned().unwrap_or_else(|| "acc".into())
@@ -202,6 +207,14 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     };
     let task = ClozeTask::load(&cfg.task)?;
     let r = resolve(cfg, &task)?;
+    if r.warmup_steps >= r.max_steps {
+        // E.g. a shortened RTE run keeps the task's 150 warmup steps: the rate never peaks.
+        tracing::warn!(
+            "{} warmup steps for a run of {} steps: the learning rate never leaves its warmup (pass --warmup-steps)",
+            r.warmup_steps,
+            r.max_steps
+        );
+    }
     if let Some(ck) = &resumed {
         let next = "to train on, start a new run from its best prompt with --init-prompt";
         crate::train::checkpoint::ensure_steps_left(&ck.dir, ck.state.step, r.max_steps, next)?;

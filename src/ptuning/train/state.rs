@@ -127,6 +127,20 @@ pub struct TuneCheckpoint {
 
 /// Loads a checkpoint directory, or the newest checkpoint of a run directory.
 pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
+    let (dir, state) = load_state(path)?;
+    let opt_path = dir.join("optimizer.safetensors");
+    if !opt_path.is_file() {
+        return Err(Error::file(&opt_path, "missing: the checkpoint is incomplete"));
+    }
+    let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
+        .map_err(|e| Error::file(&opt_path, format!("unreadable ({e}); is it truncated?")))?;
+    crate::model::checkpoint::ensure_all_finite(&optimizer, &opt_path)?;
+    Ok(TuneCheckpoint { dir, state, optimizer })
+}
+
+/// The trainer state of a checkpoint directory, or of the newest checkpoint of a run directory,
+/// and that checkpoint's directory.
+pub fn load_state(path: &Path) -> Result<(PathBuf, TuneState)> {
     let dir = if path.join("trainer_state.json").is_file() {
         path.to_path_buf()
     } else {
@@ -137,14 +151,7 @@ pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
     let state_path = dir.join("trainer_state.json");
     let state: TuneState = serde_json::from_str(&read_text(&state_path)?)
         .map_err(|e| Error::file(&state_path, format!("not a ptune/finetune trainer state: {e}")))?;
-    let opt_path = dir.join("optimizer.safetensors");
-    if !opt_path.is_file() {
-        return Err(Error::file(&opt_path, "missing: the checkpoint is incomplete"));
-    }
-    let optimizer = candle_core::safetensors::load(&opt_path, &Device::Cpu)
-        .map_err(|e| Error::file(&opt_path, format!("unreadable ({e}); is it truncated?")))?;
-    crate::model::checkpoint::ensure_all_finite(&optimizer, &opt_path)?;
-    Ok(TuneCheckpoint { dir, state, optimizer })
+    Ok((dir, state))
 }
 
 /// The model of a fine-tuning run: its variables and config.
