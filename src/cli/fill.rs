@@ -16,15 +16,17 @@ pub struct Args {
     /// Most tokens per blank.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
-    /// Beam search with this many beams (1 = greedy or sampling).
-    #[arg(long, default_value_t = 1)]
+    /// Beam search with this many beams (1 = greedy or sampling). Scores are summed token
+    /// log-probabilities, divided by the fill's length for beam search (length penalty 1), so the
+    /// two are on different scales.
+    #[arg(long, visible_alias = "num-beams", default_value_t = 1)]
     beams: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Print one JSON object (text, fills, scores).
+    /// Print one JSON object (text, fills, scores; see --beams for the scores' scale).
     #[arg(long)]
     json: bool,
 }

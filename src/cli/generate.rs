@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Beam search with this many beams (1 = greedy or sampling).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, visible_alias = "beams", default_value_t = 1)]
     num_beams: usize,
     /// Beam scores are sum log p / length^penalty.
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]

@@ -22,7 +22,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Live beams (default: the task's).
-    #[arg(long)]
+    #[arg(long, visible_alias = "num-beams")]
     beams: Option<usize>,
     /// Candidates sampled per beam and unit (default: the task's).
     #[arg(long)]

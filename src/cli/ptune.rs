@@ -31,7 +31,7 @@ pub struct TuneArgs {
     #[arg(long, conflicts_with = "dev")]
     no_dev: bool,
     /// Run directory (checkpoints, metrics.jsonl, best/).
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "output")]
     out: PathBuf,
     /// Continue the run in --out from its newest checkpoint (its saved configuration is used).
     #[arg(long)]
