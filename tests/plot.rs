@@ -209,3 +209,29 @@ fn cli_writes_the_image_and_exits_nonzero_on_bad_input() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.jsonl:2"), "{err}");
 }
+
+/// The logs of `ptune`/`finetune` (loss, `lr_factor`, dev metrics) and of seq2seq fine-tuning
+/// (`dev_loss`) plot too: the factor on the right axis, named as such; the dev loss as validation.
+#[test]
+fn tuning_logs_plot_their_loss_factor_and_dev_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let ptune = write(
+        dir.path(),
+        "ptune.jsonl",
+        "{\"dev\":{\"acc\":0.5},\"step\":0}\n{\"grad_norm\":0.1,\"loss\":0.7,\"lr_factor\":0.5,\"step\":10}\n{\"dev\":{\"acc\":0.6},\"step\":10}\n\
+         {\"grad_norm\":0.1,\"loss\":0.6,\"lr_factor\":1.0,\"step\":20}\n",
+    );
+    let out = dir.path().join("ptune.svg");
+    let s = plot_metrics(&ptune, &out, &PlotOptions::default()).unwrap();
+    assert_eq!((s.train_points, s.val_points, s.lr_points), (2, 0, 2));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.contains("learning-rate factor (right axis)"), "the factor is not named");
+    let seq2seq = write(
+        dir.path(),
+        "s2s.jsonl",
+        "{\"step\":5,\"loss\":4.0,\"lr\":1e-4}\n{\"step\":5,\"dev_loss\":4.5}\n{\"step\":10,\"dev_loss\":4.2}\n",
+    );
+    let s = plot_metrics(&seq2seq, &dir.path().join("s2s.png"), &PlotOptions::default()).unwrap();
+    assert_eq!((s.train_points, s.val_points, s.lr_points), (1, 2, 1));
+    assert_eq!(s.best_val_loss, Some((4.2, 10.0)));
+}

@@ -80,10 +80,12 @@ impl ImageFormat {
 pub struct Metrics {
     /// `loss` of training lines.
     pub train_loss: Vec<(f64, f64)>,
-    /// `val_loss` of validation lines.
+    /// `val_loss` of validation lines (`dev_loss` for `finetune --task seq2seq`).
     pub val_loss: Vec<(f64, f64)>,
-    /// `lr` of training lines.
+    /// `lr` of training lines (or `lr_factor`, the schedule's factor that `ptune`/`finetune` log).
     pub lr: Vec<(f64, f64)>,
+    /// The learning-rate series holds factors of the peak rate (`lr_factor`), not rates.
+    pub lr_is_factor: bool,
     /// Non-blank lines read.
     pub lines: usize,
     /// Whether an unfinished last line (no trailing newline, not valid JSON, e.g. while the trainer
@@ -148,11 +150,14 @@ pub fn read_metrics(path: &Path) -> Result<Metrics> {
         if let Some(loss) = field("loss")? {
             m.train_loss.push((step, loss));
         }
-        if let Some(val) = field("val_loss")? {
+        if let Some(val) = field("val_loss")?.or(field("dev_loss")?) {
             m.val_loss.push((step, val));
         }
         if let Some(lr) = field("lr")? {
             m.lr.push((step, lr));
+        } else if let Some(factor) = field("lr_factor")? {
+            m.lr.push((step, factor));
+            m.lr_is_factor = true;
         }
     }
     if m.lines == 0 {
@@ -208,8 +213,16 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
         let name = metrics.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         format!("Training curves: {name}")
     });
-    let chart =
-        Chart { title, train_smooth: moving_average(&train, opts.smooth), train, val, lr: m.lr, smooth: opts.smooth, log_y: opts.log_y };
+    let chart = Chart {
+        title,
+        train_smooth: moving_average(&train, opts.smooth),
+        train,
+        val,
+        lr: m.lr,
+        lr_label: if m.lr_is_factor { "learning-rate factor" } else { "learning rate" },
+        smooth: opts.smooth,
+        log_y: opts.log_y,
+    };
     if !chart.ranges_ok() {
         return Err(Error::file(metrics, "values too extreme to plot: an axis range would overflow f64"));
     }
@@ -274,6 +287,8 @@ struct Chart {
     train_smooth: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
     lr: Vec<(f64, f64)>,
+    /// The right axis label.
+    lr_label: &'static str,
     smooth: usize,
     log_y: bool,
 }
@@ -385,7 +400,7 @@ impl Chart {
             let lr_fmt = |v: &f64| if *v == 0.0 { "0".to_string() } else { format!("{v:.1e}") };
             chart
                 .configure_secondary_axes()
-                .y_desc("learning rate")
+                .y_desc(self.lr_label)
                 .y_label_formatter(&lr_fmt)
                 .label_style(font(15.0))
                 .axis_desc_style(font(17.0))
@@ -434,7 +449,7 @@ impl Chart {
             chart
                 .draw_secondary_series(std::iter::empty::<PathElement<(f64, f64)>>())
                 .map_err(e)?
-                .label("learning rate (right axis)")
+                .label(format!("{} (right axis)", self.lr_label))
                 .legend(legend_line(LR_COLOR, stroke));
         }
         chart
