@@ -92,8 +92,9 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_parser = crate::cli::common::positive)]
         reps: usize,
     },
-    /// Generation at batch 1 with the K/V cache: tokens/s of greedy decoding and of beam search
-    /// (a random GLM of the given shape, or --model DIR).
+    /// Generation with the K/V cache: tokens/s of greedy decoding and of beam search for one
+    /// sequence, and of a batched greedy loop with --batch (a random GLM of the given shape, or
+    /// --model DIR).
     Generate {
         /// Measure this model directory instead of a random GLM (the shape flags are ignored).
         #[arg(long)]

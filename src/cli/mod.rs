@@ -112,6 +112,8 @@ enum Command {
     /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen.
     Ptune(Box<ptune::TuneArgs>),
     /// Fine-tune a model on a cloze task (jointly with a prompt encoder when the template has [P] tokens); `finetune --task seq2seq` fine-tunes a GLM on {source, target} JSONL (`wenhui finetune --task seq2seq --help`).
+    #[command(after_help = "With --task seq2seq, finetune trains a GLM on {source, target} JSONL instead, with other options: \
+                            wenhui finetune --task seq2seq --help")]
     Finetune(Box<ptune::FinetuneArgs>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
@@ -128,13 +130,18 @@ enum Command {
     Serve(Box<serve::Args>),
     /// Fine-tune a GLM on {source, target} JSONL with the official seq2seq layout; reached as
     /// `wenhui finetune --task seq2seq …`.
-    #[command(name = "finetune-seq2seq", hide = true)]
+    #[command(
+        name = "finetune-seq2seq",
+        hide = true,
+        override_usage = "wenhui finetune --task seq2seq --train <TRAIN> [--dev <DEV>] [-o <OUT>] [OPTIONS]"
+    )]
     FinetuneSeq2seq(Box<seq2seq::Seq2seqFinetuneArgs>),
     /// The poetry Turing test: `turing prepare` generates the human/machine pairs that
     /// `serve --turing` shows.
     #[command(subcommand)]
     Turing(turing::Command),
-    /// Benchmarks on random weights (a JSON report each; `bench parity` checks the GPU against the CPU and prints a table).
+    /// Benchmarks: random weights, or the embedded model for `poem` and `serve` (a JSON report each;
+    /// `bench parity` checks the GPU against the CPU and prints a table).
     #[command(subcommand)]
     Bench(bench::Command),
 }
