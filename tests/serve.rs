@@ -244,6 +244,11 @@ fn fill_poem_answer_and_info_endpoints() {
     let (addr, handle) = serve_embedded(Limits::default());
     let v = post(addr, "/v1/fill", &json!({"text": "床前明月光，[MASK]。举头望明月，低头思故乡。", "max_tokens": 12})).json();
     assert_eq!(v["fills"].as_array().unwrap().len(), 1, "{v}");
+    // Without --turing the web app neither links to the Turing test nor serves its pages.
+    let home = request(addr, "GET", "/", b"");
+    assert_eq!(home.status, 200);
+    assert!(home.text().contains("href=\"/fill\"") && !home.text().contains("/turing"), "{}", home.text());
+    assert_eq!(request(addr, "GET", "/turing", b"").status, 404);
     assert!(v["text"].as_str().unwrap().contains("举头望明月"));
 
     let req = json!({"title": "春夜", "form": "五绝", "seed": 3, "beams": 2});

@@ -91,6 +91,10 @@ fn hostile_votes_are_refused_and_change_nothing() {
     let db = dir.path().join("votes.db");
     let server = Server::start(&pairs, &db);
     let a = server.addr;
+    // With --turing the web app links to the test and serves its pages.
+    let (status, home) = http(a, "GET", "/", None).unwrap();
+    assert!(status == 200 && home.contains("href=\"/turing\"") && home.contains("href=\"/turing/results\""), "{home}");
+    assert_eq!(http(a, "GET", "/turing/results", None).unwrap().0, 200);
     let t = tokens(&server, 3);
     // One good vote.
     let (status, body) = vote(a, &t[0].0, &t[0].1, "left").unwrap();

@@ -59,8 +59,9 @@ const ENDPOINTS: &[&str] = &[
 /// The router with every endpoint, the body limit and the metrics middleware.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new();
-    for route in super::web::page_routes() {
-        app = app.route(route, get(move || async move { super::web::page(route) }));
+    let turing = state.turing.is_some();
+    for route in super::web::page_routes(turing) {
+        app = app.route(route, get(move || async move { super::web::page(route, turing) }));
     }
     app.route("/assets/{name}", get(super::web::asset))
         .route("/v1/turing/pair", get(super::turing::pair))
@@ -89,7 +90,7 @@ async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .iter()
         .find(|e| **e == path)
         .copied()
-        .or_else(|| super::web::page_routes().find(|r| *r == path).map(|_| "page"))
+        .or_else(|| super::web::page_routes(s.turing.is_some()).find(|r| *r == path).map(|_| "page"))
         .unwrap_or("other");
     let start = Instant::now();
     let resp = next.run(req).await;

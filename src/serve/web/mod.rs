@@ -21,14 +21,25 @@ const PAGES: &[(&str, &str, &str, &str)] = &[
     ("/turing/results", "结果 Results", "results.js", include_str!("assets/results.html")),
 ];
 
-/// The pages rendered into the layout, by route.
-static RENDERED: std::sync::LazyLock<Vec<(&'static str, String)>> = std::sync::LazyLock::new(|| {
+/// Whether a page belongs to the Turing test, served only with `serve --turing`.
+fn is_turing(route: &str) -> bool {
+    route.starts_with("/turing")
+}
+
+/// The pages served: the Turing test's only when it runs (its API answers 404 otherwise, so
+/// links to it would lead to a page that cannot load a pair).
+fn pages(turing: bool) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str, &'static str)> {
+    PAGES.iter().filter(move |(route, ..)| turing || !is_turing(route))
+}
+
+/// The pages rendered into the layout, by route: without (index 0) and with (1) the Turing test.
+static RENDERED: std::sync::LazyLock<[Vec<(&'static str, String)>; 2]> = std::sync::LazyLock::new(|| [render(false), render(true)]);
+
+fn render(turing: bool) -> Vec<(&'static str, String)> {
     let layout = include_str!("assets/layout.html");
-    PAGES
-        .iter()
+    pages(turing)
         .map(|&(route, title, script, main)| {
-            let nav: String = PAGES
-                .iter()
+            let nav: String = pages(turing)
                 .map(|&(r, label, _, _)| {
                     let current = if r == route { r#" aria-current="page""# } else { "" };
                     format!("        <li><a href=\"{r}\"{current}>{label}</a></li>\n")
@@ -38,7 +49,7 @@ static RENDERED: std::sync::LazyLock<Vec<(&'static str, String)>> = std::sync::L
             (route, html)
         })
         .collect()
-});
+}
 
 /// Scripts and styles under `/assets/`.
 const ASSETS: &[Asset] = &[
@@ -51,9 +62,9 @@ const ASSETS: &[Asset] = &[
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 
-/// The routes of the pages (each served by [`page`]).
-pub fn page_routes() -> impl Iterator<Item = &'static str> {
-    PAGES.iter().map(|(route, ..)| *route)
+/// The routes of the pages served (each by [`page`]); `turing`: `serve --turing`.
+pub fn page_routes(turing: bool) -> impl Iterator<Item = &'static str> {
+    pages(turing).map(|(route, ..)| *route)
 }
 
 fn respond(ctype: &'static str, body: &'static str) -> Response {
@@ -72,9 +83,9 @@ fn respond(ctype: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The page at `route`.
-pub fn page(route: &str) -> Response {
-    match RENDERED.iter().find(|(r, _)| *r == route) {
+/// The page at `route`; `turing`: `serve --turing`.
+pub fn page(route: &str, turing: bool) -> Response {
+    match RENDERED[usize::from(turing)].iter().find(|(r, _)| *r == route) {
         Some((_, body)) => respond(HTML, body),
         None => (StatusCode::NOT_FOUND, "no such page").into_response(),
     }
