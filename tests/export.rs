@@ -126,3 +126,60 @@ fn cli_export() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype"));
 }
+
+/// `export --best` picks the kept checkpoint of lowest validation loss: not a lower loss logged
+/// at a step whose checkpoint was pruned, not a step without a validation line.
+#[test]
+fn best_is_the_kept_checkpoint_of_lowest_validation_loss() {
+    let run = tempfile::tempdir().unwrap();
+    for step in [10, 20, 30, 40] {
+        let d = run.path().join(format!("checkpoints/step-{step:08}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("trainer_state.json"), "{}").unwrap();
+    }
+    let lines = [(5, 1.0), (10, 3.0), (20, 2.5), (30, 2.7), (20, 2.6)];
+    let mut metrics: String = lines.iter().map(|(s, l)| format!("{{\"step\": {s}, \"val_loss\": {l}}}\n")).collect();
+    metrics += "{\"step\": 40, \"loss\": 0.5}\n";
+    std::fs::write(run.path().join("metrics.jsonl"), &metrics).unwrap();
+    let (dir, step, loss) = wenhui::train::checkpoint::best_by_val_loss(run.path()).unwrap();
+    assert_eq!((step, loss), (20, 2.5));
+    assert!(dir.ends_with("checkpoints/step-00000020"), "{}", dir.display());
+    std::fs::write(run.path().join("metrics.jsonl"), "{\"step\": 5, \"val_loss\": 1.0}\n").unwrap();
+    let e = wenhui::train::checkpoint::best_by_val_loss(run.path()).unwrap_err().to_string();
+    assert!(e.contains("metrics.jsonl") && e.contains("no validation loss was logged"), "{e}");
+    let e = wenhui::train::checkpoint::best_by_val_loss(&run.path().join("checkpoints")).unwrap_err().to_string();
+    assert!(e.contains("missing: --best needs the run directory"), "{e}");
+}
+
+/// `wenhui export RUN --best` exports that checkpoint; without it, the newest.
+#[test]
+fn cli_export_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let (seven, nine) = (run.join("checkpoints/step-00000007"), run.join("checkpoints/step-00000009"));
+    std::fs::create_dir_all(&nine).unwrap();
+    for e in std::fs::read_dir(&seven).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), nine.join(e.file_name())).unwrap();
+    }
+    let state = std::fs::read_to_string(nine.join("trainer_state.json")).unwrap().replace("\"step\": 7,", "\"step\": 9,");
+    assert!(state.contains("\"step\": 9,"), "{state}");
+    std::fs::write(nine.join("trainer_state.json"), state).unwrap();
+    std::fs::write(run.join("latest"), "step-00000009").unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{\"step\": 7, \"val_loss\": 2.0}\n{\"step\": 9, \"val_loss\": 3.0}\n").unwrap();
+    let export = |extra: &[&str], out: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .arg("export")
+            .arg(&run)
+            .arg("-o")
+            .arg(tmp.path().join(out))
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["step"].as_u64()
+    };
+    assert_eq!(export(&[], "newest"), Some(9));
+    assert_eq!(export(&["--best"], "best"), Some(7));
+}

@@ -1,4 +1,4 @@
-//! `wenhui export RUN_OR_CHECKPOINT_DIR -o MODEL_DIR [--dtype f32|f16|bf16]`
+//! `wenhui export RUN_OR_CHECKPOINT_DIR -o MODEL_DIR [--dtype f32|f16|bf16] [--best] [--force]`
 
 use std::path::PathBuf;
 use wenhui::train::export::{export_model, parse_dtype};
@@ -14,6 +14,10 @@ pub struct Args {
     /// Replace the output directory if it exists.
     #[arg(long)]
     force: bool,
+    /// Export the run's kept checkpoint of lowest validation loss (from its metrics.jsonl), not
+    /// the newest one.
+    #[arg(long)]
+    best: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -23,7 +27,14 @@ pub struct Args {
 /// (they load back into any compute dtype).
 pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
     let dtype = parse_dtype(dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    let r = export_model(&a.source, &a.output, dtype, a.force)?;
+    let source = if a.best {
+        let (dir, step, loss) = wenhui::train::checkpoint::best_by_val_loss(&a.source)?;
+        eprintln!("the lowest validation loss of a kept checkpoint: {loss:.4} at step {step}");
+        dir
+    } else {
+        a.source.clone()
+    };
+    let r = export_model(&source, &a.output, dtype, a.force)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

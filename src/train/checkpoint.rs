@@ -208,6 +208,32 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file()))
 }
 
+/// The kept checkpoint of a pretraining run with the lowest validation loss in its
+/// `metrics.jsonl`: its directory, step and loss (`export --best`).
+pub fn best_by_val_loss(run: &Path) -> Result<(PathBuf, u64, f64)> {
+    let metrics = run.join("metrics.jsonl");
+    if !metrics.is_file() {
+        return Err(Error::file(&metrics, "missing: --best needs the run directory of `wenhui pretrain`, with its metrics"));
+    }
+    let kept = step_dirs(&checkpoints_dir(run))?;
+    let val = crate::train::plot::read_metrics(&metrics)?.val_loss;
+    kept.into_iter()
+        .filter(|(_, d)| d.join("trainer_state.json").is_file())
+        .filter_map(|(step, d)| {
+            // The lowest loss logged at this step (a resumed run may have logged it twice).
+            let loss = val.iter().filter(|(s, _)| *s == step as f64).map(|(_, l)| *l).fold(f64::INFINITY, f64::min);
+            loss.is_finite().then_some((d, step, loss))
+        })
+        .min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)))
+        .ok_or_else(|| {
+            Error::file(
+                &metrics,
+                "no validation loss was logged at the step of a kept checkpoint (validate at the save steps: eval_every dividing \
+                 save_every); export a checkpoint by its directory instead",
+            )
+        })
+}
+
 /// An error when the checkpoint in `dir`, at `step`, leaves no step of the run's `total`:
 /// resuming it would do nothing. `next` tells the user what to do instead.
 pub fn ensure_steps_left(dir: &Path, step: u64, total: u64, next: &str) -> Result<()> {
