@@ -24,10 +24,11 @@ fn main() {
         std::env::set_var(CANDLE_SPIN_LIMIT, "0");
     }
     #[cfg(unix)]
-    if !cli.is_server() {
+    if !cli.is_server() && !cli.is_training() {
         // `wenhui inspect M --json | head`: when the reader goes away, end quietly as other Unix
         // tools do, instead of panicking in println! on the broken pipe (Rust ignores SIGPIPE).
-        // Not for the server, whose closed connections must only end their own requests.
+        // Not for the server, whose closed connections must only end their own requests, nor for
+        // training, which must not die with its log pipe (its progress writes ignore the error).
         // SAFETY: single-threaded still; restoring a signal's default disposition.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -443,3 +443,47 @@ fn a_killed_run_resumes_from_its_last_complete_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "unfinished checkpoints left behind: {leftovers:?}");
 }
+
+/// With stderr redirected (a log file: no bar can draw there) the run prints a plain progress
+/// line every `log_every` steps, with step/total, loss, lr, tokens/s, elapsed time and ETA, and
+/// the validation losses; a resumed run goes on counting; `--quiet` prints none of it.
+#[test]
+fn cli_progress_lines_when_stderr_is_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let wenhui = || std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"));
+    let small = ["--layers", "1", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4", "--steps", "6"];
+    let every = ["--log-every", "2", "--eval-every", "3", "--save-every", "6", "--valid-fraction", "0.1", "--valid-batches", "1"];
+    let run = |out: &str, quiet: bool| {
+        let mut cmd = wenhui();
+        cmd.arg("pretrain").arg("--corpus").arg(&c).arg("--out-dir").arg(tmp.path().join(out)).args(small).args(every);
+        if quiet {
+            cmd.arg("--quiet");
+        }
+        // output() pipes stderr: not a terminal.
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run("loud", false);
+    let steps: Vec<&str> = err.lines().filter(|l| l.contains("tok/s")).collect();
+    assert_eq!(steps.len(), 3, "one line per logged step:\n{err}");
+    for (line, step) in steps.iter().zip([2, 4, 6]) {
+        assert!(line.starts_with(&format!("step {step}/6: loss ")), "{line}");
+        assert!(line.contains(", lr ") && line.contains(" tok/s, elapsed ") && line.contains(", ETA "), "{line}");
+    }
+    assert!(steps[2].ends_with("ETA 00:00:00"), "{}", steps[2]);
+    for step in [0, 3, 6] {
+        assert!(err.lines().any(|l| l.starts_with(&format!("step {step}: validation loss "))), "no validation at step {step}:\n{err}");
+    }
+    // A resumed run numbers its lines from where it went on.
+    let out = wenhui().args(["pretrain", "--steps", "8", "--resume"]).arg(tmp.path().join("loud")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let steps: Vec<&str> = err.lines().filter(|l| l.contains("tok/s")).collect();
+    assert_eq!(steps.len(), 1, "{err}");
+    assert!(steps[0].starts_with("step 8/8: loss "), "{err}");
+    // --quiet: no progress lines at all.
+    let err = run("quiet", true);
+    assert!(!err.contains("step ") && !err.contains("tok/s"), "--quiet printed progress:\n{err}");
+}

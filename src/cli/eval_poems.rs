@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::common::{read_title_lines, DefaultModel};
-use indicatif::{ProgressBar, ProgressStyle};
-use wenhui::eval::poems::{evaluate_poems, rejudge_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
+use indicatif::ProgressBar;
+use wenhui::eval::poems::{evaluate_poems, rejudge_count, rejudge_poems, EvalTitle, HumanPoem, Method, PoemEvalOptions, PoemEvalReport};
 use wenhui::generate::inverse::{Context, Task};
 use wenhui::generate::poetry::Constraints;
 use wenhui::model::{load_model, LoadOptions};
@@ -44,7 +44,7 @@ pub struct PoemsArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     repeats: u64,
     /// Live beams (default: the task's).
-    #[arg(long)]
+    #[arg(long, visible_alias = "num-beams")]
     beams: Option<usize>,
     /// A poem task file (TOML) instead of the built-in `poem` task, for the generator: its prompt,
     /// search and score settings (see assets/tasks/poem.toml). The judge is not affected.
@@ -70,6 +70,9 @@ pub struct PoemsArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Hide the progress bar (it shows only when stderr is a terminal).
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// `--methods` values.
@@ -141,13 +144,19 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     judge_task.validate()?;
     let methods: Vec<Method> = a.methods.iter().map(|&m| m.into()).collect();
     let opts = PoemEvalOptions { constraints, distractors, seed, methods, repeats: a.repeats as usize };
-    let progress = |len: u64| -> anyhow::Result<ProgressBar> {
-        let bar = ProgressBar::new(len);
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
-        Ok(bar)
+    let progress = |len: u64, what: &str| -> ProgressBar {
+        if a.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = wenhui::eval::progress(len, what);
+        if !bar.is_hidden() {
+            // Drawn now and kept ticking: a poem takes seconds, so the clock moves between them.
+            bar.enable_steady_tick(std::time::Duration::from_secs(1));
+        }
+        bar
     };
     let report = if !previous.is_empty() {
-        let bar = progress(previous.iter().map(|(_, r)| r.rows.len() as u64).sum())?;
+        let bar = progress(rejudge_count(&previous) as u64, "poems judged");
         let mut tick = |_: usize, _: &wenhui::eval::poems::PoemRow| bar.inc(1);
         let r = rejudge_poems(&j, &judge_task, &titles, &previous, &opts, Some(&mut tick))?;
         bar.finish_and_clear();
@@ -163,7 +172,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         task.validate()?;
         let runs = Method::ALL.iter().filter(|m| opts.methods.contains(m)).count() as u64;
         let per_pass: u64 = titles.iter().map(|t| runs + t.reference.is_some() as u64).sum();
-        let bar = progress(per_pass * a.repeats)?;
+        let bar = progress(per_pass * a.repeats, "poems generated and judged");
         let repeats = a.repeats;
         let mut tick = |_: usize, r: &wenhui::eval::poems::PoemRow| {
             bar.set_message(if repeats > 1 {

@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     resume: Option<PathBuf>,
-    /// Hide the progress bar.
+    /// Hide the progress bar (or, when stderr is not a terminal, the progress lines).
     #[arg(long)]
     #[serde(skip)]
     quiet: bool,
@@ -217,7 +217,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => PretrainConfig::load(a.config.as_deref(), overrides)?,
     };
     let stop = crate::cli::common::ctrl_c_stop_flag();
-    let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The trainer picks a bar (terminal) or plain lines (stderr redirected to a log).
+    let progress = !a.quiet;
     let summary = pretrain(&cfg, &RunOptions { resume: a.resume.clone(), progress, stop: Some(stop) })?;
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);

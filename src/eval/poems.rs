@@ -434,6 +434,23 @@ pub fn rejudge_poems(
     Ok(report(keyed.into_iter().map(|(_, r)| r).collect(), titles, &PoemEvalOptions { repeats, ..opts.clone() }))
 }
 
+/// How many poems [`rejudge_poems`] judges, and so reports progress for: the rows of `previous`, a
+/// poem that several reports carry (the human poem of reports run side by side) counted once.
+pub fn rejudge_count(previous: &[(String, PoemEvalReport)]) -> usize {
+    let mut poems = HashSet::new();
+    for (_, report) in previous {
+        // The k-th row of a title, method and repeat in a report is that title's k-th listing (a
+        // title given twice), as rejudge_poems matches them.
+        let mut seen: BTreeMap<(usize, &str, &str), usize> = BTreeMap::new();
+        for row in &report.rows {
+            let k = seen.entry((row.repeat, &row.title, &row.method)).or_default();
+            *k += 1;
+            poems.insert((row.repeat, row.title.as_str(), row.method.as_str(), *k));
+        }
+    }
+    poems.len()
+}
+
 /// Whether `report` was written with `opts`' distractors, seed and form (when it records them).
 fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions) -> std::result::Result<(), String> {
     let form = opts.constraints.form.name();
@@ -531,5 +548,37 @@ fn summarize_once(method: &str, rows: &[&PoemRow]) -> MethodSummary {
         retrieval_sd: 0.0,
         mean_rank: sel.iter().map(|r| r.rank as f64).sum::<f64>() / n,
         ms_per_poem: sel.iter().map(|r| r.ms).sum::<f64>() / n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rows: &[(usize, &str, &str)]) -> PoemEvalReport {
+        let rows = rows
+            .iter()
+            .map(|&(repeat, title, method)| PoemRow {
+                title: title.into(),
+                source: "s".into(),
+                method: method.into(),
+                repeat,
+                text: String::new(),
+                valid: false,
+                rank: 1,
+                ms: 0.0,
+            })
+            .collect();
+        PoemEvalReport { summary: BTreeMap::new(), rows, candidates: 2, repeats: 2, seed: None, form: None, gains: BTreeMap::new() }
+    }
+
+    /// Reports run side by side share their human poems: the progress total counts those once,
+    /// and a title listed twice twice.
+    #[test]
+    fn rejudge_count_counts_shared_human_poems_once() {
+        let base = report(&[(0, "a", "baseline"), (0, "a", "human"), (0, "b", "baseline"), (0, "a", "baseline"), (1, "a", "baseline")]);
+        let inv = report(&[(0, "a", "inverse"), (0, "a", "human"), (0, "b", "inverse"), (0, "a", "inverse"), (1, "a", "inverse")]);
+        assert_eq!(rejudge_count(&[("b".into(), base.clone())]), 5);
+        assert_eq!(rejudge_count(&[("b".into(), base), ("i".into(), inv)]), 9);
     }
 }

@@ -30,7 +30,8 @@ use std::time::Instant;
 pub struct RunOptions {
     /// Continue from this checkpoint (or the newest checkpoint of this run directory).
     pub resume: Option<PathBuf>,
-    /// Show a progress bar on stderr.
+    /// Report progress on stderr: a bar when stderr is a terminal; otherwise (a log file)
+    /// [`pretrain`] prints a plain line every `log_every` steps, and p-tuning nothing.
     pub progress: bool,
     /// When set to true (e.g. by Ctrl-C), the run saves a checkpoint and returns.
     pub stop: Option<Arc<AtomicBool>>,
@@ -412,7 +413,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
 
-    let bar = progress_bar(opts.progress, start, cfg.steps);
+    let bar = Reporter::new(opts.progress, start, cfg.steps);
     let t0 = Instant::now();
     let (mut last_loss, mut first_val, mut last_val) = (f64::NAN, None, None);
     // Throughput window: starts at the tokens already seen, so the first log after --resume is right.
@@ -435,6 +436,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
             log.write(&serde_json::json!({"step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
             first_val = Some(v);
+            bar.log_only(&format!("step 0: validation loss {v:.4} (ppl {:.2})", v.exp()));
         }
     }
     for step in start..cfg.steps {
@@ -470,7 +472,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             let tps = (tokens_seen as f64 - window.1 as f64) / secs;
             window = (Instant::now(), tokens_seen);
             log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens_per_s": tps, "tokens": tokens_seen, "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
-            bar.set_message(format!("loss {last_loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+            bar.logged(done, last_loss, lr, tps);
         }
         bar.set_position(done);
         let eval_now = (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps;
@@ -479,7 +481,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
                 log.write(&serde_json::json!({"step": done, "val_loss": v, "val_ppl": v.exp()}))?;
                 first_val.get_or_insert(v);
                 last_val = Some(v);
-                bar.println(format!("step {done}: validation loss {v:.4} (ppl {:.2})", v.exp()));
+                bar.println(&format!("step {done}: validation loss {v:.4} (ppl {:.2})", v.exp()));
             }
         }
         let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
@@ -488,12 +490,12 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             tracing::info!("saved {}", dir.display());
         }
         if stop && done < cfg.steps {
-            bar.println(format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
+            bar.println(&format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
             interrupted = true;
             break;
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     let model_dir = checkpoint::latest(&cfg.out_dir)?.ok_or_else(|| Error::file(&cfg.out_dir, "no checkpoint was written"))?;
     let elapsed = t0.elapsed().as_secs_f64();
     let seen_now = tokens_seen - resumed.as_ref().map_or(0, |c| c.state.tokens_seen);
@@ -509,6 +511,86 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         model_dir,
         interrupted,
     })
+}
+
+/// How a run reports its progress on stderr: a bar on a terminal; plain lines when stderr is
+/// redirected (a bar draws nothing there, and a run logged to a file would be silent for hours);
+/// nothing when progress is off (`--quiet`).
+enum Reporter {
+    Bar(indicatif::ProgressBar),
+    /// Lines carry their own elapsed time and ETA, measured from `since` over the steps after `start`.
+    Lines {
+        start: u64,
+        steps: u64,
+        since: Instant,
+    },
+    Off,
+}
+
+impl Reporter {
+    fn new(show: bool, start: u64, steps: u64) -> Self {
+        if !show {
+            Reporter::Off
+        } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Reporter::Bar(progress_bar(true, start, steps))
+        } else {
+            Reporter::Lines { start, steps, since: Instant::now() }
+        }
+    }
+
+    /// A logged step's loss, learning rate and tokens/s: the bar's message, or a line of its own.
+    fn logged(&self, done: u64, loss: f64, lr: f64, tps: f64) {
+        match self {
+            Reporter::Bar(bar) => bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s")),
+            Reporter::Lines { start, steps, since } => {
+                let elapsed = since.elapsed();
+                let per_step = elapsed.as_secs_f64() / done.saturating_sub(*start).max(1) as f64;
+                let eta = std::time::Duration::try_from_secs_f64(per_step * steps.saturating_sub(done) as f64)
+                    .unwrap_or(std::time::Duration::MAX);
+                stderr_line(format_args!(
+                    "step {done}/{steps}: loss {loss:.4}, lr {lr:.2e}, {tps:.0} tok/s, elapsed {}, ETA {}",
+                    indicatif::FormattedDuration(elapsed),
+                    indicatif::FormattedDuration(eta)
+                ));
+            }
+            Reporter::Off => {}
+        }
+    }
+
+    fn set_position(&self, done: u64) {
+        if let Reporter::Bar(bar) = self {
+            bar.set_position(done);
+        }
+    }
+
+    /// A message above the bar, or a line of its own.
+    fn println(&self, msg: &str) {
+        match self {
+            Reporter::Bar(bar) => bar.println(msg),
+            Reporter::Lines { .. } => stderr_line(format_args!("{msg}")),
+            Reporter::Off => {}
+        }
+    }
+
+    /// A message for a log file only: the terminal's output stays as it was.
+    fn log_only(&self, msg: &str) {
+        if let Reporter::Lines { .. } = self {
+            stderr_line(format_args!("{msg}"));
+        }
+    }
+
+    fn finish(&self) {
+        if let Reporter::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One line on stderr. A failed write (a closed pipe, a full disk) is ignored, where `eprintln!`
+/// would panic: losing a progress line must not end an hours-long run.
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 pub(crate) fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
