@@ -189,6 +189,18 @@ fn cli_resume_without_config_uses_the_saved_run_configuration() {
     assert_eq!(summary["steps"], 9, "{summary}");
     let steps: Vec<u64> = losses(&run).iter().filter(|l| l.1.is_some()).map(|l| l.0).collect();
     assert_eq!(steps, (1..=9).collect::<Vec<_>>());
+    // A config file given with --resume replaces the saved settings: allowed, and said.
+    let toml = tmp.path().join("more.toml");
+    let mut saved = checkpoint::saved_config(&run).unwrap();
+    saved.as_object_mut().unwrap().retain(|_, v| !v.is_null()); // TOML has no null
+    let mut table: toml::Table = serde_json::from_value(saved).unwrap();
+    table.insert("batch_size".into(), toml::Value::Integer(2));
+    table.insert("steps".into(), toml::Value::Integer(10));
+    std::fs::write(&toml, toml::to_string(&table).unwrap()).unwrap();
+    let out = wenhui().args(["pretrain", "--quiet", "--config"]).arg(&toml).arg("--resume").arg(&run).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("changes the resumed run's saved settings: batch_size 4 → 2, steps 9 → 10;"), "{err}");
 }
 
 /// Runs never overwrite each other: a new run refuses a directory holding one, `--resume DIR`

@@ -37,56 +37,56 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     init_from: Option<PathBuf>,
-    /// Layers of a fresh model [4].
+    /// Layers of a fresh model [default: 4].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     layers: Option<usize>,
-    /// Hidden size of a fresh model [256].
+    /// Hidden size of a fresh model [default: 256].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     hidden: Option<usize>,
-    /// Attention heads of a fresh model [4].
+    /// Attention heads of a fresh model [default: 4].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
-    /// GELU: tanh or erf [tanh].
+    /// GELU: tanh or erf [default: tanh].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     gelu: Option<String>,
-    /// Dropout [0.1].
+    /// Dropout [default: 0.1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     dropout: Option<f64>,
-    /// Text tokens per sample [256].
+    /// Text tokens per sample [default: 256].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seq_len: Option<usize>,
-    /// Samples per micro-batch [8].
+    /// Samples per micro-batch [default: 8].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
-    /// Micro-batches per step [1].
+    /// Micro-batches per step [default: 1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     accumulate: Option<usize>,
-    /// Pack documents into samples [true].
+    /// Pack documents into samples [default: true].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pack: Option<bool>,
-    /// Share of documents held out for validation [0.05].
+    /// Share of documents held out for validation [default: 0.05].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     valid_fraction: Option<f64>,
-    /// Validation batches per evaluation [8].
+    /// Validation batches per evaluation [default: 8].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     valid_batches: Option<usize>,
     /// Objective: GLM blank infilling presets default (= blank), glm-large, glm-10b; or mlm (BERT
-    /// masked LM) or causal (GPT-2 next token) [default].
+    /// masked LM) or causal (GPT-2 next token) [default: default].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     objective: Option<String>,
-    /// Architecture of a fresh model: glm, bert or gpt2 [the one the objective trains].
+    /// Architecture of a fresh model: glm, bert or gpt2 [default: the one the objective trains].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     arch: Option<String>,
@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     sentence_prob: Option<f64>,
-    /// Share of tokens the sentence objective masks [0.15].
+    /// Share of tokens the sentence objective masks [default: 0.15].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     sentence_mask_ratio: Option<f64>,
@@ -110,63 +110,63 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix_lm_prob: Option<f64>,
-    /// Optimizer steps [1000].
+    /// Optimizer steps [default: 1000].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<u64>,
-    /// Peak learning rate [2e-4].
+    /// Peak learning rate [default: 2e-4].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
-    /// Floor of the cosine decay as a share of lr [0.05].
+    /// Floor of the cosine decay as a share of lr [default: 0.05].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     min_lr_ratio: Option<f64>,
-    /// Warmup share of steps [0.05].
+    /// Warmup share of steps [default: 0.05].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_ratio: Option<f64>,
-    /// Steps of the cosine decay [steps].
+    /// Steps of the cosine decay [default: steps].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     decay_steps: Option<u64>,
-    /// Adam beta1 [0.9].
+    /// Adam beta1 [default: 0.9].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     beta1: Option<f64>,
-    /// Adam beta2 [0.98].
+    /// Adam beta2 [default: 0.98].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     beta2: Option<f64>,
-    /// Adam epsilon [1e-6].
+    /// Adam epsilon [default: 1e-6].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     eps: Option<f64>,
-    /// Weight decay [0.1].
+    /// Weight decay [default: 0.1].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     weight_decay: Option<f64>,
-    /// Gradient-norm clip, 0 = off [1.0].
+    /// Gradient-norm clip, 0 = off [default: 1.0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     clip: Option<f64>,
-    /// Seed [1234].
+    /// Seed [default: 1234].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    /// Metrics line every N steps [10].
+    /// Metrics line every N steps [default: 10].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_every: Option<u64>,
-    /// Validate every N steps [100].
+    /// Validate every N steps [default: 100].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_every: Option<u64>,
-    /// Checkpoint every N steps [500].
+    /// Checkpoint every N steps [default: 500].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     save_every: Option<u64>,
-    /// Checkpoints kept [3].
+    /// Checkpoints kept [default: 3].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_last: Option<usize>,
@@ -216,6 +216,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         _ => PretrainConfig::load(a.config.as_deref(), overrides)?,
     };
+    if let (Some(file), Some(dir)) = (&a.config, &a.resume) {
+        warn_config_differs(file, &wenhui::train::checkpoint::saved_config(dir)?, &cfg);
+    }
     let stop = crate::cli::common::ctrl_c_stop_flag();
     // The trainer picks a bar (terminal) or plain lines (stderr redirected to a log).
     let progress = !a.quiet;
@@ -237,4 +240,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// `--config FILE --resume RUN`: the file's settings replace the run's saved ones. That is
+/// allowed (e.g. more steps), but a changed batch size or learning rate must not pass unnoticed.
+fn warn_config_differs(file: &std::path::Path, saved: &serde_json::Value, cfg: &PretrainConfig) {
+    let (Some(saved), Ok(serde_json::Value::Object(now))) = (saved.as_object(), serde_json::to_value(cfg)) else { return };
+    let changes: Vec<String> = now
+        .iter()
+        .filter(|(k, v)| k.as_str() != "out_dir" && saved.get(*k).is_some_and(|old| old != *v))
+        .map(|(k, v)| format!("{k} {} → {v}", saved[k]))
+        .collect();
+    if !changes.is_empty() {
+        tracing::warn!(
+            "{} changes the resumed run's saved settings: {}; the run continues with the new ones (without --config it keeps its own)",
+            file.display(),
+            changes.join(", ")
+        );
+    }
 }
