@@ -296,3 +296,83 @@ fn resume_continues_exactly() {
         common::assert_close(name, t, &wb[name], 0.0);
     }
 }
+
+/// Runs the `wenhui` binary; its exit status, stdout and stderr.
+fn wenhui(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `finetune --task seq2seq` with a non-default template and JSON fields records them in
+/// `best/` and every checkpoint; `eval seq2seq` without the flags then decodes exactly as with
+/// them, a different `--template` warns, and a malformed record is an error naming the file.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
+fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
+    use wenhui::train::seq2seq::{SavedLayout, LAYOUT_FILE};
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    // Renamed fields, so that they too must come from the record.
+    for (name, n, seed) in [("train.jsonl", 400, 5), ("dev.jsonl", 16, 6), ("test.jsonl", 24, 7)] {
+        reverse_pairs(&tmp.path().join(name), n, seed);
+        let text = std::fs::read_to_string(tmp.path().join(name)).unwrap();
+        std::fs::write(tmp.path().join(name), text.replace("\"source\"", "\"s\"").replace("\"target\"", "\"t\"")).unwrap();
+    }
+    let template = "{source}>[MASK]";
+    let (model, train, dev, run) = (p("model"), p("train.jsonl"), p("dev.jsonl"), p("run"));
+    let mut args = vec!["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "--dev", &dev, "-o", &run];
+    args.extend(["--template", template]);
+    args.extend(
+        "--source-field s --target-field t --max-source-len 12 --max-target-len 8 --steps 40 --batch-size 16 --lr 3e-3 \
+         --dropout 0 --eval-every 20 --metric rouge-l --num-beams 1 --rouge-tokenizer chars"
+            .split_whitespace(),
+    );
+    let (ok, out, err) = wenhui(&args);
+    assert!(ok, "finetune failed: {err}");
+    // The summary names its metric.
+    assert!(out.contains("best dev ROUGE-L ") && !out.contains("dev_score"), "{out}");
+
+    let best = tmp.path().join("run/best");
+    let saved = SavedLayout::read(&best).unwrap().expect("best/ records the layout");
+    assert_eq!((saved.layout.template.as_str(), saved.source_field.as_str(), saved.target_field.as_str()), (template, "s", "t"));
+    assert_eq!((saved.layout.max_source_len, saved.layout.max_target_len), (12, 8));
+    for step in ["step-00000020", "step-00000040"] {
+        let ck = tmp.path().join("run/checkpoints").join(step);
+        assert_eq!(SavedLayout::read(&ck).unwrap().as_ref(), Some(&saved), "{step}");
+    }
+    // A model that was not fine-tuned here has no record: today's defaults apply.
+    assert_eq!(SavedLayout::read(&tmp.path().join("model")).unwrap(), None);
+
+    let test = p("test.jsonl");
+    let eval = |tag: &str, extra: &[&str]| {
+        let preds = p(&format!("pred-{tag}.jsonl"));
+        let mut args = vec!["eval", "seq2seq", "--model", best.to_str().unwrap(), "--data", &test];
+        args.extend(["--num-beams", "2", "--rouge-tokenizer", "chars", "--json", "--predictions", &preds]);
+        args.extend(extra);
+        let (ok, out, err) = wenhui(&args);
+        assert!(ok, "eval {tag} failed: {err}");
+        let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        (report["rouge"].clone(), report["exact_match"].clone(), std::fs::read_to_string(preds).unwrap(), err)
+    };
+    let (rouge, exact, preds, err) = eval("saved", &[]);
+    let (rouge_t, exact_t, preds_t, err_t) = eval("given", &["--template", template, "--source-field", "s", "--target-field", "t"]);
+    eprintln!("without --template: {rouge}; with it: {rouge_t}");
+    assert_eq!((&rouge, &exact, &preds), (&rouge_t, &exact_t, &preds_t));
+    assert_eq!(rouge["pairs"], 24);
+    assert!(rouge["rouge_l"].as_f64().unwrap() > 0.0, "{rouge}");
+    assert!(!err.contains("differs") && !err_t.contains("differs"), "{err}\n{err_t}");
+    // An explicit template that differs wins, with a warning.
+    let (_, _, _, err) = eval("other", &["--template", "{source}>>[MASK]"]);
+    assert!(err.contains("--template") && err.contains("differs") && err.contains(LAYOUT_FILE), "{err}");
+
+    // A malformed record is an error naming the file, from the library and the command.
+    let file = best.join(LAYOUT_FILE);
+    for bad in ["not json", "{\"layout\": 3}", "{\"source_field\": \"s\", \"target_field\": \"t\"}"] {
+        std::fs::write(&file, bad).unwrap();
+        let e = SavedLayout::read(&best).unwrap_err().to_string();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+    }
+    let (ok, _, err) = wenhui(&["eval", "seq2seq", "--model", best.to_str().unwrap(), "--data", &test, "--template", template]);
+    assert!(!ok && err.contains(LAYOUT_FILE), "{err}");
+}

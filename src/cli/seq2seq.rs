@@ -2,7 +2,7 @@
 
 use crate::cli::common::DefaultModel;
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wenhui::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout};
@@ -10,49 +10,94 @@ use wenhui::eval::rouge::RougeTokenizer;
 use wenhui::eval::seq2seq::{evaluate_pairs, Baseline, DecodeOptions, System};
 use wenhui::model::{load_model, LoadOptions};
 use wenhui::tokenizer::Tokenizer;
-use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+use wenhui::train::seq2seq::{finetune, SavedLayout, Seq2seqConfig, Seq2seqRunOptions, LAYOUT_FILE};
 
-/// The seq2seq input layout (the same flags for training and evaluation).
+/// The seq2seq input layout (the same flags for training and evaluation). Every flag is
+/// optional: one not given takes the value saved with a fine-tuned model (`eval seq2seq`) or
+/// with the resumed run (`finetune --resume`), else the default named in its help.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LayoutArgs {
     /// Part A around the source: `{source}` and exactly one [MASK]/[sMASK]/[gMASK]; [CLS] is
-    /// prepended. Default = the official SummaryPVP.
-    #[arg(long, default_value = "[MASK] Content: {source}")]
-    pub template: String,
-    /// Most Part A tokens ([CLS] and template included; only the source is cut). Default: 464
-    /// (official CNN/DM 608 − 144) or the model's positions if fewer.
+    /// prepended. Default: as saved with the model (`eval seq2seq`) or run (`--resume`), else
+    /// the official SummaryPVP `[MASK] Content: {source}`.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Most Part A tokens ([CLS] and template included; only the source is cut). Default: as
+    /// saved, else 464 (official CNN/DM 608 − 144) or the model's positions if fewer.
     #[arg(long)]
     pub max_source_len: Option<usize>,
-    /// Most target tokens, [eop] included; also the decoding limit.
-    #[arg(long, default_value_t = 48)]
-    pub max_target_len: usize,
-    /// Pad Part A to --max-source-len as the official dataset does.
+    /// Most target tokens, [eop] included; also the decoding limit. Default: as saved, else 48.
     #[arg(long)]
-    pub pad_source: bool,
+    pub max_target_len: Option<usize>,
+    /// Pad Part A to --max-source-len as the official dataset does. Default: as saved, else
+    /// false (`--pad-source false` overrides a saved true, as for the two flags below).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub pad_source: Option<bool>,
     /// With --pad-source: hide the pads from attention (official --mask-pad-token).
-    #[arg(long)]
-    pub mask_pad_token: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mask_pad_token: Option<bool>,
     /// Encode the target as " " + target (official, for BPE vocabularies).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub target_space: Option<bool>,
+    /// JSON field of the source. Default: as saved, else source.
     #[arg(long)]
-    pub target_space: bool,
-    /// JSON field of the source.
-    #[arg(long, default_value = "source")]
-    pub source_field: String,
-    /// JSON field of the target.
-    #[arg(long, default_value = "target")]
-    pub target_field: String,
+    pub source_field: Option<String>,
+    /// JSON field of the target. Default: as saved, else target.
+    #[arg(long)]
+    pub target_field: Option<String>,
 }
 
 impl LayoutArgs {
     /// The layout for a model with `max_positions` positions.
     fn layout(&self, max_positions: usize) -> LayoutConfig {
+        let d = LayoutConfig::default();
         LayoutConfig {
-            template: self.template.clone(),
-            max_source_len: self.max_source_len.unwrap_or(464.min(max_positions)),
-            max_target_len: self.max_target_len,
-            pad_source: self.pad_source,
-            mask_pad_token: self.mask_pad_token,
-            target_space: self.target_space,
+            template: self.template.clone().unwrap_or(d.template),
+            max_source_len: self.max_source_len.unwrap_or(d.max_source_len.min(max_positions)),
+            max_target_len: self.max_target_len(),
+            pad_source: self.pad_source.unwrap_or(d.pad_source),
+            mask_pad_token: self.mask_pad_token.unwrap_or(d.mask_pad_token),
+            target_space: self.target_space.unwrap_or(d.target_space),
+        }
+    }
+    fn max_target_len(&self) -> usize {
+        self.max_target_len.unwrap_or(LayoutConfig::default().max_target_len)
+    }
+    fn source_field(&self) -> &str {
+        self.source_field.as_deref().unwrap_or("source")
+    }
+    fn target_field(&self) -> &str {
+        self.target_field.as_deref().unwrap_or("target")
+    }
+
+    /// These flags over `saved` (the layout recorded in the file `from`): a flag not given takes
+    /// the saved value; one given wins, with a warning where it differs from the saved one.
+    fn over(&self, saved: Option<&SavedLayout>, from: &Path) -> Self {
+        let Some(s) = saved else { return self.clone() };
+        fn pick<T: Clone + PartialEq + std::fmt::Debug>(given: &Option<T>, saved: &T, flag: &str, from: &Path, warn: bool) -> Option<T> {
+            match given {
+                Some(g) if warn && g != saved => {
+                    tracing::warn!(
+                        "{flag} {g:?} differs from the {saved:?} the model was fine-tuned with (recorded in {}); using {g:?}",
+                        from.display()
+                    );
+                    Some(g.clone())
+                }
+                Some(g) => Some(g.clone()),
+                None => Some(saved.clone()),
+            }
+        }
+        let l = &s.layout;
+        Self {
+            template: pick(&self.template, &l.template, "--template", from, true),
+            max_source_len: pick(&self.max_source_len, &l.max_source_len, "--max-source-len", from, true),
+            // No warning: a longer or shorter decoding limit is an ordinary evaluation choice.
+            max_target_len: pick(&self.max_target_len, &l.max_target_len, "--max-target-len", from, false),
+            pad_source: pick(&self.pad_source, &l.pad_source, "--pad-source", from, true),
+            mask_pad_token: pick(&self.mask_pad_token, &l.mask_pad_token, "--mask-pad-token", from, true),
+            target_space: pick(&self.target_space, &l.target_space, "--target-space", from, true),
+            source_field: pick(&self.source_field, &s.source_field, "--source-field", from, true),
+            target_field: pick(&self.target_field, &s.target_field, "--target-field", from, true),
         }
     }
 }
@@ -166,17 +211,28 @@ pub struct Seq2seqFinetuneArgs {
     pub json: bool,
 }
 
-/// Runs seq2seq fine-tuning.
 /// `--min-length` must leave room under `--max-target-len` (checked before any training).
 fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs) -> anyhow::Result<()> {
-    if decode.min_length > layout.max_target_len {
-        anyhow::bail!("--min-length {} exceeds --max-target-len {}", decode.min_length, layout.max_target_len);
+    if decode.min_length > layout.max_target_len() {
+        anyhow::bail!("--min-length {} exceeds --max-target-len {}", decode.min_length, layout.max_target_len());
     }
     Ok(())
 }
 
+/// The layout a resumed run was trained with, from its checkpoint's configuration: a resume
+/// that does not repeat the layout flags must not switch to the defaults mid-run.
+fn resumed_layout(resume: &Path) -> anyhow::Result<Option<SavedLayout>> {
+    let config = wenhui::train::checkpoint::saved_config(resume).with_context(|| format!("--resume {}", resume.display()))?;
+    // Not a seq2seq run's configuration: nothing to take over (the resume itself says what is wrong).
+    Ok(serde_json::from_value(config).ok())
+}
+
+/// Runs seq2seq fine-tuning.
 pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
-    check_lengths(&a.layout, &a.decode)?;
+    let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
+    let saved = resume.as_deref().map(resumed_layout).transpose()?.flatten();
+    let layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&a.out));
+    check_lengths(&layout_args, &a.decode)?;
     let model = a.model.dir()?;
     let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
         wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
@@ -187,9 +243,9 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         dev: a.dev.clone(),
         model: model.clone(),
         out_dir: a.out.clone(),
-        source_field: a.layout.source_field.clone(),
-        target_field: a.layout.target_field.clone(),
-        layout: a.layout.layout(max_positions),
+        source_field: layout_args.source_field().to_string(),
+        target_field: layout_args.target_field().to_string(),
+        layout: layout_args.layout(max_positions),
         epochs: a.epochs,
         steps: a.steps,
         batch_size: a.batch_size,
@@ -213,7 +269,6 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
         tracing::warn!("no Ctrl-C handler: {e}");
     }
-    let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
     // ROUGE on dev: decode the (limited) dev pairs with the model being trained.
     let tokenizer = Tokenizer::from_dir(&model)?;
     let decode = a.decode.options();
@@ -236,13 +291,21 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
             _ => r.rouge_l,
         })
     };
-    let opts =
-        Seq2seqRunOptions { resume, progress: true, stop: Some(stop), scorer: if a.metric == "loss" { None } else { Some(&mut rouge) } };
+    let by_loss = a.metric == "loss";
+    let opts = Seq2seqRunOptions {
+        resume,
+        progress: true,
+        stop: Some(stop),
+        scorer: if by_loss { None } else { Some(&mut rouge) },
+        score_name: (!by_loss).then(|| a.metric.to_uppercase()),
+    };
     let s = finetune(&cfg, opts).with_context(|| format!("seq2seq fine-tuning of {}", model.display()))?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        let best = s.best.map(|(v, st)| format!(", best {} {v:.4} at step {st}", s.metric)).unwrap_or_default();
+        // ROUGE is F1 × 100: two decimals, as `eval seq2seq` prints it; losses need four.
+        let digits = if by_loss { 4 } else { 2 };
+        let best = s.best.map(|(v, st)| format!(", best {} {v:.digits$} at step {st}", s.metric_label)).unwrap_or_default();
         println!(
             "{} / {} steps, last loss {:.4}{best}{}; {} pairs ({} sources, {} targets cut); {:.0} s; model: {}",
             s.steps,
@@ -287,20 +350,32 @@ pub struct EvalSeq2seqArgs {
 
 /// Runs `eval seq2seq`.
 pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
-    check_lengths(&a.layout, &a.decode)?;
-    let mut pairs = read_pairs(&a.data, &a.layout.source_field, &a.layout.target_field, true)?;
+    // A fine-tuned model is decoded with the layout it was trained with unless flags say otherwise.
+    let dir = if a.baseline.is_none() { Some(a.model.dir()?) } else { None };
+    let layout_args = match &dir {
+        Some(d) => {
+            let saved = SavedLayout::read(d)?;
+            if let Some(s) = &saved {
+                tracing::info!("{}: layout of the fine-tune, template {:?}", d.join(LAYOUT_FILE).display(), s.layout.template);
+            }
+            a.layout.over(saved.as_ref(), &d.join(LAYOUT_FILE))
+        }
+        None => a.layout.clone(),
+    };
+    check_lengths(&layout_args, &a.decode)?;
+    let mut pairs = read_pairs(&a.data, layout_args.source_field(), layout_args.target_field(), true)?;
     if a.limit > 0 {
         pairs.truncate(a.limit);
     }
     let bar = wenhui::eval::progress(pairs.len() as u64, "pairs");
-    let report = match &a.baseline {
-        Some(b) => evaluate_pairs(&System::Baseline(Baseline::parse(b)?), &pairs, a.decode.tokenizer(), &bar)?,
-        None => {
-            let dir = a.model.dir()?;
-            let m = load_model(&dir, &LoadOptions::default())?;
-            let tokenizer = Tokenizer::from_dir(&dir)?;
+    let report = match (&a.baseline, &dir) {
+        (Some(b), _) => evaluate_pairs(&System::Baseline(Baseline::parse(b)?), &pairs, a.decode.tokenizer(), &bar)?,
+        (None, None) => anyhow::bail!("no model to evaluate"),
+        (None, Some(dir)) => {
+            let m = load_model(dir, &LoadOptions::default())?;
+            let tokenizer = Tokenizer::from_dir(dir)?;
             let max_positions = m.backbone.info().max_positions;
-            let layout = Seq2seqLayout::new(&tokenizer, a.layout.layout(max_positions), max_positions)?;
+            let layout = Seq2seqLayout::new(&tokenizer, layout_args.layout(max_positions), max_positions)?;
             let decode = a.decode.options();
             let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };
             evaluate_pairs(&system, &pairs, a.decode.tokenizer(), &bar)?

@@ -72,6 +72,22 @@ pub fn save(
     state: &TrainerState,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    save_with(run, params, model, tokenizer, optimizer, state, keep_last, |_| Ok(()))
+}
+
+/// [`save`], with `extra` writing more files into the checkpoint before it is published (e.g.
+/// seq2seq's input layout), so that they appear with it or not at all.
+#[allow(clippy::too_many_arguments)]
+pub fn save_with(
+    run: &Path,
+    params: &HashMap<String, Tensor>,
+    model: &ModelConfig,
+    tokenizer: &Tokenizer,
+    optimizer: &HashMap<String, Tensor>,
+    state: &TrainerState,
+    keep_last: usize,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let parts = [("weight", params), ("optimizer state", optimizer)];
     refuse_non_finite(run, state.step, &parts, "resume from the last one with a lower learning rate")?;
     publish(run, state.step, keep_last, |tmp| {
@@ -79,6 +95,7 @@ pub fn save(
         save_tensors(optimizer, &tmp.join("optimizer.safetensors"))?;
         write_json(&tmp.join("config.json"), &model.to_json())?;
         write_json(&tmp.join("trainer_state.json"), state)?;
+        extra(tmp)?;
         tokenizer.save(tmp)
     })
 }

@@ -116,7 +116,7 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = write_dir(&tmp, &params, &config, tokenizer.as_ref());
+    let written = write_dir(&tmp, &params, &config, tokenizer.as_ref()).and_then(|()| copy_usage_files(&dir, &tmp));
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -136,6 +136,17 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
         step,
         tokenizer: tokenizer.is_some(),
     })
+}
+
+/// Files that say how the model is to be used go with it: seq2seq's input layout (without it,
+/// `eval seq2seq` of the export would fall back to the default template).
+fn copy_usage_files(source: &Path, tmp: &Path) -> Result<()> {
+    let layout = source.join(crate::train::seq2seq::LAYOUT_FILE);
+    if layout.is_file() {
+        let to = tmp.join(crate::train::seq2seq::LAYOUT_FILE);
+        std::fs::copy(&layout, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(())
 }
 
 fn write_dir(tmp: &Path, params: &HashMap<String, Tensor>, config: &ModelConfig, tokenizer: Option<&Tokenizer>) -> Result<()> {

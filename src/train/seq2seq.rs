@@ -3,6 +3,8 @@
 //! `[eop]` with optional label smoothing, AdamW with warmup and linear (official) or cosine decay,
 //! clipping, atomic checkpoints with exact `--resume`, and early stopping on a dev metric (dev
 //! loss, or any score the caller computes, e.g. ROUGE) with the best model kept in `<out>/best`.
+//! Every checkpoint and `best/` also hold [`LAYOUT_FILE`], how sources and targets were laid
+//! out, so that `eval seq2seq` formats its inputs as the model was trained.
 
 use super::checkpoint::{self, TrainerState};
 use super::export::export_model;
@@ -220,6 +222,56 @@ impl Default for Seq2seqConfig {
     }
 }
 
+/// The file in a fine-tuned model directory (`best/`, every checkpoint) that records the
+/// [`SavedLayout`] the model was trained with.
+pub const LAYOUT_FILE: &str = "seq2seq_layout.json";
+
+/// How a seq2seq fine-tune turned `{source, target}` pairs into inputs: what decoding with the
+/// model must repeat. Its fields are named as in [`Seq2seqConfig`], so a checkpoint's
+/// `trainer_state.json` configuration reads as one too.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedLayout {
+    /// JSON field of the source text.
+    pub source_field: String,
+    /// JSON field of the target text.
+    pub target_field: String,
+    /// Template, length limits, padding and target space.
+    pub layout: LayoutConfig,
+}
+
+impl SavedLayout {
+    /// The layout of `cfg`.
+    pub fn of(cfg: &Seq2seqConfig) -> Self {
+        Self { source_field: cfg.source_field.clone(), target_field: cfg.target_field.clone(), layout: cfg.layout.clone() }
+    }
+
+    /// Reads `<model_dir>/`[`LAYOUT_FILE`]: `None` when there is none (a model not fine-tuned
+    /// by `finetune --task seq2seq`, or by an older wenhui); an unreadable file is an error
+    /// naming it.
+    pub fn read(model_dir: &Path) -> Result<Option<Self>> {
+        let path = model_dir.join(LAYOUT_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = crate::error::read_text(&path)?;
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            Error::file(
+                &path,
+                format!(
+                    "not a valid seq2seq layout ({e}); it records the template and fields the model was fine-tuned with: repair it, \
+                 or delete it and give them as flags"
+                ),
+            )
+        })
+    }
+
+    /// Writes it to `<dir>/`[`LAYOUT_FILE`] atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::input(e.to_string()))?;
+        crate::error::write_atomic(&dir.join(LAYOUT_FILE), json.as_bytes())
+    }
+}
+
 /// A dev score the caller computes (e.g. ROUGE-L of beam-decoded dev targets); higher is better.
 pub type DevScorer<'a> = &'a mut dyn FnMut(&dyn Backbone) -> Result<f64>;
 
@@ -234,6 +286,8 @@ pub struct Seq2seqRunOptions<'a> {
     pub stop: Option<Arc<AtomicBool>>,
     /// The dev metric; `None` = dev loss (lower is better).
     pub scorer: Option<DevScorer<'a>>,
+    /// What `scorer` measures, for messages (e.g. `ROUGE-L`); `None` = `score`.
+    pub score_name: Option<String>,
 }
 
 /// What a run did.
@@ -245,8 +299,10 @@ pub struct Seq2seqSummary {
     pub planned_steps: u64,
     /// Training loss of the last step.
     pub last_loss: f64,
-    /// The dev metric's name (`dev_loss` or `dev_score`).
+    /// The dev metric's key in `metrics.jsonl` (`dev_loss` or `dev_score`).
     pub metric: String,
+    /// The dev metric for people: `dev loss`, or `dev ` + the score's name (e.g. `dev ROUGE-L`).
+    pub metric_label: String,
     /// Best dev metric and its step.
     pub best: Option<(f64, u64)>,
     /// Stopped early (patience exhausted).
@@ -405,6 +461,10 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         _ => EarlyStop::default(),
     };
     let metric = if opts.scorer.is_some() { "dev_score" } else { "dev_loss" };
+    let metric_label = match (&opts.scorer, &opts.score_name) {
+        (None, _) => "dev loss".to_string(),
+        (Some(_), name) => format!("dev {}", name.as_deref().unwrap_or("score")),
+    };
     if early.best.is_some() && early.metric != metric {
         tracing::warn!("the resumed run tracked {}, this one {metric}: early stopping starts afresh", early.metric);
         early = EarlyStop::default();
@@ -415,6 +475,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
+    let saved_layout = SavedLayout::of(cfg);
     let prior_elapsed = resumed.as_ref().map_or(0.0, |c| c.state.elapsed_s);
     let t0 = Instant::now();
     let save = |step: u64, optim: &AdamW| -> Result<PathBuf> {
@@ -427,7 +488,10 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
             config: config_json.clone(),
             wenhui_version: env!("CARGO_PKG_VERSION").into(),
         };
-        checkpoint::save(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last)
+        // With the layout inside: a checkpoint is a model directory that `eval seq2seq` reads
+        // as it was trained.
+        let optimizer = optim.state_tensors()?;
+        checkpoint::save_with(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| saved_layout.write(tmp))
     };
     let bar = count_bar(opts.progress, steps, "steps");
     bar.set_position(start);
@@ -465,11 +529,11 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
                     }
                 };
                 log.write(&serde_json::json!({"step": done, metric: value}))?;
-                bar.println(format!("step {done}: {metric} {value:.4}{}", if better { " (best)" } else { "" }));
+                bar.println(format!("step {done}: {metric_label} {value:.4}{}", if better { " (best)" } else { "" }));
                 if better {
                     early = EarlyStop { metric: metric.into(), best: Some(value), best_step: done, bad_evals: 0 };
                     let best = cfg.out_dir.join("best");
-                    export_model(&dir, &best, DType::F32, true)?;
+                    export_model(&dir, &best, DType::F32, true)?; // the layout file comes along
                     crate::error::write_atomic(
                         &best.join("dev_metric.json"),
                         serde_json::json!({"step": done, metric: value}).to_string().as_bytes(),
@@ -501,6 +565,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         planned_steps: steps,
         last_loss,
         metric: metric.into(),
+        metric_label,
         best: early.best.map(|b| (b, early.best_step)),
         early_stopped,
         interrupted,
