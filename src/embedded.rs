@@ -89,8 +89,15 @@ pub fn poetry_model_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The judge GLM of `wenhui eval poems` in this source tree (not embedded: only evaluation needs it).
+/// The judge GLM of `wenhui eval poems` (not embedded: only evaluation needs it):
+/// `models/poetry-judge` under the current directory when there is one (a checkout, or a binary
+/// carried to another machine and run from its copy of the repository), else in the source tree
+/// the binary was built from.
 pub fn poetry_judge_dir() -> PathBuf {
+    let here = PathBuf::from("models/poetry-judge");
+    if here.join("config.json").is_file() {
+        return here;
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/poetry-judge")
 }
 

@@ -14,7 +14,7 @@ use wenhui::tokenizer::Tokenizer;
 pub struct PoemsArgs {
     #[command(flatten)]
     model: DefaultModel,
-    /// The judge GLM, trained on other poems than the generator (default: models/poetry-judge of this repository).
+    /// The judge GLM, trained on other poems than the generator (default: ./models/poetry-judge, else that of the source tree the binary was built from).
     #[arg(long)]
     judge: Option<PathBuf>,
     /// JSONL files of titles (`{"title": ...}` per line; with `"text"` and `"form"` the human poem is judged
