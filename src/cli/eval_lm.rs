@@ -23,7 +23,7 @@ pub struct EvalLmArgs {
     /// unidirectional (left to right), bidirectional, or both.
     #[arg(long, default_value = "both", value_parser = ["unidirectional", "bidirectional", "both"])]
     pub mode: String,
-    /// Mask token of the layout: gmask (default) or mask (the original zero-shot scripts).
+    /// Mask token of the layout: gmask, or mask (the original zero-shot scripts).
     #[arg(long, default_value = "gmask", value_parser = ["gmask", "mask"])]
     pub mask: String,
     /// Text tokens per window (default: the model's positions − 2).
@@ -32,7 +32,7 @@ pub struct EvalLmArgs {
     /// Window stride (default: --seq-len, no overlap, as the official default).
     #[arg(long)]
     pub stride: Option<usize>,
-    /// Perplexity documents: one per line (default) or the whole file as one.
+    /// Score the whole file as one document (by default each line is a document).
     #[arg(long)]
     pub whole_file: bool,
     /// Windows or passages per forward pass.

@@ -91,8 +91,8 @@ pub struct PoemArgs {
     /// each line's `form` unless this is given].
     #[arg(long)]
     form: Option<String>,
-    /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬.
-    #[arg(long, default_value = "")]
+    /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬 (none by default).
+    #[arg(long, default_value = "", hide_default_value = true)]
     acrostic: String,
     /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
     #[arg(long, default_value = "pingshui")]
@@ -111,8 +111,8 @@ pub struct AnswerArgs {
     /// The question.
     #[arg(long)]
     question: String,
-    /// A longer description of the question.
-    #[arg(long, default_value = "")]
+    /// A longer description of the question (none by default).
+    #[arg(long, default_value = "", hide_default_value = true)]
     description: String,
     #[command(flatten)]
     search: SearchArgs,
