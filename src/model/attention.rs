@@ -112,8 +112,8 @@ impl KvCache {
     /// Keeps batch rows in the order of `index` (u32 `[B']`), e.g. the surviving beams.
     ///
     /// A beam-search step keeps most beams where they are, so when the batch size stays the
-    /// same only the rows that change are copied, in place (a full copy of every layer's buffers
-    /// each step took 40% of a 4-beam search on the CPU); a new batch size copies everything.
+    /// same only the rows that change are copied, in place, instead of every layer's whole
+    /// buffers each step; a new batch size copies everything.
     pub fn reorder(&mut self, index: &Tensor) -> Result<()> {
         let rows = self.batch();
         let to: Vec<u32> = index.to_dtype(candle_core::DType::U32)?.to_vec1()?;
