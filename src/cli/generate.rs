@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// Stop tokens are banned until this many new tokens exist.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, visible_alias = "min-length", default_value_t = 0)]
     min_new_tokens: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,

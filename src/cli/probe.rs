@@ -109,7 +109,7 @@ pub struct LamaArgs {
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Hide the progress bar.
+    /// Hide the progress bar (it shows only when stderr is a terminal).
     #[arg(long)]
     quiet: bool,
 }

@@ -81,7 +81,7 @@ pub struct TuneArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
-    /// No progress bar.
+    /// Hide the progress bar (it shows only when stderr is a terminal).
     #[arg(long, short)]
     quiet: bool,
 }

@@ -115,7 +115,7 @@ pub struct DecodeArgs {
     #[arg(long, default_value_t = 3)]
     pub no_repeat_ngram_size: usize,
     /// [eop] banned before this many tokens.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, visible_alias = "min-new-tokens", default_value_t = 0)]
     pub min_length: usize,
     /// ROUGE tokenization: chars (Chinese) or default (rouge-score's English); guessed when absent.
     #[arg(long, value_parser = ["chars", "default"])]
