@@ -27,7 +27,7 @@ fn run_dir(root: &Path) -> std::path::PathBuf {
         wenhui_version: "test".into(),
     };
     let run = root.join("run");
-    checkpoint::save(&run, &params, &cfg, &tokenizer, &optim, &state, 2).unwrap();
+    checkpoint::save(&run, &params, &cfg, &tokenizer, &optim, &state, 2, |_| Ok(())).unwrap();
     run
 }
 

@@ -329,7 +329,7 @@ fn non_finite_checkpoints_are_neither_saved_nor_resumed() {
     };
     let (bad_params, bad_name) = with_nan(&ck.params);
     let state = checkpoint::TrainerState { step: 3, ..ck.state.clone() };
-    let e = checkpoint::save(&run, &bad_params, &ck.model, &tokenizer, &ck.optimizer, &state, 2).unwrap_err().to_string();
+    let e = checkpoint::save(&run, &bad_params, &ck.model, &tokenizer, &ck.optimizer, &state, 2, |_| Ok(())).unwrap_err().to_string();
     assert!(e.contains("not saved") && e.contains(&bad_name) && e.contains("diverged"), "{e}");
     assert_eq!(listing(&run), before, "a diverged step changed the checkpoints");
 

@@ -63,22 +63,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves a checkpoint for `state.step` under `run` and keeps only the newest `keep_last`.
-pub fn save(
-    run: &Path,
-    params: &HashMap<String, Tensor>,
-    model: &ModelConfig,
-    tokenizer: &Tokenizer,
-    optimizer: &HashMap<String, Tensor>,
-    state: &TrainerState,
-    keep_last: usize,
-) -> Result<PathBuf> {
-    save_with(run, params, model, tokenizer, optimizer, state, keep_last, |_| Ok(()))
-}
-
-/// [`save`], with `extra` writing more files into the checkpoint before it is published (e.g.
-/// seq2seq's input layout), so that they appear with it or not at all.
+/// `extra` writes more files into it before it is published (e.g. seq2seq's input layout), so
+/// that they appear with it or not at all.
 #[allow(clippy::too_many_arguments)]
-pub fn save_with(
+pub fn save(
     run: &Path,
     params: &HashMap<String, Tensor>,
     model: &ModelConfig,

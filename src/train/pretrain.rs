@@ -429,7 +429,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             config: config_json.clone(),
             wenhui_version: env!("CARGO_PKG_VERSION").into(),
         };
-        checkpoint::save(&cfg.out_dir, &params, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last)
+        checkpoint::save(&cfg.out_dir, &params, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last, |_| Ok(()))
     };
     if start == 0 {
         // The untrained model's validation loss: the baseline of the curve.

@@ -491,7 +491,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         // With the layout inside: a checkpoint is a model directory that `eval seq2seq` reads
         // as it was trained.
         let optimizer = optim.state_tensors()?;
-        checkpoint::save_with(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| saved_layout.write(tmp))
+        checkpoint::save(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| saved_layout.write(tmp))
     };
     let bar = count_bar(opts.progress, steps, "steps");
     bar.set_position(start);
