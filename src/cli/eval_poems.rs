@@ -65,7 +65,7 @@ pub struct PoemsArgs {
     #[arg(long, value_name = "REPORT", num_args = 1.., conflicts_with_all = ["methods", "repeats", "task", "beams"])]
     rejudge: Vec<PathBuf>,
     /// Write the full report (every poem) as JSON here.
-    #[arg(long)]
+    #[arg(long, short)]
     output: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]

@@ -190,6 +190,14 @@ mod tests {
         xs.iter().map(|x| x.into()).collect()
     }
 
+    /// clap's own checks of every command (two options with one short flag or alias, a
+    /// conflict naming no option, …), which a release build does not run.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     #[test]
     fn finetune_seq2seq_is_routed_and_cloze_tasks_are_not() {
         assert_eq!(

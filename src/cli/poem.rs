@@ -85,7 +85,7 @@ pub struct PoemArgs {
     #[arg(long, conflicts_with_all = ["title", "acrostic", "explain"])]
     titles: Option<PathBuf>,
     /// Batch mode: write the poems (JSONL) here instead of to stdout.
-    #[arg(long, requires = "titles")]
+    #[arg(long, short, requires = "titles")]
     output: Option<PathBuf>,
     /// Form: 五绝, 七绝, 五律 or 七律 (also wujue, qijue, wulv, qilv) [default: 五绝; in batch mode
     /// each line's `form` unless this is given].

@@ -30,7 +30,7 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     corpus: Option<PathBuf>,
     /// Run directory (checkpoints, metrics.jsonl).
-    #[arg(long)]
+    #[arg(long, short, visible_alias = "output")]
     #[serde(skip_serializing_if = "Option::is_none")]
     out_dir: Option<PathBuf>,
     /// Start from this model directory instead of a fresh model.

@@ -76,7 +76,7 @@ pub struct LamaArgs {
     #[arg(long, default_value = "common")]
     vocab: String,
     /// Per-relation result files (a rerun reuses them) [lama-results/<mode>-<vocab>].
-    #[arg(long)]
+    #[arg(long, short)]
     output: Option<PathBuf>,
     /// At most N test facts per relation (quick runs).
     #[arg(long)]
