@@ -25,11 +25,14 @@ pub(crate) fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// Logits `x · tableᵀ` against a (tied) embedding table `[V, H]`.
 ///
-/// While the table is trained on the CPU this is one fused node ([`ops::linear_no_bias`]):
-/// candle's matmul against `tableᵀ` would send the table's gradient through a transposed view
-/// and a strided accumulation. Inference keeps candle's matmul, so generated text is unchanged.
+/// With the fused ops this is one node ([`ops::linear_no_bias`]). In training, candle's matmul
+/// against `tableᵀ` would send the table's gradient through a transposed view and a strided
+/// accumulation. In CPU decoding it packed the whole table for a few rows every step, where the
+/// fused op's dot products stream it once (4 rows, GLM-Base: 19.2–20.5 → 15.2–16.1 ms per
+/// step). GPU inference keeps cuBLAS through candle's matmul, as measured on the H200.
 pub(crate) fn tied_logits(x: &Tensor, table: &Tensor) -> Result<Tensor> {
-    if table.track_op() && (ops::fused_cpu(x) || ops::cuda_fused(x)) && x.dtype() == table.dtype() {
+    let fused = ops::fused_cpu(x) || (table.track_op() && ops::cuda_fused(x));
+    if fused && x.dtype() == table.dtype() {
         return Ok(ops::linear_no_bias(x, table)?);
     }
     rows_matmul(x, &table.t()?)
