@@ -156,7 +156,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         bar
     };
     let report = if !previous.is_empty() {
-        let bar = progress(rejudge_count(&previous) as u64, "poems judged");
+        let bar = progress(rejudge_count(&previous, &titles)? as u64, "poems judged");
         let mut tick = |_: usize, _: &wenhui::eval::poems::PoemRow| bar.inc(1);
         let r = rejudge_poems(&j, &judge_task, &titles, &previous, &opts, Some(&mut tick))?;
         bar.finish_and_clear();

@@ -381,29 +381,8 @@ pub fn rejudge_poems(
     for (name, report) in previous {
         let fail = |msg: String| Error::input(format!("{name}: {msg}"));
         check_settings(report, opts).map_err(fail)?;
-        // Rows come title by title within each repeat; `seen` tells a repeated title's next occurrence.
-        let (mut repeat, mut i, mut seen) = (usize::MAX, 0, HashSet::new());
-        for (n, old) in report.rows.iter().enumerate() {
-            if old.repeat >= report.repeats {
-                return Err(fail(format!("row {}: repeat {} of a report of {} repeats", n + 1, old.repeat, report.repeats)));
-            }
-            if old.repeat != repeat {
-                (repeat, i) = (old.repeat, 0);
-                seen.clear();
-            }
-            while i < titles.len() && (titles[i].title != old.title || seen.contains(&old.method)) {
-                i += 1;
-                seen.clear();
-            }
-            let Some(t) = titles.get(i) else {
-                return Err(fail(format!(
-                    "row {}: the title `{}` (repeat {}) is not among the titles given, in their order; pass the original run's titles files and --limit",
-                    n + 1,
-                    old.title,
-                    old.repeat
-                )));
-            };
-            seen.insert(old.method.clone());
+        for (n, (old, i)) in report.rows.iter().zip(row_titles(report, titles).map_err(fail)?).enumerate() {
+            let (repeat, t) = (old.repeat, &titles[i]);
             let key = (repeat, i, method_order(&old.method), old.method.clone());
             if !judged.insert(key.clone()) {
                 continue;
@@ -434,21 +413,48 @@ pub fn rejudge_poems(
     Ok(report(keyed.into_iter().map(|(_, r)| r).collect(), titles, &PoemEvalOptions { repeats, ..opts.clone() }))
 }
 
+/// The index in `titles` of each row of `report`: rows come title by title within each repeat,
+/// and a title listed twice is matched to its next listing once its methods repeat. An error
+/// names the first row whose title is not there (in order) or whose repeat is out of range.
+fn row_titles(report: &PoemEvalReport, titles: &[EvalTitle]) -> std::result::Result<Vec<usize>, String> {
+    let (mut repeat, mut i, mut seen) = (usize::MAX, 0, HashSet::new());
+    let mut out = Vec::with_capacity(report.rows.len());
+    for (n, row) in report.rows.iter().enumerate() {
+        if row.repeat >= report.repeats {
+            return Err(format!("row {}: repeat {} of a report of {} repeats", n + 1, row.repeat, report.repeats));
+        }
+        if row.repeat != repeat {
+            (repeat, i) = (row.repeat, 0);
+            seen.clear();
+        }
+        while i < titles.len() && (titles[i].title != row.title || seen.contains(&row.method)) {
+            i += 1;
+            seen.clear();
+        }
+        if i == titles.len() {
+            return Err(format!(
+                "row {}: the title `{}` (repeat {}) is not among the titles given, in their order; pass the original run's titles files and --limit",
+                n + 1,
+                row.title,
+                row.repeat
+            ));
+        }
+        seen.insert(row.method.clone());
+        out.push(i);
+    }
+    Ok(out)
+}
+
 /// How many poems [`rejudge_poems`] judges, and so reports progress for: the rows of `previous`, a
 /// poem that several reports carry (the human poem of reports run side by side) counted once.
-pub fn rejudge_count(previous: &[(String, PoemEvalReport)]) -> usize {
+/// Matched to `titles` as `rejudge_poems` matches them, with the same errors.
+pub fn rejudge_count(previous: &[(String, PoemEvalReport)], titles: &[EvalTitle]) -> Result<usize> {
     let mut poems = HashSet::new();
-    for (_, report) in previous {
-        // The k-th row of a title, method and repeat in a report is that title's k-th listing (a
-        // title given twice), as rejudge_poems matches them.
-        let mut seen: BTreeMap<(usize, &str, &str), usize> = BTreeMap::new();
-        for row in &report.rows {
-            let k = seen.entry((row.repeat, &row.title, &row.method)).or_default();
-            *k += 1;
-            poems.insert((row.repeat, row.title.as_str(), row.method.as_str(), *k));
-        }
+    for (name, report) in previous {
+        let rows = row_titles(report, titles).map_err(|msg| Error::input(format!("{name}: {msg}")))?;
+        poems.extend(report.rows.iter().zip(rows).map(|(row, i)| (row.repeat, i, row.method.as_str())));
     }
-    poems.len()
+    Ok(poems.len())
 }
 
 /// Whether `report` was written with `opts`' distractors, seed and form (when it records them).
@@ -578,7 +584,9 @@ mod tests {
     fn rejudge_count_counts_shared_human_poems_once() {
         let base = report(&[(0, "a", "baseline"), (0, "a", "human"), (0, "b", "baseline"), (0, "a", "baseline"), (1, "a", "baseline")]);
         let inv = report(&[(0, "a", "inverse"), (0, "a", "human"), (0, "b", "inverse"), (0, "a", "inverse"), (1, "a", "inverse")]);
-        assert_eq!(rejudge_count(&[("b".into(), base.clone())]), 5);
-        assert_eq!(rejudge_count(&[("b".into(), base), ("i".into(), inv)]), 9);
+        let titles: Vec<EvalTitle> =
+            ["a", "b", "a"].iter().map(|t| EvalTitle { title: t.to_string(), source: "s".into(), reference: None }).collect();
+        assert_eq!(rejudge_count(&[("b".into(), base.clone())], &titles).unwrap(), 5);
+        assert_eq!(rejudge_count(&[("b".into(), base), ("i".into(), inv)], &titles).unwrap(), 9);
     }
 }
