@@ -506,7 +506,7 @@ fn cli_resume_warns_only_about_options_given() -> TestResult {
     }
     let resume = |out: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
-            .args(["ptune", "--quiet", "--resume", "--task"])
+            .args(["ptune", "--resume", "--task"])
             .arg(&t.task)
             .arg("--model")
             .arg(model)
@@ -518,9 +518,15 @@ fn cli_resume_warns_only_about_options_given() -> TestResult {
     let out = resume("a", &[])?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("ignoring"), "{err}");
-    let out = resume("b", &["--seed", "9", "--eval-every", "3", "--patience", "7"])?;
+    // stderr is a pipe here: progress comes as lines, numbered from where the run went on.
+    for step in [3, 4] {
+        assert!(err.lines().any(|l| l.starts_with(&format!("step {step}/4: loss ")) && l.contains(", ETA ")), "{err}");
+        assert!(err.lines().any(|l| l.starts_with(&format!("step {step}: dev "))), "{err}");
+    }
+    let out = resume("b", &["--seed", "9", "--eval-every", "3", "--patience", "7", "--quiet"])?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("ignoring what is given now for: seed ("), "{err}");
+    assert!(!err.contains("step "), "--quiet printed progress:\n{err}");
     // Both ran on with their saved configuration (eval every 3 steps, 4 steps).
     for out in ["a", "b"] {
         assert!(t.dir.path().join(out).join("checkpoints/step-00000004").is_dir(), "{out}");

@@ -332,6 +332,11 @@ fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
     assert!(ok, "finetune failed: {err}");
     // The summary names its metric.
     assert!(out.contains("best dev ROUGE-L ") && !out.contains("dev_score"), "{out}");
+    // stderr is a pipe here: progress comes as lines, with each evaluation.
+    assert!(err.lines().any(|l| l.starts_with("step 40/40: loss ") && l.contains(", ETA ")), "{err}");
+    for step in [20, 40] {
+        assert!(err.lines().any(|l| l.starts_with(&format!("step {step}: dev ROUGE-L "))), "{err}");
+    }
 
     let best = tmp.path().join("run/best");
     let saved = SavedLayout::read(&best).unwrap().expect("best/ records the layout");

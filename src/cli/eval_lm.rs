@@ -74,7 +74,7 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
             passages.push(split_passage(&tokenizer, p).map_err(|e| at(e.to_string()))?);
         }
         for mode in modes {
-            let bar = wenhui::eval::progress(passages.len() as u64, "passages");
+            let bar = wenhui::train::progress::count_bar(true, passages.len() as u64, "passages");
             let r = last_word_accuracy(m.backbone.as_ref(), &passages, &t, mode, a.batch_size, &bar)?;
             bar.finish_and_clear();
             if !a.json {
@@ -94,7 +94,7 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
         let seq_len = a.seq_len.unwrap_or(m.backbone.info().max_positions.saturating_sub(2));
         let stride = a.stride.unwrap_or(seq_len);
         for mode in modes {
-            let bar = wenhui::eval::progress(docs.len() as u64, "documents");
+            let bar = wenhui::train::progress::count_bar(true, docs.len() as u64, "documents");
             let o = PplOptions { mode, seq_len, stride, batch_size: a.batch_size };
             let r = anyhow::Context::with_context(perplexity(m.backbone.as_ref(), &docs, &t, &o, &bar), || a.data.display().to_string())?;
             bar.finish_and_clear();

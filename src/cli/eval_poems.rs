@@ -24,10 +24,10 @@ pub struct PoemsArgs {
     /// Use at most this many titles of each file.
     #[arg(long)]
     limit: Option<usize>,
-    /// Poem form for every title [default: 五绝; with --rejudge, the report's].
+    /// Poem form for every title: 五绝, 七绝, 五律 or 七律 [default: 五绝; with --rejudge, the report's].
     #[arg(long)]
     form: Option<String>,
-    /// Rhyme table.
+    /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
     #[arg(long, default_value = "pingshui")]
     rhyme: String,
     /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19) [default: 19; with
@@ -148,7 +148,7 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
         if a.quiet {
             return ProgressBar::hidden();
         }
-        let bar = wenhui::eval::progress(len, what);
+        let bar = wenhui::train::progress::count_bar(true, len, what);
         if !bar.is_hidden() {
             // Drawn now and kept ticking: a poem takes seconds, so the clock moves between them.
             bar.enable_steady_tick(std::time::Duration::from_secs(1));

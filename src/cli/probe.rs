@@ -183,7 +183,7 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
         model_name: margs.model.display().to_string(),
         out_dir: Some(a.output.clone().unwrap_or_else(|| PathBuf::from(format!("lama-results/{mode}-{}", vocab.name())))),
         limit: a.limit,
-        progress: !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress: !a.quiet,
     };
     let report = match mode {
         "ptune" => {

@@ -24,7 +24,7 @@ pub struct TuneArgs {
     #[arg(long)]
     train: Option<PathBuf>,
     /// Labelled dev JSONL for checkpoint selection and early stopping (default for built-in
-    /// tasks: FewGLUE's dev32.jsonl; `--no-dev` trains without one).
+    /// tasks: FewGLUE's dev32.jsonl, none for a task file; `--no-dev` trains without one).
     #[arg(long)]
     dev: Option<PathBuf>,
     /// Train without a dev set: the last state is kept.
@@ -63,10 +63,10 @@ pub struct TuneArgs {
     /// Evaluate on the dev set every this many steps [default: 20].
     #[arg(long)]
     eval_every: Option<u64>,
-    /// Stop after this many evaluations without improvement, 0 = never [default: 10].
+    /// Stop after this many evaluations without improvement (0 = never) [default: 10].
     #[arg(long)]
     patience: Option<usize>,
-    /// Global gradient-norm clip, 0 = off [default: 1].
+    /// Global gradient-norm clip (0 = off) [default: 1].
     #[arg(long)]
     clip: Option<f64>,
     /// Backbone dropout while training [on for finetune, off for ptune].
@@ -81,7 +81,7 @@ pub struct TuneArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Hide the progress bar (it shows only when stderr is a terminal).
+    /// Hide the progress bar (or, when stderr is not a terminal, the progress lines).
     #[arg(long, short)]
     quiet: bool,
 }
@@ -195,7 +195,7 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
 }
 
 fn run(a: &TuneArgs, cfg: TuneConfig) -> anyhow::Result<()> {
-    let progress = !a.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = !a.quiet;
     let stop = crate::cli::common::ctrl_c_stop_flag();
     let resume = a.resume.then(|| a.out.clone());
     let s = tune(&cfg, &RunOptions { resume, progress, stop: Some(stop) })?;

@@ -174,7 +174,7 @@ pub struct Seq2seqFinetuneArgs {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f64,
-    /// Gradient clipping by global norm (0 = off).
+    /// Global gradient-norm clip (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
     /// Label smoothing ε (official CNN/DM: 0.1).
@@ -189,7 +189,8 @@ pub struct Seq2seqFinetuneArgs {
     /// Evaluate on --dev (and save) every N steps (0 = at the end only).
     #[arg(long, default_value_t = 0)]
     pub eval_every: u64,
-    /// Dev metric: loss (dev cross-entropy) or rouge-l / rouge-1 / rouge-2 (beam-decoded dev targets).
+    /// Dev metric: loss (dev cross-entropy) or rouge-l / rouge-1 / rouge-2 (dev targets beam-decoded
+    /// with the decoding flags below, scored with --rouge-tokenizer).
     #[arg(long, default_value = "loss", value_parser = ["loss", "rouge-l", "rouge-1", "rouge-2"])]
     pub metric: String,
     /// Stop after N evaluations without improvement (0 = never).
@@ -209,6 +210,9 @@ pub struct Seq2seqFinetuneArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Hide the progress bar (or, when stderr is not a terminal, the progress lines).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `--min-length` must leave room under `--max-target-len` (checked before any training).
@@ -294,7 +298,7 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     let by_loss = a.metric == "loss";
     let opts = Seq2seqRunOptions {
         resume,
-        progress: true,
+        progress: !a.quiet,
         stop: Some(stop),
         scorer: if by_loss { None } else { Some(&mut rouge) },
         score_name: (!by_loss).then(|| a.metric.to_uppercase()),
@@ -367,7 +371,7 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
     if a.limit > 0 {
         pairs.truncate(a.limit);
     }
-    let bar = wenhui::eval::progress(pairs.len() as u64, "pairs");
+    let bar = wenhui::train::progress::count_bar(true, pairs.len() as u64, "pairs");
     let report = match (&a.baseline, &dir) {
         (Some(b), _) => evaluate_pairs(&System::Baseline(Baseline::parse(b)?), &pairs, a.decode.tokenizer(), &bar)?,
         (None, None) => anyhow::bail!("no model to evaluate"),

@@ -39,7 +39,7 @@ pub struct PrepareArgs {
     /// Forms to use (五绝, 七绝, 五律, 七律; default: all).
     #[arg(long, value_delimiter = ',')]
     forms: Vec<String>,
-    /// Rhyme table of the generated poems.
+    /// Rhyme table of the generated poems: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
     #[arg(long, default_value = "pingshui")]
     rhyme: String,
     /// Live beams (default: the task's).
@@ -94,7 +94,7 @@ fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
         task.search.refine_rounds = r;
     }
     task.validate()?;
-    let bar = wenhui::eval::progress(chosen as u64, "pairs");
+    let bar = wenhui::train::progress::count_bar(true, chosen as u64, "pairs");
     let mut tick = |done: usize, _: usize| bar.set_position(done as u64);
     let pairs = prepare_pairs(&cx, &task, &poems, &opts, Some(&mut tick))?;
     bar.finish_and_clear();

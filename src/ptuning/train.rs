@@ -366,7 +366,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             log.write(&serde_json::json!({"step": 0, "dev": scores}))?;
         }
     }
-    let bar = crate::train::pretrain::progress_bar(opts.progress, st.step, r.max_steps);
+    let bar = crate::train::progress::Reporter::new(opts.progress, st.step, r.max_steps);
     let t0 = Instant::now();
     let prior_elapsed = st.elapsed_s;
     let first_step = st.step;
@@ -395,20 +395,20 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         if st.step % 10 == 0 || eval_now {
             last_loss = window_loss / window_n.max(1) as f64;
             log.write(&serde_json::json!({"step": st.step, "loss": last_loss, "lr_factor": factor, "grad_norm": stats.grad_norm}))?;
-            bar.set_message(format!("loss {last_loss:.4}"));
+            bar.logged(st.step, &format!("loss {last_loss:.4}, lr factor {factor:.3}"));
             (window_loss, window_n) = (0.0, 0);
         }
         if eval_now {
             let scores = evaluate_dev(&encoder)?;
             if let Some(s) = &scores {
                 log.write(&serde_json::json!({"step": st.step, "dev": s}))?;
-                bar.println(format!("step {}: dev {}", st.step, state::format_metrics(s)));
+                bar.println(&format!("step {}: dev {}", st.step, state::format_metrics(s)));
             }
             if let Some(record) = st.judge(scores, &metric) {
                 save_best(&encoder, &record)?;
             }
             if cfg.patience > 0 && st.bad_evals >= cfg.patience {
-                bar.println(format!("early stop at step {}: {} evaluations without improvement", st.step, st.bad_evals));
+                bar.println(&format!("early stop at step {}: {} evaluations without improvement", st.step, st.bad_evals));
                 early_stopped = true;
             }
         }
@@ -421,12 +421,12 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             break;
         }
         if stop && st.step < r.max_steps {
-            bar.println(format!("stopped at step {}; resume with --resume {}", st.step, cfg.out_dir.display()));
+            bar.println(&format!("stopped at step {}; resume with --resume {}", st.step, cfg.out_dir.display()));
             interrupted = true;
             break;
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     if dev.is_none() && !interrupted {
         // Without a dev set the last state is the result.
         let record = BestRecord { step: st.step, metrics: BTreeMap::new() };

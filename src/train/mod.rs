@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod optim;
 pub mod plot;
 pub mod pretrain;
+pub mod progress;
 pub mod seq2seq;
 
 /// The largest training or evaluation batch of the fine-tuning commands (ptune, finetune,

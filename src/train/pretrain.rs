@@ -7,6 +7,7 @@ use super::checkpoint::{self, TrainerState};
 use super::config::PretrainConfig;
 use super::metrics::MetricsLog;
 use super::optim::{AdamW, AdamWConfig, LrSchedule};
+use super::progress::Reporter;
 use crate::data::blank::ObjectiveTokens;
 use crate::data::corpus::TokenCorpus;
 use crate::data::stream::{sentence_end_ids, Batch, BatchStream, Cursor, Documents, StreamConfig};
@@ -472,7 +473,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             let tps = (tokens_seen as f64 - window.1 as f64) / secs;
             window = (Instant::now(), tokens_seen);
             log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens_per_s": tps, "tokens": tokens_seen, "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
-            bar.logged(done, last_loss, lr, tps);
+            bar.logged(done, &format!("loss {last_loss:.4}, lr {lr:.2e}, {tps:.0} tok/s"));
         }
         bar.set_position(done);
         let eval_now = (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps;
@@ -511,100 +512,6 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         model_dir,
         interrupted,
     })
-}
-
-/// How a run reports its progress on stderr: a bar on a terminal; plain lines when stderr is
-/// redirected (a bar draws nothing there, and a run logged to a file would be silent for hours);
-/// nothing when progress is off (`--quiet`).
-enum Reporter {
-    Bar(indicatif::ProgressBar),
-    /// Lines carry their own elapsed time and ETA, measured from `since` over the steps after `start`.
-    Lines {
-        start: u64,
-        steps: u64,
-        since: Instant,
-    },
-    Off,
-}
-
-impl Reporter {
-    fn new(show: bool, start: u64, steps: u64) -> Self {
-        if !show {
-            Reporter::Off
-        } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            Reporter::Bar(progress_bar(true, start, steps))
-        } else {
-            Reporter::Lines { start, steps, since: Instant::now() }
-        }
-    }
-
-    /// A logged step's loss, learning rate and tokens/s: the bar's message, or a line of its own.
-    fn logged(&self, done: u64, loss: f64, lr: f64, tps: f64) {
-        match self {
-            Reporter::Bar(bar) => bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s")),
-            Reporter::Lines { start, steps, since } => {
-                let elapsed = since.elapsed();
-                let per_step = elapsed.as_secs_f64() / done.saturating_sub(*start).max(1) as f64;
-                let eta = std::time::Duration::try_from_secs_f64(per_step * steps.saturating_sub(done) as f64)
-                    .unwrap_or(std::time::Duration::MAX);
-                stderr_line(format_args!(
-                    "step {done}/{steps}: loss {loss:.4}, lr {lr:.2e}, {tps:.0} tok/s, elapsed {}, ETA {}",
-                    indicatif::FormattedDuration(elapsed),
-                    indicatif::FormattedDuration(eta)
-                ));
-            }
-            Reporter::Off => {}
-        }
-    }
-
-    fn set_position(&self, done: u64) {
-        if let Reporter::Bar(bar) = self {
-            bar.set_position(done);
-        }
-    }
-
-    /// A message above the bar, or a line of its own.
-    fn println(&self, msg: &str) {
-        match self {
-            Reporter::Bar(bar) => bar.println(msg),
-            Reporter::Lines { .. } => stderr_line(format_args!("{msg}")),
-            Reporter::Off => {}
-        }
-    }
-
-    /// A message for a log file only: the terminal's output stays as it was.
-    fn log_only(&self, msg: &str) {
-        if let Reporter::Lines { .. } = self {
-            stderr_line(format_args!("{msg}"));
-        }
-    }
-
-    fn finish(&self) {
-        if let Reporter::Bar(bar) = self {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// One line on stderr. A failed write (a closed pipe, a full disk) is ignored, where `eprintln!`
-/// would panic: losing a progress line must not end an hours-long run.
-fn stderr_line(line: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-pub(crate) fn progress_bar(show: bool, start: u64, steps: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_position(start);
-    bar
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::checkpoint::{self, TrainerState};
 use super::export::export_model;
 use super::metrics::MetricsLog;
 use super::optim::{AdamW, AdamWConfig, LrSchedule};
+use super::progress::Reporter;
 use crate::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout, Seq2seqSample};
 use crate::data::stream::Cursor;
 use crate::model::{Attention, Backbone, BackboneInput, ModelConfig};
@@ -493,8 +494,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         let optimizer = optim.state_tensors()?;
         checkpoint::save(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| saved_layout.write(tmp))
     };
-    let bar = count_bar(opts.progress, steps, "steps");
-    bar.set_position(start);
+    let bar = Reporter::new(opts.progress, start, steps);
     let (mut last_loss, mut early_stopped, mut interrupted) = (f64::NAN, false, false);
     for step in start..steps {
         let lr = lr_at(cfg, steps, step);
@@ -510,7 +510,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         if done % cfg.log_every.max(1) == 0 || done == steps {
             log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm,
                 "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
-            bar.set_message(format!("loss {last_loss:.4} lr {lr:.2e}"));
+            bar.logged(done, &format!("loss {last_loss:.4}, lr {lr:.2e}"));
         }
         bar.set_position(done);
         let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
@@ -529,7 +529,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
                     }
                 };
                 log.write(&serde_json::json!({"step": done, metric: value}))?;
-                bar.println(format!("step {done}: {metric_label} {value:.4}{}", if better { " (best)" } else { "" }));
+                bar.println(&format!("step {done}: {metric_label} {value:.4}{}", if better { " (best)" } else { "" }));
                 if better {
                     early = EarlyStop { metric: metric.into(), best: Some(value), best_step: done, bad_evals: 0 };
                     let best = cfg.out_dir.join("best");
@@ -543,19 +543,19 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
                 }
                 crate::error::write_atomic(&stop_path, serde_json::to_string(&early).map_err(|e| Error::input(e.to_string()))?.as_bytes())?;
                 if cfg.patience > 0 && early.bad_evals >= cfg.patience {
-                    bar.println(format!("early stop at step {done}: no improvement in {} evaluations", cfg.patience));
+                    bar.println(&format!("early stop at step {done}: no improvement in {} evaluations", cfg.patience));
                     early_stopped = true;
                     break;
                 }
             }
         }
         if stop && done < steps {
-            bar.println(format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
+            bar.println(&format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
             interrupted = true;
             break;
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     let model_dir = match early.best {
         Some(_) => cfg.out_dir.join("best"),
         None => checkpoint::latest(&cfg.out_dir)?.ok_or_else(|| Error::file(&cfg.out_dir, "no checkpoint was written"))?,
@@ -575,17 +575,4 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         elapsed_s: t0.elapsed().as_secs_f64(),
         model_dir,
     })
-}
-
-/// A progress bar over `total` items on stderr (hidden unless `show`).
-pub(crate) fn count_bar(show: bool, total: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let template = format!("{{spinner}} {{pos}}/{{len}} {what} [{{bar:30}}] {{msg}} {{elapsed}} (eta {{eta}})");
-    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }

@@ -324,7 +324,7 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let bar = progress_bar(opts.progress, selected.len() as u64);
+    let bar = crate::train::progress::count_bar(opts.progress, selected.len() as u64, "relations");
     let mut results = Vec::new();
     for rel in selected {
         bar.set_message(rel.relation.clone());
@@ -402,19 +402,6 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
         relations: results,
         macro_average: Scores::macro_average(&per),
     })
-}
-
-fn progress_bar(show: bool, n: u64) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(n);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} relation {pos}/{len} [{bar:30}] {msg} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 /// The report as a text table: one row per relation, then the macro average.
