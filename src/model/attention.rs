@@ -234,19 +234,27 @@ pub(crate) fn attend(
     let mut k = split_heads(k, heads)?;
     let mut v = split_heads(v, heads)?;
     let mut fresh = true;
+    let mut entry = None;
     if let Some(slot) = cache {
         fresh = slot.is_none();
         LayerKv::append(slot, &k, &v)?;
-        let e = slot.as_ref().expect("just appended");
+        let e = slot.as_ref().ok_or_else(|| crate::Error::input("attend: the cache entry is empty after an append"))?;
         k = e.keys()?;
         v = e.values()?;
+        entry = Some(e);
     }
     let scale = 1.0 / (d as f64).sqrt();
     let (p, seed, site) = dropout;
+    let inference = seed.is_none() || p == 0.0;
     let ctx = if fresh && (q.device().is_cpu() || crate::ops::cuda_fused(&q)) {
         // No history: one fused node (scores, bias, mask, softmax, dropout, PV) with its own backward.
         let (p, seed) = fused_dropout(dropout);
         crate::ops::attention(&q, &k, &v, mask, bias, scale, p, seed)?
+    } else if let Some(e) =
+        entry.filter(|e| inference && !q.track_op() && crate::ops::fused_cpu(&q) && e.k.is_contiguous() && e.v.is_contiguous())
+    {
+        // Decoding on the CPU: the cached keys and values read in place, one pass per (batch, head).
+        crate::ops::cached_attention(&q, &e.k, &e.v, e.len, mask, bias, scale)?
     } else {
         // Kᵀ as a strided view: the matmul reads the cached history in place, no copy.
         let mut scores = q.matmul(&k.transpose(2, 3)?)?;

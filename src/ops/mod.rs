@@ -7,6 +7,7 @@
 
 mod attention;
 mod bias;
+mod cached_attention;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
@@ -29,6 +30,7 @@ pub(crate) mod tape;
 pub(crate) use attention::attention_keeping;
 pub use attention::{attention, attention_packed};
 pub use bias::add_bias;
+pub(crate) use cached_attention::cached_attention;
 pub use cross_entropy::{cross_entropy, cross_entropy_f32};
 pub(crate) use dropout::residual_dropout_op;
 pub use dropout::{dropout, residual_dropout};

@@ -51,7 +51,7 @@ fn forward<T: Float>(x: &[T], m: &[T], dims: &[usize], mask_batches: usize, scal
 
 /// One row in place: `z = (s·scale)·m + MASKED_SCORE·(1 − m)`, then softmax (sums in f64).
 #[inline(always)]
-fn softmax_row_in_place<T: Float>(row: &mut [T], mask: &[T], scale: f64) {
+pub(super) fn softmax_row_in_place<T: Float>(row: &mut [T], mask: &[T], scale: f64) {
     let (scale, masked, one) = (T::of_f64(scale), T::of_f64(MASKED_SCORE), T::of_f64(1.0));
     for (z, &mv) in row.iter_mut().zip(mask) {
         *z = *z * scale * mv + masked * (one - mv);
