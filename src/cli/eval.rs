@@ -1,4 +1,5 @@
-//! `wenhui eval --task rte --model DIR [--prompt DIR]`, `wenhui eval ppl --model DIR --corpus CORPUS_DIR` and `wenhui eval poems`
+//! `wenhui eval --task rte --model DIR [--prompt DIR]`, `wenhui eval ppl --model DIR --corpus CORPUS_DIR`, `wenhui eval poems`,
+//! `wenhui eval seq2seq` and `wenhui eval lm`
 
 use crate::cli::common::ModelFlag;
 use crate::cli::eval_poems;

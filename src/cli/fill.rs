@@ -23,7 +23,7 @@ pub struct Args {
     beams: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,
-    /// Seed of the sampler.
+    /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON object (text, fills, scores; see --beams for the scores' scale).

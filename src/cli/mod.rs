@@ -117,7 +117,7 @@ enum Command {
     Finetune(Box<ptune::FinetuneArgs>),
     /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
-    /// Evaluate a model: `eval --task rte` (cloze task metrics), `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline).
+    /// Evaluate a model: `eval --task rte` (cloze task metrics), `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline), `eval seq2seq` (ROUGE of beam-decoded targets), `eval lm` (sliding-window perplexity, LAMBADA accuracy).
     Eval(Box<eval::EvalArgs>),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
@@ -140,8 +140,8 @@ enum Command {
     /// `serve --turing` shows.
     #[command(subcommand)]
     Turing(turing::Command),
-    /// Benchmarks: random weights, or the embedded model for `poem` and `serve` (a JSON report each;
-    /// `bench parity` checks the GPU against the CPU and prints a table).
+    /// Benchmarks: random weights (`forward`, `train`, `generate`) or the embedded poetry GLM (`poem`, `serve`;
+    /// `generate`, `poem` and `serve` take `--model DIR`), a JSON report each; `bench parity` checks the GPU against the CPU and prints a table.
     #[command(subcommand)]
     Bench(bench::Command),
 }

@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
-    /// GELU: tanh or erf [default: tanh].
+    /// GELU of a fresh model: tanh (THUDM training code) or erf (Hugging Face hub port) [default: tanh].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     gelu: Option<String>,
@@ -90,11 +90,11 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     arch: Option<String>,
-    /// Token-level objective probability.
+    /// Token-level objective probability (overrides the --objective preset's).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     token_prob: Option<f64>,
-    /// Sentence-level objective probability.
+    /// Sentence-level objective probability (overrides the --objective preset's).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     sentence_prob: Option<f64>,
@@ -102,11 +102,11 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     sentence_mask_ratio: Option<f64>,
-    /// Shortest document span as a share of the sample.
+    /// Shortest document span as a share of the sample (overrides the --objective preset's).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     doc_min_ratio: Option<f64>,
-    /// Probability of the prefix-LM form of document spans.
+    /// Probability of the prefix-LM form of document spans (overrides the --objective preset's).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     prefix_lm_prob: Option<f64>,
@@ -146,7 +146,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     weight_decay: Option<f64>,
-    /// Gradient-norm clip, 0 = off [default: 1.0].
+    /// Global gradient-norm clip (0 = off) [default: 1.0].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     clip: Option<f64>,
