@@ -381,3 +381,27 @@ fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
     let (ok, _, err) = wenhui(&["eval", "seq2seq", "--model", best.to_str().unwrap(), "--data", &test, "--template", template]);
     assert!(!ok && err.contains(LAYOUT_FILE), "{err}");
 }
+
+/// On a model with few positions (32), the default lengths shrink to fit it, and a limit given
+/// that does not fit is an error naming its flag.
+#[test]
+fn default_lengths_fit_a_small_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    reverse_pairs(&tmp.path().join("train.jsonl"), 8, 3);
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (model, train, run) = (p("model"), p("train.jsonl"), p("run"));
+    let base = ["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "-o", &run, "--steps", "2", "--quiet"];
+    assert_eq!(base[8], run);
+    let (ok, _, err) = wenhui(&base);
+    assert!(ok, "default lengths on a 32-position model: {err}");
+    let saved =
+        wenhui::train::seq2seq::SavedLayout::read(&tmp.path().join("run/checkpoints/step-00000002")).unwrap().expect("a saved layout");
+    assert_eq!((saved.layout.max_source_len, saved.layout.max_target_len), (32, 31));
+    let other = p("run2");
+    let mut args = base.to_vec();
+    args[8] = &other;
+    args.extend(["--max-target-len", "40"]);
+    let (ok, _, err) = wenhui(&args);
+    assert!(!ok && err.contains("--max-target-len") && err.contains("40"), "{err}");
+}

@@ -26,7 +26,8 @@ pub struct LayoutArgs {
     /// saved, else 464 (official CNN/DM 608 − 144) or the model's positions if fewer.
     #[arg(long)]
     pub max_source_len: Option<usize>,
-    /// Most target tokens, [eop] included; also the decoding limit. Default: as saved, else 48.
+    /// Most target tokens, [eop] included; also the decoding limit. Default: as saved, else 48
+    /// (or the model's positions − 1 if fewer).
     #[arg(long)]
     pub max_target_len: Option<usize>,
     /// Pad Part A to --max-source-len as the official dataset does. Default: as saved, else
@@ -54,14 +55,16 @@ impl LayoutArgs {
         LayoutConfig {
             template: self.template.clone().unwrap_or(d.template),
             max_source_len: self.max_source_len.unwrap_or(d.max_source_len.min(max_positions)),
-            max_target_len: self.max_target_len(),
+            max_target_len: self.max_target_len(max_positions),
             pad_source: self.pad_source.unwrap_or(d.pad_source),
             mask_pad_token: self.mask_pad_token.unwrap_or(d.mask_pad_token),
             target_space: self.target_space.unwrap_or(d.target_space),
         }
     }
-    fn max_target_len(&self) -> usize {
-        self.max_target_len.unwrap_or(LayoutConfig::default().max_target_len)
+    /// The target limit: as given, else the default cut to what a model of `max_positions`
+    /// positions holds (the target and `[eop]` take block positions `1..=len + 1`).
+    fn max_target_len(&self, max_positions: usize) -> usize {
+        self.max_target_len.unwrap_or(LayoutConfig::default().max_target_len.min(max_positions.saturating_sub(1)).max(1))
     }
     fn source_field(&self) -> &str {
         self.source_field.as_deref().unwrap_or("source")
@@ -216,9 +219,10 @@ pub struct Seq2seqFinetuneArgs {
 }
 
 /// `--min-length` must leave room under `--max-target-len` (checked before any training).
-fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs) -> anyhow::Result<()> {
-    if decode.min_length > layout.max_target_len() {
-        anyhow::bail!("--min-length {} exceeds --max-target-len {}", decode.min_length, layout.max_target_len());
+fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs, max_positions: usize) -> anyhow::Result<()> {
+    let limit = layout.max_target_len(max_positions);
+    if decode.min_length > limit {
+        anyhow::bail!("--min-length {} exceeds --max-target-len {limit}", decode.min_length);
     }
     Ok(())
 }
@@ -236,12 +240,12 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
     let saved = resume.as_deref().map(resumed_layout).transpose()?.flatten();
     let layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&a.out));
-    check_lengths(&layout_args, &a.decode)?;
     let model = a.model.dir()?;
     let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
         wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
         other => anyhow::bail!("seq2seq fine-tuning needs a GLM; {} is a {}", model.display(), other.kind()),
     };
+    check_lengths(&layout_args, &a.decode, max_positions)?;
     let cfg = Seq2seqConfig {
         train: a.train.clone(),
         dev: a.dev.clone(),
@@ -366,7 +370,6 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
         }
         None => a.layout.clone(),
     };
-    check_lengths(&layout_args, &a.decode)?;
     let mut pairs = read_pairs(&a.data, layout_args.source_field(), layout_args.target_field(), true)?;
     if a.limit > 0 {
         pairs.truncate(a.limit);
@@ -379,6 +382,7 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
             let m = load_model(dir, &LoadOptions::default())?;
             let tokenizer = Tokenizer::from_dir(dir)?;
             let max_positions = m.backbone.info().max_positions;
+            check_lengths(&layout_args, &a.decode, max_positions)?;
             let layout = Seq2seqLayout::new(&tokenizer, layout_args.layout(max_positions), max_positions)?;
             let decode = a.decode.options();
             let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };

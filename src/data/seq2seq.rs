@@ -255,11 +255,14 @@ impl Seq2seqLayout {
             return Err(Error::input("the target length limit must be at least 1 ([eop])"));
         }
         if cfg.max_source_len > max_positions {
-            return Err(Error::input(format!("source length limit {} exceeds the model's {max_positions} positions", cfg.max_source_len)));
+            return Err(Error::input(format!(
+                "source length limit {} (--max-source-len) exceeds the model's {max_positions} positions",
+                cfg.max_source_len
+            )));
         }
         if cfg.max_target_len + 1 > max_positions {
             return Err(Error::input(format!(
-                "target length limit {} needs {} block positions; the model has {max_positions}",
+                "target length limit {} (--max-target-len) needs {} block positions; the model has {max_positions}",
                 cfg.max_target_len,
                 cfg.max_target_len + 1
             )));
