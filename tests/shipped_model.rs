@@ -284,11 +284,15 @@ fn eval_poems_rejudge_is_the_run_with_the_other_judge() {
     let sampled = ["--methods", "sampling", "--seed", "3", "--repeats", "2"];
     let first = json(run(&[&sampled[..], &["--output", report.to_str().unwrap()]].concat()));
     assert_eq!(first["rows"].as_array().unwrap().len(), 12);
-    assert_eq!((first["seed"].as_u64(), first["form"].as_str()), (Some(3), Some("五言绝句")));
+    assert_eq!((first["seed"].as_u64(), first["form"].as_str(), first["rhyme"].as_str()), (Some(3), Some("五言绝句"), Some("pingshui")));
     // Judged again by the same judge: the same ranks; by another judge: exactly the run with that
     // judge (seed, form and distractors come from the report).
     let r = report.to_str().unwrap();
     assert_eq!(key(&json(run(&["--rejudge", r]))), key(&first));
+    // Another rhyme table than the report's is refused, naming the report's.
+    let other = run(&["--rejudge", r, "--rhyme", "xinyun"]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("rhyme table pingshui") && err.contains("--rhyme pingshui"), "{err}");
     let rejudged = json(run(&["--rejudge", r, "--judge", other_judge]));
     let direct = json(run(&[&sampled[..], &["--judge", other_judge]].concat()));
     assert_eq!(key(&rejudged), key(&direct));

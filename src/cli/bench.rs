@@ -144,6 +144,13 @@ pub fn run(c: Command, on: &crate::cli::common::DeviceFlags) -> anyhow::Result<(
     let (device, dtype) = (on.device.clone(), on.dtype.clone());
     match c {
         Command::Forward { shape: BaseShape { layers, hidden, heads, vocab }, seq, batch, reps, decode_tokens } => {
+            // It builds its model on the CPU in f32: a GPU or half-precision request would be
+            // measured on the CPU without a word.
+            if device != "cpu" || dtype != "f32" {
+                anyhow::bail!(
+                    "bench forward measures f32 on the CPU (given --device {device} --dtype {dtype}); on a GPU use `bench train` or `bench generate`"
+                );
+            }
             let report = bench_forward(&ForwardBench { layers, hidden, heads, vocab, seq, batch, reps, decode_tokens })?;
             println!("{}", serde_json::to_string(&report)?);
         }

@@ -27,9 +27,10 @@ pub struct PoemsArgs {
     /// Poem form for every title: 五绝, 七绝, 五律 or 七律 [default: 五绝; with --rejudge, the report's].
     #[arg(long)]
     form: Option<String>,
-    /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
-    #[arg(long, default_value = "pingshui")]
-    rhyme: String,
+    /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵) [default: pingshui;
+    /// with --rejudge, the report's].
+    #[arg(long)]
+    rhyme: Option<String>,
     /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19) [default: 19; with
     /// --rejudge, the report's].
     #[arg(long)]
@@ -58,8 +59,8 @@ pub struct PoemsArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "baseline,inverse")]
     methods: Vec<MethodArg>,
     /// Judge the poems of earlier reports (their --output JSON) again instead of generating any,
-    /// e.g. with a new --judge: give the same --titles and --limit as those runs (seed, form and
-    /// distractors come from the reports). Several reports of one evaluation (e.g. `--methods
+    /// e.g. with a new --judge: give the same --titles and --limit as those runs (seed, form,
+    /// distractors and rhyme table come from the reports). Several reports of one evaluation (e.g. `--methods
     /// baseline` and `--methods inverse` run side by side) merge into one report, with the gains
     /// between their methods. Minutes instead of hours for thousands of poems.
     #[arg(long, value_name = "REPORT", num_args = 1.., conflicts_with_all = ["methods", "repeats", "task", "beams"])]
@@ -132,7 +133,8 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     let distractors = a.distractors.or(first.map(|r| r.candidates.saturating_sub(1))).unwrap_or(19);
     let seed = a.seed.or(first.and_then(|r| r.seed)).unwrap_or(0);
     let form = a.form.clone().or(first.and_then(|r| r.form.clone())).unwrap_or_else(|| "五绝".into());
-    let constraints = Constraints::parse(&form, &a.rhyme, "")?;
+    let rhyme = a.rhyme.clone().or(first.and_then(|r| r.rhyme.clone())).unwrap_or_else(|| "pingshui".into());
+    let constraints = Constraints::parse(&form, &rhyme, "")?;
     let judge_dir = a.judge.clone().unwrap_or_else(wenhui::embedded::poetry_judge_dir);
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;
     let j = Context::new(jm.as_ref(), &jt)?;

@@ -114,6 +114,10 @@ pub struct PoemEvalReport {
     /// The form of every generated poem (absent in reports written before 2026-11-28).
     #[serde(default)]
     pub form: Option<String>,
+    /// The rhyme table the poems were generated and checked with (`pingshui`, `cilin`,
+    /// `xinyun`; absent in reports written before 2026-11-29).
+    #[serde(default)]
+    pub rhyme: Option<String>,
     /// Per title source, how much each method beats a weaker one in retrieval accuracy, paired by
     /// repeat (absent in reports written before 2026-11-28).
     #[serde(default)]
@@ -232,6 +236,7 @@ fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> P
         repeats: opts.repeats,
         seed: Some(opts.seed),
         form: Some(opts.constraints.form.name().to_string()),
+        rhyme: Some(opts.constraints.rhyme.name().to_string()),
         gains,
     }
 }
@@ -474,6 +479,10 @@ fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions) -> std::resul
             report.seed, report.form, opts.seed
         ));
     }
+    let rhyme = opts.constraints.rhyme.name();
+    if let Some(r) = report.rhyme.as_deref().filter(|&r| r != rhyme) {
+        return Err(format!("the report's poems were checked with the rhyme table {r}, not {rhyme}: pass --rhyme {r}"));
+    }
     Ok(())
 }
 
@@ -575,7 +584,16 @@ mod tests {
                 ms: 0.0,
             })
             .collect();
-        PoemEvalReport { summary: BTreeMap::new(), rows, candidates: 2, repeats: 2, seed: None, form: None, gains: BTreeMap::new() }
+        PoemEvalReport {
+            summary: BTreeMap::new(),
+            rows,
+            candidates: 2,
+            repeats: 2,
+            seed: None,
+            form: None,
+            rhyme: None,
+            gains: BTreeMap::new(),
+        }
     }
 
     /// Reports run side by side share their human poems: the progress total counts those once,

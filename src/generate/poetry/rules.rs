@@ -82,6 +82,17 @@ pub enum RhymeTable {
     Xinyun,
 }
 
+impl RhymeTable {
+    /// The name [`FromStr`] reads back: `pingshui`, `cilin` or `xinyun`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RhymeTable::Pingshui => "pingshui",
+            RhymeTable::Cilin => "cilin",
+            RhymeTable::Xinyun => "xinyun",
+        }
+    }
+}
+
 impl FromStr for RhymeTable {
     type Err = Error;
     /// Accepts `pingshui`/`平水韵`, `cilin`/`词林正韵`, `xinyun`/`中华新韵`.
