@@ -131,8 +131,15 @@ impl KvCache {
         if dst.is_empty() {
             return Ok(());
         }
+        let src_rows: Vec<usize> = src.iter().map(|&j| j as usize).collect();
         let src = Tensor::new(src, index.device())?;
         for e in self.layers.iter_mut().flatten() {
+            // On the CPU only the filled positions move, in place.
+            if crate::ops::moves_in_place(&e.k) && crate::ops::moves_in_place(&e.v) {
+                crate::ops::move_rows_in_place(&e.k, &dst, &src_rows, e.len)?;
+                crate::ops::move_rows_in_place(&e.v, &dst, &src_rows, e.len)?;
+                continue;
+            }
             // The sources are gathered before any row is overwritten: a row may be both.
             let (k, v) = (e.k.index_select(&src, 0)?, e.v.index_select(&src, 0)?);
             for (n, &row) in dst.iter().enumerate() {

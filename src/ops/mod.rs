@@ -17,6 +17,7 @@ pub(crate) mod decode;
 mod dropout;
 mod embedding;
 mod gelu;
+mod kv_rows;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) mod launch;
 mod layer_norm;
@@ -36,6 +37,7 @@ pub(crate) use dropout::residual_dropout_op;
 pub use dropout::{dropout, residual_dropout};
 pub use embedding::embedding;
 pub use gelu::{gelu_erf, gelu_tanh};
+pub(crate) use kv_rows::{move_rows_in_place, moves_in_place};
 pub use layer_norm::layer_norm;
 pub use linear::{linear, linear_gelu, linear_no_bias};
 pub use softmax::{masked_softmax, MASKED_SCORE};
