@@ -110,8 +110,9 @@ fn main() -> anyhow::Result<()> {
         let prompt = encoder.prompt_embeddings()?;
         let loss = batch_loss(model.as_ref(), &tokenizer, &task, &task.template, &batch, Some(&prompt), None)?;
         let grads = loss.backward()?;
-        // Linear warmup and decay as the trainer does; gradients clipped to norm 1.
-        let lr = args.lr * linear_schedule(step, args.warmup, args.steps);
+        // Linear warmup and decay as the trainer does (it counts steps from 0, so its first update
+        // has the warmup's factor 0, as Hugging Face's schedule); gradients clipped to norm 1.
+        let lr = args.lr * linear_schedule(step - 1, args.warmup, args.steps);
         optim.step(&grads, lr, Some(1.0))?;
         println!("step {step:>3}  loss {:.4}", loss.to_scalar::<f32>()?);
     }

@@ -1,11 +1,12 @@
 //! The Cargo examples (`examples/*.rs`) run and print what they promise: a poem of the requested
 //! form, a filled text, label probabilities that sum to 1, a P-tuning loss that goes down.
 //!
-//! `cargo test` builds the examples into `target/<profile>/examples/`, beside the `deps/` folder
-//! that holds this test binary; `cargo test --test examples` alone does not, so the examples are
-//! first brought up to date with `cargo build --examples` (a no-op when they are). Run in release
-//! (`cargo test --release --test examples`): each example then takes seconds.
+//! `cargo test` builds the examples, `cargo test --test examples` alone does not, so they are
+//! first brought up to date with `cargo build --examples` (a no-op when they are), whose build
+//! messages name each executable. Release only (`cargo test --release --test examples`): each
+//! example then takes seconds.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -13,21 +14,27 @@ use std::time::Instant;
 
 use wenhui::generate::poetry::is_cjk;
 
-/// The examples' directory, after building them once for this test binary's profile.
-fn examples_dir() -> &'static std::result::Result<PathBuf, String> {
-    static DIR: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
+/// Each example's executable, by name, after building them for this test binary's profile.
+/// The paths come from cargo's own build messages, so a target triple or directory set in the
+/// environment cannot lead the test to the wrong folder.
+fn examples() -> &'static std::result::Result<HashMap<String, PathBuf>, String> {
+    static PATHS: OnceLock<std::result::Result<HashMap<String, PathBuf>, String>> = OnceLock::new();
+    PATHS.get_or_init(|| {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        // target/<profile>/deps/examples-<hash>
+        // target/[triple/]<profile>/deps/examples-<hash>
         let profile_dir = exe.parent().and_then(|deps| deps.parent()).ok_or("no profile directory")?;
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev",
             Some(other) => other,
             None => return Err("no profile name".into()),
         };
-        let target_dir = profile_dir.parent().ok_or("no target directory")?;
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--examples", "--profile", profile, "--target-dir"]).arg(target_dir);
+        cmd.args(["build", "--examples", "--message-format=json-render-diagnostics", "--profile", profile]);
+        // The target directory this test was built in (cargo marks its root with CACHEDIR.TAG),
+        // so that a `--target-dir` given to `cargo test` is used here too.
+        if let Some(root) = profile_dir.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()) {
+            cmd.arg("--target-dir").arg(root);
+        }
         if cfg!(feature = "cuda") {
             cmd.arg("--features=cuda");
         }
@@ -35,17 +42,25 @@ fn examples_dir() -> &'static std::result::Result<PathBuf, String> {
         if !out.status.success() {
             return Err(format!("cargo build --examples failed:\n{}", String::from_utf8_lossy(&out.stderr)));
         }
-        Ok(profile_dir.join("examples"))
+        let mut paths = HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let is_example = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "example"));
+            if let (true, Some(name), Some(exe)) = (is_example, msg["target"]["name"].as_str(), msg["executable"].as_str()) {
+                paths.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+        Ok(paths)
     })
 }
 
 /// Runs example `name` with `args` (one at a time: each uses every core), returning its stdout.
 fn run(name: &str, args: &[&str]) -> String {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let dir = examples_dir().as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let exe = examples().as_ref().unwrap_or_else(|e| panic!("{e}")).get(name).unwrap_or_else(|| panic!("cargo built no example {name}"));
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
-    let out = Command::new(dir.join(name)).args(args).output().unwrap_or_else(|e| panic!("running example {name}: {e}"));
+    let out = Command::new(exe).args(args).output().unwrap_or_else(|e| panic!("running example {name}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("example {name} {args:?}: {:.1} s\n{stdout}", t.elapsed().as_secs_f64());
     assert!(out.status.success(), "example {name} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
@@ -53,6 +68,7 @@ fn run(name: &str, args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "runs the embedded model: run with --release")]
 fn poem_has_the_requested_form() {
     let out = run("poem", &["--title", "秋夜", "--form", "五绝", "--seed", "2"]);
     let lines: Vec<&str> = out.lines().collect();
@@ -68,6 +84,7 @@ fn poem_has_the_requested_form() {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "runs the embedded model: run with --release")]
 fn fill_replaces_the_blank() {
     let out = run("fill", &[]);
     let text = out.lines().next().unwrap_or_default();
@@ -96,6 +113,7 @@ fn label_rows(out: &str) -> (Vec<(String, f64)>, String) {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "runs the embedded model: run with --release")]
 fn classify_gives_a_distribution_over_the_labels() {
     for (poem, form) in [(None, "七绝"), (Some("空山不见人，但闻人语响。返景入深林，复照青苔上。"), "五绝")] {
         let out = run("classify", poem.as_slice());
@@ -109,6 +127,7 @@ fn classify_gives_a_distribution_over_the_labels() {
 }
 
 #[test]
+#[cfg_attr(debug_assertions, ignore = "runs the embedded model: run with --release")]
 fn ptune_lowers_the_training_loss() {
     let out = run("ptune", &["--steps", "8"]);
     let losses: Vec<f64> = out.lines().filter_map(|l| l.strip_prefix("step ")?.split_once("loss ")?.1.trim().parse().ok()).collect();

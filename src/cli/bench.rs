@@ -146,7 +146,7 @@ pub fn run(c: Command, on: &crate::cli::common::DeviceFlags) -> anyhow::Result<(
         Command::Forward { shape: BaseShape { layers, hidden, heads, vocab }, seq, batch, reps, decode_tokens } => {
             // It builds its model on the CPU in f32: a GPU or half-precision request would be
             // measured on the CPU without a word.
-            if device != "cpu" || dtype != "f32" {
+            if !wenhui::device::parse_device(&device)?.is_cpu() || wenhui::device::parse_dtype(&dtype)? != candle_core::DType::F32 {
                 anyhow::bail!(
                     "bench forward measures f32 on the CPU (given --device {device} --dtype {dtype}); on a GPU use `bench train` or `bench generate`"
                 );

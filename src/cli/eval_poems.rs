@@ -133,7 +133,8 @@ pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
     let distractors = a.distractors.or(first.map(|r| r.candidates.saturating_sub(1))).unwrap_or(19);
     let seed = a.seed.or(first.and_then(|r| r.seed)).unwrap_or(0);
     let form = a.form.clone().or(first.and_then(|r| r.form.clone())).unwrap_or_else(|| "五绝".into());
-    let rhyme = a.rhyme.clone().or(first.and_then(|r| r.rhyme.clone())).unwrap_or_else(|| "pingshui".into());
+    // Any report's: those written before the field have none.
+    let rhyme = a.rhyme.clone().or_else(|| previous.iter().find_map(|(_, r)| r.rhyme.clone())).unwrap_or_else(|| "pingshui".into());
     let constraints = Constraints::parse(&form, &rhyme, "")?;
     let judge_dir = a.judge.clone().unwrap_or_else(wenhui::embedded::poetry_judge_dir);
     let (jm, jt) = load(&judge_dir).map_err(|e| anyhow::anyhow!("judge model {}: {e}", judge_dir.display()))?;

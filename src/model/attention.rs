@@ -219,6 +219,11 @@ fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(x.reshape((b, s, heads, h / heads))?.transpose(1, 2)?.contiguous()?)
 }
 
+/// Up to this many new rows over a cache, attention on the CPU is one pass of dot products per
+/// (batch, head) ([`crate::ops::cached_attention`]): decoding steps and short units. A longer
+/// chunk takes the GEMMs, which win there (hundreds of rows: about 3× faster).
+const CACHED_ROWS: usize = 16;
+
 /// Scaled dot-product attention over `q, k, v` (`[B, S, H]` each) with a 0/1 `mask`
 /// (`[B or 1, 1, S, past + S]`). New keys/values are appended to `cache` when given.
 /// Masked scores are replaced by −65504 before the softmax (see [`crate::ops::masked_softmax`]).
@@ -257,9 +262,14 @@ pub(crate) fn attend(
         // No history: one fused node (scores, bias, mask, softmax, dropout, PV) with its own backward.
         let (p, seed) = fused_dropout(dropout);
         crate::ops::attention(&q, &k, &v, mask, bias, scale, p, seed)?
-    } else if let Some(e) =
-        entry.filter(|e| inference && !q.track_op() && crate::ops::fused_cpu(&q) && e.k.is_contiguous() && e.v.is_contiguous())
-    {
+    } else if let Some(e) = entry.filter(|e| {
+        inference
+            && (1..=CACHED_ROWS).contains(&s)
+            && !q.track_op()
+            && crate::ops::fused_cpu(&q)
+            && e.k.is_contiguous()
+            && e.v.is_contiguous()
+    }) {
         // Decoding on the CPU: the cached keys and values read in place, one pass per (batch, head).
         crate::ops::cached_attention(&q, &e.k, &e.v, e.len, mask, bias, scale)?
     } else {

@@ -45,6 +45,10 @@ pub(crate) fn cached_attention(
         }
         None => None,
     };
+    if b * n * s * d == 0 || t == 0 {
+        // Nothing to attend with or to (no query rows, or no keys: the rows would be all masked).
+        return Tensor::zeros((b, n, s, d), q.dtype(), q.device());
+    }
     let geometry = Geometry { b, n, s, d, t, cap, mask_batches: md.0, bias_batches: bias.as_ref().map_or(1, |x| x.dims()[0]) };
     let mask = mask.to_dtype(q.dtype())?.contiguous()?;
     let q = q.contiguous()?;
@@ -157,6 +161,9 @@ mod tests {
             let worst = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(worst < 1e-5, "max abs difference {worst}");
         }
+        // No query rows: an empty result, not a panic.
+        let none = cached_attention(&q.narrow(2, 0, 0)?, &k, &v, t, &ones.narrow(2, 0, 0)?, None, scale)?;
+        assert_eq!(none.dims(), &[b, n, 0, d]);
         // Misfits are errors, not panics.
         assert!(cached_attention(&q, &k, &v, cap + 1, &ones, None, scale).is_err());
         assert!(cached_attention(&q, &k.narrow(2, 0, t)?, &v, t, &ones, None, scale).is_err());

@@ -31,8 +31,8 @@ use std::time::Instant;
 pub struct RunOptions {
     /// Continue from this checkpoint (or the newest checkpoint of this run directory).
     pub resume: Option<PathBuf>,
-    /// Report progress on stderr: a bar when stderr is a terminal; otherwise (a log file)
-    /// [`pretrain`] prints a plain line every `log_every` steps, and p-tuning nothing.
+    /// Report progress on stderr: a bar when stderr is a terminal; otherwise (a log file) a plain
+    /// line per logged step (with the elapsed time and ETA) and per evaluation.
     pub progress: bool,
     /// When set to true (e.g. by Ctrl-C), the run saves a checkpoint and returns.
     pub stop: Option<Arc<AtomicBool>>,

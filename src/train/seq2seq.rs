@@ -281,7 +281,8 @@ pub type DevScorer<'a> = &'a mut dyn FnMut(&dyn Backbone) -> Result<f64>;
 pub struct Seq2seqRunOptions<'a> {
     /// Continue from this checkpoint or run directory.
     pub resume: Option<PathBuf>,
-    /// Progress bar on stderr.
+    /// Report progress on stderr: a bar when stderr is a terminal; otherwise a plain line per
+    /// logged step and per evaluation.
     pub progress: bool,
     /// Set to true (Ctrl-C) to save and return.
     pub stop: Option<Arc<AtomicBool>>,
