@@ -370,6 +370,8 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
         }
         None => a.layout.clone(),
     };
+    // Before reading anything: the limit as given (or the default); the model may lower it below.
+    check_lengths(&layout_args, &a.decode, usize::MAX)?;
     let mut pairs = read_pairs(&a.data, layout_args.source_field(), layout_args.target_field(), true)?;
     if a.limit > 0 {
         pairs.truncate(a.limit);
