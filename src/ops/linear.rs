@@ -94,8 +94,8 @@ fn few_rows_forward<T: Float>(x: &[T], w: &[T], b: &[T], rows: usize, inp: usize
 
 super::math::simd_kernel! {
     /// `yt[o, i] = b[o] + Σ_k w[o, k]·x[i, k]` for a block of weight rows `o`, vectorized
-    /// (16 independent lanes per dot product). Rows of `x` go through a weight row four at a
-    /// time: each loaded weight chunk feeds four accumulators, where one row at a time reloaded
+    /// (16 independent lanes per dot product). Rows of `x` go through a weight row four (then
+    /// two) at a time: each loaded weight chunk feeds four accumulators, where one row at a time reloaded
     /// it and waited on a single accumulator. Every dot product sums in the same order either
     /// way, so the result does not depend on the grouping.
     fn weight_row_dots<T> [WeightRowDots] (yt: &'a mut [T], w: &'a [T], b: &'a [T], x: &'a [T], inp: usize, rows: usize) {
@@ -104,6 +104,12 @@ super::math::simd_kernel! {
             let (x4, x1) = x.split_at(y4.len() * 4 * inp);
             for (ys, xs) in y4.iter_mut().zip(x4.chunks_exact(4 * inp)) {
                 *ys = dot4(wrow, xs, bias);
+            }
+            // Two or three rows left: a pair shares its weight loads too.
+            let (y2, y1) = y1.as_chunks_mut::<2>();
+            let (x2, x1) = x1.split_at(y2.len() * 2 * inp);
+            for (ys, xs) in y2.iter_mut().zip(x2.chunks_exact(2 * inp)) {
+                *ys = dot2(wrow, xs, bias);
             }
             for (y, xrow) in y1.iter_mut().zip(x1.chunks_exact(inp)) {
                 *y = dot(wrow, xrow, bias);
@@ -153,6 +159,23 @@ fn dot4<T: Float>(w: &[T], xs: &[T], bias: T) -> [T; 4] {
         }
     }
     [finish(&a0, wt, c0.1, bias), finish(&a1, wt, c1.1, bias), finish(&a2, wt, c2.1, bias), finish(&a3, wt, c3.1, bias)]
+}
+
+/// [`dot`] of one weight row with two rows of `xs` (`2 × w.len()`), as [`dot4`].
+#[inline(always)]
+fn dot2<T: Float>(w: &[T], xs: &[T], bias: T) -> [T; 2] {
+    let (wc, wt) = w.as_chunks::<LANES>();
+    let (x0, x1) = xs.split_at(w.len());
+    let (c0, c1) = (x0.as_chunks::<LANES>(), x1.as_chunks::<LANES>());
+    let zero = [T::of_f64(0.0); LANES];
+    let (mut a0, mut a1) = (zero, zero);
+    for (p, (q0, q1)) in wc.iter().zip(c0.0.iter().zip(c1.0)) {
+        for l in 0..LANES {
+            a0[l] += p[l] * q0[l];
+            a1[l] += p[l] * q1[l];
+        }
+    }
+    [finish(&a0, wt, c0.1, bias), finish(&a1, wt, c1.1, bias)]
 }
 
 /// The dot product's end: `bias + Σ tail products`, then the lanes in order.
