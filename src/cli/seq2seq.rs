@@ -371,7 +371,10 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
         None => a.layout.clone(),
     };
     // Before reading anything: the limit as given (or the default); the model may lower it below.
-    check_lengths(&layout_args, &a.decode, usize::MAX)?;
+    // A baseline decodes nothing, so its decoding flags are not checked.
+    if a.baseline.is_none() {
+        check_lengths(&layout_args, &a.decode, usize::MAX)?;
+    }
     let mut pairs = read_pairs(&a.data, layout_args.source_field(), layout_args.target_field(), true)?;
     if a.limit > 0 {
         pairs.truncate(a.limit);

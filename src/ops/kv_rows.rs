@@ -40,7 +40,7 @@ impl MoveRows {
                 staged.extend_from_slice(&buf[block(r, h)]);
             }
         }
-        for (parts, &r) in staged.chunks(heads * part.max(1)).zip(&self.dst) {
+        for (parts, &r) in staged.chunks((heads * part).max(1)).zip(&self.dst) {
             for (h, from) in parts.chunks(part.max(1)).enumerate() {
                 buf[block(r, h)].copy_from_slice(from);
             }

@@ -455,7 +455,7 @@ mod tests {
             let out = 70;
             let w: Vec<f32> = (0..out * inp).map(|i| ((i * 7919 % 211) as f32 - 105.0) / 97.0).collect();
             let b: Vec<f32> = (0..out).map(|i| (i as f32 - 35.0) / 50.0).collect();
-            let rows = 11; // two groups of four, then three alone
+            let rows = 11; // two groups of four, a pair, then one alone
             let x: Vec<f32> = (0..rows * inp).map(|i| ((i * 104_729 % 173) as f32 - 86.0) / 61.0).collect();
             let together = few_rows_forward(&x, &w, &b, rows, inp, out);
             for (r, row) in x.chunks(inp).enumerate() {
