@@ -203,8 +203,7 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     let task = a.search.task("poem")?;
     let (model, tok) = a.search.load()?;
     let cx = Context::new(model.as_ref(), &tok)?;
-    let bar = indicatif::ProgressBar::new(titles.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} poems  {elapsed} (eta {eta})  {msg}")?);
+    let bar = wenhui::train::progress::count_bar(true, titles.len() as u64, "poems");
     let (mut lines, mut skipped) = (Vec::new(), 0usize);
     let mut failure = None;
     for (i, (t, c)) in titles.iter().zip(&constraints).enumerate() {
