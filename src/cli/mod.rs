@@ -44,7 +44,18 @@ impl Cli {
     /// flags (source/target JSONL, beam settings), so it is routed to `finetune-seq2seq` before
     /// clap sees it; every other `finetune --task` is a cloze task.
     pub fn parse_args() -> Self {
-        Self::parse_from(route_seq2seq(std::env::args_os().collect()))
+        let matches = <Self as clap::CommandFactory>::command().get_matches_from(route_seq2seq(std::env::args_os().collect()));
+        let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let (Command::FinetuneSeq2seq(a), Some(("finetune-seq2seq", sub))) = (&mut cli.command, matches.subcommand()) {
+            // A resumed run keeps its saved settings except those given on the command line.
+            a.given = Some(
+                sub.ids()
+                    .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+                    .map(|id| id.to_string())
+                    .collect(),
+            );
+        }
+        cli
     }
 
     /// Whether the command runs until it is stopped (the HTTP server) rather than to an end.

@@ -142,6 +142,8 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
         saved.mode = mode;
         saved.task.clone_from(&a.task);
         saved.model.clone_from(&a.model);
+        // The run continues where it is now, not where it was started (it may have moved).
+        saved.out_dir.clone_from(&a.out);
         saved
     } else {
         let train = match (&a.train, builtin) {
@@ -212,24 +214,26 @@ fn print_summary(s: &TuneSummary, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let best = match &s.best {
-        Some(b) if !b.metrics.is_empty() => {
-            format!("best dev at step {}: {}", b.step, b.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "))
-        }
-        Some(b) => format!("kept step {} (no dev set)", b.step),
-        None => "no checkpoint kept yet".into(),
+        Some(b) if !b.metrics.is_empty() => format!(
+            "best dev at step {}: {}; written to {}",
+            b.step,
+            b.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", "),
+            s.best_dir.display()
+        ),
+        Some(b) => format!("kept step {} (no dev set); written to {}", b.step, s.best_dir.display()),
+        None => "nothing kept in best/ yet".into(),
     };
     if s.new_steps == 0 {
-        println!("nothing to do: the run had already finished its {} steps; {best}; in {}", s.steps, s.best_dir.display());
+        println!("nothing to do: the run had already finished its {} steps; {best}", s.steps);
         return Ok(());
     }
     println!(
-        "{} steps on {} examples ({} trainable parameters), last loss {:.4}{}; {best}; written to {}",
+        "{} steps on {} examples ({} trainable parameters), last loss {:.4}{}; {best}",
         s.steps,
         s.train_examples,
         s.trainable_parameters,
         s.last_loss,
         if s.early_stopped { ", stopped early" } else { "" },
-        s.best_dir.display()
     );
     Ok(())
 }

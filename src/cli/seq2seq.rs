@@ -3,8 +3,6 @@
 use crate::cli::common::DefaultModel;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use wenhui::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout};
 use wenhui::eval::rouge::RougeTokenizer;
 use wenhui::eval::seq2seq::{evaluate_pairs, Baseline, DecodeOptions, System};
@@ -143,9 +141,9 @@ impl DecodeArgs {
 /// Seq2seq fine-tuning of a GLM on `{source, target}` JSONL.
 #[derive(Debug, clap::Args)]
 pub struct Seq2seqFinetuneArgs {
-    /// Training pairs (JSONL).
-    #[arg(long)]
-    pub train: PathBuf,
+    /// Training pairs (JSONL; with --resume, default: the run's).
+    #[arg(long, required_unless_present = "resume")]
+    pub train: Option<PathBuf>,
     /// Dev pairs (JSONL): dev metric, early stopping, best checkpoint.
     #[arg(long)]
     pub dev: Option<PathBuf>,
@@ -207,7 +205,8 @@ pub struct Seq2seqFinetuneArgs {
     pub keep_last: usize,
     #[command(flatten)]
     pub decode: DecodeArgs,
-    /// Continue the run in --out (or the given checkpoint / run directory).
+    /// Continue the run in --out, or the given run / checkpoint directory (into its run unless
+    /// --out is given), with its saved settings: flags given now override them, with a warning.
     #[arg(long, num_args = 0..=1, default_missing_value = "-", value_name = "RUN_OR_CHECKPOINT")]
     pub resume: Option<PathBuf>,
     /// Print the summary as one JSON object.
@@ -216,6 +215,10 @@ pub struct Seq2seqFinetuneArgs {
     /// Hide the progress bar (or, when stderr is not a terminal, the progress lines).
     #[arg(long, short)]
     pub quiet: bool,
+    /// The flags given on the command line (clap ids), set by `Cli::parse_args`; `None` (built
+    /// in code) counts every flag as given.
+    #[arg(skip)]
+    pub given: Option<Vec<String>>,
 }
 
 /// `--min-length` must leave room under `--max-target-len` (checked before any training).
@@ -235,22 +238,59 @@ fn resumed_layout(resume: &Path) -> anyhow::Result<Option<SavedLayout>> {
     Ok(serde_json::from_value(config).ok())
 }
 
+/// The configuration a resumed seq2seq run was started with.
+fn saved_run_config(resume: &Path) -> anyhow::Result<Seq2seqConfig> {
+    let config = wenhui::train::checkpoint::saved_config(resume).with_context(|| format!("--resume {}", resume.display()))?;
+    serde_json::from_value(config).map_err(|e| {
+        anyhow::anyhow!(
+            "--resume {}: not a seq2seq fine-tuning run ({e}); resume pretraining with `wenhui pretrain --resume`",
+            resume.display()
+        )
+    })
+}
+
+/// A resumed run keeps its saved value of a flag not given now; a given one that differs from
+/// it is listed in `changed` (the run continues with it).
+fn keep_saved<T: Clone + PartialEq + std::fmt::Debug>(flag: &str, given: bool, now: &mut T, saved: &T, changed: &mut Vec<String>) {
+    if !given {
+        now.clone_from(saved);
+    } else if now != saved {
+        changed.push(format!("--{flag} {saved:?} → {now:?}"));
+    }
+}
+
 /// Runs seq2seq fine-tuning.
 pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
+    if a.steps == Some(0) {
+        anyhow::bail!("--steps must be ≥ 1 (or leave it out to train for --epochs)");
+    }
+    let given = |id: &str| a.given.as_ref().is_none_or(|g| g.iter().any(|x| x == id));
     let resume = a.resume.as_ref().map(|p| if p.as_os_str() == "-" { a.out.clone() } else { p.clone() });
+    let saved_cfg = resume.as_deref().map(saved_run_config).transpose()?;
+    // `--resume DIR` continues in DIR's run; `--resume` alone in --out.
+    let out = match (&resume, a.resume.as_ref().is_some_and(|p| p.as_os_str() != "-") && !given("out")) {
+        (Some(r), true) => wenhui::train::checkpoint::run_dir(r)?,
+        _ => a.out.clone(),
+    };
     let saved = resume.as_deref().map(resumed_layout).transpose()?.flatten();
-    let layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&a.out));
-    let model = a.model.dir()?;
+    let layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&out));
+    // A resumed run reads its shape and tokenizer from its checkpoint (a model directory).
+    let model = match &resume {
+        Some(r) => wenhui::train::checkpoint::resolve(r)?,
+        None => a.model.dir()?,
+    };
     let max_positions = match wenhui::model::ModelConfig::from_file(&model.join("config.json"))? {
         wenhui::model::ModelConfig::Glm(g) => g.max_sequence_length,
         other => anyhow::bail!("seq2seq fine-tuning needs a GLM; {} is a {}", model.display(), other.kind()),
     };
     check_lengths(&layout_args, &a.decode, max_positions)?;
-    let cfg = Seq2seqConfig {
-        train: a.train.clone(),
-        dev: a.dev.clone(),
-        model: model.clone(),
-        out_dir: a.out.clone(),
+    // Absolute inputs: the saved configuration still finds them when resumed from elsewhere.
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut cfg = Seq2seqConfig {
+        train: a.train.as_deref().map(abs).unwrap_or_default(),
+        dev: a.dev.as_deref().map(abs),
+        model: abs(&model),
+        out_dir: out,
         source_field: layout_args.source_field().to_string(),
         target_field: layout_args.target_field().to_string(),
         layout: layout_args.layout(max_positions),
@@ -272,11 +312,34 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         keep_last: a.keep_last,
         log_every: 10,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
-        tracing::warn!("no Ctrl-C handler: {e}");
+    if let Some(s) = &saved_cfg {
+        let mut changed = Vec::new();
+        let c = &mut changed;
+        keep_saved("train", a.train.is_some(), &mut cfg.train, &s.train, c);
+        keep_saved("dev", given("dev"), &mut cfg.dev, &s.dev, c);
+        keep_saved("model", given("model"), &mut cfg.model, &s.model, c);
+        keep_saved("epochs", given("epochs"), &mut cfg.epochs, &s.epochs, c);
+        keep_saved("steps", given("steps"), &mut cfg.steps, &s.steps, c);
+        keep_saved("batch-size", given("batch_size"), &mut cfg.batch_size, &s.batch_size, c);
+        keep_saved("lr", given("lr"), &mut cfg.lr, &s.lr, c);
+        keep_saved("warmup", given("warmup"), &mut cfg.warmup_ratio, &s.warmup_ratio, c);
+        keep_saved("lr-decay", given("lr_decay"), &mut cfg.lr_decay, &s.lr_decay, c);
+        keep_saved("weight-decay", given("weight_decay"), &mut cfg.weight_decay, &s.weight_decay, c);
+        keep_saved("clip", given("clip"), &mut cfg.clip, &s.clip, c);
+        keep_saved("label-smoothing", given("label_smoothing"), &mut cfg.label_smoothing, &s.label_smoothing, c);
+        keep_saved("dropout", given("dropout"), &mut cfg.dropout, &s.dropout, c);
+        keep_saved("seed", given("seed"), &mut cfg.seed, &s.seed, c);
+        keep_saved("eval-every", given("eval_every"), &mut cfg.eval_every, &s.eval_every, c);
+        keep_saved("patience", given("patience"), &mut cfg.patience, &s.patience, c);
+        keep_saved("dev-limit", given("dev_limit"), &mut cfg.dev_limit, &s.dev_limit, c);
+        keep_saved("keep-last", given("keep_last"), &mut cfg.keep_last, &s.keep_last, c);
+        cfg.min_lr_ratio = s.min_lr_ratio;
+        cfg.log_every = s.log_every;
+        if !changed.is_empty() {
+            tracing::warn!("flags change the resumed run's saved settings: {}; the run continues with the new ones", changed.join(", "));
+        }
     }
+    let stop = crate::cli::common::ctrl_c_stop_flag();
     // ROUGE on dev: decode the (limited) dev pairs with the model being trained.
     let tokenizer = Tokenizer::from_dir(&model)?;
     let decode = a.decode.options();
@@ -314,6 +377,11 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         // ROUGE is F1 × 100: two decimals, as `eval seq2seq` prints it; losses need four.
         let digits = if by_loss { 4 } else { 2 };
         let best = s.best.map(|(v, st)| format!(", best {} {v:.digits$} at step {st}", s.metric_label)).unwrap_or_default();
+        if s.last_loss.is_nan() {
+            // Nothing ran: a resumed run that had already finished.
+            println!("nothing to do: the run had already finished its {} steps{best}; model: {}", s.steps, s.model_dir.display());
+            return Ok(());
+        }
         println!(
             "{} / {} steps, last loss {:.4}{best}{}; {} pairs ({} sources, {} targets cut); {:.0} s; model: {}",
             s.steps,
@@ -326,6 +394,9 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
             s.elapsed_s,
             s.model_dir.display()
         );
+    }
+    if s.interrupted {
+        std::process::exit(130);
     }
     Ok(())
 }

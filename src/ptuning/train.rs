@@ -169,6 +169,81 @@ pub fn saved_config(run: &Path) -> Result<TuneConfig> {
     Ok(state::load_state(run)?.1.config)
 }
 
+/// A fresh run's configuration with its input files made absolute: the saved configuration
+/// then still finds them when the run is resumed from another directory.
+fn with_absolute_inputs(given: &TuneConfig) -> TuneConfig {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut c = given.clone();
+    if Path::new(&c.task).is_file() {
+        c.task = abs(Path::new(&c.task)).to_string_lossy().into_owned();
+    }
+    c.model = abs(&c.model);
+    c.train = abs(&c.train);
+    c.dev = c.dev.as_deref().map(abs);
+    c.tokenizer = c.tokenizer.as_deref().map(abs);
+    c.init_prompt = c.init_prompt.as_deref().map(abs);
+    c
+}
+
+/// A resumed run continues exactly, so with the configuration it was started with (its
+/// learning-rate schedule ends at its max_steps): what is given now is ignored, and said so.
+/// Locations are the exception: the run continues in the given `out_dir` (the directory it is
+/// resumed from, wherever it has been moved), reading the task and backbone given now.
+fn resumed_config(given: &TuneConfig, saved: &TuneConfig, checkpoint: &Path) -> TuneConfig {
+    let mut cfg = saved.clone();
+    cfg.out_dir.clone_from(&given.out_dir);
+    cfg.task.clone_from(&given.task);
+    cfg.model.clone_from(&given.model);
+    // Paths compare by where they point, so that `toy.toml` given now matches the absolute
+    // path saved at the start.
+    let normalized = |c: &TuneConfig| {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = c.clone();
+        c.train = abs(&c.train);
+        c.dev = c.dev.as_deref().map(abs);
+        c.tokenizer = c.tokenizer.as_deref().map(abs);
+        c.init_prompt = c.init_prompt.as_deref().map(abs);
+        serde_json::to_value(c)
+    };
+    if let (Ok(serde_json::Value::Object(now)), Ok(serde_json::Value::Object(then))) = (normalized(given), normalized(saved)) {
+        // Options not given (null), an absent --train (allowed with --resume) and the locations
+        // taken from `given` are no difference.
+        let ignored: Vec<&str> = now
+            .iter()
+            .filter(|(k, v)| {
+                !v.is_null()
+                    && then.get(*k) != Some(*v)
+                    && !(k.as_str() == "train" && given.train.as_os_str().is_empty())
+                    && !["out_dir", "task", "model"].contains(&k.as_str())
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "resuming with the configuration saved in {}; ignoring what is given now for: {} \
+                 (to train on with other settings, start a new run from its best prompt with --init-prompt)",
+                checkpoint.display(),
+                ignored.join(", ")
+            );
+        }
+    }
+    cfg
+}
+
+/// The command that continues an interrupted run.
+fn resume_command(cfg: &TuneConfig) -> String {
+    let command = match cfg.mode {
+        TuneMode::Ptune => "ptune",
+        TuneMode::Finetune => "finetune",
+    };
+    format!(
+        "wenhui {command} --task {} --model {} -o {} --resume",
+        crate::train::checkpoint::shell_quote(&cfg.task),
+        crate::train::checkpoint::shell_quote(&cfg.model.to_string_lossy()),
+        crate::train::checkpoint::shell_quote(&cfg.out_dir.to_string_lossy())
+    )
+}
+
 /// The evaluation metric that selects checkpoints: the task's first metric.
 fn primary(task: &ClozeTask) -> String {
     task.spec.metrics.first().cloned().unwrap_or_else(|| "acc".into())
@@ -180,30 +255,8 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     // learning-rate schedule ends at its max_steps): what is given now is ignored, and said so.
     let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
     let cfg = &match &resumed {
-        Some(ck) => {
-            let saved = ck.state.config.clone();
-            let (now, then) = (serde_json::to_value(given), serde_json::to_value(&saved));
-            if let (Ok(serde_json::Value::Object(now)), Ok(serde_json::Value::Object(then))) = (now, then) {
-                // Options not given (null) and an absent --train (allowed with --resume) are no difference.
-                let ignored: Vec<&str> = now
-                    .iter()
-                    .filter(|(k, v)| {
-                        !v.is_null() && then.get(*k) != Some(*v) && !(k.as_str() == "train" && given.train.as_os_str().is_empty())
-                    })
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                if !ignored.is_empty() {
-                    tracing::warn!(
-                        "resuming with the configuration saved in {}; ignoring what is given now for: {} \
-                         (to train on with other settings, start a new run from its best prompt with --init-prompt)",
-                        ck.dir.display(),
-                        ignored.join(", ")
-                    );
-                }
-            }
-            saved
-        }
-        None => given.clone(),
+        Some(ck) => resumed_config(given, &ck.state.config, &ck.dir),
+        None => with_absolute_inputs(given),
     };
     let task = ClozeTask::load(&cfg.task)?;
     let r = resolve(cfg, &task)?;
@@ -327,7 +380,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     let metric = primary(&task);
     // The run directory is made only now that model, data and options have been checked: a run
     // that fails to start leaves nothing behind.
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let best_dir = cfg.out_dir.join("best");
     let prompt_of = |enc: &Option<(PromptEncoder, candle_nn::VarMap)>| -> Result<Option<Tensor>> {
@@ -370,7 +423,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     let t0 = Instant::now();
     let prior_elapsed = st.elapsed_s;
     let first_step = st.step;
-    let (mut window_loss, mut window_n, mut last_loss) = (0.0, 0usize, f64::NAN);
+    let mut last_loss = f64::NAN;
     let (mut early_stopped, mut interrupted) = (false, false);
     while st.step < r.max_steps {
         let batch: Vec<&Example> = st.next_batch(train.len(), r.batch_size, cfg.seed).into_iter().map(|i| &train[i]).collect();
@@ -387,16 +440,17 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         let grads = loss.backward()?;
         let factor = linear_schedule(st.step, r.warmup_steps, r.max_steps);
         let stats = optim.step(&grads, factor, (cfg.clip > 0.0).then_some(cfg.clip))?;
+        run_dir.started();
         st.step += 1;
-        window_loss += loss_value;
-        window_n += 1;
+        st.window_loss += loss_value;
+        st.window_steps += 1;
         bar.set_position(st.step);
         let eval_now = st.step % cfg.eval_every.max(1) == 0 || st.step == r.max_steps;
         if st.step % 10 == 0 || eval_now {
-            last_loss = window_loss / window_n.max(1) as f64;
+            last_loss = st.window_loss / st.window_steps.max(1) as f64;
             log.write(&serde_json::json!({"step": st.step, "loss": last_loss, "lr_factor": factor, "grad_norm": stats.grad_norm}))?;
             bar.logged(st.step, &format!("loss {last_loss:.4}, lr factor {factor:.3}"));
-            (window_loss, window_n) = (0.0, 0);
+            (st.window_loss, st.window_steps) = (0.0, 0);
         }
         if eval_now {
             let scores = evaluate_dev(&encoder)?;
@@ -421,12 +475,16 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             break;
         }
         if stop && st.step < r.max_steps {
-            bar.println(&format!("stopped at step {}; resume with --resume {}", st.step, cfg.out_dir.display()));
+            bar.notice(&format!("stopped at step {}; resume with: {}", st.step, resume_command(cfg)));
             interrupted = true;
             break;
         }
     }
     bar.finish();
+    if last_loss.is_nan() && st.window_steps > 0 {
+        // Stopped before the first logged step: the mean of the steps run.
+        last_loss = st.window_loss / st.window_steps as f64;
+    }
     if dev.is_none() && !interrupted {
         // Without a dev set the last state is the result.
         let record = BestRecord { step: st.step, metrics: BTreeMap::new() };

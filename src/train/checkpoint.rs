@@ -277,6 +277,17 @@ pub fn saved_config(path: &Path) -> Result<serde_json::Value> {
     Ok(state.config)
 }
 
+/// `s` as one shell word, for the commands printed to the user (`resume with: …`): as is when
+/// it is made of safe characters, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_alphanumeric() || "_-./:=,@+%".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// The run directory a `--resume` path belongs to: the run whose `checkpoints/` holds the
 /// checkpoint directory given, or the run directory itself.
 pub fn run_dir(path: &Path) -> Result<PathBuf> {
@@ -294,7 +305,7 @@ pub fn run_dir(path: &Path) -> Result<PathBuf> {
 }
 
 /// A checkpoint directory, or the newest checkpoint of a run directory.
-fn resolve(path: &Path) -> Result<PathBuf> {
+pub fn resolve(path: &Path) -> Result<PathBuf> {
     Ok(if path.join("trainer_state.json").is_file() {
         path.to_path_buf()
     } else {

@@ -74,9 +74,26 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
     if output.exists() && !overwrite {
         return Err(Error::file(output, "already exists; remove it, choose another -o, or pass --force to replace it"));
     }
-    crate::error::check_output_apart(output, &[source])?;
     let dir = resolve_source(source)?;
+    // The resolved checkpoint too: `export RUN -o RUN/checkpoints/step-N --force` would replace
+    // the very checkpoint it reads (and a sibling checkpoint is no place for an export either).
+    crate::error::check_output_apart(output, &[source, &dir])?;
+    if let (Ok(out), Some(checkpoints)) = (std::path::absolute(output), dir.parent().filter(|p| p.ends_with("checkpoints"))) {
+        if std::path::absolute(checkpoints).is_ok_and(|c| out.starts_with(c)) {
+            return Err(Error::file(
+                output,
+                "is inside the run's checkpoints/ directory, which the run manages: write the export elsewhere",
+            ));
+        }
+    }
     let config_path = dir.join("config.json");
+    if !config_path.is_file() && (dir.join("prompt").is_dir() || dir.join("model").is_dir()) {
+        return Err(Error::file(
+            &dir,
+            "is a checkpoint of `wenhui ptune`/`finetune`, not of pretraining: the tuned result is the run's best/ directory \
+             (a fine-tuned model there can be exported with `wenhui export RUN/best -o DIR`)",
+        ));
+    }
     let config = ModelConfig::from_file(&config_path)?;
     let weights_path = dir.join("model.safetensors");
     let stored = candle_core::safetensors::load(&weights_path, &Device::Cpu)

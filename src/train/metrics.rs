@@ -32,6 +32,48 @@ pub fn ensure_new_run(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The directory of a run being started: created now, and removed again (or, when it was
+/// there before, the `metrics.jsonl` this run began) if the run fails before its first step
+/// completes, so that a run that fails to start leaves nothing behind and does not block the
+/// next start. A resumed run's directory is never touched.
+pub struct RunDir {
+    dir: PathBuf,
+    /// This run created the directory.
+    made: bool,
+    /// This run created its `metrics.jsonl`.
+    made_log: bool,
+    started: bool,
+}
+
+impl RunDir {
+    /// Creates `dir` (and its parents) for a run; `resumed` runs keep whatever happens.
+    pub fn create(dir: &Path, resumed: bool) -> Result<Self> {
+        let made = !resumed && !dir.exists();
+        let made_log = !resumed && !dir.join("metrics.jsonl").exists();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Self { dir: dir.to_path_buf(), made, made_log, started: resumed })
+    }
+
+    /// The run has completed a step: from now on the directory stays, whatever happens.
+    pub fn started(&mut self) {
+        self.started = true;
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.started {
+            return;
+        }
+        // Best effort: the error that ended the run is what the user needs to see.
+        if self.made {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else if self.made_log {
+            let _ = std::fs::remove_file(self.dir.join("metrics.jsonl"));
+        }
+    }
+}
+
 /// Appends metric lines to a JSONL file.
 pub struct MetricsLog {
     path: PathBuf,

@@ -404,7 +404,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
     // The run directory is written only now that model, data and options have been checked: a
     // run that fails to start leaves nothing behind.
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
     let split_path = cfg.out_dir.join("split.json");
     std::fs::write(
         &split_path,
@@ -466,6 +466,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         }
         let grads = grads.ok_or_else(|| Error::input("no micro-batches"))?;
         let stats = optim.step(&grads, lr, (cfg.clip > 0.0).then_some(cfg.clip))?;
+        run_dir.started();
         last_loss = loss_sum / cfg.accumulate as f64;
         let done = step + 1;
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
@@ -491,7 +492,10 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             tracing::info!("saved {}", dir.display());
         }
         if stop && done < cfg.steps {
-            bar.println(&format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
+            bar.notice(&format!(
+                "stopped at step {done}; resume with: wenhui pretrain --resume {}",
+                checkpoint::shell_quote(&cfg.out_dir.to_string_lossy())
+            ));
             interrupted = true;
             break;
         }

@@ -81,6 +81,14 @@ impl Reporter {
         }
     }
 
+    /// A message shown even with progress off (`--quiet`): how to resume an interrupted run.
+    pub(crate) fn notice(&self, msg: &str) {
+        match self {
+            Reporter::Bar(bar) => bar.println(msg),
+            Reporter::Lines { .. } | Reporter::Off => stderr_line(format_args!("{msg}")),
+        }
+    }
+
     /// A message for a log file only: the terminal's output stays as it was.
     pub(crate) fn log_only(&self, msg: &str) {
         if let Reporter::Lines { .. } = self {

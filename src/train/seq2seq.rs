@@ -385,6 +385,9 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     if cfg.batch_size == 0 || cfg.batch_size > super::MAX_BATCH {
         return Err(Error::input(format!("batch size must be between 1 and {}", super::MAX_BATCH)));
     }
+    if cfg.steps == Some(0) {
+        return Err(Error::input("steps must be ≥ 1 (or leave it out to train for the epochs)"));
+    }
     if cfg.steps.is_none() && cfg.epochs <= 0.0 {
         return Err(Error::input("epochs must be positive (or give the number of steps)"));
     }
@@ -474,7 +477,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     early.metric = metric.into();
     // The run directory is made only now that model, data and options have been checked: a run
     // that fails to start leaves nothing behind.
-    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
     let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
     let saved_layout = SavedLayout::of(cfg);
@@ -507,6 +510,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         last_loss = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
         let stats = optim.step(&grads, lr, (cfg.clip > 0.0).then_some(cfg.clip))?;
+        run_dir.started();
         let done = step + 1;
         if done % cfg.log_every.max(1) == 0 || done == steps {
             log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm,
@@ -551,7 +555,10 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
             }
         }
         if stop && done < steps {
-            bar.println(&format!("stopped at step {done}; resume with --resume {}", cfg.out_dir.display()));
+            bar.notice(&format!(
+                "stopped at step {done}; resume with: wenhui finetune --task seq2seq --resume {}",
+                checkpoint::shell_quote(&cfg.out_dir.to_string_lossy())
+            ));
             interrupted = true;
             break;
         }

@@ -46,6 +46,13 @@ pub struct TuneState {
     pub bad_evals: usize,
     /// Training wall time so far, seconds.
     pub elapsed_s: f64,
+    /// Sum of the training losses since the last logged step (the logged loss is their mean,
+    /// so a resumed run logs what an uninterrupted one does).
+    #[serde(default)]
+    pub window_loss: f64,
+    /// Steps in [`TuneState::window_loss`].
+    #[serde(default)]
+    pub window_steps: usize,
     /// The wenhui version that wrote it.
     pub wenhui_version: String,
 }
@@ -62,6 +69,8 @@ impl TuneState {
             best_value: None,
             bad_evals: 0,
             elapsed_s: 0.0,
+            window_loss: 0.0,
+            window_steps: 0,
             wenhui_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
