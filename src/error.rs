@@ -59,7 +59,18 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        let path = path.as_ref();
+        // Making a directory where a file stands fails with a bare "File exists" / "Not a
+        // directory": say what to change instead.
+        let hint = match source.kind() {
+            std::io::ErrorKind::AlreadyExists if path.is_file() => Some("is a file, where a directory is needed: give a directory path"),
+            std::io::ErrorKind::NotADirectory => Some("a part of this path is a file, not a directory: give a directory path"),
+            _ => None,
+        };
+        match hint {
+            Some(msg) => Error::File { path: path.to_path_buf(), msg: format!("{msg} ({source})") },
+            None => Error::Io { path: path.to_path_buf(), source },
+        }
     }
     /// A content error in `path`.
     pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
@@ -102,8 +113,11 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Reads a UTF-8 text file (less a leading byte-order mark), naming it in the error.
 pub fn read_text(path: &Path) -> Result<String> {
     let bytes = read_file(path)?;
-    let mut text = String::from_utf8(bytes)
-        .map_err(|e| Error::file(path, format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        Error::file(path, format!("not valid UTF-8 (line {line}, first bad byte at offset {at})"))
+    })?;
     // A byte-order mark (Windows editors write one) is no content: JSON parsers reject it.
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());

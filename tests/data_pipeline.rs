@@ -453,6 +453,10 @@ fn synthetic_text() -> String {
 fn trained_tokenizers_are_deterministic_and_have_glm_command_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let text = write(dir.path(), "train.txt", synthetic_text());
+    // WordPiece keeps every character seen: a size below that is refused, naming the least size.
+    let small = TrainOptions { kind: TrainKind::WordPiece, vocab_size: 20, min_frequency: 2, ..Default::default() };
+    let err = train_tokenizer(std::slice::from_ref(&text), &small).unwrap_err().to_string();
+    assert!(err.contains("vocabulary size 20 is too small for WordPiece on this text") && err.contains("use at least"), "{err}");
     let cases = [
         (TrainKind::Bpe, 400, vec![text.clone()]),
         (TrainKind::WordPiece, 300, vec![text.clone()]),

@@ -90,6 +90,19 @@ fn export_refuses_bad_input_and_replaces_only_when_asked() {
     let err = export_model(&empty, &tmp.path().join("x"), DType::F32, false).unwrap_err().to_string();
     assert!(err.contains("nothing to export") && err.contains("empty"), "{err}");
     assert!(parse_dtype("f8").unwrap_err().to_string().contains("f16"));
+    // Never over the checkpoint it reads, nor into the run's checkpoints/ (even with --force).
+    let ck = run.join("checkpoints/step-00000007");
+    let err = export_model(&run, &ck, DType::F32, true).unwrap_err().to_string();
+    assert!(err.contains("holds the input"), "{err}");
+    let err = export_model(&run, &run.join("checkpoints/other"), DType::F32, true).unwrap_err().to_string();
+    assert!(err.contains("inside the run's checkpoints/"), "{err}");
+    assert!(ck.join("optimizer.safetensors").is_file() && ck.join("trainer_state.json").is_file(), "the checkpoint was touched");
+    // A ptune/finetune checkpoint (no config.json of its own) is explained, not an OS error.
+    let tuning = tmp.path().join("tuning/checkpoints/step-00000003");
+    std::fs::create_dir_all(tuning.join("prompt")).unwrap();
+    std::fs::write(tuning.join("trainer_state.json"), "{}").unwrap();
+    let err = export_model(&tmp.path().join("tuning"), &tmp.path().join("y"), DType::F32, false).unwrap_err().to_string();
+    assert!(err.contains("checkpoint of `wenhui ptune`/`finetune`") && err.contains("best/"), "{err}");
     // No temporary directory is left beside the output.
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()

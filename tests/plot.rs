@@ -211,7 +211,8 @@ fn cli_writes_the_image_and_exits_nonzero_on_bad_input() {
 }
 
 /// The logs of `ptune`/`finetune` (loss, `lr_factor`, dev metrics) and of seq2seq fine-tuning
-/// (`dev_loss`) plot too: the factor on the right axis, named as such; the dev loss as validation.
+/// (`dev_loss`, `dev_score`) plot too: the factor on the right axis, named as such; the dev loss
+/// as validation; dev scores in a panel of their own.
 #[test]
 fn tuning_logs_plot_their_loss_factor_and_dev_loss() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,15 +224,26 @@ fn tuning_logs_plot_their_loss_factor_and_dev_loss() {
     );
     let out = dir.path().join("ptune.svg");
     let s = plot_metrics(&ptune, &out, &PlotOptions::default()).unwrap();
-    assert_eq!((s.train_points, s.val_points, s.lr_points), (2, 0, 2));
+    assert_eq!((s.train_points, s.val_points, s.lr_points, s.dev_score_points), (2, 0, 2, 2));
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(svg.contains("learning-rate factor (right axis)"), "the factor is not named");
+    assert!(svg.contains("dev acc") && svg.contains("dev score"), "the dev scores are not drawn");
+    // CB logs two scores per evaluation; a log with scores only plots too.
+    let cb = write(
+        dir.path(),
+        "cb.jsonl",
+        "{\"dev\":{\"acc\":0.5,\"f1-macro\":0.4},\"step\":0}\n{\"dev\":{\"acc\":0.7,\"f1-macro\":0.6},\"step\":20}\n",
+    );
+    let s = plot_metrics(&cb, &dir.path().join("cb.svg"), &PlotOptions::default()).unwrap();
+    assert_eq!((s.train_points, s.dev_score_points), (0, 4));
+    let svg = std::fs::read_to_string(dir.path().join("cb.svg")).unwrap();
+    assert!(svg.contains("dev acc") && svg.contains("dev f1-macro"), "{svg:.200}");
     let seq2seq = write(
         dir.path(),
         "s2s.jsonl",
-        "{\"step\":5,\"loss\":4.0,\"lr\":1e-4}\n{\"step\":5,\"dev_loss\":4.5}\n{\"step\":10,\"dev_loss\":4.2}\n",
+        "{\"step\":5,\"loss\":4.0,\"lr\":1e-4}\n{\"step\":5,\"dev_loss\":4.5}\n{\"step\":10,\"dev_loss\":4.2}\n{\"step\":10,\"dev_score\":31.5}\n",
     );
     let s = plot_metrics(&seq2seq, &dir.path().join("s2s.png"), &PlotOptions::default()).unwrap();
-    assert_eq!((s.train_points, s.val_points, s.lr_points), (1, 2, 1));
+    assert_eq!((s.train_points, s.val_points, s.lr_points, s.dev_score_points), (1, 2, 1, 1));
     assert_eq!(s.best_val_loss, Some((4.2, 10.0)));
 }

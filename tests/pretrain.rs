@@ -200,7 +200,29 @@ fn cli_resume_without_config_uses_the_saved_run_configuration() {
     let out = wenhui().args(["pretrain", "--quiet", "--config"]).arg(&toml).arg("--resume").arg(&run).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("changes the resumed run's saved settings: batch_size 4 → 2, steps 9 → 10;"), "{err}");
+    let from_file = format!("saved settings from {}: batch_size 4 → 2, steps 9 → 10;", toml.display());
+    assert!(err.contains(&from_file), "{err}");
+    // A flag's change is blamed on the flag, not on the file.
+    table.insert("steps".into(), toml::Value::Integer(11));
+    std::fs::write(&toml, toml::to_string(&table).unwrap()).unwrap();
+    let out = wenhui().args(["pretrain", "--quiet", "--steps", "12", "--config"]).arg(&toml).arg("--resume").arg(&run).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // (The run now holds the file's batch size: only the flag differs from it.)
+    assert!(err.contains("saved settings from flags: --steps 10 → 12;"), "{err}");
+    // Config errors name the field, and a flag's error the flag.
+    std::fs::write(&toml, "steps = \"x\"\n").unwrap();
+    let out = wenhui().args(["pretrain", "--config"]).arg(&toml).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("config field `steps`: invalid type"), "{err}");
+    std::fs::write(&toml, "layers = -2\n").unwrap();
+    let out = wenhui().args(["pretrain", "--config"]).arg(&toml).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("config field `layers`: invalid value: integer `-2`"), "{err}");
+    std::fs::write(&toml, toml::to_string(&table).unwrap()).unwrap();
+    let out = wenhui().args(["pretrain", "--steps", "0", "--config"]).arg(&toml).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--steps: must be positive") && !err.contains("more.toml"), "{err}");
 }
 
 /// Runs never overwrite each other: a new run refuses a directory holding one, `--resume DIR`
@@ -244,9 +266,11 @@ fn cli_runs_keep_apart_and_options_are_checked() {
     // A model flag on resume, a NaN, an out-of-range ratio: each named.
     let out = wenhui().args(["pretrain", "--quiet", "--steps", "4", "--hidden", "64", "--resume"]).arg(&copy).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--hidden: a resumed run continues with its checkpoint's model"));
-    for (flag, value, needle) in
-        [("--lr", "nan", "--lr: must be a finite number"), ("--min-lr-ratio", "5", "min_lr_ratio"), ("--beta1", "1", "beta1")]
-    {
+    for (flag, value, needle) in [
+        ("--lr", "nan", "--lr: must be a finite number"),
+        ("--min-lr-ratio", "5", "--min-lr-ratio: must be in [0, 1]"),
+        ("--beta1", "1", "--beta1"),
+    ] {
         let out = fresh(&tmp.path().join("other"), &["--steps", "2", flag, value]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");

@@ -233,17 +233,28 @@ fn resume_continues_exactly() -> TestResult {
     let stop = Arc::new(AtomicBool::new(true));
     let first = tune(&split, &RunOptions { stop: Some(stop), ..Default::default() })?;
     assert!(first.interrupted && first.steps == 1, "{first:?}");
+    // The run directory may move: the run continues where it is now, not where it started.
+    let moved = t.dir.path().join("moved");
+    std::fs::rename(&split.out_dir, &moved)?;
     // Flags given at resume time do not change the run: its saved configuration wins.
     let mut changed = split.clone();
     changed.max_steps = Some(99);
-    let rest = tune(&changed, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() })?;
+    changed.out_dir.clone_from(&moved);
+    let rest = tune(&changed, &RunOptions { resume: Some(moved.clone()), ..Default::default() })?;
     assert_eq!(rest.steps, 6);
+    assert!(!split.out_dir.exists(), "the resumed run wrote to the directory it started in");
     // Resuming the complete run is an error that says so, not a silent no-op.
-    let e = tune(&changed, &RunOptions { resume: Some(split.out_dir.clone()), ..Default::default() }).unwrap_err().to_string();
+    let e = tune(&changed, &RunOptions { resume: Some(moved.clone()), ..Default::default() }).unwrap_err().to_string();
     assert!(e.contains("at step 6") && e.contains("complete"), "{e}");
+    // The logged losses too: the step-2 mean covers step 1 (before the stop) and step 2.
+    let logged = |dir: &Path| -> Vec<String> {
+        std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"loss\"")).map(String::from).collect()
+    };
+    assert_eq!(logged(&straight.out_dir), logged(&moved));
+    assert_eq!(logged(&moved).len(), 3);
     for file in ["prompt/prompt_encoder.safetensors", "optimizer.safetensors"] {
         let a = tensors_of(&straight.out_dir.join("checkpoints/step-00000006"), file);
-        let b = tensors_of(&split.out_dir.join("checkpoints/step-00000006"), file);
+        let b = tensors_of(&moved.join("checkpoints/step-00000006"), file);
         assert_eq!(a.len(), b.len());
         for (name, x) in &a {
             assert_eq!(bits(x), bits(&b[name]), "{file}: {name} differs after resume");

@@ -382,6 +382,47 @@ fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
     assert!(!ok && err.contains(LAYOUT_FILE), "{err}");
 }
 
+/// `finetune --task seq2seq --resume RUN` (from another directory, without repeating the flags)
+/// continues RUN with its saved settings into RUN, and ends with the weights of an uninterrupted
+/// run; a flag given differently is used and warned about; `--steps 0` is refused before any work.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
+fn cli_resume_continues_the_run_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path());
+    reverse_pairs(&tmp.path().join("train.jsonl"), 40, 4);
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (model, train) = (p("model"), p("train.jsonl"));
+    let run = |out: &str, steps: &str| {
+        let args = ["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "-o", out, "--steps", steps];
+        let (ok, _, err) = wenhui(&[&args[..], &["--batch-size", "4", "--lr", "3e-3", "--eval-every", "3", "--quiet"]].concat());
+        assert!(ok, "{err}");
+    };
+    run(&p("straight"), "6");
+    run(&p("split"), "6");
+    // The split run as if stopped at step 3: its newer checkpoint removed.
+    std::fs::remove_dir_all(tmp.path().join("split/checkpoints/step-00000006")).unwrap();
+    let other = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .current_dir(&other)
+        .args(["finetune", "--task", "seq2seq", "--quiet", "--resume"])
+        .arg(tmp.path().join("split/checkpoints/step-00000003"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("change the resumed run"), "{err}");
+    assert!(!other.join("runs").exists(), "the resumed run wrote into the default -o");
+    let weights = |run: &str| std::fs::read(tmp.path().join(run).join("checkpoints/step-00000006/model.safetensors")).unwrap();
+    assert!(weights("straight") == weights("split"), "the resumed run's weights differ from the uninterrupted run's");
+    // A flag given differently is taken, with a warning.
+    std::fs::remove_dir_all(tmp.path().join("split/checkpoints/step-00000006")).unwrap();
+    let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--quiet", "--lr", "1e-3", "--resume", &p("split")]);
+    assert!(ok && err.contains("--lr 0.003 → 0.001"), "{err}");
+    let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--train", &train, "--steps", "0"]);
+    assert!(!ok && err.contains("--steps must be ≥ 1"), "{err}");
+}
+
 /// On a model with few positions (32), the default lengths shrink to fit it, and a limit given
 /// that does not fit is an error naming its flag.
 #[test]

@@ -184,6 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_null()) {
         anyhow::bail!("--{}: must be a finite number", flag.replace('_', "-"));
     }
+    let flags: Vec<String> = overrides.keys().cloned().collect();
     if let Some(dir) = &a.resume {
         // The original command with --resume added is fine; a different model is not.
         let saved = wenhui::train::checkpoint::saved_config(dir)?;
@@ -217,7 +218,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         _ => PretrainConfig::load(a.config.as_deref(), overrides)?,
     };
     if let (Some(file), Some(dir)) = (&a.config, &a.resume) {
-        warn_config_differs(file, &wenhui::train::checkpoint::saved_config(dir)?, &cfg);
+        warn_config_differs(file, &wenhui::train::checkpoint::saved_config(dir)?, &cfg, &flags);
     }
     let stop = crate::cli::common::ctrl_c_stop_flag();
     // The trainer picks a bar (terminal) or plain lines (stderr redirected to a log).
@@ -242,20 +243,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--config FILE --resume RUN`: the file's settings replace the run's saved ones. That is
-/// allowed (e.g. more steps), but a changed batch size or learning rate must not pass unnoticed.
-fn warn_config_differs(file: &std::path::Path, saved: &serde_json::Value, cfg: &PretrainConfig) {
+/// `--config FILE --resume RUN`: the file's settings (and the flags given) replace the run's
+/// saved ones. That is allowed (e.g. more steps), but a changed batch size or learning rate must
+/// not pass unnoticed; each change is blamed on the file or on its flag.
+fn warn_config_differs(file: &std::path::Path, saved: &serde_json::Value, cfg: &PretrainConfig, flags: &[String]) {
     let (Some(saved), Ok(serde_json::Value::Object(now))) = (saved.as_object(), serde_json::to_value(cfg)) else { return };
-    let changes: Vec<String> = now
-        .iter()
-        .filter(|(k, v)| k.as_str() != "out_dir" && saved.get(*k).is_some_and(|old| old != *v))
-        .map(|(k, v)| format!("{k} {} → {v}", saved[k]))
-        .collect();
-    if !changes.is_empty() {
+    // `name old → new`, the name spelled as the file (`batch_size`) or the flag (`batch-size`) does.
+    let change = |name: &str, k: &str, v: &serde_json::Value| format!("{name} {} → {v}", saved[k]);
+    let (mut by_file, mut by_flag) = (Vec::new(), Vec::new());
+    for (k, v) in now.iter().filter(|(k, v)| k.as_str() != "out_dir" && saved.get(*k).is_some_and(|old| old != *v)) {
+        if flags.contains(k) {
+            by_flag.push(format!("--{}", change(&k.replace('_', "-"), k, v)));
+        } else {
+            by_file.push(change(k, k, v));
+        }
+    }
+    let mut parts = Vec::new();
+    if !by_file.is_empty() {
+        parts.push(format!("{}: {}", file.display(), by_file.join(", ")));
+    }
+    if !by_flag.is_empty() {
+        parts.push(format!("flags: {}", by_flag.join(", ")));
+    }
+    if !parts.is_empty() {
         tracing::warn!(
-            "{} changes the resumed run's saved settings: {}; the run continues with the new ones (without --config it keeps its own)",
-            file.display(),
-            changes.join(", ")
+            "changes to the resumed run's saved settings from {}; the run continues with the new ones (without --config it keeps its own)",
+            parts.join("; ")
         );
     }
 }

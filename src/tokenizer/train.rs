@@ -64,7 +64,8 @@ pub struct TrainOptions {
     /// Most entries of the trained vocabulary ([`Tokenizer::vocab_size`]`(false)`), the family's own special
     /// tokens included (BPE: `<|endoftext|>`; WordPiece: the five BERT tokens; chars: the ten command tokens).
     /// The GLM command tokens that BPE and WordPiece append come on top. BPE needs at least 257 (the byte
-    /// alphabet); WordPiece always keeps every character seen, even beyond this size.
+    /// alphabet); WordPiece the 5 BERT tokens plus every character seen (and its `##` form where it
+    /// continues a word): a smaller size is an error naming the least size.
     pub vocab_size: usize,
     /// BPE / WordPiece: a merge needs at least this many occurrences; chars: a character needs at least this
     /// many occurrences (0 counts as 1).
@@ -246,6 +247,19 @@ fn train_wordpiece(inputs: &[PathBuf], opts: &TrainOptions) -> Result<Tokenizer>
         })
         .collect();
     words.sort_unstable();
+    // Every character seen stays in the vocabulary (as a word start and, where it continues a
+    // word, as `##c`): a smaller size cannot be honoured, so it is refused as BPE's is.
+    let alphabet: BTreeSet<char> = chars.iter().copied().chain(words.iter().flat_map(|(w, _)| w.chars())).collect();
+    let needed = BERT_SPECIALS.len() + alphabet.len();
+    if opts.vocab_size < needed {
+        return Err(Error::input(format!(
+            "vocabulary size {} is too small for WordPiece on this text: its {} distinct characters need {} entries \
+             (with their ##continuations and the 5 BERT tokens); use at least {needed}",
+            opts.vocab_size,
+            chars.len(),
+            alphabet.len()
+        )));
+    }
     let trainer = BpeTrainer::builder()
         .vocab_size(opts.vocab_size)
         .min_frequency(opts.min_frequency)

@@ -231,18 +231,33 @@ impl PretrainConfig {
             }
             None => serde_json::json!({}),
         };
+        let flags: std::collections::HashSet<String> = overrides.keys().cloned().collect();
         if let Some(obj) = value.as_object_mut() {
             obj.extend(overrides);
         }
         let given: Vec<String> =
             MODEL_FIELDS.iter().filter(|f| value.get(**f).is_some_and(|v| !v.is_null())).map(|f| f.to_string()).collect();
-        let mut cfg: Self = serde_json::from_value(value).map_err(|e| {
-            let msg = e.to_string();
-            let field = msg.split('`').nth(1).unwrap_or("?").to_string();
-            Error::config(&origin, field, msg)
+        // A field given as a flag is blamed on the flag, not on the file.
+        let blame = |field: &str, msg: String| match flags.contains(field) {
+            true => Error::input(format!("--{}: {msg}", field.replace('_', "-"))),
+            false => Error::config(&origin, field, msg),
+        };
+        let mut cfg: Self = serde_path_to_error::deserialize(value).map_err(|e| {
+            // The path names the field even for a wrong type or value (`steps = "x"`); an
+            // unknown or missing field is named by the message itself.
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            let field = match path.as_str() {
+                "." | "" => msg.split('`').nth(1).unwrap_or("?").to_string(),
+                p => p.to_string(),
+            };
+            blame(&field, msg)
         })?;
         cfg.model_fields_given = given;
-        cfg.validate(&origin)?;
+        cfg.validate(&origin).map_err(|e| match e {
+            Error::Config { field, msg, .. } => blame(&field, msg),
+            other => other,
+        })?;
         Ok(cfg)
     }
 

@@ -5,7 +5,9 @@
 //! `val_loss` (and `val_ppl`). Any field may be missing or `null` on a line, and unknown fields are
 //! ignored. The chart shows train loss (a line; optionally with its moving average) and validation
 //! loss (markers joined by a line) against the step on the left axis, and the learning rate on a
-//! secondary right axis. PNG or SVG, picked by the output's extension.
+//! secondary right axis. Dev scores (`ptune`/`finetune`'s `"dev": {"acc": …}` lines, seq2seq's
+//! `dev_score`) go into a second panel below, on their own axis. PNG or SVG, picked by the
+//! output's extension.
 //!
 //! All text is drawn with an embedded font (Roboto, Apache-2.0, `assets/fonts/`) through plotters'
 //! pure-Rust `ab_glyph` backend: no system fonts, fontconfig or freetype are needed.
@@ -86,6 +88,9 @@ pub struct Metrics {
     pub lr: Vec<(f64, f64)>,
     /// The learning-rate series holds factors of the peak rate (`lr_factor`), not rates.
     pub lr_is_factor: bool,
+    /// Dev scores by name: each number of a `dev` object (`ptune`/`finetune`: `acc`, `f1`, …)
+    /// and seq2seq's `dev_score` (as `score`).
+    pub dev_scores: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
     /// Non-blank lines read.
     pub lines: usize,
     /// Whether an unfinished last line (no trailing newline, not valid JSON, e.g. while the trainer
@@ -108,6 +113,8 @@ pub struct PlotSummary {
     pub train_points: usize,
     /// Validation-loss points drawn.
     pub val_points: usize,
+    /// Dev-score points drawn (all scores together; 0 = no score panel).
+    pub dev_score_points: usize,
     /// Learning-rate points drawn (0 = no right axis).
     pub lr_points: usize,
     /// Smallest and largest step on the x axis.
@@ -153,6 +160,16 @@ pub fn read_metrics(path: &Path) -> Result<Metrics> {
         if let Some(val) = field("val_loss")?.or(field("dev_loss")?) {
             m.val_loss.push((step, val));
         }
+        if let Some(score) = field("dev_score")? {
+            m.dev_scores.entry("score".into()).or_default().push((step, score));
+        }
+        if let Some(dev) = obj.get("dev").and_then(|d| d.as_object()) {
+            for (name, v) in dev {
+                if let Some(v) = v.as_f64() {
+                    m.dev_scores.entry(name.clone()).or_default().push((step, v));
+                }
+            }
+        }
         if let Some(lr) = field("lr")? {
             m.lr.push((step, lr));
         } else if let Some(factor) = field("lr_factor")? {
@@ -163,7 +180,7 @@ pub fn read_metrics(path: &Path) -> Result<Metrics> {
     if m.lines == 0 {
         return Err(Error::file(path, "empty metrics file (no JSON lines)"));
     }
-    for series in [&mut m.train_loss, &mut m.val_loss, &mut m.lr] {
+    for series in [&mut m.train_loss, &mut m.val_loss, &mut m.lr].into_iter().chain(m.dev_scores.values_mut()) {
         series.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     Ok(m)
@@ -204,10 +221,13 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
     let keep = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> { pts.iter().copied().filter(|&(_, y)| !opts.log_y || y > 0.0).collect() };
     let train = keep(&m.train_loss);
     let val = keep(&m.val_loss);
-    if train.is_empty() && val.is_empty() {
+    if train.is_empty() && val.is_empty() && m.dev_scores.is_empty() {
         let why =
             if opts.log_y && (!m.train_loss.is_empty() || !m.val_loss.is_empty()) { " (with --log-y only losses > 0 count)" } else { "" };
-        return Err(Error::file(metrics, format!("no plottable points: no line has a `step` with a `loss` or `val_loss`{why}")));
+        return Err(Error::file(
+            metrics,
+            format!("no plottable points: no line has a `step` with a `loss`, `val_loss` or dev scores{why}"),
+        ));
     }
     let title = opts.title.clone().unwrap_or_else(|| {
         let name = metrics.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -219,6 +239,7 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
         train,
         val,
         lr: m.lr,
+        dev: m.dev_scores,
         lr_label: if m.lr_is_factor { "learning-rate factor" } else { "learning rate" },
         smooth: opts.smooth,
         log_y: opts.log_y,
@@ -249,6 +270,7 @@ pub fn plot_metrics(metrics: &Path, out: &Path, opts: &PlotOptions) -> Result<Pl
         height: opts.height,
         train_points: chart.train.len(),
         val_points: chart.val.len(),
+        dev_score_points: chart.dev.values().map(Vec::len).sum(),
         lr_points: chart.lr.len(),
         steps: (lo, hi),
         last_train_loss: chart.train.last().map(|p| p.1),
@@ -287,6 +309,8 @@ struct Chart {
     train_smooth: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
     lr: Vec<(f64, f64)>,
+    /// Dev scores by name, drawn in a panel of their own below the losses.
+    dev: std::collections::BTreeMap<String, Vec<(f64, f64)>>,
     /// The right axis label.
     lr_label: &'static str,
     smooth: usize,
@@ -295,7 +319,7 @@ struct Chart {
 
 impl Chart {
     fn step_range(&self) -> (f64, f64) {
-        let steps = self.train.iter().chain(&self.val).map(|p| p.0);
+        let steps = self.train.iter().chain(&self.val).chain(self.dev.values().flatten()).map(|p| p.0);
         let lo = steps.clone().fold(f64::INFINITY, f64::min);
         let hi = steps.fold(f64::NEG_INFINITY, f64::max);
         (lo, hi)
@@ -306,6 +330,9 @@ impl Chart {
         let ys = self.train.iter().chain(&self.val).map(|p| p.1);
         let lo = ys.clone().fold(f64::INFINITY, f64::min);
         let hi = ys.fold(f64::NEG_INFINITY, f64::max);
+        if lo > hi {
+            return if self.log_y { 0.1..10.0 } else { 0.0..1.0 }; // no loss to show (scores only)
+        }
         if self.log_y {
             let (lo, hi) = if hi / lo < 1.01 { (lo / 1.1, hi * 1.1) } else { (lo, hi) };
             let pad = (hi / lo).powf(0.04);
@@ -347,11 +374,81 @@ impl Chart {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
         let (x, y) = (self.x_range(), self.loss_range());
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        // Scores (accuracy, F1, ROUGE) have their own scale: a panel below the losses.
+        let (top, bottom) = match self.dev.is_empty() {
+            true => (root.clone(), None),
+            false => {
+                let (t, b) = root.split_vertically(root.dim_in_pixel().1 * 62 / 100);
+                (t, Some(b))
+            }
+        };
         if self.log_y {
-            self.draw_with(root, x, LogAxis(y.clone()), y)
+            self.draw_with(&top, x.clone(), LogAxis(y.clone()), y)?;
         } else {
-            self.draw_with(root, x, y.clone(), y)
+            self.draw_with(&top, x.clone(), y.clone(), y)?;
         }
+        match bottom {
+            Some(area) => self.draw_scores(&area, x),
+            None => Ok(()),
+        }
+    }
+
+    /// The dev scores against the step, one line with markers per score.
+    fn draw_scores<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, x: Range<f64>) -> std::result::Result<(), String> {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let (w, h) = area.dim_in_pixel();
+        let scale = (f64::from(h.max(1) * 100 / 38).min(f64::from(w)) / 700.0).clamp(0.8, 4.0);
+        let font = |size: f64| ("sans-serif", size * scale);
+        let px = |v: f64| (v * scale) as u32;
+        let ys = self.dev.values().flatten().map(|p| p.1);
+        let (lo, hi) = (ys.clone().fold(f64::INFINITY, f64::min), ys.fold(f64::NEG_INFINITY, f64::max));
+        let span = if hi > lo { hi - lo } else { hi.abs().max(1.0) * 0.1 };
+        let y = lo - 0.08 * span..hi + 0.08 * span;
+        let mut chart = ChartBuilder::on(area)
+            .margin(px(14.0))
+            .x_label_area_size(px(44.0))
+            .y_label_area_size(px(72.0))
+            .right_y_label_area_size(if self.lr.is_empty() { 0 } else { px(84.0) })
+            .build_cartesian_2d(x, y.clone())
+            .map_err(e)?;
+        let fmt = tick_formatter(y.start, y.end);
+        let step_fmt = |v: &f64| if (v - v.round()).abs() < 1e-6 { format!("{}", v.round() as i64) } else { String::new() };
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("dev score")
+            .x_label_formatter(&step_fmt)
+            .y_label_formatter(&fmt)
+            .label_style(font(15.0))
+            .axis_desc_style(font(17.0))
+            .light_line_style(RGBColor(0, 0, 0).mix(0.05))
+            .bold_line_style(RGBColor(0, 0, 0).mix(0.12))
+            .draw()
+            .map_err(e)?;
+        let stroke = px(2.0).max(1);
+        let r = px(4.0).max(2);
+        for (i, (name, points)) in self.dev.iter().enumerate() {
+            let color = Palette99::pick(i + 3).to_rgba();
+            chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(stroke))).map_err(e)?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, r, color.filled()))).map_err(e)?.label(format!("dev {name}")).legend(
+                move |(x, y)| {
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (22, 0)], color.stroke_width(stroke))
+                        + Circle::new((11, 0), r, color.filled())
+                },
+            );
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(font(15.0))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(0, 0, 0).mix(0.3))
+            .margin(px(10.0))
+            .draw()
+            .map_err(e)?;
+        Ok(())
     }
 
     fn draw_with<DB, Y>(&self, root: &DrawingArea<DB, Shift>, x: Range<f64>, y: Y, y_range: Range<f64>) -> std::result::Result<(), String>
@@ -361,7 +458,6 @@ impl Chart {
         Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
     {
         let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        root.fill(&WHITE).map_err(e)?;
         let (w, h) = root.dim_in_pixel();
         // Sizes are tuned for 1200x700 and scale with the image (not below 80 %, so text stays legible).
         let scale = (f64::from(h.min(w)) / 700.0).clamp(0.8, 4.0);
