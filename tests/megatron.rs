@@ -63,3 +63,22 @@ fn megatron_checkpoint_runs_like_the_reference() {
     let out = m.backbone.forward(&input, None).unwrap();
     assert_close("megatron logits", &out.logits, &t["blank_infill.logits_gelu_tanh"], 1e-2);
 }
+
+/// A model-parallel checkpoint with a rank's shard missing names the missing file, instead of
+/// failing later on a tensor shape.
+#[test]
+fn a_missing_rank_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mp2");
+    std::fs::create_dir_all(dir.join("release")).unwrap();
+    let src = megatron_dir().join("mp2");
+    std::fs::copy(src.join("latest_checkpointed_iteration.txt"), dir.join("latest_checkpointed_iteration.txt")).unwrap();
+    std::fs::copy(src.join("release/mp_rank_00_model_states.pt"), dir.join("release/mp_rank_00_model_states.pt")).unwrap();
+    let err = Checkpoint::read(&dir).err().expect("an error").to_string();
+    assert!(err.contains("mp_rank_01_model_states.pt") && err.contains("missing"), "{err}");
+    // The other way round: rank 01 alone.
+    std::fs::remove_file(dir.join("release/mp_rank_00_model_states.pt")).unwrap();
+    std::fs::copy(src.join("release/mp_rank_01_model_states.pt"), dir.join("release/mp_rank_01_model_states.pt")).unwrap();
+    let err = Checkpoint::read(&dir).err().expect("an error").to_string();
+    assert!(err.contains("mp_rank_00_model_states.pt") && err.contains("missing"), "{err}");
+}

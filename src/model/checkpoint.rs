@@ -184,7 +184,7 @@ fn read_file(path: &Path) -> Result<Checkpoint> {
     if ext == "json" && path.to_string_lossy().ends_with(".index.json") {
         return read_sharded(path);
     }
-    let (tensors, args) = read_pickle(path)?;
+    let (tensors, args, _) = read_pickle(path)?;
     Ok(Checkpoint { tensors, source: path.into(), format: CheckpointFormat::PytorchPickle, megatron_args: args })
 }
 
@@ -219,7 +219,12 @@ fn read_sharded(index: &Path) -> Result<Checkpoint> {
 
 /// Reads a PyTorch zip pickle: a state dict, or a dict holding one under `module` (THUDM) or
 /// `state_dict`/`model`. Also returns Megatron's `args` namespace as JSON when present.
-fn read_pickle(path: &Path) -> Result<(HashMap<String, Tensor>, Option<serde_json::Value>)> {
+/// What a PyTorch zip pickle holds: its tensors, its `args` namespace as JSON, and THUDM's
+/// `mp_world_size` (the model-parallel ranks that wrote it), when present.
+type Pickled = (HashMap<String, Tensor>, Option<serde_json::Value>, Option<u64>);
+
+/// Reads a PyTorch zip pickle (see [`Pickled`]).
+fn read_pickle(path: &Path) -> Result<Pickled> {
     let hint = "expected a PyTorch zip checkpoint (torch ≥ 1.6 `torch.save`): the file is truncated or damaged, or a legacy pickle that must be re-saved";
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip =
@@ -242,7 +247,12 @@ fn read_pickle(path: &Path) -> Result<(HashMap<String, Tensor>, Option<serde_jso
         Object::Unicode(s) => Some(s.clone()),
         _ => None,
     };
-    let args = entries.iter().find(|(k, _)| key_of(k).as_deref() == Some("args")).map(|(_, v)| namespace_to_json(v));
+    let args = entries.iter().find(|(k, _)| key_of(k).as_deref() == Some("args")).and_then(|(_, v)| namespace_to_json(v));
+    let world = entries.iter().find(|(k, _)| key_of(k).as_deref() == Some("mp_world_size")).and_then(|(_, v)| match v {
+        Object::Int(i) => u64::try_from(*i).ok(),
+        Object::Long(i) => u64::try_from(*i).ok(),
+        _ => None,
+    });
     let nested = ["module", "state_dict", "model"]
         .into_iter()
         .find(|want| entries.iter().any(|(k, v)| key_of(k).as_deref() == Some(want) && matches!(v, Object::Dict(_))));
@@ -251,7 +261,7 @@ fn read_pickle(path: &Path) -> Result<(HashMap<String, Tensor>, Option<serde_jso
     if tensors.is_empty() {
         return Err(Error::file(path, "the pickle holds no tensors: not a state dict (a dict of tensors, optionally under `module`)"));
     }
-    Ok((tensors.into_iter().collect(), args.flatten()))
+    Ok((tensors.into_iter().collect(), args, world))
 }
 
 /// Converts a pickled `argparse.Namespace` (or plain dict) of simple values to JSON.
@@ -365,14 +375,36 @@ fn read_megatron(dir: &Path) -> Result<Checkpoint> {
     if shards.is_empty() {
         return Err(Error::file(&iter_dir, "no mp_rank_XX_model_states.pt files"));
     }
+    // The ranks must be 00..n-1: a missing shard would otherwise surface as a shape mismatch.
+    let rank_of =
+        |p: &Path| p.file_name().and_then(|n| n.to_str()).and_then(|n| n["mp_rank_".len()..].split('_').next()?.parse::<usize>().ok());
+    let missing_rank = |r: usize| {
+        Error::file(
+            iter_dir.join(format!("mp_rank_{r:02}_model_states.pt")),
+            "missing: a model-parallel checkpoint needs every rank's shard",
+        )
+    };
+    for (i, s) in shards.iter().enumerate() {
+        if rank_of(s) != Some(i) {
+            return Err(missing_rank(i));
+        }
+    }
     let mut ranks = Vec::with_capacity(shards.len());
-    let mut args = None;
+    let (mut args, mut world) = (None, None);
     for s in &shards {
-        let (t, a) = read_pickle(s)?;
+        let (t, a, w) = read_pickle(s)?;
         args = args.or(a);
+        world = world.or(w);
         ranks.push(t);
     }
     let n = ranks.len();
+    // The run's own arguments say how many ranks it had.
+    let size = world.or_else(|| args.as_ref()?.get("model_parallel_size")?.as_u64());
+    if let Some(size) = size {
+        if size as usize > n {
+            return Err(missing_rank(n));
+        }
+    }
     let tensors = if n == 1 { ranks.pop().expect("one rank") } else { merge_model_parallel(ranks, &iter_dir)? };
     Ok(Checkpoint { tensors, source: dir.into(), format: CheckpointFormat::Megatron(n), megatron_args: args })
 }

@@ -213,7 +213,7 @@ fn resumed_config(given: &TuneConfig, saved: &TuneConfig, checkpoint: &Path) -> 
             .filter(|(k, v)| {
                 !v.is_null()
                     && then.get(*k) != Some(*v)
-                    && !(k.as_str() == "train" && given.train.as_os_str().is_empty())
+                    && (k.as_str() != "train" || !given.train.as_os_str().is_empty())
                     && !["out_dir", "task", "model"].contains(&k.as_str())
             })
             .map(|(k, _)| k.as_str())
