@@ -10,7 +10,7 @@ use wenhui::generate::inverse::{
     causal_logprobs, generate_inverse, span_logprobs, window, Context, Emphasis, InverseMode, InverseOptions, PlainRules, PoemRules,
     SpanRow, Task, Window,
 };
-use wenhui::generate::poetry::{check_poem, Constraints};
+use wenhui::generate::poetry::{check_poem, Constraints, LineStatus, Rule};
 use wenhui::model::{load_model, Backbone, LoadOptions};
 use wenhui::tokenizer::{CharVocab, Tokenizer};
 
@@ -456,4 +456,75 @@ fn more_beams_score_proportionally_more_candidates() {
     t.search.max_scored = 0;
     t.search.set_beams(10);
     assert_eq!(t.search.max_scored, 0);
+}
+
+/// A spec for one-token units drawn among `allowed` (or `first`), judged by `check`.
+fn one_token_spec<'a>(
+    allowed: &'a [bool],
+    first: Option<&'a [u32]>,
+    check: &'a dyn Fn(&str) -> LineStatus,
+    decode: &'a dyn Fn(&[u32]) -> wenhui::Result<String>,
+) -> wenhui::generate::inverse::SampleSpec<'a> {
+    wenhui::generate::inverse::SampleSpec { allowed, first, stops: &[], check, decode, max_tokens: 1, temperature: 1.0, max_redraws: 8 }
+}
+
+#[test]
+fn sampler_never_ends_a_rhyme_line_on_a_character_missing_from_the_rhyme_table() {
+    use rand::SeedableRng;
+    use wenhui::generate::inverse::{sample_units, UnitRules};
+    use wenhui::generate::CausalInputs;
+    let (model, tok) = poetry();
+    // `wenhui poem --title 月夜 --form 五律 --seed 0 --no-inverse` used to end line 4 on 疎, which no
+    // rhyme table lists (nor, through the traditional map, any form of it).
+    let units: Vec<String> = ["露下寒灯滴，", "清风露气生。", "暗来何处在，"].map(String::from).to_vec();
+    let rules = PoemRules::new(Constraints::parse("五律", "pingshui", "").unwrap());
+    // The sampled unit is line 4's rhyme character: the check completes the line around it.
+    let check = |t: &str| rules.check(&units, &format!("芳草自纵{t}。"));
+    assert_eq!(check("疎"), LineStatus::Rejected);
+    assert_eq!(check("横"), LineStatus::Complete, "横 (八庚) rhymes with 生");
+    let id = |c: &str| {
+        let ids = tok.encode(c, false).unwrap();
+        assert_eq!(ids.len(), 1, "{c} is one token");
+        ids[0] as usize
+    };
+    let (unknown, rhyme) = (id("疎"), id("横"));
+    let vocab = model.info().vocab_size;
+    // The model all but insists on 疎: only a sampler that checks the rhyme can avoid it.
+    let mut logits = vec![-1e4f32; vocab];
+    logits[unknown] = 20.0;
+    logits[rhyme] = 0.0;
+    let mut allowed = vec![false; vocab];
+    allowed[unknown] = true;
+    allowed[rhyme] = true;
+    let decode = |ids: &[u32]| tok.decode(ids, true);
+    let spec = one_token_spec(&allowed, None, &check, &decode);
+    let cache = model.new_cache();
+    let inputs = CausalInputs::new(model.as_ref());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let out = sample_units(model.as_ref(), &cache, &logits, &inputs, 0, 4, &spec, &mut rng).unwrap();
+    assert_eq!(out.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), ["横"]);
+    // The checker agrees: the old line is a hard violation, not a warning.
+    let v = check_poem("露下寒灯滴，清风露气生。暗来何处在，芳草发疎疎。", &Constraints::parse("五绝", "pingshui", "").unwrap()).unwrap();
+    assert!(v.violates(Rule::RhymeUnknown) && !v.is_ok(), "{v}");
+}
+
+#[test]
+fn a_head_token_outside_the_models_vocabulary_is_an_error() {
+    use rand::SeedableRng;
+    use wenhui::generate::inverse::sample_units;
+    use wenhui::generate::CausalInputs;
+    let (model, tok) = poetry();
+    let vocab = model.info().vocab_size;
+    // A tokenizer with more ids than the model has logits (`--model` with a mismatched tokenizer).
+    let head = [vocab as u32 + 1629];
+    let logits = vec![0f32; vocab];
+    let allowed = vec![true; vocab];
+    let check = |_: &str| LineStatus::Complete;
+    let decode = |ids: &[u32]| tok.decode(ids, true);
+    let spec = one_token_spec(&allowed, Some(&head), &check, &decode);
+    let inputs = CausalInputs::new(model.as_ref());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let err = sample_units(model.as_ref(), &model.new_cache(), &logits, &inputs, 0, 2, &spec, &mut rng).unwrap_err().to_string();
+    let want = format!("head token id {} is out of range for a vocabulary of {vocab}", head[0]);
+    assert!(err.contains(&want), "{err}");
 }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::generate::poetry::LineStatus;
 use crate::generate::StepInputs;
 use crate::model::{Backbone, KvCache};
-use crate::Result;
+use crate::{Error, Result};
 
 /// One sampled unit.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,8 @@ struct Row {
 
 /// Draws up to `n` distinct units continuing `cache` (one row), whose next-token logits are
 /// `logits`. `inputs`/`offset` place the new tokens (see [`StepInputs`]); the cache is not changed.
+/// `Err` when a forced first token (`spec.first`) lies outside the model's vocabulary (a
+/// tokenizer with more ids than the model has logits).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_units(
     model: &dyn Backbone,
@@ -69,6 +71,11 @@ pub fn sample_units(
     spec: &SampleSpec<'_>,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Candidate>> {
+    let vocab = logits.len();
+    // Forced first tokens bypass the per-logit filters and would index past the logits.
+    if let Some(&bad) = spec.first.unwrap_or(&[]).iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::input(format!("head token id {bad} is out of range for a vocabulary of {vocab}")));
+    }
     let mut rows: Vec<Row> = (0..n).map(|_| Row { tokens: vec![], forward: 0.0, live: true }).collect();
     let mut out: Vec<Candidate> = Vec::new();
     let mut batch: Option<KvCache> = None;
@@ -159,7 +166,7 @@ fn best_valid(
         Some(f) => f.to_vec(),
         None => (0..logits.len() as u32).filter(|&t| spec.allowed.get(t as usize).copied().unwrap_or(false)).collect(),
     };
-    order.retain(|t| !banned.contains(t) && !spec.stops.contains(t));
+    order.retain(|t| (*t as usize) < logits.len() && !banned.contains(t) && !spec.stops.contains(t));
     order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
     let mut toks = prefix.to_vec();
     toks.push(0);
@@ -206,7 +213,7 @@ impl<'a> Dist<'a> {
 
     /// `log p(t)` at temperature 1 under the unprocessed distribution.
     fn logp(&self, t: u32) -> f64 {
-        self.logits[t as usize] as f64 - self.log_z
+        self.logits.get(t as usize).map_or(f64::NEG_INFINITY, |&x| x as f64 - self.log_z)
     }
 
     fn ban(&mut self, t: u32) {

@@ -266,6 +266,15 @@ fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, i
     let t = tones(&line.body);
     let n = t.len();
     let lab = |x: Tone| x.label();
+    // An unknown tone would pass every rule below as "either": reject it where a hard rule reads
+    // the tone (2/4/6, the last three; strict: the 孤平 positions too).
+    let strict = o.strict();
+    for (i, &ch) in line.body.iter().enumerate().take(len) {
+        let read = i % 2 == 1 || i + 3 >= len || (strict && i + 5 >= len);
+        if read && !is_head(i) && tone_of(ch).is_none() {
+            o.push(true, Rule::ToneUnknown, Some(i), format!("the 平仄 of `{ch}` is unknown"));
+        }
+    }
     // 二四六分明.
     if n > 3 && !t[1].conflicts(t[3]) && t[1] == t[3] && t[1] != Tone::Either {
         o.push(true, Rule::Alternation, Some(3), format!("2nd and 4th characters both {}", lab(t[1])));
@@ -313,12 +322,13 @@ fn rhyme_rules(prev: &[PoemLine], line: &PoemLine, o: &mut Out) {
     let Some(&last) = line.body.last() else { return };
     finals.push(last);
     let pos = Some(line.body.len() - 1);
-    if idx.groups_of(last).is_empty() {
-        let strict = o.strict();
-        o.push(strict, Rule::RhymeUnknown, pos, format!("rhyme character `{last}` is not in the rhyme table"));
+    if !idx.knows(last) {
+        // Nothing shows that an unknown character rhymes: an error, never a mere warning.
+        let table = o.c.rhyme.name();
+        o.push(true, Rule::RhymeUnknown, pos, format!("rhyme character `{last}` is not in the rhyme table ({table})"));
     }
     let mut common: Option<Vec<usize>> = None;
-    for ch in finals.iter().filter(|ch| !idx.groups_of(**ch).is_empty()) {
+    for ch in finals.iter().filter(|ch| idx.knows(**ch)) {
         let g = idx.groups_of(*ch);
         common = Some(match common {
             None => g.to_vec(),

@@ -111,12 +111,14 @@ impl FromStr for RhymeTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Strictness {
     /// Shape, rhyme group (any tone), repetition, banned characters and acrostic heads only;
-    /// no 平仄 rules. Rhyme characters missing from the table are warnings.
+    /// no 平仄 rules. A rhyme character missing from the rhyme table is an error at every
+    /// strictness (nothing shows that it rhymes).
     Loose,
     /// `Loose` + level-tone (平) rhyme, non-rhyming lines end 仄, 二四六分明, 粘对 and the
-    /// 三平尾/三仄尾 bans; 孤平 is a warning.
+    /// 三平尾/三仄尾 bans, and no character of unknown 平仄 where these rules read the tone;
+    /// 孤平 is a warning.
     Standard,
-    /// `Standard` with 孤平 and rhyme characters missing from the table as errors.
+    /// `Standard` with 孤平 as an error (so the tones it reads must be known too).
     Strict,
 }
 
@@ -211,8 +213,13 @@ pub enum Rule {
     Rhyme,
     /// Rhyme on an oblique (仄) group where 近体诗 requires a level (平) rhyme.
     RhymeTone,
-    /// A rhyme character missing from the rhyme table.
+    /// A rhyme character missing from the rhyme table (also under its traditional/simplified
+    /// form): it cannot be shown to rhyme, so it is an error at every strictness.
     RhymeUnknown,
+    /// A character whose 平仄 is unknown (neither the tone table nor the pinyin reading has
+    /// it) at a position a hard tone rule reads (2nd/4th/6th, the last three; under
+    /// [`Strictness::Strict`] also the 孤平 positions). Acrostic heads are exempt.
+    ToneUnknown,
     /// A non-rhyming line (3rd, 5th, 7th) ends on 平.
     NonRhymeEnd,
     /// 二四六分明: 2nd and 4th characters must differ in tone, the 6th equal the 2nd.

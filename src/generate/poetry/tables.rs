@@ -73,9 +73,17 @@ pub struct RhymeIndex {
 }
 
 impl RhymeIndex {
-    /// Group indices of `c` (empty when the table lacks the character).
+    /// Group indices of `c` (empty when the table lacks the character). A traditional character
+    /// the table lacks is looked up by its simplified form ([`to_simplified`]); a simplified
+    /// character the table lists only in a traditional form has that form's groups.
     pub fn groups_of(&self, c: char) -> &[usize] {
-        self.by_char.get(&c).map(Vec::as_slice).unwrap_or(&[])
+        self.by_char.get(&c).or_else(|| self.by_char.get(&to_simplified(c))).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether the table knows `c` (or a traditional/simplified form of it, see
+    /// [`RhymeIndex::groups_of`]).
+    pub fn knows(&self, c: char) -> bool {
+        !self.groups_of(c).is_empty()
     }
 
     fn add(&mut self, name: String, level: bool, chars: &[String]) {
@@ -142,6 +150,21 @@ fn build_index(table: RhymeTable) -> RhymeIndex {
                 }
             }
         }
+    }
+    // The checker looks characters up simplified: an entry the table writes only traditional
+    // (釐, 沈, …) also serves its simplified form (厘, 沉); a form the table lists itself keeps
+    // its own groups.
+    let mut extra: HashMap<char, Vec<usize>> = HashMap::new();
+    for (&c, groups) in &idx.by_char {
+        let s = to_simplified(c);
+        if s != c && !idx.by_char.contains_key(&s) {
+            extra.entry(s).or_default().extend(groups);
+        }
+    }
+    for (s, mut groups) in extra {
+        groups.sort_unstable();
+        groups.dedup();
+        idx.by_char.insert(s, groups);
     }
     idx
 }
