@@ -11,6 +11,9 @@ use wenhui::model::{load_model, LoadOptions};
 use wenhui::serve::{start, Limits, ModelSource, ServeConfig, ServedModel, ServerHandle};
 use wenhui::tokenizer::CharVocab;
 
+#[path = "serve/audit.rs"]
+mod audit;
+
 /// The memory test reads the resident size of this whole process, so it runs alone: every other
 /// test holds the shared side of this lock, the memory test the exclusive one.
 static PROCESS_MEMORY: std::sync::RwLock<()> = std::sync::RwLock::new(());

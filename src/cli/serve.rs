@@ -81,6 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_batch: a.max_batch.max(1),
         queue_len: a.queue,
         timeout: Duration::from_secs_f64(a.timeout),
+        ..Limits::default()
     };
     let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
     let turing = a.turing.map(|pairs| {

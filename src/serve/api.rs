@@ -52,7 +52,8 @@ pub struct CompletionRequest {
     pub model: Option<String>,
     /// The text to continue.
     pub prompt: Prompts,
-    /// Most new tokens per choice (default 16, as OpenAI).
+    /// Most new tokens per choice (default 16, as OpenAI). A GLM prompt with several blanks
+    /// (`[MASK]`…) fills them in order within this one budget; its `text` is the fills joined by `\n`.
     #[serde(default)]
     pub max_tokens: Option<usize>,
     /// Sampling temperature; 0 = greedy (default 1, as OpenAI).
@@ -137,7 +138,8 @@ pub struct PoemRequest {
     /// Rank candidates with inverse prompting (default true); false: the forward-only search baseline.
     #[serde(default)]
     pub inverse: Option<bool>,
-    /// Send one server-sent event per decided line.
+    /// Send server-sent events: `{index, line}` per decided line, `{index, line, revised: true}`
+    /// when refinement replaces a line already sent, then `{result}`.
     #[serde(default)]
     pub stream: bool,
 }

@@ -10,10 +10,11 @@
 //! `[mask, k]`); prompts with several blanks run alone.
 
 use super::api::CompletionRequest;
-use super::complete::{body, prepare, Choice, Prepared};
+use super::complete::{body, Choice};
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
 use super::text::TextStream;
+use super::validate::{Front, Prepared};
 use super::worker::{Job, Msg, ServedModel, Ticket};
 use crate::generate::processors::{argmax, sample, warp, Processors};
 use crate::generate::{BlankTokens, GenerationConfig, GlmBlankInputs, StepInputs};
@@ -62,6 +63,7 @@ struct Active {
 /// The batch: rows, their shared cache and the requests they belong to.
 pub(crate) struct Engine<'m> {
     model: &'m ServedModel,
+    front: &'m Front,
     limits: &'m Limits,
     cache: KvCache,
     rows: Vec<Row<'m>>,
@@ -71,8 +73,8 @@ pub(crate) struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// An empty batch.
-    pub(crate) fn new(model: &'m ServedModel, limits: &'m Limits) -> Self {
-        Self { model, limits, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
+    pub(crate) fn new(model: &'m ServedModel, front: &'m Front, limits: &'m Limits) -> Self {
+        Self { model, front, limits, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
     }
 
     /// Rows decoding now.
@@ -83,7 +85,7 @@ impl<'m> Engine<'m> {
     /// Whether a completion request can join (GPT-2, or a GLM context with one blank); `None` when
     /// it must run alone.
     pub(crate) fn batchable(&self, r: &CompletionRequest) -> Option<Result<Prepared, ApiError>> {
-        let p = match prepare(self.model, r, self.limits) {
+        let p = match super::validate::completion(self.front, r, self.limits) {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
@@ -121,6 +123,7 @@ impl<'m> Engine<'m> {
             let _ = job.tx.send(Msg::Done(Err(e)));
             return;
         }
+        let _ = job.tx.send(Msg::Started);
         let choices = (0..rows.len()).map(|_| None).collect();
         for (row, cache) in rows {
             if let Err(e) = self.merge(row, cache) {

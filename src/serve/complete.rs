@@ -4,8 +4,9 @@
 use super::api::{CompletionRequest, FillRequest};
 use super::limits::{ApiError, Limits};
 use super::text::TextStream;
+use super::validate::{sampling, Front};
 use super::worker::{Msg, ServedModel, Ticket};
-use crate::generate::{fill_blanks_streaming, generate, glm_context, BlankTokens, CausalInputs, GenerationConfig, StepHook};
+use crate::generate::{fill_blanks_streaming, generate, BlankTokens, CausalInputs, GenerationConfig, StepHook};
 use crate::model::ModelKind;
 use serde_json::json;
 
@@ -14,51 +15,15 @@ pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Checks a prompt's token count against the limit and the model.
-fn check_prompt(model: &ServedModel, n: usize, limits: &Limits) -> Result<(), ApiError> {
-    let max_pos = model.backbone.info().max_positions;
-    if n > limits.max_prompt_tokens {
-        return Err(ApiError::bad_request(format!(
-            "the prompt is {n} tokens, over the limit of {} prompt tokens (--max-prompt-tokens); shorten it",
-            limits.max_prompt_tokens
-        )));
-    }
-    if n > max_pos {
-        return Err(ApiError::bad_request(format!("the prompt is {n} tokens but the model has only {max_pos} positions; shorten it")));
-    }
-    Ok(())
-}
-
-/// Checks a requested `max_tokens` against the limit.
-fn check_max_tokens(n: usize, limits: &Limits) -> Result<(), ApiError> {
-    if n == 0 || n > limits.max_tokens {
-        return Err(ApiError::bad_request(format!(
-            "max_tokens must be between 1 and {} (the --max-tokens limit), got {n}",
-            limits.max_tokens
-        )));
-    }
-    Ok(())
-}
-
-/// The sampling settings of a request (`temperature` 0 = greedy).
-fn sampling(
-    model: &ServedModel,
-    max_new: usize,
-    temperature: f32,
-    top_p: Option<f32>,
-    top_k: Option<usize>,
-    seed: u64,
-) -> GenerationConfig {
-    GenerationConfig {
-        max_new_tokens: max_new,
-        do_sample: temperature > 0.0,
-        temperature: if temperature > 0.0 { temperature } else { 1.0 },
-        top_p: top_p.unwrap_or(1.0),
-        top_k: top_k.unwrap_or(0),
-        seed,
-        bad_words_ids: model.padding_ids.clone(),
-        ..Default::default()
-    }
+/// A new completion id, unique within the process (a counter) and across restarts (a random
+/// prefix drawn once per process): `cmpl-` and 24 hex digits.
+pub(crate) fn completion_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    format!("cmpl-{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed) as u32)
 }
 
 /// One generated choice.
@@ -71,81 +36,12 @@ pub(crate) struct Choice {
     pub(crate) reason: &'static str,
 }
 
-/// A checked completion request: its contexts (token ids) and settings.
-pub(crate) struct Prepared {
-    /// Each prompt's context (GLM: `[CLS] prompt [gMASK]`), checked against the limits.
-    pub(crate) contexts: Vec<Vec<u32>>,
-    /// Choices per prompt.
-    pub(crate) n: usize,
-    /// Stop strings.
-    pub(crate) stops: Vec<String>,
-    max_new: usize,
-    temperature: f32,
-    seed: u64,
-}
-
-impl Prepared {
-    /// The generation config of choice `k` of a prompt (seed + k).
-    pub(crate) fn config(&self, model: &ServedModel, r: &CompletionRequest, k: usize) -> GenerationConfig {
-        sampling(model, self.max_new, self.temperature, r.top_p, r.top_k, self.seed.wrapping_add(k as u64))
-    }
-}
-
-/// Checks a completion request and tokenizes its prompts.
-pub(crate) fn prepare(model: &ServedModel, r: &CompletionRequest, limits: &Limits) -> Result<Prepared, ApiError> {
-    let prompts = r.prompt.list();
-    let n = r.n.unwrap_or(1);
-    if prompts.is_empty() {
-        return Err(ApiError::bad_request("prompt is an empty list: give at least one prompt"));
-    }
-    if n == 0 || prompts.len() * n > limits.max_choices {
-        return Err(ApiError::bad_request(format!(
-            "n × prompts must be between 1 and {} (--max-choices), got {} × {}",
-            limits.max_choices,
-            n,
-            prompts.len()
-        )));
-    }
-    let max_new = r.max_tokens.unwrap_or(16);
-    check_max_tokens(max_new, limits)?;
-    let stops = r.stop.as_ref().map(|s| s.list()).unwrap_or_default();
-    if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::bad_request("stop takes at most 4 non-empty strings"));
-    }
-    let temperature = r.temperature.unwrap_or(1.0);
-    if !(temperature >= 0.0 && temperature.is_finite()) {
-        return Err(ApiError::bad_request(format!("temperature must be ≥ 0, got {temperature}")));
-    }
-    if let Some(p) = r.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            return Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {p}")));
-        }
-    }
-    let tok = &model.tokenizer;
-    let mut contexts = Vec::with_capacity(prompts.len());
-    for p in &prompts {
-        let ids = match model.kind() {
-            ModelKind::Glm => glm_context(tok, p)?,
-            ModelKind::Gpt2 => tok.encode(p, false)?,
-            ModelKind::Bert => {
-                return Err(ApiError::bad_request("this model is a BERT masked LM: it cannot generate (serve a GLM or a GPT-2)"))
-            }
-        };
-        if ids.is_empty() {
-            return Err(ApiError::bad_request("the prompt encodes to no tokens; give visible text"));
-        }
-        check_prompt(model, ids.len(), limits)?;
-        contexts.push(ids);
-    }
-    Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0) })
-}
-
 /// The completion response body.
 pub(crate) fn body(model: &ServedModel, r: &CompletionRequest, contexts: &[Vec<u32>], choices: &[Choice]) -> serde_json::Value {
     let prompt_tokens: usize = contexts.iter().map(|c| c.len()).sum();
     let generated: usize = choices.iter().map(|c| c.tokens).sum();
     json!({
-        "id": format!("cmpl-{}", now_secs()),
+        "id": completion_id(),
         "object": "text_completion",
         "created": now_secs(),
         "model": r.model.clone().unwrap_or_else(|| model.name.clone()),
@@ -157,11 +53,13 @@ pub(crate) fn body(model: &ServedModel, r: &CompletionRequest, contexts: &[Vec<u
 /// Runs `/v1/completions` one choice after another: the response body and the tokens generated.
 pub(crate) fn complete(
     model: &ServedModel,
+    front: &Front,
     r: &CompletionRequest,
     t: &Ticket<'_>,
     limits: &Limits,
 ) -> Result<(serde_json::Value, usize), ApiError> {
-    let p = prepare(model, r, limits)?;
+    let p = super::validate::completion(front, r, limits)?;
+    t.send(Msg::Started);
     let mut choices = Vec::new();
     for ctx in &p.contexts {
         for k in 0..p.n {
@@ -201,12 +99,14 @@ fn one_choice(
         ModelKind::Glm => {
             let blank = BlankTokens::from_special(&tok.special)?;
             let mut current = 0usize;
+            // `max_tokens` bounds the whole choice: every blank's fill (stop tokens included) counts.
+            let limit = cfg.max_new_tokens;
             let mut hook = |b: usize, _i: usize, id: u32| {
                 if t.should_stop() {
                     cancelled = true;
                     return false;
                 }
-                if stream.stopped() {
+                if stream.stopped() || tokens >= limit {
                     return false;
                 }
                 tokens += 1;
@@ -269,23 +169,15 @@ fn one_choice(
 }
 
 /// Runs `/v1/fill`: the text with its blanks filled, each fill and its score.
-pub(crate) fn fill(model: &ServedModel, r: &FillRequest, t: &Ticket<'_>, limits: &Limits) -> Result<(serde_json::Value, usize), ApiError> {
-    if model.kind() != ModelKind::Glm {
-        return Err(ApiError::bad_request(format!("/v1/fill needs a GLM; the served model is a {}", model.kind())));
-    }
-    let max_new = r.max_tokens.unwrap_or(32);
-    check_max_tokens(max_new, limits)?;
-    let beams = r.beams.unwrap_or(1);
-    if beams == 0 || beams > limits.max_beams {
-        return Err(ApiError::bad_request(format!("beams must be between 1 and {} (--max-beams), got {beams}", limits.max_beams)));
-    }
-    let temperature = r.temperature.unwrap_or(0.0);
-    if !(temperature >= 0.0 && temperature.is_finite()) {
-        return Err(ApiError::bad_request(format!("temperature must be ≥ 0, got {temperature}")));
-    }
+pub(crate) fn fill(
+    model: &ServedModel,
+    front: &Front,
+    r: &FillRequest,
+    t: &Ticket<'_>,
+    limits: &Limits,
+) -> Result<(serde_json::Value, usize), ApiError> {
+    let super::validate::FillPlan { context, max_new, beams, temperature } = super::validate::fill(front, r, limits)?;
     let tok = &model.tokenizer;
-    let context = glm_context(tok, &r.text)?;
-    check_prompt(model, context.len(), limits)?;
     let mut cfg = sampling(model, max_new, temperature, r.top_p, r.top_k, r.seed.unwrap_or(0));
     cfg.num_beams = beams;
     let blank = BlankTokens::from_special(&tok.special)?;

@@ -24,6 +24,12 @@ pub struct Limits {
     pub queue_len: usize,
     /// Longest time a request may take, queueing included (longer: 504; the work is stopped).
     pub timeout: Duration,
+    /// Longest time a client may take to send a request's headers (the connection is then
+    /// closed) or its body (408): a client that stalls cannot hold a connection open.
+    pub read_timeout: Duration,
+    /// How long a stop (Ctrl-C, SIGTERM, [`super::ServerHandle::shutdown`]) waits for the requests
+    /// in flight before cancelling them; a second signal cancels them at once.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -37,6 +43,8 @@ impl Default for Limits {
             max_batch: 16,
             queue_len: 64,
             timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -77,6 +85,10 @@ impl ApiError {
             format!("the request took longer than the {} s limit (--timeout) and was stopped", limit.as_secs_f64()),
         )
     }
+    /// 499 (nginx's "client closed request"): the client left before the answer; only counted, never sent.
+    pub fn client_closed() -> Self {
+        Self::new(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST), "the client closed the connection before the answer")
+    }
     /// 500: the server failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -87,9 +99,11 @@ impl ApiError {
             400 => "invalid_request_error",
             404 => "not_found_error",
             405 => "method_not_allowed",
+            408 => "request_timeout",
             409 => "conflict",
             413 => "request_too_large",
             429 => "rate_limit_error",
+            499 => "client_closed",
             501 => "not_implemented",
             503 => "unavailable",
             504 => "timeout",

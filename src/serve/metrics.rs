@@ -32,7 +32,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts a finished request and its latency.
+    /// Counts a finished request (status 499: the client left before the answer) and its latency.
     pub fn record(&self, endpoint: &str, status: u16, elapsed: Duration) {
         *self.requests.lock().unwrap_or_else(|e| e.into_inner()).entry((endpoint.to_string(), status)).or_default() += 1;
         let mut lat = self.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -85,7 +85,10 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "# HELP wenhui_requests_total HTTP requests by endpoint and status.");
+        let _ = writeln!(
+            o,
+            "# HELP wenhui_requests_total HTTP requests by endpoint and status (streams: their outcome; 499: the client left first)."
+        );
         let _ = writeln!(o, "# TYPE wenhui_requests_total counter");
         for ((e, s), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(o, "wenhui_requests_total{{endpoint=\"{e}\",status=\"{s}\"}} {n}");
@@ -95,7 +98,10 @@ impl Metrics {
         let _ = writeln!(o, "wenhui_queue_depth {}", self.queue_depth().max(0));
         let tokens = self.generated_tokens();
         let busy = self.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(o, "# HELP wenhui_generated_tokens_total Tokens generated (completions and fills).");
+        let _ = writeln!(
+            o,
+            "# HELP wenhui_generated_tokens_total Tokens generated: completions and fills, and the tokens of poem and answer texts."
+        );
         let _ = writeln!(o, "# TYPE wenhui_generated_tokens_total counter");
         let _ = writeln!(o, "wenhui_generated_tokens_total {tokens}");
         let _ = writeln!(o, "# HELP wenhui_generation_seconds_total Model time spent generating those tokens.");
@@ -116,7 +122,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP wenhui_decode_steps_total Continuous-batching decode steps.");
         let _ = writeln!(o, "# TYPE wenhui_decode_steps_total counter");
         let _ = writeln!(o, "wenhui_decode_steps_total {}", self.decode_steps.load(Ordering::Relaxed));
-        let _ = writeln!(o, "# HELP wenhui_request_duration_seconds Request latency (streams: until the response starts).");
+        let _ = writeln!(o, "# HELP wenhui_request_duration_seconds Request latency (streams: until the stream ends).");
         let _ = writeln!(o, "# TYPE wenhui_request_duration_seconds histogram");
         for (e, h) in self.latency.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for (c, b) in h.counts.iter().zip(LATENCY_BUCKETS) {

@@ -22,11 +22,13 @@ mod classify;
 mod complete;
 mod inverse;
 pub mod limits;
+mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 mod text;
 pub mod turing;
+mod validate;
 pub mod web;
 pub mod worker;
 
@@ -96,7 +98,8 @@ impl ServerHandle {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-    /// Stops accepting connections, finishes the requests in flight, then stops the worker.
+    /// Stops accepting connections, finishes the requests in flight (for at most
+    /// [`Limits::shutdown_grace`], then cancels them), then stops the worker.
     pub fn shutdown(mut self) -> Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -172,14 +175,16 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
     let limits = config.limits;
     let metrics = Arc::new(Metrics::default());
     let (queue, jobs) = std::sync::mpsc::sync_channel(limits.queue_len);
+    let front = Arc::new(validate::Front::of(&model));
     let worker = {
-        let (metrics, limits) = (metrics.clone(), limits.clone());
+        let (metrics, limits, front) = (metrics.clone(), limits.clone(), front.clone());
         std::thread::Builder::new()
             .name("wenhui-model".into())
-            .spawn(move || worker::run(model, jobs, metrics, limits))
+            .spawn(move || worker::run(model, front, jobs, metrics, limits))
             .map_err(|e| Error::input(format!("cannot start the model worker: {e}")))?
     };
-    let state = routes::AppState { queue, metrics: metrics.clone(), limits: Arc::new(limits), model: Arc::new(model_info), turing };
+    let limits = Arc::new(limits);
+    let state = routes::AppState { queue, metrics: metrics.clone(), limits: limits.clone(), model: Arc::new(model_info), turing, front };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let signals = config.handle_signals;
     let thread = std::thread::Builder::new()
@@ -192,43 +197,32 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
                 .map_err(|e| Error::input(format!("cannot start the tokio runtime: {e}")))?;
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let app = routes::router(state);
-                axum::serve(listener, app).with_graceful_shutdown(stop_signal(stop_rx, signals)).await
+                let stops = listen::stop_requests(stop_rx, signals);
+                listen::serve(listener, routes::router(state), &limits, stops).await;
+                Ok::<(), std::io::Error>(())
             });
-            // Dropping the runtime drops every clone of the router (and of the queue's sender):
-            // the worker then ends once its queue is empty.
-            rt.shutdown_timeout(std::time::Duration::from_secs(5));
-            let _ = worker.join();
+            // Dropping the runtime drops the connections still open (their receivers: the worker
+            // stops their work within a step) and every clone of the queue's sender: the worker
+            // then ends once its queue is empty.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            join_for(worker, std::time::Duration::from_secs(5));
             served.map_err(|e| Error::input(format!("server: {e}")))
         })
         .map_err(|e| Error::input(format!("cannot start the server thread: {e}")))?;
     Ok((addr, ServerHandle { stop: Some(stop_tx), thread: Some(thread), metrics }))
 }
 
-/// Resolves when `stop` fires (or is dropped), or on Ctrl-C / SIGTERM when `signals`.
-async fn stop_signal(stop: tokio::sync::oneshot::Receiver<()>, signals: bool) {
-    if !signals {
-        let _ = stop.await;
-        return;
+/// Waits for the worker for at most `limit`: a step that never ends must not keep the process
+/// from exiting (the thread is left behind, and ends with the process).
+fn join_for(worker: std::thread::JoinHandle<()>, limit: std::time::Duration) {
+    let until = std::time::Instant::now() + limit;
+    while !worker.is_finished() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = stop => {},
-        _ = ctrl_c => tracing::warn!("Ctrl-C: finishing the requests in flight, then stopping"),
-        _ = term => tracing::warn!("SIGTERM: finishing the requests in flight, then stopping"),
+    if worker.is_finished() {
+        let _ = worker.join();
+    } else {
+        tracing::warn!("the model worker is still busy {} s after the stop; exiting without it", limit.as_secs_f64());
     }
 }
 
@@ -236,6 +230,8 @@ async fn stop_signal(stop: tokio::sync::oneshot::Receiver<()>, signals: bool) {
 pub fn run(mut config: ServeConfig) -> Result<()> {
     config.handle_signals = true;
     let (addr, handle) = start(config)?;
-    eprintln!("wenhui serve: listening on http://{addr} (Ctrl-C to stop); the web playground is at http://{addr}/");
+    eprintln!(
+        "wenhui serve: listening on http://{addr} (Ctrl-C to stop, twice to cancel the requests in flight); the web playground is at http://{addr}/"
+    );
     handle.wait()
 }

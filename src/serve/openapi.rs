@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 fn error_responses() -> Value {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     json!({
-        "400": err, "413": err, "429": {"description": "queue full; see the Retry-After header", "content": err["content"]},
+        "400": err, "408": err, "413": err, "429": {"description": "queue full; see the Retry-After header", "content": err["content"]},
         "504": err, "500": err,
     })
 }
@@ -40,7 +40,7 @@ pub fn document() -> Value {
         "paths": {
             "/v1/completions": post("OpenAI-compatible text completion (GLM: long generation after [gMASK]; GPT-2: left to right)", "CompletionRequest", json!({"$ref": "#/components/schemas/Completion"}), true),
             "/v1/fill": post("Fill [MASK]/[sMASK]/[gMASK] blanks (GLM)", "FillRequest", json!({"type": "object", "properties": {"text": s("string"), "fills": {"type": "array", "items": s("string")}, "scores": {"type": "array", "items": s("number")}, "finished": {"type": "array", "items": s("boolean")}}}), false),
-            "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: one event per line)", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")}, "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
+            "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: {index, line} per decided line, {index, line, revised: true} when refinement replaces a line, then {result})", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")}, "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
             "/v1/answer": post("Answer a question by inverse prompting", "AnswerRequest", json!({"type": "object", "properties": {"question": s("string"), "text": s("string"), "score": s("number")}}), false),
             "/v1/classify": {"post": {"summary": "Cloze classification: {task: a served prompt's task (`--prompt DIR`) or built-in name | task_toml: TOML text, input: {field: value}} -> label probabilities", "responses": {"200": {"description": "label, labels[{label, probability, score}], prompt (the served prompt used, or null)"}, "400": {"description": "unknown task, bad template or fields"}}}},
             "/health": get("Liveness and queue depth", "application/json"),
@@ -57,7 +57,7 @@ pub fn document() -> Value {
         "components": {"schemas": {
             "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"message": s("string"), "type": s("string"), "code": s("integer")}}}},
             "CompletionRequest": {"type": "object", "additionalProperties": false, "required": ["prompt"], "properties": {
-                "model": s("string"), "prompt": strings, "max_tokens": {"type": "integer", "minimum": 1, "default": 16},
+                "model": s("string"), "prompt": strings, "max_tokens": {"type": "integer", "minimum": 1, "default": 16, "description": "per choice; a GLM prompt with several blanks: all fills together, returned in order joined by a newline"},
                 "temperature": {"type": "number", "minimum": 0, "default": 1, "description": "0 = greedy"},
                 "top_p": {"type": "number", "default": 1}, "top_k": {"type": "integer", "default": 0, "description": "wenhui extension; 0 = off"},
                 "n": {"type": "integer", "minimum": 1, "default": 1, "description": "choice k samples with seed + k"},

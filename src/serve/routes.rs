@@ -2,11 +2,12 @@
 //! full), timeouts (504), server-sent events, metrics and the info endpoints.
 
 use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
-use super::complete::now_secs;
+use super::complete::{completion_id, now_secs};
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
+use super::validate::Front;
 use super::worker::{Job, Msg, Work};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -14,10 +15,12 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +41,8 @@ pub struct AppState {
     pub(crate) model: Arc<serde_json::Value>,
     /// The Turing test, when served (`--turing`).
     pub(crate) turing: super::turing::SharedTuring,
+    /// The tokenizer and model facts that requests are checked against before they queue.
+    pub(crate) front: Arc<Front>,
 }
 
 /// The endpoints a request is counted under in `/metrics`.
@@ -79,12 +84,41 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
+/// Records one request in the metrics exactly once: with its response's status, the real outcome
+/// of a stream when it ends, or 499 when the client leaves before either.
+pub(crate) struct Outcome {
+    metrics: Arc<Metrics>,
+    endpoint: &'static str,
+    start: Instant,
+    done: AtomicBool,
+}
+
+impl Outcome {
+    /// Counts the request with `status` (only the first call counts).
+    fn record(&self, status: u16) {
+        if !self.done.swap(true, Ordering::Relaxed) {
+            self.metrics.record(self.endpoint, status, self.start.elapsed());
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.record(ApiError::client_closed().status.as_u16());
+    }
+}
+
+/// Marks a response whose [`Outcome`] its body (a stream) records when it ends.
+#[derive(Clone, Copy)]
+struct Deferred;
+
 /// Counts every request by endpoint and status, with its latency.
-async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response {
+async fn track(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let endpoint = ENDPOINTS
         .iter()
@@ -92,10 +126,48 @@ async fn track(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .copied()
         .or_else(|| super::web::page_routes(s.turing.is_some()).find(|r| *r == path).map(|_| "page"))
         .unwrap_or("other");
-    let start = Instant::now();
+    let outcome = Arc::new(Outcome { metrics: s.metrics.clone(), endpoint, start: Instant::now(), done: AtomicBool::new(false) });
+    req.extensions_mut().insert(outcome.clone());
     let resp = next.run(req).await;
-    s.metrics.record(endpoint, resp.status().as_u16(), start.elapsed());
+    if resp.extensions().get::<Deferred>().is_none() {
+        outcome.record(resp.status().as_u16());
+    }
     resp
+}
+
+/// Reads the whole body before the handler runs: 413 at once when `Content-Length` is over the
+/// limit, 413 as soon as a body without one passes it, 408 when it does not arrive within
+/// `read_timeout` (hyper bounds the headers the same way).
+async fn read_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = s.limits.max_body_bytes;
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes (--max-body-bytes)"));
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large().into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(s.limits.read_timeout, read).await {
+        Ok(Ok(buf)) => next.run(Request::from_parts(parts, Body::from(buf))).await,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {} s; send it at once", s.limits.read_timeout.as_secs_f64()),
+        )
+        .into_response(),
+    }
 }
 
 /// Parses a JSON body: 413 when too large, 400 naming the problem otherwise.
@@ -122,13 +194,14 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limits: &Limi
     })
 }
 
-/// Puts `work` on the queue: the receiver of its messages, or 429 when the queue is full.
-fn submit(s: &AppState, work: Work) -> Result<UnboundedReceiver<Msg>, ApiError> {
+/// Puts `work` on the queue: the receiver of its messages and its deadline, or 429 when the queue is full.
+fn submit(s: &AppState, work: Work) -> Result<(UnboundedReceiver<Msg>, Instant), ApiError> {
     let (tx, rx) = unbounded_channel();
-    let job = Job { work, tx, deadline: Instant::now() + s.limits.timeout };
+    let deadline = Instant::now() + s.limits.timeout;
+    let job = Job { work, tx, deadline };
     s.metrics.enqueued();
     match s.queue.try_send(job) {
-        Ok(()) => Ok(rx),
+        Ok(()) => Ok((rx, deadline)),
         Err(e) => {
             s.metrics.dequeued();
             Err(match e {
@@ -141,8 +214,9 @@ fn submit(s: &AppState, work: Work) -> Result<UnboundedReceiver<Msg>, ApiError> 
     }
 }
 
-/// Waits for the final answer, ignoring progress; 504 after the timeout.
-async fn wait(s: &AppState, mut rx: UnboundedReceiver<Msg>) -> Response {
+/// Waits for the final answer, ignoring progress; 504 at the deadline (dropping the receiver
+/// then tells the worker to stop).
+async fn wait(s: &AppState, (mut rx, deadline): (UnboundedReceiver<Msg>, Instant)) -> Response {
     let done = async {
         while let Some(m) = rx.recv().await {
             if let Msg::Done(r) = m {
@@ -151,7 +225,7 @@ async fn wait(s: &AppState, mut rx: UnboundedReceiver<Msg>) -> Response {
         }
         Err(ApiError::internal("the model worker dropped the request"))
     };
-    match tokio::time::timeout(s.limits.timeout, done).await {
+    match tokio::time::timeout_at(deadline.into(), done).await {
         Ok(Ok(body)) => Json(body).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(_) => ApiError::timeout(s.limits.timeout).into_response(),
@@ -159,21 +233,52 @@ async fn wait(s: &AppState, mut rx: UnboundedReceiver<Msg>) -> Response {
 }
 
 /// The SSE response of a stream of worker messages, `to_event` mapping each one (None: skip).
-fn sse(rx: UnboundedReceiver<Msg>, to_event: impl FnMut(Msg) -> Option<String> + Send + 'static) -> Response {
-    let events = UnboundedReceiverStream::new(rx)
-        .map(to_event)
+/// It starts only once the worker has started the work: an error before that (a deadline passed
+/// in the queue, a request the model refuses) is a plain JSON error with its status. The request
+/// is counted in the metrics when the stream ends, with its real outcome.
+async fn sse(
+    s: &AppState,
+    (mut rx, deadline): (UnboundedReceiver<Msg>, Instant),
+    outcome: Arc<Outcome>,
+    mut to_event: impl FnMut(Msg) -> Option<String> + Send + 'static,
+) -> Response {
+    let first = match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+        Err(_) => return ApiError::timeout(s.limits.timeout).into_response(),
+        Ok(None) => return ApiError::internal("the model worker dropped the request").into_response(),
+        Ok(Some(Msg::Done(Err(e)))) => return e.into_response(),
+        Ok(Some(m)) => m,
+    };
+    let events = tokio_stream::iter(Some(first))
+        .chain(UnboundedReceiverStream::new(rx))
+        .map(move |m| {
+            match &m {
+                Msg::Done(Ok(_)) => outcome.record(200),
+                Msg::Done(Err(e)) => outcome.record(e.status.as_u16()),
+                _ => {}
+            }
+            to_event(m)
+        })
         .filter_map(|e| e)
         .chain(tokio_stream::once("[DONE]".to_string()))
         .map(|d| Ok::<_, Infallible>(Event::default().data(d)));
-    Sse::new(events).into_response()
+    let mut resp = Sse::new(events).into_response();
+    resp.extensions_mut().insert(Deferred);
+    resp
 }
 
 /// `POST /v1/completions`.
-async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(s): State<AppState>,
+    Extension(outcome): Extension<Arc<Outcome>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let req: CompletionRequest = match parse(body, &s.limits) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = super::validate::completion(&s.front, &req, &s.limits) {
+        return e.into_response();
+    }
     let stream = req.stream;
     let model = req.model.clone().unwrap_or_else(|| s.model["id"].as_str().unwrap_or("wenhui").to_string());
     let rx = match submit(&s, Work::Complete(req)) {
@@ -183,42 +288,53 @@ async fn completions(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
     if !stream {
         return wait(&s, rx).await;
     }
-    let (id, created) = (format!("cmpl-{}", now_secs()), now_secs());
+    // One id for every chunk of this completion.
+    let (id, created) = (completion_id(), now_secs());
     let chunk = move |choice: usize, text: &str, reason: Option<&str>| {
         json!({"id": id, "object": "text_completion", "created": created, "model": model,
                "choices": [{"text": text, "index": choice, "logprobs": null, "finish_reason": reason}]})
         .to_string()
     };
-    sse(rx, move |m| match m {
+    sse(&s, rx, outcome, move |m| match m {
         Msg::Delta { choice, text } => Some(chunk(choice, &text, None)),
         Msg::Finish { choice, reason } => Some(chunk(choice, "", Some(reason))),
         Msg::Done(Err(e)) => Some(e.body().to_string()),
         _ => None,
     })
+    .await
 }
 
 /// `POST /v1/fill`.
 async fn fill(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse::<FillRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Fill(r))) {
+    let checked = parse::<FillRequest>(body, &s.limits).and_then(|r| super::validate::fill(&s.front, &r, &s.limits).map(|_| r));
+    match checked.and_then(|r| submit(&s, Work::Fill(r))) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// `POST /v1/poem` (SSE with `stream: true`: one event per line, then the whole result).
-async fn poem(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: PoemRequest = match parse(body, &s.limits) {
+/// `POST /v1/poem` (SSE with `stream: true`: one event per decided line, one per line refinement
+/// replaces (`revised: true`), then the whole result).
+async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outcome>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req: PoemRequest = match parse(body, &s.limits).and_then(|r| super::validate::poem(&s.front, &r, &s.limits).map(|_| r)) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let stream = req.stream;
     match submit(&s, Work::Poem(req)) {
-        Ok(rx) if stream => sse(rx, |m| match m {
-            Msg::Unit { index, text } => Some(json!({"index": index, "line": text}).to_string()),
-            Msg::Done(Ok(body)) => Some(json!({"result": body}).to_string()),
-            Msg::Done(Err(e)) => Some(e.body().to_string()),
-            _ => None,
-        }),
+        Ok(rx) if stream => {
+            let mut seen = HashSet::new();
+            sse(&s, rx, outcome, move |m| match m {
+                Msg::Unit { index, text } if seen.insert(index) => Some(json!({"index": index, "line": text}).to_string()),
+                Msg::Unit { index, text } | Msg::Revise { index, text } => {
+                    Some(json!({"index": index, "line": text, "revised": true}).to_string())
+                }
+                Msg::Done(Ok(body)) => Some(json!({"result": body}).to_string()),
+                Msg::Done(Err(e)) => Some(e.body().to_string()),
+                _ => None,
+            })
+            .await
+        }
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
@@ -226,7 +342,8 @@ async fn poem(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
 
 /// `POST /v1/answer`.
 async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse::<AnswerRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Answer(r))) {
+    let checked = parse::<AnswerRequest>(body, &s.limits).and_then(|r| super::validate::answer(&s.front, &r, &s.limits).map(|_| r));
+    match checked.and_then(|r| submit(&s, Work::Answer(r))) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
@@ -234,12 +351,12 @@ async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
 
 /// `POST /v1/classify`.
 async fn classify(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    match parse::<ClassifyRequest>(body, &s.limits).and_then(|r| submit(&s, Work::Classify(r))) {
+    let checked = parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(|_| r));
+    match checked.and_then(|r| submit(&s, Work::Classify(r))) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
 }
-
 /// `GET /health`.
 async fn health(State(s): State<AppState>) -> Response {
     Json(json!({"status": "ok", "model": s.model["id"], "queue_depth": s.metrics.queue_depth().max(0)})).into_response()

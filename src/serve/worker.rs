@@ -5,6 +5,8 @@ use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest,
 use super::batch::Engine;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
+use super::validate::Front;
+use crate::generate::inverse::Cancel;
 use crate::model::{Backbone, ModelKind};
 use crate::tokenizer::Tokenizer;
 use std::sync::mpsc::Receiver;
@@ -79,6 +81,8 @@ impl ServedModel {
 /// What the worker reports while and after running a request.
 #[derive(Debug)]
 pub enum Msg {
+    /// The request passed the worker's checks and its work starts (a streamed response may begin).
+    Started,
     /// New text of completion choice `choice`.
     Delta {
         /// Choice index.
@@ -98,6 +102,13 @@ pub enum Msg {
         /// Unit index.
         index: usize,
         /// Its text.
+        text: String,
+    },
+    /// Refinement replaced unit `index`, already reported, by `text`.
+    Revise {
+        /// Unit index.
+        index: usize,
+        /// Its new text.
         text: String,
     },
     /// The final answer (the response body) or the error.
@@ -147,8 +158,13 @@ impl Ticket<'_> {
         if Instant::now() >= self.deadline {
             ApiError::timeout(self.timeout)
         } else {
-            ApiError::new(axum::http::StatusCode::from_u16(499).unwrap_or(axum::http::StatusCode::BAD_REQUEST), "client disconnected")
+            ApiError::client_closed()
         }
+    }
+    /// The same check as [`Ticket::should_stop`], for a search that runs on its own.
+    pub(crate) fn cancel(&self) -> Cancel {
+        let (tx, deadline) = (self.tx.clone(), self.deadline);
+        Cancel::new(move || tx.is_closed() || Instant::now() >= deadline)
     }
     /// Sends a progress message (ignored when the client is gone).
     pub(crate) fn send(&self, m: Msg) {
@@ -159,8 +175,8 @@ impl Ticket<'_> {
 /// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
 /// empty. Completions join the continuous batch (`serve::batch`) between decode steps; other
 /// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
-pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
-    let mut engine = Engine::new(&model, &limits);
+pub(crate) fn run(model: ServedModel, front: Arc<Front>, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
+    let mut engine = Engine::new(&model, &front, &limits);
     loop {
         let mut next = if engine.rows() == 0 {
             match jobs.recv() {
@@ -174,7 +190,7 @@ pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limit
         };
         while let Some(job) = next.take() {
             metrics.dequeued();
-            admit(&mut engine, &model, job, &metrics, &limits);
+            admit(&mut engine, &model, &front, job, &metrics, &limits);
             if engine.rows() >= limits.max_batch {
                 break;
             }
@@ -191,7 +207,7 @@ pub fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limit
 }
 
 /// Starts one request: a completion joins the batch, anything else runs now.
-fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits) {
+fn admit(engine: &mut Engine<'_>, model: &ServedModel, front: &Front, job: Job, metrics: &Metrics, limits: &Limits) {
     let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
     if ticket.should_stop() {
         ticket.send(Msg::Done(Err(ticket.stop_error())));
@@ -205,7 +221,7 @@ fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metri
         }
     }
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, &job.work, &ticket, limits)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, front, &job.work, &ticket, limits)));
     let result = match result {
         Ok(Ok((body, tokens))) => {
             metrics.generated(tokens, started.elapsed());
@@ -221,12 +237,18 @@ fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metri
 }
 
 /// Runs one request: the response body and the tokens generated.
-fn execute(model: &ServedModel, work: &Work, t: &Ticket<'_>, limits: &Limits) -> Result<(serde_json::Value, usize), ApiError> {
+fn execute(
+    model: &ServedModel,
+    front: &Front,
+    work: &Work,
+    t: &Ticket<'_>,
+    limits: &Limits,
+) -> Result<(serde_json::Value, usize), ApiError> {
     match work {
-        Work::Complete(r) => super::complete::complete(model, r, t, limits),
-        Work::Fill(r) => super::complete::fill(model, r, t, limits),
-        Work::Poem(r) => super::inverse::poem(model, r, t, limits),
-        Work::Answer(r) => super::inverse::answer(model, r, t, limits),
+        Work::Complete(r) => super::complete::complete(model, front, r, t, limits),
+        Work::Fill(r) => super::complete::fill(model, front, r, t, limits),
+        Work::Poem(r) => super::inverse::poem(model, front, r, t, limits),
+        Work::Answer(r) => super::inverse::answer(model, front, r, t, limits),
         Work::Classify(r) => super::classify::classify(model, r, t),
     }
 }

@@ -38,5 +38,5 @@ pub use context::{Context, Prepared};
 pub use rules::{PlainRules, PoemRules, UnitRules};
 pub use sampler::{sample_units, Candidate, SampleSpec};
 pub use scorer::{causal_logprobs, span_logprobs, Emphasis, SpanRow};
-pub use search::{generate_inverse, window, ExplainRow, ExplainStep, InverseOptions, InverseResult, UnitHook, UnitScore};
+pub use search::{generate_inverse, window, Cancel, ExplainRow, ExplainStep, InverseOptions, InverseResult, UnitHook, UnitScore};
 pub use template::{placeholders, render, Forward, Inverse, InverseMode, ScoreWeights, SearchConfig, Task, Units, Window};

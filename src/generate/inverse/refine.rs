@@ -10,12 +10,13 @@ use super::context::{Context, Prepared};
 use super::rules::UnitRules;
 use super::sampler::{sample_units, Candidate, SampleSpec};
 use super::scorer::SpanRow;
-use super::search::{accepts_with, unit_score, window, ExplainRow, ExplainStep, InverseOptions, UnitScore};
+use super::search::{accepts_with, unit_score, window, ExplainRow, ExplainStep, InverseOptions, UnitHook, UnitScore};
 use super::template::{Task, Window};
 use crate::generate::GlmBlankInputs;
 use crate::{Error, Result};
 
-/// One refinement round over all units; returns how many were replaced.
+/// One refinement round over all units; returns how many were replaced. `on_revise(k, text)` is
+/// called when unit `k` is replaced; [`InverseOptions::cancel`] is asked before each unit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn refine_round(
     cx: &Context<'_>,
@@ -28,6 +29,7 @@ pub(crate) fn refine_round(
     scores: &mut [UnitScore],
     rng: &mut ChaCha8Rng,
     explain: &mut Vec<ExplainStep>,
+    mut on_revise: Option<UnitHook<'_>>,
 ) -> Result<usize> {
     if !cx.is_glm() {
         return Err(Error::input("refinement needs a GLM model"));
@@ -36,6 +38,7 @@ pub(crate) fn refine_round(
     let allowed = cx.allowed_tokens(rules);
     let mut changed = 0;
     for i in 0..units.len() {
+        opts.cancel.check()?;
         let text = units[..i].concat() + "[MASK]" + &units[i + 1..].concat();
         let a = cx.part_a(&task.forward.prompt, task, fields, &text)?;
         let Some(mask_position) = a.iter().position(|&t| t == mask) else {
@@ -115,6 +118,9 @@ pub(crate) fn refine_round(
         if best != 0 {
             changed += 1;
             units[i] = cands[best].text.clone();
+            if let Some(cb) = on_revise.as_deref_mut() {
+                cb(i, &units[i]);
+            }
         }
         scores[i] = scored[best].clone();
     }

@@ -7,6 +7,7 @@
 //! only when it scores higher than the current one in the same context.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -33,11 +34,57 @@ pub struct InverseOptions {
     pub explain: bool,
     /// Candidates kept per step in the explanation.
     pub explain_top: usize,
+    /// Stops the search early (a server's timeout or a client that left); never by default.
+    #[serde(skip)]
+    pub cancel: Cancel,
+    /// Calls the unit hook again with a unit's index when refinement replaces that unit (a
+    /// revision of a unit already streamed); off by default, so each index is reported once.
+    pub revisions: bool,
 }
 
 impl Default for InverseOptions {
     fn default() -> Self {
-        Self { seed: 0, use_inverse: true, explain: false, explain_top: 5 }
+        Self { seed: 0, use_inverse: true, explain: false, explain_top: 5, cancel: Cancel::default(), revisions: false }
+    }
+}
+
+/// A cancellation check for [`generate_inverse`]: asked once per beam of every unit step and once
+/// per refined unit; when it answers true the search ends with an error saying it was cancelled.
+#[derive(Clone, Default)]
+pub struct Cancel(Option<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl Cancel {
+    /// Cancels once `check` returns true.
+    pub fn new(check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(check)))
+    }
+    /// True when the search should stop now.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f())
+    }
+    /// An error when the search should stop now.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            return Err(Error::input("the search was cancelled before it finished"));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Cancel(check)" } else { "Cancel(never)" })
+    }
+}
+
+impl PartialEq for Cancel {
+    /// The same check (or none on both sides).
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 }
 
@@ -129,7 +176,8 @@ pub type UnitHook<'a> = &'a mut dyn FnMut(usize, &str);
 /// Generates with inverse prompting: `task` with the field values `fields` (defaults filled in),
 /// `rules` for the hard filter and format score. `on_unit(k, text)` is called once for every unit as
 /// soon as it is decided (all live beams agree on it), in order; units that refinement replaces afterwards
-/// are not streamed again (the result holds the final text).
+/// are not streamed again (the result holds the final text) unless [`InverseOptions::revisions`] asks
+/// for it. [`InverseOptions::cancel`] ends the search early with an error.
 pub fn generate_inverse(
     cx: &Context<'_>,
     task: &Task,
@@ -161,6 +209,7 @@ pub fn generate_inverse(
     let mut streamed = 0usize;
     let s = &task.search;
     for k in 0..task.units.max_units {
+        opts.cancel.check()?;
         let head_tokens = rules.head(k).map(|c| cx.head_tokens(c)).transpose()?;
         // Stop before a unit could run past the model's positions.
         let used = prep.offset + live.iter().map(|b| b.tokens.len()).max().unwrap_or(0);
@@ -174,6 +223,7 @@ pub fn generate_inverse(
                 break;
             }
             for (b, beam) in live.iter().enumerate() {
+                opts.cancel.check()?;
                 let units = beam.units.clone();
                 let check = |t: &str| rules.check(&units, t);
                 let spec = SampleSpec {
@@ -216,6 +266,7 @@ pub fn generate_inverse(
             keyed.truncate(s.max_scored);
             pool = keyed.into_iter().map(|k| k.1).collect();
         }
+        opts.cancel.check()?;
         let windows: Vec<String> = pool.iter().map(|(b, c)| window(task.inverse.window, &live[*b].units, &c.text)).collect();
         let ips = if opts.use_inverse {
             let units: Vec<&str> = pool.iter().map(|(_, c)| c.text.as_str()).collect();
@@ -301,16 +352,28 @@ pub fn generate_inverse(
     let mut units = best.units.clone();
     let mut scores = best.scores.clone();
     // The search's text is complete: stream what was not streamed yet (refinement may change it later).
-    if let Some(cb) = on_unit {
+    if let Some(cb) = on_unit.as_deref_mut() {
         for (k, u) in units.iter().enumerate().skip(streamed) {
             cb(k, u);
         }
     }
+    let mut revise = on_unit.filter(|_| opts.revisions);
     let mut refined = 0;
     if s.refine_rounds > 0 && cx.is_glm() {
         for _ in 0..s.refine_rounds {
-            let changed =
-                super::refine::refine_round(cx, &prep, task, fields, rules, opts, &mut units, &mut scores, &mut rng, &mut explain)?;
+            let changed = super::refine::refine_round(
+                cx,
+                &prep,
+                task,
+                fields,
+                rules,
+                opts,
+                &mut units,
+                &mut scores,
+                &mut rng,
+                &mut explain,
+                revise.as_deref_mut().map(|f| f as UnitHook<'_>),
+            )?;
             if opts.use_inverse {
                 scored += units.len() * (s.per_beam + 1);
             }

@@ -79,7 +79,9 @@
         if (data.error) throw new Error(data.error.message);
         if (typeof data.line === "string") {
           lines[data.index] = data.line;
-          poem.append(el("span", data.line, "line"));
+          // A revision (refinement replaced a line already shown) redraws the poem.
+          if (data.revised) showLines(title, lines);
+          else poem.append(el("span", data.line, "line"));
         }
         if (data.result) showResult(data.result);
       });

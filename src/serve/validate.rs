@@ -1,0 +1,340 @@
+//! Request checks that need no model, only its tokenizer and a few facts about it. The HTTP handlers
+//! run them before a request queues, so a wrong request gets its 4xx at once — not behind queued
+//! work, not as a 429, and never as an event of a stream that already answered 200. The worker runs
+//! the same checks again on what it is handed (they are cheap) instead of trusting its caller.
+
+use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::limits::{ApiError, Limits};
+use super::worker::ServedModel;
+use crate::generate::inverse::{render, InverseMode, Task};
+use crate::generate::poetry::{to_simplified, Constraints, Form};
+use crate::generate::{glm_context, GenerationConfig};
+use crate::model::ModelKind;
+use crate::tokenizer::Tokenizer;
+use std::collections::BTreeMap;
+
+/// What the HTTP side knows about the served model (a copy of the tokenizer: the model itself
+/// stays on the worker).
+pub(crate) struct Front {
+    /// The model's tokenizer.
+    pub(crate) tokenizer: Tokenizer,
+    /// The architecture.
+    pub(crate) kind: ModelKind,
+    /// The model's positions.
+    pub(crate) max_positions: usize,
+    /// Tasks of the served P-tuned prompts (`--prompt DIR`).
+    pub(crate) prompt_tasks: Vec<String>,
+}
+
+impl Front {
+    /// The facts of `model`.
+    pub(crate) fn of(model: &ServedModel) -> Self {
+        Self {
+            tokenizer: model.tokenizer.clone(),
+            kind: model.kind(),
+            max_positions: model.backbone.info().max_positions,
+            prompt_tasks: model.prompts.iter().map(|p| p.task.spec.name.clone()).collect(),
+        }
+    }
+}
+
+/// 400 unless `text` has something besides whitespace (a model would generate from nothing).
+fn not_blank(text: &str, what: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{what} is empty or only whitespace: give some text")));
+    }
+    Ok(())
+}
+
+/// Checks a prompt's token count against the limit and the model.
+pub(crate) fn check_prompt(front: &Front, n: usize, limits: &Limits) -> Result<(), ApiError> {
+    let max_pos = front.max_positions;
+    if n > limits.max_prompt_tokens {
+        return Err(ApiError::bad_request(format!(
+            "the prompt is {n} tokens, over the limit of {} prompt tokens (--max-prompt-tokens); shorten it",
+            limits.max_prompt_tokens
+        )));
+    }
+    if n > max_pos {
+        return Err(ApiError::bad_request(format!("the prompt is {n} tokens but the model has only {max_pos} positions; shorten it")));
+    }
+    Ok(())
+}
+
+/// Checks a requested `max_tokens` against the limit.
+fn check_max_tokens(n: usize, limits: &Limits) -> Result<(), ApiError> {
+    if n == 0 || n > limits.max_tokens {
+        return Err(ApiError::bad_request(format!(
+            "max_tokens must be between 1 and {} (the --max-tokens limit), got {n}",
+            limits.max_tokens
+        )));
+    }
+    Ok(())
+}
+
+fn check_temperature(t: f32) -> Result<(), ApiError> {
+    if !(t >= 0.0 && t.is_finite()) {
+        return Err(ApiError::bad_request(format!("temperature must be ≥ 0, got {t}")));
+    }
+    Ok(())
+}
+
+fn check_top_p(p: Option<f32>) -> Result<(), ApiError> {
+    match p {
+        Some(p) if !(p > 0.0 && p <= 1.0) => Err(ApiError::bad_request(format!("top_p must be in (0, 1], got {p}"))),
+        _ => Ok(()),
+    }
+}
+
+fn check_beams(b: usize, limits: &Limits) -> Result<(), ApiError> {
+    if b == 0 || b > limits.max_beams {
+        return Err(ApiError::bad_request(format!("beams must be between 1 and {} (--max-beams), got {b}", limits.max_beams)));
+    }
+    Ok(())
+}
+
+/// The sampling settings of a request (`temperature` 0 = greedy).
+pub(crate) fn sampling(
+    model: &ServedModel,
+    max_new: usize,
+    temperature: f32,
+    top_p: Option<f32>,
+    top_k: Option<usize>,
+    seed: u64,
+) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens: max_new,
+        do_sample: temperature > 0.0,
+        temperature: if temperature > 0.0 { temperature } else { 1.0 },
+        top_p: top_p.unwrap_or(1.0),
+        top_k: top_k.unwrap_or(0),
+        seed,
+        bad_words_ids: model.padding_ids.clone(),
+        ..Default::default()
+    }
+}
+
+/// A checked completion request: its contexts (token ids) and settings.
+pub(crate) struct Prepared {
+    /// Each prompt's context (GLM: `[CLS] prompt [gMASK]`), checked against the limits.
+    pub(crate) contexts: Vec<Vec<u32>>,
+    /// Choices per prompt.
+    pub(crate) n: usize,
+    /// Stop strings.
+    pub(crate) stops: Vec<String>,
+    /// Most new tokens per choice (all blanks of a GLM prompt together).
+    pub(crate) max_new: usize,
+    temperature: f32,
+    seed: u64,
+}
+
+impl Prepared {
+    /// The generation config of choice `k` of a prompt (seed + k).
+    pub(crate) fn config(&self, model: &ServedModel, r: &CompletionRequest, k: usize) -> GenerationConfig {
+        sampling(model, self.max_new, self.temperature, r.top_p, r.top_k, self.seed.wrapping_add(k as u64))
+    }
+}
+
+/// Checks a completion request and tokenizes its prompts.
+pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) -> Result<Prepared, ApiError> {
+    let prompts = r.prompt.list();
+    let n = r.n.unwrap_or(1);
+    if prompts.is_empty() {
+        return Err(ApiError::bad_request("prompt is an empty list: give at least one prompt"));
+    }
+    // `n` alone first: a huge `n` must not wrap the product below the limit.
+    let choices = prompts.len().checked_mul(n).filter(|&c| n > 0 && c <= limits.max_choices);
+    if choices.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "n × prompts must be between 1 and {} (--max-choices), got {} × {}",
+            limits.max_choices,
+            n,
+            prompts.len()
+        )));
+    }
+    let max_new = r.max_tokens.unwrap_or(16);
+    check_max_tokens(max_new, limits)?;
+    let stops = r.stop.as_ref().map(|s| s.list()).unwrap_or_default();
+    if stops.len() > 4 || stops.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::bad_request("stop takes at most 4 non-empty strings"));
+    }
+    let temperature = r.temperature.unwrap_or(1.0);
+    check_temperature(temperature)?;
+    check_top_p(r.top_p)?;
+    let tok = &front.tokenizer;
+    let mut contexts = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        not_blank(p, &if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {i}") })?;
+        let ids = match front.kind {
+            ModelKind::Glm => glm_context(tok, p)?,
+            ModelKind::Gpt2 => tok.encode(p, false)?,
+            ModelKind::Bert => {
+                return Err(ApiError::bad_request("this model is a BERT masked LM: it cannot generate (serve a GLM or a GPT-2)"))
+            }
+        };
+        if ids.is_empty() {
+            return Err(ApiError::bad_request("the prompt encodes to no tokens; give visible text"));
+        }
+        check_prompt(front, ids.len(), limits)?;
+        contexts.push(ids);
+    }
+    Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0) })
+}
+
+/// A checked `/v1/fill` request.
+pub(crate) struct FillPlan {
+    /// `[CLS] text …` with its blanks.
+    pub(crate) context: Vec<u32>,
+    /// Most new tokens per blank.
+    pub(crate) max_new: usize,
+    /// Beams.
+    pub(crate) beams: usize,
+    /// Temperature (0 = greedy).
+    pub(crate) temperature: f32,
+}
+
+/// Checks a `/v1/fill` request and tokenizes its text.
+pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<FillPlan, ApiError> {
+    if front.kind != ModelKind::Glm {
+        return Err(ApiError::bad_request(format!("/v1/fill needs a GLM; the served model is a {}", front.kind)));
+    }
+    not_blank(&r.text, "text")?;
+    let max_new = r.max_tokens.unwrap_or(32);
+    check_max_tokens(max_new, limits)?;
+    let beams = r.beams.unwrap_or(1);
+    check_beams(beams, limits)?;
+    let temperature = r.temperature.unwrap_or(0.0);
+    check_temperature(temperature)?;
+    check_top_p(r.top_p)?;
+    let context = glm_context(&front.tokenizer, &r.text)?;
+    check_prompt(front, context.len(), limits)?;
+    Ok(FillPlan { context, max_new, beams, temperature })
+}
+
+/// The built-in task `name` with `beams` (checked against the limit), if the model can run it.
+fn task(front: &Front, name: &str, beams: Option<usize>, limits: &Limits) -> Result<Task, ApiError> {
+    let mut task = Task::builtin(name)?;
+    if let Some(b) = beams {
+        check_beams(b, limits)?;
+        task.search.set_beams(b);
+    }
+    task.validate()?;
+    if front.kind != ModelKind::Glm && task.inverse.mode == InverseMode::Glm {
+        return Err(ApiError::bad_request(format!(
+            "/v1/{name} needs a GLM (its inverse prompt is GLM blank filling); the served model is a {}",
+            front.kind
+        )));
+    }
+    Ok(task)
+}
+
+/// A checked `/v1/poem` request.
+pub(crate) struct PoemPlan {
+    /// Form, rhyme table and acrostic heads.
+    pub(crate) constraints: Constraints,
+    /// The title, in simplified characters.
+    pub(crate) title: String,
+    /// The task with the request's beams.
+    pub(crate) task: Task,
+    /// Its field values.
+    pub(crate) fields: BTreeMap<String, String>,
+}
+
+/// Checks a `/v1/poem` request, including that its prompt and the form's longest poem fit the
+/// model's positions (a search would otherwise fail only when it gets there).
+pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<PoemPlan, ApiError> {
+    let form = r.form.as_deref().unwrap_or("五绝");
+    let rhyme = r.rhyme.as_deref().unwrap_or("pingshui");
+    let constraints = Constraints::parse(form, rhyme, r.acrostic.as_deref().unwrap_or(""))?;
+    let title: String = r.title.trim().chars().map(to_simplified).collect();
+    if title.is_empty() {
+        return Err(ApiError::bad_request("title is empty: give the poem a title, e.g. 虹桥机场"));
+    }
+    if title.chars().count() > 64 {
+        return Err(ApiError::bad_request("title is longer than 64 characters"));
+    }
+    let author = r.author.clone().unwrap_or_else(|| "李白".into());
+    let task = task(front, "poem", r.beams, limits)?;
+    // Each acrostic head must be one token the sampler can force (as the search checks).
+    for &c in &constraints.heads {
+        let ids = front.tokenizer.encode(&c.to_string(), false)?;
+        if ids.len() != 1 || front.tokenizer.decode(&ids, true)?.trim() != c.to_string() {
+            return Err(ApiError::bad_request(format!(
+                "the acrostic head `{c}` is not one token of this model's vocabulary; choose another character"
+            )));
+        }
+    }
+    let given = BTreeMap::from([
+        ("title".to_string(), title.clone()),
+        ("author".to_string(), author),
+        ("form".to_string(), constraints.form.name().to_string()),
+    ]);
+    let fields = task.fields(&given)?;
+    if front.kind == ModelKind::Glm {
+        let need = poem_positions(front, &task, &fields, constraints.form)?;
+        if need > front.max_positions {
+            let over = need - front.max_positions;
+            return Err(ApiError::bad_request(format!(
+                "the title is too long for a {} on this model: the prompt with the longest {} takes {need} positions but the model \
+                 has {}; shorten `title` by at least {over} characters{}",
+                constraints.form.name(),
+                constraints.form.name(),
+                front.max_positions,
+                if r.author.is_some() { " (or `author`)" } else { "" }
+            )));
+        }
+    }
+    Ok(PoemPlan { constraints, title, task, fields })
+}
+
+/// The most positions a GLM poem search uses: the Part A of refinement (the prompt holding the
+/// whole poem, one line blanked) and of the inverse prompt (the poem, the title blanked), for a
+/// poem of the form's full length.
+fn poem_positions(front: &Front, task: &Task, fields: &BTreeMap<String, String>, form: Form) -> Result<usize, ApiError> {
+    let line = |k: usize| "春".repeat(form.line_len()) + if k.is_multiple_of(2) { "，" } else { "。" };
+    let poem: String = (0..form.lines()).map(line).collect();
+    let rest: String = (1..form.lines()).map(line).collect();
+    let part_a = |template: &str, text: &str| -> Result<usize, ApiError> {
+        let body = front.tokenizer.encode(&render(template, fields, text), false)?.len();
+        Ok(1 + body + usize::from(task.forward.append_eos))
+    };
+    let refine = if task.search.refine_rounds > 0 { part_a(&task.forward.prompt, &format!("[MASK]{rest}"))? } else { 0 };
+    let inverse = part_a(&task.inverse_prompt(), &poem)?;
+    Ok(refine.max(inverse))
+}
+
+/// A checked `/v1/answer` request.
+pub(crate) struct AnswerPlan {
+    /// The task with the request's beams.
+    pub(crate) task: Task,
+    /// Its field values.
+    pub(crate) fields: BTreeMap<String, String>,
+}
+
+/// Checks a `/v1/answer` request.
+pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Result<AnswerPlan, ApiError> {
+    not_blank(&r.question, "question")?;
+    let description = r.description.clone().unwrap_or_default();
+    if r.question.chars().count() + description.chars().count() > limits.max_prompt_tokens {
+        return Err(ApiError::bad_request(format!(
+            "question and description are longer than {} characters (--max-prompt-tokens)",
+            limits.max_prompt_tokens
+        )));
+    }
+    let task = task(front, "answer", r.beams, limits)?;
+    let given = BTreeMap::from([("question".to_string(), r.question.clone()), ("description".to_string(), description)]);
+    let fields = task.fields(&given)?;
+    Ok(AnswerPlan { task, fields })
+}
+
+/// Checks a `/v1/classify` request's task: a served prompt's task, a built-in name or TOML text.
+pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<(), ApiError> {
+    match (&r.task, &r.task_toml) {
+        (Some(name), None) if front.prompt_tasks.contains(name) => Ok(()),
+        (Some(name), None) => crate::cloze::ClozeTask::builtin(name).map(|_| ()).map_err(ApiError::from),
+        (None, Some(text)) => crate::cloze::ClozeTask::from_toml(text, "task_toml").map(|_| ()).map_err(ApiError::from),
+        _ => {
+            Err(ApiError::bad_request("give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`"))
+        }
+    }
+}
