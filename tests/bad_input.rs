@@ -324,3 +324,110 @@ fn a_closed_stdout_ends_quietly() {
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", out.status);
 }
+
+/// Inference commands refuse what they cannot do, naming the model kind, the flag or the text:
+/// blank filling and seq2seq decoding on a GPT-2 or BERT, an empty fill, text the vocabulary
+/// does not know, a JSON object with a mistake, benchmark shapes and flags that measure nothing.
+#[test]
+fn inference_commands_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wenhui = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+    };
+    let fails = |args: &[&str], needles: &[&str]| {
+        let out = wenhui(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("positions must be"), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
+        }
+    };
+    // Blank filling and seq2seq decoding need a GLM: said before any tensor shape goes wrong.
+    fails(&["fill", "--model", "tests/fixtures/gpt2-tiny", "the [MASK] cat"], &["fill needs a GLM", "GPT-2"]);
+    fails(&["fill", "--model", "tests/fixtures/bert-mlm-tiny", "the [MASK] cat"], &["fill needs a GLM", "BERT"]);
+    let gpt2 = tmp.path().join("gpt2");
+    std::fs::create_dir(&gpt2).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new("tests/fixtures/gpt2-tiny").join(f), gpt2.join(f)).unwrap();
+    }
+    let chars: String = ('a'..='z').chain('A'..='Z').chain('\u{4e00}'..).take(101 - 10).flat_map(|c| [c, '\n']).collect();
+    std::fs::write(gpt2.join("chars.txt"), chars).unwrap();
+    let pairs = tmp.path().join("s2s.jsonl");
+    std::fs::write(&pairs, "{\"source\": \"abc\", \"target\": \"ab\"}\n").unwrap();
+    let p = |x: &Path| x.to_str().unwrap().to_string();
+    fails(&["eval", "seq2seq", "--model", &p(&gpt2), "--data", &p(&pairs), "--limit", "1"], &["needs a GLM", "gpt2"]);
+    // eval poems: a method that cannot generate at all is an error, not a table of empty poems;
+    // too few titles for --distractors rank among fewer candidates, and the report says so.
+    let titles = tmp.path().join("titles.jsonl");
+    std::fs::write(&titles, "{\"title\": \"春江\"}\n{\"title\": \"秋夜\"}\n{\"title\": \"江雪\"}\n").unwrap();
+    fails(
+        &["eval", "poems", "--titles", &p(&titles), "--methods", "inverse", "--model", &p(&gpt2), "--quiet"],
+        &["title 1 `春江`, method inverse", "needs a GLM"],
+    );
+    let out = wenhui(&["eval", "poems", "--titles", &p(&titles), "--methods", "sampling", "--quiet", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("--distractors 19") && err.contains("3 candidates"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["candidates"], 3, "{v}");
+    assert!(v["rows"].as_array().unwrap().iter().all(|r| r["rank"].as_u64().unwrap() <= 3 && r["text"] != ""), "{v}");
+    let out = wenhui(&["eval", "poems", "--titles", &p(&titles), "--methods", "sampling", "--quiet", "--limit", "2"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 of 2)"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Nothing to fill; a text (or title) the vocabulary knows nothing of.
+    fails(&["fill", " "], &["nothing to fill", "[MASK]"]);
+    fails(&["fill", "😀[MASK]"], &["vocabulary", "\"😀\"", "[UNK]"]);
+    fails(&["poem", "--title", "😀"], &["--title", "\"😀\"", "knows none"]);
+    // Some unknown characters: a warning names them, the fill goes on.
+    let out = wenhui(&["fill", "Hello 床前[MASK]。", "--max-new-tokens", "2", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("WARN") && err.contains("\"Hello\"") && err.contains("[UNK]"), "{err}");
+    // Input that starts like a JSON object is read as one, or refused with the parse error.
+    let task = tmp.path().join("mood.toml");
+    std::fs::write(
+        &task,
+        "name = \"mood\"\nfields = [\"poem\"]\ntemplate = \"{poem}这首诗的情感是[MASK]。\"\nmetrics = [\"acc\"]\n\
+         [[verbalizer]]\nlabel = \"sad\"\nwords = [\"悲\"]\n[[verbalizer]]\nlabel = \"happy\"\nwords = [\"喜\"]\n",
+    )
+    .unwrap();
+    fails(&["classify", "--model", "models/poetry-glm", "--task", &p(&task), "{\"poem\":"], &["not valid JSON", "EOF"]);
+    let out = wenhui(&["classify", "--model", "models/poetry-glm", "--task", &p(&task), "--json", "{\"poem\": \"春风\"}"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Benchmarks: a flag at 0 is named; a shape that cannot fit is refused before it is built; a
+    // run that would measure nothing is refused; a figure not measured is null.
+    fails(&["bench", "forward", "--layers", "0"], &["--layers must be at least 1"]);
+    fails(&["bench", "forward", "--seq", "0"], &["--seq must be at least"]);
+    fails(&["bench", "forward", "--batch", "0"], &["--batch must be at least 1"]);
+    fails(&["bench", "forward", "--hidden", "30", "--heads", "4"], &["--hidden 30 must be a multiple of --heads 4"]);
+    fails(
+        &["bench", "train", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "100", "--seq", "100000000", "--batch", "2"],
+        &["needs about", "GB", "lower --seq"],
+    );
+    fails(&["bench", "train", "--layers", "0"], &["--layers must be at least 1"]);
+    fails(&["bench", "generate", "--decode-only", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64"], &["--batch N"]);
+    fails(&["bench", "generate", "--model", "tests/fixtures/bert-mlm-tiny"], &["needs a GLM or a GPT-2", "BERT"]);
+    let out = wenhui(&["bench", "forward", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64", "--seq", "8"]);
+    let ok = wenhui(&[
+        "bench",
+        "forward",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--heads",
+        "4",
+        "--vocab",
+        "64",
+        "--seq",
+        "8",
+        "--decode-tokens",
+        "0",
+    ]);
+    for (o, decoded) in [(out, true), (ok, false)] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["decode_ms_per_token"].is_f64(), decoded, "{v}");
+        assert_eq!(v["decode_gflops"].is_null(), !decoded, "{v}");
+    }
+}

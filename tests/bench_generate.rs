@@ -67,3 +67,23 @@ fn cuda_without_the_feature_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("GPU"), "bf16 on the CPU is refused");
 }
+
+/// A loaded model's report gives its own shape, not the random model's flags; a BERT, which does
+/// not generate, is refused; `decode_only` without a batch would measure nothing.
+#[test]
+fn loaded_model_reports_its_shape_and_bert_is_refused() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let m = load_model(&fixtures.join("gpt2-tiny"), &LoadOptions::default()).unwrap();
+    let c = GenerateBench { layers: 12, hidden: 768, heads: 12, vocab: 30592, ..tiny() };
+    let r = bench_generate_on(m.backbone.as_ref(), None, &c).unwrap();
+    let info = m.backbone.info();
+    assert_eq!(
+        (r.config.layers, r.config.hidden, r.config.heads, r.config.vocab),
+        (info.num_layers, info.hidden_size, info.num_heads, info.vocab_size)
+    );
+    let bert = load_model(&fixtures.join("bert-mlm-tiny"), &LoadOptions::default()).unwrap();
+    let e = bench_generate_on(bert.backbone.as_ref(), None, &tiny()).unwrap_err();
+    assert!(e.to_string().contains("BERT"), "{e}");
+    let e = bench_generate(&GenerateBench { decode_only: true, batch: 0, ..tiny() }).unwrap_err();
+    assert!(e.to_string().contains("--batch N"), "{e}");
+}

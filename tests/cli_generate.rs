@@ -137,6 +137,8 @@ fn bad_input_exits_with_a_clear_message() {
         (vec!["--model", d, "--prompt", "a", "--top-p", "1.5"], "top_p"),
         (vec!["--model", d, "--prompt", "a", "--num-beams", "2", "--num-return-sequences", "3"], "num_return_sequences"),
         (vec!["--model", "/nonexistent/model", "--prompt", "a"], "/nonexistent/model"),
+        // Nothing the vocabulary knows: the prompt would be [UNK] alone.
+        (vec!["--model", d, "--prompt", "😀😀"], "\"😀😀\""),
     ];
     for (args, want) in cases {
         let out = run(&args);

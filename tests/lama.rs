@@ -282,3 +282,41 @@ fn probe_runs_end_to_end_on_tiny_models() {
     assert!(again(true).status.success());
     assert_ne!(std::fs::read_to_string(tmp.path().join("k.txt")).unwrap(), before);
 }
+
+/// Flags that would make a probe measure nothing, or a corpus fill the memory, are refused by
+/// name before any model is loaded.
+#[test]
+fn probe_flags_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lama");
+    mini_lama(&data);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(args)
+            .arg("--lama")
+            .arg(&data)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap()
+    };
+    let out_file = tmp.path().join("k.txt");
+    let cases: [(&[&str], i32, &[&str]); 5] = [
+        (&["probe", "corpus", "--repeats", "1000000000", "-o", out_file.to_str().unwrap()], 1, &["--repeats 1000000000", "at most 1000"]),
+        (&["probe", "lama", "--model", "tests/fixtures/glm-tiny", "--limit", "0"], 2, &["--limit", "must be at least 1"]),
+        (&["probe", "lama", "--model", "tests/fixtures/glm-tiny", "--relations", ""], 1, &["--relations", "P19,P20"]),
+        (&["probe", "lama", "--model", "tests/fixtures/glm-tiny", "--relations", " , "], 1, &["--relations", "names no relation"]),
+        (&["probe", "lama", "--model", "tests/fixtures/glm-tiny", "--mode", "ptune", "--lr", "nan"], 2, &["--lr", "finite number > 0"]),
+    ];
+    for (args, code, needles) in cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(!err.contains("missing or empty"), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
+        }
+    }
+    assert!(!out_file.exists(), "no corpus is written");
+    let e = build_corpus(&LamaDir::open(&data).unwrap(), &CorpusOptions { repeats: 1001, ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("at most 1000"), "{e}");
+}

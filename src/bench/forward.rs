@@ -2,7 +2,7 @@
 
 use super::median_ms;
 use crate::model::{Attention, BackboneInput};
-use crate::{Error, Result};
+use crate::Result;
 use candle_core::{DType, Device, Tensor};
 
 /// What to measure.
@@ -45,10 +45,11 @@ pub struct ForwardReport {
     pub forward_tokens_per_s: f64,
     /// Achieved GFLOP/s of the full forward (matmul FLOPs incl. attention and the output layer).
     pub forward_gflops: f64,
-    /// Median milliseconds per decoded token (over all steps of up to 3 runs) with the K/V cache at context `seq`.
-    pub decode_ms_per_token: f64,
-    /// Achieved GFLOP/s while decoding.
-    pub decode_gflops: f64,
+    /// Median milliseconds per decoded token (over all steps of up to 3 runs) with the K/V cache
+    /// at context `seq`; `None` (null) with `decode_tokens` 0.
+    pub decode_ms_per_token: Option<f64>,
+    /// Achieved GFLOP/s while decoding; `None` (null) with `decode_tokens` 0.
+    pub decode_gflops: Option<f64>,
     /// Rayon threads used.
     pub threads: usize,
 }
@@ -65,12 +66,20 @@ fn forward_flops(c: &ForwardBench, new: usize, keys: usize) -> f64 {
 
 /// Measures a GLM of the given shape in f32 on the CPU.
 pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
-    if !c.hidden.is_multiple_of(c.heads) || c.seq == 0 || c.batch == 0 || c.layers == 0 {
-        return Err(Error::input(format!(
-            "bench: hidden {} must be a multiple of heads {}; seq, batch and layers must be positive",
-            c.hidden, c.heads
-        )));
-    }
+    // Decoding feeds the last token after a context of seq - 1 tokens: it needs two.
+    let least_seq = if c.decode_tokens > 0 { 2 } else { 1 };
+    super::check_flags(
+        "bench forward",
+        &[
+            ("--layers", c.layers, 1),
+            ("--hidden", c.hidden, 1),
+            ("--heads", c.heads, 1),
+            ("--seq", c.seq, least_seq),
+            ("--batch", c.batch, 1),
+        ],
+        c.hidden,
+        c.heads,
+    )?;
     let dev = Device::Cpu;
     let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, c.seq)?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
@@ -85,10 +94,10 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
 
     // Decoding: the context goes into the cache once, then tokens one by one as GLM generates
     // a blank (position = the mask's, block position = 1, 2, ...).
-    let steps = c.decode_tokens.clamp(1, c.seq);
+    let steps = c.decode_tokens.min(c.seq);
     let mut step_ms = Vec::new();
     let ctx_ids = ids.narrow(1, 0, c.seq - 1)?;
-    for _ in 0..c.reps.clamp(1, 3) {
+    for _ in 0..if steps > 0 { c.reps.clamp(1, 3) } else { 0 } {
         let mut cache = model.new_cache();
         model.forward(&BackboneInput::ids(ctx_ids.clone()).with_attention(Attention::Sep(vec![c.seq - 1; c.batch])), Some(&mut cache))?;
         for k in 1..=steps {
@@ -101,7 +110,8 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
         }
     }
     step_ms.sort_by(f64::total_cmp);
-    let decode_ms_per_token = step_ms[step_ms.len() / 2];
+    // No step with --decode-tokens 0: nothing measured, so no figure (not a made-up one).
+    let decode_ms_per_token = step_ms.get(step_ms.len() / 2).copied();
     let tokens = (c.batch * c.seq) as f64;
     Ok(ForwardReport {
         config: c.clone(),
@@ -110,7 +120,7 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
         forward_tokens_per_s: tokens / (forward_ms / 1e3),
         forward_gflops: forward_flops(c, c.seq, c.seq) / (forward_ms / 1e3) / 1e9,
         decode_ms_per_token,
-        decode_gflops: forward_flops(c, 1, c.seq + steps / 2) / (decode_ms_per_token / 1e3) / 1e9,
+        decode_gflops: decode_ms_per_token.map(|ms| forward_flops(c, 1, c.seq + steps / 2) / (ms / 1e3) / 1e9),
         threads: rayon::current_num_threads(),
     })
 }

@@ -69,7 +69,7 @@ pub struct GenerateReport {
     pub model: String,
     /// `glm` or `gpt2`.
     pub kind: ModelKind,
-    /// The configuration (shape fields describe the random model only).
+    /// The configuration; the shape fields are those of the model measured (a loaded model's own).
     pub config: GenerateBench,
     /// Parameters of the model.
     pub params: usize,
@@ -105,12 +105,13 @@ pub struct DecodeLoopReport {
 
 /// Measures a random GLM of the given shape on `c.device` in `c.dtype`.
 pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
-    if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) || c.layers == 0 || c.vocab < 16 {
-        return Err(Error::input(format!(
-            "bench generate: hidden {} must be a multiple of heads {}; layers positive; vocab ≥ 16",
-            c.hidden, c.heads
-        )));
-    }
+    super::check_flags(
+        "bench generate",
+        &[("--layers", c.layers, 1), ("--hidden", c.hidden, 1), ("--heads", c.heads, 1), ("--vocab", c.vocab, 16)],
+        c.hidden,
+        c.heads,
+    )?;
+    check_run(c)?;
     let max_seq = c.prompt.max(c.new_tokens + 2);
     let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, max_seq)?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
@@ -135,9 +136,18 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
 /// new tokens, beams and repetitions on random prompt tokens.
 pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &GenerateBench) -> Result<GenerateReport> {
     let info = model.info().clone();
-    if c.prompt < 2 || c.new_tokens == 0 || c.beams < 2 || c.reps == 0 {
-        return Err(Error::input("bench generate: --prompt must be at least 2, --new-tokens and --reps positive, --beams at least 2"));
+    check_run(c)?;
+    if info.kind == ModelKind::Bert {
+        return Err(Error::input(
+            "bench generate needs a GLM or a GPT-2; this is a BERT masked LM, which does not generate (`wenhui generate` refuses it too)",
+        ));
     }
+    // The cache of every row a run keeps, the prompt pass, the logits: in the model's dtype,
+    // counted as f32 (the weights are loaded already).
+    let rows = (c.batch.max(1) * c.beams.max(1)) as f64;
+    let (t, h) = ((c.prompt + c.new_tokens) as f64, info.hidden_size as f64);
+    let bytes = 4.0 * rows * (2.0 * info.num_layers as f64 * t * h + 8.0 * t * h + info.vocab_size as f64);
+    crate::device::ensure_fits(model.device(), bytes, "bench generate at this shape", "lower --batch, --beams, --prompt or --new-tokens")?;
     let glm = info.kind == ModelKind::Glm;
     let needed = if glm { c.prompt.max(c.new_tokens + 2) } else { c.prompt + c.new_tokens };
     if needed > info.max_positions {
@@ -200,7 +210,14 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
         implementation: "wenhui",
         model: "random".into(),
         kind: info.kind,
-        config: c.clone(),
+        // The shape measured: a loaded model's own, whatever the (ignored) shape flags say.
+        config: GenerateBench {
+            layers: info.num_layers,
+            hidden: info.hidden_size,
+            heads: info.num_heads,
+            vocab: info.vocab_size,
+            ..c.clone()
+        },
         params: 0,
         prompt_ms,
         greedy_ms,
@@ -210,6 +227,20 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
         decode,
         threads: rayon::current_num_threads(),
     })
+}
+
+/// The run flags, checked before a model is built: lengths and counts, and `--decode-only`
+/// (which skips every run but the batched loop) with a batch to decode.
+fn check_run(c: &GenerateBench) -> Result<()> {
+    if c.prompt < 2 || c.new_tokens == 0 || c.beams < 2 || c.reps == 0 {
+        return Err(Error::input("bench generate: --prompt must be at least 2, --new-tokens and --reps positive, --beams at least 2"));
+    }
+    if c.decode_only && c.batch == 0 {
+        return Err(Error::input(
+            "bench generate: --decode-only measures only the batched decode loop, which --batch 0 skips: give --batch N (N ≥ 1)",
+        ));
+    }
+    Ok(())
 }
 
 /// `c.batch` copies of `prompt` (rotated per row so rows differ): one prompt pass filling the

@@ -23,6 +23,19 @@ pub(crate) fn glm_shape(layers: usize, hidden: usize, heads: usize, vocab: usize
     Ok(cfg)
 }
 
+/// Checks a benchmark's counts before anything is built: each `(flag, value, least)` must be at
+/// least `least`, and `--hidden` a multiple of `--heads`; the error names the flag (`command` is
+/// `bench forward`, …). The vocabulary and layer limits are [`glm_shape`]'s.
+pub(crate) fn check_flags(command: &str, counts: &[(&str, usize, usize)], hidden: usize, heads: usize) -> crate::Result<()> {
+    if let Some((flag, value, least)) = counts.iter().find(|(_, v, least)| v < least) {
+        return Err(crate::Error::input(format!("{command}: {flag} must be at least {least}, got {value}")));
+    }
+    if heads > 0 && !hidden.is_multiple_of(heads) {
+        return Err(crate::Error::input(format!("{command}: --hidden {hidden} must be a multiple of --heads {heads}")));
+    }
+    Ok(())
+}
+
 /// Runs `f` `warmup` times untimed, then `reps` times; returns the median wall time in ms.
 pub(crate) fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> crate::Result<()>) -> crate::Result<f64> {
     for _ in 0..warmup {

@@ -71,14 +71,26 @@ pub struct TrainReport {
 
 /// Runs the benchmark on `c.device` (the CPU in f32, or a GPU in f32 or mixed precision).
 pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
-    if !c.hidden.is_multiple_of(c.heads) || c.seq < 8 || c.batch == 0 || c.steps == 0 || c.vocab < 16 {
-        return Err(Error::input("bench train: hidden must be a multiple of heads, seq ≥ 8, batch and steps positive, vocab ≥ 16"));
-    }
+    super::check_flags(
+        "bench train",
+        &[
+            ("--layers", c.layers, 1),
+            ("--hidden", c.hidden, 1),
+            ("--heads", c.heads, 1),
+            ("--vocab", c.vocab, 16),
+            ("--seq", c.seq, 8),
+            ("--batch", c.batch, 1),
+            ("--steps", c.steps, 1),
+        ],
+        c.hidden,
+        c.heads,
+    )?;
     let dev = parse_device(&c.device)?;
     let compute = parse_dtype(&c.dtype)?;
     check_dtype(&dev, compute)?;
     let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, c.seq)?;
     let params_n: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    ensure_fits(c, params_n, &dev)?;
     let (varmap, mut model) = cfg.build_trainable(Some(cfg.init_weights(0)?), DType::F32, &dev)?;
     model.set_compute_dtype(compute)?;
     let mut params: Vec<_> =
@@ -140,6 +152,21 @@ pub fn bench_train(c: &TrainBench) -> Result<TrainReport> {
     })
 }
 
+/// Refuses shapes that could only exhaust the memory, before anything is allocated: the random
+/// corpus and the batches on the host; f32 weights, gradients and AdamW state, every layer's
+/// saved activations, one layer's attention scores and the logits (with their gradient) on the
+/// device (checked on the CPU only, as `bench forward` does). A lower bound: Part B adds tokens.
+fn ensure_fits(c: &TrainBench, params: usize, dev: &candle_core::Device) -> Result<()> {
+    let hint = "lower --seq, --batch, --hidden, --layers or --vocab";
+    let (b, s, h) = (c.batch as f64, c.seq as f64, c.hidden as f64);
+    let corpus = 4.0 * RandomCorpus::DOCS as f64 * 1.25 * s;
+    let batches = 4.0 * 6.0 * (c.steps + 1) as f64 * b * s;
+    crate::device::ensure_fits(&candle_core::Device::Cpu, corpus + batches, "bench train's random corpus at this --seq", hint)?;
+    let activations = c.layers as f64 * b * s * 16.0 * h + 2.0 * b * c.heads as f64 * s * s + 2.0 * b * s * c.vocab as f64;
+    let bytes = 4.0 * (4.0 * params as f64 + activations) + if dev.is_cpu() { corpus + batches } else { 0.0 };
+    crate::device::ensure_fits(dev, bytes, "bench train at this shape", hint)
+}
+
 /// Random documents over the non-special ids of a vocabulary (special ids at its top), for
 /// benchmarks and device checks that need real blank-infilling batches without a corpus.
 pub(crate) struct RandomCorpus {
@@ -148,12 +175,15 @@ pub(crate) struct RandomCorpus {
 }
 
 impl RandomCorpus {
-    /// 512 documents of `seq/2 .. 2·seq` tokens, seeded.
+    /// Documents of a corpus.
+    const DOCS: usize = 512;
+
+    /// [`Self::DOCS`] documents of `seq/2 .. 2·seq` tokens, seeded.
     pub(crate) fn new(vocab: usize, seq: usize) -> Self {
         let v = vocab as u32;
         let ids = ObjectiveTokens { cls: v - 7, eos: v - 6, mask: v - 5, smask: v - 4, gmask: v - 3, sop: v - 2, eop: v - 1 };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let docs = (0..512).map(|_| (0..rng.random_range(seq / 2..seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
+        let docs = (0..Self::DOCS).map(|_| (0..rng.random_range(seq / 2..seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
         Self { docs, ids }
     }
 

@@ -18,7 +18,8 @@ pub struct Args {
     #[arg(long)]
     task: String,
     /// The example: a JSON object (a SuperGLUE line is read with the task's reader; otherwise its
-    /// keys are the task's fields), or plain text for a task with one field.
+    /// keys are the task's fields), or plain text for a task with one field. Input that starts
+    /// with `{` must be a valid JSON object.
     input: String,
     /// A prompt encoder for the template's `[P]` tokens: a `wenhui ptune` run directory (its
     /// `best/`), a directory with wenhui's full encoder state (`prompt_encoder.json` +
@@ -43,8 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
     let examples = match serde_json::from_str::<serde_json::Value>(&a.input) {
         Ok(v) if v.is_object() => fewglue::from_value(&v, task.spec.reader).context("reading the JSON input")?,
-        // Braces around it: a JSON object with a mistake, which must not be classified as text.
-        Err(e) if a.input.trim_start().starts_with('{') && a.input.trim_end().ends_with('}') => bail!(
+        // A leading brace: a JSON object with a mistake (or cut short), which must not be classified as text.
+        Err(e) if a.input.trim_start().starts_with('{') => bail!(
             "the input looks like a JSON object but is not valid JSON ({e}); fix it, or to classify text that has braces \
              pass it as a JSON object with the task's field{} ({})",
             if task.spec.fields.len() == 1 { "" } else { "s" },

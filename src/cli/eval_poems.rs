@@ -31,8 +31,9 @@ pub struct PoemsArgs {
     /// with --rejudge, the report's].
     #[arg(long)]
     rhyme: Option<String>,
-    /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19) [default: 19; with
-    /// --rejudge, the report's].
+    /// Distractor titles per retrieval (the paper-style 1-of-20 uses 19; fewer, with a warning,
+    /// when the titles hold fewer other distinct titles: the report gives the number of
+    /// candidates used) [default: 19; with --rejudge, the report's].
     #[arg(long)]
     distractors: Option<usize>,
     /// Base seed (title i uses seed + i; it also draws the distractors) [default: 0; with

@@ -1,9 +1,11 @@
 //! `wenhui fill [--model DIR] "text with [MASK] blanks"`
 
 use crate::cli::common::DefaultModel;
+use anyhow::bail;
+use wenhui::generate::blank::unknown_text;
 use wenhui::generate::{fill_text, GenerationConfig};
 use wenhui::model::load_model;
-use wenhui::model::LoadOptions;
+use wenhui::model::{LoadOptions, ModelKind};
 use wenhui::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
@@ -32,9 +34,28 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // An empty text would be filled from `[CLS] [gMASK]` alone: text from nothing, not a fill.
+    if a.text.trim().is_empty() {
+        bail!("nothing to fill: give a text with [MASK], [sMASK] or [gMASK] blanks, or a text to continue");
+    }
     let dir = a.model.dir()?;
     let m = load_model(&dir, &LoadOptions::default())?;
+    match m.backbone.info().kind {
+        ModelKind::Glm => {}
+        ModelKind::Gpt2 => bail!("{}: fill needs a GLM; this is a GPT-2 (continue text with `wenhui generate`)", dir.display()),
+        ModelKind::Bert => bail!("{}: fill needs a GLM; this is a BERT masked LM (try `wenhui logits`)", dir.display()),
+    }
     let tokenizer = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
+    let unknown = unknown_text(&tokenizer, &a.text)?;
+    if unknown.all_unknown() {
+        bail!(
+            "nothing of the text is in the model's vocabulary ({}): every character became [UNK]; write it in the model's script",
+            unknown.listed()
+        );
+    }
+    if !unknown.pieces.is_empty() {
+        tracing::warn!("not in the model's vocabulary, read as [UNK]: {}", unknown.listed());
+    }
     let mut cfg = GenerationConfig { max_new_tokens: a.max_new_tokens, num_beams: a.beams, seed: a.seed, ..Default::default() };
     a.sampling.apply(&mut cfg, a.beams, "--beams")?;
     let out = fill_text(m.backbone.as_ref(), &tokenizer, &a.text, &cfg)?;

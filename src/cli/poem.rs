@@ -139,6 +139,9 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     let fields = poem_fields(&task, &title, a.author.as_deref().unwrap_or(DEFAULT_AUTHOR), constraints.form)?;
     let mut rules = PoemRules::new(constraints.clone());
     let (model, tok) = a.search.load()?;
+    if let Some(msg) = title_unknown(&tok, &title)? {
+        anyhow::bail!("--title {msg}");
+    }
     let cx = Context::new(model.as_ref(), &tok)?;
     if !a.search.json {
         println!("《{title}》");
@@ -167,6 +170,22 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Warns (one line) about the characters of `title` the tokenizer does not know; returns the
+/// error message when it knows none of them (a poem for `[UNK]` is a poem for no title).
+fn title_unknown(tok: &Tokenizer, title: &str) -> wenhui::Result<Option<String>> {
+    let unknown = wenhui::generate::blank::unknown_text(tok, title)?;
+    if unknown.all_unknown() {
+        return Ok(Some(format!(
+            "`{title}`: the model's tokenizer knows none of its characters ({}); give a title in Chinese characters",
+            unknown.listed()
+        )));
+    }
+    if !unknown.pieces.is_empty() {
+        tracing::warn!("title `{title}`: not in the model's vocabulary, read as [UNK]: {}", unknown.listed());
+    }
+    Ok(None)
 }
 
 /// The poem task's field values for `title`, `author` and `form` (defaults filled in).
@@ -211,7 +230,9 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
         let author = a.author.as_deref().or(t.author.as_deref()).unwrap_or(DEFAULT_AUTHOR);
         let seed = a.search.seed + i as u64;
         let opts = InverseOptions { seed, ..a.search.options() };
-        let result = poem_fields(&task, &t.title, author, c.form)
+        let result = title_unknown(&tok, &t.title)
+            .and_then(|msg| msg.map_or(Ok(()), |m| Err(wenhui::Error::input(m))))
+            .and_then(|()| poem_fields(&task, &t.title, author, c.form))
             .and_then(|f| generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None));
         match result {
             Ok(out) => {

@@ -37,7 +37,7 @@ pub struct CorpusArgs {
     /// Replace --output if it exists.
     #[arg(long)]
     force: bool,
-    /// Sentences per fact, each with another paraphrase while there are enough.
+    /// Sentences per fact, each with another paraphrase while there are enough (at most 1000).
     #[arg(long, default_value_t = 4)]
     repeats: usize,
     /// Distractor sentences per fact sentence.
@@ -79,7 +79,7 @@ pub struct LamaArgs {
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// At most N test facts per relation (quick runs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::common::positive)]
     limit: Option<usize>,
     /// Queries per forward pass.
     #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
@@ -92,7 +92,7 @@ pub struct LamaArgs {
     #[arg(long, value_delimiter = ',')]
     template: Option<Vec<usize>>,
     /// P-tuning learning rate (Adam; the official 1e-5 is for billion-parameter models).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_finite)]
     lr: f64,
     /// P-tuning: most epochs per relation.
     #[arg(long, default_value_t = 100, value_parser = crate::cli::common::positive)]
@@ -112,6 +112,15 @@ pub struct LamaArgs {
     /// Hide the progress bar (it shows only when stderr is a terminal).
     #[arg(long)]
     quiet: bool,
+}
+
+/// The value parser of a rate: a finite number above 0 (clap then names the flag).
+fn positive_finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number > 0".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
 }
 
 pub fn run(c: Command) -> anyhow::Result<()> {
@@ -166,6 +175,16 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
     if mode != "manual" && mode != "ptune" {
         bail!("--mode must be manual or ptune, not `{mode}`");
     }
+    let relations = match a.relations.as_str() {
+        "all" => None,
+        list => {
+            let ids: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            if ids.is_empty() {
+                bail!("--relations `{list}` names no relation: give ids such as P19,P20, or `all`");
+            }
+            Some(ids)
+        }
+    };
     let lama_dir = LamaDir::open(&a.lama).with_context(|| "pass the LAMA data directory with --lama")?;
     let margs = a.model.args();
     let m = load_model(&margs.model, &margs.load_options())?;
@@ -173,10 +192,6 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
     let tok = if tok_path.is_dir() { Tokenizer::from_dir(&tok_path) } else { Tokenizer::from_file(&tok_path) }
         .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
     let ctx = ProbeContext::new(m.backbone.as_ref(), &tok, &lama_dir, vocab, a.batch_size)?;
-    let relations = match a.relations.as_str() {
-        "all" => None,
-        list => Some(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
-    };
     let opts = ProbeOptions {
         relations,
         mode: mode.into(),

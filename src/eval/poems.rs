@@ -180,6 +180,9 @@ impl Method {
     }
 }
 
+/// How [`generate_inverse`]'s error for a title no poem fits begins.
+const NO_POEM: &str = "no candidate satisfied every constraint";
+
 /// Called after every poem with `(title index, row)`.
 pub type EvalProgress<'a> = &'a mut dyn FnMut(usize, &PoemRow);
 
@@ -204,9 +207,22 @@ pub fn evaluate_poems(
     if opts.repeats == 0 {
         return Err(Error::input("poem evaluation needs at least 1 repeat"));
     }
+    warn_few_titles(titles, opts);
     let mut rows = Vec::new();
     for repeat in 0..opts.repeats {
         evaluate_once(generator, judge, judge_task, task, titles, opts, repeat, &mut rows, &mut progress)?;
+    }
+    // Not one poem: the method's row would be 0% everywhere, a measure of nothing.
+    for m in Method::ALL.into_iter().filter(|m| opts.methods.contains(m)) {
+        let mine: Vec<&PoemRow> = rows.iter().filter(|r| r.method == m.name()).collect();
+        if !mine.is_empty() && mine.iter().all(|r| r.text.is_empty()) {
+            return Err(Error::input(format!(
+                "method {}: no poem for any of the {} titles (see the warnings above): try another --seed, more --beams, \
+                 another --form or --rhyme",
+                m.name(),
+                mine.len()
+            )));
+        }
     }
     Ok(report(rows, titles, opts))
 }
@@ -232,7 +248,7 @@ fn report(rows: Vec<PoemRow>, titles: &[EvalTitle], opts: &PoemEvalOptions) -> P
     PoemEvalReport {
         summary,
         rows,
-        candidates: opts.distractors + 1,
+        candidates: candidate_count(titles, opts.distractors),
         repeats: opts.repeats,
         seed: Some(opts.seed),
         form: Some(opts.constraints.form.name().to_string()),
@@ -286,6 +302,26 @@ fn title_pool(titles: &[EvalTitle]) -> Vec<&str> {
     pool
 }
 
+/// Candidates per retrieval: the true title and `distractors` others, or as many others as the
+/// titles have (the pool holds every distinct title, the true one too).
+fn candidate_count(titles: &[EvalTitle], distractors: usize) -> usize {
+    1 + distractors.min(title_pool(titles).len().saturating_sub(1))
+}
+
+/// Warns when the titles are too few for `opts.distractors`: each is then ranked among fewer
+/// candidates, and the report says how many.
+fn warn_few_titles(titles: &[EvalTitle], opts: &PoemEvalOptions) {
+    let candidates = candidate_count(titles, opts.distractors);
+    if candidates < opts.distractors + 1 {
+        tracing::warn!(
+            "--distractors {}: the titles give only {} other distinct title(s), so each is ranked among {candidates} candidates (1 of {candidates}), not {}",
+            opts.distractors,
+            candidates - 1,
+            opts.distractors + 1
+        );
+    }
+}
+
 /// The candidate titles of title `i` under base seed `seed`: the true one first, then `distractors`
 /// others of the pool, drawn by the seed (so a rerun, or a new judge, sees the same ones).
 fn candidate_titles(pool: &[&str], title: &str, i: usize, seed: u64, distractors: usize) -> Vec<String> {
@@ -336,7 +372,15 @@ fn evaluate_once<'p>(
             let task = if method == Method::Sampling { &sampling_task } else { task };
             let text = match generate_inverse(generator, task, &fields, &mut rules, &search, None) {
                 Ok(r) => r.text,
-                Err(Error::Input(_)) => String::new(),
+                // A title no poem fits is a result (invalid, ranked last); any other failure (a
+                // model or task that cannot generate at all) is the user's to fix, not a 0%.
+                Err(Error::Input(msg)) if msg.starts_with(NO_POEM) => {
+                    tracing::warn!("eval poems: {} `{}` (repeat {}): no poem: {msg}", method.name(), t.title, repeat + 1);
+                    String::new()
+                }
+                Err(Error::Input(msg)) => {
+                    return Err(Error::input(format!("title {} `{}`, method {}: {msg}", i + 1, t.title, method.name())));
+                }
                 Err(e) => return Err(e),
             };
             let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -380,12 +424,13 @@ pub fn rejudge_poems(
     if titles.len() < 2 {
         return Err(Error::input("poem evaluation needs at least 2 titles (the others serve as distractors)"));
     }
+    warn_few_titles(titles, opts);
     let pool = title_pool(titles);
     let method_order = |m: &str| ["sampling", "baseline", "inverse", "human"].iter().position(|x| *x == m).unwrap_or(4);
     let (mut keyed, mut judged) = (Vec::new(), HashSet::new());
     for (name, report) in previous {
         let fail = |msg: String| Error::input(format!("{name}: {msg}"));
-        check_settings(report, opts).map_err(fail)?;
+        check_settings(report, opts, title_pool(titles).len()).map_err(fail)?;
         for (n, (old, i)) in report.rows.iter().zip(row_titles(report, titles).map_err(fail)?).enumerate() {
             let (repeat, t) = (old.repeat, &titles[i]);
             let key = (repeat, i, method_order(&old.method), old.method.clone());
@@ -463,14 +508,18 @@ pub fn rejudge_count(previous: &[(String, PoemEvalReport)], titles: &[EvalTitle]
 }
 
 /// Whether `report` was written with `opts`' distractors, seed and form (when it records them).
-fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions) -> std::result::Result<(), String> {
+/// `pool` distinct titles cap the candidates: a report written before the cap was recorded gives
+/// more candidates than `pool`, and matches any distractors that reach the cap too.
+fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions, pool: usize) -> std::result::Result<(), String> {
     let form = opts.constraints.form.name();
-    if report.candidates != opts.distractors + 1 {
+    let wanted = opts.distractors + 1;
+    let capped_alike = report.candidates > pool && wanted >= pool;
+    if report.candidates != wanted && !capped_alike {
+        let theirs = report.candidates.saturating_sub(1);
         return Err(format!(
-            "the report ranked each title among {} candidates, not {}: pass --distractors {}",
-            report.candidates,
-            opts.distractors + 1,
-            report.candidates.saturating_sub(1)
+            "the report ranked each title among {} candidates (--distractors {theirs}), not with --distractors {}: pass --distractors {theirs}",
+            report.candidates.min(pool),
+            opts.distractors
         ));
     }
     if report.seed.is_some_and(|s| s != opts.seed) || report.form.as_deref().is_some_and(|f| f != form) {

@@ -6,7 +6,7 @@
 use super::rouge::{corpus_scores, RougeSummary, RougeTokenizer};
 use crate::data::seq2seq::{Seq2seqLayout, Seq2seqPair};
 use crate::generate::{decode, GenerationConfig, GlmBlankInputs, StepInputs};
-use crate::model::{Attention, Backbone, BackboneInput};
+use crate::model::{Attention, Backbone, BackboneInput, ModelKind};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -93,6 +93,7 @@ pub fn generation_config(layout: &Seq2seqLayout, tokenizer: &Tokenizer, opts: &D
 /// Decodes the target of one encoded source. The n-gram and min-length processors see `[sop]`
 /// and the generated tokens only, as the official decoder.
 pub fn decode_target(model: &dyn Backbone, layout: &Seq2seqLayout, source: &[u32], cfg: &GenerationConfig) -> Result<Decoded> {
+    glm_only(model)?;
     let (a, mask_position, pad_from, source_truncated) = layout.source_part(source)?;
     let sep = a.len();
     let max_positions = model.info().max_positions;
@@ -120,6 +121,16 @@ pub fn decode_target(model: &dyn Backbone, layout: &Seq2seqLayout, source: &[u32
         tokens.pop();
     }
     Ok(Decoded { tokens, finished: best.finished, score: best.score, source_truncated })
+}
+
+/// Seq2seq decoding is GLM blank filling (2-D positions, `[sop]`): a GPT-2 or BERT is refused.
+fn glm_only(model: &dyn Backbone) -> Result<()> {
+    match model.info().kind {
+        ModelKind::Glm => Ok(()),
+        kind => Err(Error::input(format!(
+            "seq2seq decoding needs a GLM (it fills a blank with 2-D positions); this model is a {kind}: give a GLM with --model"
+        ))),
+    }
 }
 
 /// A prediction that needs no model.
@@ -206,6 +217,10 @@ pub fn evaluate_pairs(
     tokenizer: Option<RougeTokenizer>,
     bar: &indicatif::ProgressBar,
 ) -> Result<Seq2seqReport> {
+    if let System::Model { model, .. } = system {
+        // Checked before the first pair: otherwise every pair fails on the 2-D positions.
+        glm_only(*model)?;
+    }
     let t0 = Instant::now();
     let (mut predictions, mut truncated, mut unfinished) = (Vec::with_capacity(pairs.len()), 0, 0);
     let gen = match system {

@@ -13,7 +13,7 @@
 //! taken before the blank (the search itself reorders one shared cache).
 
 use super::{decode, GenerationConfig, StepInputs};
-use crate::model::{Attention, Backbone, BackboneInput, KvCache};
+use crate::model::{Attention, Backbone, BackboneInput, KvCache, ModelKind};
 use crate::tokenizer::SpecialTokens;
 use crate::{Error, Result};
 use candle_core::Tensor;
@@ -139,6 +139,11 @@ pub fn fill_blanks_streaming(
     mut hook: Option<BlankHook<'_>>,
 ) -> Result<FilledText> {
     cfg.validate()?;
+    // A GPT-2 or BERT would fail later on the 2-D positions, with an error about tensor shapes.
+    let kind = model.info().kind;
+    if kind != ModelKind::Glm {
+        return Err(Error::input(format!("blank filling needs a GLM; this model is a {kind} (use `wenhui generate` with a GPT-2)")));
+    }
     if context.is_empty() {
         return Err(Error::input("empty context: give the text with at least one [MASK]/[sMASK]/[gMASK] blank"));
     }
@@ -256,4 +261,66 @@ pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, 
     let filled = fill_blanks(model, &context, &tokens, cfg)?;
     let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
     Ok(TextFill { text: tokenizer.decode(&filled.tokens, true)?, scores: filled.fills.iter().map(|f| f.score).collect(), fills })
+}
+
+/// What [`unknown_text`] found: the parts of a text the tokenizer has no token for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownText {
+    /// Each distinct piece of the text that became the unknown token (`[UNK]`), in order.
+    pub pieces: Vec<String>,
+    /// Unknown tokens in the encoding.
+    pub unknown: usize,
+    /// Tokens in the encoding, command tokens (`[MASK]`, …) not counted.
+    pub tokens: usize,
+}
+
+impl UnknownText {
+    /// True when the text has tokens and every one of them is unknown: nothing of it reaches the model.
+    pub fn all_unknown(&self) -> bool {
+        self.tokens > 0 && self.unknown == self.tokens
+    }
+
+    /// The unknown pieces for a message: `"Hello", "😀"`.
+    pub fn listed(&self) -> String {
+        self.pieces.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The parts of `text` that `tokenizer` encodes as its unknown token: the model sees one
+/// `[UNK]` in their place, so they silently vanish from a prompt. Empty for tokenizers without
+/// an unknown token (byte-level BPE knows every text).
+pub fn unknown_text(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Result<UnknownText> {
+    let Some(unk) = tokenizer.special.unk else { return Ok(UnknownText::default()) };
+    let enc = tokenizer.encode_full(text, false)?;
+    let commands: Vec<u32> = tokenizer.special.iter().map(|(_, id)| id).filter(|&id| id != unk).collect();
+    let mut out = UnknownText::default();
+    // Runs of unknown tokens that touch in the text (`Hello` from a character tokenizer's five
+    // [UNK]s) are shown as one piece.
+    let mut runs: Vec<(usize, usize, String)> = Vec::new();
+    let mut previous_unknown = false;
+    for ((&id, &(from, to)), piece) in enc.get_ids().iter().zip(enc.get_offsets()).zip(enc.get_tokens()) {
+        if commands.contains(&id) {
+            previous_unknown = false;
+            continue;
+        }
+        out.tokens += 1;
+        if id != unk {
+            previous_unknown = false;
+            continue;
+        }
+        out.unknown += 1;
+        match runs.last_mut() {
+            Some(run) if previous_unknown && run.1 == from && text.get(run.0..to).is_some() => run.1 = to,
+            _ => runs.push((from, to, piece.clone())),
+        }
+        previous_unknown = true;
+    }
+    for (from, to, piece) in runs {
+        // The offsets point into `text`; a tokenizer whose offsets do not gets its piece shown.
+        let original = text.get(from..to).map(str::trim).filter(|s| !s.is_empty()).unwrap_or(piece.as_str()).to_string();
+        if !out.pieces.contains(&original) {
+            out.pieces.push(original);
+        }
+    }
+    Ok(out)
 }

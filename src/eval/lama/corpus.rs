@@ -68,10 +68,23 @@ const DISTRACTORS: &[&str] = &[
     "This page also mentions [X].",
 ];
 
+/// Most sentences per fact (`--repeats`).
+pub const MAX_REPEATS: usize = 1000;
+
+/// Bytes a sentence costs beyond its text: the `String` and its place in two vectors.
+const SENTENCE_OVERHEAD: usize = 48;
+
 /// The corpus documents (each a list of sentences) and a report.
 pub fn build_corpus(lama: &LamaDir, opts: &CorpusOptions) -> Result<(Vec<Vec<String>>, CorpusReport)> {
     if opts.repeats == 0 || opts.sentences_per_doc == 0 {
         return Err(Error::input("probe corpus: --repeats and --sentences-per-doc must be positive"));
+    }
+    // A relation has tens of paraphrases: more repeats only copy sentences (and fill the memory).
+    if opts.repeats > MAX_REPEATS {
+        return Err(Error::input(format!(
+            "probe corpus: --repeats {} is too many: at most {MAX_REPEATS} sentences per fact",
+            opts.repeats
+        )));
     }
     if !(0.0..=10.0).contains(&opts.distractor_ratio) {
         return Err(Error::input("probe corpus: --distractors must be between 0 and 10"));
@@ -80,6 +93,7 @@ pub fn build_corpus(lama: &LamaDir, opts: &CorpusOptions) -> Result<(Vec<Vec<Str
     let mut report = CorpusReport::default();
     let mut sentences = Vec::new();
     let mut entities: Vec<String> = Vec::new();
+    let mut bytes = 0f64;
     let relations = lama.relations()?;
     if let Some(want) = &opts.relations {
         if let Some(bad) = want.iter().find(|w| !relations.iter().any(|r| &r.relation == *w)) {
@@ -100,6 +114,18 @@ pub fn build_corpus(lama: &LamaDir, opts: &CorpusOptions) -> Result<(Vec<Vec<Str
             report.fallback.push(rel.relation.clone());
         }
         let data = lama.relation_data(&rel.relation)?;
+        // The corpus is built in memory (sentences, then documents copied from them): refused
+        // before a relation whose sentences would not fit, not killed by the OOM killer later.
+        let longest = patterns.iter().map(String::len).max().unwrap_or(0);
+        let facts = data.train.iter().chain(&data.dev).chain(&data.test);
+        let added: f64 = facts.map(|f| (opts.repeats * (longest + f.sub_label.len() + f.obj_label.len() + SENTENCE_OVERHEAD)) as f64).sum();
+        bytes += added;
+        crate::device::ensure_fits(
+            &candle_core::Device::Cpu,
+            2.0 * (1.0 + opts.distractor_ratio) * bytes,
+            &format!("probe corpus with --repeats {}", opts.repeats),
+            "lower --repeats or --distractors, or pick fewer --relations",
+        )?;
         let mut seen: HashSet<&Fact> = HashSet::new();
         for fact in data.train.iter().chain(&data.dev).chain(&data.test) {
             if !seen.insert(fact) {

@@ -314,6 +314,13 @@ fn result_path(dir: &Path, rel: &str) -> PathBuf {
 /// `out_dir/<REL>.json`, and reuses result files of an earlier run with the same model, mode and
 /// vocabulary (others are an error naming the file).
 pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, score: &mut ScoreFn<'_>) -> Result<ProbeReport> {
+    // Either would score nothing, and the report would blame the data.
+    if opts.relations.as_ref().is_some_and(|w| w.is_empty()) {
+        return Err(Error::input("no relation selected: give relation ids (--relations P19,P20) or all"));
+    }
+    if opts.limit == Some(0) {
+        return Err(Error::input("--limit 0 keeps no test fact: give at least 1"));
+    }
     let all = lama.relations()?;
     if let Some(want) = &opts.relations {
         if let Some(bad) = want.iter().find(|w| !all.iter().any(|r| &r.relation == *w)) {
