@@ -419,6 +419,21 @@ fn cli_resume_continues_the_run_it_names() {
     std::fs::remove_dir_all(tmp.path().join("split/checkpoints/step-00000006")).unwrap();
     let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--quiet", "--lr", "1e-3", "--resume", &p("split")]);
     assert!(ok && err.contains("--lr 0.003 → 0.001"), "{err}");
+    // A ROUGE-scored run resumes with its dev set, metric and decoding (none of them repeated).
+    let dev = p("dev.jsonl");
+    reverse_pairs(&tmp.path().join("dev.jsonl"), 8, 9);
+    let args = ["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "--dev", &dev, "-o", &p("rouge")];
+    // (Trained enough that decoding stays within the tiny tokenizer's ids, as in the test above.)
+    let flags =
+        "--steps 40 --batch-size 16 --lr 3e-3 --dropout 0 --eval-every 20 --metric rouge-l --num-beams 1 --rouge-tokenizer chars --quiet";
+    let (ok, _, err) = wenhui(&[&args[..], &flags.split_whitespace().collect::<Vec<_>>()].concat());
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(tmp.path().join("rouge/checkpoints/step-00000040")).unwrap();
+    let (ok, out, err) = wenhui(&["finetune", "--task", "seq2seq", "--resume", &p("rouge"), "--model", &model]);
+    assert!(ok && err.contains("--model is ignored") && !err.contains("change the resumed run"), "{err}");
+    assert!(out.contains("dev ROUGE-L"), "the resumed run scored another metric: {out}");
+    let log = std::fs::read_to_string(tmp.path().join("rouge/metrics.jsonl")).unwrap();
+    assert!(log.lines().any(|l| l.contains("\"step\":40") && l.contains("dev_score")), "{log}");
     let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--train", &train, "--steps", "0"]);
     assert!(!ok && err.contains("--steps must be ≥ 1"), "{err}");
 }

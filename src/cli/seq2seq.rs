@@ -104,7 +104,7 @@ impl LayoutArgs {
 }
 
 /// Beam decoding flags (official CNN/DM defaults except the minimum length).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct DecodeArgs {
     /// Beams (1–256).
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=wenhui::generate::MAX_BEAMS as u64))]
@@ -238,6 +238,14 @@ fn resumed_layout(resume: &Path) -> anyhow::Result<Option<SavedLayout>> {
     Ok(serde_json::from_value(config).ok())
 }
 
+/// What `finetune --task seq2seq` scores dev with, saved in the run's configuration
+/// ([`Seq2seqConfig::dev_scoring`]) so that `--resume` scores alike.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DevScoring {
+    metric: String,
+    decode: DecodeArgs,
+}
+
 /// The configuration a resumed seq2seq run was started with.
 fn saved_run_config(resume: &Path) -> anyhow::Result<Seq2seqConfig> {
     let config = wenhui::train::checkpoint::saved_config(resume).with_context(|| format!("--resume {}", resume.display()))?;
@@ -311,13 +319,19 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         dev_limit: a.dev_limit,
         keep_last: a.keep_last,
         log_every: 10,
+        dev_scoring: None,
     };
+    let (mut metric, mut decode_args) = (a.metric.clone(), a.decode.clone());
     if let Some(s) = &saved_cfg {
         let mut changed = Vec::new();
         let c = &mut changed;
         keep_saved("train", a.train.is_some(), &mut cfg.train, &s.train, c);
         keep_saved("dev", given("dev"), &mut cfg.dev, &s.dev, c);
-        keep_saved("model", given("model"), &mut cfg.model, &s.model, c);
+        // The checkpoint holds the model being trained: --model cannot change it.
+        if a.model.model.is_some() {
+            tracing::warn!("--model is ignored: a resumed run continues with its checkpoint's model");
+        }
+        cfg.model.clone_from(&s.model);
         keep_saved("epochs", given("epochs"), &mut cfg.epochs, &s.epochs, c);
         keep_saved("steps", given("steps"), &mut cfg.steps, &s.steps, c);
         keep_saved("batch-size", given("batch_size"), &mut cfg.batch_size, &s.batch_size, c);
@@ -333,26 +347,43 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         keep_saved("patience", given("patience"), &mut cfg.patience, &s.patience, c);
         keep_saved("dev-limit", given("dev_limit"), &mut cfg.dev_limit, &s.dev_limit, c);
         keep_saved("keep-last", given("keep_last"), &mut cfg.keep_last, &s.keep_last, c);
+        // The dev metric and the decoding that scores it (runs from before 2026-11-29 saved none).
+        if let Some(saved) = s.dev_scoring.clone().and_then(|v| serde_json::from_value::<DevScoring>(v).ok()) {
+            keep_saved("metric", given("metric"), &mut metric, &saved.metric, c);
+            let d = &mut decode_args;
+            keep_saved("num-beams", given("num_beams"), &mut d.num_beams, &saved.decode.num_beams, c);
+            keep_saved("length-penalty", given("length_penalty"), &mut d.length_penalty, &saved.decode.length_penalty, c);
+            keep_saved(
+                "no-repeat-ngram-size",
+                given("no_repeat_ngram_size"),
+                &mut d.no_repeat_ngram_size,
+                &saved.decode.no_repeat_ngram_size,
+                c,
+            );
+            keep_saved("min-length", given("min_length"), &mut d.min_length, &saved.decode.min_length, c);
+            keep_saved("rouge-tokenizer", given("rouge_tokenizer"), &mut d.rouge_tokenizer, &saved.decode.rouge_tokenizer, c);
+        }
         cfg.min_lr_ratio = s.min_lr_ratio;
         cfg.log_every = s.log_every;
         if !changed.is_empty() {
             tracing::warn!("flags change the resumed run's saved settings: {}; the run continues with the new ones", changed.join(", "));
         }
     }
+    check_lengths(&layout_args, &decode_args, max_positions)?;
+    cfg.dev_scoring = serde_json::to_value(DevScoring { metric: metric.clone(), decode: decode_args.clone() }).ok();
     let stop = crate::cli::common::ctrl_c_stop_flag();
     // ROUGE on dev: decode the (limited) dev pairs with the model being trained.
     let tokenizer = Tokenizer::from_dir(&model)?;
-    let decode = a.decode.options();
+    let decode = decode_args.options();
     let layout = Seq2seqLayout::new(&tokenizer, cfg.layout.clone(), max_positions)?;
-    let mut dev_pairs = match (&a.dev, a.metric.as_str()) {
+    let mut dev_pairs = match (&cfg.dev, metric.as_str()) {
         (Some(p), m) if m != "loss" => read_pairs(p, &cfg.source_field, &cfg.target_field, true)?,
         _ => Vec::new(),
     };
-    if a.dev_limit > 0 {
-        dev_pairs.truncate(a.dev_limit);
+    if cfg.dev_limit > 0 {
+        dev_pairs.truncate(cfg.dev_limit);
     }
-    let metric = a.metric.clone();
-    let rouge_tok = a.decode.tokenizer();
+    let rouge_tok = decode_args.tokenizer();
     let mut rouge = |m: &dyn wenhui::model::Backbone| -> wenhui::Result<f64> {
         let system = System::Model { model: m, tokenizer: &tokenizer, layout: &layout, decode: &decode };
         let r = evaluate_pairs(&system, &dev_pairs, rouge_tok, &indicatif::ProgressBar::hidden())?.rouge;
@@ -362,13 +393,13 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
             _ => r.rouge_l,
         })
     };
-    let by_loss = a.metric == "loss";
+    let by_loss = metric == "loss";
     let opts = Seq2seqRunOptions {
         resume,
         progress: !a.quiet,
         stop: Some(stop),
         scorer: if by_loss { None } else { Some(&mut rouge) },
-        score_name: (!by_loss).then(|| a.metric.to_uppercase()),
+        score_name: (!by_loss).then(|| metric.to_uppercase()),
     };
     let s = finetune(&cfg, opts).with_context(|| format!("seq2seq fine-tuning of {}", model.display()))?;
     if a.json {

@@ -190,6 +190,10 @@ pub struct Seq2seqConfig {
     pub keep_last: usize,
     /// Log the training loss every this many steps.
     pub log_every: u64,
+    /// How the caller scores dev (e.g. the command's metric and decoding flags), saved with the
+    /// run so that a resume scores alike; the trainer itself does not read it.
+    #[serde(default)]
+    pub dev_scoring: Option<serde_json::Value>,
 }
 
 impl Default for Seq2seqConfig {
@@ -219,6 +223,7 @@ impl Default for Seq2seqConfig {
             dev_limit: 0,
             keep_last: 2,
             log_every: 10,
+            dev_scoring: None,
         }
     }
 }
