@@ -508,13 +508,13 @@ pub fn rejudge_count(previous: &[(String, PoemEvalReport)], titles: &[EvalTitle]
 }
 
 /// Whether `report` was written with `opts`' distractors, seed and form (when it records them).
-/// `pool` distinct titles cap the candidates: a report written before the cap was recorded gives
-/// more candidates than `pool`, and matches any distractors that reach the cap too.
+/// `pool` distinct titles cap the candidates: a report records the capped number (or, written
+/// before the cap was recorded, the number asked for), and matches any distractors that reach the
+/// cap too, so the command that wrote it is accepted either way.
 fn check_settings(report: &PoemEvalReport, opts: &PoemEvalOptions, pool: usize) -> std::result::Result<(), String> {
     let form = opts.constraints.form.name();
     let wanted = opts.distractors + 1;
-    let capped_alike = report.candidates > pool && wanted >= pool;
-    if report.candidates != wanted && !capped_alike {
+    if report.candidates.min(pool) != wanted.min(pool) {
         let theirs = report.candidates.saturating_sub(1);
         return Err(format!(
             "the report ranked each title among {} candidates (--distractors {theirs}), not with --distractors {}: pass --distractors {theirs}",
