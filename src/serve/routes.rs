@@ -248,6 +248,7 @@ async fn sse(
         Ok(Some(Msg::Done(Err(e)))) => return e.into_response(),
         Ok(Some(m)) => m,
     };
+    let ended = outcome.clone();
     let events = tokio_stream::iter(Some(first))
         .chain(UnboundedReceiverStream::new(rx))
         .map(move |m| {
@@ -259,6 +260,17 @@ async fn sse(
             to_event(m)
         })
         .filter_map(|e| e)
+        // The channel closed without a `Done` (the worker died): the client gets an error event,
+        // not a silently cut answer, and the request counts as a 500. A recorded outcome means
+        // `Done` came, and then this yields nothing. Lazy: evaluated when the stream gets here.
+        .chain(tokio_stream::iter(std::iter::from_fn(move || {
+            let cut = !ended.done.load(Ordering::Relaxed);
+            let e = ApiError::internal("the model worker stopped before finishing the request");
+            cut.then(|| {
+                ended.record(e.status.as_u16());
+                e.body().to_string()
+            })
+        })))
         .chain(tokio_stream::once("[DONE]".to_string()))
         .map(|d| Ok::<_, Infallible>(Event::default().data(d)));
     let mut resp = Sse::new(events).into_response();

@@ -59,7 +59,7 @@ fn stalled_clients_are_dropped_and_oversized_bodies_refused_at_once() {
     let t = Instant::now();
     big.get_mut().write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n").unwrap();
     assert_eq!(read_head(&mut big).0, 413);
-    assert!(t.elapsed() < Duration::from_millis(700), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed()); // 413, not the 408 of the read timeout
     assert_eq!(post(addr, "/v1/completions", &json!({"prompt": "ab", "max_tokens": 2})).status, 200);
     handle.shutdown().unwrap();
 }
@@ -165,7 +165,7 @@ fn bad_requests_are_refused_before_they_queue() {
         let t = Instant::now();
         let r = post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 0}));
         assert_eq!(r.status, 400, "not 429 behind a full queue: {}", r.text());
-        assert!(t.elapsed() < Duration::from_secs(1), "answered at once, not after the poem: {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(3), "answered at once, not after the poem: {:?}", t.elapsed());
         let r = post(addr, "/v1/poem", &json!({"title": " "}));
         assert_eq!(r.status, 400, "{}", r.text());
         assert_eq!(post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 1})).status, 429);
@@ -188,7 +188,8 @@ fn searches_stop_at_the_timeout_and_when_the_client_leaves() {
         let t = Instant::now();
         let r = post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 1}));
         assert_eq!(r.status, 200, "{path}: the next request is not stuck behind the stopped search: {}", r.text());
-        assert!(t.elapsed() < Duration::from_millis(1500), "{path}: next request took {:?}", t.elapsed());
+        // (bounds loose for a loaded 2-core machine: the whole search takes about 7 s here)
+        assert!(t.elapsed() < Duration::from_secs(3), "{path}: next request took {:?}", t.elapsed());
     }
     handle.shutdown().unwrap();
 
@@ -202,7 +203,7 @@ fn searches_stop_at_the_timeout_and_when_the_client_leaves() {
         let t = Instant::now();
         let r = post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 1}));
         assert_eq!(r.status, 200);
-        assert!(t.elapsed() < Duration::from_millis(2500), "stream {stream}: next request took {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(4), "stream {stream}: next request took {:?}", t.elapsed());
     }
     handle.shutdown().unwrap();
 }
