@@ -46,15 +46,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ModelKind::Bert => bail!("{}: fill needs a GLM; this is a BERT masked LM (try `wenhui logits`)", dir.display()),
     }
     let tokenizer = Tokenizer::from_dir(if dir.is_dir() { &dir } else { dir.parent().unwrap_or(&dir) })?;
-    let unknown = unknown_text(&tokenizer, &a.text)?;
-    if unknown.all_unknown() {
-        bail!(
-            "nothing of the text is in the model's vocabulary ({}): every character became [UNK]; write it in the model's script",
-            unknown.listed()
-        );
-    }
-    if !unknown.pieces.is_empty() {
-        tracing::warn!("not in the model's vocabulary, read as [UNK]: {}", unknown.listed());
+    if let Some(refusal) = unknown_text(&tokenizer, &a.text)?.warn_or_refusal("the text") {
+        bail!(refusal);
     }
     let mut cfg = GenerationConfig { max_new_tokens: a.max_new_tokens, num_beams: a.beams, seed: a.seed, ..Default::default() };
     a.sampling.apply(&mut cfg, a.beams, "--beams")?;

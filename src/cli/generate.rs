@@ -183,15 +183,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let margs = a.model.args();
     let m = load_model(&margs.model, &margs.load_options())?;
     let tokenizer = Tokenizer::from_dir(&margs.dir())?;
-    let unknown = wenhui::generate::blank::unknown_text(&tokenizer, &a.prompt)?;
-    if unknown.all_unknown() {
-        bail!(
-            "--prompt: nothing of it is in the model's vocabulary ({}): every character became [UNK]; write it in the model's script",
-            unknown.listed()
-        );
-    }
-    if !unknown.pieces.is_empty() {
-        tracing::warn!("--prompt: not in the model's vocabulary, read as [UNK]: {}", unknown.listed());
+    if let Some(refusal) = wenhui::generate::blank::unknown_text(&tokenizer, &a.prompt)?.warn_or_refusal("--prompt") {
+        bail!(refusal);
     }
     let (mut cfg, long_stops) = config(&a, &tokenizer)?;
     let model = m.backbone.as_ref();

@@ -140,7 +140,7 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     let mut rules = PoemRules::new(constraints.clone());
     let (model, tok) = a.search.load()?;
     if let Some(msg) = title_unknown(&tok, &title)? {
-        anyhow::bail!("--title {msg}");
+        anyhow::bail!("--{msg}");
     }
     let cx = Context::new(model.as_ref(), &tok)?;
     if !a.search.json {
@@ -175,17 +175,7 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
 /// Warns (one line) about the characters of `title` the tokenizer does not know; returns the
 /// error message when it knows none of them (a poem for `[UNK]` is a poem for no title).
 fn title_unknown(tok: &Tokenizer, title: &str) -> wenhui::Result<Option<String>> {
-    let unknown = wenhui::generate::blank::unknown_text(tok, title)?;
-    if unknown.all_unknown() {
-        return Ok(Some(format!(
-            "`{title}`: the model's tokenizer knows none of its characters ({}); give a title in Chinese characters",
-            unknown.listed()
-        )));
-    }
-    if !unknown.pieces.is_empty() {
-        tracing::warn!("title `{title}`: not in the model's vocabulary, read as [UNK]: {}", unknown.listed());
-    }
-    Ok(None)
+    Ok(wenhui::generate::blank::unknown_text(tok, title)?.warn_or_refusal(&format!("title `{title}`")))
 }
 
 /// The poem task's field values for `title`, `author` and `form` (defaults filled in).

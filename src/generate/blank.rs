@@ -284,6 +284,21 @@ impl UnknownText {
     pub fn listed(&self) -> String {
         self.pieces.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
     }
+
+    /// For an input named `what` (`--prompt`, ``title `…` ``): a warning (one log line) naming
+    /// its unknown pieces, or, when nothing of it is known, the message to refuse it with.
+    pub fn warn_or_refusal(&self, what: &str) -> Option<String> {
+        if self.all_unknown() {
+            return Some(format!(
+                "{what}: the model's vocabulary knows none of it ({}): every character became [UNK]; write it in the model's script",
+                self.listed()
+            ));
+        }
+        if !self.pieces.is_empty() {
+            tracing::warn!("{what}: not in the model's vocabulary, read as [UNK]: {}", self.listed());
+        }
+        None
+    }
 }
 
 /// The parts of `text` that `tokenizer` encodes as its unknown token: the model sees one

@@ -253,8 +253,8 @@ fn train_wordpiece(inputs: &[PathBuf], opts: &TrainOptions) -> Result<Tokenizer>
     let needed = BERT_SPECIALS.len() + alphabet.len();
     if opts.vocab_size < needed {
         return Err(Error::input(format!(
-            "vocabulary size {} is too small for WordPiece on this text: its {} distinct characters need {} entries \
-             (with their ##continuations and the 5 BERT tokens); use at least {needed}",
+            "vocabulary size {} is too small for WordPiece on this text: its {} distinct characters take {} entries (with the \
+             ## forms of those that continue words), plus the 5 BERT tokens; use at least {needed}",
             opts.vocab_size,
             chars.len(),
             alphabet.len()
