@@ -49,11 +49,22 @@ pub struct Args {
     /// Per-request time limit in seconds, queueing included (504 beyond).
     #[arg(long, default_value_t = Limits::default().timeout.as_secs_f64())]
     timeout: f64,
+    /// Seconds a client gets to send its headers (then the connection is closed) and, again, its
+    /// body (then 408).
+    #[arg(long, default_value_t = Limits::default().read_timeout.as_secs_f64())]
+    read_timeout: f64,
+    /// Seconds the requests in flight get to finish after Ctrl-C / SIGTERM before they are
+    /// cancelled (a second signal cancels them at once).
+    #[arg(long, default_value_t = Limits::default().shutdown_grace.as_secs_f64())]
+    shutdown_grace: f64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
-        anyhow::bail!("--timeout must be a positive number of seconds, got {}", a.timeout);
+    for (flag, secs) in [("--timeout", a.timeout), ("--read-timeout", a.read_timeout), ("--shutdown-grace", a.shutdown_grace)] {
+        // (Duration::from_secs_f64 panics beyond about 584 billion years.)
+        if !(secs > 0.0 && secs <= 1e9) {
+            anyhow::bail!("{flag} must be a positive number of seconds (at most 1e9), got {secs}");
+        }
     }
     let sizes = [
         ("--max-body-bytes", a.max_body_bytes),
@@ -81,7 +92,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_batch: a.max_batch.max(1),
         queue_len: a.queue,
         timeout: Duration::from_secs_f64(a.timeout),
-        ..Limits::default()
+        read_timeout: Duration::from_secs_f64(a.read_timeout),
+        shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
     };
     let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
     let turing = a.turing.map(|pairs| {

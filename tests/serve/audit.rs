@@ -88,7 +88,7 @@ fn a_second_signal_stops_the_draining_server_at_once() {
     let _shared = shared_process();
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_wenhui"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--shutdown-grace", "60", "--read-timeout", "5"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -356,4 +356,17 @@ fn a_title_too_long_for_the_form_is_refused_up_front() {
     let r = post(addr, "/v1/poem", &json!({"title": title, "form": "五绝", "beams": 1}));
     assert_eq!(r.status, 200, "{}", r.text());
     handle.shutdown().unwrap();
+}
+
+#[test]
+fn timeout_flags_are_checked() {
+    for (flag, value) in [("--read-timeout", "0"), ("--shutdown-grace", "nan"), ("--timeout", "-1"), ("--read-timeout", "1e20")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["serve", "--addr", "127.0.0.1:0", &format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {err}");
+        assert!(err.contains(&format!("{flag} must be a positive number of seconds")), "{flag} {value}: {err}");
+    }
 }
