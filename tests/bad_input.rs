@@ -9,6 +9,25 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use wenhui::model::{load_model, LoadOptions};
 
+/// Runs the `wenhui` binary from the repository root (fixture paths are relative to it).
+fn run_in_repo(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+/// `wenhui args` exits 1 without a panic, its error mentions every needle and none of `never`.
+fn refused(args: &[&str], needles: &[&str], never: &[&str]) {
+    let out = run_in_repo(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    for n in never {
+        assert!(!err.contains(n), "{args:?}: {err}");
+    }
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
+    }
+}
+
 fn glm_dir() -> PathBuf {
     fixture_dir("WENHUI_GLM_FIXTURE", "glm-tiny")
 }
@@ -212,18 +231,8 @@ fn non_finite_weights_and_shards_outside_the_model_are_errors() {
 #[test]
 fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     let tmp = tempfile::tempdir().unwrap();
-    let wenhui = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-    };
-    let fails = |args: &[&str], needles: &[&str]| {
-        let out = wenhui(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
-        }
-    };
+    let wenhui = run_in_repo;
+    let fails = |args: &[&str], needles: &[&str]| refused(args, needles, &[]);
     let p = |x: &Path| x.to_str().unwrap().to_string();
     // A model directory keeps its tokenizer.
     let model = tmp.path().join("model");
@@ -331,18 +340,9 @@ fn a_closed_stdout_ends_quietly() {
 #[test]
 fn inference_commands_name_what_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();
-    let wenhui = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
-    };
-    let fails = |args: &[&str], needles: &[&str]| {
-        let out = wenhui(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("positions must be"), "{args:?}: {err}");
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: `{err}` does not mention `{n}`");
-        }
-    };
+    let wenhui = run_in_repo;
+    // (An internal positions error means the model kind was not checked first.)
+    let fails = |args: &[&str], needles: &[&str]| refused(args, needles, &["positions must be"]);
     // Blank filling and seq2seq decoding need a GLM: said before any tensor shape goes wrong.
     fails(&["fill", "--model", "tests/fixtures/gpt2-tiny", "the [MASK] cat"], &["fill needs a GLM", "GPT-2"]);
     fails(&["fill", "--model", "tests/fixtures/bert-mlm-tiny", "the [MASK] cat"], &["fill needs a GLM", "BERT"]);
