@@ -14,8 +14,8 @@ use super::complete::{body, Choice};
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
 use super::text::TextStream;
-use super::validate::{Front, Prepared};
-use super::worker::{Job, Msg, ServedModel, Ticket};
+use super::validate::Prepared;
+use super::worker::{Msg, ServedModel, Ticket};
 use crate::generate::processors::{argmax, sample, warp, Processors};
 use crate::generate::{BlankTokens, GenerationConfig, GlmBlankInputs, StepInputs};
 use crate::model::{Attention, BackboneInput, KvCache, ModelKind};
@@ -23,6 +23,7 @@ use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Where a row's next token goes.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +55,10 @@ struct Row<'m> {
 /// A request with rows in the batch.
 struct Active {
     id: u64,
-    job: Job,
+    request: CompletionRequest,
     prepared: Prepared,
+    tx: UnboundedSender<Msg>,
+    deadline: Instant,
     choices: Vec<Option<Choice>>,
     failed: bool,
 }
@@ -63,7 +66,6 @@ struct Active {
 /// The batch: rows, their shared cache and the requests they belong to.
 pub(crate) struct Engine<'m> {
     model: &'m ServedModel,
-    front: &'m Front,
     limits: &'m Limits,
     cache: KvCache,
     rows: Vec<Row<'m>>,
@@ -73,8 +75,8 @@ pub(crate) struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// An empty batch.
-    pub(crate) fn new(model: &'m ServedModel, front: &'m Front, limits: &'m Limits) -> Self {
-        Self { model, front, limits, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
+    pub(crate) fn new(model: &'m ServedModel, limits: &'m Limits) -> Self {
+        Self { model, limits, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
     }
 
     /// Rows decoding now.
@@ -82,34 +84,26 @@ impl<'m> Engine<'m> {
         self.rows.len()
     }
 
-    /// Whether a completion request can join (GPT-2, or a GLM context with one blank); `None` when
-    /// it must run alone.
-    pub(crate) fn batchable(&self, r: &CompletionRequest) -> Option<Result<Prepared, ApiError>> {
-        let p = match super::validate::completion(self.front, r, self.limits) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+    /// Whether a checked completion request can join (GPT-2, or a GLM context with one blank);
+    /// otherwise it runs alone.
+    pub(crate) fn batchable(&self, p: &Prepared) -> bool {
         match self.model.kind() {
-            ModelKind::Gpt2 => Some(Ok(p)),
-            ModelKind::Glm => {
-                let blank = BlankTokens::from_special(&self.model.tokenizer.special).ok()?;
-                let one = p.contexts.iter().all(|c| c.iter().filter(|t| blank.masks.contains(t)).count() == 1);
-                one.then_some(Ok(p))
-            }
-            ModelKind::Bert => None,
+            ModelKind::Gpt2 => true,
+            ModelKind::Glm => BlankTokens::from_special(&self.model.tokenizer.special)
+                .is_ok_and(|blank| p.contexts.iter().all(|c| c.iter().filter(|t| blank.masks.contains(t)).count() == 1)),
+            ModelKind::Bert => false,
         }
     }
 
     /// Adds a request's rows: each prompt pass runs alone, then joins the batch cache.
-    pub(crate) fn join(&mut self, job: Job, prepared: Prepared) {
+    pub(crate) fn join(&mut self, request: CompletionRequest, prepared: Prepared, tx: UnboundedSender<Msg>, deadline: Instant) {
         let id = self.next_id;
         self.next_id += 1;
-        let CompletionRequestRef(r) = CompletionRequestRef::of(&job);
         let mut rows = Vec::new();
         let mut failure = None;
         'prompts: for ctx in &prepared.contexts {
             for k in 0..prepared.n {
-                let cfg = prepared.config(self.model, r, k);
+                let cfg = prepared.config(self.model, &request, k);
                 match self.prefill(id, rows.len(), ctx, cfg, &prepared.stops) {
                     Ok(row) => rows.push(row),
                     Err(e) => {
@@ -120,19 +114,19 @@ impl<'m> Engine<'m> {
             }
         }
         if let Some(e) = failure {
-            let _ = job.tx.send(Msg::Done(Err(e)));
+            let _ = tx.send(Msg::Done(Err(e)));
             return;
         }
-        let _ = job.tx.send(Msg::Started);
+        let _ = tx.send(Msg::Started);
         let choices = (0..rows.len()).map(|_| None).collect();
         for (row, cache) in rows {
             if let Err(e) = self.merge(row, cache) {
                 self.fail_all(e.into());
-                let _ = job.tx.send(Msg::Done(Err(ApiError::internal("the batch failed"))));
+                let _ = tx.send(Msg::Done(Err(ApiError::internal("the batch failed"))));
                 return;
             }
         }
-        self.active.push(Active { id, job, prepared, choices, failed: false });
+        self.active.push(Active { id, request, prepared, tx, deadline, choices, failed: false });
     }
 
     /// The prompt pass of one choice: its row and its own cache.
@@ -224,7 +218,7 @@ impl<'m> Engine<'m> {
     /// Every request fails with `e` and the batch empties (also after a panic in a step).
     pub(crate) fn fail_all(&mut self, e: ApiError) {
         for a in self.active.drain(..) {
-            let _ = a.job.tx.send(Msg::Done(Err(e.clone())));
+            let _ = a.tx.send(Msg::Done(Err(e.clone())));
         }
         self.rows.clear();
         self.cache = self.model.backbone.new_cache();
@@ -240,14 +234,14 @@ impl<'m> Engine<'m> {
             .active
             .iter()
             .filter_map(|a| {
-                let t = Ticket { tx: &a.job.tx, deadline: a.job.deadline, timeout: self.limits.timeout };
+                let t = Ticket { tx: &a.tx, deadline: a.deadline, timeout: self.limits.timeout };
                 t.should_stop().then(|| (a.id, t.stop_error()))
             })
             .collect();
         for (id, e) in &stopped {
             if let Some(i) = self.active.iter().position(|a| a.id == *id) {
                 let a = self.active.swap_remove(i);
-                let _ = a.job.tx.send(Msg::Done(Err(e.clone())));
+                let _ = a.tx.send(Msg::Done(Err(e.clone())));
             }
         }
         let mut keep = Vec::with_capacity(self.rows.len());
@@ -255,14 +249,14 @@ impl<'m> Engine<'m> {
         for (i, row) in self.rows.iter_mut().enumerate() {
             let Some(a) = self.active.iter_mut().find(|a| a.id == row.job && !a.failed) else { continue };
             decided += 1;
-            match decide(row, &a.job) {
+            match decide(row, &a.tx) {
                 Ok(None) => keep.push(i as u32),
                 Ok(Some(choice)) => {
-                    let _ = a.job.tx.send(Msg::Finish { choice: row.choice, reason: choice.reason });
+                    let _ = a.tx.send(Msg::Finish { choice: row.choice, reason: choice.reason });
                     a.choices[row.choice] = Some(choice);
                 }
                 Err(e) => {
-                    let _ = a.job.tx.send(Msg::Done(Err(e.into())));
+                    let _ = a.tx.send(Msg::Done(Err(e.into())));
                     a.failed = true;
                 }
             }
@@ -277,8 +271,7 @@ impl<'m> Engine<'m> {
                 return true;
             }
             let choices: Vec<Choice> = a.choices.drain(..).flatten().collect();
-            let r = CompletionRequestRef::of(&a.job).0;
-            let _ = a.job.tx.send(Msg::Done(Ok(body(model, r, &a.prepared.contexts, &choices))));
+            let _ = a.tx.send(Msg::Done(Ok(body(model, &a.request, &a.prepared.contexts, &choices))));
             false
         });
         let live: Vec<u32> = keep.into_iter().filter(|&i| self.active.iter().any(|a| a.id == self.rows[i as usize].job)).collect();
@@ -352,20 +345,8 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// The request of a completion job.
-struct CompletionRequestRef<'a>(&'a CompletionRequest);
-
-impl<'a> CompletionRequestRef<'a> {
-    fn of(job: &'a Job) -> Self {
-        match &job.work {
-            super::worker::Work::Complete(r) => Self(r),
-            _ => unreachable!("only completion jobs join the batch"),
-        }
-    }
-}
-
 /// Decides a row's next token as a solo decoding does; `Some` when the row is done.
-fn decide(row: &mut Row<'_>, job: &Job) -> crate::Result<Option<Choice>> {
+fn decide(row: &mut Row<'_>, tx: &UnboundedSender<Msg>) -> crate::Result<Option<Choice>> {
     let cfg = &row.cfg;
     row.procs.apply(&row.history, row.generated, &mut row.logits);
     let tok = if cfg.do_sample {
@@ -381,7 +362,7 @@ fn decide(row: &mut Row<'_>, job: &Job) -> crate::Result<Option<Choice>> {
         let delta = row.stream.push(tok)?;
         if !delta.is_empty() {
             row.text.push_str(&delta);
-            let _ = job.tx.send(Msg::Delta { choice: row.choice, text: delta });
+            let _ = tx.send(Msg::Delta { choice: row.choice, text: delta });
         }
     }
     if !(is_stop || row.stream.stopped() || row.generated >= row.max_new) {
@@ -390,7 +371,7 @@ fn decide(row: &mut Row<'_>, job: &Job) -> crate::Result<Option<Choice>> {
     let rest = row.stream.finish()?;
     if !rest.is_empty() {
         row.text.push_str(&rest);
-        let _ = job.tx.send(Msg::Delta { choice: row.choice, text: rest });
+        let _ = tx.send(Msg::Delta { choice: row.choice, text: rest });
     }
     let reason = if is_stop || row.stream.stopped() { "stop" } else { "length" };
     Ok(Some(Choice { text: std::mem::take(&mut row.text), tokens: row.generated, reason }))

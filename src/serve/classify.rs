@@ -5,27 +5,29 @@ use serde_json::json;
 
 use super::api::ClassifyRequest;
 use super::limits::ApiError;
+use super::validate::ClassifyPlan;
 use super::worker::{ServedModel, Ticket};
-use crate::cloze::{classify_with, ClassifyOptions, ClozeTask};
+use crate::cloze::{classify_with, ClassifyOptions};
 
-/// Runs `/v1/classify`: the task is a built-in name or TOML text sent with the request.
-pub(crate) fn classify(model: &ServedModel, r: &ClassifyRequest, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
-    let served = r.task.as_deref().and_then(|name| model.prompts.iter().find(|p| p.task.spec.name == name));
-    let (task, prompt) = match (&r.task, &r.task_toml, served) {
-        (Some(_), None, Some(p)) => (p.task.clone(), Some(p.vectors.clone())),
-        (Some(name), None, None) => (ClozeTask::builtin(name)?, None),
-        (None, Some(text), _) => (ClozeTask::from_toml(text, "task_toml")?, None),
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`",
-            ))
+/// Runs `/v1/classify` on its checked plan: a served prompt's task, or a built-in or request task.
+pub(crate) fn classify(
+    model: &ServedModel,
+    r: &ClassifyRequest,
+    plan: &ClassifyPlan,
+    t: &Ticket<'_>,
+) -> Result<(serde_json::Value, usize), ApiError> {
+    let (task, served) = match plan {
+        ClassifyPlan::Served(i) => {
+            let p = model.prompts.get(*i).ok_or_else(|| ApiError::internal("the served prompt of this task is missing"))?;
+            (&p.task, Some(p))
         }
+        ClassifyPlan::Task(task) => (task.as_ref(), None),
     };
     if t.should_stop() {
         return Err(t.stop_error());
     }
-    let opts = ClassifyOptions { prompt, batch_size: 0 };
-    let p = classify_with(model.backbone.as_ref(), &model.tokenizer, &task, &r.input, &opts)?;
+    let opts = ClassifyOptions { prompt: served.map(|p| p.vectors.clone()), batch_size: 0 };
+    let p = classify_with(model.backbone.as_ref(), &model.tokenizer, task, &r.input, &opts)?;
     let best = (0..p.probs.len()).max_by(|&a, &b| p.probs[a].total_cmp(&p.probs[b])).unwrap_or(0);
     let body = json!({
         "label": p.labels.get(best),

@@ -2,9 +2,9 @@
 //! to right; a GLM generates as `wenhui generate` does (`[CLS] prompt [gMASK]`, the blank filled).
 
 use super::api::{CompletionRequest, FillRequest};
-use super::limits::{ApiError, Limits};
+use super::limits::ApiError;
 use super::text::TextStream;
-use super::validate::{sampling, Front};
+use super::validate::{sampling, FillPlan, Prepared};
 use super::worker::{Msg, ServedModel, Ticket};
 use crate::generate::{fill_blanks_streaming, generate, BlankTokens, CausalInputs, GenerationConfig, StepHook};
 use crate::model::ModelKind;
@@ -53,12 +53,10 @@ pub(crate) fn body(model: &ServedModel, r: &CompletionRequest, contexts: &[Vec<u
 /// Runs `/v1/completions` one choice after another: the response body and the tokens generated.
 pub(crate) fn complete(
     model: &ServedModel,
-    front: &Front,
     r: &CompletionRequest,
+    p: &Prepared,
     t: &Ticket<'_>,
-    limits: &Limits,
 ) -> Result<(serde_json::Value, usize), ApiError> {
-    let p = super::validate::completion(front, r, limits)?;
     t.send(Msg::Started);
     let mut choices = Vec::new();
     for ctx in &p.contexts {
@@ -169,14 +167,8 @@ fn one_choice(
 }
 
 /// Runs `/v1/fill`: the text with its blanks filled, each fill and its score.
-pub(crate) fn fill(
-    model: &ServedModel,
-    front: &Front,
-    r: &FillRequest,
-    t: &Ticket<'_>,
-    limits: &Limits,
-) -> Result<(serde_json::Value, usize), ApiError> {
-    let super::validate::FillPlan { context, max_new, beams, temperature } = super::validate::fill(front, r, limits)?;
+pub(crate) fn fill(model: &ServedModel, r: &FillRequest, plan: &FillPlan, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
+    let &FillPlan { ref context, max_new, beams, temperature } = plan;
     let tok = &model.tokenizer;
     let mut cfg = sampling(model, max_new, temperature, r.top_p, r.top_k, r.seed.unwrap_or(0));
     cfg.num_beams = beams;
@@ -186,7 +178,7 @@ pub(crate) fn fill(
         cancelled |= t.should_stop();
         !cancelled
     };
-    let out = fill_blanks_streaming(model.backbone.as_ref(), &context, &blank, &cfg, Some(&mut hook))?;
+    let out = fill_blanks_streaming(model.backbone.as_ref(), context, &blank, &cfg, Some(&mut hook))?;
     if cancelled {
         return Err(t.stop_error());
     }

@@ -4,8 +4,8 @@
 //! that leaves or a deadline that passes stops it within one step.
 
 use super::api::{AnswerRequest, PoemRequest};
-use super::limits::{ApiError, Limits};
-use super::validate::{AnswerPlan, Front, PoemPlan};
+use super::limits::ApiError;
+use super::validate::{AnswerPlan, PoemPlan};
 use super::worker::{Msg, ServedModel, Ticket};
 use crate::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use crate::generate::poetry::check_poem;
@@ -51,20 +51,14 @@ fn search(
 }
 
 /// Runs `/v1/poem`.
-pub(crate) fn poem(
-    model: &ServedModel,
-    front: &Front,
-    r: &PoemRequest,
-    t: &Ticket<'_>,
-    limits: &Limits,
-) -> Result<(serde_json::Value, usize), ApiError> {
-    let PoemPlan { constraints, title, task, fields } = super::validate::poem(front, r, limits)?;
+pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, plan: &PoemPlan, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
+    let PoemPlan { constraints, title, task, fields } = plan;
     let mut rules = PoemRules::new(constraints.clone());
     let opts =
         InverseOptions { seed: r.seed.unwrap_or(0), explain: r.explain, use_inverse: r.inverse.unwrap_or(true), ..Default::default() };
     let (seed, use_inverse) = (opts.seed, opts.use_inverse);
-    let (out, tokens) = search(model, &task, &fields, &mut rules, opts, t)?;
-    let verdict = check_poem(&out.text, &constraints)?;
+    let (out, tokens) = search(model, task, fields, &mut rules, opts, t)?;
+    let verdict = check_poem(&out.text, constraints)?;
     let mut body = json!({
         "title": title, "form": constraints.form.name(), "acrostic": r.acrostic.as_deref().unwrap_or(""),
         "rhyme": r.rhyme.as_deref().unwrap_or("pingshui"), "seed": seed, "inverse": use_inverse,
@@ -84,16 +78,15 @@ pub(crate) fn poem(
 /// Runs `/v1/answer`.
 pub(crate) fn answer(
     model: &ServedModel,
-    front: &Front,
     r: &AnswerRequest,
+    plan: &AnswerPlan,
     t: &Ticket<'_>,
-    limits: &Limits,
 ) -> Result<(serde_json::Value, usize), ApiError> {
-    let AnswerPlan { task, fields } = super::validate::answer(front, r, limits)?;
+    let AnswerPlan { task, fields } = plan;
     let mut rules = PlainRules::new(task.units.clone());
     let opts = InverseOptions { seed: r.seed.unwrap_or(0), ..Default::default() };
     let seed = opts.seed;
-    let (out, tokens) = search(model, &task, &fields, &mut rules, opts, t)?;
+    let (out, tokens) = search(model, task, fields, &mut rules, opts, t)?;
     let body = json!({
         "question": r.question, "seed": seed, "text": out.text,
         "units": out.units, "score": out.score, "elapsed_ms": out.elapsed_ms,

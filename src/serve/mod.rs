@@ -177,10 +177,10 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
     let (queue, jobs) = std::sync::mpsc::sync_channel(limits.queue_len);
     let front = Arc::new(validate::Front::of(&model));
     let worker = {
-        let (metrics, limits, front) = (metrics.clone(), limits.clone(), front.clone());
+        let (metrics, limits) = (metrics.clone(), limits.clone());
         std::thread::Builder::new()
             .name("wenhui-model".into())
-            .spawn(move || worker::run(model, front, jobs, metrics, limits))
+            .spawn(move || worker::run(model, jobs, metrics, limits))
             .map_err(|e| Error::input(format!("cannot start the model worker: {e}")))?
     };
     let limits = Arc::new(limits);

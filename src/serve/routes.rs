@@ -288,12 +288,13 @@ async fn completions(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = super::validate::completion(&s.front, &req, &s.limits) {
-        return e.into_response();
-    }
+    let plan = match super::validate::completion(&s.front, &req, &s.limits) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let stream = req.stream;
     let model = req.model.clone().unwrap_or_else(|| s.model["id"].as_str().unwrap_or("wenhui").to_string());
-    let rx = match submit(&s, Work::Complete(req)) {
+    let rx = match submit(&s, Work::Complete(req, plan)) {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),
     };
@@ -318,8 +319,9 @@ async fn completions(
 
 /// `POST /v1/fill`.
 async fn fill(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = parse::<FillRequest>(body, &s.limits).and_then(|r| super::validate::fill(&s.front, &r, &s.limits).map(|_| r));
-    match checked.and_then(|r| submit(&s, Work::Fill(r))) {
+    let checked =
+        parse::<FillRequest>(body, &s.limits).and_then(|r| super::validate::fill(&s.front, &r, &s.limits).map(|p| Work::Fill(r, p)));
+    match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
@@ -328,12 +330,13 @@ async fn fill(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
 /// `POST /v1/poem` (SSE with `stream: true`: one event per decided line, one per line refinement
 /// replaces (`revised: true`), then the whole result).
 async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outcome>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: PoemRequest = match parse(body, &s.limits).and_then(|r| super::validate::poem(&s.front, &r, &s.limits).map(|_| r)) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    let (req, plan) =
+        match parse::<PoemRequest>(body, &s.limits).and_then(|r| super::validate::poem(&s.front, &r, &s.limits).map(|p| (r, p))) {
+            Ok(checked) => checked,
+            Err(e) => return e.into_response(),
+        };
     let stream = req.stream;
-    match submit(&s, Work::Poem(req)) {
+    match submit(&s, Work::Poem(req, plan)) {
         Ok(rx) if stream => {
             let mut seen = HashSet::new();
             sse(&s, rx, outcome, move |m| match m {
@@ -354,8 +357,9 @@ async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outco
 
 /// `POST /v1/answer`.
 async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = parse::<AnswerRequest>(body, &s.limits).and_then(|r| super::validate::answer(&s.front, &r, &s.limits).map(|_| r));
-    match checked.and_then(|r| submit(&s, Work::Answer(r))) {
+    let checked =
+        parse::<AnswerRequest>(body, &s.limits).and_then(|r| super::validate::answer(&s.front, &r, &s.limits).map(|p| Work::Answer(r, p)));
+    match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }
@@ -363,8 +367,9 @@ async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
 
 /// `POST /v1/classify`.
 async fn classify(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(|_| r));
-    match checked.and_then(|r| submit(&s, Work::Classify(r))) {
+    let checked =
+        parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(|p| Work::Classify(r, p)));
+    match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
     }

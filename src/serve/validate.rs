@@ -1,7 +1,8 @@
 //! Request checks that need no model, only its tokenizer and a few facts about it. The HTTP handlers
 //! run them before a request queues, so a wrong request gets its 4xx at once — not behind queued
-//! work, not as a 429, and never as an event of a stream that already answered 200. The worker runs
-//! the same checks again on what it is handed (they are cheap) instead of trusting its caller.
+//! work, not as a 429, and never as an event of a stream that already answered 200. Each check
+//! returns a plan (token ids, parsed task, constraints) that travels through the queue with the
+//! request, so the worker neither tokenizes nor parses anything a second time.
 
 use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::limits::{ApiError, Limits};
@@ -115,6 +116,7 @@ pub(crate) fn sampling(
 }
 
 /// A checked completion request: its contexts (token ids) and settings.
+#[derive(Debug)]
 pub(crate) struct Prepared {
     /// Each prompt's context (GLM: `[CLS] prompt [gMASK]`), checked against the limits.
     pub(crate) contexts: Vec<Vec<u32>>,
@@ -182,6 +184,7 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
 }
 
 /// A checked `/v1/fill` request.
+#[derive(Debug)]
 pub(crate) struct FillPlan {
     /// `[CLS] text …` with its blanks.
     pub(crate) context: Vec<u32>,
@@ -229,6 +232,7 @@ fn task(front: &Front, name: &str, beams: Option<usize>, limits: &Limits) -> Res
 }
 
 /// A checked `/v1/poem` request.
+#[derive(Debug)]
 pub(crate) struct PoemPlan {
     /// Form, rhyme table and acrostic heads.
     pub(crate) constraints: Constraints,
@@ -304,6 +308,7 @@ fn poem_positions(front: &Front, task: &Task, fields: &BTreeMap<String, String>,
 }
 
 /// A checked `/v1/answer` request.
+#[derive(Debug)]
 pub(crate) struct AnswerPlan {
     /// The task with the request's beams.
     pub(crate) task: Task,
@@ -327,14 +332,28 @@ pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Resul
     Ok(AnswerPlan { task, fields })
 }
 
+/// A checked `/v1/classify` request: which task it runs.
+#[derive(Debug)]
+pub(crate) enum ClassifyPlan {
+    /// The served P-tuned prompt at this index of `--prompt` (its task and vectors).
+    Served(usize),
+    /// A built-in task or the request's TOML, without a trained prompt.
+    Task(Box<crate::cloze::ClozeTask>),
+}
+
 /// Checks a `/v1/classify` request's task: a served prompt's task, a built-in name or TOML text.
-pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<(), ApiError> {
-    match (&r.task, &r.task_toml) {
-        (Some(name), None) if front.prompt_tasks.contains(name) => Ok(()),
-        (Some(name), None) => crate::cloze::ClozeTask::builtin(name).map(|_| ()).map_err(ApiError::from),
-        (None, Some(text)) => crate::cloze::ClozeTask::from_toml(text, "task_toml").map(|_| ()).map_err(ApiError::from),
+pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<ClassifyPlan, ApiError> {
+    let task = match (&r.task, &r.task_toml) {
+        (Some(name), None) => match front.prompt_tasks.iter().position(|t| t == name) {
+            Some(i) => return Ok(ClassifyPlan::Served(i)),
+            None => crate::cloze::ClozeTask::builtin(name)?,
+        },
+        (None, Some(text)) => crate::cloze::ClozeTask::from_toml(text, "task_toml")?,
         _ => {
-            Err(ApiError::bad_request("give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`"))
+            return Err(ApiError::bad_request(
+                "give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`",
+            ))
         }
-    }
+    };
+    Ok(ClassifyPlan::Task(Box::new(task)))
 }

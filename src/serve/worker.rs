@@ -5,7 +5,7 @@ use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest,
 use super::batch::Engine;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
-use super::validate::Front;
+use super::validate::{AnswerPlan, ClassifyPlan, FillPlan, PoemPlan, Prepared};
 use crate::generate::inverse::Cancel;
 use crate::model::{Backbone, ModelKind};
 use crate::tokenizer::Tokenizer;
@@ -115,30 +115,31 @@ pub enum Msg {
     Done(Result<serde_json::Value, ApiError>),
 }
 
-/// The work of one request.
+/// The work of one request: the request and the plan its handler checked (token ids, parsed task),
+/// so the worker repeats no check and no tokenization.
 #[derive(Debug)]
-pub enum Work {
+pub(crate) enum Work {
     /// `/v1/completions`.
-    Complete(CompletionRequest),
+    Complete(CompletionRequest, Prepared),
     /// `/v1/fill`.
-    Fill(FillRequest),
+    Fill(FillRequest, FillPlan),
     /// `/v1/poem`.
-    Poem(PoemRequest),
+    Poem(PoemRequest, PoemPlan),
     /// `/v1/answer`.
-    Answer(AnswerRequest),
+    Answer(AnswerRequest, AnswerPlan),
     /// `/v1/classify`.
-    Classify(ClassifyRequest),
+    Classify(ClassifyRequest, ClassifyPlan),
 }
 
 /// A queued request: its work, where to report, and until when it may run.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     /// What to do.
-    pub work: Work,
+    pub(crate) work: Work,
     /// Progress and the final answer go here; when the receiver is gone the work stops.
-    pub tx: UnboundedSender<Msg>,
+    pub(crate) tx: UnboundedSender<Msg>,
     /// The work stops at this instant (the request's timeout).
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
 }
 
 /// Why a running request should stop early.
@@ -175,8 +176,8 @@ impl Ticket<'_> {
 /// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
 /// empty. Completions join the continuous batch (`serve::batch`) between decode steps; other
 /// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
-pub(crate) fn run(model: ServedModel, front: Arc<Front>, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
-    let mut engine = Engine::new(&model, &front, &limits);
+pub(crate) fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
+    let mut engine = Engine::new(&model, &limits);
     loop {
         let mut next = if engine.rows() == 0 {
             match jobs.recv() {
@@ -190,7 +191,7 @@ pub(crate) fn run(model: ServedModel, front: Arc<Front>, jobs: Receiver<Job>, me
         };
         while let Some(job) = next.take() {
             metrics.dequeued();
-            admit(&mut engine, &model, &front, job, &metrics, &limits);
+            admit(&mut engine, &model, job, &metrics, &limits);
             if engine.rows() >= limits.max_batch {
                 break;
             }
@@ -207,21 +208,18 @@ pub(crate) fn run(model: ServedModel, front: Arc<Front>, jobs: Receiver<Job>, me
 }
 
 /// Starts one request: a completion joins the batch, anything else runs now.
-fn admit(engine: &mut Engine<'_>, model: &ServedModel, front: &Front, job: Job, metrics: &Metrics, limits: &Limits) {
+fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits) {
+    let waited = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
+    if waited.should_stop() {
+        return waited.send(Msg::Done(Err(waited.stop_error())));
+    }
+    let job = match job {
+        Job { work: Work::Complete(r, p), tx, deadline } if engine.batchable(&p) => return engine.join(r, p, tx, deadline),
+        job => job,
+    };
     let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
-    if ticket.should_stop() {
-        ticket.send(Msg::Done(Err(ticket.stop_error())));
-        return;
-    }
-    if let Work::Complete(r) = &job.work {
-        match engine.batchable(r) {
-            Some(Ok(p)) => return engine.join(job, p),
-            Some(Err(e)) => return ticket.send(Msg::Done(Err(e))),
-            None => {}
-        }
-    }
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, front, &job.work, &ticket, limits)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, &job.work, &ticket)));
     let result = match result {
         Ok(Ok((body, tokens))) => {
             metrics.generated(tokens, started.elapsed());
@@ -237,18 +235,12 @@ fn admit(engine: &mut Engine<'_>, model: &ServedModel, front: &Front, job: Job, 
 }
 
 /// Runs one request: the response body and the tokens generated.
-fn execute(
-    model: &ServedModel,
-    front: &Front,
-    work: &Work,
-    t: &Ticket<'_>,
-    limits: &Limits,
-) -> Result<(serde_json::Value, usize), ApiError> {
+fn execute(model: &ServedModel, work: &Work, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
     match work {
-        Work::Complete(r) => super::complete::complete(model, front, r, t, limits),
-        Work::Fill(r) => super::complete::fill(model, front, r, t, limits),
-        Work::Poem(r) => super::inverse::poem(model, front, r, t, limits),
-        Work::Answer(r) => super::inverse::answer(model, front, r, t, limits),
-        Work::Classify(r) => super::classify::classify(model, r, t),
+        Work::Complete(r, p) => super::complete::complete(model, r, p, t),
+        Work::Fill(r, p) => super::complete::fill(model, r, p, t),
+        Work::Poem(r, p) => super::inverse::poem(model, r, p, t),
+        Work::Answer(r, p) => super::inverse::answer(model, r, p, t),
+        Work::Classify(r, p) => super::classify::classify(model, r, p, t),
     }
 }
