@@ -18,14 +18,8 @@ const POETRY_FILES: &[(&str, &[u8])] = &[
 
 /// FNV-1a over every file: names the cache directory, so a new build never reads stale weights.
 fn fingerprint(files: &[(&str, &[u8])]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, bytes) in files {
-        for &b in name.as_bytes().iter().chain(*bytes) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    use crate::model::{fnv1a, FNV_OFFSET};
+    files.iter().fold(FNV_OFFSET, |h, (name, bytes)| fnv1a(fnv1a(h, name.as_bytes()), bytes))
 }
 
 fn cache_root() -> PathBuf {

@@ -240,6 +240,28 @@ fn resume_continues_exactly() -> TestResult {
     let mut changed = split.clone();
     changed.max_steps = Some(99);
     changed.out_dir.clone_from(&moved);
+    // Other weights, or another task, are refused: the prompt was trained for those it started with.
+    let resume_err = |c: &TuneConfig| tune(c, &RunOptions { resume: Some(moved.clone()), ..Default::default() }).unwrap_err().to_string();
+    let mut other_model = changed.clone();
+    other_model.model = random_glm(&t.dir.path().join("other-glm"), 2, 64, 4, 64, 7);
+    let e = resume_err(&other_model);
+    assert!(e.contains("not the weights the run") && e.contains("other-glm") && e.contains("glm-tiny"), "{e}");
+    let other_task = t.dir.path().join("other.toml");
+    std::fs::write(&other_task, TOY_TASK.replace("[MASK] .", "[MASK] !"))?;
+    let mut changed_task = changed.clone();
+    changed_task.task = other_task.to_str().unwrap().into();
+    let e = resume_err(&changed_task);
+    assert!(e.contains("not the task the run") && e.contains("best/task.toml"), "{e}");
+    // The same weights elsewhere are the same model.
+    let copied = t.dir.path().join("glm-tiny-copy");
+    std::fs::create_dir_all(&copied)?;
+    for f in std::fs::read_dir(model)? {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), copied.join(f.file_name()))?;
+        }
+    }
+    changed.model = copied;
     let rest = tune(&changed, &RunOptions { resume: Some(moved.clone()), ..Default::default() })?;
     assert_eq!(rest.steps, 6);
     assert!(!split.out_dir.exists(), "the resumed run wrote to the directory it started in");
@@ -384,6 +406,9 @@ fn bad_input_is_a_clear_error() -> TestResult {
     let mut c = toy_config(&t, TuneMode::Ptune, model, "bad3");
     c.max_steps = Some(0);
     assert!(err(&c).contains("max_steps"), "{}", err(&c));
+    c.max_steps = Some(2);
+    c.eval_every = 0;
+    assert!(err(&c).contains("eval_every must be at least 1"), "{}", err(&c));
     // Sizes that could only exhaust the memory.
     let mut c = toy_config(&t, TuneMode::Ptune, model, "bad4");
     c.batch_size = Some(100_000);
@@ -542,5 +567,44 @@ fn cli_resume_warns_only_about_options_given() -> TestResult {
     for out in ["a", "b"] {
         assert!(t.dir.path().join(out).join("checkpoints/step-00000004").is_dir(), "{out}");
     }
+    Ok(())
+}
+
+/// Flags a task or another flag makes meaningless are refused or named, never silently ignored.
+#[test]
+fn cli_names_flags_that_cannot_apply() -> TestResult {
+    let t = toy();
+    let plain = t.dir.path().join("plain.toml");
+    std::fs::write(&plain, TOY_TASK.replace("[P*3] ", ""))?;
+    let run = |cmd: &str, task: &Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args([cmd, "--task"])
+            .arg(task)
+            .args(["--model", "tests/fixtures/glm-tiny", "--train"])
+            .arg(&t.train)
+            .arg("--tokenizer")
+            .arg(&t.tokenizer)
+            .arg("-o")
+            .arg(t.dir.path().join("never"))
+            // Zero steps: refused after the flags were looked at, so nothing trains.
+            .args(["--max-steps", "0"])
+            .args(extra)
+            .output()
+    };
+    // A loaded encoder has its own kind and sizes.
+    let out = run("ptune", &t.task, &["--init-prompt", "somewhere", "--encoder", "mlp"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--init-prompt") && err.contains("--encoder"), "{err}");
+    // Without [P] tokens there is no encoder to configure.
+    let out = run("finetune", &plain, &["--prompt-lr", "0.001", "--encoder-hidden", "8"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no [P] tokens") && err.contains("ignoring --encoder-hidden, --prompt-lr"), "{err}");
+    // Only COPA mirrors.
+    let out = run("ptune", &t.task, &["--no-mirror"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-mirror only concerns COPA"), "{err}");
+    assert!(!out.status.success() && err.contains("max_steps"), "{err}");
+    assert!(!t.dir.path().join("never").exists());
     Ok(())
 }

@@ -45,8 +45,9 @@ pub struct TuneArgs {
     /// LSTM layers [default: 2].
     #[arg(long)]
     encoder_layers: Option<usize>,
-    /// Start from a trained encoder (a `best/` directory or an encoder state directory).
-    #[arg(long)]
+    /// Start from a trained encoder (a `best/` directory or an encoder state directory); its
+    /// kind and sizes are its own.
+    #[arg(long, conflicts_with_all = ["encoder", "encoder_hidden", "encoder_layers"])]
     init_prompt: Option<PathBuf>,
     /// Encoder learning rate [the task's, else 1e-4].
     #[arg(long)]
@@ -193,7 +194,32 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     if a.no_mirror {
         c.mirror_copa = false;
     }
+    warn_unused_flags(a, &c.task);
     Ok(c)
+}
+
+/// Warns about flags the task makes meaningless (they would otherwise be ignored silently).
+fn warn_unused_flags(a: &TuneArgs, task: &str) {
+    // A task that does not load fails in `tune` with the full message.
+    let Ok(task) = wenhui::cloze::ClozeTask::load(task) else { return };
+    if task.template.num_pseudo() == 0 {
+        let given: Vec<&str> = [
+            ("--encoder", a.encoder.is_some()),
+            ("--encoder-hidden", a.encoder_hidden.is_some()),
+            ("--encoder-layers", a.encoder_layers.is_some()),
+            ("--init-prompt", a.init_prompt.is_some()),
+            ("--prompt-lr", a.prompt_lr.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            tracing::warn!("task `{}` has no [P] tokens, so there is no prompt encoder: ignoring {}", task.spec.name, given.join(", "));
+        }
+    }
+    if a.no_mirror && task.spec.reader != wenhui::cloze::Reader::Copa {
+        tracing::warn!("--no-mirror only concerns COPA (mirrored choices); task `{}` has none to mirror", task.spec.name);
+    }
 }
 
 fn run(a: &TuneArgs, cfg: TuneConfig) -> anyhow::Result<()> {

@@ -251,6 +251,8 @@ pub struct LoadedModel {
     pub stored_dtypes: Vec<(DType, usize)>,
     /// Where the weights came from.
     pub source: PathBuf,
+    /// A cheap identity of the weights ([`weights_fingerprint`]).
+    pub fingerprint: String,
 }
 
 /// A model's hyper-parameters and weights, read and checked but not built (see [`read_weights`]).
@@ -267,6 +269,50 @@ pub struct ModelWeights {
     pub stored_dtypes: Vec<(DType, usize)>,
     /// Where the weights came from.
     pub source: PathBuf,
+    /// A cheap identity of the weights ([`weights_fingerprint`]).
+    pub fingerprint: String,
+}
+
+/// FNV-1a's starting value.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into the FNV-1a hash `h`: stable across builds and platforms, so it can name
+/// files and be compared with a value saved by another run.
+pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A cheap identity of a set of weights, as 16 hex digits: FNV-1a over every tensor's name,
+/// shape and up to 256 evenly spaced values (read as f32). It does not depend on the path or on
+/// the dtype the weights were loaded in (f16 weights give the same value loaded as f16 or f32),
+/// and two different checkpoints practically never share it. Runs save it to tell whether the
+/// model given later (`--resume`, a reused result) is the one they used.
+pub fn weights_fingerprint(params: &HashMap<String, Tensor>) -> Result<String> {
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort();
+    let mut h = FNV_OFFSET;
+    for name in names {
+        let t = &params[name];
+        h = fnv1a(h, name.as_bytes());
+        for &d in t.dims() {
+            h = fnv1a(h, &(d as u64).to_le_bytes());
+        }
+        let n = t.elem_count();
+        let take = n.min(256);
+        if take == 0 {
+            continue;
+        }
+        let idx: Vec<i64> = (0..take).map(|i| (i * n / take) as i64).collect();
+        let values = t.flatten_all()?.index_select(&Tensor::new(idx, t.device())?, 0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        for v in values {
+            h = fnv1a(h, &v.to_bits().to_le_bytes());
+        }
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// Reads the config and weights in `path` (a model directory, a THUDM checkpoint directory or a
@@ -292,15 +338,16 @@ pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<ModelWeights> {
     let expected = config.parameter_shapes();
     let parameter_count = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     let params = ckpt.into_params(&expected, opts.dtype, &opts.device)?;
-    Ok(ModelWeights { config, params, parameter_count, format, stored_dtypes, source })
+    let fingerprint = weights_fingerprint(&params)?;
+    Ok(ModelWeights { config, params, parameter_count, format, stored_dtypes, source, fingerprint })
 }
 
 /// Loads the model in `path` (a model directory, a THUDM checkpoint directory or a weights file).
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    let ModelWeights { config, params, parameter_count, format, stored_dtypes, source } = read_weights(path, opts)?;
+    let ModelWeights { config, params, parameter_count, format, stored_dtypes, source, fingerprint } = read_weights(path, opts)?;
     let vb = VarBuilder::from_tensors(params, opts.dtype, &opts.device);
     let backbone = config.build(vb)?;
-    Ok(LoadedModel { backbone, config, parameter_count, format, stored_dtypes, source })
+    Ok(LoadedModel { backbone, config, parameter_count, format, stored_dtypes, source, fingerprint })
 }
 
 /// Accepts the naming variants found in the wild: GLM saved with a `glm.` prefix

@@ -20,7 +20,8 @@ mod stack;
 
 pub use attention::KvCache;
 pub use layers::Gelu;
-pub use load::{load_model, read_weights, LoadOptions, LoadedModel, ModelConfig, ModelWeights, MAX_LAYERS};
+pub(crate) use load::{fnv1a, FNV_OFFSET};
+pub use load::{load_model, read_weights, weights_fingerprint, LoadOptions, LoadedModel, ModelConfig, ModelWeights, MAX_LAYERS};
 pub use mask::{build_mask, Attention};
 pub(crate) use stack::enabled as layer_stack_enabled;
 

@@ -254,12 +254,23 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     // A resumed run continues exactly, so with the configuration it was started with (its
     // learning-rate schedule ends at its max_steps): what is given now is ignored, and said so.
     let resumed = opts.resume.as_deref().map(state::load_checkpoint).transpose()?;
-    let cfg = &match &resumed {
+    let mut cfg = match &resumed {
         Some(ck) => resumed_config(given, &ck.state.config, &ck.dir),
         None => with_absolute_inputs(given),
     };
     let task = ClozeTask::load(&cfg.task)?;
-    let r = resolve(cfg, &task)?;
+    if let Some(saved) = resumed.as_ref().and_then(|ck| ck.state.task_spec.as_ref()) {
+        if *saved != task.spec {
+            return Err(Error::input(format!(
+                "--task {}: this is not the task the run in {} started with (its template, verbalizer or settings differ); \
+                 resume with that task — a copy is in {} — or start a new run",
+                cfg.task,
+                cfg.out_dir.display(),
+                cfg.out_dir.join("best").join("task.toml").display()
+            )));
+        }
+    }
+    let r = resolve(&cfg, &task)?;
     if r.warmup_steps >= r.max_steps {
         // E.g. a shortened RTE run keeps the task's 150 warmup steps: the rate never peaks.
         tracing::warn!(
@@ -307,6 +318,23 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     };
     let weights = read_weights(&model_src, &LoadOptions::default())?;
     let model_cfg: ModelConfig = weights.config.clone();
+    // The backbone given now must be the one the run started from (a fine-tuning run resumes
+    // its own weights, but still reads the tokenizer next to the given model).
+    let given_fingerprint = match &resumed {
+        Some(_) if cfg.mode == TuneMode::Finetune => read_weights(&cfg.model, &LoadOptions::default())?.fingerprint,
+        _ => weights.fingerprint.clone(),
+    };
+    if let Some(saved) = resumed.as_ref().and_then(|ck| ck.state.model_fingerprint.as_ref()) {
+        if *saved != given_fingerprint {
+            return Err(Error::input(format!(
+                "--model {}: these are not the weights the run in {} started from (fingerprint {given_fingerprint}, the run's {saved}); \
+                 resume with the model it started from ({}), or start a new run",
+                cfg.model.display(),
+                cfg.out_dir.display(),
+                resumed.as_ref().map_or(String::new(), |ck| ck.state.config.model.display().to_string())
+            )));
+        }
+    }
     let (model, model_vars): (Box<dyn Backbone>, Vec<(String, Var)>) = match cfg.mode {
         TuneMode::Ptune => {
             let vb = candle_nn::VarBuilder::from_tensors(weights.params, DType::F32, &device);
@@ -348,6 +376,10 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             }
         };
         let ec = enc.config();
+        // A loaded encoder's shape is its own: the configuration records it, not the defaults.
+        cfg.encoder = ec.kind;
+        cfg.encoder_hidden = Some(ec.hidden);
+        cfg.encoder_layers = ec.layers;
         if ec.rows() != template.num_pseudo() || ec.token_dim != hidden {
             return Err(Error::input(format!(
                 "the prompt encoder makes {} vectors of width {}, but the template has {} [P] tokens and the model's width is {hidden}",
@@ -375,8 +407,14 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
             optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
             ck.state.clone()
         }
-        None => TuneState::start(cfg),
+        None => {
+            let mut st = TuneState::start(&cfg);
+            st.task_spec = Some(task.spec.clone());
+            st.model_fingerprint = Some(given_fingerprint);
+            st
+        }
     };
+    let cfg = &cfg;
     let metric = primary(&task);
     // The run directory is made only now that model, data and options have been checked: a run
     // that fails to start leaves nothing behind.
@@ -445,7 +483,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         st.window_loss += loss_value;
         st.window_steps += 1;
         bar.set_position(st.step);
-        let eval_now = st.step % cfg.eval_every.max(1) == 0 || st.step == r.max_steps;
+        let eval_now = st.step % cfg.eval_every == 0 || st.step == r.max_steps;
         if st.step % 10 == 0 || eval_now {
             last_loss = st.window_loss / st.window_steps.max(1) as f64;
             log.write(&serde_json::json!({"step": st.step, "loss": last_loss, "lr_factor": factor, "grad_norm": stats.grad_norm}))?;

@@ -200,6 +200,9 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
     if r.max_steps == 0 {
         return bad("max_steps", "must be at least 1");
     }
+    if cfg.eval_every == 0 {
+        return bad("eval_every", "must be at least 1 (steps between dev evaluations)");
+    }
     use crate::train::MAX_BATCH;
     for (name, v) in [("batch_size", r.batch_size), ("eval_batch_size", cfg.eval_batch_size)] {
         if v == 0 || v > MAX_BATCH {

@@ -53,6 +53,14 @@ pub struct TuneState {
     /// Steps in [`TuneState::window_loss`].
     #[serde(default)]
     pub window_steps: usize,
+    /// The task the run started with: a resume with another template or verbalizer is refused
+    /// (absent in checkpoints of wenhui before 0.1 runs recorded it).
+    #[serde(default)]
+    pub task_spec: Option<crate::cloze::TaskSpec>,
+    /// [`crate::model::weights_fingerprint`] of the backbone the run started from: a resume
+    /// with other weights is refused.
+    #[serde(default)]
+    pub model_fingerprint: Option<String>,
     /// The wenhui version that wrote it.
     pub wenhui_version: String,
 }
@@ -71,6 +79,8 @@ impl TuneState {
             elapsed_s: 0.0,
             window_loss: 0.0,
             window_steps: 0,
+            task_spec: None,
+            model_fingerprint: None,
             wenhui_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
