@@ -417,8 +417,9 @@ fn cli_resume_continues_the_run_it_names() {
     assert!(weights("straight") == weights("split"), "the resumed run's weights differ from the uninterrupted run's");
     // A flag given differently is taken, with a warning.
     std::fs::remove_dir_all(tmp.path().join("split/checkpoints/step-00000006")).unwrap();
-    let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--quiet", "--lr", "1e-3", "--resume", &p("split")]);
-    assert!(ok && err.contains("--lr 0.003 → 0.001"), "{err}");
+    let (ok, _, err) = wenhui(&["finetune", "--task", "seq2seq", "--quiet", "--lr", "1e-3", "--steps", "7", "--resume", &p("split")]);
+    // Values as typed, not as Rust debug text (`Some(6)`).
+    assert!(ok && err.contains("--lr 0.003 → 0.001") && err.contains("--steps 6 → 7"), "{err}");
     // A ROUGE-scored run resumes with its dev set, metric and decoding (none of them repeated).
     let dev = p("dev.jsonl");
     reverse_pairs(&tmp.path().join("dev.jsonl"), 8, 9);

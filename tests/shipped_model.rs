@@ -289,6 +289,15 @@ fn eval_poems_rejudge_is_the_run_with_the_other_judge() {
     // judge (seed, form and distractors come from the report).
     let r = report.to_str().unwrap();
     assert_eq!(key(&json(run(&["--rejudge", r]))), key(&first));
+    // Validity is checked again by today's checker, not copied from the report.
+    let mut tampered = first.clone();
+    for row in tampered["rows"].as_array_mut().unwrap() {
+        let valid = row["valid"].as_bool().unwrap();
+        row["valid"] = (!valid).into();
+    }
+    let tampered_path = dir.join("tampered.json");
+    std::fs::write(&tampered_path, tampered.to_string()).unwrap();
+    assert_eq!(key(&json(run(&["--rejudge", tampered_path.to_str().unwrap()]))), key(&first));
     // Another rhyme table than the report's is refused, naming the report's.
     let other = run(&["--rejudge", r, "--rhyme", "xinyun"]);
     let err = String::from_utf8_lossy(&other.stderr);

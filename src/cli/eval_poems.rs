@@ -63,7 +63,8 @@ pub struct PoemsArgs {
     /// e.g. with a new --judge: give the same --titles and --limit as those runs (seed, form,
     /// distractors and rhyme table come from the reports). Several reports of one evaluation (e.g. `--methods
     /// baseline` and `--methods inverse` run side by side) merge into one report, with the gains
-    /// between their methods. Minutes instead of hours for thousands of poems.
+    /// between their methods. Each poem's validity is checked again with today's checker. Minutes
+    /// instead of hours for thousands of poems.
     #[arg(long, value_name = "REPORT", num_args = 1.., conflicts_with_all = ["methods", "repeats", "task", "beams"])]
     rejudge: Vec<PathBuf>,
     /// Write the full report (every poem) as JSON here.

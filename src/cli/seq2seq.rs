@@ -259,11 +259,21 @@ fn saved_run_config(resume: &Path) -> anyhow::Result<Seq2seqConfig> {
 
 /// A resumed run keeps its saved value of a flag not given now; a given one that differs from
 /// it is listed in `changed` (the run continues with it).
-fn keep_saved<T: Clone + PartialEq + std::fmt::Debug>(flag: &str, given: bool, now: &mut T, saved: &T, changed: &mut Vec<String>) {
+fn keep_saved<T: Clone + PartialEq + serde::Serialize>(flag: &str, given: bool, now: &mut T, saved: &T, changed: &mut Vec<String>) {
     if !given {
         now.clone_from(saved);
     } else if now != saved {
-        changed.push(format!("--{flag} {saved:?} → {now:?}"));
+        changed.push(format!("--{flag} {} → {}", shown(saved), shown(now)));
+    }
+}
+
+/// A flag's value as the user would type it (`500`, `runs/dev.jsonl`; `(none)` when unset).
+fn shown<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Null) => "(none)".into(),
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => "?".into(),
     }
 }
 

@@ -384,7 +384,7 @@ fn evaluate_once<'p>(
                 Err(e) => return Err(e),
             };
             let ms = start.elapsed().as_secs_f64() * 1e3;
-            let valid = !text.is_empty() && check_poem(&text, constraints)?.is_ok();
+            let valid = meets_rules(&text, constraints);
             let rank = if text.is_empty() { cands.len() } else { title_rank(judge, judge_task, &judge_fields, &text, &cands)? };
             let r = row(method.name(), text, valid, rank, ms);
             if let Some(p) = progress.as_deref_mut() {
@@ -393,8 +393,7 @@ fn evaluate_once<'p>(
             rows.push(r);
         }
         if let Some(h) = &t.reference {
-            let c = Constraints::parse(&h.form, "pingshui", "")?;
-            let valid = check_poem(&h.text, &c).is_ok_and(|v| v.is_ok());
+            let valid = meets_rules(&h.text, &Constraints::parse(&h.form, "pingshui", "")?);
             let rank = title_rank(judge, judge_task, &judge_task.fields(&given(&h.form))?, &h.text, &cands)?;
             let r = row("human", h.text.clone(), valid, rank, 0.0);
             if let Some(p) = progress.as_deref_mut() {
@@ -406,11 +405,19 @@ fn evaluate_once<'p>(
     Ok(())
 }
 
+/// Whether `text` is a poem meeting every hard rule of `constraints` (no poem, or one the checker
+/// cannot read as the form, does not).
+fn meets_rules(text: &str, constraints: &Constraints) -> bool {
+    !text.is_empty() && check_poem(text, constraints).is_ok_and(|v| v.is_ok())
+}
+
 /// Judges the poems of earlier reports again (with a new judge, say) without generating any; each
 /// report comes with a name for its errors (its path). The titles must be the original runs', in
 /// their order; `opts.seed` and `opts.distractors` must be theirs too (a report that records them
-/// is checked), so every poem meets the same candidate titles. Each poem keeps its validity and
-/// generation time; every row is judged, whatever `opts.methods` says. Several reports (e.g. one
+/// is checked), so every poem meets the same candidate titles. Each poem's validity is checked again
+/// by today's checker (under the report's form and rhyme table; a human poem under its own form),
+/// so rules added since the report count; it keeps its generation time. Every row is judged,
+/// whatever `opts.methods` says. Several reports (e.g. one
 /// per method, run side by side) merge into one, in the order of a single run (a human poem that
 /// several carry is judged once), so the report's gains compare their methods.
 pub fn rejudge_poems(
@@ -451,7 +458,11 @@ pub fn rejudge_poems(
             } else {
                 title_rank(judge, judge_task, &judge_task.fields(&given)?, &old.text, &cands)?
             };
-            let r = PoemRow { rank, source: t.source.clone(), ..old.clone() };
+            let valid = match (old.method.as_str(), &t.reference) {
+                ("human", Some(h)) => meets_rules(&h.text, &Constraints::parse(&h.form, "pingshui", "")?),
+                _ => meets_rules(&old.text, &opts.constraints),
+            };
+            let r = PoemRow { rank, valid, source: t.source.clone(), ..old.clone() };
             if let Some(p) = progress.as_deref_mut() {
                 p(i, &r);
             }
