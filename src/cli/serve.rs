@@ -66,35 +66,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             anyhow::bail!("{flag} must be a positive number of seconds (at most 1e9), got {secs}");
         }
     }
-    let sizes = [
-        ("--max-body-bytes", a.max_body_bytes),
-        ("--max-prompt-tokens", a.max_prompt_tokens),
-        ("--max-tokens", a.max_tokens),
-        ("--max-choices", a.max_choices),
-        ("--max-beams", a.max_beams),
-    ];
-    if let Some((flag, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-        anyhow::bail!("{flag} 0 would refuse every request; give a positive limit");
-    }
-    if a.max_beams > wenhui::generate::MAX_BEAMS {
-        anyhow::bail!(
-            "--max-beams {}: at most {} (a search keeps a batch row and a cache per beam)",
-            a.max_beams,
-            wenhui::generate::MAX_BEAMS
-        );
-    }
     let limits = Limits {
         max_body_bytes: a.max_body_bytes,
         max_prompt_tokens: a.max_prompt_tokens,
         max_tokens: a.max_tokens,
         max_choices: a.max_choices,
         max_beams: a.max_beams,
-        max_batch: a.max_batch.max(1),
+        max_batch: a.max_batch,
         queue_len: a.queue,
         timeout: Duration::from_secs_f64(a.timeout),
         read_timeout: Duration::from_secs_f64(a.read_timeout),
         shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
     };
+    // Before loading the model: a wrong flag should not wait for it.
+    limits.validate()?;
     let model = a.model.map_or(ModelSource::Embedded, ModelSource::Dir);
     let turing = a.turing.map(|pairs| {
         let votes = a.votes.unwrap_or_else(|| pairs.with_extension("votes.db"));

@@ -49,6 +49,37 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks that every limit lets a request through (a zero size or time would refuse them all)
+    /// and that none is beyond what the server can hold; errors name the `wenhui serve` flag.
+    /// [`super::start`] runs it, so a library caller gets the same checks as the command line.
+    pub fn validate(&self) -> crate::Result<()> {
+        let sizes = [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-prompt-tokens", self.max_prompt_tokens),
+            ("--max-tokens", self.max_tokens),
+            ("--max-choices", self.max_choices),
+            ("--max-beams", self.max_beams),
+            ("--max-batch", self.max_batch),
+        ];
+        if let Some((flag, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(crate::Error::input(format!("{flag} 0 would refuse every request; give a positive limit")));
+        }
+        if self.max_beams > crate::generate::MAX_BEAMS {
+            return Err(crate::Error::input(format!(
+                "--max-beams {}: at most {} (a search keeps a batch row and a cache per beam)",
+                self.max_beams,
+                crate::generate::MAX_BEAMS
+            )));
+        }
+        let times = [("--timeout", self.timeout), ("--read-timeout", self.read_timeout), ("--shutdown-grace", self.shutdown_grace)];
+        if let Some((flag, _)) = times.iter().find(|(_, t)| t.is_zero()) {
+            return Err(crate::Error::input(format!("{flag} 0 would stop every request at once; give a positive number of seconds")));
+        }
+        Ok(())
+    }
+}
+
 /// An error answered as `{"error": {"message", "type", "code"}}` (OpenAI's shape).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]

@@ -146,6 +146,7 @@ fn load(source: ModelSource) -> Result<ServedModel> {
 /// Loads the model, binds `config.addr` and starts serving on background threads (the model
 /// worker and a tokio runtime). Returns the bound address and the handle that stops it.
 pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
+    config.limits.validate()?;
     let turing = match &config.turing {
         Some(t) => Some(Arc::new(turing::TuringState::open(t)?)),
         None => None,

@@ -370,3 +370,40 @@ fn timeout_flags_are_checked() {
         assert!(err.contains(&format!("{flag} must be a positive number of seconds")), "{flag} {value}: {err}");
     }
 }
+
+/// `serve::start` checks its limits as the command line does, before loading anything.
+#[test]
+fn limits_are_checked_by_the_library_too() {
+    let start = |limits: Limits| {
+        let config = ServeConfig {
+            model: ModelSource::Dir("no/such/model".into()),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            limits,
+            handle_signals: false,
+            prompts: Vec::new(),
+            turing: None,
+        };
+        match wenhui::serve::start(config) {
+            Ok(_) => panic!("a server started with a bad limit"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let e = start(Limits { max_tokens: 0, ..Limits::default() });
+    assert!(e.contains("--max-tokens 0 would refuse every request"), "{e}");
+    let e = start(Limits { max_batch: 0, ..Limits::default() });
+    assert!(e.contains("--max-batch 0"), "{e}");
+    let e = start(Limits { max_beams: 1_000_000, ..Limits::default() });
+    assert!(e.contains("--max-beams 1000000: at most"), "{e}");
+    let e = start(Limits { timeout: Duration::ZERO, ..Limits::default() });
+    assert!(e.contains("--timeout 0"), "{e}");
+    // Good limits get as far as the model.
+    let e = start(Limits::default());
+    assert!(e.contains("no/such/model"), "{e}");
+    // The command line refuses before loading the model as well.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model", "no/such/model", "--max-choices", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--max-choices 0") && !err.contains("no/such/model"), "{err}");
+}
