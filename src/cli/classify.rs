@@ -18,8 +18,10 @@ pub struct Args {
     #[arg(long)]
     task: String,
     /// The example: a JSON object (a SuperGLUE line is read with the task's reader; otherwise its
-    /// keys are the task's fields), or plain text for a task with one field. Input that starts
-    /// with `{` must be a valid JSON object.
+    /// keys are the task's fields, those its template and verbalizer use — e.g. MultiRC
+    /// `{"passage": …, "question": …, "answer": …}`, COPA `premise`, `connective`, `answer1`,
+    /// `answer2`), or plain text for a task with one field. Input that starts with `{` must be a
+    /// valid JSON object.
     input: String,
     /// A prompt encoder for the template's `[P]` tokens: a `wenhui ptune` run directory (its
     /// `best/`), a directory with wenhui's full encoder state (`prompt_encoder.json` +
@@ -42,18 +44,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tok_path = a.tokenizer.clone().unwrap_or_else(|| margs.dir());
     let tok = if tok_path.is_dir() { Tokenizer::from_dir(&tok_path) } else { Tokenizer::from_file(&tok_path) }
         .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
+    let used = task.used_fields();
     let examples = match serde_json::from_str::<serde_json::Value>(&a.input) {
-        Ok(v) if v.is_object() => fewglue::from_value(&v, task.spec.reader).context("reading the JSON input")?,
+        Ok(v) if v.is_object() => task.examples_from_json(&v).context("reading the JSON input")?,
         // A leading brace: a JSON object with a mistake (or cut short), which must not be classified as text.
         Err(e) if a.input.trim_start().starts_with('{') => bail!(
             "the input looks like a JSON object but is not valid JSON ({e}); fix it, or to classify text that has braces \
              pass it as a JSON object with the task's field{} ({})",
-            if task.spec.fields.len() == 1 { "" } else { "s" },
-            task.spec.fields.join(", ")
+            if used.len() == 1 { "" } else { "s" },
+            used.join(", ")
         ),
-        _ => match task.spec.fields.as_slice() {
+        _ => match used.as_slice() {
             [one] => vec![fewglue::Example { fields: [(one.clone(), a.input.clone())].into(), ..Default::default() }],
-            many => bail!("task `{}` has fields {}: pass the input as a JSON object with these keys", task.spec.name, many.join(", ")),
+            many => bail!(
+                "task `{}` has fields {}: pass the input as a JSON object with these keys{}",
+                task.spec.name,
+                many.join(", "),
+                match task.spec.reader {
+                    fewglue::Reader::Plain => String::new(),
+                    r => format!(", or a SuperGLUE line (reader `{}`: {})", r.name(), r.needs()),
+                }
+            ),
         },
     };
     if examples.is_empty() {

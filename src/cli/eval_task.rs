@@ -32,7 +32,8 @@ pub struct TaskArgs {
     /// Which FewGLUE file when --data is absent: val (SuperGLUE dev), dev32 or train.
     #[arg(long, default_value = "val", value_parser = ["val", "dev32", "train"])]
     split: String,
-    /// Evaluate only the first N examples.
+    /// Evaluate only the first N examples; on a grouped task (MultiRC questions, WSC pronouns)
+    /// every example of a group they started is kept too, so a question is scored whole.
     #[arg(long, value_parser = crate::cli::common::positive)]
     limit: Option<usize>,
     /// Tokenizer directory or file (default: the model directory).
@@ -81,7 +82,7 @@ pub fn run(a: TaskArgs) -> anyhow::Result<()> {
         };
         let mut examples = wenhui::ptuning::train::read_labelled(&data, &task, "evaluation")?;
         if let Some(n) = a.limit {
-            examples.truncate(n);
+            examples = wenhui::cloze::fewglue::take_limit(examples, n);
         }
         if examples.is_empty() {
             bail!("{}: no examples", data.display());

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
-use super::compile::{compile, Cloze, CompileOptions};
+use super::compile::{compile, compile_fitting, Cloze, CompileOptions};
 use super::score::{answer_scores, label_logits};
 use super::task::{render, AnswerKind, ClozeTask};
 use super::template::Template;
@@ -19,7 +19,7 @@ use crate::model::Backbone;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
-/// Options of [`classify_batch`].
+/// Options of [`classify_batch`], [`classify_with`] and [`evaluate`].
 #[derive(Debug, Clone, Default)]
 pub struct ClassifyOptions {
     /// Continuous prompt `[n_pseudo, H]` for the pseudo tokens. `None`: the pseudo tokens are
@@ -100,8 +100,9 @@ fn encode_answer(tok: &Tokenizer, space: bool, text: &str) -> Result<Vec<u32>> {
 /// Compile options for `task` on `model`: inputs fit the model's positions and the task's
 /// `max_seq_length`.
 pub fn compile_options(task: &ClozeTask, model: &dyn Backbone) -> CompileOptions {
-    let max_len = model.info().max_positions.min(task.spec.train.max_seq_length.unwrap_or(usize::MAX));
-    CompileOptions { glm_eos: task.spec.glm_eos, ..CompileOptions::new(max_len) }
+    let positions = model.info().max_positions;
+    let max_len = positions.min(task.spec.train.max_seq_length.unwrap_or(usize::MAX));
+    CompileOptions { glm_eos: task.spec.glm_eos, model_positions: Some(positions), ..CompileOptions::new(max_len) }
 }
 
 /// Label probabilities of one example (see [`classify_batch`]).
@@ -135,11 +136,30 @@ pub fn classify_batch(
     examples: &[BTreeMap<String, String>],
     opts: &ClassifyOptions,
 ) -> Result<Vec<Prediction>> {
+    classify_named(model, tok, task, examples, opts, &|i| format!("example {}", i + 1))
+}
+
+/// [`classify_batch`] with `name(i)` naming example `i` in errors.
+pub(crate) fn classify_named(
+    model: &dyn Backbone,
+    tok: &Tokenizer,
+    task: &ClozeTask,
+    examples: &[BTreeMap<String, String>],
+    opts: &ClassifyOptions,
+    name: &dyn Fn(usize) -> String,
+) -> Result<Vec<Prediction>> {
     let template = if opts.prompt.is_some() { task.template.clone() } else { task.template.without_pseudo() };
-    let bs = if opts.batch_size == 0 { 16 } else { opts.batch_size };
     match task.spec.answer {
-        AnswerKind::Single => single(model, tok, task, &template, examples, opts.prompt.as_ref(), bs),
-        AnswerKind::Multi => multi(model, tok, task, &template, examples, opts.prompt.as_ref(), bs),
+        AnswerKind::Single => single(model, tok, task, &template, examples, opts, name),
+        AnswerKind::Multi => multi(model, tok, task, &template, examples, opts, name),
+    }
+}
+
+/// Names the example an error is about.
+fn about(name: &dyn Fn(usize) -> String, i: usize) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Input(msg) => Error::input(format!("{}: {msg}", name(i))),
+        other => other,
     }
 }
 
@@ -164,13 +184,25 @@ pub fn evaluate(
         super::referent::classify_referents(model, tok, task, examples, opts)?
     } else {
         let fields: Vec<BTreeMap<String, String>> = examples.iter().map(|e| e.fields.clone()).collect();
-        classify_batch(model, tok, task, &fields, opts)?
+        classify_named(model, tok, task, &fields, opts, &|i| example_name(examples, i))?
     };
     let pred: Vec<String> = preds.iter().map(|p| p.best().to_string()).collect();
-    let groups: Vec<String> = examples.iter().map(|e| e.group.clone().unwrap_or_default()).collect();
+    // Question groups for `em`: every example must have one (an example without would silently
+    // join a group of its own kind).
+    let groups: Option<Vec<String>> = examples.iter().map(|e| e.group.clone()).collect();
     let names = if task.spec.metrics.is_empty() { vec!["acc".to_string()] } else { task.spec.metrics.clone() };
-    let scores = super::metrics::compute(&names, &pred, &gold, &task.data_labels(), Some(&groups))?;
+    let scores = super::metrics::compute(&names, &pred, &gold, &task.data_labels(), groups.as_deref())?;
     Ok((scores, preds))
+}
+
+/// "example 7" (the 7th of the evaluated data: its line in a file read with one example per
+/// line), with the group of a grouped example ("example 7 (group 3-1)": MultiRC's passage and
+/// question indices).
+pub(crate) fn example_name(examples: &[super::Example], i: usize) -> String {
+    match examples.get(i).and_then(|e| e.group.as_deref()) {
+        Some(g) => format!("example {} (group {g})", i + 1),
+        None => format!("example {}", i + 1),
+    }
 }
 
 /// `[R, V]` logits → per-row f64 vectors.
@@ -185,14 +217,19 @@ fn single(
     task: &ClozeTask,
     template: &Template,
     examples: &[BTreeMap<String, String>],
-    prompt: Option<&Tensor>,
-    bs: usize,
+    opts: &ClassifyOptions,
+    name: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Prediction>> {
+    let (prompt, bs) = (opts.prompt.as_ref(), if opts.batch_size == 0 { 16 } else { opts.batch_size });
     let ids = single_token_ids(task, template, tok)?;
     let copts = compile_options(task, model);
     let mut out = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(bs) {
-        let rows: Vec<Cloze> = chunk.iter().map(|e| compile(template, model.info().kind, tok, e, &copts)).collect::<Result<_>>()?;
+    for (c, chunk) in examples.chunks(bs).enumerate() {
+        let rows: Vec<Cloze> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, e)| compile(template, model.info().kind, tok, e, &copts).map_err(about(name, c * bs + k)))
+            .collect::<Result<_>>()?;
         for label_logits in rows_f64(&label_logits(model, &rows, &ids, prompt, None)?)? {
             let scores = log_softmax(&label_logits);
             let probs = scores.iter().map(|s| s.exp()).collect();
@@ -215,20 +252,25 @@ pub(crate) fn answer_rows(
 ) -> Result<Vec<(usize, Cloze)>> {
     let copts = compile_options(task, model);
     let words = word_tokens(task, template, tok, fields)?;
-    let chosen: Vec<(usize, &Vec<u32>)> =
+    let chosen: Vec<(usize, &Answer)> =
         words.iter().enumerate().flat_map(|(l, ws)| ws.iter().take(if first_only { 1 } else { ws.len() }).map(move |w| (l, w))).collect();
-    let longest = chosen.iter().map(|(_, a)| a.len()).max().unwrap_or(1);
-    let base = compile(template, model.info().kind, tok, fields, &CompileOptions { answer_tokens: longest, ..copts.clone() })?;
-    chosen.into_iter().map(|(l, a)| Ok((l, base.with_answer(a, tok.special.eop, copts.max_len)?))).collect()
+    let longest = chosen.iter().max_by_key(|(_, (_, a))| a.len()).map(|(_, w)| w);
+    let opts = CompileOptions { answer_tokens: longest.map_or(1, |(_, a)| a.len()), ..copts.clone() };
+    let base = compile_fitting(template, model.info().kind, tok, fields, &opts)?
+        .map_err(|o| o.error(template, &opts, longest.map(|(text, _)| text.as_str())))?;
+    chosen.into_iter().map(|(l, (_, a))| Ok((l, base.with_answer(a, tok.special.eop, copts.max_len)?))).collect()
 }
 
-/// Per-(label, word) answer token ids of one example.
+/// One answer word of an example: its text (placeholders filled) and its tokens.
+pub(crate) type Answer = (String, Vec<u32>);
+
+/// Per-(label, word) answer text and token ids of one example.
 pub(crate) fn word_tokens(
     task: &ClozeTask,
     template: &Template,
     tok: &Tokenizer,
     fields: &BTreeMap<String, String>,
-) -> Result<Vec<Vec<Vec<u32>>>> {
+) -> Result<Vec<Vec<Answer>>> {
     let space = template.space_before_mask();
     per_word(task, |label, w| {
         let text = render(w, &task.spec.fields, fields, false)?;
@@ -241,7 +283,7 @@ pub(crate) fn word_tokens(
         if !w.contains('{') {
             ensure_known(task, tok, label, w, &ids)?;
         }
-        Ok(ids)
+        Ok((text, ids))
     })
 }
 
@@ -251,13 +293,15 @@ fn multi(
     task: &ClozeTask,
     template: &Template,
     examples: &[BTreeMap<String, String>],
-    prompt: Option<&Tensor>,
-    bs: usize,
+    opts: &ClassifyOptions,
+    name: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Prediction>> {
+    let (prompt, bs) = (opts.prompt.as_ref(), if opts.batch_size == 0 { 16 } else { opts.batch_size });
     // (example, label, row) for every scored answer.
     let mut rows: Vec<(usize, usize, Cloze)> = Vec::new();
     for (e, fields) in examples.iter().enumerate() {
-        rows.extend(answer_rows(model, tok, task, template, fields, false)?.into_iter().map(|(l, c)| (e, l, c)));
+        let answers = answer_rows(model, tok, task, template, fields, false).map_err(about(name, e))?;
+        rows.extend(answers.into_iter().map(|(l, c)| (e, l, c)));
     }
     let penalty = task.spec.length_penalty;
     let mut best = vec![vec![f64::NEG_INFINITY; task.spec.verbalizer.len()]; examples.len()];

@@ -30,12 +30,90 @@ pub struct CompileOptions {
     /// Longest multi-token answer (tokens) that will be appended with [`Cloze::with_answer`]:
     /// room for it is kept when the fields are truncated. 0 for single-token answers.
     pub answer_tokens: usize,
+    /// The model's own positions when `max_len` is a smaller limit of the task (its
+    /// `[train] max_seq_length`), so that errors name the limit that was hit; `None` (or a value
+    /// not above `max_len`): `max_len` is the model's.
+    pub model_positions: Option<usize>,
 }
 
 impl CompileOptions {
     /// Options for a model taking `max_len` positions: GLM eos on, `[UNK]` placeholders, single-token answers.
     pub fn new(max_len: usize) -> Self {
-        Self { max_len, glm_eos: true, pseudo_id: None, answer_tokens: 0 }
+        Self { max_len, glm_eos: true, pseudo_id: None, answer_tokens: 0, model_positions: None }
+    }
+
+    /// Whether `max_len` is the task's `max_seq_length`, below the model's positions.
+    fn task_limited(&self) -> Option<usize> {
+        self.model_positions.filter(|&m| m > self.max_len)
+    }
+
+    /// The limit `max_len` stands for, in words.
+    pub(crate) fn limit(&self) -> String {
+        match self.task_limited() {
+            Some(m) => format!("the task's max_seq_length of {} tokens (the model itself takes {m} positions)", self.max_len),
+            None => format!("the model's {} positions", self.max_len),
+        }
+    }
+}
+
+/// An input that cannot fit [`CompileOptions::max_len`] however much its fields are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflow {
+    /// Tokens of the template's fixed parts (anchors, pseudo tokens, slot, special tokens).
+    pub template: usize,
+    /// Tokens the longest answer adds to them.
+    pub answer: usize,
+}
+
+impl Overflow {
+    /// The error: which limit, and whether the template or the answer is too long. `answer`
+    /// is the longest answer's text, when the caller knows it.
+    pub(crate) fn error(&self, template: &Template, opts: &CompileOptions, answer: Option<&str>) -> Error {
+        let limit = opts.limit();
+        let need = self.template + self.answer;
+        if self.template > opts.max_len {
+            let fix = match opts.task_limited() {
+                Some(m) => format!("shorten the template, or raise `[train] max_seq_length` in the task file (up to {m})"),
+                None => "shorten the template".to_string(),
+            };
+            return Error::input(format!(
+                "template `{}`: its fixed parts (anchor text, pseudo tokens, answer slot and special tokens) need {} tokens{}, but the \
+                 limit is {limit}; {fix}",
+                template.source(),
+                self.template,
+                if self.answer > 0 { format!(" ({need} with the longest answer)") } else { String::new() },
+            ));
+        }
+        let what = match answer {
+            Some(text) => format!("the answer \"{}\" ({} tokens)", preview(text), self.answer),
+            None => format!("an answer of {} tokens", self.answer),
+        };
+        let fix = match opts.task_limited() {
+            Some(m) => format!(
+                "raise `[train] max_seq_length` in the task file (for a built-in task, a copy of assets/cloze/NAME.toml) to at most {m}, \
+                 or leave this example out"
+            ),
+            None => "this model cannot score an answer that long: leave this example out or shorten the answer".to_string(),
+        };
+        Error::input(format!(
+            "{what} is too long: with the {} fixed tokens of the template `{}` it needs {need} tokens even with the input fields \
+             cut to nothing, but the limit is {limit}; {fix}",
+            self.template,
+            template.source(),
+        ))
+    }
+}
+
+/// The first few words of `text`, for messages.
+fn preview(text: &str) -> String {
+    const WORDS: usize = 8;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() > WORDS {
+        format!("{} …", words[..WORDS].join(" "))
+    } else if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        words.join(" ")
     }
 }
 
@@ -82,12 +160,12 @@ fn tokenize(tok: &Tokenizer, text: &str, space: bool) -> Result<Vec<u32>> {
 /// Tells the user, once per process, that inputs are being cut: a classification that reads a
 /// truncated passage may be wrong for that reason alone. Once, because every training step and
 /// every request compiles its examples again.
-fn warn_truncated_once(template: &Template, tokens: usize, max_len: usize) {
+fn warn_truncated_once(template: &Template, tokens: usize, limit: &str) {
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
-            "template `{}`: an example's fields were cut by {tokens} token(s) to fit {max_len} positions (the model's, or the task's \
-             max_seq_length); longer examples lose their ends (not reported again)",
+            "template `{}`: an example's fields were cut by {tokens} token(s) to fit {limit}; longer examples lose their ends \
+             (not reported again)",
             template.source()
         );
     }
@@ -95,7 +173,9 @@ fn warn_truncated_once(template: &Template, tokens: usize, max_len: usize) {
 
 /// Compiles `template` with `fields` for a `kind` backbone. Fields are truncated (the longest
 /// first, from its end) until everything fits `opts.max_len`; pseudo tokens, anchors and the
-/// answer slot are never cut. Errors when a field is missing or the fixed parts alone do not fit.
+/// answer slot are never cut. Errors when a field is missing or the fixed parts alone (with
+/// room for `opts.answer_tokens`) do not fit, naming the limit and whether the template or the
+/// answer is too long.
 pub fn compile(
     template: &Template,
     kind: ModelKind,
@@ -103,6 +183,17 @@ pub fn compile(
     fields: &BTreeMap<String, String>,
     opts: &CompileOptions,
 ) -> Result<Cloze> {
+    compile_fitting(template, kind, tok, fields, opts)?.map_err(|o| o.error(template, opts, None))
+}
+
+/// [`compile`], telling an input that cannot fit apart from other errors.
+pub(crate) fn compile_fitting(
+    template: &Template,
+    kind: ModelKind,
+    tok: &Tokenizer,
+    fields: &BTreeMap<String, String>,
+    opts: &CompileOptions,
+) -> Result<std::result::Result<Cloze, Overflow>> {
     let mut pieces = Vec::new();
     for seg in template.segments() {
         pieces.push(match &seg.part {
@@ -128,18 +219,19 @@ pub fn compile(
         });
     }
     let special = |name: &str| tok.special.get(name);
-    let (head, tail, reserve): (Vec<u32>, Vec<u32>, usize) = match kind {
+    // `sop`: GLM's start-of-piece row; `answer`: the room the longest answer takes.
+    let (head, tail, sop, answer): (Vec<u32>, Vec<u32>, usize, usize) = match kind {
         ModelKind::Glm => {
             let eos = if opts.glm_eos { vec![special("eos")?] } else { vec![] };
-            (vec![special("cls")?], eos, 1 + opts.answer_tokens)
+            (vec![special("cls")?], eos, 1, opts.answer_tokens)
         }
         // Multi-token answers widen the one [MASK] to one per answer token.
-        ModelKind::Bert => (vec![special("cls")?], vec![special("sep")?], opts.answer_tokens.saturating_sub(1)),
-        ModelKind::Gpt2 => (vec![], vec![], opts.answer_tokens.saturating_sub(1)),
+        ModelKind::Bert => (vec![special("cls")?], vec![special("sep")?], 0, opts.answer_tokens.saturating_sub(1)),
+        ModelKind::Gpt2 => (vec![], vec![], 0, opts.answer_tokens.saturating_sub(1)),
     };
-    let fixed: usize = head.len()
+    let template_fixed: usize = head.len()
         + tail.len()
-        + reserve
+        + sop
         + pieces
             .iter()
             .map(|p| match p {
@@ -149,21 +241,16 @@ pub fn compile(
                 Piece::Field(_) => 0,
             })
             .sum::<usize>();
+    let fixed = template_fixed + answer;
     if fixed > opts.max_len {
-        return Err(Error::input(format!(
-            "template `{}`: its fixed parts (anchor text, pseudo tokens, answer slot, special tokens and {} answer token(s)) need {fixed} tokens \
-             but the model takes {} positions; shorten the template",
-            template.source(),
-            reserve,
-            opts.max_len
-        )));
+        return Ok(Err(Overflow { template: template_fixed, answer }));
     }
     // Truncate fields: the longest loses its last token until everything fits.
     let budget = opts.max_len - fixed;
     let mut field_len: usize = pieces.iter().map(|p| if let Piece::Field(ids) = p { ids.len() } else { 0 }).sum();
     let truncated = field_len.saturating_sub(budget);
     if truncated > 0 {
-        warn_truncated_once(template, truncated, opts.max_len);
+        warn_truncated_once(template, truncated, &opts.limit());
     }
     while field_len > budget {
         let longest = pieces.iter_mut().filter_map(|p| if let Piece::Field(ids) = p { Some(ids) } else { None }).reduce(|a, b| {
@@ -245,7 +332,7 @@ pub fn compile(
             }
         }
     };
-    Ok(cloze)
+    Ok(Ok(cloze))
 }
 
 impl Cloze {
@@ -291,7 +378,8 @@ impl Cloze {
         }
         if out.ids.len() > max_len {
             return Err(Error::input(format!(
-                "prompt ({} tokens) plus answer ({} tokens) exceed the model's {max_len} positions; set answer_tokens when compiling",
+                "prompt ({} tokens) plus answer ({} tokens) exceed the {max_len}-position limit; set CompileOptions::answer_tokens to the \
+                 longest answer when compiling the prompt",
                 self.ids.len(),
                 answer.len()
             )));

@@ -7,10 +7,14 @@
 //! | `rte` | `premise`, `hypothesis` (final punctuation removed, as P-tuning's RTE pattern) | string |
 //! | `cb` | `premise`, `hypothesis` | string |
 //! | `boolq` | `passage`, `question` | `true` / `false` |
-//! | `copa` | `premise` (final punctuation removed), `choice1`, `choice2`, `connective` (`because` / `so`), `answer1`, `answer2` (choices lower-first, final punctuation removed, as GLM) | `0` / `1` |
+//! | `copa` | `premise` (final punctuation removed), `choice1`, `choice2` (as written), `connective` (`because` / `so`), `answer1`, `answer2` (the choices lower-first, final punctuation removed: what P-tuning's COPA pattern shows and scores) | `0` / `1` |
 //! | `wic` | `word`, `sentence1`, `sentence2` | `true` / `false` |
 //! | `wsc` | `text` (pronoun marked `*like this*`), `pronoun`, `span1_text`; group = text + pronoun index | `true` / `false` |
 //! | `multirc` | one example per answer option: `passage`, `question`, `answer`; group = passage/question idx | `0` / `1` |
+//!
+//! "Final punctuation removed" is the official readers' `rstrip(string.punctuation)`: every ASCII
+//! punctuation character (``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``) is stripped from the right,
+//! repeatedly ([`strip_final_punct`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +48,40 @@ pub enum Reader {
     Multirc,
 }
 
+impl Reader {
+    /// The name a task file gives it (`reader = "multirc"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Reader::Plain => "plain",
+            Reader::Rte => "rte",
+            Reader::Cb => "cb",
+            Reader::Boolq => "boolq",
+            Reader::Copa => "copa",
+            Reader::Wic => "wic",
+            Reader::Wsc => "wsc",
+            Reader::Multirc => "multirc",
+        }
+    }
+
+    /// The keys a JSON line needs for this reader, for error messages.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Reader::Plain => "text, number or boolean keys named like the task's fields",
+            Reader::Rte | Reader::Cb => "`premise` and `hypothesis`",
+            Reader::Boolq => "`passage` and `question`",
+            Reader::Copa => "`premise`, `choice1`, `choice2` and `question` = cause or effect",
+            Reader::Wic => "`word`, `sentence1` and `sentence2`",
+            Reader::Wsc => "`text` and `target` with `span1_text`, `span2_text` and `span2_index`",
+            Reader::Multirc => "`passage` with `text` and `questions`, each with `question` and `answers`, each answer with `text`",
+        }
+    }
+
+    /// Whether its examples carry question groups (MultiRC), which the `em` and `f1a` metrics need.
+    pub fn has_question_groups(self) -> bool {
+        self == Reader::Multirc
+    }
+}
+
 /// One input to classify.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Example {
@@ -64,16 +102,35 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-fn strip_final_punct(s: &str) -> String {
-    s.trim().trim_end_matches(['.', '?', '!', ',', ';', ':']).to_string()
+/// P-tuning's / PET's `remove_final_punc`: `s.rstrip(string.punctuation)`, i.e. every trailing
+/// ASCII punctuation character (``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``), repeatedly; other
+/// characters (whitespace, `。`, letters) stop it.
+pub fn strip_final_punct(s: &str) -> String {
+    s.trim_end_matches(|c: char| c.is_ascii_punctuation()).to_string()
 }
 
-fn lower_first(s: &str) -> String {
+/// PET's `lowercase_first`: the first character lower-cased, the rest as it is.
+pub fn lower_first(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         Some(f) => f.to_lowercase().chain(c).collect(),
         None => String::new(),
     }
+}
+
+/// The first `n` examples, plus every later example of a group (a MultiRC question, a WSC
+/// pronoun) that one of them started, in file order: a group is scored whole (`em` counts a
+/// question right only when all its answer options are; a WSC line is ranked against the other
+/// lines of its pronoun), so `--limit N` may keep a few more than `N` examples. Examples without
+/// a group are cut at `n` exactly.
+pub fn take_limit(examples: Vec<Example>, n: usize) -> Vec<Example> {
+    let started: std::collections::BTreeSet<String> = examples.iter().take(n).filter_map(|e| e.group.clone()).collect();
+    examples
+        .into_iter()
+        .enumerate()
+        .filter(|(i, e)| *i < n || e.group.as_ref().is_some_and(|g| started.contains(g)))
+        .map(|(_, e)| e)
+        .collect()
 }
 
 /// Reads a JSONL file with `reader`. Blank lines are skipped; a line that is not a JSON object
@@ -102,7 +159,9 @@ pub fn parse_jsonl(text: &str, reader: Reader, origin: &str) -> Result<Vec<Examp
 /// Examples of one JSON object.
 pub fn from_value(v: &Value, reader: Reader) -> Result<Vec<Example>> {
     let get = |key: &str| -> Result<String> {
-        v.get(key).and_then(scalar).ok_or_else(|| Error::input(format!("missing or non-text field `{key}` (reader `{reader:?}`)")))
+        v.get(key)
+            .and_then(scalar)
+            .ok_or_else(|| Error::input(format!("missing or non-text field `{key}`; reader `{}` needs {}", reader.name(), reader.needs())))
     };
     let label = v.get("label").and_then(scalar);
     let mut fields = BTreeMap::new();
@@ -135,8 +194,9 @@ pub fn from_value(v: &Value, reader: Reader) -> Result<Vec<Example>> {
             };
             fields.insert("premise".into(), strip_final_punct(&get("premise")?));
             fields.insert("connective".into(), connective.into());
-            fields.insert("answer1".into(), lower_first(&strip_final_punct(&c1)));
-            fields.insert("answer2".into(), lower_first(&strip_final_punct(&c2)));
+            // CopaPVP: `remove_final_punc(lowercase_first(choice))`.
+            fields.insert("answer1".into(), strip_final_punct(&lower_first(&c1)));
+            fields.insert("answer2".into(), strip_final_punct(&lower_first(&c2)));
             fields.insert("choice1".into(), c1);
             fields.insert("choice2".into(), c2);
         }
@@ -147,8 +207,12 @@ pub fn from_value(v: &Value, reader: Reader) -> Result<Vec<Example>> {
         }
         Reader::Wsc => {
             let text = get("text")?;
-            let target = v.get("target").ok_or_else(|| Error::input("missing field `target` (reader `Wsc`)"))?;
-            let t = |k: &str| target.get(k).ok_or_else(|| Error::input(format!("missing field `target.{k}` (reader `Wsc`)")));
+            let target = v
+                .get("target")
+                .ok_or_else(|| Error::input(format!("missing field `target`; reader `wsc` needs {}", Reader::Wsc.needs())))?;
+            let t = |k: &str| {
+                target.get(k).ok_or_else(|| Error::input(format!("missing field `target.{k}`; reader `wsc` needs {}", Reader::Wsc.needs())))
+            };
             let pronoun = t("span2_text")?.as_str().unwrap_or_default().to_string();
             let index = t("span2_index")?.as_u64().ok_or_else(|| Error::input("`target.span2_index` must be a whole number"))? as usize;
             let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
@@ -163,8 +227,13 @@ pub fn from_value(v: &Value, reader: Reader) -> Result<Vec<Example>> {
             return Ok(vec![Example { fields, label, group: Some(format!("{text}#{index}")) }]);
         }
         Reader::Multirc => {
-            let passage = v.get("passage").ok_or_else(|| Error::input("missing field `passage` (reader `Multirc`)"))?;
-            let text = passage.get("text").and_then(Value::as_str).ok_or_else(|| Error::input("missing field `passage.text`"))?;
+            let passage = v
+                .get("passage")
+                .ok_or_else(|| Error::input(format!("missing field `passage`; reader `multirc` needs {}", Reader::Multirc.needs())))?;
+            let text = passage
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::input(format!("missing field `passage.text`; reader `multirc` needs {}", Reader::Multirc.needs())))?;
             let pidx = v.get("idx").and_then(scalar).unwrap_or_default();
             let mut out = Vec::new();
             for q in passage.get("questions").and_then(Value::as_array).into_iter().flatten() {

@@ -39,7 +39,7 @@ pub fn gold_indices(task: &ClozeTask, examples: &[&Example]) -> Result<Vec<u32>>
 }
 
 /// The mean training loss of `examples` (scalar tensor), with the pseudo tokens of `template`
-/// replaced by `prompt` (`None`: the template must have no pseudo tokens).
+/// replaced by `prompt` (`None`: the template must have no pseudo tokens, else an error).
 pub fn batch_loss(
     model: &dyn Backbone,
     tok: &Tokenizer,
@@ -51,6 +51,12 @@ pub fn batch_loss(
 ) -> Result<Tensor> {
     if examples.is_empty() {
         return Err(Error::input("a training batch needs at least one example"));
+    }
+    if prompt.is_none() && template.num_pseudo() > 0 {
+        return Err(Error::input(format!(
+            "the template has {} [P] pseudo tokens but no prompt was given for them; pass the prompt encoder's output",
+            template.num_pseudo()
+        )));
     }
     let gold = gold_indices(task, examples)?;
     let dev = model.device().clone();

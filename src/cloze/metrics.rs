@@ -36,14 +36,18 @@ pub fn f1(pred: &[String], gold: &[String], positive: &str) -> Result<f64> {
     Ok(if tp == 0 { 0.0 } else { 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64 })
 }
 
-/// Unweighted mean of the per-class F1 over `labels` (CB's `f1-macro`).
-pub fn macro_f1(pred: &[String], gold: &[String], labels: &[String]) -> Result<f64> {
+/// Unweighted mean of the per-class F1 over the labels that occur in `gold` or `pred` (CB's
+/// `f1-macro`), as scikit-learn's `f1_score(average="macro")` computes it for PET and SuperGLUE:
+/// a task label that is neither gold nor predicted is left out, a predicted label that is never
+/// gold counts with F1 0.
+pub fn macro_f1(pred: &[String], gold: &[String]) -> Result<f64> {
     check(pred, gold)?;
+    let present: std::collections::BTreeSet<&String> = gold.iter().chain(pred).collect();
     let mut sum = 0.0;
-    for l in labels {
+    for l in &present {
         sum += f1(pred, gold, l)?;
     }
-    Ok(sum / labels.len().max(1) as f64)
+    Ok(sum / present.len() as f64)
 }
 
 /// MultiRC exact match: the fraction of groups (questions) whose options are all right.
@@ -59,8 +63,10 @@ pub fn exact_match(pred: &[String], gold: &[String], groups: &[String]) -> Resul
     Ok(all_right.values().filter(|&&v| v).count() as f64 / all_right.len() as f64)
 }
 
-/// Every metric a task asks for, by name (`acc`, `f1` with positive = the last label,
-/// `f1-macro`, `em`, `f1a` with positive label `1`). `groups` is needed for `em`.
+/// Every metric a task asks for, by name: `acc`; `f1`, binary with the last of `labels` as the
+/// positive class; `f1-macro` ([`macro_f1`]); and MultiRC's `em` (needs `groups`, the question of
+/// each answer option) and `f1a` (binary F1 with positive label `1`). A task file may only ask
+/// for `em` and `f1a` with the MultiRC reader ([`crate::cloze::ClozeTask::new`] checks).
 pub fn compute(
     names: &[String],
     pred: &[String],
@@ -73,9 +79,15 @@ pub fn compute(
         let v = match n.as_str() {
             "acc" => accuracy(pred, gold)?,
             "f1" => f1(pred, gold, labels.last().map(String::as_str).unwrap_or(""))?,
-            "f1-macro" => macro_f1(pred, gold, labels)?,
+            "f1-macro" => macro_f1(pred, gold)?,
             "f1a" => f1(pred, gold, "1")?,
-            "em" => exact_match(pred, gold, groups.ok_or_else(|| Error::input("metric `em` needs group keys (MultiRC questions)"))?)?,
+            "em" => exact_match(
+                pred,
+                gold,
+                groups.ok_or_else(|| {
+                    Error::input("metric `em` needs the question of every example (MultiRC's reader gives them); use `acc` or `f1` instead")
+                })?,
+            )?,
             other => return Err(Error::input(format!("unknown metric `{other}` (known: acc, f1, f1-macro, em, f1a)"))),
         };
         out.insert(n.clone(), v);

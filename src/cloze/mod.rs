@@ -53,4 +53,4 @@ pub use fewglue::{parse_jsonl, read_jsonl, Example, Reader};
 pub use loss::{batch_loss, gold_indices};
 pub use score::{answer_scores, label_logits};
 pub use task::{AnswerKind, ClozeTask, LabelWords, TaskSpec, TrainHints};
-pub use template::{Part, Segment, Template};
+pub use template::{Part, Segment, Template, MAX_PSEUDO};

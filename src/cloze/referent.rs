@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::classify::{classify_batch, ClassifyOptions, Prediction};
+use super::classify::{classify_named, example_name, ClassifyOptions, Prediction};
 use super::fewglue::Example;
 use super::task::ClozeTask;
 use crate::model::Backbone;
@@ -101,6 +101,8 @@ pub fn classify_referents(
         }
     }
     let mut variants: Vec<BTreeMap<String, String>> = Vec::new();
+    // The example each variant comes from, and its candidate, for errors.
+    let mut owner: Vec<(usize, String)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for (i, e) in examples.iter().enumerate() {
         let g = key(i, e);
@@ -114,12 +116,17 @@ pub fn classify_referents(
             if let std::collections::hash_map::Entry::Vacant(v) = index.entry((g.clone(), c.clone())) {
                 v.insert(variants.len());
                 let mut f = e.fields.clone();
-                f.insert(field.clone(), c);
+                f.insert(field.clone(), c.clone());
                 variants.push(f);
+                owner.push((i, c));
             }
         }
     }
-    let scores: Vec<f64> = classify_batch(model, tok, task, &variants, opts)?.into_iter().map(|p| p.scores[0]).collect();
+    let name = |k: usize| match owner.get(k) {
+        Some((i, c)) => format!("{}, candidate referent `{c}`", example_name(examples, *i)),
+        None => format!("candidate {}", k + 1),
+    };
+    let scores: Vec<f64> = classify_named(model, tok, task, &variants, opts, &name)?.into_iter().map(|p| p.scores[0]).collect();
     let positive = task.labels()[0].clone();
     examples
         .iter()

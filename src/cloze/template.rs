@@ -36,17 +36,25 @@ fn err(src: &str, at: usize, msg: impl std::fmt::Display) -> Error {
     Error::input(format!("template `{src}`, character {}: {msg}", at + 1))
 }
 
+/// The most pseudo tokens a template may hold: far more than any model's positions, so only a
+/// typo (`[P*300000]`) meets it.
+pub const MAX_PSEUDO: usize = 65_536;
+
 impl Template {
     /// Parses `source`, checking every `{field}` against `fields` (the task's declared fields).
     ///
     /// Errors (naming the template and the character): no or several `[MASK]`, an unknown or
-    /// empty field name, an unclosed `{`, a malformed `[P*n]` (`n` must be a whole number ≥ 1).
+    /// empty field name, an unclosed `{`, a malformed `[P*n]` (`n` must be a whole number ≥ 1),
+    /// more than [`MAX_PSEUDO`] pseudo tokens in all.
     pub fn parse(source: &str, fields: &[String]) -> Result<Self> {
         let mut segments: Vec<Segment> = Vec::new();
         let mut text = String::new();
         let chars: Vec<(usize, char)> = source.char_indices().collect();
         let mut i = 0;
         let mut masks = 0;
+        let mut pseudo = 0usize;
+        let too_many =
+            |n: usize, i: usize| err(source, i, format!("{n} pseudo tokens: at most {MAX_PSEUDO} (a model reads far fewer positions)"));
         // Moves pending literal text into a segment.
         fn flush(text: &mut String, segments: &mut Vec<Segment>) {
             let t = text.trim();
@@ -84,12 +92,22 @@ impl Template {
                 masks += 1;
                 Some((Part::Mask, 6))
             } else if r.starts_with("[P]") {
+                pseudo += 1;
+                if pseudo > MAX_PSEUDO {
+                    return Err(too_many(pseudo, i));
+                }
                 Some((Part::Pseudo(1), 3))
             } else if r.starts_with("[P*") {
                 let end = r.find(']').ok_or_else(|| err(source, i, "`[P*` is never closed; write `[P*3]` for three pseudo tokens"))?;
                 let n = r[3..end].trim();
                 match n.parse::<usize>() {
-                    Ok(n) if n >= 1 => Some((Part::Pseudo(n), r[..=end].chars().count())),
+                    Ok(n) if n >= 1 => {
+                        pseudo = pseudo.saturating_add(n);
+                        if pseudo > MAX_PSEUDO {
+                            return Err(too_many(pseudo, i));
+                        }
+                        Some((Part::Pseudo(n), r[..=end].chars().count()))
+                    }
                     _ => {
                         return Err(err(
                             source,
