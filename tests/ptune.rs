@@ -517,7 +517,7 @@ fn vocab_ptuning_elicits_facts_and_ranks_over_the_allowed_vocabulary() -> TestRe
     let opts = VocabTuneOptions { lr: 1e-2, epochs: 60, patience: 60, batch_size: 8, ..Default::default() };
     let mut curve = Vec::new();
     let data = VocabSplits { train: &examples, dev: &examples, allowed: Some(&allowed) };
-    let tuned = tune_vocab_prompt(model.as_ref(), &tok, &template, data, &opts, |e, p| curve.push((e, p)))?;
+    let tuned = tune_vocab_prompt(model.as_ref(), &tok, &template, data, &opts, |e| curve.push((e.epoch, e.dev_p1)))?;
     eprintln!("vocab P-tuning dev P@1 per epoch: {curve:?}");
     assert!(tuned.dev_p1 >= 0.95, "dev P@1 {}", tuned.dev_p1);
     assert!(curve[0].1 < tuned.dev_p1, "the untrained prompt already scored {}", curve[0].1);
@@ -606,5 +606,35 @@ fn cli_names_flags_that_cannot_apply() -> TestResult {
     assert!(err.contains("--no-mirror only concerns COPA"), "{err}");
     assert!(!out.status.success() && err.contains("max_steps"), "{err}");
     assert!(!t.dir.path().join("never").exists());
+    Ok(())
+}
+
+/// A task may select checkpoints on several metrics (CB, MultiRC: accuracy and F1, as P-tuning):
+/// a checkpoint is kept when none is worse than the kept one, and patience resets only when all
+/// are better.
+#[test]
+fn checkpoints_are_selected_on_every_select_metric() -> TestResult {
+    use std::collections::BTreeMap;
+    use wenhui::ptuning::train::TuneState;
+    let t = toy();
+    let mut st = TuneState::start(&toy_config(&t, TuneMode::Ptune, Path::new("tests/fixtures/glm-tiny"), "unused"));
+    let select = vec!["acc".to_string(), "f1-macro".to_string()];
+    let scores = |acc: f64, f1: f64| Some(BTreeMap::from([("acc".to_string(), acc), ("f1-macro".to_string(), f1)]));
+    assert!(st.judge(scores(0.5, 0.4), &select).is_some());
+    assert_eq!(st.bad_evals, 0);
+    // Accuracy up but F1 down: not kept.
+    assert!(st.judge(scores(0.6, 0.3), &select).is_none());
+    assert_eq!(st.bad_evals, 1);
+    // Better accuracy, equal F1: kept (ties count), but no strict improvement.
+    assert_eq!(st.judge(scores(0.6, 0.4), &select).map(|r| r.metrics["acc"]), Some(0.6));
+    assert_eq!(st.bad_evals, 2);
+    assert!(st.judge(scores(0.7, 0.5), &select).is_some());
+    assert_eq!(st.bad_evals, 0);
+    // The built-in tasks say which metrics select; a task must list what it selects on.
+    assert_eq!(ClozeTask::builtin("cb")?.selection_metrics(), select);
+    assert_eq!(ClozeTask::builtin("multirc")?.selection_metrics(), ["acc", "f1a"]);
+    assert_eq!(ClozeTask::builtin("rte")?.selection_metrics(), ["acc"]);
+    let e = ClozeTask::from_toml(&TOY_TASK.replace("metrics = [\"acc\"]", "metrics = [\"acc\"]\nselect = [\"f1\"]"), "toy").unwrap_err();
+    assert!(e.to_string().contains("`f1` is not among the task's metrics"), "{e}");
     Ok(())
 }

@@ -244,11 +244,6 @@ fn resume_command(cfg: &TuneConfig) -> String {
     )
 }
 
-/// The evaluation metric that selects checkpoints: the task's first metric.
-fn primary(task: &ClozeTask) -> String {
-    task.spec.metrics.first().cloned().unwrap_or_else(|| "acc".into())
-}
-
 /// Trains as `cfg` says (see the module docs); `opts.resume` continues a run directory.
 pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     // A resumed run continues exactly, so with the configuration it was started with (its
@@ -415,7 +410,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         }
     };
     let cfg = &cfg;
-    let metric = primary(&task);
+    let select = task.selection_metrics();
     // The run directory is made only now that model, data and options have been checked: a run
     // that fails to start leaves nothing behind.
     let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
@@ -496,7 +491,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
                 log.write(&serde_json::json!({"step": st.step, "dev": s}))?;
                 bar.println(&format!("step {}: dev {}", st.step, state::format_metrics(s)));
             }
-            if let Some(record) = st.judge(scores, &metric) {
+            if let Some(record) = st.judge(scores, &select) {
                 save_best(&encoder, &record)?;
             }
             if cfg.patience > 0 && st.bad_evals >= cfg.patience {

@@ -107,20 +107,26 @@ impl TuneState {
         out
     }
 
-    /// Records an evaluation: returns the record to keep when `metric` is ≥ the best so far
-    /// (ties keep the newer state, as P-tuning does); the patience counter resets only on a
-    /// strict improvement.
-    pub fn judge(&mut self, scores: Option<BTreeMap<String, f64>>, metric: &str) -> Option<BestRecord> {
+    /// Records an evaluation: returns the record to keep when every metric of `select` is ≥ its
+    /// value in the kept record (ties keep the newer state, as P-tuning does); the patience
+    /// counter resets only when every one is strictly better. A metric the scores lack reads as
+    /// their first value.
+    pub fn judge(&mut self, scores: Option<BTreeMap<String, f64>>, select: &[String]) -> Option<BestRecord> {
         let scores = scores?;
-        let value = scores.get(metric).or_else(|| scores.values().next()).copied()?;
-        let best = self.best_value.unwrap_or(f64::NEG_INFINITY);
-        if value > best {
+        let value = |s: &BTreeMap<String, f64>, m: &String| s.get(m).or_else(|| s.values().next()).copied();
+        let now: Vec<f64> = select.iter().map(|m| value(&scores, m)).collect::<Option<_>>()?;
+        // The kept record holds the best values: it is kept exactly when none got worse.
+        let best: Vec<f64> = match &self.best {
+            Some(b) if !b.metrics.is_empty() => select.iter().map(|m| value(&b.metrics, m).unwrap_or(f64::NEG_INFINITY)).collect(),
+            _ => vec![f64::NEG_INFINITY; now.len()],
+        };
+        if now.iter().zip(&best).all(|(n, b)| n > b) {
             self.bad_evals = 0;
         } else {
             self.bad_evals += 1;
         }
-        if value >= best {
-            self.best_value = Some(value);
+        if now.iter().zip(&best).all(|(n, b)| n >= b) {
+            self.best_value = now.first().copied();
             let record = BestRecord { step: self.step, metrics: scores };
             self.best = Some(record.clone());
             return Some(record);
