@@ -602,6 +602,25 @@ fn served_prompts_classify_like_the_library() {
     assert!(v["prompt"].as_str().unwrap().ends_with("run"));
     let models = request(addr, "GET", "/v1/models", b"").json();
     assert_eq!(models["data"][0]["prompts"][0]["task"], "toy");
+    // The input is read as `wenhui classify` reads it: through the task's reader (RTE's strips
+    // the hypothesis's final punctuation), so both give the same probabilities.
+    let rte =
+        "name = \"rte-toy\"\nfields = [\"premise\", \"hypothesis\"]\ntemplate = \"{premise} {hypothesis} [MASK] .\"\nreader = \"rte\"\n\
+               [[verbalizer]]\nlabel = \"not_entailment\"\nwords = [\"x\"]\n[[verbalizer]]\nlabel = \"entailment\"\nwords = [\"z\"]\n";
+    let resp = post(addr, "/v1/classify", &json!({"task_toml": rte, "input": {"premise": "abc.", "hypothesis": "abd?!"}}));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let task = ClozeTask::from_toml(rte, "rte-toy").unwrap();
+    let fields = [("premise".to_string(), "abc.".to_string()), ("hypothesis".to_string(), "abd".to_string())].into_iter().collect();
+    let lib = classify_with(model.backbone.as_ref(), &model.tokenizer, &task, &fields, &ClassifyOptions::default()).unwrap();
+    for (k, want) in lib.probs.iter().enumerate() {
+        let got = resp.json()["labels"][k]["probability"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "rte label {k}: server {got} vs library {want}");
+    }
+    // An input that makes several examples (a whole MultiRC line) is refused, naming the fields.
+    let line = json!({"passage": {"text": "ab.", "questions": [{"question": "a?", "answers": [{"text": "b", "label": 0}, {"text": "c", "label": 1}]}]}});
+    let resp = post(addr, "/v1/classify", &json!({"task": "multirc", "input": line}));
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert!(resp.text().contains("makes 2 examples") && resp.text().contains("passage, question, answer"), "{}", resp.text());
     handle.shutdown().unwrap();
     // A directory without a prompt is a clear start-up error.
     let err = start(ServeConfig {

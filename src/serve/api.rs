@@ -171,6 +171,7 @@ pub struct ClassifyRequest {
     /// Or a whole task file as TOML text (fields, template, verbalizer).
     #[serde(default)]
     pub task_toml: Option<String>,
-    /// The example's field values.
-    pub input: std::collections::BTreeMap<String, String>,
+    /// The example, as `wenhui classify` takes a JSON object: a SuperGLUE line (read with the
+    /// task's reader) or the task's field values; it must make one example.
+    pub input: serde_json::Map<String, serde_json::Value>,
 }

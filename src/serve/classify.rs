@@ -3,31 +3,25 @@
 
 use serde_json::json;
 
-use super::api::ClassifyRequest;
 use super::limits::ApiError;
-use super::validate::ClassifyPlan;
+use super::validate::{ClassifyPlan, TaskSource};
 use super::worker::{ServedModel, Ticket};
 use crate::cloze::{classify_with, ClassifyOptions};
 
 /// Runs `/v1/classify` on its checked plan: a served prompt's task, or a built-in or request task.
-pub(crate) fn classify(
-    model: &ServedModel,
-    r: &ClassifyRequest,
-    plan: &ClassifyPlan,
-    t: &Ticket<'_>,
-) -> Result<(serde_json::Value, usize), ApiError> {
-    let (task, served) = match plan {
-        ClassifyPlan::Served(i) => {
+pub(crate) fn classify(model: &ServedModel, plan: &ClassifyPlan, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
+    let (task, served) = match &plan.source {
+        TaskSource::Served(i) => {
             let p = model.prompts.get(*i).ok_or_else(|| ApiError::internal("the served prompt of this task is missing"))?;
             (&p.task, Some(p))
         }
-        ClassifyPlan::Task(task) => (task.as_ref(), None),
+        TaskSource::Given(task) => (task.as_ref(), None),
     };
     if t.should_stop() {
         return Err(t.stop_error());
     }
     let opts = ClassifyOptions { prompt: served.map(|p| p.vectors.clone()), batch_size: 0 };
-    let p = classify_with(model.backbone.as_ref(), &model.tokenizer, task, &r.input, &opts)?;
+    let p = classify_with(model.backbone.as_ref(), &model.tokenizer, task, &plan.example, &opts)?;
     let best = (0..p.probs.len()).max_by(|&a, &b| p.probs[a].total_cmp(&p.probs[b])).unwrap_or(0);
     let body = json!({
         "label": p.labels.get(best),

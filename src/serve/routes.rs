@@ -367,8 +367,7 @@ async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
 
 /// `POST /v1/classify`.
 async fn classify(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked =
-        parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(|p| Work::Classify(r, p)));
+    let checked = parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(Work::Classify));
     match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),

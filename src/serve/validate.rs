@@ -23,8 +23,8 @@ pub(crate) struct Front {
     pub(crate) kind: ModelKind,
     /// The model's positions.
     pub(crate) max_positions: usize,
-    /// Tasks of the served P-tuned prompts (`--prompt DIR`).
-    pub(crate) prompt_tasks: Vec<String>,
+    /// Tasks of the served P-tuned prompts (`--prompt DIR`), in their order.
+    pub(crate) prompt_tasks: Vec<crate::cloze::ClozeTask>,
 }
 
 impl Front {
@@ -34,7 +34,7 @@ impl Front {
             tokenizer: model.tokenizer.clone(),
             kind: model.kind(),
             max_positions: model.backbone.info().max_positions,
-            prompt_tasks: model.prompts.iter().map(|p| p.task.spec.name.clone()).collect(),
+            prompt_tasks: model.prompts.iter().map(|p| p.task.clone()).collect(),
         }
     }
 }
@@ -332,28 +332,57 @@ pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Resul
     Ok(AnswerPlan { task, fields })
 }
 
-/// A checked `/v1/classify` request: which task it runs.
+/// Where a `/v1/classify` request's task comes from.
 #[derive(Debug)]
-pub(crate) enum ClassifyPlan {
+pub(crate) enum TaskSource {
     /// The served P-tuned prompt at this index of `--prompt` (its task and vectors).
     Served(usize),
     /// A built-in task or the request's TOML, without a trained prompt.
-    Task(Box<crate::cloze::ClozeTask>),
+    Given(Box<crate::cloze::ClozeTask>),
 }
 
-/// Checks a `/v1/classify` request's task: a served prompt's task, a built-in name or TOML text.
+/// A checked `/v1/classify` request: its task and its one example's fields.
+#[derive(Debug)]
+pub(crate) struct ClassifyPlan {
+    /// The task.
+    pub(crate) source: TaskSource,
+    /// The example's field values, read as `wenhui classify` reads its JSON input.
+    pub(crate) example: BTreeMap<String, String>,
+}
+
+/// Checks a `/v1/classify` request: its task (a served prompt's task, a built-in name or TOML
+/// text) and its input, read as `wenhui classify` reads a JSON object (a SuperGLUE line through
+/// the task's reader, so RTE's hypothesis loses its final punctuation alike; else the task's
+/// fields), which must make exactly one example.
 pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<ClassifyPlan, ApiError> {
-    let task = match (&r.task, &r.task_toml) {
-        (Some(name), None) => match front.prompt_tasks.iter().position(|t| t == name) {
-            Some(i) => return Ok(ClassifyPlan::Served(i)),
-            None => crate::cloze::ClozeTask::builtin(name)?,
+    let (source, task) = match (&r.task, &r.task_toml) {
+        (Some(name), None) => match front.prompt_tasks.iter().position(|t| t.spec.name == *name) {
+            Some(i) => (TaskSource::Served(i), front.prompt_tasks[i].clone()),
+            None => {
+                let task = crate::cloze::ClozeTask::builtin(name)?;
+                (TaskSource::Given(Box::new(task.clone())), task)
+            }
         },
-        (None, Some(text)) => crate::cloze::ClozeTask::from_toml(text, "task_toml")?,
+        (None, Some(text)) => {
+            let task = crate::cloze::ClozeTask::from_toml(text, "task_toml")?;
+            (TaskSource::Given(Box::new(task.clone())), task)
+        }
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of `task` (a served prompt's task or a built-in name such as rte) and `task_toml`",
             ))
         }
     };
-    Ok(ClassifyPlan::Task(Box::new(task)))
+    let input = serde_json::Value::Object(r.input.clone());
+    let mut examples = task.examples_from_json(&input).map_err(|e| ApiError::bad_request(format!("input: {e}")))?;
+    if examples.len() != 1 {
+        return Err(ApiError::bad_request(format!(
+            "input makes {} examples for task `{}` (a SuperGLUE MultiRC line holds one per answer option); send one example's fields: {}",
+            examples.len(),
+            task.spec.name,
+            task.used_fields().join(", ")
+        )));
+    }
+    let example = examples.swap_remove(0).fields;
+    Ok(ClassifyPlan { source, example })
 }

@@ -1,7 +1,7 @@
 //! The model worker: one thread owns the model and runs the queued requests one at a time,
 //! reporting progress (tokens, lines) and the final answer through each request's channel.
 
-use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
+use super::api::{AnswerRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::batch::Engine;
 use super::limits::{ApiError, Limits};
 use super::metrics::Metrics;
@@ -128,7 +128,7 @@ pub(crate) enum Work {
     /// `/v1/answer`.
     Answer(AnswerRequest, AnswerPlan),
     /// `/v1/classify`.
-    Classify(ClassifyRequest, ClassifyPlan),
+    Classify(ClassifyPlan),
 }
 
 /// A queued request: its work, where to report, and until when it may run.
@@ -241,6 +241,6 @@ fn execute(model: &ServedModel, work: &Work, t: &Ticket<'_>) -> Result<(serde_js
         Work::Fill(r, p) => super::complete::fill(model, r, p, t),
         Work::Poem(r, p) => super::inverse::poem(model, r, p, t),
         Work::Answer(r, p) => super::inverse::answer(model, r, p, t),
-        Work::Classify(r, p) => super::classify::classify(model, r, p, t),
+        Work::Classify(p) => super::classify::classify(model, p, t),
     }
 }
