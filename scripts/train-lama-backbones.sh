@@ -65,7 +65,9 @@ for arch in glm bert gpt2; do
       --epochs "${PT_EPOCHS:-100}" --patience "${PT_PATIENCE:-20}" --lr "${PT_LR:-1e-3}" \
       --output "$OUT/results-$arch-ptune-$vocab" --json > "$OUT/probe-$arch-ptune-$vocab.json"
     printf '%-5s %-4s ptune  ' "$arch" "$vocab"
+    # The same settings: the saved results are reused (other settings would be refused).
     $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" --mode ptune \
+      --epochs "${PT_EPOCHS:-100}" --patience "${PT_PATIENCE:-20}" --lr "${PT_LR:-1e-3}" \
       --output "$OUT/results-$arch-ptune-$vocab" | tail -n 1
     $W probe lama --quiet --model "$OUT/$arch" --lama "$LAMA" --relations "$RELATIONS" --vocab "$vocab" \
       --output "$OUT/results-$arch-manual-$vocab" --json > "$OUT/probe-$arch-manual-$vocab.json"

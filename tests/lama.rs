@@ -8,7 +8,9 @@ use wenhui::data::prepare::{prepare, PrepareOptions};
 use wenhui::data::reader::ReadOptions;
 use wenhui::eval::lama::corpus::{build_corpus, write_corpus, CorpusOptions};
 use wenhui::eval::lama::data::{LamaDir, Split};
-use wenhui::eval::lama::{in_vocab, manual_scores, run_probe, ProbeContext, ProbeOptions, VocabChoice};
+use wenhui::eval::lama::identity::ModelIdentity;
+use wenhui::eval::lama::progress::ProbeProgress;
+use wenhui::eval::lama::{in_vocab, manual_scores, run_probe, ProbeContext, ProbeOptions, RelationTask, VocabChoice};
 use wenhui::model::load_model;
 use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
 use wenhui::train::config::PretrainConfig;
@@ -112,6 +114,11 @@ fn mini_lama(dir: &Path) {
 
 /// A tiny model of `objective` pretrained for a few steps on the mini knowledge corpus.
 fn tiny_model(tmp: &Path, lama: &LamaDir, objective: &str) -> PathBuf {
+    tiny_model_seeded(tmp, lama, objective, objective, 1234)
+}
+
+/// [`tiny_model`] in `tmp/<name>` from initial weights drawn with `seed`.
+fn tiny_model_seeded(tmp: &Path, lama: &LamaDir, objective: &str, name: &str, seed: u64) -> PathBuf {
     let text = tmp.join("knowledge.txt");
     if !text.is_file() {
         let (docs, _) = build_corpus(lama, &CorpusOptions { repeats: 3, ..Default::default() }).unwrap();
@@ -124,8 +131,8 @@ fn tiny_model(tmp: &Path, lama: &LamaDir, objective: &str) -> PathBuf {
         prepare(std::slice::from_ref(&text), &tok, &tmp.join("corpus"), &PrepareOptions { progress: false, ..Default::default() }).unwrap();
     }
     let o = serde_json::json!({
-        "corpus": tmp.join("corpus"), "out_dir": tmp.join(objective), "layers": 1, "hidden": 32, "heads": 2, "seq_len": 48,
-        "batch_size": 4, "steps": 3, "eval_every": 0, "save_every": 0, "valid_fraction": 0.0, "objective": objective,
+        "corpus": tmp.join("corpus"), "out_dir": tmp.join(name), "layers": 1, "hidden": 32, "heads": 2, "seq_len": 48,
+        "batch_size": 4, "steps": 3, "eval_every": 0, "save_every": 0, "valid_fraction": 0.0, "objective": objective, "seed": seed,
     });
     let cfg = PretrainConfig::load(None, o.as_object().unwrap().clone()).unwrap();
     pretrain(&cfg, &RunOptions::default()).unwrap().model_dir
@@ -148,10 +155,9 @@ fn probe_runs_end_to_end_on_tiny_models() {
         let opts = ProbeOptions {
             relations: Some(vec!["P19".into(), "P36".into()]),
             mode: "manual".into(),
-            model_name: dir.display().to_string(),
+            model: ModelIdentity::of(&dir, &m.fingerprint, None, &dir).unwrap(),
             out_dir: Some(out.clone()),
-            limit: None,
-            progress: false,
+            ..Default::default()
         };
         let report = run_probe(&lama, &ctx, &opts, &mut manual_scores).unwrap();
         assert_eq!(report.relations.len(), 2);
@@ -168,7 +174,7 @@ fn probe_runs_end_to_end_on_tiny_models() {
         assert_eq!(report.macro_average.n, 6);
         assert!(out.join("P19.json").is_file() && out.join("P36.json").is_file());
         // Resume: the result files are read back, nothing is scored again.
-        let mut never = |_: &ProbeContext<'_>, _: &wenhui::eval::lama::RelationTask| -> wenhui::Result<_> { panic!("scored again") };
+        let mut never = |_: &ProbeContext<'_>, _: &RelationTask, _: &ProbeProgress| -> wenhui::Result<_> { panic!("scored again") };
         let again = run_probe(&lama, &ctx, &opts, &mut never).unwrap();
         assert!(again.relations.iter().all(|r| r.cached));
         assert_eq!(again.macro_average, report.macro_average);
@@ -185,9 +191,9 @@ fn probe_runs_end_to_end_on_tiny_models() {
         old.as_object_mut().unwrap().remove("limit");
         std::fs::write(&p19_file, serde_json::to_string(&old).unwrap()).unwrap();
         let mut scored = Vec::new();
-        let mut counting = |c: &ProbeContext<'_>, t: &wenhui::eval::lama::RelationTask| {
+        let mut counting = |c: &ProbeContext<'_>, t: &RelationTask, p: &ProbeProgress| {
             scored.push(t.relation.relation.clone());
-            manual_scores(c, t)
+            manual_scores(c, t, p)
         };
         let third = run_probe(&lama, &ctx, &opts, &mut counting).unwrap();
         assert_eq!(scored, vec!["P19".to_string()], "only the file without its limit is probed again");
@@ -319,4 +325,304 @@ fn probe_flags_name_what_is_wrong() {
     assert!(!out_file.exists(), "no corpus is written");
     let e = build_corpus(&LamaDir::open(&data).unwrap(), &CorpusOptions { repeats: 1001, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("at most 1000"), "{e}");
+}
+
+/// The mini data plus relations P-tuning cannot train or nothing can score: P190 without a train
+/// file (as in the shipped data), P37 whose train objects are all outside the vocabulary, P1376
+/// with train and dev facts but no test file and no stand-in.
+fn mini_lama_with_gaps(dir: &Path) {
+    mini_lama(dir);
+    let w = |p: &str, s: &str| {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, s).unwrap();
+    };
+    let mut rel = std::fs::read_to_string(dir.join("relations.jsonl")).unwrap();
+    for (id, template, label) in [
+        ("P190", "[X] is a twin city of [Y] .", "twinned administrative body"),
+        ("P37", "The official language of [X] is [Y] .", "official language"),
+        ("P1376", "[X] is the capital of [Y] .", "capital of"),
+    ] {
+        rel.push_str(&format!("\n{{\"relation\": \"{id}\", \"template\": \"{template}\", \"label\": \"{label}\", \"type\": \"N-M\"}}"));
+    }
+    w("relations.jsonl", &rel);
+    let fact = |s: &str, o: &str| format!("{{\"obj_label\": \"{o}\", \"sub_label\": \"{s}\"}}\n");
+    w("fact-retrieval/original/P190/dev.jsonl", &(fact("Rome", "Paris") + &fact("Oslo", "Lima")));
+    w("trex_lms_vocab/P190.jsonl", &(fact("Paris", "Rome") + &fact("Lima", "Oslo")));
+    w("fact-retrieval/original/P37/train.jsonl", &(fact("France", "Atlantis") + &fact("Peru", "Lemuria")));
+    w("fact-retrieval/original/P37/dev.jsonl", &fact("Italy", "Rome"));
+    w("fact-retrieval/original/P37/test.jsonl", &(fact("Norway", "Oslo") + &fact("Egypt", "Cairo")));
+    w("fact-retrieval/original/P1376/train.jsonl", &fact("Paris", "France"));
+    w("fact-retrieval/original/P1376/dev.jsonl", &fact("Rome", "Italy"));
+}
+
+/// The first checkpoint directory of a pretraining run in `tmp/name`.
+fn checkpoint(tmp: &Path, name: &str) -> PathBuf {
+    std::fs::read_dir(tmp.join(name).join("checkpoints")).unwrap().next().unwrap().unwrap().path()
+}
+
+/// `wenhui ARGS` in `cwd`.
+fn wenhui(cwd: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A result file is reused only for the same model files, settings and data: a model replaced at
+/// the same path, another P-tuning setting, or changed facts are refused with what differs and
+/// how to go on (`--force` replaces); the same model spelled differently is reused.
+#[test]
+fn reuse_needs_the_same_model_files_settings_and_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    mini_lama(&work.join("lama"));
+    let lama = LamaDir::open(&work.join("lama")).unwrap();
+    tiny_model(tmp.path(), &lama, "default");
+    tiny_model_seeded(tmp.path(), &lama, "default", "other", 99);
+    copy_dir(&checkpoint(tmp.path(), "default"), &work.join("m"));
+    let probe = |model: &str, extra: &[&str]| {
+        let mut args = vec!["probe", "lama", "--model", model, "--lama", "lama", "--relations", "P19", "--json"];
+        args.extend_from_slice(extra);
+        wenhui(&work, &args)
+    };
+    let p1 = |out: &std::process::Output| -> f64 {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["relations"][0]["scores"]["p_at_1"].as_f64().unwrap()
+    };
+    p1(&probe("m", &["-o", "res"]));
+    // Mark the result, so that reading it back shows.
+    let file = work.join("res/P19.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["model"].as_str(), Some(work.join("m").canonicalize().unwrap().to_str().unwrap()), "canonical path recorded");
+    assert!(v["model_weights"].as_str().is_some_and(|f| !f.is_empty()) && v["data_fingerprint"].as_str().is_some(), "{v}");
+    v["scores"]["p_at_1"] = serde_json::json!(0.123456);
+    std::fs::write(&file, v.to_string()).unwrap();
+    // The same model spelled differently: reused.
+    assert_eq!(p1(&probe("./m", &["-o", "res"])), 0.123456);
+    assert_eq!(p1(&probe(work.join("m/").to_str().unwrap(), &["-o", "res"])), 0.123456);
+    // Another model copied over the same path: refused, naming the file and what to do.
+    std::fs::remove_dir_all(work.join("m")).unwrap();
+    copy_dir(&checkpoint(tmp.path(), "other"), &work.join("m"));
+    let out = probe("m", &["-o", "res"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "a replaced model must not reuse the old numbers: {}", text(&out.stdout));
+    for needle in ["P19.json", "weights of model", "--output", "--force"] {
+        assert!(err.contains(needle), "`{err}` does not mention `{needle}`");
+    }
+    // --force probes again and replaces the file.
+    assert_ne!(p1(&probe("m", &["-o", "res", "--force"])), 0.123456);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(v["scores"]["p_at_1"].as_f64() != Some(0.123456));
+    // Changed facts of the relation: refused.
+    let test = work.join("lama/fact-retrieval/original/P19/test.jsonl");
+    std::fs::write(&test, std::fs::read_to_string(&test).unwrap() + "{\"obj_label\": \"Oslo\", \"sub_label\": \"Zed\"}\n").unwrap();
+    let out = probe("m", &["-o", "res"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("LAMA files"), "{}", text(&out.stderr));
+    // P-tuning: every setting counts; each differing one is named with its flag.
+    let pt = ["--mode", "ptune", "-o", "pt", "--epochs", "1"];
+    let first = probe("m", &pt);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(probe("m", &pt).status.success(), "same settings: reused");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--mode", "ptune", "-o", "pt", "--epochs", "2"], "--epochs 1 there, 2 now"),
+        (&["--mode", "ptune", "-o", "pt", "--epochs", "1", "--lr", "0.01"], "--lr 0.001 there, 0.01 now"),
+        (&["--mode", "ptune", "-o", "pt", "--epochs", "1", "--seed", "7"], "--seed 34 there, 7 now"),
+        (&["--mode", "ptune", "-o", "pt", "--epochs", "1", "--template", "2,2,2"], "--template 3,3,3 there, 2,2,2 now"),
+    ];
+    for (args, needle) in cases {
+        let out = probe("m", args);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: reused a result of other settings");
+        assert!(err.contains(needle) && err.contains("P19.json"), "{args:?}: `{err}` does not say `{needle}`");
+    }
+}
+
+/// `--mode ptune` skips a relation it cannot train (no train file, or every train fact filtered
+/// out), says why in a line and in the table, and goes on with the next relation.
+#[test]
+fn ptune_skips_relations_without_training_facts_and_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lama");
+    mini_lama_with_gaps(&data);
+    tiny_model(tmp.path(), &LamaDir::open(&data).unwrap(), "default");
+    let model = checkpoint(tmp.path(), "default");
+    let run = |relations: &str, out: &str| {
+        let (m, d, o) = (model.to_str().unwrap(), data.to_str().unwrap(), tmp.path().join(out));
+        wenhui(
+            tmp.path(),
+            &[
+                "probe",
+                "lama",
+                "--mode",
+                "ptune",
+                "--epochs",
+                "1",
+                "--relations",
+                relations,
+                "--model",
+                m,
+                "--lama",
+                d,
+                "-o",
+                o.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = run("P19,P190,P37", "pt");
+    let (table, err) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let row = |rel: &str| {
+        table.lines().find(|l| l.starts_with(&format!("{rel} "))).unwrap_or_else(|| panic!("no {rel} row: {table}")).to_string()
+    };
+    let p190 = row("P190");
+    assert!(p190.contains('—') && p190.contains("skipped") && p190.contains("P190/train.jsonl"), "{p190}");
+    let p37 = row("P37");
+    assert!(p37.contains("all 2 train facts") && p37.contains("filtered out by the vocabulary"), "{p37}");
+    assert!(!row("P19").contains("skipped"));
+    assert!(row("macro").contains("1 of 3 relations"), "{table}");
+    // A one-line note for each, even where the progress is not shown.
+    assert!(err.lines().any(|l| l.starts_with("P190 skipped") && l.contains("no train file")), "{err}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pt/P190.json")).unwrap()).unwrap();
+    assert!(saved["skipped"].as_str().is_some_and(|s| s.contains("train.jsonl")), "{saved}");
+    // All relations: the run finishes; the one without test facts is skipped too.
+    let out = run("all", "pt");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let p1376 = table.lines().find(|l| l.starts_with("P1376 ")).unwrap_or_default();
+    assert!(p1376.contains("no test file") && p1376.contains("stand-in"), "{table}");
+    assert!(table.contains("2 of 5 relations"), "{table}");
+}
+
+/// `--relations all --mode ptune` on the shipped data finishes: P190, P47 and P530 (no train
+/// file) are skipped, not an error.
+#[test]
+fn ptune_on_all_shipped_relations_finishes() {
+    let Some(real) = real_lama() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lama");
+    mini_lama(&data);
+    tiny_model(tmp.path(), &LamaDir::open(&data).unwrap(), "default");
+    let model = checkpoint(tmp.path(), "default");
+    let (m, d, o) = (model.to_str().unwrap(), real.to_str().unwrap(), tmp.path().join("pt"));
+    let args = ["probe", "lama", "--mode", "ptune", "--epochs", "1", "--limit", "3", "--relations", "all", "--quiet"];
+    let out = wenhui(tmp.path(), &[&args[..], &["--model", m, "--lama", d, "-o", o.to_str().unwrap()]].concat());
+    let (table, err) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{err}\n{table}");
+    assert_eq!(table.lines().filter(|l| l.starts_with('P')).count(), 41, "{table}");
+    for rel in ["P190", "P47", "P530"] {
+        let row = table.lines().find(|l| l.starts_with(&format!("{rel} "))).unwrap_or_default();
+        assert!(row.contains("skipped"), "{rel}: {row}");
+        assert!(err.contains(&format!("{rel} skipped")), "{rel}: a note even with --quiet: {err}");
+    }
+}
+
+/// `--mode ptune` reports every epoch (a line each when stderr is not a terminal, none with
+/// --quiet) and records dev P@1 per epoch, the best epoch and the hyper-parameters.
+#[test]
+fn ptune_reports_every_epoch_and_records_the_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lama");
+    mini_lama(&data);
+    tiny_model(tmp.path(), &LamaDir::open(&data).unwrap(), "default");
+    let model = checkpoint(tmp.path(), "default");
+    let run = |out: &str, extra: &[&str]| {
+        let (m, d, o) = (model.to_str().unwrap(), data.to_str().unwrap(), tmp.path().join(out));
+        let args = [
+            "probe",
+            "lama",
+            "--mode",
+            "ptune",
+            "--epochs",
+            "3",
+            "--relations",
+            "P19",
+            "--model",
+            m,
+            "--lama",
+            d,
+            "-o",
+            o.to_str().unwrap(),
+        ];
+        wenhui(tmp.path(), &[&args[..], extra].concat())
+    };
+    let out = run("pt", &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for epoch in 0..=3 {
+        let line =
+            err.lines().find(|l| l.starts_with(&format!("P19 epoch {epoch}/3"))).unwrap_or_else(|| panic!("no epoch {epoch} line: {err}"));
+        assert!(line.contains("dev P@1 ") && line.contains("best "), "{line}");
+        assert!(epoch == 0 || (line.contains("elapsed") && line.contains(": loss ")), "{line}");
+    }
+    assert!(err.lines().any(|l| l.starts_with("P19 place of birth") && l.contains("P@1")), "the relation's line: {err}");
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("pt/P19.json")).unwrap()).unwrap();
+    let t = &saved["training"];
+    assert_eq!(t["epochs"], 3, "{saved}");
+    assert_eq!(t["dev_p1"].as_array().map(Vec::len), Some(4), "dev P@1 before training and after each epoch: {saved}");
+    let losses = t["train_loss"].as_array().unwrap_or_else(|| panic!("no train_loss: {saved}"));
+    assert!(losses.len() == 3 && losses.iter().all(|l| l.as_f64().is_some_and(|l| l.is_finite() && l > 0.0)), "{saved}");
+    assert!(t["best_epoch"].as_u64().is_some_and(|e| e <= 3) && t["best_dev_p1"].as_f64().is_some(), "{saved}");
+    let best = t["best_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(t["dev_p1"][best], t["best_dev_p1"], "{saved}");
+    let s = &saved["settings"];
+    for (k, v) in
+        [("lr", serde_json::json!(0.001)), ("epochs", 3.into()), ("patience", 20.into()), ("batch_size", 8.into()), ("seed", 34.into())]
+    {
+        assert_eq!(s[k], v, "{k}: {saved}");
+    }
+    assert_eq!(s["template"], serde_json::json!([3, 3, 3]), "{saved}");
+    assert!(s["gamma"].is_number() && s["weight_decay"].is_number() && s["encoder"].is_string(), "{saved}");
+    // --quiet: no progress lines.
+    let out = run("pt-quiet", &["--quiet"]);
+    assert!(out.status.success());
+    assert!(!text(&out.stderr).contains("epoch"), "{}", text(&out.stderr));
+}
+
+/// The table lists the relations in the order asked; one without facts shows `—` and why, and
+/// the macro line says how many relations it averages.
+#[test]
+fn table_keeps_the_asked_order_and_marks_unscored_relations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lama");
+    mini_lama_with_gaps(&data);
+    tiny_model(tmp.path(), &LamaDir::open(&data).unwrap(), "default");
+    let model = checkpoint(tmp.path(), "default");
+    let run = |extra: &[&str]| {
+        let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+        let args = ["probe", "lama", "--relations", "P36,P1376,P19,P36", "--model", m, "--lama", d, "-o"];
+        wenhui(tmp.path(), &[&args[..], &[tmp.path().join("res").to_str().unwrap()], extra].concat())
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let rows: Vec<&str> = table.lines().skip(2).map(|l| l.split_whitespace().next().unwrap_or_default()).collect();
+    assert_eq!(&rows[..4], ["P36", "P1376", "P19", "macro"], "{table}");
+    let p1376 = table.lines().find(|l| l.starts_with("P1376 ")).unwrap();
+    assert!(p1376.contains('—') && !p1376.contains("0.0") && p1376.contains("no test file"), "{p1376}");
+    let mac = table.lines().find(|l| l.starts_with("macro")).unwrap();
+    assert!(mac.contains("2 of 3 relations"), "{mac}");
+    assert_eq!(table.lines().last(), Some(mac), "the macro line comes last");
+    // JSON: the same order, the reason, the macro over the two scored relations.
+    let out = run(&["--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = v["relations"].as_array().unwrap().iter().map(|r| r["relation"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["P36", "P1376", "P19"]);
+    assert!(v["relations"][1]["skipped"].as_str().is_some_and(|s| s.contains("no test file")));
+    let n = v["relations"][0]["scores"]["n"].as_u64().unwrap() + v["relations"][2]["scores"]["n"].as_u64().unwrap();
+    assert_eq!(v["macro_average"]["n"].as_u64(), Some(n));
 }

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use wenhui::eval::lama::corpus::{build_corpus, write_corpus, CorpusOptions};
 use wenhui::eval::lama::data::LamaDir;
-use wenhui::eval::lama::ptune::ptune_scores;
+use wenhui::eval::lama::identity::ModelIdentity;
+use wenhui::eval::lama::ptune::{default_shape, ptune_scores, ptune_settings};
 use wenhui::eval::lama::{format_table, manual_scores, run_probe, ProbeContext, ProbeOptions, VocabChoice};
 use wenhui::model::load_model;
 use wenhui::ptuning::vocab::VocabTuneOptions;
 use wenhui::tokenizer::Tokenizer;
 
-use crate::cli::common::ModelFlag;
+use crate::cli::common::{GeluArg, ModelFlag};
 
 /// `wenhui probe` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -75,9 +76,14 @@ pub struct LamaArgs {
     /// Allowed answers: common (LAMA's 21k common vocabulary), 29k (P-tuning's shared vocabulary) or model (no list).
     #[arg(long, default_value = "common")]
     vocab: String,
-    /// Per-relation result files (a rerun reuses them) [lama-results/<mode>-<vocab>].
+    /// Per-relation result files [lama-results/<mode>-<vocab>]: a rerun reuses those of the same
+    /// model files, data, mode, vocabulary, --limit and settings, and refuses others.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Probe again and replace result files in --output that another run wrote (another model
+    /// or model files, mode, vocabulary, --limit or setting) instead of refusing.
+    #[arg(long)]
+    force: bool,
     /// At most N test facts per relation (quick runs).
     #[arg(long, value_parser = crate::cli::common::positive)]
     limit: Option<usize>,
@@ -192,19 +198,31 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
     let tok = if tok_path.is_dir() { Tokenizer::from_dir(&tok_path) } else { Tokenizer::from_file(&tok_path) }
         .with_context(|| format!("loading the tokenizer from {} (pass --tokenizer)", tok_path.display()))?;
     let ctx = ProbeContext::new(m.backbone.as_ref(), &tok, &lama_dir, vocab, a.batch_size)?;
-    let opts = ProbeOptions {
+    let out_dir = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("lama-results/{mode}-{}", vocab.name())));
+    // What the results depend on besides the data: the model (weights, config, tokenizer) and
+    // the settings of the mode; a rerun reuses a result file only when all are the same.
+    let model = ModelIdentity::of(&margs.model, &m.fingerprint, margs.config.as_deref(), &tok_path)
+        .with_context(|| "fingerprinting the model's config and tokenizer files (--model, --config, --tokenizer)")?;
+    let gelu = match margs.gelu {
+        None => "config",
+        Some(GeluArg::Tanh) => "tanh",
+        Some(GeluArg::Erf) => "erf",
+    };
+    let mut opts = ProbeOptions {
         relations,
         mode: mode.into(),
-        model_name: margs.model.display().to_string(),
-        out_dir: Some(a.output.clone().unwrap_or_else(|| PathBuf::from(format!("lama-results/{mode}-{}", vocab.name())))),
+        model,
+        settings: [("gelu".to_string(), serde_json::json!(gelu))].into_iter().collect(),
+        out_dir: Some(out_dir),
         limit: a.limit,
         progress: !a.quiet,
+        replace: a.force,
     };
     let report = match mode {
         "ptune" => {
             let shape = match a.template.as_deref() {
-                None => None,
-                Some([t0, t1, t2]) => Some((*t0, *t1, *t2)),
+                None => default_shape(m.backbone.info().kind),
+                Some([t0, t1, t2]) => (*t0, *t1, *t2),
                 Some(other) => bail!("--template takes three counts t0,t1,t2, got {other:?}"),
             };
             let o = VocabTuneOptions {
@@ -215,7 +233,8 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
                 seed: a.seed,
                 ..Default::default()
             };
-            run_probe(&lama_dir, &ctx, &opts, &mut ptune_scores(shape, o))?
+            opts.settings.extend(ptune_settings(shape, &o)?);
+            run_probe(&lama_dir, &ctx, &opts, &mut ptune_scores(Some(shape), o))?
         }
         _ => run_probe(&lama_dir, &ctx, &opts, &mut manual_scores)?,
     };
@@ -225,11 +244,15 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
         print!("{}", format_table(&report));
     }
     // A run that scored nothing measured nothing: say why rather than report zeros.
-    if report.relations.iter().all(|r| r.facts[2] == 0) {
+    let skipped: Vec<String> =
+        report.relations.iter().filter_map(|r| r.skipped.as_ref().map(|why| format!("{}: {why}", r.relation))).collect();
+    if skipped.len() == report.relations.len() {
+        let more = if skipped.len() > 3 { format!("; and {} more", skipped.len() - 3) } else { String::new() };
         bail!(
-            "no test fact was scored in {}: the relations' test.jsonl files are missing or empty, or every fact was filtered out (vocabulary: {})",
+            "no relation was scored with the data in {} (vocabulary {}): {}{more}",
             a.lama.display(),
-            vocab.name()
+            vocab.name(),
+            skipped.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
         );
     }
     Ok(())

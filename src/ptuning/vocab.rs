@@ -92,6 +92,18 @@ pub struct VocabTuned {
     pub best_epoch: usize,
 }
 
+/// One epoch of [`tune_vocab_prompt`], as its `progress` callback sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VocabEpoch {
+    /// The epoch (0: before training).
+    pub epoch: usize,
+    /// Dev P@1 after it (NaN without dev data).
+    pub dev_p1: f64,
+    /// Mean cross-entropy of its training batches (the weight-decay penalty not included);
+    /// `None` for epoch 0.
+    pub train_loss: Option<f64>,
+}
+
 /// Compiles every example with `template` for `model` (the pseudo tokens kept when `with_prompt`).
 pub fn compile_queries(model: &dyn Backbone, tok: &Tokenizer, template: &Template, examples: &[VocabExample]) -> Result<Vec<Cloze>> {
     let opts = CompileOptions::new(model.info().max_positions);
@@ -141,15 +153,15 @@ fn p_at_1(ranks: &[usize]) -> f64 {
 }
 
 /// Trains a prompt encoder for `template` (which must have `[P]` tokens) on `data.train`, selecting
-/// the epoch by dev P@1 over `data.allowed` (see the module docs). `progress` is called after every
-/// epoch with (epoch, dev P@1).
+/// the epoch by dev P@1 over `data.allowed` (see the module docs). `progress` is called before
+/// training and after every epoch ([`VocabEpoch`]: dev P@1, mean training loss).
 pub fn tune_vocab_prompt(
     model: &dyn Backbone,
     tok: &Tokenizer,
     template: &Template,
     data: VocabSplits<'_>,
     o: &VocabTuneOptions,
-    mut progress: impl FnMut(usize, f64),
+    mut progress: impl FnMut(VocabEpoch),
 ) -> Result<VocabTuned> {
     let VocabSplits { train, dev, allowed } = data;
     let n_pseudo = template.num_pseudo();
@@ -198,19 +210,22 @@ pub fn tune_vocab_prompt(
         PromptEncoder::with_config(enc.config(), tensors, std::path::Path::new("<snapshot>"))
     };
     let mut best = (dev_p1(&enc)?, 0usize, snapshot(&enc)?);
-    progress(0, best.0);
+    progress(VocabEpoch { epoch: 0, dev_p1: best.0, train_loss: None });
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed);
     let (mut lr, mut bad, mut epochs) = (o.lr, 0usize, 0usize);
     let device = model.device().clone();
     for epoch in 1..=o.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng);
+        let (mut loss_sum, mut batches) = (0f64, 0usize);
         for chunk in order.chunks(o.batch_size) {
             let rows: Vec<Cloze> = chunk.iter().map(|&i| train_rows[i].clone()).collect();
             let targets: Vec<u32> = chunk.iter().map(|&i| train[i].target).collect();
             let prompt = enc.prompt_embeddings()?;
             let logits = answer_logits(model, &rows, Some(&prompt))?;
             let mut loss = crate::ops::cross_entropy(&logits, &Tensor::from_vec(targets, chunk.len(), &device)?)?.mean_all()?;
+            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            batches += 1;
             if o.weight_decay > 0.0 {
                 // Adam's coupled L2 penalty, as torch.optim.Adam(weight_decay): ½·wd·Σw² adds wd·w to each gradient.
                 let mut l2 = Tensor::zeros((), DType::F32, &device)?;
@@ -224,7 +239,7 @@ pub fn tune_vocab_prompt(
         epochs = epoch;
         lr *= o.gamma;
         let p1 = dev_p1(&enc)?;
-        progress(epoch, p1);
+        progress(VocabEpoch { epoch, dev_p1: p1, train_loss: Some(loss_sum / batches.max(1) as f64) });
         if dev.is_empty() || p1 >= best.0 {
             bad = 0;
             best = (p1, epoch, snapshot(&enc)?);

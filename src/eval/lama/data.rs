@@ -69,6 +69,11 @@ pub struct RelationData {
     pub test: Vec<Fact>,
     /// `fact-retrieval` or `trex_lms_vocab` (the stand-in), or `none`.
     pub test_source: &'static str,
+    /// The file each split (train, dev, test) was read from, or would have been: for a test
+    /// split without its file, the stand-in when there is one.
+    pub files: [PathBuf; 3],
+    /// Whether that file was there (a missing train or dev file leaves its split empty).
+    pub present: [bool; 3],
 }
 
 /// The LAMA data directory (`shared/data/lama` or a folder of the same layout).
@@ -106,9 +111,14 @@ impl LamaDir {
         self.root.join("trex_lms_vocab").join(format!("{rel}.jsonl"))
     }
 
+    /// Where the facts of `split` for `rel` are (`fact-retrieval/original/<REL>/<split>.jsonl`).
+    pub fn split_path(&self, rel: &str, split: Split) -> PathBuf {
+        self.split_dir(rel).join(format!("{}.jsonl", split.name()))
+    }
+
     /// The facts of `split` for `rel`: `None` when the file is missing.
     pub fn split(&self, rel: &str, split: Split) -> Result<Option<Vec<Fact>>> {
-        let path = self.split_dir(rel).join(format!("{}.jsonl", split.name()));
+        let path = self.split_path(rel, split);
         if !path.is_file() {
             return Ok(None);
         }
@@ -117,14 +127,39 @@ impl LamaDir {
 
     /// All facts of `rel`; the test split falls back to the `trex_lms_vocab` stand-in.
     pub fn relation_data(&self, rel: &str) -> Result<RelationData> {
-        let train = self.split(rel, Split::Train)?.unwrap_or_default();
-        let dev = self.split(rel, Split::Dev)?.unwrap_or_default();
+        let train = self.split(rel, Split::Train)?;
+        let dev = self.split(rel, Split::Dev)?;
+        let present_train_dev = [train.is_some(), dev.is_some()];
+        let (train, dev) = (train.unwrap_or_default(), dev.unwrap_or_default());
         let (test, test_source) = match self.split(rel, Split::Test)? {
             Some(t) => (t, "fact-retrieval"),
             None if self.stand_in(rel).is_file() => (read_jsonl(&self.stand_in(rel))?, "trex_lms_vocab"),
             None => (vec![], "none"),
         };
-        Ok(RelationData { train, dev, test, test_source })
+        let test_file = if test_source == "trex_lms_vocab" { self.stand_in(rel) } else { self.split_path(rel, Split::Test) };
+        let files = [self.split_path(rel, Split::Train), self.split_path(rel, Split::Dev), test_file];
+        let present = [present_train_dev[0], present_train_dev[1], test_source != "none"];
+        Ok(RelationData { train, dev, test, test_source, files, present })
+    }
+
+    /// The files [`LamaDir::relation_data`] reads for `rel`: those of train, dev and test that
+    /// are there, and the `trex_lms_vocab` stand-in when the test file is not.
+    pub fn relation_files(&self, rel: &str) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> =
+            [Split::Train, Split::Dev, Split::Test].iter().map(|&s| self.split_path(rel, s)).filter(|p| p.is_file()).collect();
+        if !self.split_path(rel, Split::Test).is_file() && self.stand_in(rel).is_file() {
+            files.push(self.stand_in(rel));
+        }
+        files
+    }
+
+    /// The file of an allowed-vocabulary list (see [`LamaDir::vocab`]); `None` for another name.
+    pub fn vocab_file(&self, name: &str) -> Option<PathBuf> {
+        match name {
+            "29k" | "shared" => Some(self.root.join("29k-vocab.json")),
+            "common" | "lama" => Some(self.root.join("common_vocab_cased.txt")),
+            _ => None,
+        }
     }
 
     /// The paraphrase patterns of `rel` (`pararel_patterns/<REL>.jsonl`), the first line (the

@@ -8,13 +8,19 @@
 //! The relation loop ([`run_probe`]) takes the scoring function as an argument: the manual
 //! template baseline is [`manual_scores`]; P-tuning plugs in a function of the same type that
 //! trains on `task.train`, early-stops on `task.dev` and scores `task.test`
-//! ([`ProbeContext::rank_facts`] with a prompt does the scoring). Each relation's result is
-//! written to `out_dir/<REL>.json` as soon as it is done; a rerun with the same model, mode and
-//! vocabulary reads it back instead of scoring again.
+//! ([`ProbeContext::rank_facts`] with a prompt does the scoring). A relation that cannot be
+//! scored (no test facts; for P-tuning no training facts) is skipped with its reason and left
+//! out of the macro average. Each relation's result is written to `out_dir/<REL>.json` as soon as
+//! it is done, with everything that determines it ([`RunKey`]: the model's canonical path and
+//! fingerprints of its weights and of its config and tokenizer files, one of the relation's data
+//! files, mode, vocabulary, `--limit` and the mode's settings); a rerun reads it back only when
+//! all of that is the same.
 
 pub mod corpus;
 pub mod data;
+pub mod identity;
 pub mod metrics;
+pub mod progress;
 pub mod ptune;
 
 use crate::cloze::{build_input, compile, Cloze, CompileOptions, Template};
@@ -22,8 +28,12 @@ use crate::model::Backbone;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
-use data::{Fact, LamaDir, Relation};
+use data::{Fact, LamaDir, Relation, Split};
+use identity::ModelIdentity;
 use metrics::{restricted_rank, Scores};
+use progress::ProbeProgress;
+use ptune::PtuneRecord;
+use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -94,6 +104,38 @@ pub struct RelationTask {
     pub test_source: &'static str,
     /// Test facts dropped by the vocabulary filters.
     pub test_dropped: usize,
+    /// The file each split (train, dev, test) was read from, or would have been.
+    pub files: [PathBuf; 3],
+    /// Facts read per split before the filters; `None` where the file is missing.
+    pub read: [Option<usize>; 3],
+}
+
+impl RelationTask {
+    /// Why `split` keeps no fact (`None` when it keeps some): its file is missing (named), empty,
+    /// or every fact was filtered out by `vocab` and the model's tokenizer.
+    pub fn no_facts(&self, split: Split, vocab: VocabChoice) -> Option<String> {
+        let (k, kept) = match split {
+            Split::Train => (0, self.train.len()),
+            Split::Dev => (1, self.dev.len()),
+            Split::Test => (2, self.test.len()),
+        };
+        if kept > 0 {
+            return None;
+        }
+        let file = self.files[k].display();
+        Some(match self.read[k] {
+            None if split == Split::Test => format!("no test file {file} and no trex_lms_vocab stand-in"),
+            None => format!("no {} file {file}", split.name()),
+            Some(0) => format!("{file} holds no fact"),
+            Some(n) => {
+                let why = match vocab {
+                    VocabChoice::Model => "objects not one token of the model".to_string(),
+                    v => format!("objects not in the {} list or not one token of the model", v.name()),
+                };
+                format!("all {n} {} facts of {file} were filtered out by the vocabulary ({why})", split.name())
+            }
+        })
+    }
 }
 
 /// The model side of a probe: backbone, tokenizer and the allowed answer ids.
@@ -214,25 +256,54 @@ pub fn ptune_template(t0: usize, t1: usize, t2: usize) -> Result<Template> {
 }
 
 /// The manual-template baseline: the test facts ranked under the relation's LAMA template.
-pub fn manual_scores(ctx: &ProbeContext<'_>, task: &RelationTask) -> Result<Scores> {
-    Ok(Scores::from_ranks(&ctx.rank_facts(&task.manual, &task.test, None)?))
+pub fn manual_scores(ctx: &ProbeContext<'_>, task: &RelationTask, _progress: &ProbeProgress) -> Result<Scored> {
+    let scores = Scores::from_ranks(&ctx.rank_facts(&task.manual, &task.test, None)?);
+    Ok(Scored::Done { scores, training: None })
 }
 
 /// How to run a probe.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {
-    /// Only these relations (`None` = all with test facts).
+    /// Only these relations, reported in this order (`None` = all with facts, in
+    /// `relations.jsonl` order).
     pub relations: Option<Vec<String>>,
     /// The mode's name (`manual`, `ptune`, …), recorded in result files.
     pub mode: String,
-    /// A name for the model (its path), recorded in result files.
-    pub model_name: String,
+    /// The model: canonical path and fingerprint ([`ModelIdentity::of`]), recorded in result files.
+    pub model: ModelIdentity,
+    /// Everything else that determines a result (the mode's hyper-parameters, load options such
+    /// as `gelu`), recorded in result files; a rerun reuses a file only when all are equal.
+    pub settings: Map<String, Value>,
     /// Where per-relation results go (resume reads them); `None` = nowhere.
     pub out_dir: Option<PathBuf>,
     /// At most this many test facts per relation (the first ones), for quick runs.
     pub limit: Option<usize>,
-    /// Show a progress bar on stderr.
+    /// Show progress on stderr (bars on a terminal, lines otherwise).
     pub progress: bool,
+    /// Probe again and replace a result file of another run (`--force`) instead of refusing.
+    pub replace: bool,
+}
+
+/// Everything a relation's result depends on: a result file is reused only when all of it is
+/// the same as in the run at hand.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunKey {
+    /// Mode (`manual`, `ptune`, …).
+    pub mode: String,
+    /// Vocabulary choice.
+    pub vocab: String,
+    /// The model's canonical path.
+    pub model: String,
+    /// The fingerprint of the model's weights ([`ModelIdentity::weights`]).
+    pub model_weights: String,
+    /// The fingerprint of its config and tokenizer files ([`ModelIdentity::files`]).
+    pub model_files: String,
+    /// The fingerprint of the relation's data: its split files, the vocabulary list, its template.
+    pub data_fingerprint: String,
+    /// The `--limit` on test facts the run had (`None`: all).
+    pub limit: Option<usize>,
+    /// The mode's settings ([`ProbeOptions::settings`]).
+    pub settings: Map<String, Value>,
 }
 
 /// One relation's result.
@@ -244,23 +315,23 @@ pub struct RelationResult {
     pub label: String,
     /// `1-1`, `N-1` or `N-M`.
     pub kind: String,
-    /// Mode (`manual`, `ptune`, …).
-    pub mode: String,
-    /// Vocabulary choice.
-    pub vocab: String,
-    /// The model.
-    pub model: String,
+    /// What the result depends on.
+    #[serde(flatten)]
+    pub key: RunKey,
     /// `fact-retrieval` or `trex_lms_vocab` (stand-in test facts).
     pub test_source: String,
     /// Facts kept per split: train, dev, test.
     pub facts: [usize; 3],
     /// Test facts dropped by the vocabulary filters.
     pub test_dropped: usize,
-    /// The `--limit` on test facts the run had (`None`: all).
-    #[serde(default)]
-    pub limit: Option<usize>,
-    /// The scores on the test facts.
+    /// The scores on the test facts (all zero when skipped).
     pub scores: Scores,
+    /// Why the relation was not scored (left out of the macro average); `None` when it was.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// The training record (`--mode ptune`): dev P@1 per epoch, best epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<PtuneRecord>,
     /// Read back from an earlier run's result file.
     #[serde(default, skip_serializing)]
     pub cached: bool,
@@ -273,17 +344,32 @@ pub struct ProbeReport {
     pub mode: String,
     /// Vocabulary choice.
     pub vocab: String,
-    /// The model.
+    /// The model's canonical path.
     pub model: String,
-    /// Per relation, in `relations.jsonl` order.
+    /// Per relation, in the order asked (`relations.jsonl` order for all).
     pub relations: Vec<RelationResult>,
-    /// Unweighted mean over relations with test facts.
+    /// Unweighted mean over the relations that were scored (not skipped).
     pub macro_average: Scores,
 }
 
+/// What a scoring function made of one relation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scored {
+    /// The test scores, with the training record of a trained prompt.
+    Done {
+        /// Scores on `task.test`.
+        scores: Scores,
+        /// How the prompt was trained (P-tuning), for the result file.
+        training: Option<PtuneRecord>,
+    },
+    /// Not scored, with the reason (a line of the table): the run goes on.
+    Skipped(String),
+}
+
 /// The signature of a scoring function: the manual baseline ([`manual_scores`]) or a trainer
-/// (P-tuning) that fits on `task.train`, selects on `task.dev` and returns `task.test` scores.
-pub type ScoreFn<'s> = dyn FnMut(&ProbeContext<'_>, &RelationTask) -> Result<Scores> + 's;
+/// (P-tuning) that fits on `task.train`, selects on `task.dev` and returns `task.test` scores,
+/// reporting its progress to the [`ProbeProgress`].
+pub type ScoreFn<'s> = dyn FnMut(&ProbeContext<'_>, &RelationTask, &ProbeProgress) -> Result<Scored> + 's;
 
 /// Builds the filtered task of one relation.
 pub fn relation_task(lama: &LamaDir, ctx: &ProbeContext<'_>, relation: &Relation, limit: Option<usize>) -> Result<RelationTask> {
@@ -295,6 +381,7 @@ pub fn relation_task(lama: &LamaDir, ctx: &ProbeContext<'_>, relation: &Relation
     if let Some(n) = limit {
         test.truncate(n);
     }
+    let read = [d.present[0].then_some(d.train.len()), d.present[1].then_some(d.dev.len()), d.present[2].then_some(d.test.len())];
     Ok(RelationTask {
         relation: relation.clone(),
         manual,
@@ -303,6 +390,8 @@ pub fn relation_task(lama: &LamaDir, ctx: &ProbeContext<'_>, relation: &Relation
         test,
         test_source: d.test_source,
         test_dropped,
+        files: d.files,
+        read,
     })
 }
 
@@ -310,9 +399,97 @@ fn result_path(dir: &Path, rel: &str) -> PathBuf {
     dir.join(format!("{rel}.json"))
 }
 
-/// Runs `score` on every selected relation: filters the facts, scores, writes
-/// `out_dir/<REL>.json`, and reuses result files of an earlier run with the same model, mode and
-/// vocabulary (others are an error naming the file).
+/// The fingerprint of what `lama` holds for `relation` under `vocab`: the split files read (the
+/// stand-in where the test file is missing), the vocabulary list and the relation's record.
+fn data_fingerprint(lama: &LamaDir, relation: &Relation, vocab: VocabChoice) -> Result<String> {
+    let mut files = lama.relation_files(&relation.relation);
+    files.extend(lama.vocab_file(vocab.name()).filter(|p| p.is_file()));
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let record = serde_json::to_string(relation).map_err(|e| Error::input(e.to_string()))?;
+    identity::fingerprint(&paths, format!("{record}\n{}", vocab.name()).as_bytes())
+}
+
+/// A setting's value for a message: strings bare, lists as `3,3,3`, absent as `not recorded`.
+fn show_value(v: Option<&Value>) -> String {
+    match v {
+        None => "not recorded".into(),
+        Some(Value::Null) => "unset".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(a)) => a.iter().map(|x| show_value(Some(x))).collect::<Vec<_>>().join(","),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The command-line flag of a setting, where it has one.
+fn setting_flag(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "lr" => "--lr",
+        "epochs" => "--epochs",
+        "patience" => "--patience",
+        "batch_size" => "--train-batch",
+        "seed" => "--seed",
+        "template" => "--template",
+        "gelu" => "--gelu",
+        _ => return None,
+    })
+}
+
+/// How the run recorded in a result file (`there`) differs from this one (`now`), one phrase each.
+fn differences(there: &RunKey, now: &RunKey) -> Vec<String> {
+    let mut d = Vec::new();
+    if there.mode != now.mode {
+        d.push(format!("--mode {} there, {} now", there.mode, now.mode));
+    }
+    if there.vocab != now.vocab {
+        d.push(format!("--vocab {} there, {} now", there.vocab, now.vocab));
+    }
+    if there.model != now.model {
+        d.push(format!("model `{}` there, `{}` now", there.model, now.model));
+    } else {
+        if there.model_weights != now.model_weights {
+            d.push(format!(
+                "the weights of model `{}` are not those it was probed with: replaced or retrained at that path (fingerprint {} there, {} now)",
+                now.model, there.model_weights, now.model_weights
+            ));
+        }
+        if there.model_files != now.model_files {
+            d.push(format!("the config or tokenizer files of model `{}` (or those of --config, --tokenizer) changed", now.model));
+        }
+    }
+    if there.data_fingerprint != now.data_fingerprint {
+        d.push("the relation's LAMA files (facts, template or vocabulary list under --lama) changed".into());
+    }
+    if there.limit != now.limit {
+        let limit = |l: Option<usize>| l.map_or("all facts".to_string(), |n| format!("--limit {n}"));
+        d.push(format!("{} there, {} now", limit(there.limit), limit(now.limit)));
+    }
+    let keys: BTreeSet<&String> = there.settings.keys().chain(now.settings.keys()).collect();
+    for k in keys {
+        let (a, b) = (there.settings.get(k), now.settings.get(k));
+        if a != b {
+            let name = setting_flag(k).map_or_else(|| format!("setting `{k}`"), String::from);
+            d.push(format!("{name} {} there, {} now", show_value(a), show_value(b)));
+        }
+    }
+    d
+}
+
+/// Reads a result file; `None` for a file of an older wenhui that did not record what the
+/// result depends on (the relation is probed again and the file replaced).
+fn read_result(p: &Path, rel: &str) -> Result<Option<RelationResult>> {
+    let text = crate::error::read_text(p)?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
+    if value.get("model_weights").is_none() || value.get("limit").is_none() {
+        tracing::warn!("{}: written by an older wenhui without the model's fingerprint and settings; probing {rel} again", p.display());
+        return Ok(None);
+    }
+    serde_json::from_value(value).map(Some).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+}
+
+/// Runs `score` on every selected relation, in the order asked: filters the facts, scores (or
+/// skips, with the reason), writes `out_dir/<REL>.json`, and reuses a result file when
+/// everything it depends on ([`RunKey`]) is the same as in this run. A file of another run is
+/// an error naming the file and what differs, unless `opts.replace`.
 pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, score: &mut ScoreFn<'_>) -> Result<ProbeReport> {
     // Either would score nothing, and the report would blame the data.
     if opts.relations.as_ref().is_some_and(|w| w.is_empty()) {
@@ -322,72 +499,82 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
         return Err(Error::input("--limit 0 keeps no test fact: give at least 1"));
     }
     let all = lama.relations()?;
-    if let Some(want) = &opts.relations {
-        if let Some(bad) = want.iter().find(|w| !all.iter().any(|r| &r.relation == *w)) {
-            return Err(Error::file(lama.root(), format!("relation `{bad}` has no facts here")));
+    let selected: Vec<&Relation> = match &opts.relations {
+        None => all.iter().collect(),
+        Some(want) => {
+            let mut seen = HashSet::new();
+            let mut list = Vec::new();
+            for w in want.iter().filter(|w| seen.insert(w.as_str())) {
+                match all.iter().find(|r| &r.relation == w) {
+                    Some(r) => list.push(r),
+                    None => return Err(Error::file(lama.root(), format!("relation `{w}` has no facts here"))),
+                }
+            }
+            list
         }
-    }
-    let selected: Vec<&Relation> = all.iter().filter(|r| opts.relations.as_ref().is_none_or(|w| w.contains(&r.relation))).collect();
+    };
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let bar = crate::train::progress::count_bar(opts.progress, selected.len() as u64, "relations");
+    let progress = ProbeProgress::new(opts.progress, selected.len());
     let mut results = Vec::new();
-    for rel in selected {
-        bar.set_message(rel.relation.clone());
-        let path = opts.out_dir.as_ref().map(|d| result_path(d, &rel.relation));
-        // A file written before result files recorded their `--limit` stands for an unknown set
-        // of facts: the relation is probed again and the file replaced.
-        let known = |p: &std::path::Path| -> Result<Option<RelationResult>> {
-            let text = crate::error::read_text(p)?;
-            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
-            if value.get("limit").is_none() {
-                tracing::warn!("{}: written without its --limit (an older wenhui); probing {} again", p.display(), rel.relation);
-                return Ok(None);
-            }
-            serde_json::from_value(value).map(Some).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+    for (done, rel) in selected.into_iter().enumerate() {
+        progress.relation(&rel.relation);
+        let key = RunKey {
+            mode: opts.mode.clone(),
+            vocab: ctx.vocab.name().into(),
+            model: opts.model.path.clone(),
+            model_weights: opts.model.weights.clone(),
+            model_files: opts.model.files.clone(),
+            data_fingerprint: data_fingerprint(lama, rel, ctx.vocab)?,
+            limit: opts.limit,
+            settings: opts.settings.clone(),
         };
+        let path = opts.out_dir.as_ref().map(|d| result_path(d, &rel.relation));
         let earlier = match path.as_ref().filter(|p| p.is_file()) {
-            Some(p) => known(p)?.map(|r| (p, r)),
+            Some(p) => read_result(p, &rel.relation)?.map(|r| (p, r)),
             None => None,
         };
         if let Some((p, mut r)) = earlier {
-            if r.mode != opts.mode || r.vocab != ctx.vocab.name() || r.model != opts.model_name || r.limit != opts.limit {
-                let limit = |l: Option<usize>| l.map_or("all facts".to_string(), |n| format!("--limit {n}"));
+            let diff = differences(&r.key, &key);
+            if diff.is_empty() {
+                r.cached = true;
+                progress.line(&format!("{} reused from {}", row_summary(&r), p.display()));
+                results.push(r);
+                progress.relation_done(done + 1);
+                continue;
+            }
+            if !opts.replace {
                 return Err(Error::file(
                     p,
                     format!(
-                        "holds a result for model `{}`, mode {}, vocabulary {}, {}; this run is `{}`, {}, {}, {}: use another --output",
-                        r.model,
-                        r.mode,
-                        r.vocab,
-                        limit(r.limit),
-                        opts.model_name,
-                        opts.mode,
-                        ctx.vocab.name(),
-                        limit(opts.limit)
+                        "holds the result of another run ({}): give another --output, or --force to probe again and replace such files",
+                        diff.join("; ")
                     ),
                 ));
             }
-            r.cached = true;
-            results.push(r);
-            bar.inc(1);
-            continue;
+            progress.notice(&format!("{}: replacing the result of another run ({})", p.display(), diff.join("; ")));
         }
         let task = relation_task(lama, ctx, rel, opts.limit)?;
-        let scores = if task.test.is_empty() { Scores::default() } else { score(ctx, &task)? };
+        let outcome = match task.no_facts(Split::Test, ctx.vocab) {
+            Some(reason) => Scored::Skipped(format!("nothing to score: {reason}")),
+            None => score(ctx, &task, &progress)?,
+        };
+        let (scores, skipped, training) = match outcome {
+            Scored::Done { scores, training } => (scores, None, training),
+            Scored::Skipped(reason) => (Scores::default(), Some(reason), None),
+        };
         let r = RelationResult {
             relation: rel.relation.clone(),
             label: rel.label.clone(),
             kind: rel.kind.clone(),
-            mode: opts.mode.clone(),
-            vocab: ctx.vocab.name().into(),
-            model: opts.model_name.clone(),
+            key,
             test_source: task.test_source.into(),
             facts: [task.train.len(), task.dev.len(), task.test.len()],
             test_dropped: task.test_dropped,
-            limit: opts.limit,
             scores,
+            skipped,
+            training,
             cached: false,
         };
         if let Some(p) = &path {
@@ -396,22 +583,35 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
             std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
             std::fs::rename(&tmp, p).map_err(|e| Error::io(p, e))?;
         }
-        bar.println(format!("{} {:<28} P@1 {:5.1}  ({} facts)", r.relation, r.label, 100.0 * r.scores.p_at_1, r.scores.n));
+        match &r.skipped {
+            Some(reason) => progress.notice(&format!("{} skipped: {reason}", r.relation)),
+            None => progress.line(&row_summary(&r)),
+        }
         results.push(r);
-        bar.inc(1);
+        progress.relation_done(done + 1);
     }
-    bar.finish_and_clear();
-    let per: Vec<Scores> = results.iter().map(|r| r.scores).collect();
+    progress.finish();
+    let per: Vec<Scores> = results.iter().filter(|r| r.skipped.is_none()).map(|r| r.scores).collect();
     Ok(ProbeReport {
         mode: opts.mode.clone(),
         vocab: ctx.vocab.name().into(),
-        model: opts.model_name.clone(),
+        model: opts.model.path.clone(),
         relations: results,
         macro_average: Scores::macro_average(&per),
     })
 }
 
-/// The report as a text table: one row per relation, then the macro average.
+/// `P19 place of birth  P@1 41.0  (944 facts)`, or the reason it was skipped.
+fn row_summary(r: &RelationResult) -> String {
+    match &r.skipped {
+        Some(reason) => format!("{} skipped: {reason}", r.relation),
+        None => format!("{} {:<28} P@1 {:5.1}  ({} facts)", r.relation, r.label, 100.0 * r.scores.p_at_1, r.scores.n),
+    }
+}
+
+/// The report as a text table: one row per relation in the order asked (a skipped relation
+/// shows `—` and its reason), then, last (scripts read it with `tail -n 1`), the macro average
+/// over the scored ones (`macro  2 of 3 relations` when some were skipped).
 pub fn format_table(report: &ProbeReport) -> String {
     let mut s = format!(
         "LAMA probe: mode {}, vocabulary {}, model {}\n{:<7} {:<30} {:<4} {:>6} {:>6} {:>6} {:>6}\n",
@@ -419,28 +619,44 @@ pub fn format_table(report: &ProbeReport) -> String {
     );
     for r in &report.relations {
         let label: String = r.label.chars().take(30).collect();
-        s.push_str(&format!(
-            "{:<7} {:<30} {:<4} {:>6} {:>6.1} {:>6.1} {:>6.3}{}\n",
-            r.relation,
-            label,
-            r.kind,
-            r.scores.n,
-            100.0 * r.scores.p_at_1,
-            100.0 * r.scores.p_at_10,
-            r.scores.mrr,
-            if r.test_source == "trex_lms_vocab" { "  (stand-in test)" } else { "" }
-        ));
+        match &r.skipped {
+            Some(reason) => s.push_str(&format!(
+                "{:<7} {:<30} {:<4} {:>6} {:>6} {:>6} {:>6}  skipped: {reason}\n",
+                r.relation, label, r.kind, "—", "—", "—", "—"
+            )),
+            None => s.push_str(&format!(
+                "{:<7} {:<30} {:<4} {:>6} {:>6.1} {:>6.1} {:>6.3}{}\n",
+                r.relation,
+                label,
+                r.kind,
+                r.scores.n,
+                100.0 * r.scores.p_at_1,
+                100.0 * r.scores.p_at_10,
+                r.scores.mrr,
+                if r.test_source == "trex_lms_vocab" { "  (stand-in test)" } else { "" }
+            )),
+        }
     }
     let m = &report.macro_average;
-    s.push_str(&format!(
-        "{:<7} {:<30} {:<4} {:>6} {:>6.1} {:>6.1} {:>6.3}\n",
-        "macro",
-        format!("{} relations", report.relations.iter().filter(|r| r.scores.n > 0).count()),
-        "",
-        m.n,
-        100.0 * m.p_at_1,
-        100.0 * m.p_at_10,
-        m.mrr
-    ));
+    let scored = report.relations.iter().filter(|r| r.skipped.is_none()).count();
+    let label = if scored == report.relations.len() {
+        format!("{scored} relations")
+    } else {
+        format!("{scored} of {} relations", report.relations.len())
+    };
+    if scored == 0 {
+        s.push_str(&format!("{:<7} {:<30} {:<4} {:>6} {:>6} {:>6} {:>6}\n", "macro", label, "", "—", "—", "—", "—"));
+    } else {
+        s.push_str(&format!(
+            "{:<7} {:<30} {:<4} {:>6} {:>6.1} {:>6.1} {:>6.3}\n",
+            "macro",
+            label,
+            "",
+            m.n,
+            100.0 * m.p_at_1,
+            100.0 * m.p_at_10,
+            m.mrr
+        ));
+    }
     s
 }
