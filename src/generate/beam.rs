@@ -6,7 +6,7 @@
 //! `early_stopping` heuristic of `_check_early_stop_heuristic`. All beams share one cache,
 //! reordered with [`KvCache::reorder`] every step.
 
-use super::decode::Run;
+use super::decode::{nothing_allowed, Run};
 use super::processors::log_softmax;
 use super::{EarlyStopping, Generation, Hypothesis, StepHook};
 use crate::model::KvCache;
@@ -22,7 +22,15 @@ struct Slot {
     tokens: Vec<u32>,
     score: f32,
     finished: bool,
+    /// A finished hypothesis that descends from the prompt's own beam: not an empty slot, and
+    /// not the continuation of one of the `NEG`-scored copies that fill the beams at the start.
+    real: bool,
 }
+
+/// Running scores at or below this descend from a `NEG`-scored beam (an empty start copy, or a
+/// beam that already stopped): real sums of log-probabilities never come near it. (Pool scores
+/// are divided by a length, so they are judged by [`Slot::real`] instead.)
+const DEAD: f32 = NEG / 2.0;
 
 /// One of the top candidates of a step.
 struct Cand {
@@ -67,7 +75,7 @@ pub(crate) fn search(
     let mut running: Vec<Vec<u32>> = vec![Vec::new(); nb];
     let mut running_scores = vec![NEG; nb];
     running_scores[0] = 0.0;
-    let mut pool: Vec<Slot> = (0..nb).map(|_| Slot { tokens: Vec::new(), score: NEG, finished: false }).collect();
+    let mut pool: Vec<Slot> = (0..nb).map(|_| Slot { tokens: Vec::new(), score: NEG, finished: false, real: false }).collect();
     let mut heuristic_unsatisfied = true;
     let mut rows = vec![first; nb];
     let mut steps = 0;
@@ -90,6 +98,15 @@ pub(crate) fn search(
                 Cand { beam: i / vocab, token, score: acc[i], hits_stop: eos.contains(&token) || t + 1 >= run.max_new }
             })
             .collect();
+        // No candidate of a live beam is left: every token is banned for every real beam (the
+        // rest descend from dead beams). Keep what finished; with nothing finished, say why
+        // instead of returning an empty hypothesis scored −1e9.
+        if !cands.first().is_some_and(|c| c.score > DEAD) {
+            if pool.iter().any(|s| s.real) {
+                break;
+            }
+            return Err(nothing_allowed(&acc[..vocab], t + 1, cfg));
+        }
         let cand_tokens = |c: &Cand| {
             let mut v = running[c.beam].clone();
             v.push(c.token);
@@ -116,7 +133,7 @@ pub(crate) fn search(
             if !just_finished {
                 s += NEG;
             }
-            merged.push(Slot { tokens: cand_tokens(c), score: s, finished: just_finished });
+            merged.push(Slot { tokens: cand_tokens(c), score: s, finished: just_finished, real: just_finished && c.score > DEAD });
         }
         let scores: Vec<f32> = merged.iter().map(|s| s.score).collect();
         pool = topk(&scores, nb).into_iter().map(|i| merged[i].clone()).collect();
@@ -144,6 +161,11 @@ pub(crate) fn search(
         cache.reorder(&Tensor::new(beam_index, &device)?)?;
         let last: Vec<u32> = running.iter().map(|r| r[r.len() - 1]).collect();
         rows = run.step(cache, &last)?;
+    }
+    if !pool.first().is_some_and(|s| s.real) {
+        return Err(crate::Error::input(format!(
+            "beam search found no hypothesis in {steps} steps: every continuation was banned (bad_words_ids, no_repeat_ngram_size, min_new_tokens); ban fewer tokens"
+        )));
     }
     let sequences: Vec<Hypothesis> = pool
         .into_iter()

@@ -119,8 +119,9 @@ impl StepInputs for GlmBlankInputs {
 }
 
 /// Fills every blank of `context` left to right with `cfg` (greedy, sampling or beam search;
-/// `eop` and `eos` are added to the stop tokens). Errors when the context has no blank or does
-/// not fit the model.
+/// `eop` and `eos` are added to the stop tokens), keeping the best fill of each blank. Errors
+/// when the context has no blank or does not fit the model, and when `cfg.num_return_sequences`
+/// is not 1 (the other hypotheses would be dropped).
 pub fn fill_blanks(model: &dyn Backbone, context: &[u32], tokens: &BlankTokens, cfg: &GenerationConfig) -> Result<FilledText> {
     fill_blanks_streaming(model, context, tokens, cfg, None)
 }
@@ -139,6 +140,14 @@ pub fn fill_blanks_streaming(
     mut hook: Option<BlankHook<'_>>,
 ) -> Result<FilledText> {
     cfg.validate()?;
+    // Each blank keeps its best fill: more hypotheses would be silently dropped.
+    if cfg.num_return_sequences != 1 {
+        return Err(Error::input(format!(
+            "num_return_sequences must be 1 with a GLM (blank filling keeps the best fill of each blank), got {}; set it to 1 \
+             (for several different fills, run it again with do_sample and other seeds)",
+            cfg.num_return_sequences
+        )));
+    }
     // A GPT-2 or BERT would fail later on the 2-D positions, with an error about tensor shapes.
     let kind = model.info().kind;
     if kind != ModelKind::Glm {
@@ -228,7 +237,9 @@ fn feed_tokens(model: &dyn Backbone, cache: &mut KvCache, inputs: &GlmBlankInput
 /// The result of [`fill_text`]: the text with every blank filled, and each fill on its own.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TextFill {
-    /// The whole text, blanks replaced by their fills (special tokens dropped).
+    /// The whole text, blanks replaced by their fills (special tokens dropped). Characters the
+    /// tokenizer has no token for are kept as written, although the model read them as `[UNK]`
+    /// (see [`unknown_text`]); `[UNK]`s the model generated are dropped, as in `fills`.
     pub text: String,
     /// Each blank's fill, in order.
     pub fills: Vec<String>,
@@ -254,13 +265,69 @@ pub fn glm_context(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Resul
 
 /// Fills the blanks of `text` as THUDM's `generate_samples.py` builds the context:
 /// `[CLS] text`, plus `[gMASK]` when the text has no blank (long generation), plus `eos`
-/// unless it ends with `[gMASK]`.
+/// unless it ends with `[gMASK]`. As [`fill_blanks`], it returns the best fill of each blank:
+/// `cfg.num_return_sequences` must be 1.
 pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, text: &str, cfg: &GenerationConfig) -> Result<TextFill> {
     let tokens = BlankTokens::from_special(&tokenizer.special)?;
     let context = glm_context(tokenizer, text)?;
     let filled = fill_blanks(model, &context, &tokens, cfg)?;
     let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
-    Ok(TextFill { text: tokenizer.decode(&filled.tokens, true)?, scores: filled.fills.iter().map(|f| f.score).collect(), fills })
+    Ok(TextFill {
+        text: filled_text(tokenizer, text, &context, &tokens, &filled)?,
+        scores: filled.fills.iter().map(|f| f.score).collect(),
+        fills,
+    })
+}
+
+/// The text of `filled` (built from `context`, the context of `text`): special tokens dropped,
+/// and every unknown token of `text` shown as the characters it stands for, found by the
+/// encoding's offsets. A plain decode would drop them (`[UNK]` is special), so Latin words or
+/// emoji in the text would vanish from the result. Unknown tokens the model generated in a fill
+/// are dropped, as in [`TextFill::fills`].
+fn filled_text(
+    tokenizer: &crate::tokenizer::Tokenizer,
+    text: &str,
+    context: &[u32],
+    tokens: &BlankTokens,
+    filled: &FilledText,
+) -> Result<String> {
+    let plain = || tokenizer.decode(&filled.tokens, true);
+    let Some(unk) = tokenizer.special.unk else { return plain() };
+    let enc = tokenizer.encode_full(text, false)?;
+    let originals: Option<Vec<&str>> =
+        enc.get_ids().iter().zip(enc.get_offsets()).filter(|(&id, _)| id == unk).map(|(_, &(from, to))| text.get(from..to)).collect();
+    // No unknown piece (the usual case), or offsets that do not point into the text: as decoded.
+    let Some(originals) = originals.filter(|o| !o.is_empty()) else { return plain() };
+    let Some(unk_text) = tokenizer.id_to_token(unk) else { return plain() };
+    let added = tokenizer.inner().get_added_tokens_decoder();
+    let special = |id: u32| id != unk && (tokenizer.special.iter().any(|(_, s)| s == id) || added.get(&id).is_some_and(|t| t.special));
+    // The context's tokens with each blank's fill in place, every special token but the text's
+    // own unknown tokens dropped: decoded with `[UNK]` written out, then each replaced in turn.
+    let mut seq = Vec::with_capacity(filled.tokens.len());
+    let mut fills = filled.fills.iter();
+    for &t in context {
+        if tokens.masks.contains(&t) {
+            if let Some(f) = fills.next() {
+                seq.extend(f.tokens.iter().copied().filter(|&t| t != unk && !special(t)));
+            }
+        } else if !special(t) {
+            seq.push(t);
+        }
+    }
+    let decoded = tokenizer.decode(&seq, false)?;
+    let parts: Vec<&str> = decoded.split(unk_text.as_str()).collect();
+    // `[UNK]` spelled by other tokens would shift the replacements: keep the plain decode then.
+    if parts.len() != originals.len() + 1 {
+        return plain();
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for (part, original) in parts.iter().zip(originals.iter().map(Some).chain(std::iter::once(None))) {
+        out.push_str(part);
+        if let Some(o) = original {
+            out.push_str(o);
+        }
+    }
+    Ok(out)
 }
 
 /// What [`unknown_text`] found: the parts of a text the tokenizer has no token for.

@@ -96,6 +96,10 @@ impl Run<'_> {
         loop {
             steps += 1;
             self.procs.apply(&seq, tokens.len(), &mut row);
+            // With every score at −∞ the argmax is token 0 and the score NaN: no answer at all.
+            if !row.iter().any(|&s| s > f32::NEG_INFINITY) {
+                return Err(nothing_allowed(&row, tokens.len() + 1, cfg));
+            }
             let tok = if cfg.do_sample {
                 warp(cfg, &mut row, 1);
                 sample(&row, &mut rng)
@@ -117,6 +121,31 @@ impl Run<'_> {
         }
         Ok(Generation { sequences: vec![Hypothesis { tokens, score, finished }], steps })
     }
+}
+
+/// The error of a step (the `step`-th new token, from 1) where no token has a score above −∞:
+/// the processors banned them all, or the model's scores are NaN.
+pub(crate) fn nothing_allowed(row: &[f32], step: usize, cfg: &GenerationConfig) -> Error {
+    if row.iter().any(|s| s.is_nan()) {
+        return Error::input(format!(
+            "the model's scores for new token {step} are NaN: nothing can be chosen (a broken checkpoint, or a dtype that overflows: try f32)"
+        ));
+    }
+    let mut causes = Vec::new();
+    if !cfg.bad_words_ids.is_empty() {
+        causes.push(format!("bad_words_ids ({} entries)", cfg.bad_words_ids.len()));
+    }
+    if cfg.no_repeat_ngram_size > 0 {
+        causes.push(format!("no_repeat_ngram_size = {}", cfg.no_repeat_ngram_size));
+    }
+    if step <= cfg.min_new_tokens && !cfg.eos_token_ids.is_empty() {
+        causes.push(format!("min_new_tokens = {} (bans the stop tokens)", cfg.min_new_tokens));
+    }
+    let causes = if causes.is_empty() { "the model gives every token a score of −∞".to_string() } else { causes.join(", ") };
+    Error::input(format!(
+        "every token is banned at step {step} (new token {step} of the output) by {causes}: nothing can be generated; ban fewer of the {} tokens",
+        row.len()
+    ))
 }
 
 /// `[R, S, V]` logits → the last position of every row, as f32 vectors.

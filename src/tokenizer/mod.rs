@@ -131,7 +131,8 @@ impl Tokenizer {
 
     /// Loads one tokenizer file, by its name: `*.json` except `vocab.json` (tokenizers JSON), `vocab.json` /
     /// `merges.txt` (GPT-2; the other file must be in the same directory), `chars.txt`, other `*.txt` (BERT
-    /// vocab), `*.model` (SentencePiece).
+    /// vocab), `*.model` (SentencePiece, with GLM's command tokens appended after the pieces: the way to
+    /// load a `.model` file; [`sentencepiece::load_raw`] gives the bare `tokenizers` one).
     pub fn from_file(path: &Path) -> Result<Self> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
@@ -142,7 +143,7 @@ impl Tokenizer {
             ("chars.txt", _) => CharVocab::from_file(path)?.build(),
             (_, "json") => Self::from_tokenizer_json(path),
             (_, "txt") => Self::from_parts(classic::wordpiece_from_vocab_txt(path)?, TokenizerFamily::WordPiece),
-            (_, "model") => Self::from_parts(sentencepiece::load_model(path)?, TokenizerFamily::SentencePiece),
+            (_, "model") => Self::from_parts(sentencepiece::load_raw(path)?, TokenizerFamily::SentencePiece),
             _ => Err(Error::file(
                 path,
                 "unknown tokenizer file type (expected tokenizer.json, vocab.txt, vocab.json, merges.txt, *.model or chars.txt)",

@@ -13,6 +13,22 @@
 //! Differences from the C++ library, all on unusual input: control pieces (`<s>`, `</s>`) and `<unk>`
 //! written literally in the text are matched as those tokens; `decode` renders `<unk>` as `<unk>`
 //! (or drops it with `skip_special`) instead of ` ⁇ `.
+//!
+//! To load a `.model` file for wenhui's models, use [`Tokenizer::from_file`](super::Tokenizer::from_file)
+//! (or [`Tokenizer::from_dir`](super::Tokenizer::from_dir) on its directory): it gives a
+//! [`wenhui::tokenizer::Tokenizer`](super::Tokenizer) with GLM's command tokens (`[MASK]`,
+//! `<|startofpiece|>`, …) added, as the command line does. [`load_raw`] and [`from_proto`] give
+//! the bare `tokenizers::Tokenizer` without them (wrap it with
+//! [`Tokenizer::from_parts`](super::Tokenizer::from_parts) and
+//! [`TokenizerFamily::SentencePiece`](super::TokenizerFamily::SentencePiece));
+//! [`sentencepiece_model`] is the protobuf crate [`from_proto`] reads.
+//!
+//! ```no_run
+//! use wenhui::tokenizer::Tokenizer;
+//! let tok = Tokenizer::from_file("glm-large-chinese/cog-pretrain.model".as_ref())?;
+//! let ids = tok.encode("北京是中国的首都[MASK]", false)?;
+//! # Ok::<(), wenhui::Error>(())
+//! ```
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -37,8 +53,14 @@ use crate::error::{read_file, Error, Result};
 
 const SPACE: &str = "\u{2581}";
 
-/// Reads a SentencePiece `.model` file and builds the equivalent tokenizer (no BOS/EOS added on encode).
-pub fn load_model(path: &Path) -> Result<Tokenizer> {
+/// The protobuf types of a SentencePiece model ([`from_proto`] takes a `ModelProto`), at the
+/// version wenhui reads.
+pub use sentencepiece_model;
+
+/// Reads a SentencePiece `.model` file and builds the equivalent bare `tokenizers::Tokenizer` (no
+/// BOS/EOS added on encode), **without** GLM's command tokens. For a tokenizer to use with
+/// wenhui's models, load the file with [`super::Tokenizer::from_file`] instead.
+pub fn load_raw(path: &Path) -> Result<Tokenizer> {
     let bytes = read_file(path)?;
     if bytes.is_empty() {
         return Err(Error::file(path, "empty file, not a SentencePiece model"));
@@ -48,7 +70,16 @@ pub fn load_model(path: &Path) -> Result<Tokenizer> {
     from_proto(model.model(), path)
 }
 
-/// Builds the tokenizer from a parsed SentencePiece model; `origin` names the file in errors.
+/// Former name of [`load_raw`] (it clashed with [`crate::model::load_model`] and hid that the
+/// result has no GLM command tokens).
+#[deprecated(note = "use `wenhui::tokenizer::Tokenizer::from_file` (with GLM's command tokens) or `sentencepiece::load_raw`")]
+pub fn load_model(path: &Path) -> Result<Tokenizer> {
+    load_raw(path)
+}
+
+/// Builds the bare `tokenizers::Tokenizer` of a parsed SentencePiece model ([`load_raw`]'s second
+/// half; no GLM command tokens: wrap it with [`super::Tokenizer::from_parts`]); `origin` names the
+/// file in errors.
 pub fn from_proto(proto: &ModelProto, origin: &Path) -> Result<Tokenizer> {
     let bad = |msg: String| Error::file(origin, msg);
     if proto.pieces.is_empty() {

@@ -4,6 +4,7 @@
 
 use super::template::Units;
 use crate::generate::poetry::{check_line, check_poem, format_score, is_cjk, Constraints, LineStatus};
+use crate::Result;
 
 /// The task-specific side of inverse-prompted generation.
 pub trait UnitRules {
@@ -31,6 +32,11 @@ pub trait UnitRules {
     /// The constraint verdict of a complete unit, for explanations: `ok`, or its warnings.
     fn describe(&self, _units: &[String], _unit: &str) -> String {
         "ok".into()
+    }
+    /// Checks the rules can be met at all (e.g. one acrostic head per line), saying what to fix;
+    /// [`super::generate_inverse`] calls it first. The default accepts everything.
+    fn validate(&self) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -96,6 +102,9 @@ impl UnitRules for PlainRules {
     }
     fn set_context(&mut self, context: &str) {
         self.context = context.to_string();
+    }
+    fn validate(&self) -> Result<()> {
+        self.units.validate()
     }
 }
 
@@ -178,6 +187,9 @@ impl UnitRules for PoemRules {
     }
     fn set_context(&mut self, context: &str) {
         self.context = context.to_string();
+    }
+    fn validate(&self) -> Result<()> {
+        self.constraints.validate()
     }
     fn describe(&self, units: &[String], unit: &str) -> String {
         let prev: Vec<&str> = units.iter().map(String::as_str).collect();

@@ -95,7 +95,9 @@ pub struct UnitScore {
     pub text: String,
     /// Sum of its tokens' log-probabilities given everything before it.
     pub forward: f64,
-    /// Inverse log-likelihood of the prompt field given the window (0 without inverse).
+    /// Inverse log-likelihood of the prompt field given the window the unit was chosen in (0
+    /// without inverse). With the whole-text window (`all`), units a refinement round re-chose in
+    /// the same text share one value: the whole text's.
     pub inverse: f64,
     /// Penalty for copying target characters into the window.
     pub copy_penalty: f64,
@@ -187,6 +189,13 @@ pub fn generate_inverse(
     mut on_unit: Option<UnitHook<'_>>,
 ) -> Result<InverseResult> {
     let start = Instant::now();
+    // `Task`, its tables and the rules have public fields: a zero count or a NaN temperature set
+    // after parsing would otherwise end in "no candidate satisfied every constraint".
+    task.validate().map_err(|e| match e {
+        Error::Input(m) => Error::input(format!("task `{}`: {m}", task.name)),
+        other => other,
+    })?;
+    rules.validate()?;
     let mut prep = cx.prepare(task, fields)?;
     if !opts.use_inverse {
         // The search baseline is plain: no attention re-weighting either.

@@ -157,6 +157,23 @@ pub struct Units {
     pub banned: Vec<String>,
 }
 
+impl Units {
+    /// Checks the unit table: at least one end character, each a single character, and
+    /// `1 ≤ min_chars ≤ max_chars`, `max_units ≥ 1`.
+    pub fn validate(&self) -> Result<()> {
+        if self.ends.is_empty() || self.ends.iter().any(|e| e.chars().count() != 1) {
+            return Err(Error::input(format!("units.ends must list single characters (a unit ends at one of them), got {:?}", self.ends)));
+        }
+        if self.min_chars == 0 || self.min_chars > self.max_chars || self.max_units == 0 {
+            return Err(Error::input(format!(
+                "units: need 1 ≤ min_chars ≤ max_chars and max_units ≥ 1, got min_chars {}, max_chars {}, max_units {}",
+                self.min_chars, self.max_chars, self.max_units
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Units {
     fn default() -> Self {
         Self {
@@ -285,7 +302,10 @@ impl Task {
     /// Parses a TOML task, naming `origin` in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Task> {
         let t: Task = toml::from_str(text).map_err(|e| Error::input(format!("task {origin}: not a valid task file: {e}")))?;
-        t.validate().map_err(|e| Error::input(format!("task {origin}: {e}")))?;
+        t.validate().map_err(|e| match e {
+            Error::Input(m) => Error::input(format!("task {origin}: {m}")),
+            other => other,
+        })?;
         Ok(t)
     }
 
@@ -381,14 +401,7 @@ impl Task {
         if !(s.temperature > 0.0 && s.temperature.is_finite()) {
             return Err(Error::input(format!("search.temperature must be positive, got {}", s.temperature)));
         }
-        let u = &self.units;
-        if u.ends.is_empty() || u.ends.iter().any(|e| e.chars().count() != 1) {
-            return Err(Error::input("units.ends must list single characters"));
-        }
-        if u.min_chars == 0 || u.min_chars > u.max_chars || u.max_units == 0 {
-            return Err(Error::input("units: need 1 ≤ min_chars ≤ max_chars and max_units ≥ 1"));
-        }
-        Ok(())
+        self.units.validate()
     }
 
     /// The GLM inverse prompt template (`{text}` = window, target field = blank).

@@ -73,18 +73,40 @@ fn bigrams(chars: &[char]) -> Vec<(char, char)> {
 /// (n ≥ 3), given the earlier lines with their punctuation. Higher is better:
 /// `r + t + imp − 3·#{2-grams of the line found in the poem so far} − 75·#{of those with
 /// punctuation}`, with the rhyme term `r` against line n−2 and the tone term `t` against line
-/// n−2 (odd n, same pattern) or n−1 (even n, opposite pattern). `Err` when n < 3 or a line
-/// has non-Chinese characters.
+/// n−2 (odd n, same pattern) or n−1 (even n, opposite pattern).
+///
+/// Each entry of `prev_lines` is one line with its end punctuation (`["白日依山尽，",
+/// "黄河入海流。"]`, not `["白日依山尽，黄河入海流。"]`), and `line` is one line, with or without
+/// its punctuation. `Err` when n < 3, when an entry is not exactly one line (saying how many it
+/// holds), and when a line has non-Chinese characters.
 pub fn format_score(prev_lines: &[&str], line: &str) -> Result<f64> {
-    if prev_lines.len() < 2 {
-        return Err(Error::Input("format_score needs at least two earlier lines".into()));
+    let mut prev = Vec::with_capacity(prev_lines.len());
+    for (j, l) in prev_lines.iter().enumerate() {
+        match split_lines(l)?.as_slice() {
+            [one] if one.punct.is_some() => prev.push(one.clone()),
+            [_] => return Err(Error::input(format!("format_score: earlier line {} `{l}` has no end punctuation (， or 。)", j + 1))),
+            many => {
+                return Err(Error::input(format!(
+                    "format_score: earlier line {} `{l}` holds {} lines; give each line as a separate string with its punctuation",
+                    j + 1,
+                    many.len()
+                )))
+            }
+        }
     }
-    let poem: String = prev_lines.concat();
-    let prev = split_lines(&poem)?;
-    let cur = split_lines(line)?;
-    let (Some(cur), true) = (cur.first(), prev.len() >= 2) else {
-        return Err(Error::Input("format_score: could not split the lines".into()));
+    if prev.len() < 2 {
+        return Err(Error::input(format!(
+            "format_score scores lines 3 and later: it needs at least two earlier lines, got {}",
+            prev.len()
+        )));
+    }
+    let cur = match split_lines(line)?.as_slice() {
+        [one] => one.clone(),
+        many => {
+            return Err(Error::input(format!("format_score: the scored line `{line}` holds {} lines; give one line", many.len())));
+        }
     };
+    let poem: String = prev_lines.concat();
     let n = prev.len() + 1;
     let imp = if n % 2 == 0 { 2.5 } else { 1.0 };
     let a = &cur.body;
