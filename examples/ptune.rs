@@ -91,7 +91,8 @@ fn main() -> anyhow::Result<()> {
     // The trainable parameters by name, in a fixed order (the same run gives the same numbers).
     let mut params: Vec<_> = vars.data().lock().map_err(|e| anyhow!("{e}"))?.clone().into_iter().collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut optim = AdamW::new(params, AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })?;
+    // torch's betas and ε, no weight decay: P-tuning's settings.
+    let mut optim = AdamW::new(params, AdamWConfig::default())?;
 
     // Accuracy and mean gold-label probability on the held-out poems, with the current prompt.
     let held_out = |encoder: &PromptEncoder| -> anyhow::Result<String> {

@@ -126,10 +126,14 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
     }
 }
 
-/// Checks that `dtype` can be computed on `device`: half types need a GPU (the CPU kernels
-/// would only round-trip through f32, slower and no smaller).
+/// Checks that a model can compute in `dtype` on `device`: f32 anywhere, f64 on the CPU too
+/// (its kernels take it, for exact gradient checks), bf16/f16 on a GPU only (the CPU kernels
+/// would only round-trip through f32, slower and no smaller), and never an integer type.
 pub fn check_dtype(device: &Device, dtype: DType) -> Result<()> {
-    if device.is_cpu() && dtype != DType::F32 {
+    if !matches!(dtype, DType::F32 | DType::F64 | DType::BF16 | DType::F16) {
+        return Err(Error::input(format!("{dtype:?} is not a compute dtype: models compute in f32 (bf16 or f16 on a GPU)")));
+    }
+    if device.is_cpu() && !matches!(dtype, DType::F32 | DType::F64) {
         return Err(Error::input(format!("{dtype:?} compute needs a GPU (--device cuda); the CPU computes in f32")));
     }
     Ok(())
@@ -215,5 +219,8 @@ mod tests {
         assert!(parse_dtype("int8").is_err());
         assert!(check_dtype(&Device::Cpu, DType::BF16).is_err());
         assert!(check_dtype(&Device::Cpu, DType::F32).is_ok());
+        assert!(check_dtype(&Device::Cpu, DType::F64).is_ok());
+        let e = check_dtype(&Device::Cpu, DType::U32).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("U32") && e.contains("f32"), "{e}");
     }
 }

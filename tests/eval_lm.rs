@@ -67,7 +67,7 @@ fn sliding_windows_score_every_token_once() {
     for mode in [LmMode::Unidirectional, LmMode::Bidirectional] {
         for (n, seq, stride) in [(50, 16, 8), (50, 16, 16), (17, 16, 5), (5, 16, 4), (40, 10, 3)] {
             let doc = text(n);
-            let w = windows(&doc, seq, stride, mode, &T);
+            let w = windows(&doc, seq, stride, mode, &T).unwrap();
             let scored: usize = w.iter().map(|s| s.loss_mask.iter().filter(|&&m| m > 0.0).count()).sum();
             assert_eq!(scored, n - 1, "{mode:?} n {n} seq {seq} stride {stride}");
             assert!(w.iter().all(|s| s.tokens.len() <= seq + 2), "{mode:?}: window longer than seq_len + 2");

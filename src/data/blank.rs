@@ -14,6 +14,9 @@
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
+/// The longest `max_span` [`ObjectiveConfig::validate`] accepts.
+const MAX_SPAN: usize = 1 << 20;
+
 /// Probabilities and ratios of the objectives. Defaults follow THUDM's `arguments.py`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,8 +101,12 @@ impl ObjectiveConfig {
                 return bad(format!("sentence_mask_ratio {r} must be in (0, 1)"));
             }
         }
-        if self.avg_span.is_nan() || self.avg_span <= 0.0 || self.max_span == 0 {
-            return bad("avg_span must be positive and max_span at least 1".into());
+        // (A span cannot outgrow a sample; the bound keeps the span-length table allocatable.)
+        if !(self.avg_span.is_finite() && self.avg_span > 0.0) || self.max_span == 0 || self.max_span > MAX_SPAN {
+            return bad(format!(
+                "avg_span {} must be a positive number and max_span {} between 1 and {MAX_SPAN}",
+                self.avg_span, self.max_span
+            ));
         }
         if !(0.0..=1.0).contains(&self.doc_min_ratio) || !(0.0..=1.0).contains(&self.prefix_lm_prob) {
             return bad("doc_min_ratio and prefix_lm_prob must be in [0, 1]".into());
@@ -193,6 +200,7 @@ pub fn draw_objective(cfg: &ObjectiveConfig, rng: &mut impl RngCore) -> Objectiv
 
 /// Builds a sample from `text` (`[CLS]` + documents separated by `eos`) with `objective`.
 /// `sentence_ends` marks the tokens that end a sentence (used by the sentence objective).
+/// `cfg` is checked first ([`ObjectiveConfig::validate`]): an error names the bad field.
 pub fn make_sample(
     text: &[u32],
     objective: Objective,
@@ -200,9 +208,10 @@ pub fn make_sample(
     ids: &ObjectiveTokens,
     sentence_ends: &dyn Fn(u32) -> bool,
     rng: &mut impl RngCore,
-) -> Sample {
+) -> crate::Result<Sample> {
+    cfg.validate()?;
     let segments = segments(text, ids);
-    match objective {
+    Ok(match objective {
         Objective::Token => {
             let mut spans = Vec::new();
             for &(s, e) in &segments {
@@ -223,7 +232,7 @@ pub fn make_sample(
         // replacements (here they come from the text).
         Objective::Mlm => super::lm::mlm_sample(text, ids, cfg.mask_ratio, None, rng),
         Objective::Causal => super::lm::causal_sample(text, ids),
-    }
+    })
 }
 
 /// Maximal runs of document tokens: `[CLS]` and `eos` are never masked.

@@ -257,10 +257,10 @@ impl<'a> BatchStream<'a> {
             .iter()
             .map(|text| match self.cfg.lm {
                 LmObjective::Blank => make_sample(text, objective, &self.cfg.objectives, &self.tokens, &|t| ends.contains(&t), &mut rng),
-                LmObjective::Mlm { random_below } => mlm_sample(text, &self.tokens, MLM_RATIO, Some(random_below), &mut rng),
-                LmObjective::Causal => causal_sample(text, &self.tokens),
+                LmObjective::Mlm { random_below } => Ok(mlm_sample(text, &self.tokens, MLM_RATIO, Some(random_below), &mut rng)),
+                LmObjective::Causal => Ok(causal_sample(text, &self.tokens)),
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(Batch::from_samples(samples, self.tokens.eos))
     }
 }

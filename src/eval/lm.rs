@@ -58,11 +58,21 @@ fn layout(t: &LmTokens, part_a: &[u32], part_b_targets: &[u32], scored_from: usi
     Seq2seqSample::part_b(tokens, mask_position, t.sop, part_b_targets, scored_from)
 }
 
-/// The windows of one document (see the module docs); each scores at least one token.
-pub fn windows(doc: &[u32], seq_len: usize, stride: usize, mode: LmMode, t: &LmTokens) -> Vec<Seq2seqSample> {
+/// The windows of one document (see the module docs); each scores at least one token. A document
+/// of fewer than two tokens has none. `seq_len` must be at least 2 and `stride` between 1 and
+/// `seq_len`: a longer stride would leave the tokens between windows unscored.
+pub fn windows(doc: &[u32], seq_len: usize, stride: usize, mode: LmMode, t: &LmTokens) -> Result<Vec<Seq2seqSample>> {
+    if seq_len < 2 {
+        return Err(Error::input(format!("windows: seq_len {seq_len} must be at least 2 (with stride between 1 and seq_len)")));
+    }
+    if stride == 0 || stride > seq_len {
+        return Err(Error::input(format!(
+            "windows: stride {stride} must be between 1 and seq_len {seq_len}: a longer stride skips the tokens between windows"
+        )));
+    }
     let n = doc.len();
-    if n < 2 || seq_len < 2 || stride == 0 {
-        return Vec::new();
+    if n < 2 {
+        return Ok(Vec::new());
     }
     let count = n.saturating_sub(seq_len).div_ceil(stride) + 1;
     let mut out = Vec::with_capacity(count);
@@ -85,7 +95,7 @@ pub fn windows(doc: &[u32], seq_len: usize, stride: usize, mode: LmMode, t: &LmT
             LmMode::Bidirectional => layout(t, &w[..seen], &w[seen..], 0),
         });
     }
-    out
+    Ok(out)
 }
 
 /// Per-token losses (nats) of the scored tokens and whether each was the argmax, over `samples`.
@@ -165,7 +175,7 @@ pub fn perplexity(
     }
     let (mut sum, mut count, mut nwin) = (0.0, 0usize, 0usize);
     for d in docs {
-        let w = windows(d, seq_len, stride, mode, t);
+        let w = windows(d, seq_len, stride, mode, t)?;
         nwin += w.len();
         for (l, _) in token_losses(model, &w, batch_size, t.pad)? {
             sum += l;

@@ -101,8 +101,16 @@ fn ngrams(tokens: &[String], n: usize) -> HashMap<&[String], usize> {
     out
 }
 
-/// ROUGE-N of token lists.
-pub fn rouge_n(prediction: &[String], target: &[String], n: usize) -> Score {
+/// ROUGE-N of token lists; `n` must be at least 1 (there are no 0-grams to count).
+pub fn rouge_n(prediction: &[String], target: &[String], n: usize) -> crate::Result<Score> {
+    if n == 0 {
+        return Err(crate::Error::input("ROUGE-0 is not a score: n counts the tokens of each n-gram, so it must be at least 1"));
+    }
+    Ok(rouge_n_of(prediction, target, n))
+}
+
+/// [`rouge_n`] for `n ≥ 1`.
+fn rouge_n_of(prediction: &[String], target: &[String], n: usize) -> Score {
     let p = ngrams(prediction, n);
     let t = ngrams(target, n);
     let overlap: usize = t.iter().map(|(g, &c)| c.min(p.get(g).copied().unwrap_or(0))).sum();
@@ -136,7 +144,7 @@ pub fn rouge_l(prediction: &[String], target: &[String]) -> Score {
 pub fn score(prediction: &str, target: &str, tokenizer: RougeTokenizer) -> RougeScores {
     let p = tokenizer.tokenize(prediction);
     let t = tokenizer.tokenize(target);
-    RougeScores { rouge1: rouge_n(&p, &t, 1), rouge2: rouge_n(&p, &t, 2), rouge_l: rouge_l(&p, &t) }
+    RougeScores { rouge1: rouge_n_of(&p, &t, 1), rouge2: rouge_n_of(&p, &t, 2), rouge_l: rouge_l(&p, &t) }
 }
 
 /// Corpus means of the per-pair F1 scores, ×100 as papers report them.

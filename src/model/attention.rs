@@ -75,24 +75,37 @@ fn grow(x: &Tensor, cap: usize) -> Result<Tensor> {
     Ok(buf)
 }
 
+/// A deep copy (see [`KvCache::try_clone`]).
+///
+/// # Panics
+///
+/// When the device cannot allocate the copy (a GPU out of memory; the CPU allocator aborts the
+/// process instead): a copy of same-shaped buffers on their own device fails in no other way.
+/// `Clone` cannot return an error; code that can recover calls [`KvCache::try_clone`].
 impl Clone for KvCache {
     fn clone(&self) -> Self {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.as_ref().map(|e| LayerKv {
-                    k: e.k.copy().expect("copying a CPU/GPU tensor of the same shape cannot fail"),
-                    v: e.v.copy().expect("copying a CPU/GPU tensor of the same shape cannot fail"),
-                    len: e.len,
-                })
-            })
-            .collect();
-        Self { layers }
+        match self.try_clone() {
+            Ok(c) => c,
+            Err(e) => panic!("KvCache::clone: {e} (use KvCache::try_clone to handle this)"),
+        }
     }
 }
 
 impl KvCache {
+    /// A deep copy whose buffers share no storage with this cache's; an error when the device
+    /// cannot allocate them (a GPU out of memory).
+    pub fn try_clone(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.as_ref().map(|e| Ok(LayerKv { k: e.k.copy()?, v: e.v.copy()?, len: e.len })).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+    /// Number of layers the cache was made for.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
     /// An empty cache for `num_layers` layers.
     pub fn new(num_layers: usize) -> Self {
         Self { layers: (0..num_layers).map(|_| None).collect() }
@@ -168,7 +181,7 @@ impl KvCache {
     /// Appends the rows of `other` (same number of cached positions) after this cache's rows.
     pub fn append_rows(&mut self, other: &KvCache) -> Result<()> {
         if self.is_empty() {
-            *self = other.clone();
+            *self = other.try_clone()?;
             return Ok(());
         }
         if other.len() != self.len() || other.layers.len() != self.layers.len() {

@@ -5,6 +5,9 @@
 
 use super::attention::{attend, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
+use super::load::{
+    check_eps, check_init, check_prob, check_size, check_total, product, sum, IN_CODE, MAX_HIDDEN, MAX_LAYERS, MAX_POSITIONS, MAX_ROWS,
+};
 use super::mask::{build_key_bias, build_mask, Attention};
 use super::{
     begin, check_ids, check_positions, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput,
@@ -74,19 +77,24 @@ impl BertConfig {
         }
     }
 
-    /// Checks the combination of fields; `path` names the config file in errors.
+    /// Checks the combination of fields; `path` names the config file in errors. Sizes must be
+    /// positive and bounded (layers by [`crate::model::MAX_LAYERS`]; widths, the vocabulary and
+    /// the position and segment tables too, and the parameter count in all, so that no product
+    /// of them overflows), `hidden_size` a multiple of `num_attention_heads`, `layer_norm_eps`
+    /// positive, the dropout probabilities in [0, 1), `initializer_range` ≥ 0 and the activation
+    /// a supported one.
     pub fn validate(&self, path: &std::path::Path) -> Result<()> {
-        for (field, v) in [
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("vocab_size", self.vocab_size),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
+        check_size(path, "num_hidden_layers", self.num_hidden_layers, MAX_LAYERS)?;
+        for (field, v, max) in [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
+            ("vocab_size", self.vocab_size, MAX_ROWS),
+            ("intermediate_size", self.intermediate_size, 4 * MAX_HIDDEN),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
+            // Every forward looks up a segment (0 unless given), so the table needs a row.
+            ("type_vocab_size", self.type_vocab_size, MAX_ROWS),
         ] {
-            if v == 0 {
-                return Err(Error::config(path, field, "must be positive"));
-            }
+            check_size(path, field, v, max)?;
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
@@ -95,6 +103,26 @@ impl BertConfig {
                 format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
             ));
         }
+        check_eps(path, "layer_norm_eps", self.layer_norm_eps)?;
+        check_init(path, "initializer_range", self.initializer_range)?;
+        for (field, p) in
+            [("hidden_dropout_prob", self.hidden_dropout_prob), ("attention_probs_dropout_prob", self.attention_probs_dropout_prob)]
+        {
+            check_prob(path, field, p)?;
+        }
+        let (h, i, l) = (self.hidden_size, self.intermediate_size, self.num_hidden_layers);
+        // Per layer: Q, K, V and the output 4h² + 4h, the MLP 2hi + i + h, two layer norms 4h.
+        let layer = sum(&[product(&[4, h, h]), product(&[2, h, i]), Some(i), product(&[9, h])]);
+        let tables = sum(&[Some(self.max_position_embeddings), Some(self.type_vocab_size)]);
+        check_total(
+            path,
+            &[
+                ("vocab_size", product(&[self.vocab_size, h]).and_then(|n| n.checked_add(self.vocab_size))),
+                ("max_position_embeddings", tables.and_then(|t| t.checked_mul(h))),
+                // The layers, the embedding layer norm and the MLM head's transform (h² + 3h).
+                ("hidden_size", sum(&[layer.and_then(|n| n.checked_mul(l)), product(&[h, h]), product(&[5, h])])),
+            ],
+        )?;
         self.gelu(path).map(|_| ())
     }
 
@@ -197,8 +225,12 @@ pub struct Bert {
 }
 
 impl Bert {
-    /// Builds BERT-MLM from `vb`, whose root holds `bert.*` and `cls.*`.
+    /// Builds BERT-MLM from `vb`, whose root holds `bert.*` and `cls.*`. The config is validated
+    /// first ([`BertConfig::validate`]) and `vb`'s dtype must be one its device computes in
+    /// ([`crate::device::check_dtype`]).
     pub fn new(cfg: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate(std::path::Path::new(IN_CODE))?;
+        crate::device::check_dtype(vb.device(), vb.dtype())?;
         let gelu = cfg.gelu(std::path::Path::new("config.json"))?;
         let (h, eps, std) = (cfg.hidden_size, cfg.layer_norm_eps, cfg.initializer_range);
         let e = vb.pp("bert.embeddings");
@@ -246,7 +278,10 @@ impl Backbone for Bert {
         let (b, s, past, words) = begin(self, input, cache.as_deref())?;
         let pos = positions_1d(input, b, s, past, self.cfg.max_position_embeddings, &self.device)?;
         let types = match &input.token_types {
-            Some(t) if t.dims() == [b, s] => t.to_dtype(DType::U32)?,
+            Some(t) if t.dims() == [b, s] => {
+                super::int_tensor(t, "token types")?;
+                t.to_dtype(DType::U32)?
+            }
             Some(t) => return Err(Error::input(format!("token types must be [batch, seq] = [{b}, {s}], got {:?}", t.dims()))),
             None => Tensor::zeros((b, s), DType::U32, &self.device)?,
         };

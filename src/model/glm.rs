@@ -4,6 +4,9 @@
 
 use super::attention::{attend_decode, attend_packed, decode_fusable, KvCache, LayerKv};
 use super::layers::{tied_logits, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm, Linear};
+use super::load::{
+    check_eps, check_init, check_prob, check_size, check_total, product, sum, IN_CODE, MAX_HIDDEN, MAX_LAYERS, MAX_POSITIONS, MAX_ROWS,
+};
 use super::mask::{build_key_bias, build_mask, Attention};
 use super::stack;
 use super::{
@@ -94,28 +97,33 @@ impl GlmConfig {
         }
     }
 
-    /// Rows of the position and block-position tables.
+    /// Rows of the position and block-position tables (saturating: [`Self::validate`] refuses
+    /// lengths anywhere near `usize::MAX`).
     pub fn position_rows(&self) -> usize {
         if self.block_position_encoding {
-            self.max_sequence_length + 1
+            self.max_sequence_length.saturating_add(1)
         } else {
             self.max_sequence_length
         }
     }
 
-    /// Checks the combination of fields; `path` names the config file in errors.
+    /// Checks the combination of fields; `path` names the config file in errors. Sizes must be
+    /// positive and bounded (layers by [`crate::model::MAX_LAYERS`]; widths, the vocabulary and
+    /// the length too, and the parameter count in all, so that no product of them overflows),
+    /// `hidden_size` a multiple of `num_attention_heads`, `layernorm_epsilon` positive, the
+    /// dropout probabilities in [0, 1) and `initializer_range` ≥ 0.
     pub fn validate(&self, path: &std::path::Path) -> Result<()> {
-        let nonzero = [
-            ("num_layers", self.num_layers),
-            ("hidden_size", self.hidden_size),
-            ("num_attention_heads", self.num_attention_heads),
-            ("vocab_size", self.vocab_size),
-            ("max_sequence_length", self.max_sequence_length),
+        // The layer count first: every layer's tensors are listed before any weight is read, so a
+        // damaged count would otherwise take minutes and all memory before failing.
+        check_size(path, "num_layers", self.num_layers, MAX_LAYERS)?;
+        let sizes = [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
+            ("vocab_size", self.vocab_size, MAX_ROWS),
+            ("max_sequence_length", self.max_sequence_length, MAX_POSITIONS),
         ];
-        for (field, v) in nonzero {
-            if v == 0 {
-                return Err(Error::config(path, field, "must be positive"));
-            }
+        for (field, v, max) in sizes {
+            check_size(path, field, v, max)?;
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
@@ -134,6 +142,27 @@ impl GlmConfig {
         if self.attention_scale != 1.0 {
             return Err(Error::config(path, "attention_scale", "only 1.0 is supported (all released GLMs)"));
         }
+        check_eps(path, "layernorm_epsilon", self.layernorm_epsilon)?;
+        check_init(path, "initializer_range", self.initializer_range)?;
+        for (field, p) in [
+            ("embedding_dropout_prob", self.embedding_dropout_prob),
+            ("attention_dropout_prob", self.attention_dropout_prob),
+            ("output_dropout_prob", self.output_dropout_prob),
+        ] {
+            check_prob(path, field, p)?;
+        }
+        let (h, l) = (self.hidden_size, self.num_layers);
+        let tables = if self.block_position_encoding { 2 } else { 1 };
+        // Per layer: QKV 3h² + 3h, dense h² + h, MLP 8h² + 5h, two layer norms 4h.
+        let layer = sum(&[product(&[12, h, h]), product(&[13, h])]);
+        check_total(
+            path,
+            &[
+                ("vocab_size", product(&[self.vocab_size, h])),
+                ("max_sequence_length", product(&[self.position_rows(), h, tables])),
+                ("hidden_size", sum(&[layer.and_then(|n| n.checked_mul(l)), product(&[2, h])])),
+            ],
+        )?;
         Ok(())
     }
 
@@ -278,8 +307,12 @@ pub struct Glm {
 }
 
 impl Glm {
-    /// Builds GLM from `vb` (hub parameter names, no prefix).
+    /// Builds GLM from `vb` (hub parameter names, no prefix). The config is validated first
+    /// ([`GlmConfig::validate`]) and `vb`'s dtype must be one its device computes in
+    /// ([`crate::device::check_dtype`]).
     pub fn new(cfg: &GlmConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate(std::path::Path::new(IN_CODE))?;
+        crate::device::check_dtype(vb.device(), vb.dtype())?;
         let (h, p, std) = (cfg.hidden_size, cfg.position_rows(), cfg.initializer_range);
         let t = vb.pp("transformer");
         let block_position_embeddings =
@@ -382,6 +415,7 @@ impl Backbone for Glm {
                 if dims != [b, 2, s] {
                     return Err(Error::input(format!("GLM positions must be [batch, 2, seq] = [{b}, 2, {s}], got {dims:?}")));
                 }
+                super::int_tensor(p, "positions")?;
                 (p.narrow(1, 0, 1)?.squeeze(1)?, p.narrow(1, 1, 1)?.squeeze(1)?)
             }
             None => (default_positions(b, s, past, &self.device)?, Tensor::zeros((b, s), DType::U32, &self.device)?),
@@ -432,9 +466,8 @@ impl Backbone for Glm {
     }
 
     fn set_compute_dtype(&mut self, dtype: DType) -> Result<()> {
-        if !dtype.is_float() {
-            return Err(Error::input(format!("compute dtype must be a float type, not {dtype:?}")));
-        }
+        // The compute dtype must be one the weights' device computes in: bf16/f16 need a GPU.
+        crate::device::check_dtype(&self.device, dtype)?;
         self.compute = dtype;
         Ok(())
     }

@@ -4,6 +4,9 @@
 
 use super::attention::{attend_packed, KvCache, LayerKv};
 use super::layers::{tied_logits, Conv1D, Dropouts, Embedding, Gelu, LayerCtx, LayerNorm};
+use super::load::{
+    check_eps, check_init, check_prob, check_size, check_total, product, sum, IN_CODE, MAX_HIDDEN, MAX_LAYERS, MAX_POSITIONS, MAX_ROWS,
+};
 use super::mask::{build_key_bias, build_mask, Attention};
 use super::{
     begin, check_ids, dropout, output_rows, positions_1d, Backbone, BackboneInfo, BackboneInput, BackboneOutput, DefaultAttention,
@@ -64,7 +67,7 @@ pub struct Gpt2Config {
 
 impl Gpt2Config {
     fn inner(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner.unwrap_or(self.n_embd.saturating_mul(4))
     }
 
     pub(crate) fn gelu(&self, path: &std::path::Path) -> Result<Gelu> {
@@ -75,22 +78,43 @@ impl Gpt2Config {
         }
     }
 
-    /// Checks the combination of fields; `path` names the config file in errors.
+    /// Checks the combination of fields; `path` names the config file in errors. Sizes must be
+    /// positive and bounded (layers by [`crate::model::MAX_LAYERS`]; widths, the vocabulary and
+    /// the position table too, and the parameter count in all, so that no product of them
+    /// overflows), `n_embd` a multiple of `n_head`, `layer_norm_epsilon` positive, the dropout
+    /// probabilities in [0, 1), `initializer_range` ≥ 0 and the activation a supported one.
     pub fn validate(&self, path: &std::path::Path) -> Result<()> {
-        for (field, v) in [
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
+        check_size(path, "n_layer", self.n_layer, MAX_LAYERS)?;
+        for (field, v, max) in [
+            ("n_embd", self.n_embd, MAX_HIDDEN),
+            ("n_head", self.n_head, MAX_HIDDEN),
+            ("vocab_size", self.vocab_size, MAX_ROWS),
+            ("n_positions", self.n_positions, MAX_POSITIONS),
         ] {
-            if v == 0 {
-                return Err(Error::config(path, field, "must be positive"));
-            }
+            check_size(path, field, v, max)?;
+        }
+        if let Some(i) = self.n_inner {
+            check_size(path, "n_inner", i, 4 * MAX_HIDDEN)?;
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::config(path, "n_head", format!("{} does not divide n_embd {}", self.n_head, self.n_embd)));
         }
+        check_eps(path, "layer_norm_epsilon", self.layer_norm_epsilon)?;
+        check_init(path, "initializer_range", self.initializer_range)?;
+        for (field, p) in [("embd_pdrop", self.embd_pdrop), ("attn_pdrop", self.attn_pdrop), ("resid_pdrop", self.resid_pdrop)] {
+            check_prob(path, field, p)?;
+        }
+        let (h, i, l) = (self.n_embd, self.inner(), self.n_layer);
+        // Per layer: c_attn 3h² + 3h, c_proj h² + h, the MLP 2hi + i + h, two layer norms 4h.
+        let layer = sum(&[product(&[4, h, h]), product(&[2, h, i]), Some(i), product(&[9, h])]);
+        check_total(
+            path,
+            &[
+                ("vocab_size", product(&[self.vocab_size, h])),
+                ("n_positions", product(&[self.n_positions, h])),
+                ("n_embd", sum(&[layer.and_then(|n| n.checked_mul(l)), product(&[2, h])])),
+            ],
+        )?;
         self.gelu(path).map(|_| ())
     }
 
@@ -172,8 +196,12 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Builds GPT-2 from `vb`, whose root holds `transformer.*`.
+    /// Builds GPT-2 from `vb`, whose root holds `transformer.*`. The config is validated first
+    /// ([`Gpt2Config::validate`]) and `vb`'s dtype must be one its device computes in
+    /// ([`crate::device::check_dtype`]).
     pub fn new(cfg: &Gpt2Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate(std::path::Path::new(IN_CODE))?;
+        crate::device::check_dtype(vb.device(), vb.dtype())?;
         let gelu = cfg.gelu(std::path::Path::new("config.json"))?;
         let t = vb.pp("transformer");
         let blocks = (0..cfg.n_layer).map(|l| Block::new(cfg, t.pp(format!("h.{l}")))).collect::<Result<Vec<_>>>()?;

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 impl ModelConfig {
     /// Fresh weights drawn from `seed` with the reference init: normal(0, σ) for matrices and
     /// embeddings, σ/√(2L) for the output projections of each block, zero biases, unit LN gains.
+    /// The config is validated first (its sizes bound what is allocated).
     pub fn init_weights(&self, seed: u64) -> Result<HashMap<String, Tensor>> {
+        self.validate(std::path::Path::new(super::load::IN_CODE))?;
         let (std, layers) = match self {
             ModelConfig::Glm(c) => (c.initializer_range, c.num_layers),
             ModelConfig::Gpt2(c) => (c.initializer_range, c.n_layer),

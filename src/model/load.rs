@@ -28,6 +28,88 @@ pub enum ModelConfig {
 /// The most layers a config may describe.
 pub const MAX_LAYERS: usize = 1024;
 
+/// The widest hidden size a config may describe (GPT-3 175B: 12,288).
+pub(crate) const MAX_HIDDEN: usize = 1 << 20;
+/// The largest vocabulary or segment table a config may describe.
+pub(crate) const MAX_ROWS: usize = 1 << 24;
+/// The longest position table a config may describe: position ids are u32 (a table this long
+/// is refused by the parameter bound or the memory check anyway, with a clearer message).
+pub(crate) const MAX_POSITIONS: usize = u32::MAX as usize - 1;
+/// The most parameters a config may describe in all (GLM-130B: 1.3·10¹¹).
+pub(crate) const MAX_PARAMETERS: usize = 1 << 40;
+
+/// Where a config built in code (not read from a file) is named in errors.
+pub(crate) const IN_CODE: &str = "<model config>";
+
+/// Checks that the size `field` is at least 1 and at most `max` (a damaged or mistyped config;
+/// it also keeps every product of sizes far from overflowing).
+pub(crate) fn check_size(path: &Path, field: &str, v: usize, max: usize) -> Result<()> {
+    if v == 0 {
+        return Err(Error::config(path, field, "must be positive"));
+    }
+    if v > max {
+        let what = if field.contains("layer") { "layers is beyond any model wenhui loads" } else { "is beyond any model wenhui builds" };
+        let example = if field.contains("layer") { "; GLM-130B has 70" } else { "" };
+        return Err(Error::config(path, field, format!("{v} {what} (at most {max}{example}): is the config damaged?")));
+    }
+    Ok(())
+}
+
+/// Checks a layer-norm epsilon: a positive finite number (a negative one turns every output NaN).
+pub(crate) fn check_eps(path: &Path, field: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::config(path, field, format!("{v} must be a positive number (typically 1e-5 or 1e-12)")));
+    }
+    Ok(())
+}
+
+/// Checks a dropout probability: in [0, 1).
+pub(crate) fn check_prob(path: &Path, field: &str, v: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&v) {
+        return Err(Error::config(path, field, format!("{v} is not a dropout probability in [0, 1)")));
+    }
+    Ok(())
+}
+
+/// Checks an initial weights' standard deviation: finite and not negative.
+pub(crate) fn check_init(path: &Path, field: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(Error::config(path, field, format!("{v} must be a standard deviation ≥ 0 (typically 0.02)")));
+    }
+    Ok(())
+}
+
+/// Checks the parameter count of a config, given as the parts `(field, count)` it is made of
+/// (`None`: the part overflowed): refused beyond [`MAX_PARAMETERS`], naming the largest part's field.
+pub(crate) fn check_total(path: &Path, parts: &[(&str, Option<usize>)]) -> Result<usize> {
+    let total = parts.iter().try_fold(0usize, |sum, (_, n)| n.and_then(|n| sum.checked_add(n)));
+    match total {
+        Some(t) if t <= MAX_PARAMETERS => Ok(t),
+        _ => {
+            let (field, _) = parts.iter().max_by_key(|(_, n)| n.unwrap_or(usize::MAX)).copied().unwrap_or(("hidden_size", None));
+            let count = parts.iter().map(|(_, n)| n.map_or(f64::INFINITY, |n| n as f64)).sum::<f64>();
+            Err(Error::config(
+                path,
+                field,
+                format!(
+                    "the config describes {count:.2e} parameters, most of them from this field: beyond any model wenhui builds (at most {:.2e}; GLM-130B has 1.3e11)",
+                    MAX_PARAMETERS as f64
+                ),
+            ))
+        }
+    }
+}
+
+/// `a × b × …` with overflow as `None`.
+pub(crate) fn product(factors: &[usize]) -> Option<usize> {
+    factors.iter().try_fold(1usize, |p, &f| p.checked_mul(f))
+}
+
+/// `a + b + …` with overflow as `None`.
+pub(crate) fn sum(terms: &[Option<usize>]) -> Option<usize> {
+    terms.iter().try_fold(0usize, |s, t| t.and_then(|t| s.checked_add(t)))
+}
+
 impl ModelConfig {
     /// Reads a Hugging Face style `config.json`. The architecture comes from `model_type`
     /// (`glm`, `gpt2`, `bert`), or from the field names when it is absent.
@@ -109,22 +191,10 @@ impl ModelConfig {
         }
     }
 
-    /// Checks the fields; `path` names the source in errors.
+    /// Checks the fields; `path` names the source in errors. Sizes are bounded (layers by
+    /// [`MAX_LAYERS`], widths, vocabularies and tables, and the parameter count in all), so no
+    /// product of them overflows; epsilons must be positive and dropout probabilities in [0, 1).
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let (field, layers) = match self {
-            ModelConfig::Glm(c) => ("num_layers", c.num_layers),
-            ModelConfig::Gpt2(c) => ("n_layer", c.n_layer),
-            ModelConfig::Bert(c) => ("num_hidden_layers", c.num_hidden_layers),
-        };
-        // Checked first: every layer's tensors are listed before any weight is read, so a
-        // damaged count would otherwise take minutes and all memory before failing.
-        if layers > MAX_LAYERS {
-            return Err(Error::config(
-                path,
-                field,
-                format!("{layers} layers is beyond any model wenhui loads (at most {MAX_LAYERS}; GLM-130B has 70): is the config damaged?"),
-            ));
-        }
         match self {
             ModelConfig::Glm(c) => c.validate(path),
             ModelConfig::Gpt2(c) => c.validate(path),
@@ -141,8 +211,12 @@ impl ModelConfig {
         }
     }
 
-    /// Builds the backbone from `vb` (tensors or a `VarMap` for training).
+    /// Builds the backbone from `vb` (tensors or a `VarMap` for training). The config is
+    /// validated first, and `vb`'s dtype must be one its device computes in
+    /// ([`crate::device::check_dtype`]: f32 or f64 on the CPU, float types on a GPU).
     pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Backbone>> {
+        self.validate(Path::new(IN_CODE))?;
+        crate::device::check_dtype(vb.device(), vb.dtype())?;
         Ok(match self {
             ModelConfig::Glm(c) => Box::new(Glm::new(c, vb)?),
             ModelConfig::Gpt2(c) => Box::new(Gpt2::new(c, vb)?),
@@ -158,6 +232,8 @@ impl ModelConfig {
         dtype: DType,
         device: &Device,
     ) -> Result<(VarMap, Box<dyn Backbone>)> {
+        self.validate(Path::new(IN_CODE))?;
+        crate::device::check_dtype(device, dtype)?;
         let varmap = VarMap::new();
         if let Some(weights) = weights {
             let mut data = varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
@@ -173,6 +249,8 @@ impl ModelConfig {
     /// layers take the same paths as for a loaded checkpoint (on CUDA, the fused decoding steps),
     /// which a model from [`Self::build_trainable`] does not. Names and shapes are checked.
     pub fn build_frozen(&self, weights: HashMap<String, Tensor>, dtype: DType, device: &Device) -> Result<Box<dyn Backbone>> {
+        self.validate(Path::new(IN_CODE))?;
+        crate::device::check_dtype(device, dtype)?;
         let mut tensors = HashMap::new();
         for (name, t) in self.checked_weights(&weights)? {
             tensors.insert(name.clone(), t.to_dtype(dtype)?.to_device(device)?);
@@ -316,7 +394,9 @@ pub fn weights_fingerprint(params: &HashMap<String, Tensor>) -> Result<String> {
 }
 
 /// Reads the config and weights in `path` (a model directory, a THUDM checkpoint directory or a
-/// weights file): names normalised, shapes checked against the config.
+/// weights file): names normalised, shapes checked against the config (which is validated, so
+/// its sizes are bounded). The weights come in `opts.dtype` whatever it is (e.g. f16 on the CPU, to
+/// convert or export them); building a model from them checks that its device computes in it.
 pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<ModelWeights> {
     let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().unwrap_or(Path::new(".")).to_path_buf() };
     let config_path = opts.config.clone().unwrap_or_else(|| dir.join("config.json"));
@@ -343,7 +423,10 @@ pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<ModelWeights> {
 }
 
 /// Loads the model in `path` (a model directory, a THUDM checkpoint directory or a weights file).
+/// `opts.dtype` must be one `opts.device` computes in ([`crate::device::check_dtype`]: f32 or
+/// f64 on the CPU, bf16/f16 on a GPU too); this is checked before any weight is read.
 pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    crate::device::check_dtype(&opts.device, opts.dtype)?;
     let ModelWeights { config, params, parameter_count, format, stored_dtypes, source, fingerprint } = read_weights(path, opts)?;
     let vb = VarBuilder::from_tensors(params, opts.dtype, &opts.device);
     let backbone = config.build(vb)?;

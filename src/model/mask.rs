@@ -20,7 +20,8 @@ pub enum Attention {
 }
 
 /// Builds the `[B or 1, 1, S, past + S]` 0/1 mask for `attention` and optional key padding
-/// (`[B, past + S]`, 1 = real token), in `dtype` on `device`.
+/// (`[B, past + S]`, 1 = real token), in `dtype` on `device`. An empty batch (`batch` 0) gives an
+/// empty mask (`[0, 1, S, past + S]`, or the explicit mask's own first dimension).
 pub fn build_mask(
     attention: &Attention,
     key_padding: Option<&Tensor>,
@@ -30,7 +31,8 @@ pub fn build_mask(
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
-    let total = past + seq;
+    let total =
+        past.checked_add(seq).ok_or_else(|| Error::input(format!("attention mask: {past} cached + {seq} new positions overflow")))?;
     let mask = match attention {
         Attention::Explicit(m) => {
             let dims = m.dims();
@@ -56,13 +58,21 @@ pub fn build_mask(
                 Attention::Bidirectional => vec![seq; batch],
                 Attention::Explicit(_) => unreachable!("handled above"),
             };
-            // Identical rows collapse to a single broadcast mask.
-            let rows = if seps.iter().all(|&s| s == seps[0]) { &seps[..1] } else { &seps[..] };
+            // Identical rows collapse to a single broadcast mask; an empty batch gets an empty
+            // `[0, 1, S, past + S]` mask (the fused ops take empty batches).
+            let rows = match seps.first() {
+                Some(&first) if seps.iter().all(|&s| s == first) => &seps[..1],
+                _ => &seps[..],
+            };
+            let size = rows.len().checked_mul(seq).and_then(|n| n.checked_mul(total)).filter(|&n| n <= isize::MAX as usize / 4);
+            let size = size.ok_or_else(|| {
+                Error::input(format!("attention mask of {} × {seq} × {total} entries is too large to allocate", rows.len()))
+            })?;
             // Large masks on a GPU are built there; a decoding step's one row is cheaper to upload.
-            if !device.is_cpu() && rows.len() * seq * total > 1 << 16 {
+            if !device.is_cpu() && size > 1 << 16 {
                 return finish_mask(device_sep_mask(rows, seq, past, device)?.to_dtype(dtype)?, key_padding, batch, total, dtype, device);
             }
-            let mut data = Vec::with_capacity(rows.len() * seq * total);
+            let mut data = Vec::with_capacity(size);
             for &sep in rows {
                 for i in 0..seq {
                     data.extend((0..past).map(|_| 1f32));

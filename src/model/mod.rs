@@ -204,15 +204,18 @@ impl BackboneInput {
         self.last_layer_rows_only = true;
         self
     }
-    /// `(batch, sequence length)` of the inputs.
+    /// `(batch, sequence length)` of the inputs; an error when the ids are not `[B, S]` or the
+    /// embeddings not `[B, S, H]`.
     pub fn batch_and_len(&self) -> Result<(usize, usize)> {
-        Ok(match &self.tokens {
-            TokenInput::Ids(t) => t.dims2()?,
-            TokenInput::Embeddings(t) => {
-                let (b, s, _) = t.dims3()?;
-                (b, s)
+        match &self.tokens {
+            TokenInput::Ids(t) => {
+                t.dims2().map_err(|_| crate::Error::input(format!("token ids must be [batch, seq], got shape {:?}", t.dims())))
             }
-        })
+            TokenInput::Embeddings(t) => match t.dims() {
+                &[b, s, _] => Ok((b, s)),
+                dims => Err(crate::Error::input(format!("input embeddings must be [batch, seq, hidden], got shape {dims:?}"))),
+            },
+        }
     }
 }
 
@@ -265,7 +268,9 @@ pub trait Backbone: Send + Sync {
         self.embed(ids)
     }
     /// Runs the model. With a cache, keys/values of earlier calls are attended to and this
-    /// call's keys/values are appended.
+    /// call's keys/values are appended. A batch of no rows gives empty outputs; an input of no
+    /// positions, ids of a float dtype, embeddings of another width, or a cache made for another
+    /// layer count or holding another batch size is an error.
     fn forward(&self, input: &BackboneInput, cache: Option<&mut KvCache>) -> Result<BackboneOutput>;
     /// An empty cache for this model.
     fn new_cache(&self) -> KvCache {
@@ -287,21 +292,74 @@ pub trait Backbone: Send + Sync {
 }
 
 /// What every forward pass starts with: `(batch, length, cached length, input embeddings)`.
+///
+/// The input is checked here, once per pass: ids of an integer dtype, embeddings of a float
+/// dtype and the model's width, at least one position (a batch of no rows is fine: every output
+/// is then empty), and a cache made for this model with the input's batch size.
 pub(crate) fn begin(model: &dyn Backbone, input: &BackboneInput, cache: Option<&KvCache>) -> Result<(usize, usize, usize, Tensor)> {
     let (b, s) = input.batch_and_len()?;
+    let tokens = match &input.tokens {
+        TokenInput::Ids(t) | TokenInput::Embeddings(t) => t,
+    };
+    if s == 0 {
+        return Err(crate::Error::input(format!(
+            "the input has no tokens (shape {:?}): every row needs at least one position",
+            tokens.dims()
+        )));
+    }
+    if let TokenInput::Embeddings(e) = &input.tokens {
+        let h = model.info().hidden_size;
+        if !e.dtype().is_float() {
+            return Err(crate::Error::input(format!("input embeddings must be a float tensor, got {:?}", e.dtype())));
+        }
+        let width = e.dim(2)?;
+        if width != h {
+            return Err(crate::Error::input(format!("input embeddings have width {width}; this model's hidden size is {h}")));
+        }
+    }
+    if let Some(c) = cache {
+        let layers = model.info().num_layers;
+        if c.num_layers() != layers {
+            return Err(crate::Error::input(format!(
+                "the cache was made for {} layer(s), this model has {layers}: use the model's new_cache()",
+                c.num_layers()
+            )));
+        }
+        if !c.is_empty() && c.batch() != b {
+            return Err(crate::Error::input(format!(
+                "the cache holds {} rows, the input has {b}: reorder the cache (KvCache::reorder) or start a new one",
+                c.batch()
+            )));
+        }
+    }
     let past = cache.map_or(0, |c| c.len());
     let words = match &input.tokens {
-        TokenInput::Ids(ids) if input.trusted => model.embed_unchecked(ids)?,
+        TokenInput::Ids(ids) if input.trusted => {
+            int_tensor(ids, "token ids")?;
+            model.embed_unchecked(ids)?
+        }
         TokenInput::Ids(ids) => model.embed(ids)?,
         TokenInput::Embeddings(e) => e.to_dtype(model.dtype())?,
     };
     Ok((b, s, past, words))
 }
 
+/// Checks that `t` (`what`: token ids, positions, token types) has an integer dtype: a float
+/// tensor would be truncated silently by the cast to u32.
+pub(crate) fn int_tensor(t: &Tensor, what: &str) -> Result<()> {
+    if t.dtype().is_int() {
+        return Ok(());
+    }
+    Err(crate::Error::input(format!("{what} must be an integer tensor (u32), got {:?}", t.dtype())))
+}
+
 /// 1D position ids (`[B, S]`, given or `past + 0..S`) checked against a table of `rows`.
 pub(crate) fn positions_1d(input: &BackboneInput, b: usize, s: usize, past: usize, rows: usize, device: &Device) -> Result<Tensor> {
     let pos = match &input.positions {
-        Some(p) if p.dims() == [b, s] => p.to_dtype(DType::U32)?,
+        Some(p) if p.dims() == [b, s] => {
+            int_tensor(p, "positions")?;
+            p.to_dtype(DType::U32)?
+        }
         Some(p) => return Err(crate::Error::input(format!("positions must be [batch, seq] = [{b}, {s}], got {:?}", p.dims()))),
         None => default_positions(b, s, past, device)?,
     };
@@ -311,6 +369,7 @@ pub(crate) fn positions_1d(input: &BackboneInput, b: usize, s: usize, past: usiz
 
 /// Checks that every id is below `vocab`, so a bad id is an error and not an out-of-bounds read.
 pub(crate) fn check_ids(ids: &Tensor, vocab: usize) -> Result<()> {
+    int_tensor(ids, "token ids")?;
     let max = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?.into_iter().max();
     match max {
         Some(m) if m as usize >= vocab => Err(crate::Error::input(format!("token id {m} is out of range for a vocabulary of {vocab}"))),

@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex};
 
 /// Attention over `q` `[B, N, S, d]`, `k`/`v` `[B, N, T, d]` with `mask` `[B or 1, 1, S, T]`,
 /// scores scaled by `scale`, `bias` (`[B or 1, 1, 1, T]`) added to the scaled scores, dropout
-/// `p` on the probabilities (seeded, training only).
+/// `p` (in [0, 1)) on the probabilities (seeded, training only).
 /// Differentiable with respect to `q`, `k` and `v`. f32 and f64 on the CPU; every float type on
-/// CUDA (`cuda` feature).
+/// CUDA (`cuda` feature). No queries (`S = 0`, or no rows) give an empty context; queries without
+/// keys (`T = 0`) are an error (a softmax over nothing).
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &Tensor,
@@ -35,6 +36,14 @@ pub fn attention(
     seed: u64,
 ) -> Result<Tensor> {
     attention_keeping(q, k, v, mask, bias, scale, p, seed, keep_limit(q, q.dim(3)?))
+}
+
+/// An error unless the attention dropout `p` is in [0, 1) (a `p` of 1 would scale by 1/0).
+fn check_p(p: f64, op: &str) -> Result<()> {
+    if !(0.0..1.0).contains(&p) {
+        candle_core::bail!("{op}: dropout p = {p} must be in [0, 1)");
+    }
+    Ok(())
 }
 
 /// The key bias as host rows `[B or 1][T]`, divided by `scale` (it is added before the scaling).
@@ -61,6 +70,7 @@ pub(crate) fn attention_keeping(
     seed: u64,
     keep_limit: usize,
 ) -> Result<Tensor> {
+    check_p(p, "attention")?;
     let (b, n, s, d) = q.dims4()?;
     let (kb, kn, t, kd) = k.dims4()?;
     if (kb, kn, kd) != (b, n, d) || v.dims() != k.dims() {
@@ -69,6 +79,15 @@ pub(crate) fn attention_keeping(
     let md = mask.dims4()?;
     if md.1 != 1 || md.2 != s || md.3 != t || (md.0 != b && md.0 != 1) {
         candle_core::bail!("attention: mask {:?} does not fit scores [{b}, {n}, {s}, {t}]", mask.dims());
+    }
+    if b > 0 && n > 0 && (s == 0 || d == 0) {
+        // No queries, or heads of no channels: an empty context, before any device kernel (an
+        // empty batch takes the op). Connected to all three inputs, which get zero gradients.
+        let zero = (k.sum_all()? + v.sum_all()?.to_dtype(k.dtype())?)?.affine(0.0, 0.0)?.to_dtype(q.dtype())?;
+        return q.broadcast_add(&zero);
+    }
+    if t == 0 && b * n * s > 0 {
+        candle_core::bail!("attention: {s} queries but no keys to attend to (keys {:?})", k.dims());
     }
     let dt = q.dtype();
     let kept = keep(&[q, k, v], b * n * s * t, p, dt, keep_limit);
@@ -80,7 +99,9 @@ pub(crate) fn attention_keeping(
 /// Attention straight from a fused projection `qkv` `[B, S, 3H]` (Q | K | V along the last
 /// dimension, head `j` = channels `j·d..(j+1)·d` of each) to the context `[B, S, H]`: no
 /// narrow, head split or merge copies. Same math, mask, bias and dropout as [`attention`].
+/// No positions (`S = 0`) or no rows give an empty context.
 pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<&Tensor>, scale: f64, p: f64, seed: u64) -> Result<Tensor> {
+    check_p(p, "attention_packed")?;
     let (b, s, h3) = qkv.dims3()?;
     if heads == 0 || !h3.is_multiple_of(3 * heads) {
         candle_core::bail!("attention_packed: last dimension {h3} is not 3 × heads ({heads}) × head size");
@@ -88,6 +109,11 @@ pub fn attention_packed(qkv: &Tensor, heads: usize, mask: &Tensor, bias: Option<
     let md = mask.dims4()?;
     if md.1 != 1 || md.2 != s || md.3 != s || (md.0 != b && md.0 != 1) {
         candle_core::bail!("attention_packed: mask {:?} does not fit [{b}, 1, {s}, {s}]", mask.dims());
+    }
+    if b > 0 && (s == 0 || h3 == 0) {
+        // No positions (or heads of no channels): an empty context `[B, S, H]`, before any device
+        // kernel (the CPU one would index into an empty input). An empty batch takes the op.
+        return qkv.narrow(2, 0, h3 / 3)?.affine(1.0, 0.0);
     }
     let kept = keep(&[qkv], b * heads * s * s, p, qkv.dtype(), keep_limit(qkv, h3 / (3 * heads)));
     let bias = host_bias(bias, b, s, scale)?;

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 /// Per-row cross-entropy of `logits` `[N, V]` against `targets` `[N]` (u32). Returns `[N]` in
 /// the logits' dtype. Differentiable with respect to `logits`. Rows to ignore are masked by the
-/// caller (multiply by a 0/1 weight), so any in-range target is accepted.
+/// caller (multiply by a 0/1 weight), so any in-range target is accepted. No rows give an empty
+/// result (whatever `V`); rows over no classes (`V = 0`) are an error, as no target fits.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     cross_entropy_f32(logits, targets)?.to_dtype(logits.dtype())
 }
@@ -20,6 +21,20 @@ pub fn cross_entropy_f32(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (n, v) = logits.dims2()?;
     if targets.dims() != [n] {
         candle_core::bail!("cross_entropy: targets {:?} do not match logits [{n}, {v}]", targets.dims());
+    }
+    if !targets.dtype().is_int() {
+        candle_core::bail!("cross_entropy: targets must be integer class ids, got {:?}", targets.dtype());
+    }
+    if v == 0 {
+        if n > 0 {
+            candle_core::bail!("cross_entropy: {n} rows over 0 classes: no target fits");
+        }
+        // No rows over no classes: an empty loss (the kernel would split rows of no elements).
+        let out = match logits.dtype() {
+            DType::F64 => DType::F64,
+            _ => DType::F32,
+        };
+        return logits.sum(1)?.to_dtype(out);
     }
     let targets = targets.to_dtype(DType::U32)?.contiguous()?;
     if n > 0 {

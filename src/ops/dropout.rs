@@ -8,9 +8,19 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 8192;
 
-/// Drops each element with probability `p` and scales the rest by `1/(1−p)`.
+/// An error unless `p` is a probability, in [0, 1] (NaN is not).
+fn check_p(p: f64, op: &str) -> Result<()> {
+    if !(0.0..=1.0).contains(&p) {
+        candle_core::bail!("{op}: p = {p} is not a dropout probability in [0, 1]");
+    }
+    Ok(())
+}
+
+/// Drops each element with probability `p` and scales the rest by `1/(1−p)`; `p = 0` is the
+/// identity and `p = 1` gives zeros, and a `p` outside [0, 1] (or NaN) is an error.
 /// `seed` must differ between call sites and steps. Differentiable.
 pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    check_p(p, "dropout")?;
     if p <= 0.0 {
         return Ok(x.clone());
     }
@@ -23,8 +33,9 @@ pub fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
 /// `x + dropout(y, p, seed)` as one graph node: the same mask and the same numbers as the two
 /// ops, without the dropped copy of `y` as a node of its own (one gradient buffer and one pass
 /// fewer per residual branch). The fused kernel runs on the CPU in f32/f64; elsewhere this is
-/// the two ops.
+/// the two ops. `p` as for [`dropout`].
 pub fn residual_dropout(x: &Tensor, y: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    check_p(p, "residual_dropout")?;
     if x.dims() != y.dims() {
         candle_core::bail!("residual_dropout: x {:?} and y {:?} differ in shape", x.dims(), y.dims());
     }

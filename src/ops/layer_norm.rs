@@ -6,11 +6,17 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Layer norm of `x` over its last dimension with affine `gamma`, `beta` (both `[H]`).
-/// Differentiable with respect to all three.
+/// Differentiable with respect to all three. With `H = 0` the result is empty (`x`'s shape),
+/// still connected to all three inputs for a backward pass.
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result<Tensor> {
     let h = x.dim(candle_core::D::Minus1)?;
     if gamma.dims() != [h] || beta.dims() != [h] {
         candle_core::bail!("layer_norm: gamma {:?} / beta {:?} do not match hidden size {h}", gamma.dims(), beta.dims());
+    }
+    if h == 0 {
+        // No features: nothing to normalise (the kernels would split rows of no elements).
+        let dt = x.dtype();
+        return x.broadcast_mul(&gamma.to_dtype(dt)?)?.broadcast_add(&beta.to_dtype(dt)?);
     }
     in_kernel_dtype(x, |x| {
         let dt = x.dtype();

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 /// `x [.., in] · wᵀ + b` with `w [out, in]`, `b [out]`. Differentiable in all three.
 /// CPU in f32/f64, and every float type on CUDA (`cuda` feature, `src/ops/cuda/linear.rs`).
+/// With no input features (`in = 0`) every row is `b` (zeros without a bias), on any device.
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     apply(x, w, b, None)
 }
@@ -37,7 +38,35 @@ fn apply(x: &Tensor, w: &Tensor, b: &Tensor, act: Option<Activation>) -> Result<
         candle_core::bail!("linear: x {:?}, w {:?}, b {:?} do not fit", x.dims(), w.dims(), b.dims());
     }
     let dt = x.dtype();
+    if inp == 0 {
+        return no_inputs(x, w, b, act.map(|a| a.erf));
+    }
     super::tape::apply_op3(&x.contiguous()?, &w.to_dtype(dt)?.contiguous()?, &b.to_dtype(dt)?.contiguous()?, Linear { grad: None, act })
+}
+
+/// [`apply`] with no input features: every row is the bias (the sums over no inputs are 0), then
+/// the GELU if any (`Some(erf)`). Built from candle ops, before any device kernel (neither the
+/// CPU kernels nor the GPU's take a zero inner dimension), so the bias gets its gradient (the
+/// sum of the rows' gradients) and the empty `x` and `w` theirs.
+fn no_inputs(x: &Tensor, w: &Tensor, b: &Tensor, gelu: Option<bool>) -> Result<Tensor> {
+    let dt = x.dtype();
+    let out = w.dim(0)?;
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = out;
+    }
+    // Zeros `[.., 1]` and `[out]` that depend on `x` and `w`: their sums over no elements.
+    let from_x = x.sum_keepdim(candle_core::D::Minus1)?;
+    let from_w = w.to_dtype(dt)?.sum(1)?;
+    let mut y = from_x.broadcast_add(&from_w)?.broadcast_as(dims.as_slice())?;
+    if b.elem_count() > 0 {
+        y = y.broadcast_add(&b.to_dtype(dt)?)?;
+    }
+    match gelu {
+        None => Ok(y),
+        Some(true) => super::gelu_erf(&y),
+        Some(false) => super::gelu_tanh(&y),
+    }
 }
 
 /// A GELU applied to the linear output, and where its input is kept for the backward pass.
@@ -355,7 +384,8 @@ impl CustomOp3 for Linear {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (out, inp) = l2.shape().dims2()?;
-        let rows = l1.shape().elem_count() / inp;
+        // (`apply` takes `inp = 0` before any kernel; the guard keeps this division defined.)
+        let rows = l1.shape().elem_count() / inp.max(1);
         let has_bias = l3.shape().elem_count() > 0;
         let mut out_dims = l1.dims().to_vec();
         *out_dims.last_mut().expect("rank ≥ 1") = out;

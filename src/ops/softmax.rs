@@ -14,12 +14,16 @@ pub const MASKED_SCORE: f64 = -65504.0;
 
 /// `softmax((scores·scale)·mask + MASKED_SCORE·(1 − mask))` over the last dimension.
 /// `scores` is `[B, N, S, T]`, `mask` is `[B, 1, S, T]` or `[1, 1, S, T]` with 0/1 entries.
-/// Differentiable with respect to `scores`.
+/// Differentiable with respect to `scores`. With no keys (`T = 0`) the result is empty.
 pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
     let (b, _n, s, t) = scores.dims4()?;
     let (mb, one, ms, mt) = mask.dims4()?;
     if one != 1 || ms != s || mt != t || (mb != b && mb != 1) {
         candle_core::bail!("masked_softmax: mask {:?} does not fit scores {:?}", mask.dims(), scores.dims());
+    }
+    if t == 0 {
+        // Rows of no scores: an empty result (the kernel would split rows of no elements).
+        return scores.affine(1.0, 0.0);
     }
     in_kernel_dtype(scores, |x| super::tape::apply_op2(&x.contiguous()?, &mask.to_dtype(x.dtype())?.contiguous()?, MaskedSoftmax { scale }))
 }

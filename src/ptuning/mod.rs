@@ -77,32 +77,78 @@ pub struct PromptEncoderConfig {
     pub num_transformer_submodules: usize,
 }
 
+/// The most rows a prompt table may have (virtual tokens × submodules; P-tuning uses a few dozen).
+const MAX_PROMPT_ROWS: usize = 1 << 20;
+/// The widest `token_dim` or `hidden` a prompt encoder may have.
+const MAX_PROMPT_WIDTH: usize = 1 << 20;
+/// The most LSTM layers a prompt encoder may have (peft's default is 2).
+const MAX_PROMPT_LAYERS: usize = 64;
+/// The most parameters a prompt encoder may have in all (16 GiB in f32).
+const MAX_PROMPT_PARAMETERS: usize = 1 << 32;
+
 impl PromptEncoderConfig {
-    /// Rows of the embedding table: `num_virtual_tokens × num_transformer_submodules`.
+    /// Rows of the embedding table: `num_virtual_tokens × num_transformer_submodules`
+    /// (saturating: [`Self::validate`] refuses sizes anywhere near `usize::MAX`).
     pub fn rows(&self) -> usize {
-        self.num_virtual_tokens * self.num_transformer_submodules
+        self.num_virtual_tokens.saturating_mul(self.num_transformer_submodules)
     }
 
     /// Checks that the sizes describe a buildable encoder; `source` names the config in errors.
+    /// Every size must be positive (`hidden` and `layers` where the kind uses them) and bounded:
+    /// at most 2²⁰ table rows, 2²⁰ wide, 64 LSTM layers and 2³² parameters in all, so no product
+    /// of them overflows.
     pub fn validate(&self, source: &Path) -> Result<()> {
-        let positive = |field: &str, v: usize| {
+        let check = |field: &str, v: usize, max: usize| {
             if v == 0 {
                 Err(Error::config(source, field, "must be at least 1"))
+            } else if v > max {
+                Err(Error::config(source, field, format!("{v} is beyond any prompt encoder (at most {max}): is the config damaged?")))
             } else {
                 Ok(())
             }
         };
-        positive("num_virtual_tokens", self.num_virtual_tokens)?;
-        positive("token_dim", self.token_dim)?;
-        positive("num_transformer_submodules", self.num_transformer_submodules)?;
+        check("num_virtual_tokens", self.num_virtual_tokens, MAX_PROMPT_ROWS)?;
+        check("num_transformer_submodules", self.num_transformer_submodules, MAX_PROMPT_ROWS)?;
+        let rows = self.num_virtual_tokens.checked_mul(self.num_transformer_submodules).filter(|&r| r <= MAX_PROMPT_ROWS);
+        if rows.is_none() {
+            return Err(Error::config(
+                source,
+                "num_virtual_tokens",
+                format!(
+                    "{} virtual tokens × {} submodules is beyond any prompt table (at most {MAX_PROMPT_ROWS} rows)",
+                    self.num_virtual_tokens, self.num_transformer_submodules
+                ),
+            ));
+        }
+        check("token_dim", self.token_dim, MAX_PROMPT_WIDTH)?;
         match self.kind {
             EncoderKind::Lstm => {
-                positive("hidden", self.hidden)?;
-                positive("layers", self.layers)
+                check("hidden", self.hidden, MAX_PROMPT_WIDTH)?;
+                check("layers", self.layers, MAX_PROMPT_LAYERS)?;
             }
-            EncoderKind::Mlp => positive("hidden", self.hidden),
-            EncoderKind::Embedding => Ok(()),
+            EncoderKind::Mlp => check("hidden", self.hidden, MAX_PROMPT_WIDTH)?,
+            EncoderKind::Embedding => {}
         }
+        // Every size is bounded now (and `layers` ≥ 1 for the LSTM); u128 leaves no doubt.
+        let (t, d, h, l) = (self.rows() as u128, self.token_dim as u128, self.hidden as u128, self.layers as u128);
+        let head = match self.kind {
+            // Layer 0 reads d, the others 2h; per direction 4h × (in + h) weights and 8h biases.
+            EncoderKind::Lstm => {
+                2 * (4 * h * (d + h) + 8 * h) + (l - 1) * 2 * (4 * h * (3 * h) + 8 * h) + (2 * h * 2 * h + 2 * h) + (2 * h * d + d)
+            }
+            EncoderKind::Mlp => (d * h + h) + (h * h + h) + (h * d + d),
+            EncoderKind::Embedding => 0,
+        };
+        let (table, total) = (t * d, t * d + head);
+        if total > MAX_PROMPT_PARAMETERS as u128 {
+            let field = if table >= head { "num_virtual_tokens" } else { "hidden" };
+            return Err(Error::config(
+                source,
+                field,
+                format!("the encoder would have {total} parameters, most of them from this field: beyond any prompt encoder (at most {MAX_PROMPT_PARAMETERS})"),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the sizes off a state dict with peft's names (no prefix): the kind from which heads

@@ -42,16 +42,47 @@ crate::ops::math::simd_kernel! {
 }
 
 /// AdamW hyper-parameters (torch semantics: decoupled weight decay, bias-corrected moments).
+/// [`AdamW::new`] checks them ([`AdamWConfig::validate`]).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
-    /// β₁.
+    /// β₁, in [0, 1).
     pub beta1: f64,
-    /// β₂.
+    /// β₂, in [0, 1).
     pub beta2: f64,
-    /// ε.
+    /// ε, finite and ≥ 0.
     pub eps: f64,
-    /// Decoupled weight decay (not applied to biases and layer norms).
+    /// Decoupled weight decay (not applied to biases and layer norms), finite and ≥ 0.
     pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// β₁ 0.9, β₂ 0.999, ε 1e-8 (torch's defaults) and no weight decay: what P-tuning and
+    /// fine-tuning use (torch's AdamW defaults to a decay of 0.01; pretraining sets its own).
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+impl AdamWConfig {
+    /// Checks the hyper-parameters: β₁ and β₂ in [0, 1) (a β of 1 divides by a zero bias
+    /// correction), ε and the weight decay finite and ≥ 0.
+    pub fn validate(&self) -> Result<()> {
+        for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(Error::input(format!("AdamW {name} = {beta} must be in [0, 1) (typically 0.9 and 0.999)")));
+            }
+        }
+        check_non_negative("eps", self.eps)?;
+        check_non_negative("weight_decay", self.weight_decay)
+    }
+}
+
+/// An error unless `v` (the AdamW hyper-parameter `name`) is finite and ≥ 0.
+fn check_non_negative(name: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(Error::input(format!("AdamW {name} = {v} must be a finite number ≥ 0")));
+    }
+    Ok(())
 }
 
 /// A trainable parameter.
@@ -107,8 +138,10 @@ pub fn decays(name: &str) -> bool {
 }
 
 impl AdamW {
-    /// An optimizer over `params` (name, variable); only these are updated.
+    /// An optimizer over `params` (name, variable); only these are updated. `cfg` is checked
+    /// ([`AdamWConfig::validate`]).
     pub fn new(params: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
+        cfg.validate()?;
         let mut opt = Self { params: Vec::new(), cfg, step: 0 };
         opt.add_group(params, 1.0, cfg.weight_decay)?;
         Ok(opt)
@@ -117,7 +150,10 @@ impl AdamW {
     /// Adds a parameter group with its own learning rate (`lr_scale` × the step's `lr`) and weight
     /// decay (biases and layer norms still get none), as torch's parameter groups. Names must be
     /// unique across groups: they key the saved moments. Gradient clipping stays global.
+    /// `lr_scale` and `weight_decay` must be finite and ≥ 0.
     pub fn add_group(&mut self, params: Vec<(String, Var)>, lr_scale: f64, weight_decay: f64) -> Result<()> {
+        check_non_negative("lr_scale", lr_scale)?;
+        check_non_negative("weight_decay", weight_decay)?;
         for (name, var) in params {
             if var.dtype() != DType::F32 {
                 return Err(Error::input(format!("AdamW keeps f32 parameters; `{name}` is {:?}", var.dtype())));
@@ -139,8 +175,15 @@ impl AdamW {
 
     /// One update with learning rate `lr`; gradients are scaled so their global norm is at most
     /// `clip` (when given). A parameter without a gradient is an error: it means the graph does
-    /// not reach it (the silent-gradient trap).
+    /// not reach it (the silent-gradient trap). `lr` must be finite and ≥ 0 and `clip` finite and
+    /// positive; a refused step changes nothing.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<StepStats> {
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::input(format!("AdamW step: the learning rate {lr} must be a finite number ≥ 0")));
+        }
+        if let Some(c) = clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::input(format!("AdamW step: gradient clip {c} must be a positive number (or none)")));
+        }
         #[cfg(feature = "cuda")]
         if self.params.first().is_some_and(|p| p.var.device().is_cuda()) {
             return self.step_cuda(grads, lr, clip);

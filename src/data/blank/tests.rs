@@ -86,7 +86,7 @@ fn token_objective_invariants() {
     for seed in 0..400 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let text = random_text(&mut rng, 1 + (seed as usize % 3));
-        let s = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut rng);
+        let s = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut rng).unwrap();
         assert_eq!(reconstruct(&s, &[IDS.mask]), text, "seed {seed}");
         check_spans_sorted_separated(&s.spans);
         // The 15% rule per document segment.
@@ -111,7 +111,7 @@ fn sentence_objective_masks_whole_sentences() {
     for seed in 0..300 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let text = random_text(&mut rng, 1 + (seed as usize % 2));
-        let s = make_sample(&text, Objective::Sentence, &cfg, &IDS, &is_end, &mut rng);
+        let s = make_sample(&text, Objective::Sentence, &cfg, &IDS, &is_end, &mut rng).unwrap();
         assert_eq!(reconstruct(&s, &[IDS.smask]), text, "seed {seed}");
         check_spans_sorted_separated(&s.spans);
         for &(a, b) in &s.spans {
@@ -137,7 +137,7 @@ fn sentence_mask_ratio_masks_more_sentences() {
         for seed in 0..300 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let text = random_text(&mut rng, 1);
-            let s = make_sample(&text, Objective::Sentence, &cfg, &IDS, &is_end, &mut rng);
+            let s = make_sample(&text, Objective::Sentence, &cfg, &IDS, &is_end, &mut rng).unwrap();
             assert_eq!(reconstruct(&s, &[IDS.smask]), text, "seed {seed}");
             masked += s.spans.iter().map(|(a, b)| b - a).sum::<usize>();
             total += text.len() - 1;
@@ -158,7 +158,7 @@ fn document_objective_spans_half_to_all() {
     for seed in 0..400 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let text = random_text(&mut rng, 1);
-        let s = make_sample(&text, Objective::Document, &cfg, &IDS, &is_end, &mut rng);
+        let s = make_sample(&text, Objective::Document, &cfg, &IDS, &is_end, &mut rng).unwrap();
         assert_eq!(s.spans.len(), 1);
         let (a, b) = s.spans[0];
         let ratio = (b - a) as f64 / text.len() as f64;
@@ -184,7 +184,7 @@ fn document_objective_spans_half_to_all() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let text = random_text(&mut rng, 3);
     for _ in 0..20 {
-        assert!(!make_sample(&text, Objective::Document, &cfg, &IDS, &is_end, &mut rng).targets.contains(&IDS.eop));
+        assert!(!make_sample(&text, Objective::Document, &cfg, &IDS, &is_end, &mut rng).unwrap().targets.contains(&IDS.eop));
     }
 }
 
@@ -192,7 +192,7 @@ fn document_objective_spans_half_to_all() {
 fn part_a_never_sees_part_b() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let text = random_text(&mut rng, 1);
-    let s = make_sample(&text, Objective::Token, &ObjectiveConfig::default(), &IDS, &is_end, &mut rng);
+    let s = make_sample(&text, Objective::Token, &ObjectiveConfig::default(), &IDS, &is_end, &mut rng).unwrap();
     let n = s.tokens.len();
     let mask = crate::model::build_mask(
         &crate::model::Attention::Sep(vec![s.sep]),
@@ -217,8 +217,8 @@ fn part_a_never_sees_part_b() {
 fn same_seed_same_sample_and_objective_mix() {
     let cfg = ObjectiveConfig::glm_10b();
     let text = random_text(&mut ChaCha8Rng::seed_from_u64(1), 2);
-    let a = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut ChaCha8Rng::seed_from_u64(9));
-    let b = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut ChaCha8Rng::seed_from_u64(9));
+    let a = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+    let b = make_sample(&text, Objective::Token, &cfg, &IDS, &is_end, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
     assert_eq!(a, b);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let draws: Vec<Objective> = (0..10000).map(|_| draw_objective(&cfg, &mut rng)).collect();
