@@ -415,6 +415,28 @@ fn reuse_needs_the_same_model_files_settings_and_data() {
     // The same model spelled differently: reused.
     assert_eq!(p1(&probe("./m", &["-o", "res"])), 0.123456);
     assert_eq!(p1(&probe(work.join("m/").to_str().unwrap(), &["-o", "res"])), 0.123456);
+    // The same files elsewhere (a copy, or the folder moved): the same model, reused.
+    copy_dir(&work.join("m"), &work.join("m-copy"));
+    let out = probe("m-copy", &["-o", "res"]);
+    assert_eq!(p1(&out), 0.123456);
+    assert!(text(&out.stderr).contains("the same model, now at"), "{}", text(&out.stderr));
+    // An older wenhui's file (mode, vocabulary and model path only) of another model is refused;
+    // of this model, probed again.
+    let mut old = v.clone();
+    for k in ["model_weights", "model_files", "data_fingerprint", "limit", "settings"] {
+        old.as_object_mut().unwrap().remove(k);
+    }
+    old["model"] = serde_json::json!("somewhere/else");
+    std::fs::create_dir_all(work.join("old")).unwrap();
+    std::fs::write(work.join("old/P19.json"), old.to_string()).unwrap();
+    let out = probe("m", &["-o", "old"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("model `somewhere/else` there"), "{}", text(&out.stderr));
+    old["model"] = serde_json::json!(work.join("m").to_str().unwrap());
+    std::fs::write(work.join("old/P19.json"), old.to_string()).unwrap();
+    let out = probe("m", &["-o", "old"]);
+    assert!(p1(&out) != 0.123456 && text(&out.stderr).contains("older wenhui"), "{}", text(&out.stderr));
+    // The precision counts: recorded, and named when it differs.
+    assert_eq!(v["settings"]["dtype"], "f32", "{v}");
     // Another model copied over the same path: refused, naming the file and what to do.
     std::fs::remove_dir_all(work.join("m")).unwrap();
     copy_dir(&checkpoint(tmp.path(), "other"), &work.join("m"));

@@ -251,7 +251,7 @@ fn resume_continues_exactly() -> TestResult {
     let mut changed_task = changed.clone();
     changed_task.task = other_task.to_str().unwrap().into();
     let e = resume_err(&changed_task);
-    assert!(e.contains("not the task the run") && e.contains("best/task.toml"), "{e}");
+    assert!(e.contains("not the task the run") && e.contains("differ in template") && e.contains("trainer_state.json"), "{e}");
     // The same weights elsewhere are the same model.
     let copied = t.dir.path().join("glm-tiny-copy");
     std::fs::create_dir_all(&copied)?;
@@ -636,5 +636,35 @@ fn checkpoints_are_selected_on_every_select_metric() -> TestResult {
     assert_eq!(ClozeTask::builtin("rte")?.selection_metrics(), ["acc"]);
     let e = ClozeTask::from_toml(&TOY_TASK.replace("metrics = [\"acc\"]", "metrics = [\"acc\"]\nselect = [\"f1\"]"), "toy").unwrap_err();
     assert!(e.to_string().contains("`f1` is not among the task's metrics"), "{e}");
+    Ok(())
+}
+
+/// Runs saved before `--eval-every 0` was refused (it meant every step) still resume, and a task
+/// whose description alone changed is the same task; a task that differs is refused, naming
+/// the fields.
+#[test]
+fn older_runs_and_reworded_tasks_resume() -> TestResult {
+    let t = toy();
+    let model = Path::new("tests/fixtures/glm-tiny");
+    let mut cfg = toy_config(&t, TuneMode::Ptune, model, "old");
+    (cfg.max_steps, cfg.eval_every) = (Some(3), 2);
+    let stop = Arc::new(AtomicBool::new(true));
+    assert_eq!(tune(&cfg, &RunOptions { stop: Some(stop), ..Default::default() })?.steps, 1);
+    let state = cfg.out_dir.join("checkpoints/step-00000001/trainer_state.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state)?)?;
+    v["config"]["eval_every"] = 0.into();
+    std::fs::write(&state, v.to_string())?;
+    let reworded = t.dir.path().join("reworded.toml");
+    std::fs::write(&reworded, format!("description = \"the same task, explained\"\n{TOY_TASK}"))?;
+    let changed = t.dir.path().join("changed.toml");
+    std::fs::write(&changed, TOY_TASK.replace("words = [\"z\"]", "words = [\"y\"]"))?;
+    let resume = |task: &Path| {
+        let mut c = cfg.clone();
+        c.task = task.to_str().unwrap().into();
+        tune(&c, &RunOptions { resume: Some(cfg.out_dir.clone()), ..Default::default() })
+    };
+    let e = resume(&changed).unwrap_err().to_string();
+    assert!(e.contains("they differ in verbalizer") && e.contains("trainer_state.json"), "{e}");
+    assert_eq!(resume(&reworded)?.steps, 3);
     Ok(())
 }

@@ -203,16 +203,26 @@ fn lama(a: LamaArgs) -> anyhow::Result<()> {
     // the settings of the mode; a rerun reuses a result file only when all are the same.
     let model = ModelIdentity::of(&margs.model, &m.fingerprint, margs.config.as_deref(), &tok_path)
         .with_context(|| "fingerprinting the model's config and tokenizer files (--model, --config, --tokenizer)")?;
-    let gelu = match margs.gelu {
-        None => "config",
-        Some(GeluArg::Tanh) => "tanh",
-        Some(GeluArg::Erf) => "erf",
+    // The GELU the model computes with (the flag's, else its config's), and the precision and
+    // device it ran in: a result computed otherwise is another run.
+    let gelu = match (margs.gelu, &m.config) {
+        (Some(GeluArg::Tanh), _) => "tanh",
+        (Some(GeluArg::Erf), _) => "erf",
+        (None, wenhui::model::ModelConfig::Glm(c)) if c.gelu == wenhui::model::Gelu::Erf => "erf",
+        (None, wenhui::model::ModelConfig::Glm(_)) => "tanh",
+        (None, _) => "model",
     };
+    let load = margs.load_options();
+    let settings = [
+        ("gelu", serde_json::json!(gelu)),
+        ("dtype", serde_json::json!(format!("{:?}", load.dtype).to_lowercase())),
+        ("device", serde_json::json!(if load.device.is_cuda() { "cuda" } else { "cpu" })),
+    ];
     let mut opts = ProbeOptions {
         relations,
         mode: mode.into(),
         model,
-        settings: [("gelu".to_string(), serde_json::json!(gelu))].into_iter().collect(),
+        settings: settings.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         out_dir: Some(out_dir),
         limit: a.limit,
         progress: !a.quiet,

@@ -365,10 +365,11 @@ pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
 }
 
 /// A cheap identity of a set of weights, as 16 hex digits: FNV-1a over every tensor's name,
-/// shape and up to 256 evenly spaced values (read as f32). It does not depend on the path or on
-/// the dtype the weights were loaded in (f16 weights give the same value loaded as f16 or f32),
-/// and two different checkpoints practically never share it. Runs save it to tell whether the
-/// model given later (`--resume`, a reused result) is the one they used.
+/// shape and up to 256 evenly spaced values (read as f32, so exactly for f32, f16 and bf16
+/// values), and two different checkpoints practically never share it. [`read_weights`] takes it
+/// of the weights as stored, before any conversion, so it depends neither on the path nor on the
+/// dtype or device they are loaded to. Runs save it to tell whether the model given later
+/// (`--resume`, a reused result) is the one they used.
 pub fn weights_fingerprint(params: &HashMap<String, Tensor>) -> Result<String> {
     let mut names: Vec<&String> = params.keys().collect();
     names.sort();
@@ -417,8 +418,12 @@ pub fn read_weights(path: &Path, opts: &LoadOptions) -> Result<ModelWeights> {
     let source = ckpt.source.clone();
     let expected = config.parameter_shapes();
     let parameter_count = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    // The weights as stored (the names the model uses), before conversion: see weights_fingerprint.
+    let stored: HashMap<String, Tensor> =
+        expected.iter().filter_map(|(name, _)| ckpt.tensors.get(name).map(|t| (name.clone(), t.clone()))).collect();
+    let fingerprint = weights_fingerprint(&stored)?;
+    drop(stored);
     let params = ckpt.into_params(&expected, opts.dtype, &opts.device)?;
-    let fingerprint = weights_fingerprint(&params)?;
     Ok(ModelWeights { config, params, parameter_count, format, stored_dtypes, source, fingerprint })
 }
 

@@ -191,6 +191,8 @@ fn with_absolute_inputs(given: &TuneConfig) -> TuneConfig {
 /// resumed from, wherever it has been moved), reading the task and backbone given now.
 fn resumed_config(given: &TuneConfig, saved: &TuneConfig, checkpoint: &Path) -> TuneConfig {
     let mut cfg = saved.clone();
+    // Runs of wenhui before 0.1 saved `eval_every = 0` for "every step".
+    cfg.eval_every = cfg.eval_every.max(1);
     cfg.out_dir.clone_from(&given.out_dir);
     cfg.task.clone_from(&given.task);
     cfg.model.clone_from(&given.model);
@@ -244,6 +246,53 @@ fn resume_command(cfg: &TuneConfig) -> String {
     )
 }
 
+/// Refuses to resume `ck` with another task than it started with (its description aside),
+/// naming the fields that differ and where the run's own task is.
+fn check_same_task(ck: &state::TuneCheckpoint, task: &ClozeTask, cfg: &TuneConfig) -> Result<()> {
+    let Some(saved) = &ck.state.task_spec else { return Ok(()) };
+    let comparable = |spec: &crate::cloze::TaskSpec| {
+        let mut v = serde_json::to_value(spec).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("description");
+        }
+        v
+    };
+    let (then, now) = (comparable(saved), comparable(&task.spec));
+    if then == now {
+        return Ok(());
+    }
+    let differ: std::collections::BTreeSet<&str> = match (then.as_object(), now.as_object()) {
+        (Some(a), Some(b)) => a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).map(String::as_str).collect(),
+        _ => Default::default(),
+    };
+    let copy = cfg.out_dir.join("best").join("task.toml");
+    let copy = if copy.is_file() {
+        format!("a copy is in {}", copy.display())
+    } else {
+        format!("it is saved as `task_spec` in {}", ck.dir.join("trainer_state.json").display())
+    };
+    Err(Error::input(format!(
+        "--task {}: this is not the task the run in {} started with (they differ in {}); resume with that task ({copy}), or start a new run",
+        cfg.task,
+        cfg.out_dir.display(),
+        differ.into_iter().collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// Refuses to resume `ck` with weights (`given` fingerprint) other than those it started from.
+fn check_same_model(ck: &state::TuneCheckpoint, cfg: &TuneConfig, saved: &str, given: &str) -> Result<()> {
+    if saved == given {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "--model {}: these are not the weights the run in {} started from (fingerprint {given}, the run's {saved}); resume with \
+         the model it started from ({}), or start a new run",
+        cfg.model.display(),
+        cfg.out_dir.display(),
+        ck.state.config.model.display()
+    )))
+}
+
 /// Trains as `cfg` says (see the module docs); `opts.resume` continues a run directory.
 pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     // A resumed run continues exactly, so with the configuration it was started with (its
@@ -254,16 +303,8 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         None => with_absolute_inputs(given),
     };
     let task = ClozeTask::load(&cfg.task)?;
-    if let Some(saved) = resumed.as_ref().and_then(|ck| ck.state.task_spec.as_ref()) {
-        if *saved != task.spec {
-            return Err(Error::input(format!(
-                "--task {}: this is not the task the run in {} started with (its template, verbalizer or settings differ); \
-                 resume with that task — a copy is in {} — or start a new run",
-                cfg.task,
-                cfg.out_dir.display(),
-                cfg.out_dir.join("best").join("task.toml").display()
-            )));
-        }
+    if let Some(ck) = &resumed {
+        check_same_task(ck, &task, &cfg)?;
     }
     let r = resolve(&cfg, &task)?;
     if r.warmup_steps >= r.max_steps {
@@ -311,25 +352,20 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         Some(ck) if cfg.mode == TuneMode::Finetune => ck.dir.join("model"),
         _ => cfg.model.clone(),
     };
-    let weights = read_weights(&model_src, &LoadOptions::default())?;
-    let model_cfg: ModelConfig = weights.config.clone();
-    // The backbone given now must be the one the run started from (a fine-tuning run resumes
-    // its own weights, but still reads the tokenizer next to the given model).
-    let given_fingerprint = match &resumed {
-        Some(_) if cfg.mode == TuneMode::Finetune => read_weights(&cfg.model, &LoadOptions::default())?.fingerprint,
-        _ => weights.fingerprint.clone(),
-    };
-    if let Some(saved) = resumed.as_ref().and_then(|ck| ck.state.model_fingerprint.as_ref()) {
-        if *saved != given_fingerprint {
-            return Err(Error::input(format!(
-                "--model {}: these are not the weights the run in {} started from (fingerprint {given_fingerprint}, the run's {saved}); \
-                 resume with the model it started from ({}), or start a new run",
-                cfg.model.display(),
-                cfg.out_dir.display(),
-                resumed.as_ref().map_or(String::new(), |ck| ck.state.config.model.display().to_string())
-            )));
-        }
+    // The backbone given now must be the one the run started from. A fine-tuning run resumes its
+    // own weights but still reads the tokenizer beside the given model: that model is checked
+    // (and freed) before the run's weights are read.
+    let saved_fingerprint = resumed.as_ref().and_then(|ck| ck.state.model_fingerprint.clone());
+    if let (Some(saved), Some(ck), TuneMode::Finetune) = (&saved_fingerprint, &resumed, cfg.mode) {
+        check_same_model(ck, &cfg, saved, &read_weights(&cfg.model, &LoadOptions::default())?.fingerprint)?;
     }
+    let weights = read_weights(&model_src, &LoadOptions::default())?;
+    if let (Some(saved), Some(ck), TuneMode::Ptune) = (&saved_fingerprint, &resumed, cfg.mode) {
+        check_same_model(ck, &cfg, saved, &weights.fingerprint)?;
+    }
+    // A fresh run reads the given model in both modes.
+    let start_fingerprint = weights.fingerprint.clone();
+    let model_cfg: ModelConfig = weights.config.clone();
     let (model, model_vars): (Box<dyn Backbone>, Vec<(String, Var)>) = match cfg.mode {
         TuneMode::Ptune => {
             let vb = candle_nn::VarBuilder::from_tensors(weights.params, DType::F32, &device);
@@ -405,7 +441,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         None => {
             let mut st = TuneState::start(&cfg);
             st.task_spec = Some(task.spec.clone());
-            st.model_fingerprint = Some(given_fingerprint);
+            st.model_fingerprint = Some(start_fingerprint);
             st
         }
     };

@@ -217,14 +217,15 @@ pub fn tune_vocab_prompt(
     for epoch in 1..=o.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng);
-        let (mut loss_sum, mut batches) = (0f64, 0usize);
+        // Summed on the device and read once per epoch: no extra sync per step.
+        let (mut loss_sum, mut batches) = (Tensor::zeros((), DType::F32, &device)?, 0usize);
         for chunk in order.chunks(o.batch_size) {
             let rows: Vec<Cloze> = chunk.iter().map(|&i| train_rows[i].clone()).collect();
             let targets: Vec<u32> = chunk.iter().map(|&i| train[i].target).collect();
             let prompt = enc.prompt_embeddings()?;
             let logits = answer_logits(model, &rows, Some(&prompt))?;
             let mut loss = crate::ops::cross_entropy(&logits, &Tensor::from_vec(targets, chunk.len(), &device)?)?.mean_all()?;
-            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+            loss_sum = (loss_sum + loss.detach().to_dtype(DType::F32)?)?;
             batches += 1;
             if o.weight_decay > 0.0 {
                 // Adam's coupled L2 penalty, as torch.optim.Adam(weight_decay): ½·wd·Σw² adds wd·w to each gradient.
@@ -239,7 +240,8 @@ pub fn tune_vocab_prompt(
         epochs = epoch;
         lr *= o.gamma;
         let p1 = dev_p1(&enc)?;
-        progress(VocabEpoch { epoch, dev_p1: p1, train_loss: Some(loss_sum / batches.max(1) as f64) });
+        let mean_loss = f64::from(loss_sum.to_scalar::<f32>()?) / batches.max(1) as f64;
+        progress(VocabEpoch { epoch, dev_p1: p1, train_loss: Some(mean_loss) });
         if dev.is_empty() || p1 >= best.0 {
             bad = 0;
             best = (p1, epoch, snapshot(&enc)?);

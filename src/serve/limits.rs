@@ -61,6 +61,7 @@ impl Limits {
             ("--max-choices", self.max_choices),
             ("--max-beams", self.max_beams),
             ("--max-batch", self.max_batch),
+            ("--queue", self.queue_len),
         ];
         if let Some((flag, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(crate::Error::input(format!("{flag} 0 would refuse every request; give a positive limit")));

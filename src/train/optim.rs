@@ -175,13 +175,14 @@ impl AdamW {
 
     /// One update with learning rate `lr`; gradients are scaled so their global norm is at most
     /// `clip` (when given). A parameter without a gradient is an error: it means the graph does
-    /// not reach it (the silent-gradient trap). `lr` must be finite and ≥ 0 and `clip` finite and
-    /// positive; a refused step changes nothing.
+    /// not reach it (the silent-gradient trap). `lr` must be finite and ≥ 0 and `clip` positive
+    /// (+∞ never clips); a refused step changes nothing.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<StepStats> {
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(Error::input(format!("AdamW step: the learning rate {lr} must be a finite number ≥ 0")));
         }
-        if let Some(c) = clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        // +∞ is a clip that never binds (configs use it for "off").
+        if let Some(c) = clip.filter(|c| !(*c > 0.0)) {
             return Err(Error::input(format!("AdamW step: gradient clip {c} must be a positive number (or none)")));
         }
         #[cfg(feature = "cuda")]

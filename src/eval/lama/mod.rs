@@ -430,6 +430,8 @@ fn setting_flag(key: &str) -> Option<&'static str> {
         "seed" => "--seed",
         "template" => "--template",
         "gelu" => "--gelu",
+        "dtype" => "--dtype",
+        "device" => "--device",
         _ => return None,
     })
 }
@@ -443,9 +445,11 @@ fn differences(there: &RunKey, now: &RunKey) -> Vec<String> {
     if there.vocab != now.vocab {
         d.push(format!("--vocab {} there, {} now", there.vocab, now.vocab));
     }
-    if there.model != now.model {
+    // A model moved or copied elsewhere, with the same weights and files, is the same model.
+    let same_content = there.model_weights == now.model_weights && there.model_files == now.model_files;
+    if there.model != now.model && !same_content {
         d.push(format!("model `{}` there, `{}` now", there.model, now.model));
-    } else {
+    } else if there.model == now.model {
         if there.model_weights != now.model_weights {
             d.push(format!(
                 "the weights of model `{}` are not those it was probed with: replaced or retrained at that path (fingerprint {} there, {} now)",
@@ -474,16 +478,40 @@ fn differences(there: &RunKey, now: &RunKey) -> Vec<String> {
     d
 }
 
-/// Reads a result file; `None` for a file of an older wenhui that did not record what the
-/// result depends on (the relation is probed again and the file replaced).
-fn read_result(p: &Path, rel: &str) -> Result<Option<RelationResult>> {
+/// A result file found in the output folder.
+enum Earlier {
+    /// Written by this version: everything the result depends on is recorded.
+    Current(RelationResult),
+    /// Written by an older wenhui, which recorded only the mode, vocabulary and model path.
+    Old(Value),
+}
+
+/// Reads a result file.
+fn read_result(p: &Path) -> Result<Earlier> {
     let text = crate::error::read_text(p)?;
     let value: Value = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
     if value.get("model_weights").is_none() || value.get("limit").is_none() {
-        tracing::warn!("{}: written by an older wenhui without the model's fingerprint and settings; probing {rel} again", p.display());
-        return Ok(None);
+        return Ok(Earlier::Old(value));
     }
-    serde_json::from_value(value).map(Some).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+    serde_json::from_value(value).map(Earlier::Current).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+}
+
+/// What an older result file (mode, vocabulary, model path as given then) shows to differ from
+/// this run: it cannot tell more, so a match is probed again, not reused.
+fn old_differences(old: &Value, now: &RunKey) -> Vec<String> {
+    let field = |k: &str| old.get(k).and_then(Value::as_str).unwrap_or("");
+    let mut d = Vec::new();
+    for (k, flag, value) in [("mode", "--mode", &now.mode), ("vocab", "--vocab", &now.vocab)] {
+        if field(k) != value {
+            d.push(format!("{flag} {} there, {value} now", field(k)));
+        }
+    }
+    let old_model = field("model");
+    let canonical = std::fs::canonicalize(old_model).map(|p| p.display().to_string()).unwrap_or_else(|_| old_model.to_string());
+    if canonical != now.model {
+        d.push(format!("model `{old_model}` there, `{}` now", now.model));
+    }
+    d
 }
 
 /// Runs `score` on every selected relation, in the order asked: filters the facts, scores (or
@@ -532,26 +560,41 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
         };
         let path = opts.out_dir.as_ref().map(|d| result_path(d, &rel.relation));
         let earlier = match path.as_ref().filter(|p| p.is_file()) {
-            Some(p) => read_result(p, &rel.relation)?.map(|r| (p, r)),
+            Some(p) => Some((p, read_result(p)?)),
             None => None,
         };
-        if let Some((p, mut r)) = earlier {
+        let refused = |p: &Path, diff: &[String]| {
+            Error::file(
+                p,
+                format!(
+                    "holds the result of another run ({}): give another --output, or --force to probe again and replace such files",
+                    diff.join("; ")
+                ),
+            )
+        };
+        if let Some((p, Earlier::Old(old))) = &earlier {
+            let diff = old_differences(old, &key);
+            if !diff.is_empty() && !opts.replace {
+                return Err(refused(p, &diff));
+            }
+            progress.notice(&format!(
+                "{}: written by an older wenhui without the model's fingerprint and settings; probing {} again",
+                p.display(),
+                rel.relation
+            ));
+        }
+        if let Some((p, Earlier::Current(mut r))) = earlier {
             let diff = differences(&r.key, &key);
             if diff.is_empty() {
                 r.cached = true;
-                progress.line(&format!("{} reused from {}", row_summary(&r), p.display()));
+                let moved = if r.key.model != key.model { format!(" (the same model, now at {})", key.model) } else { String::new() };
+                progress.line(&format!("{} reused from {}{moved}", row_summary(&r), p.display()));
                 results.push(r);
                 progress.relation_done(done + 1);
                 continue;
             }
             if !opts.replace {
-                return Err(Error::file(
-                    p,
-                    format!(
-                        "holds the result of another run ({}): give another --output, or --force to probe again and replace such files",
-                        diff.join("; ")
-                    ),
-                ));
+                return Err(refused(p, &diff));
             }
             progress.notice(&format!("{}: replacing the result of another run ({})", p.display(), diff.join("; ")));
         }
