@@ -3,8 +3,10 @@
 //! Tests that read `../shared/data/fewglue` (or `WENHUI_FEWGLUE`) print a note and skip when it
 //! is absent.
 
+mod common;
+use common::fewglue_dir;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
 use wenhui::cloze::{
@@ -451,16 +453,6 @@ fn metrics_on_known_values() {
     assert_eq!((all["acc"], all["em"]), (0.5, 0.0));
     assert!((all["f1a"] - 2.0 / 3.0).abs() < 1e-12);
     assert!(metrics::accuracy(&pred, &gold[..2]).is_err());
-}
-
-fn fewglue_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WENHUI_FEWGLUE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data/fewglue"));
-    if dir.join("FewGLUE_32dev").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: {} not found (set WENHUI_FEWGLUE); skipping the real-data part", dir.display());
-        None
-    }
 }
 
 #[test]

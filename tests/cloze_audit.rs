@@ -4,8 +4,10 @@
 //! committed fixtures (glm-tiny) with a character-level tokenizer; the FewGLUE part reads
 //! `../shared/data/fewglue` (or `WENHUI_FEWGLUE`) and skips with a note when it is absent.
 
+mod common;
+use common::fewglue_dir;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 use wenhui::cloze::fewglue::{lower_first, strip_final_punct, take_limit};
@@ -34,16 +36,6 @@ fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 fn labelled(pairs: &[(&str, &str)], label: &str) -> Example {
     Example { fields: fields(pairs), label: Some(label.to_string()), group: None }
-}
-
-fn fewglue_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WENHUI_FEWGLUE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data/fewglue"));
-    if dir.join("FewGLUE_32dev").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: {} not found (set WENHUI_FEWGLUE); skipping the real-data part", dir.display());
-        None
-    }
 }
 
 // 1. COPA ---------------------------------------------------------------------------------------

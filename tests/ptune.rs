@@ -3,6 +3,8 @@
 //! the FewGLUE pipeline runs end to end on every task, and bad input is a clear error.
 //! Run in release (`cargo test --release --test ptune`): the training tests take seconds there.
 
+mod common;
+use common::fewglue_dir;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -302,16 +304,6 @@ fn schedule_and_copa_mirroring() {
     };
     let m = &mirror_copa(&[e])[0];
     assert_eq!((m.fields["choice1"].as_str(), m.fields["answer2"].as_str(), m.label.as_deref()), ("b", "a", Some("1")));
-}
-
-fn fewglue_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WENHUI_FEWGLUE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data/fewglue"));
-    if dir.join("FewGLUE_32dev").is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: {} not found (set WENHUI_FEWGLUE); skipping", dir.display());
-        None
-    }
 }
 
 /// Every FewGLUE task: P-tune a few steps on the real train/dev32 files with a tiny random GLM,

@@ -44,3 +44,15 @@ pub fn u32s(t: &Tensor) -> Tensor {
 pub fn usizes(t: &Tensor) -> Vec<usize> {
     t.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|v| v as usize).collect()
 }
+
+/// The FewGLUE folder (`$WENHUI_FEWGLUE`, else `../shared/data/fewglue`), or `None` with a note
+/// when it is absent (tests then skip their real-data part).
+pub fn fewglue_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("WENHUI_FEWGLUE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data/fewglue"));
+    if dir.join("FewGLUE_32dev").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("note: {} not found (set WENHUI_FEWGLUE); skipping the real-data part", dir.display());
+        None
+    }
+}
