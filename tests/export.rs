@@ -138,6 +138,16 @@ fn cli_export() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype"));
+    // --force replaces an exported model, never a folder of something else.
+    let other = tmp.path().join("thesis");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("thesis.tex"), "important").unwrap();
+    let out = std::process::Command::new(bin).arg("export").arg(&run).arg("-o").arg(&other).arg("--force").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a model directory") && err.contains("thesis.tex"), "{err}");
+    assert_eq!(std::fs::read_to_string(other.join("thesis.tex")).unwrap(), "important");
+    let out = std::process::Command::new(bin).arg("export").arg(&run).arg("-o").arg(tmp.path().join("m")).arg("--force").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `export --best` picks the kept checkpoint of lowest validation loss: not a lower loss logged

@@ -19,7 +19,9 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct SplitArgs {
     /// Parts and their shares of the lines, e.g. "heldout=0.05,train=0.95"; written as OUT/NAME.EXT
-    /// (the input's extension: NAME.jsonl for a .jsonl file, NAME.txt for a .txt file).
+    /// (the input's extension: NAME.jsonl for a .jsonl file, NAME.txt for a .txt file, NAME for none).
+    /// Text parts put a blank line between lines, so `data prepare` reads each line back as one
+    /// document. A rerun with other part names removes the earlier split's parts (with --overwrite).
     #[arg(long, default_value = "heldout=0.05,train=0.95")]
     parts: String,
     /// Seed of the shuffle: the same seed always gives the same files.

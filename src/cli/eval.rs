@@ -41,7 +41,9 @@ pub struct PplArgs {
     /// Blank-infilling objective preset (GLM): glm-10b, glm-large or default.
     #[arg(long, default_value = "glm-10b")]
     objective: String,
-    /// Batches to evaluate.
+    /// Batches to evaluate at most: evaluation stops after one pass over the corpus, so on a
+    /// small corpus fewer run (reported as `batches`, with the documents covered) and no document
+    /// is scored twice over.
     #[arg(long, default_value_t = 16)]
     batches: usize,
     /// Samples per batch.
@@ -79,12 +81,21 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
         );
     }
     let r = corpus_perplexity(m.backbone.as_ref(), &a.corpus, &opts)?;
+    if r.batches < r.batches_requested {
+        eprintln!(
+            "note: the corpus holds one pass of {} batch{} (of {} requested): all {} documents scored once, none reused",
+            r.batches,
+            if r.batches == 1 { "" } else { "es" },
+            r.batches_requested,
+            r.documents_covered
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "loss {:.4}  ppl {:.2}  tokens {}  ({} {}, {} documents, {} batches × {} × seq {}, seed {})",
-            r.loss, r.ppl, r.tokens, r.mode, r.objective, r.documents, r.batches, a.batch_size, r.seq_len, r.seed
+            "loss {:.4}  ppl {:.2}  tokens {}  ({} {}, {} of {} documents, {} batches × {} × seq {}, seed {})",
+            r.loss, r.ppl, r.tokens, r.mode, r.objective, r.documents_covered, r.documents, r.batches, a.batch_size, r.seq_len, r.seed
         );
     }
     Ok(())

@@ -70,9 +70,17 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let at = |m: String| anyhow::anyhow!("{}: line {}: {m}", a.data.display(), i + 1);
             let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
-            let p = v.get(&a.field).and_then(|x| x.as_str()).ok_or_else(|| at(format!("missing string field `{}`", a.field)))?;
+            let p = match v.get(&a.field) {
+                Some(serde_json::Value::String(p)) => p,
+                Some(other) => {
+                    return Err(at(format!("field `{}` is not a string (it is {other}); put the passage text in a JSON string", a.field)))
+                }
+                None => return Err(at(format!("missing field `{}` (set another with --field)", a.field))),
+            };
             passages.push(split_passage(&tokenizer, p).map_err(|e| at(e.to_string()))?);
         }
+        let answers: Vec<u32> = passages.iter().flat_map(|p| p.answer.iter().copied()).collect();
+        let unk = unk_share(s.unk, &answers, "answer");
         for mode in modes {
             let bar = wenhui::train::progress::count_bar(true, passages.len() as u64, "passages");
             let r = last_word_accuracy(m.backbone.as_ref(), &passages, &t, mode, a.batch_size, &bar)?;
@@ -83,7 +91,7 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
                     r.mode, r.accuracy, r.loss, r.passages, r.truncated
                 );
             }
-            results.push(serde_json::to_value(&r)?);
+            results.push(with_unk(serde_json::to_value(&r)?, unk));
         }
     } else {
         let docs: Vec<Vec<u32>> = if a.whole_file {
@@ -93,6 +101,8 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
         };
         let seq_len = a.seq_len.unwrap_or(m.backbone.info().max_positions.saturating_sub(2));
         let stride = a.stride.unwrap_or(seq_len);
+        let all: Vec<u32> = docs.iter().flatten().copied().collect();
+        let unk = unk_share(s.unk, &all, "target");
         for mode in modes {
             let bar = wenhui::train::progress::count_bar(true, docs.len() as u64, "documents");
             let o = PplOptions { mode, seq_len, stride, batch_size: a.batch_size };
@@ -104,11 +114,36 @@ pub fn run(a: EvalLmArgs) -> anyhow::Result<()> {
                     r.mode, r.loss, r.ppl, r.tokens, r.windows, r.seq_len, r.stride, r.documents
                 );
             }
-            results.push(serde_json::to_value(&r)?);
+            results.push(with_unk(serde_json::to_value(&r)?, unk));
         }
     }
     if a.json {
         println!("{}", serde_json::json!({"data": a.data, "results": results}));
     }
     Ok(())
+}
+
+/// Share of `[UNK]` among the scored `what` tokens, with a warning when there are any: an unknown
+/// token is scored as one id for all the text it stands for, so the perplexity says little about the text.
+fn unk_share(unk: Option<u32>, ids: &[u32], what: &str) -> f64 {
+    let Some(unk) = unk else { return 0.0 };
+    let n = ids.iter().filter(|&&i| i == unk).count();
+    let share = n as f64 / ids.len().max(1) as f64;
+    if n > 0 {
+        eprintln!(
+            "warning: {n} of {} {what} tokens ({:.1}%) are [UNK]: the tokenizer does not cover this text, and the \
+             loss / perplexity scores [UNK] rather than the text (use data in the model's language or script)",
+            ids.len(),
+            100.0 * share
+        );
+    }
+    share
+}
+
+/// `value` (a report object) with `unk_targets`, the share of `[UNK]` targets, added.
+fn with_unk(mut value: serde_json::Value, unk: f64) -> serde_json::Value {
+    if let Some(o) = value.as_object_mut() {
+        o.insert("unk_targets".into(), serde_json::json!(unk));
+    }
+    value
 }

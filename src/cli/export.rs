@@ -34,6 +34,9 @@ pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
     } else {
         a.source.clone()
     };
+    if a.force {
+        check_replaceable_model(&a.output)?;
+    }
     let r = export_model(&source, &a.output, dtype, a.force)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -51,4 +54,27 @@ pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--force` replaces only an earlier model directory (one holding `config.json`) or an empty one: a folder
+/// of other files (a thesis, a dataset) is refused, naming what was found.
+fn check_replaceable_model(out: &std::path::Path) -> anyhow::Result<()> {
+    if !out.is_dir() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot list the output directory: {e}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if names.is_empty() || out.join("config.json").is_file() {
+        return Ok(());
+    }
+    names.sort();
+    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+    anyhow::bail!(
+        "{}: -o is not a model directory (no config.json; found {}{more}); --force replaces only an earlier \
+         exported model. Choose another -o, or move those files away / empty the directory first",
+        out.display(),
+        names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+    )
 }

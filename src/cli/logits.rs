@@ -48,6 +48,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("the input is empty: nothing to score");
     }
     let n = ids.len();
+    let max = m.backbone.info().max_positions;
+    if n > max {
+        bail!(
+            "the input has {n} tokens but the model takes at most {max} positions (its max positions, as `wenhui inspect` shows); \
+             pass at most {max} ids or a shorter --text"
+        );
+    }
     let first_mask = || {
         let mask = tokenizer.as_ref().and_then(|t| t.special.mask)?;
         (m.backbone.info().kind == wenhui::model::ModelKind::Bert).then(|| ids.iter().position(|&i| i == mask))?

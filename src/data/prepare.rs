@@ -150,13 +150,158 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
 }
 
 /// Token ids of every document (no special tokens), in parallel. Same ids as [`Tokenizer::encode`], without
-/// computing offsets.
+/// computing offsets; a document longer than [`PIECE_BYTES`] is encoded piece by piece ([`encode_long`]).
 fn encode_batch(tokenizer: &Tokenizer, docs: &[Document], files: &[PathBuf]) -> Result<Vec<Vec<u32>>> {
+    let plain = !uses_metaspace(tokenizer);
     docs.par_iter()
         .map(|d| {
-            let enc = tokenizer.inner().encode_fast(d.text.as_str(), false);
-            enc.map(|e| e.get_ids().to_vec())
+            encode_long(tokenizer, &d.text, PIECE_BYTES, plain)
                 .map_err(|e| Error::Tokenizer(format!("{}: line {}: encoding failed: {e}", files[d.file].display(), d.line)))
         })
         .collect()
+}
+
+/// The longest text encoded in one call: the tokenizer's working memory grows with the text (a
+/// 6.5 M-character line took 2.9 GB whole), so longer documents are cut into pieces of about
+/// this size.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// Whether the tokenizer marks spaces SentencePiece's way (a unigram model, `▁` for spaces by a
+/// Metaspace pre-tokenizer or a Prepend normalizer): it reads the text between two spaces as
+/// one word and marks the start of the text, so text may be cut only before a space.
+fn uses_metaspace(tokenizer: &Tokenizer) -> bool {
+    let t = tokenizer.inner();
+    let mentions = |json: Option<String>, what: &str| json.is_some_and(|j| j.contains(what));
+    matches!(t.get_model(), tokenizers::ModelWrapper::Unigram(_))
+        || mentions(t.get_pre_tokenizer().and_then(|p| serde_json::to_string(p).ok()), "Metaspace")
+        || mentions(t.get_normalizer().and_then(|n| serde_json::to_string(n).ok()), "Prepend")
+}
+
+/// The ids of `text`, encoded in pieces of at most about `piece` bytes. Pieces end where the
+/// tokenizers wenhui trains or reads start a new pre-token anyway: before a single space or
+/// newline that is followed by text (` word`, `\nword`), or between punctuation and a letter or
+/// digit (`，春`; not after an apostrophe, which GPT-2's pre-tokenizer joins to `'t`). A
+/// SentencePiece tokenizer (`plain` false) is cut only before a single space. So the ids are those of
+/// encoding the text whole; only a stretch of `piece / 2` bytes with no such place (one giant
+/// word) is cut at a character boundary.
+fn encode_long(tokenizer: &Tokenizer, text: &str, piece: usize, plain: bool) -> std::result::Result<Vec<u32>, String> {
+    let encode = |t: &str| tokenizer.inner().encode_fast(t, false).map(|e| e.get_ids().to_vec()).map_err(|e| e.to_string());
+    if text.len() <= piece {
+        return encode(text);
+    }
+    let mut ids = Vec::new();
+    let mut rest = text;
+    while rest.len() > piece {
+        let cut = piece_end(rest, piece, plain);
+        ids.extend(encode(&rest[..cut])?);
+        rest = &rest[cut..];
+    }
+    ids.extend(encode(rest)?);
+    Ok(ids)
+}
+
+/// Where the first piece of `text` (longer than `piece` bytes) ends: the last pre-token boundary
+/// (see [`encode_long`]) in its second half, else the last character boundary within `piece`.
+fn piece_end(text: &str, piece: usize, plain: bool) -> usize {
+    let mut limit = piece;
+    while !text.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    let window = &text[..limit];
+    let punct = |c: char| plain && !c.is_whitespace() && !c.is_alphanumeric() && c != '\'';
+    let space = |c: char| if plain { c.is_whitespace() } else { c == ' ' };
+    let mut next: Option<char> = text[limit..].chars().next();
+    for (i, c) in window.char_indices().rev() {
+        if i < limit / 2 {
+            break;
+        }
+        if let Some(n) = next {
+            // Before a whitespace run that ends in text, or between punctuation and a word.
+            let starts_space_run = space(c) && !n.is_whitespace() && window[..i].chars().next_back().is_none_or(|p| !p.is_whitespace());
+            if (starts_space_run || (punct(c) && n.is_alphanumeric())) && i > 0 {
+                return if starts_space_run { i } else { i + c.len_utf8() };
+            }
+        }
+        next = Some(c);
+    }
+    if limit == 0 {
+        // A piece smaller than one character: take the character.
+        return text.chars().next().map_or(text.len(), char::len_utf8);
+    }
+    limit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Long text encoded in small pieces gives the ids of encoding it whole, with every kind of
+    /// tokenizer wenhui reads (byte-level BPE, WordPiece, SentencePiece, characters).
+    #[test]
+    fn long_documents_encode_in_pieces_to_the_same_ids() {
+        let fixtures = Path::new("tests/fixtures/tokenizers");
+        let corpus = ["corpus_en.txt", "corpus_zh_en.txt"]
+            .iter()
+            .map(|f| std::fs::read_to_string(fixtures.join(f)).unwrap_or_default())
+            .collect::<String>();
+        assert!(corpus.len() > 1000, "the tokenizer fixtures' corpora are missing");
+        let text = corpus.repeat(6) + &"春眠不觉晓，处处闻啼鸟。".repeat(40) + "don't stop, it's 2026.";
+        let mut tokenizers = vec![
+            Tokenizer::from_dir(&fixtures.join("bpe")).unwrap(),
+            Tokenizer::from_dir(&fixtures.join("wordpiece")).unwrap(),
+            Tokenizer::from_file(&fixtures.join("sentencepiece/unigram.model")).unwrap(),
+        ];
+        tokenizers.push(crate::tokenizer::CharVocab::from_chars(text.chars()).build().unwrap());
+        assert_eq!(tokenizers.iter().map(uses_metaspace).collect::<Vec<_>>(), [false, false, true, false]);
+        // SentencePiece reads a text without spaces as one word, which only a space may end: its
+        // text has spaces everywhere (where none is near, a piece ends at a character boundary).
+        let spaced = corpus.lines().filter(|l| l.is_ascii()).collect::<Vec<_>>().join(" ").repeat(6);
+        for (k, tok) in tokenizers.iter().enumerate() {
+            let text = if uses_metaspace(tok) { &spaced } else { &text };
+            let whole = tok.inner().encode_fast(text.as_str(), false).unwrap().get_ids().to_vec();
+            for piece in [97, 301, 4096] {
+                let pieces = encode_long(tok, text, piece, !uses_metaspace(tok)).unwrap();
+                if let Some(i) =
+                    (0..whole.len().min(pieces.len())).find(|&i| whole[i] != pieces[i]).or((whole.len() != pieces.len()).then_some(0))
+                {
+                    // Where the pieces were cut, to see which boundary broke a token.
+                    let mut rest = text.as_str();
+                    let mut cuts = Vec::new();
+                    while rest.len() > piece {
+                        let c = piece_end(rest, piece, !uses_metaspace(tok));
+                        let (a, b) = rest.split_at(c);
+                        cuts.push(format!(
+                            "{:?}|{:?}",
+                            a.chars().rev().take(4).collect::<String>().chars().rev().collect::<String>(),
+                            b.chars().take(4).collect::<String>()
+                        ));
+                        rest = b;
+                    }
+                    panic!(
+                        "tokenizer {k}, piece {piece}: ids differ from index {i} (whole {} ids, pieces {}); cuts: {}",
+                        whole.len(),
+                        pieces.len(),
+                        cuts.join(" ")
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_end_at_pre_token_boundaries() {
+        // Before a single space, in the window's second half.
+        assert_eq!(piece_end("abcd ef gh", 9, true), 7);
+        // After punctuation that precedes a word (3 bytes a character).
+        assert_eq!(piece_end("春天春，天天天", 18, true), 12);
+        // SentencePiece: spaces only, so here the character boundary.
+        assert_eq!(piece_end("春天春，天天天", 18, false), 18);
+        assert_eq!(piece_end("春天春\n天天天", 16, false), 16, "a newline is no SentencePiece space");
+        assert_eq!(piece_end("春天春 天天天", 16, false), 9);
+        // Not inside `'t`.
+        assert_eq!(piece_end("abcdon't", 6, true), 6);
+        // A piece smaller than a character takes the character.
+        assert_eq!(piece_end("春天", 2, true), 3);
+    }
 }

@@ -140,7 +140,10 @@ impl ProblemLog {
             let line = p.line.map(|l| format!("line {l}: ")).unwrap_or_default();
             return Err(Error::file(
                 &p.file,
-                format!("{line}{} (fix the input, or pass --on-error skip to skip and count such documents)", p.message),
+                format!(
+                    "{line}{}; stopped here (--on-error fail): fix the input, or pass --on-error skip to skip and count such documents",
+                    p.message
+                ),
             ));
         }
         self.counts.add(p.kind);

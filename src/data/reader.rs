@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
-    /// JSONL for `.jsonl` / `.json` files, [`InputFormat::Blocks`] for everything else.
+    /// JSONL for `.jsonl` / `.json` / `.ndjson` files, [`InputFormat::Blocks`] for everything else.
     #[default]
     Auto,
     /// Plain text; documents are separated by one or more blank lines.
@@ -45,7 +45,7 @@ impl InputFormat {
         match self {
             InputFormat::Auto => {
                 let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-                if matches!(ext.as_deref(), Some("jsonl" | "json")) {
+                if matches!(ext.as_deref(), Some("jsonl" | "json" | "ndjson")) {
                     InputFormat::Jsonl
                 } else {
                     InputFormat::Blocks
@@ -119,42 +119,122 @@ pub struct Document {
     pub line: u64,
 }
 
-/// Expands directories to the regular files below them (recursively, sorted by path, hidden entries whose name
-/// starts with `.` left out). Files are kept as given. Errors for a missing input or an empty directory.
+/// Expands directories to the regular files below them (recursively, sorted by path). Left out below a
+/// directory, with one warning per kind: hidden entries (name starting with `.`), editor backups (`*~`),
+/// earlier wenhui corpus directories (`index.json` + `shard-*` files) and binary files (a NUL byte in the
+/// first 8 KiB). Files are kept as given; a file reached twice (given twice, or given and inside a given
+/// directory) is read once, with a warning. Errors for a missing input or an empty directory.
 pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if inputs.is_empty() {
         return Err(Error::input("no input files given"));
     }
     let mut files = Vec::new();
+    let mut skipped = Skipped::default();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
         if meta.is_dir() {
             let before = files.len();
-            walk_dir(input, &mut files)?;
+            walk_dir(input, &mut files, &mut skipped)?;
             if files.len() == before {
-                return Err(Error::file(input, "the directory has no files"));
+                return Err(Error::file(
+                    input,
+                    "the directory has no files to read (binary files, corpus directories and backups are left out)",
+                ));
             }
         } else {
             files.push(input.clone());
         }
     }
+    if !skipped.corpora.is_empty() {
+        eprintln!(
+            "warning: left out {} wenhui corpus director{} inside the inputs (e.g. {}): token shards are not text",
+            skipped.corpora.len(),
+            if skipped.corpora.len() == 1 { "y" } else { "ies" },
+            skipped.corpora[0].display()
+        );
+    }
+    if !skipped.binary.is_empty() {
+        eprintln!(
+            "warning: left out {} binary file{} (a NUL byte near the start) inside the inputs (e.g. {})",
+            skipped.binary.len(),
+            if skipped.binary.len() == 1 { "" } else { "s" },
+            skipped.binary[0].display()
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut dups = Vec::new();
+    files.retain(|f| {
+        let key = f.canonicalize().unwrap_or_else(|_| f.clone());
+        let fresh = seen.insert(key);
+        if !fresh {
+            dups.push(f.clone());
+        }
+        fresh
+    });
+    if !dups.is_empty() {
+        let names: Vec<String> = dups.iter().take(3).map(|f| f.display().to_string()).collect();
+        eprintln!(
+            "warning: {} input file{} given more than once (directly or inside a given directory) read only once: {}{}",
+            dups.len(),
+            if dups.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if dups.len() > 3 { ", ..." } else { "" }
+        );
+    }
     Ok(files)
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// What [`walk_dir`] left out, for one warning per kind.
+#[derive(Default)]
+struct Skipped {
+    corpora: Vec<PathBuf>,
+    binary: Vec<PathBuf>,
+}
+
+/// A wenhui corpus directory: `index.json` beside `shard-*` files.
+fn is_corpus_dir(dir: &Path) -> bool {
+    dir.join(super::corpus::INDEX_FILE).is_file()
+        && std::fs::read_dir(dir).map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().starts_with("shard-"))).unwrap_or(false)
+}
+
+/// A NUL byte in the first 8 KiB: not a text file.
+fn looks_binary(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 8192];
+    let Ok(mut f) = File::open(path) else { return false };
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    buf[..n].contains(&0)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Skipped) -> Result<()> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if !entry.file_name().to_string_lossy().starts_with('.') {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !name.ends_with('~') {
             entries.push(entry.path());
         }
     }
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            walk_dir(&path, out)?;
+            if is_corpus_dir(&path) {
+                skipped.corpora.push(path);
+            } else {
+                walk_dir(&path, out, skipped)?;
+            }
         } else if path.is_file() {
-            out.push(path);
+            if looks_binary(&path) {
+                skipped.binary.push(path);
+            } else {
+                out.push(path);
+            }
         }
     }
     Ok(())
@@ -206,6 +286,24 @@ impl DocReader {
         for f in &files {
             let bytes = std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
             stats.push(SourceStats { path: f.clone(), format: opts.format.resolve(f), bytes, ..Default::default() });
+        }
+        let json_option = if opts.template.is_some() {
+            Some("--template")
+        } else if opts.text_field != "text" {
+            Some("--text-field")
+        } else {
+            None
+        };
+        if let Some(flag) = json_option {
+            if !stats.iter().any(|s| s.format == InputFormat::Jsonl) {
+                let names: Vec<String> = files.iter().take(5).map(|f| f.display().to_string()).collect();
+                return Err(Error::input(format!(
+                    "{flag} applies to JSONL input, but no input is read as JSONL ({}{}); pass --format jsonl if \
+                     these files hold one JSON object per line, or drop {flag}",
+                    names.join(", "),
+                    if files.len() > 5 { ", ..." } else { "" }
+                )));
+            }
         }
         let total_bytes = stats.iter().map(|s| s.bytes).sum();
         Ok(Self { files, stats, extract, next_file: 0, cur: None, bytes_read: 0, total_bytes, documents: 0, skipped: 0, buf: Vec::new() })
@@ -388,7 +486,7 @@ fn flush_block(cur: &mut OpenFile, path: &Path, stats: &mut SourceStats, log: &m
     }
     if let Some((line, at)) = cur.block_bad.take() {
         stats.problems += 1;
-        let message = format!("invalid UTF-8 at byte {at} of the line; the document starting at line {start} is skipped");
+        let message = format!("invalid UTF-8 at byte {at} of the line, in the document starting at line {start}");
         log.record(Problem { kind: ProblemKind::InvalidUtf8, file: path.to_path_buf(), line: Some(line), message })?;
         return Ok(None);
     }

@@ -91,8 +91,11 @@ pub fn part_sizes(n: usize, parts: &[SplitPart]) -> Vec<usize> {
     sizes
 }
 
-/// Splits the non-blank lines of `input` into `out_dir/{part}.{ext}` (the input's extension, `jsonl` if it
-/// has none). Lines are copied byte for byte; files are written atomically. A part file that
+/// Splits the non-blank lines of `input` into `out_dir/{part}.{ext}` (the input's extension; no extension if
+/// it has none). Lines are copied byte for byte; JSONL parts hold one line per record, text parts separate
+/// lines by a blank line so `data prepare` (which reads text as blank-line blocks) reads each line back as one
+/// document. Files are written atomically; the part names go to [`SPLIT_MANIFEST`], and the parts an earlier
+/// split listed there but this one does not write are removed (with `overwrite`; refused otherwise). A part file that
 /// exists with other content is replaced only with `overwrite` (the same content, as a rerun with
 /// the same seed writes, is fine), and a part file is never the input itself.
 pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path, overwrite: bool) -> Result<SplitReport> {
@@ -103,10 +106,14 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path,
     if lines.is_empty() {
         return Err(Error::file(input, "has no non-blank lines to split"));
     }
-    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("jsonl");
-    if matches!(ext, "jsonl" | "json") {
+    let ext = input.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let json = matches!(ext.to_ascii_lowercase().as_str(), "jsonl" | "json" | "ndjson");
+    if json {
         check_json_lines(input, &text)?;
     }
+    // Text parts separate their lines by a blank line: `data prepare` reads text as blank-line blocks, so
+    // each line comes back as the same one document.
+    let sep: &[u8] = if json { b"\n" } else { b"\n\n" };
     let mut order: Vec<usize> = (0..lines.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
@@ -117,12 +124,12 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path,
         let mut ids = order[start..start + size].to_vec();
         start += size;
         ids.sort_unstable();
-        let mut out = Vec::with_capacity(ids.iter().map(|&i| lines[i].len() + 1).sum());
+        let mut out = Vec::with_capacity(ids.iter().map(|&i| lines[i].len() + sep.len()).sum());
         for i in ids {
             out.extend_from_slice(lines[i]);
-            out.push(b'\n');
+            out.extend_from_slice(sep);
         }
-        let path = out_dir.join(format!("{}.{ext}", part.name));
+        let path = out_dir.join(part_file_name(&part.name, ext));
         // Checked for every part before any is written.
         if path.canonicalize().is_ok_and(|p| input.canonicalize().is_ok_and(|i| i == p)) {
             return Err(Error::file(&path, "is the input being split: write the parts to another directory"));
@@ -132,11 +139,89 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path,
         }
         files.push((part.name.clone(), path, size, out));
     }
+    let written: Vec<String> = files.iter().map(|f| part_file_name(&f.0, ext)).collect();
+    let stale = earlier_parts(input, out_dir, ext, &written)?;
+    if !stale.is_empty() && !overwrite {
+        return Err(Error::file(
+            out_dir,
+            format!(
+                "holds part files of an earlier split that this split does not write ({}); `data prepare` on the \
+                 directory would read them too. Pass --overwrite to remove them, or choose another -o",
+                stale.join(", ")
+            ),
+        ));
+    }
     for (name, path, size, out) in files {
         write_atomic(&path, &out)?;
         report.parts.push((name, path, size));
     }
+    for name in &stale {
+        let p = out_dir.join(name);
+        std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    let manifest = serde_json::json!({ "input": input.display().to_string(), "seed": seed, "parts": written });
+    write_atomic(&out_dir.join(SPLIT_MANIFEST), manifest.to_string().as_bytes())?;
     Ok(report)
+}
+
+/// Hidden file in the output directory listing the part files a split wrote, so that a later split
+/// (with other part names) removes them rather than leaving them beside its own parts.
+pub const SPLIT_MANIFEST: &str = ".wenhui-split.json";
+
+/// `NAME.EXT`, or `NAME` for an input without extension.
+fn part_file_name(name: &str, ext: &str) -> String {
+    if ext.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{ext}")
+    }
+}
+
+/// Part files of an earlier split in `out_dir` that this one (writing `written`) does not replace: the ones
+/// its manifest lists. Errors naming other files of the same extension (not the input), which `data prepare`
+/// on the directory would read with the new parts.
+fn earlier_parts(input: &Path, out_dir: &Path, ext: &str, written: &[String]) -> Result<Vec<String>> {
+    let manifest = out_dir.join(SPLIT_MANIFEST);
+    let listed: Vec<String> = match std::fs::read_to_string(&manifest) {
+        Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("parts").and_then(|p| p.as_array()).cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let input = input.canonicalize().ok();
+    let (mut stale, mut strays) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(out_dir).map_err(|e| Error::io(out_dir, e))? {
+        let entry = entry.map_err(|e| Error::io(out_dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let same_ext = path.extension().and_then(|e| e.to_str()).unwrap_or("") == ext;
+        if name.starts_with('.') || !path.is_file() || written.contains(&name) {
+            continue;
+        }
+        if listed.contains(&name) {
+            stale.push(name);
+        } else if same_ext && path.canonicalize().ok() != input {
+            strays.push(name);
+        }
+    }
+    stale.sort();
+    strays.sort();
+    if !strays.is_empty() {
+        return Err(Error::file(
+            out_dir,
+            format!(
+                "already holds other {} files not written by a wenhui split ({}); `data prepare` on the directory \
+                 would read them with the new parts. Move them away, or choose another -o",
+                if ext.is_empty() { "extension-less".to_string() } else { format!(".{ext}") },
+                strays.join(", ")
+            ),
+        ));
+    }
+    Ok(stale)
 }
 
 /// Every non-blank line of a JSONL file is one JSON value: a damaged record is named before any

@@ -45,15 +45,19 @@ impl CorpusWriter {
                 return Err(Error::file(out, "exists and is not a directory; choose another output path"));
             }
             let mut entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
-            if entries.next().is_some() && !overwrite {
-                return Err(Error::file(
-                    out,
-                    "already exists and is not empty; pass --overwrite to replace it \
-                     (the old content is replaced only once the new corpus is complete)",
-                ));
+            if entries.next().is_some() {
+                if !overwrite {
+                    return Err(Error::file(
+                        out,
+                        "already exists and is not empty; pass --overwrite to replace it \
+                         (the old content is replaced only once the new corpus is complete)",
+                    ));
+                }
+                check_replaceable_corpus(out)?;
             }
         }
         let name = out.file_name().ok_or_else(|| Error::file(out, "not a usable output directory name"))?.to_string_lossy().into_owned();
+        remove_stale_temps(out, &name);
         let tmp = out.with_file_name(format!("{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -177,6 +181,72 @@ impl CorpusWriter {
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
         Ok(())
+    }
+}
+
+/// `--overwrite` replaces only an earlier corpus: a directory holding `index.json` and shard files (and
+/// nothing but corpus files). Anything else (a folder of the user's own files) is refused, naming what was found.
+fn check_replaceable_corpus(out: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+        let entry = entry.map_err(|e| Error::io(out, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let is_shard = |n: &str| n.starts_with("shard-") && (n.ends_with(".bin") || n.ends_with(".idx"));
+    let has_index = names.iter().any(|n| n == INDEX_FILE);
+    let has_shards = names.iter().any(|n| is_shard(n));
+    let others: Vec<&String> = names.iter().filter(|n| !(n.as_str() == INDEX_FILE || n.as_str() == TOKENIZER_DIR || is_shard(n))).collect();
+    if has_index && has_shards && others.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = others.iter().take(5).map(|s| s.as_str()).collect();
+    let more = if others.len() > 5 { format!(" and {} more", others.len() - 5) } else { String::new() };
+    let what = if others.is_empty() {
+        format!("no {INDEX_FILE} with shard files")
+    } else {
+        format!("{}{more}, which are not corpus files", shown.join(", "))
+    };
+    Err(Error::file(
+        out,
+        format!(
+            "is not a wenhui corpus directory (found {what}); --overwrite replaces only an earlier corpus \
+             ({INDEX_FILE} + shard-*.bin/.idx). Choose another -o, or move those files away / empty the directory first"
+        ),
+    ))
+}
+
+/// Removes `<out>.tmp-<pid>` directories left by an interrupted run (Ctrl-C, a crash) whose process is no
+/// longer alive. Liveness is checked with `/proc/<pid>` on Linux; elsewhere such directories are left and named.
+fn remove_stale_temps(out: &Path, name: &str) {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&parent) else { return };
+    let prefix = format!("{name}.tmp-");
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == me || !entry.path().is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        if cfg!(target_os = "linux") {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => eprintln!("warning: removed {}, left by an interrupted run (process {pid} is gone)", path.display()),
+                Err(e) => eprintln!("warning: could not remove {} left by an interrupted run: {e}", path.display()),
+            }
+        } else {
+            eprintln!(
+                "warning: {} looks left by an interrupted run (process {pid}); remove it once no `data prepare` is running",
+                path.display()
+            );
+        }
     }
 }
 

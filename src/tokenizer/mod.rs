@@ -230,7 +230,8 @@ impl Tokenizer {
         let step = (a / 4096).max(1);
         (0..a.min(4096)).chain((4096..a).step_by(step)).find_map(|id| {
             let (x, y) = (self.id_to_token(id as u32), other.id_to_token(id as u32));
-            (x != y).then(|| format!("id {id} is {x:?} against {y:?}"))
+            let shown = |t: Option<String>| t.map_or_else(|| "(no token)".to_string(), |t| format!("`{t}`"));
+            (x != y).then(|| format!("id {id} is {} against {}", shown(x), shown(y)))
         })
     }
 

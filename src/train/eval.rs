@@ -50,8 +50,13 @@ pub struct EvalReport {
     pub tokens: usize,
     /// Documents in the corpus (all held out).
     pub documents: usize,
-    /// Batches evaluated.
+    /// Documents scored (at least in part); every document at most once.
+    pub documents_covered: usize,
+    /// Batches actually evaluated: fewer than requested when one pass over the corpus takes fewer
+    /// (documents are never scored twice over).
     pub batches: usize,
+    /// Batches requested (`--batches`).
+    pub batches_requested: usize,
     /// Text tokens per sample.
     pub seq_len: usize,
     /// The seed.
@@ -59,7 +64,9 @@ pub struct EvalReport {
 }
 
 /// Loss and perplexity of `model` on the token corpus in `corpus_dir` (made by `wenhui data
-/// prepare`); every document counts as held out.
+/// prepare`); every document counts as held out. At most `o.batches` batches and at most one pass
+/// over the documents: on a small corpus fewer batches run ([`EvalReport::batches`]) rather than
+/// scoring the same documents again.
 pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOptions) -> Result<EvalReport> {
     if o.batch_size == 0 || o.batches == 0 {
         return Err(Error::input("eval: --batch-size and --batches must be positive"));
@@ -98,7 +105,24 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
                 lm: Default::default(),
             };
             let mut stream = eval_stream(&corpus, &ids, &stream_cfg, tokens, &sentence_end_ids(&tokenizer))?;
-            ("blank-infilling", o.objective.clone(), blank_infilling_loss(model, &mut stream, o.batches)?)
+            // One pass at most: a batch that completes the pass over the documents is the last, so no
+            // document is scored twice over (the perplexity stays an average over distinct text).
+            let (mut sum, mut count, mut run) = (0.0, 0usize, 0usize);
+            while run < o.batches {
+                let e = blank_infilling_loss(model, &mut stream, 1)?;
+                run += 1;
+                if e.tokens > 0 {
+                    sum += e.loss * e.tokens as f64;
+                    count += e.tokens;
+                }
+                if stream.cursor().epoch > 0 {
+                    break;
+                }
+            }
+            let c = stream.cursor();
+            let covered = if c.epoch > 0 { ids.len() } else { (c.index + usize::from(c.offset > 0)).min(ids.len()) };
+            let e = EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count };
+            ("blank-infilling", o.objective.clone(), (e, run, covered))
         }
         ModelKind::Gpt2 => {
             let eos = tokenizer.special.eos;
@@ -106,6 +130,7 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
         }
         ModelKind::Bert => return Err(Error::input("eval ppl needs a GLM (blank infilling) or a GPT-2 (next-token); this is a BERT")),
     };
+    let (e, batches, documents_covered) = e;
     if e.tokens == 0 {
         return Err(Error::file(corpus_dir, "no tokens to score: the corpus is too small for one sample"));
     }
@@ -116,14 +141,17 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
         ppl: e.loss.exp(),
         tokens: e.tokens,
         documents: corpus.num_docs(),
-        batches: o.batches,
+        documents_covered,
+        batches,
+        batches_requested: o.batches,
         seq_len,
         seed: o.seed,
     })
 }
 
 /// Next-token loss over windows of `seq_len + 1` tokens cut from the documents (seeded order,
-/// joined by `eos`), `batches × batch_size` windows at most.
+/// joined by `eos`), `batches × batch_size` windows at most, each document at most once. Also
+/// returns the batches run and the documents covered.
 fn causal_loss(
     model: &dyn Backbone,
     docs: &dyn Documents,
@@ -131,18 +159,21 @@ fn causal_loss(
     eos: Option<u32>,
     seq_len: usize,
     o: &EvalOptions,
-) -> Result<EvalLoss> {
+) -> Result<(EvalLoss, usize, usize)> {
     ids.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(o.seed));
     let want = o.batches * o.batch_size * (seq_len + 1);
     let mut text: Vec<u32> = Vec::new();
+    let mut covered = 0;
     for i in ids {
         if text.len() >= want {
             break;
         }
         text.extend(docs.doc(i)?);
         text.extend(eos);
+        covered += 1;
     }
     let windows: Vec<&[u32]> = text.chunks(seq_len + 1).filter(|w| w.len() >= 2).take(o.batches * o.batch_size).collect();
+    let run = windows.len().div_ceil(o.batch_size);
     let (mut sum, mut count) = (0.0, 0usize);
     for batch in windows.chunks(o.batch_size) {
         // Windows of one batch have the same length except perhaps the last: score it alone.
@@ -160,5 +191,5 @@ fn causal_loss(
             count += n;
         }
     }
-    Ok(EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count })
+    Ok((EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count }, run, covered))
 }

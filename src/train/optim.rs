@@ -182,7 +182,7 @@ impl AdamW {
             return Err(Error::input(format!("AdamW step: the learning rate {lr} must be a finite number ≥ 0")));
         }
         // +∞ is a clip that never binds (configs use it for "off").
-        if let Some(c) = clip.filter(|c| !(*c > 0.0)) {
+        if let Some(c) = clip.filter(|c| c.is_nan() || *c <= 0.0) {
             return Err(Error::input(format!("AdamW step: gradient clip {c} must be a positive number (or none)")));
         }
         #[cfg(feature = "cuda")]

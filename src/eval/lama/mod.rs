@@ -481,7 +481,7 @@ fn differences(there: &RunKey, now: &RunKey) -> Vec<String> {
 /// A result file found in the output folder.
 enum Earlier {
     /// Written by this version: everything the result depends on is recorded.
-    Current(RelationResult),
+    Current(Box<RelationResult>),
     /// Written by an older wenhui, which recorded only the mode, vocabulary and model path.
     Old(Value),
 }
@@ -493,7 +493,7 @@ fn read_result(p: &Path) -> Result<Earlier> {
     if value.get("model_weights").is_none() || value.get("limit").is_none() {
         return Ok(Earlier::Old(value));
     }
-    serde_json::from_value(value).map(Earlier::Current).map_err(|e| Error::file(p, format!("not a result file: {e}")))
+    serde_json::from_value(value).map(|r| Earlier::Current(Box::new(r))).map_err(|e| Error::file(p, format!("not a result file: {e}")))
 }
 
 /// What an older result file (mode, vocabulary, model path as given then) shows to differ from
@@ -583,7 +583,8 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
                 rel.relation
             ));
         }
-        if let Some((p, Earlier::Current(mut r))) = earlier {
+        if let Some((p, Earlier::Current(r))) = earlier {
+            let mut r = *r;
             let diff = differences(&r.key, &key);
             if diff.is_empty() {
                 r.cached = true;
