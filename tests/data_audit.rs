@@ -142,3 +142,15 @@ fn input_folders_skip_binary_corpora_backups_and_duplicates() -> TestResult {
     std::fs::remove_dir_all(&d)?;
     Ok(())
 }
+
+/// Command tokens written in the text (`[MASK]` in a code sample) become those tokens, as in the
+/// official tokenizer: the report counts such documents (and a warning names the first).
+#[test]
+fn command_token_text_is_counted() -> TestResult {
+    let d = tempfile::tempdir()?;
+    let input = d.path().join("code.txt");
+    std::fs::write(&input, "plain words here\n\nprint(\"[MASK] here\")\n\nmore plain words\n")?;
+    let report = prepare(std::slice::from_ref(&input), &tok()?, &d.path().join("c"), &PrepareOptions::default())?;
+    assert_eq!((report.documents, report.command_token_documents), (3, 1));
+    Ok(())
+}

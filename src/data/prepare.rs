@@ -81,6 +81,9 @@ pub struct PrepareReport {
     pub tokens_per_s: f64,
     /// Per input file statistics.
     pub sources: Vec<SourceStats>,
+    /// Documents whose text holds a command token's string (`[MASK]`, `<|endoftext|>`, …), which
+    /// the tokenizer reads as that token (as the official GLM tokenizer does); warned about.
+    pub command_token_documents: u64,
 }
 
 /// Upper bound on the text held by one batch.
@@ -103,6 +106,9 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
     let bar = byte_progress(reader.total_bytes(), opts.progress, "prepare");
     let chunk = opts.chunk_docs.max(1);
     let mut pending = reader.next_chunk(chunk, CHUNK_BYTES, &mut log)?;
+    // Command tokens written in the text (not `[UNK]`, which unknown characters become).
+    let commands: Vec<(&str, u32)> = tokenizer.special.iter().filter(|(name, _)| *name != "unk").collect();
+    let (mut command_docs, mut first_command) = (0u64, None);
     while !pending.is_empty() {
         // Read the next batch while this one is tokenized.
         let (next, encoded) = rayon::join(|| reader.next_chunk(chunk, CHUNK_BYTES, &mut log), || encode_batch(tokenizer, &pending, &files));
@@ -116,6 +122,11 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
                 continue;
             }
             stats.tokens += ids.len() as u64;
+            if let Some((name, id)) = commands.iter().find(|(_, id)| ids.contains(id)) {
+                command_docs += 1;
+                let token = tokenizer.id_to_token(*id).unwrap_or_else(|| name.to_string());
+                first_command.get_or_insert_with(|| format!("`{token}` in {}:{}", files[doc.file].display(), doc.line));
+            }
             writer.push(&ids)?;
         }
         bar.set_position(reader.bytes_read());
@@ -123,6 +134,13 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
     }
     bar.finish_and_clear();
     log.finish();
+    if let Some(first) = &first_command {
+        tracing::warn!(
+            "{command_docs} documents hold the text of a command token (first: {first}): the tokenizer reads `[MASK]`, \
+             `<|endoftext|>` and the like written in text as those tokens, as the official GLM tokenizer does, so training \
+             sees them as masks or ends of text; remove them from the text if they are not meant so"
+        );
+    }
     let sources = reader.stats().to_vec();
     if sources.iter().all(|s| s.documents == 0) {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -146,6 +164,7 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
         elapsed_s,
         tokens_per_s: index.num_tokens as f64 / elapsed_s.max(1e-9),
         sources: index.sources,
+        command_token_documents: command_docs,
     })
 }
 
