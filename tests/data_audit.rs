@@ -154,3 +154,20 @@ fn command_token_text_is_counted() -> TestResult {
     assert_eq!((report.documents, report.command_token_documents), (3, 1));
     Ok(())
 }
+
+/// A stop (Ctrl-C in `wenhui data prepare`) ends the run after the batch in hand with an error,
+/// leaving neither the output nor its temporary folder.
+#[test]
+fn a_stopped_prepare_leaves_nothing() -> TestResult {
+    let d = tempfile::tempdir()?;
+    let input = d.path().join("docs.txt");
+    std::fs::write(&input, "one document\n\nanother document\n\na third\n")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = PrepareOptions { stop: Some(stop), chunk_docs: 1, ..Default::default() };
+    let out = d.path().join("c");
+    let e = prepare(std::slice::from_ref(&input), &tok()?, &out, &opts).err().ok_or("a stopped run finished")?;
+    assert!(e.to_string().contains("stopped before the end"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(d.path())?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("docs.txt")], "left behind: {left:?}");
+    Ok(())
+}

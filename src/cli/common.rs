@@ -143,6 +143,12 @@ pub fn finite(s: &str) -> Result<f32, String> {
 /// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
 /// return; a second press aborts at once.
 pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    ctrl_c_flag("saving a checkpoint after this step")
+}
+
+/// A flag set by the first Ctrl-C, which prints `interrupted: {what} (Ctrl-C again to abort)`;
+/// a second Ctrl-C exits at once with status 130.
+pub fn ctrl_c_flag(what: &'static str) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -150,7 +156,7 @@ pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort)");
+        eprintln!("\ninterrupted: {what} (Ctrl-C again to abort)");
     });
     stop
 }

@@ -136,14 +136,23 @@ fn run_split(a: SplitArgs) -> anyhow::Result<()> {
 
 fn run_prepare(a: PrepareArgs) -> anyhow::Result<()> {
     let tok = if a.tokenizer.is_file() { Tokenizer::from_file(&a.tokenizer)? } else { Tokenizer::from_dir(&a.tokenizer)? };
+    let stop = crate::cli::common::ctrl_c_flag("stopping after this batch and removing the partial corpus");
     let opts = PrepareOptions {
         read: a.read.options(),
         shard_tokens: a.shard_tokens,
         overwrite: a.overwrite,
         progress: true,
+        stop: Some(stop.clone()),
         ..Default::default()
     };
-    let r = prepare(&a.inputs, &tok, &a.output, &opts)?;
+    let r = match prepare(&a.inputs, &tok, &a.output, &opts) {
+        Ok(r) => r,
+        Err(_) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
+            eprintln!("stopped by Ctrl-C: nothing was written to {} (the partial corpus is removed)", a.output.display());
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

@@ -42,11 +42,21 @@ pub struct PrepareOptions {
     pub progress: bool,
     /// Documents tokenized per parallel batch (memory stays bounded by about two batches).
     pub chunk_docs: usize,
+    /// When set (Ctrl-C), the run stops after the batch in hand with an error, removing its
+    /// temporary folder; the output is left as it was.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        Self { read: ReadOptions::default(), shard_tokens: DEFAULT_SHARD_TOKENS, overwrite: false, progress: false, chunk_docs: 4096 }
+        Self {
+            read: ReadOptions::default(),
+            shard_tokens: DEFAULT_SHARD_TOKENS,
+            overwrite: false,
+            progress: false,
+            chunk_docs: 4096,
+            stop: None,
+        }
     }
 }
 
@@ -130,6 +140,11 @@ pub fn prepare(inputs: &[PathBuf], tokenizer: &Tokenizer, out: &Path, opts: &Pre
             writer.push(&ids)?;
         }
         bar.set_position(reader.bytes_read());
+        if opts.stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+            // Dropping the writer removes its temporary folder.
+            bar.finish_and_clear();
+            return Err(Error::input(format!("stopped before the end: nothing was written to {}", out.display())));
+        }
         pending = next?;
     }
     bar.finish_and_clear();
