@@ -147,6 +147,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// A setting's value as it would be typed on the command line, for messages that compare two
+/// (`--steps 6 → 7`, `--template 3,3,3 there, 2,2,2 now`): strings bare, lists comma-joined,
+/// null as `unset`.
+pub fn value_as_typed(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "unset".into(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(value_as_typed).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The names of the entries of directory `dir`, sorted (for a refusal that says what is there).
+pub fn dir_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        names.push(entry.map_err(|e| Error::io(dir, e))?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The first five of `names`, comma-joined, then `and N more`.
+pub fn first_names<S: AsRef<str>>(names: &[S]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(AsRef::as_ref).collect();
+    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
+    format!("{}{more}", shown.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

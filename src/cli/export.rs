@@ -62,19 +62,14 @@ fn check_replaceable_model(out: &std::path::Path) -> anyhow::Result<()> {
     if !out.is_dir() {
         return Ok(());
     }
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(|e| anyhow::anyhow!("{}: cannot list the output directory: {e}", out.display()))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
+    let names = wenhui::error::dir_names(out)?;
     if names.is_empty() || out.join("config.json").is_file() {
         return Ok(());
     }
-    names.sort();
-    let more = if names.len() > 5 { format!(" and {} more", names.len() - 5) } else { String::new() };
     anyhow::bail!(
-        "{}: -o is not a model directory (no config.json; found {}{more}); --force replaces only an earlier \
+        "{}: -o is not a model directory (no config.json; found {}); --force replaces only an earlier \
          exported model. Choose another -o, or move those files away / empty the directory first",
         out.display(),
-        names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        wenhui::error::first_names(&names)
     )
 }

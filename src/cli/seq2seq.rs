@@ -267,14 +267,9 @@ fn keep_saved<T: Clone + PartialEq + serde::Serialize>(flag: &str, given: bool, 
     }
 }
 
-/// A flag's value as the user would type it (`500`, `runs/dev.jsonl`; `(none)` when unset).
+/// A flag's value as the user would type it (`500`, `runs/dev.jsonl`, `unset`).
 fn shown<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Null) => "(none)".into(),
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(v) => v.to_string(),
-        Err(_) => "?".into(),
-    }
+    serde_json::to_value(value).map_or_else(|_| "?".into(), |v| wenhui::error::value_as_typed(&v))
 }
 
 /// Runs seq2seq fine-tuning.

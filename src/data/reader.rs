@@ -145,21 +145,13 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.push(input.clone());
         }
     }
-    if !skipped.corpora.is_empty() {
-        eprintln!(
-            "warning: left out {} wenhui corpus director{} inside the inputs (e.g. {}): token shards are not text",
-            skipped.corpora.len(),
-            if skipped.corpora.len() == 1 { "y" } else { "ies" },
-            skipped.corpora[0].display()
-        );
-    }
-    if !skipped.binary.is_empty() {
-        eprintln!(
-            "warning: left out {} binary file{} (a NUL byte near the start) inside the inputs (e.g. {})",
-            skipped.binary.len(),
-            if skipped.binary.len() == 1 { "" } else { "s" },
-            skipped.binary[0].display()
-        );
+    for (paths, what) in [
+        (&skipped.corpora, "wenhui corpus folder(s): token shards are not text"),
+        (&skipped.binary, "binary file(s): a NUL byte near the start"),
+    ] {
+        if let Some(first) = paths.first() {
+            tracing::warn!("left out {} {what} inside the inputs (e.g. {})", paths.len(), first.display());
+        }
     }
     let mut seen = std::collections::HashSet::new();
     let mut dups = Vec::new();
@@ -173,8 +165,8 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     });
     if !dups.is_empty() {
         let names: Vec<String> = dups.iter().take(3).map(|f| f.display().to_string()).collect();
-        eprintln!(
-            "warning: {} input file{} given more than once (directly or inside a given directory) read only once: {}{}",
+        tracing::warn!(
+            "{} input file{} given more than once (directly or inside a given directory) read only once: {}{}",
             dups.len(),
             if dups.len() == 1 { "" } else { "s" },
             names.join(", "),

@@ -187,12 +187,7 @@ impl CorpusWriter {
 /// `--overwrite` replaces only an earlier corpus: a directory holding `index.json` and shard files (and
 /// nothing but corpus files). Anything else (a folder of the user's own files) is refused, naming what was found.
 fn check_replaceable_corpus(out: &Path) -> Result<()> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
-        let entry = entry.map_err(|e| Error::io(out, e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
+    let names = crate::error::dir_names(out)?;
     let is_shard = |n: &str| n.starts_with("shard-") && (n.ends_with(".bin") || n.ends_with(".idx"));
     let has_index = names.iter().any(|n| n == INDEX_FILE);
     let has_shards = names.iter().any(|n| is_shard(n));
@@ -200,12 +195,10 @@ fn check_replaceable_corpus(out: &Path) -> Result<()> {
     if has_index && has_shards && others.is_empty() {
         return Ok(());
     }
-    let shown: Vec<&str> = others.iter().take(5).map(|s| s.as_str()).collect();
-    let more = if others.len() > 5 { format!(" and {} more", others.len() - 5) } else { String::new() };
     let what = if others.is_empty() {
         format!("no {INDEX_FILE} with shard files")
     } else {
-        format!("{}{more}, which are not corpus files", shown.join(", "))
+        format!("{}, which are not corpus files", crate::error::first_names(&others))
     };
     Err(Error::file(
         out,
@@ -238,12 +231,12 @@ fn remove_stale_temps(out: &Path, name: &str) {
                 continue;
             }
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => eprintln!("warning: removed {}, left by an interrupted run (process {pid} is gone)", path.display()),
-                Err(e) => eprintln!("warning: could not remove {} left by an interrupted run: {e}", path.display()),
+                Ok(()) => tracing::warn!("removed {}, left by an interrupted run (process {pid} is gone)", path.display()),
+                Err(e) => tracing::warn!("could not remove {} left by an interrupted run: {e}", path.display()),
             }
         } else {
-            eprintln!(
-                "warning: {} looks left by an interrupted run (process {pid}); remove it once no `data prepare` is running",
+            tracing::warn!(
+                "{} looks left by an interrupted run (process {pid}); remove it once no `data prepare` is running",
                 path.display()
             );
         }

@@ -411,13 +411,7 @@ fn data_fingerprint(lama: &LamaDir, relation: &Relation, vocab: VocabChoice) -> 
 
 /// A setting's value for a message: strings bare, lists as `3,3,3`, absent as `not recorded`.
 fn show_value(v: Option<&Value>) -> String {
-    match v {
-        None => "not recorded".into(),
-        Some(Value::Null) => "unset".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => a.iter().map(|x| show_value(Some(x))).collect::<Vec<_>>().join(","),
-        Some(other) => other.to_string(),
-    }
+    v.map_or_else(|| "not recorded".into(), crate::error::value_as_typed)
 }
 
 /// The command-line flag of a setting, where it has one.
