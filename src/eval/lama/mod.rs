@@ -22,6 +22,7 @@ pub mod identity;
 pub mod metrics;
 pub mod progress;
 pub mod ptune;
+pub mod reuse;
 
 use crate::cloze::{build_input, compile, Cloze, CompileOptions, Template};
 use crate::model::Backbone;
@@ -33,9 +34,11 @@ use identity::ModelIdentity;
 use metrics::{restricted_rank, Scores};
 use progress::ProbeProgress;
 use ptune::PtuneRecord;
+pub use reuse::RunKey;
+use reuse::{data_fingerprint, result_path};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Which words the answer may be (and which facts are kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -284,28 +287,6 @@ pub struct ProbeOptions {
     pub replace: bool,
 }
 
-/// Everything a relation's result depends on: a result file is reused only when all of it is
-/// the same as in the run at hand.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
-pub struct RunKey {
-    /// Mode (`manual`, `ptune`, …).
-    pub mode: String,
-    /// Vocabulary choice.
-    pub vocab: String,
-    /// The model's canonical path.
-    pub model: String,
-    /// The fingerprint of the model's weights ([`ModelIdentity::weights`]).
-    pub model_weights: String,
-    /// The fingerprint of its config and tokenizer files ([`ModelIdentity::files`]).
-    pub model_files: String,
-    /// The fingerprint of the relation's data: its split files, the vocabulary list, its template.
-    pub data_fingerprint: String,
-    /// The `--limit` on test facts the run had (`None`: all).
-    pub limit: Option<usize>,
-    /// The mode's settings ([`ProbeOptions::settings`]).
-    pub settings: Map<String, Value>,
-}
-
 /// One relation's result.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RelationResult {
@@ -395,119 +376,6 @@ pub fn relation_task(lama: &LamaDir, ctx: &ProbeContext<'_>, relation: &Relation
     })
 }
 
-fn result_path(dir: &Path, rel: &str) -> PathBuf {
-    dir.join(format!("{rel}.json"))
-}
-
-/// The fingerprint of what `lama` holds for `relation` under `vocab`: the split files read (the
-/// stand-in where the test file is missing), the vocabulary list and the relation's record.
-fn data_fingerprint(lama: &LamaDir, relation: &Relation, vocab: VocabChoice) -> Result<String> {
-    let mut files = lama.relation_files(&relation.relation);
-    files.extend(lama.vocab_file(vocab.name()).filter(|p| p.is_file()));
-    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let record = serde_json::to_string(relation).map_err(|e| Error::input(e.to_string()))?;
-    identity::fingerprint(&paths, format!("{record}\n{}", vocab.name()).as_bytes())
-}
-
-/// A setting's value for a message: strings bare, lists as `3,3,3`, absent as `not recorded`.
-fn show_value(v: Option<&Value>) -> String {
-    v.map_or_else(|| "not recorded".into(), crate::error::value_as_typed)
-}
-
-/// The command-line flag of a setting, where it has one.
-fn setting_flag(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "lr" => "--lr",
-        "epochs" => "--epochs",
-        "patience" => "--patience",
-        "batch_size" => "--train-batch",
-        "seed" => "--seed",
-        "template" => "--template",
-        "gelu" => "--gelu",
-        "dtype" => "--dtype",
-        "device" => "--device",
-        _ => return None,
-    })
-}
-
-/// How the run recorded in a result file (`there`) differs from this one (`now`), one phrase each.
-fn differences(there: &RunKey, now: &RunKey) -> Vec<String> {
-    let mut d = Vec::new();
-    if there.mode != now.mode {
-        d.push(format!("--mode {} there, {} now", there.mode, now.mode));
-    }
-    if there.vocab != now.vocab {
-        d.push(format!("--vocab {} there, {} now", there.vocab, now.vocab));
-    }
-    // A model moved or copied elsewhere, with the same weights and files, is the same model.
-    let same_content = there.model_weights == now.model_weights && there.model_files == now.model_files;
-    if there.model != now.model && !same_content {
-        d.push(format!("model `{}` there, `{}` now", there.model, now.model));
-    } else if there.model == now.model {
-        if there.model_weights != now.model_weights {
-            d.push(format!(
-                "the weights of model `{}` are not those it was probed with: replaced or retrained at that path (fingerprint {} there, {} now)",
-                now.model, there.model_weights, now.model_weights
-            ));
-        }
-        if there.model_files != now.model_files {
-            d.push(format!("the config or tokenizer files of model `{}` (or those of --config, --tokenizer) changed", now.model));
-        }
-    }
-    if there.data_fingerprint != now.data_fingerprint {
-        d.push("the relation's LAMA files (facts, template or vocabulary list under --lama) changed".into());
-    }
-    if there.limit != now.limit {
-        let limit = |l: Option<usize>| l.map_or("all facts".to_string(), |n| format!("--limit {n}"));
-        d.push(format!("{} there, {} now", limit(there.limit), limit(now.limit)));
-    }
-    let keys: BTreeSet<&String> = there.settings.keys().chain(now.settings.keys()).collect();
-    for k in keys {
-        let (a, b) = (there.settings.get(k), now.settings.get(k));
-        if a != b {
-            let name = setting_flag(k).map_or_else(|| format!("setting `{k}`"), String::from);
-            d.push(format!("{name} {} there, {} now", show_value(a), show_value(b)));
-        }
-    }
-    d
-}
-
-/// A result file found in the output folder.
-enum Earlier {
-    /// Written by this version: everything the result depends on is recorded.
-    Current(Box<RelationResult>),
-    /// Written by an older wenhui, which recorded only the mode, vocabulary and model path.
-    Old(Value),
-}
-
-/// Reads a result file.
-fn read_result(p: &Path) -> Result<Earlier> {
-    let text = crate::error::read_text(p)?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| Error::file(p, format!("not a result file: {e}")))?;
-    if value.get("model_weights").is_none() || value.get("limit").is_none() {
-        return Ok(Earlier::Old(value));
-    }
-    serde_json::from_value(value).map(|r| Earlier::Current(Box::new(r))).map_err(|e| Error::file(p, format!("not a result file: {e}")))
-}
-
-/// What an older result file (mode, vocabulary, model path as given then) shows to differ from
-/// this run: it cannot tell more, so a match is probed again, not reused.
-fn old_differences(old: &Value, now: &RunKey) -> Vec<String> {
-    let field = |k: &str| old.get(k).and_then(Value::as_str).unwrap_or("");
-    let mut d = Vec::new();
-    for (k, flag, value) in [("mode", "--mode", &now.mode), ("vocab", "--vocab", &now.vocab)] {
-        if field(k) != value {
-            d.push(format!("{flag} {} there, {value} now", field(k)));
-        }
-    }
-    let old_model = field("model");
-    let canonical = std::fs::canonicalize(old_model).map(|p| p.display().to_string()).unwrap_or_else(|_| old_model.to_string());
-    if canonical != now.model {
-        d.push(format!("model `{old_model}` there, `{}` now", now.model));
-    }
-    d
-}
-
 /// Runs `score` on every selected relation, in the order asked: filters the facts, scores (or
 /// skips, with the reason), writes `out_dir/<REL>.json`, and reuses a result file when
 /// everything it depends on ([`RunKey`]) is the same as in this run. A file of another run is
@@ -553,45 +421,12 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
             settings: opts.settings.clone(),
         };
         let path = opts.out_dir.as_ref().map(|d| result_path(d, &rel.relation));
-        let earlier = match path.as_ref().filter(|p| p.is_file()) {
-            Some(p) => Some((p, read_result(p)?)),
-            None => None,
-        };
-        let refused = |p: &Path, diff: &[String]| {
-            Error::file(
-                p,
-                format!(
-                    "holds the result of another run ({}): give another --output, or --force to probe again and replace such files",
-                    diff.join("; ")
-                ),
-            )
-        };
-        if let Some((p, Earlier::Old(old))) = &earlier {
-            let diff = old_differences(old, &key);
-            if !diff.is_empty() && !opts.replace {
-                return Err(refused(p, &diff));
-            }
-            progress.notice(&format!(
-                "{}: written by an older wenhui without the model's fingerprint and settings; probing {} again",
-                p.display(),
-                rel.relation
-            ));
-        }
-        if let Some((p, Earlier::Current(r))) = earlier {
-            let mut r = *r;
-            let diff = differences(&r.key, &key);
-            if diff.is_empty() {
-                r.cached = true;
-                let moved = if r.key.model != key.model { format!(" (the same model, now at {})", key.model) } else { String::new() };
-                progress.line(&format!("{} reused from {}{moved}", row_summary(&r), p.display()));
-                results.push(r);
-                progress.relation_done(done + 1);
-                continue;
-            }
-            if !opts.replace {
-                return Err(refused(p, &diff));
-            }
-            progress.notice(&format!("{}: replacing the result of another run ({})", p.display(), diff.join("; ")));
+        if let Some(r) =
+            path.as_deref().map(|p| reuse::earlier_result(p, &rel.relation, &key, opts.replace, &progress)).transpose()?.flatten()
+        {
+            results.push(r);
+            progress.relation_done(done + 1);
+            continue;
         }
         let task = relation_task(lama, ctx, rel, opts.limit)?;
         let outcome = match task.no_facts(Split::Test, ctx.vocab) {
@@ -616,10 +451,8 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
             cached: false,
         };
         if let Some(p) = &path {
-            let tmp = p.with_extension("json.tmp");
             let json = serde_json::to_string_pretty(&r).map_err(|e| Error::input(e.to_string()))?;
-            std::fs::write(&tmp, json).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, p).map_err(|e| Error::io(p, e))?;
+            crate::error::write_atomic(p, json.as_bytes())?;
         }
         match &r.skipped {
             Some(reason) => progress.notice(&format!("{} skipped: {reason}", r.relation)),
@@ -640,7 +473,7 @@ pub fn run_probe(lama: &LamaDir, ctx: &ProbeContext<'_>, opts: &ProbeOptions, sc
 }
 
 /// `P19 place of birth  P@1 41.0  (944 facts)`, or the reason it was skipped.
-fn row_summary(r: &RelationResult) -> String {
+pub(super) fn row_summary(r: &RelationResult) -> String {
     match &r.skipped {
         Some(reason) => format!("{} skipped: {reason}", r.relation),
         None => format!("{} {:<28} P@1 {:5.1}  ({} facts)", r.relation, r.label, 100.0 * r.scores.p_at_1, r.scores.n),
