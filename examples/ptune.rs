@@ -18,7 +18,7 @@ use clap::Parser;
 use wenhui::cloze::{batch_loss, classify_with, ClassifyOptions, ClozeTask, Example};
 use wenhui::model::{load_model, LoadOptions};
 use wenhui::ptuning::train::linear_schedule;
-use wenhui::ptuning::{EncoderKind, PromptEncoder, PromptEncoderConfig};
+use wenhui::ptuning::{EncoderKind, LstmHead, PromptEncoder, PromptEncoderConfig};
 use wenhui::tokenizer::Tokenizer;
 use wenhui::train::optim::{AdamW, AdamWConfig};
 
@@ -83,9 +83,11 @@ fn main() -> anyhow::Result<()> {
         kind: EncoderKind::Lstm,
         num_virtual_tokens: task.template.num_pseudo(),
         token_dim: model.info().hidden_size,
-        hidden: model.info().hidden_size / 2,
+        hidden: model.info().hidden_size,
         layers: 2,
         num_transformer_submodules: 1,
+        // P-tuning's FewGLUE encoder: Linear(2h, h) → ReLU → Linear(h, D), h = D.
+        lstm_head: LstmHead::FewGlue,
     };
     let (encoder, vars) = PromptEncoder::seeded(&cfg, 42, model.device())?.to_trainable()?;
     // The trainable parameters by name, in a fixed order (the same run gives the same numbers).

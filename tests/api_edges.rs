@@ -301,6 +301,7 @@ fn prompt_encoder_sizes_cannot_overflow() {
         hidden: 4,
         layers: 1,
         num_transformer_submodules: 2,
+        lstm_head: wenhui::ptuning::LstmHead::Peft,
     };
     assert_eq!(cfg.rows(), usize::MAX, "saturates");
     assert_mentions(&err_text(PromptEncoder::seeded(&cfg, 1, &CPU), "overflowing rows"), &["num_virtual_tokens"]);
@@ -341,7 +342,7 @@ fn lm_windows_refuse_strides_that_skip_tokens() -> TestResult {
 fn make_sample_validates_the_objective_config() -> TestResult {
     use rand::SeedableRng;
     use wenhui::data::blank::{make_sample, Objective, ObjectiveConfig, ObjectiveTokens};
-    let ids = ObjectiveTokens { cls: 1, eos: 2, mask: 3, smask: 4, gmask: 5, sop: 6, eop: 7 };
+    let ids = ObjectiveTokens { cls: 1, eos: 2, mask: 3, smask: 4, gmask: 5, sop: 6, eop: 7, dblock: None };
     let text: Vec<u32> = std::iter::once(1).chain(10..60).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let cfg = ObjectiveConfig { max_span: 0, ..ObjectiveConfig::default() };

@@ -542,6 +542,7 @@ fn cli_classify_prints_the_library_probabilities() {
         hidden: 32,
         layers: 2,
         num_transformer_submodules: 1,
+        lstm_head: wenhui::ptuning::LstmHead::Peft,
     };
     let (enc, _) = wenhui::ptuning::PromptEncoder::fresh(&cfg, DType::F32, &Device::Cpu).unwrap();
     let enc_dir = dir.path().join("encoder");

@@ -239,8 +239,7 @@ fn contrastive_choice_scores_texts_against_generic_targets() {
     // The true target's column is the plain inverse score of the same text.
     task.inverse.attention_bias = 0.0;
     let prep = cx.prepare(&task, &f).unwrap();
-    let units: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-    let plain = cx.inverse_scores(&prep, &task, &texts, &units).unwrap();
+    let plain = cx.inverse_scores(&prep, &task, &texts, &[String::new(), String::new()]).unwrap();
     for (row, ip) in table.iter().zip(&plain) {
         assert!((row[0] - ip).abs() < 1e-4, "{} vs {ip}", row[0]);
     }
@@ -527,4 +526,33 @@ fn a_head_token_outside_the_models_vocabulary_is_an_error() {
     let err = sample_units(model.as_ref(), &model.new_cache(), &logits, &inputs, 0, 2, &spec, &mut rng).unwrap_err().to_string();
     let want = format!("head token id {} is out of range for a vocabulary of {vocab}", head[0]);
     assert!(err.contains(&want), "{err}");
+}
+
+/// Refinement scores a line that stands anywhere in the poem: its tokens are emphasized as the
+/// search emphasizes a new last line (each line of a poem scored in the whole-poem window gets its
+/// own score, none the plain unemphasized one).
+#[test]
+fn a_line_inside_the_window_gets_the_emphasis() {
+    let (model, tok) = poetry();
+    let cx = Context::new(model.as_ref(), &tok).unwrap();
+    let task = small_task();
+    assert!(task.inverse.attention_bias != 0.0);
+    let c = Constraints::parse("五绝", "pingshui", "").unwrap();
+    let f = fields(&task, "登鹳雀楼", c.form.name());
+    let prep = cx.prepare(&task, &f).unwrap();
+    let lines = ["白日依山尽，", "黄河入海流。", "欲穷千里目，", "更上一层楼。"];
+    let poem = lines.concat();
+    let mut without: Vec<String> = (0..4).map(|i| lines.iter().enumerate().filter(|&(k, _)| k != i).map(|(_, l)| *l).collect()).collect();
+    without.push(poem.clone()); // nothing new: no emphasis
+    let windows = vec![poem.clone(); 5];
+    let scores = cx.inverse_scores(&prep, &task, &windows, &without).unwrap();
+    for i in 0..4 {
+        assert!((scores[i] - scores[4]).abs() > 1e-4, "line {i} was not emphasized: {scores:?}");
+        for j in 0..i {
+            assert!((scores[i] - scores[j]).abs() > 1e-6, "lines {j} and {i} scored alike: {scores:?}");
+        }
+    }
+    // The last line: the same as the search's suffix form.
+    let suffix = cx.inverse_scores(&prep, &task, &[poem.clone()], &[lines[..3].concat()]).unwrap();
+    assert!((suffix[0] - scores[3]).abs() < 1e-4, "{} vs {}", suffix[0], scores[3]);
 }

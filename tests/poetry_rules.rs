@@ -389,3 +389,46 @@ fn bad_input_is_an_error() {
     assert!(check_poem(DENG, &bad_heads).is_err());
     assert!(check_line(&[], "白", &bad_heads).is_err());
 }
+
+/// 首句入韵: a first line ending on 平 rhymes with the even lines, or may borrow a neighbouring
+/// group (东/冬 merged by 词林正韵); a 仄 ending needs no rhyme.
+#[test]
+fn a_first_line_ending_on_ping_rhymes() {
+    let c = Constraints::new(Form::QiJue);
+    // 登科后-like openings: 来 (灰) against 娟/圆 (先): neither the rhyme nor 仄.
+    let off = "寂寞愁来美酒来，东山柳色碧婵娟。风吹细草连天碧，送槛晴风日复圆。";
+    let v = verdict(off, &c);
+    assert!(v.violates(Rule::Rhyme), "{v}");
+    assert!(v.violations.iter().any(|x| x.message.contains("首句入韵") && x.line == 1), "{v}");
+    // The same poem with a 仄 first ending, and one with a rhyming first ending, pass the rule.
+    for first in ["寂寞愁来饮美酒，", "寂寞愁来醉管弦，"] {
+        let text = off.replacen("寂寞愁来美酒来，", first, 1);
+        assert!(!verdict(&text, &c).violations.iter().any(|x| x.message.contains("首句入韵")), "{text}: {}", verdict(&text, &c));
+    }
+    // A neighbouring group (邕 冬 against 风 东): 首句借邻韵, accepted under 平水韵.
+    let borrow = "边让今朝忆蔡邕，无心裁曲卧春风。舍南有竹堪书字，老去溪头作钓翁。";
+    assert!(!verdict(borrow, &c).violations.iter().any(|x| x.message.contains("首句入韵")), "{}", verdict(borrow, &c));
+    // Loose strictness reads no tones: no rule about the first line.
+    let loose = Constraints { strictness: Strictness::Loose, ..Constraints::new(Form::QiJue) };
+    assert!(!verdict(off, &loose).violations.iter().any(|x| x.message.contains("首句入韵")));
+}
+
+/// Traditional forms read as their simplified form even where the table lists them: 沈 as 沉
+/// (平), as the Tang poems use it (the table's own 仄 entry, the surname, agrees less with the
+/// corpus labels).
+#[test]
+fn a_traditional_form_reads_as_its_simplified_form() {
+    assert_eq!(tone_of('沈'), tone_of('沉'));
+    assert_eq!(tone_of('沈'), Some(Tone::Ping));
+}
+
+/// The soft format score reads a 多音 character by its default reading (中 zhōng: 平), as the
+/// official code's pypinyin does, instead of counting it as a mismatch against every tone.
+#[test]
+fn format_tones_read_a_character_of_two_tones_by_its_default_reading() {
+    assert_eq!(tone_of('中'), Some(Tone::Either));
+    // Against a 仄 character (月) with req = false, 平 is what is wanted: no penalty.
+    assert_eq!(wenhui::generate::poetry::tone_mismatch("中", "月", 1.0, false), 0.0);
+    // Against a 平 character (风) it is a mismatch.
+    assert!(wenhui::generate::poetry::tone_mismatch("中", "风", 1.0, false) < 0.0);
+}

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use wenhui::ptuning::{AdapterMeta, EncoderKind, PromptEncoder, PromptEncoderConfig};
+use wenhui::ptuning::{AdapterMeta, EncoderKind, LstmHead, PromptEncoder, PromptEncoderConfig};
 
 const TOL: f64 = 1e-5;
 
@@ -165,10 +165,34 @@ fn adapter_and_state_round_trip() {
 
 #[test]
 fn fresh_encoders_give_every_parameter_a_nonzero_gradient() {
-    for kind in [EncoderKind::Lstm, EncoderKind::Mlp, EncoderKind::Embedding] {
+    let kinds = [
+        (EncoderKind::Lstm, LstmHead::Peft),
+        (EncoderKind::Lstm, LstmHead::FewGlue),
+        (EncoderKind::Mlp, LstmHead::Peft),
+        (EncoderKind::Embedding, LstmHead::Peft),
+    ];
+    for (kind, lstm_head) in kinds {
         for layers in [1, 3] {
-            let cfg = PromptEncoderConfig { kind, num_virtual_tokens: 5, token_dim: 8, hidden: 6, layers, num_transformer_submodules: 1 };
+            let cfg = PromptEncoderConfig {
+                kind,
+                num_virtual_tokens: 5,
+                token_dim: 8,
+                hidden: 6,
+                layers,
+                num_transformer_submodules: 1,
+                lstm_head,
+            };
             let (enc, vars) = PromptEncoder::fresh(&cfg, DType::F32, &Device::Cpu).unwrap();
+            // The state's shapes describe the same encoder again.
+            let tensors = enc.named_tensors().iter().cloned().collect();
+            assert_eq!(
+                PromptEncoderConfig::infer(&tensors, Path::new("x")).unwrap(),
+                PromptEncoderConfig {
+                    layers: if kind == EncoderKind::Lstm { layers } else { 0 },
+                    hidden: if kind == EncoderKind::Embedding { 0 } else { 6 },
+                    ..cfg.clone()
+                }
+            );
             let ids = Tensor::new(&[[0u32, 1, 2, 3, 4], [4, 2, 0, 1, 3]], &Device::Cpu).unwrap();
             let out = enc.forward(&ids).unwrap();
             assert_eq!(out.dims(), [2, 5, 8]);
@@ -262,6 +286,7 @@ fn batched_rows_equal_single_rows_and_submodules_round_trip() {
         hidden: 5,
         layers: 0,
         num_transformer_submodules: 2,
+        lstm_head: LstmHead::Peft,
     };
     let (enc, _) = PromptEncoder::fresh(&cfg, DType::F32, &Device::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();

@@ -118,6 +118,7 @@ fn frozen_backbone_gets_no_gradient_and_stays_bit_identical() -> TestResult {
         hidden: 32,
         layers: 2,
         num_transformer_submodules: 1,
+        lstm_head: wenhui::ptuning::LstmHead::Peft,
     };
     let (enc, map) = PromptEncoder::seeded(&cfg, 7, &Device::Cpu)?.to_trainable()?;
     let fixed_prompt = enc.prompt_embeddings()?.detach();
@@ -181,6 +182,9 @@ fn ptune_learns_a_synthetic_cloze_task_with_a_frozen_backbone() -> TestResult {
     assert!(dev[0] < acc, "the untrained prompt already scored {}: the test would show nothing", dev[0]);
     // Only the encoder was trained: its parameter count, and the backbone file is untouched.
     let enc = load_prompt(&cfg.out_dir, &Device::Cpu)?;
+    // The default encoder is P-tuning's FewGLUE one: LSTM hidden = the model width, 2h → h → D.
+    let ec = enc.config();
+    assert_eq!((ec.lstm_head, ec.hidden), (wenhui::ptuning::LstmHead::FewGlue, ec.token_dim));
     let enc_params: usize = enc.named_tensors().iter().map(|(_, t)| t.elem_count()).sum();
     assert_eq!(s.trainable_parameters, enc_params);
     for (name, t) in tensors_of(&model, "model.safetensors") {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wenhui::ptuning::train::{tune, TuneConfig, TuneMode, TuneSummary};
-use wenhui::ptuning::EncoderKind;
+use wenhui::ptuning::{EncoderKind, LstmHead};
 use wenhui::train::pretrain::RunOptions;
 
 /// Flags shared by `ptune` and `finetune`.
@@ -39,7 +39,11 @@ pub struct TuneArgs {
     /// Prompt-encoder kind [default: lstm].
     #[arg(long, value_enum)]
     encoder: Option<EncoderArg>,
-    /// Encoder hidden size [half the model width].
+    /// The LSTM encoder's MLP: fewglue (P-tuning's FewGLUE encoder, Linear(2h,h) → ReLU →
+    /// Linear(h,D)) or peft (Linear(2h,2h) → ReLU → Linear(2h,D)) [default: fewglue].
+    #[arg(long, value_enum)]
+    encoder_head: Option<HeadArg>,
+    /// Encoder hidden size per LSTM direction [the model width; half of it with --encoder-head peft].
     #[arg(long)]
     encoder_hidden: Option<usize>,
     /// LSTM layers [default: 2].
@@ -47,7 +51,7 @@ pub struct TuneArgs {
     encoder_layers: Option<usize>,
     /// Start from a trained encoder (a `best/` directory or an encoder state directory); its
     /// kind and sizes are its own.
-    #[arg(long, conflicts_with_all = ["encoder", "encoder_hidden", "encoder_layers"])]
+    #[arg(long, conflicts_with_all = ["encoder", "encoder_head", "encoder_hidden", "encoder_layers"])]
     init_prompt: Option<PathBuf>,
     /// Encoder learning rate [the task's, else 1e-4].
     #[arg(long)]
@@ -96,6 +100,15 @@ pub enum EncoderArg {
     Mlp,
     /// The embedding table itself.
     Embedding,
+}
+
+/// `--encoder-head` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HeadArg {
+    /// P-tuning's FewGLUE encoder: Linear(2h,h) → ReLU → Linear(h,D), h = the model width.
+    Fewglue,
+    /// peft's: Linear(2h,2h) → ReLU → Linear(2h,D), h = half the model width.
+    Peft,
 }
 
 /// `wenhui finetune` flags: the shared ones plus the model's optimizer.
@@ -177,6 +190,12 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
             EncoderArg::Embedding => EncoderKind::Embedding,
         };
     }
+    if let Some(h) = a.encoder_head {
+        c.encoder_head = match h {
+            HeadArg::Fewglue => LstmHead::FewGlue,
+            HeadArg::Peft => LstmHead::Peft,
+        };
+    }
     c.encoder_hidden = a.encoder_hidden.or(c.encoder_hidden);
     c.encoder_layers = a.encoder_layers.unwrap_or(c.encoder_layers);
     if a.init_prompt.is_some() {
@@ -205,6 +224,7 @@ fn warn_unused_flags(a: &TuneArgs, task: &str) {
     if task.template.num_pseudo() == 0 {
         let given: Vec<&str> = [
             ("--encoder", a.encoder.is_some()),
+            ("--encoder-head", a.encoder_head.is_some()),
             ("--encoder-hidden", a.encoder_hidden.is_some()),
             ("--encoder-layers", a.encoder_layers.is_some()),
             ("--init-prompt", a.init_prompt.is_some()),

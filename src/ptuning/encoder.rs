@@ -1,7 +1,7 @@
 //! The prompt-encoder module: parameters with peft's names and a differentiable forward pass
 //! written with candle ops that record their backward (matmul, tanh, narrow, cat, index_select).
 
-use super::{EncoderKind, PromptEncoderConfig};
+use super::{EncoderKind, LstmHead, PromptEncoderConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -166,7 +166,11 @@ impl PromptEncoder {
                     }
                     cells.push(pair);
                 }
-                let mlp = [linear(2 * h, 2 * h, "mlp_head.0".into(), &mut params)?, linear(2 * h, d, "mlp_head.2".into(), &mut params)?];
+                let mid = match cfg.lstm_head {
+                    LstmHead::Peft => 2 * h,
+                    LstmHead::FewGlue => h,
+                };
+                let mlp = [linear(2 * h, mid, "mlp_head.0".into(), &mut params)?, linear(mid, d, "mlp_head.2".into(), &mut params)?];
                 Head::Lstm { cells, mlp }
             }
         };

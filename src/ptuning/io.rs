@@ -216,6 +216,7 @@ impl PromptEncoder {
             hidden: pc.encoder_hidden_size.unwrap_or(0),
             layers: pc.encoder_num_layers.unwrap_or(0),
             num_transformer_submodules: pc.num_transformer_submodules.unwrap_or(1),
+            lstm_head: super::LstmHead::Peft,
         };
         cfg.validate(&cfg_path)?;
         let weights = dir.join(ADAPTER_WEIGHTS);

@@ -6,7 +6,7 @@
 //!
 //! | kind | computation |
 //! |---|---|
-//! | [`EncoderKind::Lstm`] | embedding → `layers`-layer bidirectional LSTM (hidden `h` per direction) → Linear(2h,2h) → ReLU → Linear(2h,D) |
+//! | [`EncoderKind::Lstm`] | embedding → `layers`-layer bidirectional LSTM (hidden `h` per direction) → Linear(2h,2h) → ReLU → Linear(2h,D) (peft, [`LstmHead::Peft`]) or Linear(2h,h) → ReLU → Linear(h,D) (FewGLUE, [`LstmHead::FewGlue`]) |
 //! | [`EncoderKind::Mlp`] | embedding → Linear(D,h) → ReLU → Linear(h,h) → ReLU → Linear(h,D) |
 //! | [`EncoderKind::Embedding`] | the embedding table itself (peft's inference mode / a loaded adapter) |
 //!
@@ -55,6 +55,18 @@ impl EncoderKind {
     }
 }
 
+/// The MLP after the LSTM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LstmHead {
+    /// peft's (and P-tuning's LAMA encoder's, with `h = D/2`): `Linear(2h, 2h) → ReLU → Linear(2h, D)`.
+    #[default]
+    Peft,
+    /// P-tuning's FewGLUE encoder (PT-Fewshot `ContinuousPrompt`, also GLM's `PromptSpell`):
+    /// `Linear(2h, h) → ReLU → Linear(h, D)`, with `h = D` there.
+    FewGlue,
+}
+
 fn one() -> usize {
     1
 }
@@ -75,6 +87,9 @@ pub struct PromptEncoderConfig {
     /// peft's `num_transformer_submodules` (2 for seq2seq); the table has `T × this` rows.
     #[serde(default = "one")]
     pub num_transformer_submodules: usize,
+    /// The MLP after the LSTM (peft's when absent). Ignored for `Mlp` and `Embedding`.
+    #[serde(default)]
+    pub lstm_head: LstmHead,
 }
 
 /// The most rows a prompt table may have (virtual tokens × submodules; P-tuning uses a few dozen).
@@ -134,7 +149,11 @@ impl PromptEncoderConfig {
         let head = match self.kind {
             // Layer 0 reads d, the others 2h; per direction 4h × (in + h) weights and 8h biases.
             EncoderKind::Lstm => {
-                2 * (4 * h * (d + h) + 8 * h) + (l - 1) * 2 * (4 * h * (3 * h) + 8 * h) + (2 * h * 2 * h + 2 * h) + (2 * h * d + d)
+                let mlp = match self.lstm_head {
+                    LstmHead::Peft => (2 * h * 2 * h + 2 * h) + (2 * h * d + d),
+                    LstmHead::FewGlue => (2 * h * h + h) + (h * d + d),
+                };
+                2 * (4 * h * (d + h) + 8 * h) + (l - 1) * 2 * (4 * h * (3 * h) + 8 * h) + mlp
             }
             EncoderKind::Mlp => (d * h + h) + (h * h + h) + (h * d + d),
             EncoderKind::Embedding => 0,
@@ -162,19 +181,21 @@ impl PromptEncoderConfig {
         };
         let (rows, token_dim) = dims2("embedding.weight")?;
         let has = |prefix: &str| tensors.keys().any(|k| k.starts_with(prefix));
-        let (kind, hidden, layers) = if has("lstm_head.") {
+        let (kind, hidden, layers, lstm_head) = if has("lstm_head.") {
             let (_, h) = dims2("lstm_head.weight_hh_l0")?;
             let layers = (0..).take_while(|k| tensors.contains_key(&format!("lstm_head.weight_ih_l{k}"))).count();
             if layers == 0 {
                 return Err(Error::tensor(source, "lstm_head.weight_ih_l0", "missing"));
             }
-            (EncoderKind::Lstm, h, layers)
+            // The MLP's first layer maps 2h to 2h (peft) or to h (FewGLUE).
+            let head = if dims2("mlp_head.0.weight")?.0 == h { LstmHead::FewGlue } else { LstmHead::Peft };
+            (EncoderKind::Lstm, h, layers, head)
         } else if has("mlp_head.") {
-            (EncoderKind::Mlp, dims2("mlp_head.0.weight")?.0, 0)
+            (EncoderKind::Mlp, dims2("mlp_head.0.weight")?.0, 0, LstmHead::Peft)
         } else {
-            (EncoderKind::Embedding, 0, 0)
+            (EncoderKind::Embedding, 0, 0, LstmHead::Peft)
         };
-        let cfg = Self { kind, num_virtual_tokens: rows, token_dim, hidden, layers, num_transformer_submodules: 1 };
+        let cfg = Self { kind, num_virtual_tokens: rows, token_dim, hidden, layers, num_transformer_submodules: 1, lstm_head };
         cfg.validate(source)?;
         Ok(cfg)
     }

@@ -26,7 +26,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 use serde::Serialize;
 
-use super::{PromptEncoder, PromptEncoderConfig};
+use super::{LstmHead, PromptEncoder, PromptEncoderConfig};
 use crate::cloze::{batch_loss, evaluate, fewglue, ClassifyOptions, ClozeTask, Example, Reader};
 use crate::model::{read_weights, Backbone, LoadOptions, ModelConfig};
 use crate::tokenizer::Tokenizer;
@@ -399,9 +399,13 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
                     kind: cfg.encoder,
                     num_virtual_tokens: template.num_pseudo(),
                     token_dim: hidden,
-                    hidden: cfg.encoder_hidden.unwrap_or((hidden / 2).max(1)),
+                    hidden: cfg.encoder_hidden.unwrap_or(match cfg.encoder_head {
+                        LstmHead::FewGlue => hidden,
+                        LstmHead::Peft => (hidden / 2).max(1),
+                    }),
                     layers: cfg.encoder_layers,
                     num_transformer_submodules: 1,
+                    lstm_head: cfg.encoder_head,
                 };
                 PromptEncoder::seeded(&ecfg, cfg.seed, &device)?
             }
@@ -410,6 +414,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
         // A loaded encoder's shape is its own: the configuration records it, not the defaults.
         cfg.encoder = ec.kind;
         cfg.encoder_hidden = Some(ec.hidden);
+        cfg.encoder_head = ec.lstm_head;
         cfg.encoder_layers = ec.layers;
         if ec.rows() != template.num_pseudo() || ec.token_dim != hidden {
             return Err(Error::input(format!(

@@ -186,6 +186,8 @@ pub fn tune_vocab_prompt(
         hidden: if o.hidden == 0 { (hidden / 2).max(1) } else { o.hidden },
         layers: 2,
         num_transformer_submodules: 1,
+        // LAMA's encoder: peft's with h = D/2 (spec ptuning §2.1).
+        lstm_head: crate::ptuning::LstmHead::Peft,
     };
     let (enc, map) = PromptEncoder::seeded(&cfg, o.seed, model.device())?.to_trainable()?;
     let vars: Vec<(String, candle_core::Var)> = {

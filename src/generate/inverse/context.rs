@@ -257,14 +257,15 @@ impl<'a> Context<'a> {
     }
 
     /// Inverse log-likelihood of the target field for every window, in one padded batch.
-    /// `units[i]` is the new unit at the end of `windows[i]`, which `inverse.attention_bias`
-    /// emphasizes (GLM-native inverse only).
-    pub fn inverse_scores(&self, prep: &Prepared, task: &Task, windows: &[String], units: &[&str]) -> Result<Vec<f64>> {
+    /// `without[i]` is `windows[i]` without its new unit (wherever the unit stands: at the end
+    /// while searching, anywhere in the poem while refining); the tokens that differ are the new
+    /// unit, which `inverse.attention_bias` emphasizes (GLM-native inverse only).
+    pub fn inverse_scores(&self, prep: &Prepared, task: &Task, windows: &[String], without: &[String]) -> Result<Vec<f64>> {
         if windows.is_empty() {
             return Ok(vec![]);
         }
-        if units.len() != windows.len() {
-            return Err(Error::input(format!("inverse_scores: {} windows but {} units", windows.len(), units.len())));
+        if without.len() != windows.len() {
+            return Err(Error::input(format!("inverse_scores: {} windows but {} without their unit", windows.len(), without.len())));
         }
         let weight = task.inverse.attention_bias;
         let clamp = task.score.clamp;
@@ -274,12 +275,12 @@ impl<'a> Context<'a> {
                 let template = task.inverse_prompt();
                 let rows = windows
                     .iter()
-                    .zip(units)
-                    .map(|(w, unit)| {
+                    .zip(without)
+                    .map(|(w, rest)| {
                         let mut row = self.inverse_row(&template, task, prep, w, prep.target.clone())?;
                         // The new unit: the tokens that differ from the window without it.
-                        if let Some(before) = w.strip_suffix(unit).filter(|_| weight != 0.0) {
-                            let without = self.part_a(&template, task, &prep.fields, before)?;
+                        if weight != 0.0 && rest != w {
+                            let without = self.part_a(&template, task, &prep.fields, rest)?;
                             row.emphasis = Emphasis::of_difference(&row.context, &without, weight);
                         }
                         Ok(row)

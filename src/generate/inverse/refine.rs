@@ -75,20 +75,19 @@ pub(crate) fn refine_round(
         let current = cx.tokenizer.encode(&units[i], false)?;
         let forward = cx.span_scores(&[SpanRow { context: a.clone(), mask_position, target: current.clone(), emphasis }])?[0];
         cands.insert(0, Candidate { tokens: current, text: units[i].clone(), forward, end: false });
-        let windows: Vec<String> = cands
-            .iter()
-            .map(|c| {
-                let mut all = units.to_vec();
-                all[i] = c.text.clone();
-                match task.inverse.window {
-                    Window::All => all.concat(),
-                    w => window(w, &units[..i], &c.text),
-                }
-            })
-            .collect();
+        let with = |text: &str| {
+            let mut all = units.to_vec();
+            all[i] = text.to_string();
+            match task.inverse.window {
+                Window::All => all.concat(),
+                w => window(w, &units[..i], text),
+            }
+        };
+        let windows: Vec<String> = cands.iter().map(|c| with(&c.text)).collect();
         let ips = if opts.use_inverse {
-            let units: Vec<&str> = cands.iter().map(|c| c.text.as_str()).collect();
-            cx.inverse_scores(prep, task, &windows, &units)?
+            // The poem without the line: the new line may stand anywhere in the window.
+            let without = vec![with(""); cands.len()];
+            cx.inverse_scores(prep, task, &windows, &without)?
         } else {
             vec![0.0; cands.len()]
         };

@@ -278,8 +278,8 @@ pub fn generate_inverse(
         opts.cancel.check()?;
         let windows: Vec<String> = pool.iter().map(|(b, c)| window(task.inverse.window, &live[*b].units, &c.text)).collect();
         let ips = if opts.use_inverse {
-            let units: Vec<&str> = pool.iter().map(|(_, c)| c.text.as_str()).collect();
-            cx.inverse_scores(&prep, task, &windows, &units)?
+            let without: Vec<String> = pool.iter().map(|(b, _)| window(task.inverse.window, &live[*b].units, "")).collect();
+            cx.inverse_scores(&prep, task, &windows, &without)?
         } else {
             vec![0.0; pool.len()]
         };
@@ -469,7 +469,8 @@ fn stream_common(live: &[Beam], finished: &[(f64, Beam)], done: usize, cb: &mut 
     n
 }
 
-/// The part of the text the inverse prompt sees when `unit` follows `units`.
+/// The part of the text the inverse prompt sees when `unit` follows `units` (every form is the
+/// part before the unit, `window(w, units, "")`, followed by the unit).
 pub fn window(w: Window, units: &[String], unit: &str) -> String {
     match w {
         Window::All => units.concat() + unit,
@@ -512,23 +513,26 @@ pub(crate) fn unit_score(
     let w = &task.score;
     let len = c.text.chars().count().max(1) as f64;
     let format = rules.format_score(units, &c.text);
+    let hinge = w.forward_hinge * (-c.forward / len - w.forward_threshold).max(0.0);
+    let rest = -hinge + w.format * format + w.forward_linear * c.forward / len;
     if !use_inverse {
+        // The search baseline: the same search and terms, the forward score in the inverse one's place.
+        let k = if units.is_empty() { w.baseline_first } else { w.baseline_later };
         return UnitScore {
             text: c.text.clone(),
             forward: c.forward,
             inverse: 0.0,
             copy_penalty: 0.0,
-            hinge: 0.0,
+            hinge,
             format,
-            total: c.forward + w.format * format,
+            total: k * c.forward / len + rest,
         };
     }
     let target = fields.get(&task.inverse.target).map(String::as_str).unwrap_or("");
     let copy_window = strip_heads(rules, units.len() + 1, window);
     let copies = target.chars().filter(|ch| ch.is_alphanumeric() && copy_window.contains(*ch)).count() as f64;
     let copy_penalty = if copies > 0.0 { w.copy_weight * copies.powf(w.copy_exponent) } else { 0.0 };
-    let hinge = w.forward_hinge * (-c.forward / len - w.forward_threshold).max(0.0);
-    let total = w.inverse * ip - copy_penalty - hinge + w.format * format + w.forward_linear * c.forward / len;
+    let total = w.inverse * ip - copy_penalty + rest;
     UnitScore { text: c.text.clone(), forward: c.forward, inverse: ip, copy_penalty, hinge, format, total }
 }
 

@@ -198,8 +198,13 @@ pub struct ScoreWeights {
     pub forward_hinge: f64,
     /// Threshold τ of the hinge (nats per character).
     pub forward_threshold: f64,
-    /// Weight of a linear forward term `fwd/len` (0 in the official code; the "search baseline" uses it alone).
+    /// Weight of a linear forward term `fwd/len` (0 in the official code).
     pub forward_linear: f64,
+    /// The search baseline (`--no-inverse`, `generate_pms_noip.py`) puts `baseline_first·fwd/len`
+    /// in place of the inverse term for the first unit (official 2)…
+    pub baseline_first: f64,
+    /// …and `baseline_later·fwd/len` for every later unit (official 10).
+    pub baseline_later: f64,
     /// Weight λ3 of the task's format score (poems: `check2com`).
     pub format: f64,
     /// Penalty for copying target characters into the window.
@@ -217,6 +222,8 @@ impl Default for ScoreWeights {
             forward_hinge: 1.5,
             forward_threshold: 6.5,
             forward_linear: 0.0,
+            baseline_first: 2.0,
+            baseline_later: 10.0,
             format: 1.0,
             copy_weight: 2.5,
             copy_exponent: 2.5,
@@ -378,6 +385,8 @@ impl Task {
             ("forward_hinge", w.forward_hinge),
             ("forward_threshold", w.forward_threshold),
             ("forward_linear", w.forward_linear),
+            ("baseline_first", w.baseline_first),
+            ("baseline_later", w.baseline_later),
             ("format", w.format),
             ("copy_weight", w.copy_weight),
             ("copy_exponent", w.copy_exponent),

@@ -1,7 +1,7 @@
 //! [`check_poem`] and [`check_line`]: the hard rules.
 
-use super::rules::{Constraints, LineStatus, LineVerdict, Rule, Strictness, Verdict, Violation};
-use super::tables::{rhyme_index, to_simplified, tone_of, Tone};
+use super::rules::{Constraints, LineStatus, LineVerdict, RhymeTable, Rule, Strictness, Verdict, Violation};
+use super::tables::{rhyme_index, to_simplified, tone_of, RhymeIndex, Tone};
 use crate::{Error, Result};
 
 /// One parsed line: simplified characters and its end punctuation (if any).
@@ -343,5 +343,23 @@ fn rhyme_rules(prev: &[PoemLine], line: &PoemLine, o: &mut Out) {
         let names: Vec<&str> = common.iter().map(|&g| idx.groups[g].name.as_str()).collect();
         let msg = format!("rhyme characters `{all}` rhyme only in oblique groups ({})", names.join(", "));
         o.push(true, Rule::RhymeTone, pos, msg);
+    } else if o.tonal() {
+        // 首句入韵: a first line that does not end on 仄 ends on the rhyme (a 平 ending off the
+        // rhyme is neither of the two openings regulated verse allows). Line 1 may borrow a
+        // neighbouring group (首句借邻韵: 东/冬, 支/微, 庚/青, …), which 词林正韵 merges: under 平水韵
+        // it is checked against that table.
+        // (词林正韵 splits a few 平水韵 groups, 灰 among them: either table's rhyme will do.)
+        let joins = |table: &RhymeIndex, f: char| {
+            let level = |c: char| table.groups_of(c).iter().copied().filter(|&g| table.groups[g].level).collect::<Vec<_>>();
+            level(f).iter().any(|g| finals.iter().filter(|c| table.knows(**c)).all(|&c| level(c).contains(g)))
+        };
+        let first = prev.first().and_then(|l| l.body.last().copied()).filter(|&f| tone_of(f) == Some(Tone::Ping));
+        if let Some(f) = first.filter(|&f| idx.knows(f)) {
+            let near = (o.c.rhyme == RhymeTable::Pingshui).then(|| rhyme_index(RhymeTable::Cilin));
+            if !joins(idx, f) && !near.is_some_and(|n| joins(n, f)) {
+                let msg = format!("line 1 ends on 平 `{f}` but does not rhyme with `{all}` (首句入韵: end it on the rhyme or on 仄)");
+                o.push(true, Rule::Rhyme, pos, msg);
+            }
+        }
     }
 }

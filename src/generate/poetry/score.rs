@@ -1,7 +1,7 @@
 //! The soft format score of the official generator (`check2com`, `check2compare`, `checkrhy`).
 
 use super::check::split_lines;
-use super::tables::{final_of, plain_pinyin, tone_of, toned_pinyin, Tone};
+use super::tables::{final_of, modern_tone, plain_pinyin, tone_of, toned_pinyin, Tone};
 use crate::{Error, Result};
 
 /// Loose final groups of `check2compare` (different finals in one group still earn a bonus).
@@ -16,17 +16,25 @@ const FINAL_GROUPS: &[&[&str]] = &[
     &["en", "un", "uen", "ong", "iong", "in", "ing", "er"],
 ];
 
+/// 1 平, 2 仄, 0 neutral. A character the table gives both tones (多音, 12% of the corpus)
+/// takes its default modern reading, as pypinyin gives the official code one reading per
+/// character: scored as 0 it would count as a mismatch against every other tone.
 fn pz(c: char) -> u8 {
     match tone_of(c) {
         Some(Tone::Ping) => 1,
         Some(Tone::Ze) => 2,
-        _ => 0,
+        Some(Tone::Either) => match modern_tone(c) {
+            Some(1 | 2) => 1,
+            Some(3 | 4) => 2,
+            _ => 0,
+        },
+        None => 0,
     }
 }
 
 /// `checkrhy(s, t, imp, req)`: tonal mismatch penalty (≤ 0) of line `s` against line `t`
 /// (bodies, punctuation ignored). Per position: `a = pz(s_i)`, `b = pz(t_i)` (1 平, 2 仄,
-/// 0 either); `req` flips `a` (so equal tones are wanted); if `a + b ≠ 3` add 0.35, +0.35 at
+/// 0 neutral; a 多音 character by its default reading); `req` flips `a` (so equal tones are wanted); if `a + b ≠ 3` add 0.35, +0.35 at
 /// odd positions, +0.65 at the last; `d = −5·imp·d/len(t)`; minus `7/len(s)` for every pair of
 /// positions `j ≥ i + 2` with the same toneless syllable. Deviation: `pz` uses the 平仄 table
 /// ([`tone_of`], 98 % agreement) instead of pypinyin + the hand-made 入声 list (93 %).

@@ -229,7 +229,10 @@ pub fn modern_tone(c: char) -> Option<u8> {
 
 /// 平仄 of a character: `Word_Tune.json` (8,232 characters, 平水韵-based) first, then the modern
 /// reading from the `pinyin` crate (tones 1, 2 → 平; 3, 4 → 仄; neutral → either).
-/// Traditional characters are mapped to simplified first. `None` for characters neither knows.
+/// Traditional characters are mapped to simplified first, even where the table lists the
+/// traditional form itself: 沈 is read as 沉 (平), as the Tang poems mostly use it, not as the
+/// table's 仄 surname reading (measured on the corpus labels: 98.41% agreement, 98.36% with the
+/// table's own entries first). `None` for characters neither knows.
 pub fn tone_of(c: char) -> Option<Tone> {
     let c = to_simplified(c);
     if let Some(t) = tone_table().get(&c) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cloze::ClozeTask;
-use crate::ptuning::EncoderKind;
+use crate::ptuning::{EncoderKind, LstmHead};
 use crate::{Error, Result};
 
 /// What is trained.
@@ -76,7 +76,12 @@ pub struct TuneConfig {
     /// Prompt-encoder kind (`lstm`, `mlp`, `embedding`).
     #[serde(default = "d_encoder")]
     pub encoder: EncoderKind,
-    /// Encoder hidden size (default: half the model width — the LAMA encoder).
+    /// The LSTM encoder's MLP: `fewglue` (P-tuning's FewGLUE encoder, the default) or `peft`.
+    /// A run saved before it existed used peft's.
+    #[serde(default)]
+    pub encoder_head: LstmHead,
+    /// Encoder hidden size per LSTM direction (default: the model width for the `fewglue` head,
+    /// as PT-Fewshot; half of it for `peft`, the LAMA encoder).
     #[serde(default)]
     pub encoder_hidden: Option<usize>,
     /// LSTM layers.
@@ -144,6 +149,7 @@ impl TuneConfig {
             dev: None,
             out_dir: out_dir.to_path_buf(),
             encoder: d_encoder(),
+            encoder_head: LstmHead::FewGlue,
             encoder_hidden: None,
             encoder_layers: d_layers(),
             init_prompt: None,
