@@ -263,7 +263,10 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     fails(&["export", &p(&copy), "-o", &p(&copy), "--force"], &["holds the input"]);
     assert!(copy.join("model.safetensors").is_file());
     // Searches too wide to fit, an empty title list, an option with no effect, an unknown task.
-    fails(&["fill", "春[MASK]", "--beams", "100000"], &["num_beams", "256"]);
+    // (A usage error from the argument parser: exit 2, naming the flag and its range.)
+    let out = run_in_repo(&["fill", "春[MASK]", "--beams", "100000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("--beams") && err.contains("1..=256"), "{err}");
     fails(&["poem", "--title", "春", "--per-beam", "1000000"], &["candidates per beam"]);
     fails(&["bench", "poem", "--titles", ""], &["no titles"]);
     fails(&["poem", "--title", "春", "--output", &p(&tmp.path().join("o.jsonl"))], &["--output", "--titles"]);

@@ -553,6 +553,6 @@ fn a_line_inside_the_window_gets_the_emphasis() {
         }
     }
     // The last line: the same as the search's suffix form.
-    let suffix = cx.inverse_scores(&prep, &task, &[poem.clone()], &[lines[..3].concat()]).unwrap();
+    let suffix = cx.inverse_scores(&prep, &task, std::slice::from_ref(&poem), &[lines[..3].concat()]).unwrap();
     assert!((suffix[0] - scores[3]).abs() < 1e-4, "{} vs {}", suffix[0], scores[3]);
 }

@@ -13,6 +13,8 @@ use wenhui::tokenizer::CharVocab;
 
 #[path = "serve/audit.rs"]
 mod audit;
+#[path = "serve/client_audit.rs"]
+mod client_audit;
 
 /// The memory test reads the resident size of this whole process, so it runs alone: every other
 /// test holds the shared side of this lock, the memory test the exclusive one.

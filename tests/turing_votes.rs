@@ -112,6 +112,7 @@ fn hostile_votes_are_refused_and_change_nothing() {
         ("unknown pair id", vote_body("no-such-pair", &t[1].1, "left"), 404),
         ("unknown token", vote_body(&t[1].0, "00000000000000000000000000000000", "left"), 400),
         ("huge body", huge.into_bytes(), 413),
+        ("a list, not an object", serde_json::json!([t[1].0, t[1].1, "left"]).to_string().into_bytes(), 400),
         ("not JSON", b"pair_id=h001&pick=left".to_vec(), 400),
         ("empty body", Vec::new(), 400),
         ("bad pick", vote_body(&t[1].0, &t[1].1, "middle"), 400),
@@ -125,7 +126,10 @@ fn hostile_votes_are_refused_and_change_nothing() {
     for (what, body, want) in cases {
         let (status, answer) = http(a, "POST", "/v1/turing/vote", Some(&body)).unwrap();
         assert_eq!(status, want, "{what}: {answer}");
-        if status != 413 {
+        if status == 413 {
+            // The vote's own limit, not the server's --max-body-bytes.
+            assert!(answer.contains("a vote is at most 4096 bytes"), "{what}: {answer}");
+        } else {
             let e: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{what}: not a JSON error: {answer}"));
             assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {answer}");
         }
@@ -141,6 +145,45 @@ fn hostile_votes_are_refused_and_change_nothing() {
     assert_eq!(vote(a, &t[1].0, &t[1].1, "right").unwrap().0, 200);
     assert_eq!(vote(a, &t[1].0, &t[1].1, "right").unwrap().0, 409);
     assert_eq!(total_votes(&server), 2);
+}
+
+/// Before any vote the results have no rate (not 0%); a vote whose `Content-Length` is over the
+/// server's `--max-body-bytes` is refused naming the vote's limit; a JSON list is not a vote; the
+/// OpenAPI document lists the fields a vote takes.
+#[test]
+fn results_without_votes_have_no_rate_and_votes_are_objects_within_their_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = prepare_pairs(dir.path(), 1);
+    let server = Server::start(&pairs, &dir.path().join("votes.db"));
+    let a = server.addr;
+    let results = get_json(a, "/v1/turing/results");
+    assert_eq!(results["total"]["votes"], 0);
+    assert!(results["total"]["rate"].is_null(), "{results}");
+    assert!(results["paper"]["rate"].as_f64().is_some_and(|r| (r - 0.452).abs() < 1e-3), "{results}");
+    let (status, page) = http(a, "GET", "/assets/common.js", None).unwrap();
+    assert!(status == 200 && page.contains("typeof x === \"number\""), "the results page shows no rate as –");
+    // 1 MB declared (and sent): 413 with the vote's limit.
+    let (status, answer) = http(a, "POST", "/v1/turing/vote", Some(&vec![b' '; 1_000_000])).unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("a vote is at most 4096 bytes") && !answer.contains("--max-body-bytes"), "{answer}");
+    let t = tokens(&server, 1);
+    let (status, answer) =
+        http(a, "POST", "/v1/turing/vote", Some(serde_json::json!([t[0].0, t[0].1, "left"]).to_string().as_bytes())).unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("JSON object"), "{answer}");
+    // The documented vote fields are the accepted ones.
+    let doc = get_json(a, "/openapi.json");
+    let mut documented: Vec<String> =
+        doc["components"]["schemas"]["TuringVote"]["properties"].as_object().unwrap().keys().cloned().collect();
+    documented.sort();
+    let (_, answer) = http(a, "POST", "/v1/turing/vote", Some(br#"{"no_such_field": 1}"#)).unwrap();
+    let listed = answer.split("expected").nth(1).unwrap_or_else(|| panic!("{answer}"));
+    let mut accepted: Vec<String> = listed.split('`').skip(1).step_by(2).map(String::from).collect();
+    accepted.sort();
+    assert_eq!(documented, accepted, "{answer}");
+    assert_eq!(vote(a, &t[0].0, &t[0].1, "left").unwrap().0, 200);
+    let results = get_json(a, "/v1/turing/results");
+    assert!(results["total"]["rate"].as_f64().is_some(), "{results}");
 }
 
 fn vote_body(pair: &str, token: &str, pick: &str) -> Vec<u8> {

@@ -181,7 +181,7 @@ impl RandomCorpus {
     /// [`Self::DOCS`] documents of `seq/2 .. 2·seq` tokens, seeded.
     pub(crate) fn new(vocab: usize, seq: usize) -> Self {
         let v = vocab as u32;
-        let ids = ObjectiveTokens { cls: v - 7, eos: v - 6, mask: v - 5, smask: v - 4, gmask: v - 3, sop: v - 2, eop: v - 1 };
+        let ids = ObjectiveTokens { cls: v - 7, eos: v - 6, mask: v - 5, smask: v - 4, gmask: v - 3, sop: v - 2, eop: v - 1, dblock: None };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let docs = (0..Self::DOCS).map(|_| (0..rng.random_range(seq / 2..seq * 2)).map(|_| rng.random_range(0..v - 8)).collect()).collect();
         Self { docs, ids }

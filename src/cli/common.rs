@@ -140,25 +140,55 @@ pub fn finite(s: &str) -> Result<f32, String> {
     }
 }
 
-/// A flag Ctrl-C sets: the first press asks a training loop to finish its step, save and
-/// return; a second press aborts at once.
+/// A flag Ctrl-C (or SIGTERM / SIGHUP) sets: the first asks a training loop to finish its step,
+/// save and return; a second aborts at once.
 pub fn ctrl_c_stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     ctrl_c_flag("saving a checkpoint after this step")
 }
 
-/// A flag set by the first Ctrl-C, which prints `interrupted: {what} (Ctrl-C again to abort)`;
-/// a second Ctrl-C exits at once with status 130.
+/// [`ctrl_c_stop_flag`] for a run writing its checkpoints to `run`: an abort names the last
+/// checkpoint saved there (what a resume starts from).
+pub fn ctrl_c_stop_flag_at(run: PathBuf) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    interrupt_flag("saving a checkpoint after this step", move || {
+        // One small file read: the handler runs on a thread of its own, not in the signal.
+        match std::fs::read_to_string(run.join("latest")) {
+            Ok(name) => format!("the last checkpoint is {} in {}", name.trim(), run.display()),
+            Err(_) => format!("no checkpoint was saved in {}", run.display()),
+        }
+    })
+}
+
+/// A flag set by the first Ctrl-C, SIGTERM or SIGHUP (ctrlc's `termination` feature), which
+/// prints `interrupted: {what}`; a second one exits at once with status 130.
 pub fn ctrl_c_flag(what: &'static str) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    interrupt_flag(what, || "nothing more is saved".to_string())
+}
+
+/// [`ctrl_c_flag`], with `aborted` saying what an abort leaves behind.
+fn interrupt_flag(what: &'static str, aborted: impl Fn() -> String + Send + 'static) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\naborted: {}", aborted());
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: {what} (Ctrl-C again to abort)");
+        eprintln!("\ninterrupted: {what} (interrupt again, by Ctrl-C or SIGTERM, to abort at once)");
     });
     stop
+}
+
+/// `path` as a model to load: a `wenhui pretrain` run directory stands for its newest checkpoint,
+/// as `wenhui export RUN` takes it, and a note on stderr names the checkpoint used.
+pub fn model_path(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    Ok(match wenhui::model::checkpoint::pretraining_run_checkpoint(path)? {
+        Some(ck) => {
+            eprintln!("note: {} is a pretraining run: using its newest checkpoint {}", path.display(), ck.display());
+            ck
+        }
+        None => path.to_path_buf(),
+    })
 }
 
 /// Where every command computes (`--device`, `--dtype`, `--tf32`, global flags).

@@ -129,7 +129,8 @@ fn run_split(a: SplitArgs) -> anyhow::Result<()> {
     let r = split_lines(&a.input, &parts, a.seed, &a.output, a.overwrite)?;
     println!("{} lines from {} (seed {})", r.lines, a.input.display(), a.seed);
     for (name, path, n) in &r.parts {
-        println!("  {name:<12} {n:>8} lines  {}", path.display());
+        let empty = if *n == 0 { "  (empty)" } else { "" };
+        println!("  {name:<12} {n:>8} lines  {}{empty}", path.display());
     }
     Ok(())
 }

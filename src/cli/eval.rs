@@ -38,9 +38,10 @@ pub struct PplArgs {
     /// Token corpus made by `wenhui data prepare` (with the model's tokenizer).
     #[arg(long)]
     corpus: PathBuf,
-    /// Blank-infilling objective preset (GLM): glm-10b, glm-large or default.
-    #[arg(long, default_value = "glm-10b")]
-    objective: String,
+    /// Blank-infilling objective preset (GLM): glm-10b, glm-large or default [default: the
+    /// objective of the run that wrote the checkpoint, else glm-10b].
+    #[arg(long)]
+    objective: Option<String>,
     /// Batches to evaluate at most: evaluation stops after one pass over the corpus, so on a
     /// small corpus fewer run (reported as `batches`, with the documents covered) and no document
     /// is scored twice over.
@@ -68,10 +69,15 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
         Command::Seq2seq(a) => return crate::cli::seq2seq::run_eval(*a),
         Command::Lm(a) => return crate::cli::eval_lm::run(*a),
     };
-    let margs = a.model.args();
+    let mut margs = a.model.args();
+    // A pretraining run directory: its newest checkpoint (a note names it).
+    margs.model = crate::cli::common::model_path(&margs.model)?;
     let m = load_model(&margs.model, &margs.load_options())?;
-    let opts =
-        EvalOptions { objective: a.objective.clone(), seq_len: a.seq_len, batch_size: a.batch_size, batches: a.batches, seed: a.seed };
+    let objective = match &a.objective {
+        Some(o) => o.clone(),
+        None => default_objective(&margs.dir(), m.backbone.info().kind),
+    };
+    let opts = EvalOptions { objective, seq_len: a.seq_len, batch_size: a.batch_size, batches: a.batches, seed: a.seed };
     let corpus_tok = wenhui::data::corpus::TokenCorpus::open(&a.corpus)?.tokenizer()?;
     if let Some(why) = wenhui::tokenizer::Tokenizer::find_in_dir(&margs.dir())?.and_then(|t| t.vocabulary_mismatch(&corpus_tok)) {
         anyhow::bail!(
@@ -99,4 +105,30 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The blank-infilling preset `eval ppl` scores a GLM with when `--objective` is not given: the
+/// one of the run that wrote the checkpoint in `dir` (its trainer_state.json), else glm-10b. A
+/// note says which and why, since the loss depends on it.
+fn default_objective(dir: &std::path::Path, kind: wenhui::model::ModelKind) -> String {
+    const FALLBACK: &str = "glm-10b";
+    if kind != wenhui::model::ModelKind::Glm {
+        return FALLBACK.into(); // next-token scoring has no preset
+    }
+    let state = dir.join("trainer_state.json");
+    let run = wenhui::error::read_text(&state)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("config")?.get("objective")?.as_str().map(str::to_string));
+    match run.as_deref() {
+        Some(o @ ("glm-10b" | "glm-large" | "default" | "blank")) => {
+            let preset = if o == "blank" { "default" } else { o };
+            eprintln!("note: objective {preset}, the one the run trained with ({}); --objective sets another", state.display());
+            preset.into()
+        }
+        _ => {
+            eprintln!("note: objective {FALLBACK} (the default); --objective sets another (glm-10b, glm-large, default)");
+            FALLBACK.into()
+        }
+    }
 }

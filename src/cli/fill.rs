@@ -16,12 +16,12 @@ pub struct Args {
     /// without a blank, `[gMASK]` is appended (continue the text).
     text: String,
     /// Most tokens per blank.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
     max_new_tokens: usize,
     /// Beam search with this many beams (1 = greedy or sampling). Scores are summed token
     /// log-probabilities, divided by the fill's length for beam search (length penalty 1), so the
     /// two are on different scales.
-    #[arg(long, visible_alias = "num-beams", default_value_t = 1)]
+    #[arg(long, visible_alias = "num-beams", default_value_t = 1, value_parser = crate::cli::generate::beams_parser())]
     beams: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,
@@ -38,6 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.text.trim().is_empty() {
         bail!("nothing to fill: give a text with [MASK], [sMASK] or [gMASK] blanks, or a text to continue");
     }
+    crate::cli::generate::check_sampling(&a.sampling)?;
     let dir = a.model.dir()?;
     let m = load_model(&dir, &LoadOptions::default())?;
     match m.backbone.info().kind {

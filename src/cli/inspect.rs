@@ -13,7 +13,9 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    // A pretraining run directory: its newest checkpoint (a note names it).
+    a.model.model = crate::cli::common::model_path(&a.model.model)?;
     let m = load_model(&a.model.model, &a.model.load_options())?;
     let info = m.backbone.info();
     let tokenizer = Tokenizer::find_in_dir(&a.model.dir())?;

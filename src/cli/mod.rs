@@ -44,7 +44,7 @@ impl Cli {
     /// flags (source/target JSONL, beam settings), so it is routed to `finetune-seq2seq` before
     /// clap sees it; every other `finetune --task` is a cloze task.
     pub fn parse_args() -> Self {
-        let matches = <Self as clap::CommandFactory>::command().get_matches_from(route_seq2seq(std::env::args_os().collect()));
+        let matches = Self::definition().get_matches_from(route_seq2seq(std::env::args_os().collect()));
         let mut cli = <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         if let (Command::FinetuneSeq2seq(a), Some(("finetune-seq2seq", sub))) = (&mut cli.command, matches.subcommand()) {
             // A resumed run keeps its saved settings except those given on the command line.
@@ -56,6 +56,18 @@ impl Cli {
             );
         }
         cli
+    }
+
+    /// The command line as derived, with every option value and argument allowed to be a negative
+    /// number (clap's `Arg::allow_negative_numbers`): `--temperature -1` reaches the flag's own
+    /// range check and its message instead of clap's "unexpected argument '-1'". No flag of ours
+    /// is a digit, so a negative number is never meant as one.
+    fn definition() -> clap::Command {
+        fn negative_values(cmd: clap::Command) -> clap::Command {
+            cmd.mut_args(|a| if a.get_action().takes_values() { a.allow_negative_numbers(true) } else { a })
+                .mut_subcommands(negative_values)
+        }
+        negative_values(<Self as clap::CommandFactory>::command())
     }
 
     /// Whether the command runs until it is stopped (the HTTP server) rather than to an end.
@@ -207,6 +219,7 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+        super::Cli::definition().debug_assert();
     }
 
     #[test]

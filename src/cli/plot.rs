@@ -5,7 +5,8 @@ use wenhui::train::plot::{plot_metrics, PlotOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Metrics file written by the trainer: one JSON object per line (`step`, `loss`, `lr`, `val_loss`, ...).
+    /// Metrics file written by the trainer: one JSON object per line (`step`, `loss`, `lr`, `val_loss`, ...),
+    /// or a run directory (its metrics.jsonl).
     metrics: PathBuf,
     /// Output image: `.png` or `.svg`.
     #[arg(short, long, default_value = "loss.png")]
@@ -31,8 +32,25 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let opts = PlotOptions { smooth: a.smooth, log_y: a.log_y, title: a.title, width: a.width, height: a.height };
-    let s = plot_metrics(&a.metrics, &a.output, &opts)?;
+    let mut title = a.title;
+    let metrics = if a.metrics.is_dir() {
+        // A run directory: its log, and the run's name in the default title (not "metrics.jsonl").
+        let log = a.metrics.join("metrics.jsonl");
+        if !log.is_file() {
+            anyhow::bail!(
+                "{}: is a directory without a metrics.jsonl: pass a run directory of `wenhui pretrain`, `ptune` or `finetune`, \
+                 or the metrics file itself",
+                a.metrics.display()
+            );
+        }
+        let run = std::path::absolute(&a.metrics).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        title = title.or(run.map(|name| format!("Training curves: {name}")));
+        log
+    } else {
+        a.metrics.clone()
+    };
+    let opts = PlotOptions { smooth: a.smooth, log_y: a.log_y, title, width: a.width, height: a.height };
+    let s = plot_metrics(&metrics, &a.output, &opts)?;
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());

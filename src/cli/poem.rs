@@ -8,6 +8,7 @@ use crate::cli::common::{read_title_lines, DefaultModel};
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
+use wenhui::serve::{glm_search_fit, longest_poem};
 use wenhui::tokenizer::Tokenizer;
 
 /// Options every inverse-prompting command shares.
@@ -22,10 +23,10 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Live beams (default: the task's).
-    #[arg(long, visible_alias = "num-beams")]
+    #[arg(long, visible_alias = "num-beams", value_parser = crate::cli::common::positive)]
     beams: Option<usize>,
     /// Candidates sampled per beam and unit (default: the task's).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::common::positive)]
     per_beam: Option<usize>,
     /// Refinement rounds after the search (GLM only; default: the task's).
     #[arg(long)]
@@ -47,6 +48,10 @@ impl SearchArgs {
             Some(p) => Task::from_file(p)?,
             None => Task::builtin(builtin)?,
         };
+        // The task's own settings first: an error after the flags are applied is the flags'.
+        if let Some(p) = &self.task {
+            t.validate().map_err(|e| anyhow::anyhow!("--task {}: {e}", p.display()))?;
+        }
         if let Some(b) = self.beams {
             t.search.set_beams(b);
         }
@@ -57,7 +62,21 @@ impl SearchArgs {
         if let Some(r) = self.refine {
             t.search.refine_rounds = r;
         }
-        t.validate()?;
+        t.validate().map_err(|e| {
+            let e = match e {
+                wenhui::Error::Input(m) => m,
+                other => other.to_string(),
+            };
+            let given: Vec<String> = [("--beams", self.beams), ("--per-beam", self.per_beam), ("--refine", self.refine)]
+                .iter()
+                .filter_map(|(flag, v)| v.map(|v| format!("{flag} {v}")))
+                .collect();
+            if given.is_empty() {
+                anyhow::anyhow!("{e}")
+            } else {
+                anyhow::anyhow!("{}: {e}; choose smaller values", given.join(", "))
+            }
+        })?;
         Ok(t)
     }
 
@@ -142,6 +161,10 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     if let Some(msg) = title_unknown(&tok, &title)? {
         anyhow::bail!("--{msg}");
     }
+    let author = a.author.as_ref().map(|_| "--author");
+    if let Some(msg) = poem_too_long(model.as_ref(), &tok, &task, &fields, constraints.form, "--title", author)? {
+        anyhow::bail!(msg);
+    }
     let cx = Context::new(model.as_ref(), &tok)?;
     if !a.search.json {
         println!("《{title}》");
@@ -176,6 +199,48 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
 /// error message when it knows none of them (a poem for `[UNK]` is a poem for no title).
 fn title_unknown(tok: &Tokenizer, title: &str) -> wenhui::Result<Option<String>> {
     Ok(wenhui::generate::blank::unknown_text(tok, title)?.warn_or_refusal(&format!("title `{title}`")))
+}
+
+/// Why a poem of `form` for `fields` does not fit the model's positions (the shared check of
+/// `/v1/poem`), naming the input to shorten: `title` (`--title`, or a titles file's title) and
+/// `author` (its label, `None` when it is the default, which the user did not choose). `None`
+/// when it fits, or when the model is not a GLM (the check counts GLM prompts, as `/v1/poem`
+/// does; a left-to-right model meets its own checks in the search).
+fn poem_too_long(
+    model: &dyn wenhui::model::Backbone,
+    tok: &Tokenizer,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    form: Form,
+    title: &str,
+    author: Option<&str>,
+) -> wenhui::Result<Option<String>> {
+    let info = model.info();
+    if info.kind != wenhui::model::ModelKind::Glm {
+        return Ok(None);
+    }
+    let units = longest_poem(form);
+    let Some(t) = glm_search_fit(tok, task, fields, &units, "title", info.max_positions)? else { return Ok(None) };
+    let form = form.name();
+    let need = format!("its longest prompt would take {} positions, the model has {}", t.need, t.max_positions);
+    if t.fits > 0 {
+        return Ok(Some(format!(
+            "{title} is {} characters, too long for a {form} on this model ({need}): at most {} characters fit; shorten {title} \
+             (or choose a shorter form)",
+            t.chars, t.fits
+        )));
+    }
+    if let Some(author) = author {
+        if let Some(a) = glm_search_fit(tok, task, fields, &units, "author", info.max_positions)?.filter(|a| a.fits > 0) {
+            return Ok(Some(format!(
+                "{author} is {} characters, too long for a {form} on this model ({need}): with this title at most {} characters of it \
+                 fit; shorten {author}",
+                a.chars, a.fits
+            )));
+        }
+        return Ok(Some(format!("{title} and {author} are too long for a {form} on this model ({need}); shorten them")));
+    }
+    Ok(Some(format!("a {form} does not fit this model even with a one-character title ({need}); choose a shorter form")))
 }
 
 /// The poem task's field values for `title`, `author` and `form` (defaults filled in).
@@ -220,9 +285,13 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
         let author = a.author.as_deref().or(t.author.as_deref()).unwrap_or(DEFAULT_AUTHOR);
         let seed = a.search.seed + i as u64;
         let opts = InverseOptions { seed, ..a.search.options() };
+        // The line's author is named when the line chose it; --author overrides every line's.
+        let author_label = if a.author.is_some() { Some("--author") } else { t.author.as_ref().map(|_| "its author") };
+        let refuse = |msg: Option<String>| msg.map_or(Ok(()), |m| Err(wenhui::Error::input(m)));
         let result = title_unknown(&tok, &t.title)
-            .and_then(|msg| msg.map_or(Ok(()), |m| Err(wenhui::Error::input(m))))
+            .and_then(refuse)
             .and_then(|()| poem_fields(&task, &t.title, author, c.form))
+            .and_then(|f| poem_too_long(model.as_ref(), &tok, &task, &f, c.form, "its title", author_label).and_then(refuse).map(|()| f))
             .and_then(|f| generate_inverse(&cx, &task, &f, &mut PoemRules::new(c.clone()), &opts, None));
         match result {
             Ok(out) => {
@@ -262,11 +331,26 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {
+    if a.question.trim().is_empty() {
+        anyhow::bail!("--question is empty: ask something, e.g. --question 如何学习写诗？");
+    }
     let task = a.search.task("answer")?;
     let given = BTreeMap::from([("question".to_string(), a.question.clone()), ("description".into(), a.description.clone())]);
     let fields = task.fields(&given)?;
     let mut rules = PlainRules::new(task.units.clone());
     let (model, tok) = a.search.load()?;
+    // As `poem` does for its title: text the vocabulary lacks reaches the model as [UNK].
+    for (flag, text) in [("--question", &a.question), ("--description", &a.description)] {
+        if text.trim().is_empty() {
+            continue;
+        }
+        if let Some(refusal) = wenhui::generate::blank::unknown_text(&tok, text)?.warn_or_refusal(flag) {
+            anyhow::bail!(refusal);
+        }
+    }
+    if let Some(msg) = question_too_long(model.as_ref(), &tok, &task, &fields, !a.description.trim().is_empty())? {
+        anyhow::bail!(msg);
+    }
     let cx = Context::new(model.as_ref(), &tok)?;
     let out = run(&cx, &task, &fields, &mut rules, &a.search, &|_, u| u.to_string(), false)?;
     if a.search.json {
@@ -285,6 +369,45 @@ pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why an answer to the question in `fields` does not fit the model's positions (the check
+/// `poem` makes, with room for an answer of two full-length units), naming `--question`, or
+/// `--description` when one was `given` and the question alone is not the cause; `None` when it
+/// fits or the model is not a GLM.
+fn question_too_long(
+    model: &dyn wenhui::model::Backbone,
+    tok: &Tokenizer,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    description_given: bool,
+) -> wenhui::Result<Option<String>> {
+    let info = model.info();
+    if info.kind != wenhui::model::ModelKind::Glm {
+        return Ok(None);
+    }
+    let end = task.units.ends.first().map_or("", String::as_str);
+    let units = vec!["春".repeat(task.units.max_chars.saturating_sub(1)) + end; 2];
+    let Some(t) = glm_search_fit(tok, task, fields, &units, "question", info.max_positions)? else { return Ok(None) };
+    let need = format!("its prompts would take {} positions, the model has {}", t.need, t.max_positions);
+    if t.fits > 0 {
+        return Ok(Some(format!(
+            "--question is {} characters, too long for this model with room for an answer ({need}): at most {} characters fit; \
+             shorten --question",
+            t.chars, t.fits
+        )));
+    }
+    if description_given {
+        if let Some(d) = glm_search_fit(tok, task, fields, &units, "description", info.max_positions)?.filter(|d| d.fits > 0) {
+            return Ok(Some(format!(
+                "--description is {} characters, too long for this model with this question ({need}): at most {} characters of it \
+                 fit; shorten --description",
+                d.chars, d.fits
+            )));
+        }
+        return Ok(Some(format!("--question and --description are too long for this model ({need}); shorten them")));
+    }
+    Ok(Some(format!("this model has too few positions for an answer ({need})")))
 }
 
 /// Runs the search, streaming decided units to stdout (one per line for poems), then the explanation.

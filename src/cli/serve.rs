@@ -28,7 +28,8 @@ pub struct Args {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, default_value_t = Limits::default().max_body_bytes)]
     max_body_bytes: usize,
-    /// Longest prompt in tokens (400 beyond).
+    /// Longest prompt in tokens, counted on the prompt each endpoint builds (completion and fill
+    /// context, poem and answer search prompt, compiled classify input); 400 beyond.
     #[arg(long, default_value_t = Limits::default().max_prompt_tokens)]
     max_prompt_tokens: usize,
     /// Largest max_tokens a request may ask for (400 beyond).
@@ -40,7 +41,8 @@ pub struct Args {
     /// Largest beams for fill, poem and answer.
     #[arg(long, default_value_t = Limits::default().max_beams)]
     max_beams: usize,
-    /// Most completion choices decoded together in one continuous batch (1 = one request at a time).
+    /// Most completion choices (rows) decoded together in one continuous batch (1 = one at a time);
+    /// a completion with more rows (n × prompts) is refused (400).
     #[arg(long, default_value_t = Limits::default().max_batch, value_parser = crate::cli::common::positive)]
     max_batch: usize,
     /// Requests that may wait for the model (429 with Retry-After beyond).

@@ -353,9 +353,20 @@ impl ClozeTask {
         let fields = format!("task `{}` uses {}", self.spec.name, used.join(", "));
         let lacking = lacking.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
         Err(Error::input(match (self.spec.reader, read) {
-            (Reader::Plain, _) => {
-                format!("the JSON object lacks the field(s) {lacking} ({fields}); pass an object with these keys (text, number or boolean values)")
-            }
+            // A field that is there with a value no text is made of is not missing: say what it holds.
+            (Reader::Plain, _) => match missing(&e).iter().find_map(|f| Some((f, v.get(f)?))) {
+                Some((f, got)) => {
+                    let got = match got {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Array(_) => "an array",
+                        _ => "an object",
+                    };
+                    format!("field `{f}` must be a string (or a number or boolean), got {got} ({fields})")
+                }
+                None => format!(
+                    "the JSON object lacks the field(s) {lacking} ({fields}); pass an object with these keys (text, number or boolean values)"
+                ),
+            },
             (r, Err(e)) => format!(
                 "the JSON object is neither a SuperGLUE line for reader `{}` ({}) nor the task's fields (it lacks {lacking}; {fields}); \
                  pass one or the other",

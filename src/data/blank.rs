@@ -8,112 +8,22 @@
 //! * loss only on Part B; `sep` = length of Part A.
 //!
 //! Three objectives, one drawn per batch: token-level spans (Poisson(λ=3) lengths until 15% of
-//! the tokens, `[MASK]`), sentence-level spans (whole sentences until 15%, `[sMASK]`) and one
-//! document-level span of 50–100% (`[gMASK]`, half of the time in the prefix-LM form).
+//! the sample, `[MASK]`, Part-B inputs optionally `[dBLOCK]`), sentence-level spans (whole
+//! sentences with their end punctuation until 15%, `[sMASK]` with task masks) and one
+//! document-level span of 50–100% (`[gMASK]` with task masks, half of the time in the prefix-LM
+//! form). `[CLS]` and `eos` are never masked; token spans and the infilled document span leave
+//! the sample's last token alone (THUDM). A batch may first be re-cut into short samples
+//! ([`split_short_samples`]).
 
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
-/// The longest `max_span` [`ObjectiveConfig::validate`] accepts.
-const MAX_SPAN: usize = 1 << 20;
+mod config;
+mod short;
+mod spans;
 
-/// Probabilities and ratios of the objectives. Defaults follow THUDM's `arguments.py`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ObjectiveConfig {
-    /// Probability of the token-level objective for a batch (`--bert-prob`).
-    pub token_prob: f64,
-    /// Probability of the sentence-level objective (`--gap-sentence-prob`); the document-level
-    /// objective gets `1 - token_prob - sentence_prob`.
-    pub sentence_prob: f64,
-    /// Share of tokens masked by the token and sentence objectives (0.15).
-    pub mask_ratio: f64,
-    /// Share of tokens the sentence objective masks, when it should differ from `mask_ratio`
-    /// (a higher share infills more fields of a templated document, e.g. a poem's title).
-    pub sentence_mask_ratio: Option<f64>,
-    /// λ of the Poisson span-length distribution (`--avg-block-length`, 3).
-    pub avg_span: f64,
-    /// Longest token-level span (39).
-    pub max_span: usize,
-    /// Shortest document-level span as a share of the sample (`--gpt-min-ratio`, 0.5).
-    pub doc_min_ratio: f64,
-    /// Probability of the prefix-LM form of the document objective (`--gpt-infill-prob`, 0.5);
-    /// samples of several documents always use it.
-    pub prefix_lm_prob: f64,
-    /// Shuffle the spans in Part B (`shuffle_blocks`, true).
-    pub shuffle_spans: bool,
-    /// Use `[sMASK]`/`[gMASK]` for sentence/document spans (`--task-mask`); `[MASK]` otherwise.
-    pub task_masks: bool,
-}
-
-impl Default for ObjectiveConfig {
-    fn default() -> Self {
-        Self {
-            token_prob: 0.5,
-            sentence_prob: 0.0,
-            mask_ratio: 0.15,
-            sentence_mask_ratio: None,
-            avg_span: 3.0,
-            max_span: 39,
-            doc_min_ratio: 0.5,
-            prefix_lm_prob: 0.5,
-            shuffle_spans: true,
-            task_masks: true,
-        }
-    }
-}
-
-impl ObjectiveConfig {
-    /// GLM-Large: token-level blank infilling only.
-    pub fn glm_large() -> Self {
-        Self { token_prob: 1.0, sentence_prob: 0.0, task_masks: false, ..Self::default() }
-    }
-    /// GLM-10B: token 0.5, sentence 0.3, document 0.2 with spans of 25–100%.
-    pub fn glm_10b() -> Self {
-        Self { token_prob: 0.5, sentence_prob: 0.3, doc_min_ratio: 0.25, ..Self::default() }
-    }
-    /// A named preset: `glm-large`, `glm-10b` or `default`.
-    pub fn preset(name: &str) -> crate::Result<Self> {
-        match name {
-            "glm-large" => Ok(Self::glm_large()),
-            "glm-10b" => Ok(Self::glm_10b()),
-            "default" => Ok(Self::default()),
-            other => Err(crate::Error::input(format!("unknown objective preset `{other}` (glm-large, glm-10b, default)"))),
-        }
-    }
-    /// Checks that the probabilities and ratios make sense.
-    pub fn validate(&self) -> crate::Result<()> {
-        let bad = |m: String| Err(crate::Error::input(format!("objective: {m}")));
-        if !(0.0..=1.0).contains(&self.token_prob)
-            || !(0.0..=1.0).contains(&self.sentence_prob)
-            || self.token_prob + self.sentence_prob > 1.0 + 1e-9
-        {
-            return bad(format!(
-                "token_prob {} and sentence_prob {} must be in [0, 1] and sum to at most 1",
-                self.token_prob, self.sentence_prob
-            ));
-        }
-        if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
-            return bad(format!("mask_ratio {} must be in (0, 1)", self.mask_ratio));
-        }
-        if let Some(r) = self.sentence_mask_ratio {
-            if !(r > 0.0 && r < 1.0) {
-                return bad(format!("sentence_mask_ratio {r} must be in (0, 1)"));
-            }
-        }
-        // (A span cannot outgrow a sample; the bound keeps the span-length table allocatable.)
-        if !(self.avg_span.is_finite() && self.avg_span > 0.0) || self.max_span == 0 || self.max_span > MAX_SPAN {
-            return bad(format!(
-                "avg_span {} must be a positive number and max_span {} between 1 and {MAX_SPAN}",
-                self.avg_span, self.max_span
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.doc_min_ratio) || !(0.0..=1.0).contains(&self.prefix_lm_prob) {
-            return bad("doc_min_ratio and prefix_lm_prob must be in [0, 1]".into());
-        }
-        Ok(())
-    }
-}
+pub use config::ObjectiveConfig;
+pub use short::{split_short_samples, SHORT_SEQ_MIN};
 
 /// The token ids the objectives need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +42,8 @@ pub struct ObjectiveTokens {
     pub sop: u32,
     /// `<|endofpiece|>`.
     pub eop: u32,
+    /// `[dBLOCK]`, when the tokenizer has it (needed for `block_mask_prob > 0`).
+    pub dblock: Option<u32>,
 }
 
 impl ObjectiveTokens {
@@ -145,8 +57,26 @@ impl ObjectiveTokens {
             gmask: s.get("gmask")?,
             sop: s.get("sop")?,
             eop: s.get("eop")?,
+            dblock: s.dblock,
         })
     }
+
+    /// An error unless these tokens can make the samples of `cfg`: `block_mask_prob > 0` with
+    /// token-level spans needs `[dBLOCK]`.
+    pub fn check(&self, cfg: &ObjectiveConfig) -> crate::Result<()> {
+        if cfg.block_mask_prob > 0.0 && cfg.token_prob > 0.0 && self.dblock.is_none() {
+            return Err(no_dblock(cfg.block_mask_prob));
+        }
+        Ok(())
+    }
+}
+
+fn no_dblock(p: f64) -> crate::Error {
+    crate::Error::input(format!(
+        "objective: block_mask_prob {p} replaces token-span inputs with [dBLOCK], which this tokenizer does not have: \
+         set block_mask_prob = 0 (flag --block-mask-prob 0), or use a tokenizer with [dBLOCK] (`wenhui tokenizer train \
+         --kind bpe` or `--kind chars` adds it; BERT WordPiece vocabularies have none, as in THUDM's code)"
+    ))
 }
 
 /// Which objective made a sample.
@@ -210,20 +140,25 @@ pub fn make_sample(
     rng: &mut impl RngCore,
 ) -> crate::Result<Sample> {
     cfg.validate()?;
-    let segments = segments(text, ids);
+    let segments = spans::segments(text, ids);
     Ok(match objective {
         Objective::Token => {
-            let mut spans = Vec::new();
-            for &(s, e) in &segments {
-                spans.extend(token_spans(s, e, cfg, rng));
+            if cfg.block_mask_prob > 0.0 && ids.dblock.is_none() {
+                return Err(no_dblock(cfg.block_mask_prob));
             }
+            let spans = spans::token_spans(text.len(), &segments, cfg, rng);
             block_sample(text, spans, ids.mask, cfg, ids, objective, rng)
         }
         Objective::Sentence => {
-            let mut spans = Vec::new();
-            for &(s, e) in &segments {
-                spans.extend(sentence_spans(text, s, e, cfg, sentence_ends, rng));
-            }
+            let spans = if cfg.sentence_end_in_span {
+                spans::sentence_spans(text, cfg, ids, sentence_ends, rng)
+            } else {
+                let mut spans = Vec::new();
+                for &(s, e) in &segments {
+                    spans.extend(spans::segment_sentence_spans(text, s, e, cfg, sentence_ends, rng));
+                }
+                spans
+            };
             let m = if cfg.task_masks { ids.smask } else { ids.mask };
             block_sample(text, spans, m, cfg, ids, objective, rng)
         }
@@ -233,140 +168,6 @@ pub fn make_sample(
         Objective::Mlm => super::lm::mlm_sample(text, ids, cfg.mask_ratio, None, rng),
         Objective::Causal => super::lm::causal_sample(text, ids),
     })
-}
-
-/// Maximal runs of document tokens: `[CLS]` and `eos` are never masked.
-fn segments(text: &[u32], ids: &ObjectiveTokens) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = None;
-    for (i, &t) in text.iter().enumerate() {
-        let boundary = t == ids.eos || (i == 0 && t == ids.cls);
-        match (boundary, start) {
-            (true, Some(s)) => {
-                out.push((s, i));
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    if let Some(s) = start {
-        out.push((s, text.len()));
-    }
-    out
-}
-
-/// Poisson(λ) pmf for lengths 1..=max, as sampling weights.
-fn poisson_weights(lambda: f64, max: usize) -> Vec<f64> {
-    let mut w = Vec::with_capacity(max);
-    let mut p = (-lambda).exp(); // pmf(0)
-    for k in 1..=max {
-        p *= lambda / k as f64;
-        w.push(p);
-    }
-    w
-}
-
-fn weighted_choice(weights: &[f64], rng: &mut impl RngCore) -> usize {
-    let total: f64 = weights.iter().sum();
-    let mut r = rng.random::<f64>() * total;
-    for (i, w) in weights.iter().enumerate() {
-        if r < *w {
-            return i;
-        }
-        r -= w;
-    }
-    weights.len() - 1
-}
-
-/// Places spans of the given lengths uniformly at random in `[start, end)`, in order, each
-/// separated from the next by at least one unmasked token (THUDM's `sample_spans`).
-fn place_spans(lengths: &[usize], start: usize, end: usize, rng: &mut impl RngCore) -> Vec<(usize, usize)> {
-    let total: usize = lengths.iter().sum();
-    let n = lengths.len();
-    let len = end - start;
-    // Free tokens that are not needed as separators between spans.
-    let m = len - total - (n - 1);
-    let mut places: Vec<usize> = (0..n).map(|_| rng.random_range(0..=m)).collect();
-    places.sort_unstable();
-    let mut offset = start;
-    let mut out = Vec::with_capacity(n);
-    for (place, &l) in places.into_iter().zip(lengths) {
-        let s = offset + place;
-        out.push((s, s + l));
-        offset += l + 1;
-    }
-    out
-}
-
-/// Token-level spans in one segment: Poisson lengths until `mask_ratio` of it is covered.
-fn token_spans(start: usize, end: usize, cfg: &ObjectiveConfig, rng: &mut impl RngCore) -> Vec<(usize, usize)> {
-    let n = end - start;
-    let target = (cfg.mask_ratio * n as f64) as usize;
-    if target == 0 {
-        return Vec::new();
-    }
-    let weights = poisson_weights(cfg.avg_span, cfg.max_span);
-    let mut lengths = Vec::new();
-    let mut covered = 0;
-    while covered < target {
-        let l = weighted_choice(&weights, rng) + 1;
-        lengths.push(l);
-        covered += l;
-    }
-    // Drop spans until they fit with separators (rare: only in very short segments).
-    while !lengths.is_empty() && lengths.iter().sum::<usize>() + lengths.len() - 1 > n {
-        lengths.pop();
-    }
-    if lengths.is_empty() {
-        return Vec::new();
-    }
-    lengths.shuffle(rng);
-    place_spans(&lengths, start, end, rng)
-}
-
-/// Sentence-level spans in one segment: whole sentences (without their final punctuation, which
-/// stays as the separator) in random order until `mask_ratio` of the segment is covered.
-fn sentence_spans(
-    text: &[u32],
-    start: usize,
-    end: usize,
-    cfg: &ObjectiveConfig,
-    ends: &dyn Fn(u32) -> bool,
-    rng: &mut impl RngCore,
-) -> Vec<(usize, usize)> {
-    let n = end - start;
-    let ratio = cfg.sentence_mask_ratio.unwrap_or(cfg.mask_ratio);
-    let target = ((ratio * n as f64) as usize).max(1);
-    let mut sentences = Vec::new();
-    let mut s = start;
-    for (i, &t) in text.iter().enumerate().take(end).skip(start) {
-        if ends(t) {
-            if i > s {
-                sentences.push((s, i));
-            }
-            s = i + 1;
-        }
-    }
-    if end > s {
-        sentences.push((s, end));
-    }
-    sentences.shuffle(rng);
-    let mut chosen = Vec::new();
-    let mut covered = 0;
-    for sp in sentences {
-        if covered >= target {
-            break;
-        }
-        // Two adjacent chosen sentences without punctuation between them would merge: skip.
-        if chosen.iter().any(|&(a, b): &(usize, usize)| sp.0 == b || sp.1 == a) {
-            continue;
-        }
-        covered += sp.1 - sp.0;
-        chosen.push(sp);
-    }
-    chosen.sort_unstable();
-    chosen
 }
 
 /// Part A / Part B layout for `spans` (sorted by start) replaced by `mask`.
@@ -405,11 +206,17 @@ fn block_sample(
         spans: order.iter().map(|&k| spans[k]).collect(),
         objective,
     };
+    // [dBLOCK] inputs only for token-level spans (THUDM: `task == 'bert'`); no draws otherwise,
+    // so the other objectives' samples do not depend on block_mask_prob.
+    let dblock = ids.dblock.filter(|_| objective == Objective::Token && cfg.block_mask_prob > 0.0);
     for k in order {
         let (st, en) = spans[k];
         let span = &text[st..en];
         s.tokens.push(ids.sop);
-        s.tokens.extend_from_slice(span);
+        match dblock {
+            Some(d) => s.tokens.extend(span.iter().map(|&t| if rng.random::<f64>() < cfg.block_mask_prob { d } else { t })),
+            None => s.tokens.extend_from_slice(span),
+        }
         s.targets.extend_from_slice(span);
         s.targets.push(ids.eop);
         for j in 0..=span.len() {
@@ -451,7 +258,8 @@ fn document_sample(text: &[u32], num_segments: usize, cfg: &ObjectiveConfig, ids
         loss_mask.extend(std::iter::repeat_n(1.0, g));
         Sample { tokens, targets, loss_mask, positions, blocks, sep, spans: vec![(src, len)], objective: Objective::Document }
     } else {
-        let start = rng.random_range(1..=len - g);
+        // THUDM places it inside the document without the sample's last token (as token spans).
+        let start = rng.random_range(1..=len - 1 - g);
         block_sample(text, vec![(start, start + g)], mask, cfg, ids, Objective::Document, rng)
     }
 }

@@ -96,7 +96,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    const IDS: ObjectiveTokens = ObjectiveTokens { cls: 1, eos: 2, mask: 3, smask: 4, gmask: 5, sop: 6, eop: 7 };
+    const IDS: ObjectiveTokens = ObjectiveTokens { cls: 1, eos: 2, mask: 3, smask: 4, gmask: 5, sop: 6, eop: 7, dblock: None };
 
     #[test]
     fn mlm_masks_fifteen_percent_with_80_10_10() {

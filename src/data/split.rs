@@ -120,7 +120,18 @@ pub fn split_lines(input: &Path, parts: &[SplitPart], seed: u64, out_dir: &Path,
     let mut report = SplitReport { lines: lines.len(), parts: vec![] };
     let mut start = 0;
     let mut files = Vec::with_capacity(parts.len());
-    for (part, size) in parts.iter().zip(part_sizes(lines.len(), parts)) {
+    let sizes = part_sizes(lines.len(), parts);
+    // A share too small for one line still gets its (empty) file, so that the parts stay the
+    // ones asked for; but an empty held-out set must not pass unnoticed.
+    for (part, _) in parts.iter().zip(&sizes).filter(|(_, n)| **n == 0) {
+        tracing::warn!(
+            "split part `{}` is empty: {} of {} lines rounds to none (raise its share, or split a larger file)",
+            part.name,
+            part.fraction,
+            lines.len()
+        );
+    }
+    for (part, size) in parts.iter().zip(sizes) {
         let mut ids = order[start..start + size].to_vec();
         start += size;
         ids.sort_unstable();

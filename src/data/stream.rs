@@ -1,11 +1,11 @@
 //! From documents to padded training batches: packing, epochs, the resumable cursor.
 
-use super::blank::{draw_objective, make_sample, Objective, ObjectiveConfig, ObjectiveTokens, Sample};
+use super::blank::{draw_objective, make_sample, split_short_samples, Objective, ObjectiveConfig, ObjectiveTokens, Sample};
 use super::lm::{causal_sample, mlm_sample, LmObjective, MLM_RATIO};
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
@@ -170,6 +170,9 @@ impl<'a> BatchStream<'a> {
         cursor: Cursor,
     ) -> Result<Self> {
         cfg.objectives.validate()?;
+        if cfg.lm == LmObjective::Blank {
+            tokens.check(&cfg.objectives)?;
+        }
         if cfg.seq_len < 4 || cfg.batch_size == 0 {
             return Err(Error::input(format!("seq_len {} must be at least 4 and batch_size positive", cfg.seq_len)));
         }
@@ -241,18 +244,32 @@ impl<'a> BatchStream<'a> {
         }
     }
 
-    /// The next batch. Blank infilling draws one objective for the whole batch; masked and
-    /// causal LM make every sample with their one objective.
+    /// The next batch. Blank infilling draws one objective for the whole batch (and, with
+    /// `short_seq_prob`, whether its samples are re-cut into short ones); masked and causal LM
+    /// make every sample with their one objective.
     pub fn next_batch(&mut self) -> Result<Batch> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed.wrapping_add(0xB10C).wrapping_mul(0x1000_0000_01B3) ^ self.cursor.batches);
+        // Everything random in a batch comes from its number, so a resumed stream (which restores
+        // the cursor) makes the same batches.
+        let seed = self.cfg.seed.wrapping_add(0xB10C).wrapping_mul(0x1000_0000_01B3) ^ self.cursor.batches;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         self.cursor.batches += 1;
         let objective = match self.cfg.lm {
             LmObjective::Blank => draw_objective(&self.cfg.objectives, &mut rng),
             LmObjective::Mlm { .. } => Objective::Mlm,
             LmObjective::Causal => Objective::Causal,
         };
-        let texts = (0..self.cfg.batch_size).map(|_| self.next_text()).collect::<Result<Vec<_>>>()?;
+        let mut texts = (0..self.cfg.batch_size).map(|_| self.next_text()).collect::<Result<Vec<_>>>()?;
         let ends = &self.sentence_ends;
+        let p = self.cfg.objectives.short_seq_prob;
+        if self.cfg.lm == LmObjective::Blank && p > 0.0 {
+            // A stream of its own (same seed, stream 1): the objective draws and the samples of
+            // the batches that are not re-cut stay those of short_seq_prob = 0.
+            let mut short = ChaCha8Rng::seed_from_u64(seed);
+            short.set_stream(1);
+            if short.random::<f64>() < p {
+                texts = split_short_samples(&texts, self.cfg.seq_len, &self.tokens, &|t| ends.contains(&t), &mut short);
+            }
+        }
         let samples = texts
             .iter()
             .map(|text| match self.cfg.lm {

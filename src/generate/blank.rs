@@ -272,14 +272,52 @@ pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, 
     let context = glm_context(tokenizer, text)?;
     let filled = fill_blanks(model, &context, &tokens, cfg)?;
     let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
-    Ok(TextFill {
-        text: filled_text(tokenizer, text, &context, &tokens, &filled)?,
-        scores: filled.fills.iter().map(|f| f.score).collect(),
-        fills,
-    })
+    let text = match splice_fills(tokenizer, text, &fills)? {
+        Some(spliced) => spliced,
+        None => filled_text(tokenizer, text, &context, &tokens, &filled)?,
+    };
+    Ok(TextFill { text, scores: filled.fills.iter().map(|f| f.score).collect(), fills })
 }
 
-/// The text of `filled` (built from `context`, the context of `text`): special tokens dropped,
+/// `text` with each of its blanks (`[MASK]`, `[sMASK]`, `[gMASK]`) replaced by its fill, in order,
+/// and everything else exactly as written: spaces, line breaks, characters the tokenizer does not
+/// know. Without a blank the context got a `[gMASK]` after the text, whose fill follows it.
+/// `None` when the blanks cannot be found in `text` by the encoding's offsets, or their number is
+/// not the number of fills (the caller then decodes the filled tokens instead).
+pub fn splice_fills(tokenizer: &crate::tokenizer::Tokenizer, text: &str, fills: &[String]) -> Result<Option<String>> {
+    let masks: Vec<u32> = [tokenizer.special.mask, tokenizer.special.smask, tokenizer.special.gmask].into_iter().flatten().collect();
+    let enc = tokenizer.encode_full(text, false)?;
+    let blanks: Vec<(usize, usize)> =
+        enc.get_ids().iter().zip(enc.get_offsets()).filter(|(id, _)| masks.contains(id)).map(|(_, &span)| span).collect();
+    if blanks.is_empty() {
+        return Ok(match fills {
+            [fill] => Some(format!("{text}{fill}")),
+            _ => None,
+        });
+    }
+    if blanks.len() != fills.len() {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(text.len() + fills.iter().map(String::len).sum::<usize>());
+    let mut at = 0;
+    for (&(from, to), fill) in blanks.iter().zip(fills) {
+        // Offsets out of order or off character boundaries: not spans of this text.
+        let Some(before) = text.get(at..from).filter(|_| text.get(from..to).is_some()) else {
+            return Ok(None);
+        };
+        out.push_str(before);
+        out.push_str(fill);
+        at = to;
+    }
+    match text.get(at..) {
+        Some(rest) => out.push_str(rest),
+        None => return Ok(None),
+    }
+    Ok(Some(out))
+}
+
+/// The fallback of [`fill_text`] where [`splice_fills`] cannot place the fills: the text of
+/// `filled` (built from `context`, the context of `text`), special tokens dropped,
 /// and every unknown token of `text` shown as the characters it stands for, found by the
 /// encoding's offsets. A plain decode would drop them (`[UNK]` is special), so Latin words or
 /// emoji in the text would vanish from the result. Unknown tokens the model generated in a fill

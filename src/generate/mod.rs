@@ -26,7 +26,7 @@ pub mod poetry;
 pub(crate) mod processors;
 
 pub use blank::{
-    fill_blanks, fill_blanks_streaming, fill_text, glm_context, unknown_text, BlankFill, BlankHook, BlankTokens, FilledText,
+    fill_blanks, fill_blanks_streaming, fill_text, glm_context, splice_fills, unknown_text, BlankFill, BlankHook, BlankTokens, FilledText,
     GlmBlankInputs, TextFill, UnknownText,
 };
 pub use decode::decode;

@@ -99,6 +99,18 @@ impl Checkpoint {
                 return if name.ends_with(".index.json") { read_sharded(&p) } else { read_file(&p) };
             }
         }
+        if let Some(ck) = pretraining_run_checkpoint(path)? {
+            // wenhui's own `latest` is no THUDM tracker: say what the directory is.
+            return Err(Error::file(
+                path,
+                format!(
+                    "is a wenhui pretraining run, not a model directory: pass one of its checkpoints (the newest is {}), \
+                     or export it first (`wenhui export {} -o MODEL_DIR`)",
+                    ck.display(),
+                    path.display()
+                ),
+            ));
+        }
         if path.join("latest_checkpointed_iteration.txt").is_file() || path.join("latest").is_file() {
             return read_megatron(path);
         }
@@ -167,6 +179,18 @@ impl Checkpoint {
         }
         Ok(out)
     }
+}
+
+/// When `dir` is the run directory of `wenhui pretrain` (no weights of its own, a
+/// `checkpoints/step-N/` holding a complete model checkpoint), its newest checkpoint; `None` for
+/// any other path.
+pub fn pretraining_run_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    let weights = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
+    if !dir.join("checkpoints").is_dir() || weights.iter().any(|w| dir.join(w).is_file()) {
+        return Ok(None);
+    }
+    // A ptune checkpoint (prompt encoder only) is no model.
+    Ok(crate::train::checkpoint::latest(dir)?.filter(|ck| ck.join("config.json").is_file() && ck.join("model.safetensors").is_file()))
 }
 
 fn read_file(path: &Path) -> Result<Checkpoint> {

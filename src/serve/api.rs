@@ -80,6 +80,35 @@ pub struct CompletionRequest {
     /// OpenAI's end-user id; accepted and ignored.
     #[serde(default)]
     pub user: Option<String>,
+    /// OpenAI's token log-probabilities: only `null` (none) is accepted, so a client that sends
+    /// the default works and one that needs them hears that they are not supported.
+    #[serde(default)]
+    pub logprobs: Option<serde_json::Value>,
+    /// OpenAI's prompt echo: only `false` is accepted.
+    #[serde(default)]
+    pub echo: Option<bool>,
+    /// OpenAI's frequency penalty: only 0 is accepted.
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI's presence penalty: only 0 is accepted.
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    /// OpenAI's server-side best-of sampling: only 1 is accepted.
+    #[serde(default)]
+    pub best_of: Option<u64>,
+    /// OpenAI's stream options (with `stream: true`): `include_usage` sends a last chunk with
+    /// `usage` and no choices before `[DONE]`.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// OpenAI's `stream_options` of a completion request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamOptions {
+    /// Send a last chunk with the whole request's `usage` (and `"usage": null` in the others).
+    #[serde(default)]
+    pub include_usage: bool,
 }
 
 /// `POST /v1/fill`: GLM blank filling.

@@ -22,6 +22,8 @@ use crate::model::{Attention, BackboneInput, KvCache, ModelKind};
 use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -67,6 +69,8 @@ struct Active {
 pub(crate) struct Engine<'m> {
     model: &'m ServedModel,
     limits: &'m Limits,
+    /// The server's cancel of every request (see [`Ticket::cancelled`]).
+    cancelled: &'m Arc<AtomicBool>,
     cache: KvCache,
     rows: Vec<Row<'m>>,
     active: Vec<Active>,
@@ -75,8 +79,8 @@ pub(crate) struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// An empty batch.
-    pub(crate) fn new(model: &'m ServedModel, limits: &'m Limits) -> Self {
-        Self { model, limits, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
+    pub(crate) fn new(model: &'m ServedModel, limits: &'m Limits, cancelled: &'m Arc<AtomicBool>) -> Self {
+        Self { model, limits, cancelled, cache: model.backbone.new_cache(), rows: Vec::new(), active: Vec::new(), next_id: 0 }
     }
 
     /// Rows decoding now.
@@ -234,7 +238,7 @@ impl<'m> Engine<'m> {
             .active
             .iter()
             .filter_map(|a| {
-                let t = Ticket { tx: &a.tx, deadline: a.deadline, timeout: self.limits.timeout };
+                let t = Ticket { tx: &a.tx, deadline: a.deadline, timeout: self.limits.timeout, cancelled: self.cancelled };
                 t.should_stop().then(|| (a.id, t.stop_error()))
             })
             .collect();

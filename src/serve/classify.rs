@@ -28,6 +28,8 @@ pub(crate) fn classify(model: &ServedModel, plan: &ClassifyPlan, t: &Ticket<'_>)
         "labels": p.labels.iter().zip(&p.probs).zip(&p.scores)
             .map(|((l, pr), sc)| json!({"label": l, "probability": pr, "score": sc})).collect::<Vec<_>>(),
         "prompt": served.map(|p| p.source.display().to_string()),
+        // Field tokens cut to fit the model's positions (0: the whole input was read).
+        "truncated_tokens": plan.truncated,
     });
     Ok((body, 0))
 }

@@ -184,8 +184,14 @@ pub(crate) fn fill(model: &ServedModel, r: &FillRequest, plan: &FillPlan, t: &Ti
     }
     let fills = out.fills.iter().map(|f| tok.decode(&f.tokens, true)).collect::<crate::Result<Vec<_>>>()?;
     let generated: usize = out.fills.iter().map(|f| f.tokens.len() + usize::from(f.finished)).sum();
+    // The caller's text with only its blanks replaced: decoding the filled tokens would lose its
+    // spaces, line breaks and the characters the vocabulary lacks.
+    let text = match crate::generate::blank::splice_fills(tok, &r.text, &fills)? {
+        Some(text) => text,
+        None => tok.decode(&out.tokens, true)?,
+    };
     let body = json!({
-        "text": tok.decode(&out.tokens, true)?,
+        "text": text,
         "fills": fills,
         "scores": out.fills.iter().map(|f| f.score).collect::<Vec<_>>(),
         "finished": out.fills.iter().map(|f| f.finished).collect::<Vec<_>>(),

@@ -9,8 +9,10 @@ use std::time::Duration;
 pub struct Limits {
     /// Largest request body in bytes (larger: 413).
     pub max_body_bytes: usize,
-    /// Longest prompt in tokens, after the model's own framing (longer: 400 naming the limit).
-    /// The model's positions bound it too.
+    /// Longest prompt in tokens, counted on the prompt each endpoint builds: a completion's or
+    /// fill's context (the model's own framing included), the search prompt of a poem or answer,
+    /// a classification's compiled input (longer: 400 naming the limit). The model's positions
+    /// bound it too (a classification's input is cut to them, and its answer says by how much).
     pub max_prompt_tokens: usize,
     /// Largest `max_tokens` a request may ask for (larger: 400).
     pub max_tokens: usize,
@@ -18,7 +20,9 @@ pub struct Limits {
     pub max_choices: usize,
     /// Largest `beams` for fill, poem and answer.
     pub max_beams: usize,
-    /// Most completion rows (choices) decoded together in one continuous batch (1 = one at a time).
+    /// Most completion rows (choices) decoded together in one continuous batch (1 = one at a time);
+    /// a request with more rows (`n` × prompts) is refused, one that does not fit beside the
+    /// rows decoding waits for them.
     pub max_batch: usize,
     /// Requests waiting for the model beyond the one it is running (more: 429 with `Retry-After`).
     pub queue_len: usize,
@@ -116,6 +120,11 @@ impl ApiError {
             StatusCode::GATEWAY_TIMEOUT,
             format!("the request took longer than the {} s limit (--timeout) and was stopped", limit.as_secs_f64()),
         )
+    }
+    /// 503: a stopping server cancelled the request when its `--shutdown-grace` ended (or at a
+    /// second Ctrl-C / SIGTERM).
+    pub fn shutting_down() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down and cancelled this request; retry when it is back")
     }
     /// 499 (nginx's "client closed request"): the client left before the answer; only counted, never sent.
     pub fn client_closed() -> Self {

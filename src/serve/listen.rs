@@ -7,6 +7,8 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// The next stop request (its reason); never resolves once no one can send one.
@@ -17,10 +19,21 @@ async fn next_stop(stops: &mut UnboundedReceiver<&'static str>) -> &'static str 
     }
 }
 
+/// How long the cancelled requests get to send their 503 (the worker stops a request within one
+/// decode or search step) before their connections are dropped.
+const CANCEL_DRAIN: Duration = Duration::from_secs(2);
+
 /// Serves `app` on `listener` until the first stop, then drains: returns when every connection
-/// has finished, when the grace period ends, or at the second stop. Connections still open are
-/// dropped with the runtime, which tells the worker to stop their work.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, app: Router, limits: &Limits, mut stops: UnboundedReceiver<&'static str>) {
+/// has finished; when the grace period ends or at the second stop, it sets `cancelled` (the
+/// worker answers every request it holds with 503) and returns once those answers are out, for
+/// at most [`CANCEL_DRAIN`]. Connections still open then are dropped with the runtime.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &Limits,
+    mut stops: UnboundedReceiver<&'static str>,
+    cancelled: &AtomicBool,
+) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.read_timeout);
     let graceful = GracefulShutdown::new();
@@ -55,12 +68,20 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, app: Router, limits
             limits.shutdown_grace.as_secs_f64()
         );
     }
+    let mut drained = std::pin::pin!(graceful.shutdown());
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = &mut drained => return,
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("requests still running after {} s: stopping them", limits.shutdown_grace.as_secs_f64());
         }
         why = next_stop(&mut stops) => tracing::warn!("{why} again: stopping the requests in flight now"),
+    }
+    // Dropping a connection mid-request would leave its client without any answer: the worker
+    // answers 503 instead (an error event then `[DONE]` on a stream), and the connections close
+    // once that is sent.
+    cancelled.store(true, Ordering::Relaxed);
+    if tokio::time::timeout(CANCEL_DRAIN, &mut drained).await.is_err() {
+        tracing::warn!("connections still open {} s after the cancel: closing them", CANCEL_DRAIN.as_secs_f64());
     }
 }
 

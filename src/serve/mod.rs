@@ -18,6 +18,7 @@
 pub mod api;
 mod batch;
 pub mod bench;
+mod checks;
 mod classify;
 mod complete;
 mod inverse;
@@ -35,6 +36,8 @@ pub mod worker;
 pub use limits::{ApiError, Limits};
 pub use metrics::Metrics;
 pub use turing::TuringConfig;
+/// The up-front length check of inverse prompting, shared with `wenhui poem` and `wenhui answer`.
+pub use validate::{glm_search_fit, glm_search_positions, longest_poem, SearchTooLong};
 pub use worker::{ServedModel, ServedPrompt};
 
 use crate::model::{load_model, LoadOptions};
@@ -99,7 +102,8 @@ impl ServerHandle {
         &self.metrics
     }
     /// Stops accepting connections, finishes the requests in flight (for at most
-    /// [`Limits::shutdown_grace`], then cancels them), then stops the worker.
+    /// [`Limits::shutdown_grace`], then cancels them: each gets a 503, a stream an error event and
+    /// `[DONE]`), then stops the worker.
     pub fn shutdown(mut self) -> Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -177,11 +181,14 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
     let metrics = Arc::new(Metrics::default());
     let (queue, jobs) = std::sync::mpsc::sync_channel(limits.queue_len);
     let front = Arc::new(validate::Front::of(&model));
+    // Set when the grace period of a stop ends: the worker then answers every request it holds
+    // with 503, so that clients hear why instead of a cut connection.
+    let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = {
-        let (metrics, limits) = (metrics.clone(), limits.clone());
+        let (metrics, limits, cancelled) = (metrics.clone(), limits.clone(), cancelled.clone());
         std::thread::Builder::new()
             .name("wenhui-model".into())
-            .spawn(move || worker::run(model, jobs, metrics, limits))
+            .spawn(move || worker::run(model, jobs, metrics, limits, cancelled))
             .map_err(|e| Error::input(format!("cannot start the model worker: {e}")))?
     };
     let limits = Arc::new(limits);
@@ -199,7 +206,7 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let stops = listen::stop_requests(stop_rx, signals);
-                listen::serve(listener, routes::router(state), &limits, stops).await;
+                listen::serve(listener, routes::router(state), &limits, stops, &cancelled).await;
                 Ok::<(), std::io::Error>(())
             });
             // Dropping the runtime drops the connections still open (their receivers: the worker

@@ -139,9 +139,17 @@ async fn track(State(s): State<AppState>, mut req: Request, next: Next) -> Respo
 /// limit, 413 as soon as a body without one passes it, 408 when it does not arrive within
 /// `read_timeout` (hyper bounds the headers the same way).
 async fn read_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = s.limits.max_body_bytes;
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {limit} bytes (--max-body-bytes)"));
+    // A vote has its own, smaller limit: its 413 names that one, however large the body.
+    let vote = req.uri().path() == "/v1/turing/vote";
+    let limit = if vote { super::turing::MAX_VOTE_BYTES.min(s.limits.max_body_bytes) } else { s.limits.max_body_bytes };
+    let too_large = || {
+        let message = if vote {
+            format!("a vote is at most {limit} bytes")
+        } else {
+            format!("the request body is larger than {limit} bytes (--max-body-bytes)")
+        };
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large().into_response();
@@ -185,13 +193,61 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limits: &Limi
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty: send a JSON object"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let msg = e
-            .to_string()
-            .replace("data did not match any variant of untagged enum Prompts", "`prompt` must be a string or a list of strings")
-            .replace("data did not match any variant of untagged enum Stops", "`stop` must be a string or a list of strings");
-        ApiError::bad_request(format!("invalid JSON body: {msg}"))
-    })
+    json_object(&bytes, limits)
+}
+
+/// Reads a request body that must be one JSON object. serde would read a struct from a JSON array
+/// too (its fields in order), so anything but an object is refused first; errors name the field
+/// (`prompt[1]`, `temperature`) where there is one.
+pub(crate) fn json_object<T: DeserializeOwned>(bytes: &[u8], limits: &Limits) -> Result<T, ApiError> {
+    if !is_object(bytes) {
+        return Err(ApiError::bad_request("the body must be a JSON object ({\"field\": value, …})"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = (!path.is_empty() && path != ".").then_some(path);
+        ApiError::bad_request(json_error(&inner, field.as_deref(), limits))
+    })?;
+    // Trailing text after the object: `from_slice` refuses it as well.
+    de.end().map_err(|e| ApiError::bad_request(json_error(&e, None, limits)))?;
+    Ok(parsed)
+}
+
+/// Whether the first non-blank byte of `bytes` opens a JSON object.
+pub(crate) fn is_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The message of a JSON error at `field`: an out-of-range number says the field's range, the
+/// untagged lists say what they take.
+fn json_error(e: &serde_json::Error, field: Option<&str>, limits: &Limits) -> String {
+    let msg = e
+        .to_string()
+        .replace("data did not match any variant of untagged enum Prompts", "`prompt` must be a string or a list of strings")
+        .replace("data did not match any variant of untagged enum Stops", "`stop` must be a string or a list of strings");
+    match field {
+        Some(f) if msg.starts_with("number out of range") => {
+            format!("`{f}` is out of range ({msg}): {}", range_of(f, limits))
+        }
+        // (The untagged lists' messages name their field already.)
+        Some(f) if !msg.contains(&format!("`{f}`")) => format!("invalid JSON body: `{f}`: {msg}"),
+        _ => format!("invalid JSON body: {msg}"),
+    }
+}
+
+/// What a numeric request field takes, for an out-of-range value.
+fn range_of(field: &str, limits: &Limits) -> String {
+    match field {
+        "temperature" => "give a number ≥ 0 (0 = greedy; sampling usually takes 0.5 to 1.5)".into(),
+        "top_p" => "give a number in (0, 1]".into(),
+        "frequency_penalty" | "presence_penalty" => "only 0 is accepted (penalties are not supported)".into(),
+        "max_tokens" => format!("give a whole number from 1 to {} (--max-tokens)", limits.max_tokens),
+        "beams" => format!("give a whole number from 1 to {} (--max-beams)", limits.max_beams),
+        "n" => format!("give a whole number from 1 to {} (--max-choices)", limits.max_choices),
+        _ => "give a smaller number (a whole number fits 64 bits, a decimal 32 bits)".into(),
+    }
 }
 
 /// Puts `work` on the queue: the receiver of its messages and its deadline, or 429 when the queue is full.
@@ -292,7 +348,7 @@ async fn completions(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let stream = req.stream;
+    let (stream, stream_options) = (req.stream, req.stream_options.clone());
     let model = req.model.clone().unwrap_or_else(|| s.model["id"].as_str().unwrap_or("wenhui").to_string());
     let rx = match submit(&s, Work::Complete(req, plan)) {
         Ok(rx) => rx,
@@ -303,14 +359,22 @@ async fn completions(
     }
     // One id for every chunk of this completion.
     let (id, created) = (completion_id(), now_secs());
-    let chunk = move |choice: usize, text: &str, reason: Option<&str>| {
-        json!({"id": id, "object": "text_completion", "created": created, "model": model,
-               "choices": [{"text": text, "index": choice, "logprobs": null, "finish_reason": reason}]})
-        .to_string()
+    // As OpenAI: with `include_usage`, every chunk has `"usage": null` and a last chunk without
+    // choices carries the whole request's usage.
+    let include_usage = stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |choices: serde_json::Value, usage: Option<serde_json::Value>| {
+        let mut c = json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices});
+        if include_usage {
+            c["usage"] = usage.unwrap_or(serde_json::Value::Null);
+        }
+        c.to_string()
     };
+    let choice =
+        |index: usize, text: &str, reason: Option<&str>| json!([{"text": text, "index": index, "logprobs": null, "finish_reason": reason}]);
     sse(&s, rx, outcome, move |m| match m {
-        Msg::Delta { choice, text } => Some(chunk(choice, &text, None)),
-        Msg::Finish { choice, reason } => Some(chunk(choice, "", Some(reason))),
+        Msg::Delta { choice: i, text } => Some(chunk(choice(i, &text, None), None)),
+        Msg::Finish { choice: i, reason } => Some(chunk(choice(i, "", Some(reason)), None)),
+        Msg::Done(Ok(body)) if include_usage => Some(chunk(json!([]), Some(body["usage"].clone()))),
         Msg::Done(Err(e)) => Some(e.body().to_string()),
         _ => None,
     })
@@ -330,11 +394,15 @@ async fn fill(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) ->
 /// `POST /v1/poem` (SSE with `stream: true`: one event per decided line, one per line refinement
 /// replaces (`revised: true`), then the whole result).
 async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outcome>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let (req, plan) =
-        match parse::<PoemRequest>(body, &s.limits).and_then(|r| super::validate::poem(&s.front, &r, &s.limits).map(|p| (r, p))) {
-            Ok(checked) => checked,
-            Err(e) => return e.into_response(),
-        };
+    let (req, plan) = match parse::<PoemRequest>(body, &s.limits).and_then(|r| {
+        let plan = super::validate::poem(&s.front, &r, &s.limits)?;
+        // --max-prompt-tokens counts the tokens of the prompt the search builds, as on every endpoint.
+        super::checks::search_prompt(&s.front, &plan.task, &plan.fields, &s.limits, "`title` and `author`", "`title` (or `author`)")?;
+        Ok((r, plan))
+    }) {
+        Ok(checked) => checked,
+        Err(e) => return e.into_response(),
+    };
     let stream = req.stream;
     match submit(&s, Work::Poem(req, plan)) {
         Ok(rx) if stream => {
@@ -367,7 +435,8 @@ async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
 
 /// `POST /v1/classify`.
 async fn classify(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked = parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r).map(Work::Classify));
+    let checked =
+        parse::<ClassifyRequest>(body, &s.limits).and_then(|r| super::validate::classify(&s.front, &r, &s.limits).map(Work::Classify));
     match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),
@@ -389,8 +458,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /openapi.json`.
-async fn openapi() -> Response {
-    Json(super::openapi::document()).into_response()
+async fn openapi(State(s): State<AppState>) -> Response {
+    Json(super::openapi::document(&s.limits)).into_response()
 }
 
 async fn not_found(req: Request) -> Response {

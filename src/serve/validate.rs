@@ -7,7 +7,7 @@
 use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::limits::{ApiError, Limits};
 use super::worker::ServedModel;
-use crate::generate::inverse::{render, InverseMode, Task};
+use crate::generate::inverse::{render, window, InverseMode, Task};
 use crate::generate::poetry::{to_simplified, Constraints, Form};
 use crate::generate::{glm_context, GenerationConfig};
 use crate::model::ModelKind;
@@ -49,15 +49,20 @@ fn not_blank(text: &str, what: &str) -> Result<(), ApiError> {
 
 /// Checks a prompt's token count against the limit and the model.
 pub(crate) fn check_prompt(front: &Front, n: usize, limits: &Limits) -> Result<(), ApiError> {
+    check_named_prompt(front, "the prompt", n, limits)
+}
+
+/// [`check_prompt`] for the prompt called `name` (`prompt 2` of a list).
+fn check_named_prompt(front: &Front, name: &str, n: usize, limits: &Limits) -> Result<(), ApiError> {
     let max_pos = front.max_positions;
     if n > limits.max_prompt_tokens {
         return Err(ApiError::bad_request(format!(
-            "the prompt is {n} tokens, over the limit of {} prompt tokens (--max-prompt-tokens); shorten it",
+            "{name} is {n} tokens, over the limit of {} prompt tokens (--max-prompt-tokens); shorten it",
             limits.max_prompt_tokens
         )));
     }
     if n > max_pos {
-        return Err(ApiError::bad_request(format!("the prompt is {n} tokens but the model has only {max_pos} positions; shorten it")));
+        return Err(ApiError::bad_request(format!("{name} is {n} tokens but the model has only {max_pos} positions; shorten it")));
     }
     Ok(())
 }
@@ -154,6 +159,17 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
             prompts.len()
         )));
     }
+    // Every choice is a row of the decode batch, and one request's rows join it together.
+    let rows = prompts.len() * n;
+    if rows > limits.max_batch {
+        return Err(ApiError::bad_request(format!(
+            "n × prompts is {rows} ({n} × {}), but this server decodes at most {} rows together (--max-batch); lower `n` or send \
+             the prompts in separate requests",
+            prompts.len(),
+            limits.max_batch
+        )));
+    }
+    super::checks::openai_defaults(r)?;
     let max_new = r.max_tokens.unwrap_or(16);
     check_max_tokens(max_new, limits)?;
     let stops = r.stop.as_ref().map(|s| s.list()).unwrap_or_default();
@@ -166,7 +182,9 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
     let tok = &front.tokenizer;
     let mut contexts = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
-        not_blank(p, &if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {i}") })?;
+        // Numbered from 1, in every message about one prompt of a list.
+        let name = if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {}", i + 1) };
+        not_blank(p, &name)?;
         let ids = match front.kind {
             ModelKind::Glm => glm_context(tok, p)?,
             ModelKind::Gpt2 => tok.encode(p, false)?,
@@ -177,7 +195,7 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
         if ids.is_empty() {
             return Err(ApiError::bad_request("the prompt encodes to no tokens; give visible text"));
         }
-        check_prompt(front, ids.len(), limits)?;
+        check_named_prompt(front, if prompts.len() == 1 { "the prompt" } else { &name }, ids.len(), limits)?;
         contexts.push(ids);
     }
     Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0) })
@@ -209,6 +227,17 @@ pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<Fi
     let temperature = r.temperature.unwrap_or(0.0);
     check_temperature(temperature)?;
     check_top_p(r.top_p)?;
+    if beams > 1 && temperature > 0.0 {
+        return Err(ApiError::bad_request(format!(
+            "`beams` > 1 needs `temperature` 0 (beam search is deterministic); or use beams 1 to sample (got beams {beams}, \
+             temperature {temperature})"
+        )));
+    }
+    // As `wenhui fill`: a text the model can read nothing of is refused (every character [UNK]).
+    let unknown = crate::generate::unknown_text(&front.tokenizer, &r.text)?;
+    if unknown.all_unknown() {
+        return Err(ApiError::bad_request(unknown.warn_or_refusal("`text`").unwrap_or_default()));
+    }
     let context = glm_context(&front.tokenizer, &r.text)?;
     check_prompt(front, context.len(), limits)?;
     Ok(FillPlan { context, max_new, beams, temperature })
@@ -275,36 +304,125 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
     ]);
     let fields = task.fields(&given)?;
     if front.kind == ModelKind::Glm {
-        let need = poem_positions(front, &task, &fields, constraints.form)?;
-        if need > front.max_positions {
-            let over = need - front.max_positions;
+        let units = longest_poem(constraints.form);
+        if let Some(t) = glm_search_fit(&front.tokenizer, &task, &fields, &units, "title", front.max_positions)? {
+            let form = constraints.form.name();
+            let (what, advice) = if t.fits > 0 {
+                let or = if r.author.is_some() { " (or shorten `author`)" } else { "" };
+                ("the title is", format!("shorten `title` to at most {} characters{or}", t.fits))
+            } else if r.author.is_some() {
+                ("the author is", "shorten `author`".to_string())
+            } else {
+                ("this form is", "choose a shorter form".to_string())
+            };
             return Err(ApiError::bad_request(format!(
-                "the title is too long for a {} on this model: the prompt with the longest {} takes {need} positions but the model \
-                 has {}; shorten `title` by at least {over} characters{}",
-                constraints.form.name(),
-                constraints.form.name(),
-                front.max_positions,
-                if r.author.is_some() { " (or `author`)" } else { "" }
+                "{what} too long for a {form} on this model: the prompt with the longest {form} takes {} positions but the model \
+                 has {}; {advice}",
+                t.need, t.max_positions
             )));
         }
     }
     Ok(PoemPlan { constraints, title, task, fields })
 }
 
-/// The most positions a GLM poem search uses: the Part A of refinement (the prompt holding the
-/// whole poem, one line blanked) and of the inverse prompt (the poem, the title blanked), for a
-/// poem of the form's full length.
-fn poem_positions(front: &Front, task: &Task, fields: &BTreeMap<String, String>, form: Form) -> Result<usize, ApiError> {
-    let line = |k: usize| "春".repeat(form.line_len()) + if k.is_multiple_of(2) { "，" } else { "。" };
-    let poem: String = (0..form.lines()).map(line).collect();
-    let rest: String = (1..form.lines()).map(line).collect();
-    let part_a = |template: &str, text: &str| -> Result<usize, ApiError> {
-        let body = front.tokenizer.encode(&render(template, fields, text), false)?.len();
+/// Positions `Context::prepare` keeps free after the forward prompt: it refuses a prompt that
+/// leaves fewer, so the check counts them as the search does.
+const FORWARD_MARGIN: usize = 8;
+
+/// The longest poem of `form`, as its lines: a stand-in character (one token) per position and
+/// the form's punctuation, which is what [`glm_search_positions`] needs of the text.
+pub fn longest_poem(form: Form) -> Vec<String> {
+    (0..form.lines()).map(|k| "春".repeat(form.line_len()) + if k.is_multiple_of(2) { "，" } else { "。" }).collect()
+}
+
+/// The most positions a GLM inverse-prompting search of `task` takes for `fields` once its text
+/// has grown to `units`: the forward prompt (Part A with the blank, and the positions the search
+/// keeps free after it), the refinement prompt (the text with one unit blanked, when the task
+/// refines), the inverse prompt (the target field blanked, holding the window of the last unit)
+/// and the target read as Part B. A prompt past the model's positions would otherwise fail the
+/// search only when it gets there, after the text so far was written.
+pub fn glm_search_positions(
+    tokenizer: &Tokenizer,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    units: &[String],
+) -> crate::Result<usize> {
+    let part_a = |template: &str, text: &str| -> crate::Result<usize> {
+        let body = tokenizer.encode(&render(template, fields, text), false)?.len();
         Ok(1 + body + usize::from(task.forward.append_eos))
     };
-    let refine = if task.search.refine_rounds > 0 { part_a(&task.forward.prompt, &format!("[MASK]{rest}"))? } else { 0 };
-    let inverse = part_a(&task.inverse_prompt(), &poem)?;
-    Ok(refine.max(inverse))
+    let forward = part_a(&task.forward.prompt, "[gMASK]")? + FORWARD_MARGIN;
+    let Some((last, before)) = units.split_last() else { return Ok(forward) };
+    let refine = if task.search.refine_rounds > 0 { part_a(&task.forward.prompt, &format!("[MASK]{}", units[1..].concat()))? } else { 0 };
+    let text = window(task.inverse.window, before, last);
+    let (inverse, target) = match task.inverse.mode {
+        InverseMode::Glm => {
+            let target = fields.get(&task.inverse.target).map_or(Ok(0), |v| tokenizer.encode(v, false).map(|t| t.len()))?;
+            // The target is read with its `[eop]`.
+            (part_a(&task.inverse_prompt(), &text)?, target + 1)
+        }
+        InverseMode::Causal => {
+            let context = render(task.inverse.context.as_deref().unwrap_or("{window}"), fields, &text);
+            let target = render(task.inverse.target_text.as_deref().unwrap_or(""), fields, "");
+            // `[CLS]` before the window and the blank after it.
+            (2 + tokenizer.encode(&context, false)?.len(), tokenizer.encode(&target, false)?.len())
+        }
+    };
+    Ok(forward.max(refine).max(inverse).max(target))
+}
+
+/// How a GLM inverse-prompting search overruns the model's positions (see [`glm_search_fit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchTooLong {
+    /// Positions the longest of the search's prompts takes.
+    pub need: usize,
+    /// The model's positions.
+    pub max_positions: usize,
+    /// Characters in the field that was checked.
+    pub chars: usize,
+    /// How many of its first characters would fit, the other fields as given (0: none, so
+    /// another field, or the length of the text, is what does not fit).
+    pub fits: usize,
+}
+
+/// The one up-front length check of inverse prompting (`/v1/poem`, `wenhui poem`, `wenhui
+/// answer`): `None` when the search of `task` for `fields` and a text of `units` fits a GLM of
+/// `max_positions` positions (see [`glm_search_positions`]); otherwise how far it does not, with
+/// how many characters of `field` would fit.
+pub fn glm_search_fit(
+    tokenizer: &Tokenizer,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    units: &[String],
+    field: &str,
+    max_positions: usize,
+) -> crate::Result<Option<SearchTooLong>> {
+    let need = glm_search_positions(tokenizer, task, fields, units)?;
+    if need <= max_positions {
+        return Ok(None);
+    }
+    let value: Vec<char> = fields.get(field).map(|v| v.chars().collect()).unwrap_or_default();
+    let fits_with = |n: usize| -> crate::Result<bool> {
+        let mut shorter = fields.clone();
+        shorter.insert(field.to_string(), value[..n].iter().collect());
+        Ok(glm_search_positions(tokenizer, task, &shorter, units)? <= max_positions)
+    };
+    // The prompts grow with the field: the longest prefix that fits lies between `lo` (fits)
+    // and `hi` (does not).
+    let mut fits = 0;
+    if fits_with(0)? {
+        let (mut lo, mut hi) = (0, value.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits_with(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        fits = lo;
+    }
+    Ok(Some(SearchTooLong { need, max_positions, chars: value.len(), fits }))
 }
 
 /// A checked `/v1/answer` request.
@@ -320,15 +438,11 @@ pub(crate) struct AnswerPlan {
 pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Result<AnswerPlan, ApiError> {
     not_blank(&r.question, "question")?;
     let description = r.description.clone().unwrap_or_default();
-    if r.question.chars().count() + description.chars().count() > limits.max_prompt_tokens {
-        return Err(ApiError::bad_request(format!(
-            "question and description are longer than {} characters (--max-prompt-tokens)",
-            limits.max_prompt_tokens
-        )));
-    }
     let task = task(front, "answer", r.beams, limits)?;
     let given = BTreeMap::from([("question".to_string(), r.question.clone()), ("description".to_string(), description)]);
     let fields = task.fields(&given)?;
+    // --max-prompt-tokens counts the tokens of the prompt the search builds, as on every endpoint.
+    super::checks::search_prompt(front, &task, &fields, limits, "`question` and `description`", "`question` or `description`")?;
     Ok(AnswerPlan { task, fields })
 }
 
@@ -348,13 +462,15 @@ pub(crate) struct ClassifyPlan {
     pub(crate) source: TaskSource,
     /// The example's field values, read as `wenhui classify` reads its JSON input.
     pub(crate) example: BTreeMap<String, String>,
+    /// Field tokens cut to fit the model's positions (the response reports them).
+    pub(crate) truncated: usize,
 }
 
 /// Checks a `/v1/classify` request: its task (a served prompt's task, a built-in name or TOML
 /// text) and its input, read as `wenhui classify` reads a JSON object (a SuperGLUE line through
 /// the task's reader, so RTE's hypothesis loses its final punctuation alike; else the task's
 /// fields), which must make exactly one example.
-pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<ClassifyPlan, ApiError> {
+pub(crate) fn classify(front: &Front, r: &ClassifyRequest, limits: &Limits) -> Result<ClassifyPlan, ApiError> {
     let (source, task) = match (&r.task, &r.task_toml) {
         (Some(name), None) => match front.prompt_tasks.iter().position(|t| t.spec.name == *name) {
             Some(i) => (TaskSource::Served(i), front.prompt_tasks[i].clone()),
@@ -374,7 +490,7 @@ pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<ClassifyPla
         }
     };
     let input = serde_json::Value::Object(r.input.clone());
-    let mut examples = task.examples_from_json(&input).map_err(|e| ApiError::bad_request(format!("input: {e}")))?;
+    let mut examples = task.examples_from_json(&input).map_err(|e| super::checks::about_input(e.into()))?;
     if examples.len() != 1 {
         return Err(ApiError::bad_request(format!(
             "input makes {} examples for task `{}` (a SuperGLUE MultiRC line holds one per answer option); send one example's fields: {}",
@@ -384,5 +500,6 @@ pub(crate) fn classify(front: &Front, r: &ClassifyRequest) -> Result<ClassifyPla
         )));
     }
     let example = examples.swap_remove(0).fields;
-    Ok(ClassifyPlan { source, example })
+    let truncated = super::checks::classify_input(front, &task, matches!(source, TaskSource::Served(_)), &example, limits)?;
+    Ok(ClassifyPlan { source, example, truncated })
 }

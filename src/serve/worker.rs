@@ -9,6 +9,7 @@ use super::validate::{AnswerPlan, ClassifyPlan, FillPlan, PoemPlan, Prepared};
 use crate::generate::inverse::Cancel;
 use crate::model::{Backbone, ModelKind};
 use crate::tokenizer::Tokenizer;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,16 +148,21 @@ pub(crate) struct Ticket<'a> {
     pub(crate) tx: &'a UnboundedSender<Msg>,
     pub(crate) deadline: Instant,
     pub(crate) timeout: Duration,
+    /// Set when a stopping server cancels the requests in flight (its grace period is over).
+    pub(crate) cancelled: &'a Arc<AtomicBool>,
 }
 
 impl Ticket<'_> {
-    /// True when the client is gone or the deadline passed.
+    /// True when the client is gone, the deadline passed or the server cancels its requests.
     pub(crate) fn should_stop(&self) -> bool {
-        self.tx.is_closed() || Instant::now() >= self.deadline
+        self.tx.is_closed() || Instant::now() >= self.deadline || self.cancelled.load(Ordering::Relaxed)
     }
-    /// The error for a stopped request (504 after the deadline; the client is gone otherwise).
+    /// The error for a stopped request: 503 when the server cancelled it, 504 after the deadline;
+    /// the client is gone otherwise.
     pub(crate) fn stop_error(&self) -> ApiError {
-        if Instant::now() >= self.deadline {
+        if self.cancelled.load(Ordering::Relaxed) {
+            ApiError::shutting_down()
+        } else if Instant::now() >= self.deadline {
             ApiError::timeout(self.timeout)
         } else {
             ApiError::client_closed()
@@ -164,8 +170,8 @@ impl Ticket<'_> {
     }
     /// The same check as [`Ticket::should_stop`], for a search that runs on its own.
     pub(crate) fn cancel(&self) -> Cancel {
-        let (tx, deadline) = (self.tx.clone(), self.deadline);
-        Cancel::new(move || tx.is_closed() || Instant::now() >= deadline)
+        let (tx, deadline, cancelled) = (self.tx.clone(), self.deadline, self.cancelled.clone());
+        Cancel::new(move || tx.is_closed() || Instant::now() >= deadline || cancelled.load(Ordering::Relaxed))
     }
     /// Sends a progress message (ignored when the client is gone).
     pub(crate) fn send(&self, m: Msg) {
@@ -174,28 +180,33 @@ impl Ticket<'_> {
 }
 
 /// Runs jobs until every sender of `jobs` is dropped (the server shut down) and the batch is
-/// empty. Completions join the continuous batch (`serve::batch`) between decode steps; other
-/// requests (fill, poem, answer, GLM prompts with several blanks) run alone when taken.
-pub(crate) fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits) {
-    let mut engine = Engine::new(&model, &limits);
+/// empty. Completions join the continuous batch (`serve::batch`) between decode steps when all
+/// their rows fit within `--max-batch`; other requests (fill, poem, answer, GLM prompts with
+/// several blanks) run alone when taken. `cancelled`: the server stops, every request answers 503.
+pub(crate) fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>, limits: Limits, cancelled: Arc<AtomicBool>) {
+    let mut engine = Engine::new(&model, &limits, &cancelled);
+    // A completion taken off the queue whose rows do not fit the batch yet: it waits here, first
+    // in line (no later request overtakes it), until enough rows have left.
+    let mut held: Option<Job> = None;
     loop {
-        let mut next = if engine.rows() == 0 {
-            match jobs.recv() {
-                Ok(j) => Some(j),
-                Err(_) => break,
-            }
-        } else if engine.rows() < limits.max_batch {
-            jobs.try_recv().ok()
-        } else {
-            None
-        };
-        while let Some(job) = next.take() {
-            metrics.dequeued();
-            admit(&mut engine, &model, job, &metrics, &limits);
-            if engine.rows() >= limits.max_batch {
+        loop {
+            let job = match held.take() {
+                Some(job) => job,
+                None if engine.rows() == 0 => match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+                None => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            if !fits(&engine, &job, &limits, &cancelled) {
+                held = Some(job);
                 break;
             }
-            next = jobs.try_recv().ok();
+            metrics.dequeued();
+            admit(&mut engine, &model, job, &metrics, &limits, &cancelled);
         }
         if engine.rows() > 0 {
             let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.step(&metrics)));
@@ -207,9 +218,22 @@ pub(crate) fn run(model: ServedModel, jobs: Receiver<Job>, metrics: Arc<Metrics>
     }
 }
 
+/// Whether `job` can start now: a batched completion only when all its rows fit within
+/// `--max-batch` beside the rows decoding (validation refuses a request with more rows than that,
+/// so an empty batch takes any); a request that is to stop anyway is answered at once.
+fn fits(engine: &Engine<'_>, job: &Job, limits: &Limits, cancelled: &Arc<AtomicBool>) -> bool {
+    match &job.work {
+        Work::Complete(_, p) if engine.batchable(p) => {
+            let stop = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout, cancelled }.should_stop();
+            stop || engine.rows() == 0 || engine.rows() + p.contexts.len() * p.n <= limits.max_batch
+        }
+        _ => true,
+    }
+}
+
 /// Starts one request: a completion joins the batch, anything else runs now.
-fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits) {
-    let waited = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
+fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metrics, limits: &Limits, cancelled: &Arc<AtomicBool>) {
+    let waited = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout, cancelled };
     if waited.should_stop() {
         return waited.send(Msg::Done(Err(waited.stop_error())));
     }
@@ -217,7 +241,7 @@ fn admit(engine: &mut Engine<'_>, model: &ServedModel, job: Job, metrics: &Metri
         Job { work: Work::Complete(r, p), tx, deadline } if engine.batchable(&p) => return engine.join(r, p, tx, deadline),
         job => job,
     };
-    let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout };
+    let ticket = Ticket { tx: &job.tx, deadline: job.deadline, timeout: limits.timeout, cancelled };
     let started = Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(model, &job.work, &ticket)));
     let result = match result {

@@ -154,7 +154,7 @@ pub fn publish(run: &Path, step: u64, keep_last: usize, fill: impl FnOnce(&Path)
 }
 
 /// Step directories under `root`, oldest first.
-fn step_dirs(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub(crate) fn step_dirs(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     if !root.is_dir() {
         return Ok(Vec::new());
     }
@@ -188,29 +188,39 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// The newest complete checkpoint of a run directory, if any.
+/// The newest complete checkpoint of a run directory, if any. `<run>/latest` names it; when it
+/// names another (a run killed between publishing a checkpoint and updating `latest`, or an
+/// edited file), the newest complete one is used and a warning says so.
 pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
+    let newest = step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file());
     let named = run.join("latest");
-    if named.is_file() {
-        let name = read_text(&named)?.trim().to_string();
-        let dir = checkpoints_dir(run).join(&name);
-        if dir.join("trainer_state.json").is_file() {
-            return Ok(Some(dir));
+    if !named.is_file() {
+        return Ok(newest);
+    }
+    let name = read_text(&named)?.trim().to_string();
+    let dir = checkpoints_dir(run).join(&name);
+    if newest.as_ref().is_none_or(|n| *n == dir) {
+        return Ok(newest);
+    }
+    // A resume reads the run several times (configuration, run directory, checkpoint), by
+    // relative and by absolute path: one warning per file is enough.
+    static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let key = named.canonicalize().unwrap_or_else(|_| named.clone());
+    let first = WARNED.lock().is_ok_and(|mut seen| {
+        !seen.contains(&key) && {
+            seen.push(key.clone());
+            true
         }
-        // A resume reads the run several times (configuration, run directory, checkpoint): one
-        // warning per file is enough.
-        static WARNED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-        let first = WARNED.lock().is_ok_and(|mut seen| {
-            !seen.contains(&named) && {
-                seen.push(named.clone());
-                true
-            }
-        });
-        if first {
-            tracing::warn!("{} names {name}, which is not a complete checkpoint; using the newest one found", named.display());
+    });
+    if first {
+        let found = newest.as_ref().and_then(|n| n.file_name()).map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        if dir.join("trainer_state.json").is_file() {
+            tracing::warn!("{} names {name}, but {found} is newer and complete; using {found}", named.display());
+        } else {
+            tracing::warn!("{} names {name}, which is not a complete checkpoint; using the newest one found ({found})", named.display());
         }
     }
-    Ok(step_dirs(&checkpoints_dir(run))?.into_iter().rev().map(|(_, d)| d).find(|d| d.join("trainer_state.json").is_file()))
+    Ok(newest)
 }
 
 /// The kept checkpoint of a pretraining run with the lowest validation loss in its
@@ -230,13 +240,31 @@ pub fn best_by_val_loss(run: &Path) -> Result<(PathBuf, u64, f64)> {
             loss.is_finite().then_some((d, step, loss))
         })
         .min_by(|a, b| a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)))
-        .ok_or_else(|| {
-            Error::file(
+        .ok_or_else(|| match no_validation(run) {
+            Some(why) => {
+                Error::file(&metrics, format!("no validation ran in this run ({why}): export a checkpoint by its directory instead"))
+            }
+            None => Error::file(
                 &metrics,
                 "no validation loss was logged at the step of a kept checkpoint (validate at the save steps: eval_every dividing \
                  save_every); export a checkpoint by its directory instead",
-            )
+            ),
         })
+}
+
+/// Why a run held no documents out, as its `split.json` records: none were held out because the
+/// corpus was too small, or valid_fraction was 0. `None` when it held some out (or says nothing).
+fn no_validation(run: &Path) -> Option<String> {
+    let split: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("split.json")).ok()?).ok()?;
+    if !split.get("valid_documents")?.as_array()?.is_empty() {
+        return None;
+    }
+    let fraction = split.get("valid_fraction").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    Some(match split.get("documents").and_then(|v| v.as_u64()) {
+        _ if fraction <= 0.0 => "valid_fraction was 0, so no documents were held out".to_string(),
+        Some(n) => format!("the corpus was too small to hold documents out: {n} document(s), and validation needs at least 2"),
+        None => "the corpus was too small to hold documents out (split.json lists none)".to_string(),
+    })
 }
 
 /// An error when the checkpoint in `dir`, at `step`, leaves no step of the run's `total`:
@@ -310,9 +338,15 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         path.to_path_buf()
     } else {
         latest(path)?.ok_or_else(|| {
+            let model = path.join("config.json").is_file();
             Error::file(
                 path,
-                "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/",
+                if model {
+                    "is a model directory, not a training run: --resume continues a run (a run directory or one of its \
+                     checkpoints/step-N)"
+                } else {
+                    "no checkpoint here: expected a checkpoint directory (with trainer_state.json) or a run directory with checkpoints/"
+                },
             )
         })?
     })

@@ -55,9 +55,10 @@ pub struct PretrainConfig {
     #[serde(default = "d::valid_batches")]
     pub valid_batches: usize,
 
-    /// Objective. Blank infilling (GLM) presets: `default` (= `blank`; token 0.5 / document 0.5),
-    /// `glm-large` (token only), `glm-10b` (token 0.5 / sentence 0.3 / document 0.2). Or `mlm`
-    /// (BERT masked LM: 15%, 80/10/10) or `causal` (GPT-2 next-token prediction).
+    /// Objective. Blank infilling (GLM) presets: `default` (= `blank`, THUDM's argument defaults;
+    /// token 0.5 / document 0.5, `[MASK]` only), `glm-large` (token only), `glm-10b` (token 0.5 /
+    /// sentence 0.3 / document 0.2, `[sMASK]`/`[gMASK]`, `[dBLOCK]` 0.1, short batches 0.02). Or
+    /// `mlm` (BERT masked LM: 15%, 80/10/10) or `causal` (GPT-2 next-token prediction).
     #[serde(default = "d::preset")]
     pub objective: String,
     /// Architecture of a fresh model: `glm`, `bert` or `gpt2`; by default the one the objective
@@ -79,6 +80,19 @@ pub struct PretrainConfig {
     /// Overrides the preset's prefix-LM probability for document spans.
     #[serde(default)]
     pub prefix_lm_prob: Option<f64>,
+    /// Overrides the preset's `[dBLOCK]` probability for token-span inputs (glm-10b 0.1).
+    #[serde(default)]
+    pub block_mask_prob: Option<f64>,
+    /// Overrides the preset's probability of a short-sequence batch (glm-10b 0.02).
+    #[serde(default)]
+    pub short_seq_prob: Option<f64>,
+    /// Sentence spans include their end punctuation (THUDM, the default) or not (the shipped
+    /// poetry models).
+    #[serde(default)]
+    pub sentence_end_in_span: Option<bool>,
+    /// Overrides the preset's use of `[sMASK]`/`[gMASK]` (glm-10b true, default/glm-large false).
+    #[serde(default)]
+    pub task_masks: Option<bool>,
 
     /// Optimizer steps.
     #[serde(default = "d::steps")]
@@ -131,6 +145,10 @@ pub struct PretrainConfig {
     /// set, as opposed to defaults: a run from `init_from` checks them against that model.
     #[serde(skip)]
     pub model_fields_given: Vec<String>,
+    /// Whether the file or the flags set `seq_len` (not its default): a run from `init_from`
+    /// lowers a default one to the model's positions.
+    #[serde(skip)]
+    pub seq_len_given: bool,
 }
 
 /// The fields that shape a fresh model; a run from `init_from` takes them from that model.
@@ -237,6 +255,7 @@ impl PretrainConfig {
         }
         let given: Vec<String> =
             MODEL_FIELDS.iter().filter(|f| value.get(**f).is_some_and(|v| !v.is_null())).map(|f| f.to_string()).collect();
+        let seq_len_given = value.get("seq_len").is_some_and(|v| !v.is_null());
         // A field given as a flag is blamed on the flag, not on the file.
         let blame = |field: &str, msg: String| match flags.contains(field) {
             true => Error::input(format!("--{}: {msg}", field.replace('_', "-"))),
@@ -254,6 +273,7 @@ impl PretrainConfig {
             blame(&field, msg)
         })?;
         cfg.model_fields_given = given;
+        cfg.seq_len_given = seq_len_given;
         cfg.validate(&origin).map_err(|e| match e {
             Error::Config { field, msg, .. } => blame(&field, msg),
             other => other,
@@ -305,8 +325,40 @@ impl PretrainConfig {
         if let Some(v) = self.prefix_lm_prob {
             o.prefix_lm_prob = v;
         }
+        if let Some(v) = self.block_mask_prob {
+            o.block_mask_prob = v;
+        }
+        if let Some(v) = self.short_seq_prob {
+            o.short_seq_prob = v;
+        }
+        if let Some(v) = self.sentence_end_in_span {
+            o.sentence_end_in_span = v;
+        }
+        if let Some(v) = self.task_masks {
+            o.task_masks = v;
+        }
         o.validate()?;
         Ok(o)
+    }
+
+    /// The blank-infilling overrides that are set although the objective (`mlm`, `causal`) does
+    /// not use them, by field name.
+    pub fn unused_objective_fields(&self) -> Vec<&'static str> {
+        if self.lm_objective(0) == LmObjective::Blank {
+            return Vec::new();
+        }
+        let set = [
+            ("token_prob", self.token_prob.is_some()),
+            ("sentence_prob", self.sentence_prob.is_some()),
+            ("sentence_mask_ratio", self.sentence_mask_ratio.is_some()),
+            ("doc_min_ratio", self.doc_min_ratio.is_some()),
+            ("prefix_lm_prob", self.prefix_lm_prob.is_some()),
+            ("block_mask_prob", self.block_mask_prob.is_some()),
+            ("short_seq_prob", self.short_seq_prob.is_some()),
+            ("sentence_end_in_span", self.sentence_end_in_span.is_some()),
+            ("task_masks", self.task_masks.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
     }
 
     fn validate(&self, origin: &Path) -> Result<()> {
@@ -314,8 +366,11 @@ impl PretrainConfig {
         if self.steps == 0 {
             return err("steps", "must be positive");
         }
-        if self.batch_size == 0 || self.accumulate == 0 {
-            return err("batch_size", "batch_size and accumulate must be positive");
+        if self.batch_size == 0 {
+            return err("batch_size", "must be positive");
+        }
+        if self.accumulate == 0 {
+            return err("accumulate", "must be positive (micro-batches per step)");
         }
         if self.seq_len < 8 {
             return err("seq_len", "must be at least 8");

@@ -101,7 +101,9 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
                 batch_size: o.batch_size,
                 pack: true,
                 seed: o.seed,
-                objectives: ObjectiveConfig::preset(&o.objective)?,
+                // The loss of the objective itself: no [dBLOCK] noise in Part B, no re-cut batches
+                // (training-time augmentations; a tokenizer without [dBLOCK] evaluates too).
+                objectives: ObjectiveConfig { block_mask_prob: 0.0, short_seq_prob: 0.0, ..ObjectiveConfig::preset(&o.objective)? },
                 lm: Default::default(),
             };
             let mut stream = eval_stream(&corpus, &ids, &stream_cfg, tokens, &sentence_end_ids(&tokenizer))?;

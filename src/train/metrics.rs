@@ -42,6 +42,8 @@ pub struct RunDir {
     made: bool,
     /// This run created its `metrics.jsonl`.
     made_log: bool,
+    /// Other files this run created in a directory that was there before ([`RunDir::created`]).
+    made_files: Vec<PathBuf>,
     started: bool,
 }
 
@@ -51,7 +53,15 @@ impl RunDir {
         let made = !resumed && !dir.exists();
         let made_log = !resumed && !dir.join("metrics.jsonl").exists();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        Ok(Self { dir: dir.to_path_buf(), made, made_log, started: resumed })
+        Ok(Self { dir: dir.to_path_buf(), made, made_log, made_files: Vec::new(), started: resumed })
+    }
+
+    /// The run has written `name` (e.g. `split.json`) into its directory: it goes too if the run
+    /// fails before its first step, so that it does not block the next start.
+    pub fn created(&mut self, name: &str) {
+        if !self.started {
+            self.made_files.push(self.dir.join(name));
+        }
     }
 
     /// The run has completed a step: from now on the directory stays, whatever happens.
@@ -68,8 +78,13 @@ impl Drop for RunDir {
         // Best effort: the error that ended the run is what the user needs to see.
         if self.made {
             let _ = std::fs::remove_dir_all(&self.dir);
-        } else if self.made_log {
-            let _ = std::fs::remove_file(self.dir.join("metrics.jsonl"));
+        } else {
+            if self.made_log {
+                let _ = std::fs::remove_file(self.dir.join("metrics.jsonl"));
+            }
+            for f in &self.made_files {
+                let _ = std::fs::remove_file(f);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod plot;
 pub mod pretrain;
 pub mod progress;
 pub mod seq2seq;
+pub mod setup;
 
 /// The largest training or evaluation batch of the fine-tuning commands (ptune, finetune,
 /// seq2seq), in examples: their data sets are small, and a larger batch could only exhaust the

@@ -8,14 +8,12 @@ use super::config::PretrainConfig;
 use super::metrics::MetricsLog;
 use super::optim::{AdamW, AdamWConfig, LrSchedule};
 use super::progress::Reporter;
+use super::setup;
 use crate::data::blank::ObjectiveTokens;
 use crate::data::corpus::TokenCorpus;
 use crate::data::stream::{sentence_end_ids, Batch, BatchStream, Cursor, Documents, StreamConfig};
-use crate::model::bert::BertConfig;
-use crate::model::glm::GlmConfig;
-use crate::model::gpt2::Gpt2Config;
-use crate::model::{Attention, Backbone, BackboneInput, Gelu, ModelConfig, ModelKind};
-use crate::tokenizer::{padded_vocab_size, Tokenizer};
+use crate::model::{Attention, Backbone, BackboneInput, ModelConfig, ModelKind};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
@@ -38,6 +36,14 @@ pub struct RunOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+/// What a resumed pretraining run may do to the run it continues (see [`pretrain_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Resuming a run from a checkpoint older than its newest deletes the later checkpoints
+    /// (`--discard-later`); without it that is an error, and `-o NEW_DIR` branches instead.
+    pub discard_later: bool,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PretrainSummary {
@@ -47,8 +53,11 @@ pub struct PretrainSummary {
     pub last_loss: f64,
     /// Validation loss of the first and last evaluation.
     pub first_val_loss: Option<f64>,
-    /// Validation loss at the end.
+    /// The last validation loss of this invocation (at [`PretrainSummary::val_step`]).
     pub val_loss: Option<f64>,
+    /// The step of [`PretrainSummary::val_loss`]: earlier than `steps` when the run was stopped
+    /// between validations.
+    pub val_step: Option<u64>,
     /// exp(validation loss).
     pub val_ppl: Option<f64>,
     /// Tokens seen (padding excluded).
@@ -196,140 +205,44 @@ fn stream_config(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<StreamCo
     })
 }
 
-/// The model config for a fresh run: `cfg.arch` (GLM by default) with the run's shape.
-fn fresh_model(cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<ModelConfig> {
-    let vocab = padded_vocab_size(tokenizer.vocab_size(true));
-    let erf = cfg.gelu == "erf";
-    Ok(match cfg.model_kind()? {
-        ModelKind::Glm => {
-            let mut g = GlmConfig::new(cfg.layers, cfg.hidden, cfg.heads, vocab, cfg.seq_len);
-            g.gelu = if erf { Gelu::Erf } else { Gelu::Tanh };
-            ModelConfig::Glm(g)
-        }
-        ModelKind::Bert => ModelConfig::Bert(BertConfig {
-            vocab_size: vocab,
-            hidden_size: cfg.hidden,
-            num_hidden_layers: cfg.layers,
-            num_attention_heads: cfg.heads,
-            intermediate_size: 4 * cfg.hidden,
-            max_position_embeddings: cfg.seq_len,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-            hidden_act: if erf { "gelu" } else { "gelu_new" }.into(),
-            initializer_range: 0.02,
-            hidden_dropout_prob: cfg.dropout,
-            attention_probs_dropout_prob: cfg.dropout,
-        }),
-        ModelKind::Gpt2 => ModelConfig::Gpt2(Gpt2Config {
-            vocab_size: vocab,
-            n_embd: cfg.hidden,
-            n_layer: cfg.layers,
-            n_head: cfg.heads,
-            n_positions: cfg.seq_len,
-            n_inner: None,
-            layer_norm_epsilon: 1e-5,
-            activation_function: if erf { "gelu" } else { "gelu_new" }.into(),
-            initializer_range: 0.02,
-            embd_pdrop: cfg.dropout,
-            attn_pdrop: cfg.dropout,
-            resid_pdrop: cfg.dropout,
-        }),
-    })
-}
-
-/// A run from `--init-from` keeps that model's shape: a layer count, width, head count, GELU or
-/// architecture the file or the flags set must agree with it (it used to be ignored silently).
-fn ensure_same_shape(cfg: &PretrainConfig, model: &ModelConfig, dir: &Path) -> Result<()> {
-    let config = dir.join("config.json");
-    let (layers, hidden, heads, _) = model.dims();
-    for field in &cfg.model_fields_given {
-        let (asked, has) = match field.as_str() {
-            "layers" => (cfg.layers.to_string(), layers.to_string()),
-            "hidden" => (cfg.hidden.to_string(), hidden.to_string()),
-            "heads" => (cfg.heads.to_string(), heads.to_string()),
-            "gelu" => (cfg.gelu.clone(), format!("{:?}", model.gelu(&config)?).to_lowercase()),
-            "arch" => (cfg.model_kind()?.to_string(), model.kind().to_string()),
-            _ => continue,
-        };
-        if asked != has {
-            return Err(Error::input(format!(
-                "{field} {asked}: the model in {} (init_from) has {field} {has}, and a run from a model keeps its shape; drop {field}, or drop init_from to train a fresh model",
-                dir.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Sets the run's dropout on `model` and checks that it fits the objective, the tokenizer and
-/// the sequence length.
-fn prepare_model(model: &mut ModelConfig, cfg: &PretrainConfig, tokenizer: &Tokenizer) -> Result<()> {
-    let need = crate::train::config::required_kind(cfg.lm_objective(0));
-    if model.kind() != need {
-        return Err(Error::input(format!("objective `{}` trains a {need} model; this model is {}", cfg.objective, model.kind())));
-    }
-    let p = cfg.dropout;
-    let (vocab, positions) = match model {
-        ModelConfig::Glm(g) => {
-            (g.embedding_dropout_prob, g.attention_dropout_prob, g.output_dropout_prob) = (p, p, p);
-            (g.vocab_size, g.max_sequence_length)
-        }
-        ModelConfig::Bert(b) => {
-            (b.hidden_dropout_prob, b.attention_probs_dropout_prob) = (p, p);
-            (b.vocab_size, b.max_position_embeddings)
-        }
-        ModelConfig::Gpt2(g) => {
-            (g.embd_pdrop, g.attn_pdrop, g.resid_pdrop) = (p, p, p);
-            (g.vocab_size, g.n_positions)
-        }
-    };
-    if vocab < tokenizer.vocab_size(true) {
-        return Err(Error::input(format!(
-            "the model's vocabulary ({vocab}) is smaller than the corpus tokenizer's ({})",
-            tokenizer.vocab_size(true)
-        )));
-    }
-    if cfg.seq_len > positions {
-        return Err(Error::input(format!("seq_len {} exceeds the model's {positions} positions", cfg.seq_len)));
-    }
-    Ok(())
-}
-
-/// Refuses a run far beyond the machine's memory before anything is allocated (see
-/// [`crate::device::ensure_fits`]): f32 weights, gradients and two AdamW moments, and a
-/// micro-batch's saved activations (about 40 values per token and channel per layer), one
-/// layer's attention scores at a time (three per key and head: beyond a small budget the
-/// probabilities are recomputed in the backward pass, not kept), and the logits.
-fn check_memory(model: &crate::model::ModelConfig, cfg: &PretrainConfig) -> Result<()> {
-    let (l, h, n, v) = model.dims();
-    let params: f64 = model.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>() as f64).sum();
-    let (b, s, h, l) = (cfg.batch_size as f64, cfg.seq_len as f64, h as f64, l as f64);
-    let activations = b * s * (l * 40.0 * h + 3.0 * n as f64 * s + v as f64);
-    let hint = "lower --hidden, --layers, --seq-len or --batch-size";
-    crate::device::ensure_fits(&crate::device::default_device(), 4.0 * (4.0 * params + activations), "this run", hint)
-}
-
 /// Runs (or resumes) pretraining as `cfg` says.
 pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSummary> {
+    pretrain_with(cfg, opts, &ResumeOptions::default())
+}
+
+/// [`pretrain`], with what a resume may do to the run it continues.
+pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &ResumeOptions) -> Result<PretrainSummary> {
+    // The run may adapt a default (seq_len to a model from init_from): its own copy.
+    let mut cfg = cfg.clone();
     let corpus = TokenCorpus::open(&cfg.corpus)?;
     let tokenizer = corpus.tokenizer()?;
     let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
     let ends = sentence_end_ids(&tokenizer);
-    let (train_ids, valid_ids) = split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed);
     // A new run, or a resumed run continued elsewhere (`--out-dir`), must not land on another run.
-    let continues_own_run = match &opts.resume {
-        Some(r) => checkpoint::run_dir(r).is_ok_and(|run| cfg.out_dir.canonicalize().is_ok_and(|out| out == run)),
-        None => false,
-    };
+    let resumed_run = opts.resume.as_deref().and_then(|r| checkpoint::run_dir(r).ok());
+    let continues_own_run = resumed_run.as_ref().is_some_and(|run| cfg.out_dir.canonicalize().is_ok_and(|out| out == *run));
     if !continues_own_run {
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
+        setup::ensure_no_split(&cfg.out_dir)?;
     }
 
     // Model: resumed, continued from a model directory, or fresh from the seed.
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
+    let mut later = Vec::new();
     if let Some(ck) = &resumed {
         checkpoint::ensure_steps_left(&ck.dir, ck.state.step, cfg.steps, "pass a larger --steps to continue it")?;
+        setup::ensure_resumed_shape(&cfg, ck)?;
+        setup::ensure_same_split_settings(&cfg, ck)?;
+        if continues_own_run {
+            later = setup::later_checkpoints(&cfg.out_dir, ck, resume_opts.discard_later)?;
+        }
     }
+    // A resumed run keeps the split it trained with.
+    let (train_ids, valid_ids) = match &resumed {
+        Some(_) => setup::resumed_split(resumed_run.as_deref(), &cfg, corpus.num_docs())?,
+        None => split_documents(corpus.num_docs(), cfg.valid_fraction, cfg.seed),
+    };
+    setup::warn_no_validation(&cfg, corpus.num_docs(), &valid_ids);
     // The corpus's ids must mean what the model's tokenizer says they mean.
     let same_tokenizer = |dir: &Path| -> Result<()> {
         if let Some(why) = Tokenizer::find_in_dir(dir)?.and_then(|t| t.vocabulary_mismatch(&tokenizer)) {
@@ -343,30 +256,40 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         }
         Ok(())
     };
-    let (mut model_cfg, weights) = match (&resumed, &cfg.init_from) {
+    let init_from = match (&resumed, &cfg.init_from) {
+        (None, Some(dir)) => Some(setup::init_from_dir(dir)?),
+        _ => None,
+    };
+    let (mut model_cfg, weights, model_dir, origin) = match (&resumed, &init_from) {
         (Some(ck), _) => {
             same_tokenizer(&ck.dir)?;
-            (ck.model.clone(), ck.params.clone())
+            (
+                ck.model.clone(),
+                ck.params.clone(),
+                Some(ck.dir.clone()),
+                format!("resumed from {} at step {}", ck.dir.display(), ck.state.step),
+            )
         }
         (None, Some(dir)) => {
             same_tokenizer(dir)?;
             let model_cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-            ensure_same_shape(cfg, &model_cfg, dir)?;
+            setup::ensure_same_shape(&cfg, &model_cfg, dir)?;
             let ck = crate::model::checkpoint::Checkpoint::read(dir)?;
             let expected = model_cfg.parameter_shapes();
-            (model_cfg, ck.into_params(&expected, DType::F32, &Device::Cpu)?)
+            let weights = ck.into_params(&expected, DType::F32, &Device::Cpu)?;
+            (model_cfg, weights, Some(dir.clone()), format!("from {}", dir.display()))
         }
         (None, None) => {
-            let m = fresh_model(cfg, &tokenizer)?;
-            check_memory(&m, cfg)?;
+            let m = setup::fresh_model(&cfg, &tokenizer)?;
+            setup::check_memory(&m, &cfg)?;
             let w = m.init_weights(cfg.seed)?;
-            (m, w)
+            (m, w, None, "fresh".to_string())
         }
     };
-    prepare_model(&mut model_cfg, cfg, &tokenizer)?;
-    if resumed.is_some() || cfg.init_from.is_some() {
+    setup::prepare_model(&mut model_cfg, &mut cfg, &tokenizer, init_from.as_deref())?;
+    if model_dir.is_some() {
         // A fresh model was checked before its weights were made (above).
-        check_memory(&model_cfg, cfg)?;
+        setup::check_memory(&model_cfg, &cfg)?;
     }
     // f32 master weights on the default device; bf16/f16 there means mixed-precision compute.
     let dev = crate::device::default_device();
@@ -390,7 +313,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         warmup: (cfg.warmup_ratio * cfg.steps as f64).round() as u64,
         decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
     };
-    let stream_cfg = stream_config(cfg, &tokenizer)?;
+    let stream_cfg = stream_config(&cfg, &tokenizer)?;
     if let Some(ck) = resumed.as_ref().filter(|_| cursor.index >= train_ids.len()) {
         return Err(Error::file(
             ck.dir.join("trainer_state.json"),
@@ -401,20 +324,22 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             ),
         ));
     }
+    let split_sizes = (train_ids.len(), valid_ids.len());
     let mut stream = BatchStream::new(&corpus, train_ids, stream_cfg.clone(), tokens, ends.clone(), cursor)?;
+    let config_json = setup::saved_config(&cfg, &model_cfg, &model_dir.unwrap_or_else(|| cfg.out_dir.clone()).join("config.json"))?;
     // The run directory is written only now that model, data and options have been checked: a
     // run that fails to start leaves nothing behind.
+    setup::discard(&later)?;
     let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
     let split_path = cfg.out_dir.join("split.json");
-    std::fs::write(
-        &split_path,
-        serde_json::json!({"seed": cfg.seed, "valid_fraction": cfg.valid_fraction, "valid_documents": valid_ids}).to_string(),
-    )
-    .map_err(|e| Error::io(&split_path, e))?;
+    if !(continues_own_run && split_path.is_file()) {
+        setup::write_split(&split_path, &cfg, corpus.num_docs(), &valid_ids)?;
+        run_dir.created("split.json");
+    }
     let mut log = MetricsLog::open(&cfg.out_dir.join("metrics.jsonl"), resumed.as_ref().map(|c| c.state.step))?;
-    let config_json = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
 
     let bar = Reporter::new(opts.progress, start, cfg.steps);
+    bar.println(&setup::header(&cfg, &corpus, split_sizes, &model_cfg, &origin, start)?);
     let t0 = Instant::now();
     let (mut last_loss, mut first_val, mut last_val) = (f64::NAN, None, None);
     // Throughput window: starts at the tokens already seen, so the first log after --resume is right.
@@ -437,6 +362,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
             log.write(&serde_json::json!({"step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
             first_val = Some(v);
+            last_val = Some((0, v));
             bar.log_only(&format!("step 0: validation loss {v:.4} (ppl {:.2})", v.exp()));
         }
     }
@@ -482,7 +408,7 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
             if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
                 log.write(&serde_json::json!({"step": done, "val_loss": v, "val_ppl": v.exp()}))?;
                 first_val.get_or_insert(v);
-                last_val = Some(v);
+                last_val = Some((done, v));
                 bar.println(&format!("step {done}: validation loss {v:.4} (ppl {:.2})", v.exp()));
             }
         }
@@ -508,8 +434,9 @@ pub fn pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<PretrainSumma
         steps: optim.steps(),
         last_loss,
         first_val_loss: first_val,
-        val_loss: last_val,
-        val_ppl: last_val.map(f64::exp),
+        val_loss: last_val.map(|(_, v)| v),
+        val_step: last_val.map(|(s, _)| s),
+        val_ppl: last_val.map(|(_, v)| v.exp()),
         tokens_seen,
         elapsed_s: elapsed,
         tokens_per_s: seen_now as f64 / elapsed.max(1e-9),
@@ -523,6 +450,9 @@ mod tests {
     use super::*;
     use crate::bench::train::RandomCorpus;
     use crate::data::stream::PAD_MULTIPLE;
+    use crate::model::bert::BertConfig;
+    use crate::model::glm::GlmConfig;
+    use crate::model::gpt2::Gpt2Config;
 
     /// The alignment padding sits where no real token looks: more of it changes no loss.
     #[test]

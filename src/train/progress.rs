@@ -110,3 +110,9 @@ fn stderr_line(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// `note: {msg}` on stderr: a choice the run made for the user (a default it adapted, the
+/// checkpoint it took), shown whatever the log level, as a warning would be.
+pub(crate) fn note(msg: &str) {
+    stderr_line(format_args!("note: {msg}"));
+}

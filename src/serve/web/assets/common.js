@@ -53,8 +53,8 @@ window.wenhui = {
     return typeof x === "number" ? x.toFixed(digits === undefined ? 2 : digits) : "–";
   },
 
-  /** A rate as a percentage. */
+  /** A rate as a percentage; "–" for no rate (null: no votes yet). */
   pct(x) {
-    return (100 * x).toFixed(1) + "%";
+    return typeof x === "number" ? (100 * x).toFixed(1) + "%" : "–";
   },
 };
