@@ -193,14 +193,7 @@ impl Stops<'_> {
     /// still grow into a stop string.
     fn settled(&self, ids: &[u32]) -> wenhui::Result<usize> {
         let text = self.tokenizer.decode(ids, true)?;
-        let hold = self
-            .texts
-            .iter()
-            .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
-            .filter(|p| text.ends_with(p))
-            .map(|p| p.len())
-            .max()
-            .unwrap_or(0);
+        let hold = wenhui::generate::pending_stop_len(&text, &self.texts);
         if hold == 0 {
             return Ok(ids.len());
         }

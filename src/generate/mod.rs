@@ -31,6 +31,18 @@ pub use blank::{
 };
 pub use decode::decode;
 
+/// The byte length of the longest end of `text` that is a proper prefix of one of `stops`: text
+/// a stream must hold back, because the next token may complete a stop string there.
+pub fn pending_stop_len(text: &str, stops: &[String]) -> usize {
+    stops
+        .iter()
+        .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
+        .filter(|p| text.ends_with(p))
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
 use crate::model::{Attention, Backbone, BackboneInput};
 use crate::{Error, Result};
 use candle_core::Tensor;

@@ -38,14 +38,7 @@ impl<'a> TextStream<'a> {
             return Ok(self.advance(&text[..cut]));
         }
         // Hold back a suffix that could still grow into a stop string.
-        let hold = self
-            .stops
-            .iter()
-            .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
-            .filter(|p| text.ends_with(p))
-            .map(|p| p.len())
-            .max()
-            .unwrap_or(0);
+        let hold = crate::generate::pending_stop_len(&text, &self.stops);
         Ok(self.advance(&text[..text.len() - hold]))
     }
     /// Ends the stream: returns what is left to send.
