@@ -432,3 +432,12 @@ fn format_tones_read_a_character_of_two_tones_by_its_default_reading() {
     // Against a 平 character (风) it is a mismatch.
     assert!(wenhui::generate::poetry::tone_mismatch("中", "风", 1.0, false) < 0.0);
 }
+
+/// The 首句入韵 violation is reported once (with line 2, which sets the rhyme), not again with
+/// every later rhyme line.
+#[test]
+fn the_first_line_rhyme_violation_is_reported_once() {
+    let c = Constraints::new(Form::QiJue);
+    let v = verdict("寂寞愁来美酒来，东山柳色碧婵娟。风吹细草连天碧，送槛晴风日复圆。", &c);
+    assert_eq!(v.violations.iter().filter(|x| x.message.contains("首句入韵")).count(), 1, "{v}");
+}

@@ -20,15 +20,15 @@ pub struct RunKey {
     pub vocab: String,
     /// The model's canonical path.
     pub model: String,
-    /// The fingerprint of the model's weights ([`ModelIdentity::weights`]).
+    /// The fingerprint of the model's weights ([`super::identity::ModelIdentity::weights`]).
     pub model_weights: String,
-    /// The fingerprint of its config and tokenizer files ([`ModelIdentity::files`]).
+    /// The fingerprint of its config and tokenizer files ([`super::identity::ModelIdentity::files`]).
     pub model_files: String,
     /// The fingerprint of the relation's data: its split files, the vocabulary list, its template.
     pub data_fingerprint: String,
     /// The `--limit` on test facts the run had (`None`: all).
     pub limit: Option<usize>,
-    /// The mode's settings ([`ProbeOptions::settings`]).
+    /// The mode's settings ([`super::ProbeOptions::settings`]).
     pub settings: Map<String, Value>,
 }
 

@@ -343,7 +343,8 @@ fn rhyme_rules(prev: &[PoemLine], line: &PoemLine, o: &mut Out) {
         let names: Vec<&str> = common.iter().map(|&g| idx.groups[g].name.as_str()).collect();
         let msg = format!("rhyme characters `{all}` rhyme only in oblique groups ({})", names.join(", "));
         o.push(true, Rule::RhymeTone, pos, msg);
-    } else if o.tonal() {
+    } else if o.tonal() && prev.len() == 1 {
+        // Checked once, with line 2 (the first rhyme line), which sets the rhyme.
         // 首句入韵: a first line that does not end on 仄 ends on the rhyme (a 平 ending off the
         // rhyme is neither of the two openings regulated verse allows). Line 1 may borrow a
         // neighbouring group (首句借邻韵: 东/冬, 支/微, 庚/青, …), which 词林正韵 merges: under 平水韵
