@@ -309,3 +309,91 @@ fn the_poetry_recipes_keep_the_shipped_layout() {
         assert_eq!((o.sentence_end_in_span, o.block_mask_prob, o.short_seq_prob, o.task_masks), (false, 0.0, 0.0, true), "{name}");
     }
 }
+
+/// A mask ratio above one half (validate accepts (0, 1)) in a sample of several short documents:
+/// every document's spans fit with their separators (it used to overflow placing them).
+#[test]
+fn a_high_mask_ratio_places_separated_spans_in_short_documents() {
+    let cfg = ObjectiveConfig { mask_ratio: 0.9, ..ObjectiveConfig::glm_large() };
+    let mut with_spans = 0;
+    for seed in 0..300 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // [CLS] + 2..6 documents of 2..12 tokens, separated by eos.
+        let mut text = vec![IDS.cls];
+        let docs = rng.random_range(2..7);
+        for d in 0..docs {
+            text.extend((0..rng.random_range(2..13)).map(|_| rng.random_range(10..60)));
+            if d + 1 < docs {
+                text.push(IDS.eos);
+            }
+        }
+        let s = sample(&text, Objective::Token, &cfg, seed);
+        // (A sample whose first drawn lengths fit nowhere keeps none.)
+        with_spans += usize::from(!s.spans.is_empty());
+        let mut spans = s.spans.clone();
+        spans.sort_unstable();
+        for &(a, b) in &spans {
+            assert!(a >= 1 && a < b && b < text.len(), "seed {seed}: span {a}..{b} of {}", text.len());
+            assert!(!text[a..b].contains(&IDS.eos), "seed {seed}: eos masked in {a}..{b}");
+        }
+        for w in spans.windows(2) {
+            assert!(w[0].1 < w[1].0, "seed {seed}: spans {:?} and {:?} touch or overlap", w[0], w[1]);
+        }
+        // Part A: [CLS], the unmasked text and one mask per span, last token included.
+        let masked: usize = spans.iter().map(|(a, b)| b - a).sum();
+        assert_eq!(s.sep, text.len() - masked + spans.len(), "seed {seed}");
+        assert_eq!(s.tokens[s.sep - 1], text[text.len() - 1], "seed {seed}: the last token is masked");
+    }
+    assert!(with_spans > 250, "{with_spans} of 300 samples have spans");
+}
+
+/// Evaluation scores the objective without its training-time augmentations.
+#[test]
+fn evaluation_leaves_out_dblock_noise_and_short_batches() {
+    let t = ObjectiveConfig::glm_10b();
+    let e = t.for_evaluation();
+    assert_eq!((e.block_mask_prob, e.short_seq_prob), (0.0, 0.0));
+    assert_eq!(ObjectiveConfig { block_mask_prob: 0.1, short_seq_prob: 0.02, ..e }, t, "the rest unchanged");
+}
+
+/// A run saved before the span-rule settings existed resumes (and `eval ppl` scores it) with the
+/// objective it trained with; a run saves them resolved, so a later preset change cannot reach it.
+#[test]
+fn a_run_saved_before_the_span_rules_keeps_its_objective() {
+    let fields = ["block_mask_prob", "short_seq_prob", "sentence_end_in_span", "task_masks"];
+    assert_eq!(wenhui::train::config::SPAN_RULE_FIELDS, fields);
+    let old = |preset: &str, task_masks: bool| ObjectiveConfig {
+        task_masks,
+        block_mask_prob: 0.0,
+        short_seq_prob: 0.0,
+        sentence_end_in_span: false,
+        ..ObjectiveConfig::preset(preset).unwrap()
+    };
+    for (objective, preset, task_masks) in
+        [("default", "default", true), ("blank", "default", true), ("glm-10b", "glm-10b", true), ("glm-large", "glm-large", false)]
+    {
+        // The saved configuration of a new run, then with the keys removed as an older one saved it.
+        let new = pretrain_config(serde_json::json!({ "objective": objective })).unwrap();
+        let saved = serde_json::to_value(new.with_span_rules_resolved().unwrap()).unwrap();
+        assert!(fields.iter().all(|f| !saved[f].is_null()), "{objective}: {saved}");
+        let mut older = saved.clone();
+        for f in fields {
+            older.as_object_mut().unwrap().remove(f);
+        }
+        let o = PretrainConfig::from_saved(&older).unwrap().objectives().unwrap();
+        assert_eq!(o, old(preset, task_masks), "{objective}");
+        let mut cfg = PretrainConfig::from_saved(&older).unwrap();
+        assert!(cfg.keep_pre_span_rules(&older).is_empty(), "{objective}: filled once");
+        // A new run's saved configuration resumes with today's preset.
+        let now = PretrainConfig::from_saved(&saved).unwrap().objectives().unwrap();
+        assert_eq!(now, ObjectiveConfig::preset(preset).unwrap(), "{objective}");
+        // Settings given for the resumed run win over the kept ones.
+        let mut cfg = pretrain_config(serde_json::json!({ "objective": objective, "task_masks": !task_masks })).unwrap();
+        assert_eq!(cfg.keep_pre_span_rules(&older), ["block_mask_prob", "short_seq_prob", "sentence_end_in_span"]);
+        assert_eq!(cfg.objectives().unwrap(), ObjectiveConfig { task_masks: !task_masks, ..old(preset, task_masks) });
+    }
+    // `mlm` and `causal` do not use them: nothing kept, nothing resolved.
+    let mut causal = pretrain_config(serde_json::json!({"objective": "causal"})).unwrap();
+    assert!(causal.keep_pre_span_rules(&serde_json::json!({})).is_empty());
+    assert!(causal.with_span_rules_resolved().unwrap().unused_objective_fields().is_empty());
+}

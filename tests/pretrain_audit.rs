@@ -5,9 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use wenhui::data::blank::ObjectiveConfig;
 use wenhui::data::prepare::{prepare, PrepareOptions};
 use wenhui::data::reader::ReadOptions;
+use wenhui::model::{load_model, LoadOptions};
 use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
+use wenhui::train::config::{PretrainConfig, SPAN_RULE_FIELDS};
+use wenhui::train::pretrain::{pretrain, validation_loss, RunOptions};
 
 fn poems() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/poetry-sample.jsonl")
@@ -252,7 +256,7 @@ fn a_run_directory_loads_as_its_newest_checkpoint() {
     let out = ppl(&run);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = ok(out);
-    assert!(err.contains("objective default, the one the run trained with") && stdout.contains("blank-infilling default"), "{err}{stdout}");
+    assert!(err.contains("objective default as the run trained with it") && stdout.contains("blank-infilling default"), "{err}{stdout}");
     let model = tmp.path().join("model");
     ok(wenhui().arg("export").arg(&run).arg("-o").arg(&model).output().unwrap());
     let err = ok(ppl(&model));
@@ -434,4 +438,188 @@ fn data_split_warns_about_an_empty_part() {
     let b = stdout.lines().find(|l| l.trim_start().starts_with("b ")).unwrap_or_default();
     assert!(b.contains(" 0 lines") && b.ends_with("(empty)"), "{stdout}");
     assert!(!stdout.lines().any(|l| l.trim_start().starts_with("a ") && l.ends_with("(empty)")), "{stdout}");
+}
+
+/// `eval ppl --json` of `model` on `corpus` (one batch) with `extra` flags: its stderr and report.
+fn eval_ppl(corpus: &Path, model: &Path, extra: &[&str]) -> (String, serde_json::Value) {
+    let out = wenhui()
+        .args(["eval", "ppl", "--json", "--batches", "1", "--corpus"])
+        .arg(corpus)
+        .arg("--model")
+        .arg(model)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (ok(out), report)
+}
+
+/// The span-rule settings of an objective config or a saved run configuration, in a fixed order.
+fn span_rules(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    SPAN_RULE_FIELDS.iter().map(|f| v[f].clone()).collect()
+}
+
+/// Review 1: a run saved before the span-rule settings existed (its saved configuration without
+/// them) resumes with the objective it trained with, not today's preset, saying so once; a run
+/// saves them resolved, and `eval ppl` scores an old checkpoint with its old objective too.
+#[test]
+fn a_run_saved_before_the_span_rules_resumes_with_its_objective() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    ok(train(&c, &run, &["--steps", "2", "--save-every", "2", "--eval-every", "0", "--objective", "glm-10b"]));
+    // Saved resolved (glm-10b's), not null.
+    let json = |v: serde_json::Value| v;
+    assert_eq!(
+        span_rules(&state(&run.join("checkpoints/step-00000002"))["config"]),
+        [json(0.1.into()), 0.02.into(), true.into(), true.into()]
+    );
+    // A config file that leaves them to the preset does not report them as changed.
+    let toml = tmp.path().join("run.toml");
+    let file = format!(
+        "corpus = {:?}\nobjective = \"glm-10b\"\nseq_len = 32\nbatch_size = 4\nvalid_batches = 1\nsteps = 3\n",
+        c.display().to_string()
+    );
+    std::fs::write(&toml, file).unwrap();
+    let err = ok(wenhui().args(["pretrain", "--quiet", "--config"]).arg(&toml).arg("--resume").arg(&run).output().unwrap());
+    assert!(err.contains("changes to the resumed run's saved settings") && err.contains("steps 2 → 3"), "{err}");
+    assert!(!err.contains("task_masks") && !err.contains("block_mask_prob"), "{err}");
+    // As an earlier wenhui saved it.
+    let three = run.join("checkpoints/step-00000003");
+    let mut s = state(&three);
+    for f in SPAN_RULE_FIELDS {
+        s["config"].as_object_mut().unwrap().remove(f);
+    }
+    std::fs::write(three.join("trainer_state.json"), s.to_string()).unwrap();
+    let old = ObjectiveConfig {
+        task_masks: true,
+        block_mask_prob: 0.0,
+        short_seq_prob: 0.0,
+        sentence_end_in_span: false,
+        ..ObjectiveConfig::glm_10b()
+    };
+    let (err, report) = eval_ppl(&c, &run, &[]);
+    assert!(err.contains("objective glm-10b as the run trained with it"), "{err}");
+    assert_eq!(serde_json::from_value::<ObjectiveConfig>(report["objectives"].clone()).unwrap(), old, "{report}");
+    let err = ok(resume(&run, &["--steps", "4"]));
+    let warning = "was saved before block_mask_prob, short_seq_prob, sentence_end_in_span, task_masks existed";
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    assert!(err.contains("block_mask_prob 0, short_seq_prob 0, sentence_end_in_span false, task_masks true"), "{err}");
+    let saved = &state(&run.join("checkpoints/step-00000004"))["config"];
+    assert_eq!(PretrainConfig::from_saved(saved).unwrap().objectives().unwrap(), old);
+    assert_eq!(span_rules(saved), [json(0.0.into()), 0.0.into(), false.into(), true.into()]);
+    // Saved now: the next resume keeps them without a word; a flag still sets one.
+    let err = ok(resume(&run, &["--steps", "5", "--task-masks", "false"]));
+    assert!(!err.contains(warning), "{err}");
+    assert_eq!(
+        span_rules(&state(&run.join("checkpoints/step-00000005"))["config"]),
+        [json(0.0.into()), 0.0.into(), false.into(), false.into()]
+    );
+    // Another --objective takes its own preset's.
+    ok(resume(&run, &["--steps", "6", "--objective", "default"]));
+    assert_eq!(
+        span_rules(&state(&run.join("checkpoints/step-00000006"))["config"]),
+        [json(0.0.into()), 0.0.into(), true.into(), false.into()]
+    );
+}
+
+/// Review 2: the trainer's validation scores the objective as `eval ppl` does, without
+/// `[dBLOCK]` noise or re-cut short batches; `eval ppl` of a run takes the run's preset with its
+/// overrides, and `--sentence-end-in-span` sets the sentence layout.
+#[test]
+fn validation_and_eval_ppl_score_the_run_objective_without_augmentations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    let load = |extra: serde_json::Value| {
+        let mut o = serde_json::json!({
+            "corpus": c, "out_dir": run, "layers": 1, "hidden": 32, "heads": 2, "seq_len": 64, "batch_size": 4,
+            "steps": 2, "eval_every": 0, "valid_fraction": 0.1, "valid_batches": 4, "objective": "glm-10b",
+            "token_prob": 1.0, "sentence_prob": 0.0,
+        });
+        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        PretrainConfig::load(None, o.as_object().unwrap().clone()).unwrap()
+    };
+    let noisy = load(serde_json::json!({"block_mask_prob": 0.5, "short_seq_prob": 0.5}));
+    let s = pretrain(&noisy, &RunOptions::default()).unwrap();
+    let m = load_model(&s.model_dir, &LoadOptions::default()).unwrap();
+    let v = validation_loss(&noisy, m.backbone.as_ref()).unwrap().unwrap();
+    assert!((v - s.val_loss.unwrap()).abs() < 1e-6, "the trainer's own: {v} vs {:?}", s.val_loss);
+    let plain = load(serde_json::json!({"block_mask_prob": 0.0, "short_seq_prob": 0.0}));
+    assert_eq!(validation_loss(&plain, m.backbone.as_ref()).unwrap(), Some(v), "augmentations in the validation batches");
+    assert_eq!(validation_loss(&noisy, m.backbone.as_ref()).unwrap(), Some(v), "the same batches every time");
+
+    // eval ppl of the run: glm-10b with the run's overrides, the augmentations left out.
+    let other = tmp.path().join("other");
+    ok(train(&c, &other, &["--steps", "1", "--objective", "glm-10b", "--task-masks", "false", "--sentence-end-in-span", "false"]));
+    let objectives = |r: &serde_json::Value| serde_json::from_value::<ObjectiveConfig>(r["objectives"].clone()).unwrap();
+    let run_own = ObjectiveConfig { task_masks: false, sentence_end_in_span: false, ..ObjectiveConfig::glm_10b().for_evaluation() };
+    let (err, r) = eval_ppl(&c, &other, &[]);
+    assert!(err.contains("objective glm-10b as the run trained with it") && err.contains("task_masks false"), "{err}");
+    assert_eq!((objectives(&r), r["objective"].as_str()), (run_own.clone(), Some("glm-10b")));
+    let (_, r) = eval_ppl(&c, &other, &["--sentence-end-in-span", "true"]);
+    assert_eq!(objectives(&r), ObjectiveConfig { sentence_end_in_span: true, ..run_own });
+    let (_, r) = eval_ppl(&c, &other, &["--objective", "glm-10b", "--sentence-end-in-span", "false"]);
+    assert_eq!(objectives(&r), ObjectiveConfig { sentence_end_in_span: false, ..ObjectiveConfig::glm_10b().for_evaluation() });
+    let (_, r) = eval_ppl(&c, &other, &["--objective", "glm-large"]);
+    assert_eq!(objectives(&r), ObjectiveConfig::glm_large());
+}
+
+/// Review 3: `--discard-later` points `latest` at the checkpoint it resumes from, so a run killed
+/// before its first save does not name a deleted checkpoint.
+#[cfg(unix)]
+#[test]
+fn discard_later_points_latest_at_the_resumed_checkpoint() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let run = tmp.path().join("run");
+    ok(train(&c, &run, &["--steps", "4", "--save-every", "2", "--eval-every", "0"]));
+    assert_eq!(read(&run.join("latest")), "step-00000004");
+    let mut child = wenhui()
+        .args(["pretrain", "--quiet", "--steps", "100000", "--save-every", "100000", "--eval-every", "100000", "--discard-later"])
+        .arg("--resume")
+        .arg(run.join("checkpoints/step-00000002"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        if line.contains("discarded the later checkpoints step-00000004") {
+            break;
+        }
+    }
+    // Killed outright (no checkpoint saved on the way out).
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(seen.contains("discarded the later checkpoints"), "{seen}");
+    assert_eq!(names(&run.join("checkpoints")), ["step-00000002"]);
+    let latest = read(&run.join("latest"));
+    assert_eq!(latest, "step-00000002");
+    assert!(run.join("checkpoints").join(&latest).join("trainer_state.json").is_file());
+    assert!(!names(&run).iter().any(|n| n.contains(".tmp")), "{:?}", names(&run));
+}
+
+/// Review 5 and 6: short_seq_prob with a seq_len too short for short batches is warned about
+/// once, naming both; negative numbers reach the range checks without per-flag settings.
+#[test]
+fn short_seq_prob_with_a_short_seq_len_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpus(tmp.path());
+    let err = ok(train(&c, &tmp.path().join("a"), &["--steps", "1", "--short-seq-prob", "0.5"]));
+    let warning = "short_seq_prob 0.5 has no effect with seq_len 32";
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    assert!(err.contains("need seq_len ≥ 34"), "{err}");
+    let err = ok(train(&c, &tmp.path().join("b"), &["--steps", "1", "--objective", "glm-10b"]));
+    assert!(err.contains("short_seq_prob 0.02 (the `glm-10b` preset's) has no effect with seq_len 32"), "{err}");
+    let err = ok(train(&c, &tmp.path().join("c"), &["--steps", "1", "--objective", "glm-10b", "--short-seq-prob", "0"]));
+    assert!(!err.contains("short_seq_prob"), "{err}");
+    // (6) negative values reach the range checks, as --lr -1 does.
+    let fresh = |extra: &[&str]| fails(train(&c, &tmp.path().join("x"), extra));
+    assert!(fresh(&["--dropout", "-0.5"]).contains("--dropout: must be in [0, 1)"));
+    assert!(fresh(&["--block-mask-prob", "-0.5"]).contains("block_mask_prob -0.5 must be in [0, 1]"));
 }

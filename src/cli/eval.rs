@@ -4,7 +4,10 @@
 use crate::cli::common::ModelFlag;
 use crate::cli::eval_poems;
 use std::path::PathBuf;
+use wenhui::data::blank::ObjectiveConfig;
+use wenhui::data::lm::LmObjective;
 use wenhui::model::load_model;
+use wenhui::train::config::PretrainConfig;
 use wenhui::train::eval::{corpus_perplexity, EvalOptions};
 
 /// `wenhui eval`: a cloze task (`--task`), or one of the subcommands.
@@ -39,9 +42,14 @@ pub struct PplArgs {
     #[arg(long)]
     corpus: PathBuf,
     /// Blank-infilling objective preset (GLM): glm-10b, glm-large or default [default: the
-    /// objective of the run that wrote the checkpoint, else glm-10b].
+    /// objective of the run that wrote the checkpoint, its preset with its overrides; else
+    /// glm-10b].
     #[arg(long)]
     objective: Option<String>,
+    /// Sentence spans with their end punctuation, as THUDM's (true), or without (false: the
+    /// layout the shipped poetry models were trained with) [default: the objective's].
+    #[arg(long)]
+    sentence_end_in_span: Option<bool>,
     /// Batches to evaluate at most: evaluation stops after one pass over the corpus, so on a
     /// small corpus fewer run (reported as `batches`, with the documents covered) and no document
     /// is scored twice over.
@@ -73,11 +81,19 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
     // A pretraining run directory: its newest checkpoint (a note names it).
     margs.model = crate::cli::common::model_path(&margs.model)?;
     let m = load_model(&margs.model, &margs.load_options())?;
-    let objective = match &a.objective {
-        Some(o) => o.clone(),
+    let (objective, mut objectives) = match &a.objective {
+        Some(o) => (o.clone(), None),
         None => default_objective(&margs.dir(), m.backbone.info().kind),
     };
-    let opts = EvalOptions { objective, seq_len: a.seq_len, batch_size: a.batch_size, batches: a.batches, seed: a.seed };
+    if let Some(v) = a.sentence_end_in_span {
+        let mut o = match objectives {
+            Some(o) => o,
+            None => ObjectiveConfig::preset(&objective)?,
+        };
+        o.sentence_end_in_span = v;
+        objectives = Some(o);
+    }
+    let opts = EvalOptions { objective, objectives, seq_len: a.seq_len, batch_size: a.batch_size, batches: a.batches, seed: a.seed };
     let corpus_tok = wenhui::data::corpus::TokenCorpus::open(&a.corpus)?.tokenizer()?;
     if let Some(why) = wenhui::tokenizer::Tokenizer::find_in_dir(&margs.dir())?.and_then(|t| t.vocabulary_mismatch(&corpus_tok)) {
         anyhow::bail!(
@@ -107,28 +123,56 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The blank-infilling preset `eval ppl` scores a GLM with when `--objective` is not given: the
-/// one of the run that wrote the checkpoint in `dir` (its trainer_state.json), else glm-10b. A
-/// note says which and why, since the loss depends on it.
-fn default_objective(dir: &std::path::Path, kind: wenhui::model::ModelKind) -> String {
+/// The blank-infilling objective `eval ppl` scores a GLM with when `--objective` is not given:
+/// the one of the run that wrote the checkpoint in `dir` (its trainer_state.json: the preset with
+/// the run's overrides, resolved as the trainer resolves them), else the glm-10b preset (`None`:
+/// the preset's). A note says which and why, since the loss depends on it.
+fn default_objective(dir: &std::path::Path, kind: wenhui::model::ModelKind) -> (String, Option<ObjectiveConfig>) {
     const FALLBACK: &str = "glm-10b";
     if kind != wenhui::model::ModelKind::Glm {
-        return FALLBACK.into(); // next-token scoring has no preset
+        return (FALLBACK.into(), None); // next-token scoring has no objective
     }
     let state = dir.join("trainer_state.json");
-    let run = wenhui::error::read_text(&state)
+    let fallback = |why: &str| {
+        eprintln!("note: objective {FALLBACK} (the default{why}); --objective sets another (glm-10b, glm-large, default)");
+        (FALLBACK.to_string(), None)
+    };
+    let Some(saved) = wenhui::error::read_text(&state)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("config")?.get("objective")?.as_str().map(str::to_string));
-    match run.as_deref() {
-        Some(o @ ("glm-10b" | "glm-large" | "default" | "blank")) => {
-            let preset = if o == "blank" { "default" } else { o };
-            eprintln!("note: objective {preset}, the one the run trained with ({}); --objective sets another", state.display());
-            preset.into()
+        .and_then(|v| v.get("config").cloned())
+    else {
+        return fallback("");
+    };
+    let run =
+        PretrainConfig::from_saved(&saved).and_then(|c| Ok((c.lm_objective(0) == LmObjective::Blank).then_some((c.objectives()?, c))));
+    match run {
+        Ok(Some((o, cfg))) => {
+            let preset = if cfg.objective == "blank" { "default".to_string() } else { cfg.objective.clone() };
+            eprintln!(
+                "note: objective {preset} as the run trained with it ({}: token_prob {}, sentence_prob {}, task_masks {}, \
+                 sentence_end_in_span {}; no [dBLOCK] noise or short batches, as in its validation); --objective scores a preset instead",
+                state.display(),
+                o.token_prob,
+                o.sentence_prob,
+                o.task_masks,
+                o.sentence_end_in_span
+            );
+            (preset, Some(o))
         }
-        _ => {
-            eprintln!("note: objective {FALLBACK} (the default); --objective sets another (glm-10b, glm-large, default)");
-            FALLBACK.into()
-        }
+        Ok(None) => fallback(""),
+        Err(e) => match saved.get("objective").and_then(|o| o.as_str()) {
+            // Its preset at least, when the rest cannot be read.
+            Some(o @ ("glm-10b" | "glm-large" | "default" | "blank")) => {
+                let preset = if o == "blank" { "default" } else { o };
+                eprintln!(
+                    "note: objective {preset}, the preset of the run (its other settings in {} are unreadable: {e}); \
+                     --objective sets another",
+                    state.display()
+                );
+                (preset.to_string(), None)
+            }
+            _ => fallback(&format!("; the run's saved configuration in {} is unreadable: {e}", state.display())),
+        },
     }
 }

@@ -8,7 +8,7 @@ use crate::cli::common::{read_title_lines, DefaultModel};
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
 use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
-use wenhui::serve::{glm_search_fit, longest_poem};
+use wenhui::serve::{answer_search_fit, glm_search_fit, longest_poem, AnswerTooLong};
 use wenhui::tokenizer::Tokenizer;
 
 /// Options every inverse-prompting command shares.
@@ -372,9 +372,9 @@ pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {
 }
 
 /// Why an answer to the question in `fields` does not fit the model's positions (the check
-/// `poem` makes, with room for an answer of two full-length units), naming `--question`, or
-/// `--description` when one was `given` and the question alone is not the cause; `None` when it
-/// fits or the model is not a GLM.
+/// `/v1/answer` makes, [`answer_search_fit`]: room for the widest inverse window an answer can
+/// reach), naming `--question`, or `--description` when one was `given` and the question alone is
+/// not the cause; `None` when it fits or the model is not a GLM.
 fn question_too_long(
     model: &dyn wenhui::model::Backbone,
     tok: &Tokenizer,
@@ -386,28 +386,26 @@ fn question_too_long(
     if info.kind != wenhui::model::ModelKind::Glm {
         return Ok(None);
     }
-    let end = task.units.ends.first().map_or("", String::as_str);
-    let units = vec!["春".repeat(task.units.max_chars.saturating_sub(1)) + end; 2];
-    let Some(t) = glm_search_fit(tok, task, fields, &units, "question", info.max_positions)? else { return Ok(None) };
-    let need = format!("its prompts would take {} positions, the model has {}", t.need, t.max_positions);
-    if t.fits > 0 {
-        return Ok(Some(format!(
-            "--question is {} characters, too long for this model with room for an answer ({need}): at most {} characters fit; \
+    let Some(too_long) = answer_search_fit(tok, task, fields, description_given, info.max_positions)? else { return Ok(None) };
+    let need = |t: wenhui::serve::SearchTooLong| format!("its prompts would take {} positions, the model has {}", t.need, t.max_positions);
+    Ok(Some(match too_long {
+        AnswerTooLong::Question(t) => format!(
+            "--question is {} characters, too long for this model with room for an answer ({}): at most {} characters fit; \
              shorten --question",
-            t.chars, t.fits
-        )));
-    }
-    if description_given {
-        if let Some(d) = glm_search_fit(tok, task, fields, &units, "description", info.max_positions)?.filter(|d| d.fits > 0) {
-            return Ok(Some(format!(
-                "--description is {} characters, too long for this model with this question ({need}): at most {} characters of it \
-                 fit; shorten --description",
-                d.chars, d.fits
-            )));
-        }
-        return Ok(Some(format!("--question and --description are too long for this model ({need}); shorten them")));
-    }
-    Ok(Some(format!("this model has too few positions for an answer ({need})")))
+            t.chars,
+            need(t),
+            t.fits
+        ),
+        AnswerTooLong::Description(d) => format!(
+            "--description is {} characters, too long for this model with this question ({}): at most {} characters of it fit; \
+             shorten --description",
+            d.chars,
+            need(d),
+            d.fits
+        ),
+        AnswerTooLong::Both(t) => format!("--question and --description are too long for this model ({}); shorten them", need(t)),
+        AnswerTooLong::NoRoom(t) => format!("this model has too few positions for an answer ({})", need(t)),
+    }))
 }
 
 /// Runs the search, streaming decided units to stdout (one per line for poems), then the explanation.

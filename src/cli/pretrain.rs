@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use wenhui::model::ModelConfig;
-use wenhui::train::config::PretrainConfig;
+use wenhui::train::config::{PretrainConfig, SPAN_RULE_FIELDS};
 use wenhui::train::pretrain::{pretrain_with, ResumeOptions, RunOptions};
 
 /// Every field of the run config as an optional flag; a flag overrides the TOML file.
@@ -45,15 +45,15 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     init_from: Option<PathBuf>,
     /// Layers of a fresh model [default: 4].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     layers: Option<usize>,
     /// Hidden size of a fresh model [default: 256].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     hidden: Option<usize>,
     /// Attention heads of a fresh model [default: 4].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     heads: Option<usize>,
     /// GELU of a fresh model: tanh (THUDM training code) or erf (Hugging Face hub port) [default: tanh].
@@ -61,19 +61,19 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     gelu: Option<String>,
     /// Dropout [default: 0.1].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     dropout: Option<f64>,
     /// Text tokens per sample [default: 256].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seq_len: Option<usize>,
     /// Samples per micro-batch [default: 8].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
     /// Micro-batches per step [default: 1].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     accumulate: Option<usize>,
     /// Pack documents into samples [default: true].
@@ -81,11 +81,11 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     pack: Option<bool>,
     /// Share of documents held out for validation [default: 0.05].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     valid_fraction: Option<f64>,
     /// Validation batches per evaluation [default: 8].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     valid_batches: Option<usize>,
     /// Objective: GLM blank infilling presets default (= blank), glm-large, glm-10b; or mlm (BERT
@@ -138,63 +138,63 @@ pub struct Args {
     #[serde(skip_serializing_if = "Option::is_none")]
     task_masks: Option<bool>,
     /// Optimizer steps [default: 1000].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<u64>,
     /// Peak learning rate [default: 2e-4].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     lr: Option<f64>,
     /// Floor of the cosine decay as a share of lr [default: 0.05].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     min_lr_ratio: Option<f64>,
     /// Warmup share of steps [default: 0.05].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_ratio: Option<f64>,
     /// Steps of the cosine decay [default: steps].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     decay_steps: Option<u64>,
     /// Adam beta1 [default: 0.9].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     beta1: Option<f64>,
     /// Adam beta2 [default: 0.98].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     beta2: Option<f64>,
     /// Adam epsilon [default: 1e-6].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     eps: Option<f64>,
     /// Weight decay [default: 0.1].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     weight_decay: Option<f64>,
     /// Global gradient-norm clip (0 = off) [default: 1.0].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     clip: Option<f64>,
     /// Seed [default: 1234].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     /// Metrics line every N steps [default: 10].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log_every: Option<u64>,
     /// Validate every N steps [default: 100].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     eval_every: Option<u64>,
     /// Checkpoint every N steps [default: 500].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     save_every: Option<u64>,
     /// Checkpoints kept [default: 3].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_last: Option<usize>,
 }
@@ -240,6 +240,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, Some(r)) => {
             let mut saved = r.saved.clone();
             if let Some(obj) = saved.as_object_mut() {
+                // The run saved its preset's span-rule settings resolved: another --objective
+                // gets its own preset's (unless flags set them).
+                if overrides.get("objective").is_some_and(|o| obj.get("objective") != Some(o)) {
+                    for f in SPAN_RULE_FIELDS {
+                        if let Some(v) = obj.get_mut(f) {
+                            *v = serde_json::Value::Null;
+                        }
+                    }
+                }
                 obj.extend(overrides);
             }
             let map = match saved {
@@ -318,7 +327,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// not pass unnoticed; each change is blamed on the file or on its flag. The settings a resume
 /// keeps ([`RESUME_FIXED`], checked before) and the paths are left out.
 fn warn_config_differs(file: &Path, saved: &serde_json::Value, cfg: &PretrainConfig, flags: &[String]) {
-    let (Some(saved), Ok(serde_json::Value::Object(now))) = (saved.as_object(), serde_json::to_value(cfg)) else { return };
+    // As the run will save it: the span-rule settings the preset gives resolved, as they were saved.
+    let Ok(resolved) = cfg.with_span_rules_resolved() else { return };
+    let (Some(saved), Ok(serde_json::Value::Object(now))) = (saved.as_object(), serde_json::to_value(resolved)) else { return };
     // `name old → new`, the name spelled as the file (`batch_size`) or the flag (`batch-size`) does.
     let change = |name: &str, k: &str, v: &serde_json::Value| format!("{name} {} → {v}", saved[k]);
     let same_path = |a: &serde_json::Value, b: &serde_json::Value| {

@@ -5,16 +5,12 @@
 
 use super::api::CompletionRequest;
 use super::limits::{ApiError, Limits};
-use super::validate::Front;
+use super::validate::{glm_forward_tokens, Front, FORWARD_MARGIN};
 use crate::cloze::{compile, single_token_ids, AnswerKind, ClozeTask, CompileOptions};
 use crate::generate::inverse::{render, Task};
 use crate::model::ModelKind;
 use crate::tokenizer::Tokenizer;
 use std::collections::BTreeMap;
-
-/// Positions `Context::prepare` keeps free after the forward prompt of a search (it refuses a
-/// prompt that leaves fewer).
-const SEARCH_MARGIN: usize = 8;
 
 /// OpenAI completion fields wenhui does not implement are accepted with their default (no-op)
 /// value, so clients that always send them work; any other value is a 400 naming the field.
@@ -51,9 +47,7 @@ pub(crate) fn openai_defaults(r: &CompletionRequest) -> Result<(), ApiError> {
 fn search_prompt_tokens(front: &Front, task: &Task, fields: &BTreeMap<String, String>) -> Result<usize, ApiError> {
     let tok = &front.tokenizer;
     Ok(match front.kind {
-        ModelKind::Glm => {
-            1 + tok.encode(&render(&task.forward.prompt, fields, "[gMASK]"), false)?.len() + usize::from(task.forward.append_eos)
-        }
+        ModelKind::Glm => glm_forward_tokens(tok, task, fields)?,
         _ => {
             let before = task.forward.prompt.split_once("{text}").map_or(task.forward.prompt.as_str(), |(b, _)| b);
             tok.encode(&render(before, fields, ""), false)?.len()
@@ -63,7 +57,9 @@ fn search_prompt_tokens(front: &Front, task: &Task, fields: &BTreeMap<String, St
 
 /// `--max-prompt-tokens` for `/v1/poem` and `/v1/answer`: the tokens of the prompt the search
 /// builds from the request's fields (`what`: the fields, `shorten`: what to shorten, for the
-/// message), and the model's positions with the room the search keeps free after it.
+/// message). For a left-to-right model also the model's positions with the room the search keeps
+/// free after the prompt; a GLM's positions are the endpoints' own check (`glm_search_fit`,
+/// shared with `wenhui poem` and `wenhui answer`), which counts this prompt among the others.
 pub(crate) fn search_prompt(
     front: &Front,
     task: &Task,
@@ -79,9 +75,9 @@ pub(crate) fn search_prompt(
             limits.max_prompt_tokens
         )));
     }
-    if n + SEARCH_MARGIN > front.max_positions {
+    if front.kind != ModelKind::Glm && n + FORWARD_MARGIN > front.max_positions {
         return Err(ApiError::bad_request(format!(
-            "the prompt built from {what} is {n} tokens, but the model has only {} positions and the search needs {SEARCH_MARGIN} of \
+            "the prompt built from {what} is {n} tokens, but the model has only {} positions and the search needs {FORWARD_MARGIN} of \
              them free; shorten {shorten}",
             front.max_positions
         )));

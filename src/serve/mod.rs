@@ -37,7 +37,7 @@ pub use limits::{ApiError, Limits};
 pub use metrics::Metrics;
 pub use turing::TuringConfig;
 /// The up-front length check of inverse prompting, shared with `wenhui poem` and `wenhui answer`.
-pub use validate::{glm_search_fit, glm_search_positions, longest_poem, SearchTooLong};
+pub use validate::{answer_search_fit, glm_search_fit, glm_search_positions, longest_answer, longest_poem, AnswerTooLong, SearchTooLong};
 pub use worker::{ServedModel, ServedPrompt};
 
 use crate::model::{load_model, LoadOptions};

@@ -7,7 +7,7 @@
 use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::limits::{ApiError, Limits};
 use super::worker::ServedModel;
-use crate::generate::inverse::{render, window, InverseMode, Task};
+use crate::generate::inverse::{render, window, InverseMode, Task, Window};
 use crate::generate::poetry::{to_simplified, Constraints, Form};
 use crate::generate::{glm_context, GenerationConfig};
 use crate::model::ModelKind;
@@ -326,13 +326,45 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
 }
 
 /// Positions `Context::prepare` keeps free after the forward prompt: it refuses a prompt that
-/// leaves fewer, so the check counts them as the search does.
-const FORWARD_MARGIN: usize = 8;
+/// leaves fewer, so the checks count them as the search does.
+pub(crate) const FORWARD_MARGIN: usize = 8;
 
 /// The longest poem of `form`, as its lines: a stand-in character (one token) per position and
 /// the form's punctuation, which is what [`glm_search_positions`] needs of the text.
 pub fn longest_poem(form: Form) -> Vec<String> {
     (0..form.lines()).map(|k| "春".repeat(form.line_len()) + if k.is_multiple_of(2) { "，" } else { "。" }).collect()
+}
+
+/// The answer `wenhui answer` and `/v1/answer` make room for up front, as its units: full-length
+/// units of a stand-in character (one token a position) and the task's first unit end, as many
+/// as give the widest inverse window ([`window`]) the search can meet, which is what
+/// [`glm_search_positions`] needs of the text. With the window of the last N characters that is
+/// a full unit, N − 1 characters with no unit end more than N characters back (so the tail
+/// reaches into the full unit), then the new unit; with a couplet window three units; else two.
+/// A text read whole (`Window::All`) grows past any stand-in: a longer answer meets the search's
+/// own check when it gets there.
+pub fn longest_answer(task: &Task) -> Vec<String> {
+    let end = task.units.ends.first().map_or("", String::as_str);
+    let full = "春".repeat(task.units.max_chars.saturating_sub(1)) + end;
+    match task.inverse.window {
+        Window::LastChars(n) if n > 1 => vec![full.clone(), "春".repeat(n - 2) + end, full],
+        Window::Couplet => vec![full; 3],
+        Window::LastChars(_) | Window::Unit | Window::All => vec![full; 2],
+    }
+}
+
+/// The tokens of a GLM search's forward prompt, as `Context::prepare` builds it: `[CLS]`, the
+/// prompt with its `[gMASK]` and the optional end of text (without the positions kept free
+/// after it, [`FORWARD_MARGIN`]).
+pub(crate) fn glm_forward_tokens(tokenizer: &Tokenizer, task: &Task, fields: &BTreeMap<String, String>) -> crate::Result<usize> {
+    glm_part_a(tokenizer, task, fields, &task.forward.prompt, "[gMASK]")
+}
+
+/// Tokens of a GLM Part A: `[CLS]`, `template` rendered with `fields` and `text`, and the
+/// task's optional end of text.
+fn glm_part_a(tokenizer: &Tokenizer, task: &Task, fields: &BTreeMap<String, String>, template: &str, text: &str) -> crate::Result<usize> {
+    let body = tokenizer.encode(&render(template, fields, text), false)?.len();
+    Ok(1 + body + usize::from(task.forward.append_eos))
 }
 
 /// The most positions a GLM inverse-prompting search of `task` takes for `fields` once its text
@@ -347,11 +379,8 @@ pub fn glm_search_positions(
     fields: &BTreeMap<String, String>,
     units: &[String],
 ) -> crate::Result<usize> {
-    let part_a = |template: &str, text: &str| -> crate::Result<usize> {
-        let body = tokenizer.encode(&render(template, fields, text), false)?.len();
-        Ok(1 + body + usize::from(task.forward.append_eos))
-    };
-    let forward = part_a(&task.forward.prompt, "[gMASK]")? + FORWARD_MARGIN;
+    let part_a = |template: &str, text: &str| glm_part_a(tokenizer, task, fields, template, text);
+    let forward = glm_forward_tokens(tokenizer, task, fields)? + FORWARD_MARGIN;
     let Some((last, before)) = units.split_last() else { return Ok(forward) };
     let refine = if task.search.refine_rounds > 0 { part_a(&task.forward.prompt, &format!("[MASK]{}", units[1..].concat()))? } else { 0 };
     let text = window(task.inverse.window, before, last);
@@ -385,8 +414,8 @@ pub struct SearchTooLong {
     pub fits: usize,
 }
 
-/// The one up-front length check of inverse prompting (`/v1/poem`, `wenhui poem`, `wenhui
-/// answer`): `None` when the search of `task` for `fields` and a text of `units` fits a GLM of
+/// The one up-front length check of inverse prompting (`/v1/poem`, `/v1/answer`, `wenhui poem`,
+/// `wenhui answer`): `None` when the search of `task` for `fields` and a text of `units` fits a GLM of
 /// `max_positions` positions (see [`glm_search_positions`]); otherwise how far it does not, with
 /// how many characters of `field` would fit.
 pub fn glm_search_fit(
@@ -434,15 +463,85 @@ pub(crate) struct AnswerPlan {
     pub(crate) fields: BTreeMap<String, String>,
 }
 
-/// Checks a `/v1/answer` request.
+/// Which input of an answer search does not fit the model's positions (see
+/// [`answer_search_fit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerTooLong {
+    /// The question: at least one of its characters fits ([`SearchTooLong::fits`]).
+    Question(SearchTooLong),
+    /// The description, with this question: at least one of its characters fits.
+    Description(SearchTooLong),
+    /// The question and the description together: neither shortened alone makes room.
+    Both(SearchTooLong),
+    /// No description was given and even an empty question leaves no room for an answer.
+    NoRoom(SearchTooLong),
+}
+
+/// The up-front length check of an answer search (`/v1/answer` and `wenhui answer`): `None`
+/// when the search of `task` for `fields` (`question`, `description`) fits a GLM of
+/// `max_positions` positions with room for [`longest_answer`]; otherwise which input to shorten:
+/// the question when some of it fits, else the description when one was `given` and some of it
+/// fits with this question.
+pub fn answer_search_fit(
+    tokenizer: &Tokenizer,
+    task: &Task,
+    fields: &BTreeMap<String, String>,
+    description_given: bool,
+    max_positions: usize,
+) -> crate::Result<Option<AnswerTooLong>> {
+    let units = longest_answer(task);
+    let Some(q) = glm_search_fit(tokenizer, task, fields, &units, "question", max_positions)? else { return Ok(None) };
+    if q.fits > 0 {
+        return Ok(Some(AnswerTooLong::Question(q)));
+    }
+    if !description_given {
+        return Ok(Some(AnswerTooLong::NoRoom(q)));
+    }
+    Ok(Some(match glm_search_fit(tokenizer, task, fields, &units, "description", max_positions)? {
+        Some(d) if d.fits > 0 => AnswerTooLong::Description(d),
+        _ => AnswerTooLong::Both(q),
+    }))
+}
+
+/// Checks a `/v1/answer` request, including (for a GLM) that its prompts and an answer fit the
+/// model's positions, as `wenhui answer` checks them (a search would otherwise fail only when it
+/// gets there).
 pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Result<AnswerPlan, ApiError> {
     not_blank(&r.question, "question")?;
     let description = r.description.clone().unwrap_or_default();
+    let description_given = !description.trim().is_empty();
     let task = task(front, "answer", r.beams, limits)?;
     let given = BTreeMap::from([("question".to_string(), r.question.clone()), ("description".to_string(), description)]);
     let fields = task.fields(&given)?;
     // --max-prompt-tokens counts the tokens of the prompt the search builds, as on every endpoint.
     super::checks::search_prompt(front, &task, &fields, limits, "`question` and `description`", "`question` or `description`")?;
+    if front.kind == ModelKind::Glm {
+        if let Some(too_long) = answer_search_fit(&front.tokenizer, &task, &fields, description_given, front.max_positions)? {
+            let need = |t: SearchTooLong| format!("the prompts would take {} positions but the model has {}", t.need, t.max_positions);
+            return Err(ApiError::bad_request(match too_long {
+                AnswerTooLong::Question(t) => format!(
+                    "`question` is {} characters, too long for this model with room for an answer ({}); shorten `question` to at \
+                     most {} characters",
+                    t.chars,
+                    need(t),
+                    t.fits
+                ),
+                AnswerTooLong::Description(t) => format!(
+                    "`description` is {} characters, too long for this model with this question ({}); shorten `description` to at \
+                     most {} characters",
+                    t.chars,
+                    need(t),
+                    t.fits
+                ),
+                AnswerTooLong::Both(t) => {
+                    format!("`question` and `description` are too long for this model together ({}); shorten them", need(t))
+                }
+                AnswerTooLong::NoRoom(t) => {
+                    format!("this model has too few positions for an answer to any `question` ({})", need(t))
+                }
+            }));
+        }
+    }
     Ok(AnswerPlan { task, fields })
 }
 

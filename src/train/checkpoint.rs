@@ -26,7 +26,8 @@ pub struct TrainerState {
     pub tokens_seen: u64,
     /// Training wall time so far, in seconds.
     pub elapsed_s: f64,
-    /// The run's configuration, as given.
+    /// The run's configuration, as given, with what it resolved written out (the model's shape,
+    /// absolute paths, the preset's span-rule settings: `setup::saved_config`).
     pub config: serde_json::Value,
     /// The wenhui version that wrote it.
     pub wenhui_version: String,

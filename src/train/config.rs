@@ -154,6 +154,11 @@ pub struct PretrainConfig {
 /// The fields that shape a fresh model; a run from `init_from` takes them from that model.
 pub const MODEL_FIELDS: [&str; 5] = ["layers", "hidden", "heads", "gelu", "arch"];
 
+/// The blank-infilling settings that came with THUDM's span rules. A run saved before them does
+/// not name them in its saved configuration, and trained with other values than today's presets
+/// give (see [`PretrainConfig::keep_pre_span_rules`]); a run saves them resolved, never unset.
+pub const SPAN_RULE_FIELDS: [&str; 4] = ["block_mask_prob", "short_seq_prob", "sentence_end_in_span", "task_masks"];
+
 /// Defaults (GLM-Large's optimizer settings, a small model shape).
 mod d {
     pub fn layers() -> usize {
@@ -339,6 +344,65 @@ impl PretrainConfig {
         }
         o.validate()?;
         Ok(o)
+    }
+
+    /// Keeps the objective of a run saved before the [`SPAN_RULE_FIELDS`] existed. `saved` is the
+    /// configuration the run saved (a checkpoint's `trainer_state.json` `config`): each of those
+    /// fields it does not name, and that this configuration leaves unset, gets the value such a
+    /// run trained with (the presets have changed since): `task_masks` true for `default` and
+    /// `glm-10b`, false for `glm-large`; `block_mask_prob` 0; `short_seq_prob` 0;
+    /// `sentence_end_in_span` false. Returns the fields set (none for `mlm` and `causal`, and
+    /// none for a run that saved them). Token-span placement follows today's rules either way.
+    pub fn keep_pre_span_rules(&mut self, saved: &serde_json::Value) -> Vec<&'static str> {
+        if self.lm_objective(0) != LmObjective::Blank {
+            return Vec::new();
+        }
+        let absent = |field: &str| saved.get(field).is_none();
+        let mut set = Vec::new();
+        if self.block_mask_prob.is_none() && absent("block_mask_prob") {
+            self.block_mask_prob = Some(0.0);
+            set.push("block_mask_prob");
+        }
+        if self.short_seq_prob.is_none() && absent("short_seq_prob") {
+            self.short_seq_prob = Some(0.0);
+            set.push("short_seq_prob");
+        }
+        if self.sentence_end_in_span.is_none() && absent("sentence_end_in_span") {
+            self.sentence_end_in_span = Some(false);
+            set.push("sentence_end_in_span");
+        }
+        if self.task_masks.is_none() && absent("task_masks") {
+            self.task_masks = Some(self.objective != "glm-large");
+            set.push("task_masks");
+        }
+        set
+    }
+
+    /// This configuration with the [`SPAN_RULE_FIELDS`] it leaves unset filled in from its
+    /// preset: what a run saves, so that a later change of a preset cannot change the objective
+    /// of a resumed run. Unchanged for `mlm` and `causal`, which do not use them.
+    pub fn with_span_rules_resolved(&self) -> Result<Self> {
+        let mut cfg = self.clone();
+        if self.lm_objective(0) == LmObjective::Blank {
+            let o = self.objectives()?;
+            cfg.block_mask_prob = Some(o.block_mask_prob);
+            cfg.short_seq_prob = Some(o.short_seq_prob);
+            cfg.sentence_end_in_span = Some(o.sentence_end_in_span);
+            cfg.task_masks = Some(o.task_masks);
+        }
+        Ok(cfg)
+    }
+
+    /// The configuration of a run as it trains when resumed from a checkpoint: `saved` (its
+    /// `trainer_state.json` `config`) read as `--resume` without `--config` reads it, with the
+    /// objective of a run saved before the [`SPAN_RULE_FIELDS`] kept
+    /// ([`PretrainConfig::keep_pre_span_rules`]). `eval ppl` scores a checkpoint with its
+    /// [`PretrainConfig::objectives`].
+    pub fn from_saved(saved: &serde_json::Value) -> Result<Self> {
+        let map = saved.as_object().cloned().ok_or_else(|| Error::input("the saved run configuration is not a JSON object"))?;
+        let mut cfg = Self::load(None, map)?;
+        cfg.keep_pre_span_rules(saved);
+        Ok(cfg)
     }
 
     /// The blank-infilling overrides that are set although the objective (`mlm`, `causal`) does

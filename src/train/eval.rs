@@ -17,8 +17,12 @@ use std::path::Path;
 /// How to evaluate.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalOptions {
-    /// Blank-infilling objective preset: `glm-10b`, `glm-large` or `default` (GLM only).
+    /// Blank-infilling objective preset: `glm-10b`, `glm-large` or `default` (GLM only); with
+    /// [`EvalOptions::objectives`] only its name in the report.
     pub objective: String,
+    /// The full blank-infilling objective, in place of the preset's (e.g. a run's preset with its
+    /// overrides, [`crate::train::config::PretrainConfig::objectives`]). `None`: the preset's.
+    pub objectives: Option<ObjectiveConfig>,
     /// Text tokens per sample; `None` = the model's positions, at most 512.
     pub seq_len: Option<usize>,
     /// Samples per batch.
@@ -31,7 +35,7 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { objective: "glm-10b".into(), seq_len: None, batch_size: 8, batches: 16, seed: 0 }
+        Self { objective: "glm-10b".into(), objectives: None, seq_len: None, batch_size: 8, batches: 16, seed: 0 }
     }
 }
 
@@ -42,6 +46,9 @@ pub struct EvalReport {
     pub mode: &'static str,
     /// The objective preset (blank infilling) or `next-token`.
     pub objective: String,
+    /// The blank-infilling objective scored, as evaluation measures it (no `[dBLOCK]` noise, no
+    /// short batches); `None` for next-token scoring.
+    pub objectives: Option<ObjectiveConfig>,
     /// Mean cross-entropy per predicted token, nats.
     pub loss: f64,
     /// exp(loss).
@@ -93,19 +100,20 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
         ));
     }
     let ids: Vec<usize> = (0..corpus.num_docs()).collect();
-    let (mode, objective, e) = match info.kind {
+    let (mode, objective, objectives, e) = match info.kind {
         ModelKind::Glm => {
             let tokens = ObjectiveTokens::from_special(&tokenizer.special)?;
-            let stream_cfg = StreamConfig {
-                seq_len,
-                batch_size: o.batch_size,
-                pack: true,
-                seed: o.seed,
-                // The loss of the objective itself: no [dBLOCK] noise in Part B, no re-cut batches
-                // (training-time augmentations; a tokenizer without [dBLOCK] evaluates too).
-                objectives: ObjectiveConfig { block_mask_prob: 0.0, short_seq_prob: 0.0, ..ObjectiveConfig::preset(&o.objective)? },
-                lm: Default::default(),
+            let objectives = match &o.objectives {
+                Some(c) => {
+                    c.validate()?;
+                    c.clone()
+                }
+                None => ObjectiveConfig::preset(&o.objective)?,
             };
+            // The loss of the objective itself: `eval_stream` leaves out the training-time
+            // augmentations, as it does for the trainer's validation.
+            let stream_cfg =
+                StreamConfig { seq_len, batch_size: o.batch_size, pack: true, seed: o.seed, objectives, lm: Default::default() };
             let mut stream = eval_stream(&corpus, &ids, &stream_cfg, tokens, &sentence_end_ids(&tokenizer))?;
             // One pass at most: a batch that completes the pass over the documents is the last, so no
             // document is scored twice over (the perplexity stays an average over distinct text).
@@ -124,11 +132,11 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
             let c = stream.cursor();
             let covered = if c.epoch > 0 { ids.len() } else { (c.index + usize::from(c.offset > 0)).min(ids.len()) };
             let e = EvalLoss { loss: if count > 0 { sum / count as f64 } else { f64::NAN }, tokens: count };
-            ("blank-infilling", o.objective.clone(), (e, run, covered))
+            ("blank-infilling", o.objective.clone(), Some(stream_cfg.objectives.for_evaluation()), (e, run, covered))
         }
         ModelKind::Gpt2 => {
             let eos = tokenizer.special.eos;
-            ("causal-lm", "next-token".to_string(), causal_loss(model, &corpus, ids, eos, seq_len, o)?)
+            ("causal-lm", "next-token".to_string(), None, causal_loss(model, &corpus, ids, eos, seq_len, o)?)
         }
         ModelKind::Bert => return Err(Error::input("eval ppl needs a GLM (blank infilling) or a GPT-2 (next-token); this is a BERT")),
     };
@@ -139,6 +147,7 @@ pub fn corpus_perplexity(model: &dyn Backbone, corpus_dir: &Path, o: &EvalOption
     Ok(EvalReport {
         mode,
         objective,
+        objectives,
         loss: e.loss,
         ppl: e.loss.exp(),
         tokens: e.tokens,

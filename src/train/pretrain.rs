@@ -132,8 +132,13 @@ pub struct EvalLoss {
     pub tokens: usize,
 }
 
-/// The evaluation batch stream over documents `ids`: the stream of `stream_cfg` with its seed
-/// mixed, so evaluation batches differ from training ones but are the same on every call.
+/// The evaluation batch stream over documents `ids` (the trainer's validation and `eval ppl`):
+/// the stream of `stream_cfg` with its seed mixed, so evaluation batches differ from training
+/// ones but are the same on every call (a stream of its own from the start, whatever the
+/// training stream has drawn), and with the objective as evaluation measures it
+/// ([`ObjectiveConfig::for_evaluation`]: no `[dBLOCK]` noise, no re-cut short batches).
+///
+/// [`ObjectiveConfig::for_evaluation`]: crate::data::blank::ObjectiveConfig::for_evaluation
 pub fn eval_stream<'a>(
     docs: &'a dyn Documents,
     ids: &[usize],
@@ -141,7 +146,12 @@ pub fn eval_stream<'a>(
     tokens: ObjectiveTokens,
     ends: &std::collections::HashSet<u32>,
 ) -> Result<BatchStream<'a>> {
-    let cfg = StreamConfig { seed: stream_cfg.seed ^ 0x7A11_DA7A, pack: stream_cfg.pack, ..stream_cfg.clone() };
+    let cfg = StreamConfig {
+        seed: stream_cfg.seed ^ 0x7A11_DA7A,
+        pack: stream_cfg.pack,
+        objectives: stream_cfg.objectives.for_evaluation(),
+        ..stream_cfg.clone()
+    };
     BatchStream::new(docs, ids.to_vec(), cfg, tokens, ends.clone(), Cursor::default())
 }
 
@@ -230,6 +240,7 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
     let resumed = opts.resume.as_deref().map(checkpoint::load).transpose()?;
     let mut later = Vec::new();
     if let Some(ck) = &resumed {
+        setup::keep_pre_span_rules(&mut cfg, ck);
         checkpoint::ensure_steps_left(&ck.dir, ck.state.step, cfg.steps, "pass a larger --steps to continue it")?;
         setup::ensure_resumed_shape(&cfg, ck)?;
         setup::ensure_same_split_settings(&cfg, ck)?;
@@ -287,6 +298,7 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
         }
     };
     setup::prepare_model(&mut model_cfg, &mut cfg, &tokenizer, init_from.as_deref())?;
+    setup::warn_short_seq_len(&cfg)?;
     if model_dir.is_some() {
         // A fresh model was checked before its weights were made (above).
         setup::check_memory(&model_cfg, &cfg)?;
@@ -329,7 +341,9 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
     let config_json = setup::saved_config(&cfg, &model_cfg, &model_dir.unwrap_or_else(|| cfg.out_dir.clone()).join("config.json"))?;
     // The run directory is written only now that model, data and options have been checked: a
     // run that fails to start leaves nothing behind.
-    setup::discard(&later)?;
+    if let Some(ck) = &resumed {
+        setup::discard(&cfg.out_dir, &ck.dir, &later)?;
+    }
     let mut run_dir = crate::train::metrics::RunDir::create(&cfg.out_dir, resumed.is_some())?;
     let split_path = cfg.out_dir.join("split.json");
     if !(continues_own_run && split_path.is_file()) {

@@ -153,15 +153,46 @@ pub(crate) fn later_checkpoints(run: &Path, ck: &Checkpoint, discard: bool) -> R
     ))
 }
 
-/// Removes the later checkpoints [`later_checkpoints`] found (`--discard-later`), saying so.
-pub(crate) fn discard(later: &[PathBuf]) -> Result<()> {
+/// The resumed run's objective, kept when its checkpoint was saved before the span-rule settings
+/// existed ([`PretrainConfig::keep_pre_span_rules`]): one warning names the values it keeps.
+pub(crate) fn keep_pre_span_rules(cfg: &mut PretrainConfig, ck: &Checkpoint) {
+    let kept = cfg.keep_pre_span_rules(&ck.state.config);
+    if kept.is_empty() {
+        return;
+    }
+    let value = |f: &str| match f {
+        "block_mask_prob" => cfg.block_mask_prob.map(|v| v.to_string()),
+        "short_seq_prob" => cfg.short_seq_prob.map(|v| v.to_string()),
+        "sentence_end_in_span" => cfg.sentence_end_in_span.map(|v| v.to_string()),
+        _ => cfg.task_masks.map(|v| v.to_string()),
+    };
+    let values: Vec<String> = kept.iter().map(|f| format!("{f} {}", value(f).unwrap_or_default())).collect();
+    tracing::warn!(
+        "{} was saved before {} existed, when the `{}` objective used other values than it does now: the run continues \
+         with those it trained with, {} (token spans are placed by the current rules); set them (flags or --config) to change it",
+        ck.dir.join("trainer_state.json").display(),
+        kept.join(", "),
+        cfg.objective,
+        values.join(", ")
+    );
+}
+
+/// Removes the later checkpoints [`later_checkpoints`] found (`--discard-later`), saying so, and
+/// points `run/latest` at `resumed`, the checkpoint the run continues from: until the run saves
+/// its next one, `latest` names a checkpoint that is there (it named one of those removed).
+pub(crate) fn discard(run: &Path, resumed: &Path, later: &[PathBuf]) -> Result<()> {
+    if later.is_empty() {
+        return Ok(());
+    }
     for d in later {
         std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
-    if !later.is_empty() {
-        let names: Vec<String> = later.iter().filter_map(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
-        tracing::warn!("discarded the later checkpoints {} (--discard-later)", names.join(", "));
-    }
+    // Absolute: a checkpoint resumed as `.` from inside it still has its name.
+    let resumed = resumed.canonicalize().map_err(|e| Error::io(resumed, e))?;
+    let name = resumed.file_name().ok_or_else(|| Error::file(&resumed, "a checkpoint directory without a name"))?;
+    crate::error::write_atomic(&run.join("latest"), name.to_string_lossy().as_bytes())?;
+    let names: Vec<String> = later.iter().filter_map(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    tracing::warn!("discarded the later checkpoints {} (--discard-later)", names.join(", "));
     Ok(())
 }
 
@@ -253,6 +284,26 @@ pub(crate) fn warn_no_validation(cfg: &PretrainConfig, documents: usize, valid: 
     }
 }
 
+/// A warning when `short_seq_prob` is on but `seq_len` is too short for short-sequence batches
+/// (chunks of 32..seq_len−1 tokens need seq_len ≥ 34): otherwise they would never happen, unsaid.
+pub(crate) fn warn_short_seq_len(cfg: &PretrainConfig) -> Result<()> {
+    if cfg.lm_objective(0) != LmObjective::Blank {
+        return Ok(());
+    }
+    let p = cfg.objectives()?.short_seq_prob;
+    let min = crate::data::blank::SHORT_SEQ_MIN;
+    if p > 0.0 && cfg.seq_len <= min + 1 {
+        let preset = if cfg.short_seq_prob.is_none() { format!(" (the `{}` preset's)", cfg.objective) } else { String::new() };
+        tracing::warn!(
+            "short_seq_prob {p}{preset} has no effect with seq_len {}: short-sequence batches cut samples into chunks of \
+             {min}..seq_len−1 tokens and need seq_len ≥ {}; raise seq_len, or set short_seq_prob 0",
+            cfg.seq_len,
+            min + 2
+        );
+    }
+    Ok(())
+}
+
 /// The model directory `init_from` names: a pretraining run directory stands for its newest
 /// checkpoint, as `wenhui export RUN` takes it (a note names it).
 pub(crate) fn init_from_dir(dir: &Path) -> Result<PathBuf> {
@@ -337,10 +388,12 @@ pub(crate) fn check_memory(model: &ModelConfig, cfg: &PretrainConfig) -> Result<
 }
 
 /// The run configuration saved with every checkpoint: `cfg`, with the model's true shape (a
-/// model from `init_from` or a checkpoint keeps its own, whatever the defaults say) and the
-/// corpus and `init_from` as absolute paths, so that a resume from another directory finds them.
+/// model from `init_from` or a checkpoint keeps its own, whatever the defaults say), the
+/// blank-infilling settings of [`super::config::SPAN_RULE_FIELDS`] as the preset resolved them
+/// (so that a later change of a preset cannot change a resumed run's objective) and the corpus
+/// and `init_from` as absolute paths, so that a resume from another directory finds them.
 pub(crate) fn saved_config(cfg: &PretrainConfig, model: &ModelConfig, config: &Path) -> Result<serde_json::Value> {
-    let mut v = serde_json::to_value(cfg).map_err(|e| Error::input(e.to_string()))?;
+    let mut v = serde_json::to_value(cfg.with_span_rules_resolved()?).map_err(|e| Error::input(e.to_string()))?;
     let (layers, hidden, heads, _) = model.dims();
     let gelu = format!("{:?}", model.gelu(config)?).to_lowercase();
     if let Some(o) = v.as_object_mut() {

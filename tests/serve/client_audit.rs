@@ -1,7 +1,8 @@
 //! Defects found by a client audit of `wenhui serve`: the fill text, `--max-batch` rows, checks
 //! that ran on the worker (a 429 instead of a 400), JSON arrays read as objects, requests cut off
 //! at shutdown without an answer, `--max-prompt-tokens` on every endpoint, the OpenAPI document
-//! against the accepted fields, error messages that name the field, and OpenAI's no-op fields.
+//! against the accepted fields, error messages that name the field, OpenAI's no-op fields, and
+//! `/v1/answer`'s length check against `wenhui answer`'s.
 
 use super::*;
 
@@ -125,6 +126,11 @@ fn checks_the_worker_made_are_made_before_the_queue() {
         // An input over --max-prompt-tokens.
         let r = post(addr, "/v1/classify", &json!({"task_toml": season_task("春"), "input": {"line": "花".repeat(100)}}));
         assert_eq!(r.status, 400, "{}", r.text());
+        // An answer whose prompts would outgrow the model's positions (the search failed on the
+        // worker once its text got there).
+        let r = post(addr, "/v1/answer", &json!({"question": "如何写诗", "description": "春".repeat(95), "beams": 1}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(message(&r).contains("`description`"), "{}", r.text());
         assert!(t.elapsed() < Duration::from_secs(3), "answered at once, not after the poem: {:?}", t.elapsed());
         // The queue is full indeed.
         assert_eq!(post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 1})).status, 429);
@@ -242,6 +248,59 @@ fn max_prompt_tokens_counts_tokens_on_every_endpoint() {
     assert_eq!(r.status, 200, "{}", r.text());
     let cut = r.json()["truncated_tokens"].as_u64().unwrap();
     assert!(cut >= 50, "{}", r.text());
+    handle.shutdown().unwrap();
+}
+
+/// The number in "at most N characters" of a message.
+fn at_most(m: &str) -> usize {
+    let rest = &m[m.find("at most ").unwrap_or_else(|| panic!("no \"at most\": {m}")) + "at most ".len()..];
+    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    assert!(rest[n.len()..].starts_with(" characters"), "{m}");
+    n.parse().unwrap()
+}
+
+#[test]
+fn answer_lengths_are_checked_up_front_as_by_wenhui_answer() {
+    let _shared = shared_process();
+    let question = "如何写诗";
+    // `wenhui answer` refuses a long description at once and says how much of it fits.
+    let cli = |description: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["answer", "--question", question, "--description", description, "--beams", "1", "--per-beam", "1"])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = cli(&"春".repeat(95));
+    assert!(!ok && err.contains("--description is 95 characters"), "{err}");
+    let fits = at_most(&err);
+    assert!(fits > 0 && fits < 95, "{err}");
+    let (addr, handle) = serve_embedded(Limits::default());
+    // The server refuses the same request, naming the field and the same figure.
+    for n in [95, 104, fits + 1] {
+        let r = post(addr, "/v1/answer", &json!({"question": question, "description": "春".repeat(n), "beams": 1}));
+        assert_eq!(r.status, 400, "{n}: {}", r.text());
+        let m = message(&r);
+        assert!(m.contains(&format!("`description` is {n} characters")) && m.contains("shorten `description`"), "{m}");
+        assert_eq!(at_most(&m), fits, "the CLI's figure: {err}\nthe server's: {m}");
+        assert!(!m.contains("inverse prompt"), "refused up front, not by the search: {m}");
+    }
+    // As many characters as fit are answered, by the server and by the CLI.
+    let r = post(addr, "/v1/answer", &json!({"question": question, "description": "春".repeat(fits), "beams": 1}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.json()["text"].as_str().unwrap().is_empty(), "{}", r.text());
+    let (ok, err) = cli(&"春".repeat(fits));
+    assert!(ok, "{err}");
+    // A question too long: named as such, with the CLI's figure.
+    let long = "问".repeat(120);
+    let r = post(addr, "/v1/answer", &json!({"question": long, "beams": 1}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let m = message(&r);
+    assert!(m.contains("`question` is 120 characters") && m.contains("shorten `question`"), "{m}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(["answer", "--question", &long]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--question is 120 characters"), "{err}");
+    assert_eq!(at_most(&m), at_most(&err), "{m}\n{err}");
     handle.shutdown().unwrap();
 }
 

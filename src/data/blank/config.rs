@@ -93,6 +93,13 @@ impl ObjectiveConfig {
             other => Err(crate::Error::input(format!("unknown objective preset `{other}` (glm-large, glm-10b, default)"))),
         }
     }
+    /// The objective as an evaluation measures it (the trainer's validation and `eval ppl`): this
+    /// one without the training-time augmentations, no `[dBLOCK]` noise in Part B
+    /// (`block_mask_prob` 0) and no re-cut short batches (`short_seq_prob` 0), so that the loss is
+    /// that of the objective itself and a tokenizer without `[dBLOCK]` evaluates too.
+    pub fn for_evaluation(&self) -> Self {
+        Self { block_mask_prob: 0.0, short_seq_prob: 0.0, ..self.clone() }
+    }
     /// Checks that the probabilities and ratios make sense.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::input(format!("objective: {m}")));

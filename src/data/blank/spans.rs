@@ -114,7 +114,9 @@ pub(super) fn token_spans(len: usize, segments: &[(usize, usize)], cfg: &Objecti
 const TOKEN_SPAN_TRIES: usize = 8;
 
 /// Places `lengths` in `docs` (shortest first): all but the last take lengths in order while they
-/// stay within `ratio` of their tokens, the last takes the rest while they fit with separators.
+/// stay within `ratio` of their tokens, the last takes the rest; in every document the spans fit
+/// with a separator between each two (a `ratio` above one half would otherwise leave no room for
+/// them).
 fn spread_spans(lengths: &[usize], docs: &[(usize, usize)], ratio: f64, rng: &mut impl RngCore) -> Vec<(usize, usize)> {
     let mut spans = Vec::with_capacity(lengths.len());
     let mut next = 0;
@@ -124,8 +126,8 @@ fn spread_spans(lengths: &[usize], docs: &[(usize, usize)], ratio: f64, rng: &mu
         let cap = (ratio * n as f64) as usize;
         let (mut sum, mut count) = (0, 0);
         while let Some(&l) = lengths.get(next + count) {
-            // The longest document needs a separator between spans; the others stay far below.
-            let fits = if longest { sum + l + count <= n } else { sum + l <= cap };
+            // Spans and the separators between them fit; all but the longest also stay within `cap`.
+            let fits = sum + l + count <= n && (longest || sum + l <= cap);
             if !fits {
                 break;
             }
