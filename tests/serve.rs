@@ -99,6 +99,37 @@ fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     (status, headers)
 }
 
+/// Reads the body after `headers`: chunk by chunk when chunked, else to the end.
+fn read_body(r: &mut BufReader<TcpStream>, headers: &[(String, String)]) -> Vec<u8> {
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        while let Some(c) = read_chunk(r) {
+            body.extend(c);
+        }
+    } else {
+        let _ = r.read_to_end(&mut body);
+    }
+    body
+}
+
+/// Runs `check` while the server (`--queue 1 --max-batch 1`) is busy with one long poem and has
+/// another waiting, then shows the queue was full (a further request: 429) and that both poems
+/// finish with 200.
+fn while_the_queue_is_full(addr: SocketAddr, check: impl FnOnce() + Send) {
+    let long = json!({"title": "春日", "form": "七律", "beams": 16});
+    std::thread::scope(|s| {
+        let running = s.spawn(|| post(addr, "/v1/poem", &long).status);
+        std::thread::sleep(Duration::from_millis(300));
+        let queued = s.spawn(|| post(addr, "/v1/poem", &long).status);
+        std::thread::sleep(Duration::from_millis(300));
+        check();
+        assert_eq!(post(addr, "/v1/completions", &json!({"prompt": "春", "max_tokens": 1})).status, 429);
+        assert_eq!(running.join().unwrap(), 200);
+        assert_eq!(queued.join().unwrap(), 200);
+    });
+}
+
 /// Reads one chunk of a chunked body (None at the end).
 fn read_chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     let mut line = String::new();
@@ -113,15 +144,7 @@ fn read_chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Resp {
     let mut r = BufReader::new(send(addr, method, path, body));
     let (status, headers) = read_head(&mut r);
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let mut body = Vec::new();
-    if chunked {
-        while let Some(c) = read_chunk(&mut r) {
-            body.extend(c);
-        }
-    } else {
-        let _ = r.read_to_end(&mut body);
-    }
+    let body = read_body(&mut r, &headers);
     Resp { status, headers, body }
 }
 
