@@ -178,32 +178,10 @@ pub(crate) async fn results(State(s): State<AppState>) -> Response {
     match blocking(move || t.store.votes()).await {
         Ok(Ok(votes)) => {
             let summary = summarize(votes.iter().map(|(f, m)| (f.as_str(), *m)));
-            match serde_json::to_value(summary) {
-                Ok(mut v) => {
-                    no_rate_without_votes(&mut v);
-                    Json(v).into_response()
-                }
-                Err(e) => ApiError::internal(e.to_string()).into_response(),
-            }
+            Json(summary).into_response()
         }
         Ok(Err(e)) => ApiError::internal(e.to_string()).into_response(),
         Err(e) => e.into_response(),
-    }
-}
-
-/// Sets `rate` to null in every rate of the results that has no votes: 0/0 is no rate at all, and a
-/// 0 would read as "the machine poem was never chosen".
-fn no_rate_without_votes(v: &mut serde_json::Value) {
-    let Some(o) = v.as_object_mut() else { return };
-    for (key, value) in o.iter_mut() {
-        let rates = match (key.as_str(), value) {
-            ("total", r) => std::slice::from_mut(r),
-            ("by_form", serde_json::Value::Array(rs)) => rs.as_mut_slice(),
-            _ => continue,
-        };
-        for r in rates.iter_mut().filter(|r| r["votes"] == json!(0)) {
-            r["rate"] = serde_json::Value::Null;
-        }
     }
 }
 

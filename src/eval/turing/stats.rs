@@ -26,15 +26,16 @@ pub struct FormRate {
     pub votes: u64,
     /// Votes where the visitor picked the machine poem as the human one.
     pub machine_chosen: u64,
-    /// `machine_chosen / votes` (0 without votes).
-    pub rate: f64,
+    /// `machine_chosen / votes`; `None` (JSON null) without votes: 0/0 is no rate at all, and a 0
+    /// would read as "the machine poem was never chosen".
+    pub rate: Option<f64>,
     /// Wilson 95% interval of the rate.
     pub ci95: (f64, f64),
 }
 
 impl FormRate {
     fn new(form: &str, votes: u64, machine_chosen: u64) -> Self {
-        let rate = if votes == 0 { 0.0 } else { machine_chosen as f64 / votes as f64 };
+        let rate = (votes > 0).then(|| machine_chosen as f64 / votes as f64);
         Self { form: form.to_string(), votes, machine_chosen, rate, ci95: wilson(machine_chosen, votes, 1.96) }
     }
 }
@@ -89,6 +90,16 @@ mod tests {
         assert_eq!((s.total.votes, s.total.machine_chosen), (3, 2));
         assert_eq!(s.by_form.len(), 2);
         assert_eq!(s.by_form.iter().find(|r| r.form == "五言绝句").map(|r| r.votes), Some(2));
-        assert!((s.paper.rate - 0.452).abs() < 1e-3);
+        assert!(s.paper.rate.is_some_and(|r| (r - 0.452).abs() < 1e-3));
+        assert!(s.total.rate.is_some_and(|r| (r - 2.0 / 3.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn no_votes_is_no_rate() -> Result<(), serde_json::Error> {
+        let s = summarize([]);
+        assert_eq!((s.total.votes, s.total.rate, s.total.ci95), (0, None, (0.0, 1.0)));
+        assert!(s.by_form.is_empty());
+        assert_eq!(serde_json::to_value(&s.total)?["rate"], serde_json::Value::Null);
+        Ok(())
     }
 }
