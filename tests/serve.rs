@@ -15,6 +15,8 @@ use wenhui::tokenizer::CharVocab;
 mod audit;
 #[path = "serve/client_audit.rs"]
 mod client_audit;
+#[path = "serve/fuzz_fixes.rs"]
+mod fuzz_fixes;
 
 /// The memory test reads the resident size of this whole process, so it runs alone: every other
 /// test holds the shared side of this lock, the memory test the exclusive one.

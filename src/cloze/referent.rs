@@ -43,6 +43,33 @@ pub fn answer_field(task: &ClozeTask) -> Result<String> {
     }
 }
 
+/// Checks a SuperGLUE WSC line given as one JSON object (`wenhui classify`, `/v1/classify`):
+/// its `text` and spans are not empty and the span indices point at words of the text (the
+/// reader marks the pronoun by its word index, and an index past the text would mark nothing).
+/// A line without a `target` object is left to the task's other readings.
+pub fn check_wsc_line(v: &serde_json::Value) -> Result<()> {
+    let Some(target) = v.get("target").and_then(serde_json::Value::as_object) else { return Ok(()) };
+    let text = v.get("text").and_then(serde_json::Value::as_str).unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(Error::input("`text` is empty: give the WSC sentence, with the pronoun and the span among its words"));
+    }
+    for span in ["span1_text", "span2_text"] {
+        if target.get(span).and_then(serde_json::Value::as_str).is_some_and(|s| s.trim().is_empty()) {
+            return Err(Error::input(format!("`target.{span}` is empty: give the words of the text it names")));
+        }
+    }
+    let words = text.split_whitespace().count();
+    for index in ["span1_index", "span2_index"] {
+        if let Some(i) = target.get(index).and_then(serde_json::Value::as_u64).filter(|&i| i >= words as u64) {
+            return Err(Error::input(format!(
+                "`target.{index}` is {i}, but `text` has only {words} words (counted from 0, split at whitespace); give the index \
+                 of the span's first word"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn clean(word: &str) -> String {
     word.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-').to_string()
 }

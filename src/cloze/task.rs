@@ -337,6 +337,9 @@ impl ClozeTask {
     pub fn examples_from_json(&self, v: &serde_json::Value) -> Result<Vec<Example>> {
         let used = self.used_fields();
         let missing = |e: &Example| -> Vec<String> { used.iter().filter(|f| !e.fields.contains_key(*f)).cloned().collect() };
+        if self.spec.reader == Reader::Wsc {
+            super::referent::check_wsc_line(v)?;
+        }
         let read = from_value(v, self.spec.reader);
         if let Ok(examples) = &read {
             if !examples.is_empty() && examples.iter().all(|e| missing(e).is_empty()) {

@@ -48,7 +48,16 @@ pub fn decode(
         // The last generated token is never fed, so it needs no position.
         let room = cap - feed.len() + 1;
         if room < max_new {
-            tracing::warn!("max_new_tokens {max_new} capped to {room} by the model's positions");
+            // Once per process a warning (a command's user hears it), then at debug level: a
+            // server meets it on every request that asks for more than the model holds.
+            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!("max_new_tokens {max_new} capped to {room} by the model's positions");
+            } else {
+                tracing::warn!(
+                    "max_new_tokens {max_new} capped to {room} by the model's positions (said once; later caps are logged at debug level)"
+                );
+            }
             max_new = room;
         }
     }
@@ -152,4 +161,51 @@ pub(crate) fn nothing_allowed(row: &[f32], step: usize, cfg: &GenerationConfig) 
 pub(crate) fn last_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let (_, s, _) = logits.dims3()?;
     Ok(logits.narrow(1, s - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::generate::{generate, CausalInputs, GenerationConfig};
+    use crate::model::{load_model, LoadOptions};
+    use std::sync::{Arc, Mutex};
+
+    /// A log writer into a shared buffer.
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A server asks for more tokens than the model holds on every request: the cap is a warning
+    /// once per process, then a debug line (it was a warning per request).
+    #[test]
+    fn the_cap_of_max_new_tokens_warns_once_a_process() -> crate::Result<()> {
+        let m = load_model("tests/fixtures/gpt2-tiny".as_ref(), &LoadOptions::default())?;
+        let backbone = m.backbone.as_ref();
+        let cfg = GenerationConfig { max_new_tokens: 1000, ..Default::default() };
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Captured(writer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || -> crate::Result<()> {
+            for _ in 0..3 {
+                generate(backbone, &[1, 2, 3], &CausalInputs::new(backbone), &cfg, None)?;
+            }
+            Ok(())
+        })?;
+        let log = String::from_utf8_lossy(&buf.lock().map_err(|_| crate::Error::input("poisoned log"))?).into_owned();
+        let caps: Vec<&str> = log.lines().filter(|l| l.contains("capped to")).collect();
+        assert_eq!(caps.len(), 3, "{log}");
+        assert!(caps.iter().filter(|l| l.contains("WARN")).count() <= 1, "{log}");
+        Ok(())
+    }
 }

@@ -98,8 +98,19 @@ pub struct CompletionRequest {
     pub best_of: Option<u64>,
     /// OpenAI's stream options (with `stream: true`): `include_usage` sends a last chunk with
     /// `usage` and no choices before `[DONE]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stream_options")]
     pub stream_options: Option<StreamOptions>,
+}
+
+/// Reads `stream_options` from a JSON object only: serde would read the struct from a JSON array
+/// too (its fields in order), so `[true]` would silently mean `include_usage`.
+fn stream_options<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<StreamOptions>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => StreamOptions::deserialize(v).map(Some).map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("`stream_options` must be a JSON object, e.g. {\"include_usage\": true}, or left out")),
+    }
 }
 
 /// OpenAI's `stream_options` of a completion request.
@@ -201,6 +212,32 @@ pub struct ClassifyRequest {
     #[serde(default)]
     pub task_toml: Option<String>,
     /// The example, as `wenhui classify` takes a JSON object: a SuperGLUE line (read with the
-    /// task's reader) or the task's field values; it must make one example.
+    /// task's reader) or the task's field values; it must make one example. A field given twice
+    /// is refused, as a repeated field of the body is.
+    #[serde(deserialize_with = "unique_fields")]
     pub input: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Reads a JSON object whose keys are all different (serde_json's map keeps the last of
+/// repeated keys silently).
+fn unique_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Map<String, serde_json::Value>, D::Error> {
+    struct Fields;
+    impl<'de> serde::de::Visitor<'de> for Fields {
+        type Value = serde_json::Map<String, serde_json::Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object with the example's fields")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut fields = serde_json::Map::new();
+            while let Some(key) = a.next_key::<String>()? {
+                if fields.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("duplicate field `{key}` in `input`: give each field once")));
+                }
+                let value = a.next_value()?;
+                fields.insert(key, value);
+            }
+            Ok(fields)
+        }
+    }
+    d.deserialize_map(Fields)
 }

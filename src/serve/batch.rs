@@ -265,6 +265,9 @@ impl<'m> Engine<'m> {
                 }
             }
         }
+        // Counted before any answer goes out: a client that reads the metrics after its answer
+        // sees its tokens.
+        metrics.tokens_generated(decided);
         // Requests with every choice decided (or failed) answer and leave.
         let model = self.model;
         self.active.retain_mut(|a| {
@@ -283,7 +286,7 @@ impl<'m> Engine<'m> {
         if let Err(e) = self.shrink(&live).and_then(|_| self.feed(&feed)) {
             self.fail_all(ApiError::from(e));
         }
-        metrics.generated(decided, started.elapsed());
+        metrics.model_busy(decided, started.elapsed());
         decided
     }
 

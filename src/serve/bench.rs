@@ -61,32 +61,34 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub fn load(addr: SocketAddr, clients: usize, requests: usize, max_time: Duration, body: &(dyn Fn(usize) -> String + Sync)) -> LoadReport {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
+    let work = || {
+        let mut out = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= requests || start.elapsed() > max_time {
+                break;
+            }
+            let t0 = Instant::now();
+            let r = post_json(addr, "/v1/completions", &body(i), max_time + Duration::from_secs(30));
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (ok, tokens) = match r {
+                Ok((200, b)) => {
+                    let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+                    (true, v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize)
+                }
+                _ => (false, 0),
+            };
+            out.push((ok, tokens, ms));
+        }
+        out
+    };
     let results: Vec<(bool, usize, f64)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..clients.max(1))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= requests || start.elapsed() > max_time {
-                            break;
-                        }
-                        let t0 = Instant::now();
-                        let r = post_json(addr, "/v1/completions", &body(i), max_time + Duration::from_secs(30));
-                        let ms = t0.elapsed().as_secs_f64() * 1e3;
-                        let (ok, tokens) = match r {
-                            Ok((200, b)) => {
-                                let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
-                                (true, v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize)
-                            }
-                            _ => (false, 0),
-                        };
-                        out.push((ok, tokens, ms));
-                    }
-                    out
-                })
-            })
-            .collect();
+        // Clients the system cannot start are not started: the ones running share the requests
+        // (a failed spawn panicked before).
+        let workers: Vec<_> = (0..clients.max(1)).map_while(|_| std::thread::Builder::new().spawn_scoped(s, work).ok()).collect();
+        if workers.len() < clients {
+            tracing::warn!("bench serve: only {} of {clients} client threads could start", workers.len());
+        }
         workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
     });
     let seconds = start.elapsed().as_secs_f64();

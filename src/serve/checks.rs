@@ -139,6 +139,15 @@ fn answer_words(task: &ClozeTask, tok: &Tokenizer, space: bool, example: &BTreeM
             if ids.is_empty() {
                 return Err(ApiError::bad_request(format!("label `{}`: answer `{text}` tokenizes to nothing", lw.label)));
             }
+            // An answer taken from the input that the model cannot read at all would score as
+            // every other such answer (a tie): refused, as unreadable text is on every endpoint.
+            if w.contains('{') {
+                let unknown = crate::generate::unknown_text(tok, &text)?;
+                if unknown.all_unknown() {
+                    let what = format!("input: the answer of label `{}` (`{w}`, from the input's fields)", lw.label);
+                    return Err(ApiError::bad_request(unknown.warn_or_refusal(&what).unwrap_or_default()));
+                }
+            }
             if !w.contains('{') && tok.special.unk.is_some_and(|unk| ids.contains(&unk)) {
                 return Err(ApiError::bad_request(format!(
                     "task `{}`: label `{}`: verbalizer word `{w}` holds a token this tokenizer does not know ([UNK]); pick a word in \
@@ -150,6 +159,26 @@ fn answer_words(task: &ClozeTask, tok: &Tokenizer, space: bool, example: &BTreeM
         }
     }
     Ok(longest)
+}
+
+/// 400 when a built-in task's verbalizer words are not all known to the served model's tokenizer
+/// (the SuperGLUE tasks' English words on a Chinese model): said as a task that does not fit the
+/// model, with `task_toml` as the way to other words.
+pub(crate) fn builtin_vocabulary(front: &Front, task: &ClozeTask) -> Result<(), ApiError> {
+    let tok = &front.tokenizer;
+    let Some(unk) = tok.special.unk else { return Ok(()) };
+    for lw in &task.spec.verbalizer {
+        for w in lw.words.iter().filter(|w| !w.contains('{')) {
+            if tok.encode(w, false)?.contains(&unk) {
+                return Err(ApiError::bad_request(format!(
+                    "the built-in task `{}` does not fit the served model's vocabulary: its verbalizer word `{w}` (label `{}`) is \
+                     not in it ([UNK]); send the task as `task_toml` with verbalizer words the model knows",
+                    task.spec.name, lw.label
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An error about a `/v1/classify` request's `input`, said so (a 400's message without the

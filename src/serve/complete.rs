@@ -99,12 +99,18 @@ fn one_choice(
             let mut current = 0usize;
             // `max_tokens` bounds the whole choice: every blank's fill (stop tokens included) counts.
             let limit = cfg.max_new_tokens;
+            // Whether the budget ended a fill before the model did (this blank or the ones after).
+            let mut cut = false;
             let mut hook = |b: usize, _i: usize, id: u32| {
                 if t.should_stop() {
                     cancelled = true;
                     return false;
                 }
-                if stream.stopped() || tokens >= limit {
+                if stream.stopped() {
+                    return false;
+                }
+                if tokens >= limit {
+                    cut = true;
                     return false;
                 }
                 tokens += 1;
@@ -127,7 +133,8 @@ fn one_choice(
                 !stream.stopped()
             };
             let out = fill_blanks_streaming(backbone, context, &blank, &cfg, Some(&mut hook))?;
-            out.fills.last().is_some_and(|f| f.finished)
+            // "stop" only when every blank was filled to its end, not only the last one.
+            !cut && out.fills.iter().all(|f| f.finished)
         }
         _ => {
             if let Some(eos) = tok.special.eos {

@@ -61,7 +61,16 @@ impl Metrics {
     }
     /// The worker generated `tokens` tokens in `busy` of model time.
     pub fn generated(&self, tokens: usize, busy: Duration) {
+        self.tokens_generated(tokens);
+        self.model_busy(tokens, busy);
+    }
+    /// Counts `tokens` generated tokens (before the answers holding them are sent, so that a
+    /// client reading the metrics after its answer sees its tokens).
+    pub fn tokens_generated(&self, tokens: usize) {
         self.generated_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+    /// The model was busy for `busy` producing `tokens` tokens (already counted).
+    pub fn model_busy(&self, tokens: usize, busy: Duration) {
         self.busy_ns.fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
         if tokens > 0 && busy > Duration::ZERO {
             self.last_rate_milli.store((tokens as f64 / busy.as_secs_f64() * 1e3) as u64, Ordering::Relaxed);

@@ -228,12 +228,25 @@ fn json_error(e: &serde_json::Error, field: Option<&str>, limits: &Limits) -> St
         .replace("data did not match any variant of untagged enum Prompts", "`prompt` must be a string or a list of strings")
         .replace("data did not match any variant of untagged enum Stops", "`stop` must be a string or a list of strings");
     match field {
-        Some(f) if msg.starts_with("number out of range") => {
-            format!("`{f}` is out of range ({msg}): {}", range_of(f, limits))
-        }
+        // A text field holds a number too large to read: say what the field takes instead.
+        Some(f) if msg.starts_with("number out of range") => match text_field(f) {
+            Some(takes) => format!("`{f}` must be {takes}, not a number ({msg})"),
+            None => format!("`{f}` is out of range ({msg}): {}", range_of(f, limits)),
+        },
         // (The untagged lists' messages name their field already.)
         Some(f) if !msg.contains(&format!("`{f}`")) => format!("invalid JSON body: `{f}`: {msg}"),
         _ => format!("invalid JSON body: {msg}"),
+    }
+}
+
+/// What a text field of a request body (`prompt[1]`: an item of a list) takes; `None` for the
+/// other fields.
+fn text_field(field: &str) -> Option<&'static str> {
+    match field.split('[').next().unwrap_or(field) {
+        "prompt" | "stop" => Some("a string or a list of strings"),
+        "model" | "user" | "text" | "title" | "form" | "acrostic" | "rhyme" | "author" | "question" | "description" | "task"
+        | "task_toml" => Some("a string"),
+        _ => None,
     }
 }
 

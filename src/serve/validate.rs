@@ -47,6 +47,17 @@ fn not_blank(text: &str, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// 400 when the model's vocabulary knows nothing of `text` (every token `[UNK]`: the model would
+/// answer from nothing), as `/v1/fill` and the commands refuse it; `what` names the field. Text
+/// the model reads in part is allowed.
+fn readable(front: &Front, text: &str, what: &str) -> Result<(), ApiError> {
+    let unknown = crate::generate::unknown_text(&front.tokenizer, text)?;
+    if unknown.all_unknown() {
+        return Err(ApiError::bad_request(unknown.warn_or_refusal(what).unwrap_or_default()));
+    }
+    Ok(())
+}
+
 /// Checks a prompt's token count against the limit and the model.
 pub(crate) fn check_prompt(front: &Front, n: usize, limits: &Limits) -> Result<(), ApiError> {
     check_named_prompt(front, "the prompt", n, limits)
@@ -180,11 +191,16 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
     check_temperature(temperature)?;
     check_top_p(r.top_p)?;
     let tok = &front.tokenizer;
+    // Numbered from 1, in every message about one prompt of a list.
+    let name = |i: usize| if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {}", i + 1) };
+    // An empty prompt is said first, before what the model cannot read of another.
+    for (i, p) in prompts.iter().enumerate() {
+        not_blank(p, &name(i))?;
+    }
     let mut contexts = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
-        // Numbered from 1, in every message about one prompt of a list.
-        let name = if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {}", i + 1) };
-        not_blank(p, &name)?;
+        let name = name(i);
+        readable(front, p, &format!("`{name}`"))?;
         let ids = match front.kind {
             ModelKind::Glm => glm_context(tok, p)?,
             ModelKind::Gpt2 => tok.encode(p, false)?,
@@ -234,10 +250,7 @@ pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<Fi
         )));
     }
     // As `wenhui fill`: a text the model can read nothing of is refused (every character [UNK]).
-    let unknown = crate::generate::unknown_text(&front.tokenizer, &r.text)?;
-    if unknown.all_unknown() {
-        return Err(ApiError::bad_request(unknown.warn_or_refusal("`text`").unwrap_or_default()));
-    }
+    readable(front, &r.text, "`text`")?;
     let context = glm_context(&front.tokenizer, &r.text)?;
     check_prompt(front, context.len(), limits)?;
     Ok(FillPlan { context, max_new, beams, temperature })
@@ -288,6 +301,7 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
     }
     let author = r.author.clone().unwrap_or_else(|| "李白".into());
     let task = task(front, "poem", r.beams, limits)?;
+    readable(front, &title, "`title`")?;
     // Each acrostic head must be one token the sampler can force (as the search checks).
     for &c in &constraints.heads {
         let ids = front.tokenizer.encode(&c.to_string(), false)?;
@@ -511,6 +525,10 @@ pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Resul
     let description = r.description.clone().unwrap_or_default();
     let description_given = !description.trim().is_empty();
     let task = task(front, "answer", r.beams, limits)?;
+    readable(front, &r.question, "`question`")?;
+    if description_given {
+        readable(front, &description, "`description`")?;
+    }
     let given = BTreeMap::from([("question".to_string(), r.question.clone()), ("description".to_string(), description)]);
     let fields = task.fields(&given)?;
     // --max-prompt-tokens counts the tokens of the prompt the search builds, as on every endpoint.
@@ -574,7 +592,17 @@ pub(crate) fn classify(front: &Front, r: &ClassifyRequest, limits: &Limits) -> R
         (Some(name), None) => match front.prompt_tasks.iter().position(|t| t.spec.name == *name) {
             Some(i) => (TaskSource::Served(i), front.prompt_tasks[i].clone()),
             None => {
+                if !crate::cloze::task::BUILTIN.contains(&name.as_str()) {
+                    let served = front.prompt_tasks.iter().map(|t| format!("`{}`", t.spec.name)).collect::<Vec<_>>();
+                    let served =
+                        if served.is_empty() { String::new() } else { format!(" nor a served prompt's task ({})", served.join(", ")) };
+                    return Err(ApiError::bad_request(format!(
+                        "unknown `task` `{name}`: not a built-in cloze task ({}){served}; or send a task file's text as `task_toml`",
+                        crate::cloze::task::BUILTIN.join(", ")
+                    )));
+                }
                 let task = crate::cloze::ClozeTask::builtin(name)?;
+                super::checks::builtin_vocabulary(front, &task)?;
                 (TaskSource::Given(Box::new(task.clone())), task)
             }
         },
@@ -599,6 +627,14 @@ pub(crate) fn classify(front: &Front, r: &ClassifyRequest, limits: &Limits) -> R
         )));
     }
     let example = examples.swap_remove(0).fields;
+    // The fields the request gave and the template reads (not those a reader derives, such as
+    // COPA's connective): each must hold text the model can read, as every endpoint's text.
+    for field in task.used_fields() {
+        if let (Some(value), true) = (example.get(&field), r.input.contains_key(&field)) {
+            not_blank(value, &format!("input field `{field}`"))?;
+            readable(front, value, &format!("input field `{field}`"))?;
+        }
+    }
     let truncated = super::checks::classify_input(front, &task, matches!(source, TaskSource::Served(_)), &example, limits)?;
     Ok(ClassifyPlan { source, example, truncated })
 }

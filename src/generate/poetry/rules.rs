@@ -66,7 +66,10 @@ impl FromStr for Form {
             "七绝" | "七言绝句" | "qijue" => Ok(Form::QiJue),
             "五律" | "五言律诗" | "wulv" | "wulu" => Ok(Form::WuLv),
             "七律" | "七言律诗" | "qilv" | "qilu" => Ok(Form::QiLv),
-            _ => Err(Error::Input(format!("unknown poem form `{s}` (expected 五绝, 七绝, 五律 or 七律)"))),
+            _ => Err(Error::Input(format!(
+                "unknown poem form `{s}`: expected 五绝 (wujue), 七绝 (qijue), 五律 (wulv) or 七律 (qilv); also 五言绝句, \
+                 七言绝句, 五言律诗, 七言律诗"
+            ))),
         }
     }
 }
@@ -165,11 +168,25 @@ impl Constraints {
     }
 
     /// Parses form and rhyme-table names (see their `FromStr`) and checks the acrostic heads:
-    /// exactly one CJK character per line (traditional allowed) or an empty string.
+    /// exactly one CJK character per line (traditional allowed) or an empty string (no
+    /// acrostic). Whitespace around the heads is ignored; only whitespace, or whitespace between
+    /// heads, is refused (it would otherwise silently mean no acrostic, or other heads).
     pub fn parse(form: &str, rhyme: &str, heads: &str) -> Result<Constraints> {
         let mut c = Constraints::new(form.parse()?);
         c.rhyme = rhyme.parse()?;
-        c.heads = heads.chars().filter(|ch| !ch.is_whitespace()).collect();
+        let trimmed = heads.trim();
+        if trimmed.is_empty() && !heads.is_empty() {
+            return Err(Error::Input(
+                "acrostic is only whitespace: give one Chinese character per line, e.g. 春夏秋冬, or leave it out for no acrostic".into(),
+            ));
+        }
+        if trimmed.chars().any(char::is_whitespace) {
+            return Err(Error::Input(format!(
+                "acrostic `{trimmed}` has whitespace between its heads: give one Chinese character per line with nothing between \
+                 them, e.g. 春夏秋冬"
+            )));
+        }
+        c.heads = trimmed.chars().collect();
         c.validate()?;
         Ok(c)
     }
@@ -179,15 +196,17 @@ impl Constraints {
         if self.heads.is_empty() {
             return Ok(());
         }
+        if let Some(c) = self.heads.iter().find(|c| !super::check::is_cjk(**c)) {
+            return Err(Error::Input(format!(
+                "acrostic head `{c}` is not a Chinese character: give one Chinese character per line, e.g. 春夏秋冬"
+            )));
+        }
         if self.heads.len() != self.form.lines() {
             return Err(Error::Input(format!(
                 "acrostic needs one head character per line: {} lines, got {} heads",
                 self.form.lines(),
                 self.heads.len()
             )));
-        }
-        if let Some(c) = self.heads.iter().find(|c| !super::check::is_cjk(**c)) {
-            return Err(Error::Input(format!("acrostic head `{c}` is not a Chinese character")));
         }
         Ok(())
     }
