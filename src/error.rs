@@ -105,6 +105,44 @@ pub fn check_output_apart(out: &Path, inputs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to write the file `out` (given with the flag `out_flag`) when it is one of `inputs`
+/// (each with its flag) or lies inside an input directory: writing would replace what the
+/// command reads. Paths are compared canonicalized; `out` need not exist yet.
+pub fn check_not_input(out_flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let Some(out_abs) = canonical_target(out) else { return Ok(()) }; // its directory is missing: no input there
+    for (flag, input) in inputs {
+        let Ok(in_abs) = input.canonicalize() else { continue };
+        if in_abs == out_abs {
+            return Err(Error::input(format!(
+                "{out_flag} {} is the {flag} file: writing there would replace it; choose another {out_flag}",
+                out.display()
+            )));
+        }
+        if in_abs.is_dir() && out_abs.starts_with(&in_abs) {
+            return Err(Error::input(format!(
+                "{out_flag} {} lies inside the {flag} directory {}: writing there could replace its data; choose an {out_flag} outside it",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `path` canonicalized, or (when it does not exist yet) its canonical directory joined with its
+/// name; `None` when the directory does not exist either.
+fn canonical_target(path: &Path) -> Option<PathBuf> {
+    if let Ok(p) = path.canonicalize() {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    parent.canonicalize().ok().map(|d| d.join(name))
+}
+
 /// Reads a whole file, naming it in the error.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))

@@ -297,7 +297,7 @@ fn commands_refuse_to_destroy_their_inputs_or_to_run_out_of_memory() {
     // the first poem, not after the last.
     let titles = tmp.path().join("titles.jsonl");
     std::fs::write(&titles, "{\"title\": \"春\"}\n").unwrap();
-    fails(&["poem", "--titles", &p(&titles), "--output", &p(&titles)], &["is the titles file"]);
+    fails(&["poem", "--titles", &p(&titles), "--output", &p(&titles)], &["is the --titles file"]);
     assert_eq!(std::fs::read_to_string(&titles).unwrap(), "{\"title\": \"春\"}\n");
     fails(&["poem", "--titles", &p(&titles), "--output", &p(&tmp.path().join("no/such/dir/p.jsonl"))], &["cannot write there"]);
     // Sizes that could only exhaust the memory are refused before anything is allocated.

@@ -118,10 +118,12 @@ pub fn bench_generate(c: &GenerateBench) -> Result<GenerateReport> {
     let dev = parse_device(&c.device)?;
     let dtype = parse_dtype(&c.dtype)?;
     check_dtype(&dev, dtype)?;
-    // f32 weights as initialised, the caches of every beam row, the prompt pass, the logits.
+    // f32 weights as initialised, the caches of every beam row, the prompt pass (with its
+    // attention scores, as `bench forward` counts them), the logits.
     let rows = (c.batch.max(1) * c.beams.max(1)) as f64;
     let (t, h) = ((c.prompt + c.new_tokens) as f64, c.hidden as f64);
-    let bytes = 4.0 * (params as f64 + rows * (2.0 * c.layers as f64 * t * h + 8.0 * t * h + c.vocab as f64));
+    let scores = 2.0 * c.batch.max(1) as f64 * c.heads as f64 * t * t;
+    let bytes = 4.0 * (params as f64 + rows * (2.0 * c.layers as f64 * t * h + 8.0 * t * h + c.vocab as f64) + scores);
     crate::device::ensure_fits(&dev, bytes, "bench generate at this shape", "lower --hidden, --layers, --batch, --beams or --prompt")?;
     // Frozen, as a loaded checkpoint: a trainable model would keep CUDA off the fused decoding steps.
     let model = cfg.build_frozen(cfg.init_weights(0)?, dtype, &dev)?;
@@ -146,7 +148,8 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
     // counted as f32 (the weights are loaded already).
     let rows = (c.batch.max(1) * c.beams.max(1)) as f64;
     let (t, h) = ((c.prompt + c.new_tokens) as f64, info.hidden_size as f64);
-    let bytes = 4.0 * rows * (2.0 * info.num_layers as f64 * t * h + 8.0 * t * h + info.vocab_size as f64);
+    let scores = 2.0 * c.batch.max(1) as f64 * info.num_heads as f64 * t * t;
+    let bytes = 4.0 * (rows * (2.0 * info.num_layers as f64 * t * h + 8.0 * t * h + info.vocab_size as f64) + scores);
     crate::device::ensure_fits(model.device(), bytes, "bench generate at this shape", "lower --batch, --beams, --prompt or --new-tokens")?;
     let glm = info.kind == ModelKind::Glm;
     let needed = if glm { c.prompt.max(c.new_tokens + 2) } else { c.prompt + c.new_tokens };

@@ -52,6 +52,17 @@ pub fn bench_poem(cx: &Context<'_>, c: &PoemBench) -> Result<PoemBenchReport> {
     if c.beams == 0 || c.reps == 0 {
         return Err(crate::Error::input("bench poem: --beams and --reps must be at least 1"));
     }
+    // As `poem`: a title the model cannot read would time poems for no title.
+    for title in &c.titles {
+        if title.trim().is_empty() {
+            return Err(crate::Error::input("bench poem: --titles holds an empty title; give every title some text"));
+        }
+        if let Some(refusal) =
+            crate::generate::blank::unknown_text(cx.tokenizer, title)?.warn_or_refusal(&format!("bench poem: title `{title}`"))
+        {
+            return Err(crate::Error::input(refusal));
+        }
+    }
     let constraints = Constraints::parse(&c.form, "pingshui", "")?;
     let mut task = Task::builtin("poem")?;
     task.search.set_beams(c.beams);

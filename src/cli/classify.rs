@@ -70,6 +70,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if examples.is_empty() {
         bail!("the input holds no example (MultiRC needs at least one answer option)");
     }
+    // As `fill` and `poem`: an input the model cannot read is refused, not classified as blank.
+    for e in &examples {
+        for f in &used {
+            let Some(text) = e.fields.get(f) else { continue };
+            if text.trim().is_empty() {
+                bail!("the input's field `{f}` is empty: give the text to classify");
+            }
+            if let Some(refusal) = wenhui::generate::blank::unknown_text(&tok, text)?.warn_or_refusal(&format!("field `{f}`")) {
+                bail!(refusal);
+            }
+        }
+    }
     let fields: Vec<_> = examples.iter().map(|e| e.fields.clone()).collect();
     let prompt = match &a.prompt {
         Some(dir) => Some(load_prompt(dir, m.backbone.device())?.prompt_embeddings()?),

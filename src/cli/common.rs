@@ -135,6 +135,8 @@ pub fn positive(s: &str) -> Result<usize, String> {
 pub fn finite(s: &str) -> Result<f32, String> {
     match s.trim().parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
+        // Finite, but beyond the 32-bit floats the settings are kept in.
+        Ok(_) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => Err("must be between -3.4e38 and 3.4e38".into()),
         Ok(_) => Err("must be a finite number".into()),
         Err(e) => Err(format!("not a number ({e})")),
     }
@@ -254,7 +256,18 @@ pub struct TitleLine {
 /// The titles of a JSONL file, trimmed (an empty `author`, `form` or `text` counts as absent); an
 /// empty file or title is an error naming the file.
 pub fn read_title_lines(path: &std::path::Path) -> anyhow::Result<Vec<TitleLine>> {
-    let mut lines: Vec<TitleLine> = wenhui::error::read_jsonl(path)?;
+    let text = wenhui::error::read_text(path)?;
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let parsed: TitleLine = serde_json::from_str(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: line {}: each line must be a JSON object with a \"title\", e.g. {{\"title\": \"春日\"}} ({e})",
+                path.display(),
+                i + 1
+            )
+        })?;
+        lines.push(parsed);
+    }
     let clean = |f: &mut Option<String>| *f = f.take().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     for (k, l) in lines.iter_mut().enumerate() {
         l.title = l.title.trim().to_string();

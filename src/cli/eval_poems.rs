@@ -125,6 +125,11 @@ fn load(dir: &Path) -> anyhow::Result<(Box<dyn wenhui::model::Backbone>, Tokeniz
 }
 
 pub fn run_poems(a: PoemsArgs) -> anyhow::Result<()> {
+    if let Some(out) = &a.output {
+        let inputs: Vec<(&str, &Path)> =
+            a.titles.iter().map(|p| ("--titles", p.as_path())).chain(a.rejudge.iter().map(|p| ("--rejudge", p.as_path()))).collect();
+        wenhui::error::check_not_input("--output", out, &inputs)?;
+    }
     let mut titles = Vec::new();
     for p in &a.titles {
         titles.extend(read_titles(p, a.limit)?);

@@ -56,8 +56,9 @@ pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--force` replaces only an earlier model directory (one holding `config.json`) or an empty one: a folder
-/// of other files (a thesis, a dataset) is refused, naming what was found.
+/// `--force` replaces only an earlier model directory (one holding `config.json`; files an export
+/// does not write, such as a model card, are kept) or an empty one: a folder of other files (a
+/// thesis, a dataset) is refused, naming what was found.
 fn check_replaceable_model(out: &std::path::Path) -> anyhow::Result<()> {
     if !out.is_dir() {
         return Ok(());

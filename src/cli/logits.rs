@@ -38,10 +38,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tokenizer = Tokenizer::find_in_dir(&a.model.dir())?;
     let ids = match (&a.ids, &a.text) {
         (Some(ids), _) => ids.clone(),
-        (None, Some(text)) => tokenizer
-            .as_ref()
-            .with_context(|| format!("no tokenizer in {}: pass --ids instead of --text", a.model.dir().display()))?
-            .encode(text, true)?,
+        (None, Some(text)) => {
+            let tok =
+                tokenizer.as_ref().with_context(|| format!("no tokenizer in {}: pass --ids instead of --text", a.model.dir().display()))?;
+            if let Some(refusal) = wenhui::generate::blank::unknown_text(tok, text)?.warn_or_refusal("--text") {
+                bail!(refusal);
+            }
+            tok.encode(text, true)?
+        }
         (None, None) => bail!("pass --text or --ids"),
     };
     if ids.is_empty() {

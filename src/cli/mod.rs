@@ -171,7 +171,10 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    cli.on.apply(!matches!(cli.command, Command::Export(_)))?;
+    // Commands that run no model take --dtype as no compute dtype (export: the stored one).
+    let computes =
+        !matches!(cli.command, Command::Export(_) | Command::Tokenize(_) | Command::Plot(_) | Command::Data(_) | Command::Tokenizer(_));
+    cli.on.apply(computes)?;
     match &cli.command {
         Command::Ptune(_) => cli.on.require_f32("ptune")?,
         Command::Finetune(_) => cli.on.require_f32("finetune")?,

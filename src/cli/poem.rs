@@ -166,6 +166,10 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
         anyhow::bail!(msg);
     }
     let cx = Context::new(model.as_ref(), &tok)?;
+    // Before the title goes out: a head the vocabulary cannot write fails the search anyway.
+    for &c in &constraints.heads {
+        cx.head_tokens(c)?;
+    }
     if !a.search.json {
         println!("《{title}》");
     }
@@ -267,9 +271,7 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     }
     if let Some(out) = &a.output {
         // Before the first (slow) poem: the titles file is not the output, and the output can be written.
-        if out.canonicalize().is_ok_and(|o| path.canonicalize().is_ok_and(|p| p == o)) {
-            anyhow::bail!("--output {} is the titles file: writing the poems would replace it; choose another file", out.display());
-        }
+        wenhui::error::check_not_input("--output", out, &[("--titles", path)])?;
         let probe = out.with_file_name(format!(".{}.probe{}", out.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
         std::fs::write(&probe, b"").map_err(|e| anyhow::anyhow!("--output {}: cannot write there ({e})", out.display()))?;
         let _ = std::fs::remove_file(&probe);

@@ -447,7 +447,8 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
 /// when NaN or an infinity is given.
 fn float_range(field: &str) -> &'static str {
     match field {
-        "lr" | "eps" => "a positive number",
+        "lr" => "a positive number, at most 10",
+        "eps" => "a positive number",
         "min_lr_ratio" | "warmup_ratio" => "a number in [0, 1]",
         "beta1" | "beta2" | "dropout" | "valid_fraction" => "a number in [0, 1)",
         "weight_decay" => "a number ≥ 0",

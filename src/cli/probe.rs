@@ -145,6 +145,7 @@ fn corpus(a: CorpusArgs) -> anyhow::Result<()> {
         sentences_per_doc: a.sentences_per_doc,
         relations: a.relations.clone(),
     };
+    wenhui::error::check_not_input("--output", &a.output, &[("--lama", &a.lama)])?;
     if a.output.exists() && !a.force {
         bail!("{} already exists; pass --force to replace it", a.output.display());
     }

@@ -465,6 +465,9 @@ pub struct EvalSeq2seqArgs {
 
 /// Runs `eval seq2seq`.
 pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
+    if let Some(p) = &a.predictions {
+        wenhui::error::check_not_input("--predictions", p, &[("--data", &a.data)])?;
+    }
     // A fine-tuned model is decoded with the layout it was trained with unless flags say otherwise.
     let dir = if a.baseline.is_none() { Some(a.model.dir()?) } else { None };
     let layout_args = match &dir {

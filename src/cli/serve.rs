@@ -97,28 +97,51 @@ pub struct BenchArgs {
     /// Model directory (default: the embedded poetry GLM).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Concurrent client counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32", value_parser = crate::cli::common::positive)]
+    /// Concurrent client counts to measure (1 to 1024: a thread each).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32", value_parser = clients)]
     clients: Vec<usize>,
     /// Requests per run.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::cli::common::positive)]
     requests: usize,
     /// max_tokens of every request.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
     max_tokens: usize,
     /// Prompt of every request (each gets its own seed).
     #[arg(long, default_value = "春风")]
     prompt: String,
     /// Continuous-batching sizes to compare (1 = one request at a time).
-    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = crate::cli::common::positive)]
     max_batch: Vec<usize>,
     /// Stop a run after this many seconds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
     max_seconds: f64,
+}
+
+/// The most concurrent clients of `bench serve` (each is a thread with its own connection).
+const MAX_CLIENTS: usize = 1024;
+
+/// The value parser of `--clients`: 1 to [`MAX_CLIENTS`].
+fn clients(s: &str) -> Result<usize, String> {
+    match crate::cli::common::positive(s)? {
+        n if n > MAX_CLIENTS => {
+            Err(format!("{n} clients is more than the {MAX_CLIENTS} threads a load run may start; give at most {MAX_CLIENTS}"))
+        }
+        n => Ok(n),
+    }
+}
+
+/// The value parser of `--max-seconds`: a finite number of seconds above 0 (at most a day).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        Ok(_) => Err("must be above 0 and at most 86400 seconds".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
 }
 
 /// Runs the load generator against an in-process server on an ephemeral loopback port.
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
     for &mb in &a.max_batch {
         let model = a.model.clone().map_or(ModelSource::Embedded, ModelSource::Dir);
         let limits = Limits { max_batch: mb.max(1), queue_len: 1024, max_tokens: a.max_tokens.max(1), ..Limits::default() };
@@ -130,8 +153,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let mut r = load(addr, c, a.requests, Duration::from_secs_f64(a.max_seconds), &body);
             r.max_batch = mb;
             println!("{}", serde_json::to_string(&r)?);
+            if r.ok == 0 {
+                failed.push(format!("--clients {c} --max-batch {mb} ({} errors)", r.errors));
+            }
         }
         handle.shutdown()?;
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "no request succeeded in the run(s) {}: the measurements are meaningless; check the model, --prompt and --max-tokens, \
+             or give a longer --max-seconds",
+            failed.join(", ")
+        );
     }
     Ok(())
 }

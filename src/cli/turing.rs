@@ -60,6 +60,9 @@ pub fn run(c: Command) -> anyhow::Result<()> {
 }
 
 fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
+    if let Some(p) = &a.poems {
+        wenhui::error::check_not_input("--out", &a.out, &[("--poems", p)])?;
+    }
     if a.out.exists() && !a.force {
         anyhow::bail!(
             "{} already exists (and votes may have been collected for its pairs); choose another --out, or pass --force to replace it",

@@ -14,7 +14,7 @@
 //! [`ProblemLog`] according to [`OnError`]: counted and logged, or fatal.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,10 @@ enum Extract {
     Template(Template),
 }
 
+/// The longest line (one document of JSONL or plain text) read, in bytes: a file without newlines
+/// (a binary, a device) is refused at this length instead of filling the memory.
+pub const MAX_LINE_BYTES: u64 = 256 << 20;
+
 /// The file being read.
 struct OpenFile {
     index: usize,
@@ -393,7 +397,18 @@ impl DocReader {
         let Some(cur) = self.cur.as_mut() else { return Ok(None) };
         let path = &self.files[cur.index];
         self.buf.clear();
-        let n = cur.reader.read_until(b'\n', &mut self.buf).map_err(|e| Error::io(path, e))?;
+        let n = (&mut cur.reader).take(MAX_LINE_BYTES + 1).read_until(b'\n', &mut self.buf).map_err(|e| Error::io(path, e))?;
+        if n as u64 > MAX_LINE_BYTES {
+            return Err(Error::file(
+                path,
+                format!(
+                    "line {} is longer than {} MiB (is this a text file with one document per line?): split it into lines, \
+                     or check that the right file was given",
+                    cur.line + 1,
+                    MAX_LINE_BYTES >> 20
+                ),
+            ));
+        }
         self.bytes_read += n as u64;
         let stats = &mut self.stats[cur.index];
         if n == 0 {

@@ -210,7 +210,11 @@ pub fn split_passage(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Res
             (text[..i].trim().to_string(), format!(" {word}"))
         }
         None => {
-            let last = text.chars().last().ok_or_else(|| Error::input("empty passage"))?;
+            let last = text.chars().last().ok_or_else(|| {
+                Error::input(
+                    "the passage has no last word to predict: it holds no letter or digit (only spaces, punctuation, symbols or emoji)",
+                )
+            })?;
             (text[..text.len() - last.len_utf8()].to_string(), last.to_string())
         }
     };

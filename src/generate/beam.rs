@@ -163,6 +163,16 @@ pub(crate) fn search(
         rows = run.step(cache, &last)?;
     }
     if !pool.first().is_some_and(|s| s.real) {
+        if lp < 0.0 {
+            // Not a ban: a negative penalty multiplies the scores by length^-lp, below the floor
+            // the search keeps its empty slots at.
+            return Err(crate::Error::input(format!(
+                "beam search found no hypothesis in {steps} steps: length_penalty {lp} multiplies every score by \
+                 length^{}, which pushes them below the search's floor ({NEG:e}); use a length penalty of 0 or more \
+                 (0 ranks by total log-probability)",
+                -lp
+            )));
+        }
         return Err(crate::Error::input(format!(
             "beam search found no hypothesis in {steps} steps: every continuation was banned (bad_words_ids, no_repeat_ngram_size, min_new_tokens); ban fewer tokens"
         )));

@@ -89,6 +89,10 @@ impl Checkpoint {
         if path.is_file() {
             return read_file(path);
         }
+        if path.exists() && !path.is_dir() {
+            // A device, a FIFO: something there, but neither weights nor a model directory.
+            return Err(Error::file(path, "is not a regular file or a directory: give a model directory or a weights file"));
+        }
         if !path.is_dir() {
             return Err(Error::file(path, "no such file or directory"));
         }

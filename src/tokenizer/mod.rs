@@ -82,6 +82,9 @@ impl Tokenizer {
     /// sidecar if present), `vocab.txt` (BERT uncased WordPiece), `vocab.json` + `merges.txt` (GPT-2 byte-level
     /// BPE), one `*.model` (SentencePiece) and `chars.txt` (character level).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        if !dir.exists() {
+            return Err(Error::file(dir, "does not exist: give a model or tokenizer directory"));
+        }
         Self::find_in_dir(dir)?.ok_or_else(|| {
             Error::file(dir, "no tokenizer files: looked for tokenizer.json, vocab.txt, vocab.json + merges.txt, *.model, chars.txt")
         })
@@ -166,6 +169,16 @@ impl Tokenizer {
         }
         if let Some((name, id)) = saved.special.iter().find(|(_, id)| inner.id_to_token(*id).is_none()) {
             return Err(Error::file(&sidecar, format!("command token `{name}` has id {id}, which {} does not define", path.display())));
+        }
+        if let Some((name, id, found, expected)) = special::mismatched_command_token(&saved.special, &inner) {
+            return Err(Error::file(
+                &sidecar,
+                format!(
+                    "command token `{name}` has id {id}, which {} spells `{found}`, not {expected}: the sidecar does not belong to \
+                     this vocabulary; restore it from the model's source, or delete it to detect the command tokens again",
+                    path.display()
+                ),
+            ));
         }
         Ok(Self { inner, family: saved.family, special: saved.special })
     }

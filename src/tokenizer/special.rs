@@ -208,6 +208,31 @@ const OTHER: &[Slot] = &[
     ("[dBLOCK]", &[Role::DBlock], false),
 ];
 
+/// The first saved command token whose id `tok` spells as no token of that role (in any family's
+/// layout), as `(short name, id, what the id spells, the literals the role takes)`: a sidecar edited
+/// or mixed up with another vocabulary would turn an ordinary character into, say, the blank.
+pub(crate) fn mismatched_command_token(
+    special: &SpecialTokens,
+    tok: &tokenizers::Tokenizer,
+) -> Option<(&'static str, u32, String, String)> {
+    for &(role, name, _) in &ROLES {
+        let Some(id) = special.value(role) else { continue };
+        let mut literals: Vec<&str> = [BERT, GPT2, ROBERTA, CHINESE_SP, CHARS, OTHER]
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|(_, roles, _)| roles.contains(&role))
+            .map(|&(content, _, _)| content)
+            .collect();
+        literals.sort_unstable();
+        literals.dedup();
+        let found = tok.id_to_token(id).unwrap_or_default();
+        if !literals.contains(&found.as_str()) {
+            return Some((name, id, found, literals.join(" or ")));
+        }
+    }
+    None
+}
+
 fn layout(family: TokenizerFamily, tok: &tokenizers::Tokenizer) -> &'static [Slot] {
     match family {
         TokenizerFamily::WordPiece => BERT,

@@ -151,6 +151,12 @@ pub struct PretrainConfig {
     pub seq_len_given: bool,
 }
 
+/// The most micro-batches a step may accumulate.
+pub const MAX_ACCUMULATE: usize = 65_536;
+
+/// The highest learning rate a run accepts: far above any that trains, low enough to catch a typo.
+pub const MAX_LR: f64 = 10.0;
+
 /// The fields that shape a fresh model; a run from `init_from` takes them from that model.
 pub const MODEL_FIELDS: [&str; 5] = ["layers", "hidden", "heads", "gelu", "arch"];
 
@@ -433,8 +439,8 @@ impl PretrainConfig {
         if self.batch_size == 0 {
             return err("batch_size", "must be positive");
         }
-        if self.accumulate == 0 {
-            return err("accumulate", "must be positive (micro-batches per step)");
+        if self.accumulate == 0 || self.accumulate > MAX_ACCUMULATE {
+            return err("accumulate", &format!("must be positive and at most {MAX_ACCUMULATE} (micro-batches per step)"));
         }
         if self.seq_len < 8 {
             return err("seq_len", "must be at least 8");
@@ -445,11 +451,14 @@ impl PretrainConfig {
         if self.hidden == 0 {
             return err("hidden", "must be positive");
         }
-        if self.heads == 0 || !self.hidden.is_multiple_of(self.heads) {
+        if self.heads == 0 {
+            return err("heads", "must be at least 1");
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
             return err("heads", "must divide hidden");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return err("lr", "must be a positive number");
+        if !(self.lr > 0.0 && self.lr <= MAX_LR) {
+            return err("lr", &format!("must be a positive number, at most {MAX_LR}"));
         }
         for (field, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&v) {

@@ -32,6 +32,11 @@ pub struct ExportReport {
     pub tokenizer: bool,
 }
 
+/// The files an export writes into its model directory (the last two only when the source has
+/// them): `--force` replaces these and keeps every other entry (a model card, a loss plot, notes).
+pub const EXPORT_FILES: [&str; 5] =
+    ["config.json", "model.safetensors", "tokenizer.json", crate::tokenizer::SIDECAR_FILE, crate::train::seq2seq::LAYOUT_FILE];
+
 /// Parses `f32`, `f16` or `bf16` (the dtypes a model directory may store).
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s.to_ascii_lowercase().as_str() {
@@ -96,6 +101,9 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
     }
     let config = ModelConfig::from_file(&config_path)?;
     let weights_path = dir.join("model.safetensors");
+    if !weights_path.is_file() {
+        return Err(Error::file(&weights_path, "is missing: the checkpoint has no weights; export another checkpoint"));
+    }
     let stored = candle_core::safetensors::load(&weights_path, &Device::Cpu)
         .map_err(|e| Error::file(&weights_path, format!("unreadable ({e}); is it truncated?")))?;
     // Only the model's own parameters, checked by name and shape.
@@ -129,16 +137,19 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = output.file_name().ok_or_else(|| Error::file(output, "not a directory name; give -o a directory path"))?;
     let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    // Errors about the temporary directory name the user's -o: the temporary name is ours.
+    let at_output = |e: std::io::Error| Error::file(output, format!("cannot write the model directory there ({e}); choose another -o"));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).map_err(at_output)?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).map_err(at_output)?;
     let written = write_dir(&tmp, &params, &config, tokenizer.as_ref()).and_then(|()| copy_usage_files(&dir, &tmp));
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
     if output.exists() {
+        keep_other_entries(output, &tmp)?;
         std::fs::remove_dir_all(output).map_err(|e| Error::io(output, e))?;
     }
     std::fs::rename(&tmp, output).map_err(|e| Error::io(output, e))?;
@@ -153,6 +164,21 @@ pub fn export_model(source: &Path, output: &Path, dtype: DType, overwrite: bool)
         step,
         tokenizer: tokenizer.is_some(),
     })
+}
+
+/// Moves the entries of the model directory being replaced that an export does not write (a
+/// model card, a loss plot, notes, folders) into the new one: `--force` replaces the export's own
+/// files only, and never deletes the user's.
+fn keep_other_entries(old: &Path, new: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(old).map_err(|e| Error::io(old, e))? {
+        let entry = entry.map_err(|e| Error::io(old, e))?;
+        let name = entry.file_name();
+        if EXPORT_FILES.iter().any(|f| name == *f) {
+            continue;
+        }
+        std::fs::rename(entry.path(), new.join(&name)).map_err(|e| Error::io(entry.path(), e))?;
+    }
+    Ok(())
 }
 
 /// Files that say how the model is to be used go with it: seq2seq's input layout (without it,

@@ -371,20 +371,39 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
         };
         checkpoint::save(&cfg.out_dir, &params, &model_cfg, &tokenizer, &optim.state_tensors()?, &state, cfg.keep_last, |_| Ok(()))
     };
+    // Validation that cannot run (held-out documents too short for seq_len) is said once here,
+    // not at every evaluation.
+    let eval_ids: &[usize] =
+        match (valid_ids.is_empty() || cfg.valid_batches == 0, eval_stream(&corpus, &valid_ids, &stream_cfg, tokens, &ends)) {
+            (false, Err(e)) => {
+                tracing::warn!("no validation: {e}");
+                &[]
+            }
+            _ => &valid_ids,
+        };
     if start == 0 {
         // The untrained model's validation loss: the baseline of the curve.
-        if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
+        if let Some(v) = evaluate(model.as_ref(), &corpus, eval_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
             log.write(&serde_json::json!({"step": 0, "val_loss": v, "val_ppl": v.exp()}))?;
             first_val = Some(v);
             last_val = Some((0, v));
             bar.log_only(&format!("step 0: validation loss {v:.4} (ppl {:.2})", v.exp()));
         }
     }
+    let stop_requested = || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
     for step in start..cfg.steps {
         let lr = schedule.lr(step);
         let mut grads: Option<candle_core::backprop::GradStore> = None;
         let mut loss_sum = 0.0;
+        let (step_cursor, step_tokens) = (stream.cursor(), tokens_seen);
+        let mut abandoned = false;
         for micro in 0..cfg.accumulate {
+            // A stop between the micro-batches of a long accumulation drops this step: the model
+            // and optimizer are still those of `step`.
+            if micro > 0 && stop_requested() {
+                abandoned = true;
+                break;
+            }
             let batch = stream.next_batch()?;
             tokens_seen += batch.lengths.iter().sum::<usize>() as u64;
             let seed = cfg.seed.wrapping_mul(0x100_0000_01B3) ^ (step * cfg.accumulate as u64 + micro as u64);
@@ -404,10 +423,29 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
                 }
             });
         }
+        if abandoned {
+            if step == 0 {
+                // Nothing trained yet: the new run directory goes again (see `RunDir`).
+                return Err(Error::input(format!(
+                    "stopped during the first step (--accumulate {}), before any checkpoint: nothing was saved; start the run again",
+                    cfg.accumulate
+                )));
+            }
+            tokens_seen = step_tokens;
+            let dir = save(step, step_cursor, tokens_seen, &optim)?;
+            tracing::info!("saved {}", dir.display());
+            bar.notice(&format!(
+                "stopped at step {step}; resume with: wenhui pretrain --resume {}",
+                checkpoint::shell_quote(&cfg.out_dir.to_string_lossy())
+            ));
+            interrupted = true;
+            break;
+        }
         let grads = grads.ok_or_else(|| Error::input("no micro-batches"))?;
         let stats = optim.step(&grads, lr, (cfg.clip > 0.0).then_some(cfg.clip))?;
         run_dir.started();
         last_loss = loss_sum / cfg.accumulate as f64;
+        refuse_diverged(&cfg.out_dir, step + 1, "training", last_loss)?;
         let done = step + 1;
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);
@@ -419,14 +457,15 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
         bar.set_position(done);
         let eval_now = (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps;
         if eval_now {
-            if let Some(v) = evaluate(model.as_ref(), &corpus, &valid_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
+            if let Some(v) = evaluate(model.as_ref(), &corpus, eval_ids, &stream_cfg, tokens, &ends, cfg.valid_batches)? {
+                refuse_diverged(&cfg.out_dir, done, "validation", v)?;
                 log.write(&serde_json::json!({"step": done, "val_loss": v, "val_ppl": v.exp()}))?;
                 first_val.get_or_insert(v);
                 last_val = Some((done, v));
                 bar.println(&format!("step {done}: validation loss {v:.4} (ppl {:.2})", v.exp()));
             }
         }
-        let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+        let stop = stop_requested();
         if (cfg.save_every > 0 && done % cfg.save_every == 0) || done == cfg.steps || stop {
             let dir = save(done, stream.cursor(), tokens_seen, &optim)?;
             tracing::info!("saved {}", dir.display());
@@ -459,10 +498,33 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
     })
 }
 
+/// An error when the `what` loss of `step` is NaN or infinite: the run diverged, and its model is
+/// not saved (the checkpoints already in `run` stay the newest).
+fn refuse_diverged(run: &Path, step: u64, what: &str, loss: f64) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(Error::input(format!(
+        "step {step}: the {what} loss is {loss}: training diverged, so this step is not saved (the checkpoints in {} are kept); \
+         start again (or --resume the last checkpoint) with a lower --lr",
+        run.join("checkpoints").display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bench::train::RandomCorpus;
+
+    /// A NaN or infinite loss ends the run as diverged, with the flag to lower.
+    #[test]
+    fn a_non_finite_loss_is_a_divergence() {
+        assert!(refuse_diverged(Path::new("run"), 3, "validation", 2.5).is_ok());
+        for loss in [f64::NAN, f64::INFINITY] {
+            let e = refuse_diverged(Path::new("run"), 3, "validation", loss).unwrap_err().to_string();
+            assert!(e.contains("diverged") && e.contains("--lr") && e.contains("step 3"), "{e}");
+        }
+    }
     use crate::data::stream::PAD_MULTIPLE;
     use crate::model::bert::BertConfig;
     use crate::model::glm::GlmConfig;
