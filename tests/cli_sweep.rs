@@ -11,17 +11,7 @@ use wenhui::data::prepare::{prepare, PrepareOptions};
 use wenhui::data::reader::ReadOptions;
 use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
 
-fn wenhui(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{stderr, stdout, wenhui};
 
 /// `out` failed (no panic) with a message holding every one of `want`; returns stderr.
 fn failed(what: &str, out: &Output, want: &[&str]) -> String {

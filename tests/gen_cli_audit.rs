@@ -1,27 +1,18 @@
 //! The user audit of the generation commands (`poem`, `answer`, `generate`, `fill`): each
 //! finding's fix, through the built binary on the embedded poetry GLM and the tiny GPT-2 fixture.
 //! Every refusal here comes before any generation, so the tests stay fast.
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 use wenhui::generate::inverse::Task;
 use wenhui::generate::poetry::Form;
 use wenhui::serve::{glm_search_fit, longest_poem};
 use wenhui::tokenizer::Tokenizer;
 
-fn wenhui(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{stderr, stdout, wenhui};
 
 /// Runs `args`, which must fail with a message holding every one of `want`; returns stderr.
 fn refused(args: &[&str], want: &[&str]) -> String {

@@ -56,3 +56,18 @@ pub fn fewglue_dir() -> Option<PathBuf> {
         None
     }
 }
+
+/// Runs the `wenhui` binary of this build with `args`.
+pub fn wenhui(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wenhui")).args(args).output().expect("the wenhui binary runs")
+}
+
+/// A command's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A command's stdout as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
