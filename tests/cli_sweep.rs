@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use wenhui::data::prepare::{prepare, PrepareOptions};
 use wenhui::data::reader::ReadOptions;
 use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
@@ -268,19 +268,10 @@ fn sigterm_stops_between_micro_batches() {
     let run = tmp.path().join("run");
     let shape = ["--layers", "1", "--hidden", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "2", "--valid-batches", "1"];
     // A step of 1000 micro-batches takes seconds; the signal comes right after the first.
-    let child = Command::new(env!("CARGO_BIN_EXE_wenhui"))
-        .args(["pretrain", "--quiet", "--steps", "1000", "--accumulate", "1000", "--log-every", "1", "--eval-every", "100000"])
-        .args(["--save-every", "100000", "--corpus", p(&c), "-o", p(&run)])
-        .args(shape)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|l| l.contains("\"loss\"")) {
-        assert!(t0.elapsed().as_secs() < 120, "no step logged within 2 minutes");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut args = vec!["pretrain", "--quiet", "--steps", "1000", "--accumulate", "1000", "--log-every", "1", "--eval-every", "100000"];
+    args.extend(["--save-every", "100000", "--corpus", p(&c), "-o", p(&run)]);
+    args.extend(shape);
+    let child = common::spawn_until_a_step(&args, &run);
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();

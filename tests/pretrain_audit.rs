@@ -2,6 +2,7 @@
 //! later checkpoints or changes its model or split unsaid, SIGTERM saves like Ctrl-C, a run
 //! directory loads as its newest checkpoint, runs resume from any directory, and the messages
 //! name the flag, the file and what to do.
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -195,23 +196,11 @@ fn sigterm_saves_a_checkpoint_and_the_run_resumes() {
     let run = tmp.path().join("run");
     // Started; the pid once a step is logged.
     let start = |shape: &[&str], out: &Path| {
-        let child = wenhui()
-            .args(["pretrain", "--quiet", "--steps", "100000", "--save-every", "100000", "--eval-every", "100000", "--log-every", "1"])
-            .arg("--corpus")
-            .arg(&c)
-            .arg("-o")
-            .arg(out)
-            .args(shape)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t0 = std::time::Instant::now();
-        while !std::fs::read_to_string(out.join("metrics.jsonl")).is_ok_and(|l| l.contains("\"loss\"")) {
-            assert!(t0.elapsed().as_secs() < 120, "no step logged within 2 minutes");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        child
+        let mut args =
+            vec!["pretrain", "--quiet", "--steps", "100000", "--save-every", "100000", "--eval-every", "100000", "--log-every", "1"];
+        args.extend(["--corpus", c.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        args.extend(shape);
+        common::spawn_until_a_step(&args, out)
     };
     let child = start(&SMALL, &run);
     // SAFETY: signalling the child this test started.

@@ -71,3 +71,21 @@ pub fn stderr(o: &std::process::Output) -> String {
 pub fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Starts the `wenhui` binary with `args` (a training command writing its metrics into `run`,
+/// stdout and stderr piped) and returns it once a training step's loss is logged there, so that a
+/// signal sent next reaches a run under way (at most 2 minutes).
+pub fn spawn_until_a_step(args: &[&str], run: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the wenhui binary starts");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|l| l.contains("\"loss\"")) {
+        assert!(t0.elapsed().as_secs() < 120, "no step logged within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child
+}
