@@ -393,16 +393,23 @@ impl UnknownText {
     /// For an input named `what` (`--prompt`, ``title `…` ``): a warning (one log line) naming
     /// its unknown pieces, or, when nothing of it is known, the message to refuse it with.
     pub fn warn_or_refusal(&self, what: &str) -> Option<String> {
-        if self.all_unknown() {
-            return Some(format!(
-                "{what}: the model's vocabulary knows none of it ({}): every character became [UNK]; write it in the model's script",
-                self.listed()
-            ));
+        if let Some(refusal) = self.refusal(what) {
+            return Some(refusal);
         }
         if !self.pieces.is_empty() {
             tracing::warn!("{what}: not in the model's vocabulary, read as [UNK]: {}", self.listed());
         }
         None
+    }
+    /// The message to refuse an input named `what` with when its vocabulary knows none of it;
+    /// `None` otherwise, and nothing logged (a server refuses per request without a log line).
+    pub fn refusal(&self, what: &str) -> Option<String> {
+        self.all_unknown().then(|| {
+            format!(
+                "{what}: the model's vocabulary knows none of it ({}): every character became [UNK]; write it in the model's script",
+                self.listed()
+            )
+        })
     }
 }
 

@@ -142,11 +142,8 @@ fn answer_words(task: &ClozeTask, tok: &Tokenizer, space: bool, example: &BTreeM
             // An answer taken from the input that the model cannot read at all would score as
             // every other such answer (a tie): refused, as unreadable text is on every endpoint.
             if w.contains('{') {
-                let unknown = crate::generate::unknown_text(tok, &text)?;
-                if unknown.all_unknown() {
-                    let what = format!("input: the answer of label `{}` (`{w}`, from the input's fields)", lw.label);
-                    return Err(ApiError::bad_request(unknown.warn_or_refusal(&what).unwrap_or_default()));
-                }
+                let what = format!("input: the answer of label `{}` (`{w}`, from the input's fields)", lw.label);
+                super::validate::readable(tok, &text, &what)?;
             }
             if !w.contains('{') && tok.special.unk.is_some_and(|unk| ids.contains(&unk)) {
                 return Err(ApiError::bad_request(format!(

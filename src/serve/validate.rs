@@ -50,12 +50,11 @@ fn not_blank(text: &str, what: &str) -> Result<(), ApiError> {
 /// 400 when the model's vocabulary knows nothing of `text` (every token `[UNK]`: the model would
 /// answer from nothing), as `/v1/fill` and the commands refuse it; `what` names the field. Text
 /// the model reads in part is allowed.
-fn readable(front: &Front, text: &str, what: &str) -> Result<(), ApiError> {
-    let unknown = crate::generate::unknown_text(&front.tokenizer, text)?;
-    if unknown.all_unknown() {
-        return Err(ApiError::bad_request(unknown.warn_or_refusal(what).unwrap_or_default()));
+pub(crate) fn readable(tok: &crate::tokenizer::Tokenizer, text: &str, what: &str) -> Result<(), ApiError> {
+    match crate::generate::unknown_text(tok, text)?.refusal(what) {
+        Some(refusal) => Err(ApiError::bad_request(refusal)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks a prompt's token count against the limit and the model.
@@ -200,7 +199,7 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
     let mut contexts = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
         let name = name(i);
-        readable(front, p, &format!("`{name}`"))?;
+        readable(&front.tokenizer, p, &format!("`{name}`"))?;
         let ids = match front.kind {
             ModelKind::Glm => glm_context(tok, p)?,
             ModelKind::Gpt2 => tok.encode(p, false)?,
@@ -250,7 +249,7 @@ pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<Fi
         )));
     }
     // As `wenhui fill`: a text the model can read nothing of is refused (every character [UNK]).
-    readable(front, &r.text, "`text`")?;
+    readable(&front.tokenizer, &r.text, "`text`")?;
     let context = glm_context(&front.tokenizer, &r.text)?;
     check_prompt(front, context.len(), limits)?;
     Ok(FillPlan { context, max_new, beams, temperature })
@@ -301,7 +300,7 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
     }
     let author = r.author.clone().unwrap_or_else(|| "李白".into());
     let task = task(front, "poem", r.beams, limits)?;
-    readable(front, &title, "`title`")?;
+    readable(&front.tokenizer, &title, "`title`")?;
     // Each acrostic head must be one token the sampler can force (as the search checks).
     for &c in &constraints.heads {
         let ids = front.tokenizer.encode(&c.to_string(), false)?;
@@ -525,9 +524,9 @@ pub(crate) fn answer(front: &Front, r: &AnswerRequest, limits: &Limits) -> Resul
     let description = r.description.clone().unwrap_or_default();
     let description_given = !description.trim().is_empty();
     let task = task(front, "answer", r.beams, limits)?;
-    readable(front, &r.question, "`question`")?;
+    readable(&front.tokenizer, &r.question, "`question`")?;
     if description_given {
-        readable(front, &description, "`description`")?;
+        readable(&front.tokenizer, &description, "`description`")?;
     }
     let given = BTreeMap::from([("question".to_string(), r.question.clone()), ("description".to_string(), description)]);
     let fields = task.fields(&given)?;
@@ -632,7 +631,7 @@ pub(crate) fn classify(front: &Front, r: &ClassifyRequest, limits: &Limits) -> R
     for field in task.used_fields() {
         if let (Some(value), true) = (example.get(&field), r.input.contains_key(&field)) {
             not_blank(value, &format!("input field `{field}`"))?;
-            readable(front, value, &format!("input field `{field}`"))?;
+            readable(&front.tokenizer, value, &format!("input field `{field}`"))?;
         }
     }
     let truncated = super::checks::classify_input(front, &task, matches!(source, TaskSource::Served(_)), &example, limits)?;
