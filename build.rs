@@ -1,3 +1,6 @@
+//! Fingerprints the embedded poetry model's files (`WENHUI_POETRY_FINGERPRINT`, the name of its
+//! cache directory: see `src/embedded.rs`), so that a run does not hash 27 MB before it starts.
+//!
 //! With the `cuda` feature, compiles wenhui's own CUDA kernels (`src/ops/cuda/kernels.cu`) to PTX
 //! with `nvcc`, for the compute capability in `CUDA_COMPUTE_CAP` (default 90: H100/H200). The
 //! PTX is embedded in the binary and loaded by the driver at first use. The CPU build (and CI)
@@ -6,8 +9,31 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The embedded poetry model's files, in the order of `embedded::POETRY_FILES` (a test checks
+/// that both give the same fingerprint).
+const POETRY_FILES: [&str; 4] = ["config.json", "model.safetensors", "tokenizer.json", "wenhui_tokenizer.json"];
+
+/// FNV-1a, as `model::fnv1a` (the build script cannot use the crate it builds).
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn poetry_fingerprint() -> u64 {
+    POETRY_FILES.iter().fold(0xcbf2_9ce4_8422_2325, |h, name| {
+        let path = format!("models/poetry-glm/{name}");
+        println!("cargo:rerun-if-changed={path}");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e} (the embedded model's files are part of the source tree)"));
+        fnv1a(fnv1a(h, name.as_bytes()), &bytes)
+    })
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-env=WENHUI_POETRY_FINGERPRINT={:016x}", poetry_fingerprint());
     println!("cargo:rerun-if-changed=src/ops/cuda/kernels.cu");
     println!("cargo:rerun-if-changed=src/ops/cuda/attention.cuh");
     println!("cargo:rerun-if-changed=src/ops/cuda/decode.cuh");

@@ -6,7 +6,7 @@
 use crate::error::read_text;
 use crate::{Error, Result};
 use candle_core::pickle::{Object, Stack};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,47 @@ pub(crate) fn ensure_finite(t: &Tensor, source: &Path, name: &str) -> Result<()>
         return Err(non_finite(source, name));
     }
     Ok(())
+}
+
+/// `t` in `dtype`, checked by [`ensure_finite`]. A contiguous CPU tensor going to f32 takes one
+/// vectorized pass: candle converts half floats one element at a time, and the check alone would
+/// copy the tensor (together about a third of a small command's start with the embedded model).
+fn converted_finite(t: Tensor, dtype: DType, source: &Path, name: &str) -> Result<Tensor> {
+    use half::slice::HalfFloatSliceExt;
+    if dtype == DType::F32 {
+        let (storage, layout) = t.storage_and_layout();
+        let converted = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
+                let widen = |n: usize, f: &dyn Fn(&mut [f32])| {
+                    let mut v = vec![0f32; n];
+                    f(&mut v);
+                    Some(v)
+                };
+                match cpu {
+                    CpuStorage::F16(v) => widen(end - start, &|out| v[start..end].convert_to_f32_slice(out)),
+                    CpuStorage::BF16(v) => widen(end - start, &|out| v[start..end].convert_to_f32_slice(out)),
+                    CpuStorage::F32(v) if v[start..end].iter().all(|x| x.is_finite()) => None,
+                    CpuStorage::F32(_) => return Err(non_finite(source, name)),
+                    _ => return converted_finite_slowly(t.clone(), dtype, source, name),
+                }
+            }
+            _ => return converted_finite_slowly(t.clone(), dtype, source, name),
+        };
+        let shape = t.shape().clone();
+        drop(storage);
+        return match converted {
+            Some(v) if v.iter().all(|x| x.is_finite()) => Ok(Tensor::from_vec(v, shape, &Device::Cpu)?),
+            Some(_) => Err(non_finite(source, name)),
+            None => Ok(t),
+        };
+    }
+    converted_finite_slowly(t, dtype, source, name)
+}
+
+fn converted_finite_slowly(t: Tensor, dtype: DType, source: &Path, name: &str) -> Result<Tensor> {
+    let t = t.to_dtype(dtype)?;
+    ensure_finite(&t, source, name)?;
+    Ok(t)
 }
 
 fn non_finite(source: &Path, name: &str) -> Error {
@@ -161,8 +202,7 @@ impl Checkpoint {
         let mut tensors = self.tensors;
         let mut out = HashMap::with_capacity(expected.len());
         for (name, _) in expected {
-            let t = tensors.remove(name).expect("checked above").to_dtype(dtype)?;
-            ensure_finite(&t, &self.source, name)?;
+            let t = converted_finite(tensors.remove(name).expect("checked above"), dtype, &self.source, name)?;
             out.insert(name.clone(), t.to_device(device)?);
         }
         if !tensors.is_empty() {
@@ -471,4 +511,38 @@ pub fn merge_model_parallel(ranks: Vec<HashMap<String, Tensor>>, source: &Path) 
         out.insert(name, merged);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_conversion_equals_candles_and_refuses_non_finite_values() -> Result<()> {
+        let src = Path::new("m.safetensors");
+        let values: Vec<f32> = (0..300).map(|i| (i as f32 - 150.0) * 0.37).collect();
+        let base = Tensor::from_vec(values, (20, 15), &Device::Cpu)?;
+        for dtype in [DType::F16, DType::BF16, DType::F32] {
+            let stored = base.to_dtype(dtype)?;
+            // Contiguous, a row range (an offset into the storage) and a transpose (strided).
+            for t in [stored.clone(), stored.narrow(0, 3, 5)?, stored.t()?] {
+                let fast = converted_finite(t.clone(), DType::F32, src, "w")?;
+                assert_eq!(fast.dims(), t.dims());
+                assert_eq!(fast.flatten_all()?.to_vec1::<f32>()?, t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            }
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut v = base.flatten_all()?.to_vec1::<f32>()?;
+                v[7] = bad;
+                let t = Tensor::from_vec(v, (20, 15), &Device::Cpu)?.to_dtype(dtype)?;
+                let err = converted_finite(t.narrow(0, 0, 2)?, DType::F32, src, "w").err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(err.contains("NaN or infinite") && err.contains('w'), "{dtype:?} {bad}: {err}");
+                // Outside the range read: not this tensor's problem.
+                assert!(converted_finite(t.narrow(0, 1, 2)?, DType::F32, src, "w").is_ok());
+            }
+        }
+        // Another target dtype takes candle's conversion and the same check.
+        let f16 = converted_finite(base.clone(), DType::F16, src, "w")?;
+        assert_eq!(f16.dtype(), DType::F16);
+        Ok(())
+    }
 }
