@@ -13,8 +13,7 @@ const TOL: f32 = 1e-4;
 /// Compares `[B, S, X]` tensors on the rows where `mask` (`[B, S]`) is 1.
 fn assert_close_on_real(what: &str, got: &Tensor, want: &Tensor, mask: &Tensor) {
     let mask = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
-    let diff = (got - want).unwrap().abs().unwrap().broadcast_mul(&mask).unwrap();
-    let d = diff.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let d = wenhui::ops::max_abs_diff(&got.broadcast_mul(&mask).unwrap(), &want.broadcast_mul(&mask).unwrap()).unwrap() as f32;
     assert!(d <= TOL, "{what}: max abs error {d:e} > {TOL:e}");
 }
 

@@ -183,7 +183,7 @@ fn biased_decoding_with_a_cache_equals_one_full_pass() {
         let ids = Tensor::new(&[t], &dev).unwrap().unsqueeze(0).unwrap();
         let step = model.forward(&steps.input(ids, k).unwrap(), Some(&mut cache)).unwrap().logits.squeeze(0).unwrap().squeeze(0).unwrap();
         let want = full.get(n + k).unwrap();
-        let err = (step - &want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let err = wenhui::ops::max_abs_diff(&step, &want).unwrap();
         assert!(err <= 1e-4, "token {k}: max abs error {err}");
         let moved = (want - unbiased.get(n + k).unwrap()).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
         assert!(moved > 1e-3, "token {k}: the bias changed nothing");
@@ -287,7 +287,7 @@ fn last_layer_on_selected_rows_only_changes_nothing() {
     let full = model.forward(&input(&ids).with_logit_rows(rows.clone()), None).unwrap().logits;
     let pruned = model.forward(&input(&ids).with_logit_rows_only(rows), None).unwrap().logits;
     assert_eq!(full.dims(), pruned.dims());
-    let diff = (full - pruned).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = wenhui::ops::max_abs_diff(&full, &pruned).unwrap();
     assert!(diff <= 1e-4, "max |Δlogit| = {diff}");
 }
 

@@ -30,16 +30,7 @@ fn load(path: &Path) -> HashMap<String, Tensor> {
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    wenhui::ops::max_abs_diff(a, b).unwrap()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -78,7 +69,7 @@ fn forward_loss_and_gradients_match_peft() {
             let want = expected_grads.get(pname).unwrap_or_else(|| panic!("{name}: {pname} not in grads.safetensors"));
             let e = max_abs(g, want);
             assert!(e <= TOL, "{name}: gradient of {pname} off by {e}");
-            assert!(scalar(&g.abs().unwrap().flatten_all().unwrap().max(0).unwrap()) > 0.0, "{name}: zero gradient for {pname}");
+            assert!(max_abs(g, &g.zeros_like().unwrap()) > 0.0, "{name}: zero or NaN gradient for {pname}");
             grad_err = grad_err.max(e);
         }
         eprintln!("{name}: max |output err| {out_err:.3e}, |loss err| {loss_err:.3e}, prompt_embeddings {pe_err:.3e}, max |grad err| {grad_err:.3e}");
@@ -202,7 +193,7 @@ fn fresh_encoders_give_every_parameter_a_nonzero_gradient() {
             assert_eq!(data.len(), enc.named_tensors().len());
             for (n, v) in data.iter() {
                 let g = grads.get(v).unwrap_or_else(|| panic!("{kind:?}: no gradient for {n}"));
-                assert!(scalar(&g.abs().unwrap().flatten_all().unwrap().max(0).unwrap()) > 0.0, "{kind:?}/{layers}: zero gradient for {n}");
+                assert!(max_abs(g, &g.zeros_like().unwrap()) > 0.0, "{kind:?}/{layers}: zero or NaN gradient for {n}");
             }
         }
     }

@@ -60,7 +60,7 @@ fn f32_cpu(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?)
 }
 
-/// (max |a − b|, max |b|) with both on the CPU in f32.
+/// (max |a − b|, max |b|) with both on the CPU in f32; NaN where either holds a NaN.
 fn diff(a: &Tensor, b: &Tensor) -> Result<(f64, f64)> {
     let (a, b) = (f32_cpu(a)?, f32_cpu(b)?);
     if a.dims() != b.dims() {
@@ -69,8 +69,9 @@ fn diff(a: &Tensor, b: &Tensor) -> Result<(f64, f64)> {
     if a.elem_count() == 0 {
         return Ok((0.0, 0.0));
     }
-    let d = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
-    let m = b.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+    // NaN-aware (candle's max_all skips NaNs): a kernel that writes NaN into some elements fails.
+    let d = crate::ops::max_abs_diff(&a, &b)?;
+    let m = crate::ops::max_abs_diff(&b, &b.zeros_like()?)?;
     Ok((d, m))
 }
 

@@ -474,16 +474,16 @@ mod tests {
         let bias = build_key_bias(Some(&raw), b, s, DType::F32, &dev)?.ok_or("no bias")?;
         let got = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, Some(&bias), None, (0.0, None, 0))?;
         let want = reference(&qkv[0], &qkv[1], &qkv[2], heads, &mask, &bias)?;
-        let err = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let err = crate::ops::max_abs_diff(&got, &want)?;
         assert!(err < 1e-5, "max abs error {err}");
         // A zero bias changes nothing.
         let zero = bias.zeros_like()?;
         let unfused = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, Some(&zero), None, (0.0, None, 0))?;
         let fused = attend(&qkv[0], &qkv[1], &qkv[2], heads, &mask, None, None, (0.0, None, 0))?;
-        let err = (unfused - fused)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let err = crate::ops::max_abs_diff(&unfused, &fused)?;
         assert!(err < 1e-5, "fused vs unfused {err}");
         // And the bias does change the result.
-        let diff = (want - reference(&qkv[0], &qkv[1], &qkv[2], heads, &mask, &zero)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = crate::ops::max_abs_diff(&want, &reference(&qkv[0], &qkv[1], &qkv[2], heads, &mask, &zero)?)?;
         assert!(diff > 1e-3);
         Ok(())
     }

@@ -497,8 +497,8 @@ mod tests {
         cfg.build_frozen(weights, DType::F32, &Device::Cpu)
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+        Ok(crate::ops::max_abs_diff(a, b)?)
     }
 
     /// The decoding steps (the path a one-token CUDA pass takes: each sublayer's bias, residual

@@ -158,7 +158,7 @@ mod tests {
         for (mask, bias) in [(&ones, None), (&per_row, None), (&per_row, Some(&bias)), (&ones, Some(&bias))] {
             let got = cached_attention(&q, &k, &v, t, mask, bias, scale)?;
             let want = super::super::attention(&q, &kt, &vt, mask, bias, scale, 0.0, 0)?;
-            let worst = (got - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let worst = crate::ops::max_abs_diff(&got, &want)?;
             assert!(worst < 1e-5, "max abs difference {worst}");
         }
         // No query rows: an empty result, not a panic.

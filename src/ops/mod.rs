@@ -44,6 +44,19 @@ pub use softmax::{masked_softmax, MASKED_SCORE};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor, WithDType};
 
+/// The largest `|a − b|` over all elements, read as f64 on the CPU; NaN when any difference is NaN
+/// (a NaN in either, or ∞ − ∞), so that `max_abs_diff(a, b)? <= tol` fails on it. candle's own
+/// `max_all` skips NaNs after the first element (`NaN < x` is false), which would let a NaN
+/// in a model's output pass a parity check. An error when the shapes differ.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.dims() != b.dims() {
+        candle_core::bail!("max_abs_diff: shapes differ: {:?} vs {:?}", a.dims(), b.dims());
+    }
+    let values = |t: &Tensor| t.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>();
+    let (a, b) = (values(a)?, values(b)?);
+    Ok(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) }))
+}
+
 /// Runs a kernel for the float type of a CPU storage: `T` is bound to `f32` or `f64` inside
 /// `$body` (which returns a `Vec<T>`), and the result is wrapped back into a `CpuStorage`.
 macro_rules! float_dispatch {

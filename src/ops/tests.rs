@@ -3,7 +3,7 @@ use super::*;
 use candle_core::{Device, Var, D};
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    super::max_abs_diff(a, b).unwrap()
 }
 
 fn composite_layer_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
@@ -373,4 +373,23 @@ fn fused_ops_take_an_empty_batch() {
             assert_eq!(g.dims(), x.dims(), "{name}: gradient shape");
         }
     }
+}
+
+#[test]
+fn max_abs_diff_sees_a_nan_anywhere() {
+    let dev = Device::Cpu;
+    let a = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &dev).unwrap();
+    for i in 0..4 {
+        let mut v = vec![1f32, 2.0, 3.5, 4.0];
+        v[i] = f32::NAN;
+        let b = Tensor::new(v.as_slice(), &dev).unwrap();
+        assert!(max_diff(&a, &b).is_nan(), "NaN at {i}");
+        assert!(max_diff(&b, &a).is_nan(), "NaN at {i}, first argument");
+    }
+    let b = Tensor::new(&[1f32, 2.0, 3.5, 4.0], &dev).unwrap();
+    assert_eq!(max_diff(&a, &b), 0.5);
+    assert_eq!(max_diff(&a.to_dtype(DType::F16).unwrap(), &b), 0.5, "mixed dtypes compare as f64");
+    assert!(super::max_abs_diff(&a, &a.reshape((2, 2)).unwrap()).is_err(), "shapes differ");
+    let inf = Tensor::new(&[f32::INFINITY], &dev).unwrap();
+    assert!(max_diff(&inf, &inf).is_nan(), "∞ − ∞ is no match");
 }

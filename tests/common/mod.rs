@@ -18,12 +18,10 @@ pub fn tensors(path: &std::path::Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Max |a - b| over all elements (both converted to f32).
+/// Max |a - b| over all elements; NaN when any difference is NaN ([`wenhui::ops::max_abs_diff`]).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a.to_dtype(DType::F32).unwrap();
-    let b = b.to_dtype(DType::F32).unwrap();
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    wenhui::ops::max_abs_diff(a, b).unwrap() as f32
 }
 
 /// Asserts `max |a - b| ≤ tol`, naming `what` on failure.
