@@ -410,7 +410,27 @@ fn inference_commands_name_what_is_wrong() {
     fails(&["bench", "train", "--layers", "0"], &["--layers must be at least 1"]);
     fails(&["bench", "generate", "--decode-only", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64"], &["--batch N"]);
     fails(&["bench", "generate", "--model", "tests/fixtures/bert-mlm-tiny"], &["needs a GLM or a GPT-2", "BERT"]);
-    let out = wenhui(&["bench", "forward", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64", "--seq", "8"]);
+    // More decoding steps than the model has block positions: refused, not silently capped.
+    fails(
+        &["bench", "forward", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64", "--seq", "8"],
+        &["--decode-tokens 32 must be at most --seq 8"],
+    );
+    let out = wenhui(&[
+        "bench",
+        "forward",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--heads",
+        "4",
+        "--vocab",
+        "64",
+        "--seq",
+        "8",
+        "--decode-tokens",
+        "8",
+    ]);
     let ok = wenhui(&[
         "bench",
         "forward",

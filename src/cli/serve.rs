@@ -64,8 +64,8 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     for (flag, secs) in [("--timeout", a.timeout), ("--read-timeout", a.read_timeout), ("--shutdown-grace", a.shutdown_grace)] {
         // (Duration::from_secs_f64 panics beyond about 584 billion years.)
-        if !(secs > 0.0 && secs <= 1e9) {
-            anyhow::bail!("{flag} must be a positive number of seconds (at most 1e9), got {secs}");
+        if !(secs > 0.0 && secs <= Limits::MAX_SECONDS as f64) {
+            anyhow::bail!("{flag} must be a positive number of seconds (at most {}), got {secs}", Limits::MAX_SECONDS);
         }
     }
     let limits = Limits {

@@ -113,6 +113,36 @@ pub struct LayoutConfig {
     pub target_space: bool,
 }
 
+impl LayoutConfig {
+    /// Largest `max_source_len`, and largest `max_target_len` + 1 (the target's block positions):
+    /// position ids are `u32`, so no model has more positions (the bound a model config's
+    /// position table is checked against).
+    pub const MAX_LEN: usize = u32::MAX as usize - 1;
+
+    /// Checks the length limits on their own: a target of at least 1 token (`[eop]`) and both
+    /// within [`LayoutConfig::MAX_LEN`] positions; errors name the command-line flag.
+    fn check_lengths(&self) -> Result<()> {
+        if self.max_target_len < 1 {
+            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
+        }
+        if self.max_source_len > Self::MAX_LEN {
+            return Err(Error::input(format!(
+                "source length limit {} (--max-source-len) is more positions than any model has (at most {}); lower it",
+                self.max_source_len,
+                Self::MAX_LEN
+            )));
+        }
+        if self.max_target_len >= Self::MAX_LEN {
+            return Err(Error::input(format!(
+                "target length limit {} (--max-target-len) needs more block positions than any model has (at most {}); lower it",
+                self.max_target_len,
+                Self::MAX_LEN
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LayoutConfig {
     fn default() -> Self {
         Self {
@@ -251,9 +281,7 @@ impl Seq2seqLayout {
     pub fn new(tokenizer: &Tokenizer, cfg: LayoutConfig, max_positions: usize) -> Result<Self> {
         let tokens = Seq2seqTokens::from_special(&tokenizer.special)?;
         let template = EncodedTemplate::new(tokenizer, &tokens, &cfg.template)?;
-        if cfg.max_target_len < 1 {
-            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
-        }
+        cfg.check_lengths()?;
         if cfg.max_source_len > max_positions {
             return Err(Error::input(format!(
                 "source length limit {} (--max-source-len) exceeds the model's {max_positions} positions",
@@ -271,15 +299,13 @@ impl Seq2seqLayout {
     }
 
     /// A layout from already-encoded parts (no tokenizer needed; lengths are not checked
-    /// against a model).
+    /// against a model, only against [`LayoutConfig::MAX_LEN`], the positions any model can have).
     pub fn from_parts(cfg: LayoutConfig, tokens: Seq2seqTokens, template: EncodedTemplate) -> Result<Self> {
         let masks = template.prefix.iter().chain(&template.suffix).filter(|&&t| tokens.is_mask(t)).count();
         if masks != 1 {
             return Err(Error::input(format!("the source template must contain exactly one mask token (found {masks})")));
         }
-        if cfg.max_target_len < 1 {
-            return Err(Error::input("the target length limit must be at least 1 ([eop])"));
-        }
+        cfg.check_lengths()?;
         Ok(Self { cfg, tokens, template })
     }
 

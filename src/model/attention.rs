@@ -162,16 +162,32 @@ impl KvCache {
         }
         Ok(())
     }
+
+    /// Most positions [`KvCache::left_pad`] lets a cache grow to: about a million, far past the
+    /// position table of any model wenhui runs (GLM-130B has 2,048), so a pad this long can only
+    /// be a mistake, refused before its buffers are allocated.
+    pub const MAX_PADDED_POSITIONS: usize = 1 << 20;
+
     /// Prepends `n` zero positions to every row, so rows of different lengths can share one
-    /// batch: mask those positions with [`crate::model::BackboneInput::key_padding`].
+    /// batch: mask those positions with [`crate::model::BackboneInput::key_padding`]. An error
+    /// when the cache would then hold more than [`KvCache::MAX_PADDED_POSITIONS`] positions.
     pub fn left_pad(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Ok(());
         }
+        let have = self.layers.iter().flatten().map(|e| e.len).max().unwrap_or(0);
+        if have.checked_add(n).is_none_or(|p| p > Self::MAX_PADDED_POSITIONS) {
+            return Err(crate::Error::input(format!(
+                "KvCache::left_pad: n = {n} would make {} cached positions (from {have}), more than the {} a cache may \
+                 hold; pad by the difference of the lengths being aligned",
+                have as u128 + n as u128,
+                Self::MAX_PADDED_POSITIONS
+            )));
+        }
         for e in self.layers.iter_mut().flatten() {
             let (b, h, _, d) = e.k.dims4()?;
-            let zeros = Tensor::zeros((b, h, n, d), e.k.dtype(), e.k.device())?;
             let cap = (e.len + n).max(64).next_power_of_two();
+            let zeros = Tensor::zeros((b, h, n, d), e.k.dtype(), e.k.device())?;
             e.k = grow(&Tensor::cat(&[&zeros, &e.keys()?], 2)?, cap)?;
             e.v = grow(&Tensor::cat(&[&zeros, &e.values()?], 2)?, cap)?;
             e.len += n;

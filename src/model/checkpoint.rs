@@ -479,10 +479,13 @@ fn read_megatron(dir: &Path) -> Result<Checkpoint> {
 
 /// Merges model-parallel shards by THUDM's `change_mp.py` rule: QKV split per Q/K/V third on
 /// dim 0; word embeddings and `dense_h_to_4h` on dim 0; `attention.dense` and `dense_4h_to_h`
-/// weights on dim 1; everything else replicated.
+/// weights on dim 1; everything else replicated. An error when `ranks` is empty.
 pub fn merge_model_parallel(ranks: Vec<HashMap<String, Tensor>>, source: &Path) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
-    let names: Vec<String> = ranks[0].keys().cloned().collect();
+    let Some(first) = ranks.first() else {
+        return Err(Error::file(source, "no model-parallel ranks to merge: give the tensors of every rank (at least one)"));
+    };
+    let names: Vec<String> = first.keys().cloned().collect();
     for name in names {
         let parts = ranks
             .iter()

@@ -6,11 +6,16 @@ use super::{as_slice, float_dispatch, in_kernel_dtype, Float};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// `y + b` over the last dimension. Differentiable with respect to both.
+/// `y + b` over the last dimension. Differentiable with respect to both. With a last dimension
+/// of 0 the result is empty (`y`'s shape) and the bias gradient is empty too.
 pub fn add_bias(y: &Tensor, b: &Tensor) -> Result<Tensor> {
     let n = y.dim(candle_core::D::Minus1)?;
     if b.dims() != [n] {
         candle_core::bail!("add_bias: bias {:?} does not match the last dimension {n}", b.dims());
+    }
+    if n == 0 {
+        // No columns: nothing to add (the kernels would split rows of no elements).
+        return y.broadcast_add(&b.to_dtype(y.dtype())?);
     }
     in_kernel_dtype(y, |y| super::tape::apply_op2(&y.contiguous()?, &b.to_dtype(y.dtype())?.contiguous()?, AddBias))
 }
@@ -20,6 +25,10 @@ struct AddBias;
 fn add<T: Float>(y: &[T], b: &[T]) -> Vec<T> {
     let n = b.len();
     let mut out = y.to_vec();
+    if n == 0 {
+        // No columns, so `y` holds no elements either.
+        return out;
+    }
     out.par_chunks_mut(n * (4096 / n).max(1)).for_each(|c| c.chunks_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(o, &bv)| *o += bv)));
     out
 }
@@ -58,6 +67,10 @@ struct ColumnSum {
 }
 
 pub(crate) fn column_sum<T: Float>(g: &[T], n: usize) -> Vec<T> {
+    if n == 0 {
+        // No columns: the sum of each is nothing.
+        return Vec::new();
+    }
     let rows_per = (16384 / n).max(1);
     let partial: Vec<Vec<f64>> = g
         .par_chunks(n * rows_per)

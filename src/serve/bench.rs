@@ -69,7 +69,7 @@ pub fn load(addr: SocketAddr, clients: usize, requests: usize, max_time: Duratio
                 break;
             }
             let t0 = Instant::now();
-            let r = post_json(addr, "/v1/completions", &body(i), max_time + Duration::from_secs(30));
+            let r = post_json(addr, "/v1/completions", &body(i), max_time.saturating_add(Duration::from_secs(30)));
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             let (ok, tokens) = match r {
                 Ok((200, b)) => {

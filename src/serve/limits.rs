@@ -54,8 +54,14 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Longest time limit (`timeout`, `read_timeout`, `shutdown_grace`) in seconds, about 31
+    /// years: far past any real limit, and far from the ends of [`std::time::Instant`] arithmetic
+    /// and of the timers the server sets with them.
+    pub const MAX_SECONDS: u64 = 1_000_000_000;
+
     /// Checks that every limit lets a request through (a zero size or time would refuse them all)
-    /// and that none is beyond what the server can hold; errors name the `wenhui serve` flag.
+    /// and that none is beyond what the server can hold (times at most [`Limits::MAX_SECONDS`]);
+    /// errors name the `wenhui serve` flag.
     /// [`super::start`] runs it, so a library caller gets the same checks as the command line.
     pub fn validate(&self) -> crate::Result<()> {
         let sizes = [
@@ -80,6 +86,13 @@ impl Limits {
         let times = [("--timeout", self.timeout), ("--read-timeout", self.read_timeout), ("--shutdown-grace", self.shutdown_grace)];
         if let Some((flag, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(crate::Error::input(format!("{flag} 0 would stop every request at once; give a positive number of seconds")));
+        }
+        if let Some((flag, t)) = times.iter().find(|(_, t)| *t > Duration::from_secs(Self::MAX_SECONDS)) {
+            return Err(crate::Error::input(format!(
+                "{flag} {} s is too long: give at most {} seconds",
+                t.as_secs_f64(),
+                Self::MAX_SECONDS
+            )));
         }
         Ok(())
     }

@@ -35,7 +35,9 @@ pub(crate) async fn serve(
     cancelled: &AtomicBool,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.read_timeout);
+    // hyper adds the timeout to the time a request starts: `Limits::validate` bounds it, and the
+    // clamp keeps that sum from overflowing whatever `Limits` this was given.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.read_timeout.min(Duration::from_secs(Limits::MAX_SECONDS)));
     let graceful = GracefulShutdown::new();
     let why = loop {
         tokio::select! {

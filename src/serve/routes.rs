@@ -266,7 +266,9 @@ fn range_of(field: &str, limits: &Limits) -> String {
 /// Puts `work` on the queue: the receiver of its messages and its deadline, or 429 when the queue is full.
 fn submit(s: &AppState, work: Work) -> Result<(UnboundedReceiver<Msg>, Instant), ApiError> {
     let (tx, rx) = unbounded_channel();
-    let deadline = Instant::now() + s.limits.timeout;
+    // `Limits::validate` bounds the timeout; the clamp keeps the sum from overflowing whatever
+    // `Limits` the state was built with.
+    let deadline = Instant::now() + s.limits.timeout.min(std::time::Duration::from_secs(Limits::MAX_SECONDS));
     let job = Job { work, tx, deadline };
     s.metrics.enqueued();
     match s.queue.try_send(job) {

@@ -7,7 +7,7 @@
 use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest, PoemRequest};
 use super::limits::{ApiError, Limits};
 use super::worker::ServedModel;
-use crate::generate::inverse::{render, window, InverseMode, Task, Window};
+use crate::generate::inverse::{render, window, InverseMode, Task, Units, Window};
 use crate::generate::poetry::{to_simplified, Constraints, Form};
 use crate::generate::{glm_context, GenerationConfig};
 use crate::model::ModelKind;
@@ -355,12 +355,16 @@ pub fn longest_poem(form: Form) -> Vec<String> {
 /// a full unit, N − 1 characters with no unit end more than N characters back (so the tail
 /// reaches into the full unit), then the new unit; with a couplet window three units; else two.
 /// A text read whole (`Window::All`) grows past any stand-in: a longer answer meets the search's
-/// own check when it gets there.
+/// own check when it gets there. Lengths are taken at most to the bounds [`Task::validate`]
+/// checks ([`Units::MAX_CHARS`],
+/// [`Window::MAX_LAST_CHARS`]), so a task built in code and never validated cannot make it
+/// build absurd strings.
 pub fn longest_answer(task: &Task) -> Vec<String> {
     let end = task.units.ends.first().map_or("", String::as_str);
-    let full = "春".repeat(task.units.max_chars.saturating_sub(1)) + end;
+    let unit_chars = task.units.max_chars.min(Units::MAX_CHARS);
+    let full = "春".repeat(unit_chars.saturating_sub(1)) + end;
     match task.inverse.window {
-        Window::LastChars(n) if n > 1 => vec![full.clone(), "春".repeat(n - 2) + end, full],
+        Window::LastChars(n) if n > 1 => vec![full.clone(), "春".repeat(n.min(Window::MAX_LAST_CHARS).saturating_sub(2)) + end, full],
         Window::Couplet => vec![full; 3],
         Window::LastChars(_) | Window::Unit | Window::All => vec![full; 2],
     }

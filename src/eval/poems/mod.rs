@@ -414,10 +414,17 @@ fn meets_rules(text: &str, constraints: &Constraints) -> bool {
     !text.is_empty() && check_poem(text, constraints).is_ok_and(|v| v.is_ok())
 }
 
-/// Rank (1-based) of `cands[0]` by the judge's `log p(title | poem) − log p(title | empty poem)`.
+/// Rank (1-based) of `cands[0]` by the judge's `log p(title | poem) − log p(title | empty poem)`;
+/// an error when `cands` is empty (there is no true title to rank).
 pub fn title_rank(judge: &Context<'_>, task: &Task, fields: &BTreeMap<String, String>, poem: &str, cands: &[String]) -> Result<usize> {
+    if cands.is_empty() {
+        return Err(Error::input("title_rank: no candidate titles; give the poem's true title first, then the distractors"));
+    }
     let scores = title_scores(judge, task, fields, poem, cands)?;
-    Ok(1 + scores[1..].iter().filter(|&&s| s >= scores[0]).count())
+    let Some((&truth, others)) = scores.split_first() else {
+        return Err(Error::input("title_rank: the judge scored no candidate titles"));
+    };
+    Ok(1 + others.iter().filter(|&&s| s >= truth).count())
 }
 
 /// The judge's retrieval score of every candidate title for `poem`.

@@ -58,9 +58,24 @@ impl Emphasis {
 /// Rows per forward pass: keeps the `[rows·len, vocab]` logits of a pass within memory.
 const MAX_ROWS: usize = 256;
 
+/// Refuses a target token id outside the model's vocabulary: it has no log-probability to read.
+fn check_target_ids<'a>(model: &dyn Backbone, targets: impl IntoIterator<Item = &'a [u32]>) -> Result<()> {
+    let vocab = model.info().vocab_size;
+    match targets.into_iter().flatten().find(|&&t| t as usize >= vocab) {
+        Some(t) => Err(Error::input(format!(
+            "target token id {t} is outside the model's vocabulary of {vocab} tokens (ids 0 to {}); encode the target with this \
+             model's tokenizer",
+            vocab.saturating_sub(1)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Per-token log-probabilities of each row's target (clamped below at `clamp` when set).
+/// Every target id must be below the model's `vocab_size`.
 pub fn span_logprobs(model: &dyn Backbone, sop: u32, rows: &[SpanRow], clamp: Option<f64>) -> Result<Vec<Vec<f64>>> {
     let max_pos = model.info().max_positions;
+    check_target_ids(model, rows.iter().map(|r| r.target.as_slice()))?;
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(MAX_ROWS) {
         let mut seqs = Vec::with_capacity(chunk.len());
@@ -121,8 +136,10 @@ pub fn span_logprobs(model: &dyn Backbone, sop: u32, rows: &[SpanRow], clamp: Op
 }
 
 /// Per-token log-probabilities of `target` after `context` with a left-to-right model.
+/// Every target id must be below the model's `vocab_size`.
 pub fn causal_logprobs(model: &dyn Backbone, rows: &[(Vec<u32>, Vec<u32>)], clamp: Option<f64>) -> Result<Vec<Vec<f64>>> {
     let max_pos = model.info().max_positions;
+    check_target_ids(model, rows.iter().map(|(_, t)| t.as_slice()))?;
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(MAX_ROWS) {
         let mut width = 0;

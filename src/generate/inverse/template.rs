@@ -94,6 +94,12 @@ pub enum Window {
     LastChars(usize),
 }
 
+impl Window {
+    /// Widest window of the last N characters (`window = { kind = "last_chars", chars = N }`):
+    /// the window is read within the model's positions, as a unit is ([`Units::MAX_CHARS`]).
+    pub const MAX_LAST_CHARS: usize = 4096;
+}
+
 /// The inverse prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,8 +164,16 @@ pub struct Units {
 }
 
 impl Units {
+    /// Most characters a unit may have (`units.max_chars`): a unit is generated within the model's
+    /// positions, and no model wenhui runs has more than a few thousand, so a longer unit could
+    /// never be written (the search stops once the text and a full unit would overrun them).
+    pub const MAX_CHARS: usize = 4096;
+    /// Most units a generation may have (`units.max_units`): every unit takes at least one
+    /// model position, so more than [`Units::MAX_CHARS`] could never fit either.
+    pub const MAX_UNITS: usize = 4096;
+
     /// Checks the unit table: at least one end character, each a single character, and
-    /// `1 ≤ min_chars ≤ max_chars`, `max_units ≥ 1`.
+    /// `1 ≤ min_chars ≤ max_chars ≤` [`Units::MAX_CHARS`], `1 ≤ max_units ≤` [`Units::MAX_UNITS`].
     pub fn validate(&self) -> Result<()> {
         if self.ends.is_empty() || self.ends.iter().any(|e| e.chars().count() != 1) {
             return Err(Error::input(format!("units.ends must list single characters (a unit ends at one of them), got {:?}", self.ends)));
@@ -168,6 +182,20 @@ impl Units {
             return Err(Error::input(format!(
                 "units: need 1 ≤ min_chars ≤ max_chars and max_units ≥ 1, got min_chars {}, max_chars {}, max_units {}",
                 self.min_chars, self.max_chars, self.max_units
+            )));
+        }
+        if self.max_chars > Units::MAX_CHARS {
+            return Err(Error::input(format!(
+                "units.max_chars must be at most {} (a unit is generated within the model's positions), got {}; lower it",
+                Units::MAX_CHARS,
+                self.max_chars
+            )));
+        }
+        if self.max_units > Units::MAX_UNITS {
+            return Err(Error::input(format!(
+                "units.max_units must be at most {} (every unit takes model positions), got {}; lower it",
+                Units::MAX_UNITS,
+                self.max_units
             )));
         }
         Ok(())
@@ -368,6 +396,15 @@ impl Task {
                 if self.inverse.target_text.is_none() {
                     return Err(Error::input("causal inverse needs inverse.target_text"));
                 }
+            }
+        }
+        if let Window::LastChars(n) = self.inverse.window {
+            if n > Window::MAX_LAST_CHARS {
+                return Err(Error::input(format!(
+                    "inverse.window: `chars` of a last_chars window must be at most {} (the window is read within the model's \
+                     positions), got {n}; lower it",
+                    Window::MAX_LAST_CHARS
+                )));
             }
         }
         if !(self.inverse.attention_bias.is_finite() && self.inverse.attention_bias.abs() <= 10.0) {

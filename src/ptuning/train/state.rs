@@ -86,8 +86,11 @@ impl TuneState {
     }
 
     /// The next `batch` example indices of `n`: each epoch is a fresh seeded permutation, and a
-    /// batch may straddle two epochs.
+    /// batch may straddle two epochs. A batch holds at most [`crate::train::MAX_BATCH`] indices,
+    /// the bound [`super::resolve`] checks `batch_size` against: a larger `batch` gives that many
+    /// (it could only exhaust the memory), and `n = 0` gives none.
     pub fn next_batch(&mut self, n: usize, batch: usize, seed: u64) -> Vec<usize> {
+        let batch = batch.min(crate::train::MAX_BATCH);
         let order = |epoch: u64| {
             let mut o: Vec<usize> = (0..n).collect();
             o.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
