@@ -97,15 +97,20 @@ class GLM(nn.Module):
         caches: Optional[List[LayerCache]] = None,
         past: int = 0,
         last_only: bool = False,
+        rows: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """ids [B,S], position_ids [B,2,S], 0/1 mask [B or 1,1,S,past+S] -> logits [B,S,V]
-        ([B,1,V] with `last_only`: a generation step only needs the last position's logits)."""
+        ([B,1,V] with `last_only`: a generation step only needs the last position's logits;
+        [n,V] with `rows`, n indices into the flattened B*S positions: the final LayerNorm and the
+        output projection run on those rows only, as wenhui's loss computes them)."""
         x = self.word_embeddings(ids) + self.position_embeddings(position_ids[:, 0]) + self.block_position_embeddings(position_ids[:, 1])
         x = F.dropout(x, DROPOUT, self.training)
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, None if caches is None else caches[i], past)
         if last_only:
             x = x[:, -1:]
+        if rows is not None:
+            x = x.flatten(0, 1).index_select(0, rows)
         return F.linear(self.final_layernorm(x), self.word_embeddings.weight)
 
     def new_cache(self, batch: int, max_len: int) -> List[LayerCache]:

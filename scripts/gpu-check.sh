@@ -12,7 +12,11 @@
 #    ≤ 1e-3, bf16 relative ≤ 3e-2), the official GLM dumps' logits, one training step (every
 #    parameter gets a gradient; gradients and the fused AdamW match the CPU).
 # 2. Pretraining step, GLM-Base shape (H=768, L=12, N=12, S=512, V=30592, batch 32, bf16):
-#    `wenhui bench train` vs bench/torch_glm_train.py (PyTorch eager, same math, same GPU).
+#    `wenhui bench train` vs bench/torch_glm_train.py (PyTorch eager, same math, same GPU), on the
+#    same batches: wenhui writes the 1 warmup + 5 timed batches of its runs (`--dump-batches
+#    --dump-only`, on the CPU, seeded: $OUT/train-batches.json has their tokens, loss rows and
+#    FLOPs) and PyTorch trains on them (`--batches`), logits on every row as the official GLM code
+#    (train-torch.jsonl) and on the loss rows only as wenhui (train-torch-loss-rows.jsonl).
 # 3. Generation with the K/V cache, GLM-Large shape (H=1024, L=24, N=16, V=30592), context 512,
 #    128 new tokens, bf16, batch 1 and 32: `wenhui bench generate --decode-only` vs
 #    bench/torch_glm_generate.py.
@@ -94,7 +98,19 @@ else
   GEN="--layers 24 --hidden 1024 --heads 16 --vocab 30592 --prompt 512 --new-tokens 128"
 fi
 
+# The batches of `bench train $TRAIN --steps 5` (1 warmup + 5 timed; the profile's `--steps 3` runs
+# train on the first 4), written once for PyTorch: outside $OUT, which is packed.
+TRAIN_BATCHES="$(mktemp -d)/train-batches.jsonl"
+train_batches() {
+  [ -s "$TRAIN_BATCHES" ] && return 0
+  W bench train $TRAIN --steps 5 --dump-batches "$TRAIN_BATCHES" --dump-only >"$OUT/train-batches.json" 2>&1 && return 0
+  echo "== no batch dump (see $OUT/train-batches.json): PyTorch trains on its own synthetic batches (tokens not comparable)" >&2
+  return 1
+}
+
 if want train; then
+  step "train step: the batches (wenhui --dump-batches --dump-only, CPU)"
+  if train_batches; then TORCH_DATA="--batches $TRAIN_BATCHES --warmup 1"; else TORCH_DATA="--warmup 2"; fi
   step "train step, bf16: wenhui with candle's composite layers"
   WENHUI_CUDA_OPS=composite W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui.jsonl"
   step "train step, bf16: wenhui with the fused CUDA ops, one graph node per op"
@@ -107,8 +123,10 @@ if want train; then
   WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-flash.jsonl"
   step "train step, bf16: flash attention without skipping masked tiles (WENHUI_FLASH_SKIP=0)"
   WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 WENHUI_FLASH_SKIP=0 W --device cuda --dtype bf16 bench train $TRAIN --steps 5 2>&1 | tee "$OUT/train-wenhui-flash-all.jsonl"
-  step "train step, bf16: pytorch eager"
-  python3 bench/torch_glm_train.py $TRAIN --steps 5 --warmup 2 --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
+  step "train step, bf16: pytorch eager (logits on every row, as the official GLM code)"
+  python3 bench/torch_glm_train.py $TRAIN --steps 5 $TORCH_DATA --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch.jsonl"
+  step "train step, bf16: pytorch eager, logits on the loss rows only (as wenhui)"
+  python3 bench/torch_glm_train.py $TRAIN --steps 5 $TORCH_DATA --logit-rows loss --device cuda --dtype bf16 2>&1 | tee "$OUT/train-torch-loss-rows.jsonl"
 fi
 
 for B in 1 32; do
@@ -143,7 +161,8 @@ if want profile && [ -f "$PROF" ]; then
   WENHUI_CUDA_OPS=composite profile train-wenhui W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   WENHUI_CUDA_OPS=fused profile train-wenhui-fused W --device cuda --dtype bf16 bench train $TRAIN --steps 3
   WENHUI_CUDA_OPS=fused WENHUI_FLASH_ATTENTION=1 profile train-wenhui-flash W --device cuda --dtype bf16 bench train $TRAIN --steps 3
-  profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 --device cuda --dtype bf16
+  if train_batches; then TORCH_PROFILE_DATA="--batches $TRAIN_BATCHES"; else TORCH_PROFILE_DATA=""; fi
+  profile train-torch python3 bench/torch_glm_train.py $TRAIN --steps 3 --warmup 1 $TORCH_PROFILE_DATA --device cuda --dtype bf16
   GEN16="${GEN/--new-tokens 128/--new-tokens 16}"
   WENHUI_CUDA_OPS=composite profile generate-1-wenhui W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
   WENHUI_CUDA_OPS=fused profile generate-1-wenhui-fused W --device cuda --dtype bf16 bench generate $GEN16 --batch 1 --decode-only --reps 1
@@ -169,6 +188,16 @@ def last_json(name):
 gpu = open(os.path.join(out, "gpu.txt")).read().strip()
 print(f"GPU: {gpu}")
 t = last_json("train-torch.jsonl")
+tl = last_json("train-torch-loss-rows.jsonl")
+def vs(w, t):
+    """Both speed-ups, > 1 when wenhui is faster, and a warning when the batches differ."""
+    note = ""
+    if t.get("data") != "wenhui-dump":
+        note = " [pytorch on synthetic batches: tokens not comparable]"
+    elif w.get("tokens_per_step") != t.get("tokens_per_step") or w.get("logit_rows_per_step") != t.get("loss_rows_per_step"):
+        note = f" [other batches: tokens/step {w.get('tokens_per_step')} vs {t.get('tokens_per_step')}]"
+    return (f"ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x tok/s, {t['step_ms']/w['step_ms']:.2f}x step time "
+            f"(>1 = wenhui faster){note}")
 for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op nodes)", "train-wenhui-per-op.jsonl"),
                     (" (fused, stack, no cublasLt, per-parameter AdamW)", "train-wenhui-no-lt.jsonl"),
                     (" (fused, layer stack: the default)", "train-wenhui-fused.jsonl"),
@@ -178,7 +207,11 @@ for label, name in ((" (composite)", "train-wenhui.jsonl"), (" (fused, per-op no
     if w and t:
         print(f"train step bf16{label}: wenhui {w['tokens_per_s']:.0f} tok/s {w['tflops']:.1f} TFLOP/s "
               f"(step {w['step_ms']:.1f} ms: fwd {w['forward_ms']:.1f}, bwd {w['backward_ms']:.1f}, adamw {w['optimizer_ms']:.1f}) | "
-              f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s | ratio {w['tokens_per_s']/t['tokens_per_s']:.2f}x")
+              f"pytorch {t['tokens_per_s']:.0f} tok/s {t.get('tflops', t['gflops']/1e3):.1f} TFLOP/s (step {t['step_ms']:.1f} ms) | {vs(w, t)}")
+w = last_json("train-wenhui-fused.jsonl")
+if w and tl:
+    print(f"train step bf16, pytorch with logits on the loss rows only (as wenhui): {tl['tokens_per_s']:.0f} tok/s "
+          f"{tl.get('tflops', tl['gflops']/1e3):.1f} TFLOP/s (step {tl['step_ms']:.1f} ms) | the default wenhui: {vs(w, tl)}")
 for b in (1, 32):
     t = last_json(f"generate-{b}-torch.jsonl")
     for label, name in ((" (composite)", f"generate-{b}-wenhui.jsonl"), (" (fused ops)", f"generate-{b}-wenhui-fused.jsonl"),

@@ -87,3 +87,36 @@ fn loaded_model_reports_its_shape_and_bert_is_refused() {
     let e = bench_generate(&GenerateBench { decode_only: true, batch: 0, ..tiny() }).unwrap_err();
     assert!(e.to_string().contains("--batch N"), "{e}");
 }
+
+/// `wenhui bench poem` refines as `wenhui poem` does unless told otherwise, reports each title's
+/// times, and its ratios are the median of the titles' own ratios (never one title's time over
+/// another's).
+#[test]
+fn bench_poem_reports_paired_ratios_with_the_tasks_refinement() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wenhui"))
+            .args(["bench", "poem", "--titles", "春日,江雪", "--beams", "2", "--reps", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (r, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (r, stderr) = run(&[]);
+    let task_rounds = wenhui::bench::PoemBench::task_refine_rounds().unwrap();
+    assert!(task_rounds >= 1, "the shipped poem task refines");
+    assert_eq!(r["config"]["refine_rounds"], task_rounds, "{r}");
+    assert!(stderr.contains(&format!("{task_rounds} refinement round")), "{stderr}");
+    let titles = r["titles"].as_array().unwrap();
+    assert_eq!(titles.len(), 2);
+    let ratio = |t: &serde_json::Value, den: &str| t["inverse_ms"].as_f64().unwrap() / t[den].as_f64().unwrap();
+    for (field, den) in [("ratio_vs_search_baseline", "search_baseline_ms"), ("ratio_vs_token_beam", "token_beam_ms")] {
+        // Two titles: the median is the mean of their ratios.
+        let want = (ratio(&titles[0], den) + ratio(&titles[1], den)) / 2.0;
+        let got = r[field].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9 * want, "{field}: {got} vs {want}");
+    }
+    let (r, _) = run(&["--refine", "0"]);
+    assert_eq!(r["config"]["refine_rounds"], 0);
+}

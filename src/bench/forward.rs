@@ -45,8 +45,9 @@ pub struct ForwardReport {
     pub forward_tokens_per_s: f64,
     /// Achieved GFLOP/s of the full forward (matmul FLOPs incl. attention and the output layer).
     pub forward_gflops: f64,
-    /// Median milliseconds per decoded token (over all steps of up to 3 runs) with the K/V cache
-    /// at context `seq`; `None` (null) with `decode_tokens` 0.
+    /// Median milliseconds per decoding step (over all steps of up to 3 runs) with the K/V cache
+    /// at context `seq`: one new token per row, so `batch` tokens a step; `None` (null) with
+    /// `decode_tokens` 0.
     pub decode_ms_per_token: Option<f64>,
     /// Achieved GFLOP/s while decoding; `None` (null) with `decode_tokens` 0.
     pub decode_gflops: Option<f64>,
@@ -80,6 +81,13 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
         c.hidden,
         c.heads,
     )?;
+    if c.decode_tokens > c.seq {
+        // The model has --seq block positions; a longer blank would need more.
+        return Err(crate::Error::input(format!(
+            "bench forward: --decode-tokens {} must be at most --seq {} (the model's block positions)",
+            c.decode_tokens, c.seq
+        )));
+    }
     let dev = Device::Cpu;
     let cfg = super::glm_shape(c.layers, c.hidden, c.heads, c.vocab, c.seq)?;
     let params: usize = cfg.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
@@ -94,7 +102,7 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
 
     // Decoding: the context goes into the cache once, then tokens one by one as GLM generates
     // a blank (position = the mask's, block position = 1, 2, ...).
-    let steps = c.decode_tokens.min(c.seq);
+    let steps = c.decode_tokens;
     let mut step_ms = Vec::new();
     let ctx_ids = ids.narrow(1, 0, c.seq - 1)?;
     for _ in 0..if steps > 0 { c.reps.clamp(1, 3) } else { 0 } {
@@ -109,9 +117,8 @@ pub fn bench_forward(c: &ForwardBench) -> Result<ForwardReport> {
             step_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    step_ms.sort_by(f64::total_cmp);
     // No step with --decode-tokens 0: nothing measured, so no figure (not a made-up one).
-    let decode_ms_per_token = step_ms.get(step_ms.len() / 2).copied();
+    let decode_ms_per_token = super::median(&mut step_ms);
     let tokens = (c.batch * c.seq) as f64;
     Ok(ForwardReport {
         config: c.clone(),

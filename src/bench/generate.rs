@@ -3,7 +3,7 @@
 //! (`context [gMASK]`, the blank filled); a GPT-2 continues the prompt. Stop tokens are banned
 //! until the last step, so every run generates exactly `new_tokens` tokens.
 
-use super::median_ms;
+use super::{median, median_ms};
 use crate::device::{check_dtype, parse_device, parse_dtype, synchronize};
 use crate::generate::{fill_blanks, generate, BlankTokens, CausalInputs, GenerationConfig};
 use crate::model::{Backbone, BackboneInput, ModelKind};
@@ -164,11 +164,17 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
     let mut prompt: Vec<u32> = (0..c.prompt).map(|_| rng.random_range(0..top)).collect();
     let blank = match (glm, blank) {
         (true, Some(b)) => {
+            let Some(&mask) = b.masks.first() else {
+                return Err(Error::input(
+                    "bench generate: the blank tokens list no mask (BlankTokens::masks is empty); give the model's [gMASK] id",
+                ));
+            };
             for t in prompt.iter_mut().filter(|t| b.masks.contains(t)) {
                 *t = (*t + 1) % top;
             }
-            let last = prompt.len() - 1;
-            prompt[last] = b.masks[0];
+            if let Some(last) = prompt.last_mut() {
+                *last = mask;
+            }
             Some(b)
         }
         (true, None) => return Err(Error::input("bench generate: a GLM needs its blank tokens ([gMASK], sop, eop)")),
@@ -207,7 +213,9 @@ pub fn bench_generate_on(model: &dyn Backbone, blank: Option<&BlankTokens>, c: &
     };
     let prompt_ms = median_ms(1, c.reps, || {
         let mut cache = model.new_cache();
-        model.forward(&input, Some(&mut cache)).map(|_| ())
+        model.forward(&input, Some(&mut cache))?;
+        // A GPU returns before its kernels finish: time them, not their launches.
+        synchronize(model.device())
     })?;
     Ok(GenerateReport {
         implementation: "wenhui",
@@ -298,11 +306,7 @@ fn decode_loop(model: &dyn Backbone, prompt: &[u32], glm: bool, c: &GenerateBenc
             total.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (prefill_ms, total_ms) = (median(&mut prefill), median(&mut total));
+    let (prefill_ms, total_ms) = (median(&mut prefill).unwrap_or(f64::NAN), median(&mut total).unwrap_or(f64::NAN));
     Ok(DecodeLoopReport {
         batch: b,
         prefill_ms,

@@ -10,8 +10,8 @@ pub(crate) mod train;
 pub use forward::{bench_forward, ForwardBench, ForwardReport};
 pub use generate::{bench_generate, bench_generate_on, DecodeLoopReport, GenerateBench, GenerateReport};
 pub use parity::{bench_parity, Check, ParityBench};
-pub use poem::{bench_poem, PoemBench, PoemBenchReport};
-pub use train::{bench_train, TrainBench, TrainReport};
+pub use poem::{bench_poem, PoemBench, PoemBenchReport, PoemTitleTimes};
+pub use train::{bench_train, DumpInfo, DumpReport, StepCount, TrainBench, TrainReport};
 
 use std::time::Instant;
 
@@ -47,6 +47,28 @@ pub(crate) fn median_ms(warmup: usize, reps: usize, mut f: impl FnMut() -> crate
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(&mut times).unwrap_or(f64::NAN))
+}
+
+/// The median of `v` (sorted in place): the mean of the middle two for an even count, as
+/// Python's `statistics.median`, which the PyTorch references use. `None` when `v` is empty.
+pub(crate) fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_even_and_empty_counts() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(super::median(&mut [7.0]), Some(7.0));
+        assert_eq!(super::median(&mut []), None);
+    }
 }

@@ -66,9 +66,23 @@ pub enum Command {
         /// Samples per step.
         #[arg(long, default_value_t = 8)]
         batch: usize,
-        /// Timed steps (median reported).
+        /// Untimed steps before the timed ones.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Timed steps (median step time reported; tokens/s and GFLOP/s over their total time).
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Write the run's batches (warmup and timed, in order) to FILE as JSON lines, for
+        /// bench/torch_glm_train.py --batches FILE.
+        #[arg(long, value_name = "FILE")]
+        dump_batches: Option<PathBuf>,
+        /// With --dump-batches: write the batches and stop (no model, no timing; prints their
+        /// tokens, loss rows and FLOPs).
+        #[arg(long, requires = "dump_batches")]
+        dump_only: bool,
+        /// Replace an existing --dump-batches file.
+        #[arg(long, requires = "dump_batches")]
+        force: bool,
     },
     /// Inverse prompting's cost: an inverse-prompted poem vs the same search without the inverse pass
     /// and vs token-level beam search of the same width.
@@ -85,9 +99,10 @@ pub enum Command {
         /// Beams (the width of every method).
         #[arg(long, default_value_t = 6)]
         beams: usize,
-        /// Refinement rounds of the inverse-prompted poem.
-        #[arg(long, default_value_t = 0)]
-        refine: usize,
+        /// Refinement rounds of both searches (default: the poem task's, as `wenhui poem` runs;
+        /// 0 times the searches alone).
+        #[arg(long)]
+        refine: Option<usize>,
         /// Timed runs per title and method (median, after one warmup run).
         #[arg(long, default_value_t = 1, value_parser = crate::cli::common::positive)]
         reps: usize,
@@ -173,9 +188,10 @@ pub fn run(c: Command, on: &crate::cli::common::DeviceFlags) -> anyhow::Result<(
             }
             eprintln!("all {} parity checks passed", checks.len());
         }
-        Command::Train { layers, hidden, heads, vocab, seq, batch, steps } => {
-            let report = bench_train(&TrainBench { layers, hidden, heads, vocab, seq, batch, steps, device, dtype })?;
-            println!("{}", serde_json::to_string(&report)?);
+        Command::Train { layers, hidden, heads, vocab, seq, batch, warmup, steps, dump_batches, dump_only, force } => {
+            let c = TrainBench { layers, hidden, heads, vocab, seq, batch, warmup, steps, device, dtype, dump_batches, force };
+            let line = if dump_only { serde_json::to_string(&c.write_batches()?)? } else { serde_json::to_string(&bench_train(&c)?)? };
+            println!("{line}");
         }
         Command::Poem { model, titles, form, beams, refine, reps } => {
             let dir = match model {
@@ -186,13 +202,22 @@ pub fn run(c: Command, on: &crate::cli::common::DeviceFlags) -> anyhow::Result<(
             let tok = Tokenizer::from_dir(&dir)?;
             let cx = wenhui::generate::inverse::Context::new(m.backbone.as_ref(), &tok)?;
             let titles = titles.split([',', '，']).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-            let c = PoemBench { titles, form, beams, refine_rounds: refine, reps };
+            let refine_rounds = match refine {
+                Some(r) => r,
+                None => PoemBench::task_refine_rounds()?,
+            };
+            let c = PoemBench { titles, form, beams, refine_rounds, reps };
             let r = bench_poem(&cx, &c)?;
             // The goal's "plain beam search of the same width" is the same unit beam search without the
             // inverse pass; token-level beam search is a different algorithm, shown for scale only.
             eprintln!(
-                "inverse prompting / search baseline (same unit beam search, {} beams, no inverse pass): {:.2}x (goal <= 1.3x); / token beam search: {:.2}x",
-                c.beams, r.ratio_vs_search_baseline, r.ratio_vs_token_beam
+                "inverse prompting / search baseline (same unit beam search, {} beams, {} refinement round{}, no inverse pass; median of \
+                 the titles' ratios): {:.2}x (goal <= 1.3x); / token beam search: {:.2}x",
+                c.beams,
+                c.refine_rounds,
+                if c.refine_rounds == 1 { "" } else { "s" },
+                r.ratio_vs_search_baseline,
+                r.ratio_vs_token_beam
             );
             println!("{}", serde_json::to_string(&r)?);
         }
