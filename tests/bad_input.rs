@@ -411,42 +411,10 @@ fn inference_commands_name_what_is_wrong() {
     fails(&["bench", "generate", "--decode-only", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64"], &["--batch N"]);
     fails(&["bench", "generate", "--model", "tests/fixtures/bert-mlm-tiny"], &["needs a GLM or a GPT-2", "BERT"]);
     // More decoding steps than the model has block positions: refused, not silently capped.
-    fails(
-        &["bench", "forward", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64", "--seq", "8"],
-        &["--decode-tokens 32 must be at most --seq 8"],
-    );
-    let out = wenhui(&[
-        "bench",
-        "forward",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "4",
-        "--vocab",
-        "64",
-        "--seq",
-        "8",
-        "--decode-tokens",
-        "8",
-    ]);
-    let ok = wenhui(&[
-        "bench",
-        "forward",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "4",
-        "--vocab",
-        "64",
-        "--seq",
-        "8",
-        "--decode-tokens",
-        "0",
-    ]);
+    let tiny = ["bench", "forward", "--layers", "1", "--hidden", "32", "--heads", "4", "--vocab", "64", "--seq", "8"];
+    fails(&tiny, &["--decode-tokens 32 must be at most --seq 8"]);
+    let decoding = |n: &str| wenhui(&[&tiny[..], &["--decode-tokens", n]].concat());
+    let (out, ok) = (decoding("8"), decoding("0"));
     for (o, decoded) in [(out, true), (ok, false)] {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
