@@ -4,8 +4,9 @@
 //! accepted only with their default value.
 
 use super::api::CompletionRequest;
+use super::fit::{glm_forward_tokens, FORWARD_MARGIN};
 use super::limits::{ApiError, Limits};
-use super::validate::{glm_forward_tokens, Front, FORWARD_MARGIN};
+use super::validate::Front;
 use crate::cloze::{compile, single_token_ids, AnswerKind, ClozeTask, CompileOptions};
 use crate::generate::inverse::{render, Task};
 use crate::model::ModelKind;

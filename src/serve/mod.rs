@@ -21,6 +21,7 @@ pub mod bench;
 mod checks;
 mod classify;
 mod complete;
+mod fit;
 mod inverse;
 pub mod limits;
 mod listen;
@@ -33,11 +34,11 @@ mod validate;
 pub mod web;
 pub mod worker;
 
+/// The up-front length check of inverse prompting, shared with `wenhui poem` and `wenhui answer`.
+pub use fit::{answer_search_fit, glm_search_fit, glm_search_positions, longest_answer, longest_poem, AnswerTooLong, SearchTooLong};
 pub use limits::{ApiError, Limits};
 pub use metrics::Metrics;
 pub use turing::TuringConfig;
-/// The up-front length check of inverse prompting, shared with `wenhui poem` and `wenhui answer`.
-pub use validate::{answer_search_fit, glm_search_fit, glm_search_positions, longest_answer, longest_poem, AnswerTooLong, SearchTooLong};
 pub use worker::{ServedModel, ServedPrompt};
 
 use crate::model::{load_model, LoadOptions};
