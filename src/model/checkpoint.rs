@@ -63,41 +63,41 @@ pub(crate) fn ensure_finite(t: &Tensor, source: &Path, name: &str) -> Result<()>
 /// vectorized pass: candle converts half floats one element at a time, and the check alone would
 /// copy the tensor (together about a third of a small command's start with the embedded model).
 fn converted_finite(t: Tensor, dtype: DType, source: &Path, name: &str) -> Result<Tensor> {
-    use half::slice::HalfFloatSliceExt;
-    if dtype == DType::F32 {
+    let finite = |v: &[f32]| if v.iter().all(|x| x.is_finite()) { Ok(()) } else { Err(non_finite(source, name)) };
+    let widened = {
         let (storage, layout) = t.storage_and_layout();
-        let converted = match (&*storage, layout.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(cpu), Some((start, end))) => {
-                let widen = |n: usize, f: &dyn Fn(&mut [f32])| {
-                    let mut v = vec![0f32; n];
-                    f(&mut v);
-                    Some(v)
-                };
-                match cpu {
-                    CpuStorage::F16(v) => widen(end - start, &|out| v[start..end].convert_to_f32_slice(out)),
-                    CpuStorage::BF16(v) => widen(end - start, &|out| v[start..end].convert_to_f32_slice(out)),
-                    CpuStorage::F32(v) if v[start..end].iter().all(|x| x.is_finite()) => None,
-                    CpuStorage::F32(_) => return Err(non_finite(source, name)),
-                    _ => return converted_finite_slowly(t.clone(), dtype, source, name),
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(cpu), Some((a, b))) if dtype == DType::F32 => match cpu {
+                CpuStorage::F16(v) => Some(widen(&v[a..b], b - a)),
+                CpuStorage::BF16(v) => Some(widen(&v[a..b], b - a)),
+                CpuStorage::F32(v) => {
+                    // Already f32: checked in place, nothing copied.
+                    finite(&v[a..b])?;
+                    return Ok(t.clone());
                 }
-            }
-            _ => return converted_finite_slowly(t.clone(), dtype, source, name),
-        };
-        let shape = t.shape().clone();
-        drop(storage);
-        return match converted {
-            Some(v) if v.iter().all(|x| x.is_finite()) => Ok(Tensor::from_vec(v, shape, &Device::Cpu)?),
-            Some(_) => Err(non_finite(source, name)),
-            None => Ok(t),
-        };
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    match widened {
+        Some(v) => {
+            finite(&v)?;
+            Ok(Tensor::from_vec(v, t.shape(), &Device::Cpu)?)
+        }
+        None => {
+            let t = t.to_dtype(dtype)?;
+            ensure_finite(&t, source, name)?;
+            Ok(t)
+        }
     }
-    converted_finite_slowly(t, dtype, source, name)
 }
 
-fn converted_finite_slowly(t: Tensor, dtype: DType, source: &Path, name: &str) -> Result<Tensor> {
-    let t = t.to_dtype(dtype)?;
-    ensure_finite(&t, source, name)?;
-    Ok(t)
+/// f16 or bf16 values widened to f32 with the CPU's conversion instructions.
+fn widen<S: half::slice::HalfFloatSliceExt + ?Sized>(s: &S, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    s.convert_to_f32_slice(&mut out);
+    out
 }
 
 fn non_finite(source: &Path, name: &str) -> Error {
