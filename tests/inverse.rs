@@ -556,3 +556,42 @@ fn a_line_inside_the_window_gets_the_emphasis() {
     let suffix = cx.inverse_scores(&prep, &task, std::slice::from_ref(&poem), &[lines[..3].concat()]).unwrap();
     assert!((suffix[0] - scores[3]).abs() < 1e-4, "{} vs {}", suffix[0], scores[3]);
 }
+
+#[test]
+fn a_continuation_scored_over_the_cache_equals_the_full_span_pass() {
+    let (model, tok) = poetry();
+    let cx = Context::new(model.as_ref(), &tok).unwrap();
+    let sop = tok.special.get("sop").unwrap();
+    let gmask = tok.special.get("gmask").unwrap();
+    let part_a = |title: &str| {
+        let mut a = vec![tok.special.get("cls").unwrap()];
+        a.extend(tok.encode(&format!("题名：{title}；作者：李白；体裁：五言绝句；正文：[gMASK]"), false).unwrap());
+        a
+    };
+    let line = tok.encode("千山鸟飞绝，", false).unwrap();
+    for bias in [0.0, 1.0] {
+        let mut task = Task::builtin("poem").unwrap();
+        task.inverse.attention_bias = bias;
+        let prep = cx.prepare(&task, &fields(&task, "江雪", "五言绝句")).unwrap();
+        let a = part_a("江雪");
+        assert_eq!(prep.prompt(), a.as_slice(), "the poem task's Part A");
+        let (cache, first) = cx.forward_root(&prep).unwrap();
+        let inputs = cx.step_inputs(&prep).unwrap();
+        let cached = cx.continuation_score(&cache, &first, inputs.as_ref(), 1, &line).unwrap();
+        let row = SpanRow {
+            mask_position: a.iter().position(|&t| t == gmask).unwrap(),
+            emphasis: Emphasis::of_difference(&a, &part_a(""), bias).filter(|_| bias != 0.0),
+            context: a,
+            target: line.clone(),
+        };
+        let full: f64 = span_logprobs(model.as_ref(), sop, &[row], None).unwrap()[0].iter().sum();
+        assert!(cached.is_finite() && cached < 0.0, "bias {bias}: {cached}");
+        assert!((cached - full).abs() <= 1e-4, "bias {bias}: over the cache {cached}, full pass {full}");
+        // The cache is not changed: scoring again gives the same number.
+        assert_eq!(cx.continuation_score(&cache, &first, inputs.as_ref(), 1, &line).unwrap(), cached);
+        // One token needs no pass; none scores 0.
+        let one = cx.continuation_score(&cache, &first, inputs.as_ref(), 1, &line[..1]).unwrap();
+        assert!(one < 0.0 && one > cached);
+        assert_eq!(cx.continuation_score(&cache, &first, inputs.as_ref(), 1, &[]).unwrap(), 0.0);
+    }
+}

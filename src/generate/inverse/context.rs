@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 
 use super::rules::UnitRules;
-use super::scorer::{causal_logprobs, span_logprobs, Emphasis, SpanRow};
+use super::scorer::{causal_logprobs, gather, span_logprobs, Emphasis, SpanRow};
 use super::template::{render, InverseMode, Task};
 use crate::generate::{CausalInputs, GlmBlankInputs, StepInputs};
 use crate::model::{Attention, Backbone, BackboneInput, KvCache, ModelKind};
@@ -358,10 +358,30 @@ impl<'a> Context<'a> {
         Ok(sums.chunks(values.len().max(1)).map(<[f64]>::to_vec).collect())
     }
 
-    /// GLM: log-probabilities of `target` filling the `[MASK]` of Part A `context` (refinement).
-    pub(crate) fn span_scores(&self, rows: &[SpanRow]) -> Result<Vec<f64>> {
-        let g = self.glm.ok_or_else(|| Error::input("span scoring needs a GLM model"))?;
-        Ok(span_logprobs(self.model, g.sop, rows, None)?.into_iter().map(|r| r.iter().sum()).collect())
+    /// The forward score of `tokens` continuing `cache`, whose next-token logits are `first`
+    /// (e.g. from [`Self::blank_pass`]): the sum of their log-probabilities, read from one pass of
+    /// `tokens[..len - 1]` over a copy of the cache, as the sampler scores its candidates (and
+    /// without a second pass over the context). `inputs`/`offset` place the tokens as in
+    /// [`crate::generate::inverse::sample_units`]. Refinement scores the current unit this way.
+    pub fn continuation_score(
+        &self,
+        cache: &KvCache,
+        first: &[f32],
+        inputs: &dyn StepInputs,
+        offset: usize,
+        tokens: &[u32],
+    ) -> Result<f64> {
+        let Some((_, fed)) = tokens.split_last() else {
+            return Ok(0.0);
+        };
+        let mut rows = vec![first.to_vec()];
+        if !fed.is_empty() {
+            let mut cache = cache.clone();
+            let ids = Tensor::new(fed, self.model.device())?.unsqueeze(0)?;
+            let out = self.model.forward(&inputs.input(ids, offset)?, Some(&mut cache))?;
+            rows.extend(out.logits.squeeze(0)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?);
+        }
+        Ok(gather(&rows, tokens, None).iter().sum())
     }
 }
 

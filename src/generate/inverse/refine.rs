@@ -9,7 +9,6 @@ use rand_chacha::ChaCha8Rng;
 use super::context::{Context, Prepared};
 use super::rules::UnitRules;
 use super::sampler::{sample_units, Candidate, SampleSpec};
-use super::scorer::SpanRow;
 use super::search::{accepts_with, unit_score, window, ExplainRow, ExplainStep, InverseOptions, UnitHook, UnitScore};
 use super::template::{Task, Window};
 use crate::generate::GlmBlankInputs;
@@ -73,7 +72,7 @@ pub(crate) fn refine_round(
             continue;
         }
         let current = cx.tokenizer.encode(&units[i], false)?;
-        let forward = cx.span_scores(&[SpanRow { context: a.clone(), mask_position, target: current.clone(), emphasis }])?[0];
+        let forward = cx.continuation_score(&cache, &logits, &inputs, 1, &current)?;
         cands.insert(0, Candidate { tokens: current, text: units[i].clone(), forward, end: false });
         let with = |text: &str| {
             let mut all = units.to_vec();

@@ -176,7 +176,7 @@ pub fn causal_logprobs(model: &dyn Backbone, rows: &[(Vec<u32>, Vec<u32>)], clam
 }
 
 /// `log softmax(row)[target]` for each row, clamped below.
-fn gather(rows: &[Vec<f32>], target: &[u32], clamp: Option<f64>) -> Vec<f64> {
+pub(crate) fn gather(rows: &[Vec<f32>], target: &[u32], clamp: Option<f64>) -> Vec<f64> {
     rows.iter()
         .zip(target)
         .map(|(row, &t)| {
