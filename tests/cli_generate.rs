@@ -147,3 +147,112 @@ fn bad_input_exits_with_a_clear_message() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+// The processor flags `fill` shares with `generate`, `generate`'s embedded default model, and
+// the warning of `answer` without a model (user audit of the generation commands).
+
+mod common;
+use common::{stderr, stdout, wenhui};
+
+/// The prompt whose greedy fill by the embedded model repeats itself.
+const SPRING: &str = "题名：春日；正文：[gMASK]";
+
+/// `wenhui fill SPRING --json` with `extra` flags, parsed; the command must succeed.
+fn fill_json(extra: &[&str]) -> serde_json::Value {
+    let out = wenhui(&[&["fill", SPRING, "--json"][..], extra].concat());
+    assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// The character bigrams of `text` that occur more than once.
+fn repeated_bigrams(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let bigrams: Vec<String> = chars.windows(2).map(|w| w.iter().collect()).collect();
+    let mut repeated: Vec<String> = bigrams.iter().filter(|b| bigrams.iter().filter(|c| c == b).count() > 1).cloned().collect();
+    repeated.dedup();
+    repeated
+}
+
+#[test]
+fn fill_takes_the_processor_flags_of_generate() {
+    // Defaults change nothing: the fill the binary printed before the flags existed, and the
+    // library's fill with the default config.
+    let plain = fill_json(&[]);
+    let fill = plain["fills"][0].as_str().unwrap();
+    assert_eq!(fill, "柳絮花；体裁：五言绝句；作者：杨柳春风起，春风日日斜。春风正落日");
+    assert!(!repeated_bigrams(fill).is_empty(), "{fill}");
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let m = load_model(&dir, &LoadOptions::default()).unwrap();
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    let lib = |cfg: GenerationConfig| wenhui::generate::fill_text(m.backbone.as_ref(), &tok, SPRING, &cfg).unwrap();
+    let base = GenerationConfig { max_new_tokens: 32, ..Default::default() };
+    assert_eq!(plain["fills"][0], lib(base.clone()).fills[0]);
+    let explicit = fill_json(&["--repetition-penalty", "1", "--no-repeat-ngram-size", "0", "--min-new-tokens", "0"]);
+    assert_eq!(explicit, plain);
+
+    // No bigram twice with --no-repeat-ngram-size 2.
+    let v = fill_json(&["--no-repeat-ngram-size", "2"]);
+    let fill = v["fills"][0].as_str().unwrap();
+    assert!(repeated_bigrams(fill).is_empty(), "{fill}: {:?}", repeated_bigrams(fill));
+
+    // Each flag reaches the fill's config, with beams too.
+    for beams in ["1", "3"] {
+        let v = fill_json(&["--repetition-penalty", "1.3", "--bad-words", "春,风", "--min-new-tokens", "3", "--beams", beams]);
+        let want = lib(GenerationConfig {
+            repetition_penalty: 1.3,
+            bad_words_ids: vec![tok.encode("春", false).unwrap(), tok.encode("风", false).unwrap()],
+            min_new_tokens: 3,
+            num_beams: beams.parse().unwrap(),
+            ..base.clone()
+        });
+        assert_eq!(v["fills"][0], want.fills[0], "--beams {beams}");
+        assert!(!v["fills"][0].as_str().unwrap().contains(['春', '风']), "{v}");
+    }
+
+    // The same checks as generate's.
+    for (args, want) in [
+        (vec!["--repetition-penalty", "0"], "--repetition-penalty"),
+        (vec!["--repetition-penalty", "-1"], "must be a positive number"),
+        (vec!["--no-repeat-ngram-size", "x"], "--no-repeat-ngram-size"),
+        (vec!["--min-new-tokens", "40"], "--min-new-tokens (40) exceeds --max-new-tokens (32)"),
+    ] {
+        let out = wenhui(&[&["fill", SPRING][..], &args].concat());
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+    let help = stdout(&wenhui(&["fill", "--help"]));
+    for flag in ["--repetition-penalty", "--no-repeat-ngram-size", "--bad-words", "--min-new-tokens"] {
+        assert!(help.contains(flag), "fill --help lacks {flag}");
+    }
+}
+
+#[test]
+fn generate_defaults_to_the_embedded_model() {
+    let prompt = "题名：春日；作者：李白；体裁：五言绝句；正文：";
+    let out = wenhui(&["generate", "--prompt", prompt, "--max-new-tokens", "8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).trim().is_empty());
+    // The same text as the embedded model's directory given as --model.
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let given = wenhui(&["generate", "--model", dir.to_str().unwrap(), "--prompt", prompt, "--max-new-tokens", "8"]);
+    assert!(given.status.success(), "{}", stderr(&given));
+    assert_eq!(stdout(&out), stdout(&given));
+    let help = stdout(&wenhui(&["generate", "--help"]));
+    assert!(help.contains("default: the embedded poetry GLM"), "{help}");
+}
+
+#[test]
+fn answer_without_a_model_warns_that_the_embedded_model_knows_poems_only() {
+    let args = ["answer", "--question", "春天为什么美？", "--beams", "1", "--per-beam", "1", "--refine", "0"];
+    let warning = "the embedded model was trained on poems only";
+    let out = wenhui(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(warning) && stderr(&out).contains("--model DIR"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains(warning));
+    // With --model (here the same model's directory): no warning.
+    let dir = wenhui::embedded::poetry_model_dir().unwrap();
+    let out = wenhui(&[&args[..], &["--model", dir.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(warning), "{}", stderr(&out));
+    assert!(stdout(&wenhui(&["answer", "--help"])).contains(warning));
+}

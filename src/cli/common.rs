@@ -121,6 +121,63 @@ impl SamplingArgs {
     }
 }
 
+/// The logits-processor flags of `generate` and `fill` (Hugging Face's order: repetition
+/// penalty → no-repeat n-gram → bad words → min new tokens); defaults are `GenerationConfig`'s,
+/// which change nothing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessorArgs {
+    /// Penalty (> 0) on tokens already in the text (1 = off).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_number)]
+    pub repetition_penalty: f32,
+    /// No n-gram of this size occurs twice (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub no_repeat_ngram_size: usize,
+    /// Comma-separated words never to generate (each is tokenized; a several-token word bans its
+    /// last token after the others).
+    #[arg(long, value_delimiter = ',')]
+    pub bad_words: Vec<String>,
+    /// Stop tokens are banned until this many new tokens exist (per blank with a GLM).
+    #[arg(long, visible_alias = "min-length", default_value_t = 0)]
+    pub min_new_tokens: usize,
+}
+
+impl ProcessorArgs {
+    /// Checks the flags against `--max-new-tokens` before the model is loaded.
+    pub fn check(&self, max_new_tokens: usize) -> anyhow::Result<()> {
+        if self.min_new_tokens > max_new_tokens {
+            anyhow::bail!(
+                "--min-new-tokens ({}) exceeds --max-new-tokens ({max_new_tokens}); lower it or raise --max-new-tokens",
+                self.min_new_tokens
+            );
+        }
+        Ok(())
+    }
+
+    /// Sets `cfg`'s processor fields from the flags, each `--bad-words` word encoded by
+    /// `tokenizer` (a word that encodes to no tokens is an error).
+    pub fn apply(&self, cfg: &mut wenhui::generate::GenerationConfig, tokenizer: &wenhui::tokenizer::Tokenizer) -> anyhow::Result<()> {
+        cfg.repetition_penalty = self.repetition_penalty;
+        cfg.no_repeat_ngram_size = self.no_repeat_ngram_size;
+        cfg.min_new_tokens = self.min_new_tokens;
+        for w in self.bad_words.iter().filter(|w| !w.trim().is_empty()) {
+            let ids = tokenizer.encode(w, false)?;
+            if ids.is_empty() {
+                anyhow::bail!("--bad-words: `{w}` encodes to no tokens");
+            }
+            cfg.bad_words_ids.push(ids);
+        }
+        Ok(())
+    }
+}
+
+/// The value parser of a factor that must be a positive finite number (`--repetition-penalty`).
+pub fn positive_number(s: &str) -> Result<f32, String> {
+    match finite(s)? {
+        v if v > 0.0 => Ok(v),
+        _ => Err("must be a positive number".into()),
+    }
+}
+
 /// The value parser of a count that must be at least 1 (a batch size, repetitions, epochs):
 /// clap then names the flag for 0.
 pub fn positive(s: &str) -> Result<usize, String> {

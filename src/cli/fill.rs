@@ -1,6 +1,6 @@
 //! `wenhui fill [--model DIR] "text with [MASK] blanks"`
 
-use crate::cli::common::DefaultModel;
+use crate::cli::common::{DefaultModel, ProcessorArgs};
 use anyhow::bail;
 use wenhui::generate::blank::unknown_text;
 use wenhui::generate::{fill_text, GenerationConfig};
@@ -28,6 +28,8 @@ pub struct Args {
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    processors: ProcessorArgs,
     /// Print one JSON object (text, fills, scores; see --beams for the scores' scale).
     #[arg(long)]
     json: bool,
@@ -39,6 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("nothing to fill: give a text with [MASK], [sMASK] or [gMASK] blanks, or a text to continue");
     }
     crate::cli::generate::check_sampling(&a.sampling)?;
+    a.processors.check(a.max_new_tokens)?;
     let dir = a.model.dir()?;
     let m = load_model(&dir, &LoadOptions::default())?;
     match m.backbone.info().kind {
@@ -52,6 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mut cfg = GenerationConfig { max_new_tokens: a.max_new_tokens, num_beams: a.beams, seed: a.seed, ..Default::default() };
     a.sampling.apply(&mut cfg, a.beams, "--beams")?;
+    a.processors.apply(&mut cfg, &tokenizer)?;
     let out = fill_text(m.backbone.as_ref(), &tokenizer, &a.text, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string(&out)?);

@@ -1,4 +1,4 @@
-//! `wenhui generate --model DIR --prompt TEXT`: free-text generation with every strategy of
+//! `wenhui generate [--model DIR] --prompt TEXT`: free-text generation with every strategy of
 //! [`GenerationConfig`], streamed to stdout as tokens are decided (or one JSON object).
 //!
 //! GPT-2-style models continue the prompt left to right ([`CausalInputs`]); a GLM generates as
@@ -6,9 +6,10 @@
 //! ([`fill_blanks_streaming`]); a prompt with its own `[MASK]`/`[sMASK]`/`[gMASK]` blanks has each
 //! blank filled in turn, one fill per output line.
 
-use crate::cli::common::ModelFlag;
+use crate::cli::common::{DefaultModel, GeluArg, ModelArgs, ProcessorArgs};
 use anyhow::bail;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 use wenhui::generate::{
     fill_blanks_streaming, generate, glm_context, BlankTokens, CausalInputs, EarlyStopping, GenerationConfig, StepHook,
@@ -19,7 +20,13 @@ use wenhui::tokenizer::Tokenizer;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    model: ModelFlag,
+    model: DefaultModel,
+    /// GLM GELU variant: tanh (THUDM training code, default) or erf (Hugging Face hub port).
+    #[arg(long, value_enum)]
+    gelu: Option<GeluArg>,
+    /// A config.json to use instead of the one beside the weights.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The text to continue. With a GLM, `[MASK]` / `[sMASK]` / `[gMASK]` blanks are filled;
     /// without one, `[gMASK]` is appended (long generation).
     #[arg(long, allow_hyphen_values = true)]
@@ -27,9 +34,6 @@ pub struct Args {
     /// Most new tokens (per blank with a GLM).
     #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
     max_new_tokens: usize,
-    /// Stop tokens are banned until this many new tokens exist.
-    #[arg(long, visible_alias = "min-length", default_value_t = 0)]
-    min_new_tokens: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,
     /// Seed of the sampler: the same seed gives the same text.
@@ -47,16 +51,8 @@ pub struct Args {
     /// Beam hypotheses to print, best first (≤ --num-beams; 1 with a GLM).
     #[arg(long, default_value_t = 1, value_parser = crate::cli::common::positive)]
     num_return_sequences: usize,
-    /// Penalty (> 0) on tokens already in the text (1 = off).
-    #[arg(long, default_value_t = 1.0, value_parser = positive_number)]
-    repetition_penalty: f32,
-    /// No n-gram of this size occurs twice (0 = off).
-    #[arg(long, default_value_t = 0)]
-    no_repeat_ngram_size: usize,
-    /// Comma-separated words never to generate (each is tokenized; a several-token word bans its
-    /// last token after the others).
-    #[arg(long, value_delimiter = ',')]
-    bad_words: Vec<String>,
+    #[command(flatten)]
+    processors: ProcessorArgs,
     /// Stop when this text is generated (repeatable). The text ends before it, as OpenAI's
     /// `stop` (from the token in which it begins), streamed or in JSON, and the sequence counts as
     /// finished. Single-token strings stop every strategy; longer ones stop greedy decoding and
@@ -73,14 +69,6 @@ pub struct Args {
 /// The value parser of `--num-beams`: 1 to the library's most beams, so clap names the flag.
 pub(super) fn beams_parser() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=wenhui::generate::MAX_BEAMS as u64)
-}
-
-/// The value parser of a factor that must be a positive finite number (`--repetition-penalty`).
-fn positive_number(s: &str) -> Result<f32, String> {
-    match crate::cli::common::finite(s)? {
-        v if v > 0.0 => Ok(v),
-        _ => Err("must be a positive number".into()),
-    }
 }
 
 /// Checks the sampling flags of `generate` and `fill` before they become a
@@ -114,14 +102,7 @@ fn check_flags(a: &Args) -> anyhow::Result<()> {
             a.num_return_sequences
         );
     }
-    if a.min_new_tokens > a.max_new_tokens {
-        bail!(
-            "--min-new-tokens ({}) exceeds --max-new-tokens ({}); lower it or raise --max-new-tokens",
-            a.min_new_tokens,
-            a.max_new_tokens
-        );
-    }
-    Ok(())
+    a.processors.check(a.max_new_tokens)
 }
 
 /// The generation config of the flags (single-token stop strings among its stop tokens, so
@@ -129,10 +110,7 @@ fn check_flags(a: &Args) -> anyhow::Result<()> {
 fn config(a: &Args, tokenizer: &Tokenizer) -> anyhow::Result<GenerationConfig> {
     let mut cfg = GenerationConfig {
         max_new_tokens: a.max_new_tokens,
-        min_new_tokens: a.min_new_tokens,
         seed: a.seed,
-        repetition_penalty: a.repetition_penalty,
-        no_repeat_ngram_size: a.no_repeat_ngram_size,
         num_beams: a.num_beams,
         length_penalty: a.length_penalty,
         early_stopping: a.early_stopping,
@@ -140,13 +118,7 @@ fn config(a: &Args, tokenizer: &Tokenizer) -> anyhow::Result<GenerationConfig> {
         ..GenerationConfig::default()
     };
     a.sampling.apply(&mut cfg, a.num_beams, "--num-beams")?;
-    for w in a.bad_words.iter().filter(|w| !w.trim().is_empty()) {
-        let ids = tokenizer.encode(w, false)?;
-        if ids.is_empty() {
-            bail!("--bad-words: `{w}` encodes to no tokens");
-        }
-        cfg.bad_words_ids.push(ids);
-    }
+    a.processors.apply(&mut cfg, tokenizer)?;
     for s in &a.stop {
         let ids = tokenizer.encode(s, false)?;
         match ids.as_slice() {
@@ -302,7 +274,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("--prompt is empty: give the text to continue");
     }
     check_flags(&a)?;
-    let margs = a.model.args();
+    let margs = ModelArgs { model: a.model.dir()?, gelu: a.gelu, config: a.config.clone() };
     let m = load_model(&margs.model, &margs.load_options())?;
     let tokenizer = Tokenizer::from_dir(&margs.dir())?;
     if let Some(refusal) = wenhui::generate::blank::unknown_text(&tokenizer, &a.prompt)?.warn_or_refusal("--prompt") {

@@ -124,8 +124,14 @@ pub struct PoemArgs {
     search: SearchArgs,
 }
 
+/// What `wenhui answer` says on stderr, and in its help, about running without `--model`.
+const ANSWER_MODEL_WARNING: &str = "the embedded model was trained on poems only, so without --model the answer is \
+poem-like text, not an answer; answers need a GLM that knows question answering (--model DIR); see the README, \
+section CLI, `answer`";
+
 /// `wenhui answer`
 #[derive(Debug, clap::Args)]
+#[command(after_help = format!("Note: {ANSWER_MODEL_WARNING}."))]
 pub struct AnswerArgs {
     /// The question.
     #[arg(long)]
@@ -167,7 +173,7 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     }
     let cx = Context::new(model.as_ref(), &tok)?;
     // Before the title goes out: a head the vocabulary cannot write fails the search anyway.
-    for &c in &constraints.heads {
+    for c in (0..constraints.heads.len()).filter_map(|k| constraints.head(k)) {
         cx.head_tokens(c)?;
     }
     if !a.search.json {
@@ -352,6 +358,9 @@ pub fn run_answer(a: AnswerArgs) -> anyhow::Result<()> {
     }
     if let Some(msg) = question_too_long(model.as_ref(), &tok, &task, &fields, !a.description.trim().is_empty())? {
         anyhow::bail!(msg);
+    }
+    if a.search.model.model.is_none() {
+        eprintln!("warning: {ANSWER_MODEL_WARNING}");
     }
     let cx = Context::new(model.as_ref(), &tok)?;
     let out = run(&cx, &task, &fields, &mut rules, &a.search, &|_, u| u.to_string(), false)?;
