@@ -251,3 +251,13 @@ fn fill_keeps_the_callers_text_around_the_blanks() {
     let fill = v["fills"][0].as_str().unwrap();
     assert_eq!(v["text"].as_str().unwrap(), format!("床前  明月{fill}光\n疑是 Hello 😀"), "{v}");
 }
+
+#[test]
+fn a_traditional_acrostic_head_is_written_simplified() {
+    // 東 is not in the embedded model's (simplified) vocabulary; its simplified form 东 is.
+    let out = ok(&["poem", "--title", "四季", "--acrostic", "春夏秋東", "--beams", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let lines = v["lines"].as_array().unwrap_or_else(|| panic!("no lines: {v}"));
+    let heads: String = lines.iter().filter_map(|l| l.as_str()?.chars().next()).collect();
+    assert_eq!(heads, "春夏秋东", "{v}");
+}

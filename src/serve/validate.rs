@@ -303,7 +303,7 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
     let task = task(front, "poem", r.beams, limits)?;
     readable(&front.tokenizer, &title, "`title`")?;
     // Each acrostic head must be one token the sampler can force (as the search checks).
-    for &c in &constraints.heads {
+    for c in (0..constraints.heads.len()).filter_map(|k| constraints.head(k)) {
         let ids = front.tokenizer.encode(&c.to_string(), false)?;
         if ids.len() != 1 || front.tokenizer.decode(&ids, true)?.trim() != c.to_string() {
             return Err(ApiError::bad_request(format!(

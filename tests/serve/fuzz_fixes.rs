@@ -110,6 +110,13 @@ fn acrostics_of_whitespace_or_punctuation_are_refused() {
         let r = post(addr, "/v1/poem", &json!({"title": "春", "acrostic": acrostic, "beams": 1}));
         refused(&r, &["acrostic", needle]);
     }
+    // A traditional head is written as its simplified form, as the title is (東 → 东).
+    let r = post(addr, "/v1/poem", &json!({"title": "四季", "acrostic": "春夏秋東", "beams": 1}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let lines: Vec<String> = v["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    let heads: String = lines.iter().filter_map(|l| l.chars().next()).collect();
+    assert_eq!(heads, "春夏秋东", "{v}");
     handle.shutdown().unwrap();
     // The library parse, which `wenhui poem --acrostic` uses: an empty string is no acrostic.
     use wenhui::generate::poetry::Constraints;
