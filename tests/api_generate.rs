@@ -189,3 +189,30 @@ fn reexports_and_the_sentencepiece_path() {
     assert!(raw.token_to_id("[MASK]").is_none());
     let _proto: Option<sentencepiece::sentencepiece_model::ModelProto> = None;
 }
+
+/// The embedded model's vocabulary is padded past its tokenizer's (6,912 rows, 6,863 tokens):
+/// a fill never picks a padded row, which could not be decoded. With every real token banned
+/// (stop tokens too, by `min_new_tokens`) only padded rows would be left to choose from.
+#[test]
+fn fill_text_never_generates_a_padded_vocabulary_row() {
+    let (model, tok) = poetry();
+    let padded = wenhui::generate::padded_vocabulary_rows(model.as_ref(), tok);
+    assert_eq!(padded.len(), model.info().vocab_size - tok.vocab_size(true));
+    assert!(!padded.is_empty(), "the embedded model's vocabulary is padded");
+    // Banning all but a few real characters: the fill must use those, not a padded row.
+    let keep: Vec<u32> = tok.encode("春风", false).unwrap();
+    let banned: Vec<Vec<u32>> = (0..tok.vocab_size(true) as u32).filter(|t| !keep.contains(t)).map(|t| vec![t]).collect();
+    for sample in [false, true] {
+        let cfg = GenerationConfig {
+            max_new_tokens: 4,
+            min_new_tokens: 4,
+            do_sample: sample,
+            temperature: 50.0,
+            seed: 3,
+            bad_words_ids: banned.clone(),
+            ..Default::default()
+        };
+        let out = fill_text(model.as_ref(), tok, "白日依山尽，[MASK]。", &cfg).unwrap();
+        assert!(out.fills[0].chars().all(|c| "春风".contains(c)) && out.fills[0].chars().count() == 4, "{out:?}");
+    }
+}

@@ -282,8 +282,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let mut cfg = config(&a, &tokenizer)?;
     let model = m.backbone.as_ref();
-    // Rows of a padded vocabulary have no token: never generate them.
-    cfg.bad_words_ids.extend((tokenizer.vocab_size(true)..model.info().vocab_size).map(|id| vec![id as u32]));
+    cfg.bad_words_ids.extend(wenhui::generate::padded_vocabulary_rows(model, &tokenizer));
     let max_pos = model.info().max_positions;
     let kind = model.info().kind;
     let too_long = |n: usize| {

@@ -266,11 +266,14 @@ pub fn glm_context(tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Resul
 /// Fills the blanks of `text` as THUDM's `generate_samples.py` builds the context:
 /// `[CLS] text`, plus `[gMASK]` when the text has no blank (long generation), plus `eos`
 /// unless it ends with `[gMASK]`. As [`fill_blanks`], it returns the best fill of each blank:
-/// `cfg.num_return_sequences` must be 1.
+/// `cfg.num_return_sequences` must be 1. The rows of a padded vocabulary are never generated
+/// ([`super::padded_vocabulary_rows`]).
 pub fn fill_text(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer, text: &str, cfg: &GenerationConfig) -> Result<TextFill> {
     let tokens = BlankTokens::from_special(&tokenizer.special)?;
     let context = glm_context(tokenizer, text)?;
-    let filled = fill_blanks(model, &context, &tokens, cfg)?;
+    let mut cfg = cfg.clone();
+    cfg.bad_words_ids.extend(super::padded_vocabulary_rows(model, tokenizer));
+    let filled = fill_blanks(model, &context, &tokens, &cfg)?;
     let fills = filled.fills.iter().map(|f| tokenizer.decode(&f.tokens, true)).collect::<Result<Vec<_>>>()?;
     let text = match splice_fills(tokenizer, text, &fills)? {
         Some(spliced) => spliced,

@@ -43,6 +43,13 @@ pub fn pending_stop_len(text: &str, stops: &[String]) -> usize {
         .unwrap_or(0)
 }
 
+/// The ids a model can produce but its tokenizer cannot decode: the rows of a vocabulary padded
+/// past the tokenizer's size (e.g. to a multiple of 64), as single-token bad words. Generation
+/// must never pick one: its text could not be written.
+pub fn padded_vocabulary_rows(model: &dyn Backbone, tokenizer: &crate::tokenizer::Tokenizer) -> Vec<Vec<u32>> {
+    (tokenizer.vocab_size(true)..model.info().vocab_size).map(|id| vec![id as u32]).collect()
+}
+
 use crate::model::{Attention, Backbone, BackboneInput};
 use crate::{Error, Result};
 use candle_core::Tensor;

@@ -70,7 +70,7 @@ impl ServedPrompt {
 impl ServedModel {
     /// Wraps a loaded model and its tokenizer.
     pub fn new(backbone: Box<dyn Backbone>, tokenizer: Tokenizer, name: impl Into<String>) -> Self {
-        let padding_ids = (tokenizer.vocab_size(true)..backbone.info().vocab_size).map(|id| vec![id as u32]).collect();
+        let padding_ids = crate::generate::padded_vocabulary_rows(backbone.as_ref(), &tokenizer);
         Self { backbone, tokenizer, name: name.into(), padding_ids, prompts: Vec::new() }
     }
     /// The architecture.
