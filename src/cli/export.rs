@@ -1,12 +1,21 @@
-//! `wenhui export RUN_OR_CHECKPOINT_DIR -o MODEL_DIR [--dtype f32|f16|bf16] [--best] [--force]`
+//! `wenhui export SOURCE -o MODEL_DIR [--dtype f32|f16|bf16] [--best] [--force] [--config FILE] [--gelu tanh|erf]`
 
+use super::common::GeluArg;
 use std::path::PathBuf;
-use wenhui::train::export::{export_model, parse_dtype};
+use wenhui::model::Gelu;
+use wenhui::train::export::{export_with, parse_dtype, ExportOptions};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "SOURCE is read as every command loads a model: Megatron shards are merged, names normalised, \
+                        f16/bf16 weights converted to --dtype. The output is config.json (hub keys such as architectures \
+                        and auto_map kept, torch_dtype set to --dtype, auto_map's Python files copied), model.safetensors \
+                        and the tokenizer files found beside the source; without any, stderr says how to add one.")]
 pub struct Args {
-    /// A pretraining run directory (its newest checkpoint is exported), one checkpoint directory,
-    /// or a model directory.
+    /// What to export: a pretraining run directory (its newest checkpoint), one checkpoint directory,
+    /// a model directory (config.json + model.safetensors, sharded model.safetensors.index.json or
+    /// pytorch_model.bin), an original THUDM/GLM checkpoint directory (latest_checkpointed_iteration.txt
+    /// and mp_rank_XX_model_states.pt, model-parallel shards merged, config from the pickled args),
+    /// or a weights file.
     source: PathBuf,
     /// The model directory to write (config.json, model.safetensors, tokenizer files).
     #[arg(short, long)]
@@ -18,6 +27,13 @@ pub struct Args {
     /// the newest one.
     #[arg(long)]
     best: bool,
+    /// A config.json to use instead of the one beside the weights (or the THUDM checkpoint's args).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// GLM GELU variant recorded in the exported config: tanh (THUDM training code, the default)
+    /// or erf (Hugging Face hub port).
+    #[arg(long, value_enum)]
+    gelu: Option<GeluArg>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -37,14 +53,23 @@ pub fn run(a: Args, dtype: &str) -> anyhow::Result<()> {
     if a.force {
         check_replaceable_model(&a.output)?;
     }
-    let r = export_model(&source, &a.output, dtype, a.force)?;
+    let gelu = a.gelu.map(|g| match g {
+        GeluArg::Tanh => Gelu::Tanh,
+        GeluArg::Erf => Gelu::Erf,
+    });
+    let opts = ExportOptions { dtype, overwrite: a.force, gelu, config: a.config.clone() };
+    let r = export_with(&source, &a.output, &opts)?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        let step = r.step.map(|s| format!(" (step {s})")).unwrap_or_default();
+        let step = r.step.map(|s| format!(", step {s}")).unwrap_or_default();
         println!(
-            "exported {}{step} → {}: {} tensors, {} parameters, {} weights, {:.1} MB{}",
+            "exported {} ({}{step}) → {}: {} tensors, {} parameters, {} weights, {:.1} MB{}",
             r.source.display(),
+            r.format,
             r.output.display(),
             r.tensors,
             r.parameters,
