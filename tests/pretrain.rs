@@ -60,6 +60,25 @@ fn validation_loss_falls_on_real_poems() {
     assert!(first > 7.0, "untrained validation loss {first:.3}");
     assert!(last < first - 1.2, "validation loss {first:.3} → {last:.3}");
     assert_eq!(s.steps, 150);
+    // Every training line says how far into the data the run is; the summary agrees with the last.
+    let epochs: Vec<f64> = std::fs::read_to_string(tmp.path().join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().get("epoch").and_then(|e| e.as_f64()))
+        .collect();
+    assert_eq!(epochs.len(), 150, "one epoch value per training line");
+    assert!(epochs.windows(2).all(|w| w[0] <= w[1]) && epochs[0] > 0.0, "{epochs:?}");
+    assert_eq!(epochs.last().copied(), Some(s.epochs));
+    assert!(s.epochs > 1.0, "150 batches of 8 cover the sample poems more than once: {}", s.epochs);
+}
+
+#[test]
+fn epochs_count_whole_passes_and_the_share_of_the_current_one() {
+    use wenhui::data::stream::Cursor;
+    use wenhui::train::pretrain::epochs_done;
+    assert_eq!(epochs_done(Cursor { epoch: 2, index: 5, offset: 3, batches: 99 }, 10), 2.5);
+    assert_eq!(epochs_done(Cursor { epoch: 0, index: 1, offset: 0, batches: 1 }, 3), 0.3333);
+    assert_eq!(epochs_done(Cursor::default(), 0), 0.0);
 }
 
 #[test]

@@ -307,11 +307,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // A run stopped between validations reports its last one, at its own step.
         let at = summary.val_step.filter(|s| *s != summary.steps).map_or(String::new(), |s| format!(" at step {s}"));
         println!(
-            "{} steps, last loss {:.4}, validation loss {}, {} tokens at {:.0} tokens/s; model in {}",
+            "{} steps, last loss {:.4}, validation loss {}, {} tokens ({:.2} epochs of the training documents) at {:.0} tokens/s; model in {}",
             summary.steps,
             summary.last_loss,
             summary.val_loss.map_or("n/a".into(), |v| format!("{v:.4} (ppl {:.2}){at}", v.exp())),
             summary.tokens_seen,
+            summary.epochs,
             summary.tokens_per_s,
             summary.model_dir.display()
         );

@@ -66,10 +66,20 @@ pub struct PretrainSummary {
     pub elapsed_s: f64,
     /// Throughput of this invocation.
     pub tokens_per_s: f64,
+    /// Passes over the training documents so far (e.g. 2.5: two whole epochs and half of the
+    /// third), read from the data stream's position.
+    pub epochs: f64,
     /// The final model directory (weights, config, tokenizer).
     pub model_dir: PathBuf,
     /// True when stopped by the stop flag before `steps`.
     pub interrupted: bool,
+}
+
+/// Passes over `train_docs` training documents at `cursor`, rounded to 4 decimals: whole epochs
+/// plus the share of this epoch's documents started.
+pub fn epochs_done(cursor: Cursor, train_docs: usize) -> f64 {
+    let share = if train_docs == 0 { 0.0 } else { cursor.index as f64 / train_docs as f64 };
+    ((cursor.epoch as f64 + share) * 1e4).round() / 1e4
 }
 
 /// Documents held out for validation: a seeded choice of `fraction` of them (at least one when
@@ -451,7 +461,8 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
             let secs = window.0.elapsed().as_secs_f64().max(1e-9);
             let tps = (tokens_seen as f64 - window.1 as f64) / secs;
             window = (Instant::now(), tokens_seen);
-            log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens_per_s": tps, "tokens": tokens_seen, "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
+            let epoch = epochs_done(stream.cursor(), split_sizes.0);
+            log.write(&serde_json::json!({"step": done, "loss": last_loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens_per_s": tps, "tokens": tokens_seen, "epoch": epoch, "elapsed_s": prior_elapsed + t0.elapsed().as_secs_f64()}))?;
             bar.logged(done, &format!("loss {last_loss:.4}, lr {lr:.2e}, {tps:.0} tok/s"));
         }
         bar.set_position(done);
@@ -493,6 +504,7 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
         tokens_seen,
         elapsed_s: elapsed,
         tokens_per_s: seen_now as f64 / elapsed.max(1e-9),
+        epochs: epochs_done(stream.cursor(), split_sizes.0),
         model_dir,
         interrupted,
     })
