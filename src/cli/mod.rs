@@ -2,6 +2,7 @@
 
 mod bench;
 mod classify;
+mod classify_file;
 mod common;
 mod data;
 mod eval;
@@ -138,13 +139,13 @@ enum Command {
     #[command(after_help = "With --task seq2seq, finetune trains a GLM on {source, target} JSONL instead, with other options: \
                             wenhui finetune --task seq2seq --help")]
     Finetune(Box<ptune::FinetuneArgs>),
-    /// Export a pretraining checkpoint as a clean model directory (weights in f32, f16 or bf16).
+    /// Export a pretraining checkpoint, or any checkpoint wenhui loads (THUDM shards, pytorch_model.bin, sharded safetensors), as a clean model directory (weights in f32, f16 or bf16).
     Export(export::Args),
     /// Evaluate a model: `eval --task rte` (cloze task metrics), `eval ppl` (loss and perplexity on a token corpus), `eval poems` (inverse prompting vs baseline), `eval seq2seq` (ROUGE of beam-decoded targets), `eval lm` (sliding-window perplexity, LAMBADA accuracy).
     Eval(Box<eval::EvalArgs>),
     /// Plot training curves (loss, validation loss, learning rate) from a metrics JSONL file to PNG or SVG.
     Plot(plot::Args),
-    /// Label probabilities of one example for a cloze task (FewGLUE built-in or task TOML).
+    /// Label probabilities of one example (or of every line of a JSONL file: --input) for a cloze task (FewGLUE built-in or task TOML).
     Classify(Box<classify::Args>),
     /// Knowledge probing: `probe corpus` (a knowledge corpus from the LAMA facts), `probe lama` (P@1 / P@10 / MRR on LAMA).
     #[command(subcommand)]
