@@ -113,7 +113,7 @@ fn route_seq2seq(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
 enum Command {
     /// Show a model's config, parameter count, stored dtypes, tokenizer family and special ids.
     Inspect(inspect::Args),
-    /// Tokenize text with a model's tokenizer: ids and pieces.
+    /// Tokenize text with a model's tokenizer: ids and pieces; `--glm-layout`: GLM's input layout (2D positions, Part A/B, sep).
     Tokenize(tokenize::Args),
     /// Top-k next (or masked) tokens at one position: a quick sanity check of a model.
     Logits(logits::Args),
