@@ -16,6 +16,7 @@ mod inspect;
 mod logits;
 mod plot;
 mod poem;
+mod poem_check;
 mod pretrain;
 mod probe;
 mod ptune;
@@ -119,7 +120,7 @@ enum Command {
     Logits(logits::Args),
     /// Fill `[MASK]` / `[sMASK]` / `[gMASK]` blanks with a GLM (greedy, sampling or beam search).
     Fill(fill::Args),
-    /// Write a classical Chinese poem for a title with inverse prompting (form, rhyme, acrostic).
+    /// Write a classical Chinese poem for a title with inverse prompting (form, rhyme, acrostic); `--check TEXT`: check a poem against the rules.
     Poem(Box<poem::PoemArgs>),
     /// Answer a question sub-sentence by sub-sentence with inverse prompting.
     Answer(Box<poem::AnswerArgs>),

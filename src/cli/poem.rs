@@ -94,10 +94,19 @@ impl SearchArgs {
 
 /// `wenhui poem`
 #[derive(Debug, clap::Args)]
+#[command(after_help = crate::cli::poem_check::EXIT_HELP)]
 pub struct PoemArgs {
     /// The title (simplified or traditional), e.g. 虹桥机场.
-    #[arg(long, required_unless_present = "titles")]
+    #[arg(long, required_unless_present_any = ["titles", "check"])]
     title: Option<String>,
+    /// Check a poem you wrote instead of writing one (`-`: read it from stdin); no model is
+    /// loaded. Prints each line's 平仄 as read (`*` either reading, `?` unknown), the rhyme group
+    /// of each rhyme character, every violated rule and a summary; --form defaults to `auto`
+    /// (inferred from the shape), --rhyme and --acrostic apply, --json prints one object.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = [
+        "title", "titles", "output", "author", "explain", "seed", "beams", "per_beam", "refine", "no_inverse", "task", "model",
+    ])]
+    check: Option<String>,
     /// Batch mode: a JSONL file of titles (`{"title": …}` per line, optional `author` and `form`,
     /// e.g. the output of `wenhui data split`); line i uses seed + i, and one JSON poem per line
     /// (`title`, `author`, `form`, `text`, …: ready for `wenhui data prepare`) goes to --output.
@@ -107,7 +116,8 @@ pub struct PoemArgs {
     #[arg(long, short, requires = "titles")]
     output: Option<PathBuf>,
     /// Form: 五绝, 七绝, 五律 or 七律 (also wujue, qijue, wulv, qilv) [default: 五绝; in batch mode
-    /// each line's `form` unless this is given].
+    /// each line's `form` unless this is given; with --check also `auto`, the default there:
+    /// inferred from the text's 4 or 8 lines of 5 or 7 characters].
     #[arg(long)]
     form: Option<String>,
     /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬 (none by default).
@@ -149,6 +159,13 @@ const DEFAULT_FORM: &str = "五绝";
 const DEFAULT_AUTHOR: &str = "李白";
 
 pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
+    if let Some(text) = &a.check {
+        let form = a.form.as_deref().unwrap_or("auto");
+        return crate::cli::poem_check::run(text, form, &a.rhyme, &a.acrostic, a.search.json);
+    }
+    if a.form.as_deref().is_some_and(|f| f.trim().eq_ignore_ascii_case("auto")) {
+        anyhow::bail!("--form auto infers the form of a poem given to --check; to write a poem choose 五绝, 七绝, 五律 or 七律");
+    }
     if let Some(path) = &a.titles {
         return run_batch(&a, path);
     }
