@@ -4,29 +4,11 @@
 //! existing output and conflicting arguments refused, with nothing written.
 
 mod common;
-use common::{stderr, stdout, wenhui};
+use common::{stderr, stdout, wenhui, CLOZE_CHARS, LONG_TASK, SINGLE_TASK};
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-const CHARS: &str = "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-
-/// `tests/cloze.rs`'s single-token toy task (two fields, three labels, one with two words).
-const SINGLE_TASK: &str = r#"
-name = "toy"
-fields = ["a", "b"]
-template = "[P*2] {a} q {b} ? [P] [MASK] ."
-[[verbalizer]]
-label = "no"
-words = ["n"]
-[[verbalizer]]
-label = "yes"
-words = ["y"]
-[[verbalizer]]
-label = "maybe"
-words = ["m", "p"]
-"#;
 
 /// A temporary folder with the character vocabulary, the toy task and the built-in MultiRC task
 /// with one-letter words (as `tests/cloze_audit.rs`).
@@ -37,7 +19,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("chars.txt"), CHARS.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
+        std::fs::write(dir.path().join("chars.txt"), CLOZE_CHARS.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
         std::fs::write(dir.path().join("toy.toml"), SINGLE_TASK).unwrap();
         let mrc = include_str!("../assets/cloze/multirc.toml")
             .replace(r#"words = ["No"]"#, r#"words = ["n"]"#)
@@ -199,22 +181,6 @@ fn a_bad_line_names_file_and_line_and_writes_nothing() {
     let out = s.classify("toy.toml", &["--input", missing.to_str().unwrap()]);
     assert!(!out.status.success() && stderr(&out).contains("missing.jsonl"), "{}", stderr(&out));
 }
-
-/// `tests/cloze_audit.rs`'s task whose answers are field values, with a short `max_seq_length`.
-const LONG_TASK: &str = r#"
-name = "long"
-fields = ["premise", "c1", "c2"]
-template = "{premise} ? [MASK] ."
-answer = "multi"
-[[verbalizer]]
-label = "0"
-words = ["{c1}"]
-[[verbalizer]]
-label = "1"
-words = ["{c2}"]
-[train]
-max_seq_length = 20
-"#;
 
 #[test]
 fn an_example_that_fails_to_classify_names_its_line_and_writes_nothing() {

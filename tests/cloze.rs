@@ -4,7 +4,7 @@
 //! is absent.
 
 mod common;
-use common::fewglue_dir;
+use common::{fewglue_dir, SINGLE_TASK};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -173,21 +173,6 @@ fn fixed_parts_too_long_is_a_clear_error() {
     let e = compile(&slot_first, ModelKind::Gpt2, &tok, &fields(&[("a", "x")]), &CompileOptions::new(64)).unwrap_err().to_string();
     assert!(e.contains("at least one token before"), "{e}");
 }
-
-const SINGLE_TASK: &str = r#"
-name = "toy"
-fields = ["a", "b"]
-template = "[P*2] {a} q {b} ? [P] [MASK] ."
-[[verbalizer]]
-label = "no"
-words = ["n"]
-[[verbalizer]]
-label = "yes"
-words = ["y"]
-[[verbalizer]]
-label = "maybe"
-words = ["m", "p"]
-"#;
 
 /// Logits `[S, V]` of one compiled example, computed without the cloze batching code.
 fn manual_logits(model: &dyn Backbone, c: &wenhui::cloze::Cloze, prompt: Option<&Tensor>) -> Vec<Vec<f64>> {

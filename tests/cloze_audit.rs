@@ -5,7 +5,7 @@
 //! `../shared/data/fewglue` (or `WENHUI_FEWGLUE`) and skips with a note when it is absent.
 
 mod common;
-use common::fewglue_dir;
+use common::{fewglue_dir, CLOZE_CHARS, LONG_TASK};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -15,11 +15,9 @@ use wenhui::cloze::{compile, evaluate, metrics, parse_jsonl, ClassifyOptions, Cl
 use wenhui::model::{load_model, Backbone, LoadOptions, ModelKind};
 use wenhui::tokenizer::{CharVocab, Tokenizer};
 
-const CHARS: &str = "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-
 /// Letters, `.,!?:'*-`, capitals and digits, one token each (spaces are dropped).
 fn chars() -> Tokenizer {
-    CharVocab::from_chars(CHARS.chars()).build().unwrap()
+    CharVocab::from_chars(CLOZE_CHARS.chars()).build().unwrap()
 }
 
 fn model(name: &str) -> Box<dyn Backbone> {
@@ -196,7 +194,7 @@ fn json_with_the_task_fields_works_for_every_reader() {
 fn cli_classify_takes_multirc_task_fields() {
     let dir = tempfile::tempdir().unwrap();
     let chars_txt = dir.path().join("chars.txt");
-    std::fs::write(&chars_txt, CHARS.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
+    std::fs::write(&chars_txt, CLOZE_CHARS.chars().map(|c| format!("{c}\n")).collect::<String>()).unwrap();
     // The built-in MultiRC task with one-letter words (the character vocabulary spells "Yes" in 3 tokens).
     let task = include_str!("../assets/cloze/multirc.toml")
         .replace(r#"words = ["No"]"#, r#"words = ["n"]"#)
@@ -223,27 +221,12 @@ fn cli_classify_takes_multirc_task_fields() {
 
 // 5. Answers longer than the limit ------------------------------------------------------------------
 
-const LONG: &str = r#"
-name = "long"
-fields = ["premise", "c1", "c2"]
-template = "{premise} ? [MASK] ."
-answer = "multi"
-[[verbalizer]]
-label = "0"
-words = ["{c1}"]
-[[verbalizer]]
-label = "1"
-words = ["{c2}"]
-[train]
-max_seq_length = 20
-"#;
-
 #[test]
 fn an_answer_too_long_names_the_limit_the_answer_and_the_example() {
     let tok = chars();
     let glm = model("glm-tiny");
     assert_eq!(glm.info().max_positions, 64);
-    let task = ClozeTask::from_toml(LONG, "long.toml").unwrap();
+    let task = ClozeTask::from_toml(LONG_TASK, "long.toml").unwrap();
     let long = "abcdefghij klmnopqrst uvwxyz"; // 26 tokens; the template's fixed parts are 6
     let examples = [
         labelled(&[("premise", "it rained"), ("c1", "wet"), ("c2", "dry")], "0"),
@@ -261,7 +244,7 @@ fn an_answer_too_long_names_the_limit_the_answer_and_the_example() {
     }
     assert!(!e.contains("shorten the template"), "the template is not the problem: {e}");
     // Limited by the model itself: say so; a long answer shows its first words only.
-    let no_limit = ClozeTask::from_toml(&LONG.replace("max_seq_length = 20", ""), "long.toml").unwrap();
+    let no_limit = ClozeTask::from_toml(&LONG_TASK.replace("max_seq_length = 20", ""), "long.toml").unwrap();
     let words = "aaa bbb ccc ddd eee fff ggg hhh iii jjj kkk lll mmm nnn ooo ppp qqq rrr sss ttt uuu vvv www xxx yyy zzz";
     let examples = [labelled(&[("premise", "p"), ("c1", "wet"), ("c2", words)], "1")];
     let e = evaluate(glm.as_ref(), &tok, &no_limit, &examples, &ClassifyOptions::default()).unwrap_err().to_string();
@@ -274,7 +257,7 @@ fn an_answer_too_long_names_the_limit_the_answer_and_the_example() {
         assert!(e.contains(want), "`{want}` missing from: {e}");
     }
     // A template too long for the limit still says so.
-    let long_template = LONG.replace("{premise} ? [MASK] .", "{premise} a very long anchor that does not fit ? [MASK] .");
+    let long_template = LONG_TASK.replace("{premise} ? [MASK] .", "{premise} a very long anchor that does not fit ? [MASK] .");
     let task = ClozeTask::from_toml(&long_template, "long.toml").unwrap();
     let examples = [labelled(&[("premise", "p"), ("c1", "a"), ("c2", "b")], "1")];
     let e = evaluate(glm.as_ref(), &tok, &task, &examples, &ClassifyOptions::default()).unwrap_err().to_string();
@@ -326,7 +309,7 @@ fn odd_tasks_are_refused_at_load() {
         assert!(e.contains("sentiment.toml") && e.contains(want), "`{want}` missing from: {e}");
     }
     // Fields used by the words alone still make the input count (a multi-token choice task).
-    let words_only = LONG.replace("{premise} ? [MASK] .", "which ? [MASK] .");
+    let words_only = LONG_TASK.replace("{premise} ? [MASK] .", "which ? [MASK] .");
     assert!(ClozeTask::from_toml(&words_only, "long.toml").is_ok());
     // WSC has one verbalizer label; its second is the referent label.
     assert_eq!(ClozeTask::builtin("wsc").unwrap().data_labels(), names(&["true", "false"]));

@@ -87,3 +87,38 @@ pub fn spawn_until_a_step(args: &[&str], run: &std::path::Path) -> std::process:
     }
     child
 }
+
+/// The character set of the cloze tests' character vocabulary.
+pub const CLOZE_CHARS: &str = "abcdefghijklmnopqrstuvwxyz.,!?:'*-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// The cloze tests' single-token toy task: two fields, three labels, one with two words.
+pub const SINGLE_TASK: &str = r#"
+name = "toy"
+fields = ["a", "b"]
+template = "[P*2] {a} q {b} ? [P] [MASK] ."
+[[verbalizer]]
+label = "no"
+words = ["n"]
+[[verbalizer]]
+label = "yes"
+words = ["y"]
+[[verbalizer]]
+label = "maybe"
+words = ["m", "p"]
+"#;
+
+/// A cloze task whose answers are field values (`answer = "multi"`), with a short `max_seq_length`.
+pub const LONG_TASK: &str = r#"
+name = "long"
+fields = ["premise", "c1", "c2"]
+template = "{premise} ? [MASK] ."
+answer = "multi"
+[[verbalizer]]
+label = "0"
+words = ["{c1}"]
+[[verbalizer]]
+label = "1"
+words = ["{c2}"]
+[train]
+max_seq_length = 20
+"#;
