@@ -17,7 +17,9 @@ use wenhui::generate::{
 use wenhui::model::{load_model, ModelKind};
 use wenhui::tokenizer::Tokenizer;
 
+/// The flags of `generate`: one `--prompt` or an `--input` file of prompts.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["prompt", "input"])))]
 pub struct Args {
     #[command(flatten)]
     model: DefaultModel,
@@ -30,15 +32,36 @@ pub struct Args {
     /// The text to continue. With a GLM, `[MASK]` / `[sMASK]` / `[gMASK]` blanks are filled;
     /// without one, `[gMASK]` is appended (long generation).
     #[arg(long, allow_hyphen_values = true)]
-    prompt: String,
+    prompt: Option<String>,
+    /// A file of prompts instead of --prompt, all generated with one model load. A `.jsonl`,
+    /// `.json` or `.ndjson` file holds one JSON object per line, the prompt under
+    /// --prompt-field, its other keys copied to the output; any other extension is plain text,
+    /// one prompt per line. Blank lines are skipped. Every line is checked before the first is
+    /// generated (a bad one is named FILE:LINE and nothing is written). Output: one JSON line per
+    /// prompt, in input order, with `line` (1-based), `prompt` and the fields --json prints
+    /// (--json is implied); with sampling, the i-th prompt (from 0) uses seed --seed + i (as
+    /// `poem --titles`), given as `seed`.
+    #[arg(long, value_name = "PROMPTS")]
+    pub(super) input: Option<PathBuf>,
+    /// With --input: write the JSON lines to this file (whole, when every prompt is done)
+    /// instead of stdout.
+    #[arg(long, value_name = "OUT.jsonl", requires = "input")]
+    pub(super) output: Option<PathBuf>,
+    /// Replace an existing --output file.
+    #[arg(long, requires = "output")]
+    pub(super) force: bool,
+    /// With a JSONL --input: the key of each line's prompt [default: prompt].
+    #[arg(long, requires = "input")]
+    pub(super) prompt_field: Option<String>,
     /// Most new tokens (per blank with a GLM).
     #[arg(long, default_value_t = 32, value_parser = crate::cli::common::positive)]
     max_new_tokens: usize,
     #[command(flatten)]
     sampling: crate::cli::common::SamplingArgs,
-    /// Seed of the sampler: the same seed gives the same text.
+    /// Seed of the sampler: the same seed gives the same text (with --input, prompt i uses
+    /// seed + i).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(super) seed: u64,
     /// Beam search with this many beams (1 = greedy or sampling).
     #[arg(long, visible_alias = "beams", default_value_t = 1, value_parser = beams_parser())]
     num_beams: usize,
@@ -58,7 +81,7 @@ pub struct Args {
     /// finished. Single-token strings stop every strategy; longer ones stop greedy decoding and
     /// sampling (beam search refuses them).
     #[arg(long)]
-    stop: Vec<String>,
+    pub(super) stop: Vec<String>,
     /// Print one JSON object (prompt, text, sequences with tokens and scores, timing) instead of
     /// streaming. timing.prompt_ms is the time to the first token; null with beam search, whose
     /// tokens are known only when the search ends.
@@ -93,7 +116,7 @@ fn parse_early_stopping(s: &str) -> Result<EarlyStopping, String> {
 }
 
 /// Checks the flags' values, naming the flag, before the model is loaded.
-fn check_flags(a: &Args) -> anyhow::Result<()> {
+pub(super) fn check_flags(a: &Args) -> anyhow::Result<()> {
     check_sampling(&a.sampling)?;
     if a.num_return_sequences > a.num_beams {
         bail!(
@@ -269,167 +292,241 @@ impl Clock {
     }
 }
 
+/// What every prompt of a run shares: the model, its tokenizer and the generation config of the
+/// flags, loaded and checked once (`generate --input` generates every prompt of a file with one).
+pub(super) struct Session {
+    m: wenhui::model::LoadedModel,
+    /// The model's tokenizer.
+    pub(super) tokenizer: Tokenizer,
+    /// The config of the flags (the `--stop` tokens, the padded vocabulary rows banned, a GPT-2's
+    /// end of text among the stop tokens).
+    pub(super) cfg: GenerationConfig,
+    /// The model directory, for messages.
+    dir: PathBuf,
+    /// The architecture: GLM or GPT-2 (a BERT is refused).
+    pub(super) kind: ModelKind,
+}
+
+impl Session {
+    /// Loads the model of the flags and builds their config; refuses a BERT, and several return
+    /// sequences with a GLM, before any prompt is encoded.
+    pub(super) fn load(a: &Args) -> anyhow::Result<Self> {
+        let margs = ModelArgs { model: a.model.dir()?, gelu: a.gelu, config: a.config.clone() };
+        let m = load_model(&margs.model, &margs.load_options())?;
+        let tokenizer = Tokenizer::from_dir(&margs.dir())?;
+        let mut cfg = config(a, &tokenizer)?;
+        let model = m.backbone.as_ref();
+        cfg.bad_words_ids.extend(wenhui::generate::padded_vocabulary_rows(model, &tokenizer));
+        let kind = model.info().kind;
+        match kind {
+            ModelKind::Glm if cfg.num_return_sequences > 1 => {
+                bail!("--num-return-sequences must be 1 with a GLM (blank filling keeps the best fill of each blank)")
+            }
+            ModelKind::Glm => {}
+            ModelKind::Bert => {
+                bail!("{}: generate needs a GLM or a GPT-2; this is a BERT masked LM (try `wenhui logits`)", margs.model.display())
+            }
+            ModelKind::Gpt2 => {
+                if let Some(eos) = tokenizer.special.eos {
+                    if !cfg.eos_token_ids.contains(&eos) {
+                        cfg.eos_token_ids.push(eos);
+                    }
+                }
+            }
+        }
+        Ok(Self { m, tokenizer, cfg, dir: margs.model, kind })
+    }
+
+    /// The tokens the model reads for `prompt` (named `what` in messages): `[CLS] prompt
+    /// [gMASK]` or the prompt's own blanks for a GLM, the prompt itself for a GPT-2. Refused when
+    /// it encodes to nothing or is longer than the model's positions.
+    pub(super) fn encode(&self, prompt: &str, what: &str) -> anyhow::Result<Vec<u32>> {
+        let ids = match self.kind {
+            ModelKind::Gpt2 => {
+                let ids = self.tokenizer.encode(prompt, false)?;
+                if ids.is_empty() {
+                    bail!("{what} encodes to no tokens with this tokenizer; give visible text");
+                }
+                ids
+            }
+            _ => glm_context(&self.tokenizer, prompt)?,
+        };
+        let max_pos = self.m.backbone.info().max_positions;
+        if ids.len() > max_pos {
+            bail!(
+                "{what} is {} tokens but the model in {} has only {max_pos} positions; shorten the prompt",
+                ids.len(),
+                self.dir.display()
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Generates from `context` (from [`Session::encode`]) with `cfg` (the session's, or a copy
+    /// with another seed), ending the text at the `stop` strings; when `stream`, the text is
+    /// printed to stdout as it is decided (greedy and sampling, and a GLM's fills).
+    pub(super) fn generate(&self, context: &[u32], cfg: &GenerationConfig, stop: &[String], stream: bool) -> anyhow::Result<Outcome> {
+        let tokenizer = &self.tokenizer;
+        let model = self.m.backbone.as_ref();
+        let stops = Stops { tokenizer, texts: stop.to_vec(), min_new: cfg.min_new_tokens };
+        let mut printer = Printer::new(&stops, stream);
+        let mut clock = Clock { start: Instant::now(), first: None };
+        let mut failure: Option<wenhui::Error> = None;
+        // The tokens generated, stop tokens included (the rate counts them).
+        let new_tokens: usize;
+        let (text, sequences) = match self.kind {
+            ModelKind::Gpt2 => {
+                let eos = tokenizer.special.eos;
+                let mut hook = |_i: usize, t: u32| {
+                    clock.tick();
+                    // The model's own end of text shows nothing; a stop string's token is the printer's.
+                    if Some(t) == eos {
+                        return true;
+                    }
+                    printer.push(t).unwrap_or_else(|e| {
+                        failure.get_or_insert(e);
+                        false
+                    })
+                };
+                let streamed = cfg.num_beams == 1;
+                let out = generate(model, context, &CausalInputs::new(model), cfg, streamed.then_some(&mut hook as StepHook<'_>))?;
+                new_tokens = out.sequences.first().map_or(0, |h| h.tokens.len());
+                let seqs = out
+                    .sequences
+                    .iter()
+                    .map(|h| {
+                        let (kept, stopped) = stops.apply(&h.tokens)?;
+                        Ok(Sequence {
+                            text: tokenizer.decode(kept, true)?,
+                            tokens: kept.to_vec(),
+                            score: h.score,
+                            finished: h.finished || stopped,
+                        })
+                    })
+                    .collect::<wenhui::Result<Vec<_>>>()?;
+                let best = seqs.first().map(|s| s.text.clone()).unwrap_or_default();
+                (best, seqs)
+            }
+            _ => {
+                let blank = BlankTokens::from_special(&tokenizer.special)?;
+                let mut current = 0usize;
+                let mut hook = |b: usize, _i: usize, t: u32| {
+                    clock.tick();
+                    if b != current {
+                        current = b;
+                        if let Err(e) = printer.finish() {
+                            failure.get_or_insert(e);
+                        }
+                    }
+                    if t == blank.eop || Some(t) == blank.eos {
+                        return true;
+                    }
+                    printer.push(t).unwrap_or_else(|e| {
+                        failure.get_or_insert(e);
+                        false
+                    })
+                };
+                let out = fill_blanks_streaming(model, context, &blank, cfg, Some(&mut hook))?;
+                // A fill that ended with a stop token lost it (`BlankFill::tokens`): count it.
+                new_tokens = out.fills.iter().map(|f| f.tokens.len() + usize::from(f.finished)).sum();
+                let mut seqs = Vec::with_capacity(out.fills.len());
+                let mut filled = Vec::with_capacity(context.len());
+                let mut fills = out.fills.iter().peekable();
+                for (i, &t) in context.iter().enumerate() {
+                    match fills.next_if(|f| f.mask_position == i) {
+                        Some(f) => {
+                            let (kept, stopped) = stops.apply(&f.tokens)?;
+                            filled.extend_from_slice(kept);
+                            seqs.push(Sequence {
+                                text: tokenizer.decode(kept, true)?,
+                                tokens: kept.to_vec(),
+                                score: f.score,
+                                finished: f.finished || stopped,
+                            });
+                        }
+                        None => filled.push(t),
+                    }
+                }
+                (tokenizer.decode(&filled, true)?, seqs)
+            }
+        };
+        let total_ms = clock.start.elapsed().as_secs_f64() * 1e3;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        if stream && (self.kind == ModelKind::Glm || cfg.num_beams == 1) {
+            printer.finish()?;
+        }
+        // Greedy/sampling: the first token's time is the prompt pass. Beam search decides its
+        // tokens only when the search ends: no time to a first token (null).
+        let prompt_ms = if cfg.num_beams == 1 { clock.first } else { None };
+        Ok(Outcome { text, sequences, new_tokens, prompt_ms, total_ms, kind: self.kind })
+    }
+}
+
+/// What one prompt generated, and how long it took.
+pub(super) struct Outcome {
+    text: String,
+    sequences: Vec<Sequence>,
+    new_tokens: usize,
+    prompt_ms: Option<f64>,
+    total_ms: f64,
+    kind: ModelKind,
+}
+
+impl Outcome {
+    /// The object `--json` prints for `prompt`: prompt, model, text, texts, tokens, scores,
+    /// sequences and timing.
+    pub(super) fn json(&self, prompt: &str) -> serde_json::Value {
+        // The rate counts the tokens after the first, whose time is the prompt pass.
+        let tokens_per_s = match self.prompt_ms {
+            Some(p) if self.new_tokens > 1 && self.total_ms > p => (self.new_tokens - 1) as f64 / ((self.total_ms - p) / 1e3),
+            _ => self.new_tokens as f64 / (self.total_ms / 1e3).max(1e-9),
+        };
+        serde_json::json!({
+            "prompt": prompt,
+            "model": self.kind.to_string(),
+            "text": self.text,
+            "texts": self.sequences.iter().map(|s| s.text.clone()).collect::<Vec<_>>(),
+            "tokens": self.sequences.first().map(|s| s.tokens.clone()).unwrap_or_default(),
+            "scores": self.sequences.iter().map(|s| s.score).collect::<Vec<_>>(),
+            "sequences": self.sequences,
+            "timing": {"prompt_ms": self.prompt_ms, "total_ms": self.total_ms, "new_tokens": self.new_tokens, "tokens_per_s": tokens_per_s},
+        })
+    }
+}
+
+/// Runs `generate`: one `--prompt`, or every prompt of an `--input` file.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.prompt.trim().is_empty() {
+    if let Some(path) = &a.input {
+        return super::generate_file::run(&a, path);
+    }
+    let Some(prompt) = a.prompt.as_deref() else { bail!("give --prompt TEXT or --input FILE") };
+    // clap lets a flag that requires --input through when --prompt (which conflicts with it) is given.
+    let file_only = [(a.output.is_some(), "--output"), (a.force, "--force"), (a.prompt_field.is_some(), "--prompt-field")];
+    if let Some((_, flag)) = file_only.iter().find(|(given, _)| *given) {
+        bail!("{flag} goes with --input FILE (a file of prompts); one --prompt is printed to stdout");
+    }
+    if prompt.trim().is_empty() {
         bail!("--prompt is empty: give the text to continue");
     }
     check_flags(&a)?;
-    let margs = ModelArgs { model: a.model.dir()?, gelu: a.gelu, config: a.config.clone() };
-    let m = load_model(&margs.model, &margs.load_options())?;
-    let tokenizer = Tokenizer::from_dir(&margs.dir())?;
-    if let Some(refusal) = wenhui::generate::blank::unknown_text(&tokenizer, &a.prompt)?.warn_or_refusal("--prompt") {
+    let session = Session::load(&a)?;
+    if let Some(refusal) = wenhui::generate::blank::unknown_text(&session.tokenizer, prompt)?.warn_or_refusal("--prompt") {
         bail!(refusal);
     }
-    let mut cfg = config(&a, &tokenizer)?;
-    let model = m.backbone.as_ref();
-    cfg.bad_words_ids.extend(wenhui::generate::padded_vocabulary_rows(model, &tokenizer));
-    let max_pos = model.info().max_positions;
-    let kind = model.info().kind;
-    let too_long = |n: usize| {
-        anyhow::anyhow!(
-            "--prompt is {n} tokens but the model in {} has only {max_pos} positions; shorten the prompt",
-            margs.model.display()
-        )
-    };
-    let stops = Stops { tokenizer: &tokenizer, texts: a.stop.clone(), min_new: cfg.min_new_tokens };
-    let mut printer = Printer::new(&stops, !a.json);
-    let mut clock = Clock { start: Instant::now(), first: None };
-    let mut failure: Option<wenhui::Error> = None;
-    // The tokens generated, stop tokens included (the rate counts them).
-    let new_tokens: usize;
-    let (text, sequences) = match kind {
-        ModelKind::Glm => {
-            if cfg.num_return_sequences > 1 {
-                bail!("--num-return-sequences must be 1 with a GLM (blank filling keeps the best fill of each blank)");
+    let context = session.encode(prompt, "--prompt")?;
+    let out = session.generate(&context, &session.cfg, &a.stop, !a.json)?;
+    if a.json {
+        println!("{}", out.json(prompt));
+    } else if session.kind == ModelKind::Gpt2 && session.cfg.num_beams > 1 {
+        for (i, s) in out.sequences.iter().enumerate() {
+            if out.sequences.len() > 1 {
+                println!("[{}] ({:.3}) {}", i + 1, s.score, s.text);
+            } else {
+                println!("{}", s.text);
             }
-            let blank = BlankTokens::from_special(&tokenizer.special)?;
-            let context = glm_context(&tokenizer, &a.prompt)?;
-            if context.len() > max_pos {
-                return Err(too_long(context.len()));
-            }
-            let mut current = 0usize;
-            let mut hook = |b: usize, _i: usize, t: u32| {
-                clock.tick();
-                if b != current {
-                    current = b;
-                    if let Err(e) = printer.finish() {
-                        failure.get_or_insert(e);
-                    }
-                }
-                if t == blank.eop || Some(t) == blank.eos {
-                    return true;
-                }
-                printer.push(t).unwrap_or_else(|e| {
-                    failure.get_or_insert(e);
-                    false
-                })
-            };
-            let out = fill_blanks_streaming(model, &context, &blank, &cfg, Some(&mut hook))?;
-            // A fill that ended with a stop token lost it (`BlankFill::tokens`): count it.
-            new_tokens = out.fills.iter().map(|f| f.tokens.len() + usize::from(f.finished)).sum();
-            let mut seqs = Vec::with_capacity(out.fills.len());
-            let mut filled = Vec::with_capacity(context.len());
-            let mut fills = out.fills.iter().peekable();
-            for (i, &t) in context.iter().enumerate() {
-                match fills.next_if(|f| f.mask_position == i) {
-                    Some(f) => {
-                        let (kept, stopped) = stops.apply(&f.tokens)?;
-                        filled.extend_from_slice(kept);
-                        seqs.push(Sequence {
-                            text: tokenizer.decode(kept, true)?,
-                            tokens: kept.to_vec(),
-                            score: f.score,
-                            finished: f.finished || stopped,
-                        });
-                    }
-                    None => filled.push(t),
-                }
-            }
-            (tokenizer.decode(&filled, true)?, seqs)
         }
-        ModelKind::Bert => {
-            bail!("{}: generate needs a GLM or a GPT-2; this is a BERT masked LM (try `wenhui logits`)", margs.model.display())
-        }
-        ModelKind::Gpt2 => {
-            let prompt = tokenizer.encode(&a.prompt, false)?;
-            if prompt.is_empty() {
-                bail!("--prompt encodes to no tokens with this tokenizer; give visible text");
-            }
-            if prompt.len() > max_pos {
-                return Err(too_long(prompt.len()));
-            }
-            let eos = tokenizer.special.eos;
-            if let Some(eos) = eos {
-                if !cfg.eos_token_ids.contains(&eos) {
-                    cfg.eos_token_ids.push(eos);
-                }
-            }
-            let mut hook = |_i: usize, t: u32| {
-                clock.tick();
-                // The model's own end of text shows nothing; a stop string's token is the printer's.
-                if Some(t) == eos {
-                    return true;
-                }
-                printer.push(t).unwrap_or_else(|e| {
-                    failure.get_or_insert(e);
-                    false
-                })
-            };
-            let stream = cfg.num_beams == 1;
-            let out = generate(model, &prompt, &CausalInputs::new(model), &cfg, stream.then_some(&mut hook as StepHook<'_>))?;
-            new_tokens = out.sequences.first().map_or(0, |h| h.tokens.len());
-            let seqs = out
-                .sequences
-                .iter()
-                .map(|h| {
-                    let (kept, stopped) = stops.apply(&h.tokens)?;
-                    Ok(Sequence {
-                        text: tokenizer.decode(kept, true)?,
-                        tokens: kept.to_vec(),
-                        score: h.score,
-                        finished: h.finished || stopped,
-                    })
-                })
-                .collect::<wenhui::Result<Vec<_>>>()?;
-            let best = seqs.first().map(|s| s.text.clone()).unwrap_or_default();
-            (best, seqs)
-        }
-    };
-    let total_ms = clock.start.elapsed().as_secs_f64() * 1e3;
-    if let Some(e) = failure {
-        return Err(e.into());
     }
-    if !a.json {
-        if kind == ModelKind::Glm || cfg.num_beams == 1 {
-            printer.finish()?;
-        } else {
-            for (i, s) in sequences.iter().enumerate() {
-                if sequences.len() > 1 {
-                    println!("[{}] ({:.3}) {}", i + 1, s.score, s.text);
-                } else {
-                    println!("{}", s.text);
-                }
-            }
-        }
-        return Ok(());
-    }
-    // Greedy/sampling: the first token's time is the prompt pass; the rate counts the rest. Beam
-    // search decides its tokens only when the search ends: no time to a first token (null).
-    let prompt_ms = if cfg.num_beams == 1 { clock.first } else { None };
-    let tokens_per_s = match prompt_ms {
-        Some(p) if new_tokens > 1 && total_ms > p => (new_tokens - 1) as f64 / ((total_ms - p) / 1e3),
-        _ => new_tokens as f64 / (total_ms / 1e3).max(1e-9),
-    };
-    let report = serde_json::json!({
-        "prompt": a.prompt,
-        "model": kind.to_string(),
-        "text": text,
-        "texts": sequences.iter().map(|s| s.text.clone()).collect::<Vec<_>>(),
-        "tokens": sequences.first().map(|s| s.tokens.clone()).unwrap_or_default(),
-        "scores": sequences.iter().map(|s| s.score).collect::<Vec<_>>(),
-        "sequences": sequences,
-        "timing": {"prompt_ms": prompt_ms, "total_ms": total_ms, "new_tokens": new_tokens, "tokens_per_s": tokens_per_s},
-    });
-    println!("{report}");
     Ok(())
 }

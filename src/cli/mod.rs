@@ -12,6 +12,7 @@ mod eval_task;
 mod export;
 mod fill;
 mod generate;
+mod generate_file;
 mod inspect;
 mod logits;
 mod plot;
@@ -124,7 +125,7 @@ enum Command {
     Poem(Box<poem::PoemArgs>),
     /// Answer a question sub-sentence by sub-sentence with inverse prompting.
     Answer(Box<poem::AnswerArgs>),
-    /// Generate text from a prompt (greedy, sampling, beams), streamed to stdout or as JSON.
+    /// Generate text from a prompt (greedy, sampling, beams), streamed to stdout or as JSON; `--input FILE`: every prompt of a file, one model load.
     Generate(Box<generate::Args>),
     /// Train a tokenizer on text / JSONL files.
     #[command(subcommand)]
