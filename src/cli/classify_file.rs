@@ -27,7 +27,7 @@ struct Row {
 /// Runs `classify --input path`.
 pub(super) fn run(a: &Args, path: &Path) -> anyhow::Result<()> {
     if let Some(out) = &a.output {
-        check_output(out, path, a.force)?;
+        crate::cli::common::check_output_file(out, &[("--input", path)], a.force)?;
     }
     let task = ClozeTask::load(&a.task)?;
     let tok = tokenizer(a)?;
@@ -65,23 +65,6 @@ pub(super) fn run(a: &Args, path: &Path) -> anyhow::Result<()> {
             100.0 * correct as f64 / labelled as f64
         );
     }
-    Ok(())
-}
-
-/// Refuses an `--output` that is the input file, a directory, an existing file without
-/// `--force`, or a place that cannot be written — before anything slow runs.
-fn check_output(out: &Path, input: &Path, force: bool) -> anyhow::Result<()> {
-    wenhui::error::check_not_input("--output", out, &[("--input", input)])?;
-    if out.is_dir() {
-        bail!("--output {} is a directory; give the path of the JSONL file to write", out.display());
-    }
-    if out.exists() && !force {
-        bail!("--output {} already exists; pass --force to replace it", out.display());
-    }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let probe = out.with_file_name(format!(".{name}.probe{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| anyhow!("--output {}: cannot write there ({e}); choose another path", out.display()))?;
-    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 

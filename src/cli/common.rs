@@ -340,3 +340,22 @@ pub fn read_title_lines(path: &std::path::Path) -> anyhow::Result<Vec<TitleLine>
     }
     Ok(lines)
 }
+
+/// Checks an `--output` file before anything slow runs: not one of `inputs` (flag, path), not a
+/// directory, not an existing file unless `replace` (`--force`), and writable there (a probe file
+/// is written and removed).
+pub fn check_output_file(out: &std::path::Path, inputs: &[(&str, &std::path::Path)], replace: bool) -> anyhow::Result<()> {
+    wenhui::error::check_not_input("--output", out, inputs)?;
+    if out.is_dir() {
+        anyhow::bail!("--output {} is a directory; give the path of the file to write", out.display());
+    }
+    if out.exists() && !replace {
+        anyhow::bail!("--output {} already exists; pass --force to replace it", out.display());
+    }
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let probe = out.with_file_name(format!(".{name}.probe{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| anyhow::anyhow!("--output {}: cannot write there ({e}); choose another path", out.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}

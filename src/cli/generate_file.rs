@@ -50,7 +50,7 @@ pub(super) fn run(a: &Args, path: &Path) -> anyhow::Result<()> {
         bail!("--prompt-field is empty: give the key of each line's prompt");
     }
     if let Some(out) = &a.output {
-        check_output(out, path, a.force)?;
+        crate::cli::common::check_output_file(out, &[("--input", path)], a.force)?;
     }
     let rows = if json { read_json(path, field)? } else { read_text(path)? };
     let session = Session::load(a)?;
@@ -115,23 +115,6 @@ fn at(path: &Path, line: usize, e: anyhow::Error) -> anyhow::Error {
         _ => format!("{e:#}"),
     };
     anyhow!("{}:{line}: {msg}", path.display())
-}
-
-/// Refuses an `--output` that is the input file, a directory, an existing file without
-/// `--force`, or a place that cannot be written, before the model is loaded.
-fn check_output(out: &Path, input: &Path, force: bool) -> anyhow::Result<()> {
-    wenhui::error::check_not_input("--output", out, &[("--input", input)])?;
-    if out.is_dir() {
-        bail!("--output {} is a directory; give the path of the JSONL file to write", out.display());
-    }
-    if out.exists() && !force {
-        bail!("--output {} already exists; pass --force to replace it", out.display());
-    }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let probe = out.with_file_name(format!(".{name}.probe{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| anyhow!("--output {}: cannot write there ({e}); choose another path", out.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
 }
 
 /// The non-blank lines of `path` with their 1-based numbers, each checked to be UTF-8 (a

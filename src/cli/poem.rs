@@ -294,10 +294,7 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     }
     if let Some(out) = &a.output {
         // Before the first (slow) poem: the titles file is not the output, and the output can be written.
-        wenhui::error::check_not_input("--output", out, &[("--titles", path)])?;
-        let probe = out.with_file_name(format!(".{}.probe{}", out.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-        std::fs::write(&probe, b"").map_err(|e| anyhow::anyhow!("--output {}: cannot write there ({e})", out.display()))?;
-        let _ = std::fs::remove_file(&probe);
+        crate::cli::common::check_output_file(out, &[("--titles", path)], true)?;
     }
     let task = a.search.task("poem")?;
     let (model, tok) = a.search.load()?;
