@@ -152,12 +152,17 @@ fn read_json(path: &Path, field: &str) -> anyhow::Result<Vec<Row>> {
             err(format!("not valid JSON at column {} ({what}); each line must be one JSON object", e.column()))
         })?;
         let Value::Object(fields) = v else {
-            return Err(err(format!("expected a JSON object with a `{field}` key, got {}", kind(&v))));
+            return Err(err(format!("expected a JSON object with a `{field}` key, got {}", wenhui::data::reader::json_kind(&v))));
         };
         let prompt = match fields.get(field) {
             Some(Value::String(s)) if s.trim().is_empty() => return Err(err(format!("`{field}` is empty: give the text to continue"))),
             Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(err(format!("`{field}` is {}, expected a string (the text to continue)", kind(other)))),
+            Some(other) => {
+                return Err(err(format!(
+                    "`{field}` is {}, expected a string (the text to continue)",
+                    wenhui::data::reader::json_kind(other)
+                )))
+            }
             None => {
                 let keys = fields.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
                 let keys = if keys.is_empty() { "none".to_string() } else { keys };
@@ -189,18 +194,6 @@ fn read_text(path: &Path) -> anyhow::Result<Vec<Row>> {
         );
     }
     Ok(rows)
-}
-
-/// What a JSON value is, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Each row's model input, every row checked as `--prompt` is (no input key the output would

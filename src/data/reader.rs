@@ -541,7 +541,8 @@ fn extract_json(extract: &Extract, line: &str) -> std::result::Result<String, (P
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages: `null`, `a boolean`, `a number`, `a string`, `an array`, `an object`.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
