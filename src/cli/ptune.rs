@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wenhui::ptuning::train::{tune, TuneConfig, TuneMode, TuneSummary};
-use wenhui::ptuning::{EncoderKind, LstmHead};
+use wenhui::ptuning::{EncoderKind, LstmHead, PromptInit};
 use wenhui::train::pretrain::RunOptions;
 
 /// Flags shared by `ptune` and `finetune`.
@@ -53,6 +53,16 @@ pub struct TuneArgs {
     /// kind and sizes are its own.
     #[arg(long, conflicts_with_all = ["encoder", "encoder_head", "encoder_hidden", "encoder_layers"])]
     init_prompt: Option<PathBuf>,
+    /// Where the encoder's table `embedding.weight` starts [default: random]. For the lstm and
+    /// mlp encoders these rows are the encoder's input, not the prompt itself (as THUDM/GLM's
+    /// --prompt-init); for the embedding encoder they are the prompt. Applied when a run
+    /// starts, never again on --resume.
+    #[arg(long, value_enum, conflicts_with = "init_prompt")]
+    prompt_init: Option<PromptInitArg>,
+    /// The text for --prompt-init text: its tokens (the backbone's tokenizer, no special
+    /// tokens), repeated or cut to the number of [P] tokens, give the starting rows.
+    #[arg(long, value_name = "TEXT", conflicts_with = "init_prompt")]
+    prompt_init_text: Option<String>,
     /// Encoder learning rate [the task's, else 1e-4].
     #[arg(long)]
     prompt_lr: Option<f64>,
@@ -100,6 +110,18 @@ pub enum EncoderArg {
     Mlp,
     /// The embedding table itself.
     Embedding,
+}
+
+/// `--prompt-init` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PromptInitArg {
+    /// N(0,1) from --seed (PyTorch's default, as the official P-tuning code).
+    Random,
+    /// THUDM/GLM's: each row r·E[w] + (1-r)·E[t], w a random non-special word id < 5000, t a
+    /// random token of the task's label words (none: E[w] alone), r uniform in [0,1), from --seed.
+    Vocab,
+    /// The backbone's word embeddings of --prompt-init-text's tokens, cycled or cut (as peft's TEXT init).
+    Text,
 }
 
 /// `--encoder-head` values.
@@ -201,6 +223,16 @@ fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     if a.init_prompt.is_some() {
         c.init_prompt.clone_from(&a.init_prompt);
     }
+    if let Some(init) = a.prompt_init {
+        c.prompt_init = match init {
+            PromptInitArg::Random => PromptInit::Random,
+            PromptInitArg::Vocab => PromptInit::Vocab,
+            PromptInitArg::Text => PromptInit::Text,
+        };
+    }
+    if a.prompt_init_text.is_some() {
+        c.prompt_init_text.clone_from(&a.prompt_init_text);
+    }
     c.prompt_lr = a.prompt_lr.or(c.prompt_lr);
     c.max_steps = a.max_steps.or(c.max_steps);
     c.batch_size = a.batch_size.or(c.batch_size);
@@ -228,6 +260,8 @@ fn warn_unused_flags(a: &TuneArgs, task: &str) {
             ("--encoder-hidden", a.encoder_hidden.is_some()),
             ("--encoder-layers", a.encoder_layers.is_some()),
             ("--init-prompt", a.init_prompt.is_some()),
+            ("--prompt-init", a.prompt_init.is_some()),
+            ("--prompt-init-text", a.prompt_init_text.is_some()),
             ("--prompt-lr", a.prompt_lr.is_some()),
         ]
         .into_iter()

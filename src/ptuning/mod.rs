@@ -20,11 +20,13 @@
 //! the forward pass is always the dropout-free one.
 
 mod encoder;
+pub mod init;
 mod io;
 pub mod train;
 pub mod vocab;
 
 pub use encoder::PromptEncoder;
+pub use init::PromptInit;
 pub use io::{AdapterMeta, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, PROMPT_EMBEDDINGS, STATE_CONFIG, STATE_WEIGHTS};
 
 use crate::{Error, Result};

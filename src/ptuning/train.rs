@@ -407,7 +407,13 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
                     num_transformer_submodules: 1,
                     lstm_head: cfg.encoder_head,
                 };
-                PromptEncoder::seeded(&ecfg, cfg.seed, &device)?
+                let seeded = PromptEncoder::seeded(&ecfg, cfg.seed, &device)?;
+                // Only a fresh run starts here: a resumed one reads its checkpoint above.
+                let text = cfg.prompt_init_text.as_deref();
+                match super::init::initial_table(cfg.prompt_init, text, model.as_ref(), &tok, &task, ecfg.rows(), cfg.seed)? {
+                    Some(table) => super::init::with_embedding(&seeded, &table)?,
+                    None => seeded,
+                }
             }
         };
         let ec = enc.config();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cloze::ClozeTask;
-use crate::ptuning::{EncoderKind, LstmHead};
+use crate::ptuning::{EncoderKind, LstmHead, PromptInit};
 use crate::{Error, Result};
 
 /// What is trained.
@@ -90,6 +90,13 @@ pub struct TuneConfig {
     /// Start from this encoder (a directory with `prompt_encoder.json`) instead of a fresh one.
     #[serde(default)]
     pub init_prompt: Option<PathBuf>,
+    /// Where a fresh encoder's table `embedding.weight` starts (`random`, `vocab`, `text`; see
+    /// [`PromptInit`]). Applied once, when the run starts: a resumed run reads its checkpoint.
+    #[serde(default)]
+    pub prompt_init: PromptInit,
+    /// The text whose token embeddings start the table (`prompt_init = text` only).
+    #[serde(default)]
+    pub prompt_init_text: Option<String>,
     /// Encoder learning rate (default: the task's `[train] prompt_lr`, else 1e-4).
     #[serde(default)]
     pub prompt_lr: Option<f64>,
@@ -153,6 +160,8 @@ impl TuneConfig {
             encoder_hidden: None,
             encoder_layers: d_layers(),
             init_prompt: None,
+            prompt_init: PromptInit::Random,
+            prompt_init_text: None,
             prompt_lr: None,
             prompt_weight_decay: 0.0,
             lm_lr: d_lm_lr(),
@@ -220,6 +229,25 @@ pub fn resolve(cfg: &TuneConfig, task: &ClozeTask) -> Result<Resolved> {
     }
     if cfg.encoder_layers == 0 || cfg.encoder_layers > MAX_ENCODER_LAYERS {
         return bad("encoder_layers", &format!("must be between 1 and {MAX_ENCODER_LAYERS} (P-tuning uses 2)"));
+    }
+    match (cfg.prompt_init, &cfg.prompt_init_text) {
+        (PromptInit::Text, None) => return bad("prompt_init", "text needs the text (--prompt-init-text TEXT)"),
+        (PromptInit::Text, Some(t)) if t.trim().is_empty() => {
+            return bad("prompt_init_text", "is empty: give the words the prompt should start from")
+        }
+        (PromptInit::Random | PromptInit::Vocab, Some(_)) => {
+            return bad(
+                "prompt_init_text",
+                &format!("is only read with prompt_init = text (--prompt-init text), not {}", cfg.prompt_init.name()),
+            )
+        }
+        _ => {}
+    }
+    if cfg.init_prompt.is_some() && cfg.prompt_init != PromptInit::Random {
+        return bad(
+            "prompt_init",
+            &format!("{} cannot apply to an encoder loaded with init_prompt (--init-prompt): it starts trained", cfg.prompt_init.name()),
+        );
     }
     for (name, v) in [("prompt_lr", r.prompt_lr), ("lm_lr", cfg.lm_lr)] {
         if !v.is_finite() || v <= 0.0 {
