@@ -359,7 +359,7 @@ impl<'a> Context<'a> {
     }
 
     /// The forward score of `tokens` continuing `cache`, whose next-token logits are `first`
-    /// (e.g. from [`Self::blank_pass`]): the sum of their log-probabilities, read from one pass of
+    /// (e.g. from [`Self::forward_root`]): the sum of their log-probabilities, read from one pass of
     /// `tokens[..len - 1]` over a copy of the cache, as the sampler scores its candidates (and
     /// without a second pass over the context). `inputs`/`offset` place the tokens as in
     /// [`crate::generate::inverse::sample_units`]. Refinement scores the current unit this way.
