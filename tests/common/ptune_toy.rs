@@ -82,3 +82,14 @@ pub fn tensors_of(dir: &Path, file: &str) -> HashMap<String, Tensor> {
 pub fn bits(t: &Tensor) -> Vec<u32> {
     t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
 }
+
+/// The encoder and optimizer states of two checkpoint directories are bit-identical.
+pub fn assert_same_tuning_state(a: &Path, b: &Path) {
+    for file in ["prompt/prompt_encoder.safetensors", "optimizer.safetensors"] {
+        let (x, y) = (tensors_of(a, file), tensors_of(b, file));
+        assert_eq!(x.len(), y.len(), "{file}: tensor count");
+        for (name, t) in &x {
+            assert_eq!(bits(t), bits(&y[name]), "{file}: {name} differs between {} and {}", a.display(), b.display());
+        }
+    }
+}
