@@ -137,10 +137,17 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     task_masks: Option<bool>,
-    /// Optimizer steps [default: 1000].
+    /// Optimizer steps [default: 1000, unless --epochs].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     steps: Option<u64>,
+    /// Passes over the training documents instead of --steps (e.g. 2.5): the steps become
+    /// ceil(epochs × batches per epoch / accumulate), the batches of one epoch counted before the
+    /// first step (later epochs pack a few batches more or fewer: the metrics' `epoch` is exact).
+    /// A resumed run keeps the steps counted at its start.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<f64>,
     /// Peak learning rate [default: 2e-4].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,6 +256,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         }
                     }
                 }
+                // A run started with epochs saved them with the steps they came to: --steps
+                // replaces both; otherwise the run goes on with its epochs, which resolve to
+                // its saved steps (other --epochs are refused: a run counts them at its start).
+                if overrides.contains_key("steps") {
+                    obj.remove("epochs");
+                } else if overrides.contains_key("epochs") || obj.get("epochs").is_some_and(|v| !v.is_null()) {
+                    obj.remove("steps");
+                }
                 obj.extend(overrides);
             }
             let map = match saved {
@@ -338,7 +353,8 @@ fn warn_config_differs(file: &Path, saved: &serde_json::Value, cfg: &PretrainCon
         canonical(a).is_some() && canonical(a) == canonical(b)
     };
     let (mut by_file, mut by_flag) = (Vec::new(), Vec::new());
-    let skip = |k: &str| k == "out_dir" || RESUME_FIXED.contains(&k);
+    // With epochs, the steps are the run's own (or the epochs are refused next): no change to say.
+    let skip = |k: &str| k == "out_dir" || RESUME_FIXED.contains(&k) || (cfg.epochs.is_some() && (k == "steps" || k == "epochs"));
     for (k, v) in now.iter().filter(|(k, v)| !skip(k) && saved.get(*k).is_some_and(|old| old != *v && !same_path(old, v))) {
         if flags.contains(k) {
             by_flag.push(format!("--{}", change(&k.replace('_', "-"), k, v)));
@@ -449,6 +465,7 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
 fn float_range(field: &str) -> &'static str {
     match field {
         "lr" => "a positive number, at most 10",
+        "epochs" => "a positive number",
         "eps" => "a positive number",
         "min_lr_ratio" | "warmup_ratio" => "a number in [0, 1]",
         "beta1" | "beta2" | "dropout" | "valid_fraction" => "a number in [0, 1)",

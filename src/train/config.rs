@@ -94,9 +94,17 @@ pub struct PretrainConfig {
     #[serde(default)]
     pub task_masks: Option<bool>,
 
-    /// Optimizer steps.
+    /// Optimizer steps. A run with `epochs` counts them instead; what it saves with its
+    /// checkpoints is that count.
     #[serde(default = "d::steps")]
     pub steps: u64,
+    /// The run's length as passes over its training documents (e.g. 2.5) instead of `steps`
+    /// (giving both in one place is an error; a flag wins over the file): a new run sets `steps` to
+    /// ceil(epochs × batches of one epoch / `accumulate`), the batches counted by a dry pass of
+    /// its data stream before the first step (see [`crate::train::epochs`]). A resumed run keeps
+    /// the steps it counted when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
     /// Peak learning rate.
     #[serde(default = "d::lr")]
     pub lr: f64,
@@ -153,6 +161,9 @@ pub struct PretrainConfig {
 
 /// The most micro-batches a step may accumulate.
 pub const MAX_ACCUMULATE: usize = 65_536;
+
+/// The most epochs a run accepts: far beyond any run, low enough that the steps they make fit.
+pub const MAX_EPOCHS: f64 = 1e6;
 
 /// The highest learning rate a run accepts: far above any that trains, low enough to catch a typo.
 pub const MAX_LR: f64 = 10.0;
@@ -249,7 +260,9 @@ mod d {
 
 impl PretrainConfig {
     /// Reads `file` (TOML, optional) and applies `overrides` (flag values by field name) on top.
-    /// Errors name the file and the offending key.
+    /// Errors name the file and the offending key. `steps` and `epochs` exclude each other: one
+    /// given as a flag replaces the other in the file; both in the file, or both as flags, are an
+    /// error.
     pub fn load(file: Option<&Path>, overrides: serde_json::Map<String, serde_json::Value>) -> Result<Self> {
         let origin = file.map_or_else(|| PathBuf::from("<command line>"), Path::to_path_buf);
         let mut value = match file {
@@ -262,6 +275,13 @@ impl PretrainConfig {
         };
         let flags: std::collections::HashSet<String> = overrides.keys().cloned().collect();
         if let Some(obj) = value.as_object_mut() {
+            // `steps` and `epochs` both say how long the run is: a flag giving one replaces the
+            // file's other, as a flag replaces the file's value of its own field.
+            for (flag, other) in [("steps", "epochs"), ("epochs", "steps")] {
+                if flags.contains(flag) && !flags.contains(other) {
+                    obj.remove(other);
+                }
+            }
             obj.extend(overrides);
         }
         let given: Vec<String> =
@@ -272,6 +292,19 @@ impl PretrainConfig {
             true => Error::input(format!("--{}: {msg}", field.replace('_', "-"))),
             false => Error::config(&origin, field, msg),
         };
+        let set = |field: &str| value.get(field).is_some_and(|v| !v.is_null());
+        if value.get("epochs").is_some_and(|v| v.is_null()) {
+            // NaN and the infinities reach a JSON value as null (TOML has them).
+            return Err(blame("epochs", "must be a positive number (not NaN or an infinity)".into()));
+        }
+        if set("epochs") && set("steps") {
+            let msg = "conflicts with `steps`: both set the run's length; give one of them (epochs sets steps = \
+                       ceil(epochs × batches per epoch / accumulate), the batches of one epoch counted when the run starts)";
+            return Err(match flags.contains("epochs") && flags.contains("steps") {
+                true => Error::input(format!("--epochs: {}", msg.replace("`steps`", "--steps"))),
+                false => Error::config(&origin, "epochs", msg),
+            });
+        }
         let mut cfg: Self = serde_path_to_error::deserialize(value).map_err(|e| {
             // The path names the field even for a wrong type or value (`steps = "x"`); an
             // unknown or missing field is named by the message itself.
@@ -402,11 +435,17 @@ impl PretrainConfig {
     /// The configuration of a run as it trains when resumed from a checkpoint: `saved` (its
     /// `trainer_state.json` `config`) read as `--resume` without `--config` reads it, with the
     /// objective of a run saved before the [`SPAN_RULE_FIELDS`] kept
-    /// ([`PretrainConfig::keep_pre_span_rules`]). `eval ppl` scores a checkpoint with its
+    /// ([`PretrainConfig::keep_pre_span_rules`]). A run started with `epochs` keeps them, and
+    /// `steps` is the count they came to. `eval ppl` scores a checkpoint with its
     /// [`PretrainConfig::objectives`].
     pub fn from_saved(saved: &serde_json::Value) -> Result<Self> {
-        let map = saved.as_object().cloned().ok_or_else(|| Error::input("the saved run configuration is not a JSON object"))?;
+        let mut map = saved.as_object().cloned().ok_or_else(|| Error::input("the saved run configuration is not a JSON object"))?;
+        // A run started with `epochs` saved them with the steps they came to: both, the run's own.
+        let steps = map.get("epochs").is_some_and(|v| !v.is_null()).then(|| map.remove("steps")).flatten();
         let mut cfg = Self::load(None, map)?;
+        if let Some(n) = steps.and_then(|v| v.as_u64()) {
+            cfg.steps = n;
+        }
         cfg.keep_pre_span_rules(saved);
         Ok(cfg)
     }
@@ -435,6 +474,12 @@ impl PretrainConfig {
         let err = |field: &str, msg: &str| Err(Error::config(origin, field, msg));
         if self.steps == 0 {
             return err("steps", "must be positive");
+        }
+        if let Some(e) = self.epochs.filter(|e| !(*e > 0.0 && *e <= MAX_EPOCHS)) {
+            return err(
+                "epochs",
+                &format!("must be a positive number of passes over the training documents, at most {MAX_EPOCHS} (not {e})"),
+            );
         }
         if self.batch_size == 0 {
             return err("batch_size", "must be positive");

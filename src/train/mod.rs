@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod epochs;
 pub mod eval;
 pub mod export;
 pub mod metrics;

@@ -251,6 +251,7 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
     let mut later = Vec::new();
     if let Some(ck) = &resumed {
         setup::keep_pre_span_rules(&mut cfg, ck);
+        super::epochs::resumed_steps(&mut cfg, ck)?;
         checkpoint::ensure_steps_left(&ck.dir, ck.state.step, cfg.steps, "pass a larger --steps to continue it")?;
         setup::ensure_resumed_shape(&cfg, ck)?;
         setup::ensure_same_split_settings(&cfg, ck)?;
@@ -329,13 +330,14 @@ pub fn pretrain_with(cfg: &PretrainConfig, opts: &RunOptions, resume_opts: &Resu
         }
         None => (0, Cursor::default(), 0, 0.0),
     };
+    let stream_cfg = stream_config(&cfg, &tokenizer)?;
+    super::epochs::resolve_steps(&mut cfg, &corpus, &train_ids, &stream_cfg, tokens, &ends, opts)?;
     let schedule = LrSchedule {
         peak: cfg.lr,
         min: cfg.lr * cfg.min_lr_ratio,
         warmup: (cfg.warmup_ratio * cfg.steps as f64).round() as u64,
         decay_steps: cfg.decay_steps.unwrap_or(cfg.steps),
     };
-    let stream_cfg = stream_config(&cfg, &tokenizer)?;
     if let Some(ck) = resumed.as_ref().filter(|_| cursor.index >= train_ids.len()) {
         return Err(Error::file(
             ck.dir.join("trainer_state.json"),

@@ -391,7 +391,8 @@ pub(crate) fn check_memory(model: &ModelConfig, cfg: &PretrainConfig) -> Result<
 /// model from `init_from` or a checkpoint keeps its own, whatever the defaults say), the
 /// blank-infilling settings of [`super::config::SPAN_RULE_FIELDS`] as the preset resolved them
 /// (so that a later change of a preset cannot change a resumed run's objective) and the corpus
-/// and `init_from` as absolute paths, so that a resume from another directory finds them.
+/// and `init_from` as absolute paths, so that a resume from another directory finds them. A run
+/// with `epochs` saves them beside the `steps` they came to, which its resume keeps.
 pub(crate) fn saved_config(cfg: &PretrainConfig, model: &ModelConfig, config: &Path) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(cfg.with_span_rules_resolved()?).map_err(|e| Error::input(e.to_string()))?;
     let (layers, hidden, heads, _) = model.dims();
@@ -415,7 +416,8 @@ pub(crate) fn saved_config(cfg: &PretrainConfig, model: &ModelConfig, config: &P
 }
 
 /// The line a run prints before its first step (unless quiet): the corpus and its split, the
-/// model (`origin`: fresh, from a model, resumed), the objective mix, the steps and the batch.
+/// model (`origin`: fresh, from a model, resumed), the objective mix, the steps (and the epochs
+/// they were counted for: `steps 1..822 (2 epochs ≈ 822 steps)`) and the batch.
 pub(crate) fn header(
     cfg: &PretrainConfig,
     corpus: &TokenCorpus,
@@ -437,7 +439,7 @@ pub(crate) fn header(
     };
     Ok(format!(
         "pretraining into {}: corpus {} ({} documents, {} tokens; {} for training, {} held out); {} model L={l} H={h} N={n}, \
-         {:.2} M parameters, {origin}; objective {} ({mix}); steps {}..{}, batch {} × {} × seq {}, lr {:e}",
+         {:.2} M parameters, {origin}; objective {} ({mix}); steps {}..{}{}, batch {} × {} × seq {}, lr {:e}",
         cfg.out_dir.display(),
         cfg.corpus.display(),
         corpus.num_docs(),
@@ -449,6 +451,7 @@ pub(crate) fn header(
         cfg.objective,
         start + 1,
         cfg.steps,
+        cfg.epochs.map_or(String::new(), |e| format!(" ({e} epochs ≈ {} steps)", cfg.steps)),
         cfg.batch_size,
         cfg.accumulate,
         cfg.seq_len,
