@@ -1,7 +1,9 @@
 //! `wenhui pretrain` end to end on real poems (tests/fixtures/poetry-sample.jsonl): the loss
 //! falls, resume is exact, checkpoints load everywhere, bad input is reported.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::pretrain_corpus::*;
+use std::path::Path;
 use wenhui::data::prepare::{prepare, PrepareOptions};
 use wenhui::data::reader::ReadOptions;
 use wenhui::model::{load_model, LoadOptions};
@@ -9,44 +11,6 @@ use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
 use wenhui::train::checkpoint;
 use wenhui::train::config::PretrainConfig;
 use wenhui::train::pretrain::{pretrain, validation_loss, RunOptions};
-
-fn poems() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/poetry-sample.jsonl")
-}
-
-/// A char-level corpus of the sample poems in `dir/corpus`.
-fn corpus(dir: &Path) -> PathBuf {
-    let read = ReadOptions { template: Some("{title}：{text}".into()), ..Default::default() };
-    let tok = train_tokenizer(
-        &[poems()],
-        &TrainOptions { kind: TrainKind::Chars, vocab_size: 5000, min_frequency: 1, read: read.clone(), progress: false },
-    )
-    .unwrap();
-    let out = dir.join("corpus");
-    prepare(&[poems()], &tok, &out, &PrepareOptions { read, progress: false, ..Default::default() }).unwrap();
-    out
-}
-
-fn config(corpus: &Path, out: &Path, extra: serde_json::Value) -> PretrainConfig {
-    let mut o = serde_json::json!({
-        "corpus": corpus, "out_dir": out, "layers": 2, "hidden": 64, "heads": 4, "seq_len": 64, "batch_size": 8,
-        "steps": 40, "lr": 3e-3, "warmup_ratio": 0.1, "eval_every": 20, "save_every": 20, "log_every": 1,
-        "valid_fraction": 0.1, "valid_batches": 4, "objective": "glm-10b",
-    });
-    o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    PretrainConfig::load(None, o.as_object().unwrap().clone()).unwrap()
-}
-
-fn losses(run: &Path) -> Vec<(u64, Option<f64>, Option<f64>)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v.get("loss").and_then(|x| x.as_f64()), v.get("val_loss").and_then(|x| x.as_f64()))
-        })
-        .collect()
-}
 
 #[test]
 fn validation_loss_falls_on_real_poems() {
@@ -70,15 +34,6 @@ fn validation_loss_falls_on_real_poems() {
     assert!(epochs.windows(2).all(|w| w[0] <= w[1]) && epochs[0] > 0.0, "{epochs:?}");
     assert_eq!(epochs.last().copied(), Some(s.epochs));
     assert!(s.epochs > 1.0, "150 batches of 8 cover the sample poems more than once: {}", s.epochs);
-}
-
-#[test]
-fn epochs_count_whole_passes_and_the_share_of_the_current_one() {
-    use wenhui::data::stream::Cursor;
-    use wenhui::train::pretrain::epochs_done;
-    assert_eq!(epochs_done(Cursor { epoch: 2, index: 5, offset: 3, batches: 99 }, 10), 2.5);
-    assert_eq!(epochs_done(Cursor { epoch: 0, index: 1, offset: 0, batches: 1 }, 3), 0.3333);
-    assert_eq!(epochs_done(Cursor::default(), 0), 0.0);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod pretrain_corpus;
 pub mod ptune_toy;
 
 use candle_core::{DType, Device, Tensor};
