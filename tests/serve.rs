@@ -17,6 +17,8 @@ mod audit;
 mod client_audit;
 #[path = "serve/fuzz_fixes.rs"]
 mod fuzz_fixes;
+#[path = "serve/penalties.rs"]
+mod penalties;
 
 /// The memory test reads the resident size of this whole process, so it runs alone: every other
 /// test holds the shared side of this lock, the memory test the exclusive one.

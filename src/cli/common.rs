@@ -122,13 +122,21 @@ impl SamplingArgs {
 }
 
 /// The logits-processor flags of `generate` and `fill` (Hugging Face's order: repetition
-/// penalty → no-repeat n-gram → bad words → min new tokens); defaults are `GenerationConfig`'s,
-/// which change nothing.
+/// penalty → OpenAI's frequency and presence penalties → no-repeat n-gram → bad words → min new
+/// tokens); defaults are `GenerationConfig`'s, which change nothing.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProcessorArgs {
     /// Penalty (> 0) on tokens already in the text (1 = off).
     #[arg(long, default_value_t = 1.0, value_parser = positive_number)]
     pub repetition_penalty: f32,
+    /// OpenAI's frequency penalty in [-2, 2]: a token's score drops by this much per time it was
+    /// generated already (not counting the prompt; per blank with a GLM; 0 = off).
+    #[arg(long, default_value_t = 0.0, value_parser = occurrence_penalty, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+    /// OpenAI's presence penalty in [-2, 2]: a token's score drops by this much once it was
+    /// generated (not counting the prompt; per blank with a GLM; 0 = off).
+    #[arg(long, default_value_t = 0.0, value_parser = occurrence_penalty, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
     /// No n-gram of this size occurs twice (0 = off).
     #[arg(long, default_value_t = 0)]
     pub no_repeat_ngram_size: usize,
@@ -157,6 +165,8 @@ impl ProcessorArgs {
     /// `tokenizer` (a word that encodes to no tokens is an error).
     pub fn apply(&self, cfg: &mut wenhui::generate::GenerationConfig, tokenizer: &wenhui::tokenizer::Tokenizer) -> anyhow::Result<()> {
         cfg.repetition_penalty = self.repetition_penalty;
+        cfg.frequency_penalty = self.frequency_penalty;
+        cfg.presence_penalty = self.presence_penalty;
         cfg.no_repeat_ngram_size = self.no_repeat_ngram_size;
         cfg.min_new_tokens = self.min_new_tokens;
         for w in self.bad_words.iter().filter(|w| !w.trim().is_empty()) {
@@ -175,6 +185,15 @@ pub fn positive_number(s: &str) -> Result<f32, String> {
     match finite(s)? {
         v if v > 0.0 => Ok(v),
         _ => Err("must be a positive number".into()),
+    }
+}
+
+/// The value parser of `--frequency-penalty` and `--presence-penalty`: a number in [-2, 2].
+pub fn occurrence_penalty(s: &str) -> Result<f32, String> {
+    let max = wenhui::generate::MAX_OCCURRENCE_PENALTY;
+    match finite(s)? {
+        v if (-max..=max).contains(&v) => Ok(v),
+        _ => Err("must be a number in [-2, 2] (0 = off)".into()),
     }
 }
 

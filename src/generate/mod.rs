@@ -1,7 +1,8 @@
 //! Text generation over any [`Backbone`] with the K/V cache: greedy, sampling (temperature,
 //! top-k, top-p), beam search, and the Hugging Face logits processors (repetition penalty,
 //! no-repeat n-gram, bad words, min new tokens), with the semantics of Hugging Face
-//! `model.generate` — pinned by `tests/generation.rs` against transformers' own outputs.
+//! `model.generate` — pinned by `tests/generation.rs` against transformers' own outputs — plus
+//! OpenAI's frequency and presence penalties.
 //!
 //! The decoder knows nothing about a particular model: how the tokens of a step become a
 //! [`BackboneInput`] (positions, attention) is the job of a [`StepInputs`]. [`CausalInputs`]
@@ -115,6 +116,15 @@ pub struct GenerationConfig {
     /// CTRL repetition penalty, > 0: scores of tokens already in the sequence (prompt included)
     /// are divided by it when positive and multiplied when negative (default 1.0 = off).
     pub repetition_penalty: f32,
+    /// OpenAI's frequency penalty, in [-2, 2]: the score of every token already generated in this
+    /// decoding (not the prompt; with GLM blank filling, in this blank's fill) is lowered by this
+    /// much per occurrence; a negative value favours repeats (default 0 = off).
+    pub frequency_penalty: f32,
+    /// OpenAI's presence penalty, in [-2, 2]: the score of every token already generated in this
+    /// decoding (as `frequency_penalty`) is lowered by this much once, however often it occurs
+    /// (default 0 = off). Both apply after `repetition_penalty`:
+    /// `score[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty`.
+    pub presence_penalty: f32,
     /// No n-gram of this size occurs twice in the sequence, prompt included (default 0 = off).
     pub no_repeat_ngram_size: usize,
     /// Token sequences that must never be generated; a single-token entry bans that token
@@ -144,6 +154,8 @@ impl Default for GenerationConfig {
             top_p: 1.0,
             seed: 0,
             repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             no_repeat_ngram_size: 0,
             bad_words_ids: Vec::new(),
             eos_token_ids: Vec::new(),
@@ -158,6 +170,9 @@ impl Default for GenerationConfig {
 /// Most beams a search keeps: each holds a row of the batch and its cache, and far past this the
 /// memory runs out (100,000 beams asked for ~10 GB at once) or a search takes minutes.
 pub const MAX_BEAMS: usize = 256;
+
+/// The largest magnitude of `frequency_penalty` and `presence_penalty` (OpenAI's bound).
+pub const MAX_OCCURRENCE_PENALTY: f32 = 2.0;
 
 impl GenerationConfig {
     /// Checks every option, saying which one to fix.
@@ -183,6 +198,11 @@ impl GenerationConfig {
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
             return bad(format!("repetition_penalty must be a positive number, got {}", self.repetition_penalty));
+        }
+        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if !(-MAX_OCCURRENCE_PENALTY..=MAX_OCCURRENCE_PENALTY).contains(&v) {
+                return bad(format!("{name} must be in [-2, 2] (0 = off), got {v}"));
+            }
         }
         if !self.length_penalty.is_finite() {
             return bad(format!("length_penalty must be finite, got {}", self.length_penalty));

@@ -87,12 +87,21 @@ pub struct CompletionRequest {
     /// OpenAI's prompt echo: only `false` is accepted.
     #[serde(default)]
     pub echo: Option<bool>,
-    /// OpenAI's frequency penalty: only 0 is accepted.
+    /// OpenAI's frequency penalty in [-2, 2] (default 0): a token's score is lowered by this much
+    /// for each time it occurs in the choice's generated text so far (not the prompt).
     #[serde(default)]
     pub frequency_penalty: Option<f64>,
-    /// OpenAI's presence penalty: only 0 is accepted.
+    /// OpenAI's presence penalty in [-2, 2] (default 0): a token's score is lowered by this much
+    /// once it occurs in the choice's generated text (not the prompt).
     #[serde(default)]
     pub presence_penalty: Option<f64>,
+    /// wenhui extension: CTRL repetition penalty, > 0 (default 1 = off) on tokens of the prompt
+    /// and the generated text.
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
+    /// wenhui extension: no n-gram of this size occurs twice, prompt included (default 0 = off).
+    #[serde(default)]
+    pub no_repeat_ngram_size: Option<usize>,
     /// OpenAI's server-side best-of sampling: only 1 is accepted.
     #[serde(default)]
     pub best_of: Option<u64>,
@@ -146,6 +155,18 @@ pub struct FillRequest {
     /// Seed of the sampler (default 0).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// OpenAI's frequency penalty in [-2, 2] (default 0), counted within each blank's fill.
+    #[serde(default)]
+    pub frequency_penalty: Option<f64>,
+    /// OpenAI's presence penalty in [-2, 2] (default 0), counted within each blank's fill.
+    #[serde(default)]
+    pub presence_penalty: Option<f64>,
+    /// CTRL repetition penalty, > 0 (default 1 = off), on every token of the text and the fills.
+    #[serde(default)]
+    pub repetition_penalty: Option<f64>,
+    /// No n-gram of this size occurs twice in the text and its fills (default 0 = off).
+    #[serde(default)]
+    pub no_repeat_ngram_size: Option<usize>,
 }
 
 /// `POST /v1/poem`: a classical poem with inverse prompting.

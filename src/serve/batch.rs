@@ -4,9 +4,9 @@
 //! between two decode steps: its prompt pass runs alone (as without batching), then its cache is
 //! merged into the batch cache — the shorter side left-padded ([`KvCache::left_pad`]) and the
 //! padding masked with key padding, each row keeping its own positions. Each row decides its next
-//! token with its own sampling settings and RNG, exactly as a solo decoding does; rows leave when
-//! they finish (or their client leaves, or the deadline passes) and padding no row needs any more
-//! is trimmed. GLM rows decode the `[gMASK]` blank of `[CLS] prompt [gMASK]` (2D positions
+//! token with its own sampling settings, logits processors (its request's penalties) and RNG,
+//! exactly as a solo decoding does; rows leave when they finish (or their client leaves, or the
+//! deadline passes) and padding no row needs any more is trimmed. GLM rows decode the `[gMASK]` blank of `[CLS] prompt [gMASK]` (2D positions
 //! `[mask, k]`); prompts with several blanks run alone.
 
 use super::api::CompletionRequest;
@@ -356,6 +356,15 @@ impl<'m> Engine<'m> {
 fn decide(row: &mut Row<'_>, tx: &UnboundedSender<Msg>) -> crate::Result<Option<Choice>> {
     let cfg = &row.cfg;
     row.procs.apply(&row.history, row.generated, &mut row.logits);
+    // As a solo decoding: with every score at −∞ (the processors banned them all) nothing can be
+    // chosen, and the argmax would silently pick token 0.
+    if !row.logits.iter().any(|&s| s > f32::NEG_INFINITY) {
+        return Err(crate::Error::input(format!(
+            "every token is banned at new token {} (no_repeat_ngram_size = {}, bad words or NaN scores): nothing can be generated",
+            row.generated + 1,
+            cfg.no_repeat_ngram_size
+        )));
+    }
     let tok = if cfg.do_sample {
         warp(cfg, &mut row.logits, 1);
         sample(&row.logits, &mut row.rng)

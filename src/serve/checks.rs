@@ -25,11 +25,6 @@ pub(crate) fn openai_defaults(r: &CompletionRequest) -> Result<(), ApiError> {
     if r.echo == Some(true) {
         return unsupported("echo", "false", "the prompt is not repeated in the text");
     }
-    for (field, value) in [("frequency_penalty", r.frequency_penalty), ("presence_penalty", r.presence_penalty)] {
-        if value.is_some_and(|v| v != 0.0) {
-            return unsupported(field, "0", "no penalties are applied");
-        }
-    }
     if r.best_of.is_some_and(|b| b != 1) {
         return unsupported("best_of", "1", "each choice is one sample; ask for more with `n`");
     }

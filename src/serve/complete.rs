@@ -175,10 +175,11 @@ fn one_choice(
 
 /// Runs `/v1/fill`: the text with its blanks filled, each fill and its score.
 pub(crate) fn fill(model: &ServedModel, r: &FillRequest, plan: &FillPlan, t: &Ticket<'_>) -> Result<(serde_json::Value, usize), ApiError> {
-    let &FillPlan { ref context, max_new, beams, temperature } = plan;
+    let &FillPlan { ref context, max_new, beams, temperature, penalties } = plan;
     let tok = &model.tokenizer;
     let mut cfg = sampling(model, max_new, temperature, r.top_p, r.top_k, r.seed.unwrap_or(0));
     cfg.num_beams = beams;
+    penalties.apply(&mut cfg);
     let blank = BlankTokens::from_special(&tok.special)?;
     let mut cancelled = false;
     let mut hook = |_b: usize, _i: usize, _id: u32| {

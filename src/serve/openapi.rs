@@ -48,6 +48,19 @@ pub fn document(limits: &Limits) -> Value {
         "ci95": {"type": "array", "items": s("number"), "minItems": 2, "maxItems": 2, "description": "Wilson 95% interval ([0, 1] without votes)"}}})
     };
     let strings = json!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]});
+    // The repetition controls of /v1/completions and /v1/fill (per request: every choice, every
+    // batch row of the request decodes with its own). "Generated" is per choice; with blank
+    // filling, per blank.
+    let penalties = json!({
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0,
+            "description": "OpenAI's: each generated token's score is lowered by this much per time it was generated already (the prompt does not count; a blank's fill counts its own tokens); negative favours repeats"},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "default": 0,
+            "description": "OpenAI's: each token generated already (not in the prompt; within a blank's fill) has its score lowered by this much once"},
+        "repetition_penalty": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "default": 1,
+            "description": "wenhui extension (CTRL, as Hugging Face): scores of tokens in the prompt or generated are divided by it when positive, multiplied when negative; 1 = off"},
+        "no_repeat_ngram_size": {"type": "integer", "minimum": 0, "default": 0,
+            "description": "wenhui extension: no n-gram of this size occurs twice, prompt included; 0 = off"},
+    });
     json!({
         "openapi": "3.0.3",
         "info": {"title": "wenhui serve", "version": env!("CARGO_PKG_VERSION"),
@@ -82,14 +95,14 @@ pub fn document(limits: &Limits) -> Value {
             "CompletionRequest": {"type": "object", "additionalProperties": false, "required": ["prompt"], "properties": {
                 "model": s("string"), "prompt": strings, "max_tokens": max_tokens(16, "per choice; a GLM prompt with several blanks: all fills together, returned in order joined by a newline"),
                 "temperature": {"type": "number", "minimum": 0, "default": 1, "description": "0 = greedy"},
-                "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1}, "top_k": {"type": "integer", "minimum": 0, "default": 0, "description": "wenhui extension; 0 = off"},
+                "top_p": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": 1}, "top_k": {"type": "integer", "minimum": 0, "default": 0, "description": "wenhui extension; 0 = off"},
                 "n": {"type": "integer", "minimum": 1, "maximum": limits.max_choices.min(limits.max_batch), "default": 1,
                       "description": format!("choice k samples with seed + k; n × prompts at most {} (--max-choices) and {} (--max-batch)", limits.max_choices, limits.max_batch)},
                 "stop": strings, "stream": {"type": "boolean", "default": false}, "seed": {"type": "integer", "default": 0}, "user": s("string"),
                 "logprobs": {"nullable": true, "enum": [null], "description": "OpenAI's; not supported: only null"},
                 "echo": {"type": "boolean", "enum": [false], "description": "OpenAI's; not supported: only false"},
-                "frequency_penalty": {"type": "number", "enum": [0], "description": "OpenAI's; not supported: only 0"},
-                "presence_penalty": {"type": "number", "enum": [0], "description": "OpenAI's; not supported: only 0"},
+                "frequency_penalty": penalties["frequency_penalty"], "presence_penalty": penalties["presence_penalty"],
+                "repetition_penalty": penalties["repetition_penalty"], "no_repeat_ngram_size": penalties["no_repeat_ngram_size"],
                 "best_of": {"type": "integer", "enum": [1], "description": "OpenAI's; not supported: only 1"},
                 "stream_options": {"type": "object", "additionalProperties": false, "properties": {"include_usage": {"type": "boolean", "default": false,
                     "description": "with stream: every chunk has usage null, and a last chunk with no choices carries the usage before [DONE]"}}}}},
@@ -101,10 +114,12 @@ pub fn document(limits: &Limits) -> Value {
                 "text": {"type": "string", "description": "text with [MASK]/[sMASK]/[gMASK] blanks (case-sensitive); none: [gMASK] is appended"},
                 "max_tokens": max_tokens(32, "per blank"),
                 "temperature": {"type": "number", "minimum": 0, "default": 0, "description": "0 = greedy; sampling needs beams 1"},
-                "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1}, "top_k": int,
+                "top_p": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": 1}, "top_k": int,
                 "beams": {"type": "integer", "minimum": 1, "maximum": limits.max_beams, "default": 1,
                           "description": "beam search (--max-beams); beams > 1 needs temperature 0 (beam search is deterministic)"},
-                "seed": int}},
+                "seed": int,
+                "frequency_penalty": penalties["frequency_penalty"], "presence_penalty": penalties["presence_penalty"],
+                "repetition_penalty": penalties["repetition_penalty"], "no_repeat_ngram_size": penalties["no_repeat_ngram_size"]}},
             "PoemRequest": {"type": "object", "additionalProperties": false, "required": ["title"], "properties": {
                 "title": s("string"), "form": {"type": "string", "default": "五绝", "enum": ["五绝", "七绝", "五律", "七律", "wujue", "qijue", "wulv", "qilv"]},
                 "acrostic": s("string"), "rhyme": {"type": "string", "default": "pingshui", "enum": ["pingshui", "cilin", "xinyun"]},

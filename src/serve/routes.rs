@@ -255,7 +255,8 @@ fn range_of(field: &str, limits: &Limits) -> String {
     match field {
         "temperature" => "give a number ≥ 0 (0 = greedy; sampling usually takes 0.5 to 1.5)".into(),
         "top_p" => "give a number in (0, 1]".into(),
-        "frequency_penalty" | "presence_penalty" => "only 0 is accepted (penalties are not supported)".into(),
+        "frequency_penalty" | "presence_penalty" => "give a number in [-2, 2] (0 = off)".into(),
+        "repetition_penalty" => "give a positive number (1 = off)".into(),
         "max_tokens" => format!("give a whole number from 1 to {} (--max-tokens)", limits.max_tokens),
         "beams" => format!("give a whole number from 1 to {} (--max-beams)", limits.max_beams),
         "n" => format!("give a whole number from 1 to {} (--max-choices)", limits.max_choices),

@@ -110,6 +110,52 @@ fn check_beams(b: usize, limits: &Limits) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The repetition controls of a `/v1/completions` or `/v1/fill` request, checked: OpenAI's
+/// frequency and presence penalties and wenhui's repetition penalty and no-repeat n-gram size.
+/// Every choice of the request (every row of the batch it joins) decodes with them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Penalties {
+    frequency: f32,
+    presence: f32,
+    repetition: f32,
+    no_repeat_ngram_size: usize,
+}
+
+impl Penalties {
+    /// Checks the fields (absent: their no-op default); a value out of range is a 400 naming it.
+    pub(crate) fn check(
+        frequency: Option<f64>,
+        presence: Option<f64>,
+        repetition: Option<f64>,
+        no_repeat_ngram_size: Option<usize>,
+    ) -> Result<Self, ApiError> {
+        let max = crate::generate::MAX_OCCURRENCE_PENALTY as f64;
+        let occurrence = |name: &str, v: Option<f64>| match v.unwrap_or(0.0) {
+            v if (-max..=max).contains(&v) => Ok(v as f32),
+            v => Err(ApiError::bad_request(format!("{name} must be a number in [-2, 2] (0 = off), got {v}"))),
+        };
+        let frequency = occurrence("frequency_penalty", frequency)?;
+        let presence = occurrence("presence_penalty", presence)?;
+        let r = repetition.unwrap_or(1.0);
+        // In f32, as the decoder keeps it: 1e-50 would become 0 and 1e300 infinity.
+        let repetition = r as f32;
+        if !(repetition > 0.0 && repetition.is_finite()) {
+            return Err(ApiError::bad_request(format!(
+                "repetition_penalty must be a positive number (1 = off; above 1 discourages repeats), got {r}"
+            )));
+        }
+        Ok(Self { frequency, presence, repetition, no_repeat_ngram_size: no_repeat_ngram_size.unwrap_or(0) })
+    }
+
+    /// Sets `cfg`'s processor fields.
+    pub(crate) fn apply(&self, cfg: &mut GenerationConfig) {
+        cfg.frequency_penalty = self.frequency;
+        cfg.presence_penalty = self.presence;
+        cfg.repetition_penalty = self.repetition;
+        cfg.no_repeat_ngram_size = self.no_repeat_ngram_size;
+    }
+}
+
 /// The sampling settings of a request (`temperature` 0 = greedy).
 pub(crate) fn sampling(
     model: &ServedModel,
@@ -144,12 +190,15 @@ pub(crate) struct Prepared {
     pub(crate) max_new: usize,
     temperature: f32,
     seed: u64,
+    penalties: Penalties,
 }
 
 impl Prepared {
     /// The generation config of choice `k` of a prompt (seed + k).
     pub(crate) fn config(&self, model: &ServedModel, r: &CompletionRequest, k: usize) -> GenerationConfig {
-        sampling(model, self.max_new, self.temperature, r.top_p, r.top_k, self.seed.wrapping_add(k as u64))
+        let mut cfg = sampling(model, self.max_new, self.temperature, r.top_p, r.top_k, self.seed.wrapping_add(k as u64));
+        self.penalties.apply(&mut cfg);
+        cfg
     }
 }
 
@@ -190,6 +239,7 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
     let temperature = r.temperature.unwrap_or(1.0);
     check_temperature(temperature)?;
     check_top_p(r.top_p)?;
+    let penalties = Penalties::check(r.frequency_penalty, r.presence_penalty, r.repetition_penalty, r.no_repeat_ngram_size)?;
     let tok = &front.tokenizer;
     // Numbered from 1, in every message about one prompt of a list.
     let name = |i: usize| if prompts.len() == 1 { "prompt".to_string() } else { format!("prompt {}", i + 1) };
@@ -214,7 +264,7 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
         check_named_prompt(front, if prompts.len() == 1 { "the prompt" } else { &name }, ids.len(), limits)?;
         contexts.push(ids);
     }
-    Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0) })
+    Ok(Prepared { contexts, n, stops, max_new, temperature, seed: r.seed.unwrap_or(0), penalties })
 }
 
 /// A checked `/v1/fill` request.
@@ -228,6 +278,8 @@ pub(crate) struct FillPlan {
     pub(crate) beams: usize,
     /// Temperature (0 = greedy).
     pub(crate) temperature: f32,
+    /// The repetition controls.
+    pub(crate) penalties: Penalties,
 }
 
 /// Checks a `/v1/fill` request and tokenizes its text.
@@ -243,6 +295,7 @@ pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<Fi
     let temperature = r.temperature.unwrap_or(0.0);
     check_temperature(temperature)?;
     check_top_p(r.top_p)?;
+    let penalties = Penalties::check(r.frequency_penalty, r.presence_penalty, r.repetition_penalty, r.no_repeat_ngram_size)?;
     if beams > 1 && temperature > 0.0 {
         return Err(ApiError::bad_request(format!(
             "`beams` > 1 needs `temperature` 0 (beam search is deterministic); or use beams 1 to sample (got beams {beams}, \
@@ -253,7 +306,7 @@ pub(crate) fn fill(front: &Front, r: &FillRequest, limits: &Limits) -> Result<Fi
     readable(&front.tokenizer, &r.text, "`text`")?;
     let context = glm_context(&front.tokenizer, &r.text)?;
     check_prompt(front, context.len(), limits)?;
-    Ok(FillPlan { context, max_new, beams, temperature })
+    Ok(FillPlan { context, max_new, beams, temperature, penalties })
 }
 
 /// The built-in task `name` with `beams` (checked against the limit), if the model can run it.
