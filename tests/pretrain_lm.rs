@@ -2,32 +2,15 @@
 //! the loss falls, resume is exact, every parameter is trained, checkpoints load, and objective /
 //! architecture mismatches are reported.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::pretrain_corpus::{corpus, losses};
+use std::path::Path;
 use wenhui::data::lm::LmObjective;
-use wenhui::data::prepare::{prepare, PrepareOptions};
-use wenhui::data::reader::ReadOptions;
 use wenhui::data::stream::{sentence_end_ids, BatchStream, Cursor, StreamConfig};
 use wenhui::data::{blank::ObjectiveTokens, corpus::TokenCorpus};
 use wenhui::model::{load_model, LoadOptions, ModelKind};
-use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
 use wenhui::train::config::PretrainConfig;
 use wenhui::train::pretrain::{batch_loss, pretrain, validation_loss, RunOptions};
-
-fn poems() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/poetry-sample.jsonl")
-}
-
-fn corpus(dir: &Path) -> PathBuf {
-    let read = ReadOptions { template: Some("{title}：{text}".into()), ..Default::default() };
-    let tok = train_tokenizer(
-        &[poems()],
-        &TrainOptions { kind: TrainKind::Chars, vocab_size: 5000, min_frequency: 1, read: read.clone(), progress: false },
-    )
-    .unwrap();
-    let out = dir.join("corpus");
-    prepare(&[poems()], &tok, &out, &PrepareOptions { read, progress: false, ..Default::default() }).unwrap();
-    out
-}
 
 fn config(corpus: &Path, out: &Path, objective: &str, extra: serde_json::Value) -> PretrainConfig {
     let mut o = serde_json::json!({
@@ -37,17 +20,6 @@ fn config(corpus: &Path, out: &Path, objective: &str, extra: serde_json::Value) 
     });
     o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     PretrainConfig::load(None, o.as_object().unwrap().clone()).unwrap()
-}
-
-fn losses(run: &Path) -> Vec<(u64, Option<f64>, Option<f64>)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v.get("loss").and_then(|x| x.as_f64()), v.get("val_loss").and_then(|x| x.as_f64()))
-        })
-        .collect()
 }
 
 /// 60 steps of a 2-layer model take ≥ 0.5 nats off the untrained ≈ ln(|V|) (measured: 0.8–1.0).
