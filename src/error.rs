@@ -163,6 +163,38 @@ pub fn read_text(path: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// The non-blank lines of a text file with their 1-based numbers, a leading byte-order mark and
+/// each line's trailing `\r` dropped. A line that is not UTF-8 is an error naming `path:line`, so
+/// one bad line of a large input is found at once.
+pub fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    let bytes = read_file(path)?;
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let mut out = Vec::new();
+    for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text = std::str::from_utf8(raw).map_err(|e| {
+            Error::file(
+                format!("{}:{}", path.display(), n + 1),
+                format!("not valid UTF-8 (first bad byte at byte {} of the line); save the file as UTF-8", e.valid_up_to() + 1),
+            )
+        })?;
+        if !text.trim().is_empty() {
+            out.push((n + 1, text.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// One line of a JSON-lines file as a JSON value; the error gives the column only (serde's line
+/// number is always 1 within the line) and says what each line must be.
+pub fn parse_json_line(text: &str) -> std::result::Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let what = e.to_string();
+        let what = what.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&what).to_string();
+        format!("not valid JSON at column {} ({what}); each line must be one JSON object", e.column())
+    })
+}
+
 /// Reads a JSONL file into `T` per non-blank line; errors name the file and line.
 pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = read_text(path)?;

@@ -71,28 +71,13 @@ pub(super) fn run(a: &Args, path: &Path) -> anyhow::Result<()> {
 /// The examples of every non-blank line of `path`, each checked as the single-example path checks
 /// its input; the first bad line is an error naming `path:line`.
 fn read_rows(path: &Path, task: &ClozeTask, tok: &Tokenizer) -> anyhow::Result<Vec<Row>> {
-    let bytes = std::fs::read(path).map_err(|e| wenhui::Error::io(path, e))?;
-    // A byte-order mark (Windows editors write one) is no content: JSON parsers reject it.
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
     let used = task.used_fields();
     let mut rows = Vec::new();
     // Lines with text the vocabulary does not know (read as [UNK]), with that text: one warning.
     let mut unknown: Vec<(usize, String)> = Vec::new();
-    for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = n + 1;
+    for (line, text) in wenhui::error::read_lines(path)? {
         let at = |msg: String| anyhow!("{}:{line}: {msg}", path.display());
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            at(format!("not valid UTF-8 (first bad byte at byte {} of the line); save the file as UTF-8", e.valid_up_to() + 1))
-        })?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            // serde counts lines within the one line it read: give the column only.
-            let what = e.to_string();
-            let what = what.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&what).to_string();
-            at(format!("not valid JSON at column {} ({what}); each line must be one JSON object", e.column()))
-        })?;
+        let v = wenhui::error::parse_json_line(&text).map_err(at)?;
         if !v.is_object() {
             return Err(at("expected a JSON object: each line must be one example".into()));
         }

@@ -117,40 +117,12 @@ fn at(path: &Path, line: usize, e: anyhow::Error) -> anyhow::Error {
     anyhow!("{}:{line}: {msg}", path.display())
 }
 
-/// The non-blank lines of `path` with their 1-based numbers, each checked to be UTF-8 (a
-/// leading byte-order mark and a line's trailing `\r` dropped).
-fn lines(path: &Path) -> anyhow::Result<Vec<(usize, String)>> {
-    let bytes = wenhui::error::read_file(path)?;
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
-    let mut out = Vec::new();
-    for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let text = std::str::from_utf8(raw).map_err(|e| {
-            anyhow!(
-                "{}:{}: not valid UTF-8 (first bad byte at byte {} of the line); save the file as UTF-8",
-                path.display(),
-                n + 1,
-                e.valid_up_to() + 1
-            )
-        })?;
-        if !text.trim().is_empty() {
-            out.push((n + 1, text.to_string()));
-        }
-    }
-    Ok(out)
-}
-
 /// The prompts of a JSON-lines file: each line one object with a non-empty string under `field`.
 fn read_json(path: &Path, field: &str) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (line, text) in lines(path)? {
+    for (line, text) in wenhui::error::read_lines(path)? {
         let err = |msg: String| anyhow!("{}:{line}: {msg}", path.display());
-        let v: Value = serde_json::from_str(&text).map_err(|e| {
-            // serde counts lines within the one line it read: give the column only.
-            let what = e.to_string();
-            let what = what.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&what).to_string();
-            err(format!("not valid JSON at column {} ({what}); each line must be one JSON object", e.column()))
-        })?;
+        let v = wenhui::error::parse_json_line(&text).map_err(err)?;
         let Value::Object(fields) = v else {
             return Err(err(format!("expected a JSON object with a `{field}` key, got {}", wenhui::data::reader::json_kind(&v))));
         };
@@ -182,7 +154,8 @@ fn read_json(path: &Path, field: &str) -> anyhow::Result<Vec<Row>> {
 
 /// The prompts of a plain-text file: each non-blank line one prompt, as written.
 fn read_text(path: &Path) -> anyhow::Result<Vec<Row>> {
-    let rows: Vec<Row> = lines(path)?.into_iter().map(|(line, prompt)| Row { line, prompt, fields: Map::new() }).collect();
+    let rows: Vec<Row> =
+        wenhui::error::read_lines(path)?.into_iter().map(|(line, prompt)| Row { line, prompt, fields: Map::new() }).collect();
     let Some(first) = rows.first() else {
         bail!("{}: no prompt to generate from (the file is empty or has only blank lines); give one prompt per line", path.display());
     };
