@@ -143,13 +143,7 @@ fn infer_form(lens: &[usize]) -> Result<Form, String> {
     let n = lens.len();
     let first = lens.first().copied().unwrap_or(0);
     if lens.iter().all(|&l| l == first) {
-        return match (n, first) {
-            (4, 5) => Ok(Form::WuJue),
-            (4, 7) => Ok(Form::QiJue),
-            (8, 5) => Ok(Form::WuLv),
-            (8, 7) => Ok(Form::QiLv),
-            _ => Err(format!("{n} line{} of {first} character{}", plural(n), plural(first))),
-        };
+        return Form::of_shape(n, first).ok_or_else(|| format!("{n} line{} of {first} character{}", plural(n), plural(first)));
     }
     let each: Vec<String> = lens.iter().map(usize::to_string).collect();
     Err(format!("{n} lines of {} characters", each.join(", ")))
@@ -215,18 +209,9 @@ fn read_lines(text: &str, parsed: &[wenhui::generate::poetry::PoemLine], table: 
     out
 }
 
-/// The Chinese name of a rhyme table.
-fn table_name(t: RhymeTable) -> &'static str {
-    match t {
-        RhymeTable::Pingshui => "平水韵",
-        RhymeTable::Cilin => "词林正韵",
-        RhymeTable::Xinyun => "中华新韵",
-    }
-}
-
 fn print_text(c: &Constraints, inferred: bool, lines: &[Line], v: &Verdict) {
     let form = c.form.name();
-    let table = table_name(c.rhyme);
+    let table = c.rhyme.chinese_name();
     let how = if inferred { " (form inferred from the text)" } else { "" };
     println!("{form} · {table}{how}");
     for (k, l) in lines.iter().enumerate() {
@@ -294,7 +279,7 @@ fn to_json(text: &str, c: &Constraints, inferred: bool, acrostic: &str, lines: &
         "form": c.form.name(),
         "form_inferred": inferred,
         "rhyme_table": c.rhyme.name(),
-        "rhyme_table_name": table_name(c.rhyme),
+        "rhyme_table_name": c.rhyme.chinese_name(),
         "acrostic": acrostic.trim(),
         "lines": lines,
         "violations": v.violations.iter().map(violation_json).collect::<Vec<_>>(),

@@ -19,6 +19,14 @@ pub enum Form {
 }
 
 impl Form {
+    /// Every form.
+    pub const ALL: [Form; 4] = [Form::WuJue, Form::QiJue, Form::WuLv, Form::QiLv];
+
+    /// The form of `lines` lines of `line_len` characters each, if one has that shape.
+    pub fn of_shape(lines: usize, line_len: usize) -> Option<Form> {
+        Form::ALL.into_iter().find(|f| f.lines() == lines && f.line_len() == line_len)
+    }
+
     /// Number of lines (4 or 8).
     pub fn lines(self) -> usize {
         match self {
@@ -92,6 +100,15 @@ impl RhymeTable {
             RhymeTable::Pingshui => "pingshui",
             RhymeTable::Cilin => "cilin",
             RhymeTable::Xinyun => "xinyun",
+        }
+    }
+
+    /// The table's Chinese name (`平水韵`, `词林正韵`, `中华新韵`), which [`FromStr`] reads too.
+    pub fn chinese_name(self) -> &'static str {
+        match self {
+            RhymeTable::Pingshui => "平水韵",
+            RhymeTable::Cilin => "词林正韵",
+            RhymeTable::Xinyun => "中华新韵",
         }
     }
 }
