@@ -197,7 +197,7 @@ impl GenerationConfig {
             return bad(format!("temperature must be a positive number, got {}", self.temperature));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!("repetition_penalty must be a positive number, got {}", self.repetition_penalty));
+            return bad(format!("repetition_penalty must be a positive number (1 = off), got {}", self.repetition_penalty));
         }
         for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
             if !(-MAX_OCCURRENCE_PENALTY..=MAX_OCCURRENCE_PENALTY).contains(&v) {

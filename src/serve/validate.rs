@@ -122,29 +122,25 @@ pub(crate) struct Penalties {
 }
 
 impl Penalties {
-    /// Checks the fields (absent: their no-op default); a value out of range is a 400 naming it.
+    /// Checks the fields (absent: their no-op default) as every decoding checks them
+    /// ([`GenerationConfig::validate`], in the decoder's 32-bit floats: 1e-50 becomes 0 and 1e300
+    /// infinity); a value out of range is a 400 naming it.
     pub(crate) fn check(
         frequency: Option<f64>,
         presence: Option<f64>,
         repetition: Option<f64>,
         no_repeat_ngram_size: Option<usize>,
     ) -> Result<Self, ApiError> {
-        let max = crate::generate::MAX_OCCURRENCE_PENALTY as f64;
-        let occurrence = |name: &str, v: Option<f64>| match v.unwrap_or(0.0) {
-            v if (-max..=max).contains(&v) => Ok(v as f32),
-            v => Err(ApiError::bad_request(format!("{name} must be a number in [-2, 2] (0 = off), got {v}"))),
+        let p = Self {
+            frequency: frequency.unwrap_or(0.0) as f32,
+            presence: presence.unwrap_or(0.0) as f32,
+            repetition: repetition.unwrap_or(1.0) as f32,
+            no_repeat_ngram_size: no_repeat_ngram_size.unwrap_or(0),
         };
-        let frequency = occurrence("frequency_penalty", frequency)?;
-        let presence = occurrence("presence_penalty", presence)?;
-        let r = repetition.unwrap_or(1.0);
-        // In f32, as the decoder keeps it: 1e-50 would become 0 and 1e300 infinity.
-        let repetition = r as f32;
-        if !(repetition > 0.0 && repetition.is_finite()) {
-            return Err(ApiError::bad_request(format!(
-                "repetition_penalty must be a positive number (1 = off; above 1 discourages repeats), got {r}"
-            )));
-        }
-        Ok(Self { frequency, presence, repetition, no_repeat_ngram_size: no_repeat_ngram_size.unwrap_or(0) })
+        let mut cfg = GenerationConfig::default();
+        p.apply(&mut cfg);
+        cfg.validate()?;
+        Ok(p)
     }
 
     /// Sets `cfg`'s processor fields.
