@@ -28,7 +28,7 @@ pub enum Command {
     /// Poems with and without inverse prompting: validity, distinct-n, title retrieval by a judge GLM.
     Poems(Box<eval_poems::PoemsArgs>),
     /// Seq2seq: beam-decode targets from {source, target} JSONL and report ROUGE-1/2/L F1.
-    Seq2seq(Box<crate::cli::seq2seq::EvalSeq2seqArgs>),
+    Seq2seq(Box<crate::cli::eval_seq2seq::EvalSeq2seqArgs>),
     /// Language modelling: perplexity over a text file (GLM uni- or bidirectional, sliding
     /// window) or LAMBADA-style last-word accuracy on JSONL passages.
     Lm(Box<crate::cli::eval_lm::EvalLmArgs>),
@@ -74,7 +74,7 @@ pub fn run(e: EvalArgs) -> anyhow::Result<()> {
     let a = match c {
         Command::Ppl(a) => a,
         Command::Poems(a) => return eval_poems::run_poems(*a),
-        Command::Seq2seq(a) => return crate::cli::seq2seq::run_eval(*a),
+        Command::Seq2seq(a) => return crate::cli::eval_seq2seq::run_eval(*a),
         Command::Lm(a) => return crate::cli::eval_lm::run(*a),
     };
     let mut margs = a.model.args();

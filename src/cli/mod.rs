@@ -8,6 +8,7 @@ mod data;
 mod eval;
 mod eval_lm;
 mod eval_poems;
+mod eval_seq2seq;
 mod eval_task;
 mod export;
 mod fill;

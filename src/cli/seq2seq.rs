@@ -5,10 +5,9 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use wenhui::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout};
 use wenhui::eval::rouge::RougeTokenizer;
-use wenhui::eval::seq2seq::{evaluate_pairs, Baseline, DecodeOptions, System};
-use wenhui::model::{load_model, LoadOptions};
+use wenhui::eval::seq2seq::{evaluate_pairs, DecodeOptions, System};
 use wenhui::tokenizer::Tokenizer;
-use wenhui::train::seq2seq::{finetune, SavedLayout, Seq2seqConfig, Seq2seqRunOptions, LAYOUT_FILE};
+use wenhui::train::seq2seq::{finetune, SavedLayout, Seq2seqConfig, Seq2seqRunOptions};
 
 /// The seq2seq input layout (the same flags for training and evaluation). Every flag is
 /// optional: one not given takes the value saved with a fine-tuned model (`eval seq2seq`) or
@@ -48,7 +47,7 @@ pub struct LayoutArgs {
 
 impl LayoutArgs {
     /// The layout for a model with `max_positions` positions.
-    fn layout(&self, max_positions: usize) -> LayoutConfig {
+    pub(super) fn layout(&self, max_positions: usize) -> LayoutConfig {
         let d = LayoutConfig::default();
         LayoutConfig {
             template: self.template.clone().unwrap_or(d.template),
@@ -61,19 +60,19 @@ impl LayoutArgs {
     }
     /// The target limit: as given, else the default cut to what a model of `max_positions`
     /// positions holds (the target and `[eop]` take block positions `1..=len + 1`).
-    fn max_target_len(&self, max_positions: usize) -> usize {
+    pub(super) fn max_target_len(&self, max_positions: usize) -> usize {
         self.max_target_len.unwrap_or(LayoutConfig::default().max_target_len.min(max_positions.saturating_sub(1)).max(1))
     }
-    fn source_field(&self) -> &str {
+    pub(super) fn source_field(&self) -> &str {
         self.source_field.as_deref().unwrap_or("source")
     }
-    fn target_field(&self) -> &str {
+    pub(super) fn target_field(&self) -> &str {
         self.target_field.as_deref().unwrap_or("target")
     }
 
     /// These flags over `saved` (the layout recorded in the file `from`): a flag not given takes
     /// the saved value; one given wins, with a warning where it differs from the saved one.
-    fn over(&self, saved: Option<&SavedLayout>, from: &Path) -> Self {
+    pub(super) fn over(&self, saved: Option<&SavedLayout>, from: &Path) -> Self {
         let Some(s) = saved else { return self.clone() };
         fn pick<T: Clone + PartialEq + std::fmt::Debug>(given: &Option<T>, saved: &T, flag: &str, from: &Path, warn: bool) -> Option<T> {
             match given {
@@ -124,7 +123,7 @@ pub struct DecodeArgs {
 }
 
 impl DecodeArgs {
-    fn options(&self) -> DecodeOptions {
+    pub(super) fn options(&self) -> DecodeOptions {
         DecodeOptions {
             num_beams: self.num_beams,
             length_penalty: self.length_penalty,
@@ -133,7 +132,7 @@ impl DecodeArgs {
             max_length: None,
         }
     }
-    fn tokenizer(&self) -> Option<RougeTokenizer> {
+    pub(super) fn tokenizer(&self) -> Option<RougeTokenizer> {
         self.rouge_tokenizer.as_deref().map(|t| if t == "chars" { RougeTokenizer::Chars } else { RougeTokenizer::Default })
     }
 }
@@ -222,7 +221,7 @@ pub struct Seq2seqFinetuneArgs {
 }
 
 /// `--min-length` must leave room under `--max-target-len` (checked before any training).
-fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs, max_positions: usize) -> anyhow::Result<()> {
+pub(super) fn check_lengths(layout: &LayoutArgs, decode: &DecodeArgs, max_positions: usize) -> anyhow::Result<()> {
     let limit = layout.max_target_len(max_positions);
     if decode.min_length > limit {
         anyhow::bail!("--min-length {} exceeds --max-target-len {limit}", decode.min_length);
@@ -433,103 +432,6 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
     }
     if s.interrupted {
         std::process::exit(130);
-    }
-    Ok(())
-}
-
-/// `wenhui eval seq2seq`.
-#[derive(Debug, clap::Args)]
-pub struct EvalSeq2seqArgs {
-    #[command(flatten)]
-    pub model: DefaultModel,
-    /// Pairs to evaluate (JSONL).
-    #[arg(long)]
-    pub data: PathBuf,
-    #[command(flatten)]
-    pub layout: LayoutArgs,
-    #[command(flatten)]
-    pub decode: DecodeArgs,
-    /// Score a model-free baseline instead: lead-chars:N (the source's first N characters).
-    #[arg(long)]
-    pub baseline: Option<String>,
-    /// Evaluate the first N pairs only (0 = all).
-    #[arg(long, default_value_t = 0)]
-    pub limit: usize,
-    /// Write every prediction here (JSONL: origin, prediction, target).
-    #[arg(long)]
-    pub predictions: Option<PathBuf>,
-    /// Print one JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Runs `eval seq2seq`.
-pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
-    if let Some(p) = &a.predictions {
-        wenhui::error::check_not_input("--predictions", p, &[("--data", &a.data)])?;
-    }
-    // A fine-tuned model is decoded with the layout it was trained with unless flags say otherwise.
-    let dir = if a.baseline.is_none() { Some(a.model.dir()?) } else { None };
-    let layout_args = match &dir {
-        Some(d) => {
-            let saved = SavedLayout::read(d)?;
-            if let Some(s) = &saved {
-                tracing::info!("{}: layout of the fine-tune, template {:?}", d.join(LAYOUT_FILE).display(), s.layout.template);
-            }
-            a.layout.over(saved.as_ref(), &d.join(LAYOUT_FILE))
-        }
-        None => a.layout.clone(),
-    };
-    // Before reading anything: the limit as given (or the default); the model may lower it below.
-    // A baseline decodes nothing, so its decoding flags are not checked.
-    if a.baseline.is_none() {
-        check_lengths(&layout_args, &a.decode, usize::MAX)?;
-    }
-    let mut pairs = read_pairs(&a.data, layout_args.source_field(), layout_args.target_field(), true)?;
-    if a.limit > 0 {
-        pairs.truncate(a.limit);
-    }
-    let bar = wenhui::train::progress::count_bar(true, pairs.len() as u64, "pairs");
-    let report = match (&a.baseline, &dir) {
-        (Some(b), _) => evaluate_pairs(&System::Baseline(Baseline::parse(b)?), &pairs, a.decode.tokenizer(), &bar)?,
-        (None, None) => anyhow::bail!("no model to evaluate"),
-        (None, Some(dir)) => {
-            let m = load_model(dir, &LoadOptions::default())?;
-            let tokenizer = Tokenizer::from_dir(dir)?;
-            let max_positions = m.backbone.info().max_positions;
-            check_lengths(&layout_args, &a.decode, max_positions)?;
-            let layout = Seq2seqLayout::new(&tokenizer, layout_args.layout(max_positions), max_positions)?;
-            let decode = a.decode.options();
-            let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };
-            evaluate_pairs(&system, &pairs, a.decode.tokenizer(), &bar)?
-        }
-    };
-    bar.finish_and_clear();
-    if let Some(path) = &a.predictions {
-        let mut out = String::new();
-        for p in &report.predictions {
-            out.push_str(&serde_json::to_string(p)?);
-            out.push('\n');
-        }
-        wenhui::error::write_atomic(path, out.as_bytes())?;
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        let r = &report.rouge;
-        println!(
-            "ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}  exact {:.2}%  ({} pairs, {}, {:?} tokens, {} unfinished, {} sources cut, {:.1} s)",
-            r.rouge1,
-            r.rouge2,
-            r.rouge_l,
-            report.exact_match,
-            r.pairs,
-            report.system,
-            report.rouge_tokenizer,
-            report.unfinished,
-            report.sources_truncated,
-            report.elapsed_s
-        );
     }
     Ok(())
 }

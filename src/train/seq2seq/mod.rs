@@ -6,17 +6,23 @@
 //! Every checkpoint and `best/` also hold [`LAYOUT_FILE`], how sources and targets were laid
 //! out, so that `eval seq2seq` formats its inputs as the model was trained.
 
+mod batch;
+mod config;
+
+pub use batch::{dev_loss, seq2seq_loss, Seq2seqBatch};
+pub use config::{SavedLayout, Seq2seqConfig, LAYOUT_FILE};
+
 use super::checkpoint::{self, TrainerState};
 use super::export::export_model;
 use super::metrics::MetricsLog;
 use super::optim::{AdamW, AdamWConfig, LrSchedule};
 use super::progress::Reporter;
-use crate::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout, Seq2seqSample};
+use crate::data::seq2seq::{read_pairs, Seq2seqLayout, Seq2seqSample};
 use crate::data::stream::Cursor;
-use crate::model::{Attention, Backbone, BackboneInput, ModelConfig};
+use crate::model::{Backbone, ModelConfig};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::HashMap;
@@ -24,259 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A padded batch of laid-out samples.
-#[derive(Debug, Clone)]
-pub struct Seq2seqBatch {
-    /// `[B, S]` input ids (rows right-padded).
-    pub tokens: Tensor,
-    /// `[B, 2, S]` positions and block positions.
-    pub positions: Tensor,
-    /// Flattened indices of the loss rows.
-    pub rows: Tensor,
-    /// Targets of the loss rows.
-    pub targets: Tensor,
-    /// The attention: `Sep` per row, or an explicit mask hiding source pads.
-    pub attention: Attention,
-}
-
-impl Seq2seqBatch {
-    /// Pads `samples` to one length (pad id, positions 0, no loss) on `device`. With
-    /// `mask_pad_token` the source pads are hidden by an explicit mask.
-    pub fn new(samples: &[&Seq2seqSample], pad: u32, mask_pad_token: bool, device: &Device) -> Result<Self> {
-        let b = samples.len();
-        let s = samples.iter().map(|x| x.tokens.len()).max().ok_or_else(|| Error::input("empty batch"))?;
-        let (mut tokens, mut pos, mut rows, mut targets) = (Vec::with_capacity(b * s), Vec::with_capacity(2 * b * s), vec![], vec![]);
-        for (r, x) in samples.iter().enumerate() {
-            let n = x.tokens.len();
-            tokens.extend(&x.tokens);
-            tokens.extend(std::iter::repeat_n(pad, s - n));
-            pos.extend(&x.positions);
-            pos.extend(std::iter::repeat_n(0, s - n));
-            pos.extend(&x.blocks);
-            pos.extend(std::iter::repeat_n(0, s - n));
-            for (i, &m) in x.loss_mask.iter().enumerate() {
-                if m > 0.0 {
-                    rows.push((r * s + i) as u32);
-                    targets.push(x.targets[i]);
-                }
-            }
-        }
-        let attention = if mask_pad_token && samples.iter().any(|x| x.pad_from < x.sep) {
-            let mut m = vec![0f32; b * s * s];
-            for (r, x) in samples.iter().enumerate() {
-                let n = x.tokens.len();
-                for i in 0..s {
-                    for j in 0..s {
-                        let visible = (j < x.sep && j < x.pad_from) || (j >= x.sep && j <= i && j < n);
-                        m[(r * s + i) * s + j] = if visible { 1.0 } else { 0.0 };
-                    }
-                }
-            }
-            Attention::Explicit(Tensor::from_vec(m, (b, 1, s, s), device)?)
-        } else {
-            Attention::Sep(samples.iter().map(|x| x.sep).collect())
-        };
-        let nrows = rows.len();
-        Ok(Self {
-            tokens: Tensor::from_vec(tokens, (b, s), device)?,
-            positions: Tensor::from_vec(pos, (b, 2, s), device)?,
-            rows: Tensor::from_vec(rows, nrows, device)?,
-            targets: Tensor::from_vec(targets, nrows, device)?,
-            attention,
-        })
-    }
-}
-
-/// `log_softmax` over the last dimension from differentiable primitives.
-fn log_softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    Ok(shifted.broadcast_sub(&lse)?)
-}
-
-/// Mean loss over the batch's target tokens and their number. With `label_smoothing` ε > 0 each
-/// token's loss is `(1 − ε)·nll + ε·mean_v(−log p_v)` (official `--label-smoothing`).
-pub fn seq2seq_loss(
-    model: &dyn Backbone,
-    batch: &Seq2seqBatch,
-    label_smoothing: f64,
-    dropout_seed: Option<u64>,
-) -> Result<(Tensor, usize)> {
-    let n = batch.rows.elem_count();
-    if n == 0 {
-        return Ok((Tensor::zeros((), DType::F32, model.device())?, 0));
-    }
-    let mut input = BackboneInput::ids(batch.tokens.clone())
-        .with_positions(batch.positions.clone())
-        .with_attention(batch.attention.clone())
-        .with_logit_rows(batch.rows.clone());
-    if let Some(s) = dropout_seed {
-        input = input.with_dropout(s);
-    }
-    let logits = model.forward(&input, None)?.logits.to_dtype(DType::F32)?;
-    let nll = crate::ops::cross_entropy(&logits, &batch.targets)?;
-    let per_token = if label_smoothing > 0.0 {
-        let smooth = log_softmax(&logits)?.mean(D::Minus1)?.neg()?;
-        ((nll * (1.0 - label_smoothing))? + (smooth * label_smoothing)?)?
-    } else {
-        nll
-    };
-    Ok((per_token.mean_all()?, n))
-}
-
-/// Token-weighted mean cross-entropy (no smoothing, no dropout) over `samples`.
-pub fn dev_loss(model: &dyn Backbone, samples: &[Seq2seqSample], pad: u32, mask_pad_token: bool, batch_size: usize) -> Result<f64> {
-    let (mut sum, mut count) = (0.0, 0usize);
-    let refs: Vec<&Seq2seqSample> = samples.iter().collect();
-    for chunk in refs.chunks(batch_size.max(1)) {
-        let batch = Seq2seqBatch::new(chunk, pad, mask_pad_token, model.device())?;
-        let (loss, n) = seq2seq_loss(model, &batch, 0.0, None)?;
-        sum += loss.to_scalar::<f32>()? as f64 * n as f64;
-        count += n;
-    }
-    Ok(if count > 0 { sum / count as f64 } else { f64::NAN })
-}
-
-/// What the trainer runs.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Seq2seqConfig {
-    /// Training pairs (JSONL).
-    pub train: PathBuf,
-    /// Dev pairs (JSONL) for the dev metric and early stopping; `None` = no evaluation.
-    pub dev: Option<PathBuf>,
-    /// The GLM to start from (model directory).
-    pub model: PathBuf,
-    /// Run directory (checkpoints, metrics.jsonl, best/).
-    pub out_dir: PathBuf,
-    /// JSON field of the source text.
-    pub source_field: String,
-    /// JSON field of the target text.
-    pub target_field: String,
-    /// The input layout.
-    pub layout: LayoutConfig,
-    /// Epochs over the training pairs (the step count is derived from it unless `steps` is set).
-    pub epochs: f64,
-    /// Optimizer steps; overrides `epochs`.
-    pub steps: Option<u64>,
-    /// Pairs per step.
-    pub batch_size: usize,
-    /// Peak learning rate (official 1e-5 for large models).
-    pub lr: f64,
-    /// Warmup share of the steps (official 0.06).
-    pub warmup_ratio: f64,
-    /// `linear` (official) or `cosine` decay to `min_lr_ratio × lr`.
-    pub lr_decay: String,
-    /// Floor of the decay as a share of `lr`.
-    pub min_lr_ratio: f64,
-    /// AdamW weight decay (official 0.1).
-    pub weight_decay: f64,
-    /// Gradient clipping by global norm; 0 = off.
-    pub clip: f64,
-    /// Label smoothing ε (official 0.1 for CNN/DM).
-    pub label_smoothing: f64,
-    /// Dropout of every site during training.
-    pub dropout: f64,
-    /// Seed of the data order and dropout.
-    pub seed: u64,
-    /// Evaluate (and save) every this many steps; 0 = only at the end.
-    pub eval_every: u64,
-    /// Stop after this many evaluations without improvement; 0 = never stop early.
-    pub patience: u64,
-    /// At most this many dev pairs are used (0 = all).
-    pub dev_limit: usize,
-    /// Checkpoints kept (besides `best/`).
-    pub keep_last: usize,
-    /// Log the training loss every this many steps.
-    pub log_every: u64,
-    /// How the caller scores dev (e.g. the command's metric and decoding flags), saved with the
-    /// run so that a resume scores alike; the trainer itself does not read it.
-    #[serde(default)]
-    pub dev_scoring: Option<serde_json::Value>,
-}
-
-impl Default for Seq2seqConfig {
-    fn default() -> Self {
-        Self {
-            train: PathBuf::new(),
-            dev: None,
-            model: PathBuf::new(),
-            out_dir: PathBuf::from("runs/seq2seq"),
-            source_field: "source".into(),
-            target_field: "target".into(),
-            layout: LayoutConfig::default(),
-            epochs: 1.0,
-            steps: None,
-            batch_size: 8,
-            lr: 1e-5,
-            warmup_ratio: 0.06,
-            lr_decay: "linear".into(),
-            min_lr_ratio: 0.0,
-            weight_decay: 0.1,
-            clip: 1.0,
-            label_smoothing: 0.0,
-            dropout: 0.1,
-            seed: 1234,
-            eval_every: 0,
-            patience: 0,
-            dev_limit: 0,
-            keep_last: 2,
-            log_every: 10,
-            dev_scoring: None,
-        }
-    }
-}
-
-/// The file in a fine-tuned model directory (`best/`, every checkpoint) that records the
-/// [`SavedLayout`] the model was trained with.
-pub const LAYOUT_FILE: &str = "seq2seq_layout.json";
-
-/// How a seq2seq fine-tune turned `{source, target}` pairs into inputs: what decoding with the
-/// model must repeat. Its fields are named as in [`Seq2seqConfig`], so a checkpoint's
-/// `trainer_state.json` configuration reads as one too.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedLayout {
-    /// JSON field of the source text.
-    pub source_field: String,
-    /// JSON field of the target text.
-    pub target_field: String,
-    /// Template, length limits, padding and target space.
-    pub layout: LayoutConfig,
-}
-
-impl SavedLayout {
-    /// The layout of `cfg`.
-    pub fn of(cfg: &Seq2seqConfig) -> Self {
-        Self { source_field: cfg.source_field.clone(), target_field: cfg.target_field.clone(), layout: cfg.layout.clone() }
-    }
-
-    /// Reads `<model_dir>/`[`LAYOUT_FILE`]: `None` when there is none (a model not fine-tuned
-    /// by `finetune --task seq2seq`, or by an older wenhui); an unreadable file is an error
-    /// naming it.
-    pub fn read(model_dir: &Path) -> Result<Option<Self>> {
-        let path = model_dir.join(LAYOUT_FILE);
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = crate::error::read_text(&path)?;
-        serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::file(
-                &path,
-                format!(
-                    "not a valid seq2seq layout ({e}); it records the template and fields the model was fine-tuned with: repair it, \
-                 or delete it and give them as flags"
-                ),
-            )
-        })
-    }
-
-    /// Writes it to `<dir>/`[`LAYOUT_FILE`] atomically.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::input(e.to_string()))?;
-        crate::error::write_atomic(&dir.join(LAYOUT_FILE), json.as_bytes())
-    }
-}
 
 /// A dev score the caller computes (e.g. ROUGE-L of beam-decoded dev targets); higher is better.
 pub type DevScorer<'a> = &'a mut dyn FnMut(&dyn Backbone) -> Result<f64>;
