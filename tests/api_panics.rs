@@ -127,7 +127,7 @@ fn next_batch_with_a_huge_batch_stays_bounded() {
 fn seq2seq_layout_refuses_huge_length_limits() {
     use wenhui::data::seq2seq::{EncodedTemplate, LayoutConfig, Seq2seqLayout, Seq2seqTokens};
     let tokens = Seq2seqTokens { cls: 1, pad: 0, sop: 2, eop: 3, masks: [Some(4), None, None] };
-    let tpl = EncodedTemplate { prefix: vec![1, 4], suffix: vec![], source_space: false };
+    let tpl = EncodedTemplate { prefix: vec![1, 4], suffix: vec![], source_space: false, pseudo: vec![] };
     let cfg = LayoutConfig { pad_source: true, max_source_len: 1 << 40, ..Default::default() };
     let e = Seq2seqLayout::from_parts(cfg, tokens, tpl.clone()).unwrap_err().to_string();
     assert!(e.contains("--max-source-len") && e.contains(&(1usize << 40).to_string()), "{e}");

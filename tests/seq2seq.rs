@@ -6,7 +6,6 @@ mod common;
 
 use candle_core::{IndexOp, Tensor};
 use common::{fixture_dir, tensors};
-use std::path::Path;
 use wenhui::data::seq2seq::{attention_matrix, read_pairs, EncodedTemplate, LayoutConfig, Seq2seqLayout, Seq2seqPair, Seq2seqTokens};
 use wenhui::eval::seq2seq::{decode_target, evaluate_pairs, DecodeOptions, System};
 use wenhui::generate::GenerationConfig;
@@ -18,7 +17,7 @@ fn tiny_tokens() -> Seq2seqTokens {
 }
 
 fn layout(prefix: &[u32], suffix: &[u32], cfg: LayoutConfig) -> Seq2seqLayout {
-    let t = EncodedTemplate { prefix: prefix.to_vec(), suffix: suffix.to_vec(), source_space: false };
+    let t = EncodedTemplate { prefix: prefix.to_vec(), suffix: suffix.to_vec(), source_space: false, pseudo: vec![] };
     Seq2seqLayout::from_parts(cfg, tiny_tokens(), t).unwrap()
 }
 
@@ -117,7 +116,7 @@ fn first_token_and_logits_match_the_glm_tiny_generation_case() {
     ] {
         let first = want.i((row, 8)).unwrap();
         let expected = first.argmax(0).unwrap().to_scalar::<u32>().unwrap();
-        let d = decode_target(model, &l, &src, &greedy).unwrap();
+        let d = decode_target(model, &l, &src, None, &greedy).unwrap();
         let tok = if d.finished { 102 } else { d.tokens[0] };
         assert_eq!(tok, expected, "row {row}: first generated token");
         // And the decoder's first step equals the fixture's logits at [sop].
@@ -128,53 +127,16 @@ fn first_token_and_logits_match_the_glm_tiny_generation_case() {
     }
 }
 
-/// A tiny GLM (random init) with a character tokenizer over `a`–`f`, saved as a model directory.
-fn tiny_model(dir: &Path) {
-    use wenhui::data::reader::ReadOptions;
-    use wenhui::tokenizer::train::{train_tokenizer, TrainKind, TrainOptions};
-    let text = dir.join("chars.txt");
-    std::fs::write(&text, "abcdef>\n").unwrap();
-    let tok = train_tokenizer(
-        &[text],
-        &TrainOptions { kind: TrainKind::Chars, vocab_size: 64, min_frequency: 1, read: ReadOptions::default(), progress: false },
-    )
-    .unwrap();
-    let vocab = wenhui::tokenizer::padded_vocab_size(tok.vocab_size(true));
-    let mut g = wenhui::model::glm::GlmConfig::new(2, 64, 4, vocab, 32);
-    g.gelu = wenhui::model::Gelu::Tanh;
-    let cfg = wenhui::model::ModelConfig::Glm(g);
-    let w = cfg.init_weights(7).unwrap();
-    let model_dir = dir.join("model");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    candle_core::safetensors::save(&w, model_dir.join("model.safetensors")).unwrap();
-    std::fs::write(model_dir.join("config.json"), serde_json::to_string(&cfg.to_json()).unwrap()).unwrap();
-    tok.save(&model_dir).unwrap();
-}
-
-fn reverse_pairs(path: &Path, n: usize, seed: u64) {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut out = String::new();
-    for _ in 0..n {
-        let len = rng.random_range(3..=5);
-        let s: String = (0..len).map(|_| (b'a' + rng.random_range(0..6u8)) as char).collect();
-        let r: String = s.chars().rev().collect();
-        out.push_str(&serde_json::json!({"source": s, "target": r}).to_string());
-        out.push('\n');
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 #[test]
 #[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
 fn tiny_glm_learns_to_reverse_strings() {
     use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
     let tmp = tempfile::tempdir().unwrap();
-    tiny_model(tmp.path());
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
     let (train, dev, test) = (tmp.path().join("train.jsonl"), tmp.path().join("dev.jsonl"), tmp.path().join("test.jsonl"));
-    reverse_pairs(&train, 2000, 1);
-    reverse_pairs(&dev, 64, 2);
-    reverse_pairs(&test, 100, 3);
+    common::seq2seq_toy::reverse_pairs(&train, 2000, 1);
+    common::seq2seq_toy::reverse_pairs(&dev, 64, 2);
+    common::seq2seq_toy::reverse_pairs(&test, 100, 3);
     let layout = LayoutConfig { template: "{source}>[MASK]".into(), max_source_len: 12, max_target_len: 8, ..Default::default() };
     let cfg = Seq2seqConfig {
         train,
@@ -198,7 +160,7 @@ fn tiny_glm_learns_to_reverse_strings() {
     let l = Seq2seqLayout::new(&tok, layout, 32).unwrap();
     let pairs = read_pairs(&test, "source", "target", true).unwrap();
     let decode = DecodeOptions { num_beams: 1, no_repeat_ngram_size: 0, ..Default::default() };
-    let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tok, layout: &l, decode: &decode };
+    let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tok, layout: &l, decode: &decode, prompt: None };
     let r = evaluate_pairs(&system, &pairs, None, &indicatif::ProgressBar::hidden()).unwrap();
     eprintln!(
         "reverse: exact match {:.1}% after {} steps ({:.1} s), best {:?}",
@@ -267,9 +229,9 @@ fn bad_input_gives_clear_errors() {
 fn resume_continues_exactly() {
     use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
     let tmp = tempfile::tempdir().unwrap();
-    tiny_model(tmp.path());
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
     let train = tmp.path().join("train.jsonl");
-    reverse_pairs(&train, 200, 4);
+    common::seq2seq_toy::reverse_pairs(&train, 200, 4);
     let base = Seq2seqConfig {
         train,
         model: tmp.path().join("model"),
@@ -311,11 +273,11 @@ fn wenhui(args: &[&str]) -> (bool, String, String) {
 fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
     use wenhui::train::seq2seq::{SavedLayout, LAYOUT_FILE};
     let tmp = tempfile::tempdir().unwrap();
-    tiny_model(tmp.path());
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
     // Renamed fields, so that they too must come from the record.
     for (name, n, seed) in [("train.jsonl", 400, 5), ("dev.jsonl", 16, 6), ("test.jsonl", 24, 7)] {
-        reverse_pairs(&tmp.path().join(name), n, seed);
+        common::seq2seq_toy::reverse_pairs(&tmp.path().join(name), n, seed);
         let text = std::fs::read_to_string(tmp.path().join(name)).unwrap();
         std::fs::write(tmp.path().join(name), text.replace("\"source\"", "\"s\"").replace("\"target\"", "\"t\"")).unwrap();
     }
@@ -389,8 +351,8 @@ fn eval_uses_the_layout_the_model_was_fine_tuned_with() {
 #[cfg_attr(debug_assertions, ignore = "trains a model: run with --release")]
 fn cli_resume_continues_the_run_it_names() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny_model(tmp.path());
-    reverse_pairs(&tmp.path().join("train.jsonl"), 40, 4);
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
+    common::seq2seq_toy::reverse_pairs(&tmp.path().join("train.jsonl"), 40, 4);
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
     let (model, train) = (p("model"), p("train.jsonl"));
     let run = |out: &str, steps: &str| {
@@ -422,7 +384,7 @@ fn cli_resume_continues_the_run_it_names() {
     assert!(ok && err.contains("--lr 0.003 → 0.001") && err.contains("--steps 6 → 7"), "{err}");
     // A ROUGE-scored run resumes with its dev set, metric and decoding (none of them repeated).
     let dev = p("dev.jsonl");
-    reverse_pairs(&tmp.path().join("dev.jsonl"), 8, 9);
+    common::seq2seq_toy::reverse_pairs(&tmp.path().join("dev.jsonl"), 8, 9);
     let args = ["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "--dev", &dev, "-o", &p("rouge")];
     // (Trained enough that decoding stays within the tiny tokenizer's ids, as in the test above.)
     let flags =
@@ -444,8 +406,8 @@ fn cli_resume_continues_the_run_it_names() {
 #[test]
 fn default_lengths_fit_a_small_model() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny_model(tmp.path());
-    reverse_pairs(&tmp.path().join("train.jsonl"), 8, 3);
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
+    common::seq2seq_toy::reverse_pairs(&tmp.path().join("train.jsonl"), 8, 3);
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
     let (model, train, run) = (p("model"), p("train.jsonl"), p("run"));
     let base = ["finetune", "--task", "seq2seq", "--model", &model, "--train", &train, "-o", &run, "--steps", "2", "--quiet"];

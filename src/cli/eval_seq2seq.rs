@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use wenhui::data::seq2seq::{read_pairs, Seq2seqLayout};
 use wenhui::eval::seq2seq::{evaluate_pairs, Baseline, System};
 use wenhui::model::{load_model, LoadOptions};
+use wenhui::ptuning::seq2seq::load_prompt;
 use wenhui::tokenizer::Tokenizer;
 use wenhui::train::seq2seq::{SavedLayout, LAYOUT_FILE};
 
@@ -72,7 +73,10 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
             check_lengths(&layout_args, &a.decode, max_positions)?;
             let layout = Seq2seqLayout::new(&tokenizer, layout_args.layout(max_positions), max_positions)?;
             let decode = a.decode.options();
-            let system = System::Model { model: m.backbone.as_ref(), tokenizer: &tokenizer, layout: &layout, decode: &decode };
+            let backbone = m.backbone.as_ref();
+            let prompt = load_prompt(dir, layout.num_pseudo(), backbone.info().hidden_size, backbone.device())?;
+            let system =
+                System::Model { model: backbone, tokenizer: &tokenizer, layout: &layout, decode: &decode, prompt: prompt.as_ref() };
             evaluate_pairs(&system, &pairs, a.decode.tokenizer(), &bar)?
         }
     };

@@ -4,13 +4,17 @@
 //! GPT-2-style models continue the prompt left to right ([`CausalInputs`]); a GLM generates as
 //! THUDM's long generation does: `[CLS] prompt [gMASK]` and the blank is filled
 //! ([`fill_blanks_streaming`]); a prompt with its own `[MASK]`/`[sMASK]`/`[gMASK]` blanks has each
-//! blank filled in turn, one fill per output line.
+//! blank filled in turn, one fill per output line. A GLM fine-tuned or P-tuned by
+//! `finetune`/`ptune --task seq2seq` reads the prompt as its source, with the template (and
+//! continuous prompt) it was trained with (`generate_seq2seq.rs`).
 
 use crate::cli::common::{DefaultModel, GeluArg, ModelArgs, ProcessorArgs};
-use anyhow::bail;
+use crate::cli::generate_seq2seq::Seq2seqMode;
+use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
+use wenhui::eval::seq2seq::decode_target_streaming;
 use wenhui::generate::{
     fill_blanks_streaming, generate, glm_context, BlankTokens, CausalInputs, EarlyStopping, GenerationConfig, StepHook,
 };
@@ -87,6 +91,10 @@ pub struct Args {
     /// tokens are known only when the search ends.
     #[arg(long)]
     json: bool,
+    /// With a model fine-tuned or P-tuned on seq2seq pairs: ignore the layout saved with it and
+    /// read the prompt as plain GLM text (`[CLS] prompt [gMASK]`, or its own blanks).
+    #[arg(long)]
+    no_layout: bool,
 }
 
 /// The value parser of `--num-beams`: 1 to the library's most beams, so clap names the flag.
@@ -305,6 +313,8 @@ pub(super) struct Session {
     dir: PathBuf,
     /// The architecture: GLM or GPT-2 (a BERT is refused).
     pub(super) kind: ModelKind,
+    /// A seq2seq model's layout (and P-tuned prompt), unless --no-layout.
+    seq2seq: Option<Seq2seqMode>,
 }
 
 impl Session {
@@ -334,13 +344,29 @@ impl Session {
                 }
             }
         }
-        Ok(Self { m, tokenizer, cfg, dir: margs.model, kind })
+        let seq2seq = if a.no_layout { None } else { Seq2seqMode::load(&margs.model, &tokenizer, model)? };
+        if let Some(s) = &seq2seq {
+            for t in s.stops(&tokenizer) {
+                if !cfg.eos_token_ids.contains(&t) {
+                    cfg.eos_token_ids.push(t);
+                }
+            }
+        }
+        Ok(Self { m, tokenizer, cfg, dir: margs.model, kind, seq2seq })
     }
 
     /// The tokens the model reads for `prompt` (named `what` in messages): `[CLS] prompt
     /// [gMASK]` or the prompt's own blanks for a GLM, the prompt itself for a GPT-2. Refused when
     /// it encodes to nothing or is longer than the model's positions.
     pub(super) fn encode(&self, prompt: &str, what: &str) -> anyhow::Result<Vec<u32>> {
+        if let Some(s) = &self.seq2seq {
+            // The source: the layout cuts it to the template's room (said when it happens).
+            let ids = s.layout.encode_source(&self.tokenizer, prompt).with_context(|| format!("{what} as a seq2seq source"))?;
+            if ids.is_empty() {
+                bail!("{what} encodes to no tokens with this tokenizer; give visible text");
+            }
+            return Ok(ids);
+        }
         let ids = match self.kind {
             ModelKind::Gpt2 => {
                 let ids = self.tokenizer.encode(prompt, false)?;
@@ -374,8 +400,30 @@ impl Session {
         let mut failure: Option<wenhui::Error> = None;
         // The tokens generated, stop tokens included (the rate counts them).
         let new_tokens: usize;
-        let (text, sequences) = match self.kind {
-            ModelKind::Gpt2 => {
+        let (text, sequences) = match (&self.seq2seq, self.kind) {
+            (Some(s), _) => {
+                let eos = tokenizer.special.eos;
+                let eop = s.layout.tokens.eop;
+                let mut hook = |_i: usize, t: u32| {
+                    clock.tick();
+                    if t == eop || Some(t) == eos {
+                        return true;
+                    }
+                    printer.push(t).unwrap_or_else(|e| {
+                        failure.get_or_insert(e);
+                        false
+                    })
+                };
+                let d = decode_target_streaming(model, &s.layout, context, s.prompt.as_ref(), cfg, Some(&mut hook as StepHook<'_>))?;
+                if d.source_truncated {
+                    tracing::warn!("the prompt was cut to the {} tokens of the model's source layout", s.layout.cfg.max_source_len);
+                }
+                new_tokens = d.tokens.len() + usize::from(d.finished);
+                let (kept, stopped) = stops.apply(&d.tokens)?;
+                let text = tokenizer.decode(kept, true)?;
+                (text.clone(), vec![Sequence { text, tokens: kept.to_vec(), score: d.score, finished: d.finished || stopped }])
+            }
+            (None, ModelKind::Gpt2) => {
                 let eos = tokenizer.special.eos;
                 let mut hook = |_i: usize, t: u32| {
                     clock.tick();
@@ -407,7 +455,7 @@ impl Session {
                 let best = seqs.first().map(|s| s.text.clone()).unwrap_or_default();
                 (best, seqs)
             }
-            _ => {
+            (None, _) => {
                 let blank = BlankTokens::from_special(&tokenizer.special)?;
                 let mut current = 0usize;
                 let mut hook = |b: usize, _i: usize, t: u32| {

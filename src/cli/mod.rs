@@ -14,6 +14,7 @@ mod export;
 mod fill;
 mod generate;
 mod generate_file;
+mod generate_seq2seq;
 mod inspect;
 mod logits;
 mod plot;
@@ -93,9 +94,12 @@ impl Cli {
 }
 
 /// `wenhui [global flags] finetune … --task seq2seq …` → `wenhui … finetune-seq2seq …` (the
-/// `--task seq2seq` pair removed); other argument lists are returned unchanged.
+/// `--task seq2seq` pair removed), and `ptune … --task seq2seq …` → `finetune-seq2seq --ptune …`
+/// (P-tuning: a frozen model and a template with pseudo tokens); other argument lists are
+/// returned unchanged.
 fn route_seq2seq(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let Some(cmd) = args.iter().position(|a| a == "finetune") else { return args };
+    let Some(cmd) = args.iter().position(|a| a == "finetune" || a == "ptune") else { return args };
+    let ptune = args[cmd] == "ptune";
     let task = args.iter().enumerate().skip(cmd + 1).find_map(|(i, a)| {
         if a == "--task" && args.get(i + 1).is_some_and(|v| v == "seq2seq") {
             Some((i, 2))
@@ -108,6 +112,9 @@ fn route_seq2seq(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     if let Some((i, n)) = task {
         args.drain(i..i + n);
         args[cmd] = "finetune-seq2seq".into();
+        if ptune {
+            args.insert(cmd + 1, "--ptune".into());
+        }
     }
     args
 }
@@ -136,7 +143,9 @@ enum Command {
     Data(data::Command),
     /// Pretrain a GLM (blank infilling), BERT (masked LM) or GPT-2 (causal LM) on a token corpus (resumable, Ctrl-C saves).
     Pretrain(Box<pretrain::Args>),
-    /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen.
+    /// P-tune a cloze task: train a prompt encoder for the template's [P] tokens, backbone frozen; `ptune --task seq2seq` P-tunes a GLM for generation on {source, target} JSONL (`wenhui ptune --task seq2seq --help`).
+    #[command(after_help = "With --task seq2seq, ptune trains a prompt for generation on {source, target} JSONL instead, with other \
+                            options: wenhui ptune --task seq2seq --help")]
     Ptune(Box<ptune::TuneArgs>),
     /// Fine-tune a model on a cloze task (jointly with a prompt encoder when the template has [P] tokens); `finetune --task seq2seq` fine-tunes a GLM on {source, target} JSONL (`wenhui finetune --task seq2seq --help`).
     #[command(after_help = "With --task seq2seq, finetune trains a GLM on {source, target} JSONL instead, with other options: \
@@ -156,7 +165,7 @@ enum Command {
     /// Serve a model over HTTP: completions (OpenAI shape, streaming), fill, poem, answer, metrics.
     Serve(Box<serve::Args>),
     /// Fine-tune a GLM on {source, target} JSONL with the official seq2seq layout; reached as
-    /// `wenhui finetune --task seq2seq …`.
+    /// `wenhui finetune --task seq2seq …`, and as `wenhui ptune --task seq2seq …` for P-tuning.
     #[command(
         name = "finetune-seq2seq",
         hide = true,
@@ -240,5 +249,11 @@ mod tests {
         assert_eq!(route_seq2seq(cloze.clone()), cloze);
         let other = args(&["wenhui", "classify", "--task", "seq2seq"]);
         assert_eq!(route_seq2seq(other.clone()), other);
+        assert_eq!(
+            route_seq2seq(args(&["wenhui", "ptune", "--task", "seq2seq", "--train", "a.jsonl"])),
+            args(&["wenhui", "finetune-seq2seq", "--ptune", "--train", "a.jsonl"])
+        );
+        let cloze = args(&["wenhui", "ptune", "--task", "cb", "--model", "m"]);
+        assert_eq!(route_seq2seq(cloze.clone()), cloze);
     }
 }

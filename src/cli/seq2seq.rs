@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use wenhui::data::seq2seq::{read_pairs, LayoutConfig, Seq2seqLayout};
 use wenhui::eval::rouge::RougeTokenizer;
 use wenhui::eval::seq2seq::{evaluate_pairs, DecodeOptions, System};
+use wenhui::ptuning::seq2seq::PromptTuning;
+use wenhui::ptuning::EncoderKind;
 use wenhui::tokenizer::Tokenizer;
 use wenhui::train::seq2seq::{finetune, SavedLayout, Seq2seqConfig, Seq2seqRunOptions};
 
@@ -137,6 +139,63 @@ impl DecodeArgs {
     }
 }
 
+/// P-tuning for generation: the prompt encoder of a template's `[P]` tokens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromptArgs {
+    /// P-tuning (set by `ptune --task seq2seq`): the model is frozen, only the prompt encoder
+    /// trains, and the default template is `[P*8] [MASK] Content: {source}`.
+    #[arg(long, hide = true)]
+    pub ptune: bool,
+    /// Keep the model fixed and train only the prompt encoder (implied by `ptune --task seq2seq`).
+    #[arg(long)]
+    pub freeze_model: bool,
+    /// The prompt encoder of the template's [P] tokens: lstm (the paper's bi-LSTM + MLP), mlp, or
+    /// embedding (the table itself).
+    #[arg(long, value_parser = ["lstm", "mlp", "embedding"])]
+    pub prompt_encoder: Option<String>,
+    /// Hidden size of the prompt encoder (default: half the model's width for lstm, its width for mlp).
+    #[arg(long)]
+    pub prompt_hidden: Option<usize>,
+    /// The prompt encoder's peak learning rate when the model is tuned too (default: --lr).
+    #[arg(long)]
+    pub prompt_lr: Option<f64>,
+}
+
+/// The template `ptune --task seq2seq` uses when none is given: eight pseudo tokens before the
+/// official SummaryPVP.
+pub const PTUNE_TEMPLATE: &str = "[P*8] [MASK] Content: {source}";
+
+impl PromptArgs {
+    /// Whether the model stays fixed.
+    fn frozen(&self) -> bool {
+        self.ptune || self.freeze_model
+    }
+    /// The prompt options when any is given (else the library's defaults apply to a template
+    /// with [P] tokens).
+    fn tuning(&self) -> anyhow::Result<Option<PromptTuning>> {
+        let given = self.frozen() || self.prompt_encoder.is_some() || self.prompt_hidden.is_some() || self.prompt_lr.is_some();
+        if !given {
+            return Ok(None);
+        }
+        let encoder = match self.prompt_encoder.as_deref() {
+            None | Some("lstm") => EncoderKind::Lstm,
+            Some("mlp") => EncoderKind::Mlp,
+            Some("embedding") => EncoderKind::Embedding,
+            Some(other) => anyhow::bail!("--prompt-encoder {other}: use lstm, mlp or embedding"),
+        };
+        if self.prompt_hidden == Some(0) {
+            anyhow::bail!("--prompt-hidden must be at least 1");
+        }
+        Ok(Some(PromptTuning {
+            encoder,
+            hidden: self.prompt_hidden,
+            lr: self.prompt_lr,
+            freeze_model: self.frozen(),
+            ..Default::default()
+        }))
+    }
+}
+
 /// Seq2seq fine-tuning of a GLM on `{source, target}` JSONL.
 #[derive(Debug, clap::Args)]
 pub struct Seq2seqFinetuneArgs {
@@ -162,9 +221,10 @@ pub struct Seq2seqFinetuneArgs {
     /// Pairs per step.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-5)]
-    pub lr: f64,
+    /// Peak learning rate (of the model; with a frozen model, of the prompt encoder). Default
+    /// 1e-5, or 1e-4 with `ptune --task seq2seq` (P-tuning's prompt-encoder rate).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Warmup share of the steps.
     #[arg(long, default_value_t = 0.06)]
     pub warmup: f64,
@@ -202,6 +262,8 @@ pub struct Seq2seqFinetuneArgs {
     /// Checkpoints kept besides best/.
     #[arg(long, default_value_t = 2)]
     pub keep_last: usize,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     #[command(flatten)]
     pub decode: DecodeArgs,
     /// Continue the run in --out, or the given run / checkpoint directory (into its run unless
@@ -285,7 +347,10 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         _ => a.out.clone(),
     };
     let saved = resume.as_deref().map(resumed_layout).transpose()?.flatten();
-    let layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&out));
+    let mut layout_args = a.layout.over(saved.as_ref(), resume.as_deref().unwrap_or(&out));
+    if a.prompt.ptune && layout_args.template.is_none() {
+        layout_args.template = Some(PTUNE_TEMPLATE.into());
+    }
     // A resumed run reads its shape and tokenizer from its checkpoint (a model directory).
     let model = match &resume {
         Some(r) => wenhui::train::checkpoint::resolve(r)?,
@@ -309,7 +374,7 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         epochs: a.epochs,
         steps: a.steps,
         batch_size: a.batch_size,
-        lr: a.lr,
+        lr: a.lr.unwrap_or(if a.prompt.ptune { 1e-4 } else { 1e-5 }),
         warmup_ratio: a.warmup,
         lr_decay: a.lr_decay.clone(),
         min_lr_ratio: 0.0,
@@ -324,6 +389,7 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         keep_last: a.keep_last,
         log_every: 10,
         dev_scoring: None,
+        prompt: a.prompt.tuning()?,
     };
     let (mut metric, mut decode_args) = (a.metric.clone(), a.decode.clone());
     if let Some(s) = &saved_cfg {
@@ -351,6 +417,11 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         keep_saved("patience", given("patience"), &mut cfg.patience, &s.patience, c);
         keep_saved("dev-limit", given("dev_limit"), &mut cfg.dev_limit, &s.dev_limit, c);
         keep_saved("keep-last", given("keep_last"), &mut cfg.keep_last, &s.keep_last, c);
+        // The prompt encoder continues as it was built (its saved state has its shape).
+        if cfg.prompt.is_some() && cfg.prompt != s.prompt {
+            tracing::warn!("the prompt flags are ignored: a resumed run continues with its own prompt encoder and its settings");
+        }
+        cfg.prompt.clone_from(&s.prompt);
         // The dev metric and the decoding that scores it (runs from before 2026-11-29 saved none).
         if let Some(saved) = s.dev_scoring.clone().and_then(|v| serde_json::from_value::<DevScoring>(v).ok()) {
             keep_saved("metric", given("metric"), &mut metric, &saved.metric, c);
@@ -388,8 +459,8 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         dev_pairs.truncate(cfg.dev_limit);
     }
     let rouge_tok = decode_args.tokenizer();
-    let mut rouge = |m: &dyn wenhui::model::Backbone| -> wenhui::Result<f64> {
-        let system = System::Model { model: m, tokenizer: &tokenizer, layout: &layout, decode: &decode };
+    let mut rouge = |m: &dyn wenhui::model::Backbone, prompt: Option<&candle_core::Tensor>| -> wenhui::Result<f64> {
+        let system = System::Model { model: m, tokenizer: &tokenizer, layout: &layout, decode: &decode, prompt };
         let r = evaluate_pairs(&system, &dev_pairs, rouge_tok, &indicatif::ProgressBar::hidden())?.rouge;
         Ok(match metric.as_str() {
             "rouge-1" => r.rouge1,
@@ -417,8 +488,13 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
             println!("nothing to do: the run had already finished its {} steps{best}; model: {}", s.steps, s.model_dir.display());
             return Ok(());
         }
+        let trained = if s.model_frozen {
+            format!("; {} prompt-encoder parameters trained, model frozen", s.trainable_parameters)
+        } else {
+            String::new()
+        };
         println!(
-            "{} / {} steps, last loss {:.4}{best}{}; {} pairs ({} sources, {} targets cut); {:.0} s; model: {}",
+            "{} / {} steps, last loss {:.4}{best}{}; {} pairs ({} sources, {} targets cut){trained}; {:.0} s; model: {}",
             s.steps,
             s.planned_steps,
             s.last_loss,

@@ -10,6 +10,9 @@
 //!   then `[eop]`, cut to `max_target_len`; every Part B token sits at the mask's position with block
 //!   positions `1..=T`; the loss mask is 1 exactly on Part B.
 //! * `sep` = length of Part A.
+//! * **Pseudo tokens** (P-tuning): `[P]` or `[P*n]` in the template are continuous-prompt slots.
+//!   Each holds the pad id in the token ids; [`Seq2seqSample::pseudo`] lists their positions so
+//!   that a prompt encoder's vectors replace their embeddings (`ptune --task seq2seq`).
 
 use crate::tokenizer::{SpecialTokens, Tokenizer};
 use crate::{Error, Result};
@@ -97,7 +100,9 @@ pub struct LayoutConfig {
     /// Part A text around the source: `{source}` marks where it goes and exactly one
     /// `[MASK]`/`[sMASK]`/`[gMASK]` must appear. `[CLS]` is always put first. Whitespace right
     /// before `{source}` is encoded as a leading space of the source (as the official
-    /// `" " + source`). Default `[MASK] Content: {source}` (official `SummaryPVP`).
+    /// `" " + source`). `[P]` / `[P*n]` are P-tuning's pseudo tokens (the text between them is
+    /// encoded piece by piece, the whitespace next to them dropped). Default
+    /// `[MASK] Content: {source}` (official `SummaryPVP`).
     pub template: String,
     /// Most Part A tokens, template and `[CLS]` included (official `--src-seq-length`).
     pub max_source_len: usize,
@@ -165,6 +170,52 @@ pub struct EncodedTemplate {
     pub suffix: Vec<u32>,
     /// Encode the source with a leading space.
     pub source_space: bool,
+    /// The pseudo tokens' indices into `prefix ‖ suffix`, in order (empty: no P-tuning).
+    pub pseudo: Vec<usize>,
+}
+
+/// The most pseudo tokens a seq2seq template may hold (far more than any prompt needs: only a
+/// typo such as `[P*300000]` meets it).
+const MAX_PSEUDO: usize = 4096;
+
+/// `text` encoded piece by piece around its `[P]` / `[P*n]` markers, `placeholder` at each pseudo
+/// token; returns the ids and the pseudo tokens' indices. Whitespace next to a marker is dropped,
+/// so a template without markers encodes exactly as one piece.
+fn encode_with_pseudo(tokenizer: &Tokenizer, text: &str, placeholder: u32, template: &str) -> Result<(Vec<u32>, Vec<usize>)> {
+    let (mut ids, mut pseudo) = (Vec::new(), Vec::new());
+    let (mut rest, mut from) = (text, 0);
+    while let Some(found) = rest[from..].find("[P") {
+        let at = from + found;
+        let after = &rest[at..];
+        let (count, len) = if after.starts_with("[P]") {
+            (1, 3)
+        } else if let Some(n) = after.strip_prefix("[P*").and_then(|r| r.split_once(']')).map(|(n, _)| n) {
+            let count = n.parse::<usize>().ok().filter(|&c| c >= 1).ok_or_else(|| {
+                Error::input(format!("template `{template}`: malformed `[P*{n}]`: the count must be a whole number ≥ 1, e.g. `[P*4]`"))
+            })?;
+            (count, n.len() + 4)
+        } else {
+            // Text that merely starts like a marker (`[PAD]`, `[Place]`) stays in its piece.
+            from = at + 2;
+            continue;
+        };
+        encode_piece(tokenizer, rest[..at].trim_end(), &mut ids)?;
+        if pseudo.len() + count > MAX_PSEUDO {
+            return Err(Error::input(format!("template `{template}`: more than {MAX_PSEUDO} pseudo tokens")));
+        }
+        pseudo.extend(ids.len()..ids.len() + count);
+        ids.extend(std::iter::repeat_n(placeholder, count));
+        (rest, from) = (rest[at + len..].trim_start(), 0);
+    }
+    encode_piece(tokenizer, rest, &mut ids)?;
+    Ok((ids, pseudo))
+}
+
+fn encode_piece(tokenizer: &Tokenizer, piece: &str, ids: &mut Vec<u32>) -> Result<()> {
+    if !piece.is_empty() {
+        ids.extend(tokenizer.encode(piece, false)?);
+    }
+    Ok(())
 }
 
 impl EncodedTemplate {
@@ -177,16 +228,22 @@ impl EncodedTemplate {
         }
         let source_space = before.ends_with(char::is_whitespace);
         let before = before.trim_end();
+        let (encoded, before_pseudo) = encode_with_pseudo(tokenizer, before, tokens.pad, template)?;
         let mut prefix = vec![tokens.cls];
-        if !before.is_empty() {
-            prefix.extend(tokenizer.encode(before, false)?);
-        }
-        let suffix = if after.is_empty() { Vec::new() } else { tokenizer.encode(after, false)? };
+        prefix.extend(encoded);
+        let (suffix, after_pseudo) = encode_with_pseudo(tokenizer, after, tokens.pad, template)?;
+        let mut pseudo: Vec<usize> = before_pseudo.iter().map(|i| i + 1).collect();
+        pseudo.extend(after_pseudo.iter().map(|i| i + prefix.len()));
         let masks = prefix.iter().chain(&suffix).filter(|&&t| tokens.is_mask(t)).count();
         if masks != 1 {
             return Err(Error::input(format!("template `{template}` must contain exactly one [MASK], [sMASK] or [gMASK] (found {masks})")));
         }
-        Ok(Self { prefix, suffix, source_space })
+        Ok(Self { prefix, suffix, source_space, pseudo })
+    }
+
+    /// The pseudo tokens' positions in a Part A that holds `kept` source tokens.
+    pub fn pseudo_positions(&self, kept: usize) -> Vec<usize> {
+        self.pseudo.iter().map(|&i| if i < self.prefix.len() { i } else { i + kept }).collect()
     }
 
     /// Part A for `source` token ids (already encoded), the source cut so that the whole fits
@@ -230,6 +287,23 @@ pub struct Seq2seqSample {
     pub source_truncated: bool,
     /// The target was cut to fit.
     pub target_truncated: bool,
+    /// Positions of the template's pseudo tokens in Part A (P-tuning; empty without).
+    pub pseudo: Vec<usize>,
+}
+
+/// Part A of one source, for decoding ([`Seq2seqLayout::source_part`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourcePart {
+    /// Part A's tokens (`[CLS]`, template and source, pads with `pad_source`).
+    pub tokens: Vec<u32>,
+    /// Index of the mask token.
+    pub mask_position: usize,
+    /// Positions `>= pad_from` are padding (`tokens.len()` when there is none).
+    pub pad_from: usize,
+    /// The source was cut to fit.
+    pub truncated: bool,
+    /// Positions of the template's pseudo tokens.
+    pub pseudo: Vec<usize>,
 }
 
 impl Seq2seqSample {
@@ -262,6 +336,7 @@ impl Seq2seqSample {
             pad_from: sep,
             source_truncated: false,
             target_truncated: false,
+            pseudo: Vec::new(),
         }
     }
 }
@@ -305,6 +380,10 @@ impl Seq2seqLayout {
         if masks != 1 {
             return Err(Error::input(format!("the source template must contain exactly one mask token (found {masks})")));
         }
+        let fixed = template.prefix.len() + template.suffix.len();
+        if template.pseudo.iter().any(|&i| i >= fixed) || template.pseudo.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::input(format!("the template's pseudo-token indices must be increasing and below its {fixed} tokens")));
+        }
         cfg.check_lengths()?;
         Ok(Self { cfg, tokens, template })
     }
@@ -329,16 +408,22 @@ impl Seq2seqLayout {
         Ok(ids)
     }
 
-    /// Part A only (for decoding): `(tokens, mask position, pad_from, truncated)`.
-    pub fn source_part(&self, source: &[u32]) -> Result<(Vec<u32>, usize, usize, bool)> {
+    /// The number of pseudo tokens in the template (0 = no P-tuning).
+    pub fn num_pseudo(&self) -> usize {
+        self.template.pseudo.len()
+    }
+
+    /// Part A only (for decoding).
+    pub fn source_part(&self, source: &[u32]) -> Result<SourcePart> {
         let (mut a, truncated) = self.template.part_a(source, self.cfg.max_source_len)?;
         let pad_from = a.len();
+        let pseudo = self.template.pseudo_positions(pad_from - self.template.prefix.len() - self.template.suffix.len());
         if self.cfg.pad_source {
             a.resize(self.cfg.max_source_len, self.tokens.pad);
         }
         let mask_position =
             a.iter().position(|&t| self.tokens.is_mask(t)).ok_or_else(|| Error::input("the source layout lost its mask token"))?;
-        Ok((a, mask_position, pad_from, truncated))
+        Ok(SourcePart { tokens: a, mask_position, pad_from, truncated, pseudo })
     }
 
     /// The training layout of one pair of encoded ids.
@@ -346,16 +431,17 @@ impl Seq2seqLayout {
         if target.is_empty() {
             return Err(Error::input("empty target: nothing to learn"));
         }
-        let (a, mask_position, pad_from, source_truncated) = self.source_part(source)?;
+        let part = self.source_part(source)?;
         let mut t: Vec<u32> = target.to_vec();
         t.push(self.tokens.eop);
         let target_truncated = t.len() > self.cfg.max_target_len;
         t.truncate(self.cfg.max_target_len);
         Ok(Seq2seqSample {
-            pad_from,
-            source_truncated,
+            pad_from: part.pad_from,
+            source_truncated: part.truncated,
             target_truncated,
-            ..Seq2seqSample::part_b(a, mask_position, self.tokens.sop, &t, 0)
+            pseudo: part.pseudo,
+            ..Seq2seqSample::part_b(part.tokens, part.mask_position, self.tokens.sop, &t, 0)
         })
     }
 

@@ -5,7 +5,7 @@
 
 use super::rouge::{corpus_scores, RougeSummary, RougeTokenizer};
 use crate::data::seq2seq::{Seq2seqLayout, Seq2seqPair};
-use crate::generate::{decode, GenerationConfig, GlmBlankInputs, StepInputs};
+use crate::generate::{decode, GenerationConfig, GlmBlankInputs, StepHook, StepInputs};
 use crate::model::{Attention, Backbone, BackboneInput, ModelKind};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -91,10 +91,31 @@ pub fn generation_config(layout: &Seq2seqLayout, tokenizer: &Tokenizer, opts: &D
 }
 
 /// Decodes the target of one encoded source. The n-gram and min-length processors see `[sop]`
-/// and the generated tokens only, as the official decoder.
-pub fn decode_target(model: &dyn Backbone, layout: &Seq2seqLayout, source: &[u32], cfg: &GenerationConfig) -> Result<Decoded> {
+/// and the generated tokens only, as the official decoder. `prompt` (`[pseudo, H]`) fills the
+/// template's `[P]` slots of a P-tuned layout ([`crate::ptuning::seq2seq::load_prompt`]).
+pub fn decode_target(
+    model: &dyn Backbone,
+    layout: &Seq2seqLayout,
+    source: &[u32],
+    prompt: Option<&Tensor>,
+    cfg: &GenerationConfig,
+) -> Result<Decoded> {
+    decode_target_streaming(model, layout, source, prompt, cfg, None)
+}
+
+/// [`decode_target`] that reports every decided token to `hook` as [`decode`] does (as it is
+/// chosen with greedy or sampling, once at the end with beam search).
+pub fn decode_target_streaming(
+    model: &dyn Backbone,
+    layout: &Seq2seqLayout,
+    source: &[u32],
+    prompt: Option<&Tensor>,
+    cfg: &GenerationConfig,
+    hook: Option<StepHook<'_>>,
+) -> Result<Decoded> {
     glm_only(model)?;
-    let (a, mask_position, pad_from, source_truncated) = layout.source_part(source)?;
+    let part = layout.source_part(source)?;
+    let (a, mask_position, pad_from, source_truncated) = (part.tokens, part.mask_position, part.pad_from, part.truncated);
     let sep = a.len();
     let max_positions = model.info().max_positions;
     if sep > max_positions {
@@ -103,9 +124,18 @@ pub fn decode_target(model: &dyn Backbone, layout: &Seq2seqLayout, source: &[u32
     let device = model.device();
     let pads = (layout.cfg.mask_pad_token && pad_from < sep).then_some((pad_from, sep));
     let pos: Vec<u32> = (0..sep as u32).chain(std::iter::repeat_n(0, sep)).collect();
-    let mut input = BackboneInput::ids(Tensor::new(a.as_slice(), device)?.unsqueeze(0)?)
-        .with_positions(Tensor::from_vec(pos, (1, 2, sep), device)?)
-        .with_attention(Attention::Sep(vec![sep]));
+    let ids = Tensor::new(a.as_slice(), device)?.unsqueeze(0)?;
+    let tokens = match (prompt, part.pseudo.is_empty()) {
+        (_, true) => BackboneInput::ids(ids),
+        (Some(p), false) => BackboneInput::embeddings(crate::cloze::embeddings_with_prompt(model, &ids, &[part.pseudo], p)?),
+        (None, false) => {
+            return Err(Error::input(format!(
+                "the template has {} [P] pseudo tokens but no P-tuned prompt was given for them",
+                part.pseudo.len()
+            )))
+        }
+    };
+    let mut input = tokens.with_positions(Tensor::from_vec(pos, (1, 2, sep), device)?).with_attention(Attention::Sep(vec![sep]));
     if let Some((from, to)) = pads {
         let row: Vec<f32> = (0..sep).map(|j| if j >= from && j < to { 0.0 } else { 1.0 }).collect();
         input = input.with_key_padding(Tensor::from_vec(row, (1, sep), device)?);
@@ -114,7 +144,7 @@ pub fn decode_target(model: &dyn Backbone, layout: &Seq2seqLayout, source: &[u32
     model.forward(&input, Some(&mut cache))?;
     let steps = Seq2seqSteps { mask_position, sep, pads, max_positions };
     let sop = [layout.tokens.sop];
-    let out = decode(model, &mut cache, &sop, &sop, &steps, cfg, None)?;
+    let out = decode(model, &mut cache, &sop, &sop, &steps, cfg, hook)?;
     let best = out.sequences.into_iter().next().ok_or_else(|| Error::input("generation returned no hypothesis"))?;
     let mut tokens = best.tokens;
     if best.finished {
@@ -204,6 +234,8 @@ pub enum System<'a> {
         layout: &'a Seq2seqLayout,
         /// Decoding settings.
         decode: &'a DecodeOptions,
+        /// The P-tuned prompt of a layout with `[P]` tokens.
+        prompt: Option<&'a Tensor>,
     },
     /// A model-free baseline.
     Baseline(Baseline),
@@ -229,10 +261,10 @@ pub fn evaluate_pairs(
     };
     for p in pairs {
         let text = match (system, &gen) {
-            (System::Model { model, tokenizer, layout, .. }, Some(cfg)) => {
+            (System::Model { model, tokenizer, layout, prompt, .. }, Some(cfg)) => {
                 let wrap = |e: Error| Error::input(format!("{}: {e}", p.origin));
                 let src = layout.encode_source(tokenizer, &p.source).map_err(wrap)?;
-                let d = decode_target(*model, layout, &src, cfg).map_err(wrap)?;
+                let d = decode_target(*model, layout, &src, *prompt, cfg).map_err(wrap)?;
                 truncated += usize::from(d.source_truncated);
                 unfinished += usize::from(!d.finished);
                 tokenizer.decode(&d.tokens, true)?

@@ -21,6 +21,7 @@
 
 mod encoder;
 pub mod init;
+pub mod seq2seq;
 mod io;
 pub mod train;
 pub mod vocab;

@@ -157,7 +157,7 @@ pub fn load_tokenizer(tokenizer: Option<&Path>, model: &Path) -> Result<Tokenize
 }
 
 /// `(name, var)` of a `VarMap`, sorted by name and prefixed.
-fn vars(map: &candle_nn::VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
+pub(crate) fn vars(map: &candle_nn::VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
     let data = map.data().lock().map_err(|_| Error::input("variable map poisoned"))?;
     let mut out: Vec<(String, Var)> = data.iter().map(|(n, v)| (format!("{prefix}{n}"), v.clone())).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));

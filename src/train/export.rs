@@ -37,11 +37,17 @@ pub struct ExportReport {
     pub warnings: Vec<String>,
 }
 
-/// The files an export writes into its model directory (the last two only when the source has
-/// them; a hub model's `auto_map` Python files come along too): `--force` replaces these and
-/// keeps every other entry (a model card, a loss plot, notes).
-pub const EXPORT_FILES: [&str; 5] =
-    ["config.json", "model.safetensors", "tokenizer.json", crate::tokenizer::SIDECAR_FILE, crate::train::seq2seq::LAYOUT_FILE];
+/// The files (and the prompt folder) an export writes into its model directory (the last three
+/// only when the source has them; a hub model's `auto_map` Python files come along too):
+/// `--force` replaces these and keeps every other entry (a model card, a loss plot, notes).
+pub const EXPORT_FILES: [&str; 6] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    crate::tokenizer::SIDECAR_FILE,
+    crate::train::seq2seq::LAYOUT_FILE,
+    crate::ptuning::seq2seq::PROMPT_DIR,
+];
 
 /// Parses `f32`, `f16` or `bf16` (the dtypes a model directory may store).
 pub fn parse_dtype(s: &str) -> Result<DType> {
@@ -334,12 +340,22 @@ fn keep_other_entries(old: &Path, new: &Path) -> Result<()> {
 }
 
 /// Files that say how the model is to be used go with it: seq2seq's input layout (without it,
-/// `eval seq2seq` of the export would fall back to the default template).
+/// `eval seq2seq` of the export would fall back to the default template) and a P-tuned prompt
+/// encoder (the layout's `[P]` tokens need it).
 fn copy_usage_files(source: &Path, tmp: &Path) -> Result<()> {
     let layout = source.join(crate::train::seq2seq::LAYOUT_FILE);
     if layout.is_file() {
         let to = tmp.join(crate::train::seq2seq::LAYOUT_FILE);
         std::fs::copy(&layout, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    let prompt = source.join(crate::ptuning::seq2seq::PROMPT_DIR);
+    if prompt.is_dir() {
+        let to = tmp.join(crate::ptuning::seq2seq::PROMPT_DIR);
+        std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+        for name in [crate::ptuning::STATE_CONFIG, crate::ptuning::STATE_WEIGHTS] {
+            let (from, dest) = (prompt.join(name), to.join(name));
+            std::fs::copy(&from, &dest).map_err(|e| Error::io(&from, e))?;
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod pretrain_corpus;
 pub mod ptune_toy;
+pub mod seq2seq_toy;
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;

@@ -18,6 +18,8 @@ pub struct Seq2seqBatch {
     pub targets: Tensor,
     /// The attention: `Sep` per row, or an explicit mask hiding source pads.
     pub attention: Attention,
+    /// Each row's pseudo-token positions (P-tuning; all empty without).
+    pub pseudo: Vec<Vec<usize>>,
 }
 
 impl Seq2seqBatch {
@@ -64,6 +66,7 @@ impl Seq2seqBatch {
             rows: Tensor::from_vec(rows, nrows, device)?,
             targets: Tensor::from_vec(targets, nrows, device)?,
             attention,
+            pseudo: samples.iter().map(|x| x.pseudo.clone()).collect(),
         })
     }
 }
@@ -77,10 +80,13 @@ fn log_softmax(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Mean loss over the batch's target tokens and their number. With `label_smoothing` ε > 0 each
-/// token's loss is `(1 − ε)·nll + ε·mean_v(−log p_v)` (official `--label-smoothing`).
+/// token's loss is `(1 − ε)·nll + ε·mean_v(−log p_v)` (official `--label-smoothing`). With
+/// `prompt` (`[pseudo, H]`, P-tuning) the pseudo tokens' embeddings are its rows, and the loss's
+/// gradient reaches it.
 pub fn seq2seq_loss(
     model: &dyn Backbone,
     batch: &Seq2seqBatch,
+    prompt: Option<&Tensor>,
     label_smoothing: f64,
     dropout_seed: Option<u64>,
 ) -> Result<(Tensor, usize)> {
@@ -88,10 +94,15 @@ pub fn seq2seq_loss(
     if n == 0 {
         return Ok((Tensor::zeros((), DType::F32, model.device())?, 0));
     }
-    let mut input = BackboneInput::ids(batch.tokens.clone())
-        .with_positions(batch.positions.clone())
-        .with_attention(batch.attention.clone())
-        .with_logit_rows(batch.rows.clone());
+    let tokens = match prompt {
+        Some(p) => BackboneInput::embeddings(crate::cloze::embeddings_with_prompt(model, &batch.tokens, &batch.pseudo, p)?),
+        None if batch.pseudo.iter().any(|p| !p.is_empty()) => {
+            return Err(Error::input("the template has [P] pseudo tokens but no prompt was given for them"));
+        }
+        None => BackboneInput::ids(batch.tokens.clone()),
+    };
+    let mut input =
+        tokens.with_positions(batch.positions.clone()).with_attention(batch.attention.clone()).with_logit_rows(batch.rows.clone());
     if let Some(s) = dropout_seed {
         input = input.with_dropout(s);
     }
@@ -106,13 +117,21 @@ pub fn seq2seq_loss(
     Ok((per_token.mean_all()?, n))
 }
 
-/// Token-weighted mean cross-entropy (no smoothing, no dropout) over `samples`.
-pub fn dev_loss(model: &dyn Backbone, samples: &[Seq2seqSample], pad: u32, mask_pad_token: bool, batch_size: usize) -> Result<f64> {
+/// Token-weighted mean cross-entropy (no smoothing, no dropout) over `samples`, with the
+/// P-tuned `prompt` in their pseudo slots where they have some.
+pub fn dev_loss(
+    model: &dyn Backbone,
+    samples: &[Seq2seqSample],
+    prompt: Option<&Tensor>,
+    pad: u32,
+    mask_pad_token: bool,
+    batch_size: usize,
+) -> Result<f64> {
     let (mut sum, mut count) = (0.0, 0usize);
     let refs: Vec<&Seq2seqSample> = samples.iter().collect();
     for chunk in refs.chunks(batch_size.max(1)) {
         let batch = Seq2seqBatch::new(chunk, pad, mask_pad_token, model.device())?;
-        let (loss, n) = seq2seq_loss(model, &batch, 0.0, None)?;
+        let (loss, n) = seq2seq_loss(model, &batch, prompt, 0.0, None)?;
         sum += loss.to_scalar::<f32>()? as f64 * n as f64;
         count += n;
     }

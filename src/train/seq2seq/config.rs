@@ -59,6 +59,10 @@ pub struct Seq2seqConfig {
     /// run so that a resume scores alike; the trainer itself does not read it.
     #[serde(default)]
     pub dev_scoring: Option<serde_json::Value>,
+    /// P-tuning: how the prompt encoder of the template's `[P]` tokens is built and trained.
+    /// `None` with `[P]` tokens in the template = the defaults (the model tuned too).
+    #[serde(default)]
+    pub prompt: Option<crate::ptuning::seq2seq::PromptTuning>,
 }
 
 impl Default for Seq2seqConfig {
@@ -89,6 +93,7 @@ impl Default for Seq2seqConfig {
             keep_last: 2,
             log_every: 10,
             dev_scoring: None,
+            prompt: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod batch;
 mod config;
+mod prompt;
 
 pub use batch::{dev_loss, seq2seq_loss, Seq2seqBatch};
 pub use config::{SavedLayout, Seq2seqConfig, LAYOUT_FILE};
@@ -20,19 +21,20 @@ use super::progress::Reporter;
 use crate::data::seq2seq::{read_pairs, Seq2seqLayout, Seq2seqSample};
 use crate::data::stream::Cursor;
 use crate::model::{Backbone, ModelConfig};
+use crate::ptuning::seq2seq::PROMPT_DIR;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A dev score the caller computes (e.g. ROUGE-L of beam-decoded dev targets); higher is better.
-pub type DevScorer<'a> = &'a mut dyn FnMut(&dyn Backbone) -> Result<f64>;
+/// A dev score the caller computes (e.g. ROUGE-L of beam-decoded dev targets) with the model and,
+/// for a P-tuned template, the current prompt vectors `[pseudo, H]`; higher is better.
+pub type DevScorer<'a> = &'a mut dyn FnMut(&dyn Backbone, Option<&Tensor>) -> Result<f64>;
 
 /// How to run (not part of the saved configuration).
 #[derive(Default)]
@@ -79,6 +81,10 @@ pub struct Seq2seqSummary {
     pub elapsed_s: f64,
     /// The best model (`<out>/best`), or the last checkpoint without dev data.
     pub model_dir: PathBuf,
+    /// Parameters trained (the model's unless frozen, and the prompt encoder's).
+    pub trainable_parameters: usize,
+    /// The model's weights were kept fixed (P-tuning with a frozen model).
+    pub model_frozen: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -203,13 +209,30 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         crate::train::metrics::ensure_new_run(&cfg.out_dir)?;
     }
 
+    // P-tuning: the template's [P] tokens get an encoder's vectors.
+    let prompt_cfg = prompt::prompt_tuning(cfg, layout.num_pseudo())?;
+    let frozen = prompt_cfg.as_ref().is_some_and(|p| p.freeze_model);
     // The process default device (`--device`): the CPU unless a GPU was chosen.
     let device = crate::device::f32_device("seq2seq fine-tuning")?;
-    let (varmap, model) = model_cfg.build_trainable(Some(weights), DType::F32, &device)?;
-    let mut params: Vec<(String, Var)> =
-        varmap.data().lock().map_err(|_| Error::input("variable map poisoned"))?.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let run_model = prompt::RunModel::build(&model_cfg, weights, frozen, &device)?;
+    let (model, params) = (&run_model.model, &run_model.params);
     let mut optim = AdamW::new(params.clone(), AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.weight_decay })?;
+    let encoder = match &prompt_cfg {
+        None => None,
+        Some(p) => {
+            let resumed_dir = resumed.as_ref().map(|ck| ck.dir.as_path());
+            let width = model.info().hidden_size;
+            let (enc, vars) = prompt::prompt_encoder(p, resumed_dir, layout.num_pseudo(), width, cfg.seed, &device)?;
+            // No weight decay on the prompt (the official P-tuning encoder optimizer).
+            optim.add_group(vars.clone(), p.lr_scale(cfg.lr), 0.0)?;
+            Some((enc, vars))
+        }
+    };
+    let trainable_parameters: usize = params.iter().chain(encoder.iter().flat_map(|(_, v)| v)).map(|(_, v)| v.elem_count()).sum();
+    if trainable_parameters == 0 {
+        return Err(Error::input("nothing to train"));
+    }
+    let prompt_of = || -> Result<Option<Tensor>> { encoder.as_ref().map(|(e, _)| e.prompt_embeddings()).transpose() };
     let start = match &resumed {
         Some(ck) => {
             optim.load_state(&ck.optimizer, &ck.dir.join("optimizer.safetensors"))?;
@@ -242,7 +265,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
     let prior_elapsed = resumed.as_ref().map_or(0.0, |c| c.state.elapsed_s);
     let t0 = Instant::now();
     let save = |step: u64, optim: &AdamW| -> Result<PathBuf> {
-        let p: HashMap<String, Tensor> = params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        let p = run_model.weights();
         let state = TrainerState {
             step,
             cursor: Cursor::default(),
@@ -254,7 +277,13 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         // With the layout inside: a checkpoint is a model directory that `eval seq2seq` reads
         // as it was trained.
         let optimizer = optim.state_tensors()?;
-        checkpoint::save(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| saved_layout.write(tmp))
+        checkpoint::save(&cfg.out_dir, &p, &model_cfg, &tokenizer, &optimizer, &state, cfg.keep_last, |tmp| {
+            saved_layout.write(tmp)?;
+            match &encoder {
+                Some((enc, _)) => enc.save_state(&tmp.join(PROMPT_DIR)),
+                None => Ok(()),
+            }
+        })
     };
     let bar = Reporter::new(opts.progress, start, steps);
     let (mut last_loss, mut early_stopped, mut interrupted) = (f64::NAN, false, false);
@@ -264,7 +293,8 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         let samples: Vec<&Seq2seqSample> = idx.iter().map(|&i| &train[i]).collect();
         let batch = Seq2seqBatch::new(&samples, layout.tokens.pad, cfg.layout.mask_pad_token, &device)?;
         let seed = cfg.seed.wrapping_mul(0x100_0000_01B3) ^ step;
-        let (loss, _) = seq2seq_loss(model.as_ref(), &batch, cfg.label_smoothing, Some(seed))?;
+        let prompt = prompt_of()?;
+        let (loss, _) = seq2seq_loss(model.as_ref(), &batch, prompt.as_ref(), cfg.label_smoothing, Some(seed))?;
         last_loss = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
         let stats = optim.step(&grads, lr, (cfg.clip > 0.0).then_some(cfg.clip))?;
@@ -281,13 +311,15 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         if eval_now || stop {
             let dir = save(done, &optim)?;
             if eval_now && !dev.is_empty() {
+                let prompt = prompt_of()?.map(|p| p.detach());
                 let (value, better) = match opts.scorer.as_mut() {
                     Some(score) => {
-                        let v = score(model.as_ref())?;
+                        let v = score(model.as_ref(), prompt.as_ref())?;
                         (v, early.best.is_none_or(|b| v > b))
                     }
                     None => {
-                        let v = dev_loss(model.as_ref(), &dev, layout.tokens.pad, cfg.layout.mask_pad_token, cfg.batch_size)?;
+                        let v =
+                            dev_loss(model.as_ref(), &dev, prompt.as_ref(), layout.tokens.pad, cfg.layout.mask_pad_token, cfg.batch_size)?;
                         (v, early.best.is_none_or(|b| v < b))
                     }
                 };
@@ -340,5 +372,7 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         targets_truncated: tgt_cut,
         elapsed_s: t0.elapsed().as_secs_f64(),
         model_dir,
+        trainable_parameters,
+        model_frozen: frozen,
     })
 }
