@@ -19,6 +19,8 @@ mod client_audit;
 mod fuzz_fixes;
 #[path = "serve/penalties.rs"]
 mod penalties;
+#[path = "serve/seq2seq.rs"]
+mod seq2seq;
 
 /// The memory test reads the resident size of this whole process, so it runs alone: every other
 /// test holds the shared side of this lock, the memory test the exclusive one.

@@ -9,12 +9,11 @@
 //! continuous prompt) it was trained with (`generate_seq2seq.rs`).
 
 use crate::cli::common::{DefaultModel, GeluArg, ModelArgs, ProcessorArgs};
-use crate::cli::generate_seq2seq::Seq2seqMode;
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-use wenhui::eval::seq2seq::decode_target_streaming;
+use wenhui::eval::seq2seq::SavedSeq2seq;
 use wenhui::generate::{
     fill_blanks_streaming, generate, glm_context, BlankTokens, CausalInputs, EarlyStopping, GenerationConfig, StepHook,
 };
@@ -314,7 +313,7 @@ pub(super) struct Session {
     /// The architecture: GLM or GPT-2 (a BERT is refused).
     pub(super) kind: ModelKind,
     /// A seq2seq model's layout (and P-tuned prompt), unless --no-layout.
-    seq2seq: Option<Seq2seqMode>,
+    seq2seq: Option<SavedSeq2seq>,
 }
 
 impl Session {
@@ -344,9 +343,9 @@ impl Session {
                 }
             }
         }
-        let seq2seq = if a.no_layout { None } else { Seq2seqMode::load(&margs.model, &tokenizer, model)? };
+        let seq2seq = if a.no_layout { None } else { super::generate_seq2seq::load(&margs.model, &tokenizer, model)? };
         if let Some(s) = &seq2seq {
-            for t in s.stops(&tokenizer) {
+            for t in s.stop_tokens(&tokenizer) {
                 if !cfg.eos_token_ids.contains(&t) {
                     cfg.eos_token_ids.push(t);
                 }
@@ -414,7 +413,7 @@ impl Session {
                         false
                     })
                 };
-                let d = decode_target_streaming(model, &s.layout, context, s.prompt.as_ref(), cfg, Some(&mut hook as StepHook<'_>))?;
+                let d = s.decode(model, context, cfg, Some(&mut hook as StepHook<'_>))?;
                 if d.source_truncated {
                     tracing::warn!("the prompt was cut to the {} tokens of the model's source layout", s.layout.cfg.max_source_len);
                 }

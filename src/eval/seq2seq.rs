@@ -153,6 +153,46 @@ pub fn decode_target_streaming(
     Ok(Decoded { tokens, finished: best.finished, score: best.score, source_truncated })
 }
 
+/// How a model directory written by `finetune`/`ptune --task seq2seq` reads its inputs: the
+/// layout it was trained with ([`crate::train::seq2seq::LAYOUT_FILE`]) and, for a P-tuned model,
+/// its prompt vectors. `generate` and the server's `/v1/completions` read each prompt as the
+/// source of this layout.
+#[derive(Debug, Clone)]
+pub struct SavedSeq2seq {
+    /// The layout the model was trained with.
+    pub layout: Seq2seqLayout,
+    /// The P-tuned prompt `[pseudo, H]` of a template with `[P]` tokens.
+    pub prompt: Option<Tensor>,
+}
+
+impl SavedSeq2seq {
+    /// The layout saved in `dir` with its prompt; `None` when there is none or `model` is not a
+    /// GLM. A damaged layout file, or a layout whose `[P]` slots and saved prompt disagree, is an
+    /// error naming the file.
+    pub fn load(dir: &std::path::Path, tokenizer: &Tokenizer, model: &dyn Backbone) -> Result<Option<Self>> {
+        let info = model.info();
+        if info.kind != ModelKind::Glm {
+            return Ok(None);
+        }
+        let Some(saved) = crate::train::seq2seq::SavedLayout::read(dir)? else { return Ok(None) };
+        let file = dir.join(crate::train::seq2seq::LAYOUT_FILE);
+        let layout = Seq2seqLayout::new(tokenizer, saved.layout, info.max_positions).map_err(|e| Error::file(&file, e.to_string()))?;
+        let prompt = crate::ptuning::seq2seq::load_prompt(dir, layout.num_pseudo(), info.hidden_size, model.device())?;
+        Ok(Some(Self { layout, prompt }))
+    }
+
+    /// The tokens that end a target: `[eop]` and the tokenizer's end of text.
+    pub fn stop_tokens(&self, tokenizer: &Tokenizer) -> Vec<u32> {
+        std::iter::once(self.layout.tokens.eop).chain(tokenizer.special.eos).collect()
+    }
+
+    /// Decodes the target of `source` (token ids from [`Seq2seqLayout::encode_source`]) with the
+    /// saved prompt, reporting tokens to `hook` as [`decode_target_streaming`].
+    pub fn decode(&self, model: &dyn Backbone, source: &[u32], cfg: &GenerationConfig, hook: Option<StepHook<'_>>) -> Result<Decoded> {
+        decode_target_streaming(model, &self.layout, source, self.prompt.as_ref(), cfg, hook)
+    }
+}
+
 /// Seq2seq decoding is GLM blank filling (2-D positions, `[sop]`): a GPT-2 or BERT is refused.
 fn glm_only(model: &dyn Backbone) -> Result<()> {
     match model.info().kind {
@@ -256,7 +296,12 @@ pub fn evaluate_pairs(
     let t0 = Instant::now();
     let (mut predictions, mut truncated, mut unfinished) = (Vec::with_capacity(pairs.len()), 0, 0);
     let gen = match system {
-        System::Model { layout, tokenizer, decode, .. } => Some(generation_config(layout, tokenizer, decode)),
+        System::Model { model, layout, tokenizer, decode, .. } => {
+            let mut cfg = generation_config(layout, tokenizer, decode);
+            // Rows of a padded vocabulary decode to nothing: never generated (as `generate`).
+            cfg.bad_words_ids.extend(crate::generate::padded_vocabulary_rows(*model, tokenizer));
+            Some(cfg)
+        }
         System::Baseline(_) => None,
     };
     for p in pairs {

@@ -89,8 +89,12 @@ impl<'m> Engine<'m> {
     }
 
     /// Whether a checked completion request can join (GPT-2, or a GLM context with one blank);
-    /// otherwise it runs alone.
+    /// otherwise it runs alone (as every prompt of a seq2seq model, whose source pass may hold a
+    /// P-tuned prompt).
     pub(crate) fn batchable(&self, p: &Prepared) -> bool {
+        if self.model.seq2seq.is_some() {
+            return false;
+        }
         match self.model.kind() {
             ModelKind::Gpt2 => true,
             ModelKind::Glm => BlankTokens::from_special(&self.model.tokenizer.special)

@@ -1,5 +1,6 @@
 //! `/v1/completions` and `/v1/fill` on the worker: GPT-2-style models continue the prompt left
-//! to right; a GLM generates as `wenhui generate` does (`[CLS] prompt [gMASK]`, the blank filled).
+//! to right; a GLM generates as `wenhui generate` does (`[CLS] prompt [gMASK]`, the blank filled),
+//! and a seq2seq fine-tuned or P-tuned GLM reads the prompt as the source of its saved layout.
 
 use super::api::{CompletionRequest, FillRequest};
 use super::limits::ApiError;
@@ -93,8 +94,28 @@ fn one_choice(
             t.send(Msg::Delta { choice: index, text: s });
         }
     };
-    let finished = match model.kind() {
-        ModelKind::Glm => {
+    let finished = match (model.kind(), &model.seq2seq) {
+        (ModelKind::Glm, Some(s)) => {
+            cfg.eos_token_ids.extend(s.stop_tokens(tok));
+            let stop_ids = cfg.eos_token_ids.clone();
+            let mut hook = |_i: usize, id: u32| {
+                if t.should_stop() {
+                    cancelled = true;
+                    return false;
+                }
+                tokens += 1;
+                if stop_ids.contains(&id) {
+                    return true;
+                }
+                match stream.push(id) {
+                    Ok(s) => emit(s, &mut text),
+                    Err(e) => failure = Some(e),
+                }
+                !stream.stopped()
+            };
+            s.decode(backbone, context, &cfg, Some(&mut hook as StepHook<'_>))?.finished
+        }
+        (ModelKind::Glm, None) => {
             let blank = BlankTokens::from_special(&tok.special)?;
             let mut current = 0usize;
             // `max_tokens` bounds the whole choice: every blank's fill (stop tokens included) counts.

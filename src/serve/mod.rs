@@ -145,7 +145,16 @@ fn load(source: ModelSource) -> Result<ServedModel> {
     let m = load_model(&dir, &LoadOptions::default())?;
     let tok_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
     let tokenizer = Tokenizer::from_dir(&tok_dir)?;
-    Ok(ServedModel::new(m.backbone, tokenizer, name))
+    let seq2seq = crate::eval::seq2seq::SavedSeq2seq::load(&tok_dir, &tokenizer, m.backbone.as_ref())?;
+    if let Some(s) = &seq2seq {
+        tracing::info!(
+            "{}: completions read each prompt as the source of the seq2seq template {:?}{}",
+            tok_dir.display(),
+            s.layout.cfg.template,
+            if s.prompt.is_some() { " with its P-tuned prompt" } else { "" }
+        );
+    }
+    Ok(ServedModel { seq2seq, ..ServedModel::new(m.backbone, tokenizer, name) })
 }
 
 /// Loads the model, binds `config.addr` and starts serving on background threads (the model
@@ -174,6 +183,7 @@ pub fn start(config: ServeConfig) -> Result<(SocketAddr, ServerHandle)> {
         "id": model.name, "object": "model", "owned_by": "wenhui", "kind": info.kind.to_string(),
         "max_positions": info.max_positions, "vocab_size": info.vocab_size, "layers": info.num_layers, "hidden_size": info.hidden_size,
         "prompts": prompts,
+        "seq2seq": model.seq2seq.as_ref().map(|s| serde_json::json!({"template": s.layout.cfg.template, "p_tuned": s.prompt.is_some()})),
     });
     let listener = std::net::TcpListener::bind(config.addr).map_err(|e| Error::input(format!("cannot listen on {}: {e}", config.addr)))?;
     listener.set_nonblocking(true).map_err(|e| Error::input(format!("listener: {e}")))?;

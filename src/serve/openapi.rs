@@ -66,7 +66,7 @@ pub fn document(limits: &Limits) -> Value {
         "info": {"title": "wenhui serve", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Generation, GLM blank filling and inverse-prompting poems over HTTP, and the poetry Turing test. The web app is at `/`. Unknown fields are rejected (400)."},
         "paths": {
-            "/v1/completions": post("OpenAI-compatible text completion (GLM: long generation after [gMASK]; GPT-2: left to right)", "CompletionRequest", json!({"$ref": "#/components/schemas/Completion"}), true),
+            "/v1/completions": post("OpenAI-compatible text completion (GLM: long generation after [gMASK]; a seq2seq fine-tuned or P-tuned GLM: the prompt is the source of its saved template; GPT-2: left to right)", "CompletionRequest", json!({"$ref": "#/components/schemas/Completion"}), true),
             "/v1/fill": post("Fill [MASK]/[sMASK]/[gMASK] blanks (GLM; case-sensitive: `[mask]` is plain text)", "FillRequest", fill_response, false),
             "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: {index, line} per decided line, {index, line, revised: true} when refinement replaces a line, then {result})", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")}, "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
             "/v1/answer": post("Answer a question by inverse prompting", "AnswerRequest", json!({"type": "object", "properties": {"question": s("string"), "text": s("string"), "score": s("number")}}), false),

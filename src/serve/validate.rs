@@ -26,6 +26,8 @@ pub(crate) struct Front {
     pub(crate) max_positions: usize,
     /// Tasks of the served P-tuned prompts (`--prompt DIR`), in their order.
     pub(crate) prompt_tasks: Vec<crate::cloze::ClozeTask>,
+    /// A seq2seq model's layout: completion prompts are its sources.
+    pub(crate) seq2seq: Option<crate::data::seq2seq::Seq2seqLayout>,
 }
 
 impl Front {
@@ -36,6 +38,7 @@ impl Front {
             kind: model.kind(),
             max_positions: model.backbone.info().max_positions,
             prompt_tasks: model.prompts.iter().map(|p| p.task.clone()).collect(),
+            seq2seq: model.seq2seq.as_ref().map(|s| s.layout.clone()),
         }
     }
 }
@@ -247,10 +250,13 @@ pub(crate) fn completion(front: &Front, r: &CompletionRequest, limits: &Limits) 
     for (i, p) in prompts.iter().enumerate() {
         let name = name(i);
         readable(&front.tokenizer, p, &format!("`{name}`"))?;
-        let ids = match front.kind {
-            ModelKind::Glm => glm_context(tok, p)?,
-            ModelKind::Gpt2 => tok.encode(p, false)?,
-            ModelKind::Bert => {
+        let ids = match (front.kind, &front.seq2seq) {
+            (ModelKind::Glm, Some(layout)) => {
+                layout.encode_source(tok, p).map_err(|e| ApiError::bad_request(format!("`{name}` as the model's seq2seq source: {e}")))?
+            }
+            (ModelKind::Glm, None) => glm_context(tok, p)?,
+            (ModelKind::Gpt2, _) => tok.encode(p, false)?,
+            (ModelKind::Bert, _) => {
                 return Err(ApiError::bad_request("this model is a BERT masked LM: it cannot generate (serve a GLM or a GPT-2)"))
             }
         };

@@ -27,6 +27,9 @@ pub struct ServedModel {
     pub(crate) padding_ids: Vec<Vec<u32>>,
     /// Trained prompts (`--prompt DIR`), by task name: `/v1/classify` uses them for that task.
     pub prompts: Vec<ServedPrompt>,
+    /// A seq2seq fine-tuned or P-tuned GLM's layout (and prompt), read from its directory:
+    /// `/v1/completions` reads each prompt as its source (`/v1/fill` keeps plain blank filling).
+    pub seq2seq: Option<crate::eval::seq2seq::SavedSeq2seq>,
 }
 
 /// A P-tuned prompt served with its task (`wenhui serve --prompt DIR`).
@@ -71,7 +74,7 @@ impl ServedModel {
     /// Wraps a loaded model and its tokenizer.
     pub fn new(backbone: Box<dyn Backbone>, tokenizer: Tokenizer, name: impl Into<String>) -> Self {
         let padding_ids = crate::generate::padded_vocabulary_rows(backbone.as_ref(), &tokenizer);
-        Self { backbone, tokenizer, name: name.into(), padding_ids, prompts: Vec::new() }
+        Self { backbone, tokenizer, name: name.into(), padding_ids, prompts: Vec::new(), seq2seq: None }
     }
     /// The architecture.
     pub fn kind(&self) -> ModelKind {
