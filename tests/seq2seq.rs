@@ -424,3 +424,21 @@ fn default_lengths_fit_a_small_model() {
     let (ok, _, err) = wenhui(&args);
     assert!(!ok && err.contains("--max-target-len") && err.contains("40"), "{err}");
 }
+
+/// `eval seq2seq` also reports SQuAD's normalised exact match and F1: punctuation no longer
+/// makes a right answer wrong, and half a Chinese answer earns half the F1.
+#[test]
+fn reports_carry_squad_exact_match_and_f1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"source\": \"北京大学。很好\", \"target\": \"北京大学\"}\n{\"source\": \"清华大学\", \"target\": \"北京大学\"}\n",
+    )
+    .unwrap();
+    let pairs = read_pairs(&data, "source", "target", true).unwrap();
+    let system = System::Baseline(wenhui::eval::seq2seq::Baseline::LeadChars(5));
+    let r = evaluate_pairs(&system, &pairs, None, &indicatif::ProgressBar::hidden()).unwrap();
+    assert_eq!(r.exact_match, 0.0);
+    assert_eq!((r.squad.exact_match, r.squad.f1, r.squad.count), (50.0, 75.0, 2), "{:?}", r.squad);
+}

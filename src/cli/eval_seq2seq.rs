@@ -94,11 +94,13 @@ pub fn run_eval(a: EvalSeq2seqArgs) -> anyhow::Result<()> {
     } else {
         let r = &report.rouge;
         println!(
-            "ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}  exact {:.2}%  ({} pairs, {}, {:?} tokens, {} unfinished, {} sources cut, {:.1} s)",
+            "ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}  exact {:.2}%  SQuAD EM {:.2} F1 {:.2}  ({} pairs, {}, {:?} tokens, {} unfinished, {} sources cut, {:.1} s)",
             r.rouge1,
             r.rouge2,
             r.rouge_l,
             report.exact_match,
+            report.squad.exact_match,
+            report.squad.f1,
             r.pairs,
             report.system,
             report.rouge_tokenizer,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use wenhui::ptuning::seeds::{self, SeedsOptions, SeedsSummary};
 use wenhui::ptuning::train::{tune, TuneConfig, TuneMode, TuneSummary};
 use wenhui::ptuning::{EncoderKind, LstmHead, PromptInit};
 use wenhui::train::pretrain::RunOptions;
@@ -90,6 +91,16 @@ pub struct TuneArgs {
     /// Seed of the encoder init, data order and dropout [default: 42].
     #[arg(long)]
     seed: Option<u64>,
+    /// Train once per seed (`1,2,3` or a range `1-5`), each into `<out>/seed-<N>/` exactly as
+    /// `--seed N -o <out>/seed-<N>` would, then summarise the dev metrics over the seeds (mean,
+    /// sample std, min, max, per seed) in a table and `<out>/seeds.json`. With --resume, finished
+    /// seeds are read and unfinished ones continued.
+    #[arg(long, value_name = "LIST", value_parser = seed_list, conflicts_with = "seed")]
+    seeds: Option<SeedList>,
+    /// With --seeds: evaluate each seed's kept checkpoint on this labelled JSONL (e.g. FewGLUE's
+    /// val.jsonl, the SuperGLUE dev set the papers report) and summarise those metrics too.
+    #[arg(long, value_name = "FILE", requires = "seeds")]
+    test: Option<PathBuf>,
     /// COPA: do not add mirrored training examples.
     #[arg(long)]
     no_mirror: bool,
@@ -99,6 +110,15 @@ pub struct TuneArgs {
     /// Hide the progress bar (or, when stderr is not a terminal, the progress lines).
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// A `--seeds` list.
+#[derive(Debug, Clone)]
+pub struct SeedList(Vec<u64>);
+
+/// The value parser of `--seeds`: clap then names the flag in the error.
+fn seed_list(s: &str) -> Result<SeedList, String> {
+    seeds::parse_seeds(s).map(SeedList).map_err(|e| e.to_string().trim_start_matches("invalid input: ").to_string())
 }
 
 /// `--encoder` values.
@@ -174,7 +194,11 @@ pub fn fewglue_file(task: &str, split: &str) -> Option<PathBuf> {
 fn config(a: &TuneArgs, mode: TuneMode) -> anyhow::Result<TuneConfig> {
     let builtin = !Path::new(&a.task).is_file();
     let mut c = if a.resume {
-        let mut saved = wenhui::ptuning::train::saved_config(&a.out)?;
+        // The seeds' runs are in `<out>/seed-<N>/`: any one of them holds the configuration.
+        let mut saved = match &a.seeds {
+            Some(list) => seeds::saved_config(&a.out, &list.0)?,
+            None => wenhui::ptuning::train::saved_config(&a.out)?,
+        };
         saved.mode = mode;
         saved.task.clone_from(&a.task);
         saved.model.clone_from(&a.model);
@@ -277,12 +301,41 @@ fn warn_unused_flags(a: &TuneArgs, task: &str) {
 }
 
 fn run(a: &TuneArgs, cfg: TuneConfig) -> anyhow::Result<()> {
+    if let Some(list) = &a.seeds {
+        return run_seeds(a, &cfg, &list.0);
+    }
     let progress = !a.quiet;
     let stop = crate::cli::common::ctrl_c_stop_flag();
     let resume = a.resume.then(|| a.out.clone());
     let s = tune(&cfg, &RunOptions { resume, progress, stop: Some(stop) })?;
     print_summary(&s, a.json)?;
     if s.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// `--seeds`: the runs, then the summary over the seeds.
+fn run_seeds(a: &TuneArgs, cfg: &TuneConfig, list: &[u64]) -> anyhow::Result<()> {
+    let stop = crate::cli::common::ctrl_c_stop_flag();
+    let opts = SeedsOptions { resume: a.resume, progress: !a.quiet, stop: Some(stop), test: a.test.clone() };
+    let s: SeedsSummary = seeds::run_seeds(cfg, list, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        print!("{}", s.table());
+        if let Some(line) = s.headline() {
+            println!("{line}");
+        }
+        if cfg.out_dir.is_dir() {
+            println!("summary written to {}", cfg.out_dir.join(seeds::SUMMARY_FILE).display());
+        }
+    }
+    if s.interrupted {
+        match s.resume_command(&cfg.model) {
+            Some(c) => eprintln!("stopped before every seed finished; continue the seeds with: {c}"),
+            None => eprintln!("stopped before the first seed started: nothing was saved"),
+        }
         std::process::exit(130);
     }
     Ok(())

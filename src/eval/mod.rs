@@ -5,4 +5,5 @@ pub mod lm;
 pub mod poems;
 pub mod rouge;
 pub mod seq2seq;
+pub mod squad;
 pub mod turing;

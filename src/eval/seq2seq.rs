@@ -1,7 +1,7 @@
 //! `wenhui eval seq2seq`: targets decoded from sources by a GLM with the official seq2seq
 //! layout (Part A = the source template, then `[sop]` at the mask's position and beam search over
 //! Part B with the K/V cache, THUDM/GLM `tasks/seq2seq/evaluate.py`), scored with ROUGE-1/2/L F1
-//! ([`super::rouge`]) and exact match.
+//! ([`super::rouge`]), exact match, and SQuAD's normalised exact match and F1 ([`super::squad`]).
 
 use super::rouge::{corpus_scores, RougeSummary, RougeTokenizer};
 use crate::data::seq2seq::{Seq2seqLayout, Seq2seqPair};
@@ -247,6 +247,9 @@ pub struct Seq2seqReport {
     pub rouge: RougeSummary,
     /// Share of predictions equal to the target (whitespace-trimmed), × 100.
     pub exact_match: f64,
+    /// SQuAD v1.1's exact match and token F1 (× 100) after its normalisation (case, punctuation,
+    /// articles, whitespace); character tokens for CJK targets (with the `chars` ROUGE tokenizer).
+    pub squad: super::squad::SquadScores,
     /// Tokenization of ROUGE.
     pub rouge_tokenizer: RougeTokenizer,
     /// Examples whose source was cut to fit.
@@ -323,9 +326,13 @@ pub fn evaluate_pairs(
     let tok = tokenizer.unwrap_or_else(|| RougeTokenizer::guess(&pairs.iter().map(|p| p.target.as_str()).collect::<Vec<_>>()));
     let rouge = corpus_scores(predictions.iter().map(|p| (p.prediction.as_str(), p.target.as_str())), tok);
     let exact = predictions.iter().filter(|p| p.prediction.trim() == p.target.trim()).count();
+    let lang = if tok == RougeTokenizer::Chars { super::squad::Lang::Chinese } else { super::squad::Lang::English };
+    let golds: Vec<[&str; 1]> = predictions.iter().map(|p| [p.target.as_str()]).collect();
+    let squad = super::squad::corpus(predictions.iter().zip(&golds).map(|(p, g)| (p.prediction.as_str(), &g[..])), lang)?;
     Ok(Seq2seqReport {
         rouge,
         exact_match: 100.0 * exact as f64 / predictions.len().max(1) as f64,
+        squad,
         rouge_tokenizer: tok,
         sources_truncated: truncated,
         unfinished,

@@ -23,6 +23,7 @@ mod encoder;
 pub mod init;
 pub mod seq2seq;
 mod io;
+pub mod seeds;
 pub mod train;
 pub mod vocab;
 

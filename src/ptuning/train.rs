@@ -169,6 +169,12 @@ pub fn saved_config(run: &Path) -> Result<TuneConfig> {
     Ok(state::load_state(run)?.1.config)
 }
 
+/// The trainer state of a run directory's newest checkpoint (or of a checkpoint directory): how
+/// far the run got, what it kept, and its configuration.
+pub fn saved_state(run: &Path) -> Result<TuneState> {
+    Ok(state::load_state(run)?.1)
+}
+
 /// A fresh run's configuration with its input files made absolute: the saved configuration
 /// then still finds them when the run is resumed from another directory.
 fn with_absolute_inputs(given: &TuneConfig) -> TuneConfig {
