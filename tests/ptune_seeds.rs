@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use wenhui::ptuning::seeds::{run_seeds, seed_dir, SeedStatus, SeedsOptions, SeedsSummary, SUMMARY_FILE};
-use wenhui::ptuning::train::{saved_state, tune, BestRecord, TuneMode};
+use wenhui::ptuning::train::{saved_state, tune, BestRecord, TuneConfig, TuneMode};
 use wenhui::train::pretrain::RunOptions;
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -153,6 +153,11 @@ fn an_early_stopped_seed_is_finished() -> TestResult {
     assert_eq!((again.runs[0].status, again.runs[0].steps, again.runs[0].early_stopped), (SeedStatus::Finished, 4, true));
     assert_eq!(again.runs[0].dev, s.runs[0].dev);
     assert!(again.table().contains("4*") && again.table().contains("stopped early"), "{}", again.table());
+    // A single run resumed after its early stop is complete too: it does not train on.
+    let single = TuneConfig { seed: 5, out_dir: t.dir.path().join("single"), ..base };
+    tune(&single, &Default::default())?;
+    let e = tune(&single, &RunOptions { resume: Some(single.out_dir.clone()), ..Default::default() }).unwrap_err().to_string();
+    assert!(e.contains("stopped early at step 4") && e.contains("the run is complete"), "{e}");
     Ok(())
 }
 

@@ -442,3 +442,33 @@ fn reports_carry_squad_exact_match_and_f1() {
     assert_eq!(r.exact_match, 0.0);
     assert_eq!((r.squad.exact_match, r.squad.f1, r.squad.count), (50.0, 75.0, 2), "{:?}", r.squad);
 }
+
+/// A run resumed after its early stop is complete: it trains no further step.
+#[test]
+fn a_run_resumed_after_its_early_stop_trains_no_more() {
+    use wenhui::train::seq2seq::{finetune, Seq2seqConfig, Seq2seqRunOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    common::seq2seq_toy::tiny_model(tmp.path(), "abcdef>");
+    let (train, dev) = (tmp.path().join("train.jsonl"), tmp.path().join("dev.jsonl"));
+    common::seq2seq_toy::reverse_pairs(&train, 32, 4);
+    common::seq2seq_toy::reverse_pairs(&dev, 8, 5);
+    // A learning rate too small to move the dev loss: the second evaluation does not improve.
+    let cfg = Seq2seqConfig {
+        train,
+        dev: Some(dev),
+        model: tmp.path().join("model"),
+        out_dir: tmp.path().join("run"),
+        layout: LayoutConfig { template: "{source}>[MASK]".into(), max_source_len: 12, max_target_len: 8, ..Default::default() },
+        steps: Some(20),
+        batch_size: 4,
+        lr: 1e-30,
+        dropout: 0.0,
+        eval_every: 1,
+        patience: 1,
+        ..Default::default()
+    };
+    let a = finetune(&cfg, Seq2seqRunOptions::default()).unwrap();
+    assert!(a.early_stopped && a.steps == 2, "{a:?}");
+    let b = finetune(&cfg, Seq2seqRunOptions { resume: Some(tmp.path().join("run")), ..Default::default() }).unwrap();
+    assert!(b.early_stopped && b.steps == 2 && b.last_loss.is_nan(), "{b:?}");
+}

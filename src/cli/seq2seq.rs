@@ -484,8 +484,9 @@ pub fn run_finetune(a: Seq2seqFinetuneArgs) -> anyhow::Result<()> {
         let digits = if by_loss { 4 } else { 2 };
         let best = s.best.map(|(v, st)| format!(", best {} {v:.digits$} at step {st}", s.metric_label)).unwrap_or_default();
         if s.last_loss.is_nan() {
-            // Nothing ran: a resumed run that had already finished.
-            println!("nothing to do: the run had already finished its {} steps{best}; model: {}", s.steps, s.model_dir.display());
+            // Nothing ran: a resumed run that had already finished (or stopped early).
+            let how = if s.early_stopped { "stopped early after" } else { "finished its" };
+            println!("nothing to do: the run had already {how} {} steps{best}; model: {}", s.steps, s.model_dir.display());
             return Ok(());
         }
         let trained = if s.model_frozen {

@@ -324,6 +324,7 @@ pub fn tune(given: &TuneConfig, opts: &RunOptions) -> Result<TuneSummary> {
     if let Some(ck) = &resumed {
         let next = "to train on, start a new run from its best prompt with --init-prompt";
         crate::train::checkpoint::ensure_steps_left(&ck.dir, ck.state.step, r.max_steps, next)?;
+        ck.ensure_not_stopped_early(cfg.patience, next)?;
     }
     let tok = load_tokenizer(cfg.tokenizer.as_deref(), &cfg.model)?;
     let mut train = read_labelled(&cfg.train, &task, "training")?;

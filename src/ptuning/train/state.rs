@@ -153,6 +153,22 @@ pub struct TuneCheckpoint {
     pub optimizer: HashMap<String, Tensor>,
 }
 
+impl TuneCheckpoint {
+    /// An error when the run spent its `patience` (evaluations without improvement) here:
+    /// resuming would train past its early stop. `next` says what to do instead.
+    pub fn ensure_not_stopped_early(&self, patience: usize, next: &str) -> Result<()> {
+        if patience == 0 || self.state.bad_evals < patience {
+            return Ok(());
+        }
+        Err(Error::input(format!(
+            "{} stopped early at step {} ({} evaluations without improvement, patience {patience}): the run is complete ({next})",
+            self.dir.display(),
+            self.state.step,
+            self.state.bad_evals
+        )))
+    }
+}
+
 /// Loads a checkpoint directory, or the newest checkpoint of a run directory.
 pub fn load_checkpoint(path: &Path) -> Result<TuneCheckpoint> {
     let (dir, state) = load_state(path)?;

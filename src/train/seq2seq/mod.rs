@@ -286,8 +286,10 @@ pub fn finetune(cfg: &Seq2seqConfig, opts: Seq2seqRunOptions<'_>) -> Result<Seq2
         })
     };
     let bar = Reporter::new(opts.progress, start, steps);
-    let (mut last_loss, mut early_stopped, mut interrupted) = (f64::NAN, false, false);
-    for step in start..steps {
+    // A run resumed after it spent its patience is complete: it does not train on.
+    let stopped_before = resumed.is_some() && cfg.patience > 0 && early.bad_evals >= cfg.patience;
+    let (mut last_loss, mut early_stopped, mut interrupted) = (f64::NAN, stopped_before, false);
+    for step in start..if stopped_before { start } else { steps } {
         let lr = lr_at(cfg, steps, step);
         let idx = step_indices(train.len(), cfg.batch_size, cfg.seed, step);
         let samples: Vec<&Seq2seqSample> = idx.iter().map(|&i| &train[i]).collect();
