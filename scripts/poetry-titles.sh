@@ -3,7 +3,10 @@
 # embedded poetry GLM (scripts/train-poetry-model.sh: heldout=0.05, seed 2021), seq2seq pairs
 # {source: poem text, target: title}, fine-tuning from models/poetry-glm on its own training half
 # (minus 300 dev poems for early stopping), ROUGE on the held-out poems next to two baselines.
-# Usage: scripts/poetry-titles.sh [path/to/tang_jintishi.jsonl]   (env: STEPS, TEST_LIMIT, THREADS)
+# PARTS=ptune (or "finetune ptune") P-tunes the frozen model instead (ptune --task seq2seq: eight
+# pseudo tokens before the same template) and scores it next to the model without tuning.
+# Usage: scripts/poetry-titles.sh [path/to/tang_jintishi.jsonl]
+#   (env: STEPS, TEST_LIMIT, THREADS, PARTS=finetune|ptune|"finetune ptune", PT_STEPS, PT_LR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/poetry/tang_jintishi.jsonl}
@@ -31,13 +34,27 @@ PY
 
 LAYOUT=(--template '题名：[sMASK]；正文：{source}' --max-source-len 100 --max-target-len 24)
 DECODE=(--num-beams 5 --length-penalty 0.7 --no-repeat-ngram-size 3 --rouge-tokenizer chars)
+PARTS=${PARTS:-finetune}
+evaluate() {
+  echo "== $*"
+  RAYON_NUM_THREADS=${THREADS:-2} $W eval seq2seq "$@" --data $OUT/test.jsonl --limit "$TEST_LIMIT" "${DECODE[@]}" --json \
+    | tee -a $OUT/results.jsonl
+}
+if [[ " $PARTS " == *" ptune "* ]]; then
+  rm -rf $OUT/ptune
+  RAYON_NUM_THREADS=${THREADS:-2} $W ptune --task seq2seq --model models/poetry-glm --train $OUT/train.jsonl --dev $OUT/dev.jsonl \
+    -o $OUT/ptune --template '[P*8]题名：[sMASK]；正文：{source}' --max-source-len 100 --max-target-len 24 "${DECODE[@]}" \
+    --steps "${PT_STEPS:-200}" --batch-size 16 --lr "${PT_LR:-1e-3}" --eval-every 100 --metric loss --seed 2021
+  evaluate --model models/poetry-glm "${LAYOUT[@]}"
+  evaluate --model $OUT/ptune/best   # its template and prompt come from the run
+fi
+[[ " $PARTS " == *" finetune "* ]] || exit 0
 rm -rf $OUT/run   # a fresh run (finetune refuses to start over a run)
 RAYON_NUM_THREADS=${THREADS:-2} $W finetune --task seq2seq --train $OUT/train.jsonl --dev $OUT/dev.jsonl -o $OUT/run \
   "${LAYOUT[@]}" "${DECODE[@]}" --steps "$STEPS" --batch-size 32 --lr 5e-4 --warmup 0.06 --label-smoothing 0.1 \
   --eval-every 100 --metric loss --patience 3 --seed 2021
 
 for sys in "--baseline lead-chars:2" "--baseline lead-chars:4" "--model models/poetry-glm" "--model $OUT/run/best"; do
-  echo "== $sys"
-  RAYON_NUM_THREADS=${THREADS:-2} $W eval seq2seq $sys --data $OUT/test.jsonl --limit "$TEST_LIMIT" "${LAYOUT[@]}" "${DECODE[@]}" --json \
-    | tee -a $OUT/results.jsonl
+  # shellcheck disable=SC2086 # $sys is two words
+  evaluate $sys "${LAYOUT[@]}"
 done

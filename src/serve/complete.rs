@@ -95,26 +95,6 @@ fn one_choice(
         }
     };
     let finished = match (model.kind(), &model.seq2seq) {
-        (ModelKind::Glm, Some(s)) => {
-            cfg.eos_token_ids.extend(s.stop_tokens(tok));
-            let stop_ids = cfg.eos_token_ids.clone();
-            let mut hook = |_i: usize, id: u32| {
-                if t.should_stop() {
-                    cancelled = true;
-                    return false;
-                }
-                tokens += 1;
-                if stop_ids.contains(&id) {
-                    return true;
-                }
-                match stream.push(id) {
-                    Ok(s) => emit(s, &mut text),
-                    Err(e) => failure = Some(e),
-                }
-                !stream.stopped()
-            };
-            s.decode(backbone, context, &cfg, Some(&mut hook as StepHook<'_>))?.finished
-        }
         (ModelKind::Glm, None) => {
             let blank = BlankTokens::from_special(&tok.special)?;
             let mut current = 0usize;
@@ -157,18 +137,20 @@ fn one_choice(
             // "stop" only when every blank was filled to its end, not only the last one.
             !cut && out.fills.iter().all(|f| f.finished)
         }
-        _ => {
-            if let Some(eos) = tok.special.eos {
-                cfg.eos_token_ids.push(eos);
+        // Left to right from the context: a GPT-2's continuation, or a seq2seq GLM's target.
+        (_, seq2seq) => {
+            match seq2seq {
+                Some(s) => cfg.eos_token_ids.extend(s.stop_tokens(tok)),
+                None => cfg.eos_token_ids.extend(tok.special.eos),
             }
-            let eos = cfg.eos_token_ids.clone();
+            let stop_ids = cfg.eos_token_ids.clone();
             let mut hook = |_i: usize, id: u32| {
                 if t.should_stop() {
                     cancelled = true;
                     return false;
                 }
                 tokens += 1;
-                if eos.contains(&id) {
+                if stop_ids.contains(&id) {
                     return true;
                 }
                 match stream.push(id) {
@@ -177,8 +159,13 @@ fn one_choice(
                 }
                 !stream.stopped()
             };
-            let out = generate(backbone, context, &CausalInputs::new(backbone), &cfg, Some(&mut hook as StepHook<'_>))?;
-            out.sequences.first().is_some_and(|h| h.finished)
+            let hook = Some(&mut hook as StepHook<'_>);
+            match seq2seq {
+                Some(s) => s.decode(backbone, context, &cfg, hook)?.finished,
+                None => {
+                    generate(backbone, context, &CausalInputs::new(backbone), &cfg, hook)?.sequences.first().is_some_and(|h| h.finished)
+                }
+            }
         }
     };
     if cancelled {
