@@ -202,7 +202,11 @@ fn pseudo_tokens_in_seq2seq_templates() {
     let spaced = EncodedTemplate::new(&tok, &tokens, "[MASK] [P*2] {source}").unwrap();
     let tight = EncodedTemplate::new(&tok, &tokens, "[MASK][P*2]{source}").unwrap();
     assert_eq!((spaced.prefix, spaced.pseudo), (tight.prefix, tight.pseudo));
-    for (bad, says) in [("[P*0]{source}[MASK]", "malformed `[P*0]`"), ("[P*x]{source}[MASK]", "malformed `[P*x]`")] {
+    for (bad, says) in [
+        ("[P*0]{source}[MASK]", "malformed `[P*0]`"),
+        ("[P*x]{source}[MASK]", "malformed `[P*x]`"),
+        ("[MASK]{source}[P*2", "`[P*` is never closed"),
+    ] {
         let e = EncodedTemplate::new(&tok, &tokens, bad).unwrap_err().to_string();
         assert!(e.contains(says) && e.contains(bad), "{e}");
     }

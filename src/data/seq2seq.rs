@@ -194,6 +194,8 @@ fn encode_with_pseudo(tokenizer: &Tokenizer, text: &str, placeholder: u32, templ
                 Error::input(format!("template `{template}`: malformed `[P*{n}]`: the count must be a whole number ≥ 1, e.g. `[P*4]`"))
             })?;
             (count, n.len() + 4)
+        } else if after.starts_with("[P*") {
+            return Err(Error::input(format!("template `{template}`: `[P*` is never closed; write `[P*4]` for four pseudo tokens")));
         } else {
             // Text that merely starts like a marker (`[PAD]`, `[Place]`) stays in its piece.
             from = at + 2;
