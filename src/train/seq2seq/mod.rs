@@ -5,6 +5,11 @@
 //! loss, or any score the caller computes, e.g. ROUGE) with the best model kept in `<out>/best`.
 //! Every checkpoint and `best/` also hold [`LAYOUT_FILE`], how sources and targets were laid
 //! out, so that `eval seq2seq` formats its inputs as the model was trained.
+//!
+//! P-tuning for generation: with `[P]` tokens in the template, a prompt encoder's vectors fill
+//! them ([`crate::ptuning::seq2seq`]); it trains with the model or alone (the model frozen, as
+//! `ptune --task seq2seq`), in its own optimizer group without weight decay, and is saved in
+//! `prompt/` of every checkpoint and `best/`.
 
 mod batch;
 mod config;
