@@ -464,7 +464,8 @@ fn one_token_spec<'a>(
     check: &'a dyn Fn(&str) -> LineStatus,
     decode: &'a dyn Fn(&[u32]) -> wenhui::Result<String>,
 ) -> wenhui::generate::inverse::SampleSpec<'a> {
-    wenhui::generate::inverse::SampleSpec { allowed, first, stops: &[], check, decode, max_tokens: 1, temperature: 1.0, max_redraws: 8 }
+    use wenhui::generate::inverse::SampleSpec as S;
+    S { allowed, first, steer: None, stops: &[], check, decode, max_tokens: 1, temperature: 1.0, max_redraws: 8 }
 }
 
 #[test]

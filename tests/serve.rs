@@ -17,6 +17,8 @@ mod audit;
 mod client_audit;
 #[path = "serve/fuzz_fixes.rs"]
 mod fuzz_fixes;
+#[path = "serve/include.rs"]
+mod include;
 #[path = "serve/penalties.rs"]
 mod penalties;
 #[path = "serve/seq2seq.rs"]

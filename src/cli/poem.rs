@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::common::{read_title_lines, DefaultModel};
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
-use wenhui::generate::poetry::{check_poem, to_simplified, Constraints, Form};
+use wenhui::generate::poetry::{check_poem, keyword_lines, split_keywords, split_lines, to_simplified, Constraints, Form};
 use wenhui::model::{load_model, LoadOptions};
 use wenhui::serve::{answer_search_fit, glm_search_fit, longest_poem, AnswerTooLong};
 use wenhui::tokenizer::Tokenizer;
@@ -102,7 +102,7 @@ pub struct PoemArgs {
     /// Check a poem you wrote instead of writing one (`-`: read it from stdin); no model is
     /// loaded. Prints each line's 平仄 as read (`*` either reading, `?` unknown), the rhyme group
     /// of each rhyme character, every violated rule and a summary; --form defaults to `auto`
-    /// (inferred from the shape), --rhyme and --acrostic apply, --json prints one object.
+    /// (inferred from the shape), --rhyme, --acrostic and --include apply, --json prints one object.
     #[arg(long, value_name = "TEXT", conflicts_with_all = [
         "title", "titles", "output", "author", "explain", "seed", "beams", "per_beam", "refine", "no_inverse", "task", "model",
     ])]
@@ -123,6 +123,11 @@ pub struct PoemArgs {
     /// Acrostic (藏头) heads: one character per line, e.g. 春夏秋冬 (none by default).
     #[arg(long, default_value = "", hide_default_value = true)]
     acrostic: String,
+    /// Keywords the poem must contain, each within one line: 1 to 4 Chinese characters each,
+    /// separated by commas (月,酒 or 月，酒); the flag may be repeated. With --check, a missing
+    /// keyword is a violation.
+    #[arg(long, value_name = "WORDS")]
+    include: Vec<String>,
     /// Rhyme table: pingshui (平水韵), cilin (词林正韵) or xinyun (中华新韵).
     #[arg(long, default_value = "pingshui")]
     rhyme: String,
@@ -161,7 +166,7 @@ const DEFAULT_AUTHOR: &str = "李白";
 pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     if let Some(text) = &a.check {
         let form = a.form.as_deref().unwrap_or("auto");
-        return crate::cli::poem_check::run(text, form, &a.rhyme, &a.acrostic, a.search.json);
+        return crate::cli::poem_check::run(text, form, &a.rhyme, &a.acrostic, &keywords(&a.include), a.search.json);
     }
     if a.form.as_deref().is_some_and(|f| f.trim().eq_ignore_ascii_case("auto")) {
         anyhow::bail!("--form auto infers the form of a poem given to --check; to write a poem choose 五绝, 七绝, 五律 or 七律");
@@ -172,7 +177,9 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     if let Some(out) = &a.output {
         anyhow::bail!("--output {}: only batch mode (--titles FILE) writes a file; one poem goes to stdout", out.display());
     }
-    let constraints = Constraints::parse(a.form.as_deref().unwrap_or(DEFAULT_FORM), &a.rhyme, &a.acrostic)?;
+    let constraints = Constraints::parse(a.form.as_deref().unwrap_or(DEFAULT_FORM), &a.rhyme, &a.acrostic)?
+        .with_keywords(&keywords(&a.include))
+        .map_err(include_error)?;
     let title: String = a.title.as_deref().unwrap_or_default().trim().chars().map(to_simplified).collect();
     if title.is_empty() {
         anyhow::bail!("--title is empty: give the poem a title, e.g. --title 虹桥机场");
@@ -193,6 +200,7 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
     for c in (0..constraints.heads.len()).filter_map(|k| constraints.head(k)) {
         cx.head_tokens(c)?;
     }
+    check_keyword_tokens(&cx, &constraints)?;
     if !a.search.json {
         println!("《{title}》");
     }
@@ -203,14 +211,15 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
             "title": title, "form": constraints.form.name(), "acrostic": a.acrostic, "rhyme": a.rhyme,
             "seed": a.search.seed, "text": out.text, "lines": out.units.iter().map(|u| &u.text).collect::<Vec<_>>(),
             "constraints_ok": verdict.is_ok(), "violations": verdict.violations.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-            "result": out,
+            "include": include_json(&constraints, &out.text), "result": out,
         });
         println!("{v}");
     } else {
         eprintln!(
-            "[{} · {} · seed {} · score {:.2} · {} candidates scored · {} refined · {:.1} s · constraints {}]",
+            "[{} · {}{} · seed {} · score {:.2} · {} candidates scored · {} refined · {:.1} s · constraints {}]",
             Form::name(constraints.form),
             a.rhyme,
+            include_text(&constraints, &out.text),
             a.search.seed,
             out.score,
             out.candidates_scored,
@@ -220,6 +229,54 @@ pub fn run_poem(a: PoemArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The keywords of every `--include` (each a comma-separated list).
+fn keywords(include: &[String]) -> Vec<String> {
+    include.iter().flat_map(|l| split_keywords(l)).collect()
+}
+
+/// A keyword error, named for the flag.
+fn include_error(e: wenhui::Error) -> anyhow::Error {
+    match e {
+        wenhui::Error::Input(m) => anyhow::anyhow!("--include: {m}"),
+        other => other.into(),
+    }
+}
+
+/// Every keyword character must be one token (the search may have to force it): checked before
+/// anything is printed, as the acrostic heads are.
+fn check_keyword_tokens(cx: &Context<'_>, c: &Constraints) -> anyhow::Result<()> {
+    for k in c.simplified_keywords() {
+        cx.keyword_tokens(&k.iter().collect::<String>()).map_err(include_error)?;
+    }
+    Ok(())
+}
+
+/// Each keyword and the line (0-based) of `text` it stands in.
+fn placed(c: &Constraints, text: &str) -> Vec<(String, Option<usize>)> {
+    let bodies: Vec<String> = split_lines(text).unwrap_or_default().iter().map(|l| l.body.iter().collect()).collect();
+    keyword_lines(c, &bodies.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Each keyword and the line (1-based) it stands in, `null` when missing.
+fn include_json(c: &Constraints, text: &str) -> serde_json::Value {
+    placed(c, text).into_iter().map(|(k, at)| serde_json::json!({"keyword": k, "line": at.map(|l| l + 1)})).collect()
+}
+
+/// ` · include 月 (line 2), 酒 (line 4)` for the summary line; empty without keywords.
+fn include_text(c: &Constraints, text: &str) -> String {
+    if c.keywords.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = placed(c, text)
+        .into_iter()
+        .map(|(k, at)| match at {
+            Some(l) => format!("{k} (line {})", l + 1),
+            None => format!("{k} (missing)"),
+        })
+        .collect();
+    format!(" · include {}", each.join(", "))
 }
 
 /// Warns (one line) about the characters of `title` the tokenizer does not know; returns the
@@ -290,7 +347,11 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     let mut constraints = Vec::with_capacity(titles.len());
     for (i, t) in titles.iter().enumerate() {
         let form = a.form.as_deref().or(t.form.as_deref()).unwrap_or(DEFAULT_FORM);
-        constraints.push(Constraints::parse(form, &a.rhyme, "").map_err(|e| anyhow::anyhow!("{} (title {}): {e}", path.display(), i + 1))?);
+        let c = Constraints::parse(form, &a.rhyme, "").map_err(|e| anyhow::anyhow!("{} (title {}): {e}", path.display(), i + 1))?;
+        let c = c
+            .with_keywords(&keywords(&a.include))
+            .map_err(|e| anyhow::anyhow!("{} (title {}): {}", path.display(), i + 1, include_error(e)))?;
+        constraints.push(c);
     }
     if let Some(out) = &a.output {
         // Before the first (slow) poem: the titles file is not the output, and the output can be written.
@@ -299,6 +360,9 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
     let task = a.search.task("poem")?;
     let (model, tok) = a.search.load()?;
     let cx = Context::new(model.as_ref(), &tok)?;
+    if let Some(c) = constraints.first() {
+        check_keyword_tokens(&cx, c)?;
+    }
     let bar = wenhui::train::progress::count_bar(true, titles.len() as u64, "poems");
     let (mut lines, mut skipped) = (Vec::new(), 0usize);
     let mut failure = None;
@@ -318,8 +382,11 @@ fn run_batch(a: &PoemArgs, path: &Path) -> anyhow::Result<()> {
         match result {
             Ok(out) => {
                 let ok = check_poem(&out.text, c)?.is_ok();
-                let row = serde_json::json!({"title": t.title, "author": author, "form": c.form.name(), "seed": seed,
+                let mut row = serde_json::json!({"title": t.title, "author": author, "form": c.form.name(), "seed": seed,
                     "text": out.text, "score": out.score, "constraints_ok": ok});
+                if !c.keywords.is_empty() {
+                    row["include"] = include_json(c, &out.text);
+                }
                 if a.output.is_some() {
                     lines.push(row.to_string());
                 } else {

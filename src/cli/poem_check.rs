@@ -5,14 +5,14 @@
 use std::io::{Read, Write};
 
 use wenhui::generate::poetry::{
-    check_poem, in_tone_table, rhyme_index, split_lines, to_simplified, tone_of, toned_pinyin, Constraints, Form, RhymeTable, Tone,
-    Verdict, Violation,
+    check_poem, in_tone_table, keyword_lines, rhyme_index, split_lines, to_simplified, tone_of, toned_pinyin, Constraints, Form,
+    RhymeTable, Tone, Verdict, Violation,
 };
 
 /// The exit statuses of `poem --check`, shown after `wenhui poem --help`.
 pub const EXIT_HELP: &str = "Exit status with --check: 0 the poem passes every rule, 1 it breaks at least one (each violation is \
 listed), 2 unusable input: a usage error, or text that cannot be read as a poem (empty, a non-Chinese character, a shape that \
-is no 五绝/七绝/五律/七律 when --form is not given, a bad --form/--rhyme/--acrostic, unreadable stdin), reported as `error: …` \
+is no 五绝/七绝/五律/七律 when --form is not given, a bad --form/--rhyme/--acrostic/--include, unreadable stdin), reported as `error: …` \
 on stderr. Without --check, any error exits 1.";
 
 /// Exit status of a poem that breaks a rule.
@@ -84,8 +84,8 @@ impl Line {
 }
 
 /// `poem --check`: prints the report and exits 1 on violations, 2 on unusable input.
-pub fn run(text: &str, form: &str, rhyme: &str, acrostic: &str, json: bool) -> anyhow::Result<()> {
-    match check(text, form, rhyme, acrostic, json) {
+pub fn run(text: &str, form: &str, rhyme: &str, acrostic: &str, keywords: &[String], json: bool) -> anyhow::Result<()> {
+    match check(text, form, rhyme, acrostic, keywords, json) {
         Ok(true) => Ok(()),
         Ok(false) => {
             let _ = std::io::stdout().flush();
@@ -109,7 +109,7 @@ fn message(e: wenhui::Error) -> String {
 }
 
 /// Checks and prints; `Ok(passes)`, or `Err(why the input cannot be checked)`.
-fn check(arg: &str, form: &str, rhyme: &str, acrostic: &str, json: bool) -> Result<bool, String> {
+fn check(arg: &str, form: &str, rhyme: &str, acrostic: &str, keywords: &[String], json: bool) -> Result<bool, String> {
     let stdin;
     let (text, flag) = if arg == "-" {
         let mut s = String::new();
@@ -128,6 +128,7 @@ fn check(arg: &str, form: &str, rhyme: &str, acrostic: &str, json: bool) -> Resu
         (form.parse::<Form>().map_err(|e| format!("--form: {}", message(e)))?, false)
     };
     let c = Constraints::parse(form.name(), table.name(), acrostic).map_err(|e| format!("--acrostic: {}", message(e)))?;
+    let c = c.with_keywords(keywords).map_err(|e| format!("--include: {}", message(e)))?;
     let verdict = check_poem(text, &c).map_err(|e| format!("{flag}: {}", message(e)))?;
     let lines = read_lines(text, &parsed, table);
     if json {
@@ -234,6 +235,16 @@ fn print_text(c: &Constraints, inferred: bool, lines: &[Line], v: &Verdict) {
     if lines.iter().flat_map(|l| &l.chars).any(|r| matches!(r.tone, Some(Tone::Either) | None)) {
         println!("(* = either 平 or 仄: a character with both readings or a neutral tone; ? = 平仄 unknown)");
     }
+    if !c.keywords.is_empty() {
+        let each: Vec<String> = placed(c, lines)
+            .into_iter()
+            .map(|(k, at)| match at {
+                Some(l) => format!("{k} (line {})", l + 1),
+                None => format!("{k} (missing)"),
+            })
+            .collect();
+        println!("include: {}", each.join(", "));
+    }
     for x in &v.violations {
         println!("violation: {x}");
     }
@@ -250,6 +261,11 @@ fn print_text(c: &Constraints, inferred: bool, lines: &[Line], v: &Verdict) {
     }
 }
 
+/// Each keyword and the line (0-based) that holds it.
+fn placed(c: &Constraints, lines: &[Line]) -> Vec<(String, Option<usize>)> {
+    keyword_lines(c, &lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>())
+}
+
 /// A violation with 1-based line and position, as the text output counts them.
 fn violation_json(x: &Violation) -> serde_json::Value {
     serde_json::json!({
@@ -258,6 +274,8 @@ fn violation_json(x: &Violation) -> serde_json::Value {
 }
 
 fn to_json(text: &str, c: &Constraints, inferred: bool, acrostic: &str, lines: &[Line], v: &Verdict) -> serde_json::Value {
+    let include: Vec<serde_json::Value> =
+        placed(c, lines).into_iter().map(|(k, at)| serde_json::json!({"keyword": k, "line": at.map(|l| l + 1)})).collect();
     let lines: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| {
@@ -281,6 +299,7 @@ fn to_json(text: &str, c: &Constraints, inferred: bool, acrostic: &str, lines: &
         "rhyme_table": c.rhyme.name(),
         "rhyme_table_name": c.rhyme.chinese_name(),
         "acrostic": acrostic.trim(),
+        "include": include,
         "lines": lines,
         "violations": v.violations.iter().map(violation_json).collect::<Vec<_>>(),
         "warnings": v.warnings.iter().map(violation_json).collect::<Vec<_>>(),

@@ -181,6 +181,9 @@ pub struct PoemRequest {
     /// Acrostic heads, one character per line.
     #[serde(default)]
     pub acrostic: Option<String>,
+    /// Keywords the poem must contain, each within one line (1 to 4 Chinese characters each).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
     /// Rhyme table: pingshui (default), cilin or xinyun.
     #[serde(default)]
     pub rhyme: Option<String>,

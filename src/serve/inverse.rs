@@ -8,7 +8,7 @@ use super::limits::ApiError;
 use super::validate::{AnswerPlan, PoemPlan};
 use super::worker::{Msg, ServedModel, Ticket};
 use crate::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
-use crate::generate::poetry::check_poem;
+use crate::generate::poetry::{check_poem, keyword_lines, Constraints};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -61,6 +61,7 @@ pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, plan: &PoemPlan, t: &Ti
     let verdict = check_poem(&out.text, constraints)?;
     let mut body = json!({
         "title": title, "form": constraints.form.name(), "acrostic": r.acrostic.as_deref().unwrap_or(""),
+        "include": include_lines(constraints, &out),
         "rhyme": r.rhyme.as_deref().unwrap_or("pingshui"), "seed": seed, "inverse": use_inverse,
         "text": out.text,
         "lines": out.units.iter().map(|u| &u.text).collect::<Vec<_>>(),
@@ -73,6 +74,12 @@ pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, plan: &PoemPlan, t: &Ti
         body["explain"] = serde_json::to_value(&out.explain).map_err(|e| ApiError::internal(e.to_string()))?;
     }
     Ok((body, tokens))
+}
+
+/// Each keyword and the line (1-based) it stands in, `null` when missing.
+fn include_lines(c: &Constraints, out: &InverseResult) -> serde_json::Value {
+    let lines: Vec<&str> = out.units.iter().map(|u| u.text.as_str()).collect();
+    keyword_lines(c, &lines).into_iter().map(|(k, at)| json!({"keyword": k, "line": at.map(|l| l + 1)})).collect()
 }
 
 /// Runs `/v1/answer`.

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 document served at `GET /openapi.json`.
 
 use super::limits::Limits;
+use crate::generate::poetry::{MAX_KEYWORDS, MAX_KEYWORD_CHARS};
 use serde_json::{json, Value};
 
 fn error_responses() -> Value {
@@ -68,7 +69,10 @@ pub fn document(limits: &Limits) -> Value {
         "paths": {
             "/v1/completions": post("OpenAI-compatible text completion (GLM: long generation after [gMASK]; a seq2seq fine-tuned or P-tuned GLM: the prompt is the source of its saved template; GPT-2: left to right)", "CompletionRequest", json!({"$ref": "#/components/schemas/Completion"}), true),
             "/v1/fill": post("Fill [MASK]/[sMASK]/[gMASK] blanks (GLM; case-sensitive: `[mask]` is plain text)", "FillRequest", fill_response, false),
-            "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: {index, line} per decided line, {index, line, revised: true} when refinement replaces a line, then {result})", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")}, "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
+            "/v1/poem": post("A classical Chinese poem by inverse prompting (stream: {index, line} per decided line, {index, line, revised: true} when refinement replaces a line, then {result})", "PoemRequest", json!({"type": "object", "properties": {"title": s("string"), "text": s("string"), "lines": {"type": "array", "items": s("string")},
+                "include": {"type": "array", "description": "each keyword of the request and the line (1-based) it stands in; null when missing (constraints_ok is then false)",
+                    "items": {"type": "object", "properties": {"keyword": s("string"), "line": {"type": "integer", "nullable": true}}}},
+                "constraints_ok": s("boolean"), "violations": {"type": "array", "items": s("string")}, "score": s("number")}}), true),
             "/v1/answer": post("Answer a question by inverse prompting", "AnswerRequest", json!({"type": "object", "properties": {"question": s("string"), "text": s("string"), "score": s("number")}}), false),
             "/v1/classify": post("Cloze classification of one example: label probabilities", "ClassifyRequest", json!({"type": "object", "properties": {
                 "label": s("string"),
@@ -122,7 +126,10 @@ pub fn document(limits: &Limits) -> Value {
                 "repetition_penalty": penalties["repetition_penalty"], "no_repeat_ngram_size": penalties["no_repeat_ngram_size"]}},
             "PoemRequest": {"type": "object", "additionalProperties": false, "required": ["title"], "properties": {
                 "title": s("string"), "form": {"type": "string", "default": "五绝", "enum": ["五绝", "七绝", "五律", "七律", "wujue", "qijue", "wulv", "qilv"]},
-                "acrostic": s("string"), "rhyme": {"type": "string", "default": "pingshui", "enum": ["pingshui", "cilin", "xinyun"]},
+                "acrostic": s("string"),
+                "include": {"type": "array", "maxItems": MAX_KEYWORDS, "items": {"type": "string", "minLength": 1, "maxLength": MAX_KEYWORD_CHARS},
+                    "description": format!("keywords the poem must contain, each within one line: 1 to {MAX_KEYWORD_CHARS} Chinese characters (traditional read as simplified), at most {MAX_KEYWORDS}, all fitting the form beside the acrostic heads; every character one token of the model. The search forces a keyword's characters when the room left is just enough; if the tones cannot take one, it is written anyway and the rules it breaks are listed in violations")},
+                "rhyme": {"type": "string", "default": "pingshui", "enum": ["pingshui", "cilin", "xinyun"]},
                 "author": {"type": "string", "default": "李白"}, "seed": int, "beams": beams.clone(), "explain": s("boolean"), "inverse": {"type": "boolean", "default": true}, "stream": s("boolean")}},
             "AnswerRequest": {"type": "object", "additionalProperties": false, "required": ["question"], "properties": {
                 "question": s("string"), "description": s("string"), "seed": int, "beams": beams}},

@@ -244,6 +244,8 @@ fn json_error(e: &serde_json::Error, field: Option<&str>, limits: &Limits) -> St
 fn text_field(field: &str) -> Option<&'static str> {
     match field.split('[').next().unwrap_or(field) {
         "prompt" | "stop" => Some("a string or a list of strings"),
+        "include" if field.contains('[') => Some("a string"),
+        "include" => Some("a list of strings"),
         "model" | "user" | "text" | "title" | "form" | "acrostic" | "rhyme" | "author" | "question" | "description" | "task"
         | "task_toml" => Some("a string"),
         _ => None,
@@ -420,7 +422,7 @@ async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outco
         Err(e) => return e.into_response(),
     };
     let stream = req.stream;
-    match submit(&s, Work::Poem(req, plan)) {
+    match submit(&s, Work::Poem(req, Box::new(plan))) {
         Ok(rx) if stream => {
             let mut seen = HashSet::new();
             sse(&s, rx, outcome, move |m| match m {
@@ -441,8 +443,8 @@ async fn poem(State(s): State<AppState>, Extension(outcome): Extension<Arc<Outco
 
 /// `POST /v1/answer`.
 async fn answer(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let checked =
-        parse::<AnswerRequest>(body, &s.limits).and_then(|r| super::validate::answer(&s.front, &r, &s.limits).map(|p| Work::Answer(r, p)));
+    let checked = parse::<AnswerRequest>(body, &s.limits)
+        .and_then(|r| super::validate::answer(&s.front, &r, &s.limits).map(|p| Work::Answer(r, Box::new(p))));
     match checked.and_then(|w| submit(&s, w)) {
         Ok(rx) => wait(&s, rx).await,
         Err(e) => e.into_response(),

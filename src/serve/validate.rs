@@ -8,7 +8,7 @@ use super::api::{AnswerRequest, ClassifyRequest, CompletionRequest, FillRequest,
 use super::fit::{answer_search_fit, glm_search_fit, longest_poem, AnswerTooLong, SearchTooLong};
 use super::limits::{ApiError, Limits};
 use super::worker::ServedModel;
-use crate::generate::inverse::{InverseMode, Task};
+use crate::generate::inverse::{keyword_tokens, InverseMode, Task};
 use crate::generate::poetry::{to_simplified, Constraints};
 use crate::generate::{glm_context, GenerationConfig};
 use crate::model::ModelKind;
@@ -347,6 +347,7 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
     let form = r.form.as_deref().unwrap_or("五绝");
     let rhyme = r.rhyme.as_deref().unwrap_or("pingshui");
     let constraints = Constraints::parse(form, rhyme, r.acrostic.as_deref().unwrap_or(""))?;
+    let constraints = poem_keywords(constraints, r.include.as_deref().unwrap_or_default(), &front.tokenizer)?;
     let title: String = r.title.trim().chars().map(to_simplified).collect();
     if title.is_empty() {
         return Err(ApiError::bad_request("title is empty: give the poem a title, e.g. 虹桥机场"));
@@ -392,6 +393,21 @@ pub(crate) fn poem(front: &Front, r: &PoemRequest, limits: &Limits) -> Result<Po
         }
     }
     Ok(PoemPlan { constraints, title, task, fields })
+}
+
+/// `constraints` with the request's `include` keywords, each checked (as `wenhui poem --include`
+/// checks them, and that every character is one token the search can force): a 400 naming the
+/// field and the keyword otherwise.
+fn poem_keywords(constraints: Constraints, include: &[String], tok: &Tokenizer) -> Result<Constraints, ApiError> {
+    let named = |e: crate::Error| match e {
+        crate::Error::Input(m) => ApiError::bad_request(format!("`include`: {m}")),
+        other => other.into(),
+    };
+    let constraints = constraints.with_keywords(include).map_err(named)?;
+    for k in constraints.simplified_keywords() {
+        keyword_tokens(tok, &k.iter().collect::<String>()).map_err(named)?;
+    }
+    Ok(constraints)
 }
 
 /// A checked `/v1/answer` request.

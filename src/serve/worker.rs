@@ -127,10 +127,11 @@ pub(crate) enum Work {
     Complete(CompletionRequest, Prepared),
     /// `/v1/fill`.
     Fill(FillRequest, FillPlan),
-    /// `/v1/poem`.
-    Poem(PoemRequest, PoemPlan),
+    /// `/v1/poem` (the inverse-prompting plans are boxed: their tasks make them the largest by
+    /// far, and every queued job would be as large).
+    Poem(PoemRequest, Box<PoemPlan>),
     /// `/v1/answer`.
-    Answer(AnswerRequest, AnswerPlan),
+    Answer(AnswerRequest, Box<AnswerPlan>),
     /// `/v1/classify`.
     Classify(ClassifyPlan),
 }

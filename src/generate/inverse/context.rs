@@ -193,13 +193,22 @@ impl<'a> Context<'a> {
 
     /// Tokens that start with the head character `c` (single-character tokens first).
     pub fn head_tokens(&self, c: char) -> Result<Vec<u32>> {
-        let exact = self.encode(&c.to_string())?;
-        // One token that decodes back to the character: not the unknown token a character
-        // vocabulary gives a character it lacks (every line would then have to start with it).
-        if exact.len() == 1 && self.decode(&exact)?.trim() == c.to_string() {
-            return Ok(exact);
+        match self.char_token(c)? {
+            Some(t) => Ok(vec![t]),
+            None => {
+                Err(Error::input(format!("the acrostic head `{c}` is not one token of this model's vocabulary; choose another character")))
+            }
         }
-        Err(Error::input(format!("the acrostic head `{c}` is not one token of this model's vocabulary; choose another character")))
+    }
+
+    /// The one token that writes the character `c`, if any ([`char_token`]).
+    pub fn char_token(&self, c: char) -> Result<Option<u32>> {
+        char_token(self.tokenizer, c)
+    }
+
+    /// The token of each character of `keyword` ([`keyword_tokens`]).
+    pub fn keyword_tokens(&self, keyword: &str) -> Result<Vec<u32>> {
+        keyword_tokens(self.tokenizer, keyword)
     }
 
     /// How new tokens are placed (with the prompt's emphasis, if any).
@@ -383,6 +392,29 @@ impl<'a> Context<'a> {
         }
         Ok(gather(&rows, tokens, None).iter().sum())
     }
+}
+
+/// The one token of `tokenizer` that writes the character `c`, if it has one: not the unknown
+/// token a character vocabulary gives a character it lacks (forcing it would write `[UNK]`).
+pub fn char_token(tokenizer: &Tokenizer, c: char) -> Result<Option<u32>> {
+    let exact = tokenizer.encode(&c.to_string(), false)?;
+    Ok(match exact.as_slice() {
+        [t] if tokenizer.decode(&exact, true)?.trim() == c.to_string() => Some(*t),
+        _ => None,
+    })
+}
+
+/// The token of each character of `keyword` (a keyword the search may have to force one
+/// character at a time); `Err` naming the keyword when a character has no token of its own.
+pub fn keyword_tokens(tokenizer: &Tokenizer, keyword: &str) -> Result<Vec<u32>> {
+    keyword
+        .chars()
+        .map(|c| {
+            char_token(tokenizer, c)?.ok_or_else(|| {
+                Error::input(format!("keyword `{keyword}`: `{c}` is not one token of this model's vocabulary; choose another keyword"))
+            })
+        })
+        .collect()
 }
 
 fn last_logits(logits: &Tensor) -> Result<Vec<f32>> {

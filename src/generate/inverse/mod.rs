@@ -34,9 +34,9 @@ mod scorer;
 mod search;
 mod template;
 
-pub use context::{Context, Prepared};
+pub use context::{char_token, keyword_tokens, Context, Prepared};
 pub use rules::{PlainRules, PoemRules, UnitRules};
-pub use sampler::{sample_units, Candidate, SampleSpec};
+pub use sampler::{sample_units, Candidate, NextTokens, SampleSpec};
 pub use scorer::{causal_logprobs, span_logprobs, Emphasis, SpanRow};
 pub use search::{generate_inverse, window, Cancel, ExplainRow, ExplainStep, InverseOptions, InverseResult, UnitHook, UnitScore};
 pub use template::{placeholders, render, Forward, Inverse, InverseMode, ScoreWeights, SearchConfig, Task, Units, Window};

@@ -57,6 +57,9 @@ pub(crate) fn refine_round(
         let spec = SampleSpec {
             allowed: &allowed,
             first: head.as_deref(),
+            // Keywords are kept by `accepts_with` (the poem with the new unit must still hold
+            // every one); steering would read the lines after this one as empty.
+            steer: None,
             stops: &[],
             check: &check,
             decode: &|ids| cx.decode(ids),

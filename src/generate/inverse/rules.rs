@@ -3,7 +3,10 @@
 //! [`PoemRules`] applies the regulated-verse rules of [`crate::generate::poetry`].
 
 use super::template::Units;
-use crate::generate::poetry::{check_line, check_poem, format_score, is_cjk, Constraints, LineStatus};
+use crate::generate::poetry::{
+    check_line, check_poem, format_score, is_cjk, keyword_steer, keywords_behind, keywords_fit, Constraints, LineStatus, Steer,
+    KEYWORD_LAG_PENALTY,
+};
 use crate::Result;
 
 /// The task-specific side of inverse-prompted generation.
@@ -37,6 +40,22 @@ pub trait UnitRules {
     /// [`super::generate_inverse`] calls it first. The default accepts everything.
     fn validate(&self) -> Result<()> {
         Ok(())
+    }
+    /// Words the text must contain (keywords, in simplified characters); none by default.
+    /// [`super::generate_inverse`] checks up front that each of their characters is one token,
+    /// and does not count them as copied from the prompt.
+    fn required(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Which characters must or should come next in the unit after `units` whose text so far
+    /// is `partial` (keyword forcing); no steering by default.
+    fn steer(&self, _units: &[String], _partial: &str) -> Steer {
+        Steer::default()
+    }
+    /// Loosens the rules once, when a search step found no candidate at all; true when
+    /// something was loosened (the step is then sampled again). The default loosens nothing.
+    fn relax(&mut self) -> bool {
+        false
     }
 }
 
@@ -109,7 +128,10 @@ impl UnitRules for PlainRules {
 }
 
 /// Regulated verse: every line must pass [`check_line`] under the [`Constraints`] (form, rhyme
-/// table, tones, repetition, bans, acrostic heads); lines 3+ get the official soft format score.
+/// table, tones, repetition, bans, acrostic heads) and leave room for the keywords not written
+/// yet ([`keywords_fit`]; [`UnitRules::steer`] forces or prefers their characters); lines 3+ get
+/// the official soft format score, and every line loses [`KEYWORD_LAG_PENALTY`] per keyword the
+/// poem is behind its schedule with ([`keywords_behind`]).
 #[derive(Debug, Clone)]
 pub struct PoemRules {
     /// The constraints every line must satisfy.
@@ -136,9 +158,12 @@ impl UnitRules for PoemRules {
                 return LineStatus::Rejected;
             }
         }
-        // No 3-gram of the title/prompt (official: the decoded context includes the prompt).
+        // No 3-gram of the title/prompt (official: the decoded context includes the prompt),
+        // unless a keyword asked for it.
         let body: Vec<char> = candidate.chars().filter(|c| is_cjk(*c)).collect();
-        if body.windows(3).any(|w| self.context.contains(&w.iter().collect::<String>())) {
+        let keywords = self.constraints.simplified_keywords();
+        let asked = |w: &[char]| keywords.iter().any(|k| k.windows(w.len()).any(|x| x == w));
+        if body.windows(3).any(|w| !asked(w) && self.context.contains(&w.iter().collect::<String>())) {
             return LineStatus::Rejected;
         }
         let status = match check_line(&prev, candidate, &self.constraints) {
@@ -153,14 +178,17 @@ impl UnitRules for PoemRules {
                 return LineStatus::Rejected;
             }
         }
+        // No candidate that leaves a keyword without room.
+        if status != LineStatus::Rejected && !keywords_fit(&self.constraints, &prev, candidate) {
+            return LineStatus::Rejected;
+        }
         status
     }
     fn format_score(&self, units: &[String], unit: &str) -> f64 {
-        if units.len() < 2 {
-            return 0.0;
-        }
-        let prev: Vec<&str> = units.iter().map(String::as_str).collect();
-        format_score(&prev, unit).unwrap_or(-100.0)
+        let mut lines: Vec<&str> = units.iter().map(String::as_str).collect();
+        let format = if units.len() < 2 { 0.0 } else { format_score(&lines, unit).unwrap_or(-100.0) };
+        lines.push(unit);
+        format - KEYWORD_LAG_PENALTY * keywords_behind(&self.constraints, &lines) as f64
     }
     fn token_ok(&self, piece: &str) -> bool {
         let mut chars = piece.chars();
@@ -190,6 +218,24 @@ impl UnitRules for PoemRules {
     }
     fn validate(&self) -> Result<()> {
         self.constraints.validate()
+    }
+    fn required(&self) -> Vec<String> {
+        self.constraints.simplified_keywords().iter().map(|k| k.iter().collect()).collect()
+    }
+    fn steer(&self, units: &[String], partial: &str) -> Steer {
+        let prev: Vec<&str> = units.iter().map(String::as_str).collect();
+        keyword_steer(&self.constraints, &prev, partial)
+    }
+    /// Frees the keyword characters from the 平仄 rules (once, and only with keywords): a search
+    /// then finds a poem with every keyword where the tones could not take one; the poem's check
+    /// under the caller's constraints reports the rules it breaks.
+    fn relax(&mut self) -> bool {
+        let c = &mut self.constraints;
+        if c.keywords.is_empty() || c.relax_keyword_tones {
+            return false;
+        }
+        c.relax_keyword_tones = true;
+        true
     }
     fn describe(&self, units: &[String], unit: &str) -> String {
         let prev: Vec<&str> = units.iter().map(String::as_str).collect();

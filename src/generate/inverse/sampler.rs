@@ -4,7 +4,8 @@
 //! Here all rows of a beam advance together through one batched cache: every row draws a token from
 //! the tempered distribution over the allowed tokens; when the unit so far breaks a hard rule the
 //! token is banned for that row and re-drawn (up to `max_redraws`), so invalid prefixes are pruned as
-//! early as in the official filter. Duplicate units are dropped. The forward score of a unit is the
+//! early as in the official filter. A steering function may force or prefer the next token (keyword
+//! characters, [`NextTokens`]). Duplicate units are dropped. The forward score of a unit is the
 //! sum of its tokens' log-probabilities at temperature 1 under the unprocessed model distribution
 //! (the official `cum`).
 
@@ -30,12 +31,26 @@ pub struct Candidate {
     pub end: bool,
 }
 
+/// Steering of a unit's next token (keyword forcing, see [`crate::generate::poetry::Steer`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NextTokens {
+    /// When set, the next token must be one of these.
+    pub only: Option<Vec<u32>>,
+    /// Tokens drawn together with at least probability `share` (their weights scaled up when
+    /// the model gives them less; their forward score is unchanged).
+    pub prefer: Vec<u32>,
+    /// See `prefer`; in `[0, 1)`.
+    pub share: f64,
+}
+
 /// What the sampler needs to know about the task.
 pub struct SampleSpec<'a> {
     /// Tokens that may be drawn at all (index = token id).
     pub allowed: &'a [bool],
     /// If set, the first token must be one of these (acrostic heads).
     pub first: Option<&'a [u32]>,
+    /// Steering of each next token given the unit's text so far (keywords); `None`: none.
+    pub steer: Option<&'a dyn Fn(&str) -> NextTokens>,
     /// Stop tokens, allowed only as a unit's first token (the text ends there).
     pub stops: &'a [u32],
     /// Verdict on a unit's text so far.
@@ -88,8 +103,20 @@ pub fn sample_units(
                 continue;
             }
             let first = (step == 0).then_some(spec.first).flatten();
+            let steered = match spec.steer {
+                Some(f) => f(&(spec.decode)(&row.tokens)?),
+                None => NextTokens::default(),
+            };
+            // A forced keyword character and an acrostic head must both hold.
+            let only: Option<Vec<u32>> = match (first, steered.only) {
+                (Some(f), Some(o)) => Some(f.iter().copied().filter(|t| o.contains(t)).collect()),
+                (Some(f), None) => Some(f.to_vec()),
+                (None, o) => o,
+            };
+            let first = only.as_deref();
             // One tempered distribution per row and step; a rejected token only loses its weight.
             let mut dist = Dist::new(&step_logits[r], spec, first, step == 0);
+            dist.prefer(&steered.prefer, steered.share);
             let mut banned: Vec<u32> = Vec::new();
             let mut decided = None;
             for _ in 0..=spec.max_redraws {
@@ -181,7 +208,8 @@ fn best_valid(
 }
 
 /// The sampling distribution of one row at one step: `softmax(logits / T)` over the permitted
-/// tokens (allowed, or the forced first tokens; stops only at a unit's start), plus the
+/// tokens (allowed, or the forced tokens; stops only at a unit's start; preferred tokens scaled
+/// to their share), plus the
 /// temperature-1 log-normaliser of the full distribution for the forward score.
 struct Dist<'a> {
     logits: &'a [f32],
@@ -209,6 +237,25 @@ impl<'a> Dist<'a> {
         let weights: Vec<f64> = tokens.iter().map(|&t| ((logits[t as usize] - max) * inv_t).exp() as f64).collect();
         let total = weights.iter().sum();
         Self { logits, tokens, weights, total, log_z }
+    }
+
+    /// Scales the weights of `tokens` up so that they are drawn together with at least
+    /// probability `share` (no change when the model gives them that much, or none is permitted).
+    fn prefer(&mut self, tokens: &[u32], share: f64) {
+        let share = share.clamp(0.0, 0.99);
+        let is = |t: &u32| tokens.contains(t);
+        let pref: f64 = self.tokens.iter().zip(&self.weights).filter(|(t, _)| is(t)).map(|(_, w)| w).sum();
+        let rest = self.total - pref;
+        if share <= 0.0 || pref <= 0.0 || pref >= share * self.total {
+            return;
+        }
+        let scale = share * rest / ((1.0 - share) * pref);
+        for (t, w) in self.tokens.iter().zip(self.weights.iter_mut()) {
+            if is(t) {
+                *w *= scale;
+            }
+        }
+        self.total = rest + pref * scale;
     }
 
     /// `log p(t)` at temperature 1 under the unprocessed distribution.

@@ -6,7 +6,7 @@
 //! Optional refinement rounds then re-infill every unit given both sides (GLM) and keep a new unit
 //! only when it scores higher than the current one in the same context.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::context::Context;
 use super::rules::UnitRules;
-use super::sampler::{sample_units, Candidate, SampleSpec};
+use super::sampler::{sample_units, Candidate, NextTokens, SampleSpec};
 use super::template::{Task, Window};
 use crate::generate::poetry::LineStatus;
 use crate::model::KvCache;
@@ -180,6 +180,11 @@ pub type UnitHook<'a> = &'a mut dyn FnMut(usize, &str);
 /// soon as it is decided (all live beams agree on it), in order; units that refinement replaces afterwards
 /// are not streamed again (the result holds the final text) unless [`InverseOptions::revisions`] asks
 /// for it. [`InverseOptions::cancel`] ends the search early with an error.
+///
+/// Keywords ([`UnitRules::required`]) are checked to be writable first (an error names the one
+/// that is not); the sampler then forces or prefers their characters ([`UnitRules::steer`]) and
+/// the rules refuse candidates that leave one without room. A step where no candidate survives
+/// even with more rows asks the rules to [`UnitRules::relax`] once and samples it again.
 pub fn generate_inverse(
     cx: &Context<'_>,
     task: &Task,
@@ -202,14 +207,19 @@ pub fn generate_inverse(
         prep.emphasis = None;
     }
     rules.set_context(&fields.values().cloned().collect::<Vec<_>>().join("|"));
-    let rules: &dyn UnitRules = rules;
-    // Every acrostic head up front: a head the vocabulary cannot write is an error now, not a
-    // fruitless search for its line later.
+    // Every acrostic head and keyword up front: one the vocabulary cannot write is an error
+    // now, not a fruitless search for its line later.
     for c in (0..).map_while(|k| rules.head(k)) {
         cx.head_tokens(c)?;
     }
+    let mut char_ids: HashMap<char, u32> = HashMap::new();
+    for w in rules.required() {
+        char_ids.extend(w.chars().zip(cx.keyword_tokens(&w)?));
+    }
+    let steering = !char_ids.is_empty();
+    let to_ids = |cs: &[char]| cs.iter().filter_map(|c| char_ids.get(c).copied()).collect::<Vec<u32>>();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let allowed = cx.allowed_tokens(rules);
+    let allowed = cx.allowed_tokens(&*rules);
     let (cache, logits) = cx.forward_root(&prep)?;
     let mut live = vec![Beam { units: vec![], tokens: vec![], scores: vec![], total: 0.0, cache, logits }];
     let mut finished: Vec<(f64, Beam)> = Vec::new();
@@ -226,18 +236,25 @@ pub fn generate_inverse(
             break;
         }
         let mut pool: Vec<(usize, Candidate)> = Vec::new();
-        // A step where every row died is retried with more rows before the search gives up.
-        for attempt in 0..3 {
-            if !pool.is_empty() {
+        // A step where every row died is retried with more rows, then (once per search) with
+        // the rules relaxed (keyword characters free of the tone rules), before the search gives up.
+        for attempt in 0..6 {
+            if !pool.is_empty() || (attempt == 3 && !rules.relax()) {
                 break;
             }
+            let rules: &dyn UnitRules = &*rules;
             for (b, beam) in live.iter().enumerate() {
                 opts.cancel.check()?;
                 let units = beam.units.clone();
                 let check = |t: &str| rules.check(&units, t);
+                let steer = |t: &str| {
+                    let s = rules.steer(&units, t);
+                    NextTokens { only: s.only.map(|o| to_ids(&o)), prefer: to_ids(&s.prefer), share: s.share }
+                };
                 let spec = SampleSpec {
                     allowed: &allowed,
                     first: head_tokens.as_deref(),
+                    steer: if steering { Some(&steer) } else { None },
                     stops: if rules.may_end(&beam.units) { &cx.stops } else { &[] },
                     check: &check,
                     decode: &|ids| cx.decode(ids),
@@ -245,7 +262,7 @@ pub fn generate_inverse(
                     temperature: s.temperature,
                     max_redraws: s.max_redraws,
                 };
-                let n = (if k == 0 { s.first_pool } else { s.per_beam }) << attempt;
+                let n = (if k == 0 { s.first_pool } else { s.per_beam }) << (attempt % 3);
                 let inputs = cx.step_inputs(&prep)?;
                 for c in
                     sample_units(cx.model, &beam.cache, &beam.logits, inputs.as_ref(), prep.offset + beam.tokens.len(), n, &spec, &mut rng)?
@@ -254,6 +271,7 @@ pub fn generate_inverse(
                 }
             }
         }
+        let rules: &dyn UnitRules = &*rules;
         let sampled = pool.len();
         // End-of-text candidates finish their beam.
         let mut ended: Vec<usize> = pool.iter().filter(|(_, c)| c.end).map(|(b, _)| *b).collect();
@@ -529,20 +547,22 @@ pub(crate) fn unit_score(
         };
     }
     let target = fields.get(&task.inverse.target).map(String::as_str).unwrap_or("");
-    let copy_window = strip_heads(rules, units.len() + 1, window);
+    let copy_window = strip_forced(rules, units.len() + 1, window);
     let copies = target.chars().filter(|ch| ch.is_alphanumeric() && copy_window.contains(*ch)).count() as f64;
     let copy_penalty = if copies > 0.0 { w.copy_weight * copies.powf(w.copy_exponent) } else { 0.0 };
     let total = w.inverse * ip - copy_penalty + rest;
     UnitScore { text: c.text.clone(), forward: c.forward, inverse: ip, copy_penalty, hinge, format, total }
 }
 
-/// The window without acrostic head characters (they are forced, so copying them is no fault).
-fn strip_heads(rules: &dyn UnitRules, n_units: usize, window: &str) -> String {
-    let heads: Vec<char> = (0..n_units).filter_map(|k| rules.head(k)).collect();
-    if heads.is_empty() {
+/// The window without acrostic head and keyword characters (they are forced, so copying them
+/// is no fault).
+fn strip_forced(rules: &dyn UnitRules, n_units: usize, window: &str) -> String {
+    let mut forced: Vec<char> = (0..n_units).filter_map(|k| rules.head(k)).collect();
+    forced.extend(rules.required().iter().flat_map(|w| w.chars()));
+    if forced.is_empty() {
         return window.to_string();
     }
-    window.chars().filter(|c| !heads.contains(c)).collect()
+    window.chars().filter(|c| !forced.contains(c)).collect()
 }
 
 /// Helper for refinement: the status of a whole text.

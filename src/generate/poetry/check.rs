@@ -59,8 +59,9 @@ pub fn split_lines(text: &str) -> Result<Vec<PoemLine>> {
     Ok(lines)
 }
 
-/// Checks a whole poem. `Err` for empty text, non-Chinese characters or bad acrostic heads;
-/// otherwise every violated rule is listed in the [`Verdict`].
+/// Checks a whole poem. `Err` for empty text, non-Chinese characters, bad acrostic heads or bad
+/// keywords; otherwise every violated rule is listed in the [`Verdict`] (a missing keyword as
+/// [`Rule::Keyword`] on the last line).
 pub fn check_poem(text: &str, c: &Constraints) -> Result<Verdict> {
     c.validate()?;
     let lines = split_lines(text)?;
@@ -74,6 +75,15 @@ pub fn check_poem(text: &str, c: &Constraints) -> Result<Verdict> {
         let lv = line_rules(&lines[..k], &lines[k], true, c);
         v.violations.extend(lv.violations);
         v.warnings.extend(lv.warnings);
+    }
+    let written: Vec<String> = lines.iter().map(|l| s(&l.body)).collect();
+    let written: Vec<&str> = written.iter().map(String::as_str).collect();
+    for (k, at) in super::keywords::keyword_lines(c, &written) {
+        if at.is_none() {
+            let line = lines.len().saturating_sub(1);
+            let message = format!("keyword `{k}` occurs in no line (a keyword stands within one line)");
+            v.violations.push(Violation { rule: Rule::Keyword, line, pos: None, message });
+        }
     }
     Ok(v)
 }
@@ -89,7 +99,9 @@ pub fn check_poem(text: &str, c: &Constraints) -> Result<Verdict> {
 /// (use [`check_poem`]). `Err` for bad heads and for a prefix entry that is not exactly one
 /// line of Chinese characters with its end punctuation.
 pub fn check_line(prefix_lines: &[&str], candidate: &str, c: &Constraints) -> Result<LineVerdict> {
-    c.validate()?;
+    // Only the heads: a sampler calls this for every token, and the keywords' check is a
+    // placement search (a search checks them once, up front).
+    c.validate_heads()?;
     let mut prev = Vec::with_capacity(prefix_lines.len());
     for (j, l) in prefix_lines.iter().enumerate() {
         match split_lines(l)?.as_slice() {
@@ -192,32 +204,36 @@ fn line_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, c: &Constraint
             o.push(true, Rule::Acrostic, Some(0), format!("starts with `{first}`, head is `{h}`"));
         }
     }
-    let is_head = |i: usize| i == 0 && head.is_some();
+    // Heads and keyword characters were forced: the rules relaxed for them skip these positions.
+    let forced = super::keywords::forced_positions(c, k, body, complete);
+    let is_forced = |i: usize| forced.get(i).copied().unwrap_or(false);
     // Banned characters.
     for (i, ch) in body.iter().enumerate() {
-        if c.banned.contains(ch) && !is_head(i) {
+        if c.banned.contains(ch) && !is_forced(i) {
             o.push(true, Rule::Banned, Some(i), format!("banned character `{ch}`"));
         }
     }
     // Character limit over the poem.
     if let Some(max) = c.max_char_repeats {
+        let forced_before: Vec<Vec<bool>> =
+            prev.iter().enumerate().map(|(j, l)| super::keywords::forced_positions(c, j, &l.body, true)).collect();
         let earlier = |ch: char| {
             prev.iter()
                 .enumerate()
                 .flat_map(|(j, l)| l.body.iter().enumerate().map(move |(i, x)| (j, i, *x)))
-                .filter(|&(j, i, x)| x == ch && !(i == 0 && c.head(j).is_some()))
+                .filter(|&(j, i, x)| x == ch && !forced_before[j][i])
                 .count()
         };
         for (i, &ch) in body.iter().enumerate() {
-            let here = body[..=i].iter().enumerate().filter(|&(p, &x)| x == ch && !is_head(p)).count();
-            if !is_head(i) && earlier(ch) + here == max + 1 {
+            let here = body[..=i].iter().enumerate().filter(|&(p, &x)| x == ch && !is_forced(p)).count();
+            if !is_forced(i) && earlier(ch) + here == max + 1 {
                 o.push(true, Rule::CharLimit, Some(i), format!("`{ch}` used more than {max} times"));
             }
         }
     }
-    repetition_rules(prev, line, complete, &mut o, &is_head);
+    repetition_rules(prev, line, complete, &mut o, &is_forced);
     if o.tonal() {
-        tone_rules(prev, line, complete, &mut o, &is_head);
+        tone_rules(prev, line, complete, &mut o, &is_forced);
     }
     if complete && k % 2 == 1 && n > 0 {
         rhyme_rules(prev, line, &mut o);
@@ -225,7 +241,7 @@ fn line_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, c: &Constraint
     o.v
 }
 
-fn repetition_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, is_head: &dyn Fn(usize) -> bool) {
+fn repetition_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, is_forced: &dyn Fn(usize) -> bool) {
     let body = &line.body;
     let n = body.len();
     if complete && n > 0 && prev.iter().any(|p| p.body == *body) {
@@ -248,7 +264,7 @@ fn repetition_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut 
     if let Some(p) = prev.last() {
         let last = o.c.form.line_len() - 1;
         for (i, (a, b)) in body.iter().zip(&p.body).enumerate().take(last) {
-            if a == b && !is_head(i) {
+            if a == b && !is_forced(i) {
                 let msg = format!("`{a}` at the same position as in the previous line");
                 o.push(true, Rule::SamePosition, Some(i), msg);
             }
@@ -260,10 +276,16 @@ fn tones(body: &[char]) -> Vec<Tone> {
     body.iter().map(|&ch| tone_of(ch).unwrap_or(Tone::Either)).collect()
 }
 
-fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, is_head: &dyn Fn(usize) -> bool) {
+fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, is_forced: &dyn Fn(usize) -> bool) {
     let k = prev.len();
     let len = o.c.form.line_len();
-    let t = tones(&line.body);
+    let mut t = tones(&line.body);
+    // The fallback for keywords the tones cannot accommodate: their characters count as either.
+    for (x, free) in t.iter_mut().zip(super::keywords::tone_free_positions(o.c, &line.body, complete)) {
+        if free {
+            *x = Tone::Either;
+        }
+    }
     let n = t.len();
     let lab = |x: Tone| x.label();
     // An unknown tone would pass every rule below as "either": reject it where a hard rule reads
@@ -271,7 +293,7 @@ fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, i
     let strict = o.strict();
     for (i, &ch) in line.body.iter().enumerate().take(len) {
         let read = i % 2 == 1 || i + 3 >= len || (strict && i + 5 >= len);
-        if read && !is_head(i) && tone_of(ch).is_none() {
+        if read && !is_forced(i) && tone_of(ch).is_none() {
             o.push(true, Rule::ToneUnknown, Some(i), format!("the 平仄 of `{ch}` is unknown"));
         }
     }
@@ -309,7 +331,7 @@ fn tone_rules(prev: &[PoemLine], line: &PoemLine, complete: bool, o: &mut Out, i
     }
     // 孤平 in the x平仄仄平 pattern: only one 平 besides the rhyme (heads and either count as 平).
     let off = len - 5;
-    let ping = |i: usize| t[i] != Tone::Ze || is_head(i);
+    let ping = |i: usize| t[i] != Tone::Ze || is_forced(i);
     if t[len - 1] == Tone::Ping && t[off + 3] == Tone::Ze && (off..off + 4).filter(|&i| ping(i)).count() <= 1 {
         let strict = o.strict();
         o.push(strict, Rule::GuPing, None, "孤平: only one 平 besides the rhyme character".into());

@@ -7,6 +7,12 @@
 //! * [`check_line`] is the incremental test a line sampler needs: may this (possibly still
 //!   unfinished) candidate line be appended to the lines already accepted ([`LineVerdict`])?
 //! * [`format_score`] is the soft format score (`check2com`) used to rank lines 3 and later.
+//! * Keywords ([`Constraints::with_keywords`], `wenhui poem --include 月,酒`) must each stand
+//!   within one line. A line sampler keeps them placeable with [`keywords_fit`] (an exact test:
+//!   can the keywords not written yet still be packed into the rest of this line and the lines
+//!   to come, beside the acrostic heads?) and [`keyword_steer`] (which characters are forced
+//!   next because the room left is just enough, and which are preferred because a keyword is due
+//!   in this line); [`check_poem`] reports a missing keyword as [`Rule::Keyword`].
 //!
 //! Input may be simplified or traditional: every character is mapped to simplified
 //! ([`to_simplified`]) before any lookup, so both give the same verdict.
@@ -20,11 +26,17 @@
 //! ```
 
 mod check;
+mod keyword_plan;
+mod keywords;
 mod rules;
 mod score;
 mod tables;
 
 pub use check::{check_line, check_poem, is_cjk, split_lines, PoemLine};
+pub use keywords::{
+    keyword_lines, keyword_steer, keywords_behind, keywords_fit, split_keywords, Steer, DUE_SHARE, KEYWORD_LAG_PENALTY, MAX_KEYWORDS,
+    MAX_KEYWORD_CHARS,
+};
 pub use rules::{
     Constraints, Form, LineStatus, LineVerdict, RhymeTable, Rule, Strictness, Verdict, Violation, ACROSTIC_RELAXED_RULES, DEFAULT_BANNED,
 };

@@ -146,11 +146,13 @@ pub enum Strictness {
 /// `的`, `些`, `么`; the refined script bans only `的`).
 pub const DEFAULT_BANNED: &[char] = &['的', '些', '么'];
 
-/// Rules that are **not** applied at a position fixed by an acrostic head character: a head
+/// Rules that are **not** applied at a position fixed by an acrostic head character (or taken
+/// by a keyword, [`Constraints::keywords`]): a head
 /// can repeat the character at the same position of the previous line ([`Rule::SamePosition`]),
 /// may be a banned character ([`Rule::Banned`]), is not counted by the per-character limit
 /// ([`Rule::CharLimit`]) and counts as 平 for [`Rule::GuPing`]. (2/4/6 alternation, 粘对 and
-/// the tail rules never look at the first character, so they need no relaxation.)
+/// the tail rules never look at the first character, so a head needs no more; they do read
+/// keyword characters, unless [`Constraints::relax_keyword_tones`] is set.)
 pub const ACROSTIC_RELAXED_RULES: &[Rule] = &[Rule::SamePosition, Rule::Banned, Rule::CharLimit, Rule::GuPing];
 
 /// Everything a poem must satisfy.
@@ -169,6 +171,15 @@ pub struct Constraints {
     /// At most this many occurrences of one character in the whole poem (`None`: no limit, as in
     /// the official code, which only forbids repeated 3-grams / in-line 2-grams).
     pub max_char_repeats: Option<usize>,
+    /// Keywords (`--include`) the poem must contain, each within one line (as given; compared
+    /// simplified); empty = none. Set them with [`Constraints::with_keywords`]. Like acrostic
+    /// heads, their characters are exempt from [`ACROSTIC_RELAXED_RULES`]; see
+    /// [`keywords_fit`](super::keywords_fit) and [`keyword_steer`](super::keyword_steer) for how a
+    /// search places them.
+    pub keywords: Vec<String>,
+    /// When set, the 平仄 rules do not read keyword characters (they count as either tone): the
+    /// fallback of a search that found no poem with the keywords under every rule. Off by default.
+    pub relax_keyword_tones: bool,
 }
 
 impl Constraints {
@@ -181,6 +192,8 @@ impl Constraints {
             strictness: Strictness::Standard,
             banned: DEFAULT_BANNED.to_vec(),
             max_char_repeats: None,
+            keywords: Vec::new(),
+            relax_keyword_tones: false,
         }
     }
 
@@ -208,8 +221,15 @@ impl Constraints {
         Ok(c)
     }
 
-    /// Checks the acrostic heads (count = line count, CJK characters only).
+    /// Checks the acrostic heads (count = line count, CJK characters only) and the keywords
+    /// (see [`Constraints::with_keywords`]; they must fit the form beside the heads).
     pub fn validate(&self) -> Result<()> {
+        self.validate_heads()?;
+        self.validate_keywords()
+    }
+
+    /// Checks the acrostic heads only (see [`Constraints::validate`]).
+    pub(super) fn validate_heads(&self) -> Result<()> {
         if self.heads.is_empty() {
             return Ok(());
         }
@@ -282,6 +302,8 @@ pub enum Rule {
     Banned,
     /// The line does not start with its acrostic head character.
     Acrostic,
+    /// A keyword of [`Constraints::keywords`] occurs in no line.
+    Keyword,
 }
 
 /// One violated rule, where it happened.
