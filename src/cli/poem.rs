@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::common::{read_title_lines, DefaultModel};
 use wenhui::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
-use wenhui::generate::poetry::{check_poem, keyword_lines, split_keywords, split_lines, to_simplified, Constraints, Form};
+use wenhui::generate::poetry::{check_poem, placements, split_keywords, split_lines, to_simplified, Constraints, Form, Placement};
 use wenhui::model::{load_model, LoadOptions};
 use wenhui::serve::{answer_search_fit, glm_search_fit, longest_poem, AnswerTooLong};
 use wenhui::tokenizer::Tokenizer;
@@ -253,15 +253,15 @@ fn check_keyword_tokens(cx: &Context<'_>, c: &Constraints) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Each keyword and the line (0-based) of `text` it stands in.
-fn placed(c: &Constraints, text: &str) -> Vec<(String, Option<usize>)> {
+/// Each keyword and the line of `text` it stands in.
+fn placed(c: &Constraints, text: &str) -> Vec<Placement> {
     let bodies: Vec<String> = split_lines(text).unwrap_or_default().iter().map(|l| l.body.iter().collect()).collect();
-    keyword_lines(c, &bodies.iter().map(String::as_str).collect::<Vec<_>>())
+    placements(c, &bodies.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Each keyword and the line (1-based) it stands in, `null` when missing.
 fn include_json(c: &Constraints, text: &str) -> serde_json::Value {
-    placed(c, text).into_iter().map(|(k, at)| serde_json::json!({"keyword": k, "line": at.map(|l| l + 1)})).collect()
+    serde_json::json!(placed(c, text))
 }
 
 /// ` · include 月 (line 2), 酒 (line 4)` for the summary line; empty without keywords.
@@ -269,14 +269,7 @@ fn include_text(c: &Constraints, text: &str) -> String {
     if c.keywords.is_empty() {
         return String::new();
     }
-    let each: Vec<String> = placed(c, text)
-        .into_iter()
-        .map(|(k, at)| match at {
-            Some(l) => format!("{k} (line {})", l + 1),
-            None => format!("{k} (missing)"),
-        })
-        .collect();
-    format!(" · include {}", each.join(", "))
+    format!(" · include {}", placed(c, text).iter().map(Placement::to_string).collect::<Vec<_>>().join(", "))
 }
 
 /// Warns (one line) about the characters of `title` the tokenizer does not know; returns the

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 
 use wenhui::generate::poetry::{
-    check_poem, in_tone_table, keyword_lines, rhyme_index, split_lines, to_simplified, tone_of, toned_pinyin, Constraints, Form,
+    check_poem, in_tone_table, placements, rhyme_index, split_lines, to_simplified, tone_of, toned_pinyin, Constraints, Form, Placement,
     RhymeTable, Tone, Verdict, Violation,
 };
 
@@ -236,14 +236,7 @@ fn print_text(c: &Constraints, inferred: bool, lines: &[Line], v: &Verdict) {
         println!("(* = either 平 or 仄: a character with both readings or a neutral tone; ? = 平仄 unknown)");
     }
     if !c.keywords.is_empty() {
-        let each: Vec<String> = placed(c, lines)
-            .into_iter()
-            .map(|(k, at)| match at {
-                Some(l) => format!("{k} (line {})", l + 1),
-                None => format!("{k} (missing)"),
-            })
-            .collect();
-        println!("include: {}", each.join(", "));
+        println!("include: {}", placed(c, lines).iter().map(Placement::to_string).collect::<Vec<_>>().join(", "));
     }
     for x in &v.violations {
         println!("violation: {x}");
@@ -261,9 +254,9 @@ fn print_text(c: &Constraints, inferred: bool, lines: &[Line], v: &Verdict) {
     }
 }
 
-/// Each keyword and the line (0-based) that holds it.
-fn placed(c: &Constraints, lines: &[Line]) -> Vec<(String, Option<usize>)> {
-    keyword_lines(c, &lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>())
+/// Each keyword and the line that holds it.
+fn placed(c: &Constraints, lines: &[Line]) -> Vec<Placement> {
+    placements(c, &lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>())
 }
 
 /// A violation with 1-based line and position, as the text output counts them.
@@ -274,8 +267,7 @@ fn violation_json(x: &Violation) -> serde_json::Value {
 }
 
 fn to_json(text: &str, c: &Constraints, inferred: bool, acrostic: &str, lines: &[Line], v: &Verdict) -> serde_json::Value {
-    let include: Vec<serde_json::Value> =
-        placed(c, lines).into_iter().map(|(k, at)| serde_json::json!({"keyword": k, "line": at.map(|l| l + 1)})).collect();
+    let include = placed(c, lines);
     let lines: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| {

@@ -8,7 +8,7 @@ use super::limits::ApiError;
 use super::validate::{AnswerPlan, PoemPlan};
 use super::worker::{Msg, ServedModel, Ticket};
 use crate::generate::inverse::{generate_inverse, Context, InverseOptions, InverseResult, PlainRules, PoemRules, Task, UnitRules};
-use crate::generate::poetry::{check_poem, keyword_lines, Constraints};
+use crate::generate::poetry::{check_poem, placements, Constraints};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -79,7 +79,7 @@ pub(crate) fn poem(model: &ServedModel, r: &PoemRequest, plan: &PoemPlan, t: &Ti
 /// Each keyword and the line (1-based) it stands in, `null` when missing.
 fn include_lines(c: &Constraints, out: &InverseResult) -> serde_json::Value {
     let lines: Vec<&str> = out.units.iter().map(|u| u.text.as_str()).collect();
-    keyword_lines(c, &lines).into_iter().map(|(k, at)| json!({"keyword": k, "line": at.map(|l| l + 1)})).collect()
+    json!(placements(c, &lines))
 }
 
 /// Runs `/v1/answer`.

@@ -168,6 +168,30 @@ pub fn keyword_lines(c: &Constraints, lines: &[&str]) -> Vec<(String, Option<usi
     c.keywords.iter().zip(c.simplified_keywords()).map(|(k, s)| (k.clone(), bodies.iter().position(|b| contains(b, &s)))).collect()
 }
 
+/// Where one keyword of a poem stands (the `include` field of `poem --json` and `/v1/poem`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// The keyword as the user gave it.
+    pub keyword: String,
+    /// The first line (1-based) that holds it; `None` when it is missing.
+    pub line: Option<usize>,
+}
+
+impl std::fmt::Display for Placement {
+    /// `月 (line 2)` or `月 (missing)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{} (line {l})", self.keyword),
+            None => write!(f, "{} (missing)", self.keyword),
+        }
+    }
+}
+
+/// Each keyword's [`Placement`] in `lines`.
+pub fn placements(c: &Constraints, lines: &[&str]) -> Vec<Placement> {
+    keyword_lines(c, lines).into_iter().map(|(keyword, at)| Placement { keyword, line: at.map(|l| l + 1) }).collect()
+}
+
 /// Can every keyword not yet in `lines` (complete lines with their punctuation) or in
 /// `candidate` (the next line, possibly unfinished) still be placed? A candidate with its end
 /// punctuation, or with a line's full length, takes no more keywords. True without keywords.

@@ -34,8 +34,8 @@ mod tables;
 
 pub use check::{check_line, check_poem, is_cjk, split_lines, PoemLine};
 pub use keywords::{
-    keyword_lines, keyword_steer, keywords_behind, keywords_fit, split_keywords, Steer, DUE_SHARE, KEYWORD_LAG_PENALTY, MAX_KEYWORDS,
-    MAX_KEYWORD_CHARS,
+    keyword_lines, keyword_steer, keywords_behind, keywords_fit, placements, split_keywords, Placement, Steer, DUE_SHARE,
+    KEYWORD_LAG_PENALTY, MAX_KEYWORDS, MAX_KEYWORD_CHARS,
 };
 pub use rules::{
     Constraints, Form, LineStatus, LineVerdict, RhymeTable, Rule, Strictness, Verdict, Violation, ACROSTIC_RELAXED_RULES, DEFAULT_BANNED,
