@@ -197,3 +197,23 @@ fn check_refuses_generation_flags() {
     let help = stdout(&wenhui(&["poem", "--help"]));
     assert!(help.contains("--check <TEXT>") && help.contains("Exit status with --check: 0"), "{help}");
 }
+
+/// 李白《早发白帝城》: 重 in 万重山 is 平 (chóng, "layers"); the tone table gives it 仄 only, but
+/// 平水韵 lists it in 二冬 as well as 二肿/二宋, so it reads either way and the poem passes.
+/// The same poem with a real 二四六 error (里, 仄 only, at the 6th character against 舟 平) fails.
+#[test]
+fn zao_fa_baidi_cheng_passes_and_a_real_alternation_error_still_fails() {
+    let poem = "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。";
+    let o = wenhui(&["poem", "--check", poem]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("轻舟已过万重山。  *平仄*仄*平"), "重 reads either way: {out}");
+    assert!(out.contains("ok: 七言绝句, 平水韵, no violations"), "{out}");
+    let v = json(&wenhui(&["poem", "--check", poem, "--json"]));
+    assert_eq!(v["lines"][3]["chars"][5], serde_json::json!({"char": "重", "read_as": "重", "tone": "either", "source": "table"}));
+    let broken = poem.replace("万重山", "万里山");
+    let o = wenhui(&["poem", "--check", &broken]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), Some(1), "{out}{}", stderr(&o));
+    assert!(out.contains("violation: line 4 char 6: Alternation: 6th character 仄 but 2nd 平"), "{out}");
+}

@@ -75,7 +75,10 @@ fn tone_table_agrees_with_strains() {
         rate,
         (agree + either) as f64 / total as f64
     );
-    assert!(rate >= 0.984, "tone agreement {rate}"); // measured 65,050 / 66,098 = 0.9841
+    // Measured 64,582 / 64,700 = 0.9982; 10,299 of 74,999 either/unknown (13.7%). Before the
+    // characters 平水韵 lists under both tones were read either way (`tables.rs`): 65,050 / 66,098
+    // = 0.9841, 8,901 either/unknown (11.9%).
+    assert!(rate >= 0.998, "tone agreement {rate}");
     assert!(either as f64 / (total as f64) < 0.15);
 }
 
@@ -129,7 +132,8 @@ fn rhyme_acceptance_on_tang_poems() {
     }
 }
 
-/// Measured on the fixture: 1,897 / 2,000 = 0.9485 (the full corpus: 94.5 % of covered poems).
+/// Measured on the fixture: 1,899 / 2,000 = 0.9495 (1,897 before 先 joined its group 一先; the
+/// full corpus: 94.5 % of covered poems).
 const RHYME_ACCEPT_MIN: f64 = 0.948;
 
 #[test]
