@@ -21,9 +21,9 @@
 
 mod encoder;
 pub mod init;
-pub mod seq2seq;
 mod io;
 pub mod seeds;
+pub mod seq2seq;
 pub mod train;
 pub mod vocab;
 
