@@ -194,15 +194,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cuda_ops_parse_and_leave_the_cpu_alone() {
-        assert_eq!(parse_cuda_ops("fused").unwrap(), CudaOps::Fused);
-        assert_eq!(parse_cuda_ops("composite").unwrap(), CudaOps::Composite);
+    fn cuda_ops_parse_and_leave_the_cpu_alone() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(parse_cuda_ops("fused")?, CudaOps::Fused);
+        assert_eq!(parse_cuda_ops("composite")?, CudaOps::Composite);
         let err = parse_cuda_ops("flash").unwrap_err().to_string();
         assert!(err.contains("`flash`") && err.contains("composite") && err.contains("fused"), "{err}");
         // The choice only concerns CUDA tensors.
         set_cuda_ops(CudaOps::Fused);
         assert_eq!(chosen_cuda_ops(), Some(CudaOps::Fused));
-        assert!(!crate::ops::cuda_fused(&candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()));
+        assert!(!crate::ops::cuda_fused(&candle_core::Tensor::zeros(2, DType::F32, &Device::Cpu)?));
+        Ok(())
     }
 
     #[test]

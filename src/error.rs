@@ -252,14 +252,15 @@ mod tests {
 
     /// A byte-order mark is dropped; invalid UTF-8 is an error naming the file and offset.
     #[test]
-    fn text_files_lose_their_byte_order_mark() {
-        let dir = tempfile::tempdir().unwrap();
+    fn text_files_lose_their_byte_order_mark() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("a.jsonl");
-        std::fs::write(&path, "\u{feff}{\"x\": 1}\r\n\n{\"x\": 2}\n").unwrap();
-        let rows: Vec<serde_json::Value> = read_jsonl(&path).unwrap();
+        std::fs::write(&path, "\u{feff}{\"x\": 1}\r\n\n{\"x\": 2}\n")?;
+        let rows: Vec<serde_json::Value> = read_jsonl(&path)?;
         assert_eq!(rows, [serde_json::json!({"x": 1}), serde_json::json!({"x": 2})]);
-        std::fs::write(&path, b"ok\xff").unwrap();
+        std::fs::write(&path, b"ok\xff")?;
         let e = read_text(&path).unwrap_err().to_string();
         assert!(e.contains("a.jsonl") && e.contains("offset 2"), "{e}");
+        Ok(())
     }
 }

@@ -398,9 +398,9 @@ mod tests {
     /// dumps, cached decoding against one pass per step, every op's CPU path run twice. Every
     /// check must pass, and the fused-op cases that a GPU run compares must be in it.
     #[test]
-    fn cpu_parity_report_passes_and_lists_every_fused_op() {
+    fn cpu_parity_report_passes_and_lists_every_fused_op() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/glm-tiny");
-        let checks = bench_parity(&ParityBench { device: "cpu".into(), half: vec![], fixture }).unwrap();
+        let checks = bench_parity(&ParityBench { device: "cpu".into(), half: vec![], fixture })?;
         let failed: Vec<_> = checks.iter().filter(|c| !c.ok).map(|c| &c.name).collect();
         assert!(failed.is_empty(), "failed: {failed:?}");
         for name in [
@@ -420,5 +420,6 @@ mod tests {
             assert!(checks.iter().any(|c| c.name.starts_with(name)), "no check named {name}");
         }
         assert!(checks.iter().filter(|c| c.name.starts_with("glm fixture")).all(|c| c.error < 1e-4));
+        Ok(())
     }
 }

@@ -273,7 +273,7 @@ mod tests {
     /// Long text encoded in small pieces gives the ids of encoding it whole, with every kind of
     /// tokenizer wenhui reads (byte-level BPE, WordPiece, SentencePiece, characters).
     #[test]
-    fn long_documents_encode_in_pieces_to_the_same_ids() {
+    fn long_documents_encode_in_pieces_to_the_same_ids() -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let fixtures = Path::new("tests/fixtures/tokenizers");
         let corpus = ["corpus_en.txt", "corpus_zh_en.txt"]
             .iter()
@@ -282,20 +282,20 @@ mod tests {
         assert!(corpus.len() > 1000, "the tokenizer fixtures' corpora are missing");
         let text = corpus.repeat(6) + &"春眠不觉晓，处处闻啼鸟。".repeat(40) + "don't stop, it's 2026.";
         let mut tokenizers = vec![
-            Tokenizer::from_dir(&fixtures.join("bpe")).unwrap(),
-            Tokenizer::from_dir(&fixtures.join("wordpiece")).unwrap(),
-            Tokenizer::from_file(&fixtures.join("sentencepiece/unigram.model")).unwrap(),
+            Tokenizer::from_dir(&fixtures.join("bpe"))?,
+            Tokenizer::from_dir(&fixtures.join("wordpiece"))?,
+            Tokenizer::from_file(&fixtures.join("sentencepiece/unigram.model"))?,
         ];
-        tokenizers.push(crate::tokenizer::CharVocab::from_chars(text.chars()).build().unwrap());
+        tokenizers.push(crate::tokenizer::CharVocab::from_chars(text.chars()).build()?);
         assert_eq!(tokenizers.iter().map(uses_metaspace).collect::<Vec<_>>(), [false, false, true, false]);
         // SentencePiece reads a text without spaces as one word, which only a space may end: its
         // text has spaces everywhere (where none is near, a piece ends at a character boundary).
         let spaced = corpus.lines().filter(|l| l.is_ascii()).collect::<Vec<_>>().join(" ").repeat(6);
         for (k, tok) in tokenizers.iter().enumerate() {
             let text = if uses_metaspace(tok) { &spaced } else { &text };
-            let whole = tok.inner().encode_fast(text.as_str(), false).unwrap().get_ids().to_vec();
+            let whole = tok.inner().encode_fast(text.as_str(), false)?.get_ids().to_vec();
             for piece in [97, 301, 4096] {
-                let pieces = encode_long(tok, text, piece, !uses_metaspace(tok)).unwrap();
+                let pieces = encode_long(tok, text, piece, !uses_metaspace(tok))?;
                 if let Some(i) =
                     (0..whole.len().min(pieces.len())).find(|&i| whole[i] != pieces[i]).or((whole.len() != pieces.len()).then_some(0))
                 {
@@ -321,6 +321,7 @@ mod tests {
                 }
             }
         }
+        Ok(())
     }
 
     #[test]

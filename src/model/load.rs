@@ -470,18 +470,18 @@ mod tests {
     use crate::model::{Attention, BackboneInput};
 
     #[test]
-    fn frozen_build_computes_the_trainable_model_without_recording_gradients() {
+    fn frozen_build_computes_the_trainable_model_without_recording_gradients() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let cfg = ModelConfig::Glm(GlmConfig::new(2, 16, 2, 40, 12));
         let dev = Device::Cpu;
-        let weights = cfg.init_weights(3).unwrap();
-        let (_vars, trainable) = cfg.build_trainable(Some(weights.clone()), DType::F32, &dev).unwrap();
-        let frozen = cfg.build_frozen(weights.clone(), DType::F32, &dev).unwrap();
-        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2]], &dev).unwrap();
+        let weights = cfg.init_weights(3)?;
+        let (_vars, trainable) = cfg.build_trainable(Some(weights.clone()), DType::F32, &dev)?;
+        let frozen = cfg.build_frozen(weights.clone(), DType::F32, &dev)?;
+        let ids = Tensor::new(&[[5u32, 9, 1, 33, 7, 2]], &dev)?;
         let input = BackboneInput::ids(ids).with_attention(Attention::Sep(vec![4]));
-        let a = trainable.forward(&input, None).unwrap().logits;
-        let b = frozen.forward(&input, None).unwrap().logits;
+        let a = trainable.forward(&input, None)?.logits;
+        let b = frozen.forward(&input, None)?.logits;
         assert!(a.track_op() && !b.track_op(), "only the trainable model records gradients");
-        let diff = crate::ops::max_abs_diff(&a, &b).unwrap();
+        let diff = crate::ops::max_abs_diff(&a, &b)?;
         // The recording path keeps intermediates for its backward, so sums may round differently.
         assert!(diff < 1e-5, "same weights, same logits: {diff}");
 
@@ -491,8 +491,9 @@ mod tests {
         let err = cfg.build_frozen(missing, DType::F32, &dev).err().expect("a missing weight is an error").to_string();
         assert!(err.contains(&name) && err.contains("missing"), "{err}");
         let mut wrong = weights;
-        wrong.insert(name.clone(), Tensor::zeros(3, DType::F32, &dev).unwrap());
+        wrong.insert(name.clone(), Tensor::zeros(3, DType::F32, &dev)?);
         let err = cfg.build_frozen(wrong, DType::F32, &dev).err().expect("a wrong shape is an error").to_string();
         assert!(err.contains(&name) && err.contains("wrong shape"), "{err}");
+        Ok(())
     }
 }

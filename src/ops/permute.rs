@@ -92,7 +92,7 @@ mod tests {
         // candle's own strided copy on the CPU.
         let src = CpuStorage::BF16(data.iter().map(|&x| half::bf16::from_bits(x)).collect());
         let mut dst = CpuStorage::BF16(vec![half::bf16::ZERO; layout.shape().elem_count()]);
-        src.copy_strided_src(&mut dst, 0, &layout).unwrap();
+        src.copy_strided_src(&mut dst, 0, &layout).expect("candle's strided copy");
         let CpuStorage::BF16(want) = dst else { unreachable!("a bf16 storage") };
         let want: Vec<u16> = want.iter().map(|x| x.to_bits()).collect();
         assert_eq!(got, want, "{plan:?}");

@@ -141,41 +141,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_sizes_follow_the_model_width() {
+    fn default_sizes_follow_the_model_width() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let lstm = PromptTuning::default().encoder_config(8, 64);
         assert_eq!((lstm.kind, lstm.hidden, lstm.layers, lstm.rows(), lstm.token_dim), (EncoderKind::Lstm, 32, 2, 8, 64));
         let mlp = PromptTuning { encoder: EncoderKind::Mlp, ..Default::default() }.encoder_config(3, 64);
         assert_eq!(mlp.hidden, 64);
+        Ok(())
     }
 
     #[test]
-    fn the_encoder_rate_is_checked_and_scaled() {
+    fn the_encoder_rate_is_checked_and_scaled() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let joint = PromptTuning { lr: Some(1e-4), ..Default::default() };
-        joint.validate(1e-5).unwrap();
+        joint.validate(1e-5)?;
         assert!((joint.lr_scale(1e-5) - 10.0).abs() < 1e-9);
         assert!(joint.validate(0.0).unwrap_err().to_string().contains("positive --lr"));
         let frozen = PromptTuning { lr: Some(1e-4), freeze_model: true, ..Default::default() };
         assert!(frozen.validate(1e-4).unwrap_err().to_string().contains("--lr is the encoder's rate"));
         assert!(PromptTuning { lr: Some(f64::NAN), ..Default::default() }.validate(1e-5).is_err());
         assert_eq!(PromptTuning::default().lr_scale(1e-5), 1.0);
+        Ok(())
     }
 
     #[test]
-    fn a_missing_or_unwanted_prompt_is_an_error() {
+    fn a_missing_or_unwanted_prompt_is_an_error() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let dir = std::env::temp_dir().join(format!("wenhui-prompt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(load_prompt(&dir, 0, 8, &Device::Cpu).unwrap().is_none());
+        std::fs::create_dir_all(&dir)?;
+        assert!(load_prompt(&dir, 0, 8, &Device::Cpu)?.is_none());
         let e = load_prompt(&dir, 3, 8, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("3 [P] pseudo tokens") && e.contains("no P-tuned prompt"), "{e}");
-        let enc = PromptEncoder::seeded(&PromptTuning::default().encoder_config(3, 8), 1, &Device::Cpu).unwrap();
-        enc.save_state(&dir.join(PROMPT_DIR)).unwrap();
-        let p = load_prompt(&dir, 3, 8, &Device::Cpu).unwrap().unwrap();
+        let enc = PromptEncoder::seeded(&PromptTuning::default().encoder_config(3, 8), 1, &Device::Cpu)?;
+        enc.save_state(&dir.join(PROMPT_DIR))?;
+        let p = load_prompt(&dir, 3, 8, &Device::Cpu)?.ok_or("no prompt")?;
         assert_eq!(p.dims(), &[3, 8]);
-        let want = enc.prompt_embeddings().unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(p.to_vec2::<f32>().unwrap(), want);
+        let want = enc.prompt_embeddings()?.to_vec2::<f32>()?;
+        assert_eq!(p.to_vec2::<f32>()?, want);
         assert!(load_prompt(&dir, 0, 8, &Device::Cpu).unwrap_err().to_string().contains("no [P] pseudo tokens"));
         assert!(load_prompt(&dir, 4, 8, &Device::Cpu).unwrap_err().to_string().contains("makes 3 vectors of width 8"));
         assert!(load_prompt(&dir, 3, 16, &Device::Cpu).unwrap_err().to_string().contains("width is 16"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

@@ -534,12 +534,13 @@ mod tests {
     /// Reports run side by side share their human poems: the progress total counts those once,
     /// and a title listed twice twice.
     #[test]
-    fn rejudge_count_counts_shared_human_poems_once() {
+    fn rejudge_count_counts_shared_human_poems_once() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let base = report(&[(0, "a", "baseline"), (0, "a", "human"), (0, "b", "baseline"), (0, "a", "baseline"), (1, "a", "baseline")]);
         let inv = report(&[(0, "a", "inverse"), (0, "a", "human"), (0, "b", "inverse"), (0, "a", "inverse"), (1, "a", "inverse")]);
         let titles: Vec<EvalTitle> =
             ["a", "b", "a"].iter().map(|t| EvalTitle { title: t.to_string(), source: "s".into(), reference: None }).collect();
-        assert_eq!(rejudge_count(&[("b".into(), base.clone())], &titles).unwrap(), 5);
-        assert_eq!(rejudge_count(&[("b".into(), base), ("i".into(), inv)], &titles).unwrap(), 9);
+        assert_eq!(rejudge_count(&[("b".into(), base.clone())], &titles)?, 5);
+        assert_eq!(rejudge_count(&[("b".into(), base), ("i".into(), inv)], &titles)?, 9);
+        Ok(())
     }
 }

@@ -179,18 +179,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_token_votes_once_for_its_pair() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = VoteStore::open(&dir.path().join("v.db")).unwrap();
-        let t = store.issue("h001").unwrap();
+    fn a_token_votes_once_for_its_pair() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = VoteStore::open(&dir.path().join("v.db"))?;
+        let t = store.issue("h001")?;
         assert_eq!(store.vote("h002", "五言绝句", &t.token, true), Err(VoteError::WrongPair));
         assert_eq!(store.vote("h001", "五言绝句", "nope", true), Err(VoteError::UnknownToken));
-        let v = store.vote("h001", "五言绝句", &t.token, t.human_left).unwrap();
+        let v = store.vote("h001", "五言绝句", &t.token, t.human_left)?;
         assert!(!v.machine_chosen);
         assert_eq!(store.vote("h001", "五言绝句", &t.token, true), Err(VoteError::Replayed));
-        assert_eq!(store.count().unwrap(), 1);
+        assert_eq!(store.count()?, 1);
         drop(store);
-        let again = VoteStore::open(&dir.path().join("v.db")).unwrap();
-        assert_eq!(again.votes().unwrap(), vec![("五言绝句".to_string(), false)]);
+        let again = VoteStore::open(&dir.path().join("v.db"))?;
+        assert_eq!(again.votes()?, vec![("五言绝句".to_string(), false)]);
+        Ok(())
     }
 }
